@@ -1,0 +1,721 @@
+//! Segments: a mapped shared-memory file with a validated [`Header`] at offset 0.
+//!
+//! * Named segments live in `/dev/shm/multiproc.NAME`, created with `O_CREAT|O_EXCL` and mode 0600;
+//!   the creating process unlinks the name when its last handle drops (a forked child holding a
+//!   copy never does: the unlink is tied to the creator's pid). A name whose creator is dead
+//!   (pid + start time) is reclaimed by the next `create`.
+//! * Anonymous segments are memfds: inherited across `fork`, passable to a spawned child as an fd,
+//!   and freed by the kernel when the last fd and mapping go, so they cannot leak.
+//!
+//! ```
+//! use multiproc_shm::{Segment, SegmentSpec, ObjectKind, TypeFingerprint, Expect};
+//! let spec = SegmentSpec::new(ObjectKind::Raw, TypeFingerprint::of::<u8>(), 64, 8);
+//! let seg = Segment::create_anonymous(&spec, |_ptr, _len| Ok(())).unwrap();
+//! assert_eq!(seg.payload_len(), 64);
+//! ```
+
+use crate::ProcessId;
+use crate::error::{Result, ShmError};
+use crate::header::{
+    self, Expect, HEADER_SIZE, Header, INIT_STATE_OFFSET, MAX_PAYLOAD_ALIGN, ObjectKind,
+    STATE_CREATING, STATE_FAILED, STATE_READY, TypeFingerprint,
+};
+use memmap2::{MmapOptions, MmapRaw};
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+#[allow(clippy::disallowed_types)] // the header's init word: never modelled under loom
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Prefix of every named segment in /dev/shm.
+pub const NAME_PREFIX: &str = "multiproc.";
+/// How long an opener waits for a creator to finish by default.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A segment left in the Creating state this long is treated as abandoned.
+const ABANDONED_AFTER: Duration = Duration::from_secs(5);
+
+/// What a new segment holds.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentSpec {
+    /// The kind.
+    pub kind: ObjectKind,
+    /// The element type.
+    pub fingerprint: TypeFingerprint,
+    /// Payload bytes.
+    pub payload_size: usize,
+    /// Payload alignment (at most 256).
+    pub payload_align: usize,
+}
+
+impl SegmentSpec {
+    /// A spec.
+    pub fn new(
+        kind: ObjectKind,
+        fingerprint: TypeFingerprint,
+        payload_size: usize,
+        payload_align: usize,
+    ) -> SegmentSpec {
+        SegmentSpec {
+            kind,
+            fingerprint,
+            payload_size,
+            payload_align,
+        }
+    }
+}
+
+/// How to reach a segment from another process: its name, or an fd number valid there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SegmentHandle {
+    /// A named segment (the user's name, without the prefix).
+    Named(String),
+    /// An anonymous segment's fd, as numbered in the receiving process.
+    Fd(i32),
+}
+
+struct Inner {
+    map: MmapRaw,
+    file: File,
+    name: Option<String>,
+    /// Set in the creating process of a named segment: unlink on drop if still this pid.
+    unlink_by: Option<u32>,
+    header: Header,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let (Some(name), Some(pid)) = (&self.name, self.unlink_by)
+            && pid == std::process::id()
+        {
+            // Only if the name still refers to our file (someone may have reclaimed it).
+            if let Ok(fd) = shm_open_existing(name, libc::O_RDONLY)
+                && same_inode(fd.as_fd(), self.file.as_fd())
+            {
+                let _ = shm_unlink(name);
+            }
+        }
+    }
+}
+
+/// A mapped, validated segment. Cloning gives another handle to the same mapping.
+#[derive(Clone)]
+pub struct Segment {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.inner.name)
+            .field("kind", &self.inner.header.object_kind())
+            .field("type", &self.inner.header.type_name())
+            .field("payload_size", &self.inner.header.payload_size)
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Creates an anonymous (memfd) segment and runs `init` on its payload before marking it Ready.
+    ///
+    /// `init` gets the payload pointer and length; nobody else can see the memory yet.
+    pub fn create_anonymous(
+        spec: &SegmentSpec,
+        init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
+    ) -> Result<Segment> {
+        check_align(spec)?;
+        let cname = CString::new(format!("multiproc-{}", spec.kind.name())).expect("no NUL");
+        // SAFETY: cname is a valid NUL-terminated string; flags are valid memfd flags.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(ShmError::os("memfd_create"));
+        }
+        // SAFETY: memfd_create returned a fresh fd that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Self::build(File::from(fd), None, spec, init)
+    }
+
+    /// Creates `/dev/shm/multiproc.NAME` exclusively (mode 0600), reclaiming a stale one whose
+    /// creator is dead, and runs `init` on the payload before marking it Ready.
+    pub fn create_named(
+        name: &str,
+        spec: &SegmentSpec,
+        init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
+    ) -> Result<Segment> {
+        check_name(name)?;
+        check_align(spec)?;
+        let full = format!("{NAME_PREFIX}{name}");
+        let mut attempts = 0;
+        let fd = loop {
+            attempts += 1;
+            match shm_create_excl(&full) {
+                Ok(fd) => break fd,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    match reclaim_if_stale(&full)? {
+                        Reclaim::Reclaimed if attempts < 4 => continue,
+                        Reclaim::Busy if attempts < 4 => {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        Reclaim::Alive(pid) | Reclaim::AliveUnknown(pid) => {
+                            return Err(ShmError::AlreadyExists {
+                                name: name.to_string(),
+                                creator_pid: pid,
+                            });
+                        }
+                        _ => {
+                            return Err(ShmError::AlreadyExists {
+                                name: name.to_string(),
+                                creator_pid: None,
+                            });
+                        }
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                    return Err(ShmError::PermissionDenied {
+                        name: name.to_string(),
+                    });
+                }
+                Err(source) => {
+                    return Err(ShmError::Os {
+                        op: "shm_open",
+                        source,
+                    });
+                }
+            }
+        };
+        let file = File::from(fd);
+        match Self::build(file, Some(full.clone()), spec, init) {
+            Ok(seg) => Ok(seg),
+            Err(e) => {
+                let _ = shm_unlink(&full);
+                Err(e)
+            }
+        }
+    }
+
+    fn build(
+        file: File,
+        name: Option<String>,
+        spec: &SegmentSpec,
+        init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
+    ) -> Result<Segment> {
+        let total = HEADER_SIZE as u64 + spec.payload_size as u64;
+        file.set_len(total).map_err(|source| ShmError::Os {
+            op: "ftruncate",
+            source,
+        })?;
+        let map = MmapOptions::new()
+            .len(total as usize)
+            .map_raw(&file)
+            .map_err(|source| ShmError::Os { op: "mmap", source })?;
+        let base = map.as_mut_ptr();
+        let mut header = Header::new(
+            spec.kind,
+            &spec.fingerprint,
+            spec.payload_size as u64,
+            ProcessId::current(),
+        );
+        // SAFETY: the mapping is `total >= HEADER_SIZE` bytes, page aligned; Header is plain data.
+        // Nobody else uses the header before it is Ready: openers only read init_state until then.
+        unsafe { std::ptr::write_volatile(base.cast::<Header>(), header) };
+        // SAFETY: HEADER_SIZE <= total, so the payload pointer is inside (or one past) the mapping.
+        let payload = unsafe { NonNull::new_unchecked(base.add(HEADER_SIZE)) };
+        let state = init_state(base);
+        let unlink_by = name.as_ref().map(|_| std::process::id());
+        let result = init(payload, spec.payload_size);
+        match result {
+            Ok(()) => {
+                // Release: pairs with the Acquire load in `wait_ready`; every header and payload
+                // write above happens-before an opener's reads. Relaxed would let an opener see
+                // Ready before the payload is built.
+                state.store(STATE_READY, Ordering::Release);
+                header.init_state = STATE_READY;
+                Ok(Segment {
+                    inner: Arc::new(Inner {
+                        map,
+                        file,
+                        name,
+                        unlink_by,
+                        header,
+                    }),
+                })
+            }
+            Err(e) => {
+                state.store(STATE_FAILED, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens `/dev/shm/multiproc.NAME`, waiting up to [`DEFAULT_OPEN_TIMEOUT`] for its creator to
+    /// mark it Ready, and validates it against `expect`.
+    pub fn open_named(name: &str, expect: &Expect) -> Result<Segment> {
+        Self::open_named_timeout(name, expect, DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`Segment::open_named`] with a chosen wait for readiness.
+    pub fn open_named_timeout(name: &str, expect: &Expect, timeout: Duration) -> Result<Segment> {
+        check_name(name)?;
+        let full = format!("{NAME_PREFIX}{name}");
+        let fd = shm_open_existing(&full, libc::O_RDWR).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => ShmError::NotFound {
+                name: name.to_string(),
+            },
+            Some(libc::EACCES) | Some(libc::EPERM) => ShmError::PermissionDenied {
+                name: name.to_string(),
+            },
+            _ => ShmError::Os {
+                op: "shm_open",
+                source: e,
+            },
+        })?;
+        Self::open_file(File::from(fd), Some(full), expect, timeout)
+    }
+
+    /// Opens a segment from an fd (an anonymous segment passed from a parent). The fd is taken over.
+    pub fn from_fd(fd: OwnedFd, expect: &Expect) -> Result<Segment> {
+        Self::open_file(File::from(fd), None, expect, DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// Opens the segment a [`SegmentHandle`] names. For `Fd`, the fd is duplicated, not taken.
+    pub fn open_handle(handle: &SegmentHandle, expect: &Expect) -> Result<Segment> {
+        match handle {
+            SegmentHandle::Named(name) => Self::open_named(name, expect),
+            SegmentHandle::Fd(fd) => {
+                // SAFETY: F_DUPFD_CLOEXEC on any integer is safe; an invalid fd gives EBADF.
+                let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if dup < 0 {
+                    return Err(ShmError::os("dup of segment fd"));
+                }
+                // SAFETY: fcntl returned a fresh fd that we own.
+                Self::from_fd(unsafe { OwnedFd::from_raw_fd(dup) }, expect)
+            }
+        }
+    }
+
+    fn open_file(
+        file: File,
+        name: Option<String>,
+        expect: &Expect,
+        timeout: Duration,
+    ) -> Result<Segment> {
+        let deadline = Instant::now() + timeout;
+        // The creator sets the size right after O_EXCL: wait (bounded) while the file is short.
+        let size = loop {
+            let size = file
+                .metadata()
+                .map_err(|source| ShmError::Os {
+                    op: "fstat",
+                    source,
+                })?
+                .len();
+            if size >= HEADER_SIZE as u64 {
+                break size;
+            }
+            if Instant::now() >= deadline {
+                return Err(ShmError::Truncated {
+                    actual: size,
+                    needed: HEADER_SIZE as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let map = MmapOptions::new()
+            .len(size as usize)
+            .map_raw(&file)
+            .map_err(|source| ShmError::Os { op: "mmap", source })?;
+        let base = map.as_mut_ptr();
+        wait_ready(base, deadline, timeout)?;
+        // SAFETY: the mapping holds at least HEADER_SIZE bytes; Header is plain data (any bytes
+        // are a valid value); the creator wrote it before its Release store of Ready.
+        let header = unsafe { std::ptr::read_volatile(base.cast::<Header>()) };
+        header::validate(&header, size, expect)?;
+        // The file may have been shrunk by a hostile process after our fstat; re-check so every
+        // later access through the mapping stays inside the file.
+        let now = file
+            .metadata()
+            .map_err(|source| ShmError::Os {
+                op: "fstat",
+                source,
+            })?
+            .len();
+        if now != size {
+            return Err(ShmError::SizeMismatch {
+                what: "file size changed while opening",
+                header: size,
+                expected: now,
+            });
+        }
+        Ok(Segment {
+            inner: Arc::new(Inner {
+                map,
+                file,
+                name,
+                unlink_by: None,
+                header,
+            }),
+        })
+    }
+
+    /// Pointer to the payload (256-byte aligned).
+    pub fn payload_ptr(&self) -> NonNull<u8> {
+        // SAFETY: the mapping is at least HEADER_SIZE bytes (checked at create/open).
+        unsafe { NonNull::new_unchecked(self.inner.map.as_mut_ptr().add(HEADER_SIZE)) }
+    }
+
+    /// Payload bytes.
+    pub fn payload_len(&self) -> usize {
+        self.inner.header.payload_size as usize
+    }
+
+    /// A copy of the header as validated.
+    pub fn header(&self) -> &Header {
+        &self.inner.header
+    }
+
+    /// The full shm name (`multiproc.NAME`) of a named segment.
+    pub fn shm_name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
+    }
+
+    /// The user's name of a named segment.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref().map(|n| &n[NAME_PREFIX.len()..])
+    }
+
+    /// The segment's fd.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inner.file.as_fd()
+    }
+
+    /// How another process reaches this segment. For an anonymous segment the fd number is this
+    /// process's: valid in a forked child, or in a spawned child that was given the same fd number.
+    pub fn handle(&self) -> SegmentHandle {
+        match self.name() {
+            Some(n) => SegmentHandle::Named(n.to_string()),
+            None => SegmentHandle::Fd(self.inner.file.as_raw_fd()),
+        }
+    }
+
+    /// Whether two handles map the same segment object (same file).
+    pub fn same_as(&self, other: &Segment) -> bool {
+        same_inode(self.fd(), other.fd())
+    }
+}
+
+// SAFETY: the mapping is shared memory reached only through raw pointers by the typed layers,
+// which synchronize through atomics/locks in the payload; the Inner fields are immutable.
+unsafe impl Send for Inner {}
+// SAFETY: as above: no interior mutability outside the mapped memory.
+unsafe impl Sync for Inner {}
+
+fn init_state(base: *mut u8) -> &'static AtomicU32 {
+    // SAFETY: INIT_STATE_OFFSET (44) is 4-aligned inside the page-aligned mapping, which outlives
+    // every use here (callers hold the mapping). AtomicU32 has u32's layout.
+    unsafe { &*base.add(INIT_STATE_OFFSET).cast::<AtomicU32>() }
+}
+
+fn wait_ready(base: *mut u8, deadline: Instant, timeout: Duration) -> Result<()> {
+    let state = init_state(base);
+    let mut spins = 0u32;
+    loop {
+        // Acquire: pairs with the creator's Release store of Ready in `build`.
+        match state.load(Ordering::Acquire) {
+            STATE_READY => return Ok(()),
+            STATE_FAILED => return Err(ShmError::InitFailed),
+            STATE_CREATING => {}
+            _ => return Err(ShmError::Corrupted("unknown init state")),
+        }
+        if Instant::now() >= deadline {
+            return Err(ShmError::InitTimeout(timeout));
+        }
+        spins += 1;
+        if spins < 100 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn check_align(spec: &SegmentSpec) -> Result<()> {
+    if !spec.payload_align.is_power_of_two() || spec.payload_align > MAX_PAYLOAD_ALIGN {
+        return Err(ShmError::AlignTooLarge(spec.payload_align));
+    }
+    Ok(())
+}
+
+/// Checks a user segment name: 1..=200 bytes of `[A-Za-z0-9._-]`.
+pub fn check_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(ShmError::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 200 {
+        return bad("longer than 200 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    if name == "." || name == ".." {
+        return bad("not a file name");
+    }
+    Ok(())
+}
+
+fn cname(full: &str) -> CString {
+    CString::new(format!("/{full}")).expect("checked name has no NUL")
+}
+
+fn shm_create_excl(full: &str) -> io::Result<OwnedFd> {
+    let c = cname(full);
+    // SAFETY: c is NUL-terminated; the flags and mode are valid.
+    let fd = unsafe {
+        libc::shm_open(
+            c.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: shm_open returned a fresh fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn shm_open_existing(full: &str, mode: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cname(full);
+    // SAFETY: c is NUL-terminated; the flags are valid.
+    let fd = unsafe { libc::shm_open(c.as_ptr(), mode | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: shm_open returned a fresh fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn shm_unlink(full: &str) -> io::Result<()> {
+    let c = cname(full);
+    // SAFETY: c is NUL-terminated.
+    if unsafe { libc::shm_unlink(c.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn same_inode(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    match (fstat(a.as_raw_fd()), fstat(b.as_raw_fd())) {
+        (Some(x), Some(y)) => x.st_ino == y.st_ino && x.st_dev == y.st_dev,
+        _ => false,
+    }
+}
+
+fn fstat(fd: RawFd) -> Option<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is a valid out-pointer for one stat struct.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so it filled the struct.
+    Some(unsafe { st.assume_init() })
+}
+
+/// The state of an existing named segment, as judged by its header and creator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Staleness {
+    /// The creator (pid + start time) is alive.
+    Alive(u32),
+    /// The creator is dead: the segment can be reclaimed.
+    CreatorDead(u32),
+    /// Never finished its header and is older than a few seconds: abandoned.
+    Abandoned,
+    /// Still being created (young, not Ready yet).
+    Creating,
+    /// Not a multiproc header (or unreadable); left alone.
+    Foreign,
+}
+
+/// Judges a named segment's file (by the full shm name, `multiproc.NAME`).
+pub fn staleness_of(full: &str) -> io::Result<Staleness> {
+    let fd = shm_open_existing(full, libc::O_RDONLY)?;
+    Ok(staleness_fd(fd.as_fd()))
+}
+
+fn staleness_fd(fd: BorrowedFd<'_>) -> Staleness {
+    let Some(st) = fstat(fd.as_raw_fd()) else {
+        return Staleness::Foreign;
+    };
+    let age = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
+        Duration::from_secs(now.saturating_sub(st.st_mtime).max(0) as u64)
+    };
+    let mut buf = [0u8; HEADER_SIZE];
+    // SAFETY: buf is a valid buffer of HEADER_SIZE bytes; pread on a bad fd just fails.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), HEADER_SIZE, 0) };
+    if n < HEADER_SIZE as isize {
+        return if age > ABANDONED_AFTER {
+            Staleness::Abandoned
+        } else {
+            Staleness::Creating
+        };
+    }
+    let Ok(h) = header::header_from_bytes(&buf) else {
+        return Staleness::Foreign;
+    };
+    if h.magic != header::MAGIC {
+        return if h.magic == 0 && age > ABANDONED_AFTER {
+            Staleness::Abandoned
+        } else if h.magic == 0 {
+            Staleness::Creating
+        } else {
+            Staleness::Foreign
+        };
+    }
+    if h.creator().is_alive() {
+        return Staleness::Alive(h.creator_pid);
+    }
+    Staleness::CreatorDead(h.creator_pid)
+}
+
+enum Reclaim {
+    Reclaimed,
+    Busy,
+    Alive(Option<u32>),
+    AliveUnknown(Option<u32>),
+}
+
+/// Unlinks the named segment if its creator is dead, guarding against two reclaimers with an
+/// exclusive `flock` on the inspected file and an inode check before the unlink.
+fn reclaim_if_stale(full: &str) -> Result<Reclaim> {
+    let fd = match shm_open_existing(full, libc::O_RDONLY) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Reclaim::Reclaimed),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            return Err(ShmError::PermissionDenied {
+                name: full[NAME_PREFIX.len()..].to_string(),
+            });
+        }
+        Err(source) => {
+            return Err(ShmError::Os {
+                op: "shm_open",
+                source,
+            });
+        }
+    };
+    match staleness_fd(fd.as_fd()) {
+        Staleness::Alive(pid) => return Ok(Reclaim::Alive(Some(pid))),
+        Staleness::Foreign => return Ok(Reclaim::AliveUnknown(None)),
+        Staleness::Creating => return Ok(Reclaim::Busy),
+        Staleness::CreatorDead(_) | Staleness::Abandoned => {}
+    }
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
+        return Ok(Reclaim::Busy);
+    }
+    // Still the same file under that name? Then it is ours to unlink.
+    if let Ok(now) = shm_open_existing(full, libc::O_RDONLY)
+        && same_inode(now.as_fd(), fd.as_fd())
+    {
+        let _ = shm_unlink(full);
+    }
+    Ok(Reclaim::Reclaimed)
+}
+
+/// Every named multiproc segment in /dev/shm, by full name, with its staleness.
+pub fn list_named() -> io::Result<Vec<(String, Staleness)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(user) = name.strip_prefix(NAME_PREFIX) {
+            if check_name(user).is_err() {
+                continue;
+            }
+            let st = staleness_of(&name).unwrap_or(Staleness::Foreign);
+            out.push((name, st));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Unlinks every named multiproc segment whose creator is dead (or that was abandoned half-made).
+/// Returns the names removed (or that would be, with `dry_run`).
+pub fn clean_stale(dry_run: bool) -> io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for (name, st) in list_named()? {
+        if matches!(st, Staleness::CreatorDead(_) | Staleness::Abandoned) {
+            if !dry_run {
+                match reclaim_if_stale(&name) {
+                    Ok(Reclaim::Reclaimed) => {}
+                    _ => continue,
+                }
+            }
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+/// Reads the raw header of a named segment without validating kind or type (for tools).
+pub fn read_header_named(name: &str) -> Result<Header> {
+    check_name(name)?;
+    let full = format!("{NAME_PREFIX}{name}");
+    let fd = shm_open_existing(&full, libc::O_RDONLY).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => ShmError::NotFound {
+            name: name.to_string(),
+        },
+        Some(libc::EACCES) => ShmError::PermissionDenied {
+            name: name.to_string(),
+        },
+        _ => ShmError::Os {
+            op: "shm_open",
+            source: e,
+        },
+    })?;
+    let mut buf = [0u8; HEADER_SIZE];
+    // SAFETY: buf is HEADER_SIZE bytes.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), HEADER_SIZE, 0) };
+    if n < 0 {
+        return Err(ShmError::os("pread"));
+    }
+    header::header_from_bytes(&buf[..n as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("ok-name_1.x").is_ok());
+        for bad in ["", "a/b", "..", "sp ace", &"x".repeat(201)] {
+            assert!(
+                matches!(check_name(bad), Err(ShmError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn creating_state_is_never_seen_as_ready() {
+        assert_eq!(STATE_CREATING, 0);
+    }
+}
