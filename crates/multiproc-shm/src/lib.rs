@@ -8,6 +8,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 mod error;
+pub mod fd_passing;
 pub mod header;
 mod proc_info;
 mod segment;

@@ -74,8 +74,9 @@ impl SegmentSpec {
 pub enum SegmentHandle {
     /// A named segment (the user's name, without the prefix).
     Named(String),
-    /// An anonymous segment's fd, as numbered in the receiving process.
-    Fd(i32),
+    /// An anonymous segment's fd, as numbered in the receiving process. Serializing it registers
+    /// the fd with [`crate::fd_passing::collect_fds`], so a spawner passes it on.
+    Fd(#[serde(serialize_with = "crate::fd_passing::serialize_fd")] i32),
 }
 
 struct Inner {

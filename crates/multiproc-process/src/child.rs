@@ -1,0 +1,171 @@
+//! The child side: [`init`] (the first line of `main`) and what a started child runs.
+//!
+//! A spawned child finds `MULTIPROC_CHILD=<fd>` in its environment; the fd is a memfd holding the
+//! bootstrap record. The child validates it (magic, version, build id, task), answers the
+//! handshake on the ack pipe, takes on its identity (name, daemon, parent), runs the task under
+//! `catch_unwind`, writes the outcome into the result memfd and exits: 0 on success, 1 on a panic
+//! or a task error. It never returns into the program's own `main`.
+
+use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, FORKSERVER_ENV, Outcome};
+use crate::state::{self, Current};
+use crate::{registry, sys};
+use multiproc_shm::ProcessId;
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+
+/// Must be the first line of `main` in every program that starts processes.
+///
+/// In a process started by multiproc (spawn or forkserver) it runs the requested task and exits;
+/// in the fork server it serves fork requests until the parent goes; otherwise it returns at once.
+///
+/// ```no_run
+/// fn main() {
+///     multiproc_process::init();
+///     // ...
+/// }
+/// ```
+pub fn init() {
+    // Relaxed: only this thread's later spawns read it (and `InitMissingInChild` is advisory).
+    state::INIT_CALLED.store(true, Ordering::Relaxed);
+    if let Some(spec) = std::env::var_os(FORKSERVER_ENV) {
+        crate::forkserver::serve(&spec.to_string_lossy());
+    }
+    if let Some(v) = std::env::var_os(CHILD_ENV) {
+        match v.to_string_lossy().parse::<RawFd>() {
+            Ok(fd) if fd >= 0 => child_main(fd, false),
+            _ => {
+                eprintln!("multiproc: bad {CHILD_ENV} value {v:?}");
+                // SAFETY: _exit is always safe.
+                unsafe { libc::_exit(2) }
+            }
+        }
+    }
+}
+
+/// Runs a started child from its bootstrap fd. Never returns.
+pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
+    let bytes = sys::pread_all(boot_fd);
+    // SAFETY: the boot fd was given to us; nothing else uses it.
+    unsafe { libc::close(boot_fd) };
+    let boot: Boot = match bytes
+        .map_err(|e| e.to_string())
+        .and_then(|b| postcard::from_bytes(&b).map_err(|e| e.to_string()))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("multiproc: unreadable bootstrap record: {e}");
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(2) }
+        }
+    };
+    let refuse = |msg: String| -> ! {
+        let mut m = vec![ACK_ERR];
+        m.extend_from_slice(msg.as_bytes());
+        let _ = sys::write_all(boot.ack_fd, &m);
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(2) }
+    };
+    if boot.magic != BOOT_MAGIC || boot.version != BOOT_VERSION {
+        refuse(format!(
+            "bootstrap format {:#x} v{} is not this build's {BOOT_MAGIC:#x} v{BOOT_VERSION}",
+            boot.magic, boot.version
+        ));
+    }
+    if boot.build_id != registry::build_id() {
+        refuse(format!(
+            "the parent is a different build of the program (build id {:#018x}, ours {:#018x})",
+            boot.build_id,
+            registry::build_id()
+        ));
+    }
+    let Some(entry) = registry::entry_by_hash(boot.task_hash).filter(|e| e.id == boot.task_id)
+    else {
+        refuse(format!("task `{}` is not registered in this binary", boot.task_id));
+    };
+    if boot.daemon {
+        // Die with the parent; then close the race where it died before the prctl.
+        let _ = sys::set_pdeathsig(libc::SIGKILL);
+        if sys::getppid() != boot.real_parent as i32 {
+            refuse("the parent died before the child started".into());
+        }
+    }
+    if let Some(dir) = &boot.cwd
+        && let Err(e) = std::env::set_current_dir(dir)
+    {
+        refuse(format!("cannot change directory to {dir}: {e}"));
+    }
+    if from_forkserver {
+        for (k, v) in &boot.env {
+            // SAFETY: a fork-server child is single-threaded here (forked from the
+            // single-threaded server), so nothing reads the environment concurrently.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+    let _ = sys::write_all(boot.ack_fd, &[ACK_OK]);
+    // SAFETY: closing the ack fd we were given.
+    unsafe { libc::close(boot.ack_fd) };
+    for &fd in &boot.passed_fds {
+        let _ = sys::set_cloexec(fd, true);
+    }
+    state::set_current(Current {
+        name: boot.name.clone(),
+        identity: boot.identity.clone(),
+        daemon: boot.daemon,
+        parent: Some(ProcessId {
+            pid: boot.parent_pid,
+            start_time: boot.parent_start_time,
+        }),
+        counter: 0,
+        pid: std::process::id(),
+    });
+    if let Some(level) = boot.log_level.and_then(crate::log::level_from_u8) {
+        let _ = crate::log::log_to_stderr(level);
+    }
+    let trampoline = entry.trampoline;
+    let args = boot.args;
+    run_and_exit(boot.result_fd, move || trampoline(&args))
+}
+
+/// Runs the task body, writes the outcome to `result_fd`, joins our own children and exits.
+pub(crate) fn run_and_exit(
+    result_fd: RawFd,
+    body: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> ! {
+    tracing::info!(target: "multiproc", "child process calling self.run()");
+    let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(v)) => Outcome::Ok(v),
+        Ok(Err(e)) => Outcome::Error(e),
+        Err(p) => Outcome::Panic(panic_message(&*p)),
+    };
+    let code = match outcome {
+        Outcome::Ok(_) => 0,
+        _ => 1,
+    };
+    if let Ok(bytes) = postcard::to_allocvec(&outcome) {
+        let _ = sys::write_all(result_fd, &bytes);
+    }
+    // SAFETY: closing our copy of the result fd.
+    unsafe { libc::close(result_fd) };
+    finish(code)
+}
+
+/// Joins this process's children, logs, flushes stdio and `_exit`s.
+pub(crate) fn finish(code: i32) -> ! {
+    state::shutdown_children();
+    tracing::info!(target: "multiproc", "process exiting with exitcode {code}");
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit is always safe; we flushed what we own.
+    unsafe { libc::_exit(code) }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}

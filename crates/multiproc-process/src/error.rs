@@ -1,0 +1,104 @@
+//! Errors of process management.
+
+use std::io;
+
+/// What went wrong starting, waiting for or talking to a child process.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The function is not a `#[multiproc::task]`: a spawned child could not find it.
+    #[error(
+        "task not registered: `{0}` has no #[multiproc::task] attribute (spawn and forkserver need \
+         a registered task; closures need StartMethod::Fork)"
+    )]
+    TaskNotRegistered(&'static str),
+    /// A spawned child never answered the handshake: its `main` does not call `multiproc::init()`
+    /// first (or it is not a multiproc binary).
+    #[error(
+        "the child process did not answer the start handshake within {0:?}: does `main` call \
+         `multiproc::init()` as its first line?"
+    )]
+    InitNotCalled(std::time::Duration),
+    /// The child exited before completing the handshake.
+    #[error(
+        "the child process exited during the start handshake (exit status {exitcode:?}): does `main` \
+         call `multiproc::init()` as its first line?"
+    )]
+    HandshakeEof {
+        /// The child's exit code if it was reaped.
+        exitcode: Option<i32>,
+    },
+    /// The child refused the parent at the handshake (different build, unknown task...).
+    #[error("the child process refused the start: {0}")]
+    Refused(String),
+    /// `Process::spawn` ran in a process started by multiproc whose `main` skipped `init()`.
+    #[error(
+        "this process was started by multiproc but never called `multiproc::init()`: call it as the \
+         first line of `main`"
+    )]
+    InitMissingInChild,
+    /// `start` on a process that was already started.
+    #[error("process already started")]
+    AlreadyStarted,
+    /// An operation that needs a started process.
+    #[error("process not started")]
+    NotStarted,
+    /// The process was closed with `close()`.
+    #[error("process object is closed")]
+    Closed,
+    /// `close()` on a process that is still running.
+    #[error("cannot close a process while it is still running; join or terminate it first")]
+    StillRunning,
+    /// `join_timeout` expired while the child runs.
+    #[error("timed out waiting for the process")]
+    Timeout,
+    /// The task panicked; the child's exit code is 1.
+    #[error("task panicked in the child process: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The task failed in the child outside the user's code (argument decoding...).
+    #[error("task failed in the child process: {0}")]
+    TaskFailed(String),
+    /// The child ended without sending a result (killed, `exit()` called, ...).
+    #[error("the child process ended without a result (exitcode {exitcode})")]
+    NoResult {
+        /// 0 or an exit code, or `-signal` when killed by a signal.
+        exitcode: i32,
+    },
+    /// Encoding the arguments or decoding the result failed.
+    #[error("codec error: {0}")]
+    Codec(#[from] postcard::Error),
+    /// A closure target needs `StartMethod::Fork`.
+    #[error("closures can only be started with StartMethod::Fork (spawn and forkserver run registered tasks)")]
+    ClosureNeedsFork,
+    /// A daemonic process tried to start children (as in Python).
+    #[error("daemonic processes are not allowed to have children")]
+    DaemonCannotHaveChildren,
+    /// `set_start_method` was called a second time without `force`.
+    #[error("context has already been set (start method {0:?}); pass force = true to change it")]
+    StartMethodAlreadySet(crate::StartMethod),
+    /// Too many fds to pass to one child.
+    #[error("too many fds to pass to a child ({0}, at most {1})")]
+    TooManyFds(usize, usize),
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Os {
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl ProcessError {
+    pub(crate) fn os(op: &'static str) -> ProcessError {
+        ProcessError::Os {
+            op,
+            source: io::Error::last_os_error(),
+        }
+    }
+}
+
+/// Result with [`ProcessError`].
+pub type Result<T, E = ProcessError> = std::result::Result<T, E>;

@@ -1,0 +1,75 @@
+//! Processes for multiproc, as Python's `multiprocessing.Process`: start a function in another
+//! process and manage its life, with the task's return value coming back from `join`.
+//!
+//! * [`init`] is the first line of `main`: in a child started by multiproc it runs the task.
+//! * `#[multiproc::task]` registers a `fn(A, ..) -> R` (serde arguments and result) in a
+//!   link-time registry; [`Process::spawn`] takes the plain function.
+//! * Start methods ([`StartMethod`]): `Spawn` (re-exec of `/proc/self/exe`, the default, safe in
+//!   threaded parents), `Fork` (closures; single-threaded parents only) and `ForkServer`.
+//! * Daemons die with their parent (`PR_SET_PDEATHSIG`); exit codes follow Python (`-signal` when
+//!   killed); no zombie is left behind; [`log_to_stderr`] prints `[INFO/Process-1] ...`.
+//!
+//! ```no_run
+//! use multiproc_process::{Process, init};
+//! #[multiproc_process::task(crate = multiproc_process)]
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! fn main() {
+//!     init();
+//!     let mut p = Process::spawn(square, 7).unwrap();
+//!     assert_eq!(p.join().unwrap(), 49);
+//! }
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+mod boot;
+mod child;
+mod error;
+mod forkserver;
+mod log;
+mod process;
+pub mod registry;
+mod spawn;
+mod state;
+mod sys;
+
+pub use child::init;
+pub use error::{ProcessError, Result};
+pub use log::{LogInitError, PythonFormat, log_to_stderr};
+pub use multiproc_macros::task;
+pub use process::{
+    ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, ParentProcess, Process, ProcessBuilder, ProcessInfo,
+    StartMethod, active_children, current_process, get_all_start_methods, get_start_method,
+    parent_process, set_start_method,
+};
+pub use registry::Task;
+
+/// Runs [`init`] before `main`, from an ELF constructor: for binaries whose `main` is not
+/// yours, such as libtest test binaries (`cargo test`, nextest). Put it once in the test crate.
+///
+/// ```ignore
+/// multiproc_process::init_before_main!();
+/// ```
+#[macro_export]
+macro_rules! init_before_main {
+    () => {
+        #[used]
+        // SAFETY: .init_array entries are plain `extern "C" fn()` pointers run by the loader
+        // before main; ours only reads the environment and, in a child, runs the task and exits.
+        #[unsafe(link_section = ".init_array")]
+        static __MULTIPROC_INIT_BEFORE_MAIN: extern "C" fn() = {
+            extern "C" fn __multiproc_init_before_main() {
+                $crate::init();
+            }
+            __multiproc_init_before_main
+        };
+    };
+}
+
+/// What `#[multiproc::task]` expands to refers to; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{TASKS, TaskEntry, run_task, type_id_of_val};
+    pub use linkme;
+}

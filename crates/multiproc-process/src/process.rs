@@ -1,0 +1,848 @@
+//! `Process`: start a function in another process and manage its life, as Python's
+//! `multiprocessing.Process`, with the task's return value coming back from `join`.
+//!
+//! ```no_run
+//! use multiproc_process::Process;
+//! #[multiproc_process::task(crate = multiproc_process)]
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! fn main() {
+//!     multiproc_process::init();
+//!     let mut p = Process::spawn(square, 7).unwrap();
+//!     assert_eq!(p.join().unwrap(), 49);
+//!     assert_eq!(p.exitcode(), Some(0));
+//! }
+//! ```
+
+use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, Outcome};
+use crate::error::{ProcessError, Result};
+use crate::registry::{self, Task, TaskEntry};
+use crate::state::{self, ChildRec, Reap};
+use crate::sys;
+use multiproc_shm::ProcessId;
+use multiproc_shm::fd_passing::collect_fds;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::any::Any;
+use std::ffi::OsString;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a child process is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StartMethod {
+    /// Re-exec `/proc/self/exe`; the child's `init()` runs the task. Safe in threaded parents.
+    /// The default.
+    Spawn,
+    /// `fork()`: the child is a copy of the parent and may run a closure. Only for parents that
+    /// run a single thread (another thread may hold a lock, e.g. the allocator's or a
+    /// `Mutex`, at the moment of the fork, and the child would deadlock on it).
+    Fork,
+    /// A fork server (a clean re-exec'd copy started on first use) forks each child.
+    ForkServer,
+}
+
+impl StartMethod {
+    /// Python's name: "spawn", "fork", "forkserver".
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Fork => "fork",
+            StartMethod::ForkServer => "forkserver",
+        }
+    }
+}
+
+/// Sets the default start method. A second call is an error unless `force` (as in Python).
+pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
+    let mut g = state::start_method_slot();
+    if let Some(old) = *g
+        && !force
+    {
+        return Err(ProcessError::StartMethodAlreadySet(old));
+    }
+    *g = Some(method);
+    Ok(())
+}
+
+/// The default start method ([`StartMethod::Spawn`] unless set).
+pub fn get_start_method() -> StartMethod {
+    state::start_method_slot().unwrap_or(StartMethod::Spawn)
+}
+
+/// Every start method this platform has.
+pub fn get_all_start_methods() -> [StartMethod; 3] {
+    [StartMethod::Spawn, StartMethod::ForkServer, StartMethod::Fork]
+}
+
+/// What `current_process()` says about this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// "MainProcess", or the name given to this child ("Process-1", "Process-1:2", ...).
+    pub name: String,
+    /// The pid.
+    pub pid: u32,
+    /// Whether this process is a daemon.
+    pub daemon: bool,
+    /// Python's `_identity`: the child numbers from the main process down.
+    pub identity: Vec<u32>,
+}
+
+/// This process.
+pub fn current_process() -> ProcessInfo {
+    state::with_current(|c| ProcessInfo {
+        name: c.name.clone(),
+        pid: std::process::id(),
+        daemon: c.daemon,
+        identity: c.identity.clone(),
+    })
+}
+
+/// The process that started this one (`None` in the main process).
+pub fn parent_process() -> Option<ParentProcess> {
+    state::with_current(|c| c.parent).map(|id| ParentProcess { id })
+}
+
+/// A live child, as listed by [`active_children`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// Its pid.
+    pub pid: u32,
+    /// Its name.
+    pub name: String,
+    /// Whether it is a daemon.
+    pub daemon: bool,
+}
+
+/// The children of this process that are still running (finished ones whose handle was dropped
+/// are reaped on the way, as Python's `active_children` does).
+pub fn active_children() -> Vec<ChildInfo> {
+    state::live_children()
+        .into_iter()
+        .map(|(pid, name, daemon)| ChildInfo {
+            pid: pid as u32,
+            name,
+            daemon,
+        })
+        .collect()
+}
+
+/// The parent of this process, watched by identity (pid + start time, so a reused pid is not
+/// mistaken for it).
+#[derive(Clone, Copy, Debug)]
+pub struct ParentProcess {
+    id: ProcessId,
+}
+
+impl ParentProcess {
+    /// The parent's pid.
+    pub fn pid(&self) -> u32 {
+        self.id.pid
+    }
+
+    /// Whether the parent still runs.
+    pub fn is_alive(&self) -> bool {
+        self.id.is_alive()
+    }
+
+    /// Waits up to `timeout` for the parent to end; returns whether it has ended.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        match sys::pidfd_open(self.id.pid as libc::pid_t) {
+            Ok(fd) => {
+                // The pid may have been reused between our check and the open: re-check identity.
+                if !self.id.is_alive() {
+                    return true;
+                }
+                sys::poll_readable(fd.as_fd(), Some(timeout)).unwrap_or(false) || !self.is_alive()
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// A pidfd that becomes readable when the parent ends (Python's `parent_process().sentinel`).
+    pub fn sentinel(&self) -> Result<OwnedFd> {
+        let fd = sys::pidfd_open(self.id.pid as libc::pid_t)
+            .map_err(|source| ProcessError::Os { op: "pidfd_open", source })?;
+        if !self.id.is_alive() {
+            return Err(ProcessError::Os {
+                op: "pidfd_open",
+                source: std::io::Error::from_raw_os_error(libc::ESRCH),
+            });
+        }
+        Ok(fd)
+    }
+}
+
+type Body = Box<dyn FnOnce() -> std::result::Result<Vec<u8>, String> + Send>;
+
+enum Target {
+    Registered {
+        entry: &'static TaskEntry,
+        args: Vec<u8>,
+        fds: Vec<RawFd>,
+        /// The arguments themselves, kept alive until the child has its copies of their fds.
+        _keep: Box<dyn Any + Send>,
+    },
+    Closure(Body),
+}
+
+struct Running {
+    pid: i32,
+    pidfd: Arc<OwnedFd>,
+    result: OwnedFd,
+    reap: Reap,
+}
+
+/// Builds a [`Process`]: name, daemon flag, start method, environment, working directory.
+#[derive(Clone, Debug, Default)]
+pub struct ProcessBuilder {
+    name: Option<String>,
+    daemon: Option<bool>,
+    method: Option<StartMethod>,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    handshake_timeout: Option<Duration>,
+    corrupt_build_id: bool,
+}
+
+/// How long a parent waits for a spawned child's handshake by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl ProcessBuilder {
+    /// A builder with Python's defaults (name `Process-N`, daemon inherited, default method).
+    pub fn new() -> ProcessBuilder {
+        ProcessBuilder::default()
+    }
+
+    /// The child's name (its `current_process().name`, and the name in log lines).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon dies with its parent and may not start children. Default: this process's flag.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = Some(daemon);
+        self
+    }
+
+    /// The start method for this process (default: [`get_start_method`] at `start`).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Sets an environment variable in the child (spawn: in its environment from exec on;
+    /// forkserver: set by the child before the task runs, over the server's environment).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The child's working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// How long `start` waits for a spawned child to answer (default 20 s). A child that does not
+    /// answer (its `main` lacks `multiproc::init()`) is killed and `start` fails.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    #[doc(hidden)]
+    /// Test hook: send a wrong build id so the child refuses the parent.
+    pub fn __corrupt_build_id(mut self) -> Self {
+        self.corrupt_build_id = true;
+        self
+    }
+
+    /// An unstarted process that will run `task(args)` (Python's `Process(target=, args=)`).
+    ///
+    /// The arguments are serialized now; shared objects among them are passed as handles (the
+    /// fds of anonymous segments are kept open in the child at the same numbers).
+    pub fn target<M, T: Task<M>>(self, task: T, args: T::Args) -> Result<Process<T::Output>> {
+        let entry = match registry::entry_for::<T>() {
+            Ok(e) => e,
+            Err(e) if self.method == Some(StartMethod::Fork) => {
+                let _ = e;
+                return Ok(self.closure(move || task.call(args)));
+            }
+            Err(e) => return Err(e),
+        };
+        let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
+        let bytes = bytes?;
+        if fds.len() + 3 > crate::forkserver::MAX_FDS {
+            return Err(ProcessError::TooManyFds(fds.len(), crate::forkserver::MAX_FDS - 3));
+        }
+        Ok(self.build(Target::Registered {
+            entry,
+            args: bytes,
+            fds,
+            _keep: Box::new(args),
+        }))
+    }
+
+    /// An unstarted process that will run a closure; it can only start with
+    /// [`StartMethod::Fork`], which this sets.
+    pub fn closure<R, F>(mut self, f: F) -> Process<R>
+    where
+        R: Serialize,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        self.method = Some(StartMethod::Fork);
+        self.build(Target::Closure(Box::new(move || {
+            postcard::to_allocvec(&f()).map_err(|e| format!("encoding the result: {e}"))
+        })))
+    }
+
+    /// [`ProcessBuilder::target`] then [`Process::start`].
+    pub fn spawn<M, T: Task<M>>(self, task: T, args: T::Args) -> Result<Process<T::Output>> {
+        let mut p = self.target(task, args)?;
+        p.start()?;
+        Ok(p)
+    }
+
+    fn build<R>(self, target: Target) -> Process<R> {
+        let (identity, default_name, inherited_daemon) = state::with_current(|c| {
+            c.counter += 1;
+            let mut id = c.identity.clone();
+            id.push(c.counter);
+            let name = format!(
+                "Process-{}",
+                id.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(":")
+            );
+            (id, name, c.daemon)
+        });
+        Process {
+            name: self.name.unwrap_or(default_name),
+            daemon: self.daemon.unwrap_or(inherited_daemon),
+            method: self.method,
+            env: self.env,
+            cwd: self.cwd,
+            handshake_timeout: self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            corrupt_build_id: self.corrupt_build_id,
+            identity,
+            target: Some(target),
+            run: None,
+            exit: Mutex::new(None),
+            closed: false,
+            _r: PhantomData,
+        }
+    }
+}
+
+/// A child process running a task whose result is an `R`.
+pub struct Process<R = ()> {
+    name: String,
+    daemon: bool,
+    method: Option<StartMethod>,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+    handshake_timeout: Duration,
+    corrupt_build_id: bool,
+    identity: Vec<u32>,
+    target: Option<Target>,
+    run: Option<Running>,
+    exit: Mutex<Option<i32>>,
+    closed: bool,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon)
+            .field("exitcode", &*self.exit.lock().unwrap_or_else(|p| p.into_inner()))
+            .finish()
+    }
+}
+
+impl Process<()> {
+    /// A builder.
+    pub fn builder() -> ProcessBuilder {
+        ProcessBuilder::new()
+    }
+}
+
+impl<R> Process<R> {
+    /// An unstarted process running `task(args)` with default settings.
+    pub fn new<M, T: Task<M, Output = R>>(task: T, args: T::Args) -> Result<Process<R>> {
+        ProcessBuilder::new().target(task, args)
+    }
+
+    /// Starts `task(args)` in a new process with the default start method.
+    pub fn spawn<M, T: Task<M, Output = R>>(task: T, args: T::Args) -> Result<Process<R>> {
+        ProcessBuilder::new().spawn(task, args)
+    }
+
+    /// Forks a child running the closure `f` (see [`StartMethod::Fork`] for when that is safe).
+    pub fn fork<F>(f: F) -> Result<Process<R>>
+    where
+        R: Serialize,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let mut p = ProcessBuilder::new().closure(f);
+        p.start()?;
+        Ok(p)
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it is a daemon.
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The pid once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.run.as_ref().map(|r| r.pid as u32)
+    }
+
+    /// Starts the child. Starting twice is an error, as is starting from a daemonic process.
+    pub fn start(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(ProcessError::Closed);
+        }
+        if self.run.is_some() || self.target.is_none() {
+            return Err(ProcessError::AlreadyStarted);
+        }
+        if std::env::var_os(CHILD_ENV).is_some() && !state::INIT_CALLED.load(Ordering::Relaxed) {
+            return Err(ProcessError::InitMissingInChild);
+        }
+        if current_process().daemon {
+            return Err(ProcessError::DaemonCannotHaveChildren);
+        }
+        let method = self.method.unwrap_or_else(get_start_method);
+        if method != StartMethod::Fork && matches!(self.target, Some(Target::Closure(_))) {
+            return Err(ProcessError::ClosureNeedsFork);
+        }
+        // Reap finished children whose handles were dropped.
+        let _ = state::live_children();
+        let result = sys::memfd("multiproc-result")
+            .map_err(|source| ProcessError::Os { op: "memfd_create", source })?;
+        let target = self.target.take().expect("checked above");
+        let running = match (method, target) {
+            (StartMethod::Fork, target) => self.start_fork(target, result)?,
+            (method, Target::Registered { entry, args, fds, _keep }) => {
+                let r = self.start_exec(method, entry, &args, &fds, result);
+                drop(_keep);
+                r?
+            }
+            (_, Target::Closure(_)) => unreachable!("checked above"),
+        };
+        state::register_child(ChildRec {
+            pid: running.pid,
+            name: self.name.clone(),
+            daemon: self.daemon,
+            owner: std::process::id(),
+            pidfd: running.pidfd.clone(),
+            orphan: None,
+        });
+        tracing::debug!(target: "multiproc", "started {} (pid {}) with {}", self.name, running.pid, method.name());
+        self.run = Some(running);
+        Ok(())
+    }
+
+    fn start_fork(&self, target: Target, result: OwnedFd) -> Result<Running> {
+        let body: Body = match target {
+            Target::Registered {
+                entry, args, _keep, ..
+            } => Box::new(move || {
+                let _keep = _keep;
+                (entry.trampoline)(&args)
+            }),
+            Target::Closure(f) => f,
+        };
+        let me = me();
+        let name = self.name.clone();
+        let identity = self.identity.clone();
+        let daemon = self.daemon;
+        let result_fd = result.as_raw_fd();
+        // SAFETY: fork has no memory preconditions; the child only runs `after_fork_child` and
+        // the body (documented: Fork is for single-threaded parents) and then `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(ProcessError::os("fork"));
+        }
+        if pid == 0 {
+            state::set_current(state::Current {
+                name,
+                identity,
+                daemon,
+                parent: Some(me),
+                counter: 0,
+                pid: std::process::id(),
+            });
+            state::forget_inherited_children();
+            crate::forkserver::forget_after_fork();
+            if daemon {
+                let _ = sys::set_pdeathsig(libc::SIGKILL);
+                if sys::getppid() != me.pid as i32 {
+                    // SAFETY: _exit is always safe.
+                    unsafe { libc::_exit(1) };
+                }
+            }
+            crate::child::run_and_exit(result_fd, body);
+        }
+        drop(body);
+        let pidfd = sys::pidfd_open(pid).map_err(|source| ProcessError::Os {
+            op: "pidfd_open",
+            source,
+        })?;
+        Ok(Running {
+            pid,
+            pidfd: Arc::new(pidfd),
+            result,
+            reap: Reap::Direct,
+        })
+    }
+
+    fn start_exec(
+        &self,
+        method: StartMethod,
+        entry: &'static TaskEntry,
+        args: &[u8],
+        fds: &[RawFd],
+        result: OwnedFd,
+    ) -> Result<Running> {
+        let os = |op| move |source| ProcessError::Os { op, source };
+        let (ack_r, ack_w) = sys::pipe().map_err(os("pipe"))?;
+        let boot_fd = sys::memfd("multiproc-boot").map_err(os("memfd_create"))?;
+        let me = me();
+        let server = match method {
+            StartMethod::ForkServer => Some(crate::forkserver::ensure_server()?),
+            _ => None,
+        };
+        let boot = Boot {
+            magic: BOOT_MAGIC,
+            version: BOOT_VERSION,
+            build_id: registry::build_id() ^ if self.corrupt_build_id { 1 } else { 0 },
+            task_hash: entry.hash(),
+            task_id: entry.id.to_string(),
+            args: args.to_vec(),
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            daemon: self.daemon,
+            parent_pid: me.pid,
+            parent_start_time: me.start_time,
+            real_parent: server.map(|p| p as u32).unwrap_or(me.pid),
+            result_fd: result.as_raw_fd(),
+            ack_fd: ack_w.as_raw_fd(),
+            passed_fds: fds.to_vec(),
+            cwd: self.cwd.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            env: if server.is_some() { self.env.clone() } else { Vec::new() },
+            log_level: crate::log::current_level(),
+        };
+        let encoded = postcard::to_allocvec(&boot)?;
+        sys::write_all(boot_fd.as_raw_fd(), &encoded).map_err(os("writing the bootstrap"))?;
+        let mut pass = vec![boot_fd.as_raw_fd(), result.as_raw_fd(), ack_w.as_raw_fd()];
+        pass.extend_from_slice(fds);
+        let (pid, pidfd, reap) = match server {
+            None => {
+                let mut env: Vec<(OsString, OsString)> = self
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect();
+                env.push((CHILD_ENV.into(), boot_fd.as_raw_fd().to_string().into()));
+                let pid = if self.daemon {
+                    let pass = pass.clone();
+                    crate::spawn::on_spawner_thread(move || crate::spawn::spawn_self(&env, &pass))?
+                } else {
+                    crate::spawn::spawn_self(&env, &pass)?
+                };
+                // Our unreaped child: its pid cannot be reused before we wait for it.
+                let pidfd = sys::pidfd_open(pid).map_err(os("pidfd_open"))?;
+                (pid, pidfd, Reap::Direct)
+            }
+            Some(server_pid) => {
+                let (st_r, st_w) = sys::pipe().map_err(os("pipe"))?;
+                let c = crate::forkserver::request(server_pid, &pass, st_w)?;
+                (c.pid, c.pidfd, Reap::Server(st_r))
+            }
+        };
+        drop(ack_w);
+        drop(boot_fd);
+        let running = Running {
+            pid,
+            pidfd: Arc::new(pidfd),
+            result,
+            reap,
+        };
+        if let Err(e) = self.handshake(&running, ack_r) {
+            pidfd_signal(&running.pidfd, libc::SIGKILL);
+            let _ = reap_running(&running, true);
+            return Err(e);
+        }
+        Ok(running)
+    }
+
+    fn handshake(&self, r: &Running, ack: OwnedFd) -> Result<()> {
+        let deadline = Instant::now() + self.handshake_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut p = [
+                libc::pollfd {
+                    fd: ack.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: r.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
+            // SAFETY: p is a valid array of two pollfds.
+            let n = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ProcessError::os("poll"));
+            }
+            if p[0].revents != 0 {
+                let mut buf = vec![0u8; 8192];
+                // SAFETY: buf is valid for its length.
+                let got = unsafe { libc::read(ack.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if got > 0 {
+                    buf.truncate(got as usize);
+                    return match buf[0] {
+                        ACK_OK => Ok(()),
+                        ACK_ERR => Err(ProcessError::Refused(
+                            String::from_utf8_lossy(&buf[1..]).into_owned(),
+                        )),
+                        _ => Err(ProcessError::Refused("garbled handshake".into())),
+                    };
+                }
+                if got == 0 {
+                    let code = reap_running(r, true);
+                    return Err(ProcessError::HandshakeEof { exitcode: code });
+                }
+                continue;
+            }
+            if p[1].revents != 0 {
+                // Exited: a last look at the pipe (the ack may have raced the exit).
+                if sys::poll_readable(ack.as_fd(), Some(Duration::ZERO)).unwrap_or(false) {
+                    continue;
+                }
+                let code = reap_running(r, true);
+                return Err(ProcessError::HandshakeEof { exitcode: code });
+            }
+            if Instant::now() >= deadline {
+                return Err(ProcessError::InitNotCalled(self.handshake_timeout));
+            }
+        }
+    }
+
+    fn running(&self) -> Result<&Running> {
+        if self.closed {
+            return Err(ProcessError::Closed);
+        }
+        self.run.as_ref().ok_or(ProcessError::NotStarted)
+    }
+
+    /// Collects the exit status if the child has ended (`block`: wait for it).
+    fn try_reap(&self, block: bool) -> Option<i32> {
+        let mut g = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_some() {
+            return *g;
+        }
+        let r = self.run.as_ref()?;
+        let code = reap_running(r, block)?;
+        *g = Some(code);
+        state::unregister_child(r.pid);
+        Some(code)
+    }
+
+    /// Whether the child runs (false before start and after it ended; reaps it if it ended).
+    pub fn is_alive(&self) -> bool {
+        self.running().is_ok() && self.try_reap(false).is_none()
+    }
+
+    /// `None` while running (or before start), else 0, the exit code, or `-signal`.
+    pub fn exitcode(&self) -> Option<i32> {
+        if self.closed || self.run.is_none() {
+            return *self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        }
+        self.try_reap(false)
+    }
+
+    /// Sends SIGTERM (exitcode then `-15`). No effect once the child has been reaped.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL (exitcode then `-9`). No effect once the child has been reaped.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    /// Sends SIGINT (Python 3.14's `interrupt`).
+    pub fn interrupt(&self) -> Result<()> {
+        self.signal(libc::SIGINT)
+    }
+
+    fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let r = self.running()?;
+        if self.exit.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            // Through the pidfd: never hits a reused pid.
+            pidfd_signal(&r.pidfd, sig);
+        }
+        Ok(())
+    }
+
+    /// A pidfd that becomes readable (poll) when the child ends. Error before start.
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.running()?.pidfd.as_fd())
+    }
+
+    /// Releases the process's resources. Error while it still runs; afterwards most methods
+    /// return [`ProcessError::Closed`].
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        if self.run.is_some() && self.try_reap(false).is_none() {
+            return Err(ProcessError::StillRunning);
+        }
+        self.run = None;
+        self.target = None;
+        self.closed = true;
+        Ok(())
+    }
+
+    fn wait_exit(&self, timeout: Option<Duration>) -> Result<i32> {
+        let r = self.running()?;
+        if let Some(code) = self.try_reap(false) {
+            return Ok(code);
+        }
+        if !sys::poll_readable(r.pidfd.as_fd(), timeout)
+            .map_err(|source| ProcessError::Os { op: "poll", source })?
+        {
+            return Err(ProcessError::Timeout);
+        }
+        self.try_reap(true).ok_or(ProcessError::Timeout)
+    }
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// Waits for the child to end and returns the task's value. A panic in the task comes back as
+    /// [`ProcessError::Panicked`] (exitcode 1); a child that ended without a result (killed,
+    /// `exit` called) as [`ProcessError::NoResult`] with its exit code.
+    pub fn join(&mut self) -> Result<R> {
+        let code = self.wait_exit(None)?;
+        self.result(code)
+    }
+
+    /// [`Process::join`] waiting at most `timeout`: [`ProcessError::Timeout`] if the child still
+    /// runs (Python's `join(timeout)` followed by a look at `exitcode`). `join_timeout(0)` never
+    /// blocks.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
+        let code = self.wait_exit(Some(timeout))?;
+        self.result(code)
+    }
+
+    fn result(&self, exitcode: i32) -> Result<R> {
+        let r = self.running()?;
+        let bytes = sys::pread_all(r.result.as_raw_fd())
+            .map_err(|source| ProcessError::Os { op: "reading the result", source })?;
+        if bytes.is_empty() {
+            return Err(ProcessError::NoResult { exitcode });
+        }
+        let outcome = match postcard::from_bytes::<Outcome>(&bytes) {
+            Ok(o) => o,
+            // Killed while writing its result: report the death, not the torn bytes.
+            Err(_) if exitcode != 0 => return Err(ProcessError::NoResult { exitcode }),
+            Err(e) => return Err(e.into()),
+        };
+        match outcome {
+            Outcome::Ok(v) => Ok(postcard::from_bytes(&v)?),
+            Outcome::Panic(message) => Err(ProcessError::Panicked { message }),
+            Outcome::Error(e) => Err(ProcessError::TaskFailed(e)),
+        }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        let Some(r) = self.run.take() else { return };
+        if self.exit.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return;
+        }
+        if let Some(_code) = reap_running(&r, false) {
+            state::unregister_child(r.pid);
+            return;
+        }
+        // Still running: the registry reaps it later (active_children, the next start, or at
+        // exit, where non-daemonic children are joined and daemonic ones terminated).
+        state::orphan_child(r.pid, r.reap);
+    }
+}
+
+fn reap_running(r: &Running, block: bool) -> Option<i32> {
+    match &r.reap {
+        Reap::Direct => match sys::waitpid(r.pid, block) {
+            Ok(c) => c,
+            Err(_) => Some(-1),
+        },
+        Reap::Server(st) => {
+            if !sys::poll_readable(st.as_fd(), if block { None } else { Some(Duration::ZERO) })
+                .unwrap_or(true)
+            {
+                return None;
+            }
+            let mut b = [0u8; 4];
+            // SAFETY: b is 4 valid bytes.
+            let n = unsafe { libc::read(st.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
+            if n == 4 {
+                Some(i32::from_le_bytes(b))
+            } else {
+                // The server went away before reporting: fall back to the pidfd's view.
+                Some(-1)
+            }
+        }
+    }
+}
+
+/// Sends `sig` through a pidfd (errors ignored: the process may be gone).
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
+    // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) has no memory preconditions.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+/// This process's identity, cached (reading /proc/self/stat costs a few microseconds).
+fn me() -> ProcessId {
+    static ME: Mutex<Option<ProcessId>> = Mutex::new(None);
+    let mut g = ME.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    match *g {
+        Some(id) if id.pid == pid => id,
+        _ => {
+            let id = ProcessId::current();
+            *g = Some(id);
+            id
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Starting a re-exec'd child: `posix_spawn("/proc/self/exe")` (a vfork-style clone in glibc,
+//! safe in a multi-threaded parent) with file actions `dup2(fd, fd)` for exactly the fds the child
+//! needs, which clears their `FD_CLOEXEC` in the child only (glibc >= 2.29), so the child sees
+//! them at the same numbers while every other fd of the parent stays closed.
+//!
+//! Children that must die with their parent (daemons, the fork server) are started from one
+//! long-lived "spawner" thread, because `PR_SET_PDEATHSIG` fires when the *thread* that created
+//! a process exits, and a caller's thread may be short-lived.
+
+use crate::error::{ProcessError, Result};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+/// Starts `/proc/self/exe` with `argv0`, the current environment minus multiproc's variables,
+/// plus `env`, keeping `fds` open at their numbers. Returns the pid.
+pub(crate) fn spawn_self(
+    env: &[(OsString, OsString)],
+    fds: &[i32],
+) -> Result<libc::pid_t> {
+    let exe = CString::new("/proc/self/exe").expect("no NUL");
+    let argv0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
+    let argv0 = CString::new(argv0.into_vec()).unwrap_or_else(|_| CString::new("child").expect("ok"));
+    let argv = [argv0.as_ptr(), std::ptr::null()];
+
+    let mut envs: Vec<CString> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if k == OsStr::new(crate::boot::CHILD_ENV) || k == OsStr::new(crate::boot::FORKSERVER_ENV)
+        {
+            continue;
+        }
+        if env.iter().any(|(ek, _)| ek == &k) {
+            continue;
+        }
+        envs.push(kv(&k, &v));
+    }
+    for (k, v) in env {
+        envs.push(kv(k, v));
+    }
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+
+    let mut fa = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    // SAFETY: fa is a valid out-pointer; init fully initializes it.
+    let r = unsafe { libc::posix_spawn_file_actions_init(fa.as_mut_ptr()) };
+    if r != 0 {
+        return Err(os_err("posix_spawn_file_actions_init", r));
+    }
+    // SAFETY: initialized above.
+    let mut fa = unsafe { fa.assume_init() };
+    let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+    // SAFETY: attr is a valid out-pointer.
+    let r = unsafe { libc::posix_spawnattr_init(attr.as_mut_ptr()) };
+    if r != 0 {
+        // SAFETY: fa was initialized.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut fa) };
+        return Err(os_err("posix_spawnattr_init", r));
+    }
+    // SAFETY: initialized above.
+    let mut attr = unsafe { attr.assume_init() };
+    let result = (|| {
+        for &fd in fds {
+            // SAFETY: fa is initialized; dup2(fd, fd) clears FD_CLOEXEC in the child.
+            let r = unsafe { libc::posix_spawn_file_actions_adddup2(&mut fa, fd, fd) };
+            if r != 0 {
+                return Err(os_err("posix_spawn_file_actions_adddup2", r));
+            }
+        }
+        // The child starts with an empty signal mask and default SIGPIPE, as std's Command does.
+        // SAFETY: the sigset pointers are valid; attr is initialized.
+        unsafe {
+            let mut empty = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut empty);
+            libc::posix_spawnattr_setsigmask(&mut attr, &empty);
+            let mut def = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut def);
+            libc::sigaddset(&mut def, libc::SIGPIPE);
+            libc::posix_spawnattr_setsigdefault(&mut attr, &def);
+            let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+            libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
+        }
+        let mut pid: libc::pid_t = 0;
+        // SAFETY: every pointer is valid and NUL-terminated; argv and envp end with null; the
+        // CStrings outlive the call.
+        let r = unsafe {
+            libc::posix_spawn(
+                &mut pid,
+                exe.as_ptr(),
+                &fa,
+                &attr,
+                argv.as_ptr() as *const *mut libc::c_char,
+                envp.as_ptr() as *const *mut libc::c_char,
+            )
+        };
+        if r != 0 {
+            return Err(os_err("posix_spawn /proc/self/exe", r));
+        }
+        Ok(pid)
+    })();
+    // SAFETY: both were initialized and are destroyed once.
+    unsafe {
+        libc::posix_spawn_file_actions_destroy(&mut fa);
+        libc::posix_spawnattr_destroy(&mut attr);
+    }
+    result
+}
+
+fn kv(k: &OsStr, v: &OsStr) -> CString {
+    let mut b = k.as_bytes().to_vec();
+    b.push(b'=');
+    b.extend_from_slice(v.as_bytes());
+    b.retain(|&c| c != 0);
+    CString::new(b).expect("NULs removed")
+}
+
+fn os_err(op: &'static str, code: i32) -> ProcessError {
+    ProcessError::Os {
+        op,
+        source: std::io::Error::from_raw_os_error(code),
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static SPAWNER: Mutex<Option<(u32, mpsc::Sender<Job>)>> = Mutex::new(None);
+
+/// Runs `f` on the long-lived spawner thread and returns its result.
+pub(crate) fn on_spawner_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::sync_channel::<R>(1);
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    let sender = {
+        let mut g = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
+        let me = std::process::id();
+        match &*g {
+            Some((pid, s)) if *pid == me => s.clone(),
+            _ => {
+                // Not started yet, or inherited through fork (the thread did not survive it).
+                let (s, r) = mpsc::channel::<Job>();
+                std::thread::Builder::new()
+                    .name("multiproc-spawner".into())
+                    .spawn(move || {
+                        while let Ok(job) = r.recv() {
+                            job();
+                        }
+                    })
+                    .expect("spawning the multiproc spawner thread");
+                if let Some(old) = g.take() {
+                    // A forked copy: its thread is gone; leak the sender rather than touch it.
+                    std::mem::forget(old);
+                }
+                *g = Some((me, s.clone()));
+                s
+            }
+        }
+    };
+    sender.send(job).expect("the spawner thread never exits");
+    rx.recv().expect("the spawner thread answers every job")
+}
