@@ -117,7 +117,6 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
             start_time: boot.parent_start_time,
         }),
         counter: 0,
-        pid: std::process::id(),
     });
     if let Some(level) = boot.log_level.and_then(crate::log::level_from_u8) {
         let _ = crate::log::log_to_stderr(level);

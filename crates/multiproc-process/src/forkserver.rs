@@ -264,7 +264,6 @@ pub(crate) fn serve(spec: &str) -> ! {
         daemon: true,
         parent: multiproc_shm::ProcessId::of(ppid as u32),
         counter: 0,
-        pid: std::process::id(),
     });
     let mut kids: Vec<Kid> = Vec::new();
     loop {

@@ -483,7 +483,6 @@ impl<R> Process<R> {
                 daemon,
                 parent: Some(me),
                 counter: 0,
-                pid: std::process::id(),
             });
             state::forget_inherited_children();
             crate::forkserver::forget_after_fork();

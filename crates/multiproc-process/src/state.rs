@@ -18,7 +18,6 @@ pub(crate) struct Current {
     pub daemon: bool,
     pub parent: Option<ProcessId>,
     pub counter: u32,
-    pub pid: u32,
 }
 
 static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
@@ -30,7 +29,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Runs `f` on this process's identity (created as "MainProcess" on first use; reset after fork).
 pub(crate) fn with_current<R>(f: impl FnOnce(&mut Current) -> R) -> R {
     let mut g = lock(&CURRENT);
-    let me = std::process::id();
     if g.is_none() {
         *g = Some(Current {
             name: "MainProcess".into(),
@@ -38,7 +36,6 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&mut Current) -> R) -> R {
             daemon: false,
             parent: None,
             counter: 0,
-            pid: me,
         });
     }
     f(g.as_mut().expect("just set"))
