@@ -28,7 +28,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-#[allow(clippy::disallowed_types)] // the header's init word: never modelled under loom
+// The header's init word: never modelled under loom.
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -279,7 +279,12 @@ impl Segment {
 
     /// Opens a segment from an fd (an anonymous segment passed from a parent). The fd is taken over.
     pub fn from_fd(fd: OwnedFd, expect: &Expect) -> Result<Segment> {
-        Self::open_file(File::from(fd), None, expect, DEFAULT_OPEN_TIMEOUT)
+        Self::from_fd_timeout(fd, expect, DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`Segment::from_fd`] with a chosen wait for readiness.
+    pub fn from_fd_timeout(fd: OwnedFd, expect: &Expect, timeout: Duration) -> Result<Segment> {
+        Self::open_file(File::from(fd), None, expect, timeout)
     }
 
     /// Opens the segment a [`SegmentHandle`] names. For `Fd`, the fd is duplicated, not taken.

@@ -110,10 +110,8 @@ impl RobustMutex {
     pub unsafe fn init_at(ptr: *mut RobustMutex) -> io::Result<()> {
         let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         // SAFETY: attr is a valid out-pointer; pthread_mutexattr_init initializes it.
-        check(
-            unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) },
-            "mutexattr_init",
-        )?;
+        let rc = unsafe { libc::pthread_mutexattr_init(attr.as_mut_ptr()) };
+        check(rc, "mutexattr_init")?;
         let a = attr.as_mut_ptr();
         // SAFETY: `a` was initialized above and is destroyed below; the constants are valid.
         let set = unsafe {
