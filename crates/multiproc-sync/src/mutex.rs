@@ -36,7 +36,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 /// How many times `lock` polls the lock word before parking in the kernel.
-const SPIN_LIMIT: u32 = 100;
+const SPIN_LIMIT: u32 = 200;
 
 unsafe extern "C" {
     // glibc >= 2.30; libc 0.2 does not bind it. Same contract as pthread_mutex_timedlock but the
@@ -211,8 +211,13 @@ impl RobustMutex {
 
     #[cold]
     fn lock_slow(&self, deadline: Option<Instant>) -> Result<LockOutcome, MutexError> {
-        for _ in 0..SPIN_LIMIT {
-            spin_hint();
+        for i in 0..SPIN_LIMIT {
+            // Exponential backoff (1, 2, 4, .. 32 pauses): polling less often leaves the cache
+            // line with the holder, so its unlock and next critical section are not slowed by
+            // our reads.
+            for _ in 0..(1u32 << (i / 8).min(5)) {
+                spin_hint();
+            }
             // Relaxed: only a hint for when to try; trylock does the synchronizing acquire.
             if self.lock_word().load(Ordering::Relaxed) == 0 {
                 match self.try_lock() {
