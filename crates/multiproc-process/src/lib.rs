@@ -44,6 +44,7 @@ pub use process::{
     parent_process, set_start_method,
 };
 pub use registry::Task;
+pub use tracing::Level;
 
 /// Runs [`init`] before `main`, from an ELF constructor: for binaries whose `main` is not
 /// yours, such as libtest test binaries (`cargo test`, nextest). Put it once in the test crate.
