@@ -21,6 +21,7 @@
 use multiproc::{Array, Process, Value};
 
 #[multiproc::task]
+#[allow(clippy::approx_constant)] // the seed's literal, kept as written
 fn f(n: Value<f64>, a: Array<i32>) {
     n.store(3.1415927).expect("lock");
     let mut g = a.get_lock().expect("lock");

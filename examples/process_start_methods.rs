@@ -12,7 +12,10 @@ use multiproc::{Process, StartMethod, get_all_start_methods, get_start_method, s
 
 #[multiproc::task]
 fn hello(method: String) -> String {
-    format!("hello from pid {} started with {method}", std::process::id())
+    format!(
+        "hello from pid {} started with {method}",
+        std::process::id()
+    )
 }
 
 fn main() -> Result<(), multiproc::ProcessError> {

@@ -16,7 +16,11 @@ fn state_of(pid: u32) -> String {
     // Field 3 of /proc/PID/stat: R, S, Z (zombie)...; gone when reaped.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next().unwrap_or('?').to_string()))
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim().chars().next().unwrap_or('?').to_string())
+        })
         .unwrap_or_else(|| "reaped".into())
 }
 
@@ -25,7 +29,10 @@ fn main() -> Result<(), multiproc::ProcessError> {
     let p = Process::spawn(short, 1)?;
     let pid = p.pid().unwrap_or(0);
     std::thread::sleep(Duration::from_millis(200));
-    println!("finished child {pid}, not joined yet: state {}", state_of(pid));
+    println!(
+        "finished child {pid}, not joined yet: state {}",
+        state_of(pid)
+    );
     println!("exitcode {:?} (reaped by this look)", p.exitcode());
     println!("child {pid} now: {}", state_of(pid));
 

@@ -56,13 +56,22 @@ fn expand(root: &Path, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         ));
     }
     if let Some(a) = &sig.asyncness {
-        return Err(syn::Error::new(a.span(), "a multiproc task cannot be async"));
+        return Err(syn::Error::new(
+            a.span(),
+            "a multiproc task cannot be async",
+        ));
     }
     if let Some(u) = &sig.unsafety {
-        return Err(syn::Error::new(u.span(), "a multiproc task cannot be unsafe"));
+        return Err(syn::Error::new(
+            u.span(),
+            "a multiproc task cannot be unsafe",
+        ));
     }
     if sig.variadic.is_some() {
-        return Err(syn::Error::new(sig.span(), "a multiproc task cannot be variadic"));
+        return Err(syn::Error::new(
+            sig.span(),
+            "a multiproc task cannot be variadic",
+        ));
     }
     if sig.inputs.len() > 8 {
         return Err(syn::Error::new(
@@ -125,8 +134,7 @@ fn normalize(s: &str) -> String {
             let prev = if i > 0 { chars[i - 1] } else { ' ' };
             let next = chars.get(i + 1).copied().unwrap_or(' ');
             // keep spaces between two identifier characters (`dyn Trait`, `impl X`)
-            if (prev.is_alphanumeric() || prev == '_') && (next.is_alphanumeric() || next == '_')
-            {
+            if (prev.is_alphanumeric() || prev == '_') && (next.is_alphanumeric() || next == '_') {
                 out.push(' ');
             }
             continue;

@@ -6,7 +6,9 @@
 //! `catch_unwind`, writes the outcome into the result memfd and exits: 0 on success, 1 on a panic
 //! or a task error. It never returns into the program's own `main`.
 
-use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, FORKSERVER_ENV, Outcome};
+use crate::boot::{
+    ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, FORKSERVER_ENV, Outcome,
+};
 use crate::state::{self, Current};
 use crate::{registry, sys};
 use multiproc_shm::ProcessId;
@@ -20,10 +22,7 @@ use std::sync::atomic::Ordering;
 /// in the fork server it serves fork requests until the parent goes; otherwise it returns at once.
 ///
 /// ```no_run
-/// fn main() {
-///     multiproc_process::init();
-///     // ...
-/// }
+/// multiproc_process::init(); // the first line of `main`
 /// ```
 pub fn init() {
     // Relaxed: only this thread's later spawns read it (and `InitMissingInChild` is advisory).
@@ -81,7 +80,10 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
     }
     let Some(entry) = registry::entry_by_hash(boot.task_hash).filter(|e| e.id == boot.task_id)
     else {
-        refuse(format!("task `{}` is not registered in this binary", boot.task_id));
+        refuse(format!(
+            "task `{}` is not registered in this binary",
+            boot.task_id
+        ));
     };
     if boot.daemon {
         // Die with the parent; then close the race where it died before the prctl.
@@ -127,10 +129,7 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
 }
 
 /// Runs the task body, writes the outcome to `result_fd`, joins our own children and exits.
-pub(crate) fn run_and_exit(
-    result_fd: RawFd,
-    body: impl FnOnce() -> Result<Vec<u8>, String>,
-) -> ! {
+pub(crate) fn run_and_exit(result_fd: RawFd, body: impl FnOnce() -> Result<Vec<u8>, String>) -> ! {
     tracing::info!(target: "multiproc", "child process calling self.run()");
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(Ok(v)) => Outcome::Ok(v),

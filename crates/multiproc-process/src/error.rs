@@ -70,7 +70,9 @@ pub enum ProcessError {
     #[error("codec error: {0}")]
     Codec(#[from] postcard::Error),
     /// A closure target needs `StartMethod::Fork`.
-    #[error("closures can only be started with StartMethod::Fork (spawn and forkserver run registered tasks)")]
+    #[error(
+        "closures can only be started with StartMethod::Fork (spawn and forkserver run registered tasks)"
+    )]
     ClosureNeedsFork,
     /// A daemonic process tried to start children (as in Python).
     #[error("daemonic processes are not allowed to have children")]

@@ -90,12 +90,11 @@ pub(crate) fn request(server_pid: i32, fds: &[RawFd], status_w: OwnedFd) -> Resu
     })?;
     drop(status_w);
     let mut buf = [0u8; 16];
-    let (n, mut got) = recv_fds(s.sock.as_raw_fd(), &mut buf, 1).map_err(|source| {
-        ProcessError::Os {
+    let (n, mut got) =
+        recv_fds(s.sock.as_raw_fd(), &mut buf, 1).map_err(|source| ProcessError::Os {
             op: "reading the fork server's reply",
             source,
-        }
-    })?;
+        })?;
     if n < 4 {
         return Err(ProcessError::Os {
             op: "fork server",
@@ -116,11 +115,21 @@ pub(crate) fn request(server_pid: i32, fds: &[RawFd], status_w: OwnedFd) -> Resu
     Ok(ServerChild { pid, pidfd })
 }
 
-/// Forgets an inherited server connection in a forked child (closing only our copy of the fd).
-pub(crate) fn forget_after_fork() {
-    let mut g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = g.take() {
-        drop(s.sock);
+/// The server slot, locked (held across `fork` so the child never inherits it locked).
+pub(crate) struct ServerLock(std::sync::MutexGuard<'static, Option<Server>>);
+
+/// Locks the server slot.
+pub(crate) fn lock_server() -> ServerLock {
+    ServerLock(SERVER.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+impl ServerLock {
+    /// In a forked child: drop our copy of the parent's server connection (the server is the
+    /// parent's; a request from us would make it fork children of the parent).
+    pub(crate) fn forget_in_child(&mut self) {
+        if let Some(s) = self.0.take() {
+            drop(s.sock);
+        }
     }
 }
 
@@ -364,7 +373,10 @@ fn handle(
                 libc::close(k.status.as_raw_fd());
             }
         }
-        let raw: Vec<RawFd> = fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect();
+        let raw: Vec<RawFd> = fds
+            .into_iter()
+            .map(std::os::fd::IntoRawFd::into_raw_fd)
+            .collect();
         let base = targets.iter().chain(raw.iter()).copied().max().unwrap_or(0) + 1;
         let mut high = Vec::with_capacity(raw.len());
         for &fd in &raw {

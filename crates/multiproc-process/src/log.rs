@@ -88,7 +88,12 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let name = crate::state::with_current(|c| c.name.clone());
-        write!(writer, "[{}/{}] ", level_name(event.metadata().level()), name)?;
+        write!(
+            writer,
+            "[{}/{}] ",
+            level_name(event.metadata().level()),
+            name
+        )?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }

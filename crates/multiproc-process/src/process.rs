@@ -76,7 +76,11 @@ pub fn get_start_method() -> StartMethod {
 
 /// Every start method this platform has.
 pub fn get_all_start_methods() -> [StartMethod; 3] {
-    [StartMethod::Spawn, StartMethod::ForkServer, StartMethod::Fork]
+    [
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+        StartMethod::Fork,
+    ]
 }
 
 /// What `current_process()` says about this process.
@@ -165,8 +169,11 @@ impl ParentProcess {
 
     /// A pidfd that becomes readable when the parent ends (Python's `parent_process().sentinel`).
     pub fn sentinel(&self) -> Result<OwnedFd> {
-        let fd = sys::pidfd_open(self.id.pid as libc::pid_t)
-            .map_err(|source| ProcessError::Os { op: "pidfd_open", source })?;
+        let fd =
+            sys::pidfd_open(self.id.pid as libc::pid_t).map_err(|source| ProcessError::Os {
+                op: "pidfd_open",
+                source,
+            })?;
         if !self.id.is_alive() {
             return Err(ProcessError::Os {
                 op: "pidfd_open",
@@ -279,7 +286,10 @@ impl ProcessBuilder {
         let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
         let bytes = bytes?;
         if fds.len() + 3 > crate::forkserver::MAX_FDS {
-            return Err(ProcessError::TooManyFds(fds.len(), crate::forkserver::MAX_FDS - 3));
+            return Err(ProcessError::TooManyFds(
+                fds.len(),
+                crate::forkserver::MAX_FDS - 3,
+            ));
         }
         Ok(self.build(Target::Registered {
             entry,
@@ -316,7 +326,10 @@ impl ProcessBuilder {
             id.push(c.counter);
             let name = format!(
                 "Process-{}",
-                id.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(":")
+                id.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
             );
             (id, name, c.daemon)
         });
@@ -361,7 +374,10 @@ impl<R> std::fmt::Debug for Process<R> {
             .field("name", &self.name)
             .field("pid", &self.pid())
             .field("daemon", &self.daemon)
-            .field("exitcode", &*self.exit.lock().unwrap_or_else(|p| p.into_inner()))
+            .field(
+                "exitcode",
+                &*self.exit.lock().unwrap_or_else(|p| p.into_inner()),
+            )
             .finish()
     }
 }
@@ -430,12 +446,22 @@ impl<R> Process<R> {
         }
         // Reap finished children whose handles were dropped.
         let _ = state::live_children();
-        let result = sys::memfd("multiproc-result")
-            .map_err(|source| ProcessError::Os { op: "memfd_create", source })?;
+        let result = sys::memfd("multiproc-result").map_err(|source| ProcessError::Os {
+            op: "memfd_create",
+            source,
+        })?;
         let target = self.target.take().expect("checked above");
         let running = match (method, target) {
             (StartMethod::Fork, target) => self.start_fork(target, result)?,
-            (method, Target::Registered { entry, args, fds, _keep }) => {
+            (
+                method,
+                Target::Registered {
+                    entry,
+                    args,
+                    fds,
+                    _keep,
+                },
+            ) => {
                 let r = self.start_exec(method, entry, &args, &fds, result);
                 drop(_keep);
                 r?
@@ -470,22 +496,42 @@ impl<R> Process<R> {
         let identity = self.identity.clone();
         let daemon = self.daemon;
         let result_fd = result.as_raw_fd();
-        // SAFETY: fork has no memory preconditions; the child only runs `after_fork_child` and
-        // the body (documented: Fork is for single-threaded parents) and then `_exit`s.
+        // Every lock of ours that the child uses is taken by this thread across the fork, so
+        // the child never inherits one held by another thread (the stdio locks are reentrant
+        // and owned by this thread, so the child's prints do not deadlock either). The order
+        // (server, spawner, me, current, children) is the one every other path nests them in.
+        let mut server_lock = crate::forkserver::lock_server();
+        let mut spawner_lock = crate::spawn::lock_spawner();
+        let me_lock = ME.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current_lock = state::lock_current();
+        let mut children_lock = state::lock_children();
+        let stdout_lock = std::io::stdout().lock();
+        let stderr_lock = std::io::stderr().lock();
+        // SAFETY: fork has no memory preconditions; the child only fixes up our state through
+        // the guards it holds, runs the body (documented: Fork is for single-threaded parents,
+        // because locks of other code may be held by other threads) and then `_exit`s.
         let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(ProcessError::os("fork"));
-        }
+        let fork_err = (pid < 0).then(std::io::Error::last_os_error);
         if pid == 0 {
-            state::set_current(state::Current {
+            *current_lock = Some(state::Current {
                 name,
                 identity,
                 daemon,
                 parent: Some(me),
                 counter: 0,
             });
-            state::forget_inherited_children();
-            crate::forkserver::forget_after_fork();
+            // The parent's children are not ours.
+            children_lock.clear();
+            server_lock.forget_in_child();
+            spawner_lock.forget_in_child();
+            drop((
+                stderr_lock,
+                stdout_lock,
+                children_lock,
+                current_lock,
+                me_lock,
+            ));
+            drop((spawner_lock, server_lock));
             if daemon {
                 let _ = sys::set_pdeathsig(libc::SIGKILL);
                 if sys::getppid() != me.pid as i32 {
@@ -494,6 +540,17 @@ impl<R> Process<R> {
                 }
             }
             crate::child::run_and_exit(result_fd, body);
+        }
+        drop((
+            stderr_lock,
+            stdout_lock,
+            children_lock,
+            current_lock,
+            me_lock,
+        ));
+        drop((spawner_lock, server_lock));
+        if let Some(source) = fork_err {
+            return Err(ProcessError::Os { op: "fork", source });
         }
         drop(body);
         let pidfd = sys::pidfd_open(pid).map_err(|source| ProcessError::Os {
@@ -541,7 +598,11 @@ impl<R> Process<R> {
             ack_fd: ack_w.as_raw_fd(),
             passed_fds: fds.to_vec(),
             cwd: self.cwd.as_ref().map(|p| p.to_string_lossy().into_owned()),
-            env: if server.is_some() { self.env.clone() } else { Vec::new() },
+            env: if server.is_some() {
+                self.env.clone()
+            } else {
+                Vec::new()
+            },
             log_level: crate::log::current_level(),
         };
         let encoded = postcard::to_allocvec(&boot)?;
@@ -550,11 +611,8 @@ impl<R> Process<R> {
         pass.extend_from_slice(fds);
         let (pid, pidfd, reap) = match server {
             None => {
-                let mut env: Vec<(OsString, OsString)> = self
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect();
+                let mut env: Vec<(OsString, OsString)> =
+                    self.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
                 env.push((CHILD_ENV.into(), boot_fd.as_raw_fd().to_string().into()));
                 let pid = if self.daemon {
                     let pass = pass.clone();
@@ -616,7 +674,8 @@ impl<R> Process<R> {
             if p[0].revents != 0 {
                 let mut buf = vec![0u8; 8192];
                 // SAFETY: buf is valid for its length.
-                let got = unsafe { libc::read(ack.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                let got =
+                    unsafe { libc::read(ack.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                 if got > 0 {
                     buf.truncate(got as usize);
                     return match buf[0] {
@@ -697,7 +756,12 @@ impl<R> Process<R> {
 
     fn signal(&self, sig: libc::c_int) -> Result<()> {
         let r = self.running()?;
-        if self.exit.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+        if self
+            .exit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
             // Through the pidfd: never hits a reused pid.
             pidfd_signal(&r.pidfd, sig);
         }
@@ -757,8 +821,10 @@ impl<R: DeserializeOwned> Process<R> {
 
     fn result(&self, exitcode: i32) -> Result<R> {
         let r = self.running()?;
-        let bytes = sys::pread_all(r.result.as_raw_fd())
-            .map_err(|source| ProcessError::Os { op: "reading the result", source })?;
+        let bytes = sys::pread_all(r.result.as_raw_fd()).map_err(|source| ProcessError::Os {
+            op: "reading the result",
+            source,
+        })?;
         if bytes.is_empty() {
             return Err(ProcessError::NoResult { exitcode });
         }
@@ -779,7 +845,12 @@ impl<R: DeserializeOwned> Process<R> {
 impl<R> Drop for Process<R> {
     fn drop(&mut self) {
         let Some(r) = self.run.take() else { return };
-        if self.exit.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+        if self
+            .exit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
             return;
         }
         if let Some(_code) = reap_running(&r, false) {
@@ -831,9 +902,10 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
     };
 }
 
+static ME: Mutex<Option<ProcessId>> = Mutex::new(None);
+
 /// This process's identity, cached (reading /proc/self/stat costs a few microseconds).
 fn me() -> ProcessId {
-    static ME: Mutex<Option<ProcessId>> = Mutex::new(None);
     let mut g = ME.lock().unwrap_or_else(|p| p.into_inner());
     let pid = std::process::id();
     match *g {

@@ -158,7 +158,13 @@ pub fn build_id() -> u64 {
         use std::os::unix::fs::MetadataExt;
         let mut h = FNV_OFFSET;
         if let Ok(m) = std::fs::metadata("/proc/self/exe") {
-            for v in [m.size(), m.mtime() as u64, m.mtime_nsec() as u64, m.ino(), m.dev()] {
+            for v in [
+                m.size(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+                m.ino(),
+                m.dev(),
+            ] {
                 h = fnv1a_from(h, &v.to_le_bytes());
             }
         }

@@ -15,19 +15,18 @@ use std::sync::mpsc;
 
 /// Starts `/proc/self/exe` with `argv0`, the current environment minus multiproc's variables,
 /// plus `env`, keeping `fds` open at their numbers. Returns the pid.
-pub(crate) fn spawn_self(
-    env: &[(OsString, OsString)],
-    fds: &[i32],
-) -> Result<libc::pid_t> {
+pub(crate) fn spawn_self(env: &[(OsString, OsString)], fds: &[i32]) -> Result<libc::pid_t> {
     let exe = CString::new("/proc/self/exe").expect("no NUL");
-    let argv0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child"));
-    let argv0 = CString::new(argv0.into_vec()).unwrap_or_else(|_| CString::new("child").expect("ok"));
+    let argv0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("multiproc-child"));
+    let argv0 =
+        CString::new(argv0.into_vec()).unwrap_or_else(|_| CString::new("child").expect("ok"));
     let argv = [argv0.as_ptr(), std::ptr::null()];
 
     let mut envs: Vec<CString> = Vec::new();
     for (k, v) in std::env::vars_os() {
-        if k == OsStr::new(crate::boot::CHILD_ENV) || k == OsStr::new(crate::boot::FORKSERVER_ENV)
-        {
+        if k == OsStr::new(crate::boot::CHILD_ENV) || k == OsStr::new(crate::boot::FORKSERVER_ENV) {
             continue;
         }
         if env.iter().any(|(ek, _)| ek == &k) {
@@ -158,4 +157,22 @@ pub(crate) fn on_spawner_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send 
     };
     sender.send(job).expect("the spawner thread never exits");
     rx.recv().expect("the spawner thread answers every job")
+}
+
+/// The spawner slot, locked (held across `fork` so the child never inherits it locked).
+pub(crate) struct SpawnerLock(std::sync::MutexGuard<'static, Option<(u32, mpsc::Sender<Job>)>>);
+
+/// Locks the spawner slot.
+pub(crate) fn lock_spawner() -> SpawnerLock {
+    SpawnerLock(SPAWNER.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+impl SpawnerLock {
+    /// In a forked child: the spawner thread did not survive the fork; forget its sender
+    /// without running its destructor (which could touch the dead thread's channel state).
+    pub(crate) fn forget_in_child(&mut self) {
+        if let Some(old) = self.0.take() {
+            std::mem::forget(old);
+        }
+    }
 }

@@ -41,6 +41,16 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&mut Current) -> R) -> R {
     f(g.as_mut().expect("just set"))
 }
 
+/// Locks the identity (held across `fork` so the child never inherits it locked by another thread).
+pub(crate) fn lock_current() -> MutexGuard<'static, Option<Current>> {
+    lock(&CURRENT)
+}
+
+/// Locks the children list (held across `fork`, as [`lock_current`]).
+pub(crate) fn lock_children() -> MutexGuard<'static, Vec<ChildRec>> {
+    lock(&CHILDREN)
+}
+
 pub(crate) fn set_current(c: Current) {
     *lock(&CURRENT) = Some(c);
 }
@@ -91,21 +101,6 @@ pub(crate) fn unregister_child(pid: i32) {
 pub(crate) fn orphan_child(pid: i32, reap: Reap) {
     if let Some(c) = lock(&CHILDREN).iter_mut().find(|c| c.pid == pid) {
         c.orphan = Some(reap);
-    }
-}
-
-/// Forget every inherited record (called in a forked child).
-pub(crate) fn forget_inherited_children() {
-    let me = std::process::id();
-    let mut g = lock(&CHILDREN);
-    let old = std::mem::take(&mut *g);
-    for c in old {
-        if c.owner == me {
-            g.push(c);
-        } else {
-            // The fds are copies in this process: closing them is harmless.
-            drop(c);
-        }
     }
 }
 

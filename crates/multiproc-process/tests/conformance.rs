@@ -23,14 +23,22 @@ fn sleep_ms(ms: u64) -> u64 {
 #[task(crate = multiproc_process)]
 fn whoami() -> (String, u32, bool, Option<u32>) {
     let me = current_process();
-    (me.name, me.pid, me.daemon, parent_process().map(|p| p.pid()))
+    (
+        me.name,
+        me.pid,
+        me.daemon,
+        parent_process().map(|p| p.pid()),
+    )
 }
 
 /// test_process: unstarted -> not alive, exitcode None; running -> in active_children;
 /// joined -> exitcode 0 and gone from active_children; the child knows its name and parent.
 #[test]
 fn test_process_lifecycle_and_active_children() {
-    let mut p = Process::builder().name("worker-x").target(whoami, ()).unwrap();
+    let mut p = Process::builder()
+        .name("worker-x")
+        .target(whoami, ())
+        .unwrap();
     assert!(!p.is_alive());
     assert_eq!(p.exitcode(), None);
     assert_eq!(p.pid(), None);
@@ -88,7 +96,10 @@ fn daemon_tries_child() -> (bool, String) {
 #[test]
 fn test_daemon_argument_inherited_and_overridden() {
     let p = Process::builder().target(whoami, ()).unwrap();
-    assert!(!p.daemon(), "main process is not a daemon: children default to non-daemon");
+    assert!(
+        !p.daemon(),
+        "main process is not a daemon: children default to non-daemon"
+    );
     let p = Process::builder().daemon(true).target(whoami, ()).unwrap();
     assert!(p.daemon());
     let mut d = Process::builder()
@@ -104,13 +115,20 @@ fn test_daemon_argument_inherited_and_overridden() {
 /// terminate gives exitcode -SIGTERM.
 #[test]
 fn test_terminate_gives_minus_sigterm() {
-    for method in [StartMethod::Spawn, StartMethod::ForkServer, StartMethod::Fork] {
+    for method in [
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+        StartMethod::Fork,
+    ] {
         let mut p = Process::builder()
             .start_method(method)
             .spawn(sleep_ms, 60_000)
             .unwrap();
         let t = std::time::Instant::now();
-        assert!(matches!(p.join_timeout(Duration::ZERO), Err(ProcessError::Timeout)));
+        assert!(matches!(
+            p.join_timeout(Duration::ZERO),
+            Err(ProcessError::Timeout)
+        ));
         assert!(t.elapsed() < Duration::from_secs(5));
         assert!(p.is_alive());
         assert_eq!(p.exitcode(), None);
@@ -127,7 +145,11 @@ fn test_terminate_gives_minus_sigterm() {
 /// test_kill: kill gives exitcode -SIGKILL.
 #[test]
 fn test_kill_gives_minus_sigkill() {
-    for method in [StartMethod::Spawn, StartMethod::ForkServer, StartMethod::Fork] {
+    for method in [
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+        StartMethod::Fork,
+    ] {
         let mut p = Process::builder()
             .start_method(method)
             .spawn(sleep_ms, 60_000)
@@ -219,12 +241,19 @@ fn raw_segment(words: usize) -> Segment {
 fn words(seg: &Segment) -> &[AtomicU64] {
     // SAFETY: the payload is 8-aligned, payload_len bytes, and only accessed atomically.
     unsafe {
-        std::slice::from_raw_parts(seg.payload_ptr().as_ptr().cast::<AtomicU64>(), seg.payload_len() / 8)
+        std::slice::from_raw_parts(
+            seg.payload_ptr().as_ptr().cast::<AtomicU64>(),
+            seg.payload_len() / 8,
+        )
     }
 }
 
 fn open(h: &SegmentHandle) -> Segment {
-    Segment::open_handle(h, &Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u64>())).unwrap()
+    Segment::open_handle(
+        h,
+        &Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u64>()),
+    )
+    .unwrap()
 }
 
 #[task(crate = multiproc_process)]
@@ -296,7 +325,10 @@ fn test_parent_process_grandchild_detects_parent_death() {
     drop(w);
     let mut b = [0u8; 1];
     let read1 = |b: &mut [u8; 1]| {
-        assert!(poll(r.as_fd().as_raw_fd(), 30_000), "no word from the grandchild");
+        assert!(
+            poll(r.as_fd().as_raw_fd(), 30_000),
+            "no word from the grandchild"
+        );
         // SAFETY: one byte into b.
         unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) }
     };

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 multiproc_process::init_before_main!();
 
-const METHODS: [StartMethod; 3] = [StartMethod::Spawn, StartMethod::ForkServer, StartMethod::Fork];
+const METHODS: [StartMethod; 3] = [
+    StartMethod::Spawn,
+    StartMethod::ForkServer,
+    StartMethod::Fork,
+];
 
 #[task(crate = multiproc_process)]
 fn square(x: u64) -> u64 {
@@ -33,7 +37,10 @@ fn env_and_cwd(key: String) -> (Option<String>, String) {
 #[test]
 fn every_start_method_runs_a_registered_task_and_returns_its_value() {
     for m in METHODS {
-        let mut p = Process::builder().start_method(m).spawn(square, 12).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .spawn(square, 12)
+            .unwrap();
         assert_eq!(p.join().unwrap(), 144, "{m:?}");
         assert_eq!(p.exitcode(), Some(0));
         // join again gives the same value
@@ -44,7 +51,7 @@ fn every_start_method_runs_a_registered_task_and_returns_its_value() {
 #[test]
 fn results_of_many_megabytes_come_back_whole() {
     for m in METHODS {
-        let n = 12 << 20;
+        let n = 4 << 20;
         let mut p = Process::builder().start_method(m).spawn(big, n).unwrap();
         let v = p.join().unwrap();
         assert_eq!(v.len(), n);
@@ -58,7 +65,9 @@ fn fork_runs_closures_with_captured_state() {
     let mut p = Process::fork(move || base + 2).unwrap();
     assert_eq!(p.join().unwrap(), 42);
     let mut p: Process<String> = Process::fork(|| panic!("closure boom")).unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::Panicked { message }) if message == "closure boom"));
+    assert!(
+        matches!(p.join(), Err(ProcessError::Panicked { message }) if message == "closure boom")
+    );
     assert_eq!(p.exitcode(), Some(1));
 }
 
@@ -178,15 +187,21 @@ fn fds_not_named_in_the_arguments_are_not_inherited() {
     let fd = seg.fd().as_raw_fd();
     for m in [StartMethod::Spawn, StartMethod::ForkServer] {
         // The fd number travels as a plain i32, not as a handle: it must not leak into the child.
-        let mut p = Process::builder().start_method(m).spawn(fd_is_closed_in_child, fd).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .spawn(fd_is_closed_in_child, fd)
+            .unwrap();
         assert!(p.join().unwrap(), "{m:?}");
     }
 }
 
 #[task(crate = multiproc_process)]
 fn count_forever(h: SegmentHandle) {
-    let seg =
-        Segment::open_handle(&h, &Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u64>())).unwrap();
+    let seg = Segment::open_handle(
+        &h,
+        &Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u64>()),
+    )
+    .unwrap();
     loop {
         words(&seg)[0].fetch_add(1, Ordering::SeqCst);
         if words(&seg)[0].load(Ordering::SeqCst) % 1024 == 0 {
@@ -250,7 +265,10 @@ fn no_zombie_after_join_or_drop() {
             if !live.iter().any(|c| c.pid == pid) && stat.is_empty() {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "{m:?}: pid {pid} not reaped: {stat}");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{m:?}: pid {pid} not reaped: {stat}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -273,7 +291,11 @@ fn sleeper() {
 fn start_daemon_and_report(args: (PassFd, u8)) {
     let (w, method) = args;
     let m = METHODS[method as usize];
-    let d = Process::builder().daemon(true).start_method(m).spawn(sleeper, ()).unwrap();
+    let d = Process::builder()
+        .daemon(true)
+        .start_method(m)
+        .spawn(sleeper, ())
+        .unwrap();
     let pid = d.pid().unwrap().to_le_bytes();
     // SAFETY: writing 4 bytes to the pipe we were given.
     unsafe { libc::write(w.0, pid.as_ptr().cast(), 4) };
@@ -289,26 +311,44 @@ fn daemons_die_with_their_parent() {
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // SAFETY: fresh fds we own.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut parent = Process::spawn(start_daemon_and_report, (PassFd(w.as_raw_fd()), i as u8))
-            .unwrap();
+        let mut parent =
+            Process::spawn(start_daemon_and_report, (PassFd(w.as_raw_fd()), i as u8)).unwrap();
         drop(w);
         let mut b = [0u8; 4];
-        let mut pfd = libc::pollfd { fd: r.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         assert_eq!(unsafe { libc::poll(&mut pfd, 1, 30_000) }, 1, "{m:?}");
         // SAFETY: 4 bytes into b.
-        assert_eq!(unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 4) }, 4);
+        let got = unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
+        assert_eq!(got, 4);
         let daemon_pid = i32::from_le_bytes(b);
         // SAFETY: pidfd_open on a pid; -1 if gone.
         let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, daemon_pid, 0) } as i32;
         assert!(pidfd >= 0, "{m:?}: daemon not running");
         // SAFETY: a fresh fd we own.
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let mut alive = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut alive, 1, 0) };
+        assert_eq!(ready, 0, "{m:?}: daemon died too early");
         parent.kill().unwrap();
         let _ = parent.join_timeout(Duration::from_secs(30));
-        let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
-        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 30_000) }, 1, "{m:?}: daemon outlived its parent");
+        let ready = unsafe { libc::poll(&mut pfd, 1, 30_000) };
+        assert_eq!(ready, 1, "{m:?}: daemon outlived its parent");
     }
 }
 
@@ -341,4 +381,55 @@ fn log_lines_look_like_pythons() {
         out,
         "[INFO/MainProcess] child process calling self.run()\n[WARNING/MainProcess] careful x=3\n"
     );
+}
+
+#[task(crate = multiproc_process)]
+fn negate_and_set(n: multiproc_sync::Value<f64>, a: multiproc_sync::Array<i32>) -> usize {
+    n.store(2.5).unwrap();
+    let mut g = a.get_lock().unwrap();
+    for x in g.iter_mut() {
+        *x = -*x;
+    }
+    g.len()
+}
+
+#[task(crate = multiproc_process)]
+fn increment(counter: multiproc_sync::Value<i64>, times: u32) {
+    for _ in 0..times {
+        *counter.get_lock().unwrap() += 1;
+    }
+}
+
+/// The seeds' Value/Array examples with real spawned (and forkserver, fork) children: shared
+/// objects pass as task arguments (memfd handles kept open at their numbers across exec).
+#[test]
+fn shared_value_and_array_work_in_children_of_every_start_method() {
+    for m in METHODS {
+        let num = multiproc_sync::Value::new(0.0f64).unwrap();
+        let arr = multiproc_sync::Array::from_slice(&(0..10).collect::<Vec<i32>>()).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .spawn(negate_and_set, (num.clone(), arr.clone()))
+            .unwrap();
+        assert_eq!(p.join().unwrap(), 10);
+        assert_eq!(num.load().unwrap(), 2.5);
+        assert_eq!(
+            arr.to_vec().unwrap(),
+            (0..10).map(|x: i32| -x).collect::<Vec<_>>()
+        );
+
+        let counter = multiproc_sync::Value::new(0i64).unwrap();
+        let mut ps: Vec<_> = (0..4)
+            .map(|_| {
+                Process::builder()
+                    .start_method(m)
+                    .spawn(increment, (counter.clone(), 250))
+                    .unwrap()
+            })
+            .collect();
+        for p in &mut ps {
+            p.join().unwrap();
+        }
+        assert_eq!(counter.load().unwrap(), 1000, "{m:?}");
+    }
 }

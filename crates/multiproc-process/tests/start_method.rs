@@ -2,8 +2,8 @@
 #![allow(missing_docs)]
 
 use multiproc_process::{
-    Process, ProcessError, StartMethod, get_all_start_methods, get_start_method,
-    set_start_method, task,
+    Process, ProcessError, StartMethod, get_all_start_methods, get_start_method, set_start_method,
+    task,
 };
 
 multiproc_process::init_before_main!();
@@ -11,7 +11,9 @@ multiproc_process::init_before_main!();
 #[task(crate = multiproc_process)]
 fn parent_pid_seen() -> u32 {
     // Under fork the child's parent is us; the value only proves the task ran.
-    multiproc_process::parent_process().map(|p| p.pid()).unwrap_or(0)
+    multiproc_process::parent_process()
+        .map(|p| p.pid())
+        .unwrap_or(0)
 }
 
 /// Python: a second `set_start_method` raises RuntimeError unless `force=True`.
