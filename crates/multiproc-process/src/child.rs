@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 ///
 /// In a process started by multiproc (spawn or forkserver) it runs the requested task and exits;
 /// in the fork server it serves fork requests until the parent goes; otherwise it returns at once.
+/// Call it before starting any thread: in a child it edits the environment.
 ///
 /// ```no_run
 /// multiproc_process::init(); // the first line of `main`
@@ -44,6 +45,11 @@ pub fn init() {
 
 /// Runs a started child from its bootstrap fd. Never returns.
 pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
+    if !from_forkserver {
+        // Programs this task runs (std::process::Command) must not take the variable for theirs.
+        // SAFETY: `init()` runs first in `main` (or before it), while the process has one thread.
+        unsafe { std::env::remove_var(CHILD_ENV) };
+    }
     let bytes = sys::pread_all(boot_fd);
     // SAFETY: the boot fd was given to us; nothing else uses it.
     unsafe { libc::close(boot_fd) };

@@ -253,6 +253,9 @@ struct Kid {
 
 /// The server's main loop (runs in the re-exec'd server process; never returns).
 pub(crate) fn serve(spec: &str) -> ! {
+    // Children forked from here, and programs they run, must not see the variable.
+    // SAFETY: the server runs `init()` first in `main`, while it has one thread.
+    unsafe { std::env::remove_var(crate::boot::FORKSERVER_ENV) };
     let mut parts = spec.split(':');
     let sock: RawFd = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
     let ppid: i32 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);

@@ -433,3 +433,19 @@ fn shared_value_and_array_work_in_children_of_every_start_method() {
         assert_eq!(counter.load().unwrap(), 1000, "{m:?}");
     }
 }
+
+#[task(crate = multiproc_process)]
+fn multiproc_env_vars() -> Vec<String> {
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("MULTIPROC_CHILD") || k.starts_with("MULTIPROC_FORKSERVER"))
+        .collect()
+}
+
+#[test]
+fn programs_run_by_a_task_do_not_inherit_multiprocs_variables() {
+    for m in [StartMethod::Spawn, StartMethod::ForkServer] {
+        let mut p = Process::builder().start_method(m).spawn(multiproc_env_vars, ()).unwrap();
+        assert_eq!(p.join().unwrap(), Vec::<String>::new(), "{m:?}");
+    }
+}
