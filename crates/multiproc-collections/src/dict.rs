@@ -182,6 +182,7 @@ fn compact(l: &Locked<'_>) -> Result<()> {
         }
         l.slot(to, j).store(tag(e.hash) | top, Ordering::Relaxed);
         top = l.copy_entry(from, &e, to, top);
+        crate::failpoint::hit(); // mid-rebuild
         len += 1;
     }
     l.finish_rebuild(

@@ -20,6 +20,7 @@
 mod codec;
 mod dict;
 mod error;
+mod failpoint;
 mod list;
 mod lock;
 mod manager;
@@ -27,6 +28,8 @@ mod store;
 
 pub use dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, DictGuard, Key, SharedDict};
 pub use error::{Error, Result};
+#[cfg(feature = "failpoints")]
+pub use failpoint::arm as arm_crash_point;
 pub use list::{ListGuard, SharedList};
 pub use lock::{SharedLock, SharedLockGuard};
 pub use manager::Manager;

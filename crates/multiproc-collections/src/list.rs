@@ -87,6 +87,7 @@ fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
         }
         l.slot(to, n).store(top, Ordering::Relaxed);
         top = l.copy_entry(from, &e, to, top);
+        crate::failpoint::hit(); // mid-rebuild
         n += 1;
     }
     l.finish_rebuild(
@@ -413,6 +414,12 @@ impl<T: Key> SharedList<T> {
     pub fn to_vec(&self) -> Result<Vec<T>> {
         self.locked()?.to_vec()
     }
+
+    /// Checks every invariant (each element in bounds below the arena's top and decodable);
+    /// returns the length. For tests and tools.
+    pub fn verify(&self) -> Result<usize> {
+        self.locked()?.verify()
+    }
 }
 
 /// The held lock of a [`SharedList`], offering its operations for several at once. `!Send`.
@@ -519,6 +526,25 @@ impl<'a, T: Key> ListGuard<'a, T> {
             },
         );
         Ok(())
+    }
+
+    /// Checks every invariant; returns the length.
+    pub fn verify(&self) -> Result<usize> {
+        let sp = self.l.active()?;
+        let st = self.l.state(sp)?;
+        let mut buf = Vec::new();
+        for i in 0..st.len {
+            let e = self
+                .l
+                .entry(sp, self.l.slot(sp, i).load(Ordering::Relaxed))?;
+            if e.off + e.size() > st.top {
+                return Err(Error::Corrupted("element past top"));
+            }
+            self.l
+                .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut buf);
+            let _: T = decode(&buf)?;
+        }
+        Ok(st.len as usize)
     }
 
     /// The whole list.

@@ -32,6 +32,7 @@
 //! out-of-bounds access or a panic. (The pthread mutex itself is glibc's and is not checked.)
 
 use crate::error::{Error, Result};
+use crate::failpoint::hit;
 use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
 use multiproc_sync::facade::{AtomicU64, Ordering, fence};
 use multiproc_sync::{LockOutcome, MutexError, RobustMutex};
@@ -552,6 +553,7 @@ impl<'a> Locked<'a> {
     pub(crate) fn commit(&self, space: usize, slot: Option<(u64, u64)>, st: State) {
         let j = &self.c().journal;
         let (si, sv) = slot.unwrap_or((NO_SLOT, 0));
+        hit(); // new entry written past top, journal not started
         j.space.store(space as u64, Ordering::Relaxed);
         j.slot.store(si, Ordering::Relaxed);
         j.slot_value.store(sv, Ordering::Relaxed);
@@ -559,6 +561,7 @@ impl<'a> Locked<'a> {
         j.top.store(st.top, Ordering::Relaxed);
         j.garbage.store(st.garbage, Ordering::Relaxed);
         j.tombstones.store(st.tombstones, Ordering::Relaxed);
+        hit(); // journal filled, not committed
         // The commit point. Release: the entry bytes and journal fields above are stored before
         // it (partner: the next locker's mutex acquire, after which it reads the journal in
         // `recover`); Relaxed could let `pending = 1` land before them, and a death in between
@@ -567,6 +570,7 @@ impl<'a> Locked<'a> {
         // Keeps the apply stores below from being moved before the commit point (a death then
         // would leave a changed slot with no journal to finish the counters).
         fence(Ordering::SeqCst);
+        hit(); // committed, nothing applied
         self.apply_journal();
     }
 
@@ -580,15 +584,18 @@ impl<'a> Locked<'a> {
             self.slot(space, si)
                 .store(j.slot_value.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        hit(); // slot applied, counters not
         let s = &c.spaces[space];
         s.len
             .store(j.len.load(Ordering::Relaxed), Ordering::Relaxed);
+        hit(); // slot and len applied, the other counters not
         s.top
             .store(j.top.load(Ordering::Relaxed), Ordering::Relaxed);
         s.garbage
             .store(j.garbage.load(Ordering::Relaxed), Ordering::Relaxed);
         s.tombstones
             .store(j.tombstones.load(Ordering::Relaxed), Ordering::Relaxed);
+        hit(); // applied, journal still pending
         // Release: the apply stores above are done before the journal is retired (partner: the
         // next locker's mutex acquire); weaker would let a death leave `pending = 0` with the
         // slot or counters not yet written.
@@ -603,6 +610,7 @@ impl<'a> Locked<'a> {
         // SAFETY: table[to] is slots*8 bytes inside the payload; it is inactive, so no reader
         // looks at it, and we hold the lock.
         unsafe { std::ptr::write_bytes(p, 0, (g.slots * 8) as usize) };
+        hit(); // inactive table cleared
         Ok(to)
     }
 
@@ -610,14 +618,17 @@ impl<'a> Locked<'a> {
     pub(crate) fn finish_rebuild(&self, to: usize, st: State) {
         let c = self.c();
         let s = &c.spaces[to & 1];
+        hit(); // new space built, counters not written
         s.len.store(st.len, Ordering::Relaxed);
         s.top.store(st.top, Ordering::Relaxed);
         s.garbage.store(st.garbage, Ordering::Relaxed);
         s.tombstones.store(st.tombstones, Ordering::Relaxed);
+        hit(); // counters written, not flipped
         // Release: the rebuilt table, arena and counters are stored before the flip (partner:
         // the next locker's mutex acquire, then its read of `active`). Weaker would let a death
         // publish a half-built space.
         c.active.store((to & 1) as u64, Ordering::Release);
         fence(Ordering::SeqCst);
+        hit(); // flipped
     }
 }

@@ -107,3 +107,24 @@ pub fn unique_name(tag: &str) -> String {
 pub fn shm_exists(name: &str) -> bool {
     std::path::Path::new(&format!("/dev/shm/multiproc.{name}")).exists()
 }
+
+impl Child {
+    /// Whether the child is still running (reaps it and returns its exit if not).
+    pub fn exited(&mut self) -> Option<Exit> {
+        if self.reaped {
+            return None;
+        }
+        let mut status = 0;
+        // SAFETY: valid out-pointer; WNOHANG never blocks.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if r == self.pid {
+            self.reaped = true;
+            return Some(if libc::WIFEXITED(status) {
+                Exit::Code(libc::WEXITSTATUS(status))
+            } else {
+                Exit::Signal(libc::WTERMSIG(status))
+            });
+        }
+        None
+    }
+}
