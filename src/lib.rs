@@ -18,9 +18,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+pub use multiproc_collections as collections;
 pub use multiproc_shm as shm;
 pub use multiproc_sync as sync;
 
+pub use multiproc_collections::{
+    DictGuard, Error as CollectionError, ListGuard, Manager, SharedDict, SharedList, SharedLock,
+    SharedLockGuard,
+};
 pub use multiproc_shm::{ObjectKind, Segment, SegmentHandle, ShmError};
 pub use multiproc_sync::{
     Array, ArrayGuard, LockError, LockOutcome, LockResult, MutexError, RawArray, RawValue,
@@ -30,4 +35,5 @@ pub use multiproc_sync::{
 /// The common imports.
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
+    pub use crate::{Manager, SharedDict, SharedList, SharedLock};
 }
