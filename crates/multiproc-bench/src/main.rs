@@ -7,6 +7,7 @@
 
 mod harness;
 mod python;
+mod w_dict;
 mod w_sync;
 
 use clap::Parser;
@@ -86,7 +87,7 @@ impl Record {
 }
 
 /// Every workload this build knows.
-const WORKLOADS: &[&str] = &["value_lock_incr", "lock_uncontended"];
+const WORKLOADS: &[&str] = &["value_lock_incr", "lock_uncontended", "dict_update"];
 
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -195,6 +196,7 @@ fn main() {
     }
     let mut results = Vec::new();
     w_sync::run(&cfg, &mut results);
+    w_dict::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({ "machine": machine(), "results": results });

@@ -26,11 +26,11 @@
 
 use crate::codec::{decode, encode, hash};
 use crate::error::{Error, Result};
+use crate::facade::Ordering;
 use crate::store::{
-    ARENA_START, Entry, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size,
+    ARENA_START, Buf, Entry, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size,
 };
 use multiproc_shm::{ObjectKind, Segment, SegmentHandle, TypeFingerprint};
-use multiproc_sync::facade::Ordering;
 use multiproc_sync::{LockError, LockResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -60,6 +60,7 @@ fn max_load(g: &Geometry) -> u64 {
 }
 
 /// Where a key is, or where it would go.
+#[derive(Clone, Copy)]
 enum Find {
     Found { idx: u64, e: Entry },
     Vacant { idx: u64, tomb: bool },
@@ -99,7 +100,7 @@ fn find(l: &Locked<'_>, sp: usize, key: &[u8], h: u64) -> Result<Find> {
 }
 
 /// Inserts or overwrites `key` with `val` (encoded), compacting once if needed.
-fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8]) -> Result<()> {
+fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) -> Result<()> {
     let g = l.geo();
     if key.len() > u32::MAX as usize || val.len() > u32::MAX as usize {
         return Err(Error::TooLarge {
@@ -118,7 +119,11 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8]) -> Result<()> {
         let sp = l.active()?;
         let st = l.state(sp)?;
         let fits = st.top + need <= g.arena;
-        match find(l, sp, key, h)? {
+        let found = match pre.take() {
+            Some(f) => f,
+            None => find(l, sp, key, h)?,
+        };
+        match found {
             Find::Found { idx, e } if fits => {
                 let top = l.write_entry(sp, st.top, h, key, val);
                 let garbage = st.garbage + e.size();
@@ -197,7 +202,7 @@ fn compact(l: &Locked<'_>) -> Result<()> {
     Ok(())
 }
 
-fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Vec<u8>) -> Result<bool> {
+fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
     let sp = l.active()?;
     let st = l.state(sp)?;
     let Find::Found { idx, e } = find(l, sp, key, h)? else {
@@ -224,7 +229,7 @@ fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Vec<u8>) -> Result<b
     Ok(true)
 }
 
-fn get_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Vec<u8>) -> Result<bool> {
+fn get_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
     let sp = l.active()?;
     l.state(sp)?;
     match find(l, sp, key, h)? {
@@ -255,7 +260,7 @@ fn for_each(l: &Locked<'_>, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Re
     let sp = l.active()?;
     l.state(sp)?;
     let g = l.geo();
-    let (mut k, mut v) = (Vec::new(), Vec::new());
+    let (mut k, mut v) = (Buf::new(), Buf::new());
     let mut n = 0;
     for i in 0..g.slots {
         let s = l.slot(sp, i).load(Ordering::Relaxed);
@@ -265,7 +270,7 @@ fn for_each(l: &Locked<'_>, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Re
         let e = l.entry(sp, s & OFF_MASK)?;
         l.read_into(sp, e.off + 16, e.key_len, &mut k);
         l.read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut v);
-        f(&k, &v)?;
+        f(k.bytes(), v.bytes())?;
         n += 1;
     }
     Ok(n)
@@ -444,7 +449,7 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     pub fn insert(&self, key: &K, value: &V) -> Result<()> {
         let (k, v) = (encode(key)?, encode(value)?);
         let g = self.locked()?;
-        put(&g.l, &k, hash(&k), &v)
+        put(&g.l, &k, hash(&k), &v, None)
     }
 
     /// The value for `key` (`d.get(k)`).
@@ -453,13 +458,13 @@ impl<K: Key, V: Key> SharedDict<K, V> {
         K: Borrow<Q>,
     {
         let k = encode(key)?;
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         let found = {
             let g = self.locked()?;
             get_raw(&g.l, &k, hash(&k), &mut out)?
         };
         if found {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -471,13 +476,13 @@ impl<K: Key, V: Key> SharedDict<K, V> {
         K: Borrow<Q>,
     {
         let k = encode(key)?;
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         let found = {
             let g = self.locked()?;
             remove_raw(&g.l, &k, hash(&k), &mut out)?
         };
         if found {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -562,7 +567,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     /// Inserts or overwrites.
     pub fn insert(&mut self, key: &K, value: &V) -> Result<()> {
         let (k, v) = (encode(key)?, encode(value)?);
-        put(&self.l, &k, hash(&k), &v)
+        put(&self.l, &k, hash(&k), &v, None)
     }
 
     /// The value for `key`.
@@ -571,9 +576,9 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
         K: Borrow<Q>,
     {
         let k = encode(key)?;
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         if get_raw(&self.l, &k, hash(&k), &mut out)? {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -585,9 +590,9 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
         K: Borrow<Q>,
     {
         let k = encode(key)?;
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         if remove_raw(&self.l, &k, hash(&k), &mut out)? {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -623,15 +628,23 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     #[inline]
     fn update_encoded(&mut self, k: &[u8], f: impl FnOnce(Option<V>) -> V) -> Result<V> {
         let h = hash(k);
-        let mut out = Vec::new();
-        let old = if get_raw(&self.l, k, h, &mut out)? {
-            Some(decode(&out)?)
-        } else {
-            None
+        let sp = self.l.active()?;
+        self.l.state(sp)?;
+        let found = find(&self.l, sp, k, h)?;
+        let old = match found {
+            Find::Found { e, .. } => {
+                let mut out = Buf::new();
+                self.l
+                    .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut out);
+                Some(decode(out.bytes())?)
+            }
+            _ => None,
         };
         let new = f(old);
         let v = encode(&new)?;
-        put(&self.l, k, h, &v)?;
+        // Nothing changed since `find` (the closure cannot reach this dict: relocking fails
+        // with Deadlock), so its answer is still right.
+        put(&self.l, k, h, &v, Some(found))?;
         Ok(new)
     }
 

@@ -8,7 +8,7 @@
 
 #[cfg(feature = "failpoints")]
 mod imp {
-    use multiproc_sync::facade::{AtomicU64, Ordering};
+    use crate::facade::{AtomicU64, Ordering};
 
     // Process-local (not in shared memory): each forked child arms its own countdown.
     static COUNTDOWN: AtomicU64 = AtomicU64::new(0);

@@ -20,6 +20,7 @@
 mod codec;
 mod dict;
 mod error;
+mod facade;
 mod failpoint;
 mod list;
 mod lock;

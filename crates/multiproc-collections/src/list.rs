@@ -18,9 +18,9 @@
 use crate::codec::{decode, encode};
 use crate::dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, Key};
 use crate::error::{Error, Result};
-use crate::store::{ARENA_START, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size};
+use crate::facade::Ordering;
+use crate::store::{ARENA_START, Buf, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size};
 use multiproc_shm::{ObjectKind, Segment, SegmentHandle, TypeFingerprint};
-use multiproc_sync::facade::Ordering;
 use multiproc_sync::{LockError, LockResult, MutexError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -162,7 +162,7 @@ fn set_raw(l: &Locked<'_>, index: usize, val: &[u8]) -> Result<()> {
 }
 
 /// Reads element `index` into `out`; false past the end.
-fn get_raw(l: &Locked<'_>, index: usize, out: &mut Vec<u8>) -> Result<bool> {
+fn get_raw(l: &Locked<'_>, index: usize, out: &mut Buf) -> Result<bool> {
     let sp = l.active()?;
     let st = l.state(sp)?;
     if index as u64 >= st.len {
@@ -173,7 +173,7 @@ fn get_raw(l: &Locked<'_>, index: usize, out: &mut Vec<u8>) -> Result<bool> {
     Ok(true)
 }
 
-fn pop_raw(l: &Locked<'_>, out: &mut Vec<u8>) -> Result<bool> {
+fn pop_raw(l: &Locked<'_>, out: &mut Buf) -> Result<bool> {
     let sp = l.active()?;
     let st = l.state(sp)?;
     if st.len == 0 {
@@ -359,10 +359,10 @@ impl<T: Key> SharedList<T> {
 
     /// Removes and returns the last element (`l.pop()`, `None` when empty).
     pub fn pop(&self) -> Result<Option<T>> {
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         let found = pop_raw(&self.locked()?.l, &mut out)?;
         if found {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -370,10 +370,10 @@ impl<T: Key> SharedList<T> {
 
     /// Element `index` (`None` past the end).
     pub fn get(&self, index: usize) -> Result<Option<T>> {
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         let found = get_raw(&self.locked()?.l, index, &mut out)?;
         if found {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -443,9 +443,9 @@ impl<'a, T: Key> ListGuard<'a, T> {
 
     /// Removes and returns the last element.
     pub fn pop(&mut self) -> Result<Option<T>> {
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         if pop_raw(&self.l, &mut out)? {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -453,9 +453,9 @@ impl<'a, T: Key> ListGuard<'a, T> {
 
     /// Element `index`.
     pub fn get(&self, index: usize) -> Result<Option<T>> {
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         if get_raw(&self.l, index, &mut out)? {
-            decode(&out).map(Some)
+            decode(out.bytes()).map(Some)
         } else {
             Ok(None)
         }
@@ -490,16 +490,16 @@ impl<'a, T: Key> ListGuard<'a, T> {
     /// Removes and returns element `index`.
     pub fn remove(&mut self, index: usize) -> Result<T> {
         let len = self.len()?;
-        let mut out = Vec::new();
+        let mut out = Buf::new();
         if index + 1 == len {
             pop_raw(&self.l, &mut out)?;
-            return decode(&out);
+            return decode(out.bytes());
         }
         if !get_raw(&self.l, index, &mut out)? {
             return Err(Error::IndexOutOfRange { index, len });
         }
         rebuild(&self.l, Edit::Remove(index as u64))?;
-        decode(&out)
+        decode(out.bytes())
     }
 
     /// Number of elements.
@@ -532,7 +532,7 @@ impl<'a, T: Key> ListGuard<'a, T> {
     pub fn verify(&self) -> Result<usize> {
         let sp = self.l.active()?;
         let st = self.l.state(sp)?;
-        let mut buf = Vec::new();
+        let mut buf = Buf::new();
         for i in 0..st.len {
             let e = self
                 .l
@@ -542,7 +542,7 @@ impl<'a, T: Key> ListGuard<'a, T> {
             }
             self.l
                 .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut buf);
-            let _: T = decode(&buf)?;
+            let _: T = decode(buf.bytes())?;
         }
         Ok(st.len as usize)
     }
@@ -551,12 +551,12 @@ impl<'a, T: Key> ListGuard<'a, T> {
     pub fn to_vec(&self) -> Result<Vec<T>> {
         let len = self.len()?;
         let mut out = Vec::with_capacity(len);
-        let mut buf = Vec::new();
+        let mut buf = Buf::new();
         for i in 0..len {
             if !get_raw(&self.l, i, &mut buf)? {
                 return Err(Error::Corrupted("list shorter than its length"));
             }
-            out.push(decode(&buf)?);
+            out.push(decode(buf.bytes())?);
         }
         Ok(out)
     }

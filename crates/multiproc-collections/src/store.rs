@@ -22,19 +22,20 @@
 //!   state in the *inactive* space, which nobody reads, and publishes it with one store of
 //!   `active` (the commit point). A death before that leaves the old space untouched.
 //!
-//! Stores into the segment are atomics or plain copies under the lock; the commit stores are
-//! Release with a fence after them, so neither the compiler nor the CPU moves a later store of
-//! the apply phase before the commit point (the "crash at any instruction" model: a dead
-//! process's executed stores stay visible, the rest never happen).
+//! Stores into the segment are atomics or plain copies under the lock. The model is "a process
+//! dies at an instruction boundary": every store it executed reaches memory (the CPU drains its
+//! store buffer; the next locker reads only after taking the mutex the kernel released for the
+//! dead owner), none after does. So only program order matters: each commit store is Release
+//! (nothing earlier moves after it) followed by a compiler fence (nothing later moves before).
 //!
 //! Every offset, length and counter read from the segment is bounds-checked against the
 //! geometry held locally (validated once at open): corruption is an `Error::Corrupted`, never an
 //! out-of-bounds access or a panic. (The pthread mutex itself is glibc's and is not checked.)
 
 use crate::error::{Error, Result};
+use crate::facade::{AtomicU64, Ordering, compiler_fence};
 use crate::failpoint::hit;
 use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
-use multiproc_sync::facade::{AtomicU64, Ordering, fence};
 use multiproc_sync::{LockOutcome, MutexError, RobustMutex};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -156,6 +157,44 @@ pub(crate) struct Entry {
 impl Entry {
     pub(crate) fn size(&self) -> u64 {
         entry_size(self.key_len, self.val_len)
+    }
+}
+
+/// A byte buffer on the stack for small entries (no allocation), on the heap for large ones.
+pub(crate) struct Buf {
+    stack: [u8; 112],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl Buf {
+    pub(crate) fn new() -> Buf {
+        Buf {
+            stack: [0; 112],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    /// Room for `len` bytes, which the caller fills completely.
+    fn prepare(&mut self, len: usize) -> *mut u8 {
+        self.len = len;
+        if len <= self.stack.len() {
+            self.stack.as_mut_ptr()
+        } else {
+            self.heap.clear();
+            self.heap.resize(len, 0);
+            self.heap.as_mut_ptr()
+        }
+    }
+
+    /// The bytes read last.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        if self.len <= self.stack.len() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap[..self.len]
+        }
     }
 }
 
@@ -461,44 +500,41 @@ impl<'a> Locked<'a> {
     }
 
     /// Copies `len` bytes at `off` of `space` into `out` (replacing its contents).
-    pub(crate) fn read_into(&self, space: usize, off: u64, len: u64, out: &mut Vec<u8>) {
+    pub(crate) fn read_into(&self, space: usize, off: u64, len: u64, out: &mut Buf) {
         // Callers pass ranges inside a checked Entry.
         debug_assert!(off + len <= self.geo().arena);
-        out.clear();
-        out.reserve(len as usize);
+        let dst = out.prepare(len as usize);
         // SAFETY: the range is inside the arena (from a checked Entry); we hold the lock, so no
-        // one writes it; out has capacity for len bytes, which become initialized.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.arena_ptr(space, off),
-                out.as_mut_ptr(),
-                len as usize,
-            );
-            out.set_len(len as usize);
-        }
+        // one writes it; dst has room for len bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.arena_ptr(space, off), dst, len as usize) };
     }
 
-    /// Whether the key bytes of `e` equal `key`, comparing through a small stack copy.
+    /// Whether the key bytes of `e` equal `key`, reading the arena a word at a time (copies into
+    /// registers, under the lock).
+    #[inline]
     pub(crate) fn key_eq(&self, space: usize, e: &Entry, key: &[u8]) -> bool {
         if e.key_len != key.len() as u64 {
             return false;
         }
-        let mut buf = [0u8; 64];
-        let mut done = 0usize;
-        while done < key.len() {
-            let n = (key.len() - done).min(buf.len());
-            // SAFETY: the key range is inside the arena (checked Entry); lock held; buf has n.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.arena_ptr(space, e.off + ENTRY_HEAD + done as u64),
-                    buf.as_mut_ptr(),
-                    n,
-                );
-            }
-            if buf[..n] != key[done..done + n] {
+        let p = self.arena_ptr(space, e.off + ENTRY_HEAD);
+        let mut words = key.chunks_exact(8);
+        let mut i = 0usize;
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            // SAFETY: i + 8 <= key_len, so the word is inside the checked entry; lock held.
+            let a = unsafe { p.add(i).cast::<u64>().read_unaligned() };
+            if a != u64::from_ne_bytes(b) {
                 return false;
             }
-            done += n;
+            i += 8;
+        }
+        for &b in words.remainder() {
+            // SAFETY: i < key_len, inside the checked entry; lock held.
+            if unsafe { p.add(i).read() } != b {
+                return false;
+            }
+            i += 1;
         }
         true
     }
@@ -567,9 +603,12 @@ impl<'a> Locked<'a> {
         // `recover`); Relaxed could let `pending = 1` land before them, and a death in between
         // would replay a half-written journal.
         j.pending.store(1, Ordering::Release);
-        // Keeps the apply stores below from being moved before the commit point (a death then
-        // would leave a changed slot with no journal to finish the counters).
-        fence(Ordering::SeqCst);
+        // Keeps the compiler from moving the apply stores below before the commit point (a
+        // death then would leave a changed slot with no journal to finish the counters). The
+        // CPU needs no fence for this: a killed process stops at an instruction boundary, every
+        // store it retired reaches memory anyway, and the next locker reads only after taking
+        // the mutex the kernel released for the dead owner (which orders everything).
+        compiler_fence(Ordering::SeqCst);
         hit(); // committed, nothing applied
         self.apply_journal();
     }
@@ -628,7 +667,8 @@ impl<'a> Locked<'a> {
         // the next locker's mutex acquire, then its read of `active`). Weaker would let a death
         // publish a half-built space.
         c.active.store((to & 1) as u64, Ordering::Release);
-        fence(Ordering::SeqCst);
+        // Nothing of a later operation is moved before the flip (see `commit`).
+        compiler_fence(Ordering::SeqCst);
         hit(); // flipped
     }
 }
