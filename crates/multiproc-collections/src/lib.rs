@@ -34,3 +34,5 @@ pub use failpoint::arm as arm_crash_point;
 pub use list::{ListGuard, SharedList};
 pub use lock::{SharedLock, SharedLockGuard};
 pub use manager::Manager;
+#[doc(hidden)]
+pub use store::MAGIC_OFFSET;

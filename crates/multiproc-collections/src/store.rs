@@ -76,19 +76,28 @@ struct Journal {
     tombstones: AtomicU64,
 }
 
-/// The head of the payload.
+/// The head of the payload. Laid out so that an operation touches three cache lines of it
+/// (payloads are 256-aligned): the mutex with `active`, the journal, the counters; the geometry,
+/// read once at open, sits apart.
 #[repr(C)]
 struct Control {
     mutex: RobustMutex,
+    active: AtomicU64,
+    recoveries: AtomicU64,
+    _pad: [u64; 8 - (std::mem::size_of::<RobustMutex>() / 8 + 2) % 8],
+    journal: Journal,
+    spaces: [SpaceState; 2],
     magic: AtomicU64,
     slots: AtomicU64,
     arena: AtomicU64,
     capacity: AtomicU64,
-    active: AtomicU64,
-    recoveries: AtomicU64,
-    journal: Journal,
-    spaces: [SpaceState; 2],
 }
+
+/// Offset of `magic` in the payload (for tests that corrupt it on purpose).
+#[doc(hidden)]
+pub const MAGIC_OFFSET: usize = std::mem::offset_of!(Control, magic);
+const _: () = assert!(std::mem::offset_of!(Control, journal) % 64 == 0);
+const _: () = assert!(std::mem::offset_of!(Control, spaces) % 64 == 0);
 
 const _: () = assert!(std::mem::size_of::<Control>() as u64 <= CONTROL_SIZE);
 const _: () = assert!(std::mem::align_of::<Control>() <= 256);

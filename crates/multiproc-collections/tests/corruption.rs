@@ -5,7 +5,7 @@
 mod common;
 
 use common::unique_name;
-use multiproc_collections::{Error, SharedDict, SharedList};
+use multiproc_collections::{Error, MAGIC_OFFSET, SharedDict, SharedList};
 
 struct Rng(u64);
 impl Rng {
@@ -102,8 +102,8 @@ fn scribbled_list_answers_errors_never_panics() {
 fn corrupted_geometry_is_refused_at_open() {
     let name = unique_name("geo");
     let d: SharedDict<u8, u8> = SharedDict::create(&name, 8).unwrap();
-    // The slot count lives right after the mutex and the magic word.
-    let slots_off = 48;
+    // The slot count follows the magic word.
+    let slots_off = MAGIC_OFFSET + 8;
     // SAFETY: inside the payload's control block.
     unsafe {
         d.segment()
@@ -118,7 +118,13 @@ fn corrupted_geometry_is_refused_at_open() {
         Err(Error::Corrupted(_))
     ));
     // SAFETY: as above; the magic word.
-    unsafe { d.segment().payload_ptr().as_ptr().add(40).write(0) };
+    unsafe {
+        d.segment()
+            .payload_ptr()
+            .as_ptr()
+            .add(MAGIC_OFFSET)
+            .write(0)
+    };
     assert!(matches!(
         SharedDict::<u8, u8>::open(&name),
         Err(Error::Corrupted(_))
