@@ -411,8 +411,9 @@ impl<'a> Locked<'a> {
         let space = j.space.load(Ordering::Relaxed);
         let slot = j.slot.load(Ordering::Relaxed);
         if space > 1 || (slot != NO_SLOT && slot >= self.geo().slots) {
-            // A journal we cannot apply: leave it; operations will report Corrupted state if
-            // the counters are off. Clear it so it is not replayed forever.
+            // A journal that names no valid slot (a corrupted segment): drop it rather than
+            // replay it on every recovery; operations then report Corrupted if the counters are
+            // off.
             j.pending.store(0, Ordering::Release);
             return;
         }
