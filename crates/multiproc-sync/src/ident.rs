@@ -12,8 +12,7 @@
 
 use multiproc_shm::ProcessId;
 use std::cell::Cell;
-use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Mask of the id part.
 pub(crate) const ID_MASK: u64 = (1 << 22) - 1;
@@ -23,12 +22,28 @@ const START_MASK: u64 = (1 << 41) - 1;
 pub(crate) const FLAG_BIT: u64 = 1 << 63;
 
 static FORK_GEN: AtomicU64 = AtomicU64::new(1);
-static ATFORK: Once = Once::new();
+static ATFORK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn after_fork_in_child() {
     // Relaxed: the child is single-threaded right after fork; only this thread reads it.
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
 }
+
+/// Registers the fork handler once, without ever blocking: a `Once` here could be caught
+/// mid-initialization by a `fork` in another thread and deadlock the child.
+extern "C" fn register_atfork() {
+    // Relaxed: the flag only deduplicates registration; nothing is published through it.
+    if !ATFORK_REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: registering a plain extern "C" fn without prepare/parent handlers; the handler
+        // only touches an atomic (async-signal-safe).
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    }
+}
+
+/// Runs `register_atfork` at load time, before `main` and before any thread can fork.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static REGISTER_AT_LOAD: extern "C" fn() = register_atfork;
 
 #[derive(Clone, Copy)]
 struct Cached {
@@ -60,11 +75,7 @@ pub(crate) fn unpack(w: u64) -> ProcessId {
 
 #[cold]
 fn refresh() -> Cached {
-    ATFORK.call_once(|| {
-        // SAFETY: registering a plain extern "C" fn without prepare/parent handlers; the handler
-        // only touches an atomic (async-signal-safe).
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    register_atfork();
     // Relaxed: read by the same thread that may have bumped it (in the child after fork).
     let gen_ = FORK_GEN.load(Ordering::Relaxed);
     let pid = std::process::id();

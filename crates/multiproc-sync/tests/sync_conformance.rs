@@ -297,6 +297,12 @@ fn event_wait_times_out_then_returns_at_once_and_a_child_set_wakes_parent() {
 
 const N: u32 = 5;
 
+/// Every barrier in these tests has a default timeout so a bug fails the test instead of
+/// hanging it.
+fn barrier(n: u32) -> Barrier {
+    Barrier::with_timeout(n, Some(Duration::from_secs(20))).unwrap()
+}
+
 fn run_parties(n: u32, f: impl Fn(u32) -> i32) {
     let mut kids: Vec<_> = (1..n).map(|i| fork(|| f(i))).collect();
     assert_eq!(f(0), 0);
@@ -308,7 +314,7 @@ fn run_parties(n: u32, f: impl Fn(u32) -> i32) {
 // mirrors test_barrier_10 (item 34)
 #[test]
 fn barrier_keeps_lockstep_for_ten_rounds() {
-    let b = Barrier::new(N).unwrap();
+    let b = barrier(N);
     let sh = Shared::new();
     run_parties(N, |_| {
         for i in 0..10u64 {
@@ -327,8 +333,9 @@ fn barrier_keeps_lockstep_for_ten_rounds() {
 fn barrier_action_runs_once_per_round() {
     let sh = Shared::new();
     let shp = &sh as *const Shared as usize;
-    let b = Barrier::new(N).unwrap().with_action(move || {
-        // SAFETY-free: the page outlives the test (forked children inherit it).
+    let b = barrier(N).with_action(move || {
+        // SAFETY: the page outlives every wait (the test joins all parties before `sh` drops,
+        // and forked children have their own copy of the mapping).
         let sh = unsafe { &*(shp as *const Shared) };
         sh.add(0, 1);
     });
@@ -345,7 +352,7 @@ fn barrier_action_runs_once_per_round() {
 // mirrors test_abort (item 37)
 #[test]
 fn barrier_abort_breaks_it_for_the_other_parties() {
-    let b = Barrier::new(N).unwrap();
+    let b = barrier(N);
     let sh = Shared::new();
     run_parties(N, |i| {
         if i == N / 2 {
@@ -370,7 +377,7 @@ fn barrier_abort_breaks_it_for_the_other_parties() {
 // mirrors test_reset (item 38, kept: reset makes waiters raise and re-arms)
 #[test]
 fn barrier_reset_breaks_waiters_then_rearms() {
-    let b = Barrier::new(3).unwrap();
+    let b = barrier(3);
     let sh = Shared::new();
     run_parties(3, |i| {
         if i == 0 {
@@ -392,7 +399,7 @@ fn barrier_reset_breaks_waiters_then_rearms() {
 // mirrors test_timeout (item 39)
 #[test]
 fn barrier_timeout_breaks_it_for_all_parties() {
-    let b = Barrier::new(N).unwrap();
+    let b = barrier(N);
     let sh = Shared::new();
     run_parties(N, |i| {
         b.wait_timeout(Duration::from_secs(10)).unwrap();
@@ -432,7 +439,7 @@ fn barrier_default_timeout_breaks_it_for_all_parties() {
 // mirrors test_thousand (item 40)
 #[test]
 fn barrier_five_processes_complete_a_thousand_rounds() {
-    let b = Barrier::new(N).unwrap();
+    let b = barrier(N);
     let sh = Shared::new();
     run_parties(N, |i| {
         for round in 0..1000u64 {
