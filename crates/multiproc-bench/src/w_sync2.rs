@@ -145,8 +145,8 @@ fn set_affinity(set: &libc::cpu_set_t) {
 /// Pins the caller to the `side`-th allowed CPU (as mp_bench.py's `pin`); no-op with < 2 CPUs.
 fn pin(side: usize) {
     let Some(set) = affinity() else { return };
-    // SAFETY (for CPU_ISSET/CPU_SET): plain bit operations on a valid set.
     let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: a bit test on a valid set with an index below CPU_SETSIZE.
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .collect();
     if cpus.len() < 2 {

@@ -175,13 +175,19 @@ mod tests {
         assert!(!packed_alive(w + (1 << 22)));
         assert!(!packed_alive(0));
         let x = pack(5, 77);
-        assert_eq!(unpack(x | FLAG_BIT), ProcessId { pid: 5, start_time: 77 });
+        assert_eq!(
+            unpack(x | FLAG_BIT),
+            ProcessId {
+                pid: 5,
+                start_time: 77
+            }
+        );
     }
 
     #[test]
     fn other_thread_has_its_own_identity() {
         let (tid, _) = thread();
-        let other = std::thread::spawn(|| thread()).join().unwrap();
+        let other = std::thread::spawn(thread).join().unwrap();
         assert_ne!(other.0, tid);
         assert!(!packed_alive(other.1), "the thread has exited");
     }

@@ -1,6 +1,7 @@
 //! Conformance items 22-40 of python-reference.md, ported as cross-process tests: every test
 //! forks children that use the same shared objects. Each names the Python test it mirrors
 //! (Lib/test/_test_multiprocessing.py). Timing checks are lower bounds with slack only.
+#![allow(clippy::disallowed_types)]
 #![cfg(not(loom))]
 
 mod common;
@@ -238,9 +239,7 @@ fn wait_for_with_timeout_returns_false_after_timeout() {
     let mut c = fork(|| {
         let _g = cond.lock();
         let t = Instant::now();
-        let r = cond
-            .wait_for(|| sh.get(5) == 4, Some(100 * MS))
-            .unwrap();
+        let r = cond.wait_for(|| sh.get(5) == 4, Some(100 * MS)).unwrap();
         assert!(!r);
         assert!(at_least(t.elapsed(), 100 * MS));
         0
@@ -363,7 +362,10 @@ fn barrier_abort_breaks_it_for_the_other_parties() {
             return 0;
         }
         sh.add(0, 1);
-        assert_eq!(b.wait_timeout(Duration::from_secs(10)), Err(BarrierError::Broken));
+        assert_eq!(
+            b.wait_timeout(Duration::from_secs(10)),
+            Err(BarrierError::Broken)
+        );
         sh.add(1, 1);
         0
     });
@@ -386,7 +388,10 @@ fn barrier_reset_breaks_waiters_then_rearms() {
             b.reset();
         } else {
             sh.add(0, 1);
-            assert_eq!(b.wait_timeout(Duration::from_secs(10)), Err(BarrierError::Broken));
+            assert_eq!(
+                b.wait_timeout(Duration::from_secs(10)),
+                Err(BarrierError::Broken)
+            );
         }
         // Everyone syncs again on the re-armed barrier.
         sh.add(1, 1);
@@ -409,7 +414,10 @@ fn barrier_timeout_breaks_it_for_all_parties() {
         }
         let t = Instant::now();
         let r = b.wait_timeout(200 * MS);
-        assert!(matches!(r, Err(BarrierError::Broken | BarrierError::Timeout)), "{r:?}");
+        assert!(
+            matches!(r, Err(BarrierError::Broken | BarrierError::Timeout)),
+            "{r:?}"
+        );
         if i != N / 2 {
             assert!(at_least(t.elapsed(), 200 * MS) || r == Err(BarrierError::Broken));
         }
@@ -430,7 +438,10 @@ fn barrier_default_timeout_breaks_it_for_all_parties() {
             std::thread::sleep(Duration::from_millis(600));
         }
         let r = b.wait();
-        assert!(matches!(r, Err(BarrierError::Broken | BarrierError::Timeout)), "{r:?}");
+        assert!(
+            matches!(r, Err(BarrierError::Broken | BarrierError::Timeout)),
+            "{r:?}"
+        );
         0
     });
     assert!(b.broken());

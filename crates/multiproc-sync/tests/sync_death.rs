@@ -1,5 +1,6 @@
 //! What each primitive guarantees when a participant is killed with SIGKILL (docs/sync.md,
 //! "Death"): every guarantee here is exercised with a real forked child and a real SIGKILL.
+#![allow(clippy::disallowed_types)]
 #![cfg(not(loom))]
 
 mod common;
@@ -28,7 +29,9 @@ fn lock_guard_holder_killed_is_taken_over_with_owner_died() {
     assert!(held.wait_timeout(10 * SEC));
     assert!(lock.lock_timeout(Duration::from_millis(50)).is_none());
     c.kill_no_reap(); // a zombie counts as dead
-    let g = lock.lock_timeout(10 * SEC).expect("reclaimed from the dead holder");
+    let g = lock
+        .lock_timeout(10 * SEC)
+        .expect("reclaimed from the dead holder");
     assert!(g.owner_died());
     drop(g);
     let g = lock.lock();
@@ -125,10 +128,15 @@ fn semaphore_guard_holders_killed_give_their_units_back() {
     kids[1].kill();
     // A waiter reclaims on its own after a park tick.
     let t = Instant::now();
-    let g1 = s.acquire_guard_timeout(10 * SEC).expect("unit of a dead holder");
+    let g1 = s
+        .acquire_guard_timeout(10 * SEC)
+        .expect("unit of a dead holder");
     assert!(t.elapsed() < 10 * SEC);
     let g2 = s.acquire_guard_timeout(10 * SEC).expect("second unit");
-    assert!(s.try_acquire_guard().is_err(), "the live holder keeps its unit");
+    assert!(
+        s.try_acquire_guard().is_err(),
+        "the live holder keeps its unit"
+    );
     drop((g1, g2));
     kids[2].kill();
     assert_eq!(s.reclaim_dead(), 1);
@@ -163,7 +171,11 @@ fn semaphore_units_stay_exact_under_random_kills() {
             k.kill();
         }
         s.reclaim_dead();
-        assert_eq!(s.get_value(), 2, "round {round}: units leaked or duplicated");
+        assert_eq!(
+            s.get_value(),
+            2,
+            "round {round}: units leaked or duplicated"
+        );
     }
     assert!(sh.get(0) > 0);
 }
