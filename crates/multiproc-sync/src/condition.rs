@@ -34,7 +34,7 @@
 #![allow(clippy::disallowed_types)]
 
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
-use crate::futex::{self, WaitResult};
+use crate::futex;
 use crate::ident;
 use crate::lock::{Lock, LockGuard, LockMode};
 use crate::rlock::{RLock, RLockGuard};
@@ -316,12 +316,17 @@ impl Condition {
         let (my_pid, me) = ident::process();
         // Under the lock: the lock's acquire/release order every slot access below except the
         // waiter's own sleep, so Relaxed suffices for the bookkeeping fields.
+        // A free slot; failing that (rare: the table is full), one whose owner is dead (a
+        // `/proc` read per candidate, so only then).
         let slot = st
             .slots
             .iter()
-            .find(|s| {
-                let o = s.owner.load(Ordering::Relaxed);
-                o == 0 || (ident::unpack(o).pid != my_pid && !ident::packed_alive(o))
+            .find(|s| s.owner.load(Ordering::Relaxed) == 0)
+            .or_else(|| {
+                st.slots.iter().find(|s| {
+                    let o = s.owner.load(Ordering::Relaxed);
+                    ident::unpack(o).pid != my_pid && !ident::packed_alive(o)
+                })
             })
             .ok_or(ConditionError::TooManyWaiters)?;
         let t = st.next_ticket.load(Ordering::Relaxed);
@@ -342,11 +347,8 @@ impl Condition {
                 },
                 None => None,
             };
-            if futex::wait(&slot.state, WAITING, left) == WaitResult::TimedOut && deadline.is_some()
-            {
-                // Re-check the deadline at the top of the loop.
-                continue;
-            }
+            // Woken, timed out or interrupted: the top of the loop re-checks everything.
+            futex::wait(&slot.state, WAITING, left);
         }
         self.acquire_restore(saved);
         let notified = slot.state.load(Ordering::Relaxed) == NOTIFIED;

@@ -511,3 +511,43 @@ fn named_primitives_open_from_another_process() {
     assert!(Barrier::new(0).is_err());
     assert!(Barrier::new(65).is_err());
 }
+
+#[test]
+fn condition_over_a_plain_lock_works_across_processes() {
+    let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
+    let sh = Shared::new();
+    let mut c = fork(|| {
+        let g = cond.lock();
+        sh.add(0, 1);
+        let r = cond.wait_timeout(Duration::from_secs(10));
+        drop(g);
+        i32::from(r != Ok(true))
+    });
+    assert!(sh.wait_for(0, 1));
+    // Python style: acquire / notify / release.
+    assert!(cond.acquire_timeout(Duration::from_secs(10)));
+    assert_eq!(cond.notify(1), Ok(1));
+    cond.release().unwrap();
+    c.join_ok();
+    assert_eq!(cond.release(), Err(ConditionError::NotHeld));
+}
+
+#[test]
+fn a_corrupted_barrier_segment_is_refused_on_open() {
+    let name = format!("sync2-corrupt-{}", std::process::id());
+    let b = Barrier::create_named(&name, 3, None).unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/multiproc.{name}"))
+            .unwrap();
+        // The payload starts at 256; `parties` is the third u32 of BarrierState.
+        f.seek(SeekFrom::Start(256 + 8)).unwrap();
+        f.write_all(&1000u32.to_ne_bytes()).unwrap();
+    }
+    let r = Barrier::open_named(&name);
+    assert!(r.is_err(), "parties out of range must be refused");
+    drop(b);
+    assert!(!std::path::Path::new(&format!("/dev/shm/multiproc.{name}")).exists());
+}
