@@ -15,7 +15,9 @@
 //! Death: before notifying a slot, `notify` checks that its owner is alive (a `/proc` read, skipped
 //! for waiters of the notifier's own process); a dead waiter's slot is freed and the notify goes
 //! to the next live waiter, so a killed waiter never swallows a notify. A waiter killed *after*
-//! being notified has consumed it, exactly as if it had returned and then died. The lock's own
+//! being notified has consumed it, exactly as if it had returned and then died. A notifier
+//! killed between marking a slot and its wake syscall delays that waiter by at most 100 ms
+//! (waiters' sleeps are bounded). The lock's own
 //! guarantees apply to the lock (an RLock is always reclaimed from a dead owner; a Lock only
 //! when taken with [`Condition::lock`] / [`Lock::lock`]).
 //!
@@ -38,7 +40,7 @@ use crate::futex;
 use crate::ident;
 use crate::lock::{Lock, LockGuard, LockMode};
 use crate::rlock::{RLock, RLockGuard};
-use crate::shared::{SharedLayout, Shm, deadline_after};
+use crate::shared::{LOST_WAKE_TICK, SharedLayout, Shm, deadline_after};
 use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
 use std::time::{Duration, Instant};
 
@@ -347,8 +349,10 @@ impl Condition {
                 },
                 None => None,
             };
+            // Bounded, so a notifier killed between its store and its wake cannot strand us.
+            let t = left.map_or(LOST_WAKE_TICK, |l| l.min(LOST_WAKE_TICK));
             // Woken, timed out or interrupted: the top of the loop re-checks everything.
-            futex::wait(&slot.state, WAITING, left);
+            futex::wait(&slot.state, WAITING, Some(t));
         }
         self.acquire_restore(saved);
         let notified = slot.state.load(Ordering::Relaxed) == NOTIFIED;

@@ -7,7 +7,8 @@
 //!
 //! Death: nobody waits on anybody's identity, so a dead waiter or setter cannot wedge the rest;
 //! a waiter killed while parked leaves `waiters` one too high, which only costs later `set`s
-//! a wake syscall.
+//! a wake syscall. Parks are bounded (100 ms), so a setter killed between setting the flag and
+//! its wake syscall delays waiters by at most that.
 //!
 //! ```
 //! use multiproc_sync::Event;
@@ -27,7 +28,7 @@
 
 use crate::facade::{AtomicU32, Ordering};
 use crate::futex;
-use crate::shared::{SharedLayout, Shm, block_on, deadline_after, serde_as_handle};
+use crate::shared::{LOST_WAKE_TICK, SharedLayout, Shm, block_on, deadline_after, serde_as_handle};
 use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
 use std::time::{Duration, Instant};
 
@@ -100,7 +101,8 @@ impl EventState {
             &self.flag,
             &self.waiters,
             deadline,
-            None,
+            // Bounded: a setter killed between its swap and its wake must not strand us.
+            Some(LOST_WAKE_TICK),
             || {
                 // SeqCst: load half of the store-load pattern with `waiters`; also acquires.
                 if self.flag.load(Ordering::SeqCst) != 0 {

@@ -151,6 +151,10 @@ pub(crate) const SPIN: u32 = 1;
 /// How long a parked waiter sleeps before it checks for dead holders.
 pub(crate) const TICK: Duration = Duration::from_millis(20);
 
+/// How long a waiter that depends on nobody's identity (Event, Condition) sleeps before it
+/// re-checks its word anyway: covers a waker killed between its store and its `FUTEX_WAKE`.
+pub(crate) const LOST_WAKE_TICK: Duration = Duration::from_millis(100);
+
 /// Why a blocking loop ended without success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
