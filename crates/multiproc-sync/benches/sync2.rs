@@ -15,14 +15,14 @@ fn uncontended(c: &mut Criterion) {
     });
     c.bench_function("lock_guard", |b| {
         b.iter(|| {
-            let g = lock.lock();
+            let g = lock.lock().unwrap();
             black_box(&g);
         })
     });
     let rl = RLock::new().unwrap();
     c.bench_function("rlock_guard", |b| {
         b.iter(|| {
-            let g = rl.lock();
+            let g = rl.lock().unwrap();
             black_box(&g);
         })
     });

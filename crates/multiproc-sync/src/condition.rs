@@ -26,15 +26,12 @@
 //! use std::time::Duration;
 //! let c = Condition::new().unwrap();
 //! assert!(c.wait_timeout(Duration::ZERO).is_err()); // not holding the lock
-//! let _g = c.lock();
+//! let _g = c.lock().unwrap();
 //! assert_eq!(c.wait_timeout(Duration::ZERO), Ok(false));
 //! assert_eq!(c.notify(1), Ok(0));
 //! ```
-// The facade's atomics are re-exports of std's under `not(loom)`, which clippy's
-// `disallowed-types` cannot tell apart from direct uses: every atomic here does come from the
-// facade (so loom swaps it in).
-#![allow(clippy::disallowed_types)]
 
+use crate::error::LockResult;
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
@@ -113,16 +110,6 @@ pub enum CondGuard<'a> {
     Lock(LockGuard<'a>),
     /// Over an RLock.
     RLock(RLockGuard<'a>),
-}
-
-impl CondGuard<'_> {
-    /// True if the lock's previous holder died holding it.
-    pub fn owner_died(&self) -> bool {
-        match self {
-            CondGuard::Lock(g) => g.owner_died(),
-            CondGuard::RLock(g) => g.owner_died(),
-        }
-    }
 }
 
 enum Saved {
@@ -250,19 +237,32 @@ impl Condition {
         }
     }
 
-    /// Acquires the lock through a guard (death-safe for a Lock too).
-    pub fn lock(&self) -> CondGuard<'_> {
+    /// Acquires the lock through a guard (death-safe for a Lock too): `Err(OwnerDied(guard))`
+    /// when it was taken over from a dead holder.
+    pub fn lock(&self) -> LockResult<CondGuard<'_>> {
         match &self.lock {
-            CondLock::Lock(l) => CondGuard::Lock(l.lock()),
-            CondLock::RLock(l) => CondGuard::RLock(l.lock()),
+            CondLock::Lock(l) => l
+                .lock()
+                .map(CondGuard::Lock)
+                .map_err(|e| e.map(CondGuard::Lock)),
+            CondLock::RLock(l) => l
+                .lock()
+                .map(CondGuard::RLock)
+                .map_err(|e| e.map(CondGuard::RLock)),
         }
     }
 
     /// [`Condition::lock`] giving up after `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Option<CondGuard<'_>> {
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<CondGuard<'_>> {
         match &self.lock {
-            CondLock::Lock(l) => l.lock_timeout(timeout).map(CondGuard::Lock),
-            CondLock::RLock(l) => l.lock_timeout(timeout).map(CondGuard::RLock),
+            CondLock::Lock(l) => l
+                .lock_timeout(timeout)
+                .map(CondGuard::Lock)
+                .map_err(|e| e.map(CondGuard::Lock)),
+            CondLock::RLock(l) => l
+                .lock_timeout(timeout)
+                .map(CondGuard::RLock)
+                .map_err(|e| e.map(CondGuard::RLock)),
         }
     }
 

@@ -8,11 +8,15 @@
 //! The identities are cached per thread, so the uncontended lock paths make no syscall. The cache
 //! is invalidated in a forked child through a `pthread_atfork` child handler that bumps a
 //! generation counter.
-#![allow(clippy::disallowed_types)] // process-local statics, never modelled under loom
+//!
+//! Under `cfg(loom)` there is no cache (loom atomics cannot live in statics): every call reads
+//! `/proc` afresh, which is correct, only slower.
 
+#[cfg(not(loom))]
+use crate::facade::{AtomicBool, AtomicU64, Ordering};
 use multiproc_shm::ProcessId;
+#[cfg(not(loom))]
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Mask of the id part.
 pub(crate) const ID_MASK: u64 = (1 << 22) - 1;
@@ -21,14 +25,18 @@ const START_MASK: u64 = (1 << 41) - 1;
 /// A flag bit callers may set on a packed id.
 pub(crate) const FLAG_BIT: u64 = 1 << 63;
 
+#[cfg(not(loom))]
 static FORK_GEN: AtomicU64 = AtomicU64::new(1);
+#[cfg(not(loom))]
 static ATFORK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
+#[cfg(not(loom))]
 extern "C" fn after_fork_in_child() {
     // Relaxed: the child is single-threaded right after fork; only this thread reads it.
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
 }
 
+#[cfg(not(loom))]
 /// Registers the fork handler once, without ever blocking: a `Once` here could be caught
 /// mid-initialization by a `fork` in another thread and deadlock the child.
 extern "C" fn register_atfork() {
@@ -41,12 +49,14 @@ extern "C" fn register_atfork() {
 }
 
 /// Runs `register_atfork` at load time, before `main` and before any thread can fork.
+#[cfg(not(loom))]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static REGISTER_AT_LOAD: extern "C" fn() = register_atfork;
 
 #[derive(Clone, Copy)]
 struct Cached {
+    #[cfg_attr(loom, allow(dead_code))]
     gen_: u64,
     pid: u32,
     proc_packed: u64,
@@ -54,6 +64,7 @@ struct Cached {
     thread_packed: u64,
 }
 
+#[cfg(not(loom))]
 thread_local! {
     static CACHE: Cell<Option<Cached>> = const { Cell::new(None) };
 }
@@ -75,9 +86,13 @@ pub(crate) fn unpack(w: u64) -> ProcessId {
 
 #[cold]
 fn refresh() -> Cached {
+    #[cfg(not(loom))]
     register_atfork();
     // Relaxed: read by the same thread that may have bumped it (in the child after fork).
+    #[cfg(not(loom))]
     let gen_ = FORK_GEN.load(Ordering::Relaxed);
+    #[cfg(loom)]
+    let gen_ = 0;
     let pid = std::process::id();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
@@ -97,6 +112,7 @@ fn refresh() -> Cached {
         tid,
         thread_packed: pack(tid, tstart),
     };
+    #[cfg(not(loom))]
     CACHE.with(|cell| cell.set(Some(c)));
     c
 }
@@ -106,8 +122,15 @@ fn parse_start(text: &str) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
+#[cfg(loom)]
+fn cached() -> Cached {
+    refresh()
+}
+
+#[cfg(not(loom))]
 #[inline]
 fn cached() -> Cached {
+    // Relaxed: see refresh.
     let gen_ = FORK_GEN.load(Ordering::Relaxed);
     match CACHE.with(|c| c.get()) {
         Some(c) if c.gen_ == gen_ => c,

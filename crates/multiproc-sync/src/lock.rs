@@ -13,7 +13,7 @@
 //!   uncontended).
 //! * Death: after each 20 ms park a waiter checks whether a guard holder (`state` = pid) is
 //!   dead (pid + start time, zombies count as dead) and, if so, takes the lock over with one
-//!   CAS; its guard then reports [`LockGuard::owner_died`]. A lock taken with `acquire()` is
+//!   CAS; [`Lock::lock`] then returns `Err(LockError::OwnerDied(guard))`. A lock taken with `acquire()` is
 //!   never reclaimed: it may legitimately be released by another process later (hand-off).
 //!
 //! ```
@@ -24,19 +24,16 @@
 //! lock.release().unwrap();
 //! assert!(lock.release().is_err()); // releasing an unheld lock
 //! {
-//!     let g = lock.lock();
-//!     assert!(!g.owner_died());
+//!     let _g = lock.lock().unwrap(); // Err(OwnerDied(guard)) if the last holder died
 //! }
 //! assert!(lock.try_acquire());
 //! ```
-// The facade's atomics are re-exports of std's under `not(loom)`, which clippy's
-// `disallowed-types` cannot tell apart from direct uses: every atomic here does come from the
-// facade (so loom swaps it in).
-#![allow(clippy::disallowed_types)]
 
+use crate::error::{LockError, LockResult};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
+use crate::mutex::MutexError;
 use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
 use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
 use std::time::{Duration, Instant};
@@ -46,7 +43,7 @@ const ANON: u32 = 1 << 31;
 
 /// Errors of [`Lock::release`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LockError {
+pub enum LockReleaseError {
     /// The lock was not held (Python: "semaphore or lock released too many times").
     #[error("release of an unheld lock")]
     ReleaseUnheld,
@@ -182,12 +179,12 @@ impl LockState {
     }
 
     /// Python `release`: whoever holds it.
-    pub fn release(&self) -> Result<(), LockError> {
+    pub fn release(&self) -> Result<(), LockReleaseError> {
         // Relaxed probe; the CAS decides.
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             if s == 0 {
-                return Err(LockError::ReleaseUnheld);
+                return Err(LockReleaseError::ReleaseUnheld);
             }
             // SeqCst: Release for the next owner's Acquire, and the store half of the
             // store-load pattern with `waiters` below.
@@ -306,7 +303,7 @@ impl Lock {
     }
 
     /// Python `release`: any process may release; an unheld lock is an error.
-    pub fn release(&self) -> Result<(), LockError> {
+    pub fn release(&self) -> Result<(), LockReleaseError> {
         self.state().release()
     }
 
@@ -315,42 +312,40 @@ impl Lock {
         self.state().is_locked()
     }
 
-    /// Blocks until acquired; the guard releases on drop. If this process dies holding the
-    /// guard, the next waiter takes the lock over and its guard says [`LockGuard::owner_died`].
-    pub fn lock(&self) -> LockGuard<'_> {
-        self.lock_deadline(None).expect("no deadline")
+    /// Blocks until acquired; the guard releases on drop. If the previous guard holder died
+    /// holding the lock, this takes it over and returns `Err(LockError::OwnerDied(guard))`:
+    /// the lock is held, but what it protects may be half-updated.
+    pub fn lock(&self) -> LockResult<LockGuard<'_>> {
+        self.lock_deadline(None)
     }
 
-    /// [`Lock::lock`] giving up after `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Option<LockGuard<'_>> {
+    /// [`Lock::lock`] giving up after `timeout` (`Err(LockError::Failed(MutexError::Timeout))`).
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<LockGuard<'_>> {
         self.lock_deadline(deadline_after(timeout))
     }
 
-    /// [`Lock::lock`] without blocking.
-    pub fn try_lock(&self) -> Option<LockGuard<'_>> {
+    /// [`Lock::lock`] without blocking (`Err(LockError::Failed(MutexError::WouldBlock))`).
+    pub fn try_lock(&self) -> LockResult<LockGuard<'_>> {
         let (pid, me) = ident::process();
-        self.state()
-            .try_acquire_tagged(pid, me)
-            .then_some(LockGuard {
-                lock: self,
-                pid,
-                owner_died: false,
-            })
+        if self.state().try_acquire_tagged(pid, me) {
+            Ok(LockGuard { lock: self, pid })
+        } else {
+            Err(LockError::Failed(MutexError::WouldBlock))
+        }
     }
 
-    fn lock_deadline(&self, deadline: Option<Instant>) -> Option<LockGuard<'_>> {
+    fn lock_deadline(&self, deadline: Option<Instant>) -> LockResult<LockGuard<'_>> {
         let (pid, me) = ident::process();
-        let died = self.state().acquire_tagged(pid, me, deadline)?;
-        Some(LockGuard {
-            lock: self,
-            pid,
-            owner_died: died,
-        })
+        match self.state().acquire_tagged(pid, me, deadline) {
+            None => Err(LockError::Failed(MutexError::Timeout)),
+            Some(false) => Ok(LockGuard { lock: self, pid }),
+            Some(true) => Err(LockError::OwnerDied(LockGuard { lock: self, pid })),
+        }
     }
 
     /// Condition support: releases, returning how it was held.
-    pub(crate) fn release_save(&self) -> Result<LockMode, LockError> {
-        let mode = self.state().mode().ok_or(LockError::ReleaseUnheld)?;
+    pub(crate) fn release_save(&self) -> Result<LockMode, LockReleaseError> {
+        let mode = self.state().mode().ok_or(LockReleaseError::ReleaseUnheld)?;
         self.release()?;
         Ok(mode)
     }
@@ -375,16 +370,9 @@ impl Lock {
 pub struct LockGuard<'a> {
     lock: &'a Lock,
     pid: u32,
-    owner_died: bool,
 }
 
 impl LockGuard<'_> {
-    /// True if the previous holder died holding the lock and this guard took it over: data the
-    /// lock protects may be half-updated.
-    pub fn owner_died(&self) -> bool {
-        self.owner_died
-    }
-
     /// The lock.
     pub fn lock(&self) -> &Lock {
         self.lock

@@ -8,7 +8,8 @@
 //!
 //! Death: every acquisition is recorded, so a waiter whose park times out checks whether the
 //! owner thread is gone (a killed process takes its threads with it) and takes the lock over with
-//! one CAS, resetting the depth to 1; the acquisition reports `owner_died`.
+//! one CAS, resetting the depth to 1; [`RLock::lock`] then returns
+//! `Err(LockError::OwnerDied(guard))` and [`RLock::acquire_reporting`] `Some(true)`.
 //!
 //! ```
 //! use multiproc_sync::RLock;
@@ -19,14 +20,12 @@
 //! l.release().unwrap();
 //! assert!(l.release().is_err()); // not owned any more
 //! ```
-// The facade's atomics are re-exports of std's under `not(loom)`, which clippy's
-// `disallowed-types` cannot tell apart from direct uses: every atomic here does come from the
-// facade (so loom swaps it in).
-#![allow(clippy::disallowed_types)]
 
+use crate::error::{LockError, LockResult};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
+use crate::mutex::MutexError;
 use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
 use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
 use std::time::{Duration, Instant};
@@ -285,28 +284,38 @@ impl RLock {
         self.state().is_owned_by(ident::thread().0)
     }
 
-    /// Blocks until acquired; the guard releases one level on drop.
-    pub fn lock(&self) -> RLockGuard<'_> {
-        let died = self.acquire_reporting(None).expect("no deadline");
-        self.guard(died)
+    /// Blocks until acquired; the guard releases one level on drop. Taking the lock over from
+    /// a dead owner gives `Err(LockError::OwnerDied(guard))` (the lock is held).
+    pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
+        self.lock_deadline(None)
     }
 
-    /// [`RLock::lock`] giving up after `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Option<RLockGuard<'_>> {
-        let died = self.acquire_reporting(deadline_after(timeout))?;
-        Some(self.guard(died))
+    /// [`RLock::lock`] giving up after `timeout` (`Err(LockError::Failed(MutexError::Timeout))`).
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<RLockGuard<'_>> {
+        self.lock_deadline(deadline_after(timeout))
     }
 
-    /// [`RLock::lock`] without blocking.
-    pub fn try_lock(&self) -> Option<RLockGuard<'_>> {
-        self.try_acquire().then(|| self.guard(false))
+    /// [`RLock::lock`] without blocking (`Err(LockError::Failed(MutexError::WouldBlock))`).
+    pub fn try_lock(&self) -> LockResult<RLockGuard<'_>> {
+        if self.try_acquire() {
+            Ok(self.guard())
+        } else {
+            Err(LockError::Failed(MutexError::WouldBlock))
+        }
     }
 
-    fn guard(&self, owner_died: bool) -> RLockGuard<'_> {
+    fn lock_deadline(&self, deadline: Option<Instant>) -> LockResult<RLockGuard<'_>> {
+        match self.acquire_reporting(deadline) {
+            None => Err(LockError::Failed(MutexError::Timeout)),
+            Some(false) => Ok(self.guard()),
+            Some(true) => Err(LockError::OwnerDied(self.guard())),
+        }
+    }
+
+    fn guard(&self) -> RLockGuard<'_> {
         RLockGuard {
             lock: self,
             tid: ident::thread().0,
-            owner_died,
         }
     }
 }
@@ -317,14 +326,6 @@ impl RLock {
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     tid: u32,
-    owner_died: bool,
-}
-
-impl RLockGuard<'_> {
-    /// True if the previous owner died holding the lock and this acquisition took it over.
-    pub fn owner_died(&self) -> bool {
-        self.owner_died
-    }
 }
 
 impl Drop for RLockGuard<'_> {

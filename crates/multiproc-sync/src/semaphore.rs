@@ -34,10 +34,6 @@
 //! let b = BoundedSemaphore::new(1).unwrap();
 //! assert!(b.release().is_err()); // over-release
 //! ```
-// The facade's atomics are re-exports of std's under `not(loom)`, which clippy's
-// `disallowed-types` cannot tell apart from direct uses: every atomic here does come from the
-// facade (so loom swaps it in).
-#![allow(clippy::disallowed_types)]
 
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;

@@ -4,10 +4,6 @@
 //! The struct is written in place by the creator (inside `Segment::create_*`'s `init`, before
 //! the segment is marked Ready); openers validate kind, type fingerprint and exact size, then
 //! call the type's own `validate` on fields that come from shared memory.
-// The facade's atomics are re-exports of std's under `not(loom)`, which clippy's
-// `disallowed-types` cannot tell apart from direct uses: every atomic here does come from the
-// facade (so loom swaps it in).
-#![allow(clippy::disallowed_types)]
 
 use crate::facade::{AtomicU32, Ordering, spin_hint};
 use crate::futex::{self, WaitResult};

@@ -1,6 +1,5 @@
 //! loom model of the Barrier algorithm (arrival CAS on a packed word, generation release).
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p multiproc-sync --test loom_barrier --release`
-#![allow(clippy::disallowed_types)]
 #![cfg(loom)]
 
 use loom::sync::Arc;

@@ -1,6 +1,5 @@
 //! loom model of the Event algorithm.
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p multiproc-sync --test loom_event --release`
-#![allow(clippy::disallowed_types)]
 #![cfg(loom)]
 
 use loom::sync::Arc;

@@ -1,6 +1,5 @@
 //! loom model of the Lock and RLock algorithms (on heap memory).
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p multiproc-sync --test loom_lock --release`
-#![allow(clippy::disallowed_types)]
 #![cfg(loom)]
 
 use loom::sync::Arc;

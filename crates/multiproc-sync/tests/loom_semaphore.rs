@@ -1,6 +1,5 @@
 //! loom model of the Semaphore algorithm (count + holder bitmap in one word, eventcount wake).
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p multiproc-sync --test loom_semaphore --release`
-#![allow(clippy::disallowed_types)]
 #![cfg(loom)]
 
 use loom::sync::Arc;

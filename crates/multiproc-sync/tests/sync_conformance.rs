@@ -1,15 +1,14 @@
 //! Conformance items 22-40 of python-reference.md, ported as cross-process tests: every test
 //! forks children that use the same shared objects. Each names the Python test it mirrors
 //! (Lib/test/_test_multiprocessing.py). Timing checks are lower bounds with slack only.
-#![allow(clippy::disallowed_types)]
 #![cfg(not(loom))]
 
 mod common;
 
 use common::{Shared, at_least, fork};
 use multiproc_sync::{
-    Barrier, BarrierError, BoundedSemaphore, Condition, ConditionError, Event, Lock, LockError,
-    RLock, RLockError, Semaphore, SemaphoreError,
+    Barrier, BarrierError, BoundedSemaphore, Condition, ConditionError, Event, Lock,
+    LockReleaseError, RLock, RLockError, Semaphore, SemaphoreError,
 };
 use std::time::{Duration, Instant};
 
@@ -31,12 +30,12 @@ fn lock_held_by_child_fails_nonblocking_acquire_and_unheld_release_errors() {
     assert!(!lock.try_acquire());
     // Any process may release a Lock.
     assert_eq!(lock.release(), Ok(()));
-    assert_eq!(lock.release(), Err(LockError::ReleaseUnheld));
+    assert_eq!(lock.release(), Err(LockReleaseError::ReleaseUnheld));
     assert!(lock.acquire(true));
     let mut c = fork(|| {
         // A child releases what the parent acquired.
         assert_eq!(lock.release(), Ok(()));
-        assert_eq!(lock.release(), Err(LockError::ReleaseUnheld));
+        assert_eq!(lock.release(), Err(LockReleaseError::ReleaseUnheld));
         0
     });
     c.join_ok();
@@ -142,7 +141,7 @@ const SLEEPING: usize = 0;
 const WOKEN: usize = 1;
 
 fn cond_waiter(cond: &Condition, sh: &Shared) -> i32 {
-    let _g = cond.lock();
+    let _g = cond.lock().unwrap();
     sh.add(SLEEPING, 1);
     cond.wait().unwrap();
     sh.add(WOKEN, 1);
@@ -171,7 +170,7 @@ fn notify_wakes_exactly_one_waiter_process_or_thread() {
     let mut total = 0;
     for round in 1..=3u64 {
         {
-            let _g = cond.lock();
+            let _g = cond.lock().unwrap();
             assert_eq!(cond.notify(1), Ok(1));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -195,7 +194,7 @@ fn notify_wakes_exactly_one_waiter_process_or_thread() {
 fn condition_wait_timeout_without_notify_returns_false_after_timeout() {
     let cond = Condition::new().unwrap();
     let mut c = fork(|| {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         let t = Instant::now();
         assert_eq!(cond.wait_timeout(100 * MS), Ok(false));
         assert!(at_least(t.elapsed(), 100 * MS));
@@ -210,7 +209,7 @@ fn wait_for_sees_a_shared_value_change() {
     let cond = Condition::new().unwrap();
     let sh = Shared::new();
     let mut c = fork(|| {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         let r = cond.wait_for(|| sh.get(5) == 0, None).unwrap();
         assert!(r);
         sh.add(6, 1); // started
@@ -224,7 +223,7 @@ fn wait_for_sees_a_shared_value_change() {
     assert!(sh.wait_for(6, 1));
     for _ in 0..4 {
         std::thread::sleep(10 * MS);
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         sh.add(5, 1);
         cond.notify_all().unwrap();
     }
@@ -237,7 +236,7 @@ fn wait_for_with_timeout_returns_false_after_timeout() {
     let cond = Condition::new().unwrap();
     let sh = Shared::new();
     let mut c = fork(|| {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         let t = Instant::now();
         let r = cond.wait_for(|| sh.get(5) == 4, Some(100 * MS)).unwrap();
         assert!(!r);
@@ -247,7 +246,7 @@ fn wait_for_with_timeout_returns_false_after_timeout() {
     // Notifications that do not satisfy the predicate.
     for _ in 0..3 {
         std::thread::sleep(20 * MS);
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         cond.notify_all().unwrap();
     }
     c.join_ok();
@@ -257,10 +256,10 @@ fn wait_for_with_timeout_returns_false_after_timeout() {
 #[test]
 fn wait_zero_returns_false_and_notified_wait_returns_true() {
     let cond = Condition::new().unwrap();
-    let g = cond.lock();
+    let g = cond.lock().unwrap();
     assert_eq!(cond.wait_timeout(Duration::ZERO), Ok(false));
     let mut c = fork(|| {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         cond.notify(1).unwrap();
         0
     });
@@ -517,7 +516,7 @@ fn condition_over_a_plain_lock_works_across_processes() {
     let cond = Condition::with_lock(Lock::new().unwrap()).unwrap();
     let sh = Shared::new();
     let mut c = fork(|| {
-        let g = cond.lock();
+        let g = cond.lock().unwrap();
         sh.add(0, 1);
         let r = cond.wait_timeout(Duration::from_secs(10));
         drop(g);

@@ -1,12 +1,13 @@
 //! What each primitive guarantees when a participant is killed with SIGKILL (docs/sync.md,
 //! "Death"): every guarantee here is exercised with a real forked child and a real SIGKILL.
-#![allow(clippy::disallowed_types)]
 #![cfg(not(loom))]
 
 mod common;
 
 use common::{Shared, fork};
-use multiproc_sync::{Barrier, BarrierError, Condition, Event, Lock, RLock, Semaphore};
+use multiproc_sync::{
+    Barrier, BarrierError, Condition, Event, Lock, LockError, MutexError, RLock, Semaphore,
+};
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -22,20 +23,22 @@ fn lock_guard_holder_killed_is_taken_over_with_owner_died() {
     let lock = Lock::new().unwrap();
     let held = Event::new().unwrap();
     let mut c = fork(|| {
-        let _g = lock.lock();
+        let _g = lock.lock().unwrap();
         held.set();
         sleep_forever()
     });
     assert!(held.wait_timeout(10 * SEC));
-    assert!(lock.lock_timeout(Duration::from_millis(50)).is_none());
+    assert!(matches!(
+        lock.lock_timeout(Duration::from_millis(50)),
+        Err(LockError::Failed(MutexError::Timeout))
+    ));
     c.kill_no_reap(); // a zombie counts as dead
-    let g = lock
-        .lock_timeout(10 * SEC)
-        .expect("reclaimed from the dead holder");
-    assert!(g.owner_died());
+    let g = match lock.lock_timeout(10 * SEC) {
+        Err(LockError::OwnerDied(g)) => g,
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
     drop(g);
-    let g = lock.lock();
-    assert!(!g.owner_died());
+    assert!(lock.lock().is_ok(), "a clean hand-over after that");
 }
 
 #[test]
@@ -45,17 +48,18 @@ fn lock_waiters_in_other_processes_reclaim_from_a_dead_holder() {
     let held = Event::new().unwrap();
     let sh = Shared::new();
     let mut holder = fork(|| {
-        let _g = lock.lock();
+        let _g = lock.lock().unwrap();
         held.set();
         sleep_forever()
     });
     assert!(held.wait_timeout(10 * SEC));
     let waiter = || {
-        let g = lock.lock_timeout(10 * SEC).expect("not wedged");
+        let r = lock.lock_timeout(10 * SEC);
         sh.add(0, 1);
-        if g.owner_died() {
+        if r.as_ref().is_err_and(|e| e.is_owner_died()) {
             sh.add(1, 1);
         }
+        let _g = r.unwrap_or_else(|e| e.into_inner().expect("not wedged"));
         0
     };
     let mut w1 = fork(waiter);
@@ -100,8 +104,11 @@ fn rlock_owner_killed_at_depth_three_is_taken_over() {
     assert!(held.wait_timeout(10 * SEC));
     assert!(!l.acquire(false));
     c.kill();
-    let g = l.lock_timeout(10 * SEC).expect("reclaimed");
-    assert!(g.owner_died());
+    let g = l.lock_timeout(10 * SEC);
+    assert!(
+        g.as_ref().is_err_and(|e| e.is_owner_died()),
+        "reclaimed with OwnerDied"
+    );
     drop(g);
     // Depth was reset to 1 by the take-over: one release freed it.
     assert!(!l.is_owned());
@@ -190,7 +197,7 @@ fn lock_stays_usable_under_random_kills_of_guard_holders() {
             .map(|_| {
                 fork(|| {
                     loop {
-                        let g = lock.lock();
+                        let g = lock.lock().unwrap_or_else(|e| e.into_inner().unwrap());
                         sh.add(0, 1);
                         drop(g);
                     }
@@ -204,7 +211,11 @@ fn lock_stays_usable_under_random_kills_of_guard_holders() {
         for k in &mut kids {
             k.kill();
         }
-        let g = lock.lock_timeout(10 * SEC).expect("lock not wedged");
+        let g = lock.lock_timeout(10 * SEC);
+        assert!(
+            g.is_ok() || g.as_ref().is_err_and(|e| e.is_owner_died()),
+            "lock not wedged"
+        );
         drop(g);
     }
     assert!(sh.get(0) > 0);
@@ -216,7 +227,7 @@ fn condition_waiter_killed_does_not_swallow_a_notify() {
     let sh = Shared::new();
     // The first (oldest) waiter is killed while waiting; notify(1) must reach the second.
     let mut doomed = fork(|| {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         sh.add(0, 1);
         let _ = cond.wait();
         sh.add(9, 1); // must never happen
@@ -225,7 +236,7 @@ fn condition_waiter_killed_does_not_swallow_a_notify() {
     assert!(sh.wait_for(0, 1));
     std::thread::sleep(Duration::from_millis(20));
     let mut live = fork(|| {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         sh.add(0, 1);
         cond.wait().unwrap();
         sh.add(1, 1);
@@ -234,11 +245,11 @@ fn condition_waiter_killed_does_not_swallow_a_notify() {
     assert!(sh.wait_for(0, 2));
     {
         // Both are inside wait once the lock is free.
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
     }
     doomed.kill();
     {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         assert_eq!(cond.notify(1), Ok(1));
     }
     live.join_ok();
@@ -252,14 +263,17 @@ fn condition_rlock_holder_killed_does_not_wedge_waiters() {
     let cond = Condition::new().unwrap();
     let held = Event::new().unwrap();
     let mut c = fork(|| {
-        let _g = cond.lock();
+        let _g = cond.lock().unwrap();
         held.set();
         sleep_forever()
     });
     assert!(held.wait_timeout(10 * SEC));
     c.kill();
-    let g = cond.lock_timeout(10 * SEC).expect("not wedged");
-    assert!(g.owner_died());
+    let g = cond.lock_timeout(10 * SEC);
+    assert!(
+        g.as_ref().is_err_and(|e| e.is_owner_died()),
+        "not wedged: OwnerDied"
+    );
     assert_eq!(cond.notify_all(), Ok(0));
 }
 
