@@ -335,3 +335,96 @@ fn event_waiter_killed_does_not_affect_set_or_other_waiters() {
     live.join_ok();
     assert!(e.wait_timeout(Duration::ZERO));
 }
+
+#[test]
+fn barrier_party_killed_while_running_the_action_breaks_it() {
+    let b = Barrier::with_timeout(3, Some(20 * SEC)).unwrap();
+    let sh = Shared::new();
+    let shp = &sh as *const Shared as usize;
+    // Only this handle has an action, and it never returns: the party running it will be the
+    // one killed. The two others are already waiting when it arrives (last).
+    let mut w: Vec<_> = (0..2)
+        .map(|_| {
+            fork(|| {
+                sh.add(0, 1);
+                let r = b.wait();
+                i32::from(r != Err(BarrierError::Broken))
+            })
+        })
+        .collect();
+    assert!(sh.wait_for(0, 2));
+    std::thread::sleep(Duration::from_millis(20));
+    let stuck = b.clone().with_action(move || {
+        // SAFETY: the page outlives the forked child that runs this (it inherits the mapping).
+        let sh = unsafe { &*(shp as *const Shared) };
+        sh.add(1, 1);
+        sleep_forever();
+    });
+    let mut doomed = fork(|| {
+        let _ = stuck.wait();
+        0
+    });
+    assert!(sh.wait_for(1, 1), "the action started");
+    doomed.kill();
+    for k in &mut w {
+        k.join_ok();
+    }
+    assert!(b.broken());
+}
+
+#[test]
+fn semaphore_guard_table_full_is_an_error_not_a_hang() {
+    let s = Semaphore::new(100).unwrap();
+    let guards: Vec<_> = (0..multiproc_sync::semaphore::HOLDER_SLOTS)
+        .map(|_| s.acquire_guard().unwrap())
+        .collect();
+    assert_eq!(
+        s.acquire_guard().unwrap_err(),
+        multiproc_sync::SemaphoreError::HolderTableFull
+    );
+    // Plain acquire still works: the table only limits guards.
+    assert!(s.try_acquire());
+    s.release().unwrap();
+    drop(guards);
+    assert_eq!(s.get_value(), 100);
+}
+
+#[test]
+fn condition_notify_all_reaches_every_live_waiter_after_random_kills() {
+    let cond = Condition::new().unwrap();
+    let sh = Shared::new();
+    let mut kids: Vec<_> = (0..6)
+        .map(|_| {
+            fork(|| {
+                let _g = cond.lock().unwrap();
+                sh.add(0, 1);
+                cond.wait().unwrap();
+                sh.add(1, 1);
+                0
+            })
+        })
+        .collect();
+    assert!(sh.wait_for(0, 6));
+    drop(cond.lock().unwrap()); // every waiter is inside wait()
+    // Kill three of them (even indices).
+    for k in kids.iter_mut().step_by(2) {
+        k.kill();
+    }
+    {
+        let _g = cond.lock().unwrap();
+        assert_eq!(
+            cond.notify(2),
+            Ok(2),
+            "two live waiters woken, dead ones skipped"
+        );
+    }
+    assert!(sh.wait_for(1, 2));
+    {
+        let _g = cond.lock().unwrap();
+        assert_eq!(cond.notify_all(), Ok(1), "exactly the one live waiter left");
+    }
+    for k in kids.iter_mut().skip(1).step_by(2) {
+        k.join_ok();
+    }
+    assert_eq!(sh.get(1), 3);
+}
