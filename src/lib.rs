@@ -31,9 +31,15 @@ pub use multiproc_sync::{
     Array, ArrayGuard, LockError, LockOutcome, LockResult, MutexError, RawArray, RawValue,
     SharedData, SyncError, Value, ValueGuard,
 };
+pub use multiproc_sync::{
+    Barrier, BarrierError, BoundedSemaphore, CondGuard, Condition, ConditionError, Event, Lock,
+    LockGuard, LockReleaseError, RLock, RLockError, RLockGuard, Semaphore, SemaphoreError,
+    SemaphoreGuard,
+};
 
 /// The common imports.
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
+    pub use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
     pub use crate::{Manager, SharedDict, SharedList, SharedLock};
 }

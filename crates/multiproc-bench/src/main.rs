@@ -9,6 +9,7 @@ mod harness;
 mod python;
 mod w_dict;
 mod w_sync;
+mod w_sync2;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -87,7 +88,12 @@ impl Record {
 }
 
 /// Every workload this build knows.
-const WORKLOADS: &[&str] = &["value_lock_incr", "lock_uncontended", "dict_update"];
+const WORKLOADS: &[&str] = &[
+    "value_lock_incr",
+    "lock_uncontended",
+    "event_pingpong",
+    "dict_update",
+];
 
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -196,6 +202,7 @@ fn main() {
     }
     let mut results = Vec::new();
     w_sync::run(&cfg, &mut results);
+    w_sync2::run(&cfg, &mut results);
     w_dict::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {
