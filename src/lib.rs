@@ -18,9 +18,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+pub use multiproc_channel as channel;
 pub use multiproc_shm as shm;
 pub use multiproc_sync as sync;
 
+pub use multiproc_channel::{
+    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, SimpleQueue,
+};
 pub use multiproc_shm::{ObjectKind, Segment, SegmentHandle, ShmError};
 pub use multiproc_sync::{
     Array, ArrayGuard, LockError, LockOutcome, LockResult, MutexError, RawArray, RawValue,
