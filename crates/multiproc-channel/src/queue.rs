@@ -7,9 +7,12 @@
 //! returns, and an encoding error surfaces at `put`, not later: pitfall B.2 of Python).
 //!
 //! **Bound.** `maxsize` is exact (Python's `BoundedSemaphore(maxsize)`): `put` first takes a unit
-//! of `count` (a CAS that never exceeds `maxsize`), then pushes; `get` pops, then gives the unit
-//! back. Blocked putters sleep on the `count` futex word (waiters counted, so an uncontended
-//! `get` makes no syscall). The ring has `next_power_of_two(maxsize)` slots (at most 65536),
+//! (a CAS on `puts`, allowed while `puts - gets < maxsize`), then pushes; `get` pops, then bumps
+//! `gets`. `puts` is written only by producers and `gets` only by consumers, each on its own
+//! cache line, and a producer re-reads `gets` only when its cached copy says "full" (the index
+//! caching of rtrb), so a producer and a consumer do not bounce a shared counter per item.
+//! Blocked putters sleep on the `gets` futex word (waiters counted, so an uncontended `get`
+//! makes no syscall). The ring has `next_power_of_two(maxsize)` slots (at most 65536),
 //! so a push after admission finds room except while a dead reader's slot awaits recovery.
 //! `maxsize == 0` means [`UNBOUNDED_SLOTS`] (a bounded queue, unlike Python's).
 //!
@@ -21,7 +24,7 @@
 //!
 //! **Kill safety.** A process SIGKILLed in `put` or `get` loses at most its own item: the ring
 //! recovers slots claimed by dead processes. Two windows of a few instructions remain: a
-//! consumer killed between its pop and giving back the `count` unit leaves `qsize` one too high
+//! consumer killed between its pop and bumping `gets` leaves `qsize` one too high
 //! (and the queue one item smaller); a large message whose consumer dies before unlinking (or
 //! whose producer dies before pushing its name) leaves its side file until the creating handle
 //! of the queue drops (it sweeps `multiproc.qside-<id>-*`).
@@ -90,11 +93,17 @@ struct Config {
     id: AtomicU64,
 }
 
+/// Items admitted by `put` (wrapping): written by producers only.
 #[repr(C)]
-struct Count {
-    /// Items admitted (a unit taken by `put`) and not yet taken by `get`.
-    count: AtomicU32,
-    /// Putters asleep on `count`.
+struct Puts {
+    puts: AtomicU32,
+}
+
+/// Items taken by `get` (wrapping): written by consumers only; blocked putters sleep on it.
+#[repr(C)]
+struct Gets {
+    gets: AtomicU32,
+    /// Putters asleep on `gets`.
     waiters: AtomicU32,
 }
 
@@ -111,7 +120,8 @@ struct Tasks {
 #[repr(C)]
 struct QueueCtl {
     config: CachePadded<Config>,
-    count: CachePadded<Count>,
+    puts: CachePadded<Puts>,
+    gets: CachePadded<Gets>,
     tasks: CachePadded<Tasks>,
 }
 
@@ -159,6 +169,8 @@ impl Shared {
 /// another process as its segments' handles).
 pub struct Queue<T, C = Postcard> {
     sh: Arc<Shared>,
+    /// This handle's last reading of `gets` (a process-local cache, as rtrb caches indices).
+    cached_gets: AtomicU32,
     closed: bool,
     joinable: bool,
     _t: PhantomData<fn() -> (T, C)>,
@@ -168,6 +180,7 @@ impl<T, C> Clone for Queue<T, C> {
     fn clone(&self) -> Self {
         Queue {
             sh: self.sh.clone(),
+            cached_gets: AtomicU32::new(self.cached_gets.load(Ordering::Relaxed)),
             closed: false,
             joinable: self.joinable,
             _t: PhantomData,
@@ -240,8 +253,11 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                     max_message: AtomicU64::new(opts.max_message as u64),
                     id: AtomicU64::new(id),
                 }),
-                count: CachePadded(Count {
-                    count: AtomicU32::new(0),
+                puts: CachePadded(Puts {
+                    puts: AtomicU32::new(0),
+                }),
+                gets: CachePadded(Gets {
+                    gets: AtomicU32::new(0),
                     waiters: AtomicU32::new(0),
                 }),
                 tasks: CachePadded(Tasks {
@@ -302,6 +318,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 id,
                 owner,
             }),
+            cached_gets: AtomicU32::new(0),
             closed: false,
             joinable,
             _t: PhantomData,
@@ -352,7 +369,10 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
 
     /// Items in the queue (admitted by `put`, not yet taken by `get`).
     pub fn qsize(&self) -> usize {
-        self.ctl().count.count.load(Ordering::Relaxed) as usize
+        let c = self.ctl();
+        let g = c.gets.gets.load(Ordering::Relaxed);
+        let p = c.puts.puts.load(Ordering::Relaxed);
+        used(p, g) as usize
     }
 
     /// Whether the queue holds no item (a snapshot).
@@ -375,9 +395,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     pub fn close_all(&self) {
         self.sh.ring.close();
         // Wake putters asleep on admission so they see the close.
-        let c = &self.ctl().count;
-        c.count.fetch_add(0, Ordering::SeqCst);
-        futex::wake_all(&c.count);
+        futex::wake_all(&self.ctl().gets.gets);
     }
 
     /// Records lost because a process died mid-put or mid-get (from the ring).
@@ -504,28 +522,35 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         }
     }
 
-    /// Takes one admission unit (`count < maxsize`), waiting per `mode`.
+    /// Takes one admission unit (`puts - gets < maxsize`), waiting per `mode`.
     fn admit(&self, mode: Mode) -> Result<(), Admit> {
-        let c = &self.ctl().count;
+        let c = self.ctl();
         let max = self.sh.maxsize;
-        let mut cur = c.count.load(Ordering::Relaxed);
         let mut spins = 0u32;
         loop {
-            if cur < max {
-                // Relaxed: the count is a semaphore; the item itself is published by the
-                // ring's Release/Acquire on its slot.
-                match c.count.compare_exchange_weak(
-                    cur,
-                    cur + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return Ok(()),
-                    Err(now) => {
-                        cur = now;
-                        continue;
-                    }
+            let p = c.puts.puts.load(Ordering::Relaxed);
+            let mut g = self.cached_gets.load(Ordering::Relaxed);
+            if used(p, g) >= max {
+                // Relaxed: `gets` only bounds how many items exist; the items themselves are
+                // published by the ring's Release/Acquire on their slots.
+                g = c.gets.gets.load(Ordering::Relaxed);
+                self.cached_gets.store(g, Ordering::Relaxed);
+            }
+            if used(p, g) < max {
+                // Relaxed: as above; the CAS keeps concurrent producers under the bound.
+                if c.puts
+                    .puts
+                    .compare_exchange_weak(
+                        p,
+                        p.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return Ok(());
                 }
+                continue;
             }
             let deadline = match mode {
                 Mode::NoWait => return Err(Admit::Full),
@@ -543,37 +568,33 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             } else if spins < 110 {
                 std::thread::yield_now();
             } else {
-                c.waiters.fetch_add(1, Ordering::SeqCst);
-                // SeqCst: pairs with `release_unit`'s SeqCst decrement and waiter load
+                c.gets.waiters.fetch_add(1, Ordering::SeqCst);
+                // SeqCst: pairs with `release_unit`'s SeqCst increment and waiter load
                 // (Dekker): either it sees our announcement and wakes us, or we see its
-                // decrement here and do not sleep.
+                // increment here and do not sleep.
                 fence(Ordering::SeqCst);
-                let now = c.count.load(Ordering::SeqCst);
-                if now >= max {
+                let g = c.gets.gets.load(Ordering::SeqCst);
+                if used(c.puts.puts.load(Ordering::Relaxed), g) >= max {
                     let t = match deadline {
                         Some(d) => d.saturating_duration_since(Instant::now()).min(PARK_MAX),
                         None => PARK_MAX,
                     };
-                    futex::wait(&c.count, now, Some(t));
+                    futex::wait(&c.gets.gets, g, Some(t));
                 }
-                c.waiters.fetch_sub(1, Ordering::Relaxed);
+                c.gets.waiters.fetch_sub(1, Ordering::Relaxed);
                 // A dead reader may hold a slot: let the ring recover it.
                 self.sh.ring.recover();
             }
-            cur = c.count.load(Ordering::Relaxed);
         }
     }
 
+    /// Gives an admission unit back (after a get, or a put that failed after admission).
     fn release_unit(&self) {
-        let c = &self.ctl().count;
+        let c = &self.ctl().gets;
         // SeqCst: Dekker partner of the putter's waiter announcement in `admit`.
-        let prev = c.count.fetch_sub(1, Ordering::SeqCst);
-        if prev == 0 {
-            // Corrupted (or a unit given back twice): do not wrap.
-            c.count.store(0, Ordering::Relaxed);
-        }
+        c.gets.fetch_add(1, Ordering::SeqCst);
         if c.waiters.load(Ordering::SeqCst) != 0 {
-            futex::wake(&c.count, 1);
+            futex::wake(&c.gets, 1);
         }
     }
 
@@ -711,6 +732,14 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             t.waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Items in the queue from a reading of `puts` and `gets` (0 if the reading of `gets` is newer
+/// than the one of `puts`).
+#[inline]
+fn used(puts: u32, gets: u32) -> u32 {
+    let d = puts.wrapping_sub(gets);
+    if d > u32::MAX / 2 { 0 } else { d }
 }
 
 #[derive(Clone, Copy)]
