@@ -66,7 +66,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
     #[inline]
     fn decode(bytes: &[u8]) -> Result<T, CodecError> {
         match postcard::take_from_bytes::<T>(bytes) {
-            Ok((v, rest)) if rest.is_empty() => Ok(v),
+            Ok((v, [])) => Ok(v),
             Ok(_) => Err(CodecError("trailing bytes after the message".into())),
             Err(e) => Err(CodecError(e.to_string())),
         }

@@ -67,13 +67,16 @@ impl Default for PipeOptions {
     }
 }
 
+/// The two ends a pipe constructor returns.
+pub type Ends<T, C = Postcard> = (Connection<T, C>, Connection<T, C>);
+
 /// Makes pipes.
 #[derive(Debug)]
 pub struct Pipe;
 
 impl Pipe {
     /// A duplex pipe with the default codec (postcard): both ends send and receive.
-    pub fn duplex<T>() -> Result<(Connection<T>, Connection<T>), ChannelError>
+    pub fn duplex<T>() -> Result<Ends<T>, ChannelError>
     where
         Postcard: Codec<T>,
     {
@@ -82,7 +85,7 @@ impl Pipe {
 
     /// A simplex pipe with the default codec: `(reader, writer)`, as Python's
     /// `Pipe(duplex=False)`.
-    pub fn simplex<T>() -> Result<(Connection<T>, Connection<T>), ChannelError>
+    pub fn simplex<T>() -> Result<Ends<T>, ChannelError>
     where
         Postcard: Codec<T>,
     {
@@ -90,9 +93,7 @@ impl Pipe {
     }
 
     /// A duplex pipe with explicit options and codec.
-    pub fn duplex_with<T, C: Codec<T>>(
-        opts: PipeOptions,
-    ) -> Result<(Connection<T, C>, Connection<T, C>), ChannelError> {
+    pub fn duplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
         check(&opts)?;
         let ab = SpscRing::create(opts.capacity)?;
         let ba = SpscRing::create(opts.capacity)?;
@@ -103,9 +104,7 @@ impl Pipe {
     }
 
     /// A simplex pipe with explicit options and codec: `(reader, writer)`.
-    pub fn simplex_with<T, C: Codec<T>>(
-        opts: PipeOptions,
-    ) -> Result<(Connection<T, C>, Connection<T, C>), ChannelError> {
+    pub fn simplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
         check(&opts)?;
         let r = SpscRing::create(opts.capacity)?;
         Ok((
@@ -345,7 +344,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
             g.commit_len(n + 1);
             return Ok(());
         }
-        drop(g); // abandoned: nothing published
+        let _ = g; // abandoned: nothing published (the grant borrows the producer until here)
         let mut bytes = std::mem::take(scratch);
         let r = C::encode_vec(v, &mut bytes)
             .map_err(SendError::from)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const T30: Duration = Duration::from_secs(30);
 
-/// 45. test_connection: objects, bytes, recv_bytes_into with an offset and BufferTooShort, EOF
+/// Item 45, test_connection: objects, bytes, recv_bytes_into with an offset and BufferTooShort, EOF
 /// after the peer closes (the child echoes everything back, then exits).
 #[test]
 fn connection_objects_bytes_into_and_eof_after_peer_closes() {
@@ -63,7 +63,7 @@ fn connection_objects_bytes_into_and_eof_after_peer_closes() {
     assert_eq!(conn.recv(), Err(RecvError::Eof));
 }
 
-/// 46. test_connection (poll): poll() answers at once; poll(t) waits about t.
+/// Item 46, test_connection (poll): poll() answers at once; poll(t) waits about t.
 #[test]
 fn poll_returns_false_at_once_and_waits_for_timeout() {
     let (mut a, mut b) = Pipe::duplex::<u32>().unwrap();
@@ -78,7 +78,7 @@ fn poll_returns_false_at_once_and_waits_for_timeout() {
     assert_eq!(a.recv().unwrap(), 7);
 }
 
-/// 47. test_duplex_false: the wrong direction is an error.
+/// Item 47, test_duplex_false: the wrong direction is an error.
 #[test]
 fn simplex_wrong_direction_is_an_error() {
     let (mut reader, mut writer) = Pipe::simplex::<u32>().unwrap();
@@ -91,7 +91,7 @@ fn simplex_wrong_direction_is_an_error() {
     assert_eq!(reader.recv().unwrap(), 5);
 }
 
-/// 48. test_sendbytes: offset and size work; bad bounds are BadRange.
+/// Item 48, test_sendbytes: offset and size work; bad bounds are BadRange.
 #[test]
 fn send_bytes_offset_size_and_bad_bounds() {
     let (mut a, mut b) = Pipe::duplex::<u8>().unwrap();
@@ -127,7 +127,7 @@ fn send_bytes_offset_size_and_bad_bounds() {
     );
 }
 
-/// 49. test_context: after closing, use is an error (Closed); the peer reads EOF.
+/// Item 49, test_context: after closing, use is an error (Closed); the peer reads EOF.
 #[test]
 fn closed_connection_errors_and_peer_sees_eof() {
     let (mut a, mut b) = Pipe::duplex::<u32>().unwrap();
@@ -160,7 +160,7 @@ fn dropping_the_peer_gives_eof() {
     assert_eq!(a.recv_timeout(T30), Err(RecvError::Eof));
 }
 
-/// 52. TestWait.test_wait: wait() multiplexes 4 readers (4 child processes) until EOF.
+/// Item 52, TestWait.test_wait: wait() multiplexes 4 readers (4 child processes) until EOF.
 #[test]
 fn wait_multiplexes_four_readers_until_eof() {
     let mut readers = Vec::new();
@@ -209,7 +209,7 @@ fn wait_multiplexes_four_readers_until_eof() {
     }
 }
 
-/// 53. test_wait_timeout: wait() with a timeout and nothing ready returns [] after about t.
+/// Item 53, test_wait_timeout: wait() with a timeout and nothing ready returns [] after about t.
 #[test]
 fn wait_with_timeout_returns_empty() {
     let (mut a, _b) = Pipe::duplex::<u32>().unwrap();

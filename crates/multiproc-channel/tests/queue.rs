@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const T30: Duration = Duration::from_secs(30);
 
-/// 12. test_put: maxsize=6: six puts fill it; put_nowait is Full at once (item handed back);
+/// Item 12, test_put: maxsize=6: six puts fill it; put_nowait is Full at once (item handed back);
 /// put_timeout(t) is Timeout after about t.
 #[test]
 fn put_fills_at_maxsize_nowait_full_and_timeout_waits() {
@@ -55,7 +55,7 @@ fn put_fills_at_maxsize_nowait_full_and_timeout_waits() {
     assert_eq!(got, [1, 2, 3, 4, 5, 9]);
 }
 
-/// 13. test_get: get mirrors put with Empty and Timeout; items are FIFO across processes.
+/// Item 13, test_get: get mirrors put with Empty and Timeout; items are FIFO across processes.
 #[test]
 fn get_empty_timeout_and_fifo_from_a_child() {
     let q: Queue<String> = Queue::new(0).unwrap();
@@ -83,7 +83,7 @@ fn get_empty_timeout_and_fifo_from_a_child() {
     assert_eq!(q.get_nowait(), Err(GetError::Empty));
 }
 
-/// 14. test_fork: a forked child puts 20 items; they arrive in order (no feeder thread to flush).
+/// Item 14, test_fork: a forked child puts 20 items; they arrive in order (no feeder thread to flush).
 #[test]
 fn forked_child_puts_twenty_items_in_order() {
     let q: Queue<u64> = Queue::new(100).unwrap();
@@ -102,7 +102,7 @@ fn forked_child_puts_twenty_items_in_order() {
     assert!(q.empty());
 }
 
-/// 15. test_qsize: 0, 1, 2, 1, 0.
+/// Item 15, test_qsize: 0, 1, 2, 1, 0.
 #[test]
 fn qsize_counts_up_and_down() {
     let q: Queue<u8> = Queue::new(0).unwrap();
@@ -117,7 +117,7 @@ fn qsize_counts_up_and_down() {
     assert_eq!(q.qsize(), 0);
 }
 
-/// 16. test_timeout: get(timeout=0.2) waits at least 0.1 s.
+/// Item 16, test_timeout: get(timeout=0.2) waits at least 0.1 s.
 #[test]
 fn get_timeout_waits_at_least_the_timeout() {
     let q: Queue<u8> = Queue::new(1).unwrap();
@@ -141,7 +141,7 @@ impl<'de> serde::Deserialize<'de> for Unencodable {
     }
 }
 
-/// 17. test_queue_feeder_donot_stop_onexc: an item that cannot be encoded fails at `put`
+/// Item 17, test_queue_feeder_donot_stop_onexc: an item that cannot be encoded fails at `put`
 /// (not later in a feeder), leaks no slot, and the queue keeps working.
 #[test]
 fn unencodable_item_fails_at_put_and_leaks_no_slot() {
@@ -169,7 +169,7 @@ fn unencodable_item_fails_at_put_and_leaks_no_slot() {
     assert!(u.empty());
 }
 
-/// 18. test_closed_queue_put_get_exceptions: put or get after close is Closed.
+/// Item 18, test_closed_queue_put_get_exceptions: put or get after close is Closed.
 #[test]
 fn put_and_get_after_close_are_errors() {
     let mut q: Queue<u32> = Queue::new(4).unwrap();
@@ -189,7 +189,7 @@ fn put_and_get_after_close_are_errors() {
     assert_eq!(other.get(), Err(GetError::Closed));
 }
 
-/// 19. test_closed_queue_empty_exceptions: `empty()` on a closed handle answers (Rust: a query
+/// Item 19, test_closed_queue_empty_exceptions: `empty()` on a closed handle answers (Rust: a query
 /// cannot fail) and does not panic, used or not.
 #[test]
 fn empty_on_closed_queue_answers() {
@@ -203,7 +203,7 @@ fn empty_on_closed_queue_answers() {
     assert!(used.empty());
 }
 
-/// 20. test_task_done: join returns after 10 task_done calls from 4 worker processes; one
+/// Item 20, test_task_done: join returns after 10 task_done calls from 4 worker processes; one
 /// more task_done is TooManyCalls.
 #[test]
 fn join_returns_after_task_done_from_four_workers() {
@@ -247,7 +247,7 @@ fn join_returns_after_task_done_from_four_workers() {
     assert!(t.elapsed() >= Duration::from_millis(100));
 }
 
-/// 21. TestSimpleQueue.test_empty: empty, then not empty, FIFO, then empty.
+/// Item 21, TestSimpleQueue.test_empty: empty, then not empty, FIFO, then empty.
 #[test]
 fn simple_queue_empty_then_fifo_then_empty() {
     let q: SimpleQueue<u32> = SimpleQueue::new().unwrap();
