@@ -226,11 +226,12 @@ impl Raw {
         unsafe { self.ctrl.as_ref() }
     }
 
-    /// Pointer to data byte `idx` (< cap).
+    /// Pointer to data byte `idx` (<= cap: an empty record's payload may start at the end).
     #[inline]
     fn at(&self, idx: u64) -> *mut u8 {
-        debug_assert!(idx < self.cap);
-        // SAFETY: idx < cap and the data region holds cap bytes (checked in `new`).
+        debug_assert!(idx <= self.cap);
+        // SAFETY: idx <= cap and the data region holds cap bytes (checked in `new`), so the
+        // result is inside the region or one past its end.
         unsafe { self.data.as_ptr().add(idx as usize) }
     }
 }
@@ -809,7 +810,11 @@ impl Consumer {
 
     /// Whether no published record is waiting (re-reads the shared tail).
     pub fn is_empty(&mut self) -> bool {
-        self.head == self.cached_tail && (self.refresh_tail().is_err() || self.head == self.cached_tail)
+        if self.head != self.cached_tail {
+            return false;
+        }
+        let _ = self.refresh_tail();
+        self.head == self.cached_tail
     }
 
     #[inline]
