@@ -1,1 +1,33 @@
-//! multiproc
+//! # multiproc
+//!
+//! Python's `multiprocessing`, rebuilt in Rust over shared memory: the same ideas (`Value`/`Array`
+//! with `get_lock()`, locks, queues, pipes, processes, pools) with messages and state in shared
+//! memory instead of pickles over sockets, and no process death able to hang or corrupt the rest.
+//!
+//! ```
+//! use multiproc::prelude::*;
+//! let counter = Value::new(0i64).unwrap();
+//! {
+//!     let mut g = counter.get_lock().unwrap();
+//!     *g += 1;
+//! }
+//! assert_eq!(counter.load().unwrap(), 1);
+//! ```
+//!
+//! See the README for the Python -> multiproc table and `docs/` for the design.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+pub use multiproc_shm as shm;
+pub use multiproc_sync as sync;
+
+pub use multiproc_shm::{ObjectKind, Segment, SegmentHandle, ShmError};
+pub use multiproc_sync::{
+    Array, ArrayGuard, LockError, LockOutcome, LockResult, MutexError, RawArray, RawValue,
+    SharedData, SyncError, Value, ValueGuard,
+};
+
+/// The common imports.
+pub mod prelude {
+    pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
+}

@@ -21,11 +21,6 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
-// Atomics come only from `facade` (which re-exports `multiproc_sync::facade`, loom under
-// `cfg(loom)`); clippy's `disallowed_types` resolves through the re-export and would flag every
-// use of the facade itself, so it cannot police this crate. Review rule: no `std::sync::atomic`
-// import outside `facade.rs` and `ident.rs` (grep-checked in CI-less review).
-#![allow(clippy::disallowed_types)]
 
 mod error;
 mod facade;

@@ -1,6 +1,5 @@
 //! Peer death: processes SIGKILLed at random points, hundreds of times. Records are checksummed;
 //! nothing may be corrupted, nothing may hang (every wait has a deadline).
-#![allow(clippy::disallowed_types)] // shared test counters live in a plain MAP_SHARED page
 
 mod common;
 

@@ -164,10 +164,7 @@ pub struct TypeFingerprint {
 
 impl TypeFingerprint {
     /// The fingerprint of `T`.
-    pub fn of<T: ?Sized + 'static>() -> TypeFingerprint
-    where
-        T: Sized,
-    {
+    pub fn of<T: 'static>() -> TypeFingerprint {
         TypeFingerprint {
             name: core::any::type_name::<T>(),
             size: core::mem::size_of::<T>() as u64,

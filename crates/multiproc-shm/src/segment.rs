@@ -28,7 +28,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-#[allow(clippy::disallowed_types)] // the header's init word: never modelled under loom
+// The header's init word: never modelled under loom.
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -279,7 +279,12 @@ impl Segment {
 
     /// Opens a segment from an fd (an anonymous segment passed from a parent). The fd is taken over.
     pub fn from_fd(fd: OwnedFd, expect: &Expect) -> Result<Segment> {
-        Self::open_file(File::from(fd), None, expect, DEFAULT_OPEN_TIMEOUT)
+        Self::from_fd_timeout(fd, expect, DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`Segment::from_fd`] with a chosen wait for readiness.
+    pub fn from_fd_timeout(fd: OwnedFd, expect: &Expect, timeout: Duration) -> Result<Segment> {
+        Self::open_file(File::from(fd), None, expect, timeout)
     }
 
     /// Opens the segment a [`SegmentHandle`] names. For `Fd`, the fd is duplicated, not taken.
@@ -424,9 +429,29 @@ fn wait_ready(base: *mut u8, deadline: Instant, timeout: Duration) -> Result<()>
     let state = init_state(base);
     let mut spins = 0u32;
     loop {
+        // Magic and version first: a foreign file or another layout must not be judged by a
+        // state word that may live elsewhere in it. Magic 0 means the creator has not written
+        // its header yet (right after O_EXCL + ftruncate).
+        // SAFETY: the mapping holds at least HEADER_SIZE bytes; offsets 0 and 8 are aligned.
+        let (magic, version) = unsafe {
+            (
+                base.cast::<u64>().read_volatile(),
+                base.add(8).cast::<u32>().read_volatile(),
+            )
+        };
+        if magic != 0 && magic != header::MAGIC {
+            return Err(ShmError::BadMagic { found: magic });
+        }
+        if magic == header::MAGIC && version != header::LAYOUT_VERSION {
+            return Err(ShmError::VersionMismatch {
+                found: version,
+                expected: header::LAYOUT_VERSION,
+            });
+        }
         // Acquire: pairs with the creator's Release store of Ready in `build`.
         match state.load(Ordering::Acquire) {
-            STATE_READY => return Ok(()),
+            STATE_READY if magic == header::MAGIC => return Ok(()),
+            STATE_READY => {}
             STATE_FAILED => return Err(ShmError::InitFailed),
             STATE_CREATING => {}
             _ => return Err(ShmError::Corrupted("unknown init state")),
@@ -658,9 +683,13 @@ pub fn list_named() -> io::Result<Vec<(String, Staleness)>> {
 
 /// Unlinks every named multiproc segment whose creator is dead (or that was abandoned half-made).
 /// Returns the names removed (or that would be, with `dry_run`).
-pub fn clean_stale(dry_run: bool) -> io::Result<Vec<String>> {
+/// Only names for which `filter` (given the full name) returns true are considered.
+pub fn clean_stale(dry_run: bool, filter: impl Fn(&str) -> bool) -> io::Result<Vec<String>> {
     let mut removed = Vec::new();
     for (name, st) in list_named()? {
+        if !filter(&name) {
+            continue;
+        }
         if matches!(st, Staleness::CreatorDead(_) | Staleness::Abandoned) {
             if !dry_run {
                 match reclaim_if_stale(&name) {

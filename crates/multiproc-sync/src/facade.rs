@@ -2,7 +2,6 @@
 //!
 //! Algorithms in this crate take their atomics from here; loom models (`tests/loom_*.rs`, run with
 //! `RUSTFLAGS="--cfg loom"`) then explore every interleaving on heap memory.
-#![allow(clippy::disallowed_types)]
 
 #[cfg(not(loom))]
 pub use std::sync::atomic::{

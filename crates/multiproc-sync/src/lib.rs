@@ -1,7 +1,19 @@
 //! Process-shared synchronization for multiproc: the shared futex, a robust mutex, and
-//! `Value<T>` / `Array<T>` with `get_lock()`.
+//! `Value<T>` / `Array<T>` with `get_lock()` (plus their lock-free `Raw*` twins).
+//!
+//! Everything here lives in a [`multiproc_shm::Segment`] and is usable from any process that
+//! maps it: children after `fork`, spawned children given the handle, unrelated processes by name.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+mod array;
+mod error;
 pub mod facade;
 pub mod futex;
+pub mod mutex;
+mod value;
+
+pub use array::{Array, ArrayGuard, RawArray};
+pub use error::{LockError, LockResult, SyncError};
+pub use mutex::{LockOutcome, MutexError, RobustMutex};
+pub use value::{RawValue, SharedData, Value, ValueGuard};
