@@ -7,6 +7,7 @@
 
 mod harness;
 mod python;
+mod w_ring;
 mod w_sync;
 
 use clap::Parser;
@@ -86,7 +87,17 @@ impl Record {
 }
 
 /// Every workload this build knows.
-const WORKLOADS: &[&str] = &["value_lock_incr", "lock_uncontended"];
+const WORKLOADS: &[&str] = &[
+    "value_lock_incr",
+    "lock_uncontended",
+    "rtt_8B_spin",
+    "rtt_8B_blocking",
+    "stream_8B",
+    "stream_64B",
+    "stream_4KiB",
+    "stream_64KiB",
+    "mpmc_2p2c_8B",
+];
 
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -195,6 +206,7 @@ fn main() {
     }
     let mut results = Vec::new();
     w_sync::run(&cfg, &mut results);
+    w_ring::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({ "machine": machine(), "results": results });
