@@ -88,7 +88,7 @@ fn push_on_full_ring_returns_full() {
     while tx.try_push(b"12345678").is_ok() {
         n += 1;
     }
-    assert_eq!(n, 128 / 16);
+    assert_eq!(n, 128 / 16 - 1); // one word stays free for the terminator
     assert_eq!(tx.try_push(b"x"), Err(PushError::Full));
 }
 
@@ -99,7 +99,7 @@ fn batch_push_and_pop_move_many_records_with_one_publish() {
     let mut rx = ring.consumer().unwrap();
     let recs: Vec<[u8; 8]> = (0..1000u64).map(|i| i.to_le_bytes()).collect();
     let n = tx.try_push_batch(&recs).unwrap();
-    assert_eq!(n, 4096 / 16);
+    assert_eq!(n, 4096 / 16 - 1);
     let mut got = Vec::new();
     let m = rx
         .try_pop_batch(usize::MAX, |r| got.push(u64::from_le_bytes(r.try_into().unwrap())))
@@ -280,9 +280,14 @@ fn corrupted_indices_and_headers_give_errors_not_ub() {
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
     tx.try_push(b"abc").unwrap();
-    poke(&ring, 128, 1 << 40); // tail far ahead
+    // A record header claiming a huge length.
+    poke(&ring, multiproc_ring::spsc::control_size(), (0x5245_4344 << 32) | 0xFFFF_FFF0);
     let mut v = Vec::new();
     assert!(matches!(rx.try_pop_into(&mut v), Err(PopError::Corrupted(_))));
+    drop((tx, rx));
+    // A tail far from head: a re-attaching producer refuses.
+    poke(&ring, 128, 1 << 40);
+    assert!(matches!(ring.producer(), Err(RingError::Corrupted(_)) | Err(RingError::Closed(_))));
 
     let ring = SpscRing::create(256).unwrap();
     let mut tx = ring.producer().unwrap();
