@@ -21,9 +21,14 @@
 pub use multiproc_channel as channel;
 pub use multiproc_shm as shm;
 pub use multiproc_sync as sync;
+pub use multiproc_ring as ring;
 
 pub use multiproc_channel::{
     Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, SimpleQueue,
+};
+pub use multiproc_ring::{
+    Consumer, MpmcRing, PopError, Producer, PushError, ReadGrant, RingError, SpscRing,
+    WaitStrategy, WriteGrant,
 };
 pub use multiproc_shm::{ObjectKind, Segment, SegmentHandle, ShmError};
 pub use multiproc_sync::{

@@ -8,6 +8,7 @@
 mod harness;
 mod python;
 mod w_channel;
+mod w_ring;
 mod w_sync;
 
 use clap::Parser;
@@ -97,6 +98,13 @@ const WORKLOADS: &[&str] = &[
     "pipe_stream_64KiB",
     "queue_spsc_small",
     "queue_mpmc_2p2c_small",
+    "rtt_8B_spin",
+    "rtt_8B_blocking",
+    "stream_8B",
+    "stream_64B",
+    "stream_4KiB",
+    "stream_64KiB",
+    "mpmc_2p2c_8B",
 ];
 
 fn machine() -> serde_json::Value {
@@ -207,6 +215,7 @@ fn main() {
     let mut results = Vec::new();
     w_sync::run(&cfg, &mut results);
     w_channel::run(&cfg, &mut results);
+    w_ring::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({ "machine": machine(), "results": results });

@@ -8,6 +8,12 @@
 
 pub(crate) use multiproc_sync::facade::{AtomicU32, AtomicU64, Ordering, fence, spin_hint};
 
+/// Plain std atomics for process-global caches (`ident`), which loom never models (loom
+/// atomics cannot live in statics).
+pub(crate) use std::sync::atomic::{
+    AtomicU32 as StdAtomicU32, AtomicU64 as StdAtomicU64, Ordering as StdOrdering,
+};
+
 /// Pads and aligns a value to 128 bytes (two cache lines: the adjacent-line prefetcher pulls
 /// pairs), so a producer's and a consumer's hot words never share a line.
 #[derive(Debug, Default)]
@@ -27,7 +33,6 @@ impl<T> std::ops::Deref for CachePadded<T> {
 /// # Safety
 /// `p` is 8-aligned and points into a live mapping of at least 8 bytes.
 #[inline]
-#[allow(clippy::disallowed_types)] // data-region words are not loom-modelled (see module docs)
 pub(crate) unsafe fn load_word(p: *const u8, order: std::sync::atomic::Ordering) -> u64 {
     // SAFETY: the caller guarantees alignment and a live mapping; an atomic access is never a
     // data race even if another process writes the word concurrently.
@@ -39,7 +44,6 @@ pub(crate) unsafe fn load_word(p: *const u8, order: std::sync::atomic::Ordering)
 /// # Safety
 /// `p` is 8-aligned and points into a live mapping of at least 8 bytes.
 #[inline]
-#[allow(clippy::disallowed_types)] // data-region words are not loom-modelled (see module docs)
 pub(crate) unsafe fn store_word(p: *mut u8, v: u64, order: std::sync::atomic::Ordering) {
     // SAFETY: as in `load_word`.
     unsafe { std::sync::atomic::AtomicU64::from_ptr(p.cast::<u64>()) }.store(v, order)

@@ -3,8 +3,7 @@
 
 use multiproc_shm::ProcessId;
 use std::sync::Once;
-#[allow(clippy::disallowed_types)] // process-global cache, never modelled by loom
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::facade::{StdAtomicU32 as AtomicU32, StdAtomicU64 as AtomicU64, StdOrdering as Ordering};
 
 static PID: AtomicU32 = AtomicU32::new(0);
 static START: AtomicU64 = AtomicU64::new(0);

@@ -47,7 +47,7 @@ pub const MAX_SLOTS: usize = 1 << 24;
 /// Largest slot size.
 pub const MAX_SLOT_SIZE: usize = 1 << 30;
 /// Give up a non-blocking op after this many lost races (only a corrupted ring gets here).
-const MAX_RETRIES: u32 = 1 << 22;
+const MAX_RETRIES: u32 = 1 << 16;
 
 #[repr(C)]
 struct Config {

@@ -1,17 +1,24 @@
 //! SPSC byte ring for variable-length records, in shared memory.
 //!
-//! Algorithm: a single-producer single-consumer circular buffer of bytes (Lamport; the index
-//! caching of `rtrb`). `tail` (written only by the producer) and `head` (written only by the
-//! consumer) are monotonically increasing byte positions, each on its own 128-byte line; each
-//! side keeps a process-local copy of the other's index and re-reads the shared one only when
-//! the cached value says "full"/"empty". A record is an 8-byte header (`TAG | len`) followed by
-//! `len` bytes, padded to 8. A record never wraps: if it does not fit before the end of the
-//! buffer, the producer writes a WRAP marker and places the record at offset 0. The largest
-//! record is `capacity / 2 - 8` bytes, so one always fits in an empty ring.
+//! Algorithm: a single-producer single-consumer circular buffer of bytes (Lamport, with the
+//! index caching of `rtrb` on the producer side and FastForward-style publication through the
+//! record header on the consumer side). `head` (written only by the consumer) and `tail`
+//! (written only by the producer) are monotonically increasing byte positions, each on its own
+//! 128-byte line. A record is an 8-byte header (`TAG | len`) followed by `len` bytes, padded to 8.
+//! The producer writes the payload, then a zero word where the *next* header will go (the
+//! terminator), then the header with a Release store: the header is the publication. So the
+//! consumer polls the header word at its head position (0 = empty) and a one-way hand-off
+//! moves one cache line, as in the physical floor, instead of the tail line and then the data
+//! line. The producer keeps a cached copy of `head` and re-reads the shared one only when the
+//! cache says "full"; `tail` is stored for re-attachment and diagnostics only.
+//!
+//! A record never wraps: if it does not fit before the end of the buffer, the producer puts it
+//! at offset 0 and publishes a WRAP marker (Release, last) at the old position. The largest
+//! record is `capacity / 2 - 8` bytes, so one (plus its terminator) always fits in an empty ring.
 //!
 //! Every index and header read from shared memory is checked (`head <= tail <= head + cap`,
-//! header tag, length bound, record inside the published window): a corrupted control block
-//! yields [`PopError::Corrupted`]/[`PushError::Corrupted`], never UB.
+//! header tag, length bound, record inside the buffer): a corrupted control block or data
+//! region yields [`PopError::Corrupted`]/[`PushError::Corrupted`], never UB.
 //!
 //! Peer death: each side records its [`ProcessId`](multiproc_shm::ProcessId) when it attaches;
 //! a blocked side re-checks the other's liveness every [`CHECK_EVERY`](crate::CHECK_EVERY) and
@@ -226,11 +233,12 @@ impl Raw {
         unsafe { self.ctrl.as_ref() }
     }
 
-    /// Pointer to data byte `idx` (< cap).
+    /// Pointer to data byte `idx` (<= cap: an empty record's payload may start at the end).
     #[inline]
     fn at(&self, idx: u64) -> *mut u8 {
-        debug_assert!(idx < self.cap);
-        // SAFETY: idx < cap and the data region holds cap bytes (checked in `new`).
+        debug_assert!(idx <= self.cap);
+        // SAFETY: idx <= cap and the data region holds cap bytes (checked in `new`), so the
+        // result is inside the region or one past its end.
         unsafe { self.data.as_ptr().add(idx as usize) }
     }
 }
@@ -346,9 +354,10 @@ impl SpscRing {
         let tail = c.tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of head.
         let head = c.head.load(Ordering::Acquire);
-        if tail < head || tail - head > self.raw.cap || tail % 8 != 0 {
+        if tail % 8 != 0 || head % 8 != 0 || tail.max(head) - tail.min(head) > self.raw.cap {
             return Err(RingError::Corrupted("head/tail out of range"));
         }
+        let tail = self.scan_published(tail.max(head), head)?;
         Ok(Producer {
             raw: self.raw.clone(),
             tail,
@@ -362,17 +371,39 @@ impl SpscRing {
         let c = self.raw.ctrl();
         attach(&c.consumer, "consumer")?;
         let head = c.head.load(Ordering::Relaxed);
-        // Acquire: pairs with the producer's Release store of tail.
-        let tail = c.tail.load(Ordering::Acquire);
-        if tail < head || tail - head > self.raw.cap || head % 8 != 0 {
-            return Err(RingError::Corrupted("head/tail out of range"));
+        if head % 8 != 0 {
+            return Err(RingError::Corrupted("head out of range"));
         }
         Ok(Consumer {
             raw: self.raw.clone(),
             head,
-            cached_tail: tail,
             strategy: WaitStrategy::default(),
         })
+    }
+
+    /// Follows published headers from `from` to the terminator: the position a (re-attaching)
+    /// producer continues at. A producer killed after publishing a record but before storing
+    /// `tail` left `tail` behind the true end.
+    fn scan_published(&self, from: u64, head: u64) -> Result<u64, RingError> {
+        let cap = self.raw.cap;
+        let mut t = from;
+        loop {
+            if t - head > cap {
+                return Err(RingError::Corrupted("published records exceed the capacity"));
+            }
+            let idx = t & (cap - 1);
+            // SAFETY: masked, 8-aligned index into the data region.
+            let w = unsafe { load_word(self.raw.at(idx), Ordering::Acquire) };
+            if w == 0 {
+                return Ok(t);
+            } else if w == WRAP {
+                t += cap - idx;
+            } else if w & !0xFFFF_FFFF == TAG && (w & 0xFFFF_FFFF) <= self.raw.max_record {
+                t += align8(HDR + (w & 0xFFFF_FFFF));
+            } else {
+                return Err(RingError::Corrupted("bad record header"));
+            }
+        }
     }
 }
 
@@ -504,7 +535,8 @@ impl Producer {
         let need = align8(HDR + len as u64);
         let to_end = cap - (self.tail & (cap - 1));
         let skip = if need <= to_end { 0 } else { to_end };
-        let total = skip + need;
+        // Room for the record and the terminator word after it.
+        let total = skip + need + HDR;
         if self.tail + total - self.cached_head > cap {
             self.refresh_head()?;
             if self.tail + total - self.cached_head > cap {
@@ -517,26 +549,44 @@ impl Producer {
         Ok(Plan { skip, need })
     }
 
-    /// Writes the WRAP marker (if any) and the header; returns the payload's data index.
+    /// The data index of the planned record's payload.
     #[inline]
-    fn place(&mut self, plan: Plan, len: usize) -> u64 {
+    fn payload_idx(&self, plan: Plan) -> u64 {
+        ((self.tail + plan.skip) & (self.raw.cap - 1)) + HDR
+    }
+
+    /// Publishes the record whose payload is written: terminator, header, WRAP marker; then
+    /// advances the local tail.
+    #[inline]
+    fn finish(&mut self, plan: Plan, len: usize) {
         let mask = self.raw.cap - 1;
-        if plan.skip > 0 {
-            // SAFETY: the index is masked (< cap) and 8-aligned (tail is a multiple of 8).
-            unsafe { store_word(self.raw.at(self.tail & mask), WRAP, Ordering::Relaxed) };
+        let rec = self.tail + plan.skip;
+        let next = rec + plan.need;
+        // SAFETY (all three stores): indices are masked (< cap) and 8-aligned; `plan` checked
+        // that [tail, next + 8) is free (the consumer is done with it and will not read past a
+        // zero header).
+        unsafe {
+            // The terminator: the consumer stops here until the next header replaces it.
+            store_word(self.raw.at(next & mask), 0, Ordering::Relaxed);
+            // Release: pairs with the consumer's Acquire load of this header in
+            // `locate_at_head`; the payload and the terminator written above are visible once
+            // it sees the header. Relaxed would let it read stale payload bytes or a stale
+            // word after the record. (With a WRAP, the marker below is the publication.)
+            store_word(self.raw.at(rec & mask), TAG | len as u64, Ordering::Release);
+            if plan.skip > 0 {
+                // Release: as above; the record at offset 0 is published by this marker.
+                store_word(self.raw.at(self.tail & mask), WRAP, Ordering::Release);
+            }
         }
-        let idx = (self.tail + plan.skip) & mask;
-        // SAFETY: idx < cap, 8-aligned; the record (need bytes) fits before the end by `plan`.
-        unsafe { store_word(self.raw.at(idx), TAG | len as u64, Ordering::Relaxed) };
-        idx + HDR
+        self.tail = next;
     }
 
     #[inline]
     fn publish_tail(&mut self) {
         let c = self.raw.ctrl();
-        // Release: pairs with the consumer's Acquire load of tail; the headers and payload bytes
-        // written before are visible to it. Relaxed would let it read stale record bytes.
-        c.tail.store(self.tail, Ordering::Release);
+        // Relaxed: `tail` only tells a re-attaching producer where to start (it re-scans the
+        // headers anyway); records are published by their headers.
+        c.tail.store(self.tail, Ordering::Relaxed);
         c.consumer.park.wake_if_parked(1);
     }
 
@@ -604,13 +654,13 @@ impl Producer {
 
     #[inline]
     fn write_record(&mut self, plan: Plan, rec: &[u8]) {
-        let idx = self.place(plan, rec.len());
+        let idx = self.payload_idx(plan);
         // SAFETY: bytes [idx, idx + len) lie inside the data region (plan checked the record fits
-        // before the end) and belong to the producer until tail is published: the consumer
-        // reads nothing past the published tail and the Acquire load of head in `refresh_head`
-        // ordered its last reads of them before this write.
+        // before the end) and belong to the producer until its header is published: the
+        // consumer reads nothing past a zero header, and the Acquire load of head in
+        // `refresh_head` ordered its last reads of them before this write.
         unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), self.raw.at(idx), rec.len()) };
-        self.tail += plan.skip + plan.need;
+        self.finish(plan, rec.len());
     }
 
     /// Copies one record in without waiting.
@@ -720,8 +770,7 @@ impl WriteGrant<'_> {
     /// The reserved bytes, in the ring. They hold whatever was there before.
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        let cap = self.p.raw.cap;
-        let idx = ((self.p.tail + self.plan.skip) & (cap - 1)) + HDR;
+        let idx = self.p.payload_idx(self.plan);
         // SAFETY: [idx, idx + len) lies inside the data region (plan) and is owned by the
         // producer until the tail passes it (see `write_record`); the memory is initialized
         // (zeroed at creation, written since) and u8 has no invalid values. The &mut borrows
@@ -755,8 +804,7 @@ impl WriteGrant<'_> {
             skip: self.plan.skip,
             need: align8(HDR + n as u64),
         };
-        self.p.place(plan, n);
-        self.p.tail += plan.skip + plan.need;
+        self.p.finish(plan, n);
         self.p.publish_tail();
     }
 }
@@ -766,7 +814,6 @@ impl WriteGrant<'_> {
 pub struct Consumer {
     raw: Raw,
     head: u64,
-    cached_tail: u64,
     strategy: WaitStrategy,
 }
 
@@ -807,59 +854,45 @@ impl Consumer {
         self.raw.ctrl().producer.gone()
     }
 
-    /// Whether no published record is waiting (re-reads the shared tail).
+    /// Whether no published record is waiting.
     pub fn is_empty(&mut self) -> bool {
-        self.head == self.cached_tail && (self.refresh_tail().is_err() || self.head == self.cached_tail)
+        matches!(self.locate_at_head(), Err(PopError::Empty))
     }
 
-    #[inline]
-    fn refresh_tail(&mut self) -> Result<(), PopError> {
-        // Acquire: pairs with the producer's Release store of tail in `publish_tail`: the
-        // record bytes before it are visible.
-        let t = self.raw.ctrl().tail.load(Ordering::Acquire);
-        if t < self.cached_tail || t < self.head || t - self.head > self.raw.cap || t % 8 != 0 {
-            return Err(PopError::Corrupted("tail out of range"));
-        }
-        self.cached_tail = t;
-        Ok(())
-    }
-
-    /// Finds the next record, checking everything read from shared memory.
+    /// Finds the next record; `Disconnected` if there is none and the producer closed.
     #[inline]
     fn locate(&mut self) -> Result<Loc, PopError> {
-        if self.head == self.cached_tail {
-            self.refresh_tail()?;
-            if self.head == self.cached_tail {
-                if self.raw.ctrl().producer.closed() {
-                    // Records published before the close are visible after its Acquire load.
-                    self.refresh_tail()?;
-                    if self.head == self.cached_tail {
-                        return Err(PopError::Disconnected);
-                    }
-                } else {
-                    return Err(PopError::Empty);
+        match self.locate_at_head() {
+            Err(PopError::Empty) if self.raw.ctrl().producer.closed() => {
+                // Records published before the close are visible after its Acquire load.
+                match self.locate_at_head() {
+                    Err(PopError::Empty) => Err(PopError::Disconnected),
+                    r => r,
                 }
             }
+            r => r,
         }
-        self.locate_at_head()
     }
 
+    /// Reads and checks the header at `head` (and after a WRAP marker, at offset 0).
     #[inline]
     fn locate_at_head(&self) -> Result<Loc, PopError> {
         let cap = self.raw.cap;
-        let avail = self.cached_tail - self.head;
         let mut idx = self.head & (cap - 1);
         let mut skip = 0;
-        // SAFETY: idx is masked (< cap) and 8-aligned (head is checked to be a multiple of 8).
-        let mut w = unsafe { load_word(self.raw.at(idx), Ordering::Relaxed) };
+        // Acquire: pairs with the producer's Release store of the header (or WRAP marker) in
+        // `finish`; the payload is visible once the header is.
+        // SAFETY: idx is masked (< cap) and 8-aligned (head is a multiple of 8).
+        let mut w = unsafe { load_word(self.raw.at(idx), Ordering::Acquire) };
+        if w == 0 {
+            return Err(PopError::Empty);
+        }
         if w == WRAP {
             skip = cap - idx;
-            if skip + HDR > avail {
-                return Err(PopError::Corrupted("wrap marker past the published tail"));
-            }
             idx = 0;
+            // Acquire: as above (the header at 0 was written before the WRAP's Release).
             // SAFETY: index 0 is in bounds and aligned.
-            w = unsafe { load_word(self.raw.at(0), Ordering::Relaxed) };
+            w = unsafe { load_word(self.raw.at(0), Ordering::Acquire) };
         }
         if w & !0xFFFF_FFFF != TAG {
             return Err(PopError::Corrupted("bad record header"));
@@ -869,8 +902,8 @@ impl Consumer {
             return Err(PopError::Corrupted("record length exceeds the max record size"));
         }
         let need = align8(HDR + len);
-        if skip + need > avail || need > cap - idx {
-            return Err(PopError::Corrupted("record extends past the published tail"));
+        if need > cap - idx || skip + need > cap {
+            return Err(PopError::Corrupted("record extends past the buffer"));
         }
         Ok(Loc {
             skip,
@@ -890,9 +923,9 @@ impl Consumer {
 
     #[inline]
     fn slice(&self, loc: Loc) -> &[u8] {
-        // SAFETY: [idx, idx + len) is inside the data region (checked in locate_at_head) and
-        // below the published tail, so the producer wrote it before its Release store of tail
-        // (which we Acquire-loaded) and will not write it again until we publish a head past it.
+        // SAFETY: [idx, idx + len) is inside the data region (checked in locate_at_head); the
+        // producer wrote it before its Release store of the header we Acquire-loaded, and will
+        // not write it again until we publish a head past it.
         unsafe { std::slice::from_raw_parts(self.raw.at(loc.idx), loc.len as usize) }
     }
 
