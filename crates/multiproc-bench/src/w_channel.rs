@@ -6,8 +6,8 @@
 
 use crate::harness::{fork_pinned, wait_all};
 use crate::{Config, Record, python};
-use multiproc::RawValue;
 use multiproc::channel::{Pipe, Queue};
+use multiproc::{RawValue, WaitStrategy};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -20,8 +20,15 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         report(
             out,
             "pipe_rtt_small",
-            pipe_rtt_small(n).map(|us| vec![(us, "us")]),
+            pipe_rtt_small(n, WaitStrategy::default()).map(|us| vec![(us, "us")]),
         );
+        if std::env::var_os("MULTIPROC_BENCH_SPIN").is_some() {
+            report(
+                out,
+                "pipe_rtt_small",
+                pipe_rtt_small(n, WaitStrategy::Spin).map(|us| vec![(us, "us (spin)")]),
+            );
+        }
         out.extend(python::run("pipe_rtt_small", q, &[]));
     }
     for (name, size, nq, nf) in [
@@ -83,8 +90,10 @@ fn raw(v: u64) -> Result<RawValue<u64>, String> {
 
 /// µs per round trip of a small integer: a child on CPU 0 sends and waits for the echo from a
 /// child on CPU 1.
-pub fn pipe_rtt_small(n: u64) -> Result<f64, String> {
+pub fn pipe_rtt_small(n: u64, strategy: WaitStrategy) -> Result<f64, String> {
     let (mut a, mut b) = Pipe::duplex::<u64>().map_err(|e| e.to_string())?;
+    a.set_wait_strategy(strategy);
+    b.set_wait_strategy(strategy);
     let elapsed = raw(0)?;
     let warmup = 10_000;
     let echo = fork_pinned(Some(1), move || {

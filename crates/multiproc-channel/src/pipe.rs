@@ -32,7 +32,7 @@
 use crate::codec::{Codec, Postcard};
 use crate::error::{ChannelError, RecvError, SendError};
 use crate::ident;
-use multiproc_ring::{Consumer, PopError, Producer, PushError, RingError, SpscRing};
+use multiproc_ring::{Consumer, PopError, Producer, PushError, RingError, SpscRing, WaitStrategy};
 use multiproc_shm::SegmentHandle;
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
@@ -155,6 +155,7 @@ pub struct Connection<T, C = Postcard> {
     max_message: usize,
     forks_at_creation: u64,
     exported: Cell<bool>,
+    strategy: WaitStrategy,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
@@ -245,7 +246,20 @@ impl<T, C: Codec<T>> Connection<T, C> {
             max_message,
             forks_at_creation: ident::forks(),
             exported: Cell::new(false),
+            strategy: WaitStrategy::default(),
             _t: PhantomData,
+        }
+    }
+
+    /// Sets how this end's blocking calls wait (default [`WaitStrategy::SpinPark`]; `Spin`
+    /// trades a busy CPU for the lowest latency).
+    pub fn set_wait_strategy(&mut self, s: WaitStrategy) {
+        self.strategy = s;
+        if let Some(p) = self.tx.as_mut().and_then(|t| t.p.as_mut()) {
+            p.set_wait_strategy(s);
+        }
+        if let Some(c) = self.rx.as_mut().and_then(|r| r.c.as_mut()) {
+            c.set_wait_strategy(s);
         }
     }
 
@@ -277,7 +291,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(SendError::NotWritable);
         };
         if tx.p.is_none() {
-            tx.p = Some(tx.ring.producer().map_err(attach_err_send)?);
+            let mut p = tx.ring.producer().map_err(attach_err_send)?;
+            p.set_wait_strategy(self.strategy);
+            tx.p = Some(p);
             tx.bound_pid = ident::pid();
         }
         match tx.p.as_mut() {
@@ -294,7 +310,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(RecvError::NotReadable);
         };
         if rx.c.is_none() {
-            rx.c = Some(rx.ring.consumer().map_err(attach_err_recv)?);
+            let mut c = rx.ring.consumer().map_err(attach_err_recv)?;
+            c.set_wait_strategy(self.strategy);
+            rx.c = Some(c);
             rx.bound_pid = ident::pid();
         }
         Ok(rx)
