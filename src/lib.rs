@@ -19,9 +19,9 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 pub use multiproc_channel as channel;
+pub use multiproc_ring as ring;
 pub use multiproc_shm as shm;
 pub use multiproc_sync as sync;
-pub use multiproc_ring as ring;
 
 pub use multiproc_channel::{
     Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, SimpleQueue,
