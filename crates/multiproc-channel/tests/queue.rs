@@ -341,6 +341,7 @@ fn large_messages_intact_across_producers_and_over_max_refused() {
         seen += 1;
     }
     assert_eq!(seen, 12);
+    let pids: Vec<String> = kids.iter().map(|k| format!("-{}-", k.pid)).collect();
     for k in kids {
         k.join_ok();
     }
