@@ -1,6 +1,9 @@
 //! Workloads of the channel layer: `pipe_rtt_small`, `pipe_stream_{8B,64B,4KiB,64KiB}`,
 //! `queue_spsc_small`, `queue_mpmc_2p2c_small`, as `benches/python/mp_bench.py` runs them.
 //!
+//! Systems: multiproc, python-mp, and for the pipe workloads uds-postcard (a Unix stream socket
+//! with u32-length-prefixed postcard frames, buffered; the functions of `w_ring`).
+//!
 //! Every side runs in a forked child (two-process workloads pin to CPUs 0 and 1); a child stamps
 //! `CLOCK_MONOTONIC` into shared memory, so start-up and exit are outside the timed phase.
 
@@ -29,6 +32,15 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
                 pipe_rtt_small(n, WaitStrategy::Spin).map(|us| vec![(us, "us (spin)")]),
             );
         }
+        match crate::w_ring::rtt_uds(n / 5) {
+            Ok(ns) => out.push(Record::new(
+                "pipe_rtt_small",
+                "uds-postcard",
+                ns / 1e3,
+                "us",
+            )),
+            Err(e) => eprintln!("pipe_rtt_small uds-postcard: {e}"),
+        }
         out.extend(python::run("pipe_rtt_small", q, &[]));
     }
     for (name, size, nq, nf) in [
@@ -40,6 +52,20 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         if cfg.wants(name) {
             let n = if q { nq } else { nf };
             report(out, name, pipe_stream(size, n));
+            let n_uds = if size <= 64 { n / 5 } else { n };
+            match crate::w_ring::stream_uds(size, n_uds) {
+                Ok(secs) => {
+                    let m = n_uds as f64 / secs;
+                    out.push(Record::new(name, "uds-postcard", m, "msgs/s"));
+                    out.push(Record::new(
+                        name,
+                        "uds-postcard",
+                        m * size as f64 / 1e6,
+                        "MB/s",
+                    ));
+                }
+                Err(e) => eprintln!("{name} uds-postcard: {e}"),
+            }
             out.extend(python::run(name, q, &[]));
         }
     }

@@ -480,3 +480,30 @@ fn producers_and_consumers_killed_at_random_lose_only_their_own_item() {
         );
     }
 }
+
+/// Queues are shared by threads (Send + Sync); a connection end moves between threads (Send).
+#[test]
+fn handles_are_send_and_queues_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Queue<String>>();
+    send_sync::<JoinableQueue<u8>>();
+    send_sync::<SimpleQueue<u8>>();
+    send::<multiproc_channel::Connection<String>>();
+    let q: Queue<u64> = Queue::new(64).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let q = &q;
+            s.spawn(move || {
+                for i in 0..1000 {
+                    q.put(t * 1000 + i).unwrap();
+                }
+            });
+        }
+        let mut sum = 0u64;
+        for _ in 0..4000 {
+            sum += q.get_timeout(T30).unwrap();
+        }
+        assert_eq!(sum, (0..4000u64).sum());
+    });
+}
