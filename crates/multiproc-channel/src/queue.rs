@@ -18,7 +18,8 @@
 //!
 //! **Large messages.** A message that fits a slot (default [`DEFAULT_SLOT_SIZE`] bytes) goes
 //! inline. A larger one (up to `max_message`, default 64 MiB) is written to a side file in
-//! `/dev/shm` (`multiproc.qside-<queue id>-<pid>-<seq>`, mode 0600) whose name goes through the
+//! `/dev/shm` (`multiproc.qside-<queue id>-<pid>-<seq>`, mode 0600, after a 256-byte header with
+//! its own magic, so segment tools treat it as foreign and never reclaim it) whose name goes through the
 //! ring; the consumer that pops the name reads the file and unlinks it. So fragments of one
 //! message never interleave with other producers' messages and no lock is taken.
 //!
@@ -58,6 +59,10 @@ use std::time::{Duration, Instant};
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 const INLINE: u8 = 0;
 const SIDE: u8 = 1;
+/// Side files start with this magic in a 256-byte header, so `multiproc ls`/`clean` see a
+/// foreign (non-segment) file and leave it alone, whatever the message bytes are.
+const SIDE_MAGIC: [u8; 8] = *b"MPQSIDE1";
+const SIDE_HDR: usize = 256;
 /// Default slot size (largest inline message + 1 tag byte).
 pub const DEFAULT_SLOT_SIZE: usize = 256;
 /// Ring slots of a queue made with `maxsize == 0`.
@@ -669,7 +674,9 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             .create_new(true)
             .mode(0o600)
             .open(format!("/dev/shm/{name}"))?;
-        if let Err(e) = f.write_all(bytes) {
+        let mut hdr = [0u8; SIDE_HDR];
+        hdr[..8].copy_from_slice(&SIDE_MAGIC);
+        if let Err(e) = f.write_all(&hdr).and_then(|()| f.write_all(bytes)) {
             let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
             return Err(e);
         }
@@ -762,6 +769,12 @@ fn read_side(id: u64, name: &str, len: usize) -> Result<Vec<u8>, GetError> {
     let path = format!("/dev/shm/{name}");
     let mut f = std::fs::File::open(&path).map_err(|e| GetError::Lost(e.to_string()))?;
     let _ = std::fs::remove_file(&path);
+    let mut hdr = [0u8; SIDE_HDR];
+    f.read_exact(&mut hdr)
+        .map_err(|e| GetError::Lost(e.to_string()))?;
+    if hdr[..8] != SIDE_MAGIC {
+        return Err(GetError::Corrupted("side file magic"));
+    }
     let mut v = Vec::with_capacity(len);
     (&mut f)
         .take(len as u64 + 1)
