@@ -403,3 +403,17 @@ fn reader_killed_writer_gets_disconnected() {
     }
     assert_eq!(child.wait_timeout(T30), Exit::Signal(libc::SIGKILL));
 }
+
+/// Bytes that do not decode as `T` are a Codec error (the message is consumed) and the
+/// connection stays usable; `bind` binds an end eagerly.
+#[test]
+fn undecodable_message_is_a_codec_error_and_the_pipe_goes_on() {
+    let (mut a, mut b) = Pipe::duplex::<(u64, String)>().unwrap();
+    b.bind().unwrap();
+    a.send_bytes(&[0xff; 3], 0, None).unwrap();
+    assert!(matches!(b.recv(), Err(RecvError::Codec(_))));
+    a.send_bytes(&[1, 1, b'x', 9], 0, None).unwrap(); // a valid message plus a trailing byte
+    assert!(matches!(b.recv(), Err(RecvError::Codec(_))));
+    a.send(&(5, "ok".into())).unwrap();
+    assert_eq!(b.recv().unwrap(), (5, "ok".to_string()));
+}
