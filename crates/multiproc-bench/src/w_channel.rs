@@ -2,7 +2,9 @@
 //! `queue_spsc_small`, `queue_mpmc_2p2c_small`, as `benches/python/mp_bench.py` runs them.
 //!
 //! Systems: multiproc, python-mp, and for the pipe workloads uds-postcard (a Unix stream socket
-//! with u32-length-prefixed postcard frames, buffered; the functions of `w_ring`).
+//! with u32-length-prefixed postcard frames, buffered; the functions of `w_ring`) and
+//! ipc-channel (servo's crate: typed `IpcSender<u64>` for the round trip, `IpcBytesSender` for
+//! streams).
 //!
 //! Every side runs in a forked child (two-process workloads pin to CPUs 0 and 1); a child stamps
 //! `CLOCK_MONOTONIC` into shared memory, so start-up and exit are outside the timed phase.
@@ -41,6 +43,10 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             )),
             Err(e) => eprintln!("pipe_rtt_small uds-postcard: {e}"),
         }
+        match ipc_rtt(n / 5) {
+            Ok(us) => out.push(Record::new("pipe_rtt_small", "ipc-channel", us, "us")),
+            Err(e) => eprintln!("pipe_rtt_small ipc-channel: {e}"),
+        }
         out.extend(python::run("pipe_rtt_small", q, &[]));
     }
     for (name, size, nq, nf) in [
@@ -65,6 +71,14 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
                     ));
                 }
                 Err(e) => eprintln!("{name} uds-postcard: {e}"),
+            }
+            match ipc_stream(size, n_uds) {
+                Ok(v) => {
+                    for (value, unit) in v {
+                        out.push(Record::new(name, "ipc-channel", value, unit));
+                    }
+                }
+                Err(e) => eprintln!("{name} ipc-channel: {e}"),
             }
             out.extend(python::run(name, q, &[]));
         }
@@ -263,4 +277,87 @@ pub fn queue_bench(k: u64, n: u64) -> Result<f64, String> {
     }
     let end = ends.iter().map(RawValue::load).max().unwrap_or(t0);
     Ok(n as f64 / ((end - t0) as f64 / 1e9))
+}
+
+/// ipc-channel round trip of a small integer (two typed channels), µs.
+pub fn ipc_rtt(n: u64) -> Result<f64, String> {
+    let (to_tx, to_rx) = ipc_channel::ipc::channel::<u64>().map_err(|e| e.to_string())?;
+    let (back_tx, back_rx) = ipc_channel::ipc::channel::<u64>().map_err(|e| e.to_string())?;
+    let elapsed = raw(0)?;
+    let warmup = 1000;
+    let echo = fork_pinned(Some(1), move || {
+        loop {
+            match to_rx.recv() {
+                Ok(u64::MAX) => return 0,
+                Ok(x) => {
+                    if back_tx.send(x).is_err() {
+                        return 2;
+                    }
+                }
+                Err(_) => return 3,
+            }
+        }
+    });
+    let e2 = elapsed.clone();
+    let driver = fork_pinned(Some(0), move || {
+        let mut t0 = 0;
+        for i in 0..warmup + n {
+            if i == warmup {
+                t0 = now_ns();
+            }
+            if to_tx.send(i).is_err() {
+                return 2;
+            }
+            match back_rx.recv() {
+                Ok(x) if x == i => {}
+                _ => return 3,
+            }
+        }
+        e2.store(now_ns() - t0);
+        if to_tx.send(u64::MAX).is_err() {
+            return 4;
+        }
+        0
+    });
+    wait_all(&mut [driver, echo], WAIT)?;
+    Ok(elapsed.load() as f64 / n as f64 / 1e3)
+}
+
+/// ipc-channel one-way stream of `size`-byte messages over an `IpcBytesSender`.
+pub fn ipc_stream(size: usize, n: u64) -> Result<Vec<(f64, &'static str)>, String> {
+    let (tx, rx) = ipc_channel::ipc::bytes_channel().map_err(|e| e.to_string())?;
+    let elapsed = raw(0)?;
+    let warmup = 1000;
+    let sender = fork_pinned(Some(1), move || {
+        let payload = vec![b'x'; size];
+        for _ in 0..warmup + n {
+            if tx.send(&payload).is_err() {
+                return 2;
+            }
+        }
+        0
+    });
+    let e2 = elapsed.clone();
+    let receiver = fork_pinned(Some(0), move || {
+        for _ in 0..warmup {
+            if rx.recv().is_err() {
+                return 2;
+            }
+        }
+        let t0 = now_ns();
+        for _ in 0..n {
+            match rx.recv() {
+                Ok(v) if v.len() == size => {}
+                _ => return 3,
+            }
+        }
+        e2.store(now_ns() - t0);
+        0
+    });
+    wait_all(&mut [receiver, sender], WAIT)?;
+    let secs = elapsed.load() as f64 / 1e9;
+    Ok(vec![
+        (n as f64 / secs, "msgs/s"),
+        (n as f64 * size as f64 / secs / 1e6, "MB/s"),
+    ])
 }
