@@ -507,3 +507,74 @@ fn handles_are_send_and_queues_sync() {
         assert_eq!(sum, (0..4000u64).sum());
     });
 }
+
+/// The default maximum (64 MiB) goes through a pipe and a queue whole, from a child; one byte
+/// more is refused up front with a clear error.
+#[test]
+fn default_max_message_of_64_mib_passes_and_one_more_byte_is_refused() {
+    use multiproc_channel::{Pipe, RecvError, SendError};
+    const MAX: usize = 64 << 20;
+    // Cheap to build and compare in debug builds: a fill byte and a marker every 4 KiB.
+    fn pattern(n: usize, fill: u8) -> Vec<u8> {
+        let mut v = vec![fill; n];
+        for (k, i) in (0..n).step_by(4096).enumerate() {
+            v[i] = k as u8;
+        }
+        v
+    }
+    // Serialized with `serialize_bytes` (one memcpy), not element by element.
+    #[derive(PartialEq, Debug)]
+    struct Blob(Vec<u8>);
+    impl Serialize for Blob {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for Blob {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Blob;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<Blob, E> {
+                    Ok(Blob(v.to_vec()))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+    let q: Queue<Blob> = Queue::new(2).unwrap();
+    let (mut r, mut w) = Pipe::simplex::<u8>().unwrap();
+    let q2 = q.clone();
+    let mut child = fork(move || {
+        // Postcard adds a 4-byte length prefix to a Vec: send MAX - 4 payload bytes.
+        let v = pattern(MAX - 4, 0xa5);
+        if q2.put(Blob(v)).is_err() {
+            return 2;
+        }
+        let raw = pattern(MAX, 0x5a);
+        if w.send_bytes(&raw, 0, None).is_err() {
+            return 3;
+        }
+        match w.send_bytes(&vec![0; MAX + 1], 0, None) {
+            Err(SendError::TooLarge { len, max }) if len == MAX + 1 && max == MAX => 0,
+            _ => 4,
+        }
+    });
+    let Blob(v) = q.get_timeout(T30).unwrap();
+    assert_eq!(v.len(), MAX - 4);
+    assert!(v == pattern(MAX - 4, 0xa5));
+    drop(v);
+    let raw = r.recv_bytes_timeout(T30).unwrap();
+    assert_eq!(raw.len(), MAX);
+    assert!(raw == pattern(MAX, 0x5a));
+    drop(raw);
+    assert_eq!(child.wait_timeout(T30), Exit::Code(0));
+    assert_eq!(r.recv_bytes_timeout(T30), Err(RecvError::Eof));
+    match q.put(Blob(vec![0u8; MAX])) {
+        Err(PutError::TooLarge { len, max, .. }) => assert!(len > MAX && max == MAX),
+        r => panic!("{r:?}"),
+    }
+}
