@@ -481,11 +481,30 @@ impl<T, C: Codec<T>> Connection<T, C> {
     /// [`RecvError::BufferTooShort`] tells how many bytes are needed and the message stays in
     /// the connection for the next receive.
     pub fn recv_bytes_into(&mut self, buf: &mut [u8], offset: usize) -> Result<usize, RecvError> {
+        self.recv_bytes_into_deadline(buf, offset, None)
+    }
+
+    /// [`Connection::recv_bytes_into`], waiting at most `timeout`.
+    pub fn recv_bytes_into_timeout(
+        &mut self,
+        buf: &mut [u8],
+        offset: usize,
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
+        self.recv_bytes_into_deadline(buf, offset, deadline_after(timeout))
+    }
+
+    fn recv_bytes_into_deadline(
+        &mut self,
+        buf: &mut [u8],
+        offset: usize,
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvError> {
         if offset > buf.len() {
             return Err(RecvError::BufferTooShort { needed: offset });
         }
         let mut needed = 0;
-        let r = self.recv_with(None, |b| {
+        let r = self.recv_with(deadline, |b| {
             needed = offset + b.len();
             let dst = buf.get_mut(offset..offset + b.len())?;
             dst.copy_from_slice(b);

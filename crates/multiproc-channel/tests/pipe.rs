@@ -73,6 +73,15 @@ fn poll_returns_false_at_once_and_waits_for_timeout() {
     let t = Instant::now();
     assert!(!a.poll(Duration::from_millis(200)).unwrap());
     assert!(t.elapsed() >= Duration::from_millis(150));
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        a.recv_bytes_into_timeout(&mut buf, 0, Duration::from_millis(20)),
+        Err(RecvError::Timeout)
+    );
+    assert_eq!(
+        a.recv_timeout(Duration::from_millis(20)),
+        Err(RecvError::Timeout)
+    );
     b.send(&7).unwrap();
     assert!(a.poll(Duration::ZERO).unwrap());
     assert_eq!(a.recv().unwrap(), 7);
