@@ -377,6 +377,7 @@ impl SpscRing {
         Ok(Consumer {
             raw: self.raw.clone(),
             head,
+            published: head,
             strategy: WaitStrategy::default(),
         })
     }
@@ -813,7 +814,12 @@ impl WriteGrant<'_> {
 /// writes then fail with `Disconnected`.
 pub struct Consumer {
     raw: Raw,
+    /// Our position (records before it are consumed).
     head: u64,
+    /// The position last stored to the shared `head`: space is handed back to the producer
+    /// lazily, every `capacity / 8` bytes or when the ring runs empty, which keeps the head
+    /// line and the wake-up fence off the per-record path.
+    published: u64,
     strategy: WaitStrategy,
 }
 
@@ -863,6 +869,11 @@ impl Consumer {
     #[inline]
     fn locate(&mut self) -> Result<Loc, PopError> {
         match self.locate_at_head() {
+            Err(PopError::Empty) if self.head != self.published => {
+                // Running empty: hand every consumed byte back before reporting it.
+                self.publish_head();
+                self.locate()
+            }
             Err(PopError::Empty) if self.raw.ctrl().producer.closed() => {
                 // Records published before the close are visible after its Acquire load.
                 match self.locate_at_head() {
@@ -912,8 +923,18 @@ impl Consumer {
         })
     }
 
+    /// Consumes `adv` bytes; publishes the head once enough accumulated.
+    #[inline]
+    fn advance(&mut self, adv: u64) {
+        self.head += adv;
+        if self.head - self.published >= self.raw.cap / 8 {
+            self.publish_head();
+        }
+    }
+
     #[inline]
     fn publish_head(&mut self) {
+        self.published = self.head;
         let c = self.raw.ctrl();
         // Release: pairs with the producer's Acquire load of head in `refresh_head`; our reads
         // of the released bytes happen-before its overwrites of them.
@@ -983,8 +1004,7 @@ impl Consumer {
     fn take_into(&mut self, loc: Loc, out: &mut Vec<u8>) -> usize {
         out.clear();
         out.extend_from_slice(self.slice(loc));
-        self.head += loc.advance();
-        self.publish_head();
+        self.advance(loc.advance());
         loc.len as usize
     }
 
@@ -1026,14 +1046,14 @@ impl Consumer {
                 Ok(loc) => {
                     f(self.slice(loc));
                     self.head += loc.advance();
+                    if self.head - self.published >= self.raw.cap / 8 {
+                        self.publish_head();
+                    }
                 }
                 Err(e) if n == 0 => return Err(e),
                 Err(_) => break,
             }
             n += 1;
-        }
-        if n > 0 {
-            self.publish_head();
         }
         Ok(n)
     }
@@ -1070,6 +1090,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        self.publish_head();
         let c = self.raw.ctrl();
         c.consumer.close();
         c.producer.park.wake_if_parked(u32::MAX);
@@ -1109,7 +1130,6 @@ impl ReadGrant<'_> {
     /// Frees the record's bytes for the producer.
     #[inline]
     pub fn release(self) {
-        self.c.head += self.loc.advance();
-        self.c.publish_head();
+        self.c.advance(self.loc.advance());
     }
 }

@@ -51,6 +51,17 @@ impl Drop for Shared {
 const CORRUPT: usize = 0;
 const PUSHED: usize = 1;
 const POPPED: usize = 2;
+const ATTACHED: usize = 3;
+
+/// Waits until the child has attached its side `n` times in total (a side that never attached
+/// is indistinguishable from a slow starter, so kills are aimed after attachment).
+fn wait_attached(shared: &Shared, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.at(ATTACHED).load(Ordering::Acquire) < n {
+        assert!(Instant::now() < deadline, "child did not attach");
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
 
 #[test]
 fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
@@ -67,6 +78,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
                 Ok(rx) => rx,
                 Err(_) => return 2,
             };
+            shared.at(ATTACHED).fetch_add(1, Ordering::Release);
             let mut v = Vec::with_capacity(512);
             let mut expect = 0u64;
             loop {
@@ -82,6 +94,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
                 }
             }
         });
+        wait_attached(&shared, it + 1);
         let kill_after = rng.below(3000);
         let mut buf = [0u8; 400];
         let mut seq = 0u64;
@@ -111,6 +124,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
 #[test]
 fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shared = Shared::new();
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
     for it in 0..150 {
         let ring = SpscRing::create(2048).unwrap();
@@ -120,6 +134,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
                 Ok(tx) => tx,
                 Err(_) => return 2,
             };
+            shared.at(ATTACHED).fetch_add(1, Ordering::Release);
             let mut r = Rng(0x42 + it);
             let mut buf = [0u8; 600];
             let mut seq = 0u64;
@@ -140,6 +155,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
                 seq += 1;
             }
         });
+        wait_attached(&shared, it + 1);
         let kill_after = rng.below(4000);
         let mut v = Vec::new();
         let mut expect = 0u64;

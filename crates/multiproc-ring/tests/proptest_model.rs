@@ -54,7 +54,7 @@ proptest! {
                     match tx.try_push(&r) {
                         Ok(()) => model.push_back(r),
                         Err(PushError::TooLarge { .. }) => prop_assert!(len > max),
-                        Err(PushError::Full) => prop_assert!(len <= max && used(&model) + ((8 + len + 7) & !7) > cap / 2),
+                        Err(PushError::Full) => prop_assert!(len <= max && used(&model) + ((8 + len + 7) & !7) + 8 + cap / 8 > cap / 2),
                         Err(e) => prop_assert!(false, "{e}"),
                     }
                 }
@@ -72,7 +72,7 @@ proptest! {
                         }
                     }
                     Err(PushError::TooLarge { .. }) => prop_assert!(len > max),
-                    Err(PushError::Full) => prop_assert!(used(&model) + ((8 + len + 7) & !7) > cap / 2),
+                    Err(PushError::Full) => prop_assert!(used(&model) + ((8 + len + 7) & !7) + 8 + cap / 8 > cap / 2),
                     Err(e) => prop_assert!(false, "{e}"),
                 },
                 Op::PushBatch(lens, b) => {
