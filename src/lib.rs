@@ -18,9 +18,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+pub use multiproc_ring as ring;
 pub use multiproc_shm as shm;
 pub use multiproc_sync as sync;
-pub use multiproc_ring as ring;
 
 pub use multiproc_ring::{
     Consumer, MpmcRing, PopError, Producer, PushError, ReadGrant, RingError, SpscRing,

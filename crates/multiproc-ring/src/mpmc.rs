@@ -109,7 +109,10 @@ fn check_params(slots: usize, slot_size: usize) -> Result<(), RingError> {
     if slot_size == 0 || slot_size > MAX_SLOT_SIZE {
         return Err(RingError::InvalidParams("slot size must be in 1..=2^30"));
     }
-    if slots.checked_mul(stride_for(slot_size)).is_none_or(|n| n > isize::MAX as usize / 2) {
+    if slots
+        .checked_mul(stride_for(slot_size))
+        .is_none_or(|n| n > isize::MAX as usize / 2)
+    {
         return Err(RingError::InvalidParams("ring too large"));
     }
     Ok(())
@@ -243,7 +246,13 @@ impl Raw {
         let i = pos & self.mask;
         // SAFETY: i < slots and slots * stride fits in the region (checked in `new`); slot
         // headers are 64-aligned atomics, valid for any bytes.
-        unsafe { &*self.slots_base.as_ptr().add((i * self.stride) as usize).cast::<SlotHdr>() }
+        unsafe {
+            &*self
+                .slots_base
+                .as_ptr()
+                .add((i * self.stride) as usize)
+                .cast::<SlotHdr>()
+        }
     }
 
     #[inline]
@@ -457,11 +466,7 @@ impl MpmcRing {
                     // SAFETY: the slot's data area holds slot_size >= rec.len() bytes and is ours
                     // while we hold the claim (no one else reads or writes it).
                     unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            rec.as_ptr(),
-                            raw.slot_data(slot),
-                            rec.len(),
-                        )
+                        std::ptr::copy_nonoverlapping(rec.as_ptr(), raw.slot_data(slot), rec.len())
                     };
                     slot.claimer.store(0, Ordering::Relaxed);
                     // Release: pairs with the consumer's Acquire load/CAS of the word; the length
@@ -482,7 +487,9 @@ impl MpmcRing {
             }
             tries += 1;
             if tries > MAX_RETRIES {
-                return Err(PushError::Corrupted("no progress (slot stamps inconsistent)"));
+                return Err(PushError::Corrupted(
+                    "no progress (slot stamps inconsistent)",
+                ));
             }
         }
     }
@@ -516,7 +523,9 @@ impl MpmcRing {
                     let res = if len == LOST_LEN {
                         None
                     } else if u64::from(len) > raw.slot_size {
-                        Some(Err(PopError::Corrupted("record length exceeds the slot size")))
+                        Some(Err(PopError::Corrupted(
+                            "record length exceeds the slot size",
+                        )))
                     } else {
                         out.clear();
                         // SAFETY: len <= slot_size bytes of the slot's data, ours while we hold
@@ -552,7 +561,9 @@ impl MpmcRing {
             }
             tries += 1;
             if tries > MAX_RETRIES {
-                return Err(PopError::Corrupted("no progress (slot stamps inconsistent)"));
+                return Err(PopError::Corrupted(
+                    "no progress (slot stamps inconsistent)",
+                ));
             }
         }
     }
@@ -662,12 +673,20 @@ impl MpmcRing {
     }
 
     /// Copies the next record into `out`, waiting at most `timeout`.
-    pub fn pop_into_timeout(&self, out: &mut Vec<u8>, timeout: Duration) -> Result<usize, PopError> {
+    pub fn pop_into_timeout(
+        &self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, PopError> {
         self.pop_deadline(out, Instant::now().checked_add(timeout))
     }
 
     #[inline]
-    fn pop_deadline(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<usize, PopError> {
+    fn pop_deadline(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, PopError> {
         match self.try_pop_into(out) {
             Err(PopError::Empty) => self.pop_slow(out, deadline),
             r => r,

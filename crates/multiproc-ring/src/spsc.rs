@@ -142,7 +142,9 @@ fn check_capacity(capacity: usize) -> Result<(), RingError> {
         return Err(RingError::InvalidParams("capacity must be a power of two"));
     }
     if capacity < MIN_CAPACITY {
-        return Err(RingError::InvalidParams("capacity must be at least 64 bytes"));
+        return Err(RingError::InvalidParams(
+            "capacity must be at least 64 bytes",
+        ));
     }
     if capacity > MAX_CAPACITY {
         return Err(RingError::InvalidParams("capacity must be at most 4 GiB"));
@@ -390,7 +392,9 @@ impl SpscRing {
         let mut t = from;
         loop {
             if t - head > cap {
-                return Err(RingError::Corrupted("published records exceed the capacity"));
+                return Err(RingError::Corrupted(
+                    "published records exceed the capacity",
+                ));
             }
             let idx = t & (cap - 1);
             // SAFETY: masked, 8-aligned index into the data region.
@@ -483,7 +487,9 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("tail", &self.tail).finish()
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .finish()
     }
 }
 
@@ -556,30 +562,52 @@ impl Producer {
         ((self.tail + plan.skip) & (self.raw.cap - 1)) + HDR
     }
 
-    /// Publishes the record whose payload is written: terminator, header, WRAP marker; then
-    /// advances the local tail.
+    /// Writes the terminator (and, after a wrap, the header at offset 0) of the record whose
+    /// payload is written, advances the local tail, and returns the publishing store still to
+    /// be made: `(index, word)` of the header, or of the WRAP marker when the record wrapped.
     #[inline]
-    fn finish(&mut self, plan: Plan, len: usize) {
+    fn finish_deferred(&mut self, plan: Plan, len: usize) -> (u64, u64) {
         let mask = self.raw.cap - 1;
         let rec = self.tail + plan.skip;
         let next = rec + plan.need;
-        // SAFETY (all three stores): indices are masked (< cap) and 8-aligned; `plan` checked
-        // that [tail, next + 8) is free (the consumer is done with it and will not read past a
-        // zero header).
+        // SAFETY: both indices are masked (< cap) and 8-aligned; `plan` checked that
+        // [tail, next + 8) is free (the consumer is done with it and will not read past a zero
+        // header).
         unsafe {
             // The terminator: the consumer stops here until the next header replaces it.
             store_word(self.raw.at(next & mask), 0, Ordering::Relaxed);
-            // Release: pairs with the consumer's Acquire load of this header in
-            // `locate_at_head`; the payload and the terminator written above are visible once
-            // it sees the header. Relaxed would let it read stale payload bytes or a stale
-            // word after the record. (With a WRAP, the marker below is the publication.)
-            store_word(self.raw.at(rec & mask), TAG | len as u64, Ordering::Release);
             if plan.skip > 0 {
-                // Release: as above; the record at offset 0 is published by this marker.
-                store_word(self.raw.at(self.tail & mask), WRAP, Ordering::Release);
+                // Published by the WRAP marker's Release store (made by the caller).
+                store_word(self.raw.at(rec & mask), TAG | len as u64, Ordering::Relaxed);
             }
         }
+        let publish = if plan.skip > 0 {
+            (self.tail & mask, WRAP)
+        } else {
+            (rec & mask, TAG | len as u64)
+        };
         self.tail = next;
+        publish
+    }
+
+    /// Makes a publishing store returned by `finish_deferred`.
+    #[inline]
+    fn publish_word(&self, (idx, word): (u64, u64), order: Ordering) {
+        // Release (for the first record of a publication): pairs with the consumer's Acquire
+        // load of this word in `locate_at_head`; the payload, the terminator and any headers
+        // written before are visible once it sees it. Relaxed would let it read stale payload
+        // bytes. Later records of a batch are stored Relaxed *before* the first one's Release,
+        // so the consumer sees the whole batch at once and does not chase the producer through
+        // the lines it is still writing.
+        // SAFETY: idx is masked and 8-aligned (from finish_deferred).
+        unsafe { store_word(self.raw.at(idx), word, order) };
+    }
+
+    /// Publishes the record whose payload is written.
+    #[inline]
+    fn finish(&mut self, plan: Plan, len: usize) {
+        let p = self.finish_deferred(plan, len);
+        self.publish_word(p, Ordering::Release);
     }
 
     #[inline]
@@ -596,21 +624,13 @@ impl Producer {
     #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, PushError> {
         let plan = self.plan(len)?;
-        Ok(WriteGrant {
-            p: self,
-            plan,
-            len,
-        })
+        Ok(WriteGrant { p: self, plan, len })
     }
 
     /// Reserves `len` bytes, waiting for room.
     pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, PushError> {
         let plan = self.plan_wait(len, None)?;
-        Ok(WriteGrant {
-            p: self,
-            plan,
-            len,
-        })
+        Ok(WriteGrant { p: self, plan, len })
     }
 
     /// Reserves `len` bytes, waiting at most `timeout` for room.
@@ -620,11 +640,7 @@ impl Producer {
         timeout: Duration,
     ) -> Result<WriteGrant<'_>, PushError> {
         let plan = self.plan_wait(len, deadline_after(timeout))?;
-        Ok(WriteGrant {
-            p: self,
-            plan,
-            len,
-        })
+        Ok(WriteGrant { p: self, plan, len })
     }
 
     #[inline]
@@ -694,15 +710,28 @@ impl Producer {
     /// wake-up). Returns how many were written; `Full` if none fit.
     pub fn try_push_batch<R: AsRef<[u8]>>(&mut self, recs: &[R]) -> Result<usize, PushError> {
         let mut n = 0;
+        let mut first = None;
         for r in recs {
-            match self.plan(r.as_ref().len()) {
-                Ok(plan) => self.write_record(plan, r.as_ref()),
+            let r = r.as_ref();
+            match self.plan(r.len()) {
+                Ok(plan) => {
+                    let idx = self.payload_idx(plan);
+                    // SAFETY: as in `write_record`.
+                    unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), self.raw.at(idx), r.len()) };
+                    let p = self.finish_deferred(plan, r.len());
+                    if first.is_none() {
+                        first = Some(p);
+                    } else {
+                        self.publish_word(p, Ordering::Relaxed);
+                    }
+                }
                 Err(e) if n == 0 => return Err(e),
                 Err(_) => break,
             }
             n += 1;
         }
-        if n > 0 {
+        if let Some(p) = first {
+            self.publish_word(p, Ordering::Release);
             self.publish_tail();
         }
         Ok(n)
@@ -763,7 +792,9 @@ pub struct WriteGrant<'a> {
 
 impl std::fmt::Debug for WriteGrant<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteGrant").field("len", &self.len).finish()
+        f.debug_struct("WriteGrant")
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -825,7 +856,9 @@ pub struct Consumer {
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("head", &self.head).finish()
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .finish()
     }
 }
 
@@ -910,7 +943,9 @@ impl Consumer {
         }
         let len = w & 0xFFFF_FFFF;
         if len > self.raw.max_record {
-            return Err(PopError::Corrupted("record length exceeds the max record size"));
+            return Err(PopError::Corrupted(
+                "record length exceeds the max record size",
+            ));
         }
         let need = align8(HDR + len);
         if need > cap - idx || skip + need > cap {
@@ -1106,7 +1141,9 @@ pub struct ReadGrant<'a> {
 
 impl std::fmt::Debug for ReadGrant<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadGrant").field("len", &self.loc.len).finish()
+        f.debug_struct("ReadGrant")
+            .field("len", &self.loc.len)
+            .finish()
     }
 }
 

@@ -72,7 +72,11 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
     for it in 0..iterations {
         let ring = SpscRing::create(1024).unwrap();
         let mut tx = ring.producer().unwrap();
-        tx.set_wait_strategy(if it % 2 == 0 { WaitStrategy::SpinPark } else { WaitStrategy::Park });
+        tx.set_wait_strategy(if it % 2 == 0 {
+            WaitStrategy::SpinPark
+        } else {
+            WaitStrategy::Park
+        });
         let child = fork_child(|| {
             let mut rx = match ring.consumer() {
                 Ok(rx) => rx,
@@ -144,10 +148,11 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
                     make_record(&mut buf[..len], seq);
                     tx.push_timeout(&buf[..len], Duration::from_secs(5))
                 } else {
-                    tx.reserve_timeout(len, Duration::from_secs(5)).map(|mut g| {
-                        make_record(g.as_mut_slice(), seq);
-                        g.commit();
-                    })
+                    tx.reserve_timeout(len, Duration::from_secs(5))
+                        .map(|mut g| {
+                            make_record(g.as_mut_slice(), seq);
+                            g.commit();
+                        })
                 };
                 if res.is_err() {
                     return 4;
@@ -168,7 +173,11 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
             }
             match rx.pop_into_timeout(&mut v, Duration::from_secs(5)) {
                 Ok(_) => {
-                    assert_eq!(check_record(&v), Some(expect), "iteration {it}: corrupted or out of order");
+                    assert_eq!(
+                        check_record(&v),
+                        Some(expect),
+                        "iteration {it}: corrupted or out of order"
+                    );
                     expect += 1;
                 }
                 Err(e) => break e,

@@ -62,13 +62,11 @@ proptest! {
                     Ok(mut g) => {
                         let r = rec(len, b);
                         g.as_mut_slice().copy_from_slice(&r);
-                        match commit {
-                            Some(n) => {
-                                let n = n.min(len);
-                                g.commit_len(n);
-                                model.push_back(r[..n].to_vec());
-                            }
-                            None => drop(g),
+                        // None: the grant is abandoned, never committed.
+                        if let Some(n) = commit {
+                            let n = n.min(len);
+                            g.commit_len(n);
+                            model.push_back(r[..n].to_vec());
                         }
                     }
                     Err(PushError::TooLarge { .. }) => prop_assert!(len > max),
