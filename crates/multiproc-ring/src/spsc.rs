@@ -958,12 +958,27 @@ impl Consumer {
         })
     }
 
-    /// Consumes `adv` bytes; publishes the head once enough accumulated.
+    /// Consumes `adv` bytes; publishes the head once enough accumulated, or when the ring is
+    /// now empty (so a drained ring always gives the producer all its space back).
     #[inline]
     fn advance(&mut self, adv: u64) {
         self.head += adv;
-        if self.head - self.published >= self.raw.cap / 8 {
+        if self.head - self.published >= self.raw.cap / 8 || self.next_is_empty() {
             self.publish_head();
+        }
+    }
+
+    /// Whether the word at `head` is a terminator (nothing more published yet).
+    #[inline]
+    fn next_is_empty(&self) -> bool {
+        // Relaxed: a hint only (a stale non-zero value just delays the publication to the next
+        // empty check in `locate`).
+        // SAFETY: masked, 8-aligned index into the data region.
+        unsafe {
+            load_word(
+                self.raw.at(self.head & (self.raw.cap - 1)),
+                Ordering::Relaxed,
+            ) == 0
         }
     }
 
@@ -1089,6 +1104,9 @@ impl Consumer {
                 Err(_) => break,
             }
             n += 1;
+        }
+        if n > 0 && (self.head - self.published >= self.raw.cap / 8 || self.next_is_empty()) {
+            self.publish_head();
         }
         Ok(n)
     }
