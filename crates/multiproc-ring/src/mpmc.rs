@@ -458,9 +458,12 @@ impl MpmcRing {
                     .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    let _ = c
-                        .tail
-                        .compare_exchange(t, t + 1, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = c.tail.compare_exchange(
+                        t,
+                        t.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     slot.claimer.store(claimer_value(), Ordering::Relaxed);
                     slot.len.store(rec.len() as u32, Ordering::Relaxed);
                     // SAFETY: the slot's data area holds slot_size >= rec.len() bytes and is ours
@@ -478,9 +481,12 @@ impl MpmcRing {
                 }
             } else if d >= 0 {
                 // Position t is claimed (or done): help move the tail past it.
-                let _ = c
-                    .tail
-                    .compare_exchange(t, t + 1, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = c.tail.compare_exchange(
+                    t,
+                    t.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             } else if c.tail.load(Ordering::Relaxed) == t {
                 // The slot still holds the previous lap's record (or its reader): full.
                 return Err(PushError::Full);
@@ -515,9 +521,12 @@ impl MpmcRing {
                     .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    let _ = c
-                        .head
-                        .compare_exchange(h, h + 1, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = c.head.compare_exchange(
+                        h,
+                        h.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     slot.claimer.store(claimer_value(), Ordering::Relaxed);
                     let len = slot.len.load(Ordering::Relaxed);
                     let res = if len == LOST_LEN {
@@ -549,9 +558,12 @@ impl MpmcRing {
                     }
                 }
             } else if d >= 0 {
-                let _ = c
-                    .head
-                    .compare_exchange(h, h + 1, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = c.head.compare_exchange(
+                    h,
+                    h.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             } else if c.head.load(Ordering::Relaxed) == h {
                 // Empty at h (or its writer is still writing).
                 if self.is_closed() {
@@ -595,9 +607,9 @@ impl MpmcRing {
             // Release: as a producer's publish (pairs with the consumer's Acquire).
             slot.word
                 .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
-            let _ = c
-                .tail
-                .compare_exchange(h, h + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                c.tail
+                    .compare_exchange(h, h.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_empty.wake_slow(1);
             n += 1;
@@ -618,9 +630,12 @@ impl MpmcRing {
         {
             // Release: as a consumer's release (pairs with the producer's Acquire).
             slot.word.store(pack(0, t as u32), Ordering::Release);
-            let _ = c
-                .head
-                .compare_exchange(prev, prev + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = c.head.compare_exchange(
+                prev,
+                prev.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_full.wake_slow(1);
             n += 1;

@@ -57,6 +57,9 @@ const TAG: u64 = 0x5245_4344 << 32;
 /// Wrap marker: the rest of the buffer up to its end is padding.
 const WRAP: u64 = 0x5752_4150_5752_4150;
 const HDR: u64 = 8;
+/// Positions read from shared memory must be below this (no ring moves 2^62 bytes), so the
+/// position arithmetic can never overflow.
+const MAX_POS: u64 = 1 << 62;
 /// Smallest data capacity.
 pub const MIN_CAPACITY: usize = 64;
 /// Largest data capacity (records are u32-length-prefixed).
@@ -356,7 +359,12 @@ impl SpscRing {
         let tail = c.tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of head.
         let head = c.head.load(Ordering::Acquire);
-        if tail % 8 != 0 || head % 8 != 0 || tail.max(head) - tail.min(head) > self.raw.cap {
+        if tail % 8 != 0
+            || head % 8 != 0
+            || tail >= MAX_POS
+            || head >= MAX_POS
+            || tail.max(head) - tail.min(head) > self.raw.cap
+        {
             return Err(RingError::Corrupted("head/tail out of range"));
         }
         let tail = self.scan_published(tail.max(head), head)?;
@@ -373,7 +381,7 @@ impl SpscRing {
         let c = self.raw.ctrl();
         attach(&c.consumer, "consumer")?;
         let head = c.head.load(Ordering::Relaxed);
-        if head % 8 != 0 {
+        if head % 8 != 0 || head >= MAX_POS {
             return Err(RingError::Corrupted("head out of range"));
         }
         Ok(Consumer {
