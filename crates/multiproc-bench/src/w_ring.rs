@@ -72,7 +72,10 @@ fn ready_and_wait(pg: Page) {
 
 /// Forks `sides` (each pinned to its CPU), starts them together, waits for all; returns the
 /// seconds from GO to the end, and the page (for results the children left).
-fn run_sides(sides: Vec<(usize, Box<dyn FnOnce(Page) -> i32>)>) -> Result<(f64, Page), String> {
+/// One side of a run: the CPU it is pinned to and what it does.
+type Side = (usize, Box<dyn FnOnce(Page) -> i32>);
+
+fn run_sides(sides: Vec<Side>) -> Result<(f64, Page), String> {
     let pg = Page::new();
     let n = sides.len() as u64;
     let mut kids: Vec<_> = sides
@@ -143,12 +146,22 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     };
     if cfg.wants("rtt_8B_spin") {
         let n = if q { 200_000 } else { 1_000_000 };
-        push("rtt_8B_spin", "multiproc", rtt_ring(n, WaitStrategy::Spin), "ns");
+        push(
+            "rtt_8B_spin",
+            "multiproc",
+            rtt_ring(n, WaitStrategy::Spin),
+            "ns",
+        );
         push("rtt_8B_spin", "floor", rtt_floor_spin(n), "ns");
     }
     if cfg.wants("rtt_8B_blocking") {
         let n = if q { 20_000 } else { 100_000 };
-        push("rtt_8B_blocking", "multiproc", rtt_ring(n, WaitStrategy::Park), "ns");
+        push(
+            "rtt_8B_blocking",
+            "multiproc",
+            rtt_ring(n, WaitStrategy::Park),
+            "ns",
+        );
         push("rtt_8B_blocking", "floor", rtt_floor_futex(n), "ns");
         push("rtt_8B_blocking", "uds-postcard", rtt_uds(n), "ns");
     }
@@ -175,12 +188,27 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         }
         let n_uds = if size <= 64 { n / 5 } else { n };
         let r = stream_uds(size, n_uds);
-        push(w, "uds-postcard", r.clone().map(|s| n_uds as f64 / s), "msgs/s");
-        push(w, "uds-postcard", r.map(|s| (n_uds * size as u64) as f64 / s), "B/s");
+        push(
+            w,
+            "uds-postcard",
+            r.clone().map(|s| n_uds as f64 / s),
+            "msgs/s",
+        );
+        push(
+            w,
+            "uds-postcard",
+            r.map(|s| (n_uds * size as u64) as f64 / s),
+            "B/s",
+        );
     }
     if cfg.wants("mpmc_2p2c_8B") {
         let n = if q { 2_000_000 } else { 10_000_000 };
-        push("mpmc_2p2c_8B", "multiproc", mpmc_2p2c(n).map(|s| n as f64 / s), "msgs/s");
+        push(
+            "mpmc_2p2c_8B",
+            "multiproc",
+            mpmc_2p2c(n).map(|s| n as f64 / s),
+            "msgs/s",
+        );
     }
 }
 
@@ -513,7 +541,7 @@ pub fn stream_uds(size: usize, n: u64) -> Result<f64, String> {
 pub fn mpmc_2p2c(n: u64) -> Result<f64, String> {
     let q = MpmcRing::create(1024, 40).map_err(e)?;
     let per = n / 2;
-    let mut sides: Vec<(usize, Box<dyn FnOnce(Page) -> i32>)> = Vec::new();
+    let mut sides: Vec<Side> = Vec::new();
     for p in 0..2u64 {
         let q = q.clone();
         sides.push((

@@ -1,9 +1,11 @@
 //! This process's identity, cached, and reset in a forked child (`pthread_atfork`), so the ring's
 //! fast paths never make a syscall or read `/proc` to learn who they are.
 
+use crate::facade::{
+    StdAtomicU32 as AtomicU32, StdAtomicU64 as AtomicU64, StdOrdering as Ordering,
+};
 use multiproc_shm::ProcessId;
 use std::sync::Once;
-use crate::facade::{StdAtomicU32 as AtomicU32, StdAtomicU64 as AtomicU64, StdOrdering as Ordering};
 
 static PID: AtomicU32 = AtomicU32::new(0);
 static START: AtomicU64 = AtomicU64::new(0);

@@ -109,7 +109,10 @@ fn check_params(slots: usize, slot_size: usize) -> Result<(), RingError> {
     if slot_size == 0 || slot_size > MAX_SLOT_SIZE {
         return Err(RingError::InvalidParams("slot size must be in 1..=2^30"));
     }
-    if slots.checked_mul(stride_for(slot_size)).is_none_or(|n| n > isize::MAX as usize / 2) {
+    if slots
+        .checked_mul(stride_for(slot_size))
+        .is_none_or(|n| n > isize::MAX as usize / 2)
+    {
         return Err(RingError::InvalidParams("ring too large"));
     }
     Ok(())
@@ -243,7 +246,13 @@ impl Raw {
         let i = pos & self.mask;
         // SAFETY: i < slots and slots * stride fits in the region (checked in `new`); slot
         // headers are 64-aligned atomics, valid for any bytes.
-        unsafe { &*self.slots_base.as_ptr().add((i * self.stride) as usize).cast::<SlotHdr>() }
+        unsafe {
+            &*self
+                .slots_base
+                .as_ptr()
+                .add((i * self.stride) as usize)
+                .cast::<SlotHdr>()
+        }
     }
 
     #[inline]
@@ -449,19 +458,18 @@ impl MpmcRing {
                     .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    let _ = c
-                        .tail
-                        .compare_exchange(t, t + 1, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = c.tail.compare_exchange(
+                        t,
+                        t.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     slot.claimer.store(claimer_value(), Ordering::Relaxed);
                     slot.len.store(rec.len() as u32, Ordering::Relaxed);
                     // SAFETY: the slot's data area holds slot_size >= rec.len() bytes and is ours
                     // while we hold the claim (no one else reads or writes it).
                     unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            rec.as_ptr(),
-                            raw.slot_data(slot),
-                            rec.len(),
-                        )
+                        std::ptr::copy_nonoverlapping(rec.as_ptr(), raw.slot_data(slot), rec.len())
                     };
                     slot.claimer.store(0, Ordering::Relaxed);
                     // Release: pairs with the consumer's Acquire load/CAS of the word; the length
@@ -473,16 +481,21 @@ impl MpmcRing {
                 }
             } else if d >= 0 {
                 // Position t is claimed (or done): help move the tail past it.
-                let _ = c
-                    .tail
-                    .compare_exchange(t, t + 1, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = c.tail.compare_exchange(
+                    t,
+                    t.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             } else if c.tail.load(Ordering::Relaxed) == t {
                 // The slot still holds the previous lap's record (or its reader): full.
                 return Err(PushError::Full);
             }
             tries += 1;
             if tries > MAX_RETRIES {
-                return Err(PushError::Corrupted("no progress (slot stamps inconsistent)"));
+                return Err(PushError::Corrupted(
+                    "no progress (slot stamps inconsistent)",
+                ));
             }
         }
     }
@@ -508,15 +521,20 @@ impl MpmcRing {
                     .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    let _ = c
-                        .head
-                        .compare_exchange(h, h + 1, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = c.head.compare_exchange(
+                        h,
+                        h.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     slot.claimer.store(claimer_value(), Ordering::Relaxed);
                     let len = slot.len.load(Ordering::Relaxed);
                     let res = if len == LOST_LEN {
                         None
                     } else if u64::from(len) > raw.slot_size {
-                        Some(Err(PopError::Corrupted("record length exceeds the slot size")))
+                        Some(Err(PopError::Corrupted(
+                            "record length exceeds the slot size",
+                        )))
                     } else {
                         out.clear();
                         // SAFETY: len <= slot_size bytes of the slot's data, ours while we hold
@@ -540,9 +558,12 @@ impl MpmcRing {
                     }
                 }
             } else if d >= 0 {
-                let _ = c
-                    .head
-                    .compare_exchange(h, h + 1, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = c.head.compare_exchange(
+                    h,
+                    h.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             } else if c.head.load(Ordering::Relaxed) == h {
                 // Empty at h (or its writer is still writing).
                 if self.is_closed() {
@@ -552,7 +573,9 @@ impl MpmcRing {
             }
             tries += 1;
             if tries > MAX_RETRIES {
-                return Err(PopError::Corrupted("no progress (slot stamps inconsistent)"));
+                return Err(PopError::Corrupted(
+                    "no progress (slot stamps inconsistent)",
+                ));
             }
         }
     }
@@ -584,9 +607,9 @@ impl MpmcRing {
             // Release: as a producer's publish (pairs with the consumer's Acquire).
             slot.word
                 .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
-            let _ = c
-                .tail
-                .compare_exchange(h, h + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                c.tail
+                    .compare_exchange(h, h.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_empty.wake_slow(1);
             n += 1;
@@ -607,9 +630,12 @@ impl MpmcRing {
         {
             // Release: as a consumer's release (pairs with the producer's Acquire).
             slot.word.store(pack(0, t as u32), Ordering::Release);
-            let _ = c
-                .head
-                .compare_exchange(prev, prev + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = c.head.compare_exchange(
+                prev,
+                prev.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_full.wake_slow(1);
             n += 1;
@@ -662,12 +688,20 @@ impl MpmcRing {
     }
 
     /// Copies the next record into `out`, waiting at most `timeout`.
-    pub fn pop_into_timeout(&self, out: &mut Vec<u8>, timeout: Duration) -> Result<usize, PopError> {
+    pub fn pop_into_timeout(
+        &self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, PopError> {
         self.pop_deadline(out, Instant::now().checked_add(timeout))
     }
 
     #[inline]
-    fn pop_deadline(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<usize, PopError> {
+    fn pop_deadline(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, PopError> {
         match self.try_pop_into(out) {
             Err(PopError::Empty) => self.pop_slow(out, deadline),
             r => r,

@@ -57,6 +57,9 @@ const TAG: u64 = 0x5245_4344 << 32;
 /// Wrap marker: the rest of the buffer up to its end is padding.
 const WRAP: u64 = 0x5752_4150_5752_4150;
 const HDR: u64 = 8;
+/// Positions read from shared memory must be below this (no ring moves 2^62 bytes), so the
+/// position arithmetic can never overflow.
+const MAX_POS: u64 = 1 << 62;
 /// Smallest data capacity.
 pub const MIN_CAPACITY: usize = 64;
 /// Largest data capacity (records are u32-length-prefixed).
@@ -142,7 +145,9 @@ fn check_capacity(capacity: usize) -> Result<(), RingError> {
         return Err(RingError::InvalidParams("capacity must be a power of two"));
     }
     if capacity < MIN_CAPACITY {
-        return Err(RingError::InvalidParams("capacity must be at least 64 bytes"));
+        return Err(RingError::InvalidParams(
+            "capacity must be at least 64 bytes",
+        ));
     }
     if capacity > MAX_CAPACITY {
         return Err(RingError::InvalidParams("capacity must be at most 4 GiB"));
@@ -354,7 +359,12 @@ impl SpscRing {
         let tail = c.tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of head.
         let head = c.head.load(Ordering::Acquire);
-        if tail % 8 != 0 || head % 8 != 0 || tail.max(head) - tail.min(head) > self.raw.cap {
+        if tail % 8 != 0
+            || head % 8 != 0
+            || tail >= MAX_POS
+            || head >= MAX_POS
+            || tail.max(head) - tail.min(head) > self.raw.cap
+        {
             return Err(RingError::Corrupted("head/tail out of range"));
         }
         let tail = self.scan_published(tail.max(head), head)?;
@@ -371,12 +381,13 @@ impl SpscRing {
         let c = self.raw.ctrl();
         attach(&c.consumer, "consumer")?;
         let head = c.head.load(Ordering::Relaxed);
-        if head % 8 != 0 {
+        if head % 8 != 0 || head >= MAX_POS {
             return Err(RingError::Corrupted("head out of range"));
         }
         Ok(Consumer {
             raw: self.raw.clone(),
             head,
+            published: head,
             strategy: WaitStrategy::default(),
         })
     }
@@ -389,7 +400,9 @@ impl SpscRing {
         let mut t = from;
         loop {
             if t - head > cap {
-                return Err(RingError::Corrupted("published records exceed the capacity"));
+                return Err(RingError::Corrupted(
+                    "published records exceed the capacity",
+                ));
             }
             let idx = t & (cap - 1);
             // SAFETY: masked, 8-aligned index into the data region.
@@ -482,7 +495,9 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("tail", &self.tail).finish()
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .finish()
     }
 }
 
@@ -555,30 +570,52 @@ impl Producer {
         ((self.tail + plan.skip) & (self.raw.cap - 1)) + HDR
     }
 
-    /// Publishes the record whose payload is written: terminator, header, WRAP marker; then
-    /// advances the local tail.
+    /// Writes the terminator (and, after a wrap, the header at offset 0) of the record whose
+    /// payload is written, advances the local tail, and returns the publishing store still to
+    /// be made: `(index, word)` of the header, or of the WRAP marker when the record wrapped.
     #[inline]
-    fn finish(&mut self, plan: Plan, len: usize) {
+    fn finish_deferred(&mut self, plan: Plan, len: usize) -> (u64, u64) {
         let mask = self.raw.cap - 1;
         let rec = self.tail + plan.skip;
         let next = rec + plan.need;
-        // SAFETY (all three stores): indices are masked (< cap) and 8-aligned; `plan` checked
-        // that [tail, next + 8) is free (the consumer is done with it and will not read past a
-        // zero header).
+        // SAFETY: both indices are masked (< cap) and 8-aligned; `plan` checked that
+        // [tail, next + 8) is free (the consumer is done with it and will not read past a zero
+        // header).
         unsafe {
             // The terminator: the consumer stops here until the next header replaces it.
             store_word(self.raw.at(next & mask), 0, Ordering::Relaxed);
-            // Release: pairs with the consumer's Acquire load of this header in
-            // `locate_at_head`; the payload and the terminator written above are visible once
-            // it sees the header. Relaxed would let it read stale payload bytes or a stale
-            // word after the record. (With a WRAP, the marker below is the publication.)
-            store_word(self.raw.at(rec & mask), TAG | len as u64, Ordering::Release);
             if plan.skip > 0 {
-                // Release: as above; the record at offset 0 is published by this marker.
-                store_word(self.raw.at(self.tail & mask), WRAP, Ordering::Release);
+                // Published by the WRAP marker's Release store (made by the caller).
+                store_word(self.raw.at(rec & mask), TAG | len as u64, Ordering::Relaxed);
             }
         }
+        let publish = if plan.skip > 0 {
+            (self.tail & mask, WRAP)
+        } else {
+            (rec & mask, TAG | len as u64)
+        };
         self.tail = next;
+        publish
+    }
+
+    /// Makes a publishing store returned by `finish_deferred`.
+    #[inline]
+    fn publish_word(&self, (idx, word): (u64, u64), order: Ordering) {
+        // Release (for the first record of a publication): pairs with the consumer's Acquire
+        // load of this word in `locate_at_head`; the payload, the terminator and any headers
+        // written before are visible once it sees it. Relaxed would let it read stale payload
+        // bytes. Later records of a batch are stored Relaxed *before* the first one's Release,
+        // so the consumer sees the whole batch at once and does not chase the producer through
+        // the lines it is still writing.
+        // SAFETY: idx is masked and 8-aligned (from finish_deferred).
+        unsafe { store_word(self.raw.at(idx), word, order) };
+    }
+
+    /// Publishes the record whose payload is written.
+    #[inline]
+    fn finish(&mut self, plan: Plan, len: usize) {
+        let p = self.finish_deferred(plan, len);
+        self.publish_word(p, Ordering::Release);
     }
 
     #[inline]
@@ -595,21 +632,13 @@ impl Producer {
     #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, PushError> {
         let plan = self.plan(len)?;
-        Ok(WriteGrant {
-            p: self,
-            plan,
-            len,
-        })
+        Ok(WriteGrant { p: self, plan, len })
     }
 
     /// Reserves `len` bytes, waiting for room.
     pub fn reserve(&mut self, len: usize) -> Result<WriteGrant<'_>, PushError> {
         let plan = self.plan_wait(len, None)?;
-        Ok(WriteGrant {
-            p: self,
-            plan,
-            len,
-        })
+        Ok(WriteGrant { p: self, plan, len })
     }
 
     /// Reserves `len` bytes, waiting at most `timeout` for room.
@@ -619,11 +648,7 @@ impl Producer {
         timeout: Duration,
     ) -> Result<WriteGrant<'_>, PushError> {
         let plan = self.plan_wait(len, deadline_after(timeout))?;
-        Ok(WriteGrant {
-            p: self,
-            plan,
-            len,
-        })
+        Ok(WriteGrant { p: self, plan, len })
     }
 
     #[inline]
@@ -693,15 +718,28 @@ impl Producer {
     /// wake-up). Returns how many were written; `Full` if none fit.
     pub fn try_push_batch<R: AsRef<[u8]>>(&mut self, recs: &[R]) -> Result<usize, PushError> {
         let mut n = 0;
+        let mut first = None;
         for r in recs {
-            match self.plan(r.as_ref().len()) {
-                Ok(plan) => self.write_record(plan, r.as_ref()),
+            let r = r.as_ref();
+            match self.plan(r.len()) {
+                Ok(plan) => {
+                    let idx = self.payload_idx(plan);
+                    // SAFETY: as in `write_record`.
+                    unsafe { std::ptr::copy_nonoverlapping(r.as_ptr(), self.raw.at(idx), r.len()) };
+                    let p = self.finish_deferred(plan, r.len());
+                    if first.is_none() {
+                        first = Some(p);
+                    } else {
+                        self.publish_word(p, Ordering::Relaxed);
+                    }
+                }
                 Err(e) if n == 0 => return Err(e),
                 Err(_) => break,
             }
             n += 1;
         }
-        if n > 0 {
+        if let Some(p) = first {
+            self.publish_word(p, Ordering::Release);
             self.publish_tail();
         }
         Ok(n)
@@ -762,7 +800,9 @@ pub struct WriteGrant<'a> {
 
 impl std::fmt::Debug for WriteGrant<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteGrant").field("len", &self.len).finish()
+        f.debug_struct("WriteGrant")
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -813,13 +853,20 @@ impl WriteGrant<'_> {
 /// writes then fail with `Disconnected`.
 pub struct Consumer {
     raw: Raw,
+    /// Our position (records before it are consumed).
     head: u64,
+    /// The position last stored to the shared `head`: space is handed back to the producer
+    /// lazily, every `capacity / 8` bytes or when the ring runs empty, which keeps the head
+    /// line and the wake-up fence off the per-record path.
+    published: u64,
     strategy: WaitStrategy,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("head", &self.head).finish()
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .finish()
     }
 }
 
@@ -863,6 +910,11 @@ impl Consumer {
     #[inline]
     fn locate(&mut self) -> Result<Loc, PopError> {
         match self.locate_at_head() {
+            Err(PopError::Empty) if self.head != self.published => {
+                // Running empty: hand every consumed byte back before reporting it.
+                self.publish_head();
+                self.locate()
+            }
             Err(PopError::Empty) if self.raw.ctrl().producer.closed() => {
                 // Records published before the close are visible after its Acquire load.
                 match self.locate_at_head() {
@@ -899,7 +951,9 @@ impl Consumer {
         }
         let len = w & 0xFFFF_FFFF;
         if len > self.raw.max_record {
-            return Err(PopError::Corrupted("record length exceeds the max record size"));
+            return Err(PopError::Corrupted(
+                "record length exceeds the max record size",
+            ));
         }
         let need = align8(HDR + len);
         if need > cap - idx || skip + need > cap {
@@ -912,8 +966,33 @@ impl Consumer {
         })
     }
 
+    /// Consumes `adv` bytes; publishes the head once enough accumulated, or when the ring is
+    /// now empty (so a drained ring always gives the producer all its space back).
+    #[inline]
+    fn advance(&mut self, adv: u64) {
+        self.head += adv;
+        if self.head - self.published >= self.raw.cap / 8 || self.next_is_empty() {
+            self.publish_head();
+        }
+    }
+
+    /// Whether the word at `head` is a terminator (nothing more published yet).
+    #[inline]
+    fn next_is_empty(&self) -> bool {
+        // Relaxed: a hint only (a stale non-zero value just delays the publication to the next
+        // empty check in `locate`).
+        // SAFETY: masked, 8-aligned index into the data region.
+        unsafe {
+            load_word(
+                self.raw.at(self.head & (self.raw.cap - 1)),
+                Ordering::Relaxed,
+            ) == 0
+        }
+    }
+
     #[inline]
     fn publish_head(&mut self) {
+        self.published = self.head;
         let c = self.raw.ctrl();
         // Release: pairs with the producer's Acquire load of head in `refresh_head`; our reads
         // of the released bytes happen-before its overwrites of them.
@@ -983,8 +1062,7 @@ impl Consumer {
     fn take_into(&mut self, loc: Loc, out: &mut Vec<u8>) -> usize {
         out.clear();
         out.extend_from_slice(self.slice(loc));
-        self.head += loc.advance();
-        self.publish_head();
+        self.advance(loc.advance());
         loc.len as usize
     }
 
@@ -1026,13 +1104,16 @@ impl Consumer {
                 Ok(loc) => {
                     f(self.slice(loc));
                     self.head += loc.advance();
+                    if self.head - self.published >= self.raw.cap / 8 {
+                        self.publish_head();
+                    }
                 }
                 Err(e) if n == 0 => return Err(e),
                 Err(_) => break,
             }
             n += 1;
         }
-        if n > 0 {
+        if n > 0 && (self.head - self.published >= self.raw.cap / 8 || self.next_is_empty()) {
             self.publish_head();
         }
         Ok(n)
@@ -1070,6 +1151,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        self.publish_head();
         let c = self.raw.ctrl();
         c.consumer.close();
         c.producer.park.wake_if_parked(u32::MAX);
@@ -1085,7 +1167,9 @@ pub struct ReadGrant<'a> {
 
 impl std::fmt::Debug for ReadGrant<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadGrant").field("len", &self.loc.len).finish()
+        f.debug_struct("ReadGrant")
+            .field("len", &self.loc.len)
+            .finish()
     }
 }
 
@@ -1109,7 +1193,6 @@ impl ReadGrant<'_> {
     /// Frees the record's bytes for the producer.
     #[inline]
     pub fn release(self) {
-        self.c.head += self.loc.advance();
-        self.c.publish_head();
+        self.c.advance(self.loc.advance());
     }
 }

@@ -51,6 +51,17 @@ impl Drop for Shared {
 const CORRUPT: usize = 0;
 const PUSHED: usize = 1;
 const POPPED: usize = 2;
+const ATTACHED: usize = 3;
+
+/// Waits until the child has attached its side `n` times in total (a side that never attached
+/// is indistinguishable from a slow starter, so kills are aimed after attachment).
+fn wait_attached(shared: &Shared, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shared.at(ATTACHED).load(Ordering::Acquire) < n {
+        assert!(Instant::now() < deadline, "child did not attach");
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
 
 #[test]
 fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
@@ -61,12 +72,17 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
     for it in 0..iterations {
         let ring = SpscRing::create(1024).unwrap();
         let mut tx = ring.producer().unwrap();
-        tx.set_wait_strategy(if it % 2 == 0 { WaitStrategy::SpinPark } else { WaitStrategy::Park });
+        tx.set_wait_strategy(if it % 2 == 0 {
+            WaitStrategy::SpinPark
+        } else {
+            WaitStrategy::Park
+        });
         let child = fork_child(|| {
             let mut rx = match ring.consumer() {
                 Ok(rx) => rx,
                 Err(_) => return 2,
             };
+            shared.at(ATTACHED).fetch_add(1, Ordering::Release);
             let mut v = Vec::with_capacity(512);
             let mut expect = 0u64;
             loop {
@@ -82,6 +98,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
                 }
             }
         });
+        wait_attached(&shared, it + 1);
         let kill_after = rng.below(3000);
         let mut buf = [0u8; 400];
         let mut seq = 0u64;
@@ -111,6 +128,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
 #[test]
 fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shared = Shared::new();
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
     for it in 0..150 {
         let ring = SpscRing::create(2048).unwrap();
@@ -120,6 +138,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
                 Ok(tx) => tx,
                 Err(_) => return 2,
             };
+            shared.at(ATTACHED).fetch_add(1, Ordering::Release);
             let mut r = Rng(0x42 + it);
             let mut buf = [0u8; 600];
             let mut seq = 0u64;
@@ -129,10 +148,11 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
                     make_record(&mut buf[..len], seq);
                     tx.push_timeout(&buf[..len], Duration::from_secs(5))
                 } else {
-                    tx.reserve_timeout(len, Duration::from_secs(5)).map(|mut g| {
-                        make_record(g.as_mut_slice(), seq);
-                        g.commit();
-                    })
+                    tx.reserve_timeout(len, Duration::from_secs(5))
+                        .map(|mut g| {
+                            make_record(g.as_mut_slice(), seq);
+                            g.commit();
+                        })
                 };
                 if res.is_err() {
                     return 4;
@@ -140,6 +160,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
                 seq += 1;
             }
         });
+        wait_attached(&shared, it + 1);
         let kill_after = rng.below(4000);
         let mut v = Vec::new();
         let mut expect = 0u64;
@@ -152,7 +173,11 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
             }
             match rx.pop_into_timeout(&mut v, Duration::from_secs(5)) {
                 Ok(_) => {
-                    assert_eq!(check_record(&v), Some(expect), "iteration {it}: corrupted or out of order");
+                    assert_eq!(
+                        check_record(&v),
+                        Some(expect),
+                        "iteration {it}: corrupted or out of order"
+                    );
                     expect += 1;
                 }
                 Err(e) => break e,

@@ -68,15 +68,28 @@ fn timeouts_wait_at_least_the_timeout() {
 
 #[test]
 fn bad_params_are_refused() {
-    assert!(matches!(MpmcRing::create(3, 8), Err(RingError::InvalidParams(_))));
-    assert!(matches!(MpmcRing::create(1, 8), Err(RingError::InvalidParams(_))));
-    assert!(matches!(MpmcRing::create(4, 0), Err(RingError::InvalidParams(_))));
+    assert!(matches!(
+        MpmcRing::create(3, 8),
+        Err(RingError::InvalidParams(_))
+    ));
+    assert!(matches!(
+        MpmcRing::create(1, 8),
+        Err(RingError::InvalidParams(_))
+    ));
+    assert!(matches!(
+        MpmcRing::create(4, 0),
+        Err(RingError::InvalidParams(_))
+    ));
 }
 
 fn threads_mpmc(strategy: WaitStrategy, producers: u64, consumers: usize, per: u64) {
     let mut q = MpmcRing::new_heap(64, 32).unwrap();
     q.set_wait_strategy(strategy);
-    let seen = Arc::new((0..producers * per).map(|_| std::sync::atomic::AtomicBool::new(false)).collect::<Vec<_>>());
+    let seen = Arc::new(
+        (0..producers * per)
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect::<Vec<_>>(),
+    );
     let mut hs = Vec::new();
     for p in 0..producers {
         let q = q.clone();
@@ -102,7 +115,9 @@ fn threads_mpmc(strategy: WaitStrategy, producers: u64, consumers: usize, per: u
                 match q.pop_into_timeout(&mut v, Duration::from_millis(50)) {
                     Ok(_) => {
                         let seq = check_record(&v).expect("checksum");
-                        assert!(!seen[seq as usize].swap(true, std::sync::atomic::Ordering::Relaxed));
+                        assert!(
+                            !seen[seq as usize].swap(true, std::sync::atomic::Ordering::Relaxed)
+                        );
                         count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(PopError::Timeout) => {}
@@ -138,7 +153,8 @@ fn dead_pid() -> u32 {
 /// Writes the slot word of slot `i` (test-only corruption through the segment).
 fn set_slot_word(q: &MpmcRing, i: usize, w: u64) {
     let base = q.segment().unwrap().payload_ptr().as_ptr();
-    let off = multiproc_ring::mpmc::control_size() + i * multiproc_ring::mpmc::stride_for(q.slot_size());
+    let off =
+        multiproc_ring::mpmc::control_size() + i * multiproc_ring::mpmc::stride_for(q.slot_size());
     // SAFETY: test-only: slot i's word is inside our own segment, 8-aligned, no concurrent use.
     unsafe { base.add(off).cast::<u64>().write_volatile(w) };
 }

@@ -54,7 +54,7 @@ proptest! {
                     match tx.try_push(&r) {
                         Ok(()) => model.push_back(r),
                         Err(PushError::TooLarge { .. }) => prop_assert!(len > max),
-                        Err(PushError::Full) => prop_assert!(len <= max && used(&model) + ((8 + len + 7) & !7) > cap / 2),
+                        Err(PushError::Full) => prop_assert!(len <= max && used(&model) + ((8 + len + 7) & !7) + 8 + cap / 8 > cap / 2),
                         Err(e) => prop_assert!(false, "{e}"),
                     }
                 }
@@ -62,17 +62,15 @@ proptest! {
                     Ok(mut g) => {
                         let r = rec(len, b);
                         g.as_mut_slice().copy_from_slice(&r);
-                        match commit {
-                            Some(n) => {
-                                let n = n.min(len);
-                                g.commit_len(n);
-                                model.push_back(r[..n].to_vec());
-                            }
-                            None => drop(g),
+                        // None: the grant is abandoned, never committed.
+                        if let Some(n) = commit {
+                            let n = n.min(len);
+                            g.commit_len(n);
+                            model.push_back(r[..n].to_vec());
                         }
                     }
                     Err(PushError::TooLarge { .. }) => prop_assert!(len > max),
-                    Err(PushError::Full) => prop_assert!(used(&model) + ((8 + len + 7) & !7) > cap / 2),
+                    Err(PushError::Full) => prop_assert!(used(&model) + ((8 + len + 7) & !7) + 8 + cap / 8 > cap / 2),
                     Err(e) => prop_assert!(false, "{e}"),
                 },
                 Op::PushBatch(lens, b) => {

@@ -31,7 +31,7 @@ fn reserve_commit_and_peek_release_are_zero_copy() {
     g.commit_len(4);
     let r = rx.try_peek().unwrap();
     assert_eq!(r.as_slice(), b"0123");
-    drop(r); // not released: still there
+    let _ = r; // not released: still there
     let r = rx.try_peek().unwrap();
     assert_eq!(r.len(), 4);
     r.release();
@@ -43,7 +43,7 @@ fn dropped_write_grant_publishes_nothing() {
     let ring = SpscRing::new_heap(256).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
-    drop(tx.try_reserve(50).unwrap());
+    let _ = tx.try_reserve(50).unwrap(); // dropped at once, never committed
     assert_eq!(rx.try_peek().unwrap_err(), PopError::Empty);
     tx.try_push(b"a").unwrap();
     assert_eq!(rx.try_peek().unwrap().as_slice(), b"a");
@@ -102,7 +102,9 @@ fn batch_push_and_pop_move_many_records_with_one_publish() {
     assert_eq!(n, 4096 / 16 - 1);
     let mut got = Vec::new();
     let m = rx
-        .try_pop_batch(usize::MAX, |r| got.push(u64::from_le_bytes(r.try_into().unwrap())))
+        .try_pop_batch(usize::MAX, |r| {
+            got.push(u64::from_le_bytes(r.try_into().unwrap()))
+        })
         .unwrap();
     assert_eq!(m, n);
     assert_eq!(got, (0..n as u64).collect::<Vec<_>>());
@@ -119,7 +121,10 @@ fn consumer_drains_then_sees_disconnected_after_producer_drops() {
     rx.pop_into(&mut v).unwrap();
     assert_eq!(v, b"last");
     assert_eq!(rx.pop_into(&mut v), Err(PopError::Disconnected));
-    assert!(matches!(ring.producer(), Err(RingError::Closed("producer"))));
+    assert!(matches!(
+        ring.producer(),
+        Err(RingError::Closed("producer"))
+    ));
 }
 
 #[test]
@@ -138,7 +143,10 @@ fn second_live_producer_is_refused() {
     let _tx = ring.producer().unwrap();
     assert!(matches!(
         ring.producer(),
-        Err(RingError::AlreadyAttached { side: "producer", .. })
+        Err(RingError::AlreadyAttached {
+            side: "producer",
+            ..
+        })
     ));
 }
 
@@ -187,7 +195,8 @@ fn stream_between_threads(strategy: WaitStrategy, cap: usize, n: u64) {
             match rng.below(3) {
                 0 => {
                     make_record(&mut buf[..len], seq);
-                    tx.push_timeout(&buf[..len], Duration::from_secs(10)).unwrap();
+                    tx.push_timeout(&buf[..len], Duration::from_secs(10))
+                        .unwrap();
                 }
                 1 => {
                     let mut g = tx.reserve_timeout(len, Duration::from_secs(10)).unwrap();
@@ -205,7 +214,8 @@ fn stream_between_threads(strategy: WaitStrategy, cap: usize, n: u64) {
     let mut expect = 0;
     while expect < n {
         if expect % 2 == 0 {
-            rx.pop_into_timeout(&mut v, Duration::from_secs(10)).unwrap();
+            rx.pop_into_timeout(&mut v, Duration::from_secs(10))
+                .unwrap();
             assert_eq!(check_record(&v), Some(expect));
             expect += 1;
         } else {
@@ -216,7 +226,10 @@ fn stream_between_threads(strategy: WaitStrategy, cap: usize, n: u64) {
         }
     }
     h.join().unwrap();
-    assert_eq!(rx.pop_into_timeout(&mut v, Duration::from_secs(5)), Err(PopError::Disconnected));
+    assert_eq!(
+        rx.pop_into_timeout(&mut v, Duration::from_secs(5)),
+        Err(PopError::Disconnected)
+    );
 }
 
 #[test]
@@ -261,8 +274,14 @@ fn named_ring_opens_by_name_and_serializes_as_handle() {
 
 #[test]
 fn bad_capacity_is_refused() {
-    assert!(matches!(SpscRing::create(1000), Err(RingError::InvalidParams(_))));
-    assert!(matches!(SpscRing::create(32), Err(RingError::InvalidParams(_))));
+    assert!(matches!(
+        SpscRing::create(1000),
+        Err(RingError::InvalidParams(_))
+    ));
+    assert!(matches!(
+        SpscRing::create(32),
+        Err(RingError::InvalidParams(_))
+    ));
 }
 
 /// Writes `v` at byte `off` of the ring's control block (through the segment payload).
@@ -281,20 +300,34 @@ fn corrupted_indices_and_headers_give_errors_not_ub() {
     let mut rx = ring.consumer().unwrap();
     tx.try_push(b"abc").unwrap();
     // A record header claiming a huge length.
-    poke(&ring, multiproc_ring::spsc::control_size(), (0x5245_4344 << 32) | 0xFFFF_FFF0);
+    poke(
+        &ring,
+        multiproc_ring::spsc::control_size(),
+        (0x5245_4344 << 32) | 0xFFFF_FFF0,
+    );
     let mut v = Vec::new();
-    assert!(matches!(rx.try_pop_into(&mut v), Err(PopError::Corrupted(_))));
+    assert!(matches!(
+        rx.try_pop_into(&mut v),
+        Err(PopError::Corrupted(_))
+    ));
     drop((tx, rx));
     // A tail far from head: a re-attaching producer refuses.
     poke(&ring, 128, 1 << 40);
-    assert!(matches!(ring.producer(), Err(RingError::Corrupted(_)) | Err(RingError::Closed(_))));
+    assert!(matches!(
+        ring.producer(),
+        Err(RingError::Corrupted(_)) | Err(RingError::Closed(_))
+    ));
 
     let ring = SpscRing::create(256).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
     tx.try_push(b"abc").unwrap();
     // Overwrite the record header in the data region with garbage.
-    poke(&ring, multiproc_ring::spsc::control_size(), 0xdead_beef_dead_beef);
+    poke(
+        &ring,
+        multiproc_ring::spsc::control_size(),
+        0xdead_beef_dead_beef,
+    );
     assert!(matches!(rx.try_peek(), Err(PopError::Corrupted(_))));
 
     let ring = SpscRing::create(256).unwrap();
