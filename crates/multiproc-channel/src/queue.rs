@@ -25,7 +25,8 @@
 //!
 //! **Kill safety.** A process SIGKILLed in `put` or `get` loses at most its own item: the ring
 //! recovers slots claimed by dead processes. Two windows of a few instructions remain: a
-//! consumer killed between its pop and bumping `gets` leaves `qsize` one too high
+//! producer killed between taking its unit and its push, or a consumer killed between its pop
+//! and bumping `gets`, leaves `qsize` one too high
 //! (and the queue one item smaller); a large message whose consumer dies before unlinking (or
 //! whose producer dies before pushing its name) leaves its side file until the creating handle
 //! of the queue drops (it sweeps `multiproc.qside-<id>-*`).
@@ -464,7 +465,29 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             }
             Err(e) => return Err(PutError::Codec(item, e)),
         };
+        // A large message's side file is written before admission, so a producer killed
+        // between taking its unit and pushing has only a few instructions to die in.
+        let rec: &[u8] = match &big {
+            None => &buf[..len],
+            Some(v) => match self.write_side(v) {
+                Ok(name) => {
+                    buf.clear();
+                    buf.push(SIDE);
+                    buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                    buf.extend_from_slice(name.as_bytes());
+                    &buf[..]
+                }
+                Err(e) => return Err(PutError::Io(item, e.to_string())),
+            },
+        };
+        let remove_side = |rec: &[u8]| {
+            if rec.first() == Some(&SIDE) {
+                let name = String::from_utf8_lossy(&rec[9..]).into_owned();
+                let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+            }
+        };
         if let Err(e) = self.admit(mode) {
+            remove_side(rec);
             return Err(match e {
                 Admit::Full => PutError::Full(item),
                 Admit::Timeout => PutError::Timeout(item),
@@ -476,22 +499,6 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             // `task_done_inner`'s decrement and the joiner's load).
             self.ctl().tasks.unfinished.fetch_add(1, Ordering::SeqCst);
         }
-        let rec: &[u8] = match &big {
-            None => &buf[..len],
-            Some(v) => match self.write_side(v) {
-                Ok(name) => {
-                    buf.clear();
-                    buf.push(SIDE);
-                    buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                    buf.extend_from_slice(name.as_bytes());
-                    &buf[..]
-                }
-                Err(e) => {
-                    self.undo_put();
-                    return Err(PutError::Io(item, e.to_string()));
-                }
-            },
-        };
         let r = match mode {
             Mode::NoWait => self.sh.ring.try_push(rec),
             Mode::Block(None) => self.sh.ring.push(rec),
@@ -503,10 +510,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         match r {
             Ok(()) => Ok(()),
             Err(e) => {
-                if rec.first() == Some(&SIDE) {
-                    let name = String::from_utf8_lossy(&rec[9..]).into_owned();
-                    let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
-                }
+                remove_side(rec);
                 self.undo_put();
                 Err(match e {
                     PushError::Full => PutError::Full(item),

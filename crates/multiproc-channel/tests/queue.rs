@@ -352,13 +352,13 @@ fn large_messages_intact_across_producers_and_over_max_refused() {
     let left = std::fs::read_dir("/dev/shm")
         .unwrap()
         .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("multiproc.qside-")
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("multiproc.qside-") && pids.iter().any(|p| n.contains(p.as_str()))
         })
-        .count();
-    assert_eq!(left, 0);
+        .collect::<Vec<_>>();
+    // Only this test's producers' files: the kill test may have side files in flight.
+    assert!(left.is_empty(), "side files left: {left:?}");
 }
 
 /// A queue serializes as its segments' handles.
@@ -452,9 +452,14 @@ fn producers_and_consumers_killed_at_random_lose_only_their_own_item() {
             p.kill();
         }
         // Drain what is left with the surviving consumer, then close for everyone.
-        let t = Instant::now();
-        while !q.empty() && t.elapsed() < Duration::from_secs(10) {
+        // (A process killed inside its put/get window may leave qsize one too high: stop
+        // waiting once it no longer moves.)
+        let (mut last, mut since) = (q.qsize(), Instant::now());
+        while !q.empty() && since.elapsed() < Duration::from_millis(500) {
             std::thread::sleep(Duration::from_millis(1));
+            if q.qsize() != last {
+                (last, since) = (q.qsize(), Instant::now());
+            }
         }
         q.close_all();
         for (i, c) in consumers.iter_mut().enumerate() {
