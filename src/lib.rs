@@ -22,9 +22,19 @@ pub use multiproc_collections as collections;
 pub use multiproc_shm as shm;
 pub use multiproc_sync as sync;
 
+pub use multiproc_channel as channel;
 pub use multiproc_collections::{
     DictGuard, Error as CollectionError, ListGuard, Manager, SharedDict, SharedList, SharedLock,
     SharedLockGuard,
+};
+pub use multiproc_ring as ring;
+
+pub use multiproc_channel::{
+    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, SimpleQueue,
+};
+pub use multiproc_ring::{
+    Consumer, MpmcRing, PopError, Producer, PushError, ReadGrant, RingError, SpscRing,
+    WaitStrategy, WriteGrant,
 };
 pub use multiproc_shm::{ObjectKind, Segment, SegmentHandle, ShmError};
 pub use multiproc_sync::{
@@ -41,5 +51,6 @@ pub use multiproc_sync::{
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
     pub use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
+    pub use crate::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
     pub use crate::{Manager, SharedDict, SharedList, SharedLock};
 }

@@ -7,7 +7,9 @@
 
 mod harness;
 mod python;
+mod w_channel;
 mod w_dict;
+mod w_ring;
 mod w_sync;
 mod w_sync2;
 
@@ -93,6 +95,20 @@ const WORKLOADS: &[&str] = &[
     "lock_uncontended",
     "event_pingpong",
     "dict_update",
+    "pipe_rtt_small",
+    "pipe_stream_8B",
+    "pipe_stream_64B",
+    "pipe_stream_4KiB",
+    "pipe_stream_64KiB",
+    "queue_spsc_small",
+    "queue_mpmc_2p2c_small",
+    "rtt_8B_spin",
+    "rtt_8B_blocking",
+    "stream_8B",
+    "stream_64B",
+    "stream_4KiB",
+    "stream_64KiB",
+    "mpmc_2p2c_8B",
 ];
 
 fn machine() -> serde_json::Value {
@@ -204,6 +220,8 @@ fn main() {
     w_sync::run(&cfg, &mut results);
     w_sync2::run(&cfg, &mut results);
     w_dict::run(&cfg, &mut results);
+    w_channel::run(&cfg, &mut results);
+    w_ring::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({ "machine": machine(), "results": results });
