@@ -7,8 +7,12 @@
 
 mod harness;
 mod python;
+mod w_channel;
+mod w_dict;
 mod w_process;
+mod w_ring;
 mod w_sync;
+mod w_sync2;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -87,7 +91,27 @@ impl Record {
 }
 
 /// Every workload this build knows.
-const WORKLOADS: &[&str] = &["value_lock_incr", "lock_uncontended", "process_start_join"];
+const WORKLOADS: &[&str] = &[
+    "value_lock_incr",
+    "lock_uncontended",
+    "event_pingpong",
+    "dict_update",
+    "pipe_rtt_small",
+    "pipe_stream_8B",
+    "pipe_stream_64B",
+    "pipe_stream_4KiB",
+    "pipe_stream_64KiB",
+    "queue_spsc_small",
+    "queue_mpmc_2p2c_small",
+    "rtt_8B_spin",
+    "rtt_8B_blocking",
+    "stream_8B",
+    "stream_64B",
+    "stream_4KiB",
+    "stream_64KiB",
+    "mpmc_2p2c_8B",
+    "process_start_join",
+];
 
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -197,6 +221,10 @@ fn main() {
     }
     let mut results = Vec::new();
     w_sync::run(&cfg, &mut results);
+    w_sync2::run(&cfg, &mut results);
+    w_dict::run(&cfg, &mut results);
+    w_channel::run(&cfg, &mut results);
+    w_ring::run(&cfg, &mut results);
     w_process::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {

@@ -445,7 +445,10 @@ fn multiproc_env_vars() -> Vec<String> {
 #[test]
 fn programs_run_by_a_task_do_not_inherit_multiprocs_variables() {
     for m in [StartMethod::Spawn, StartMethod::ForkServer] {
-        let mut p = Process::builder().start_method(m).spawn(multiproc_env_vars, ()).unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .spawn(multiproc_env_vars, ())
+            .unwrap();
         assert_eq!(p.join().unwrap(), Vec::<String>::new(), "{m:?}");
     }
 }

@@ -684,9 +684,13 @@ pub fn list_named() -> io::Result<Vec<(String, Staleness)>> {
 
 /// Unlinks every named multiproc segment whose creator is dead (or that was abandoned half-made).
 /// Returns the names removed (or that would be, with `dry_run`).
-pub fn clean_stale(dry_run: bool) -> io::Result<Vec<String>> {
+/// Only names for which `filter` (given the full name) returns true are considered.
+pub fn clean_stale(dry_run: bool, filter: impl Fn(&str) -> bool) -> io::Result<Vec<String>> {
     let mut removed = Vec::new();
     for (name, st) in list_named()? {
+        if !filter(&name) {
+            continue;
+        }
         if matches!(st, Staleness::CreatorDead(_) | Staleness::Abandoned) {
             if !dry_run {
                 match reclaim_if_stale(&name) {

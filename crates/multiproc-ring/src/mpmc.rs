@@ -1,0 +1,750 @@
+//! MPMC ring: a bounded multi-producer multi-consumer queue of fixed-size slots, each holding
+//! one variable-length record up to the slot size, in shared memory.
+//!
+//! Algorithm: Dmitry Vyukov's bounded MPMC queue with per-slot sequence stamps (as crossbeam's
+//! `ArrayQueue`), changed so that a claim names its claimer. Each slot has a 64-bit `word` =
+//! `claimer pid << 32 | stamp`. For position `p` (slot `p % slots`) the slot goes through
+//! `(0, p)` free → `(W, p)` being written by pid W → `(0, p+1)` full → `(R, p+1)` being read by
+//! pid R → `(0, p+slots)` free for the next lap. The claim is a CAS on the slot word (the
+//! linearization point), so the claimer's pid is recorded atomically with the claim; `tail` and
+//! `head` are hints that any thread moves past a slot it sees claimed (helping), so a process
+//! that dies between the claim and the index bump leaves nothing wedged.
+//!
+//! Peer death: a slot stuck in `(W, p)` at `head`, or `(R, p+1)` at `tail - slots`, whose claimer
+//! is dead (pid + start time, see `ident`) is recovered by a blocked waiter's periodic check
+//! (or [`MpmcRing::recover`]): a dead writer's slot is published as a *lost* record (skipped by
+//! consumers), a dead reader's slot is released. At most the dead process's in-flight record is
+//! lost; [`MpmcRing::lost_records`] counts them. See `docs/ring.md`.
+//!
+//! Indices are masked; a record length read from a slot is checked against the slot size.
+//!
+//! ```
+//! use multiproc_ring::MpmcRing;
+//! let q = MpmcRing::create(8, 24).unwrap();
+//! for i in 0..8u8 { q.try_push(&[i; 3]).unwrap(); }
+//! assert!(q.try_push(b"x").is_err()); // full
+//! let mut v = Vec::new();
+//! q.try_pop_into(&mut v).unwrap();
+//! assert_eq!(v, [0, 0, 0]);
+//! ```
+
+use crate::error::{PopError, PushError, RingError};
+use crate::facade::{AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::ident;
+use crate::region::{Backing, HeapRegion};
+use crate::wait::{ParkWord, WaitEnd, WaitStrategy, wait_for};
+use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"MPMPMC01");
+/// Length of a record whose writer died mid-write: consumers skip it.
+const LOST_LEN: u32 = u32::MAX;
+const SLOT_HDR: usize = std::mem::size_of::<SlotHdr>();
+/// Most slots (stamps are 32-bit and compared by wrapping difference).
+pub const MAX_SLOTS: usize = 1 << 24;
+/// Largest slot size.
+pub const MAX_SLOT_SIZE: usize = 1 << 30;
+/// Give up a non-blocking op after this many lost races (only a corrupted ring gets here).
+const MAX_RETRIES: u32 = 1 << 16;
+
+#[repr(C)]
+struct Config {
+    magic: AtomicU64,
+    slots: AtomicU64,
+    slot_size: AtomicU64,
+    stride: AtomicU64,
+}
+
+#[repr(C)]
+struct State {
+    closed: AtomicU32,
+    _pad: AtomicU32,
+    lost: AtomicU64,
+}
+
+/// The control block at the start of an MPMC ring's region.
+#[repr(C)]
+pub struct MpmcControl {
+    config: CachePadded<Config>,
+    tail: CachePadded<AtomicU64>,
+    head: CachePadded<AtomicU64>,
+    not_empty: CachePadded<ParkWord>,
+    not_full: CachePadded<ParkWord>,
+    state: CachePadded<State>,
+}
+
+#[repr(C)]
+struct SlotHdr {
+    /// claimer pid << 32 | stamp.
+    word: AtomicU64,
+    /// The claimer's `pid | start_time << 22` while it holds the claim (0 otherwise).
+    claimer: AtomicU64,
+    len: AtomicU32,
+    _pad: AtomicU32,
+}
+
+/// Bytes taken by the control block.
+pub const fn control_size() -> usize {
+    (std::mem::size_of::<MpmcControl>() + 127) & !127
+}
+
+/// Bytes between slots for `slot_size` (header + data, rounded to 64).
+pub const fn stride_for(slot_size: usize) -> usize {
+    (SLOT_HDR + slot_size + 63) & !63
+}
+
+/// Region bytes for `slots` slots of `slot_size` bytes.
+pub const fn region_size(slots: usize, slot_size: usize) -> usize {
+    control_size() + slots * stride_for(slot_size)
+}
+
+fn check_params(slots: usize, slot_size: usize) -> Result<(), RingError> {
+    if !slots.is_power_of_two() || !(2..=MAX_SLOTS).contains(&slots) {
+        return Err(RingError::InvalidParams(
+            "slots must be a power of two in 2..=2^24",
+        ));
+    }
+    if slot_size == 0 || slot_size > MAX_SLOT_SIZE {
+        return Err(RingError::InvalidParams("slot size must be in 1..=2^30"));
+    }
+    if slots
+        .checked_mul(stride_for(slot_size))
+        .is_none_or(|n| n > isize::MAX as usize / 2)
+    {
+        return Err(RingError::InvalidParams("ring too large"));
+    }
+    Ok(())
+}
+
+#[inline]
+fn pack(pid: u32, stamp: u32) -> u64 {
+    (u64::from(pid) << 32) | u64::from(stamp)
+}
+
+#[inline]
+fn split(w: u64) -> (u32, u32) {
+    ((w >> 32) as u32, w as u32)
+}
+
+/// # Safety
+/// `base` is 128-aligned, writable, `region_size(slots, slot_size)` bytes, not yet shared.
+unsafe fn init_region(base: *mut u8, slots: usize, slot_size: usize) {
+    let ctrl = MpmcControl {
+        config: CachePadded(Config {
+            magic: AtomicU64::new(MAGIC),
+            slots: AtomicU64::new(slots as u64),
+            slot_size: AtomicU64::new(slot_size as u64),
+            stride: AtomicU64::new(stride_for(slot_size) as u64),
+        }),
+        tail: CachePadded(AtomicU64::new(0)),
+        head: CachePadded(AtomicU64::new(0)),
+        not_empty: CachePadded(ParkWord::new()),
+        not_full: CachePadded(ParkWord::new()),
+        state: CachePadded(State {
+            closed: AtomicU32::new(0),
+            _pad: AtomicU32::new(0),
+            lost: AtomicU64::new(0),
+        }),
+    };
+    // SAFETY: the caller guarantees an aligned, writable, private region.
+    unsafe { base.cast::<MpmcControl>().write(ctrl) };
+    for i in 0..slots {
+        let hdr = SlotHdr {
+            word: AtomicU64::new(pack(0, i as u32)),
+            claimer: AtomicU64::new(0),
+            len: AtomicU32::new(0),
+            _pad: AtomicU32::new(0),
+        };
+        // SAFETY: slot i's header lies inside the region (region_size) and is 64-aligned.
+        unsafe {
+            base.add(control_size() + i * stride_for(slot_size))
+                .cast::<SlotHdr>()
+                .write(hdr)
+        };
+    }
+}
+
+unsafe fn drop_ctrl_heap(base: *mut u8, slots: usize, slot_size: usize) {
+    // SAFETY: called once on a region `init_region` built (heap rings only).
+    unsafe {
+        std::ptr::drop_in_place(base.cast::<MpmcControl>());
+        for i in 0..slots {
+            std::ptr::drop_in_place(
+                base.add(control_size() + i * stride_for(slot_size))
+                    .cast::<SlotHdr>(),
+            );
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Raw {
+    backing: Backing,
+    ctrl: NonNull<MpmcControl>,
+    slots_base: NonNull<u8>,
+    mask: u64,
+    slots: u64,
+    slot_size: u64,
+    stride: u64,
+}
+
+// SAFETY: shared memory reached through atomics and the claim protocol.
+unsafe impl Send for Raw {}
+// SAFETY: as above.
+unsafe impl Sync for Raw {}
+
+impl Raw {
+    fn new(backing: Backing) -> Result<Raw, RingError> {
+        let base = backing.base();
+        let len = backing.len();
+        if len < control_size() {
+            return Err(RingError::Corrupted("region smaller than a ring"));
+        }
+        let ctrl = base.cast::<MpmcControl>();
+        // SAFETY: the region holds at least a control block, 128-aligned; all fields are
+        // atomic integers, valid for any bytes.
+        let c = unsafe { ctrl.as_ref() };
+        if c.config.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(RingError::Corrupted("bad ring magic"));
+        }
+        let slots = c.config.slots.load(Ordering::Relaxed);
+        let slot_size = c.config.slot_size.load(Ordering::Relaxed);
+        let stride = c.config.stride.load(Ordering::Relaxed);
+        let (Ok(s), Ok(ss)) = (usize::try_from(slots), usize::try_from(slot_size)) else {
+            return Err(RingError::Corrupted("bad geometry"));
+        };
+        if check_params(s, ss).is_err() || stride != stride_for(ss) as u64 {
+            return Err(RingError::Corrupted("bad geometry"));
+        }
+        if region_size(s, ss) > len {
+            return Err(RingError::Corrupted("slots exceed the region"));
+        }
+        // SAFETY: control_size() < len.
+        let slots_base = unsafe { NonNull::new_unchecked(base.as_ptr().add(control_size())) };
+        Ok(Raw {
+            backing,
+            ctrl,
+            slots_base,
+            mask: slots - 1,
+            slots,
+            slot_size,
+            stride,
+        })
+    }
+
+    #[inline]
+    fn ctrl(&self) -> &MpmcControl {
+        // SAFETY: validated in `new`; the backing keeps the mapping alive.
+        unsafe { self.ctrl.as_ref() }
+    }
+
+    /// The slot for position `pos` (masked).
+    #[inline]
+    fn slot(&self, pos: u64) -> &SlotHdr {
+        let i = pos & self.mask;
+        // SAFETY: i < slots and slots * stride fits in the region (checked in `new`); slot
+        // headers are 64-aligned atomics, valid for any bytes.
+        unsafe {
+            &*self
+                .slots_base
+                .as_ptr()
+                .add((i * self.stride) as usize)
+                .cast::<SlotHdr>()
+        }
+    }
+
+    #[inline]
+    fn slot_data(&self, slot: &SlotHdr) -> *mut u8 {
+        // SAFETY: the data follows the header inside the slot's stride.
+        unsafe { (slot as *const SlotHdr as *mut u8).add(SLOT_HDR) }
+    }
+}
+
+#[inline]
+fn claimer_value() -> u64 {
+    let me = ident::current();
+    u64::from(me.pid) | (me.start_time << 22)
+}
+
+/// Whether the claim `w` on `slot` is held by a dead process.
+fn claimer_dead(slot: &SlotHdr, w: u64) -> bool {
+    let (pid, _) = split(w);
+    if pid == 0 {
+        return false;
+    }
+    let c = slot.claimer.load(Ordering::Relaxed);
+    // Acquire re-read: if the word is unchanged, `c` belongs to this claim (or is 0: not yet
+    // written), since every claimer clears it before releasing the word.
+    if slot.word.load(Ordering::Acquire) != w {
+        return false;
+    }
+    let start = if (c & ((1 << 22) - 1)) as u32 == pid {
+        c >> 22
+    } else {
+        0
+    };
+    !ident::alive(pid, start)
+}
+
+/// A bounded MPMC ring of records (the shared object; `Clone` gives another handle).
+#[derive(Clone)]
+pub struct MpmcRing {
+    raw: Raw,
+    strategy: WaitStrategy,
+}
+
+impl std::fmt::Debug for MpmcRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MpmcRing")
+            .field("slots", &self.raw.slots)
+            .field("slot_size", &self.raw.slot_size)
+            .finish()
+    }
+}
+
+fn spec(slots: usize, slot_size: usize) -> SegmentSpec {
+    SegmentSpec::new(
+        ObjectKind::MpmcRing,
+        TypeFingerprint::of::<MpmcControl>(),
+        region_size(slots, slot_size),
+        128,
+    )
+}
+
+fn expect() -> Expect {
+    Expect::new(ObjectKind::MpmcRing, TypeFingerprint::of::<MpmcControl>())
+        .min_payload_size(control_size() as u64)
+}
+
+impl MpmcRing {
+    /// A ring of `slots` (power of two) slots of `slot_size` bytes in an anonymous segment.
+    pub fn create(slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
+        check_params(slots, slot_size)?;
+        let seg = Segment::create_anonymous(&spec(slots, slot_size), |p, _| {
+            // SAFETY: fresh, private, 256-aligned payload of region_size bytes.
+            unsafe { init_region(p.as_ptr(), slots, slot_size) };
+            Ok(())
+        })?;
+        Self::from_segment(seg)
+    }
+
+    /// A ring in the named segment `/dev/shm/multiproc.NAME`.
+    pub fn create_named(name: &str, slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
+        check_params(slots, slot_size)?;
+        let seg = Segment::create_named(name, &spec(slots, slot_size), |p, _| {
+            // SAFETY: as in `create`.
+            unsafe { init_region(p.as_ptr(), slots, slot_size) };
+            Ok(())
+        })?;
+        Self::from_segment(seg)
+    }
+
+    /// Opens a named ring.
+    pub fn open_named(name: &str) -> Result<MpmcRing, RingError> {
+        Self::from_segment(Segment::open_named(name, &expect())?)
+    }
+
+    /// Opens the ring a handle names.
+    pub fn open_handle(handle: &SegmentHandle) -> Result<MpmcRing, RingError> {
+        Self::from_segment(Segment::open_handle(handle, &expect())?)
+    }
+
+    /// Wraps an opened segment, validating the control block.
+    pub fn from_segment(seg: Segment) -> Result<MpmcRing, RingError> {
+        Ok(MpmcRing {
+            raw: Raw::new(Backing::Segment(seg))?,
+            strategy: WaitStrategy::default(),
+        })
+    }
+
+    /// A ring on the heap (threads of one process, tests, loom).
+    pub fn new_heap(slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
+        check_params(slots, slot_size)?;
+        // The drop hook needs the geometry: re-read it from the control block.
+        unsafe fn drop_hook(base: *mut u8) {
+            // SAFETY: base holds the control block init_region built; geometry was validated.
+            unsafe {
+                let c = &*base.cast::<MpmcControl>();
+                let slots = c.config.slots.load(Ordering::Relaxed) as usize;
+                let slot_size = c.config.slot_size.load(Ordering::Relaxed) as usize;
+                drop_ctrl_heap(base, slots, slot_size);
+            }
+        }
+        let h = HeapRegion::new(region_size(slots, slot_size), drop_hook);
+        // SAFETY: fresh, zeroed, 128-aligned, big enough, not shared.
+        unsafe { init_region(h.ptr(), slots, slot_size) };
+        Ok(MpmcRing {
+            raw: Raw::new(Backing::Heap(Arc::new(h)))?,
+            strategy: WaitStrategy::default(),
+        })
+    }
+
+    /// Sets how this handle's blocking calls wait.
+    pub fn set_wait_strategy(&mut self, s: WaitStrategy) {
+        self.strategy = s;
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.raw.slots as usize
+    }
+
+    /// Largest record.
+    pub fn slot_size(&self) -> usize {
+        self.raw.slot_size as usize
+    }
+
+    /// The underlying segment (None for heap rings).
+    pub fn segment(&self) -> Option<&Segment> {
+        self.raw.backing.segment()
+    }
+
+    /// The handle another process opens this ring by.
+    pub fn handle(&self) -> Option<SegmentHandle> {
+        self.segment().map(Segment::handle)
+    }
+
+    /// Records lost because their writer or reader died mid-operation.
+    pub fn lost_records(&self) -> u64 {
+        self.raw.ctrl().state.lost.load(Ordering::Relaxed)
+    }
+
+    /// Closes the ring: pushes fail with `Disconnected`, pops drain then fail with it.
+    pub fn close(&self) {
+        let c = self.raw.ctrl();
+        // Release: pairs with the Acquire loads in `is_closed`.
+        c.state.closed.store(1, Ordering::Release);
+        c.not_empty.wake_slow(u32::MAX);
+        c.not_full.wake_slow(u32::MAX);
+    }
+
+    /// Whether [`MpmcRing::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        // Acquire: pairs with the Release store in `close`.
+        self.raw.ctrl().state.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Copies one record in without waiting.
+    #[inline]
+    pub fn try_push(&self, rec: &[u8]) -> Result<(), PushError> {
+        if rec.len() as u64 > self.raw.slot_size {
+            return Err(PushError::TooLarge {
+                len: rec.len(),
+                max: self.raw.slot_size as usize,
+            });
+        }
+        if self.is_closed() {
+            return Err(PushError::Disconnected);
+        }
+        let raw = &self.raw;
+        let c = raw.ctrl();
+        let me = ident::pid();
+        let mut tries = 0u32;
+        loop {
+            let t = c.tail.load(Ordering::Relaxed);
+            let slot = raw.slot(t);
+            // Acquire: pairs with the Release store that put the slot in this state (a
+            // consumer's release of the previous lap): its read of the old bytes happens-before
+            // our overwrite.
+            let w = slot.word.load(Ordering::Acquire);
+            let (pid, stamp) = split(w);
+            let d = stamp.wrapping_sub(t as u32) as i32;
+            if d == 0 && pid == 0 {
+                // Acquire on success: as for the load above (the CAS reads the same value).
+                if slot
+                    .word
+                    .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let _ = c.tail.compare_exchange(
+                        t,
+                        t.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    slot.claimer.store(claimer_value(), Ordering::Relaxed);
+                    slot.len.store(rec.len() as u32, Ordering::Relaxed);
+                    // SAFETY: the slot's data area holds slot_size >= rec.len() bytes and is ours
+                    // while we hold the claim (no one else reads or writes it).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(rec.as_ptr(), raw.slot_data(slot), rec.len())
+                    };
+                    slot.claimer.store(0, Ordering::Relaxed);
+                    // Release: pairs with the consumer's Acquire load/CAS of the word; the length
+                    // and bytes written above are visible to it.
+                    slot.word
+                        .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
+                    c.not_empty.wake_if_parked(1);
+                    return Ok(());
+                }
+            } else if d >= 0 {
+                // Position t is claimed (or done): help move the tail past it.
+                let _ = c.tail.compare_exchange(
+                    t,
+                    t.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            } else if c.tail.load(Ordering::Relaxed) == t {
+                // The slot still holds the previous lap's record (or its reader): full.
+                return Err(PushError::Full);
+            }
+            tries += 1;
+            if tries > MAX_RETRIES {
+                return Err(PushError::Corrupted(
+                    "no progress (slot stamps inconsistent)",
+                ));
+            }
+        }
+    }
+
+    /// Copies the next record into `out` without waiting; returns its length.
+    #[inline]
+    pub fn try_pop_into(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
+        let raw = &self.raw;
+        let c = raw.ctrl();
+        let me = ident::pid();
+        let mut tries = 0u32;
+        loop {
+            let h = c.head.load(Ordering::Relaxed);
+            let slot = raw.slot(h);
+            // Acquire: pairs with the producer's Release store publishing the slot.
+            let w = slot.word.load(Ordering::Acquire);
+            let (pid, stamp) = split(w);
+            let d = stamp.wrapping_sub((h as u32).wrapping_add(1)) as i32;
+            if d == 0 && pid == 0 {
+                // Acquire on success: as for the load above.
+                if slot
+                    .word
+                    .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let _ = c.head.compare_exchange(
+                        h,
+                        h.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    slot.claimer.store(claimer_value(), Ordering::Relaxed);
+                    let len = slot.len.load(Ordering::Relaxed);
+                    let res = if len == LOST_LEN {
+                        None
+                    } else if u64::from(len) > raw.slot_size {
+                        Some(Err(PopError::Corrupted(
+                            "record length exceeds the slot size",
+                        )))
+                    } else {
+                        out.clear();
+                        // SAFETY: len <= slot_size bytes of the slot's data, ours while we hold
+                        // the claim; written before the producer's Release store we Acquired.
+                        out.extend_from_slice(unsafe {
+                            std::slice::from_raw_parts(raw.slot_data(slot), len as usize)
+                        });
+                        Some(Ok(len as usize))
+                    };
+                    slot.claimer.store(0, Ordering::Relaxed);
+                    // Release: pairs with the producer's Acquire load/CAS of the next lap; our
+                    // read of the bytes happens-before its overwrite.
+                    slot.word.store(
+                        pack(0, (h as u32).wrapping_add(raw.slots as u32)),
+                        Ordering::Release,
+                    );
+                    c.not_full.wake_if_parked(1);
+                    match res {
+                        Some(r) => return r,
+                        None => continue, // a record lost to a dead writer: skip it
+                    }
+                }
+            } else if d >= 0 {
+                let _ = c.head.compare_exchange(
+                    h,
+                    h.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            } else if c.head.load(Ordering::Relaxed) == h {
+                // Empty at h (or its writer is still writing).
+                if self.is_closed() {
+                    return Err(PopError::Disconnected);
+                }
+                return Err(PopError::Empty);
+            }
+            tries += 1;
+            if tries > MAX_RETRIES {
+                return Err(PopError::Corrupted(
+                    "no progress (slot stamps inconsistent)",
+                ));
+            }
+        }
+    }
+
+    /// Recovers slots held by dead processes at the head (a writer died: its record is marked
+    /// lost) and at the tail (a reader died: the slot is released). Returns how many were
+    /// recovered. Blocked waiters call this about every [`CHECK_EVERY`](crate::CHECK_EVERY).
+    pub fn recover(&self) -> usize {
+        let raw = &self.raw;
+        let c = raw.ctrl();
+        let me = ident::pid();
+        let mut n = 0;
+        // A writer that died holding the slot at head.
+        let h = c.head.load(Ordering::Relaxed);
+        let slot = raw.slot(h);
+        let w = slot.word.load(Ordering::Acquire);
+        let (pid, stamp) = split(w);
+        if pid != 0
+            && stamp == h as u32
+            && claimer_dead(slot, w)
+            && slot
+                .word
+                .compare_exchange(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            slot.claimer.store(claimer_value(), Ordering::Relaxed);
+            slot.len.store(LOST_LEN, Ordering::Relaxed);
+            slot.claimer.store(0, Ordering::Relaxed);
+            // Release: as a producer's publish (pairs with the consumer's Acquire).
+            slot.word
+                .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
+            let _ =
+                c.tail
+                    .compare_exchange(h, h.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+            c.state.lost.fetch_add(1, Ordering::Relaxed);
+            c.not_empty.wake_slow(1);
+            n += 1;
+        }
+        // A reader that died holding the slot the tail needs next.
+        let t = c.tail.load(Ordering::Relaxed);
+        let slot = raw.slot(t);
+        let w = slot.word.load(Ordering::Acquire);
+        let (pid, stamp) = split(w);
+        let prev = t.wrapping_sub(raw.slots);
+        if pid != 0
+            && stamp == (prev as u32).wrapping_add(1)
+            && claimer_dead(slot, w)
+            && slot
+                .word
+                .compare_exchange(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            // Release: as a consumer's release (pairs with the producer's Acquire).
+            slot.word.store(pack(0, t as u32), Ordering::Release);
+            let _ = c.head.compare_exchange(
+                prev,
+                prev.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            c.state.lost.fetch_add(1, Ordering::Relaxed);
+            c.not_full.wake_slow(1);
+            n += 1;
+        }
+        n
+    }
+
+    /// Copies one record in, waiting for room.
+    pub fn push(&self, rec: &[u8]) -> Result<(), PushError> {
+        self.push_deadline(rec, None)
+    }
+
+    /// Copies one record in, waiting at most `timeout`.
+    pub fn push_timeout(&self, rec: &[u8], timeout: Duration) -> Result<(), PushError> {
+        self.push_deadline(rec, Instant::now().checked_add(timeout))
+    }
+
+    #[inline]
+    fn push_deadline(&self, rec: &[u8], deadline: Option<Instant>) -> Result<(), PushError> {
+        match self.try_push(rec) {
+            Err(PushError::Full) => self.push_slow(rec, deadline),
+            r => r,
+        }
+    }
+
+    #[cold]
+    fn push_slow(&self, rec: &[u8], deadline: Option<Instant>) -> Result<(), PushError> {
+        wait_for(
+            self.strategy,
+            deadline,
+            &self.raw.ctrl().not_full,
+            || match self.try_push(rec) {
+                Err(PushError::Full) => None,
+                r => Some(r),
+            },
+            || {
+                self.recover();
+                None
+            },
+        )
+        .map_err(|e| match e {
+            WaitEnd::Err(e) => e,
+            WaitEnd::TimedOut => PushError::Timeout,
+        })
+    }
+
+    /// Copies the next record into `out`, waiting for one.
+    pub fn pop_into(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
+        self.pop_deadline(out, None)
+    }
+
+    /// Copies the next record into `out`, waiting at most `timeout`.
+    pub fn pop_into_timeout(
+        &self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, PopError> {
+        self.pop_deadline(out, Instant::now().checked_add(timeout))
+    }
+
+    #[inline]
+    fn pop_deadline(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, PopError> {
+        match self.try_pop_into(out) {
+            Err(PopError::Empty) => self.pop_slow(out, deadline),
+            r => r,
+        }
+    }
+
+    #[cold]
+    fn pop_slow(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<usize, PopError> {
+        let ctrl = self.raw.ctrl();
+        wait_for(
+            self.strategy,
+            deadline,
+            &ctrl.not_empty,
+            || match self.try_pop_into(out) {
+                Err(PopError::Empty) => None,
+                r => Some(r),
+            },
+            || {
+                self.recover();
+                None
+            },
+        )
+        .map_err(|e| match e {
+            WaitEnd::Err(e) => e,
+            WaitEnd::TimedOut => PopError::Timeout,
+        })
+    }
+}
+
+impl serde::Serialize for MpmcRing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.handle() {
+            Some(h) => h.serialize(s),
+            None => Err(serde::ser::Error::custom(
+                "a heap ring cannot be sent to another process",
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MpmcRing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let h = SegmentHandle::deserialize(d)?;
+        MpmcRing::open_handle(&h).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,70 @@
+//! loom model of the MPMC ring on heap memory: claims by CAS on the slot word, index helping.
+//! Run: `RUSTFLAGS="--cfg loom" cargo test -p multiproc-ring --test loom_mpmc --release`
+#![cfg(loom)]
+
+use loom::thread;
+use multiproc_ring::{MpmcRing, PopError, PushError};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(f);
+}
+
+fn push(q: &MpmcRing, r: &[u8]) {
+    loop {
+        match q.try_push(r) {
+            Ok(()) => return,
+            Err(PushError::Full) => thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn pop(q: &MpmcRing) -> Vec<u8> {
+    let mut v = Vec::new();
+    loop {
+        match q.try_pop_into(&mut v) {
+            Ok(_) => return v,
+            Err(PopError::Empty) => thread::yield_now(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn two_producers_one_consumer_get_every_record_once() {
+    model(|| {
+        let q = MpmcRing::new_heap(2, 8).unwrap();
+        let hs: Vec<_> = (0..2u8)
+            .map(|p| {
+                let q = q.clone();
+                thread::spawn(move || push(&q, &[p]))
+            })
+            .collect();
+        let mut got = vec![pop(&q)[0], pop(&q)[0]];
+        got.sort();
+        assert_eq!(got, [0, 1]);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn one_producer_two_consumers_across_a_lap() {
+    model(|| {
+        let q = MpmcRing::new_heap(2, 8).unwrap();
+        let q1 = q.clone();
+        let c = thread::spawn(move || pop(&q1)[0]);
+        for i in 0..3u8 {
+            push(&q, &[i]);
+        }
+        let a = pop(&q)[0];
+        let b = pop(&q)[0];
+        let c = c.join().unwrap();
+        let mut got = vec![a, b, c];
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
+    });
+}
