@@ -452,3 +452,47 @@ fn programs_run_by_a_task_do_not_inherit_multiprocs_variables() {
         assert_eq!(p.join().unwrap(), Vec::<String>::new(), "{m:?}");
     }
 }
+
+type Msg = (i32, Option<i32>, String);
+
+#[task(crate = multiproc_process)]
+fn send_on_pipe(mut conn: multiproc_channel::Connection<Msg>) {
+    conn.send(&(42, None, "hello".to_string())).unwrap();
+}
+
+#[task(crate = multiproc_process)]
+fn put_square(q: multiproc_channel::Queue<u64>, x: u64) {
+    q.put(x * x).unwrap();
+}
+
+/// The seeds' Pipe and Queue examples with real spawned (forkserver, fork) children: a
+/// Connection and a Queue pass to the child as handles (their rings' memfds).
+#[test]
+fn pipe_and_queue_work_in_children_of_every_start_method() {
+    for m in METHODS {
+        let (mut reader, writer) = multiproc_channel::Pipe::duplex::<Msg>().unwrap();
+        let mut p = Process::builder()
+            .start_method(m)
+            .spawn(send_on_pipe, writer)
+            .unwrap();
+        let got = reader.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(got, (42, None, "hello".to_string()), "{m:?}");
+        p.join().unwrap();
+
+        let q = multiproc_channel::Queue::<u64>::new(16).unwrap();
+        let mut ps: Vec<_> = (1..=4u64)
+            .map(|x| {
+                Process::builder()
+                    .start_method(m)
+                    .spawn(put_square, (q.clone(), x))
+                    .unwrap()
+            })
+            .collect();
+        for p in &mut ps {
+            p.join().unwrap();
+        }
+        let mut got: Vec<u64> = (0..4).map(|_| q.get().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![1, 4, 9, 16], "{m:?}");
+    }
+}
