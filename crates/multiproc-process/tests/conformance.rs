@@ -340,3 +340,23 @@ fn test_parent_process_grandchild_detects_parent_death() {
     assert_eq!(read1(&mut b), 1);
     assert_eq!(b[0], b'N', "parent not alive");
 }
+
+#[task(crate = multiproc_process)]
+fn nested_names() -> (String, String, Option<u32>) {
+    let me = current_process();
+    let mut g = Process::spawn(whoami, ()).unwrap();
+    let (gname, _gpid, _daemon, gparent) = g.join().unwrap();
+    (me.name, gname, gparent)
+}
+
+/// Python's naming (`Process-1`, its child `Process-1:1`) and parent links through two levels.
+#[test]
+fn names_follow_pythons_identity_scheme() {
+    let mut p = Process::spawn(nested_names, ()).unwrap();
+    let pid = p.pid().unwrap();
+    let (name, gname, gparent) = p.join().unwrap();
+    assert!(name.starts_with("Process-"), "{name}");
+    assert_eq!(gname, format!("{name}:1"));
+    assert_eq!(gparent, Some(pid));
+    assert_eq!(current_process().name, "MainProcess");
+}
