@@ -34,21 +34,25 @@ pub(crate) struct ServerChild {
 
 /// Starts the server if needed and returns its pid.
 pub(crate) fn ensure_server() -> Result<i32> {
-    let mut g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     let me = std::process::id();
-    if let Some(s) = &*g {
-        if s.owner == me && sys::waitpid(s.pid, false).ok() == Some(None) {
-            return Ok(s.pid);
-        }
-        if s.owner != me {
-            // Inherited through fork: the server is our parent's; forget it without touching it.
-            if let Some(s) = g.take() {
-                std::mem::forget(s.sock);
+    {
+        let mut g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = &*g {
+            if s.owner == me && sys::waitpid(s.pid, false).ok() == Some(None) {
+                return Ok(s.pid);
             }
-        } else {
-            *g = None;
+            if s.owner != me {
+                // Inherited through fork: the server is our parent's; forget it untouched.
+                if let Some(s) = g.take() {
+                    std::mem::forget(s.sock);
+                }
+            } else {
+                *g = None;
+            }
         }
     }
+    // The slot is not held while the spawner thread starts the server: that thread may be
+    // forking a daemon, which takes the slot's lock (see process::fork_child).
     let (ours, theirs) = socketpair()?;
     let theirs_raw = theirs.as_raw_fd();
     let spec = format!("{theirs_raw}:{me}");
@@ -59,11 +63,23 @@ pub(crate) fn ensure_server() -> Result<i32> {
         drop(theirs);
         r
     })?;
+    let mut g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = &*g
+        && s.owner == me
+    {
+        // Another thread started one meanwhile: keep it; ours sees EOF, exits, and is reaped.
+        let existing = s.pid;
+        drop(g);
+        drop(ours);
+        let _ = sys::waitpid(pid, true);
+        return Ok(existing);
+    }
     *g = Some(Server {
         owner: me,
         pid,
         sock: ours,
     });
+    drop(g);
     tracing::debug!(target: "multiproc", "fork server started (pid {pid})");
     Ok(pid)
 }

@@ -491,68 +491,18 @@ impl<R> Process<R> {
             }),
             Target::Closure(f) => f,
         };
-        let me = me();
-        let name = self.name.clone();
-        let identity = self.identity.clone();
-        let daemon = self.daemon;
+        let (name, identity, daemon) = (self.name.clone(), self.identity.clone(), self.daemon);
         let result_fd = result.as_raw_fd();
-        // Every lock of ours that the child uses is taken by this thread across the fork, so
-        // the child never inherits one held by another thread (the stdio locks are reentrant
-        // and owned by this thread, so the child's prints do not deadlock either). The order
-        // (server, spawner, me, current, children) is the one every other path nests them in.
-        let mut server_lock = crate::forkserver::lock_server();
-        let mut spawner_lock = crate::spawn::lock_spawner();
-        let me_lock = ME.lock().unwrap_or_else(|p| p.into_inner());
-        let mut current_lock = state::lock_current();
-        let mut children_lock = state::lock_children();
-        let stdout_lock = std::io::stdout().lock();
-        let stderr_lock = std::io::stderr().lock();
-        // SAFETY: fork has no memory preconditions; the child only fixes up our state through
-        // the guards it holds, runs the body (documented: Fork is for single-threaded parents,
-        // because locks of other code may be held by other threads) and then `_exit`s.
-        let pid = unsafe { libc::fork() };
-        let fork_err = (pid < 0).then(std::io::Error::last_os_error);
-        if pid == 0 {
-            *current_lock = Some(state::Current {
-                name,
-                identity,
-                daemon,
-                parent: Some(me),
-                counter: 0,
-            });
-            // The parent's children are not ours.
-            children_lock.clear();
-            server_lock.forget_in_child();
-            spawner_lock.forget_in_child();
-            drop((
-                stderr_lock,
-                stdout_lock,
-                children_lock,
-                current_lock,
-                me_lock,
-            ));
-            drop((spawner_lock, server_lock));
-            if daemon {
-                let _ = sys::set_pdeathsig(libc::SIGKILL);
-                if sys::getppid() != me.pid as i32 {
-                    // SAFETY: _exit is always safe.
-                    unsafe { libc::_exit(1) };
-                }
-            }
-            crate::child::run_and_exit(result_fd, body);
+        // A daemon is forked from the long-lived spawner thread, so PR_SET_PDEATHSIG (which
+        // fires when the creating *thread* exits) means "when the parent process dies".
+        let pid = if daemon {
+            crate::spawn::on_spawner_thread(move || {
+                fork_child(name, identity, daemon, result_fd, body)
+            })
+        } else {
+            fork_child(name, identity, daemon, result_fd, body)
         }
-        drop((
-            stderr_lock,
-            stdout_lock,
-            children_lock,
-            current_lock,
-            me_lock,
-        ));
-        drop((spawner_lock, server_lock));
-        if let Some(source) = fork_err {
-            return Err(ProcessError::Os { op: "fork", source });
-        }
-        drop(body);
+        .map_err(|source| ProcessError::Os { op: "fork", source })?;
         let pidfd = sys::pidfd_open(pid).map_err(|source| ProcessError::Os {
             op: "pidfd_open",
             source,
@@ -861,6 +811,75 @@ impl<R> Drop for Process<R> {
         // exit, where non-daemonic children are joined and daemonic ones terminated).
         state::orphan_child(r.pid, r.reap);
     }
+}
+
+/// Forks a child that takes on its identity and runs `body`; returns its pid (in the parent).
+fn fork_child(
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    result_fd: RawFd,
+    body: Body,
+) -> std::io::Result<i32> {
+    let me = me();
+    // Every lock of ours that the child uses is taken by this thread across the fork, so
+    // the child never inherits one held by another thread (the stdio locks are reentrant
+    // and owned by this thread, so the child's prints do not deadlock either). The order
+    // (server, spawner, me, current, children) is the one every other path nests them in.
+    let mut server_lock = crate::forkserver::lock_server();
+    let mut spawner_lock = crate::spawn::lock_spawner();
+    let me_lock = ME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut current_lock = state::lock_current();
+    let mut children_lock = state::lock_children();
+    let stdout_lock = std::io::stdout().lock();
+    let stderr_lock = std::io::stderr().lock();
+    // SAFETY: fork has no memory preconditions; the child only fixes up our state through
+    // the guards it holds, runs the body (documented: Fork is for single-threaded parents,
+    // because locks of other code may be held by other threads) and then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    let fork_err = (pid < 0).then(std::io::Error::last_os_error);
+    if pid == 0 {
+        *current_lock = Some(state::Current {
+            name,
+            identity,
+            daemon,
+            parent: Some(me),
+            counter: 0,
+        });
+        // The parent's children are not ours.
+        children_lock.clear();
+        server_lock.forget_in_child();
+        spawner_lock.forget_in_child();
+        drop((
+            stderr_lock,
+            stdout_lock,
+            children_lock,
+            current_lock,
+            me_lock,
+        ));
+        drop((spawner_lock, server_lock));
+        if daemon {
+            let _ = sys::set_pdeathsig(libc::SIGKILL);
+            if sys::getppid() != me.pid as i32 {
+                // SAFETY: _exit is always safe.
+                unsafe { libc::_exit(1) };
+            }
+        }
+        crate::child::run_and_exit(result_fd, body);
+    }
+    drop((
+        stderr_lock,
+        stdout_lock,
+        children_lock,
+        current_lock,
+        me_lock,
+    ));
+    drop((spawner_lock, server_lock));
+    if let Some(e) = fork_err {
+        return Err(e);
+    }
+    drop(body);
+    Ok(pid)
 }
 
 fn reap_running(r: &Running, block: bool) -> Option<i32> {

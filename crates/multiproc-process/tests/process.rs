@@ -496,3 +496,31 @@ fn pipe_and_queue_work_in_children_of_every_start_method() {
         assert_eq!(got, vec![1, 4, 9, 16], "{m:?}");
     }
 }
+
+/// PR_SET_PDEATHSIG fires when the creating *thread* exits: daemons are therefore created by a
+/// long-lived thread, and outlive the short-lived thread that asked for them.
+#[test]
+fn a_daemon_outlives_the_thread_that_started_it() {
+    for m in METHODS {
+        let p = std::thread::spawn(move || {
+            Process::builder()
+                .daemon(true)
+                .start_method(m)
+                .spawn(sleeper, ())
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            p.is_alive(),
+            "{m:?}: the daemon died with its creating thread"
+        );
+        p.kill().unwrap();
+        let mut p = p;
+        assert!(matches!(
+            p.join_timeout(Duration::from_secs(30)),
+            Err(ProcessError::NoResult { exitcode: -9 })
+        ));
+    }
+}
