@@ -9,12 +9,12 @@
 use crate::boot::{
     ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, FORKSERVER_ENV, Outcome,
 };
+use crate::facade::Ordering;
 use crate::state::{self, Current};
 use crate::{registry, sys};
 use multiproc_shm::ProcessId;
 use std::io::Write;
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering;
 
 /// Must be the first line of `main` in every program that starts processes.
 ///

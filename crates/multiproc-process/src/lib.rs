@@ -26,6 +26,7 @@
 mod boot;
 mod child;
 mod error;
+mod facade;
 mod forkserver;
 mod log;
 mod process;

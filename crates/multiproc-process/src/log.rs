@@ -6,8 +6,8 @@
 //! tracing::info!("hello"); // [INFO/MainProcess] hello
 //! ```
 
+use crate::facade::{AtomicU8, Ordering};
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};

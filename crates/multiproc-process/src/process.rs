@@ -16,6 +16,7 @@
 
 use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, Outcome};
 use crate::error::{ProcessError, Result};
+use crate::facade::Ordering;
 use crate::registry::{self, Task, TaskEntry};
 use crate::state::{self, ChildRec, Reap};
 use crate::sys;
@@ -28,7 +29,6 @@ use std::ffi::OsString;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,9 @@
 //! spawner thread.
 
 use crate::StartMethod;
+use crate::facade::{AtomicBool, Ordering};
 use multiproc_shm::ProcessId;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
