@@ -20,6 +20,27 @@
 //!     assert_eq!(p.join().unwrap(), 49);
 //! }
 //! ```
+//!
+//! What `#[task]` refuses at compile time (a child must find a task by a fixed id):
+//!
+//! ```compile_fail
+//! #[multiproc_process::task(crate = multiproc_process)]
+//! fn generic<T>(x: T) -> u8 { 0 }
+//! ```
+//! ```compile_fail
+//! #[multiproc_process::task(crate = multiproc_process)]
+//! async fn not_async(x: u8) -> u8 { x }
+//! ```
+//! ```compile_fail
+//! #[multiproc_process::task(crate = multiproc_process, unknown = 1)]
+//! fn bad_option(x: u8) -> u8 { x }
+//! ```
+//! ```compile_fail
+//! // arguments must be serde types
+//! struct NotSerde;
+//! #[multiproc_process::task(crate = multiproc_process)]
+//! fn not_serde(x: NotSerde) -> u8 { 0 }
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
