@@ -136,6 +136,9 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
 
 /// Runs the task body, writes the outcome to `result_fd`, joins our own children and exits.
 pub(crate) fn run_and_exit(result_fd: RawFd, body: impl FnOnce() -> Result<Vec<u8>, String>) -> ! {
+    // As Python's `_bootstrap`: a child's stdin is /dev/null, so it never competes with its
+    // parent for terminal input.
+    redirect_stdin_to_null();
     tracing::info!(target: "multiproc", "child process calling self.run()");
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(Ok(v)) => Outcome::Ok(v),
@@ -162,6 +165,22 @@ pub(crate) fn finish(code: i32) -> ! {
     let _ = std::io::stderr().flush();
     // SAFETY: _exit is always safe; we flushed what we own.
     unsafe { libc::_exit(code) }
+}
+
+fn redirect_stdin_to_null() {
+    // SAFETY: a NUL-terminated path; dup2 onto fd 0 and close of our temporary fd.
+    unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            if fd != 0 {
+                libc::dup2(fd, 0);
+                libc::close(fd);
+            } else {
+                // fd 0 was closed and we got it: make it survive exec like a normal stdin.
+                let _ = sys::set_cloexec(0, false);
+            }
+        }
+    }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

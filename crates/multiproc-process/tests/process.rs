@@ -524,3 +524,27 @@ fn a_daemon_outlives_the_thread_that_started_it() {
         ));
     }
 }
+
+#[task(crate = multiproc_process)]
+fn stdin_is_dev_null() -> bool {
+    let mut a = std::mem::MaybeUninit::<libc::stat>::uninit();
+    let mut b = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid out-pointers; the path is NUL-terminated.
+    unsafe {
+        libc::fstat(0, a.as_mut_ptr()) == 0
+            && libc::stat(c"/dev/null".as_ptr(), b.as_mut_ptr()) == 0
+            && a.assume_init().st_rdev == b.assume_init().st_rdev
+    }
+}
+
+/// As Python's `_bootstrap`, a child's stdin is /dev/null under every start method.
+#[test]
+fn a_childs_stdin_is_dev_null() {
+    for m in METHODS {
+        let mut p = Process::builder()
+            .start_method(m)
+            .spawn(stdin_is_dev_null, ())
+            .unwrap();
+        assert!(p.join().unwrap(), "{m:?}");
+    }
+}
