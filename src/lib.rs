@@ -18,10 +18,20 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
-pub use multiproc_ring as ring;
+pub use multiproc_collections as collections;
 pub use multiproc_shm as shm;
 pub use multiproc_sync as sync;
 
+pub use multiproc_channel as channel;
+pub use multiproc_collections::{
+    DictGuard, Error as CollectionError, ListGuard, Manager, SharedDict, SharedList, SharedLock,
+    SharedLockGuard,
+};
+pub use multiproc_ring as ring;
+
+pub use multiproc_channel::{
+    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, SimpleQueue,
+};
 pub use multiproc_ring::{
     Consumer, MpmcRing, PopError, Producer, PushError, ReadGrant, RingError, SpscRing,
     WaitStrategy, WriteGrant,
@@ -31,8 +41,16 @@ pub use multiproc_sync::{
     Array, ArrayGuard, LockError, LockOutcome, LockResult, MutexError, RawArray, RawValue,
     SharedData, SyncError, Value, ValueGuard,
 };
+pub use multiproc_sync::{
+    Barrier, BarrierError, BoundedSemaphore, CondGuard, Condition, ConditionError, Event, Lock,
+    LockGuard, LockReleaseError, RLock, RLockError, RLockGuard, Semaphore, SemaphoreError,
+    SemaphoreGuard,
+};
 
 /// The common imports.
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
+    pub use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
+    pub use crate::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
+    pub use crate::{Manager, SharedDict, SharedList, SharedLock};
 }

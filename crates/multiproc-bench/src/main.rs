@@ -7,8 +7,11 @@
 
 mod harness;
 mod python;
+mod w_channel;
+mod w_dict;
 mod w_ring;
 mod w_sync;
+mod w_sync2;
 
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -90,6 +93,15 @@ impl Record {
 const WORKLOADS: &[&str] = &[
     "value_lock_incr",
     "lock_uncontended",
+    "event_pingpong",
+    "dict_update",
+    "pipe_rtt_small",
+    "pipe_stream_8B",
+    "pipe_stream_64B",
+    "pipe_stream_4KiB",
+    "pipe_stream_64KiB",
+    "queue_spsc_small",
+    "queue_mpmc_2p2c_small",
     "rtt_8B_spin",
     "rtt_8B_blocking",
     "stream_8B",
@@ -206,6 +218,9 @@ fn main() {
     }
     let mut results = Vec::new();
     w_sync::run(&cfg, &mut results);
+    w_sync2::run(&cfg, &mut results);
+    w_dict::run(&cfg, &mut results);
+    w_channel::run(&cfg, &mut results);
     w_ring::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {

@@ -13,7 +13,24 @@ pub mod futex;
 pub mod mutex;
 mod value;
 
+mod ident;
+mod shared;
+
+pub mod barrier;
+pub mod condition;
+pub mod event;
+pub mod lock;
+pub mod rlock;
+pub mod semaphore;
+
 pub use array::{Array, ArrayGuard, RawArray};
 pub use error::{LockError, LockResult, SyncError};
 pub use mutex::{LockOutcome, MutexError, RobustMutex};
 pub use value::{RawValue, SharedData, Value, ValueGuard};
+
+pub use barrier::{Barrier, BarrierCreateError, BarrierError};
+pub use condition::{CondGuard, CondLock, Condition, ConditionError};
+pub use event::Event;
+pub use lock::{Lock, LockGuard, LockReleaseError};
+pub use rlock::{RLock, RLockError, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreError, SemaphoreGuard};

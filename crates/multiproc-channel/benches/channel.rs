@@ -1,0 +1,75 @@
+//! Criterion benches of the channel layer: a pipe round trip to a forked echo process, and
+//! same-process send/recv and put/get costs (encode + ring + decode, no waiting).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use multiproc_channel::{Pipe, PipeOptions, Plain, Queue};
+use std::hint::black_box;
+use std::time::Duration;
+
+fn pipe_rtt(c: &mut Criterion) {
+    let (mut a, mut b) = Pipe::duplex::<u64>().unwrap();
+    // SAFETY: the bench process is single-threaded here; the child only echoes, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        loop {
+            match b.recv() {
+                Ok(x) if b.send(&x).is_ok() => {}
+                _ => break,
+            }
+        }
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    c.bench_function("pipe_rtt_u64_cross_process", |bn| {
+        let mut i = 0u64;
+        bn.iter(|| {
+            i += 1;
+            a.send(&i).unwrap();
+            black_box(a.recv_timeout(Duration::from_secs(10)).unwrap());
+        })
+    });
+    a.close();
+    // SAFETY: reap our own child (it sees EOF and exits).
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+}
+
+fn same_process(c: &mut Criterion) {
+    let (mut a, mut b) = Pipe::duplex::<(u32, String)>().unwrap();
+    let msg = (7u32, "a short message".to_string());
+    c.bench_function("pipe_send_recv_postcard_struct", |bn| {
+        bn.iter(|| {
+            a.send(black_box(&msg)).unwrap();
+            black_box(b.recv().unwrap());
+        })
+    });
+    let (mut a, mut b) = Pipe::duplex_with::<[u64; 8], Plain>(PipeOptions::default()).unwrap();
+    c.bench_function("pipe_send_recv_plain_64B", |bn| {
+        bn.iter(|| {
+            a.send(black_box(&[1u64; 8])).unwrap();
+            black_box(b.recv().unwrap());
+        })
+    });
+    let mut buf = [0u8; 4096];
+    let payload = vec![3u8; 4096];
+    c.bench_function("pipe_send_bytes_recv_bytes_into_4KiB", |bn| {
+        bn.iter(|| {
+            a.send_bytes(black_box(&payload), 0, None).unwrap();
+            black_box(b.recv_bytes_into(&mut buf, 0).unwrap());
+        })
+    });
+    let q: Queue<u64> = Queue::new(1024).unwrap();
+    c.bench_function("queue_put_get_u64", |bn| {
+        bn.iter(|| {
+            q.put(black_box(5)).unwrap();
+            black_box(q.get().unwrap());
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = pipe_rtt, same_process
+}
+criterion_main!(benches);

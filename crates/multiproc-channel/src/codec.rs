@@ -1,0 +1,109 @@
+//! How a message becomes bytes and back.
+//!
+//! [`Postcard`] (the default) serializes any `serde` type with postcard, straight into the
+//! ring's reserved space when it fits (`postcard::to_slice` into the write grant) and into a
+//! `Vec` sized by `postcard::experimental::serialized_size` only when it does not. [`Plain`] is for
+//! plain-data types (`zerocopy::IntoBytes + FromBytes`): their bytes are copied as they are, no
+//! codec at all.
+//!
+//! ```
+//! use multiproc_channel::{Codec, Plain, Postcard};
+//! let mut buf = [0u8; 16];
+//! let n = <Postcard as Codec<(u8, String)>>::encode_into(&(7, "hi".into()), &mut buf).unwrap().unwrap();
+//! let back: (u8, String) = Postcard::decode(&buf[..n]).unwrap();
+//! assert_eq!(back, (7, "hi".to_string()));
+//! let n = <Plain as Codec<u64>>::encode_into(&42u64, &mut buf).unwrap().unwrap();
+//! assert_eq!(<Plain as Codec<u64>>::decode(&buf[..n]).unwrap(), 42);
+//! ```
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Why a message could not be encoded or decoded.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("codec error: {0}")]
+pub struct CodecError(pub String);
+
+/// Turns `T` into bytes and back. Implemented by marker types chosen as a type parameter of
+/// [`Connection`](crate::Connection) and [`Queue`](crate::Queue).
+pub trait Codec<T>: 'static {
+    /// Encodes `v` into `buf`: `Ok(Some(len))` if it fit, `Ok(None)` if `buf` is too short (the
+    /// caller then uses [`Codec::encode_vec`]).
+    fn encode_into(v: &T, buf: &mut [u8]) -> Result<Option<usize>, CodecError>;
+    /// Encodes `v` into `out` (cleared first), whatever its size.
+    fn encode_vec(v: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
+    /// Decodes one message occupying all of `bytes`.
+    fn decode(bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// The default codec: postcard over serde.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Postcard;
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
+    #[inline]
+    fn encode_into(v: &T, buf: &mut [u8]) -> Result<Option<usize>, CodecError> {
+        match postcard::to_slice(v, buf) {
+            Ok(s) => Ok(Some(s.len())),
+            Err(postcard::Error::SerializeBufferFull) => Ok(None),
+            Err(e) => Err(CodecError(e.to_string())),
+        }
+    }
+
+    fn encode_vec(v: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let n =
+            postcard::experimental::serialized_size(v).map_err(|e| CodecError(e.to_string()))?;
+        out.clear();
+        out.resize(n, 0);
+        let used = postcard::to_slice(v, out)
+            .map_err(|e| CodecError(e.to_string()))?
+            .len();
+        out.truncate(used);
+        Ok(())
+    }
+
+    #[inline]
+    fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+        match postcard::take_from_bytes::<T>(bytes) {
+            Ok((v, [])) => Ok(v),
+            Ok(_) => Err(CodecError("trailing bytes after the message".into())),
+            Err(e) => Err(CodecError(e.to_string())),
+        }
+    }
+}
+
+/// Plain-data types go through as their bytes (no encoding).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl<T: IntoBytes + FromBytes + Immutable> Codec<T> for Plain {
+    #[inline]
+    fn encode_into(v: &T, buf: &mut [u8]) -> Result<Option<usize>, CodecError> {
+        let b = v.as_bytes();
+        match buf.get_mut(..b.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(b);
+                Ok(Some(b.len()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn encode_vec(v: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.clear();
+        out.extend_from_slice(v.as_bytes());
+        Ok(())
+    }
+
+    #[inline]
+    fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+        T::read_from_bytes(bytes).map_err(|_| {
+            CodecError(format!(
+                "plain message of {} bytes, expected {}",
+                bytes.len(),
+                std::mem::size_of::<T>()
+            ))
+        })
+    }
+}

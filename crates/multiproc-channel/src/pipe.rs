@@ -1,0 +1,814 @@
+//! `Pipe` and `Connection`: Python's `multiprocessing.Pipe` over two SPSC byte rings.
+//!
+//! A duplex pipe is two [`SpscRing`]s in memfd segments (one per direction); a simplex pipe is
+//! one. Each message is one ring record `[tag][bytes]` when it fits the ring's largest record,
+//! else a run of contiguous records: `FIRST [total: u64 LE][chunk]`, then `CONT [chunk]` until
+//! `total` bytes arrived (one producer per ring, so fragments never interleave). A message is
+//! never truncated; one larger than the pipe's `max_message` (default 64 MiB) is refused at
+//! `send` with [`SendError::TooLarge`].
+//!
+//! Messages are encoded straight into the ring's reserved space (`reserve` -> encode ->
+//! `commit_len`) and decoded from the record in place (`peek` -> decode -> `release`); only
+//! messages larger than [`SMALL_RESERVE`] (or than a ring record) go through a `Vec`.
+//!
+//! **Binding.** An end binds to the first process that uses it (send/recv/poll): that process
+//! is recorded as the ring side's owner, and the peer sees `Eof`/`Disconnected` when it dies or
+//! closes the end. So the Python pattern works: create a pipe, fork (or pass an end to a spawned
+//! child), and let each process use its end. Dropping a bound end in its own process closes it;
+//! dropping an unbound end closes it only if no fork happened and it was never serialized since
+//! it was made (a forked child may own the copy); [`Connection::close`] always closes.
+//! Known limit: an end that its process never used is bound to nobody, so if that process dies
+//! the peer cannot tell (it waits until its timeout); [`Connection::bind`] binds eagerly.
+//!
+//! ```
+//! use multiproc_channel::Pipe;
+//! let (mut a, mut b) = Pipe::duplex::<String>().unwrap();
+//! a.send(&"ping".to_string()).unwrap();
+//! assert_eq!(b.recv().unwrap(), "ping");
+//! b.send_bytes(b"xxpongxx", 2, Some(4)).unwrap();
+//! assert_eq!(a.recv_bytes().unwrap(), b"pong");
+//! ```
+
+use crate::codec::{Codec, Postcard};
+use crate::error::{ChannelError, RecvError, SendError};
+use crate::ident;
+use multiproc_ring::{Consumer, PopError, Producer, PushError, RingError, SpscRing, WaitStrategy};
+use multiproc_shm::SegmentHandle;
+use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+const WHOLE: u8 = 0;
+const FIRST: u8 = 1;
+const CONT: u8 = 2;
+/// Bytes reserved for encoding in place before falling back to a sized `Vec`.
+pub const SMALL_RESERVE: usize = 1024;
+/// Default ring capacity per direction.
+pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+/// Default largest message.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Pipe parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct PipeOptions {
+    /// Ring bytes per direction (power of two, >= 4096).
+    pub capacity: usize,
+    /// Largest message in bytes (encoded).
+    pub max_message: usize,
+}
+
+impl Default for PipeOptions {
+    fn default() -> Self {
+        PipeOptions {
+            capacity: DEFAULT_CAPACITY,
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+/// The two ends a pipe constructor returns.
+pub type Ends<T, C = Postcard> = (Connection<T, C>, Connection<T, C>);
+
+/// Makes pipes.
+#[derive(Debug)]
+pub struct Pipe;
+
+impl Pipe {
+    /// A duplex pipe with the default codec (postcard): both ends send and receive.
+    pub fn duplex<T>() -> Result<Ends<T>, ChannelError>
+    where
+        Postcard: Codec<T>,
+    {
+        Self::duplex_with(PipeOptions::default())
+    }
+
+    /// A simplex pipe with the default codec: `(reader, writer)`, as Python's
+    /// `Pipe(duplex=False)`.
+    pub fn simplex<T>() -> Result<Ends<T>, ChannelError>
+    where
+        Postcard: Codec<T>,
+    {
+        Self::simplex_with(PipeOptions::default())
+    }
+
+    /// A duplex pipe with explicit options and codec.
+    pub fn duplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
+        check(&opts)?;
+        let ab = SpscRing::create(opts.capacity)?;
+        let ba = SpscRing::create(opts.capacity)?;
+        Ok((
+            Connection::new(Some(ab.clone()), Some(ba.clone()), opts.max_message),
+            Connection::new(Some(ba), Some(ab), opts.max_message),
+        ))
+    }
+
+    /// A simplex pipe with explicit options and codec: `(reader, writer)`.
+    pub fn simplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
+        check(&opts)?;
+        let r = SpscRing::create(opts.capacity)?;
+        Ok((
+            Connection::new(None, Some(r.clone()), opts.max_message),
+            Connection::new(Some(r), None, opts.max_message),
+        ))
+    }
+}
+
+fn check(opts: &PipeOptions) -> Result<(), ChannelError> {
+    if !opts.capacity.is_power_of_two() || opts.capacity < 4096 {
+        return Err(ChannelError::InvalidParams(
+            "capacity must be a power of two >= 4096",
+        ));
+    }
+    if opts.max_message == 0 || opts.max_message > u32::MAX as usize * 16 {
+        return Err(ChannelError::InvalidParams("max_message out of range"));
+    }
+    Ok(())
+}
+
+struct TxEnd {
+    ring: SpscRing,
+    p: Option<Producer>,
+    bound_pid: u32,
+    scratch: Vec<u8>,
+}
+
+struct RxEnd {
+    ring: SpscRing,
+    c: Option<Consumer>,
+    bound_pid: u32,
+    /// A large message being reassembled: its announced total (0 = none in progress).
+    partial_total: usize,
+    partial: Vec<u8>,
+    /// A complete message taken from the ring but not delivered (`recv_bytes_into` too short).
+    stash: Option<Vec<u8>>,
+}
+
+/// One end of a [`Pipe`]. `T` is the message type of `send`/`recv`; `send_bytes`/`recv_bytes`
+/// carry raw bytes on the same stream.
+pub struct Connection<T, C = Postcard> {
+    tx: Option<TxEnd>,
+    rx: Option<RxEnd>,
+    readable: bool,
+    writable: bool,
+    closed: bool,
+    max_message: usize,
+    forks_at_creation: u64,
+    exported: Cell<bool>,
+    strategy: WaitStrategy,
+    _t: PhantomData<fn() -> (T, C)>,
+}
+
+impl<T, C> std::fmt::Debug for Connection<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+fn deadline_after(t: Duration) -> Option<Instant> {
+    Instant::now().checked_add(t)
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+fn reserve_until(
+    p: &mut Producer,
+    deadline: Option<Instant>,
+    n: usize,
+) -> Result<multiproc_ring::WriteGrant<'_>, PushError> {
+    match deadline {
+        None => p.reserve(n),
+        Some(d) => p.reserve_timeout(n, remaining(d)),
+    }
+}
+
+fn push_err(e: PushError) -> SendError {
+    match e {
+        PushError::Disconnected => SendError::Disconnected,
+        PushError::Timeout => SendError::Timeout,
+        PushError::TooLarge { len, max } => SendError::TooLarge { len, max },
+        PushError::Corrupted(s) => SendError::Corrupted(s),
+        _ => SendError::Corrupted("unexpected ring error"),
+    }
+}
+
+fn pop_err(e: PopError) -> RecvError {
+    match e {
+        PopError::Disconnected => RecvError::Eof,
+        PopError::Timeout | PopError::Empty => RecvError::Timeout,
+        PopError::Corrupted(s) => RecvError::Corrupted(s),
+        _ => RecvError::Corrupted("unexpected ring error"),
+    }
+}
+
+fn attach_err_send(e: RingError) -> SendError {
+    match e {
+        RingError::Closed(_) => SendError::Closed,
+        RingError::AlreadyAttached { .. } => SendError::InUse,
+        _ => SendError::Corrupted("cannot attach to the ring"),
+    }
+}
+
+fn attach_err_recv(e: RingError) -> RecvError {
+    match e {
+        RingError::Closed(_) => RecvError::Closed,
+        RingError::AlreadyAttached { .. } => RecvError::InUse,
+        _ => RecvError::Corrupted("cannot attach to the ring"),
+    }
+}
+
+impl<T, C: Codec<T>> Connection<T, C> {
+    fn new(tx: Option<SpscRing>, rx: Option<SpscRing>, max_message: usize) -> Self {
+        Connection {
+            readable: rx.is_some(),
+            writable: tx.is_some(),
+            tx: tx.map(|ring| TxEnd {
+                ring,
+                p: None,
+                bound_pid: 0,
+                scratch: Vec::new(),
+            }),
+            rx: rx.map(|ring| RxEnd {
+                ring,
+                c: None,
+                bound_pid: 0,
+                partial_total: 0,
+                partial: Vec::new(),
+                stash: None,
+            }),
+            closed: false,
+            max_message,
+            forks_at_creation: ident::forks(),
+            exported: Cell::new(false),
+            strategy: WaitStrategy::default(),
+            _t: PhantomData,
+        }
+    }
+
+    /// Sets how this end's blocking calls wait (default [`WaitStrategy::SpinPark`]; `Spin`
+    /// trades a busy CPU for the lowest latency).
+    pub fn set_wait_strategy(&mut self, s: WaitStrategy) {
+        self.strategy = s;
+        if let Some(p) = self.tx.as_mut().and_then(|t| t.p.as_mut()) {
+            p.set_wait_strategy(s);
+        }
+        if let Some(c) = self.rx.as_mut().and_then(|r| r.c.as_mut()) {
+            c.set_wait_strategy(s);
+        }
+    }
+
+    /// Whether this end can receive.
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end can send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Whether [`Connection::close`] was called.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Largest message this end sends or accepts.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    fn tx(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
+        if self.closed {
+            return Err(SendError::Closed);
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Err(SendError::NotWritable);
+        };
+        if tx.p.is_none() {
+            let mut p = tx.ring.producer().map_err(attach_err_send)?;
+            p.set_wait_strategy(self.strategy);
+            tx.p = Some(p);
+            tx.bound_pid = ident::pid();
+        }
+        match tx.p.as_mut() {
+            Some(p) => Ok((p, &mut tx.scratch)),
+            None => Err(SendError::Closed),
+        }
+    }
+
+    fn rx(&mut self) -> Result<&mut RxEnd, RecvError> {
+        if self.closed {
+            return Err(RecvError::Closed);
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(RecvError::NotReadable);
+        };
+        if rx.c.is_none() {
+            let mut c = rx.ring.consumer().map_err(attach_err_recv)?;
+            c.set_wait_strategy(self.strategy);
+            rx.c = Some(c);
+            rx.bound_pid = ident::pid();
+        }
+        Ok(rx)
+    }
+
+    /// Binds this end to the calling process now (it is otherwise bound on first use). Call
+    /// it first thing in a child that may die before using its end, so the peer sees `Eof`.
+    pub fn bind(&mut self) -> Result<(), RecvError> {
+        if self.writable {
+            self.tx().map_err(|e| match e {
+                SendError::Closed => RecvError::Closed,
+                SendError::InUse => RecvError::InUse,
+                _ => RecvError::Corrupted("cannot bind"),
+            })?;
+        }
+        if self.readable {
+            self.rx()?;
+        }
+        Ok(())
+    }
+
+    /// Sends one message, waiting for room (fails with `Disconnected` if the peer closed or
+    /// died).
+    #[inline]
+    pub fn send(&mut self, v: &T) -> Result<(), SendError> {
+        self.send_deadline(v, None)
+    }
+
+    /// Sends one message, waiting at most `timeout` for room. A large message that timed out
+    /// half-written closes this end's sending side (the peer sees `Eof` after what was whole).
+    pub fn send_timeout(&mut self, v: &T, timeout: Duration) -> Result<(), SendError> {
+        self.send_deadline(v, deadline_after(timeout))
+    }
+
+    fn send_deadline(&mut self, v: &T, deadline: Option<Instant>) -> Result<(), SendError> {
+        let max_message = self.max_message;
+        let (p, scratch) = self.tx()?;
+        let room = SMALL_RESERVE.min(p.max_record());
+        let mut g = match deadline {
+            None => p.reserve(room),
+            Some(d) => p.reserve_timeout(room, remaining(d)),
+        }
+        .map_err(push_err)?;
+        let buf = g.as_mut_slice();
+        buf[0] = WHOLE;
+        if let Some(n) = C::encode_into(v, &mut buf[1..])? {
+            g.commit_len(n + 1);
+            return Ok(());
+        }
+        let _ = g; // abandoned: nothing published (the grant borrows the producer until here)
+        let mut bytes = std::mem::take(scratch);
+        let r = C::encode_vec(v, &mut bytes)
+            .map_err(SendError::from)
+            .and_then(|()| self.write_message(&bytes, deadline, max_message));
+        if let Some(tx) = self.tx.as_mut() {
+            if bytes.capacity() <= 1 << 20 {
+                tx.scratch = bytes;
+            }
+        }
+        r
+    }
+
+    /// Sends `buf[offset..offset + size]` (all of the rest if `size` is `None`) as one message
+    /// of raw bytes (Python's `send_bytes(buf, offset, size)`); bad bounds are
+    /// [`SendError::BadRange`].
+    pub fn send_bytes(
+        &mut self,
+        buf: &[u8],
+        offset: usize,
+        size: Option<usize>,
+    ) -> Result<(), SendError> {
+        let bad = SendError::BadRange {
+            offset,
+            size,
+            len: buf.len(),
+        };
+        if offset > buf.len() {
+            return Err(bad);
+        }
+        let size = size.unwrap_or(buf.len() - offset);
+        let Some(end) = offset.checked_add(size).filter(|&e| e <= buf.len()) else {
+            return Err(bad);
+        };
+        let max = self.max_message;
+        self.write_message(&buf[offset..end], None, max)
+    }
+
+    fn write_message(
+        &mut self,
+        bytes: &[u8],
+        deadline: Option<Instant>,
+        max_message: usize,
+    ) -> Result<(), SendError> {
+        if bytes.len() > max_message {
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max: max_message,
+            });
+        }
+        let (p, _) = self.tx()?;
+        let max_rec = p.max_record();
+        if bytes.len() < max_rec {
+            let mut g = reserve_until(p, deadline, bytes.len() + 1).map_err(push_err)?;
+            let b = g.as_mut_slice();
+            b[0] = WHOLE;
+            b[1..].copy_from_slice(bytes);
+            g.commit();
+            return Ok(());
+        }
+        // Fragments: FIRST [total][chunk], CONT [chunk]...
+        let first = (max_rec - 9).min(bytes.len());
+        let mut g = reserve_until(p, deadline, first + 9).map_err(push_err)?;
+        let b = g.as_mut_slice();
+        b[0] = FIRST;
+        b[1..9].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        b[9..].copy_from_slice(&bytes[..first]);
+        g.commit();
+        let mut off = first;
+        while off < bytes.len() {
+            let n = (max_rec - 1).min(bytes.len() - off);
+            let g = reserve_until(p, deadline, n + 1);
+            let mut g = match g {
+                Ok(g) => g,
+                Err(e) => {
+                    // Half a message is in the ring: close our side so the peer drops it.
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.p = None;
+                    }
+                    return Err(push_err(e));
+                }
+            };
+            let b = g.as_mut_slice();
+            b[0] = CONT;
+            b[1..].copy_from_slice(&bytes[off..off + n]);
+            g.commit();
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Receives one message, waiting for it; [`RecvError::Eof`] once the peer closed (or died)
+    /// and everything was read.
+    #[inline]
+    pub fn recv(&mut self) -> Result<T, RecvError> {
+        self.recv_with(None, |b| Some(C::decode(b)))?
+            .map_err(RecvError::from)
+    }
+
+    /// Receives one message, waiting at most `timeout` ([`RecvError::Timeout`]).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvError> {
+        self.recv_with(deadline_after(timeout), |b| Some(C::decode(b)))?
+            .map_err(RecvError::from)
+    }
+
+    /// Receives one message as raw bytes.
+    pub fn recv_bytes(&mut self) -> Result<Vec<u8>, RecvError> {
+        self.recv_with(None, |b| Some(b.to_vec()))
+    }
+
+    /// Receives one message as raw bytes, waiting at most `timeout`.
+    pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.recv_with(deadline_after(timeout), |b| Some(b.to_vec()))
+    }
+
+    /// Receives one message into `buf[offset..]`, returning its length. If it does not fit,
+    /// [`RecvError::BufferTooShort`] tells how many bytes are needed and the message stays in
+    /// the connection for the next receive.
+    pub fn recv_bytes_into(&mut self, buf: &mut [u8], offset: usize) -> Result<usize, RecvError> {
+        self.recv_bytes_into_deadline(buf, offset, None)
+    }
+
+    /// [`Connection::recv_bytes_into`], waiting at most `timeout`.
+    pub fn recv_bytes_into_timeout(
+        &mut self,
+        buf: &mut [u8],
+        offset: usize,
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
+        self.recv_bytes_into_deadline(buf, offset, deadline_after(timeout))
+    }
+
+    fn recv_bytes_into_deadline(
+        &mut self,
+        buf: &mut [u8],
+        offset: usize,
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvError> {
+        if offset > buf.len() {
+            return Err(RecvError::BufferTooShort { needed: offset });
+        }
+        let mut needed = 0;
+        let r = self.recv_with(deadline, |b| {
+            needed = offset + b.len();
+            let dst = buf.get_mut(offset..offset + b.len())?;
+            dst.copy_from_slice(b);
+            Some(b.len())
+        });
+        match r {
+            Err(RecvError::BufferTooShort { .. }) => Err(RecvError::BufferTooShort { needed }),
+            r => r,
+        }
+    }
+
+    /// Hands the next message to `f`; if `f` returns `None` the message is kept for the next
+    /// receive and `BufferTooShort` is returned.
+    fn recv_with<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> Option<R>,
+    ) -> Result<R, RecvError> {
+        let max_message = self.max_message;
+        let rx = self.rx()?;
+        if let Some(m) = rx.stash.take() {
+            return match f(&m) {
+                Some(r) => Ok(r),
+                None => {
+                    let needed = m.len();
+                    rx.stash = Some(m);
+                    Err(RecvError::BufferTooShort { needed })
+                }
+            };
+        }
+        let mut f = Some(f);
+        loop {
+            let Some(c) = rx.c.as_mut() else {
+                return Err(RecvError::Closed);
+            };
+            let g = match deadline {
+                None => c.peek(),
+                Some(d) => c.peek_timeout(remaining(d)),
+            };
+            let g = match g {
+                Ok(g) => g,
+                Err(e) => {
+                    if e == PopError::Disconnected {
+                        // A half-received large message died with its sender.
+                        rx.partial_total = 0;
+                        rx.partial = Vec::new();
+                    }
+                    return Err(pop_err(e));
+                }
+            };
+            let rec = g.as_slice();
+            let Some((&tag, body)) = rec.split_first() else {
+                return Err(RecvError::Corrupted("empty record"));
+            };
+            match tag {
+                WHOLE if rx.partial_total == 0 => {
+                    let Some(f) = f.take() else {
+                        return Err(RecvError::Corrupted("receiver state"));
+                    };
+                    return match f(body) {
+                        Some(r) => {
+                            g.release();
+                            Ok(r)
+                        }
+                        None => Err(RecvError::BufferTooShort { needed: body.len() }),
+                    };
+                }
+                FIRST if rx.partial_total == 0 && body.len() >= 8 => {
+                    let mut t = [0u8; 8];
+                    t.copy_from_slice(&body[..8]);
+                    let total = u64::from_le_bytes(t);
+                    if total > max_message as u64 || total < (body.len() - 8) as u64 {
+                        g.release();
+                        return Err(RecvError::TooLarge {
+                            len: usize::try_from(total).unwrap_or(usize::MAX),
+                            max: max_message,
+                        });
+                    }
+                    rx.partial.clear();
+                    rx.partial.reserve_exact(total as usize);
+                    rx.partial.extend_from_slice(&body[8..]);
+                    rx.partial_total = total as usize;
+                    g.release();
+                }
+                CONT if rx.partial_total != 0 => {
+                    if rx.partial.len() + body.len() > rx.partial_total {
+                        return Err(RecvError::Corrupted("fragment overruns its message"));
+                    }
+                    rx.partial.extend_from_slice(body);
+                    g.release();
+                }
+                _ => return Err(RecvError::Corrupted("unexpected fragment tag")),
+            }
+            if rx.partial_total != 0 && rx.partial.len() == rx.partial_total {
+                rx.partial_total = 0;
+                let m = std::mem::take(&mut rx.partial);
+                let Some(f) = f.take() else {
+                    return Err(RecvError::Corrupted("receiver state"));
+                };
+                return match f(&m) {
+                    Some(r) => Ok(r),
+                    None => {
+                        let needed = m.len();
+                        rx.stash = Some(m);
+                        Err(RecvError::BufferTooShort { needed })
+                    }
+                };
+            }
+        }
+    }
+
+    /// Whether a message (or end of file) is ready, waiting at most `timeout`
+    /// (`Duration::ZERO`: answer at once, Python's default).
+    pub fn poll(&mut self, timeout: Duration) -> Result<bool, RecvError> {
+        let rx = self.rx()?;
+        if rx.stash.is_some() {
+            return Ok(true);
+        }
+        let Some(c) = rx.c.as_mut() else {
+            return Err(RecvError::Closed);
+        };
+        let r = if timeout.is_zero() {
+            c.try_peek().map(drop)
+        } else {
+            c.peek_timeout(timeout).map(drop)
+        };
+        match r {
+            Ok(()) | Err(PopError::Disconnected) => Ok(true),
+            Err(PopError::Empty | PopError::Timeout) => Ok(false),
+            Err(e) => Err(pop_err(e)),
+        }
+    }
+
+    /// Closes this end (both directions): later calls on it fail with `Closed`, and the peer
+    /// reads what was sent, then `Eof`.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if let Some(tx) = self.tx.as_mut()
+            && tx.p.is_none()
+        {
+            tx.p = tx.ring.producer().ok();
+        }
+        if let Some(rx) = self.rx.as_mut()
+            && rx.c.is_none()
+        {
+            rx.c = rx.ring.consumer().ok();
+        }
+        // Dropping the endpoints marks both ring sides closed and wakes the peer.
+        if let Some(tx) = self.tx.as_mut() {
+            tx.p = None;
+        }
+        if let Some(rx) = self.rx.as_mut() {
+            rx.c = None;
+            rx.stash = None;
+        }
+    }
+}
+
+impl<T, C> Drop for Connection<T, C> {
+    fn drop(&mut self) {
+        let me = ident::pid();
+        let private = !self.exported.get() && ident::forks() == self.forks_at_creation;
+        if let Some(tx) = self.tx.as_mut() {
+            match tx.p.take() {
+                // Bound here: dropping closes the side.
+                Some(p) if tx.bound_pid == me => drop(p),
+                // Inherited through fork from the process that bound it: not ours to close.
+                Some(p) => std::mem::forget(p),
+                None if private && !self.closed => {
+                    if let Ok(p) = tx.ring.producer() {
+                        drop(p);
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some(rx) = self.rx.as_mut() {
+            match rx.c.take() {
+                Some(c) if rx.bound_pid == me => drop(c),
+                Some(c) => std::mem::forget(c),
+                None if private && !self.closed => {
+                    if let Ok(c) = rx.ring.consumer() {
+                        drop(c);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// What a connection serializes as: its rings' handles.
+#[derive(Serialize, Deserialize)]
+struct ConnHandle {
+    tx: Option<SegmentHandle>,
+    rx: Option<SegmentHandle>,
+    max_message: u64,
+}
+
+impl<T, C: Codec<T>> Serialize for Connection<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        if self.closed {
+            return Err(S::Error::custom("a closed connection cannot be sent"));
+        }
+        let h = |r: &SpscRing| {
+            r.handle()
+                .ok_or_else(|| S::Error::custom("a heap ring cannot be sent"))
+        };
+        let tx = match &self.tx {
+            Some(t) => Some(h(&t.ring)?),
+            None => None,
+        };
+        let rx = match &self.rx {
+            Some(r) => Some(h(&r.ring)?),
+            None => None,
+        };
+        self.exported.set(true);
+        ConnHandle {
+            tx,
+            rx,
+            max_message: self.max_message as u64,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T, C: Codec<T>> Deserialize<'de> for Connection<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let h = ConnHandle::deserialize(d)?;
+        let open = |h: Option<SegmentHandle>| match h {
+            Some(h) => SpscRing::open_handle(&h)
+                .map(Some)
+                .map_err(D::Error::custom),
+            None => Ok(None),
+        };
+        let tx = open(h.tx)?;
+        let rx = open(h.rx)?;
+        let max = usize::try_from(h.max_message).map_err(D::Error::custom)?;
+        let c = Connection::new(tx, rx, max);
+        // Another process may hold the original: never close on drop unless bound here.
+        c.exported.set(true);
+        Ok(c)
+    }
+}
+
+/// Something [`wait`] can poll: connections (and, later, process sentinels).
+pub trait Waitable {
+    /// Whether a receive would not block now (a message, end of file, or an error to report).
+    fn ready(&mut self) -> bool;
+}
+
+impl<T, C: Codec<T>> Waitable for Connection<T, C> {
+    fn ready(&mut self) -> bool {
+        self.poll(Duration::ZERO).unwrap_or(true)
+    }
+}
+
+impl<W: Waitable + ?Sized> Waitable for &mut W {
+    fn ready(&mut self) -> bool {
+        (**self).ready()
+    }
+}
+
+/// Waits until at least one of `objs` is ready or `timeout` passes (`None`: no limit); returns
+/// the indices of the ready ones (empty on timeout), as Python's
+/// `multiprocessing.connection.wait`.
+///
+/// Polling, not a futex: each connection sleeps on its own ring's futex word, and there is no
+/// word shared by several rings. The loop polls every object, spins briefly, then yields, then
+/// sleeps with an exponential backoff from 20 µs up to 1 ms, so a message waits at most ~1 ms
+/// to be noticed once the waiter is asleep, and an idle waiter costs ~1000 wake-ups a second.
+pub fn wait<W: Waitable>(objs: &mut [W], timeout: Option<Duration>) -> Vec<usize> {
+    let deadline = timeout.and_then(deadline_after);
+    let mut round: u32 = 0;
+    let mut sleep = Duration::from_micros(20);
+    loop {
+        let ready: Vec<usize> = objs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, o)| o.ready().then_some(i))
+            .collect();
+        if !ready.is_empty() || objs.is_empty() {
+            return ready;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return ready;
+        }
+        round += 1;
+        if round < 64 {
+            std::hint::spin_loop();
+        } else if round < 80 {
+            std::thread::yield_now();
+        } else {
+            let s = match deadline {
+                Some(d) => sleep.min(remaining(d)),
+                None => sleep,
+            };
+            std::thread::sleep(s);
+            sleep = (sleep * 2).min(Duration::from_millis(1));
+        }
+    }
+}

@@ -1,0 +1,982 @@
+//! `Queue`, `JoinableQueue`, `SimpleQueue`: Python's process queues over the MPMC ring.
+//!
+//! A queue is two segments: a small control block (`#[repr(C)]`, built in place: the count of
+//! admitted items, waiter counts, the unfinished-task count, a closed flag) and an
+//! [`MpmcRing`] of fixed-size slots. Any number of producers and consumers in any processes
+//! use it at once; there is no feeder thread (an item is in the shared ring when `put`
+//! returns, and an encoding error surfaces at `put`, not later: pitfall B.2 of Python).
+//!
+//! **Bound.** `maxsize` is exact (Python's `BoundedSemaphore(maxsize)`): `put` first takes a unit
+//! (a CAS on `puts`, allowed while `puts - gets < maxsize`), then pushes; `get` pops, then bumps
+//! `gets`. `puts` is written only by producers and `gets` only by consumers, each on its own
+//! cache line, and a producer re-reads `gets` only when its cached copy says "full" (the index
+//! caching of rtrb), so a producer and a consumer do not bounce a shared counter per item.
+//! Blocked putters sleep on the `gets` futex word (waiters counted, so an uncontended `get`
+//! makes no syscall). The ring has `next_power_of_two(maxsize)` slots (at most 65536),
+//! so a push after admission finds room except while a dead reader's slot awaits recovery.
+//! `maxsize == 0` means [`UNBOUNDED_SLOTS`] (a bounded queue, unlike Python's).
+//!
+//! **Large messages.** A message that fits a slot (default [`DEFAULT_SLOT_SIZE`] bytes) goes
+//! inline. A larger one (up to `max_message`, default 64 MiB) is written to a side file in
+//! `/dev/shm` (`multiproc.qside-<queue id>-<pid>-<seq>`, mode 0600, after a 256-byte header with
+//! its own magic, so segment tools treat it as foreign and never reclaim it) whose name goes through the
+//! ring; the consumer that pops the name reads the file and unlinks it. So fragments of one
+//! message never interleave with other producers' messages and no lock is taken.
+//!
+//! **Kill safety.** A process SIGKILLed in `put` or `get` loses at most its own item: the ring
+//! recovers slots claimed by dead processes. Two windows of a few instructions remain: a
+//! producer killed between taking its unit and its push, or a consumer killed between its pop
+//! and bumping `gets`, leaves `qsize` one too high
+//! (and the queue one item smaller); a large message whose consumer dies before unlinking (or
+//! whose producer dies before pushing its name) leaves its side file until the creating handle
+//! of the queue drops (it sweeps `multiproc.qside-<id>-*`).
+//!
+//! ```
+//! use multiproc_channel::{Queue, GetError};
+//! let q: Queue<String> = Queue::new(2).unwrap();
+//! q.put("a".into()).unwrap();
+//! q.put_nowait("b".into()).unwrap();
+//! assert!(q.full());
+//! assert_eq!(q.put_nowait("c".into()).unwrap_err().into_inner(), "c");
+//! assert_eq!(q.get().unwrap(), "a");
+//! assert_eq!(q.get_nowait().unwrap(), "b");
+//! assert_eq!(q.get_nowait(), Err(GetError::Empty));
+//! ```
+
+use crate::codec::{Codec, Postcard};
+use crate::error::{ChannelError, GetError, JoinError, PutError, TaskDoneError};
+use crate::facade::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::ident;
+use multiproc_ring::{CachePadded, MpmcRing, PopError, PushError};
+use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use multiproc_sync::futex;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
+const INLINE: u8 = 0;
+const SIDE: u8 = 1;
+/// Side files start with this magic in a 256-byte header, so `multiproc ls`/`clean` see a
+/// foreign (non-segment) file and leave it alone, whatever the message bytes are.
+const SIDE_MAGIC: [u8; 8] = *b"MPQSIDE1";
+const SIDE_HDR: usize = 256;
+/// Default slot size (largest inline message + 1 tag byte).
+pub const DEFAULT_SLOT_SIZE: usize = 256;
+/// Ring slots of a queue made with `maxsize == 0`.
+pub const UNBOUNDED_SLOTS: usize = 8192;
+/// Most ring slots (a larger `maxsize` is still the exact bound; the ring is smaller).
+pub const MAX_RING_SLOTS: usize = 65536;
+/// Longest single futex sleep: waiters re-check (and the ring recovers dead claimers) this often.
+const PARK_MAX: Duration = Duration::from_millis(10);
+
+/// Queue parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueOptions {
+    /// Bytes per ring slot; messages up to `slot_size - 1` bytes go inline.
+    pub slot_size: usize,
+    /// Largest message (encoded bytes).
+    pub max_message: usize,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            slot_size: DEFAULT_SLOT_SIZE,
+            max_message: crate::pipe::DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+#[repr(C)]
+struct Config {
+    magic: AtomicU64,
+    maxsize: AtomicU64,
+    max_message: AtomicU64,
+    id: AtomicU64,
+}
+
+/// Items admitted by `put` (wrapping): written by producers only.
+#[repr(C)]
+struct Puts {
+    puts: AtomicU32,
+}
+
+/// Items taken by `get` (wrapping): written by consumers only; blocked putters sleep on it.
+#[repr(C)]
+struct Gets {
+    gets: AtomicU32,
+    /// Putters asleep on `gets`.
+    waiters: AtomicU32,
+}
+
+#[repr(C)]
+struct Tasks {
+    /// Items put on a JoinableQueue and not yet `task_done`.
+    unfinished: AtomicU32,
+    /// Joiners asleep on `unfinished`.
+    waiters: AtomicU32,
+    side_seq: AtomicU64,
+}
+
+/// The control block of a queue segment.
+#[repr(C)]
+struct QueueCtl {
+    config: CachePadded<Config>,
+    puts: CachePadded<Puts>,
+    gets: CachePadded<Gets>,
+    tasks: CachePadded<Tasks>,
+}
+
+/// Fingerprint carrier: a queue of `T` with codec `C`.
+struct QueueOf<T, C>(PhantomData<fn() -> (T, C)>);
+
+fn expect<T: 'static, C: 'static>() -> Expect {
+    Expect::new(ObjectKind::Queue, TypeFingerprint::of::<QueueOf<T, C>>())
+        .payload_size(std::mem::size_of::<QueueCtl>() as u64)
+}
+
+struct Shared {
+    seg: Segment,
+    ring: MpmcRing,
+    maxsize: u32,
+    max_message: usize,
+    slot_size: usize,
+    id: u64,
+    /// Sweep side files on drop (the creating handle of the queue).
+    owner: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.owner && ident::pid() == self.owner_pid() {
+            sweep_side_files(self.id);
+        }
+    }
+}
+
+impl Shared {
+    fn owner_pid(&self) -> u32 {
+        self.seg.header().creator().pid
+    }
+
+    fn ctl(&self) -> &QueueCtl {
+        // SAFETY: the segment was validated (kind, fingerprint, exact payload size) and its
+        // payload is 256-aligned; every field is an atomic, valid for any bytes; the segment
+        // lives as long as self.
+        unsafe { self.seg.payload_ptr().cast::<QueueCtl>().as_ref() }
+    }
+}
+
+/// A process-shared FIFO queue of `T` (`Clone` gives another handle; `Serialize` sends it to
+/// another process as its segments' handles).
+pub struct Queue<T, C = Postcard> {
+    sh: Arc<Shared>,
+    /// This handle's last reading of `gets` (a process-local cache, as rtrb caches indices).
+    cached_gets: AtomicU32,
+    closed: bool,
+    joinable: bool,
+    _t: PhantomData<fn() -> (T, C)>,
+}
+
+impl<T, C> Clone for Queue<T, C> {
+    fn clone(&self) -> Self {
+        Queue {
+            sh: self.sh.clone(),
+            cached_gets: AtomicU32::new(self.cached_gets.load(Ordering::Relaxed)),
+            closed: false,
+            joinable: self.joinable,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T, C> std::fmt::Debug for Queue<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("maxsize", &self.sh.maxsize)
+            .field("slots", &self.sh.ring.slots())
+            .finish()
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn ring_geometry(maxsize: usize) -> usize {
+    if maxsize == 0 {
+        UNBOUNDED_SLOTS
+    } else {
+        maxsize.max(2).next_power_of_two().min(MAX_RING_SLOTS)
+    }
+}
+
+fn new_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    t ^ (u64::from(ident::pid()) << 40) ^ SEQ.fetch_add(1, Ordering::Relaxed).rotate_left(20)
+}
+
+impl<T: 'static, C: Codec<T>> Queue<T, C> {
+    fn build(
+        name: Option<&str>,
+        maxsize: usize,
+        opts: QueueOptions,
+        joinable: bool,
+    ) -> Result<Self, ChannelError> {
+        if maxsize > u32::MAX as usize / 2 {
+            return Err(ChannelError::InvalidParams("maxsize too large"));
+        }
+        if opts.slot_size < 16 || opts.slot_size > 1 << 20 {
+            return Err(ChannelError::InvalidParams(
+                "slot_size must be in 16..=1 MiB",
+            ));
+        }
+        if opts.max_message == 0 || opts.max_message > 1 << 40 {
+            return Err(ChannelError::InvalidParams("max_message out of range"));
+        }
+        let slots = ring_geometry(maxsize);
+        let bound = if maxsize == 0 { slots } else { maxsize };
+        let id = new_id();
+        let spec = SegmentSpec::new(
+            ObjectKind::Queue,
+            TypeFingerprint::of::<QueueOf<T, C>>(),
+            std::mem::size_of::<QueueCtl>(),
+            128,
+        );
+        let init = |p: std::ptr::NonNull<u8>, _| {
+            let ctl = QueueCtl {
+                config: CachePadded(Config {
+                    magic: AtomicU64::new(MAGIC),
+                    maxsize: AtomicU64::new(bound as u64),
+                    max_message: AtomicU64::new(opts.max_message as u64),
+                    id: AtomicU64::new(id),
+                }),
+                puts: CachePadded(Puts {
+                    puts: AtomicU32::new(0),
+                }),
+                gets: CachePadded(Gets {
+                    gets: AtomicU32::new(0),
+                    waiters: AtomicU32::new(0),
+                }),
+                tasks: CachePadded(Tasks {
+                    unfinished: AtomicU32::new(0),
+                    waiters: AtomicU32::new(0),
+                    side_seq: AtomicU64::new(0),
+                }),
+            };
+            // SAFETY: a fresh private payload of size_of::<QueueCtl>() bytes, 256-aligned.
+            unsafe { p.cast::<QueueCtl>().write(ctl) };
+            Ok(())
+        };
+        let (seg, ring) = match name {
+            Some(n) => {
+                let seg = Segment::create_named(n, &spec, init)?;
+                let ring = MpmcRing::create_named(&format!("{n}.ring"), slots, opts.slot_size)?;
+                (seg, ring)
+            }
+            None => (
+                Segment::create_anonymous(&spec, init)?,
+                MpmcRing::create(slots, opts.slot_size)?,
+            ),
+        };
+        Self::from_parts(seg, ring, true, joinable)
+    }
+
+    fn from_parts(
+        seg: Segment,
+        ring: MpmcRing,
+        owner: bool,
+        joinable: bool,
+    ) -> Result<Self, ChannelError> {
+        if seg.payload_len() < std::mem::size_of::<QueueCtl>() {
+            return Err(ChannelError::Corrupted("queue segment too small"));
+        }
+        // SAFETY: as in `Shared::ctl` (validated by the segment layer against `expect`, or
+        // freshly built).
+        let ctl = unsafe { seg.payload_ptr().cast::<QueueCtl>().as_ref() };
+        if ctl.config.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(ChannelError::Corrupted("bad queue magic"));
+        }
+        let maxsize = ctl.config.maxsize.load(Ordering::Relaxed);
+        let max_message = ctl.config.max_message.load(Ordering::Relaxed);
+        let id = ctl.config.id.load(Ordering::Relaxed);
+        if maxsize == 0 || maxsize > u64::from(u32::MAX / 2) || max_message > 1 << 40 {
+            return Err(ChannelError::Corrupted("bad queue parameters"));
+        }
+        if ring.slot_size() < 16 {
+            return Err(ChannelError::Corrupted("ring slots too small"));
+        }
+        Ok(Queue {
+            sh: Arc::new(Shared {
+                slot_size: ring.slot_size(),
+                seg,
+                ring,
+                maxsize: maxsize as u32,
+                max_message: max_message as usize,
+                id,
+                owner,
+            }),
+            cached_gets: AtomicU32::new(0),
+            closed: false,
+            joinable,
+            _t: PhantomData,
+        })
+    }
+
+    /// A queue holding at most `maxsize` items (`0`: [`UNBOUNDED_SLOTS`]), in anonymous
+    /// segments: forked children inherit it; spawned ones get it by serializing.
+    pub fn new(maxsize: usize) -> Result<Self, ChannelError> {
+        Self::build(None, maxsize, QueueOptions::default(), false)
+    }
+
+    /// [`Queue::new`] with options.
+    pub fn with_options(maxsize: usize, opts: QueueOptions) -> Result<Self, ChannelError> {
+        Self::build(None, maxsize, opts, false)
+    }
+
+    /// A named queue (`/dev/shm/multiproc.NAME` and `NAME.ring`) that unrelated processes open
+    /// with [`Queue::open`]; unlinked when this handle (and its clones) drop.
+    pub fn create(name: &str, maxsize: usize) -> Result<Self, ChannelError> {
+        Self::build(Some(name), maxsize, QueueOptions::default(), false)
+    }
+
+    /// [`Queue::create`] with options.
+    pub fn create_with(
+        name: &str,
+        maxsize: usize,
+        opts: QueueOptions,
+    ) -> Result<Self, ChannelError> {
+        Self::build(Some(name), maxsize, opts, false)
+    }
+
+    /// Opens a named queue; fails with a fingerprint error if it holds another `T` (or codec).
+    pub fn open(name: &str) -> Result<Self, ChannelError> {
+        let seg = Segment::open_named(name, &expect::<T, C>())?;
+        let ring = MpmcRing::open_named(&format!("{name}.ring"))?;
+        Self::from_parts(seg, ring, false, false)
+    }
+
+    fn ctl(&self) -> &QueueCtl {
+        self.sh.ctl()
+    }
+
+    /// The bound (`maxsize`).
+    pub fn maxsize(&self) -> usize {
+        self.sh.maxsize as usize
+    }
+
+    /// Items in the queue (admitted by `put`, not yet taken by `get`).
+    pub fn qsize(&self) -> usize {
+        let c = self.ctl();
+        let g = c.gets.gets.load(Ordering::Relaxed);
+        let p = c.puts.puts.load(Ordering::Relaxed);
+        used(p, g) as usize
+    }
+
+    /// Whether the queue holds no item (a snapshot).
+    pub fn empty(&self) -> bool {
+        self.qsize() == 0
+    }
+
+    /// Whether the queue holds `maxsize` items (a snapshot).
+    pub fn full(&self) -> bool {
+        self.qsize() >= self.sh.maxsize as usize
+    }
+
+    /// Closes this handle: its later `put`/`get` fail with `Closed` (Python's `close()`; other
+    /// handles and processes are not affected).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Closes the queue for everyone: puts fail with `Closed`; gets drain, then fail with it.
+    pub fn close_all(&self) {
+        self.sh.ring.close();
+        // Wake putters asleep on admission so they see the close.
+        futex::wake_all(&self.ctl().gets.gets);
+    }
+
+    /// Records lost because a process died mid-put or mid-get (from the ring).
+    pub fn lost_records(&self) -> u64 {
+        self.sh.ring.lost_records()
+    }
+
+    /// Puts `item`, waiting for room as long as needed.
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_mode(item, Mode::Block(None))
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room ([`PutError::Timeout`] hands it back).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_mode(item, Mode::Block(Instant::now().checked_add(timeout)))
+    }
+
+    /// Puts `item` if there is room now ([`PutError::Full`] hands it back).
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_mode(item, Mode::NoWait)
+    }
+
+    fn put_mode(&self, item: T, mode: Mode) -> Result<(), PutError<T>> {
+        if self.closed || self.sh.ring.is_closed() {
+            return Err(PutError::Closed(item));
+        }
+        SCRATCH.with(|s| {
+            let Ok(mut buf) = s.try_borrow_mut() else {
+                // Re-entered from the item's own Serialize impl: use a fresh buffer.
+                let mut b = Vec::new();
+                return self.put_with(item, mode, &mut b);
+            };
+            self.put_with(item, mode, &mut buf)
+        })
+    }
+
+    fn put_with(&self, item: T, mode: Mode, buf: &mut Vec<u8>) -> Result<(), PutError<T>> {
+        let slot = self.sh.slot_size;
+        if buf.len() < slot {
+            buf.resize(slot, 0);
+        }
+        buf[0] = INLINE;
+        let mut big = None;
+        let len = match C::encode_into(&item, &mut buf[1..slot]) {
+            Ok(Some(n)) => n + 1,
+            Ok(None) => {
+                let mut v = Vec::new();
+                if let Err(e) = C::encode_vec(&item, &mut v) {
+                    return Err(PutError::Codec(item, e));
+                }
+                if v.len() > self.sh.max_message {
+                    let len = v.len();
+                    return Err(PutError::TooLarge {
+                        item,
+                        len,
+                        max: self.sh.max_message,
+                    });
+                }
+                big = Some(v);
+                0
+            }
+            Err(e) => return Err(PutError::Codec(item, e)),
+        };
+        // A large message's side file is written before admission, so a producer killed
+        // between taking its unit and pushing has only a few instructions to die in.
+        let rec: &[u8] = match &big {
+            None => &buf[..len],
+            Some(v) => match self.write_side(v) {
+                Ok(name) => {
+                    buf.clear();
+                    buf.push(SIDE);
+                    buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                    buf.extend_from_slice(name.as_bytes());
+                    &buf[..]
+                }
+                Err(e) => return Err(PutError::Io(item, e.to_string())),
+            },
+        };
+        let remove_side = |rec: &[u8]| {
+            if rec.first() == Some(&SIDE) {
+                let name = String::from_utf8_lossy(&rec[9..]).into_owned();
+                let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+            }
+        };
+        if let Err(e) = self.admit(mode) {
+            remove_side(rec);
+            return Err(match e {
+                Admit::Full => PutError::Full(item),
+                Admit::Timeout => PutError::Timeout(item),
+                Admit::Closed => PutError::Closed(item),
+            });
+        }
+        if self.joinable {
+            // SeqCst: a joiner must not see 0 while this item is on its way (same total order as
+            // `task_done_inner`'s decrement and the joiner's load).
+            self.ctl().tasks.unfinished.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = match mode {
+            Mode::NoWait => self.sh.ring.try_push(rec),
+            Mode::Block(None) => self.sh.ring.push(rec),
+            Mode::Block(Some(d)) => self
+                .sh
+                .ring
+                .push_timeout(rec, d.saturating_duration_since(Instant::now())),
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                remove_side(rec);
+                self.undo_put();
+                Err(match e {
+                    PushError::Full => PutError::Full(item),
+                    PushError::Timeout => PutError::Timeout(item),
+                    PushError::Disconnected => PutError::Closed(item),
+                    PushError::TooLarge { len, max } => PutError::TooLarge { item, len, max },
+                    PushError::Corrupted(s) => PutError::Corrupted(item, s),
+                    _ => PutError::Corrupted(item, "unexpected ring error"),
+                })
+            }
+        }
+    }
+
+    fn undo_put(&self) {
+        self.release_unit();
+        if self.joinable {
+            let _ = self.task_done_inner();
+        }
+    }
+
+    /// Takes one admission unit (`puts - gets < maxsize`), waiting per `mode`.
+    fn admit(&self, mode: Mode) -> Result<(), Admit> {
+        let c = self.ctl();
+        let max = self.sh.maxsize;
+        let mut spins = 0u32;
+        loop {
+            let p = c.puts.puts.load(Ordering::Relaxed);
+            let mut g = self.cached_gets.load(Ordering::Relaxed);
+            if used(p, g) >= max {
+                // Relaxed: `gets` only bounds how many items exist; the items themselves are
+                // published by the ring's Release/Acquire on their slots.
+                g = c.gets.gets.load(Ordering::Relaxed);
+                self.cached_gets.store(g, Ordering::Relaxed);
+            }
+            if used(p, g) < max {
+                // Relaxed: as above; the CAS keeps concurrent producers under the bound.
+                if c.puts
+                    .puts
+                    .compare_exchange_weak(
+                        p,
+                        p.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            let deadline = match mode {
+                Mode::NoWait => return Err(Admit::Full),
+                Mode::Block(d) => d,
+            };
+            if self.sh.ring.is_closed() {
+                return Err(Admit::Closed);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Admit::Timeout);
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else if spins < 110 {
+                std::thread::yield_now();
+            } else {
+                c.gets.waiters.fetch_add(1, Ordering::SeqCst);
+                // SeqCst: pairs with `release_unit`'s SeqCst increment and waiter load
+                // (Dekker): either it sees our announcement and wakes us, or we see its
+                // increment here and do not sleep.
+                fence(Ordering::SeqCst);
+                let g = c.gets.gets.load(Ordering::SeqCst);
+                if used(c.puts.puts.load(Ordering::Relaxed), g) >= max {
+                    let t = match deadline {
+                        Some(d) => d.saturating_duration_since(Instant::now()).min(PARK_MAX),
+                        None => PARK_MAX,
+                    };
+                    futex::wait(&c.gets.gets, g, Some(t));
+                }
+                c.gets.waiters.fetch_sub(1, Ordering::Relaxed);
+                // A dead reader may hold a slot: let the ring recover it.
+                self.sh.ring.recover();
+            }
+        }
+    }
+
+    /// Gives an admission unit back (after a get, or a put that failed after admission).
+    fn release_unit(&self) {
+        let c = &self.ctl().gets;
+        // SeqCst: Dekker partner of the putter's waiter announcement in `admit`.
+        c.gets.fetch_add(1, Ordering::SeqCst);
+        if c.waiters.load(Ordering::SeqCst) != 0 {
+            futex::wake(&c.gets, 1);
+        }
+    }
+
+    /// Removes and returns the next item, waiting as long as needed.
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_mode(Mode::Block(None))
+    }
+
+    /// Removes and returns the next item, waiting at most `timeout` ([`GetError::Timeout`]).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.get_mode(Mode::Block(Instant::now().checked_add(timeout)))
+    }
+
+    /// Removes and returns the next item if there is one now ([`GetError::Empty`]).
+    pub fn get_nowait(&self) -> Result<T, GetError> {
+        self.get_mode(Mode::NoWait)
+    }
+
+    fn get_mode(&self, mode: Mode) -> Result<T, GetError> {
+        if self.closed {
+            return Err(GetError::Closed);
+        }
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut b) => self.get_with(mode, &mut b),
+            Err(_) => self.get_with(mode, &mut Vec::new()),
+        })
+    }
+
+    fn get_with(&self, mode: Mode, buf: &mut Vec<u8>) -> Result<T, GetError> {
+        let ring = &self.sh.ring;
+        let r = match mode {
+            Mode::NoWait => ring.try_pop_into(buf),
+            Mode::Block(None) => ring.pop_into(buf),
+            Mode::Block(Some(d)) => {
+                ring.pop_into_timeout(buf, d.saturating_duration_since(Instant::now()))
+            }
+        };
+        match r {
+            Ok(_) => {}
+            Err(PopError::Empty) => return Err(GetError::Empty),
+            Err(PopError::Timeout) => return Err(GetError::Timeout),
+            Err(PopError::Disconnected) => return Err(GetError::Closed),
+            Err(PopError::Corrupted(s)) => return Err(GetError::Corrupted(s)),
+            Err(_) => return Err(GetError::Corrupted("unexpected ring error")),
+        }
+        self.release_unit();
+        match buf.split_first() {
+            Some((&INLINE, body)) => C::decode(body).map_err(GetError::from),
+            Some((&SIDE, body)) if body.len() > 8 => {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&body[..8]);
+                let len = u64::from_le_bytes(l);
+                if len > self.sh.max_message as u64 {
+                    return Err(GetError::Corrupted("side message larger than the maximum"));
+                }
+                let name = std::str::from_utf8(&body[8..])
+                    .map_err(|_| GetError::Corrupted("side file name"))?;
+                let bytes = read_side(self.sh.id, name, len as usize)?;
+                C::decode(&bytes).map_err(GetError::from)
+            }
+            _ => Err(GetError::Corrupted("bad record tag")),
+        }
+    }
+
+    fn write_side(&self, bytes: &[u8]) -> std::io::Result<String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Relaxed: only uniqueness matters.
+        let seq = self.ctl().tasks.side_seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("multiproc.qside-{:016x}-{}-{seq}", self.sh.id, ident::pid());
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(format!("/dev/shm/{name}"))?;
+        let mut hdr = [0u8; SIDE_HDR];
+        hdr[..8].copy_from_slice(&SIDE_MAGIC);
+        if let Err(e) = f.write_all(&hdr).and_then(|()| f.write_all(bytes)) {
+            let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+            return Err(e);
+        }
+        Ok(name)
+    }
+
+    // ----- JoinableQueue support -----
+
+    fn task_done_inner(&self) -> Result<(), TaskDoneError> {
+        let t = &self.ctl().tasks;
+        let mut cur = t.unfinished.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                return Err(TaskDoneError::TooManyCalls);
+            }
+            // SeqCst: Dekker partner of the joiner's announcement in `join_deadline`.
+            match t.unfinished.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if cur == 1 && t.waiters.load(Ordering::SeqCst) != 0 {
+            futex::wake_all(&t.unfinished);
+        }
+        Ok(())
+    }
+
+    fn join_deadline(&self, deadline: Option<Instant>) -> Result<(), JoinError> {
+        let t = &self.ctl().tasks;
+        let mut spins = 0u32;
+        loop {
+            let now = t.unfinished.load(Ordering::SeqCst);
+            if now == 0 {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(JoinError::Timeout { unfinished: now });
+            }
+            spins += 1;
+            if spins < 50 {
+                std::thread::yield_now();
+                continue;
+            }
+            t.waiters.fetch_add(1, Ordering::SeqCst);
+            // SeqCst: see `task_done_inner`.
+            fence(Ordering::SeqCst);
+            let now = t.unfinished.load(Ordering::SeqCst);
+            if now != 0 {
+                let d = match deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()).min(PARK_MAX),
+                    None => PARK_MAX,
+                };
+                futex::wait(&t.unfinished, now, Some(d));
+            }
+            t.waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Items in the queue from a reading of `puts` and `gets` (0 if the reading of `gets` is newer
+/// than the one of `puts`).
+#[inline]
+fn used(puts: u32, gets: u32) -> u32 {
+    let d = puts.wrapping_sub(gets);
+    if d > u32::MAX / 2 { 0 } else { d }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    NoWait,
+    Block(Option<Instant>),
+}
+
+enum Admit {
+    Full,
+    Timeout,
+    Closed,
+}
+
+fn read_side(id: u64, name: &str, len: usize) -> Result<Vec<u8>, GetError> {
+    let prefix = format!("multiproc.qside-{id:016x}-");
+    if !name.starts_with(&prefix) || name.contains('/') || name.len() > 200 {
+        return Err(GetError::Corrupted("side file name"));
+    }
+    let path = format!("/dev/shm/{name}");
+    let mut f = std::fs::File::open(&path).map_err(|e| GetError::Lost(e.to_string()))?;
+    let _ = std::fs::remove_file(&path);
+    let mut hdr = [0u8; SIDE_HDR];
+    f.read_exact(&mut hdr)
+        .map_err(|e| GetError::Lost(e.to_string()))?;
+    if hdr[..8] != SIDE_MAGIC {
+        return Err(GetError::Corrupted("side file magic"));
+    }
+    let mut v = Vec::with_capacity(len);
+    (&mut f)
+        .take(len as u64 + 1)
+        .read_to_end(&mut v)
+        .map_err(|e| GetError::Lost(e.to_string()))?;
+    if v.len() != len {
+        return Err(GetError::Lost(format!(
+            "side file holds {} bytes, expected {len}",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+fn sweep_side_files(id: u64) {
+    let prefix = format!("multiproc.qside-{id:016x}-");
+    if let Ok(rd) = std::fs::read_dir("/dev/shm") {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// What a queue serializes as.
+#[derive(Serialize, Deserialize)]
+struct QueueHandle {
+    ctl: SegmentHandle,
+    ring: SegmentHandle,
+    joinable: bool,
+}
+
+impl<T: 'static, C: Codec<T>> Serialize for Queue<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let ring = self
+            .sh
+            .ring
+            .handle()
+            .ok_or_else(|| S::Error::custom("a heap queue cannot be sent"))?;
+        QueueHandle {
+            ctl: self.sh.seg.handle(),
+            ring,
+            joinable: self.joinable,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for Queue<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let h = QueueHandle::deserialize(d)?;
+        let seg = Segment::open_handle(&h.ctl, &expect::<T, C>()).map_err(D::Error::custom)?;
+        let ring = MpmcRing::open_handle(&h.ring).map_err(D::Error::custom)?;
+        Queue::from_parts(seg, ring, false, h.joinable).map_err(D::Error::custom)
+    }
+}
+
+/// A [`Queue`] whose consumers acknowledge items with [`JoinableQueue::task_done`], so a
+/// producer can [`JoinableQueue::join`] until every item put was processed. The unfinished count
+/// lives in shared memory.
+///
+/// A consumer killed between `get` and `task_done` leaves the count above zero for good:
+/// use [`JoinableQueue::join_timeout`] where that matters.
+pub struct JoinableQueue<T, C = Postcard>(Queue<T, C>);
+
+impl<T, C> Clone for JoinableQueue<T, C> {
+    fn clone(&self) -> Self {
+        JoinableQueue(self.0.clone())
+    }
+}
+
+impl<T, C> std::fmt::Debug for JoinableQueue<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("JoinableQueue").field(&self.0).finish()
+    }
+}
+
+impl<T: 'static, C: Codec<T>> JoinableQueue<T, C> {
+    /// A joinable queue holding at most `maxsize` items (see [`Queue::new`]).
+    pub fn new(maxsize: usize) -> Result<Self, ChannelError> {
+        Queue::build(None, maxsize, QueueOptions::default(), true).map(JoinableQueue)
+    }
+
+    /// A named joinable queue (see [`Queue::create`]).
+    pub fn create(name: &str, maxsize: usize) -> Result<Self, ChannelError> {
+        Queue::build(Some(name), maxsize, QueueOptions::default(), true).map(JoinableQueue)
+    }
+
+    /// Opens a named joinable queue.
+    pub fn open(name: &str) -> Result<Self, ChannelError> {
+        let mut q = Queue::open(name)?;
+        q.joinable = true;
+        Ok(JoinableQueue(q))
+    }
+
+    /// Marks one item taken by `get` as processed; more calls than items put is
+    /// [`TaskDoneError::TooManyCalls`].
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.0.task_done_inner()
+    }
+
+    /// Items put and not yet `task_done`.
+    pub fn unfinished(&self) -> usize {
+        self.0.ctl().tasks.unfinished.load(Ordering::Relaxed) as usize
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) {
+        let _ = self.0.join_deadline(None);
+    }
+
+    /// Waits at most `timeout` until every item put has been marked done.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinError> {
+        self.0.join_deadline(Instant::now().checked_add(timeout))
+    }
+}
+
+impl<T, C> std::ops::Deref for JoinableQueue<T, C> {
+    type Target = Queue<T, C>;
+    fn deref(&self) -> &Queue<T, C> {
+        &self.0
+    }
+}
+
+impl<T, C> std::ops::DerefMut for JoinableQueue<T, C> {
+    fn deref_mut(&mut self) -> &mut Queue<T, C> {
+        &mut self.0
+    }
+}
+
+impl<T: 'static, C: Codec<T>> Serialize for JoinableQueue<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for JoinableQueue<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut q = Queue::deserialize(d)?;
+        q.joinable = true;
+        Ok(JoinableQueue(q))
+    }
+}
+
+/// Python's `SimpleQueue`: `put`, `get`, `empty`, `close`, no bound to speak of (see
+/// [`UNBOUNDED_SLOTS`]) and no timeouts (the full [`Queue`] has them).
+pub struct SimpleQueue<T, C = Postcard>(Queue<T, C>);
+
+impl<T, C> Clone for SimpleQueue<T, C> {
+    fn clone(&self) -> Self {
+        SimpleQueue(self.0.clone())
+    }
+}
+
+impl<T, C> std::fmt::Debug for SimpleQueue<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SimpleQueue").field(&self.0).finish()
+    }
+}
+
+impl<T: 'static, C: Codec<T>> SimpleQueue<T, C> {
+    /// A new simple queue.
+    pub fn new() -> Result<Self, ChannelError> {
+        Queue::new(0).map(SimpleQueue)
+    }
+
+    /// Puts an item (waits only if [`UNBOUNDED_SLOTS`] items are waiting).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.0.put(item)
+    }
+
+    /// Takes the next item, waiting for one.
+    pub fn get(&self) -> Result<T, GetError> {
+        self.0.get()
+    }
+
+    /// Whether no item is waiting.
+    pub fn empty(&self) -> bool {
+        self.0.empty()
+    }
+
+    /// Closes this handle.
+    pub fn close(&mut self) {
+        self.0.close()
+    }
+}
+
+impl<T: 'static, C: Codec<T>> Serialize for SimpleQueue<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for SimpleQueue<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Queue::deserialize(d).map(SimpleQueue)
+    }
+}

@@ -1,0 +1,743 @@
+//! `SharedDict<K, V>`: a hash map in shared memory (Python's `Manager().dict()` without the
+//! server process).
+//!
+//! Keys and values are encoded with postcard; keys are compared by their encoded bytes (postcard
+//! is deterministic, and `String`/`&str`, `Vec<T>`/`&[T]` encode alike, so `get("k")` works on
+//! a `SharedDict<String, _>`). The table is open addressing with linear probing over `u64`
+//! slots: `0` empty, `1` tombstone, otherwise a 16-bit hash tag and the arena offset of the
+//! entry. Entries are appended to the arena; when it (or the table's tombstone budget) runs out,
+//! the live entries are compacted into the other space (see `store.rs` for the crash-consistent
+//! update order). Every operation takes the segment's robust mutex; [`SharedDict::update`] is a
+//! read-modify-write under it, the atomic form of Python's `d['count'] -= 1`.
+//!
+//! ```
+//! use multiproc_collections::SharedDict;
+//! let d: SharedDict<String, i64> = SharedDict::new().unwrap();
+//! d.insert(&"count".to_string(), &300).unwrap();
+//! d.update("count", |v| v.unwrap_or(0) - 1).unwrap();
+//! assert_eq!(d.get("count").unwrap(), Some(299));
+//! {
+//!     let mut g = d.get_lock().unwrap(); // several operations at once
+//!     let c = g.get("count").unwrap().unwrap();
+//!     g.insert(&"copy".to_string(), &c).unwrap();
+//! }
+//! assert_eq!(d.len().unwrap(), 2);
+//! ```
+
+use crate::codec::{decode, encode, hash};
+use crate::error::{Error, Result};
+use crate::facade::Ordering;
+use crate::store::{
+    ARENA_START, Buf, Entry, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size,
+};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, TypeFingerprint};
+use multiproc_sync::{LockError, LockResult};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+const EMPTY: u64 = 0;
+const TOMB: u64 = 1;
+const OFF_MASK: u64 = (1 << 48) - 1;
+
+/// Entries a dict made by [`SharedDict::new`] can hold.
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// Arena bytes per entry of capacity when none is given (key + value + 16 bytes of head).
+pub const DEFAULT_BYTES_PER_ENTRY: usize = 128;
+
+/// Bounds on what a dict may hold.
+pub trait Key: Serialize + DeserializeOwned + 'static {}
+impl<T: Serialize + DeserializeOwned + 'static> Key for T {}
+
+fn tag(h: u64) -> u64 {
+    (h >> 48) << 48
+}
+
+fn max_load(g: &Geometry) -> u64 {
+    g.slots - g.slots / 4
+}
+
+/// Where a key is, or where it would go.
+#[derive(Clone, Copy)]
+enum Find {
+    Found { idx: u64, e: Entry },
+    Vacant { idx: u64, tomb: bool },
+    NoRoom,
+}
+
+fn find(l: &Locked<'_>, sp: usize, key: &[u8], h: u64) -> Result<Find> {
+    let g = l.geo();
+    let mask = g.slots - 1;
+    let mut i = h & mask;
+    let mut first_tomb = None;
+    for _ in 0..g.slots {
+        let s = l.slot(sp, i).load(Ordering::Relaxed);
+        if s == EMPTY {
+            return Ok(match first_tomb {
+                Some(t) => Find::Vacant { idx: t, tomb: true },
+                None => Find::Vacant {
+                    idx: i,
+                    tomb: false,
+                },
+            });
+        }
+        if s == TOMB {
+            first_tomb.get_or_insert(i);
+        } else if tag(s) == tag(h) {
+            let e = l.entry(sp, s & OFF_MASK)?;
+            if e.hash == h && l.key_eq(sp, &e, key) {
+                return Ok(Find::Found { idx: i, e });
+            }
+        }
+        i = (i + 1) & mask;
+    }
+    Ok(match first_tomb {
+        Some(t) => Find::Vacant { idx: t, tomb: true },
+        None => Find::NoRoom,
+    })
+}
+
+/// Inserts or overwrites `key` with `val` (encoded), compacting once if needed.
+fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) -> Result<()> {
+    let g = l.geo();
+    if key.len() > u32::MAX as usize || val.len() > u32::MAX as usize {
+        return Err(Error::TooLarge {
+            size: (key.len() + val.len()) as u64,
+            max: g.arena,
+        });
+    }
+    let need = entry_size(key.len() as u64, val.len() as u64);
+    if need > g.arena - ARENA_START {
+        return Err(Error::TooLarge {
+            size: need,
+            max: g.arena - ARENA_START,
+        });
+    }
+    for attempt in 0..2 {
+        let sp = l.active()?;
+        let st = l.state(sp)?;
+        let fits = st.top + need <= g.arena;
+        let found = match pre.take() {
+            Some(f) => f,
+            None => find(l, sp, key, h)?,
+        };
+        match found {
+            Find::Found { idx, e } if fits => {
+                let top = l.write_entry(sp, st.top, h, key, val);
+                let garbage = st.garbage + e.size();
+                l.commit(
+                    sp,
+                    Some((idx, tag(h) | st.top)),
+                    State { top, garbage, ..st },
+                );
+                return Ok(());
+            }
+            Find::Vacant { .. } | Find::NoRoom if st.len >= g.capacity => {
+                return Err(Error::Full {
+                    what: "entries",
+                    capacity: g.capacity,
+                });
+            }
+            Find::Vacant { idx, tomb }
+                if fits && (tomb || st.len + st.tombstones < max_load(&g)) =>
+            {
+                let top = l.write_entry(sp, st.top, h, key, val);
+                let new = State {
+                    len: st.len + 1,
+                    top,
+                    garbage: st.garbage,
+                    tombstones: st.tombstones - u64::from(tomb),
+                };
+                l.commit(sp, Some((idx, tag(h) | st.top)), new);
+                return Ok(());
+            }
+            _ if attempt == 0 => compact(l)?,
+            _ => {}
+        }
+    }
+    Err(Error::Full {
+        what: "arena",
+        capacity: g.arena,
+    })
+}
+
+/// Rebuilds the live entries into the other space (drops garbage and tombstones).
+fn compact(l: &Locked<'_>) -> Result<()> {
+    let g = l.geo();
+    let from = l.active()?;
+    l.state(from)?;
+    let to = l.begin_rebuild()?;
+    let mask = g.slots - 1;
+    let mut top = ARENA_START;
+    let mut len = 0u64;
+    for i in 0..g.slots {
+        let s = l.slot(from, i).load(Ordering::Relaxed);
+        if s == EMPTY || s == TOMB {
+            continue;
+        }
+        let e = l.entry(from, s & OFF_MASK)?;
+        if top + e.size() > g.arena || len >= g.slots {
+            return Err(Error::Corrupted("live entries exceed the arena"));
+        }
+        let mut j = e.hash & mask;
+        while l.slot(to, j).load(Ordering::Relaxed) != EMPTY {
+            j = (j + 1) & mask;
+        }
+        l.slot(to, j).store(tag(e.hash) | top, Ordering::Relaxed);
+        top = l.copy_entry(from, &e, to, top);
+        crate::failpoint::hit(); // mid-rebuild
+        len += 1;
+    }
+    l.finish_rebuild(
+        to,
+        State {
+            len,
+            top,
+            garbage: 0,
+            tombstones: 0,
+        },
+    );
+    Ok(())
+}
+
+fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
+    let sp = l.active()?;
+    let st = l.state(sp)?;
+    let Find::Found { idx, e } = find(l, sp, key, h)? else {
+        return Ok(false);
+    };
+    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+    let g = l.geo();
+    // A slot followed by an empty one ends every probe chain through it: it can become empty
+    // instead of a tombstone.
+    let next_empty = l
+        .slot(sp, (idx + 1) & (g.slots - 1))
+        .load(Ordering::Relaxed)
+        == EMPTY;
+    let new = State {
+        len: st
+            .len
+            .checked_sub(1)
+            .ok_or(Error::Corrupted("length below zero"))?,
+        top: st.top,
+        garbage: st.garbage + e.size(),
+        tombstones: st.tombstones + u64::from(!next_empty),
+    };
+    l.commit(sp, Some((idx, if next_empty { EMPTY } else { TOMB })), new);
+    Ok(true)
+}
+
+fn get_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
+    let sp = l.active()?;
+    l.state(sp)?;
+    match find(l, sp, key, h)? {
+        Find::Found { e, .. } => {
+            l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn clear_raw(l: &Locked<'_>) -> Result<()> {
+    let to = l.begin_rebuild()?;
+    l.finish_rebuild(
+        to,
+        State {
+            len: 0,
+            top: ARENA_START,
+            garbage: 0,
+            tombstones: 0,
+        },
+    );
+    Ok(())
+}
+
+/// Calls `f(key bytes, value bytes)` for every live entry, in table order.
+fn for_each(l: &Locked<'_>, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {
+    let sp = l.active()?;
+    l.state(sp)?;
+    let g = l.geo();
+    let (mut k, mut v) = (Buf::new(), Buf::new());
+    let mut n = 0;
+    for i in 0..g.slots {
+        let s = l.slot(sp, i).load(Ordering::Relaxed);
+        if s == EMPTY || s == TOMB {
+            continue;
+        }
+        let e = l.entry(sp, s & OFF_MASK)?;
+        l.read_into(sp, e.off + 16, e.key_len, &mut k);
+        l.read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut v);
+        f(k.bytes(), v.bytes())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A hash map in shared memory, shared by every process holding a handle (clone it, inherit it
+/// across `fork`, pass it serialized, or open it by name).
+pub struct SharedDict<K, V> {
+    store: Store,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for SharedDict<K, V> {
+    fn clone(&self) -> Self {
+        SharedDict {
+            store: self.store.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for SharedDict<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDict")
+            .field("key", &std::any::type_name::<K>())
+            .field("value", &std::any::type_name::<V>())
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+/// Table geometry for `capacity` entries and `bytes` of arena.
+fn dict_geometry(capacity: usize, bytes: usize) -> Result<Geometry> {
+    if capacity == 0 {
+        return Err(Error::BadParameter("capacity must be at least 1"));
+    }
+    let slots = (capacity as u64)
+        .checked_mul(2)
+        .and_then(|s| s.max(8).checked_next_power_of_two())
+        .ok_or(Error::BadParameter("capacity too large"))?;
+    let arena = ((bytes as u64).max(64) + 7) & !7;
+    if arena > MAX_ARENA {
+        return Err(Error::BadParameter("arena too large"));
+    }
+    Ok(Geometry {
+        slots,
+        arena: arena + ARENA_START,
+        capacity: capacity as u64,
+    })
+}
+
+impl<K: Key, V: Key> SharedDict<K, V> {
+    fn fingerprint() -> TypeFingerprint {
+        TypeFingerprint::of::<(K, V)>()
+    }
+
+    fn build(name: Option<&str>, capacity: usize, bytes: usize) -> Result<Self> {
+        let geo = dict_geometry(capacity, bytes)?;
+        let store = Store::create(name, ObjectKind::Dict, Self::fingerprint(), geo)?;
+        Ok(Self::from_store(store))
+    }
+
+    fn from_store(store: Store) -> Self {
+        SharedDict {
+            store,
+            _types: PhantomData,
+        }
+    }
+
+    /// A new anonymous dict for [`DEFAULT_CAPACITY`] entries (memory is touched only as used).
+    pub fn new() -> Result<Self> {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A new anonymous dict for `capacity` entries, with [`DEFAULT_BYTES_PER_ENTRY`] arena bytes
+    /// per entry.
+    pub fn with_capacity(capacity: usize) -> Result<Self> {
+        Self::with_capacity_and_bytes(capacity, capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY))
+    }
+
+    /// A new anonymous dict for `capacity` entries whose keys and values take up to `bytes`
+    /// encoded bytes in all (plus 16 bytes per entry, rounded to 8).
+    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self> {
+        Self::build(None, capacity, bytes)
+    }
+
+    /// A new named dict (`/dev/shm/multiproc.NAME`) other processes can [`open`](Self::open).
+    pub fn create(name: &str, capacity: usize) -> Result<Self> {
+        Self::build(
+            Some(name),
+            capacity,
+            capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY),
+        )
+    }
+
+    /// [`create`](Self::create) with an explicit arena size.
+    pub fn create_with_bytes(name: &str, capacity: usize, bytes: usize) -> Result<Self> {
+        Self::build(Some(name), capacity, bytes)
+    }
+
+    /// Opens a named dict, checking that it holds `SharedDict<K, V>`.
+    pub fn open(name: &str) -> Result<Self> {
+        Ok(Self::from_store(Store::open_named(
+            name,
+            ObjectKind::Dict,
+            Self::fingerprint(),
+        )?))
+    }
+
+    /// Opens the dict a handle names.
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+        Ok(Self::from_store(Store::open_handle(
+            handle,
+            ObjectKind::Dict,
+            Self::fingerprint(),
+        )?))
+    }
+
+    /// The segment behind this dict.
+    pub fn segment(&self) -> &Segment {
+        self.store.segment()
+    }
+
+    /// How another process reaches this dict.
+    pub fn handle(&self) -> SegmentHandle {
+        self.store.segment().handle()
+    }
+
+    /// The entry capacity given at creation.
+    pub fn capacity(&self) -> usize {
+        self.store.geometry().capacity as usize
+    }
+
+    /// How many times a lock holder's death was recovered from (the journal replayed).
+    pub fn recoveries(&self) -> u64 {
+        self.store.recoveries()
+    }
+
+    fn guard<'a>(
+        &'a self,
+        r: Result<(Locked<'a>, bool), multiproc_sync::MutexError>,
+    ) -> LockResult<DictGuard<'a, K, V>> {
+        match r {
+            Ok((l, false)) => Ok(DictGuard::new(l)),
+            Ok((l, true)) => Err(LockError::OwnerDied(DictGuard::new(l))),
+            Err(e) => Err(LockError::Failed(e)),
+        }
+    }
+
+    /// Locks the dict for several operations at once (Python's `with lock:` around a block).
+    /// `Err(OwnerDied(guard))`: the previous holder died holding it; the structure has been
+    /// repaired (every single operation is atomic), but a multi-operation sequence of the dead
+    /// holder may be half done. The guard is yours either way.
+    pub fn get_lock(&self) -> LockResult<DictGuard<'_, K, V>> {
+        self.guard(self.store.lock(How::Block))
+    }
+
+    /// [`get_lock`](Self::get_lock) without waiting (`Failed(WouldBlock)` if held).
+    pub fn try_get_lock(&self) -> LockResult<DictGuard<'_, K, V>> {
+        self.guard(self.store.lock(How::Try))
+    }
+
+    /// [`get_lock`](Self::get_lock) waiting at most `timeout` (`Failed(Timeout)`).
+    pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<DictGuard<'_, K, V>> {
+        self.guard(self.store.lock(How::Timeout(timeout)))
+    }
+
+    /// Locks for one operation; a dead previous holder is recovered from silently.
+    #[inline]
+    fn locked(&self) -> Result<DictGuard<'_, K, V>> {
+        let (l, _) = self.store.lock(How::Block)?;
+        Ok(DictGuard::new(l))
+    }
+
+    /// Inserts or overwrites (`d[k] = v`).
+    pub fn insert(&self, key: &K, value: &V) -> Result<()> {
+        let (k, v) = (encode(key)?, encode(value)?);
+        let g = self.locked()?;
+        put(&g.l, &k, hash(&k), &v, None)
+    }
+
+    /// The value for `key` (`d.get(k)`).
+    pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let k = encode(key)?;
+        let mut out = Buf::new();
+        let found = {
+            let g = self.locked()?;
+            get_raw(&g.l, &k, hash(&k), &mut out)?
+        };
+        if found {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Removes `key`, returning its value (`d.pop(k, None)`).
+    pub fn remove<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let k = encode(key)?;
+        let mut out = Buf::new();
+        let found = {
+            let g = self.locked()?;
+            remove_raw(&g.l, &k, hash(&k), &mut out)?
+        };
+        if found {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whether `key` is present (`k in d`).
+    pub fn contains_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool>
+    where
+        K: Borrow<Q>,
+    {
+        self.locked()?.contains_key(key)
+    }
+
+    /// Read-modify-write of one key under the lock: `f(current value or None)` gives the new
+    /// value, which is stored and returned. `d.update("count", |v| v.unwrap_or(0) - 1)` is
+    /// Python's `with lock: d['count'] -= 1`, in one critical section.
+    pub fn update<Q: Serialize + ?Sized>(
+        &self,
+        key: &Q,
+        f: impl FnOnce(Option<V>) -> V,
+    ) -> Result<V>
+    where
+        K: Borrow<Q>,
+    {
+        let k = encode(key)?;
+        let mut g = self.locked()?;
+        g.update_encoded(&k, f)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> Result<usize> {
+        self.locked()?.len()
+    }
+
+    /// Whether the dict is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) -> Result<()> {
+        self.locked()?.clear()
+    }
+
+    /// A consistent snapshot of the keys.
+    pub fn keys(&self) -> Result<Vec<K>> {
+        self.locked()?.keys()
+    }
+
+    /// A consistent snapshot of the values.
+    pub fn values(&self) -> Result<Vec<V>> {
+        self.locked()?.values()
+    }
+
+    /// A consistent snapshot of the entries.
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        self.locked()?.items()
+    }
+
+    /// Checks every invariant (each live slot's entry in bounds and decodable, findable by its
+    /// key, count equal to `len`); returns the entry count. For tests and tools.
+    pub fn verify(&self) -> Result<usize> {
+        self.locked()?.verify()
+    }
+}
+
+/// The held lock of a [`SharedDict`], offering its operations for several at once. Unlocks on
+/// drop; `!Send`.
+pub struct DictGuard<'a, K, V> {
+    l: Locked<'a>,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
+    fn new(l: Locked<'a>) -> Self {
+        DictGuard {
+            l,
+            _types: PhantomData,
+        }
+    }
+
+    /// Inserts or overwrites.
+    pub fn insert(&mut self, key: &K, value: &V) -> Result<()> {
+        let (k, v) = (encode(key)?, encode(value)?);
+        put(&self.l, &k, hash(&k), &v, None)
+    }
+
+    /// The value for `key`.
+    pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let k = encode(key)?;
+        let mut out = Buf::new();
+        if get_raw(&self.l, &k, hash(&k), &mut out)? {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove<Q: Serialize + ?Sized>(&mut self, key: &Q) -> Result<Option<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let k = encode(key)?;
+        let mut out = Buf::new();
+        if remove_raw(&self.l, &k, hash(&k), &mut out)? {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool>
+    where
+        K: Borrow<Q>,
+    {
+        let k = encode(key)?;
+        let sp = self.l.active()?;
+        self.l.state(sp)?;
+        Ok(matches!(
+            find(&self.l, sp, &k, hash(&k))?,
+            Find::Found { .. }
+        ))
+    }
+
+    /// Read-modify-write of one key (see [`SharedDict::update`]).
+    pub fn update<Q: Serialize + ?Sized>(
+        &mut self,
+        key: &Q,
+        f: impl FnOnce(Option<V>) -> V,
+    ) -> Result<V>
+    where
+        K: Borrow<Q>,
+    {
+        let k = encode(key)?;
+        self.update_encoded(&k, f)
+    }
+
+    #[inline]
+    fn update_encoded(&mut self, k: &[u8], f: impl FnOnce(Option<V>) -> V) -> Result<V> {
+        let h = hash(k);
+        let sp = self.l.active()?;
+        self.l.state(sp)?;
+        let found = find(&self.l, sp, k, h)?;
+        let old = match found {
+            Find::Found { e, .. } => {
+                let mut out = Buf::new();
+                self.l
+                    .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut out);
+                Some(decode(out.bytes())?)
+            }
+            _ => None,
+        };
+        let new = f(old);
+        let v = encode(&new)?;
+        // Nothing changed since `find` (the closure cannot reach this dict: relocking fails
+        // with Deadlock), so its answer is still right.
+        put(&self.l, k, h, &v, Some(found))?;
+        Ok(new)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> Result<usize> {
+        let sp = self.l.active()?;
+        Ok(self.l.state(sp)?.len as usize)
+    }
+
+    /// Whether the dict is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) -> Result<()> {
+        clear_raw(&self.l)
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> Result<Vec<K>> {
+        let mut out = Vec::with_capacity(self.len()?);
+        for_each(&self.l, |k, _| {
+            out.push(decode(k)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The values.
+    pub fn values(&self) -> Result<Vec<V>> {
+        let mut out = Vec::with_capacity(self.len()?);
+        for_each(&self.l, |_, v| {
+            out.push(decode(v)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The entries.
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        let mut out = Vec::with_capacity(self.len()?);
+        for_each(&self.l, |k, v| {
+            out.push((decode(k)?, decode(v)?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Checks every invariant; returns the entry count.
+    pub fn verify(&self) -> Result<usize> {
+        let sp = self.l.active()?;
+        let st = self.l.state(sp)?;
+        let g = self.l.geo();
+        let mut tombs = 0;
+        for i in 0..g.slots {
+            if self.l.slot(sp, i).load(Ordering::Relaxed) == TOMB {
+                tombs += 1;
+            }
+        }
+        if tombs != st.tombstones {
+            return Err(Error::Corrupted("tombstone count"));
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let n = for_each(&self.l, |k, v| {
+            let _: K = decode(k)?;
+            let _: V = decode(v)?;
+            keys.push(k.to_vec());
+            Ok(())
+        })?;
+        if n != st.len {
+            return Err(Error::Corrupted("len does not match the live entries"));
+        }
+        for k in &keys {
+            match find(&self.l, sp, k, hash(k))? {
+                Find::Found { e, .. } if e.off + e.size() <= st.top => {}
+                Find::Found { .. } => return Err(Error::Corrupted("entry past top")),
+                _ => return Err(Error::Corrupted("a live key is not findable")),
+            }
+        }
+        Ok(n as usize)
+    }
+}
+
+impl<K, V> Serialize for SharedDict<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.store.segment().handle().serialize(s)
+    }
+}
+
+impl<'de, K: Key, V: Key> Deserialize<'de> for SharedDict<K, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let h = SegmentHandle::deserialize(d)?;
+        SharedDict::open_handle(&h).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,576 @@
+//! `SharedList<T>`: a list in shared memory (Python's `Manager().list()` without the server).
+//!
+//! Elements are postcard-encoded entries in the arena; the table is the index array (slot `i`
+//! holds the arena offset of element `i`). `push`, `pop` and `set` are point changes through
+//! the journal; `insert` and `remove` in the middle rebuild the list into the other space (O(n),
+//! as a `Vec`'s memmove is) and publish it with one store, so a holder killed at any moment leaves
+//! either the old or the new list. See `store.rs` for the update order.
+//!
+//! ```
+//! use multiproc_collections::SharedList;
+//! let l: SharedList<String> = SharedList::with_capacity(16).unwrap();
+//! l.push(&"b".into()).unwrap();
+//! l.insert(0, &"a".into()).unwrap();
+//! assert_eq!(l.to_vec().unwrap(), vec!["a".to_string(), "b".to_string()]);
+//! assert_eq!(l.pop().unwrap().as_deref(), Some("b"));
+//! ```
+
+use crate::codec::{decode, encode};
+use crate::dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, Key};
+use crate::error::{Error, Result};
+use crate::facade::Ordering;
+use crate::store::{ARENA_START, Buf, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, TypeFingerprint};
+use multiproc_sync::{LockError, LockResult, MutexError};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+enum Edit<'b> {
+    None,
+    Insert(u64, &'b [u8]),
+    Remove(u64),
+}
+
+fn full_arena(g: &Geometry) -> Error {
+    Error::Full {
+        what: "arena",
+        capacity: g.arena,
+    }
+}
+
+fn check_size(g: &Geometry, val: &[u8]) -> Result<u64> {
+    let need = entry_size(0, val.len() as u64);
+    if val.len() > u32::MAX as usize || need > g.arena - ARENA_START {
+        return Err(Error::TooLarge {
+            size: need,
+            max: g.arena - ARENA_START,
+        });
+    }
+    Ok(need)
+}
+
+/// Rebuilds the list into the other space, applying `edit`.
+fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
+    let g = l.geo();
+    let from = l.active()?;
+    let st = l.state(from)?;
+    let to = l.begin_rebuild()?;
+    let mut top = ARENA_START;
+    let mut n = 0u64;
+    for i in 0..=st.len {
+        if let Edit::Insert(at, v) = edit
+            && at == i
+        {
+            if top + entry_size(0, v.len() as u64) > g.arena {
+                return Err(full_arena(&g));
+            }
+            if n >= g.slots {
+                return Err(Error::Full {
+                    what: "entries",
+                    capacity: g.capacity,
+                });
+            }
+            l.slot(to, n).store(top, Ordering::Relaxed);
+            top = l.write_entry(to, top, 0, &[], v);
+            n += 1;
+        }
+        if i == st.len {
+            break;
+        }
+        if matches!(edit, Edit::Remove(at) if at == i) {
+            continue;
+        }
+        let e = l.entry(from, l.slot(from, i).load(Ordering::Relaxed))?;
+        if top + e.size() > g.arena {
+            return Err(full_arena(&g));
+        }
+        l.slot(to, n).store(top, Ordering::Relaxed);
+        top = l.copy_entry(from, &e, to, top);
+        crate::failpoint::hit(); // mid-rebuild
+        n += 1;
+    }
+    l.finish_rebuild(
+        to,
+        State {
+            len: n,
+            top,
+            garbage: 0,
+            tombstones: 0,
+        },
+    );
+    Ok(())
+}
+
+fn push_raw(l: &Locked<'_>, val: &[u8]) -> Result<()> {
+    let g = l.geo();
+    let need = check_size(&g, val)?;
+    for attempt in 0..2 {
+        let sp = l.active()?;
+        let st = l.state(sp)?;
+        if st.len >= g.capacity {
+            return Err(Error::Full {
+                what: "entries",
+                capacity: g.capacity,
+            });
+        }
+        if st.top + need <= g.arena {
+            let top = l.write_entry(sp, st.top, 0, &[], val);
+            let new = State {
+                len: st.len + 1,
+                top,
+                ..st
+            };
+            l.commit(sp, Some((st.len, st.top)), new);
+            return Ok(());
+        }
+        if attempt == 0 {
+            rebuild(l, Edit::None)?;
+        }
+    }
+    Err(full_arena(&g))
+}
+
+fn set_raw(l: &Locked<'_>, index: usize, val: &[u8]) -> Result<()> {
+    let g = l.geo();
+    let need = check_size(&g, val)?;
+    for attempt in 0..2 {
+        let sp = l.active()?;
+        let st = l.state(sp)?;
+        if index as u64 >= st.len {
+            return Err(Error::IndexOutOfRange {
+                index,
+                len: st.len as usize,
+            });
+        }
+        let old = l.entry(sp, l.slot(sp, index as u64).load(Ordering::Relaxed))?;
+        if st.top + need <= g.arena {
+            let top = l.write_entry(sp, st.top, 0, &[], val);
+            let new = State {
+                top,
+                garbage: st.garbage + old.size(),
+                ..st
+            };
+            l.commit(sp, Some((index as u64, st.top)), new);
+            return Ok(());
+        }
+        if attempt == 0 {
+            rebuild(l, Edit::None)?;
+        }
+    }
+    Err(full_arena(&g))
+}
+
+/// Reads element `index` into `out`; false past the end.
+fn get_raw(l: &Locked<'_>, index: usize, out: &mut Buf) -> Result<bool> {
+    let sp = l.active()?;
+    let st = l.state(sp)?;
+    if index as u64 >= st.len {
+        return Ok(false);
+    }
+    let e = l.entry(sp, l.slot(sp, index as u64).load(Ordering::Relaxed))?;
+    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+    Ok(true)
+}
+
+fn pop_raw(l: &Locked<'_>, out: &mut Buf) -> Result<bool> {
+    let sp = l.active()?;
+    let st = l.state(sp)?;
+    if st.len == 0 {
+        return Ok(false);
+    }
+    let e = l.entry(sp, l.slot(sp, st.len - 1).load(Ordering::Relaxed))?;
+    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+    let new = State {
+        len: st.len - 1,
+        garbage: st.garbage + e.size(),
+        ..st
+    };
+    l.commit(sp, None, new);
+    Ok(true)
+}
+
+fn list_geometry(capacity: usize, bytes: usize) -> Result<Geometry> {
+    if capacity == 0 {
+        return Err(Error::BadParameter("capacity must be at least 1"));
+    }
+    let arena = ((bytes as u64).max(64) + 7) & !7;
+    if arena > MAX_ARENA {
+        return Err(Error::BadParameter("arena too large"));
+    }
+    Ok(Geometry {
+        slots: capacity as u64,
+        arena: arena + ARENA_START,
+        capacity: capacity as u64,
+    })
+}
+
+/// A list in shared memory, shared by every process holding a handle.
+pub struct SharedList<T> {
+    store: Store,
+    _types: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for SharedList<T> {
+    fn clone(&self) -> Self {
+        SharedList {
+            store: self.store.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for SharedList<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedList")
+            .field("type", &std::any::type_name::<T>())
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl<T: Key> SharedList<T> {
+    fn fingerprint() -> TypeFingerprint {
+        TypeFingerprint::of::<T>()
+    }
+
+    fn build(name: Option<&str>, capacity: usize, bytes: usize) -> Result<Self> {
+        let geo = list_geometry(capacity, bytes)?;
+        Ok(Self::from_store(Store::create(
+            name,
+            ObjectKind::List,
+            Self::fingerprint(),
+            geo,
+        )?))
+    }
+
+    fn from_store(store: Store) -> Self {
+        SharedList {
+            store,
+            _types: PhantomData,
+        }
+    }
+
+    /// A new anonymous list for [`DEFAULT_CAPACITY`] elements.
+    pub fn new() -> Result<Self> {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A new anonymous list for `capacity` elements ([`DEFAULT_BYTES_PER_ENTRY`] bytes each).
+    pub fn with_capacity(capacity: usize) -> Result<Self> {
+        Self::with_capacity_and_bytes(capacity, capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY))
+    }
+
+    /// A new anonymous list for `capacity` elements taking up to `bytes` encoded bytes in all.
+    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self> {
+        Self::build(None, capacity, bytes)
+    }
+
+    /// A new named list other processes can [`open`](Self::open).
+    pub fn create(name: &str, capacity: usize) -> Result<Self> {
+        Self::build(
+            Some(name),
+            capacity,
+            capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY),
+        )
+    }
+
+    /// [`create`](Self::create) with an explicit arena size.
+    pub fn create_with_bytes(name: &str, capacity: usize, bytes: usize) -> Result<Self> {
+        Self::build(Some(name), capacity, bytes)
+    }
+
+    /// Opens a named list, checking that it holds `SharedList<T>`.
+    pub fn open(name: &str) -> Result<Self> {
+        Ok(Self::from_store(Store::open_named(
+            name,
+            ObjectKind::List,
+            Self::fingerprint(),
+        )?))
+    }
+
+    /// Opens the list a handle names.
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+        Ok(Self::from_store(Store::open_handle(
+            handle,
+            ObjectKind::List,
+            Self::fingerprint(),
+        )?))
+    }
+
+    /// The segment behind this list.
+    pub fn segment(&self) -> &Segment {
+        self.store.segment()
+    }
+
+    /// How another process reaches this list.
+    pub fn handle(&self) -> SegmentHandle {
+        self.store.segment().handle()
+    }
+
+    /// The element capacity given at creation.
+    pub fn capacity(&self) -> usize {
+        self.store.geometry().capacity as usize
+    }
+
+    /// How many times a lock holder's death was recovered from.
+    pub fn recoveries(&self) -> u64 {
+        self.store.recoveries()
+    }
+
+    fn guard<'a>(
+        &'a self,
+        r: Result<(Locked<'a>, bool), MutexError>,
+    ) -> LockResult<ListGuard<'a, T>> {
+        match r {
+            Ok((l, false)) => Ok(ListGuard::new(l)),
+            Ok((l, true)) => Err(LockError::OwnerDied(ListGuard::new(l))),
+            Err(e) => Err(LockError::Failed(e)),
+        }
+    }
+
+    /// Locks the list for several operations at once (see [`SharedDict::get_lock`](crate::SharedDict::get_lock)).
+    pub fn get_lock(&self) -> LockResult<ListGuard<'_, T>> {
+        self.guard(self.store.lock(How::Block))
+    }
+
+    /// [`get_lock`](Self::get_lock) without waiting.
+    pub fn try_get_lock(&self) -> LockResult<ListGuard<'_, T>> {
+        self.guard(self.store.lock(How::Try))
+    }
+
+    /// [`get_lock`](Self::get_lock) waiting at most `timeout`.
+    pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<ListGuard<'_, T>> {
+        self.guard(self.store.lock(How::Timeout(timeout)))
+    }
+
+    #[inline]
+    fn locked(&self) -> Result<ListGuard<'_, T>> {
+        let (l, _) = self.store.lock(How::Block)?;
+        Ok(ListGuard::new(l))
+    }
+
+    /// Appends (`l.append(x)`).
+    pub fn push(&self, value: &T) -> Result<()> {
+        let v = encode(value)?;
+        let g = self.locked()?;
+        push_raw(&g.l, &v)
+    }
+
+    /// Removes and returns the last element (`l.pop()`, `None` when empty).
+    pub fn pop(&self) -> Result<Option<T>> {
+        let mut out = Buf::new();
+        let found = pop_raw(&self.locked()?.l, &mut out)?;
+        if found {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Element `index` (`None` past the end).
+    pub fn get(&self, index: usize) -> Result<Option<T>> {
+        let mut out = Buf::new();
+        let found = get_raw(&self.locked()?.l, index, &mut out)?;
+        if found {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Replaces element `index` (`l[i] = x`).
+    pub fn set(&self, index: usize, value: &T) -> Result<()> {
+        let v = encode(value)?;
+        set_raw(&self.locked()?.l, index, &v)
+    }
+
+    /// Inserts before `index` (`l.insert(i, x)`; `index == len` appends).
+    pub fn insert(&self, index: usize, value: &T) -> Result<()> {
+        self.locked()?.insert(index, value)
+    }
+
+    /// Removes and returns element `index` (`l.pop(i)`).
+    pub fn remove(&self, index: usize) -> Result<T> {
+        self.locked()?.remove(index)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> Result<usize> {
+        self.locked()?.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every element.
+    pub fn clear(&self) -> Result<()> {
+        self.locked()?.clear()
+    }
+
+    /// A consistent snapshot of the whole list.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.locked()?.to_vec()
+    }
+
+    /// Checks every invariant (each element in bounds below the arena's top and decodable);
+    /// returns the length. For tests and tools.
+    pub fn verify(&self) -> Result<usize> {
+        self.locked()?.verify()
+    }
+}
+
+/// The held lock of a [`SharedList`], offering its operations for several at once. `!Send`.
+pub struct ListGuard<'a, T> {
+    l: Locked<'a>,
+    _types: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Key> ListGuard<'a, T> {
+    fn new(l: Locked<'a>) -> Self {
+        ListGuard {
+            l,
+            _types: PhantomData,
+        }
+    }
+
+    /// Appends.
+    pub fn push(&mut self, value: &T) -> Result<()> {
+        push_raw(&self.l, &encode(value)?)
+    }
+
+    /// Removes and returns the last element.
+    pub fn pop(&mut self) -> Result<Option<T>> {
+        let mut out = Buf::new();
+        if pop_raw(&self.l, &mut out)? {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Element `index`.
+    pub fn get(&self, index: usize) -> Result<Option<T>> {
+        let mut out = Buf::new();
+        if get_raw(&self.l, index, &mut out)? {
+            decode(out.bytes()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Replaces element `index`.
+    pub fn set(&mut self, index: usize, value: &T) -> Result<()> {
+        set_raw(&self.l, index, &encode(value)?)
+    }
+
+    /// Inserts before `index`.
+    pub fn insert(&mut self, index: usize, value: &T) -> Result<()> {
+        let v = encode(value)?;
+        let g = self.l.geo();
+        check_size(&g, &v)?;
+        let len = self.len()?;
+        if index > len {
+            return Err(Error::IndexOutOfRange { index, len });
+        }
+        if index == len {
+            return push_raw(&self.l, &v);
+        }
+        if len as u64 >= g.capacity {
+            return Err(Error::Full {
+                what: "entries",
+                capacity: g.capacity,
+            });
+        }
+        rebuild(&self.l, Edit::Insert(index as u64, &v))
+    }
+
+    /// Removes and returns element `index`.
+    pub fn remove(&mut self, index: usize) -> Result<T> {
+        let len = self.len()?;
+        let mut out = Buf::new();
+        if index + 1 == len {
+            pop_raw(&self.l, &mut out)?;
+            return decode(out.bytes());
+        }
+        if !get_raw(&self.l, index, &mut out)? {
+            return Err(Error::IndexOutOfRange { index, len });
+        }
+        rebuild(&self.l, Edit::Remove(index as u64))?;
+        decode(out.bytes())
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> Result<usize> {
+        let sp = self.l.active()?;
+        Ok(self.l.state(sp)?.len as usize)
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every element.
+    pub fn clear(&mut self) -> Result<()> {
+        let to = self.l.begin_rebuild()?;
+        self.l.finish_rebuild(
+            to,
+            State {
+                len: 0,
+                top: ARENA_START,
+                garbage: 0,
+                tombstones: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Checks every invariant; returns the length.
+    pub fn verify(&self) -> Result<usize> {
+        let sp = self.l.active()?;
+        let st = self.l.state(sp)?;
+        let mut buf = Buf::new();
+        for i in 0..st.len {
+            let e = self
+                .l
+                .entry(sp, self.l.slot(sp, i).load(Ordering::Relaxed))?;
+            if e.off + e.size() > st.top {
+                return Err(Error::Corrupted("element past top"));
+            }
+            self.l
+                .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut buf);
+            let _: T = decode(buf.bytes())?;
+        }
+        Ok(st.len as usize)
+    }
+
+    /// The whole list.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let len = self.len()?;
+        let mut out = Vec::with_capacity(len);
+        let mut buf = Buf::new();
+        for i in 0..len {
+            if !get_raw(&self.l, i, &mut buf)? {
+                return Err(Error::Corrupted("list shorter than its length"));
+            }
+            out.push(decode(buf.bytes())?);
+        }
+        Ok(out)
+    }
+}
+
+impl<T> Serialize for SharedList<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.store.segment().handle().serialize(s)
+    }
+}
+
+impl<'de, T: Key> Deserialize<'de> for SharedList<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let h = SegmentHandle::deserialize(d)?;
+        SharedList::open_handle(&h).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,97 @@
+//! `Manager`: the one place to make the shared objects Python users reach for through
+//! `multiprocessing.Manager()` — `dict()`, `list()`, `value(x)`, `array(..)`, `lock()` — without
+//! a server process. Each object lives in its own shared-memory segment, so there is no server to
+//! die and take the data with it, and an access costs a lock and a copy instead of a socket round
+//! trip and two pickles.
+//!
+//! `Manager` holds nothing: objects outlive it and are freed when their last handle (in any
+//! process) goes. Queues and the other lock types join it as their layers land.
+//!
+//! ```
+//! use multiproc_collections::Manager;
+//! let m = Manager::new();
+//! let d = m.dict::<String, i64>().unwrap();
+//! let lock = m.lock().unwrap();
+//! d.insert(&"count".into(), &300).unwrap();
+//! {
+//!     let _g = lock.acquire().unwrap();        // with lock:
+//!     let c = d.get("count").unwrap().unwrap(); //     d['count'] -= 1
+//!     d.insert(&"count".into(), &(c - 1)).unwrap();
+//! }
+//! d.update("count", |c| c.unwrap_or(0) - 1).unwrap(); // the same, in one critical section
+//! assert_eq!(d.get("count").unwrap(), Some(298));
+//! ```
+
+use crate::dict::Key;
+use crate::error::Result;
+use crate::{SharedDict, SharedList, SharedLock};
+use multiproc_sync::{Array, SharedData, Value};
+
+/// Makes shared objects (Python's `multiprocessing.Manager()`, minus the server).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Manager {
+    _private: (),
+}
+
+impl Manager {
+    /// A manager. Cheap: it starts no process and owns no memory.
+    pub fn new() -> Manager {
+        Manager { _private: () }
+    }
+
+    /// A new shared dict (`m.dict()`), default capacity.
+    pub fn dict<K: Key, V: Key>(&self) -> Result<SharedDict<K, V>> {
+        SharedDict::new()
+    }
+
+    /// A new shared dict for `capacity` entries.
+    pub fn dict_with_capacity<K: Key, V: Key>(&self, capacity: usize) -> Result<SharedDict<K, V>> {
+        SharedDict::with_capacity(capacity)
+    }
+
+    /// A new shared dict holding `items` (`m.dict({'count': 300})`).
+    pub fn dict_from<K: Key, V: Key>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<SharedDict<K, V>> {
+        let d = SharedDict::new()?;
+        for (k, v) in items {
+            d.insert(&k, &v)?;
+        }
+        Ok(d)
+    }
+
+    /// A new shared list (`m.list()`), default capacity.
+    pub fn list<T: Key>(&self) -> Result<SharedList<T>> {
+        SharedList::new()
+    }
+
+    /// A new shared list for `capacity` elements.
+    pub fn list_with_capacity<T: Key>(&self, capacity: usize) -> Result<SharedList<T>> {
+        SharedList::with_capacity(capacity)
+    }
+
+    /// A new shared list holding `items` (`m.list([1, 2, 3])`).
+    pub fn list_from<T: Key>(&self, items: impl IntoIterator<Item = T>) -> Result<SharedList<T>> {
+        let l = SharedList::new()?;
+        for x in items {
+            l.push(&x)?;
+        }
+        Ok(l)
+    }
+
+    /// A new locked shared value (`m.Value('i', x)`).
+    pub fn value<T: SharedData>(&self, x: T) -> Result<Value<T>> {
+        Ok(Value::new(x)?)
+    }
+
+    /// A new locked shared array holding `items` (`m.Array('d', items)`).
+    pub fn array<T: SharedData>(&self, items: &[T]) -> Result<Array<T>> {
+        Ok(Array::from_slice(items)?)
+    }
+
+    /// A new robust lock (`m.Lock()`).
+    pub fn lock(&self) -> Result<SharedLock> {
+        SharedLock::new()
+    }
+}

@@ -1,0 +1,295 @@
+//! Single-process behaviour of SharedDict, SharedList, SharedLock and Manager: every operation,
+//! capacity limits, compaction, handles, named objects, type checks on open.
+
+mod common;
+
+use common::{shm_exists, unique_name};
+use multiproc_collections::{Error, Manager, SharedDict, SharedList, SharedLock};
+use multiproc_sync::{LockError, MutexError};
+use std::collections::BTreeMap;
+
+#[test]
+fn dict_insert_get_remove_contains_len() {
+    let d: SharedDict<String, Vec<u32>> = SharedDict::with_capacity(64).unwrap();
+    assert!(d.is_empty().unwrap());
+    d.insert(&"a".into(), &vec![1, 2]).unwrap();
+    d.insert(&"b".into(), &vec![]).unwrap();
+    assert_eq!(d.get("a").unwrap(), Some(vec![1, 2]));
+    assert_eq!(d.get("zz").unwrap(), None);
+    assert!(d.contains_key("b").unwrap());
+    assert_eq!(d.len().unwrap(), 2);
+    d.insert(&"a".into(), &vec![9]).unwrap();
+    assert_eq!(d.len().unwrap(), 2);
+    assert_eq!(d.get("a").unwrap(), Some(vec![9]));
+    assert_eq!(d.remove("a").unwrap(), Some(vec![9]));
+    assert_eq!(d.remove("a").unwrap(), None);
+    assert!(!d.contains_key("a").unwrap());
+    assert_eq!(d.len().unwrap(), 1);
+    d.clear().unwrap();
+    assert!(d.is_empty().unwrap());
+    assert_eq!(d.get("b").unwrap(), None);
+    assert_eq!(d.verify().unwrap(), 0);
+}
+
+#[test]
+fn dict_update_is_read_modify_write() {
+    let d: SharedDict<String, i64> = SharedDict::new().unwrap();
+    assert_eq!(d.update("count", |v| v.unwrap_or(300) - 1).unwrap(), 299);
+    assert_eq!(d.update("count", |v| v.unwrap() - 1).unwrap(), 298);
+    assert_eq!(d.get("count").unwrap(), Some(298));
+}
+
+#[test]
+fn dict_snapshot_keys_values_items() {
+    let d: SharedDict<u32, String> = SharedDict::with_capacity(100).unwrap();
+    for i in 0..50 {
+        d.insert(&i, &format!("v{i}")).unwrap();
+    }
+    let mut items = d.items().unwrap();
+    items.sort();
+    assert_eq!(items.len(), 50);
+    assert_eq!(items[7], (7, "v7".to_string()));
+    let mut keys = d.keys().unwrap();
+    keys.sort();
+    assert_eq!(keys, (0..50).collect::<Vec<_>>());
+    assert_eq!(d.values().unwrap().len(), 50);
+}
+
+#[test]
+fn dict_get_lock_offers_every_operation() {
+    let d: SharedDict<String, i64> = SharedDict::new().unwrap();
+    {
+        let mut g = d.get_lock().unwrap();
+        g.insert(&"x".into(), &1).unwrap();
+        g.update("x", |v| v.unwrap() + 1).unwrap();
+        assert_eq!(g.get("x").unwrap(), Some(2));
+        assert!(g.contains_key("x").unwrap());
+        assert_eq!(g.len().unwrap(), 1);
+        assert_eq!(g.items().unwrap(), vec![("x".to_string(), 2)]);
+        // Relocking from the holding thread is refused, not a hang.
+        assert!(matches!(d.get("x"), Err(Error::Lock(MutexError::Deadlock))));
+        assert!(matches!(
+            d.try_get_lock(),
+            Err(LockError::Failed(MutexError::WouldBlock))
+                | Err(LockError::Failed(MutexError::Deadlock))
+        ));
+        assert_eq!(g.remove("x").unwrap(), Some(2));
+    }
+    assert!(d.is_empty().unwrap());
+}
+
+#[test]
+fn dict_full_at_capacity_and_accepts_overwrites() {
+    let d: SharedDict<u32, u32> = SharedDict::with_capacity(10).unwrap();
+    for i in 0..10 {
+        d.insert(&i, &i).unwrap();
+    }
+    assert!(matches!(
+        d.insert(&10, &10),
+        Err(Error::Full {
+            what: "entries",
+            capacity: 10
+        })
+    ));
+    d.insert(&3, &33).unwrap();
+    d.remove(&4).unwrap();
+    d.insert(&10, &10).unwrap();
+    assert_eq!(d.len().unwrap(), 10);
+    assert_eq!(d.verify().unwrap(), 10);
+}
+
+#[test]
+fn dict_compacts_the_arena_under_many_overwrites_and_removes() {
+    let d: SharedDict<u64, String> = SharedDict::with_capacity_and_bytes(64, 2048).unwrap();
+    let mut model = BTreeMap::new();
+    for round in 0..2000u64 {
+        let k = round % 37;
+        if round % 5 == 0 {
+            assert_eq!(d.remove(&k).unwrap(), model.remove(&k));
+        } else {
+            let v = "y".repeat((round % 23) as usize);
+            d.insert(&k, &v).unwrap();
+            model.insert(k, v);
+        }
+    }
+    let mut items = d.items().unwrap();
+    items.sort();
+    assert_eq!(items, model.into_iter().collect::<Vec<_>>());
+    d.verify().unwrap();
+}
+
+#[test]
+fn dict_arena_full_is_a_clear_error_and_changes_nothing() {
+    let d: SharedDict<u32, Vec<u8>> = SharedDict::with_capacity_and_bytes(8, 256).unwrap();
+    d.insert(&1, &vec![7; 100]).unwrap();
+    let e = d.insert(&2, &vec![7; 200]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Full { what: "arena", .. } | Error::TooLarge { .. }
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        d.insert(&3, &vec![0; 10_000]),
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(d.get(&1).unwrap(), Some(vec![7; 100]));
+    assert_eq!(d.len().unwrap(), 1);
+    d.verify().unwrap();
+}
+
+#[test]
+fn dict_large_keys_and_values_round_trip() {
+    let d: SharedDict<String, String> = SharedDict::with_capacity_and_bytes(4, 100_000).unwrap();
+    let k = "k".repeat(5000);
+    let v = "v".repeat(20_000);
+    d.insert(&k, &v).unwrap();
+    assert_eq!(d.get(k.as_str()).unwrap(), Some(v));
+}
+
+#[test]
+fn bad_capacity_is_an_error() {
+    assert!(matches!(
+        SharedDict::<u8, u8>::with_capacity(0),
+        Err(Error::BadParameter(_))
+    ));
+    assert!(matches!(
+        SharedList::<u8>::with_capacity(0),
+        Err(Error::BadParameter(_))
+    ));
+    assert!(SharedDict::<u8, u8>::with_capacity(usize::MAX).is_err());
+}
+
+#[test]
+fn list_push_pop_get_set_insert_remove() {
+    let l: SharedList<String> = SharedList::with_capacity(8).unwrap();
+    assert_eq!(l.pop().unwrap(), None);
+    for s in ["a", "b", "c"] {
+        l.push(&s.into()).unwrap();
+    }
+    assert_eq!(l.len().unwrap(), 3);
+    assert_eq!(l.get(1).unwrap().as_deref(), Some("b"));
+    assert_eq!(l.get(3).unwrap(), None);
+    l.set(1, &"B".into()).unwrap();
+    assert!(matches!(
+        l.set(5, &"x".into()),
+        Err(Error::IndexOutOfRange { index: 5, len: 3 })
+    ));
+    l.insert(0, &"first".into()).unwrap();
+    l.insert(2, &"mid".into()).unwrap();
+    l.insert(5, &"last".into()).unwrap();
+    assert!(matches!(
+        l.insert(9, &"x".into()),
+        Err(Error::IndexOutOfRange { .. })
+    ));
+    assert_eq!(l.to_vec().unwrap(), ["first", "a", "mid", "B", "c", "last"]);
+    assert_eq!(l.remove(2).unwrap(), "mid");
+    assert_eq!(l.remove(4).unwrap(), "last");
+    assert!(matches!(l.remove(4), Err(Error::IndexOutOfRange { .. })));
+    assert_eq!(l.pop().unwrap().as_deref(), Some("c"));
+    assert_eq!(l.to_vec().unwrap(), ["first", "a", "B"]);
+    l.clear().unwrap();
+    assert!(l.is_empty().unwrap());
+}
+
+#[test]
+fn list_full_and_compaction() {
+    let l: SharedList<u64> = SharedList::with_capacity_and_bytes(4, 128).unwrap();
+    for i in 0..4 {
+        l.push(&i).unwrap();
+    }
+    assert!(matches!(
+        l.push(&9),
+        Err(Error::Full {
+            what: "entries",
+            capacity: 4
+        })
+    ));
+    assert!(matches!(
+        l.insert(0, &9),
+        Err(Error::Full {
+            what: "entries",
+            ..
+        })
+    ));
+    for r in 0..500 {
+        l.set(r % 4, &(r as u64)).unwrap();
+    }
+    assert_eq!(l.to_vec().unwrap(), vec![496, 497, 498, 499]);
+}
+
+#[test]
+fn named_dict_opens_by_name_checks_types_and_unlinks() {
+    let name = unique_name("dict");
+    {
+        let d: SharedDict<String, i64> = SharedDict::create(&name, 16).unwrap();
+        d.insert(&"count".into(), &300).unwrap();
+        let o: SharedDict<String, i64> = SharedDict::open(&name).unwrap();
+        assert_eq!(o.get("count").unwrap(), Some(300));
+        assert!(matches!(
+            SharedDict::<String, u8>::open(&name),
+            Err(Error::Shm(multiproc_shm::ShmError::WrongType { .. }))
+        ));
+        assert!(matches!(
+            SharedList::<String>::open(&name),
+            Err(Error::Shm(multiproc_shm::ShmError::WrongKind { .. }))
+        ));
+        assert!(shm_exists(&name));
+    }
+    assert!(!shm_exists(&name));
+    assert!(matches!(
+        SharedDict::<String, i64>::open(&name),
+        Err(Error::Shm(multiproc_shm::ShmError::NotFound { .. }))
+    ));
+}
+
+#[test]
+fn named_list_and_lock() {
+    let name = unique_name("list");
+    let l: SharedList<u8> = SharedList::create(&name, 4).unwrap();
+    l.push(&5).unwrap();
+    assert_eq!(
+        SharedList::<u8>::open(&name).unwrap().to_vec().unwrap(),
+        vec![5]
+    );
+    let lname = unique_name("lock");
+    let lock = SharedLock::create(&lname).unwrap();
+    let other = SharedLock::open(&lname).unwrap();
+    let g = lock.acquire().unwrap();
+    assert!(other.try_acquire().is_err());
+    drop(g);
+    assert!(other.try_acquire().is_ok());
+}
+
+#[test]
+fn handles_serialize_as_segment_handles() {
+    let d: SharedDict<String, i64> = SharedDict::new().unwrap();
+    d.insert(&"k".into(), &1).unwrap();
+    let bytes = postcard::to_allocvec(&d).unwrap();
+    let back: SharedDict<String, i64> = postcard::from_bytes(&bytes).unwrap();
+    back.update("k", |v| v.unwrap() + 1).unwrap();
+    assert_eq!(d.get("k").unwrap(), Some(2));
+    assert!(postcard::from_bytes::<SharedDict<String, u8>>(&bytes).is_err());
+    let l: SharedList<i32> = SharedList::new().unwrap();
+    let back: SharedList<i32> = postcard::from_bytes(&postcard::to_allocvec(&l).unwrap()).unwrap();
+    back.push(&3).unwrap();
+    assert_eq!(l.to_vec().unwrap(), vec![3]);
+}
+
+#[test]
+fn manager_makes_every_object() {
+    let m = Manager::new();
+    let d = m.dict_from([("count".to_string(), 300i64)]).unwrap();
+    assert_eq!(d.get("count").unwrap(), Some(300));
+    let l = m.list_from([1u8, 2, 3]).unwrap();
+    assert_eq!(l.len().unwrap(), 3);
+    let v = m.value(5i32).unwrap();
+    assert_eq!(v.load().unwrap(), 5);
+    let a = m.array(&[1.5f64, 2.5]).unwrap();
+    assert_eq!(a.to_vec().unwrap(), vec![1.5, 2.5]);
+    let lock = m.lock().unwrap();
+    drop(lock.acquire().unwrap());
+    let _: SharedDict<u8, u8> = m.dict().unwrap();
+    let _: SharedList<u8> = m.list().unwrap();
+}

@@ -1,0 +1,92 @@
+//! Criterion benches of the uncontended paths: lock/release, guard lock, semaphore, event.
+#![allow(missing_docs)]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use multiproc_sync::{Event, Lock, RLock, Semaphore};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn uncontended(c: &mut Criterion) {
+    let lock = Lock::new().unwrap();
+    c.bench_function("lock_acquire_release", |b| {
+        b.iter(|| {
+            black_box(lock.acquire(true));
+            lock.release().unwrap();
+        })
+    });
+    c.bench_function("lock_guard", |b| {
+        b.iter(|| {
+            let g = lock.lock().unwrap();
+            black_box(&g);
+        })
+    });
+    let rl = RLock::new().unwrap();
+    c.bench_function("rlock_guard", |b| {
+        b.iter(|| {
+            let g = rl.lock().unwrap();
+            black_box(&g);
+        })
+    });
+    let sem = Semaphore::new(4).unwrap();
+    c.bench_function("semaphore_acquire_release", |b| {
+        b.iter(|| {
+            black_box(sem.acquire(true));
+            sem.release().unwrap();
+        })
+    });
+    c.bench_function("semaphore_guard", |b| {
+        b.iter(|| {
+            let g = sem.acquire_guard().unwrap();
+            black_box(&g);
+        })
+    });
+    let ev = Event::new().unwrap();
+    c.bench_function("event_set_wait_clear", |b| {
+        b.iter(|| {
+            ev.set();
+            ev.wait();
+            ev.clear();
+        })
+    });
+}
+
+/// Cross-process: one round trip on two Events with a forked child (not pinned here; the
+/// pinned figure is `multiproc-bench --only event_pingpong`).
+fn event_pingpong(c: &mut Criterion) {
+    c.bench_function("event_pingpong_round_trip", |b| {
+        b.iter_custom(|iters| {
+            let e1 = Event::new().unwrap();
+            let e2 = Event::new().unwrap();
+            // SAFETY: the child only uses the two pre-built events and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let mut code = 0;
+                for _ in 0..iters {
+                    if !e1.wait_timeout(Duration::from_secs(30)) {
+                        code = 1;
+                        break;
+                    }
+                    e1.clear();
+                    e2.set();
+                }
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) };
+            }
+            let t = Instant::now();
+            for _ in 0..iters {
+                e1.set();
+                assert!(e2.wait_timeout(Duration::from_secs(30)), "child stopped");
+                e2.clear();
+            }
+            let dt = t.elapsed();
+            let mut status = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            dt
+        })
+    });
+}
+
+criterion_group!(benches, uncontended, event_pingpong);
+criterion_main!(benches);

@@ -1,0 +1,185 @@
+//! `Event`: a process-shared flag that processes can wait on (Python's `multiprocessing.Event`).
+//!
+//! Algorithm: one futex word `flag` (0 clear, 1 set) and a waiter count. `wait` returns at once
+//! when the flag is set, otherwise spins briefly, then counts itself in `waiters` and futex-waits
+//! while the flag is 0. `set` swaps the flag to 1 and wakes everyone only if `waiters > 0`; so
+//! a set with nobody parked, and a wait on a set event, make no syscall.
+//!
+//! Death: nobody waits on anybody's identity, so a dead waiter or setter cannot wedge the rest;
+//! a waiter killed while parked leaves `waiters` one too high, which only costs later `set`s
+//! a wake syscall. Parks are bounded (100 ms), so a setter killed between setting the flag and
+//! its wake syscall delays waiters by at most that.
+//!
+//! ```
+//! use multiproc_sync::Event;
+//! use std::time::Duration;
+//! let e = Event::new().unwrap();
+//! assert!(!e.wait_timeout(Duration::from_millis(1)));
+//! e.set();
+//! assert!(e.is_set());
+//! assert!(e.wait_timeout(Duration::ZERO));
+//! e.clear();
+//! assert!(!e.is_set());
+//! ```
+
+use crate::facade::{AtomicU32, Ordering};
+use crate::futex;
+use crate::shared::{LOST_WAKE_TICK, SharedLayout, Shm, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use std::time::{Duration, Instant};
+
+/// Shared state of an [`Event`] (public for loom models).
+#[doc(hidden)]
+#[repr(C)]
+pub struct EventState {
+    flag: AtomicU32,
+    waiters: AtomicU32,
+}
+
+impl SharedLayout for EventState {
+    const KIND: ObjectKind = ObjectKind::Event;
+}
+
+impl Default for EventState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventState {
+    /// A clear event.
+    pub fn new() -> Self {
+        EventState {
+            flag: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether set.
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        // Acquire: pairs with set's SeqCst swap, so what the setter wrote before set() is
+        // visible to a caller that sees the flag.
+        self.flag.load(Ordering::Acquire) != 0
+    }
+
+    /// Sets the flag and wakes every waiter.
+    #[inline]
+    pub fn set(&self) {
+        // SeqCst: Release for waiters' reads, and the store half of the store-load pattern
+        // with `waiters` (see shared::block_on).
+        let was = self.flag.swap(1, Ordering::SeqCst);
+        // SeqCst: the load half.
+        if was == 0 && self.waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&self.flag);
+        }
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        // Release: a waiter that then sees 0 and later 1 sees the later set's writes anyway;
+        // Release keeps clear ordered after the clearer's earlier writes.
+        self.flag.store(0, Ordering::Release);
+    }
+
+    /// Waits until set or `deadline`. Returns the flag.
+    #[inline]
+    pub fn wait(&self, deadline: Option<Instant>) -> bool {
+        if self.is_set() {
+            return true;
+        }
+        self.wait_slow(deadline)
+    }
+
+    #[cold]
+    fn wait_slow(&self, deadline: Option<Instant>) -> bool {
+        block_on(
+            &self.flag,
+            &self.waiters,
+            deadline,
+            // Bounded: a setter killed between its swap and its wake must not strand us.
+            Some(LOST_WAKE_TICK),
+            || {
+                // SeqCst: load half of the store-load pattern with `waiters`; also acquires.
+                if self.flag.load(Ordering::SeqCst) != 0 {
+                    Ok(())
+                } else {
+                    Err(0)
+                }
+            },
+            || None,
+        )
+        .is_ok()
+    }
+}
+
+/// A process-shared event. Clone = another handle; serializes as its segment handle.
+#[derive(Clone)]
+pub struct Event {
+    shm: Shm<EventState>,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
+
+serde_as_handle!(Event, EventState);
+
+impl Event {
+    fn from_shm(shm: Shm<EventState>) -> Self {
+        Event { shm }
+    }
+
+    /// A clear event in an anonymous segment.
+    pub fn new() -> Result<Event, ShmError> {
+        Ok(Self::from_shm(Shm::create(None, EventState::new())?))
+    }
+
+    /// A clear event in `/dev/shm/multiproc.NAME`.
+    pub fn create_named(name: &str) -> Result<Event, ShmError> {
+        Ok(Self::from_shm(Shm::create(Some(name), EventState::new())?))
+    }
+
+    /// Opens a named event.
+    pub fn open_named(name: &str) -> Result<Event, ShmError> {
+        Ok(Self::from_shm(Shm::open_named(name)?))
+    }
+
+    /// How another process reaches it.
+    pub fn handle(&self) -> SegmentHandle {
+        self.shm.handle()
+    }
+
+    fn state(&self) -> &EventState {
+        self.shm.get()
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.state().is_set()
+    }
+
+    /// Sets the flag; every waiter wakes.
+    pub fn set(&self) {
+        self.state().set()
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.state().clear()
+    }
+
+    /// Blocks until the flag is set (Python `wait()`, which then returns True).
+    pub fn wait(&self) {
+        self.state().wait(None);
+    }
+
+    /// Python `wait(timeout)`: true if the flag is set, false on timeout.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.state().wait(deadline_after(timeout))
+    }
+}

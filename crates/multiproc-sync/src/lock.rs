@@ -1,0 +1,389 @@
+//! `Lock`: a process-shared binary semaphore on one futex word, releasable by any process.
+//!
+//! Python's `multiprocessing.Lock` is a semaphore of value 1, not a mutex: any process may
+//! release it, and releasing an unheld lock is an error. So this is not a pthread mutex.
+//!
+//! Algorithm (one `u32` futex word `state` plus a waiter count):
+//! * `0` = free; `ANON` (bit 31) = held through [`Lock::acquire`] (nobody in particular owns it);
+//!   `pid` (< 2^22) = held through a guard by process `pid`, whose full identity
+//!   (pid + start time) is in the side word `holder`.
+//! * Acquire: CAS `0 -> tag`; on failure spin [`SPIN`](crate::shared) times, then count
+//!   yourself in `waiters` and futex-wait on `state`, 20 ms at a time.
+//! * Release: CAS `tag -> 0`, then wake one waiter only if `waiters > 0` (no syscall when
+//!   uncontended).
+//! * Death: after each 20 ms park a waiter checks whether a guard holder (`state` = pid) is
+//!   dead (pid + start time, zombies count as dead) and, if so, takes the lock over with one
+//!   CAS; [`Lock::lock`] then returns `Err(LockError::OwnerDied(guard))`. A lock taken with `acquire()` is
+//!   never reclaimed: it may legitimately be released by another process later (hand-off).
+//!
+//! ```
+//! use multiproc_sync::Lock;
+//! let lock = Lock::new().unwrap();
+//! assert!(lock.acquire(false));
+//! assert!(!lock.try_acquire());
+//! lock.release().unwrap();
+//! assert!(lock.release().is_err()); // releasing an unheld lock
+//! {
+//!     let _g = lock.lock().unwrap(); // Err(OwnerDied(guard)) if the last holder died
+//! }
+//! assert!(lock.try_acquire());
+//! ```
+
+use crate::error::{LockError, LockResult};
+use crate::facade::{AtomicU32, AtomicU64, Ordering};
+use crate::futex;
+use crate::ident;
+use crate::mutex::MutexError;
+use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use std::time::{Duration, Instant};
+
+/// `state` value of a lock held through `acquire()`.
+const ANON: u32 = 1 << 31;
+
+/// Errors of [`Lock::release`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LockReleaseError {
+    /// The lock was not held (Python: "semaphore or lock released too many times").
+    #[error("release of an unheld lock")]
+    ReleaseUnheld,
+}
+
+/// The shared state of a [`Lock`] (public for loom models; use [`Lock`]).
+#[doc(hidden)]
+#[repr(C)]
+pub struct LockState {
+    state: AtomicU32,
+    waiters: AtomicU32,
+    holder: AtomicU64,
+}
+
+impl SharedLayout for LockState {
+    const KIND: ObjectKind = ObjectKind::Lock;
+}
+
+impl Default for LockState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a lock is held (for Condition's release/restore).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    Anon,
+    Tagged,
+}
+
+impl LockState {
+    /// A free lock.
+    pub fn new() -> Self {
+        LockState {
+            state: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            holder: AtomicU64::new(0),
+        }
+    }
+
+    /// One CAS `0 -> tag`.
+    #[inline]
+    fn try_take(&self, tag: u32) -> Result<(), u32> {
+        // SeqCst: the success side is the Acquire partner of the releaser's CAS to 0 (the
+        // critical section before it happens-before ours); the failure load must be SeqCst
+        // because it is the load half of the store-load pattern with `waiters` (see block_on).
+        self.state
+            .compare_exchange(0, tag, Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| ())
+    }
+
+    /// Takes the lock over from a dead guard holder. Returns whether it did.
+    fn reclaim_dead(&self, tag: u32) -> bool {
+        // Relaxed is enough for the probe: the CAS below decides.
+        let s = self.state.load(Ordering::Relaxed);
+        if s == 0 || s & ANON != 0 {
+            return false;
+        }
+        // Acquire: pairs with the holder's Release store of its identity.
+        let h = self.holder.load(Ordering::Acquire);
+        if ident::holder_alive(s, h) {
+            return false;
+        }
+        // SeqCst: as in try_take (we become the holder).
+        self.state
+            .compare_exchange(s, tag, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    fn acquire_with(&self, tag: u32, deadline: Option<Instant>) -> Option<bool> {
+        if self.try_take(tag).is_ok() {
+            return Some(false);
+        }
+        self.acquire_slow(tag, deadline)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, tag: u32, deadline: Option<Instant>) -> Option<bool> {
+        let r = block_on(
+            &self.state,
+            &self.waiters,
+            deadline,
+            Some(TICK),
+            || self.try_take(tag).map(|_| false),
+            || self.reclaim_dead(tag).then_some(true),
+        );
+        match r {
+            Ok(died) => Some(died),
+            Err(_) => {
+                self.pass_on_wake();
+                None
+            }
+        }
+    }
+
+    /// A waiter leaving on timeout may have consumed a wake meant for the lock's next owner.
+    fn pass_on_wake(&self) {
+        // SeqCst: same store-load pairing as block_on's exit.
+        if self.state.load(Ordering::SeqCst) == 0 && self.waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake(&self.state, 1);
+        }
+    }
+
+    /// Python `acquire`: anonymous hold. `deadline` None = forever.
+    pub fn acquire_anon(&self, deadline: Option<Instant>) -> bool {
+        self.acquire_with(ANON, deadline).is_some()
+    }
+
+    /// Non-blocking anonymous acquire.
+    pub fn try_acquire_anon(&self) -> bool {
+        self.try_take(ANON).is_ok()
+    }
+
+    /// Guard acquire by process `pid` whose packed identity is `me`. Returns Some(owner_died).
+    pub fn acquire_tagged(&self, pid: u32, me: u64, deadline: Option<Instant>) -> Option<bool> {
+        let r = self.acquire_with(pid, deadline)?;
+        // Release: pairs with reclaim_dead's Acquire load; a reclaimer that sees our pid in
+        // `state` and this word sees our full identity.
+        self.holder.store(me, Ordering::Release);
+        Some(r)
+    }
+
+    /// Non-blocking guard acquire.
+    pub fn try_acquire_tagged(&self, pid: u32, me: u64) -> bool {
+        if self.try_take(pid).is_ok() {
+            // Release: as in acquire_tagged.
+            self.holder.store(me, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Python `release`: whoever holds it.
+    pub fn release(&self) -> Result<(), LockReleaseError> {
+        // Relaxed probe; the CAS decides.
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s == 0 {
+                return Err(LockReleaseError::ReleaseUnheld);
+            }
+            // SeqCst: Release for the next owner's Acquire, and the store half of the
+            // store-load pattern with `waiters` below.
+            match self
+                .state
+                .compare_exchange(s, 0, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(v) => s = v,
+            }
+        }
+        self.wake_one();
+        Ok(())
+    }
+
+    /// Guard release: only if still held by `pid`.
+    pub fn release_tagged(&self, pid: u32) -> bool {
+        // SeqCst: as in release.
+        let ok = self
+            .state
+            .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            self.wake_one();
+        }
+        ok
+    }
+
+    #[inline]
+    fn wake_one(&self) {
+        // SeqCst: load half of the store-load pattern (see block_on).
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake(&self.state, 1);
+        }
+    }
+
+    /// Whether anyone holds it.
+    pub fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != 0
+    }
+
+    pub(crate) fn mode(&self) -> Option<LockMode> {
+        match self.state.load(Ordering::Relaxed) {
+            0 => None,
+            ANON => Some(LockMode::Anon),
+            _ => Some(LockMode::Tagged),
+        }
+    }
+}
+
+/// A process-shared lock (Python's `multiprocessing.Lock`). Clone = another handle to the same
+/// lock; serializes as its segment handle.
+#[derive(Clone)]
+pub struct Lock {
+    shm: Shm<LockState>,
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("locked", &self.is_locked())
+            .finish()
+    }
+}
+
+serde_as_handle!(Lock, LockState);
+
+impl Lock {
+    fn from_shm(shm: Shm<LockState>) -> Self {
+        Lock { shm }
+    }
+
+    /// A new, free lock in an anonymous segment (inherited by forked children; spawned children
+    /// get it by serializing it).
+    pub fn new() -> Result<Lock, ShmError> {
+        Ok(Lock::from_shm(Shm::create(None, LockState::new())?))
+    }
+
+    /// A new lock in `/dev/shm/multiproc.NAME`, for unrelated processes to [`Lock::open_named`].
+    pub fn create_named(name: &str) -> Result<Lock, ShmError> {
+        Ok(Lock::from_shm(Shm::create(Some(name), LockState::new())?))
+    }
+
+    /// Opens a named lock.
+    pub fn open_named(name: &str) -> Result<Lock, ShmError> {
+        Ok(Lock::from_shm(Shm::open_named(name)?))
+    }
+
+    /// How another process reaches this lock.
+    pub fn handle(&self) -> SegmentHandle {
+        self.shm.handle()
+    }
+
+    pub(crate) fn state(&self) -> &LockState {
+        self.shm.get()
+    }
+
+    /// Python `acquire(block)`: with `block` false, returns at once. Not recorded: if the
+    /// caller dies, the lock stays held (use [`Lock::lock`] for death safety).
+    pub fn acquire(&self, block: bool) -> bool {
+        if block {
+            self.state().acquire_anon(None)
+        } else {
+            self.try_acquire()
+        }
+    }
+
+    /// Python `acquire(True, timeout)`: false if not acquired within `timeout`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+        self.state().acquire_anon(deadline_after(timeout))
+    }
+
+    /// Python `acquire(False)`.
+    pub fn try_acquire(&self) -> bool {
+        self.state().try_acquire_anon()
+    }
+
+    /// Python `release`: any process may release; an unheld lock is an error.
+    pub fn release(&self) -> Result<(), LockReleaseError> {
+        self.state().release()
+    }
+
+    /// Whether the lock is held by anyone.
+    pub fn is_locked(&self) -> bool {
+        self.state().is_locked()
+    }
+
+    /// Blocks until acquired; the guard releases on drop. If the previous guard holder died
+    /// holding the lock, this takes it over and returns `Err(LockError::OwnerDied(guard))`:
+    /// the lock is held, but what it protects may be half-updated.
+    pub fn lock(&self) -> LockResult<LockGuard<'_>> {
+        self.lock_deadline(None)
+    }
+
+    /// [`Lock::lock`] giving up after `timeout` (`Err(LockError::Failed(MutexError::Timeout))`).
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<LockGuard<'_>> {
+        self.lock_deadline(deadline_after(timeout))
+    }
+
+    /// [`Lock::lock`] without blocking (`Err(LockError::Failed(MutexError::WouldBlock))`).
+    pub fn try_lock(&self) -> LockResult<LockGuard<'_>> {
+        let (pid, me) = ident::process();
+        if self.state().try_acquire_tagged(pid, me) {
+            Ok(LockGuard { lock: self, pid })
+        } else {
+            Err(LockError::Failed(MutexError::WouldBlock))
+        }
+    }
+
+    fn lock_deadline(&self, deadline: Option<Instant>) -> LockResult<LockGuard<'_>> {
+        let (pid, me) = ident::process();
+        match self.state().acquire_tagged(pid, me, deadline) {
+            None => Err(LockError::Failed(MutexError::Timeout)),
+            Some(false) => Ok(LockGuard { lock: self, pid }),
+            Some(true) => Err(LockError::OwnerDied(LockGuard { lock: self, pid })),
+        }
+    }
+
+    /// Condition support: releases, returning how it was held.
+    pub(crate) fn release_save(&self) -> Result<LockMode, LockReleaseError> {
+        let mode = self.state().mode().ok_or(LockReleaseError::ReleaseUnheld)?;
+        self.release()?;
+        Ok(mode)
+    }
+
+    /// Condition support: re-acquires in the saved mode.
+    pub(crate) fn acquire_restore(&self, mode: LockMode) {
+        match mode {
+            LockMode::Anon => {
+                self.state().acquire_anon(None);
+            }
+            LockMode::Tagged => {
+                let (pid, me) = ident::process();
+                self.state().acquire_tagged(pid, me, None);
+            }
+        }
+    }
+}
+
+/// Holds a [`Lock`]; releases it on drop.
+#[must_use = "the lock is released when the guard drops"]
+#[derive(Debug)]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+    pid: u32,
+}
+
+impl LockGuard<'_> {
+    /// The lock.
+    pub fn lock(&self) -> &Lock {
+        self.lock
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // A forked child dropping a copy of its parent's guard must not release the parent's hold.
+        if ident::process().0 == self.pid {
+            self.lock.state().release_tagged(self.pid);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! `RLock`: a process-shared recursive lock owned by one thread of one process.
+//!
+//! Algorithm: the futex word `state` holds the owner's thread id (system-wide unique while the
+//! thread lives; `0` = free); the side word `owner` holds the owner's packed identity (tid +
+//! thread start time, written right after the CAS) and `count` the recursion depth, touched only
+//! by the owner. Acquire = CAS `0 -> tid` (or `count += 1` if we own it), spin, then park on
+//! `state` counted in `waiters`, 20 ms at a time. Release by a non-owner is an error.
+//!
+//! Death: every acquisition is recorded, so a waiter whose park times out checks whether the
+//! owner thread is gone (a killed process takes its threads with it) and takes the lock over with
+//! one CAS, resetting the depth to 1; [`RLock::lock`] then returns
+//! `Err(LockError::OwnerDied(guard))` and [`RLock::acquire_reporting`] `Some(true)`.
+//!
+//! ```
+//! use multiproc_sync::RLock;
+//! let l = RLock::new().unwrap();
+//! assert!(l.acquire(true));
+//! assert!(l.acquire(true));
+//! l.release().unwrap();
+//! l.release().unwrap();
+//! assert!(l.release().is_err()); // not owned any more
+//! ```
+
+use crate::error::{LockError, LockResult};
+use crate::facade::{AtomicU32, AtomicU64, Ordering};
+use crate::futex;
+use crate::ident;
+use crate::mutex::MutexError;
+use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use std::time::{Duration, Instant};
+
+/// Errors of [`RLock::release`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RLockError {
+    /// The calling thread does not own the lock (Python: AssertionError).
+    #[error("release of an RLock not owned by this thread")]
+    NotOwner,
+}
+
+/// The shared state of an [`RLock`] (public for loom models; use [`RLock`]).
+#[doc(hidden)]
+#[repr(C)]
+pub struct RLockState {
+    state: AtomicU32,
+    waiters: AtomicU32,
+    count: AtomicU32,
+    _pad: u32,
+    owner: AtomicU64,
+}
+
+impl SharedLayout for RLockState {
+    const KIND: ObjectKind = ObjectKind::RLock;
+}
+
+impl Default for RLockState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RLockState {
+    /// A free lock.
+    pub fn new() -> Self {
+        RLockState {
+            state: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            count: AtomicU32::new(0),
+            _pad: 0,
+            owner: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn try_take(&self, tid: u32) -> Result<(), u32> {
+        // SeqCst: Acquire partner of the releasing store, and the load half of the store-load
+        // pattern with `waiters` (see shared::block_on).
+        self.state
+            .compare_exchange(0, tid, Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| ())
+    }
+
+    fn reclaim_dead(&self, tid: u32) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        if s == 0 {
+            return false;
+        }
+        // Acquire: pairs with the owner's Release store of its identity.
+        let o = self.owner.load(Ordering::Acquire);
+        if ident::holder_alive(s, o) {
+            return false;
+        }
+        // SeqCst: as in try_take.
+        self.state
+            .compare_exchange(s, tid, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Acquires for thread `tid` (packed identity `me`). Returns Some(owner_died) or None on
+    /// timeout.
+    pub fn acquire(&self, tid: u32, me: u64, deadline: Option<Instant>) -> Option<bool> {
+        // Relaxed: only this thread can have stored its own tid there.
+        if self.state.load(Ordering::Relaxed) == tid {
+            // Relaxed: only the owner touches count.
+            let c = self.count.load(Ordering::Relaxed);
+            self.count.store(c.wrapping_add(1), Ordering::Relaxed);
+            return Some(false);
+        }
+        let died = if self.try_take(tid).is_ok() {
+            false
+        } else {
+            self.acquire_slow(tid, deadline)?
+        };
+        // Release: pairs with reclaim_dead's Acquire load.
+        self.owner.store(me, Ordering::Release);
+        self.count.store(1, Ordering::Relaxed);
+        Some(died)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, tid: u32, deadline: Option<Instant>) -> Option<bool> {
+        let r = block_on(
+            &self.state,
+            &self.waiters,
+            deadline,
+            Some(TICK),
+            || self.try_take(tid).map(|_| false),
+            || self.reclaim_dead(tid).then_some(true),
+        );
+        match r {
+            Ok(d) => Some(d),
+            Err(_) => {
+                // SeqCst: pass on a wake we may have consumed (see LockState::pass_on_wake).
+                if self.state.load(Ordering::SeqCst) == 0 && self.waiters.load(Ordering::SeqCst) > 0
+                {
+                    futex::wake(&self.state, 1);
+                }
+                None
+            }
+        }
+    }
+
+    /// Non-blocking acquire.
+    pub fn try_acquire(&self, tid: u32, me: u64) -> bool {
+        if self.state.load(Ordering::Relaxed) == tid {
+            let c = self.count.load(Ordering::Relaxed);
+            self.count.store(c.wrapping_add(1), Ordering::Relaxed);
+            return true;
+        }
+        if self.try_take(tid).is_ok() {
+            // Release: as in acquire.
+            self.owner.store(me, Ordering::Release);
+            self.count.store(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Releases one level for thread `tid`.
+    pub fn release(&self, tid: u32) -> Result<(), RLockError> {
+        if self.state.load(Ordering::Relaxed) != tid {
+            return Err(RLockError::NotOwner);
+        }
+        let c = self.count.load(Ordering::Relaxed);
+        if c > 1 {
+            self.count.store(c - 1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.count.store(0, Ordering::Relaxed);
+        self.unlock();
+        Ok(())
+    }
+
+    fn unlock(&self) {
+        // SeqCst: Release for the next owner, and the store half of the store-load pattern
+        // with `waiters` below.
+        self.state.store(0, Ordering::SeqCst);
+        // SeqCst: the load half.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            futex::wake(&self.state, 1);
+        }
+    }
+
+    /// Whether `tid` owns it.
+    pub fn is_owned_by(&self, tid: u32) -> bool {
+        self.state.load(Ordering::Relaxed) == tid
+    }
+
+    /// Releases every level (Condition::wait). Returns the depth.
+    pub(crate) fn release_all(&self, tid: u32) -> Result<u32, RLockError> {
+        if self.state.load(Ordering::Relaxed) != tid {
+            return Err(RLockError::NotOwner);
+        }
+        let c = self.count.load(Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        self.unlock();
+        Ok(c)
+    }
+
+    /// Re-acquires with a saved depth.
+    pub(crate) fn acquire_restore(&self, tid: u32, me: u64, depth: u32) {
+        self.acquire(tid, me, None);
+        self.count.store(depth.max(1), Ordering::Relaxed);
+    }
+}
+
+/// A process-shared reentrant lock (Python's `multiprocessing.RLock`). Owner = process + thread.
+#[derive(Clone)]
+pub struct RLock {
+    shm: Shm<RLockState>,
+}
+
+impl std::fmt::Debug for RLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RLock").finish_non_exhaustive()
+    }
+}
+
+serde_as_handle!(RLock, RLockState);
+
+impl RLock {
+    fn from_shm(shm: Shm<RLockState>) -> Self {
+        RLock { shm }
+    }
+
+    /// A new, free lock in an anonymous segment.
+    pub fn new() -> Result<RLock, ShmError> {
+        Ok(RLock::from_shm(Shm::create(None, RLockState::new())?))
+    }
+
+    /// A new lock in `/dev/shm/multiproc.NAME`.
+    pub fn create_named(name: &str) -> Result<RLock, ShmError> {
+        Ok(RLock::from_shm(Shm::create(Some(name), RLockState::new())?))
+    }
+
+    /// Opens a named lock.
+    pub fn open_named(name: &str) -> Result<RLock, ShmError> {
+        Ok(RLock::from_shm(Shm::open_named(name)?))
+    }
+
+    /// How another process reaches this lock.
+    pub fn handle(&self) -> SegmentHandle {
+        self.shm.handle()
+    }
+
+    pub(crate) fn state(&self) -> &RLockState {
+        self.shm.get()
+    }
+
+    /// Python `acquire(block)`.
+    pub fn acquire(&self, block: bool) -> bool {
+        if block {
+            self.acquire_reporting(None).is_some()
+        } else {
+            self.try_acquire()
+        }
+    }
+
+    /// Python `acquire(True, timeout)`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+        self.acquire_reporting(deadline_after(timeout)).is_some()
+    }
+
+    /// Python `acquire(False)`.
+    pub fn try_acquire(&self) -> bool {
+        let (tid, me) = ident::thread();
+        self.state().try_acquire(tid, me)
+    }
+
+    /// Acquires, reporting `Some(true)` when it took the lock over from a dead owner.
+    pub fn acquire_reporting(&self, deadline: Option<Instant>) -> Option<bool> {
+        let (tid, me) = ident::thread();
+        self.state().acquire(tid, me, deadline)
+    }
+
+    /// Python `release`: one level; the caller must own the lock.
+    pub fn release(&self) -> Result<(), RLockError> {
+        self.state().release(ident::thread().0)
+    }
+
+    /// Whether the calling thread owns it.
+    pub fn is_owned(&self) -> bool {
+        self.state().is_owned_by(ident::thread().0)
+    }
+
+    /// Blocks until acquired; the guard releases one level on drop. Taking the lock over from
+    /// a dead owner gives `Err(LockError::OwnerDied(guard))` (the lock is held).
+    pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
+        self.lock_deadline(None)
+    }
+
+    /// [`RLock::lock`] giving up after `timeout` (`Err(LockError::Failed(MutexError::Timeout))`).
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<RLockGuard<'_>> {
+        self.lock_deadline(deadline_after(timeout))
+    }
+
+    /// [`RLock::lock`] without blocking (`Err(LockError::Failed(MutexError::WouldBlock))`).
+    pub fn try_lock(&self) -> LockResult<RLockGuard<'_>> {
+        if self.try_acquire() {
+            Ok(self.guard())
+        } else {
+            Err(LockError::Failed(MutexError::WouldBlock))
+        }
+    }
+
+    fn lock_deadline(&self, deadline: Option<Instant>) -> LockResult<RLockGuard<'_>> {
+        match self.acquire_reporting(deadline) {
+            None => Err(LockError::Failed(MutexError::Timeout)),
+            Some(false) => Ok(self.guard()),
+            Some(true) => Err(LockError::OwnerDied(self.guard())),
+        }
+    }
+
+    fn guard(&self) -> RLockGuard<'_> {
+        RLockGuard {
+            lock: self,
+            tid: ident::thread().0,
+        }
+    }
+}
+
+/// Holds one level of an [`RLock`].
+#[must_use = "the level is released when the guard drops"]
+#[derive(Debug)]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    tid: u32,
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        // In a forked child the thread id differs, so a copied guard releases nothing.
+        if ident::thread().0 == self.tid {
+            let _ = self.lock.state().release(self.tid);
+        }
+    }
+}

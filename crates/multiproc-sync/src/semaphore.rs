@@ -1,0 +1,474 @@
+//! `Semaphore` and `BoundedSemaphore`: process-shared counting semaphores.
+//!
+//! Algorithm: one `u64` word holds the count (low 32 bits) and a bitmap (high 32 bits) of which
+//! holder slots currently hold a unit; waiters park on a separate `u32` sequence word `seq`
+//! (an eventcount) that a release bumps only when `waiters > 0`, so uncontended acquire and
+//! release are one CAS each and no syscall.
+//!
+//! Guards record their holder, so a holder killed by SIGKILL does not leak its unit:
+//! 1. reserve a free slot `i` of the 32-slot table: CAS `slot[i]: 0 -> me` (pid + start time);
+//! 2. take a unit *and* mark slot `i` as holding it in one CAS: `(c, bits) -> (c-1, bits|1<<i)`;
+//! 3. release: `(c, bits) -> (c+1, bits&!(1<<i))`, then free the slot.
+//!
+//! Death at any point leaves either a reserved slot without its bit (nothing to give back) or a
+//! slot with its bit (one unit to give back) — never an ambiguous state. Waiters, after each
+//! 20 ms park, look for slots whose holder is dead: a reclaimer first CASes the slot from the
+//! dead identity to *its own* identity with a flag bit (so a second reclaimer, or a new holder,
+//! cannot race it; if the reclaimer dies too the next one takes over the same way), then gives the
+//! unit back if the bit is set, then frees the slot.
+//!
+//! Plain `acquire()` is not recorded (as in Python, a unit may be released by another process),
+//! so a process dying after `acquire()` keeps its unit.
+//!
+//! ```
+//! use multiproc_sync::{Semaphore, BoundedSemaphore};
+//! let s = Semaphore::new(2).unwrap();
+//! assert!(s.acquire(true));
+//! {
+//!     let _g = s.acquire_guard().unwrap();
+//!     assert_eq!(s.get_value(), 0);
+//!     assert!(!s.try_acquire());
+//! }
+//! s.release().unwrap();
+//! assert_eq!(s.get_value(), 2);
+//! let b = BoundedSemaphore::new(1).unwrap();
+//! assert!(b.release().is_err()); // over-release
+//! ```
+
+use crate::facade::{AtomicU32, AtomicU64, Ordering};
+use crate::futex;
+use crate::ident;
+use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+/// How many guards can hold units at once.
+pub const HOLDER_SLOTS: usize = 32;
+
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+
+/// Errors of semaphore operations.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SemaphoreError {
+    /// A bounded semaphore released above its initial value, or a count past `u32::MAX`.
+    #[error("semaphore released too many times")]
+    OverRelease,
+    /// No unit became free within the timeout.
+    #[error("timed out waiting for the semaphore")]
+    Timeout,
+    /// No unit free (non-blocking form).
+    #[error("semaphore has no free unit")]
+    WouldBlock,
+    /// Every holder slot is in use by a guard.
+    #[error("all {HOLDER_SLOTS} holder slots are in use by guards")]
+    HolderTableFull,
+}
+
+/// Shared state of a [`Semaphore`] (public for loom models).
+#[doc(hidden)]
+#[repr(C)]
+pub struct SemState {
+    state: AtomicU64,
+    seq: AtomicU32,
+    waiters: AtomicU32,
+    bound: u32,
+    bounded: u32,
+    slots: [AtomicU64; HOLDER_SLOTS],
+}
+
+impl SharedLayout for SemState {
+    const KIND: ObjectKind = ObjectKind::Semaphore;
+}
+
+impl SemState {
+    /// A semaphore with `value` units; `bounded` makes releases above `value` an error.
+    pub fn new(value: u32, bounded: bool) -> Self {
+        SemState {
+            state: AtomicU64::new(u64::from(value)),
+            seq: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            bound: value,
+            bounded: u32::from(bounded),
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Is it bounded, and the bound.
+    fn bound(&self) -> Option<u32> {
+        (self.bounded != 0).then_some(self.bound)
+    }
+
+    /// Current count.
+    pub fn value(&self) -> u32 {
+        (self.state.load(Ordering::Relaxed) & COUNT_MASK) as u32
+    }
+
+    /// One attempt to take a unit, marking `bit` (0 for anonymous). Err(seq value) on failure.
+    #[inline]
+    fn try_take(&self, bit: u64) -> Result<(), u32> {
+        // SeqCst: load half of the store-load pattern with `waiters` (see shared::block_on);
+        // seq is read before the state so a release after our failed read changes it.
+        let v = self.seq.load(Ordering::SeqCst);
+        let mut s = self.state.load(Ordering::SeqCst);
+        loop {
+            if s & COUNT_MASK == 0 {
+                return Err(v);
+            }
+            // SeqCst: Acquire partner of the releasing CAS (what the releaser did before
+            // happens-before our use of the unit), and part of the store-load pattern.
+            match self.state.compare_exchange_weak(
+                s,
+                (s - 1) | bit,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(x) => s = x,
+            }
+        }
+    }
+
+    fn acquire_bit(&self, bit: u64, deadline: Option<Instant>) -> bool {
+        if self.try_take(bit).is_ok() {
+            return true;
+        }
+        self.acquire_slow(bit, deadline)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, bit: u64, deadline: Option<Instant>) -> bool {
+        let r = block_on(
+            &self.seq,
+            &self.waiters,
+            deadline,
+            Some(TICK),
+            || self.try_take(bit),
+            || {
+                self.reclaim_dead();
+                self.try_take(bit).ok()
+            },
+        );
+        if r.is_err() && self.value() > 0 {
+            // We may have consumed a wake meant for a unit now free: pass it on.
+            self.notify();
+        }
+        r.is_ok()
+    }
+
+    /// Anonymous acquire (`deadline` None = forever).
+    pub fn acquire(&self, deadline: Option<Instant>) -> bool {
+        self.acquire_bit(0, deadline)
+    }
+
+    /// Anonymous non-blocking acquire.
+    pub fn try_acquire(&self) -> bool {
+        self.try_take(0).is_ok()
+    }
+
+    /// Anonymous release.
+    pub fn release(&self) -> Result<(), SemaphoreError> {
+        self.give_back(0)?;
+        Ok(())
+    }
+
+    /// Adds a unit and clears `bit`.
+    fn give_back(&self, bit: u64) -> Result<(), SemaphoreError> {
+        let limit = self.bound().unwrap_or(u32::MAX);
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if (s & COUNT_MASK) as u32 >= limit {
+                return Err(SemaphoreError::OverRelease);
+            }
+            // SeqCst: Release for the next taker, and the store half of the store-load
+            // pattern with `waiters` (loaded in notify).
+            match self.state.compare_exchange_weak(
+                s,
+                (s + 1) & !bit,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(x) => s = x,
+            }
+        }
+        self.notify();
+        Ok(())
+    }
+
+    #[inline]
+    fn notify(&self) {
+        // SeqCst: load half of the store-load pattern (see shared::block_on).
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            // SeqCst: a waiter that read the old seq before failing now sees it changed.
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake(&self.seq, 1);
+        }
+    }
+
+    /// Reserves a holder slot for `me`. Returns its index.
+    fn reserve(&self, me: u64) -> Option<usize> {
+        (0..HOLDER_SLOTS).find(|&i| {
+            // Relaxed probe; Acquire on the CAS pairs with the Release store that freed the slot.
+            self.slots[i].load(Ordering::Relaxed) == 0
+                && self.slots[i]
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        })
+    }
+
+    fn unreserve(&self, i: usize) {
+        // Release: the slot's reuse by another reserver comes after our use.
+        self.slots[i % HOLDER_SLOTS].store(0, Ordering::Release);
+    }
+
+    fn slot_bit(i: usize) -> u64 {
+        1u64 << (32 + (i % HOLDER_SLOTS))
+    }
+
+    /// Guard acquire for packed identity `me`. Returns the slot index.
+    pub fn acquire_guarded(
+        &self,
+        me: u64,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<usize, SemaphoreError> {
+        let i = self.reserve(me).ok_or(SemaphoreError::HolderTableFull)?;
+        let bit = Self::slot_bit(i);
+        let ok = if block {
+            self.acquire_bit(bit, deadline)
+        } else {
+            self.try_take(bit).is_ok()
+        };
+        if ok {
+            Ok(i)
+        } else {
+            self.unreserve(i);
+            Err(if block {
+                SemaphoreError::Timeout
+            } else {
+                SemaphoreError::WouldBlock
+            })
+        }
+    }
+
+    /// Guard release of slot `i`.
+    pub fn release_guarded(&self, i: usize) {
+        // Cannot over-release: the unit was taken by this guard.
+        let _ = self.give_back(Self::slot_bit(i));
+        self.unreserve(i);
+    }
+
+    /// Gives back the units of dead guard holders. Returns how many slots it freed.
+    pub fn reclaim_dead(&self) -> usize {
+        let (my_pid, me) = ident::process();
+        let mut n = 0;
+        for i in 0..HOLDER_SLOTS {
+            // Relaxed probe; the CAS decides.
+            let s = self.slots[i].load(Ordering::Relaxed);
+            if s == 0 || ident::unpack(s).pid == my_pid || ident::packed_alive(s) {
+                continue;
+            }
+            // AcqRel: we take the slot over exclusively from a dead process (Acquire: its
+            // writes before death; Release: publishes our claim to other reclaimers).
+            if self.slots[i]
+                .compare_exchange(s, me | ident::FLAG_BIT, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let bit = Self::slot_bit(i);
+            // SeqCst: as in give_back (store-load with waiters).
+            let mut st = self.state.load(Ordering::SeqCst);
+            while st & bit != 0 {
+                match self.state.compare_exchange_weak(
+                    st,
+                    (st + 1) & !bit,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => {
+                        self.notify();
+                        break;
+                    }
+                    Err(x) => st = x,
+                }
+            }
+            self.unreserve(i);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// A process-shared counting semaphore (Python's `multiprocessing.Semaphore`).
+#[derive(Clone)]
+pub struct Semaphore {
+    shm: Shm<SemState>,
+}
+
+impl std::fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("value", &self.get_value())
+            .finish()
+    }
+}
+
+serde_as_handle!(Semaphore, SemState);
+
+impl Semaphore {
+    fn from_shm(shm: Shm<SemState>) -> Self {
+        Semaphore { shm }
+    }
+
+    /// A semaphore with `value` units, in an anonymous segment.
+    pub fn new(value: u32) -> Result<Semaphore, ShmError> {
+        Ok(Self::from_shm(Shm::create(
+            None,
+            SemState::new(value, false),
+        )?))
+    }
+
+    /// A semaphore in `/dev/shm/multiproc.NAME`.
+    pub fn create_named(name: &str, value: u32) -> Result<Semaphore, ShmError> {
+        Ok(Self::from_shm(Shm::create(
+            Some(name),
+            SemState::new(value, false),
+        )?))
+    }
+
+    /// Opens a named semaphore (bounded or not).
+    pub fn open_named(name: &str) -> Result<Semaphore, ShmError> {
+        Ok(Self::from_shm(Shm::open_named(name)?))
+    }
+
+    /// How another process reaches it.
+    pub fn handle(&self) -> SegmentHandle {
+        self.shm.handle()
+    }
+
+    fn state(&self) -> &SemState {
+        self.shm.get()
+    }
+
+    /// The current count (Python `get_value`).
+    pub fn get_value(&self) -> u32 {
+        self.state().value()
+    }
+
+    /// Python `acquire(block)`. Not recorded: see [`Semaphore::acquire_guard`] for death safety.
+    pub fn acquire(&self, block: bool) -> bool {
+        if block {
+            self.state().acquire(None)
+        } else {
+            self.try_acquire()
+        }
+    }
+
+    /// Python `acquire(True, timeout)`.
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+        self.state().acquire(deadline_after(timeout))
+    }
+
+    /// Python `acquire(False)`.
+    pub fn try_acquire(&self) -> bool {
+        self.state().try_acquire()
+    }
+
+    /// Python `release`.
+    pub fn release(&self) -> Result<(), SemaphoreError> {
+        self.state().release()
+    }
+
+    /// Takes a unit through a guard that gives it back on drop — or, if this process dies,
+    /// lets the next waiter give it back. At most [`HOLDER_SLOTS`] guards at once.
+    pub fn acquire_guard(&self) -> Result<SemaphoreGuard<'_>, SemaphoreError> {
+        self.guarded(None, true)
+    }
+
+    /// [`Semaphore::acquire_guard`] giving up after `timeout`.
+    pub fn acquire_guard_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<SemaphoreGuard<'_>, SemaphoreError> {
+        self.guarded(deadline_after(timeout), true)
+    }
+
+    /// [`Semaphore::acquire_guard`] without blocking.
+    pub fn try_acquire_guard(&self) -> Result<SemaphoreGuard<'_>, SemaphoreError> {
+        self.guarded(None, false)
+    }
+
+    fn guarded(
+        &self,
+        deadline: Option<Instant>,
+        block: bool,
+    ) -> Result<SemaphoreGuard<'_>, SemaphoreError> {
+        let (pid, me) = ident::process();
+        let slot = self.state().acquire_guarded(me, deadline, block)?;
+        Ok(SemaphoreGuard {
+            sem: self,
+            slot,
+            pid,
+        })
+    }
+
+    /// Gives back units held by guards of dead processes now (waiters also do it on their own).
+    pub fn reclaim_dead(&self) -> usize {
+        self.state().reclaim_dead()
+    }
+}
+
+/// A unit of a [`Semaphore`], given back on drop.
+#[must_use = "the unit is given back when the guard drops"]
+#[derive(Debug)]
+pub struct SemaphoreGuard<'a> {
+    sem: &'a Semaphore,
+    slot: usize,
+    pid: u32,
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        // A forked child's copy of the parent's guard gives nothing back.
+        if ident::process().0 == self.pid {
+            self.sem.state().release_guarded(self.slot);
+        }
+    }
+}
+
+/// A semaphore whose releases may not exceed its initial value (Python's `BoundedSemaphore`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct BoundedSemaphore(Semaphore);
+
+impl BoundedSemaphore {
+    /// A bounded semaphore with `value` units.
+    pub fn new(value: u32) -> Result<BoundedSemaphore, ShmError> {
+        Ok(BoundedSemaphore(Semaphore::from_shm(Shm::create(
+            None,
+            SemState::new(value, true),
+        )?)))
+    }
+
+    /// A bounded semaphore in `/dev/shm/multiproc.NAME`.
+    pub fn create_named(name: &str, value: u32) -> Result<BoundedSemaphore, ShmError> {
+        Ok(BoundedSemaphore(Semaphore::from_shm(Shm::create(
+            Some(name),
+            SemState::new(value, true),
+        )?)))
+    }
+
+    /// Opens a named bounded semaphore.
+    pub fn open_named(name: &str) -> Result<BoundedSemaphore, ShmError> {
+        Ok(BoundedSemaphore(Semaphore::open_named(name)?))
+    }
+}
+
+impl Deref for BoundedSemaphore {
+    type Target = Semaphore;
+    fn deref(&self) -> &Semaphore {
+        &self.0
+    }
+}
