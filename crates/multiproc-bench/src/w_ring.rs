@@ -206,7 +206,13 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         push(
             "mpmc_2p2c_8B",
             "multiproc",
-            mpmc_2p2c(n).map(|s| n as f64 / s),
+            mpmc_2p2c(n, WaitStrategy::SpinPark).map(|s| n as f64 / s),
+            "msgs/s",
+        );
+        push(
+            "mpmc_2p2c_8B",
+            "multiproc-spinyield",
+            mpmc_2p2c(n, WaitStrategy::SpinYield).map(|s| n as f64 / s),
             "msgs/s",
         );
     }
@@ -538,8 +544,9 @@ pub fn stream_uds(size: usize, n: u64) -> Result<f64, String> {
 }
 
 /// Two producers and two consumers (CPUs 0,1,0,1) move `n` 8-byte records; seconds.
-pub fn mpmc_2p2c(n: u64) -> Result<f64, String> {
-    let q = MpmcRing::create(1024, 40).map_err(e)?;
+pub fn mpmc_2p2c(n: u64, strategy: WaitStrategy) -> Result<f64, String> {
+    let mut q = MpmcRing::create(1024, 40).map_err(e)?;
+    q.set_wait_strategy(strategy);
     let per = n / 2;
     let mut sides: Vec<Side> = Vec::new();
     for p in 0..2u64 {

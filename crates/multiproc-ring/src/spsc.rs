@@ -524,6 +524,10 @@ impl Producer {
         self.raw.ctrl().consumer.gone()
     }
 
+    /// Closes the producer side (same as dropping it): the consumer drains what was published,
+    /// then gets `Disconnected`; the side cannot be attached again.
+    pub fn close(self) {}
+
     /// Re-reads the consumer's position, checking it.
     #[inline]
     fn refresh_head(&mut self) -> Result<(), PushError> {
@@ -900,6 +904,10 @@ impl Consumer {
     pub fn is_disconnected(&self) -> bool {
         self.raw.ctrl().producer.gone()
     }
+
+    /// Closes the consumer side (same as dropping it): the producer's writes then fail with
+    /// `Disconnected`; the side cannot be attached again.
+    pub fn close(self) {}
 
     /// Whether no published record is waiting.
     pub fn is_empty(&mut self) -> bool {

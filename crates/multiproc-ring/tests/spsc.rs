@@ -344,3 +344,27 @@ fn corrupted_indices_and_headers_give_errors_not_ub() {
         Err(RingError::Corrupted(_))
     ));
 }
+
+#[test]
+fn explicit_close_by_either_side_disconnects_the_other() {
+    let ring = SpscRing::new_heap(256).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    assert!(!tx.is_disconnected());
+    rx.close();
+    assert!(tx.is_disconnected());
+    assert!(matches!(
+        ring.consumer(),
+        Err(RingError::Closed("consumer"))
+    ));
+    while tx.try_push(b"x").is_ok() {}
+    assert_eq!(tx.try_push(b"x"), Err(PushError::Disconnected));
+
+    let ring = SpscRing::new_heap(256).unwrap();
+    let tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    tx.close();
+    assert!(rx.is_disconnected());
+    let mut v = Vec::new();
+    assert_eq!(rx.try_pop_into(&mut v), Err(PopError::Disconnected));
+}
