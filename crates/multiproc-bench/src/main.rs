@@ -9,6 +9,7 @@ mod harness;
 mod python;
 mod w_channel;
 mod w_dict;
+mod w_iceoryx2;
 mod w_process;
 mod w_ring;
 mod w_sync;
