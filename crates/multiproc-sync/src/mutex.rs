@@ -15,7 +15,8 @@
 //!
 //! Fast path: a short spin that reads glibc's lock word (the first `int` of the mutex, which is
 //! the owner's TID or 0) and calls `pthread_mutex_trylock` only when it reads 0; then
-//! `pthread_mutex_lock`, which parks on the futex. Uncontended lock + unlock is two atomic RMWs
+//! `pthread_mutex_clocklock` in 50 ms slices, which parks on the futex (slices bound a wake-up
+//! lost to a woken waiter's death; see `lock_slow`). Uncontended lock + unlock is two atomic RMWs
 //! plus glibc's robust-list bookkeeping, no syscall.
 //!
 //! ```
@@ -37,6 +38,9 @@ use std::time::{Duration, Instant};
 
 /// How many times `lock` polls the lock word before parking in the kernel.
 const SPIN_LIMIT: u32 = 200;
+
+/// The longest a locker sleeps in the kernel before re-trying (bounds a lost wake-up).
+const PARK_SLICE: Duration = Duration::from_millis(50);
 
 unsafe extern "C" {
     // glibc >= 2.30; libc 0.2 does not bind it. Same contract as pthread_mutex_timedlock but the
@@ -226,18 +230,26 @@ impl RobustMutex {
                 }
             }
         }
-        let rc = match deadline {
-            None => {
-                // SAFETY: initialized mutex.
-                unsafe { libc::pthread_mutex_lock(self.raw()) }
+        // Park in bounded slices, never indefinitely. glibc's robust unlock clears the word
+        // (waiters bit included) and wakes one sleeper; if that sleeper is SIGKILLed before it
+        // re-takes the lock, and someone else then takes and releases it without contention,
+        // the other sleepers are never woken although the lock is free (found by the chaos
+        // soak, tests/chaos.rs). A sleeper whose wake-up was lost thus retries within one slice.
+        loop {
+            let now = Instant::now();
+            let slice_end = match deadline {
+                Some(d) if d <= now => return Err(MutexError::Timeout),
+                Some(d) => d.min(now + PARK_SLICE),
+                None => now + PARK_SLICE,
+            };
+            let ts = monotonic_deadline(slice_end);
+            // SAFETY: initialized mutex; ts is a valid timespec on CLOCK_MONOTONIC.
+            let rc = unsafe { pthread_mutex_clocklock(self.raw(), libc::CLOCK_MONOTONIC, &ts) };
+            match Self::outcome(rc) {
+                Err(MutexError::Timeout) => continue,
+                r => return self.made_consistent(r),
             }
-            Some(deadline) => {
-                let ts = monotonic_deadline(deadline);
-                // SAFETY: initialized mutex; ts is a valid timespec on CLOCK_MONOTONIC.
-                unsafe { pthread_mutex_clocklock(self.raw(), libc::CLOCK_MONOTONIC, &ts) }
-            }
-        };
-        self.made_consistent(Self::outcome(rc))
+        }
     }
 
     /// Releases the lock.
