@@ -166,7 +166,7 @@ fn message(p: u8, seq: u64, payload: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(payload + 17);
     v.push(p);
     v.extend_from_slice(&seq.to_le_bytes());
-    v.extend((0..payload).map(|k| (k as u64 ^ seq ^ u64::from(p) * 31) as u8));
+    v.extend((0..payload).map(|k| (k as u64 ^ seq ^ (u64::from(p) * 31)) as u8));
     let s = fnv1a(&v);
     v.extend_from_slice(&s.to_le_bytes());
     v
@@ -893,7 +893,7 @@ fn chaos_soak_random_sigkills_break_no_invariant() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1);
-            t ^ u64::from(std::process::id()) << 32
+            t ^ (u64::from(std::process::id()) << 32)
         })
         | 1;
     eprintln!("chaos: budget {secs} s, MULTIPROC_CHAOS_SEED={seed}");
