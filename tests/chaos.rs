@@ -66,7 +66,8 @@ const REC_LOCK: usize = 11;
 const REC_DICT: usize = 12;
 const Q_RECV: usize = 13;
 const Q_LOST: usize = 14;
-const LOST_WAKE: usize = 15;
+const LOST_WAKE_VALUE: usize = 15;
+const LOST_WAKE_DICT: usize = 9;
 const SENT: usize = 16; // + producer
 const PIPE_SENT: usize = 20;
 const PIPE_RECV: usize = 21;
@@ -337,10 +338,11 @@ fn pipe_reader(board: &Board, r: &mut Connection<Vec<u8>>) -> i32 {
 /// robust mutex wakes one waiter on unlock, and if that waiter is SIGKILLed before it takes the
 /// lock, and a newcomer takes it without contention, the other sleepers are never woken (the
 /// kernel's exit-time robust-list walk wakes a waiter only when the lock word is 0). A plain
-/// `get_lock()` would sleep forever there. Counted in `LOST_WAKE`; `MULTIPROC_CHAOS_STRICT=1`
-/// makes it a failure.
+/// `get_lock()` would sleep forever there. Counted in board cell `lost`;
+/// `MULTIPROC_CHAOS_STRICT=1` makes it a failure.
 fn lock_robust<G>(
     b: &Board,
+    lost: usize,
     timed: impl Fn(Duration) -> LockResult<G>,
     try_lock: impl Fn() -> LockResult<G>,
 ) -> LockResult<G> {
@@ -354,7 +356,7 @@ fn lock_robust<G>(
                     }
                 }
                 r => {
-                    b.bump(LOST_WAKE);
+                    b.bump(lost);
                     return r;
                 }
             },
@@ -367,6 +369,7 @@ fn value_user(o: &Objects, i: usize) -> i32 {
     while !o.board.stopped() {
         let got = lock_robust(
             &o.board,
+            LOST_WAKE_VALUE,
             |d| o.value.get_lock_timeout(d),
             || o.value.try_get_lock(),
         );
@@ -488,7 +491,12 @@ fn sem_user(o: &Objects, i: usize) -> i32 {
 fn dict_user(o: &Objects, i: usize) -> i32 {
     let b = &o.board;
     while !b.stopped() {
-        let got = lock_robust(b, |d| o.dict.get_lock_timeout(d), || o.dict.try_get_lock());
+        let got = lock_robust(
+            b,
+            LOST_WAKE_DICT,
+            |d| o.dict.get_lock_timeout(d),
+            || o.dict.try_get_lock(),
+        );
         let (mut g, died) = match got {
             Ok(g) => (g, false),
             Err(LockError::OwnerDied(g)) => (g, true),
@@ -834,12 +842,14 @@ fn round(r: u64, rng: &mut Rng, t: &mut Totals) {
     t.dict_recoveries += o.dict.recoveries();
     t.owner_died += b.get(REC_VALUE) + b.get(REC_LOCK) + b.get(REC_DICT);
     t.queue_lost += b.get(Q_LOST);
-    t.lost_wakeups += b.get(LOST_WAKE);
+    let lost = (b.get(LOST_WAKE_VALUE), b.get(LOST_WAKE_DICT));
+    t.lost_wakeups += lost.0 + lost.1;
     if std::env::var_os("MULTIPROC_CHAOS_STRICT").is_some() {
         assert_eq!(
-            b.get(LOST_WAKE),
-            0,
-            "round {r}: a robust-mutex waiter slept through a free lock for 1 s (lost wake-up)"
+            lost,
+            (0, 0),
+            "round {r}: a robust-mutex waiter slept through a free lock for 1 s (lost wake-up; \
+             Value, SharedDict)"
         );
     }
 
