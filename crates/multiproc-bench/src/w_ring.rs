@@ -4,7 +4,8 @@
 //! Systems: `floor` (the physical limit: one cache line ping-ponged with pure spinning; for the
 //! blocking round trip, a bare futex wake/wait hand-off; for big-record streams, single-process
 //! memcpy bandwidth), `multiproc` (the rings, batch/zero-copy APIs), `multiproc-1by1` (one
-//! copying push/pop per message), and `uds-postcard` (Unix stream socket, u32 length prefix +
+//! copying push/pop per message), `iceoryx2` (its publish-subscribe over shared memory, see
+//! `w_iceoryx2`), and `uds-postcard` (Unix stream socket, u32 length prefix +
 //! postcard payload: the socket-and-serialize transport Python's multiprocessing uses, in Rust).
 
 use crate::harness::{Child, fork_pinned};
@@ -20,7 +21,7 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A MAP_SHARED anonymous page of counters, inherited by forked children.
 #[derive(Clone, Copy)]
-struct Page(*mut u8);
+pub(crate) struct Page(*mut u8);
 
 impl Page {
     fn new() -> Page {
@@ -40,7 +41,7 @@ impl Page {
     }
 
     /// The u64 at line `i` (each counter on its own 128-byte line; i < 32).
-    fn u64(&self, i: usize) -> &AtomicU64 {
+    pub(crate) fn u64(&self, i: usize) -> &AtomicU64 {
         assert!(i < 32);
         // SAFETY: inside the zeroed page, 8-aligned; AtomicU64 has u64's layout.
         unsafe { &*self.0.add(i * 128).cast::<AtomicU64>() }
@@ -60,8 +61,8 @@ impl Page {
 
 const READY: usize = 0;
 const GO: usize = 1;
-const RESULT: usize = 2;
-const EXTRA: usize = 3;
+pub(crate) const RESULT: usize = 2;
+pub(crate) const EXTRA: usize = 3;
 
 fn ready_and_wait(pg: Page) {
     pg.u64(READY).fetch_add(1, Ordering::AcqRel);
@@ -73,9 +74,9 @@ fn ready_and_wait(pg: Page) {
 /// Forks `sides` (each pinned to its CPU), starts them together, waits for all; returns the
 /// seconds from GO to the end, and the page (for results the children left).
 /// One side of a run: the CPU it is pinned to and what it does.
-type Side = (usize, Box<dyn FnOnce(Page) -> i32>);
+pub(crate) type Side = (usize, Box<dyn FnOnce(Page) -> i32>);
 
-fn run_sides(sides: Vec<Side>) -> Result<(f64, Page), String> {
+pub(crate) fn run_sides(sides: Vec<Side>) -> Result<(f64, Page), String> {
     let pg = Page::new();
     let n = sides.len() as u64;
     let mut kids: Vec<_> = sides
@@ -131,7 +132,7 @@ fn wait_quietly(kids: &mut [Child], pg: Page, n: u64) -> Result<(), String> {
 }
 
 /// Elapsed ns the timing child stored, as seconds.
-fn timed(pg: Page) -> f64 {
+pub(crate) fn timed(pg: Page) -> f64 {
     let ns = pg.u64(RESULT).load(Ordering::Acquire);
     pg.free();
     ns as f64 / 1e9
@@ -153,6 +154,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             "ns",
         );
         push("rtt_8B_spin", "floor", rtt_floor_spin(n), "ns");
+        push("rtt_8B_spin", "iceoryx2", crate::w_iceoryx2::rtt(n), "ns");
     }
     if cfg.wants("rtt_8B_blocking") {
         let n = if q { 20_000 } else { 100_000 };
@@ -186,6 +188,15 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         } else {
             both("floor", stream_memcpy(size, n));
         }
+        let n_ice = if size <= 64 { n / 5 } else { n };
+        let r = crate::w_iceoryx2::stream(size, n_ice);
+        push(w, "iceoryx2", r.clone().map(|s| n_ice as f64 / s), "msgs/s");
+        push(
+            w,
+            "iceoryx2",
+            r.map(|s| (n_ice * size as u64) as f64 / s),
+            "B/s",
+        );
         let n_uds = if size <= 64 { n / 5 } else { n };
         let r = stream_uds(size, n_uds);
         push(

@@ -1,0 +1,178 @@
+//! iceoryx2 as a peer on the ring workloads: its publish-subscribe service over shared memory,
+//! between the same two pinned processes as multiproc's rings.
+//!
+//! Round trip: two `u64` services (ping, pong), each side busy-polling `receive()`: iceoryx2's
+//! fastest mode, the counterpart of `rtt_8B_spin`. Streams: a `[u8]` service with a
+//! subscriber buffer of 1024 samples, no overflow, and `RetryUntilDelivered` back-pressure, so
+//! nothing is dropped; every sample is loaned, written, sent, received and read (first byte).
+
+use crate::w_ring::{EXTRA, Page, RESULT, run_sides, timed};
+use iceoryx2::prelude::*;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+fn e<T: std::fmt::Debug>(x: T) -> String {
+    format!("iceoryx2: {x:?}")
+}
+
+fn unique(tag: &str) -> String {
+    use std::sync::atomic::AtomicU32;
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "multiproc-bench/{tag}/{}/{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Both sides call this after creating their ports, so no sample is sent before the peer exists.
+fn rendezvous(pg: Page, parties: u64) {
+    pg.u64(EXTRA).fetch_add(1, Ordering::AcqRel);
+    while pg.u64(EXTRA).load(Ordering::Acquire) < parties {
+        std::hint::spin_loop();
+    }
+}
+
+fn node() -> Result<Node<ipc::Service>, String> {
+    set_log_level(LogLevel::Error);
+    NodeBuilder::new().create::<ipc::Service>().map_err(e)
+}
+
+/// Round trip of one u64 (ns per round trip), both sides busy-polling.
+pub fn rtt(n: u64) -> Result<f64, String> {
+    let (ping_name, pong_name) = (unique("ping"), unique("pong"));
+    let (ping_name2, pong_name2) = (ping_name.clone(), pong_name.clone());
+    let side = move |pg: Page, out: String, inp: String, leader: bool| -> Result<(), String> {
+        let node = node()?;
+        let svc = |name: &str| {
+            let sn: ServiceName = name.try_into().map_err(e)?;
+            node.service_builder(&sn)
+                .publish_subscribe::<u64>()
+                .open_or_create()
+                .map_err(e)
+        };
+        let (so, si) = (svc(&out)?, svc(&inp)?);
+        let publisher = so.publisher_builder().create().map_err(e)?;
+        let subscriber = si.subscriber_builder().create().map_err(e)?;
+        rendezvous(pg, 2);
+        let t = Instant::now();
+        for i in 0..n {
+            if leader {
+                publisher
+                    .loan_uninit()
+                    .map_err(e)?
+                    .write_payload(i)
+                    .send()
+                    .map_err(e)?;
+            }
+            loop {
+                if let Some(s) = subscriber.receive().map_err(e)? {
+                    if *s.payload() != i {
+                        return Err(format!("iceoryx2: got {} expected {i}", s.payload()));
+                    }
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if !leader {
+                publisher
+                    .loan_uninit()
+                    .map_err(e)?
+                    .write_payload(i)
+                    .send()
+                    .map_err(e)?;
+            }
+        }
+        if leader {
+            pg.u64(RESULT)
+                .store(t.elapsed().as_nanos() as u64, Ordering::Release);
+        }
+        Ok(())
+    };
+    let code = |r: Result<(), String>| match r {
+        Ok(()) => 0,
+        Err(m) => {
+            eprintln!("{m}");
+            3
+        }
+    };
+    let ping = Box::new(move |pg: Page| code(side(pg, ping_name, pong_name, true)));
+    let pong = Box::new(move |pg: Page| code(side(pg, pong_name2, ping_name2, false)));
+    let (_, pg) = run_sides(vec![(0, ping), (1, pong)])?;
+    Ok(timed(pg) * 1e9 / n as f64)
+}
+
+/// Seconds for `n` samples of `size` bytes from one process to the other.
+pub fn stream(size: usize, n: u64) -> Result<f64, String> {
+    let name = unique("stream");
+    let name2 = name.clone();
+    let service = |node: &Node<ipc::Service>, name: &str| {
+        let sn: ServiceName = name.try_into().map_err(e)?;
+        node.service_builder(&sn)
+            .publish_subscribe::<[u8]>()
+            .enable_safe_overflow(false)
+            .subscriber_max_buffer_size(1024)
+            .history_size(0)
+            .open_or_create()
+            .map_err(e)
+    };
+    let code = |r: Result<(), String>| match r {
+        Ok(()) => 0,
+        Err(m) => {
+            eprintln!("{m}");
+            3
+        }
+    };
+    let producer = Box::new(move |pg: Page| {
+        code((|| {
+            let node = node()?;
+            let svc = service(&node, &name)?;
+            let publisher = svc
+                .publisher_builder()
+                .initial_max_slice_len(size)
+                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                .create()
+                .map_err(e)?;
+            let src = vec![0x5au8; size];
+            rendezvous(pg, 2);
+            for _ in 0..n {
+                publisher
+                    .loan_slice_uninit(size)
+                    .map_err(e)?
+                    .write_from_slice(&src)
+                    .send()
+                    .map_err(e)?;
+            }
+            Ok(())
+        })())
+    });
+    let consumer = Box::new(move |pg: Page| {
+        code((|| {
+            let node = node()?;
+            let svc = service(&node, &name2)?;
+            let subscriber = svc
+                .subscriber_builder()
+                .buffer_size(1024)
+                .create()
+                .map_err(e)?;
+            rendezvous(pg, 2);
+            let t = Instant::now();
+            let (mut got, mut acc) = (0u64, 0u64);
+            while got < n {
+                match subscriber.receive().map_err(e)? {
+                    Some(s) => {
+                        acc = acc.wrapping_add(u64::from(s.payload()[0]));
+                        got += 1;
+                    }
+                    None => std::hint::spin_loop(),
+                }
+            }
+            std::hint::black_box(acc);
+            pg.u64(RESULT)
+                .store(t.elapsed().as_nanos() as u64, Ordering::Release);
+            Ok(())
+        })())
+    });
+    let (_, pg) = run_sides(vec![(0, producer), (1, consumer)])?;
+    Ok(timed(pg))
+}
