@@ -3,47 +3,40 @@
 //!
 //! Python:
 //! ```python
+//! from multiprocessing import Process, Pipe
+//!
 //! def f(conn):
 //!     conn.send([42, None, 'hello'])
 //!     conn.close()
-//! reader, writer = Pipe()
-//! p = Process(target=f, args=(writer,)); p.start()
-//! print(reader.recv())   # prints "[42, None, 'hello']"
-//! p.join()
+//!
+//! if __name__ == '__main__':
+//!     reader, writer = Pipe()
+//!     p = Process(target=f, args=(writer,))
+//!     p.start()
+//!     print(reader.recv())   # prints "[42, None, 'hello']"
+//!     p.join()
 //! ```
+//! The pipe is typed: a Python list of mixed items becomes a tuple `(i32, Option<i32>, String)`.
+//! The end passed to the child travels as a handle (its shared-memory segments), as in Python.
 //! Run: `cargo run --example pipe_basic`
 
-use multiproc::Pipe;
+use multiproc::{Connection, Pipe, Process};
 
 type Msg = (i32, Option<i32>, String);
 
-/// Runs `f` in a forked child (until multiproc-process lands, fork stands in for `Process`).
-fn spawn(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the example is single-threaded; the child runs `f` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        f();
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    pid
+#[multiproc::task]
+fn f(mut conn: Connection<Msg>) {
+    conn.send(&(42, None, "hello".to_string())).expect("send");
+    conn.close();
 }
 
-/// Waits for a child (Python's `p.join()`).
-fn join(pid: libc::pid_t) {
-    // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-}
-
-fn main() {
-    let (mut reader, mut writer) = Pipe::duplex::<Msg>().expect("pipe");
-    let p = spawn(move || {
-        writer.send(&(42, None, "hello".to_string())).expect("send");
-        writer.close();
-    });
-    println!("{:?}", reader.recv().expect("recv")); // (42, None, "hello")
-    join(p);
-    // The writer is closed and the pipe drained: the next recv is EOF.
-    println!("{:?}", reader.recv().unwrap_err());
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    multiproc::init();
+    let (mut reader, writer) = Pipe::duplex::<Msg>()?;
+    let mut p = Process::spawn(f, writer)?;
+    println!("{:?}", reader.recv()?); // (42, None, "hello")
+    p.join()?;
+    // The child closed its end and the pipe is drained: the next recv is EOF (Python's EOFError).
+    println!("{}", reader.recv().unwrap_err());
+    Ok(())
 }

@@ -21,76 +21,58 @@
 //! ```
 //! And seed 000: a worker loops `for item in iter(broker.get, None)`, the main process puts ten
 //! tasks, `broker.join()`, then `broker.put(None)`.
+//!
+//! Python's consumers are daemons that loop forever; here too: `Process::builder().daemon(true)`,
+//! and the daemons are terminated when `main` returns, as in Python.
 //! Run: `cargo run --example queue_joinable`
 
-use multiproc::JoinableQueue;
+use multiproc::{JoinableQueue, Process};
 
-/// Runs `f` in a forked child (until multiproc-process lands, fork stands in for `Process`).
-fn spawn(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the example is single-threaded; the child runs `f` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        f();
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
+#[multiproc::task]
+fn consumer(q: JoinableQueue<String>, name: String) {
+    while let Ok(fruits) = q.get() {
+        println!("{name} 购买了 {fruits}");
+        q.task_done().expect("task_done");
     }
-    pid
 }
 
-/// Waits for a child (Python's `p.join()`).
-fn join(pid: libc::pid_t) {
-    // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+#[multiproc::task]
+fn producer(q: JoinableQueue<String>, name: String, fruits: String) {
+    for i in 1..=3 {
+        println!("{name} 采摘了 {fruits}{i}");
+        q.put(format!("{fruits}{i}")).expect("put");
+    }
+    q.join(); // until the consumers marked every item done
 }
 
-fn main() {
-    let q: JoinableQueue<String> = JoinableQueue::new(0).expect("queue");
-    let consumers: Vec<_> = ["小白", "小黑"]
-        .into_iter()
-        .map(|name| {
-            let q = q.clone();
-            spawn(move || {
-                while let Ok(fruits) = q.get() {
-                    println!("{name} 购买了 {fruits}");
-                    q.task_done().expect("task_done");
-                }
-            })
-        })
-        .collect();
-    let p1 = spawn({
-        let q = q.clone();
-        move || {
-            for i in 1..=3 {
-                println!("果农 采摘了 苹果{i}");
-                q.put(format!("苹果{i}")).expect("put");
-            }
-            q.join(); // until both consumers marked every apple done
-        }
-    });
-    join(p1);
-    // Python ends the daemon consumers when the main process exits; here: kill them.
-    for c in consumers {
-        // SAFETY: plain syscalls on our own children.
-        unsafe { libc::kill(c, libc::SIGKILL) };
-        join(c);
+#[multiproc::task]
+fn worker(broker: JoinableQueue<Option<i32>>) {
+    while let Ok(Some(item)) = broker.get() {
+        println!("Receive item {item}");
+        broker.task_done().expect("task_done");
     }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    multiproc::init();
+    let q: JoinableQueue<String> = JoinableQueue::new(0)?;
+    for name in ["小白", "小黑"] {
+        // c.daemon = True; c.start()
+        Process::builder()
+            .daemon(true)
+            .spawn(consumer, (q.clone(), name.to_string()))?;
+    }
+    let mut p1 = Process::spawn(producer, (q.clone(), "果农".into(), "苹果".into()))?;
+    p1.join()?;
 
     // Seed 000: a worker with a sentinel.
-    let broker: JoinableQueue<Option<i32>> = JoinableQueue::new(0).expect("queue");
-    let p = spawn({
-        let broker = broker.clone();
-        move || {
-            while let Ok(Some(item)) = broker.get() {
-                println!("Receive item {item}");
-                broker.task_done().expect("task_done");
-            }
-        }
-    });
+    let broker: JoinableQueue<Option<i32>> = JoinableQueue::new(0)?;
+    let mut p = Process::spawn(worker, broker.clone())?;
     for i in 0..10 {
-        broker.put(Some(i)).expect("put");
+        broker.put(Some(i))?;
     }
     broker.join();
-    broker.put(None).expect("put");
-    join(p);
+    broker.put(None)?;
+    p.join()?;
+    Ok(())
 }

@@ -19,69 +19,51 @@
 //! p1.join()
 //! q.put(None)
 //! ```
+//! `Queue()` holds any serde type; `None` as a sentinel needs an `Option`.
 //! Run: `cargo run --example queue_producer_consumer`
 
-use multiproc::Queue;
+use multiproc::{Process, Queue};
 
-/// Runs `f` in a forked child (until multiproc-process lands, fork stands in for `Process`).
-fn spawn(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the example is single-threaded; the child runs `f` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        f();
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    pid
-}
-
-/// Waits for a child (Python's `p.join()`).
-fn join(pid: libc::pid_t) {
-    // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-}
-
-fn consumer(q: &Queue<Option<String>>, name: &str) {
+#[multiproc::task]
+fn consumer(q: Queue<Option<String>>, name: String) {
     while let Ok(Some(fruits)) = q.get() {
         println!("{name} 购买了 {fruits}");
     }
 }
 
-fn producer(q: &Queue<Option<String>>, name: &str, fruits: &str) {
+#[multiproc::task]
+fn producer(q: Queue<Option<String>>, name: String, fruits: String) {
     for i in 1..=10 {
         println!("{name} 采摘了 {fruits}{i}");
         q.put(Some(format!("{fruits}{i}"))).expect("put");
     }
 }
 
-fn main() {
-    let q: Queue<Option<String>> = Queue::new(0).expect("queue");
-    let c1 = spawn({
-        let q = q.clone();
-        move || consumer(&q, "小明")
-    });
-    let p1 = spawn({
-        let q = q.clone();
-        move || producer(&q, "果农", "西瓜")
-    });
-    join(p1); // no feeder thread: everything p1 put is already in the queue
-    q.put(None).expect("put");
-    join(c1);
+#[multiproc::task]
+fn getter(q: Queue<Option<i32>>) {
+    while let Ok(Some(ret)) = q.get() {
+        println!("{ret}");
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    multiproc::init();
+    let q: Queue<Option<String>> = Queue::new(0)?;
+    let mut c1 = Process::spawn(consumer, (q.clone(), "小明".to_string()))?;
+    let mut p1 = Process::spawn(producer, (q.clone(), "果农".into(), "西瓜".into()))?;
+    // No feeder thread: everything p1 put is in the queue when it exits, so joining it before
+    // the queue is drained cannot deadlock (Python's "joining processes that use queues").
+    p1.join()?;
+    q.put(None)?;
+    c1.join()?;
 
     // 主进程put, 子进程get
-    let q: Queue<Option<i32>> = Queue::new(0).expect("queue");
-    let getter = spawn({
-        let q = q.clone();
-        move || {
-            while let Ok(Some(ret)) = q.get() {
-                println!("{ret}");
-            }
-        }
-    });
+    let q: Queue<Option<i32>> = Queue::new(0)?;
+    let mut p = Process::spawn(getter, q.clone())?;
     for i in 0..5 {
-        q.put(Some(i)).expect("put");
+        q.put(Some(i))?;
     }
-    q.put(None).expect("put");
-    join(getter);
+    q.put(None)?;
+    p.join()?;
+    Ok(())
 }
