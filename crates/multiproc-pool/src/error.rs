@@ -46,7 +46,9 @@ pub enum PoolError {
     #[error("task failed: {0}")]
     Task(String),
     /// The worker running the task died (killed, OOM, `exit`) before returning its result.
-    #[error("worker {pid} was lost (signal {signal:?}, exit code {exitcode:?}) while running the task")]
+    #[error(
+        "worker {pid} was lost (signal {signal:?}, exit code {exitcode:?}) while running the task"
+    )]
     WorkerLost {
         /// The worker's pid.
         pid: u32,

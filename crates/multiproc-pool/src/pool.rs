@@ -955,7 +955,10 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
                 return match chunk {
                     Some(Ok(v)) => {
                         self.buffered.extend(v);
-                        self.buffered.pop_front().map(Ok).or_else(|| self.next_deadline(deadline))
+                        self.buffered
+                            .pop_front()
+                            .map(Ok)
+                            .or_else(|| self.next_deadline(deadline))
                     }
                     Some(Err(e)) => Some(Err(e)),
                     None => None,

@@ -163,11 +163,10 @@ impl<R> AsyncResult<R> {
                     if now >= d {
                         break;
                     }
-                    g = s
-                        .cv
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    g =
+                        s.cv.wait_timeout(g, d - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                 }
             }
         }

@@ -80,12 +80,19 @@ fn exactly_one_callback_runs_once() {
                 .on_error(move |_| l2.lock().unwrap().push("err".into())),
         )
         .unwrap();
-    assert!(matches!(r.get_timeout(T), Err(PoolError::TaskPanicked { .. })));
+    assert!(matches!(
+        r.get_timeout(T),
+        Err(PoolError::TaskPanicked { .. })
+    ));
     assert_eq!(*log.lock().unwrap(), vec!["err".to_string()]);
     assert!(!r.successful().unwrap());
     // A panicking callback does not break the pool.
     let r = p
-        .apply_async_with(sqr, 2, Callbacks::new().on_success(|_| panic!("callback bug")))
+        .apply_async_with(
+            sqr,
+            2,
+            Callbacks::new().on_success(|_| panic!("callback bug")),
+        )
         .unwrap();
     assert_eq!(r.get_timeout(T).unwrap(), 4);
     assert_eq!(p.apply(sqr, 3).unwrap(), 9);
@@ -108,7 +115,10 @@ fn get_timeout_times_out_and_result_stays() {
     let p = pool(1);
     let r = p.apply_async(sleep_ms, 600).unwrap();
     let t0 = Instant::now();
-    assert_eq!(r.get_timeout(Duration::from_millis(100)), Err(PoolError::Timeout));
+    assert_eq!(
+        r.get_timeout(Duration::from_millis(100)),
+        Err(PoolError::Timeout)
+    );
     assert!(t0.elapsed() >= Duration::from_millis(90));
     assert!(!r.ready());
     assert_eq!(r.successful(), Err(PoolError::NotReady));
@@ -129,7 +139,11 @@ fn imap_is_ordered_and_ends() {
         assert_eq!(it.next().unwrap().unwrap(), i * i);
     }
     assert!(it.next().is_none());
-    let v: Vec<u64> = p.imap(sqr, 0..1000u64, 100).unwrap().map(|r| r.unwrap()).collect();
+    let v: Vec<u64> = p
+        .imap(sqr, 0..1000u64, 100)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(v, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
     let mut u: Vec<u64> = p
         .imap_unordered(sqr, 0..1000u64, 53)
@@ -156,7 +170,10 @@ fn imap_consumes_input_lazily() {
     assert!(n <= 50 + 5 * 10 + 10, "pulled {n}");
     // next_timeout on a slow task
     let mut it = p.imap(sleep_ms, [500u64], 1).unwrap();
-    assert_eq!(it.next_timeout(Duration::from_millis(50)).unwrap(), Err(PoolError::Timeout));
+    assert_eq!(
+        it.next_timeout(Duration::from_millis(50)).unwrap(),
+        Err(PoolError::Timeout)
+    );
     assert_eq!(it.next_timeout(T).unwrap().unwrap(), 500);
     assert!(it.next().is_none());
 }
@@ -164,9 +181,15 @@ fn imap_consumes_input_lazily() {
 /// Item 60: test_make_pool: Pool(0) raises ValueError.
 #[test]
 fn zero_processes_is_an_error() {
-    assert_eq!(Pool::builder().processes(0).build().unwrap_err(), PoolError::InvalidProcesses);
+    assert_eq!(
+        Pool::builder().processes(0).build().unwrap_err(),
+        PoolError::InvalidProcesses
+    );
     let p = pool(1);
-    assert_eq!(p.map_chunked(sqr, 0..3u64, 0).unwrap_err(), PoolError::InvalidChunksize);
+    assert_eq!(
+        p.map_chunked(sqr, 0..3u64, 0).unwrap_err(),
+        PoolError::InvalidChunksize
+    );
     assert_eq!(p.processes(), 1);
 }
 
@@ -221,7 +244,11 @@ fn failing_map_waits_for_all_chunks() {
     let r = p.map_chunked(fail_first_sleep_rest, (0..6u64).map(|x| (x, 200)), 1);
     assert!(matches!(r, Err(PoolError::TaskPanicked { ref message }) if message == "first fails"));
     // 5 items of 200 ms on 2 workers: at least 3 rounds minus slack
-    assert!(t0.elapsed() >= Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
     // first error by chunk order, whatever the arrival order
     let r = p.map_chunked(panics_on, (0..20u64).map(|x| (x, x % 7 + 100 * (x / 7))), 1);
     assert!(matches!(r, Err(PoolError::TaskPanicked { ref message }) if message == "bad value 0"));
@@ -248,10 +275,16 @@ fn unencodable_result_is_an_error_and_worker_survives() {
 /// Item 66: test_pool_worker_lifetime: maxtasksperchild replaces workers; results complete.
 #[test]
 fn maxtasksperchild_replaces_workers() {
-    let p = Pool::builder().processes(3).maxtasksperchild(10).build().unwrap();
+    let p = Pool::builder()
+        .processes(3)
+        .maxtasksperchild(10)
+        .build()
+        .unwrap();
     let origin = p.worker_pids();
     assert_eq!(origin.len(), 3);
-    let rs: Vec<_> = (0..100u64).map(|i| p.apply_async(sqr, i).unwrap()).collect();
+    let rs: Vec<_> = (0..100u64)
+        .map(|i| p.apply_async(sqr, i).unwrap())
+        .collect();
     for (i, r) in rs.into_iter().enumerate() {
         assert_eq!(r.get_timeout(T).unwrap(), (i * i) as u64);
     }
@@ -273,8 +306,14 @@ fn maxtasksperchild_replaces_workers() {
 /// for the work and exits cleanly.
 #[test]
 fn maxtasksperchild_early_close_joins_cleanly() {
-    let p = Pool::builder().processes(1).maxtasksperchild(1).build().unwrap();
-    let rs: Vec<_> = (0..6u64).map(|i| p.apply_async(sleep_ms, 20 + i).unwrap()).collect();
+    let p = Pool::builder()
+        .processes(1)
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    let rs: Vec<_> = (0..6u64)
+        .map(|i| p.apply_async(sleep_ms, 20 + i).unwrap())
+        .collect();
     p.close();
     p.join_timeout(T).unwrap();
     for (i, r) in rs.into_iter().enumerate() {
@@ -286,7 +325,11 @@ fn maxtasksperchild_early_close_joins_cleanly() {
 #[test]
 fn invalid_maxtasksperchild_is_an_error() {
     assert_eq!(
-        Pool::builder().processes(1).maxtasksperchild(0).build().unwrap_err(),
+        Pool::builder()
+            .processes(1)
+            .maxtasksperchild(0)
+            .build()
+            .unwrap_err(),
         PoolError::InvalidMaxTasks
     );
 }

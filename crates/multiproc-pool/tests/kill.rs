@@ -49,11 +49,19 @@ fn sigkilled_worker_fails_only_its_task_and_the_rest_complete() {
     let victim = wait_file(&path);
     let _ = std::fs::remove_file(&path);
     // work queued behind it, some of it on the victim's pipe
-    let quick: Vec<_> = (0..200u64).map(|i| p.apply_async(sqr, i).unwrap()).collect();
-    let slow: Vec<_> = (0..6).map(|_| p.apply_async(sleep_ms, 20).unwrap()).collect();
+    let quick: Vec<_> = (0..200u64)
+        .map(|i| p.apply_async(sqr, i).unwrap())
+        .collect();
+    let slow: Vec<_> = (0..6)
+        .map(|_| p.apply_async(sleep_ms, 20).unwrap())
+        .collect();
     kill9(victim);
     match long.get_timeout(T) {
-        Err(PoolError::WorkerLost { pid, signal, exitcode }) => {
+        Err(PoolError::WorkerLost {
+            pid,
+            signal,
+            exitcode,
+        }) => {
             assert_eq!(pid, victim);
             assert_eq!(signal, Some(libc::SIGKILL));
             assert_eq!(exitcode, Some(-libc::SIGKILL));
@@ -122,9 +130,7 @@ fn repeated_kills_with_retries_complete_the_map() {
     let p = Pool::builder().processes(2).retries(100).build().unwrap();
     let mut seen = HashSet::new();
     let out = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            p.map_chunked(mul, (0..400u64).map(|i| (i, 3)), 1)
-        });
+        let h = s.spawn(|| p.map_chunked(mul, (0..400u64).map(|i| (i, 3)), 1));
         let slow = s.spawn(|| p.map_chunked(sleep_ms, vec![2u64; 200], 1));
         for round in 0..10 {
             std::thread::sleep(Duration::from_millis(15 + 7 * (round % 3)));

@@ -78,7 +78,9 @@ pub struct Unencodable(pub u8);
 
 impl Serialize for Unencodable {
     fn serialize<S: Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("this value refuses to be encoded"))
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
     }
 }
 
