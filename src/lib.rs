@@ -64,9 +64,9 @@ pub use multiproc_pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder, PoolEr
 /// The common imports.
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
+    pub use crate::{AsyncResult, Callbacks, Pool, PoolError};
     pub use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
     pub use crate::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
     pub use crate::{Manager, SharedDict, SharedList, SharedLock};
     pub use crate::{Process, ProcessError, StartMethod};
-    pub use crate::{AsyncResult, Callbacks, Pool, PoolError};
 }

@@ -36,6 +36,10 @@ pub const ITEM_WINDOW: usize = 256;
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 const PIPE_CAPACITY: usize = 1 << 20;
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone)]
@@ -58,11 +62,20 @@ struct WorkerSlot {
     generation: u64,
     pid: u32,
     proc: Option<Arc<Mutex<Process<()>>>>,
+    /// The job pipe's write end, shared by the sender thread and submitters' fast path. A job
+    /// gets its `seq` and is sent while this is held, so jobs reach the worker in `seq` order.
+    conn: Option<JobConn>,
     held: BTreeMap<u64, Job>,
     held_items: usize,
     next_seq: u64,
     dead: bool,
 }
+
+type JobConn = Arc<Mutex<Option<Connection<Vec<u8>>>>>;
+
+/// Largest job the submitting thread sends itself (bigger ones go through the sender thread,
+/// which may block on a full pipe without blocking the caller).
+const FAST_PATH_MAX: usize = 2048;
 
 struct State {
     phase: Phase,
@@ -160,6 +173,7 @@ impl PoolBuilder {
                         generation: 0,
                         pid: 0,
                         proc: None,
+                        conn: None,
                         held: BTreeMap::new(),
                         held_items: 0,
                         next_seq: 1,
@@ -228,6 +242,8 @@ impl Inner {
         let generation = slot.generation;
         slot.pid = pid;
         slot.proc = Some(proc.clone());
+        let conn: JobConn = Arc::new(Mutex::new(Some(jobs_w)));
+        slot.conn = Some(conn.clone());
         slot.held.clear();
         slot.held_items = 0;
         slot.next_seq = 1;
@@ -235,7 +251,7 @@ impl Inner {
         let me = self.clone();
         let h1 = std::thread::Builder::new()
             .name(format!("pool-send-{idx}"))
-            .spawn(move || me.sender(idx, generation, jobs_w))
+            .spawn(move || me.sender(idx, generation, conn))
             .map_err(|e| serr(&e))?;
         let me = self.clone();
         let h2 = std::thread::Builder::new()
@@ -248,38 +264,102 @@ impl Inner {
         Ok(())
     }
 
-    fn sender(&self, idx: usize, generation: u64, mut jobs: Connection<Vec<u8>>) {
+    /// Whether worker `slot` may take the job at the front of the queue.
+    fn has_room(slot: &WorkerSlot, front_items: usize) -> bool {
+        !slot.dead
+            && (slot.held.len() < 2
+                || (slot.held_items + front_items <= ITEM_WINDOW
+                    && slot.held.len() < ITEM_WINDOW))
+    }
+
+    /// Under the worker's connection lock: takes the front job for worker `idx` (if it has
+    /// room), giving it the next `seq` and recording it as held.
+    fn take_for(&self, st: &mut State, idx: usize) -> Option<(u64, Arc<Vec<u8>>)> {
+        let front_items = st.pending.front()?.items as usize;
+        if st.phase == Phase::Terminated || !Self::has_room(&st.workers[idx], front_items) {
+            return None;
+        }
+        let job = st.pending.pop_front()?;
+        let slot = &mut st.workers[idx];
+        let seq = slot.next_seq;
+        slot.next_seq += 1;
+        slot.held_items += front_items;
+        let payload = job.payload.clone();
+        slot.held.insert(seq, job);
+        Some((seq, payload))
+    }
+
+    /// The submitter's fast path: send the front job to a worker with room straight from the
+    /// calling thread (no hand-off to a sender thread). Returns false if it could not.
+    fn try_dispatch(&self, buf: &mut Vec<u8>) -> bool {
+        let candidates: Vec<(usize, JobConn)> = {
+            let st = lock(&self.st);
+            let Some(front) = st.pending.front() else {
+                return true;
+            };
+            if front.payload.len() > FAST_PATH_MAX {
+                return false;
+            }
+            let mut c: Vec<(usize, usize, JobConn)> = st
+                .workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| Self::has_room(w, front.items as usize))
+                .filter_map(|(i, w)| w.conn.clone().map(|c| (w.held.len(), i, c)))
+                .collect();
+            c.sort_by_key(|x| x.0);
+            c.into_iter().map(|(_, i, c)| (i, c)).collect()
+        };
+        for (idx, conn) in candidates {
+            let Ok(mut g) = conn.try_lock() else {
+                continue;
+            };
+            let Some(jobs) = g.as_mut() else {
+                continue;
+            };
+            let taken = {
+                let mut st = lock(&self.st);
+                if st.workers[idx].conn.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &conn)) {
+                    continue;
+                }
+                self.take_for(&mut st, idx)
+            };
+            let Some((seq, payload)) = taken else {
+                continue;
+            };
+            buf.clear();
+            buf.extend_from_slice(&seq.to_le_bytes());
+            buf.extend_from_slice(&payload);
+            // A failed send means the worker died: its receiver settles the job.
+            let _ = jobs.send_bytes(buf, 0, None);
+            return true;
+        }
+        false
+    }
+
+    fn sender(&self, idx: usize, generation: u64, conn: JobConn) {
         let mut buf = Vec::new();
         loop {
-            let (seq, payload) = {
+            // Wait (without the connection lock) until there is work this worker may take.
+            {
                 let mut st = lock(&self.st);
                 loop {
                     let phase = st.phase;
-                    let pending_empty = st.pending.is_empty();
-                    let front_items = st.pending.front().map_or(0, |j| j.items as usize);
-                    let slot = &mut st.workers[idx];
+                    let slot = &st.workers[idx];
                     if slot.generation != generation || slot.dead || phase == Phase::Terminated {
                         return;
                     }
-                    if !pending_empty
-                        && (slot.held.len() < 2
-                            || (slot.held_items + front_items <= ITEM_WINDOW
-                                && slot.held.len() < ITEM_WINDOW))
-                    {
-                        let seq = slot.next_seq;
-                        slot.next_seq += 1;
-                        slot.held_items += front_items;
-                        let Some(job) = st.pending.pop_front() else {
-                            continue;
-                        };
-                        let payload = job.payload.clone();
-                        st.workers[idx].held.insert(seq, job);
-                        break (seq, payload);
-                    }
-                    if phase == Phase::Closed && pending_empty {
+                    let front_items = st.pending.front().map(|j| j.items as usize);
+                    if let Some(n) = front_items {
+                        if Self::has_room(slot, n) {
+                            break;
+                        }
+                    } else if phase == Phase::Closed {
                         drop(st);
                         // The worker reads Eof after its last job and exits.
-                        jobs.close();
+                        if let Some(mut c) = lock(&conn).take() {
+                            c.close();
+                        }
                         return;
                     }
                     st = self
@@ -288,6 +368,14 @@ impl Inner {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
+            }
+            let mut g = lock(&conn);
+            let Some(jobs) = g.as_mut() else {
+                return;
+            };
+            let taken = self.take_for(&mut lock(&self.st), idx);
+            let Some((seq, payload)) = taken else {
+                continue;
             };
             buf.clear();
             buf.extend_from_slice(&seq.to_le_bytes());
@@ -296,6 +384,7 @@ impl Inner {
                 // The worker is gone; its receiver settles what it held.
                 return;
             }
+            drop(g);
             if buf.capacity() > 1 << 22 {
                 buf = Vec::new();
             }
@@ -386,6 +475,7 @@ impl Inner {
             }
             slot.dead = true;
             slot.proc = None;
+            slot.conn = None;
             slot.held_items = 0;
             let held = std::mem::take(&mut slot.held);
             let mut requeue = Vec::new();
@@ -535,8 +625,18 @@ impl Pool {
         if let Some(e) = &st.broken {
             return Err(e.clone());
         }
+        let single = jobs.len() == 1 && st.pending.is_empty();
         st.outstanding += jobs.len();
         st.pending.extend(jobs);
+        if single {
+            drop(st);
+            let sent = SCRATCH.with(|b| self.inner.try_dispatch(&mut b.borrow_mut()));
+            if sent {
+                return Ok(());
+            }
+            st = lock(&self.inner.st);
+        }
+        drop(st);
         self.inner.cv.notify_all();
         Ok(())
     }
