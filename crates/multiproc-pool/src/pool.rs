@@ -268,8 +268,7 @@ impl Inner {
     fn has_room(slot: &WorkerSlot, front_items: usize) -> bool {
         !slot.dead
             && (slot.held.len() < 2
-                || (slot.held_items + front_items <= ITEM_WINDOW
-                    && slot.held.len() < ITEM_WINDOW))
+                || (slot.held_items + front_items <= ITEM_WINDOW && slot.held.len() < ITEM_WINDOW))
     }
 
     /// Under the worker's connection lock: takes the front job for worker `idx` (if it has
@@ -319,7 +318,11 @@ impl Inner {
             };
             let taken = {
                 let mut st = lock(&self.st);
-                if st.workers[idx].conn.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &conn)) {
+                if st.workers[idx]
+                    .conn
+                    .as_ref()
+                    .is_none_or(|c| !Arc::ptr_eq(c, &conn))
+                {
                     continue;
                 }
                 self.take_for(&mut st, idx)
