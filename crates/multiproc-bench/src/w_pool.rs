@@ -90,12 +90,14 @@ pub fn apply_rtt_us(n: u64) -> Result<f64, String> {
     })
 }
 
+type Measure = Box<dyn Fn() -> Result<f64, String>>;
+
 /// Runs this module's workloads.
 pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     let procs = PROCESSES.to_string();
     let py = ["--processes", procs.as_str()];
     let q = cfg.quick;
-    let cases: [(&str, &str, Box<dyn Fn() -> Result<f64, String>>); 4] = [
+    let cases: [(&str, &str, Measure); 4] = [
         (
             "pool_map_1M_trivial",
             "items/s",
