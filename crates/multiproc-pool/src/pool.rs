@@ -86,7 +86,12 @@ struct State {
     next_job: u64,
     broken: Option<PoolError>,
     replaced: u64,
+    /// Workers in a row that exited with an error before taking any job (a failing
+    /// initializer): at [`MAX_FAILED_STARTS`] the pool stops replacing and fails its queue.
+    failed_starts: u32,
 }
+
+const MAX_FAILED_STARTS: u32 = 3;
 
 struct Inner {
     st: Mutex<State>,
@@ -184,6 +189,7 @@ impl PoolBuilder {
                 next_job: 1,
                 broken: None,
                 replaced: 0,
+                failed_starts: 0,
             }),
             cv: Condvar::new(),
             processes,
@@ -434,6 +440,7 @@ impl Inner {
             };
             slot.held_items -= job.items as usize;
             st.outstanding -= 1;
+            st.failed_starts = 0;
             self.cv.notify_all();
             job
         };
@@ -507,8 +514,27 @@ impl Inner {
                 st.pending.push_front(job);
             }
             st.outstanding -= failed.len();
+            if started_seq == 0 && exitcode.is_some_and(|c| c > 0) {
+                st.failed_starts += 1;
+            }
+            let mut replace =
+                phase == Phase::Running || (phase == Phase::Closed && !st.pending.is_empty());
+            if replace && st.failed_starts >= MAX_FAILED_STARTS {
+                // A worker that cannot even start (its initializer fails) would be replaced
+                // forever while the queue waits: fail the queue and stop instead.
+                let e = PoolError::Start(format!(
+                    "{} workers in a row exited (code {exitcode:?}) before taking a job; \
+                     does the initializer fail?",
+                    st.failed_starts
+                ));
+                st.broken = Some(e.clone());
+                let p = std::mem::take(&mut st.pending);
+                st.outstanding -= p.len();
+                failed.extend(p.into_iter().map(|j| (j, e.clone())));
+                replace = false;
+            }
             self.cv.notify_all();
-            phase == Phase::Running || (phase == Phase::Closed && !st.pending.is_empty())
+            replace
         };
         if exitcode != Some(0) {
             tracing::debug!(target: "multiproc", "pool worker {pid} ended with {exitcode:?}");

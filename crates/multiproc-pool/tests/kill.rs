@@ -204,3 +204,23 @@ fn terminate_with_10000_pending_tasks_returns() {
     p.join().unwrap();
     assert_gone(&pids);
 }
+
+/// Python respawns workers whose initializer raises forever, and `get()` hangs; here calls
+/// fail once workers keep dying before taking any job.
+#[test]
+fn failing_initializer_fails_calls_instead_of_hanging() {
+    let p = Pool::builder()
+        .processes(1)
+        .initializer(failing_init, ())
+        .build()
+        .unwrap();
+    let r = p.apply_async(sqr, 2);
+    match r.map(|r| r.get_timeout(T)) {
+        Ok(Err(PoolError::Start(m))) | Err(PoolError::Start(m)) => {
+            assert!(m.contains("initializer"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(p.apply(sqr, 2), Err(PoolError::Start(_))));
+    p.terminate();
+}

@@ -131,3 +131,8 @@ pub fn children() -> (Vec<u32>, Vec<u32>) {
     }
     (live, zombies)
 }
+
+#[multiproc_process::task(crate = multiproc_process)]
+pub fn failing_init() {
+    panic!("initializer fails")
+}
