@@ -441,7 +441,12 @@ impl Inner {
             slot.held_items -= job.items as usize;
             st.outstanding -= 1;
             st.failed_starts = 0;
-            self.cv.notify_all();
+            // Wake the sender threads only if there is queued work (this worker has room
+            // now) or a joiner may be waiting for the last result: a wake-up per result
+            // costs two context switches on a busy machine.
+            if !st.pending.is_empty() || st.outstanding == 0 {
+                self.cv.notify_all();
+            }
             job
         };
         let text = || String::from_utf8_lossy(h.body).into_owned();
