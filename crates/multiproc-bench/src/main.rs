@@ -148,7 +148,7 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-/// "multiproc is N× better" for each other system with the same workload and unit.
+/// How many times better multiproc is than `other` (same workload and unit; above 1 = multiproc ahead).
 fn ratio(base: &Record, other: &Record) -> Option<f64> {
     if base.unit != other.unit || base.value <= 0.0 || other.value <= 0.0 {
         return None;
@@ -164,12 +164,12 @@ fn table(results: &[Record], markdown: bool) -> String {
     let mut s = String::new();
     if markdown {
         s.push_str(
-            "| workload | system | value | unit | multiproc is |\n|---|---|---:|---|---:|\n",
+            "| workload | system | value | unit | multiproc advantage |\n|---|---|---:|---|---:|\n",
         );
     } else {
         s.push_str(&format!(
             "{:<24} {:<22} {:>12} {:<8} {:>14}\n",
-            "workload", "system", "value", "unit", "multiproc is"
+            "workload", "system", "value", "unit", "mp advantage"
         ));
     }
     for r in results {
@@ -177,9 +177,9 @@ fn table(results: &[Record], markdown: bool) -> String {
             b.workload == r.workload && b.unit == r.unit && b.system.starts_with("multiproc")
         });
         let rel = match base {
-            Some(b) if !r.system.starts_with("multiproc") => ratio(b, r)
-                .map(|x| format!("{x:.1}x better"))
-                .unwrap_or_default(),
+            Some(b) if !r.system.starts_with("multiproc") => {
+                ratio(b, r).map(|x| format!("{x:.1}x")).unwrap_or_default()
+            }
             _ => String::new(),
         };
         if markdown {
