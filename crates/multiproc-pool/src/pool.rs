@@ -41,6 +41,7 @@ thread_local! {
 }
 
 static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
+static JOB_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone)]
 struct Job {
@@ -83,7 +84,6 @@ struct State {
     outstanding: usize,
     workers: Vec<WorkerSlot>,
     threads: Vec<JoinHandle<()>>,
-    next_job: u64,
     broken: Option<PoolError>,
     replaced: u64,
     /// Workers in a row that exited with an error before taking any job (a failing
@@ -186,7 +186,6 @@ impl PoolBuilder {
                     })
                     .collect(),
                 threads: Vec::new(),
-                next_job: 1,
                 broken: None,
                 replaced: 0,
                 failed_starts: 0,
@@ -294,27 +293,29 @@ impl Inner {
         Some((seq, payload))
     }
 
+    /// Workers with room for the front job, least loaded first (empty if the front job is
+    /// too big for the submitter's fast path).
+    fn fast_candidates(st: &State) -> Vec<(usize, JobConn)> {
+        let Some(front) = st.pending.front() else {
+            return Vec::new();
+        };
+        if front.payload.len() > FAST_PATH_MAX {
+            return Vec::new();
+        }
+        let mut c: Vec<(usize, usize, JobConn)> = st
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| Self::has_room(w, front.items as usize))
+            .filter_map(|(i, w)| w.conn.clone().map(|c| (w.held.len(), i, c)))
+            .collect();
+        c.sort_by_key(|x| x.0);
+        c.into_iter().map(|(_, i, c)| (i, c)).collect()
+    }
+
     /// The submitter's fast path: send the front job to a worker with room straight from the
     /// calling thread (no hand-off to a sender thread). Returns false if it could not.
-    fn try_dispatch(&self, buf: &mut Vec<u8>) -> bool {
-        let candidates: Vec<(usize, JobConn)> = {
-            let st = lock(&self.st);
-            let Some(front) = st.pending.front() else {
-                return true;
-            };
-            if front.payload.len() > FAST_PATH_MAX {
-                return false;
-            }
-            let mut c: Vec<(usize, usize, JobConn)> = st
-                .workers
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| Self::has_room(w, front.items as usize))
-                .filter_map(|(i, w)| w.conn.clone().map(|c| (w.held.len(), i, c)))
-                .collect();
-            c.sort_by_key(|x| x.0);
-            c.into_iter().map(|(_, i, c)| (i, c)).collect()
-        };
+    fn try_dispatch(&self, candidates: Vec<(usize, JobConn)>, buf: &mut Vec<u8>) -> bool {
         for (idx, conn) in candidates {
             let Ok(mut g) = conn.try_lock() else {
                 continue;
@@ -646,9 +647,7 @@ impl Pool {
     }
 
     fn new_job_id(&self) -> u64 {
-        let mut st = lock(&self.inner.st);
-        st.next_job += 1;
-        st.next_job
+        JOB_COUNTER.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn submit(&self, jobs: Vec<Job>) -> Result<()> {
@@ -663,14 +662,16 @@ impl Pool {
         st.outstanding += jobs.len();
         st.pending.extend(jobs);
         if single {
+            let candidates = Inner::fast_candidates(&st);
             drop(st);
-            let sent = SCRATCH.with(|b| self.inner.try_dispatch(&mut b.borrow_mut()));
-            if sent {
+            if !candidates.is_empty()
+                && SCRATCH.with(|b| self.inner.try_dispatch(candidates, &mut b.borrow_mut()))
+            {
                 return Ok(());
             }
-            st = lock(&self.inner.st);
+        } else {
+            drop(st);
         }
-        drop(st);
         self.inner.cv.notify_all();
         Ok(())
     }
