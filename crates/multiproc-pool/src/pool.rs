@@ -68,6 +68,10 @@ struct WorkerSlot {
     conn: Option<JobConn>,
     held: BTreeMap<u64, Job>,
     held_items: usize,
+    /// Bytes of the held jobs: the fast paths send only while this stays under half the job
+    /// pipe, so their sends never block (a receiver blocked on a full job pipe while its
+    /// worker blocks on a full result pipe would deadlock).
+    held_bytes: usize,
     next_seq: u64,
     dead: bool,
 }
@@ -181,6 +185,7 @@ impl PoolBuilder {
                         conn: None,
                         held: BTreeMap::new(),
                         held_items: 0,
+                        held_bytes: 0,
                         next_seq: 1,
                         dead: true,
                     })
@@ -251,6 +256,7 @@ impl Inner {
         slot.conn = Some(conn.clone());
         slot.held.clear();
         slot.held_items = 0;
+        slot.held_bytes = 0;
         slot.next_seq = 1;
         slot.dead = false;
         let me = self.clone();
@@ -288,6 +294,7 @@ impl Inner {
         let seq = slot.next_seq;
         slot.next_seq += 1;
         slot.held_items += front_items;
+        slot.held_bytes += job.payload.len() + 64;
         let payload = job.payload.clone();
         slot.held.insert(seq, job);
         Some((seq, payload))
@@ -307,6 +314,7 @@ impl Inner {
             .iter()
             .enumerate()
             .filter(|(_, w)| Self::has_room(w, front.items as usize))
+            .filter(|(_, w)| w.held_bytes + front.payload.len() + 64 <= PIPE_CAPACITY / 2)
             .filter_map(|(i, w)| w.conn.clone().map(|c| (w.held.len(), i, c)))
             .collect();
         c.sort_by_key(|x| x.0);
@@ -440,14 +448,32 @@ impl Inner {
                 return;
             };
             slot.held_items -= job.items as usize;
+            slot.held_bytes -= job.payload.len() + 64;
             st.outstanding -= 1;
             st.failed_starts = 0;
-            // Wake the sender threads only if there is queued work (this worker has room
-            // now) or a joiner may be waiting for the last result: a wake-up per result
-            // costs two context switches on a busy machine.
-            if !st.pending.is_empty() || st.outstanding == 0 {
+            // The worker has room now: send it the next small queued job from this thread
+            // (it cannot block: small jobs within the window fit the job pipe), else wake the
+            // sender threads, but only if there is queued work or a joiner may wait for the
+            // last result (a wake-up per result costs context switches on a busy machine).
+            let mut wake = st.outstanding == 0;
+            if !st.pending.is_empty() {
+                let mine: Vec<(usize, JobConn)> = Inner::fast_candidates(&st)
+                    .into_iter()
+                    .filter(|(i, _)| *i == idx)
+                    .collect();
+                if mine.is_empty() {
+                    wake = true;
+                } else {
+                    drop(st);
+                    let sent = SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut()));
+                    st = lock(&self.st);
+                    wake |= !sent;
+                }
+            }
+            if wake {
                 self.cv.notify_all();
             }
+            drop(st);
             job
         };
         let text = || String::from_utf8_lossy(h.body).into_owned();
@@ -493,6 +519,7 @@ impl Inner {
             slot.proc = None;
             slot.conn = None;
             slot.held_items = 0;
+            slot.held_bytes = 0;
             let held = std::mem::take(&mut slot.held);
             let mut requeue = Vec::new();
             for (seq, mut job) in held {
