@@ -419,18 +419,26 @@ impl Inner {
         proc: Arc<Mutex<Process<()>>>,
         pid: u32,
     ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut draining = false;
         loop {
-            match results.recv_bytes_timeout(LIVENESS_POLL) {
-                Ok(msg) => self.on_result(idx, &msg),
+            let wait = if draining {
+                Duration::ZERO
+            } else {
+                LIVENESS_POLL
+            };
+            match results.recv_bytes_into_timeout(&mut buf, 0, wait) {
+                Ok(n) => self.on_result(idx, &buf[..n]),
+                Err(RecvError::BufferTooShort { needed }) => buf.resize(needed, 0),
+                Err(RecvError::Timeout) if draining => break,
                 Err(RecvError::Timeout) => {
-                    if !lock(&proc).is_alive() {
-                        while let Ok(msg) = results.recv_bytes_timeout(Duration::ZERO) {
-                            self.on_result(idx, &msg);
-                        }
-                        break;
-                    }
+                    // Gone: read what it wrote before dying, then settle the rest.
+                    draining = !lock(&proc).is_alive();
                 }
                 Err(_) => break,
+            }
+            if buf.len() > 1 << 24 {
+                buf = vec![0u8; 64 * 1024];
             }
         }
         drop(results);

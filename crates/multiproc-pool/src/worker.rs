@@ -11,7 +11,7 @@
 
 use crate::facade::{AtomicU64, Ordering};
 use crate::wire::{self, Cursor};
-use multiproc_channel::Connection;
+use multiproc_channel::{Connection, RecvError};
 use multiproc_process::registry::{self, TaskEntry};
 use multiproc_sync::RawValue;
 use serde::{Deserialize, Serialize};
@@ -80,12 +80,19 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
     let mut done = 0u64;
     let mut cached: Option<&'static TaskEntry> = None;
     let mut out = Vec::with_capacity(4096);
+    // One receive buffer for the worker's life (a fresh multi-MiB Vec per chunk costs page
+    // faults).
+    let mut inbuf = vec![0u8; 64 * 1024];
     loop {
-        let msg = match jobs.recv_bytes() {
-            Ok(m) => m,
+        let len = match jobs.recv_bytes_into(&mut inbuf, 0) {
+            Ok(n) => n,
+            Err(RecvError::BufferTooShort { needed }) => {
+                inbuf.resize(needed, 0);
+                continue;
+            }
             Err(_) => return, // Eof: the pool closed our pipe (or died)
         };
-        let mut c = Cursor::new(&msg);
+        let mut c = Cursor::new(&inbuf[..len]);
         let (Some(seq), Some(job), Some(chunk), Some(hash), Some(n)) =
             (c.u64(), c.u64(), c.u32(), c.u64(), c.u32())
         else {
