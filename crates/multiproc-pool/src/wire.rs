@@ -41,7 +41,8 @@ impl JobWriter {
         let mut tmp = [0u8; 128];
         match postcard::to_slice(item, &mut tmp) {
             Ok(used) => {
-                self.buf.extend_from_slice(&(used.len() as u32).to_le_bytes());
+                self.buf
+                    .extend_from_slice(&(used.len() as u32).to_le_bytes());
                 self.buf.extend_from_slice(used);
             }
             Err(postcard::Error::SerializeBufferFull) => {
