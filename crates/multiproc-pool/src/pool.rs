@@ -14,9 +14,7 @@
 
 use crate::error::{PoolError, Result};
 use crate::facade::{AtomicU64, Ordering};
-use crate::result::{
-    ApplySink, AsyncResult, Callbacks, IMapSink, MapSink, Sink, Slot, decode_items, lock,
-};
+use crate::result::{ApplySink, AsyncResult, Callbacks, IMapSink, MapSink, Sink, Slot, lock};
 use crate::wire::{self, JobWriter};
 use crate::worker::{WorkerArgs, pool_worker};
 use multiproc_channel::{Connection, Pipe, PipeOptions, Postcard, RecvError};
@@ -1156,9 +1154,4 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> Iterator for IMap<'_, A
     fn next(&mut self) -> Option<Result<R>> {
         self.next_deadline(None)
     }
-}
-
-#[allow(dead_code)]
-fn _assert_decode_used() {
-    let _ = decode_items::<u8>;
 }
