@@ -57,9 +57,14 @@ pub use multiproc_process::{
     init_before_main, log_to_stderr, parent_process, set_start_method, task,
 };
 
+/// Pools of worker processes (the `multiproc-pool` crate).
+pub use multiproc_pool as pool;
+pub use multiproc_pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder, PoolError};
+
 /// The common imports.
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
+    pub use crate::{AsyncResult, Callbacks, Pool, PoolError};
     pub use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
     pub use crate::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
     pub use crate::{Manager, SharedDict, SharedList, SharedLock};

@@ -10,6 +10,7 @@ mod python;
 mod w_channel;
 mod w_dict;
 mod w_iceoryx2;
+mod w_pool;
 mod w_process;
 mod w_ring;
 mod w_sync;
@@ -112,6 +113,10 @@ const WORKLOADS: &[&str] = &[
     "stream_64KiB",
     "mpmc_2p2c_8B",
     "process_start_join",
+    "pool_map_1M_trivial",
+    "pool_map_chunk1",
+    "pool_apply_async",
+    "pool_apply_rtt",
 ];
 
 fn machine() -> serde_json::Value {
@@ -227,6 +232,7 @@ fn main() {
     w_channel::run(&cfg, &mut results);
     w_ring::run(&cfg, &mut results);
     w_process::run(&cfg, &mut results);
+    w_pool::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({ "machine": machine(), "results": results });

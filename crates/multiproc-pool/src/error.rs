@@ -1,0 +1,75 @@
+//! Errors of the pool.
+
+/// Why a pool call or a task failed. `Clone` so a map's first error and callbacks can share it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// `processes(0)` (Python: `ValueError("Number of processes must be at least 1")`).
+    #[error("Number of processes must be at least 1")]
+    InvalidProcesses,
+    /// `maxtasksperchild(0)` (Python: `ValueError("maxtasksperchild must be a positive int or None")`).
+    #[error("maxtasksperchild must be a positive int or None")]
+    InvalidMaxTasks,
+    /// `chunksize(0)`.
+    #[error("chunksize must be at least 1")]
+    InvalidChunksize,
+    /// A call after `close()` or `terminate()` (Python: `ValueError("Pool not running")`).
+    #[error("Pool not running")]
+    NotRunning,
+    /// `join()` on a pool that was neither closed nor terminated (Python: `ValueError`).
+    #[error("Pool is still running: call close() or terminate() before join()")]
+    StillRunning,
+    /// The result was not ready within the timeout (Python: `multiprocessing.TimeoutError`).
+    #[error("timed out waiting for the result")]
+    Timeout,
+    /// `successful()` before the result is ready (Python: `ValueError`).
+    #[error("the result is not ready")]
+    NotReady,
+    /// The value was already taken by an earlier `get`.
+    #[error("the result was already taken by an earlier get")]
+    AlreadyTaken,
+    /// The task panicked in the worker (the worker survives); the panic message.
+    #[error("the task panicked: {message}")]
+    TaskPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The worker could not encode the task's result (Python: `MaybeEncodingError`); the worker
+    /// survives.
+    #[error("error sending result: {message}")]
+    Encoding {
+        /// What the encoder said.
+        message: String,
+    },
+    /// The worker could not decode the arguments or find the task, or the parent could not
+    /// decode the result.
+    #[error("task failed: {0}")]
+    Task(String),
+    /// The worker running the task died (killed, OOM, `exit`) before returning its result.
+    #[error(
+        "worker {pid} was lost (signal {signal:?}, exit code {exitcode:?}) while running the task"
+    )]
+    WorkerLost {
+        /// The worker's pid.
+        pid: u32,
+        /// The signal that ended it, if a signal did.
+        signal: Option<i32>,
+        /// Its exit code (`-signal` when killed).
+        exitcode: Option<i32>,
+    },
+    /// The pool was terminated (or dropped) before the task finished.
+    #[error("the pool was terminated before the task finished")]
+    Terminated,
+    /// The function is not a `#[multiproc::task]`.
+    #[error("not a registered task: {0} (add #[multiproc::task])")]
+    TaskNotRegistered(&'static str),
+    /// Encoding the arguments in the parent failed.
+    #[error("encoding the task arguments: {0}")]
+    Arguments(String),
+    /// Starting a worker process or its pipes failed.
+    #[error("starting a worker: {0}")]
+    Start(String),
+}
+
+/// Result alias.
+pub type Result<T, E = PoolError> = std::result::Result<T, E>;

@@ -1,0 +1,1157 @@
+//! The pool: workers, dispatch, death handling, and the public calls.
+//!
+//! Each worker has its own pair of SPSC pipes (jobs in, results out) and two threads in the
+//! parent: a *sender* that takes jobs from the shared pending queue into the worker's pipe
+//! (bounded: at most two chunks, or up to [`ITEM_WINDOW`] single items, in flight per worker)
+//! and records them as *held* by that worker under their sequence number, and a *receiver*
+//! that reads results, removes them from the held set and fills the caller's result. When the
+//! worker ends (its result pipe reads `Eof`, or a receive timeout finds the process gone), the
+//! receiver drains what the worker had sent, reaps it, and settles every job it still held:
+//! the one that was running (`seq <= started`) fails with [`PoolError::WorkerLost`] (or is
+//! retried when the pool has a retry policy), the ones it never started go back to the front
+//! of the queue. Then it starts a replacement. No job is ever left without an owner, so no
+//! `get` waits forever.
+
+use crate::error::{PoolError, Result};
+use crate::facade::{AtomicU64, Ordering};
+use crate::result::{ApplySink, AsyncResult, Callbacks, IMapSink, MapSink, Sink, Slot, lock};
+use crate::wire::{self, JobWriter};
+use crate::worker::{WorkerArgs, pool_worker};
+use multiproc_channel::{Connection, Pipe, PipeOptions, Postcard, RecvError};
+use multiproc_process::registry::{self, Task};
+use multiproc_process::{Process, ProcessError, StartMethod};
+use multiproc_sync::RawValue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Single items one worker may hold at once (the pipelining depth of `apply_async`).
+pub const ITEM_WINDOW: usize = 256;
+/// How often a receiver with nothing to read checks that its worker still lives.
+const LIVENESS_POLL: Duration = Duration::from_millis(50);
+const PIPE_CAPACITY: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
+static JOB_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone)]
+struct Job {
+    chunk: u32,
+    items: u32,
+    payload: Arc<Vec<u8>>,
+    sink: Arc<dyn Sink>,
+    attempts: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Running,
+    Closed,
+    Terminated,
+}
+
+struct WorkerSlot {
+    generation: u64,
+    pid: u32,
+    proc: Option<Arc<Mutex<Process<()>>>>,
+    /// The job pipe's write end, shared by the sender thread and submitters' fast path. A job
+    /// gets its `seq` and is sent while this is held, so jobs reach the worker in `seq` order.
+    conn: Option<JobConn>,
+    held: BTreeMap<u64, Job>,
+    held_items: usize,
+    /// Bytes of the held jobs: the fast paths send only while this stays under half the job
+    /// pipe, so their sends never block (a receiver blocked on a full job pipe while its
+    /// worker blocks on a full result pipe would deadlock).
+    held_bytes: usize,
+    next_seq: u64,
+    dead: bool,
+}
+
+type JobConn = Arc<Mutex<Option<Connection<Vec<u8>>>>>;
+
+/// Largest job the submitting thread sends itself (bigger ones go through the sender thread,
+/// which may block on a full pipe without blocking the caller).
+const FAST_PATH_MAX: usize = 2048;
+
+struct State {
+    phase: Phase,
+    pending: VecDeque<Job>,
+    outstanding: usize,
+    workers: Vec<WorkerSlot>,
+    threads: Vec<JoinHandle<()>>,
+    broken: Option<PoolError>,
+    replaced: u64,
+    /// Workers in a row that exited with an error before taking any job (a failing
+    /// initializer): at [`MAX_FAILED_STARTS`] the pool stops replacing and fails its queue.
+    failed_starts: u32,
+}
+
+const MAX_FAILED_STARTS: u32 = 3;
+
+struct Inner {
+    st: Mutex<State>,
+    cv: Condvar,
+    processes: usize,
+    maxtasks: u64,
+    initializer: Option<(u64, Vec<u8>)>,
+    start_method: Option<StartMethod>,
+    retries: u32,
+}
+
+/// Builds a [`Pool`] (Python's `Pool(processes, initializer, initargs, maxtasksperchild)`).
+#[derive(Debug, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    maxtasks: Option<usize>,
+    initializer: Option<Result<(u64, Vec<u8>)>>,
+    start_method: Option<StartMethod>,
+    retries: u32,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: the CPU count; 0 is [`PoolError::InvalidProcesses`]).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A worker exits after this many tasks (a map chunk counts as one) and is replaced
+    /// (0 is [`PoolError::InvalidMaxTasks`]; default: no limit).
+    pub fn maxtasksperchild(mut self, m: usize) -> Self {
+        self.maxtasks = Some(m);
+        self
+    }
+
+    /// A task each worker runs once when it starts (Python's `initializer`, `initargs`).
+    pub fn initializer<M, T: Task<M>>(mut self, f: T, args: T::Args) -> Self {
+        self.initializer = Some(
+            registry::entry_of(&f)
+                .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))
+                .and_then(|e| {
+                    postcard::to_allocvec(&args)
+                        .map(|b| (e.hash(), b))
+                        .map_err(|e| PoolError::Arguments(e.to_string()))
+                }),
+        );
+        self
+    }
+
+    /// The start method of the workers (default: the global one, see
+    /// `multiproc::set_start_method`).
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.start_method = Some(m);
+        self
+    }
+
+    /// Retry policy: a job whose worker died while running it is run again up to `n` times
+    /// before it fails with [`PoolError::WorkerLost`] (default 0).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool> {
+        let processes = match self.processes {
+            Some(0) => return Err(PoolError::InvalidProcesses),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let maxtasks = match self.maxtasks {
+            Some(0) => return Err(PoolError::InvalidMaxTasks),
+            Some(m) => m as u64,
+            None => 0,
+        };
+        let initializer = self.initializer.transpose()?;
+        let inner = Arc::new(Inner {
+            st: Mutex::new(State {
+                phase: Phase::Running,
+                pending: VecDeque::new(),
+                outstanding: 0,
+                workers: (0..processes)
+                    .map(|_| WorkerSlot {
+                        generation: 0,
+                        pid: 0,
+                        proc: None,
+                        conn: None,
+                        held: BTreeMap::new(),
+                        held_items: 0,
+                        held_bytes: 0,
+                        next_seq: 1,
+                        dead: true,
+                    })
+                    .collect(),
+                threads: Vec::new(),
+                broken: None,
+                replaced: 0,
+                failed_starts: 0,
+            }),
+            cv: Condvar::new(),
+            processes,
+            maxtasks,
+            initializer,
+            start_method: self.start_method,
+            retries: self.retries,
+        });
+        let pool = Pool { inner };
+        for i in 0..processes {
+            pool.inner.start_worker(i)?;
+        }
+        Ok(pool)
+    }
+}
+
+impl Inner {
+    /// Starts the worker of slot `idx` (a new generation) and its two threads.
+    fn start_worker(self: &Arc<Inner>, idx: usize) -> Result<()> {
+        let serr = |e: &dyn std::fmt::Display| PoolError::Start(e.to_string());
+        let opts = PipeOptions {
+            capacity: PIPE_CAPACITY,
+            ..PipeOptions::default()
+        };
+        let (jobs_r, jobs_w) =
+            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
+        let (res_r, res_w) = Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
+        let started = RawValue::new(0u64).map_err(|e| serr(&e))?;
+        let args = WorkerArgs {
+            jobs: jobs_r,
+            results: res_w,
+            started: started.clone(),
+            maxtasks: self.maxtasks,
+            initializer: self.initializer.clone(),
+        };
+        let n = WORKER_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut b = Process::builder()
+            .name(format!("PoolWorker-{n}"))
+            .daemon(true);
+        if let Some(m) = self.start_method {
+            b = b.start_method(m);
+        }
+        let p = b.spawn(pool_worker, args).map_err(|e| serr(&e))?;
+        let pid = p.pid().unwrap_or(0);
+        let proc = Arc::new(Mutex::new(p));
+        let mut st = lock(&self.st);
+        if st.phase == Phase::Terminated {
+            drop(st);
+            let mut p = lock(&proc);
+            let _ = p.kill();
+            let _ = p.join_timeout(Duration::from_secs(5));
+            return Ok(());
+        }
+        let slot = &mut st.workers[idx];
+        slot.generation += 1;
+        let generation = slot.generation;
+        slot.pid = pid;
+        slot.proc = Some(proc.clone());
+        let conn: JobConn = Arc::new(Mutex::new(Some(jobs_w)));
+        slot.conn = Some(conn.clone());
+        slot.held.clear();
+        slot.held_items = 0;
+        slot.held_bytes = 0;
+        slot.next_seq = 1;
+        slot.dead = false;
+        let me = self.clone();
+        let h1 = std::thread::Builder::new()
+            .name(format!("pool-send-{idx}"))
+            .spawn(move || me.sender(idx, generation, conn))
+            .map_err(|e| serr(&e))?;
+        let me = self.clone();
+        let h2 = std::thread::Builder::new()
+            .name(format!("pool-recv-{idx}"))
+            .spawn(move || me.receiver(idx, generation, res_r, started, proc, pid))
+            .map_err(|e| serr(&e))?;
+        st.threads.push(h1);
+        st.threads.push(h2);
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    /// Whether worker `slot` may take the job at the front of the queue.
+    fn has_room(slot: &WorkerSlot, front_items: usize) -> bool {
+        !slot.dead
+            && (slot.held.len() < 2
+                || (slot.held_items + front_items <= ITEM_WINDOW && slot.held.len() < ITEM_WINDOW))
+    }
+
+    /// Under the worker's connection lock: takes the front job for worker `idx` (if it has
+    /// room), giving it the next `seq` and recording it as held.
+    fn take_for(&self, st: &mut State, idx: usize) -> Option<(u64, Arc<Vec<u8>>)> {
+        let front_items = st.pending.front()?.items as usize;
+        if st.phase == Phase::Terminated || !Self::has_room(&st.workers[idx], front_items) {
+            return None;
+        }
+        let job = st.pending.pop_front()?;
+        let slot = &mut st.workers[idx];
+        let seq = slot.next_seq;
+        slot.next_seq += 1;
+        slot.held_items += front_items;
+        slot.held_bytes += job.payload.len() + 64;
+        let payload = job.payload.clone();
+        slot.held.insert(seq, job);
+        Some((seq, payload))
+    }
+
+    /// Workers with room for the front job, least loaded first (empty if the front job is
+    /// too big for the submitter's fast path).
+    fn fast_candidates(st: &State) -> Vec<(usize, JobConn)> {
+        let Some(front) = st.pending.front() else {
+            return Vec::new();
+        };
+        if front.payload.len() > FAST_PATH_MAX {
+            return Vec::new();
+        }
+        let mut c: Vec<(usize, usize, JobConn)> = st
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| Self::has_room(w, front.items as usize))
+            .filter(|(_, w)| w.held_bytes + front.payload.len() + 64 <= PIPE_CAPACITY / 2)
+            .filter_map(|(i, w)| w.conn.clone().map(|c| (w.held.len(), i, c)))
+            .collect();
+        c.sort_by_key(|x| x.0);
+        c.into_iter().map(|(_, i, c)| (i, c)).collect()
+    }
+
+    /// The submitter's fast path: send the front job to a worker with room straight from the
+    /// calling thread (no hand-off to a sender thread). Returns false if it could not.
+    fn try_dispatch(&self, candidates: Vec<(usize, JobConn)>, buf: &mut Vec<u8>) -> bool {
+        for (idx, conn) in candidates {
+            let Ok(mut g) = conn.try_lock() else {
+                continue;
+            };
+            let Some(jobs) = g.as_mut() else {
+                continue;
+            };
+            let taken = {
+                let mut st = lock(&self.st);
+                if st.workers[idx]
+                    .conn
+                    .as_ref()
+                    .is_none_or(|c| !Arc::ptr_eq(c, &conn))
+                {
+                    continue;
+                }
+                self.take_for(&mut st, idx)
+            };
+            let Some((seq, payload)) = taken else {
+                continue;
+            };
+            buf.clear();
+            buf.extend_from_slice(&seq.to_le_bytes());
+            buf.extend_from_slice(&payload);
+            // A failed send means the worker died: its receiver settles the job.
+            let _ = jobs.send_bytes(buf, 0, None);
+            return true;
+        }
+        false
+    }
+
+    fn sender(&self, idx: usize, generation: u64, conn: JobConn) {
+        let mut buf = Vec::new();
+        loop {
+            // Wait (without the connection lock) until there is work this worker may take.
+            {
+                let mut st = lock(&self.st);
+                loop {
+                    let phase = st.phase;
+                    let slot = &st.workers[idx];
+                    if slot.generation != generation || slot.dead || phase == Phase::Terminated {
+                        return;
+                    }
+                    let front_items = st.pending.front().map(|j| j.items as usize);
+                    if let Some(n) = front_items {
+                        if Self::has_room(slot, n) {
+                            break;
+                        }
+                    } else if phase == Phase::Closed {
+                        drop(st);
+                        // The worker reads Eof after its last job and exits.
+                        if let Some(mut c) = lock(&conn).take() {
+                            c.close();
+                        }
+                        return;
+                    }
+                    st = self
+                        .cv
+                        .wait_timeout(st, Duration::from_millis(200))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+            let mut g = lock(&conn);
+            let Some(jobs) = g.as_mut() else {
+                return;
+            };
+            let taken = self.take_for(&mut lock(&self.st), idx);
+            let Some((seq, payload)) = taken else {
+                continue;
+            };
+            buf.clear();
+            buf.extend_from_slice(&seq.to_le_bytes());
+            buf.extend_from_slice(&payload);
+            if jobs.send_bytes(&buf, 0, None).is_err() {
+                // The worker is gone; its receiver settles what it held.
+                return;
+            }
+            drop(g);
+            if buf.capacity() > 1 << 22 {
+                buf = Vec::new();
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receiver(
+        self: &Arc<Inner>,
+        idx: usize,
+        generation: u64,
+        mut results: Connection<Vec<u8>>,
+        started: RawValue<u64>,
+        proc: Arc<Mutex<Process<()>>>,
+        pid: u32,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut draining = false;
+        loop {
+            let wait = if draining {
+                Duration::ZERO
+            } else {
+                LIVENESS_POLL
+            };
+            match results.recv_bytes_into_timeout(&mut buf, 0, wait) {
+                Ok(n) => self.on_result(idx, &buf[..n]),
+                Err(RecvError::BufferTooShort { needed }) => buf.resize(needed, 0),
+                Err(RecvError::Timeout) if draining => break,
+                Err(RecvError::Timeout) => {
+                    // Gone: read what it wrote before dying, then settle the rest.
+                    draining = !lock(&proc).is_alive();
+                }
+                Err(_) => break,
+            }
+            if buf.len() > 1 << 24 {
+                buf = vec![0u8; 64 * 1024];
+            }
+        }
+        drop(results);
+        self.on_worker_end(idx, generation, &started, &proc, pid);
+    }
+
+    fn on_result(&self, idx: usize, msg: &[u8]) {
+        let Some(h) = wire::parse_result(msg) else {
+            return;
+        };
+        let job = {
+            let mut st = lock(&self.st);
+            let slot = &mut st.workers[idx];
+            let Some(job) = slot.held.remove(&h.seq) else {
+                return;
+            };
+            slot.held_items -= job.items as usize;
+            slot.held_bytes -= job.payload.len() + 64;
+            st.outstanding -= 1;
+            st.failed_starts = 0;
+            // The worker has room now: send it the next small queued job from this thread
+            // (it cannot block: small jobs within the window fit the job pipe), else wake the
+            // sender threads, but only if there is queued work or a joiner may wait for the
+            // last result (a wake-up per result costs context switches on a busy machine).
+            let mut wake = st.outstanding == 0;
+            if !st.pending.is_empty() {
+                let mine: Vec<(usize, JobConn)> = Inner::fast_candidates(&st)
+                    .into_iter()
+                    .filter(|(i, _)| *i == idx)
+                    .collect();
+                if mine.is_empty() {
+                    wake = true;
+                } else {
+                    drop(st);
+                    let sent = SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut()));
+                    st = lock(&self.st);
+                    wake |= !sent;
+                }
+            }
+            if wake {
+                self.cv.notify_all();
+            }
+            drop(st);
+            job
+        };
+        let text = || String::from_utf8_lossy(h.body).into_owned();
+        let res = match h.status {
+            wire::OK => Ok(h.body),
+            wire::PANIC => Err(PoolError::TaskPanicked { message: text() }),
+            wire::ENCODE => Err(PoolError::Encoding { message: text() }),
+            _ => Err(PoolError::Task(text())),
+        };
+        job.sink.deliver(job.chunk, res);
+    }
+
+    fn on_worker_end(
+        self: &Arc<Inner>,
+        idx: usize,
+        generation: u64,
+        started: &RawValue<u64>,
+        proc: &Arc<Mutex<Process<()>>>,
+        pid: u32,
+    ) {
+        let exitcode = {
+            let mut p = lock(proc);
+            if let Err(ProcessError::Timeout) = p.join_timeout(Duration::from_secs(2)) {
+                let _ = p.kill();
+                let _ = p.join_timeout(Duration::from_secs(10));
+            }
+            p.exitcode()
+        };
+        // SAFETY: as in the worker: an 8-aligned u64 in a mapping `started` keeps alive.
+        let started_word = unsafe { AtomicU64::from_ptr(started.as_ptr()) };
+        // Acquire: pairs with the worker's Release store before it runs job `seq` (see worker.rs).
+        let started_seq = started_word.load(Ordering::Acquire);
+        let signal = exitcode.filter(|c| *c < 0).map(|c| -c);
+        let mut failed = Vec::new();
+        let replace = {
+            let mut st = lock(&self.st);
+            let phase = st.phase;
+            let slot = &mut st.workers[idx];
+            if slot.generation != generation {
+                return;
+            }
+            slot.dead = true;
+            slot.proc = None;
+            slot.conn = None;
+            slot.held_items = 0;
+            slot.held_bytes = 0;
+            let held = std::mem::take(&mut slot.held);
+            let mut requeue = Vec::new();
+            for (seq, mut job) in held {
+                if phase == Phase::Terminated {
+                    failed.push((job, PoolError::Terminated));
+                } else if seq <= started_seq {
+                    if job.attempts < self.retries {
+                        job.attempts += 1;
+                        requeue.push(job);
+                    } else {
+                        failed.push((
+                            job,
+                            PoolError::WorkerLost {
+                                pid,
+                                signal,
+                                exitcode,
+                            },
+                        ));
+                    }
+                } else {
+                    requeue.push(job);
+                }
+            }
+            for job in requeue.into_iter().rev() {
+                st.pending.push_front(job);
+            }
+            st.outstanding -= failed.len();
+            if started_seq == 0 && exitcode.is_some_and(|c| c > 0) {
+                st.failed_starts += 1;
+            }
+            let mut replace =
+                phase == Phase::Running || (phase == Phase::Closed && !st.pending.is_empty());
+            if replace && st.failed_starts >= MAX_FAILED_STARTS {
+                // A worker that cannot even start (its initializer fails) would be replaced
+                // forever while the queue waits: fail the queue and stop instead.
+                let e = PoolError::Start(format!(
+                    "{} workers in a row exited (code {exitcode:?}) before taking a job; \
+                     does the initializer fail?",
+                    st.failed_starts
+                ));
+                st.broken = Some(e.clone());
+                let p = std::mem::take(&mut st.pending);
+                st.outstanding -= p.len();
+                failed.extend(p.into_iter().map(|j| (j, e.clone())));
+                replace = false;
+            }
+            self.cv.notify_all();
+            replace
+        };
+        if exitcode != Some(0) {
+            tracing::debug!(target: "multiproc", "pool worker {pid} ended with {exitcode:?}");
+        }
+        for (job, e) in failed {
+            job.sink.deliver(job.chunk, Err(e));
+        }
+        if replace {
+            self.replace_worker(idx);
+        }
+    }
+
+    fn replace_worker(self: &Arc<Inner>, idx: usize) {
+        let mut last = None;
+        for attempt in 0..5 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+            match self.start_worker(idx) {
+                Ok(()) => {
+                    lock(&self.st).replaced += 1;
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or(PoolError::Start("unknown".into()));
+        tracing::error!(target: "multiproc", "cannot replace a pool worker: {e}");
+        // Without any live worker, nothing would run the queue: fail it rather than hang.
+        let pending = {
+            let mut st = lock(&self.st);
+            if st.workers.iter().any(|w| !w.dead) {
+                return;
+            }
+            st.broken = Some(e.clone());
+            let p = std::mem::take(&mut st.pending);
+            st.outstanding -= p.len();
+            self.cv.notify_all();
+            p
+        };
+        for job in pending {
+            job.sink.deliver(job.chunk, Err(e.clone()));
+        }
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// Dropping a pool terminates it (Python's `with Pool() as p:` calls `terminate()`), unless it
+/// was already closed and joined.
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.inner.processes)
+            .finish()
+    }
+}
+
+/// Python's default `map` chunksize: `ceil(len / (4 * processes))`, at least 1.
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    let d = 4 * processes.max(1);
+    len.div_ceil(d).max(1)
+}
+
+fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64> {
+    registry::entry_of(f)
+        .map(|e| e.hash())
+        .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))
+}
+
+impl Pool {
+    /// A builder.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// `Pool::builder().processes(n).build()`.
+    pub fn new(processes: usize) -> Result<Pool> {
+        Self::builder().processes(processes).build()
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.inner.processes
+    }
+
+    /// The pids of the live workers (for tests and diagnostics).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        lock(&self.inner.st)
+            .workers
+            .iter()
+            .filter(|w| !w.dead)
+            .map(|w| w.pid)
+            .collect()
+    }
+
+    /// How many workers were replaced so far (death or `maxtasksperchild`).
+    pub fn replaced_workers(&self) -> u64 {
+        lock(&self.inner.st).replaced
+    }
+
+    fn new_job_id(&self) -> u64 {
+        JOB_COUNTER.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn submit(&self, jobs: Vec<Job>) -> Result<()> {
+        let mut st = lock(&self.inner.st);
+        if st.phase != Phase::Running {
+            return Err(PoolError::NotRunning);
+        }
+        if let Some(e) = &st.broken {
+            return Err(e.clone());
+        }
+        let single = jobs.len() == 1 && st.pending.is_empty();
+        st.outstanding += jobs.len();
+        st.pending.extend(jobs);
+        if single {
+            let candidates = Inner::fast_candidates(&st);
+            drop(st);
+            if !candidates.is_empty()
+                && SCRATCH.with(|b| self.inner.try_dispatch(candidates, &mut b.borrow_mut()))
+            {
+                return Ok(());
+            }
+        } else {
+            drop(st);
+        }
+        self.inner.cv.notify_all();
+        Ok(())
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if lock(&self.inner.st).phase != Phase::Running {
+            return Err(PoolError::NotRunning);
+        }
+        Ok(())
+    }
+
+    /// Runs `f(args)` in a worker and waits for the result (Python's `apply`).
+    pub fn apply<M, T: Task<M>>(&self, f: T, args: T::Args) -> Result<T::Output>
+    where
+        T::Output: Send + 'static,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Starts `f(args)` in a worker (Python's `apply_async`).
+    pub fn apply_async<M, T: Task<M>>(&self, f: T, args: T::Args) -> Result<AsyncResult<T::Output>>
+    where
+        T::Output: Send + 'static,
+    {
+        self.apply_async_with(f, args, Callbacks::new())
+    }
+
+    /// [`apply_async`](Pool::apply_async) with `callback`/`error_callback`.
+    pub fn apply_async_with<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+        callbacks: Callbacks<T::Output>,
+    ) -> Result<AsyncResult<T::Output>>
+    where
+        T::Output: Send + 'static,
+    {
+        let hash = entry_hash(&f)?;
+        let job = self.new_job_id();
+        let mut w = JobWriter::new(job, 0, hash, 16);
+        w.push(&args).map_err(PoolError::Arguments)?;
+        let slot = Slot::new(callbacks);
+        let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
+        self.submit(vec![Job {
+            chunk: 0,
+            items: 1,
+            payload: Arc::new(w.finish()),
+            sink,
+            attempts: 0,
+        }])?;
+        Ok(AsyncResult { slot })
+    }
+
+    /// `f` over every item, in order (Python's `map`; default chunksize as Python's). Items
+    /// are `f`'s arguments: one value for a one-argument task, a tuple for several (so this is
+    /// also `starmap`).
+    pub fn map<M, T, I>(&self, f: T, items: I) -> Result<Vec<T::Output>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.map_async_with(f, items, None, Callbacks::new())?.get()
+    }
+
+    /// [`map`](Pool::map) with an explicit chunksize (0 is [`PoolError::InvalidChunksize`]).
+    pub fn map_chunked<M, T, I>(&self, f: T, items: I, chunksize: usize) -> Result<Vec<T::Output>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.map_async_with(f, items, Some(chunksize), Callbacks::new())?
+            .get()
+    }
+
+    /// Python's `map_async` (default chunksize).
+    pub fn map_async<M, T, I>(&self, f: T, items: I) -> Result<AsyncResult<Vec<T::Output>>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.map_async_with(f, items, None, Callbacks::new())
+    }
+
+    /// Python's `map_async(f, items, chunksize, callback, error_callback)`. The result is
+    /// ready after every chunk ran; if any failed, it is the error of the first failing chunk.
+    pub fn map_async_with<M, T, I>(
+        &self,
+        f: T,
+        items: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<T::Output>>,
+    ) -> Result<AsyncResult<Vec<T::Output>>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+    {
+        if chunksize == Some(0) {
+            return Err(PoolError::InvalidChunksize);
+        }
+        self.check_running()?;
+        let hash = entry_hash(&f)?;
+        // As Python: an input without a length is made a list first.
+        let items: Vec<T::Args> = items.into_iter().collect();
+        let cs = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.inner.processes));
+        let nchunks = items.len().div_ceil(cs);
+        let slot = Slot::new(callbacks);
+        if nchunks == 0 {
+            slot.set(Ok(Vec::new()));
+            return Ok(AsyncResult { slot });
+        }
+        let job = self.new_job_id();
+        let sink: Arc<dyn Sink> = Arc::new(MapSink::<T::Output>::new(nchunks, slot.clone()));
+        // Submit chunks as they are encoded (the workers start on the first at once), in
+        // batches so the pool lock is not taken per chunk.
+        let mut batch = Vec::new();
+        for (i, chunk) in items.chunks(cs).enumerate() {
+            let mut w = JobWriter::new(job, i as u32, hash, chunk.len() * 8);
+            for a in chunk {
+                w.push(a).map_err(PoolError::Arguments)?;
+            }
+            batch.push(Job {
+                chunk: i as u32,
+                items: w.len(),
+                payload: Arc::new(w.finish()),
+                sink: sink.clone(),
+                attempts: 0,
+            });
+            if batch.len() >= 16 || i < 4 {
+                self.submit(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.submit(batch)?;
+        }
+        Ok(AsyncResult { slot })
+    }
+
+    /// Python's `starmap`: `f(*args)` for every tuple. The same as [`map`](Pool::map) (a
+    /// multi-argument task takes its arguments as a tuple).
+    pub fn starmap<M, T, I>(&self, f: T, items: I) -> Result<Vec<T::Output>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.map(f, items)
+    }
+
+    /// Python's `starmap_async`.
+    pub fn starmap_async<M, T, I>(
+        &self,
+        f: T,
+        items: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<T::Output>>,
+    ) -> Result<AsyncResult<Vec<T::Output>>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.map_async_with(f, items, chunksize, callbacks)
+    }
+
+    /// Python's `imap`: results in order, lazily. The input is consumed as results are taken,
+    /// with at most `2 * processes` chunks in flight (Python's imap drains the input at once).
+    /// Default chunksize 1, as Python's.
+    pub fn imap<'a, M, T, I>(
+        &'a self,
+        f: T,
+        items: I,
+        chunksize: usize,
+    ) -> Result<IMap<'a, T::Args, T::Output>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: 'a,
+    {
+        self.imap_impl(f, items, chunksize, true)
+    }
+
+    /// Python's `imap_unordered`: results in completion order (by chunk), lazily.
+    pub fn imap_unordered<'a, M, T, I>(
+        &'a self,
+        f: T,
+        items: I,
+        chunksize: usize,
+    ) -> Result<IMap<'a, T::Args, T::Output>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: 'a,
+    {
+        self.imap_impl(f, items, chunksize, false)
+    }
+
+    fn imap_impl<'a, M, T, I>(
+        &'a self,
+        f: T,
+        items: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<IMap<'a, T::Args, T::Output>>
+    where
+        T: Task<M>,
+        T::Output: Send + 'static,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: 'a,
+    {
+        if chunksize == 0 {
+            return Err(PoolError::InvalidChunksize);
+        }
+        self.check_running()?;
+        let hash = entry_hash(&f)?;
+        Ok(IMap {
+            pool: self,
+            input: Box::new(items.into_iter()),
+            hash,
+            job: self.new_job_id(),
+            chunksize,
+            sink: Arc::new(IMapSink::new()),
+            next_submit: 0,
+            next_yield: 0,
+            buffered: VecDeque::new(),
+            exhausted: false,
+            in_flight: 0,
+            max_in_flight: 2 * self.inner.processes.max(1),
+            ordered,
+        })
+    }
+
+    /// Python's `close()`: no new work; the workers exit once the queued work is done.
+    pub fn close(&self) {
+        let mut st = lock(&self.inner.st);
+        if st.phase == Phase::Running {
+            st.phase = Phase::Closed;
+        }
+        self.inner.cv.notify_all();
+    }
+
+    /// Python's `terminate()`: stops at once. Queued and running tasks fail with
+    /// [`PoolError::Terminated`]; workers are killed (SIGKILL) and reaped.
+    pub fn terminate(&self) {
+        let (pending, procs) = {
+            let mut st = lock(&self.inner.st);
+            st.phase = Phase::Terminated;
+            let pending = std::mem::take(&mut st.pending);
+            st.outstanding -= pending.len();
+            let procs: Vec<_> = st.workers.iter().filter_map(|w| w.proc.clone()).collect();
+            self.inner.cv.notify_all();
+            (pending, procs)
+        };
+        for job in pending {
+            job.sink.deliver(job.chunk, Err(PoolError::Terminated));
+        }
+        for p in procs {
+            let _ = lock(&p).kill();
+        }
+        self.join_threads();
+    }
+
+    /// Python's `join()`: waits for the workers to exit; [`PoolError::StillRunning`] unless
+    /// `close()` or `terminate()` was called.
+    pub fn join(&self) -> Result<()> {
+        if lock(&self.inner.st).phase == Phase::Running {
+            return Err(PoolError::StillRunning);
+        }
+        self.join_threads();
+        Ok(())
+    }
+
+    /// [`join`](Pool::join) waiting at most `timeout` for the queued work
+    /// ([`PoolError::Timeout`] if it is not done; the pool keeps going).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        {
+            let mut st = lock(&self.inner.st);
+            if st.phase == Phase::Running {
+                return Err(PoolError::StillRunning);
+            }
+            while st.outstanding > 0 || st.workers.iter().any(|w| !w.dead) {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(PoolError::Timeout);
+                }
+                st = self
+                    .inner
+                    .cv
+                    .wait_timeout(st, (deadline - now).min(Duration::from_millis(20)))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        self.join_threads();
+        Ok(())
+    }
+
+    fn join_threads(&self) {
+        loop {
+            let hs = std::mem::take(&mut lock(&self.inner.st).threads);
+            if hs.is_empty() {
+                break;
+            }
+            for h in hs {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let done = {
+            let st = lock(&self.inner.st);
+            st.threads.is_empty() && st.workers.iter().all(|w| w.dead)
+        };
+        if !done {
+            self.terminate();
+        }
+    }
+}
+
+/// The iterator of [`Pool::imap`] / [`Pool::imap_unordered`]: yields each result (or the error
+/// of its chunk, once per chunk).
+pub struct IMap<'a, A, R> {
+    pool: &'a Pool,
+    input: Box<dyn Iterator<Item = A> + 'a>,
+    hash: u64,
+    job: u64,
+    chunksize: usize,
+    sink: Arc<IMapSink<R>>,
+    next_submit: u32,
+    next_yield: u32,
+    buffered: VecDeque<R>,
+    exhausted: bool,
+    in_flight: usize,
+    max_in_flight: usize,
+    ordered: bool,
+}
+
+impl<A, R> std::fmt::Debug for IMap<'_, A, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
+    fn refill(&mut self) -> Result<()> {
+        while !self.exhausted && self.in_flight < self.max_in_flight {
+            let mut w = JobWriter::new(self.job, self.next_submit, self.hash, self.chunksize * 8);
+            for _ in 0..self.chunksize {
+                match self.input.next() {
+                    Some(a) => w.push(&a).map_err(PoolError::Arguments)?,
+                    None => {
+                        self.exhausted = true;
+                        break;
+                    }
+                }
+            }
+            if w.len() == 0 {
+                break;
+            }
+            let sink: Arc<dyn Sink> = self.sink.clone();
+            self.pool.submit(vec![Job {
+                chunk: self.next_submit,
+                items: w.len(),
+                payload: Arc::new(w.finish()),
+                sink,
+                attempts: 0,
+            }])?;
+            self.next_submit += 1;
+            self.in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// The next result, waiting at most `timeout` (`Some(Err(Timeout))`; the iterator keeps
+    /// its place). Python's `IMapIterator.next(timeout)`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_deadline(Some(Instant::now() + timeout))
+    }
+
+    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        if let Some(v) = self.buffered.pop_front() {
+            return Some(Ok(v));
+        }
+        if let Err(e) = self.refill() {
+            self.exhausted = true;
+            return Some(Err(e));
+        }
+        if self.in_flight == 0 {
+            return None;
+        }
+        let sink = self.sink.clone();
+        let mut g = lock(&sink.st);
+        loop {
+            let key = if self.ordered {
+                g.contains_key(&self.next_yield).then_some(self.next_yield)
+            } else {
+                g.keys().next().copied()
+            };
+            if let Some(k) = key {
+                let chunk = g.remove(&k);
+                drop(g);
+                self.next_yield += 1;
+                self.in_flight -= 1;
+                let _ = self.refill();
+                return match chunk {
+                    Some(Ok(v)) => {
+                        self.buffered.extend(v);
+                        self.buffered
+                            .pop_front()
+                            .map(Ok)
+                            .or_else(|| self.next_deadline(deadline))
+                    }
+                    Some(Err(e)) => Some(Err(e)),
+                    None => None,
+                };
+            }
+            g = match deadline {
+                None => sink.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Some(Err(PoolError::Timeout));
+                    }
+                    sink.cv
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl<A: Serialize, R: DeserializeOwned + Send + 'static> Iterator for IMap<'_, A, R> {
+    type Item = Result<R>;
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_deadline(None)
+    }
+}

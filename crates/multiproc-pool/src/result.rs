@@ -1,0 +1,327 @@
+//! `AsyncResult<R>` (Python's `ApplyResult`/`MapResult`), callbacks, and the sinks the result
+//! handler threads deliver chunk results to.
+
+use crate::error::{PoolError, Result};
+use crate::wire::Cursor;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A callback run on the pool's result thread with the value.
+pub type Callback<R> = Box<dyn FnOnce(&R) + Send + 'static>;
+/// A callback run on the pool's result thread with the error.
+pub type ErrorCallback = Box<dyn FnOnce(&PoolError) + Send + 'static>;
+
+/// Python's `callback=` / `error_callback=`: exactly one of them runs, once, on a pool thread,
+/// before the result becomes ready. A panicking callback is caught (the pool keeps working).
+pub struct Callbacks<R> {
+    pub(crate) on_ok: Option<Callback<R>>,
+    pub(crate) on_err: Option<ErrorCallback>,
+}
+
+impl<R> Default for Callbacks<R> {
+    fn default() -> Self {
+        Callbacks {
+            on_ok: None,
+            on_err: None,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Callbacks<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("callback", &self.on_ok.is_some())
+            .field("error_callback", &self.on_err.is_some())
+            .finish()
+    }
+}
+
+impl<R> Callbacks<R> {
+    /// No callbacks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Python's `callback`: runs with the value on success.
+    pub fn on_success(mut self, f: impl FnOnce(&R) + Send + 'static) -> Self {
+        self.on_ok = Some(Box::new(f));
+        self
+    }
+    /// Python's `error_callback`: runs with the error on failure.
+    pub fn on_error(mut self, f: impl FnOnce(&PoolError) + Send + 'static) -> Self {
+        self.on_err = Some(Box::new(f));
+        self
+    }
+}
+
+struct SlotState<R> {
+    value: Option<Result<R>>,
+    ready: bool,
+    ok: bool,
+    callbacks: Callbacks<R>,
+}
+
+pub(crate) struct Slot<R> {
+    st: Mutex<SlotState<R>>,
+    cv: Condvar,
+}
+
+impl<R> Slot<R> {
+    pub(crate) fn new(callbacks: Callbacks<R>) -> Arc<Slot<R>> {
+        Arc::new(Slot {
+            st: Mutex::new(SlotState {
+                value: None,
+                ready: false,
+                ok: false,
+                callbacks,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Fills the slot once (later calls are ignored), running the matching callback first.
+    pub(crate) fn set(&self, v: Result<R>) {
+        let cbs = {
+            let mut g = lock(&self.st);
+            if g.ready {
+                return;
+            }
+            std::mem::take(&mut g.callbacks)
+        };
+        match &v {
+            Ok(r) => {
+                if let Some(f) = cbs.on_ok {
+                    let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
+                }
+            }
+            Err(e) => {
+                if let Some(f) = cbs.on_err {
+                    let _ = catch_unwind(AssertUnwindSafe(|| f(e)));
+                }
+            }
+        }
+        let mut g = lock(&self.st);
+        g.ok = v.is_ok();
+        g.value = Some(v);
+        g.ready = true;
+        self.cv.notify_all();
+    }
+}
+
+/// The pending result of `apply_async`/`map_async`/`starmap_async` (Python's `AsyncResult`).
+///
+/// The value moves out at the first successful [`get`](AsyncResult::get) (later gets give
+/// [`PoolError::AlreadyTaken`]); `ready`/`successful` keep answering.
+pub struct AsyncResult<R> {
+    pub(crate) slot: Arc<Slot<R>>,
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// Waits for the result and takes it. Never waits forever on a dead worker: its tasks fail
+    /// with [`PoolError::WorkerLost`].
+    pub fn get(&self) -> Result<R> {
+        self.get_deadline(None)
+    }
+
+    /// [`get`](AsyncResult::get) waiting at most `timeout`: [`PoolError::Timeout`] if not ready
+    /// (the result stays for a later get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.get_deadline(Some(Instant::now() + timeout))
+    }
+
+    fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
+        let mut g = self.wait_until(deadline);
+        if !g.ready {
+            return Err(PoolError::Timeout);
+        }
+        g.value.take().unwrap_or(Err(PoolError::AlreadyTaken))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> MutexGuard<'_, SlotState<R>> {
+        let s = &self.slot;
+        let mut g = lock(&s.st);
+        while !g.ready {
+            match deadline {
+                None => g = s.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    g =
+                        s.cv.wait_timeout(g, d - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                }
+            }
+        }
+        g
+    }
+
+    /// Waits until the result is ready.
+    pub fn wait(&self) {
+        drop(self.wait_until(None));
+    }
+
+    /// Waits at most `timeout`; true if the result is ready.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Some(Instant::now() + timeout)).ready
+    }
+
+    /// Whether the call has completed.
+    pub fn ready(&self) -> bool {
+        lock(&self.slot.st).ready
+    }
+
+    /// Whether the call completed without error; [`PoolError::NotReady`] before it is ready
+    /// (Python's `ValueError`).
+    pub fn successful(&self) -> Result<bool> {
+        let g = lock(&self.slot.st);
+        if !g.ready {
+            return Err(PoolError::NotReady);
+        }
+        Ok(g.ok)
+    }
+}
+
+/// Where a job's chunk results go. Called on a result thread (or by terminate / death handling).
+pub(crate) trait Sink: Send + Sync {
+    /// `Ok(body)`: `[n u32]` + n items `[len u32][postcard]`.
+    fn deliver(&self, chunk: u32, res: Result<&[u8]>);
+}
+
+pub(crate) fn decode_items<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<R>> {
+    let mut c = Cursor::new(body);
+    let bad = || PoolError::Task("malformed result message".into());
+    let n = c.u32().ok_or_else(bad)? as usize;
+    let mut v = Vec::with_capacity(n.min(1 << 24));
+    for _ in 0..n {
+        let item = c.item().ok_or_else(bad)?;
+        v.push(
+            postcard::from_bytes(item)
+                .map_err(|e| PoolError::Task(format!("decoding the result: {e}")))?,
+        );
+    }
+    Ok(v)
+}
+
+/// One `apply`.
+pub(crate) struct ApplySink<R> {
+    pub(crate) slot: Arc<Slot<R>>,
+}
+
+impl<R: DeserializeOwned + Send> Sink for ApplySink<R> {
+    fn deliver(&self, _chunk: u32, res: Result<&[u8]>) {
+        let v = res.and_then(|b| {
+            decode_items::<R>(b)?
+                .pop()
+                .ok_or_else(|| PoolError::Task("empty result".into()))
+        });
+        self.slot.set(v);
+    }
+}
+
+struct MapState<R> {
+    chunks: Vec<Option<Vec<R>>>,
+    remaining: usize,
+    first_err: Option<(u32, PoolError)>,
+}
+
+/// One `map`: completes after every chunk finished (Python's `test_map_no_failfast`), with the
+/// error of the lowest failing chunk if any failed.
+pub(crate) struct MapSink<R> {
+    st: Mutex<MapState<R>>,
+    pub(crate) slot: Arc<Slot<Vec<R>>>,
+}
+
+impl<R> MapSink<R> {
+    pub(crate) fn new(nchunks: usize, slot: Arc<Slot<Vec<R>>>) -> MapSink<R> {
+        MapSink {
+            st: Mutex::new(MapState {
+                chunks: (0..nchunks).map(|_| None).collect(),
+                remaining: nchunks,
+                first_err: None,
+            }),
+            slot,
+        }
+    }
+}
+
+impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
+    fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
+        let res = res.and_then(decode_items::<R>);
+        let done = {
+            let mut g = lock(&self.st);
+            let i = chunk as usize;
+            if i >= g.chunks.len() || g.chunks[i].is_some() {
+                return;
+            }
+            match res {
+                Ok(v) => g.chunks[i] = Some(v),
+                Err(e) => {
+                    g.chunks[i] = Some(Vec::new());
+                    if g.first_err.as_ref().is_none_or(|(c, _)| chunk < *c) {
+                        g.first_err = Some((chunk, e));
+                    }
+                }
+            }
+            g.remaining -= 1;
+            if g.remaining > 0 {
+                return;
+            }
+            match g.first_err.take() {
+                Some((_, e)) => Err(e),
+                None => {
+                    let chunks = std::mem::take(&mut g.chunks);
+                    let total = chunks.iter().map(|c| c.as_ref().map_or(0, Vec::len)).sum();
+                    let mut out = Vec::with_capacity(total);
+                    for c in chunks.into_iter().flatten() {
+                        out.extend(c);
+                    }
+                    Ok(out)
+                }
+            }
+        };
+        self.slot.set(done);
+    }
+}
+
+/// The chunks of an `imap`, as they arrive.
+pub(crate) struct IMapSink<R> {
+    pub(crate) st: Mutex<BTreeMap<u32, Result<Vec<R>>>>,
+    pub(crate) cv: Condvar,
+    _p: PhantomData<fn() -> R>,
+}
+
+impl<R> IMapSink<R> {
+    pub(crate) fn new() -> IMapSink<R> {
+        IMapSink {
+            st: Mutex::new(BTreeMap::new()),
+            cv: Condvar::new(),
+            _p: PhantomData,
+        }
+    }
+}
+
+impl<R: DeserializeOwned + Send> Sink for IMapSink<R> {
+    fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
+        let v = res.and_then(decode_items::<R>);
+        lock(&self.st).entry(chunk).or_insert(v);
+        self.cv.notify_all();
+    }
+}

@@ -1,0 +1,126 @@
+//! The bytes between the pool and its workers (little-endian, bounds-checked on read).
+//!
+//! Job (parent -> worker): `[seq u64][job u64][chunk u32][task hash u64][n u32]` then `n` items
+//! `[len u32][postcard arguments]`. Result (worker -> parent): `[seq u64][job u64][chunk u32]
+//! [status u8]`, then for `OK` `[n u32]` and `n` items `[len u32][postcard result]`, else the
+//! error message (UTF-8). `seq` is the worker's own sequence number of the job (see
+//! `worker.rs`: the worker publishes the `seq` it is running, which tells the parent, when the
+//! worker dies, which job was running and which were never started).
+
+use serde::Serialize;
+
+pub(crate) const OK: u8 = 0;
+pub(crate) const PANIC: u8 = 1;
+pub(crate) const ENCODE: u8 = 2;
+pub(crate) const TASK_ERR: u8 = 3;
+
+/// Job header length after `seq`.
+pub(crate) const JOB_HEAD: usize = 8 + 4 + 8 + 4;
+
+/// Builds a job payload (everything after `seq`) from items.
+pub(crate) struct JobWriter {
+    buf: Vec<u8>,
+    n: u32,
+}
+
+impl JobWriter {
+    pub(crate) fn new(job: u64, chunk: u32, task: u64, cap: usize) -> JobWriter {
+        let mut buf = Vec::with_capacity(JOB_HEAD + cap);
+        buf.extend_from_slice(&job.to_le_bytes());
+        buf.extend_from_slice(&chunk.to_le_bytes());
+        buf.extend_from_slice(&task.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        JobWriter { buf, n: 0 }
+    }
+
+    /// Appends one item's encoded arguments.
+    #[inline]
+    pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<(), String> {
+        // Small items go through a stack buffer (postcard's `to_extend` pushes byte by byte
+        // and cost ~50 ns per u64); bigger ones fall back to a sized Vec.
+        let mut tmp = [0u8; 128];
+        match postcard::to_slice(item, &mut tmp) {
+            Ok(used) => {
+                self.buf
+                    .extend_from_slice(&(used.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(used);
+            }
+            Err(postcard::Error::SerializeBufferFull) => {
+                let v = postcard::to_allocvec(item).map_err(|e| e.to_string())?;
+                self.buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(&v);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> u32 {
+        self.n
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.buf[20..24].copy_from_slice(&self.n.to_le_bytes());
+        self.buf
+    }
+}
+
+/// A bounds-checked reader.
+pub(crate) struct Cursor<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Cursor<'a> {
+        Cursor { b }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.b.len() < n {
+            return None;
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Some(h)
+    }
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
+    }
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    }
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.b
+    }
+    /// The next length-prefixed item.
+    pub(crate) fn item(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+/// A decoded result header.
+pub(crate) struct ResultHead<'a> {
+    pub(crate) seq: u64,
+    pub(crate) status: u8,
+    /// For OK: `[n u32]` + items; otherwise the message.
+    pub(crate) body: &'a [u8],
+}
+
+pub(crate) fn parse_result(b: &[u8]) -> Option<ResultHead<'_>> {
+    let mut c = Cursor::new(b);
+    let seq = c.u64()?;
+    let _job = c.u64()?;
+    let _chunk = c.u32()?;
+    let status = c.u8()?;
+    Some(ResultHead {
+        seq,
+        status,
+        body: c.rest(),
+    })
+}
