@@ -57,6 +57,12 @@ pub enum Error {
     /// An error from the sync layer (Manager's values, arrays).
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// A queue could not be created (see `Manager::queue`).
+    #[error(transparent)]
+    Channel(#[from] multiproc_channel::ChannelError),
+    /// A barrier could not be created (see `Manager::barrier`).
+    #[error(transparent)]
+    Barrier(#[from] multiproc_sync::BarrierCreateError),
 }
 
 /// The result type of this crate.

@@ -5,7 +5,7 @@
 //! trip and two pickles.
 //!
 //! `Manager` holds nothing: objects outlive it and are freed when their last handle (in any
-//! process) goes. Queues and the other lock types join it as their layers land.
+//! process) goes. Queues, events, semaphores, conditions and barriers come from the layers below.
 //!
 //! ```
 //! use multiproc_collections::Manager;
@@ -25,7 +25,10 @@
 use crate::dict::Key;
 use crate::error::Result;
 use crate::{SharedDict, SharedList, SharedLock};
-use multiproc_sync::{Array, SharedData, Value};
+use multiproc_channel::{JoinableQueue, Queue, SimpleQueue};
+use multiproc_sync::{
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SharedData, Value,
+};
 
 /// Makes shared objects (Python's `multiprocessing.Manager()`, minus the server).
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,5 +96,64 @@ impl Manager {
     /// A new robust lock (`m.Lock()`).
     pub fn lock(&self) -> Result<SharedLock> {
         SharedLock::new()
+    }
+
+    /// A new process queue holding at most `maxsize` items (`m.Queue(maxsize)`).
+    pub fn queue<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
+        &self,
+        maxsize: usize,
+    ) -> Result<Queue<T>> {
+        Ok(Queue::new(maxsize)?)
+    }
+
+    /// A new joinable queue (`m.JoinableQueue(maxsize)`).
+    pub fn joinable_queue<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
+        &self,
+        maxsize: usize,
+    ) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue::new(maxsize)?)
+    }
+
+    /// A new simple queue (`m.SimpleQueue()`).
+    pub fn simple_queue<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
+        &self,
+    ) -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue::new()?)
+    }
+
+    /// A new futex-based lock that any process may release (`m.Lock()` with Python's exact
+    /// semantics; [`Manager::lock`] gives the robust-mutex lock instead).
+    pub fn process_lock(&self) -> Result<Lock> {
+        Ok(Lock::new()?)
+    }
+
+    /// A new reentrant lock (`m.RLock()`).
+    pub fn rlock(&self) -> Result<RLock> {
+        Ok(RLock::new()?)
+    }
+
+    /// A new semaphore (`m.Semaphore(n)`).
+    pub fn semaphore(&self, value: u32) -> Result<Semaphore> {
+        Ok(Semaphore::new(value)?)
+    }
+
+    /// A new bounded semaphore (`m.BoundedSemaphore(n)`).
+    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore::new(value)?)
+    }
+
+    /// A new event (`m.Event()`).
+    pub fn event(&self) -> Result<Event> {
+        Ok(Event::new()?)
+    }
+
+    /// A new condition over its own reentrant lock (`m.Condition()`).
+    pub fn condition(&self) -> Result<Condition> {
+        Ok(Condition::new()?)
+    }
+
+    /// A new barrier for `parties` processes (`m.Barrier(parties)`).
+    pub fn barrier(&self, parties: u32) -> Result<Barrier> {
+        Ok(Barrier::new(parties)?)
     }
 }
