@@ -31,12 +31,14 @@
 
 use crate::codec::{Codec, Postcard};
 use crate::error::{ChannelError, RecvError, SendError};
+use crate::facade::{AtomicU64, Ordering};
 use crate::ident;
 use multiproc_ring::{Consumer, PopError, Producer, PushError, RingError, SpscRing, WaitStrategy};
-use multiproc_shm::SegmentHandle;
+use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 const WHOLE: u8 = 0;
@@ -114,6 +116,170 @@ impl Pipe {
     }
 }
 
+/// Magic of a named pipe's control block ("MPNPIPE1").
+const NAMED_MAGIC: u64 = u64::from_le_bytes(*b"MPNPIPE1");
+
+/// The control block of a named pipe (segment `multiproc.NAME`, kind `Pipe`): what the opener
+/// needs to know. Written once in `init`, before the segment is marked Ready.
+#[repr(C)]
+struct NamedCtl {
+    magic: AtomicU64,
+    /// 1: duplex, 0: simplex (the creator reads).
+    duplex: AtomicU64,
+    max_message: AtomicU64,
+}
+
+/// Fingerprint carrier: a pipe of `T` with codec `C`.
+struct PipeOf<T, C>(PhantomData<fn() -> (T, C)>);
+
+fn named_expect<T: 'static, C: 'static>() -> Expect {
+    Expect::new(ObjectKind::Pipe, TypeFingerprint::of::<PipeOf<T, C>>())
+        .payload_size(std::mem::size_of::<NamedCtl>() as u64)
+}
+
+/// Ring carrying creator -> opener messages.
+fn c2o(name: &str) -> String {
+    format!("{name}.c2o")
+}
+
+/// Ring carrying opener -> creator messages.
+fn o2c(name: &str) -> String {
+    format!("{name}.o2c")
+}
+
+impl Pipe {
+    /// A named pipe that another, unrelated process connects to with [`Pipe::open_named`]:
+    /// returns the creator's end. Duplex: both ends send and receive; simplex (`duplex =
+    /// false`): the creator reads and the opener writes. The segments are
+    /// `/dev/shm/multiproc.NAME` (a small control block with the type fingerprint) and
+    /// `NAME.c2o` / `NAME.o2c` (the rings); they are unlinked when the creator's end drops.
+    ///
+    /// One opener at a time: the opener's end binds to its process at once, so a second
+    /// opener gets [`RingError::AlreadyAttached`] while the first lives, and
+    /// [`RingError::Closed`] once it closed (a named pipe is one connection, not a listener).
+    pub fn create_named<T: 'static>(name: &str, duplex: bool) -> Result<Connection<T>, ChannelError>
+    where
+        Postcard: Codec<T>,
+    {
+        Self::create_named_with(name, duplex, PipeOptions::default())
+    }
+
+    /// [`Pipe::create_named`] with explicit options and codec.
+    pub fn create_named_with<T: 'static, C: Codec<T> + 'static>(
+        name: &str,
+        duplex: bool,
+        opts: PipeOptions,
+    ) -> Result<Connection<T, C>, ChannelError> {
+        check(&opts)?;
+        let spec = SegmentSpec::new(
+            ObjectKind::Pipe,
+            TypeFingerprint::of::<PipeOf<T, C>>(),
+            std::mem::size_of::<NamedCtl>(),
+            128,
+        );
+        let mut rings: Option<(Option<SpscRing>, SpscRing)> = None;
+        let mut ring_err: Option<RingError> = None;
+        // The rings are made inside the control segment's `init`: openers wait for the control
+        // segment to be Ready, so they never find it without its rings, and a name clash is
+        // reported on NAME itself.
+        let made = Segment::create_named(name, &spec, |p, _| {
+            let r = (|| {
+                let out = if duplex {
+                    Some(SpscRing::create_named(&c2o(name), opts.capacity)?)
+                } else {
+                    None
+                };
+                let inc = SpscRing::create_named(&o2c(name), opts.capacity)?;
+                Ok::<_, RingError>((out, inc))
+            })();
+            match r {
+                Ok(r) => rings = Some(r),
+                Err(e) => {
+                    ring_err = Some(e);
+                    return Err(multiproc_shm::ShmError::Os {
+                        op: "create the pipe's rings",
+                        source: std::io::Error::other("ring creation failed"),
+                    });
+                }
+            }
+            let ctl = NamedCtl {
+                magic: AtomicU64::new(NAMED_MAGIC),
+                duplex: AtomicU64::new(u64::from(duplex)),
+                max_message: AtomicU64::new(opts.max_message as u64),
+            };
+            // SAFETY: a fresh private payload of size_of::<NamedCtl>() bytes, 256-aligned.
+            unsafe { p.cast::<NamedCtl>().write(ctl) };
+            Ok(())
+        });
+        let ctl = match made {
+            Ok(c) => c,
+            Err(e) => return Err(ring_err.map_or_else(|| e.into(), ChannelError::from)),
+        };
+        let Some((out, inc)) = rings else {
+            return Err(ChannelError::Corrupted("named pipe rings missing"));
+        };
+        let mut conn = Connection::new(out, Some(inc), opts.max_message);
+        conn.named = Some(ctl);
+        conn.attach_all()?;
+        Ok(conn)
+    }
+
+    /// Opens the other end of the named pipe `name` made by [`Pipe::create_named`] (in any
+    /// process): the end is bound to the calling process at once. Fails with a type-fingerprint
+    /// error ([`multiproc_shm::ShmError::WrongType`]) if the pipe carries another `T`.
+    pub fn open_named<T: 'static>(name: &str) -> Result<Connection<T>, ChannelError>
+    where
+        Postcard: Codec<T>,
+    {
+        Self::open_named_with(name)
+    }
+
+    /// [`Pipe::open_named`] with an explicit codec (it must be the creator's).
+    pub fn open_named_with<T: 'static, C: Codec<T> + 'static>(
+        name: &str,
+    ) -> Result<Connection<T, C>, ChannelError> {
+        let ctl = Segment::open_named(name, &named_expect::<T, C>())?;
+        if ctl.payload_len() < std::mem::size_of::<NamedCtl>() {
+            return Err(ChannelError::Corrupted("named pipe segment too small"));
+        }
+        // SAFETY: the segment was validated (kind, fingerprint, exact payload size); its payload
+        // is 256-aligned and lives as long as `ctl`; every field is an atomic, valid for any
+        // bytes. The reference is dropped before `ctl` moves.
+        let (magic, duplex, max) = unsafe {
+            let c = ctl.payload_ptr().cast::<NamedCtl>().as_ref();
+            // Relaxed: written before the creator's Release of Ready, which `open_named`
+            // Acquired.
+            (
+                c.magic.load(Ordering::Relaxed),
+                c.duplex.load(Ordering::Relaxed),
+                c.max_message.load(Ordering::Relaxed),
+            )
+        };
+        if magic != NAMED_MAGIC {
+            return Err(ChannelError::Corrupted("bad named pipe magic"));
+        }
+        let duplex = match duplex {
+            0 => false,
+            1 => true,
+            _ => return Err(ChannelError::Corrupted("bad named pipe direction")),
+        };
+        let max = usize::try_from(max)
+            .ok()
+            .filter(|&m| m != 0 && m <= u32::MAX as usize * 16)
+            .ok_or(ChannelError::Corrupted("bad named pipe max_message"))?;
+        let out = SpscRing::open_named(&o2c(name))?;
+        let inc = if duplex {
+            Some(SpscRing::open_named(&c2o(name))?)
+        } else {
+            None
+        };
+        let mut conn = Connection::new(Some(out), inc, max);
+        conn.named = Some(ctl);
+        conn.attach_all()?;
+        Ok(conn)
+    }
+}
+
 fn check(opts: &PipeOptions) -> Result<(), ChannelError> {
     if !opts.capacity.is_power_of_two() || opts.capacity < 4096 {
         return Err(ChannelError::InvalidParams(
@@ -156,6 +322,8 @@ pub struct Connection<T, C = Postcard> {
     forks_at_creation: u64,
     exported: Cell<bool>,
     strategy: WaitStrategy,
+    /// The control segment of a named pipe (kept so the creator unlinks it when this drops).
+    named: Option<Segment>,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
@@ -247,6 +415,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
             forks_at_creation: ident::forks(),
             exported: Cell::new(false),
             strategy: WaitStrategy::default(),
+            named: None,
             _t: PhantomData,
         }
     }
@@ -316,6 +485,27 @@ impl<T, C: Codec<T>> Connection<T, C> {
             rx.bound_pid = ident::pid();
         }
         Ok(rx)
+    }
+
+    /// Attaches this end's ring sides to the calling process (named pipes bind at once).
+    fn attach_all(&mut self) -> Result<(), RingError> {
+        if let Some(tx) = self.tx.as_mut()
+            && tx.p.is_none()
+        {
+            let mut p = tx.ring.producer()?;
+            p.set_wait_strategy(self.strategy);
+            tx.p = Some(p);
+            tx.bound_pid = ident::pid();
+        }
+        if let Some(rx) = self.rx.as_mut()
+            && rx.c.is_none()
+        {
+            let mut c = rx.ring.consumer()?;
+            c.set_wait_strategy(self.strategy);
+            rx.c = Some(c);
+            rx.bound_pid = ident::pid();
+        }
+        Ok(())
     }
 
     /// Binds this end to the calling process now (it is otherwise bound on first use). Call
@@ -755,10 +945,16 @@ impl<'de, T, C: Codec<T>> Deserialize<'de> for Connection<T, C> {
     }
 }
 
-/// Something [`wait`] can poll: connections (and, later, process sentinels).
+/// Something [`wait`] can poll: connections and file descriptors (process sentinels).
 pub trait Waitable {
     /// Whether a receive would not block now (a message, end of file, or an error to report).
     fn ready(&mut self) -> bool;
+
+    /// A file descriptor that becomes readable when this object is ready, if there is one:
+    /// [`wait`] sleeps in `poll(2)` on these, so a sentinel wakes it at once.
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 impl<T, C: Codec<T>> Waitable for Connection<T, C> {
@@ -771,20 +967,136 @@ impl<W: Waitable + ?Sized> Waitable for &mut W {
     fn ready(&mut self) -> bool {
         (**self).ready()
     }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        (**self).readiness_fd()
+    }
+}
+
+/// A file descriptor [`wait`] treats as ready once it is readable (or hung up, or in error),
+/// as Python's `connection.wait` treats an integer: typically a process sentinel, the pidfd of
+/// `multiproc::Process::sentinel()` (readable once the process exits), or an eventfd, a pipe,
+/// a socket. `BorrowedFd` and `OwnedFd` are `Waitable` too; `Sentinel` is `Copy` and names the
+/// intent.
+#[derive(Clone, Copy, Debug)]
+pub struct Sentinel<'a>(BorrowedFd<'a>);
+
+impl<'a> Sentinel<'a> {
+    /// Wraps `fd`.
+    pub fn new(fd: BorrowedFd<'a>) -> Self {
+        Sentinel(fd)
+    }
+
+    /// The file descriptor.
+    pub fn fd(&self) -> BorrowedFd<'a> {
+        self.0
+    }
+}
+
+impl<'a> From<BorrowedFd<'a>> for Sentinel<'a> {
+    fn from(fd: BorrowedFd<'a>) -> Self {
+        Sentinel(fd)
+    }
+}
+
+/// Whether `fd` is readable now (`poll(2)` with a zero timeout). An invalid descriptor counts
+/// as ready (an error the caller sees when it uses it), as a failing `Connection::poll` does.
+fn fd_ready(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid, writable pollfd; a zero timeout never blocks.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r >= 0 {
+            return r > 0 && p.revents != 0;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return true;
+        }
+    }
+}
+
+impl Waitable for Sentinel<'_> {
+    fn ready(&mut self) -> bool {
+        fd_ready(self.0)
+    }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.0)
+    }
+}
+
+impl Waitable for BorrowedFd<'_> {
+    fn ready(&mut self) -> bool {
+        fd_ready(self.as_fd())
+    }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+impl Waitable for OwnedFd {
+    fn ready(&mut self) -> bool {
+        fd_ready(self.as_fd())
+    }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+/// Sleeps up to `d`, waking early if one of `fds` becomes readable (`ppoll(2)`); a plain sleep
+/// when there is none.
+fn sleep_or_fd(fds: &mut [libc::pollfd], d: Duration) {
+    if fds.is_empty() {
+        std::thread::sleep(d);
+        return;
+    }
+    let ts = libc::timespec {
+        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+    };
+    // SAFETY: `fds` is a valid, writable array of fds.len() pollfds; `ts` a valid timespec; a
+    // null signal mask keeps the current one. EINTR or errors just end the sleep early.
+    unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
 }
 
 /// Waits until at least one of `objs` is ready or `timeout` passes (`None`: no limit); returns
 /// the indices of the ready ones (empty on timeout), as Python's
-/// `multiprocessing.connection.wait`.
+/// `multiprocessing.connection.wait`. Objects may be connections and file descriptors
+/// ([`Sentinel`], `BorrowedFd`, `OwnedFd`) mixed, through `&mut dyn Waitable`:
+///
+/// ```no_run
+/// use multiproc_channel::{Pipe, Waitable, pipe::Sentinel, wait};
+/// # fn f(pidfd: std::os::fd::BorrowedFd<'_>) {
+/// let (mut a, _b) = Pipe::duplex::<u32>().unwrap();
+/// let mut s = Sentinel::new(pidfd);
+/// let ready = wait(&mut [&mut a as &mut dyn Waitable, &mut s], None);
+/// # }
+/// ```
 ///
 /// Polling, not a futex: each connection sleeps on its own ring's futex word, and there is no
 /// word shared by several rings. The loop polls every object, spins briefly, then yields, then
 /// sleeps with an exponential backoff from 20 µs up to 1 ms, so a message waits at most ~1 ms
 /// to be noticed once the waiter is asleep, and an idle waiter costs ~1000 wake-ups a second.
+/// The sleeps are `ppoll(2)` on the file descriptors among `objs`, so a sentinel wakes the
+/// waiter at once.
 pub fn wait<W: Waitable>(objs: &mut [W], timeout: Option<Duration>) -> Vec<usize> {
     let deadline = timeout.and_then(deadline_after);
     let mut round: u32 = 0;
     let mut sleep = Duration::from_micros(20);
+    let mut fds: Option<Vec<libc::pollfd>> = None;
     loop {
         let ready: Vec<usize> = objs
             .iter_mut()
@@ -807,7 +1119,17 @@ pub fn wait<W: Waitable>(objs: &mut [W], timeout: Option<Duration>) -> Vec<usize
                 Some(d) => sleep.min(remaining(d)),
                 None => sleep,
             };
-            std::thread::sleep(s);
+            let fds = fds.get_or_insert_with(|| {
+                objs.iter()
+                    .filter_map(|o| o.readiness_fd())
+                    .map(|fd| libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect()
+            });
+            sleep_or_fd(fds, s);
             sleep = (sleep * 2).min(Duration::from_millis(1));
         }
     }
