@@ -30,7 +30,8 @@ pub use multiproc_collections::{
 pub use multiproc_ring as ring;
 
 pub use multiproc_channel::{
-    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, SimpleQueue,
+    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, Sentinel,
+    SimpleQueue, wait,
 };
 pub use multiproc_ring::{
     Consumer, MpmcRing, PopError, Producer, PushError, ReadGrant, RingError, SpscRing,

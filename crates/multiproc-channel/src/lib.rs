@@ -35,5 +35,5 @@ pub mod queue;
 
 pub use codec::{Codec, CodecError, Plain, Postcard};
 pub use error::{ChannelError, GetError, JoinError, PutError, RecvError, SendError, TaskDoneError};
-pub use pipe::{Connection, Pipe, PipeOptions, Waitable, wait};
+pub use pipe::{Connection, Pipe, PipeOptions, Sentinel, Waitable, wait};
 pub use queue::{JoinableQueue, Queue, QueueOptions, SimpleQueue};
