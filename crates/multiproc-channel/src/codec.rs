@@ -4,7 +4,8 @@
 //! ring's reserved space when it fits (`postcard::to_slice` into the write grant) and into a
 //! `Vec` sized by `postcard::experimental::serialized_size` only when it does not. [`Plain`] is for
 //! plain-data types (`zerocopy::IntoBytes + FromBytes`): their bytes are copied as they are, no
-//! codec at all.
+//! codec at all. With the `bitcode` feature, [`Bitcode`] serializes `serde` types with bitcode
+//! (encoded into a `Vec`, then copied into the ring: bitcode has no into-slice encoder).
 //!
 //! ```
 //! use multiproc_channel::{Codec, Plain, Postcard};
@@ -105,5 +106,65 @@ impl<T: IntoBytes + FromBytes + Immutable> Codec<T> for Plain {
                 std::mem::size_of::<T>()
             ))
         })
+    }
+}
+
+/// The bitcode codec (feature `bitcode`): serde types through `bitcode::serialize`.
+#[cfg(feature = "bitcode")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bitcode;
+
+#[cfg(feature = "bitcode")]
+impl<T: Serialize + DeserializeOwned> Codec<T> for Bitcode {
+    fn encode_into(v: &T, buf: &mut [u8]) -> Result<Option<usize>, CodecError> {
+        let bytes = bitcode::serialize(v).map_err(|e| CodecError(e.to_string()))?;
+        match buf.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(&bytes);
+                Ok(Some(bytes.len()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn encode_vec(v: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        *out = bitcode::serialize(v).map_err(|e| CodecError(e.to_string()))?;
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+        bitcode::deserialize(bytes).map_err(|e| CodecError(e.to_string()))
+    }
+}
+
+#[cfg(all(test, feature = "bitcode"))]
+mod bitcode_tests {
+    use super::*;
+
+    #[test]
+    fn bitcode_round_trips_and_reports_short_buffers_and_bad_input() {
+        let v: (u32, String, Vec<f64>) = (7, "hi".into(), vec![1.5, -2.0]);
+        let mut buf = [0u8; 64];
+        let n = <Bitcode as Codec<_>>::encode_into(&v, &mut buf)
+            .unwrap()
+            .unwrap();
+        let back: (u32, String, Vec<f64>) = Bitcode::decode(&buf[..n]).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(
+            <Bitcode as Codec<_>>::encode_into(&v, &mut [0u8; 2]).unwrap(),
+            None
+        );
+        let mut out = Vec::new();
+        <Bitcode as Codec<_>>::encode_vec(&v, &mut out).unwrap();
+        assert_eq!(&out[..], &buf[..n]);
+        assert!(<Bitcode as Codec<(u32, String, Vec<f64>)>>::decode(&[0xff; 3]).is_err());
+    }
+
+    #[test]
+    fn a_pipe_carries_bitcode_messages() {
+        let (mut a, mut b) =
+            crate::Pipe::duplex_with::<Vec<u64>, Bitcode>(crate::PipeOptions::default()).unwrap();
+        a.send(&vec![1, 2, 3]).unwrap();
+        assert_eq!(b.recv().unwrap(), vec![1, 2, 3]);
     }
 }

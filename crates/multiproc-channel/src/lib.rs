@@ -33,6 +33,8 @@ mod ident;
 pub mod pipe;
 pub mod queue;
 
+#[cfg(feature = "bitcode")]
+pub use codec::Bitcode;
 pub use codec::{Codec, CodecError, Plain, Postcard};
 pub use error::{ChannelError, GetError, JoinError, PutError, RecvError, SendError, TaskDoneError};
 pub use pipe::{Connection, Pipe, PipeOptions, Sentinel, Waitable, wait};
