@@ -133,6 +133,16 @@ fn live_state(name: &str, h: &Header) -> Option<serde_json::Value> {
                 "consumer": side_json(&s.consumer),
             }))
         }),
+        ObjectKind::MpmcRing => multiproc_ring::MpmcRing::open_named(name)
+            .map(|r| {
+                serde_json::json!({
+                    "pending_slots": r.pending(),
+                    "slots": r.slots(),
+                    "lost_records": r.lost_records(),
+                    "closed": r.is_closed(),
+                })
+            })
+            .map_err(|e| e.to_string()),
         ObjectKind::Value | ObjectKind::Array => open_by_header(name, h, kind).and_then(|seg| {
             if seg.payload_len() < std::mem::size_of::<multiproc_sync::RobustMutex>() {
                 return Err("segment too small for its lock".into());
@@ -162,6 +172,17 @@ fn live_summary(v: &serde_json::Value) -> String {
     }
     if let Some(d) = v.get("depth") {
         return format!("depth {}/{}", d, v["maxsize"]);
+    }
+    if let Some(p) = v.get("pending_slots") {
+        let closed = if v["closed"].as_bool() == Some(true) {
+            ", closed"
+        } else {
+            ""
+        };
+        return format!(
+            "pending {}/{} slots, {} lost{closed}",
+            p, v["slots"], v["lost_records"]
+        );
     }
     if let Some(l) = v.get("locked") {
         return if l.as_bool() == Some(true) {

@@ -132,6 +132,13 @@ fn ls_and_inspect_show_a_queue_depth() {
     assert!(out.contains("live         depth 3/8"), "{out}");
     eprintln!("{line}\n{out}");
 
+    // The queue's ring segment: slots pending.
+    let ring = inspect_json(&format!("{n}.ring"));
+    assert_eq!(ring["kind"], "MpmcRing", "{ring}");
+    assert_eq!(ring["live"]["pending_slots"], 3, "{ring}");
+    assert_eq!(ring["live"]["slots"], 8, "{ring}");
+    assert!(ls_line(&format!("{n}.ring")).contains("pending 3/8 slots, 0 lost"));
+
     q.get().unwrap();
     assert_eq!(inspect_json(&n)["live"]["depth"], 2);
 }
