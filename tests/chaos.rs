@@ -20,8 +20,15 @@
 //! at most the number of kills, every counter consistent and within [confirmed, confirmed + kills],
 //! semaphore units all back, no `/dev/shm` residue, no zombie.
 //!
-//! Budget: `MULTIPROC_CHAOS_SECS` (default 8) seconds of rounds; `MULTIPROC_CHAOS_SEED` replays a
-//! run (the seed is printed). Run: `cargo test --release --test chaos -- --nocapture`.
+//! A second test soaks a `Pool` of 2 workers (spawned: the test binary is a worker through
+//! `init_before_main!`) running a registered checksum task: batches of `apply_async` calls while
+//! workers are SIGKILLed at random moments; every result is the right checksum or `WorkerLost`
+//! (at most one per kill), none waits past its deadline, the pool works after each batch, and
+//! after `close` + `join` no worker seen is left alive or a zombie.
+//!
+//! Budget: `MULTIPROC_CHAOS_SECS` (default 8) seconds of rounds, and `MULTIPROC_CHAOS_POOL_SECS`
+//! (default 3, run alongside) for the pool soak; `MULTIPROC_CHAOS_SEED` replays a run (the seed is
+//! printed). Run: `cargo test --release --test chaos -- --nocapture`.
 
 mod common;
 
@@ -31,6 +38,8 @@ use multiproc::{
     Connection, GetError, Lock, LockError, LockResult, MutexError, PutError, Queue, RawArray,
     RecvError, Semaphore, SemaphoreError, SendError, SharedDict, Value,
 };
+use multiproc::{Pool, PoolError};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
@@ -889,13 +898,8 @@ fn is_zombie_of_ours(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn chaos_soak_random_sigkills_break_no_invariant() {
-    let secs: f64 = std::env::var("MULTIPROC_CHAOS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8.0);
-    let seed: u64 = std::env::var("MULTIPROC_CHAOS_SEED")
+fn seed_from_env() -> u64 {
+    std::env::var("MULTIPROC_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -905,7 +909,20 @@ fn chaos_soak_random_sigkills_break_no_invariant() {
                 .unwrap_or(1);
             t ^ (u64::from(std::process::id()) << 32)
         })
-        | 1;
+        | 1
+}
+
+fn secs_from_env(var: &str, default: f64) -> f64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn chaos_soak_random_sigkills_break_no_invariant() {
+    let secs = secs_from_env("MULTIPROC_CHAOS_SECS", 8.0);
+    let seed = seed_from_env();
     eprintln!("chaos: budget {secs} s, MULTIPROC_CHAOS_SEED={seed}");
     let mut rng = Rng(seed);
     let mut t = Totals::default();
@@ -935,4 +952,137 @@ fn chaos_soak_random_sigkills_break_no_invariant() {
         t.lost_wakeups,
     );
     assert!(t.kills > 0);
+}
+
+// ---- the pool soak ---------------------------------------------------------------------------
+
+multiproc::init_before_main!();
+
+/// Deadline of one pool result: a result not ready by then is a hang.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// The checksum of `len` pseudo-random bytes from `seed` (computed by the workers and, to check
+/// them, by the parent).
+fn pool_checksum(seed: u64, len: u64) -> u64 {
+    let mut rng = Rng(seed | 1);
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for _ in 0..len {
+        h = (h ^ (rng.next() & 0xff)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[multiproc::task]
+fn chaos_checksum(seed: u64, len: u64) -> u64 {
+    pool_checksum(seed, len)
+}
+
+/// Our children (live, zombie) as `/proc/self/task/*/children` lists them.
+fn our_children() -> (HashSet<u32>, HashSet<u32>) {
+    let (mut live, mut zombies) = (HashSet::new(), HashSet::new());
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (live, zombies);
+    };
+    for t in tasks.flatten() {
+        let Ok(s) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        for pid in s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+            if is_zombie_of_ours(pid as i32) {
+                zombies.insert(pid);
+            } else {
+                live.insert(pid);
+            }
+        }
+    }
+    (live, zombies)
+}
+
+#[test]
+fn chaos_pool_workers_sigkilled_every_task_returns_or_is_lost() {
+    let secs = secs_from_env("MULTIPROC_CHAOS_POOL_SECS", 3.0);
+    let seed = seed_from_env() ^ 0x9e37_79b9_7f4a_7c15;
+    eprintln!("chaos pool: budget {secs} s, seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let pool = Pool::builder().processes(2).build().expect("pool");
+    let mut seen: HashSet<u32> = pool.worker_pids().into_iter().collect();
+    let (mut batches, mut tasks, mut ok, mut lost, mut kills) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let budget = Duration::from_secs_f64(secs);
+    while batches == 0 || start.elapsed() < budget {
+        // A batch of tasks of 0-40 k bytes (tens of microseconds to a few milliseconds each).
+        let n = 8 + rng.below(17);
+        let batch: Vec<_> = (0..n)
+            .map(|_| {
+                let (s, len) = (rng.next(), rng.below(40_000));
+                let r = pool
+                    .apply_async(chaos_checksum, (s, len))
+                    .expect("apply_async");
+                (s, len, r)
+            })
+            .collect();
+        tasks += n;
+        // Kill 1-2 workers at random moments while the batch runs.
+        for _ in 0..1 + rng.below(2) {
+            std::thread::sleep(Duration::from_micros(rng.below(15_000)));
+            let pids = pool.worker_pids();
+            seen.extend(&pids);
+            if !pids.is_empty() {
+                let victim = pids[rng.below(pids.len() as u64) as usize];
+                // SAFETY: plain syscall on a live worker of our own pool.
+                unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+                kills += 1;
+            }
+        }
+        let mut batch_lost = 0;
+        for (s, len, r) in batch {
+            match r.get_timeout(POOL_WAIT) {
+                Ok(v) => {
+                    assert_eq!(v, pool_checksum(s, len), "batch {batches}: wrong checksum");
+                    ok += 1;
+                }
+                Err(PoolError::WorkerLost { signal, .. }) => {
+                    assert_eq!(
+                        signal,
+                        Some(libc::SIGKILL),
+                        "batch {batches}: lost to another death"
+                    );
+                    batch_lost += 1;
+                }
+                Err(e) => panic!("batch {batches}: task {s}/{len}: {e} (a hang if Timeout)"),
+            }
+        }
+        lost += batch_lost;
+        assert!(
+            lost <= kills,
+            "batch {batches}: {lost} tasks lost, only {kills} kills"
+        );
+        // The pool still works after the kills (replacement workers).
+        let r = pool
+            .apply_async(chaos_checksum, (batches, 1000))
+            .expect("apply_async after kills");
+        assert_eq!(
+            r.get_timeout(POOL_WAIT).expect("pool works after kills"),
+            pool_checksum(batches, 1000)
+        );
+        seen.extend(pool.worker_pids());
+        batches += 1;
+    }
+    let replaced = pool.replaced_workers();
+    pool.close();
+    pool.join_timeout(POOL_WAIT).expect("pool join");
+    drop(pool);
+    let (live, zombies) = our_children();
+    for p in &seen {
+        assert!(!live.contains(p), "pool worker {p} still alive after join");
+        assert!(!zombies.contains(p), "pool worker {p} is a zombie");
+    }
+    eprintln!(
+        "chaos pool: {batches} batches in {:.1?}, {kills} worker kills, {replaced} workers \
+         replaced; tasks: {tasks} submitted, {ok} right, {lost} WorkerLost, 0 hung; {} workers \
+         seen, none left",
+        start.elapsed(),
+        seen.len()
+    );
+    assert!(kills > 0 && ok > 0);
 }

@@ -980,3 +980,42 @@ impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for SimpleQueue<T, C> {
         Queue::deserialize(d).map(SimpleQueue)
     }
 }
+
+/// A snapshot of a queue's counters, for tools (`multiproc ls`/`inspect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Items admitted by `put` and not yet taken by `get` (Python's `qsize()`).
+    pub depth: u64,
+    /// The bound (`maxsize`).
+    pub maxsize: u64,
+    /// Items put on a JoinableQueue and not yet `task_done`.
+    pub unfinished: u64,
+}
+
+/// Reads the counters of a queue's control block without knowing its element type.
+///
+/// `seg` only needs to be a segment of kind [`ObjectKind::Queue`] (its element type is not
+/// checked): the payload size and the magic are checked here, and every field read is an atomic
+/// integer, so a corrupted segment gives an error or a meaningless number, never UB.
+pub fn stats_of(seg: &Segment) -> Result<QueueStats, ChannelError> {
+    if seg.header().object_kind() != Some(ObjectKind::Queue) {
+        return Err(ChannelError::Corrupted("not a queue segment"));
+    }
+    if seg.payload_len() < std::mem::size_of::<QueueCtl>() {
+        return Err(ChannelError::Corrupted("queue segment too small"));
+    }
+    // SAFETY: the payload is at least size_of::<QueueCtl>() bytes and 256-aligned; every field
+    // is an atomic integer, valid for any bytes; the segment outlives the reference.
+    let ctl = unsafe { seg.payload_ptr().cast::<QueueCtl>().as_ref() };
+    if ctl.config.magic.load(Ordering::Relaxed) != MAGIC {
+        return Err(ChannelError::Corrupted("bad queue magic"));
+    }
+    let maxsize = ctl.config.maxsize.load(Ordering::Relaxed);
+    let g = ctl.gets.gets.load(Ordering::Relaxed);
+    let p = ctl.puts.puts.load(Ordering::Relaxed);
+    Ok(QueueStats {
+        depth: u64::from(used(p, g)).min(maxsize),
+        maxsize,
+        unfinished: u64::from(ctl.tasks.unfinished.load(Ordering::Relaxed)),
+    })
+}

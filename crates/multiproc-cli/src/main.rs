@@ -1,15 +1,19 @@
 //! `multiproc`: list, inspect and clean multiproc's named shared-memory segments.
 //!
 //! ```text
-//! multiproc ls [--json]            every /dev/shm/multiproc.* segment: name, kind, type, size, creator, alive?
-//! multiproc inspect NAME [--json]  the header of one segment, checked field by field
+//! multiproc ls [--json]            every /dev/shm/multiproc.* segment: name, kind, type, size, creator, alive?,
+//!                                  and live state (queue depth, ring bytes pending and sides, lock held)
+//! multiproc inspect NAME [--json]  the header of one segment, checked field by field, and its live state
 //! multiproc clean [--dry-run] [--prefix P]  unlink segments whose creator is dead (pid + start time)
 //! ```
 //! Exit codes: 0 ok, 1 error (message on stderr), 2 usage.
 
 use clap::{Parser, Subcommand};
 use multiproc_shm::header::{HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
-use multiproc_shm::{NAME_PREFIX, ShmError, Staleness, clean_stale, list_named, read_header_named};
+use multiproc_shm::{
+    Expect, NAME_PREFIX, ObjectKind, Segment, ShmError, Staleness, TypeFingerprint, clean_stale,
+    list_named, read_header_named,
+};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -82,13 +86,146 @@ fn header_json(name: &str, h: &Header, st: Option<&Staleness>) -> serde_json::Va
     })
 }
 
+/// Opens a named segment validated by kind only: the fingerprint is the one its header states
+/// (the element type is unknown to the tool). A truncated type name fails the hash check: then
+/// the live state is reported as unavailable.
+fn open_by_header(name: &str, h: &Header, kind: ObjectKind) -> Result<Segment, String> {
+    let n = (h.type_name_len as usize).min(h.type_name.len());
+    let type_name: &'static str = Box::leak(
+        String::from_utf8_lossy(&h.type_name[..n])
+            .into_owned()
+            .into_boxed_str(),
+    );
+    let fp = TypeFingerprint {
+        name: type_name,
+        size: h.type_size,
+        align: h.type_align,
+    };
+    Segment::open_named(name, &Expect::new(kind, fp)).map_err(|e| e.to_string())
+}
+
+fn side_json(s: &multiproc_ring::spsc::SideStats) -> serde_json::Value {
+    serde_json::json!({ "pid": s.pid, "attached": s.pid != 0, "alive": s.alive, "closed": s.closed })
+}
+
+/// The live state of one object, where the tool knows how to read it (`None`: no live state
+/// for this kind).
+fn live_state(name: &str, h: &Header) -> Option<serde_json::Value> {
+    if h.init_state != 1 {
+        return None;
+    }
+    let kind = h.object_kind()?;
+    let r: Result<serde_json::Value, String> = match kind {
+        ObjectKind::Queue => open_by_header(name, h, kind).and_then(|seg| {
+            let s = multiproc_channel::queue::stats_of(&seg).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "depth": s.depth,
+                "maxsize": s.maxsize,
+                "unfinished": s.unfinished,
+            }))
+        }),
+        ObjectKind::SpscRing => open_by_header(name, h, kind).and_then(|seg| {
+            let s = multiproc_ring::spsc::stats_of(&seg).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "pending_bytes": s.pending_bytes,
+                "capacity": s.capacity,
+                "producer": side_json(&s.producer),
+                "consumer": side_json(&s.consumer),
+            }))
+        }),
+        ObjectKind::MpmcRing => multiproc_ring::MpmcRing::open_named(name)
+            .map(|r| {
+                serde_json::json!({
+                    "pending_slots": r.pending(),
+                    "slots": r.slots(),
+                    "lost_records": r.lost_records(),
+                    "closed": r.is_closed(),
+                })
+            })
+            .map_err(|e| e.to_string()),
+        ObjectKind::Value | ObjectKind::Array => open_by_header(name, h, kind).and_then(|seg| {
+            if seg.payload_len() < std::mem::size_of::<multiproc_sync::RobustMutex>() {
+                return Err("segment too small for its lock".into());
+            }
+            // SAFETY: Value and Array put their RobustMutex at offset 0 of the payload, which
+            // is 256-aligned and (checked above) large enough; `is_locked` only does an atomic
+            // load of the lock word (valid for any bytes); the segment outlives the reference.
+            let m = unsafe {
+                seg.payload_ptr()
+                    .cast::<multiproc_sync::RobustMutex>()
+                    .as_ref()
+            };
+            Ok(serde_json::json!({ "locked": m.is_locked() }))
+        }),
+        ObjectKind::Lock => multiproc_sync::Lock::open_named(name)
+            .map(|l| serde_json::json!({ "locked": l.is_locked() }))
+            .map_err(|e| e.to_string()),
+        _ => return None,
+    };
+    Some(r.unwrap_or_else(|e| serde_json::json!({ "unavailable": e })))
+}
+
+/// One short line of live state for `ls`.
+fn live_summary(v: &serde_json::Value) -> String {
+    if let Some(e) = v.get("unavailable") {
+        return format!("unavailable ({})", e.as_str().unwrap_or("?"));
+    }
+    if let Some(d) = v.get("depth") {
+        return format!("depth {}/{}", d, v["maxsize"]);
+    }
+    if let Some(p) = v.get("pending_slots") {
+        let closed = if v["closed"].as_bool() == Some(true) {
+            ", closed"
+        } else {
+            ""
+        };
+        return format!(
+            "pending {}/{} slots, {} lost{closed}",
+            p, v["slots"], v["lost_records"]
+        );
+    }
+    if let Some(l) = v.get("locked") {
+        return if l.as_bool() == Some(true) {
+            "lock held".into()
+        } else {
+            "lock free".into()
+        };
+    }
+    if let Some(p) = v.get("pending_bytes") {
+        let side = |s: &serde_json::Value| {
+            if s["pid"].as_u64().unwrap_or(0) == 0 {
+                "-".to_string()
+            } else if s["alive"].as_bool() == Some(true) {
+                format!("{} alive", s["pid"])
+            } else if s["closed"].as_bool() == Some(true) {
+                format!("{} closed", s["pid"])
+            } else {
+                format!("{} dead", s["pid"])
+            }
+        };
+        return format!(
+            "pending {}B, producer {}, consumer {}",
+            p,
+            side(&v["producer"]),
+            side(&v["consumer"])
+        );
+    }
+    String::new()
+}
+
 fn ls(json: bool) -> Result<(), String> {
     let entries = list_named().map_err(|e| format!("cannot read /dev/shm: {e}"))?;
     let mut rows = Vec::new();
     for (full, st) in &entries {
         let name = user_name(full);
         match read_header_named(name) {
-            Ok(h) => rows.push(header_json(name, &h, Some(st))),
+            Ok(h) => {
+                let mut row = header_json(name, &h, Some(st));
+                if let Some(live) = live_state(name, &h) {
+                    row["live"] = live;
+                }
+                rows.push(row);
+            }
             Err(e) => rows.push(
                 serde_json::json!({ "name": name, "error": e.to_string(), "creator": status(st) }),
             ),
@@ -103,7 +240,7 @@ fn ls(json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<32} {:<10} {:<24} {:>10} {:>8} {:<12}",
+        "{:<32} {:<10} {:<24} {:>10} {:>8} {:<12} STATE",
         "NAME", "KIND", "TYPE", "SIZE", "PID", "CREATOR"
     );
     for r in rows {
@@ -117,13 +254,14 @@ fn ls(json: bool) -> Result<(), String> {
             continue;
         }
         println!(
-            "{:<32} {:<10} {:<24} {:>10} {:>8} {:<12}",
+            "{:<32} {:<10} {:<24} {:>10} {:>8} {:<12} {}",
             s("name"),
             s("kind"),
             s("type"),
             s("total_size"),
             s("creator_pid"),
-            s("creator")
+            s("creator"),
+            r.get("live").map(live_summary).unwrap_or_default()
         );
     }
     Ok(())
@@ -143,6 +281,10 @@ fn inspect(name: &str, json: bool) -> Result<(), String> {
         .unwrap_or(0);
     let mut doc = header_json(name, &h, st.as_ref());
     doc["file_size"] = file_size.into();
+    let live = live_state(name, &h);
+    if let Some(l) = &live {
+        doc["live"] = l.clone();
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
         return Ok(());
@@ -189,6 +331,12 @@ fn inspect(name: &str, json: bool) -> Result<(), String> {
         h.creator_start_time,
         st.as_ref().map(status).unwrap_or_else(|| "unknown".into())
     );
+    if let Some(l) = &live {
+        println!("live         {}", live_summary(l));
+        if let Some(u) = l.get("unfinished") {
+            println!("unfinished   {u}");
+        }
+    }
     Ok(())
 }
 

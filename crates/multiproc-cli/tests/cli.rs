@@ -96,3 +96,129 @@ fn bad_names_and_missing_segments_are_clear_errors() {
     let (code, _, _) = run(&["frobnicate"]);
     assert_eq!(code, 2);
 }
+
+fn ls_line(n: &str) -> String {
+    let (code, out, err) = run(&["ls"]);
+    assert_eq!(code, 0, "{err}");
+    out.lines()
+        .find(|l| l.starts_with(n))
+        .unwrap_or_else(|| panic!("{n} not listed:\n{out}"))
+        .to_string()
+}
+
+fn inspect_json(n: &str) -> serde_json::Value {
+    let (code, out, err) = run(&["inspect", n, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn ls_and_inspect_show_a_queue_depth() {
+    let n = name("queue");
+    let q = multiproc::Queue::<u32>::create(&n, 8).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let line = ls_line(&n);
+    assert!(
+        line.contains("Queue") && line.contains("depth 3/8"),
+        "{line}"
+    );
+    let doc = inspect_json(&n);
+    assert_eq!(doc["live"]["depth"], 3, "{doc}");
+    assert_eq!(doc["live"]["maxsize"], 8, "{doc}");
+    let (code, out, _) = run(&["inspect", &n]);
+    assert_eq!(code, 0);
+    assert!(out.contains("live         depth 3/8"), "{out}");
+    eprintln!("{line}\n{out}");
+
+    // The queue's ring segment: slots pending.
+    let ring = inspect_json(&format!("{n}.ring"));
+    assert_eq!(ring["kind"], "MpmcRing", "{ring}");
+    assert_eq!(ring["live"]["pending_slots"], 3, "{ring}");
+    assert_eq!(ring["live"]["slots"], 8, "{ring}");
+    assert!(ls_line(&format!("{n}.ring")).contains("pending 3/8 slots, 0 lost"));
+
+    q.get().unwrap();
+    assert_eq!(inspect_json(&n)["live"]["depth"], 2);
+}
+
+#[test]
+fn ls_and_inspect_show_a_held_value_lock() {
+    let n = name("held");
+    let v = Value::create_named(&n, 5i64).unwrap();
+    {
+        let _g = v.get_lock().unwrap();
+        let line = ls_line(&n);
+        assert!(line.contains("lock held"), "{line}");
+        assert_eq!(inspect_json(&n)["live"]["locked"], true);
+    }
+    let line = ls_line(&n);
+    assert!(line.contains("lock free"), "{line}");
+    assert_eq!(inspect_json(&n)["live"]["locked"], false);
+}
+
+#[test]
+fn ls_and_inspect_show_a_held_lock_and_an_array_lock() {
+    let n = name("lock");
+    let l = multiproc::Lock::create_named(&n).unwrap();
+    assert!(l.acquire(true));
+    assert!(ls_line(&n).contains("lock held"));
+    l.release().unwrap();
+    assert_eq!(inspect_json(&n)["live"]["locked"], false);
+
+    let a = name("array");
+    let arr = multiproc::Array::create_named_from_slice(&a, &[1u32, 2, 3]).unwrap();
+    let g = arr.get_lock().unwrap();
+    assert_eq!(inspect_json(&a)["live"]["locked"], true);
+    drop(g);
+    assert_eq!(inspect_json(&a)["live"]["locked"], false);
+}
+
+#[test]
+fn ls_and_inspect_show_an_spsc_ring_pending_bytes_and_sides() {
+    let n = name("spsc");
+    let ring = multiproc::ring::SpscRing::create_named(&n, 4096).unwrap();
+    let line = ls_line(&n);
+    assert!(
+        line.contains("pending 0B, producer -, consumer -"),
+        "{line}"
+    );
+    let mut p = ring.producer().unwrap();
+    p.push(&[7u8; 100]).unwrap();
+    let doc = inspect_json(&n);
+    let live = &doc["live"];
+    assert!(live["pending_bytes"].as_u64().unwrap() >= 100, "{doc}");
+    assert_eq!(live["producer"]["pid"], std::process::id(), "{doc}");
+    assert_eq!(live["producer"]["alive"], true, "{doc}");
+    assert_eq!(live["consumer"]["attached"], false, "{doc}");
+    let mut c = ring.consumer().unwrap();
+    let mut buf = Vec::new();
+    c.pop_into(&mut buf).unwrap();
+    let doc = inspect_json(&n);
+    assert_eq!(doc["live"]["pending_bytes"], 0, "{doc}");
+    assert_eq!(doc["live"]["consumer"]["alive"], true, "{doc}");
+}
+
+#[test]
+fn a_corrupted_queue_control_block_is_reported_not_trusted() {
+    use std::os::unix::fs::FileExt;
+    let n = name("corrupt");
+    let q = multiproc::Queue::<u32>::create(&n, 4).unwrap();
+    q.put(1).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm/multiproc.{n}"))
+        .unwrap();
+    // The queue's magic is the first word of the payload (offset 256).
+    f.write_all_at(&[0xff; 8], 256).unwrap();
+    let line = ls_line(&n);
+    assert!(
+        line.contains("unavailable (") && line.contains("magic"),
+        "{line}"
+    );
+    let doc = inspect_json(&n);
+    assert!(doc["live"]["unavailable"].is_string(), "{doc}");
+    // Restore it so the queue's own drop path sees a sane segment.
+    f.write_all_at(b"MPQUEUE1", 256).unwrap();
+}

@@ -406,6 +406,21 @@ impl MpmcRing {
         self.segment().map(Segment::handle)
     }
 
+    /// Slots claimed by producers and not yet taken by consumers (a racy snapshot, for tools;
+    /// bounded by the slot count even on a corrupted control block).
+    pub fn pending(&self) -> u64 {
+        let c = self.raw.ctrl();
+        let tail = c.tail.load(Ordering::Relaxed);
+        let head = c.head.load(Ordering::Relaxed);
+        let d = tail.wrapping_sub(head);
+        // `head` may briefly pass a lagging `tail` (both are advanced by helpers).
+        if d > u64::MAX / 2 {
+            0
+        } else {
+            d.min(self.raw.slots)
+        }
+    }
+
     /// Records lost because their writer or reader died mid-operation.
     pub fn lost_records(&self) -> u64 {
         self.raw.ctrl().state.lost.load(Ordering::Relaxed)

@@ -1204,3 +1204,58 @@ impl ReadGrant<'_> {
         self.c.advance(self.loc.advance());
     }
 }
+
+/// One side of a ring as a tool sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SideStats {
+    /// The pid that attached (0: never attached).
+    pub pid: u32,
+    /// Attached and still alive (pid + start time), and not closed.
+    pub alive: bool,
+    /// Closed explicitly.
+    pub closed: bool,
+}
+
+/// A snapshot of an SPSC ring's state, for tools (`multiproc ls`/`inspect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpscStats {
+    /// Data bytes of the ring.
+    pub capacity: u64,
+    /// Bytes written and not yet consumed (record headers and padding included).
+    pub pending_bytes: u64,
+    /// The producer side.
+    pub producer: SideStats,
+    /// The consumer side.
+    pub consumer: SideStats,
+}
+
+fn side_stats(s: &Side) -> SideStats {
+    let pid = s.pid.load(Ordering::Relaxed);
+    let closed = s.closed();
+    SideStats {
+        pid,
+        alive: pid != 0 && !closed && ident::alive(pid, s.start_time.load(Ordering::Relaxed)),
+        closed,
+    }
+}
+
+/// Reads an SPSC ring's control block without attaching to either side.
+///
+/// `seg` must be a segment of kind [`ObjectKind::SpscRing`]; its size and the control block
+/// (magic, capacity) are validated as `from_segment` does, so a corrupted segment gives an error
+/// or a meaningless number, never UB.
+pub fn stats_of(seg: &Segment) -> Result<SpscStats, RingError> {
+    if seg.header().object_kind() != Some(ObjectKind::SpscRing) {
+        return Err(RingError::Corrupted("not an SPSC ring segment"));
+    }
+    let raw = Raw::new(Backing::Segment(seg.clone()))?;
+    let c = raw.ctrl();
+    let tail = c.tail.load(Ordering::Relaxed);
+    let head = c.head.load(Ordering::Relaxed);
+    Ok(SpscStats {
+        capacity: raw.cap,
+        pending_bytes: tail.wrapping_sub(head).min(raw.cap),
+        producer: side_stats(&c.producer),
+        consumer: side_stats(&c.consumer),
+    })
+}
