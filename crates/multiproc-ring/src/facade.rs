@@ -11,7 +11,8 @@ pub(crate) use multiproc_sync::facade::{AtomicU32, AtomicU64, Ordering, fence, s
 /// Plain std atomics for process-global caches (`ident`), which loom never models (loom
 /// atomics cannot live in statics).
 pub(crate) use std::sync::atomic::{
-    AtomicU32 as StdAtomicU32, AtomicU64 as StdAtomicU64, Ordering as StdOrdering,
+    AtomicBool as StdAtomicBool, AtomicU32 as StdAtomicU32, AtomicU64 as StdAtomicU64,
+    Ordering as StdOrdering,
 };
 
 /// Pads and aligns a value to 128 bytes (two cache lines: the adjacent-line prefetcher pulls

@@ -2,14 +2,31 @@
 //! fast paths never make a syscall or read `/proc` to learn who they are.
 
 use crate::facade::{
-    StdAtomicU32 as AtomicU32, StdAtomicU64 as AtomicU64, StdOrdering as Ordering,
+    StdAtomicBool as AtomicBool, StdAtomicU32 as AtomicU32, StdAtomicU64 as AtomicU64,
+    StdOrdering as Ordering,
 };
 use multiproc_shm::ProcessId;
-use std::sync::Once;
 
 static PID: AtomicU32 = AtomicU32::new(0);
 static START: AtomicU64 = AtomicU64::new(0);
-static HOOK: Once = Once::new();
+static HOOK_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the fork handler once, never blocking. A `std::sync::Once` here deadlocked forked
+/// children: when another thread was inside `call_once` at the fork, the child's copy of the
+/// `Once` stays "running" forever (seen as a hung pipe test under a loaded CI run).
+extern "C" fn register_hook() {
+    // Relaxed: the flag only deduplicates registration; nothing is published through it.
+    if !HOOK_REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: registering a plain extern "C" fn that only stores to atomics is async-signal
+        // safe and valid in the child.
+        unsafe { libc::pthread_atfork(None, None, Some(reset_in_child)) };
+    }
+}
+
+/// Registers the hook at load time, before `main` and before any thread can fork.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static REGISTER_AT_LOAD: extern "C" fn() = register_hook;
 
 extern "C" fn reset_in_child() {
     PID.store(0, Ordering::Relaxed);
@@ -25,11 +42,7 @@ pub(crate) fn pid() -> u32 {
 
 #[cold]
 fn pid_slow() -> u32 {
-    HOOK.call_once(|| {
-        // SAFETY: registering a plain extern "C" fn that only stores to atomics is async-signal
-        // safe and valid in the child.
-        unsafe { libc::pthread_atfork(None, None, Some(reset_in_child)) };
-    });
+    register_hook();
     let p = std::process::id();
     PID.store(p, Ordering::Relaxed);
     p
