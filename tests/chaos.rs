@@ -347,7 +347,8 @@ fn pipe_reader(board: &Board, r: &mut Connection<Vec<u8>>) -> i32 {
 /// robust mutex wakes one waiter on unlock, and if that waiter is SIGKILLed before it takes the
 /// lock, and a newcomer takes it without contention, the other sleepers are never woken (the
 /// kernel's exit-time robust-list walk wakes a waiter only when the lock word is 0). A plain
-/// `get_lock()` would sleep forever there. Counted in board cell `lost`;
+/// `get_lock()` would sleep forever there; the mutex now parks in 50 ms slices, so this should
+/// no longer happen. Still counted in board cell `lost`;
 /// `MULTIPROC_CHAOS_STRICT=1` makes it a failure.
 fn lock_robust<G>(
     b: &Board,
