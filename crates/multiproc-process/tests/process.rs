@@ -160,7 +160,7 @@ fn add_to_segments(a: SegmentHandle, b: SegmentHandle, k: u64) -> u64 {
 fn anonymous_segments_pass_to_children_as_fd_handles() {
     let a = raw_segment(1);
     let b = raw_segment(2);
-    assert!(matches!(a.handle(), SegmentHandle::Fd(_)));
+    assert!(matches!(a.handle(), SegmentHandle::Fd { .. }));
     let mut total = 0;
     for (i, m) in METHODS.into_iter().enumerate() {
         let k = i as u64 + 1;

@@ -97,6 +97,24 @@ pub enum ShmError {
     /// The payload needs more alignment than a segment gives.
     #[error("payload alignment {0} exceeds the supported maximum")]
     AlignTooLarge(usize),
+    /// A handle no longer names the segment it was made from: its fd number was closed and reused,
+    /// or its name was unlinked and created again. Using it would reach another object.
+    #[error("stale handle: {what}")]
+    StaleHandle {
+        /// What did not match.
+        what: &'static str,
+    },
+    /// A value read from shared memory is beyond what this process accepts (a corrupted or
+    /// hostile segment), caught before it was used to index, loop or allocate.
+    #[error("segment field out of range: {what} is {found}, limit {limit}")]
+    OutOfRange {
+        /// Which field.
+        what: &'static str,
+        /// The value found.
+        found: u64,
+        /// The limit this process enforces.
+        limit: u64,
+    },
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Os {

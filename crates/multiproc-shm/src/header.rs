@@ -16,7 +16,8 @@
 //! | 56 | type_size `u64`, type_align `u64`, type_hash `u64` | fingerprint |
 //! | 80 | type_name_len `u32`, reserved `u32` | |
 //! | 88 | type_name `[u8; 96]` | truncated `type_name` |
-//! | 184 | reserved | zero |
+//! | 184 | segment_id `u64` | unique per created segment: handles carry it, openers compare it |
+//! | 192 | reserved | zero |
 //!
 //! Everything but `init_state` is written once by the creator before it stores Ready (Release);
 //! readers load `init_state` with Acquire and only then copy the rest. [`validate`] is a pure
@@ -28,7 +29,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// `b"MPROCSHM"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSHM");
 /// Bumped whenever any shared layout changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header; the payload starts here (so payloads are 256-byte aligned).
 pub const HEADER_SIZE: usize = 256;
 /// Largest payload alignment a segment guarantees.
@@ -178,6 +179,31 @@ impl TypeFingerprint {
     }
 }
 
+/// A fresh segment id: unique across live and past segments of this machine in practice (the
+/// creator's pid + start time identify the process; a per-process counter and the clock tell its
+/// segments apart), never 0.
+fn new_segment_id(creator: crate::ProcessId) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Relaxed: only uniqueness matters, not ordering with anything else.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut bytes = [0u8; 28];
+    bytes[..4].copy_from_slice(&creator.pid.to_le_bytes());
+    bytes[4..12].copy_from_slice(&creator.start_time.to_le_bytes());
+    bytes[12..20].copy_from_slice(&n.to_le_bytes());
+    bytes[20..28].copy_from_slice(&nanos.to_le_bytes());
+    // FNV-1a then a final avalanche (splitmix64) so nearby inputs give unrelated ids.
+    let mut z = fnv1a(&bytes).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    z.max(1)
+}
+
 /// FNV-1a, 64 bit: a stable hash (std's `DefaultHasher` is not stable across builds).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -222,8 +248,12 @@ pub struct Header {
     pub reserved0: u32,
     /// The (truncated) type name.
     pub type_name: [u8; TYPE_NAME_LEN],
+    /// Unique per created segment (creator pid, start time, a counter and the clock, hashed):
+    /// a handle carries it, so a handle whose fd number or name now names another segment is
+    /// refused instead of silently reaching the other object.
+    pub segment_id: u64,
     /// Zero.
-    pub reserved: [u8; 72],
+    pub reserved: [u8; 64],
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == HEADER_SIZE);
@@ -256,7 +286,8 @@ impl Header {
             type_name_len: n as u32,
             reserved0: 0,
             type_name,
-            reserved: [0; 72],
+            segment_id: new_segment_id(creator),
+            reserved: [0; 64],
         }
     }
 

@@ -3,7 +3,9 @@
 //! A [`Segment`] is a shared mapping whose first 256 bytes are a [`Header`]: magic, layout version,
 //! object kind, the element type's fingerprint, sizes, the creator's identity and an init state.
 //! Creators build the payload in place and then publish Ready; openers wait (bounded) for Ready
-//! and validate everything before handing out a pointer. See `docs/architecture.md`.
+//! and validate everything before handing out a pointer. Objects keep their memory in a
+//! [`Shared<L>`](Shared): a typed, validated container for an [`SharedLayout`] with geometry checked
+//! once and kept locally. See `docs/architecture.md` ("Trust model").
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
@@ -12,11 +14,13 @@ pub mod fd_passing;
 pub mod header;
 mod proc_info;
 mod segment;
+pub mod shared;
 
 pub use error::{Result, ShmError};
 pub use header::{Expect, HEADER_SIZE, Header, ObjectKind, TypeFingerprint};
 pub use proc_info::{ProcessId, start_time_of};
 pub use segment::{
     DEFAULT_OPEN_TIMEOUT, NAME_PREFIX, Segment, SegmentHandle, SegmentSpec, Staleness, check_name,
-    clean_stale, list_named, read_header_named, staleness_of,
+    clean_stale, list_named, read_header_named, seals_of, staleness_of,
 };
+pub use shared::{KeepAlive, Shared, SharedLayout, TAIL_ALIGN, tail_offset};

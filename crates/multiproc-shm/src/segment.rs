@@ -69,14 +69,37 @@ impl SegmentSpec {
     }
 }
 
-/// How to reach a segment from another process: its name, or an fd number valid there.
+/// How to reach a segment from another process: its name, or an fd number valid there, plus the
+/// segment's unique id (see [`Header::segment_id`]). Opening a handle checks the id, so a handle
+/// whose fd number (or name) has since been reused for another segment is refused with
+/// [`ShmError::StaleHandle`] instead of silently reaching the other object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SegmentHandle {
     /// A named segment (the user's name, without the prefix).
-    Named(String),
+    Named {
+        /// The user's name.
+        name: String,
+        /// The segment's id.
+        id: u64,
+    },
     /// An anonymous segment's fd, as numbered in the receiving process. Serializing it registers
     /// the fd with [`crate::fd_passing::collect_fds`], so a spawner passes it on.
-    Fd(#[serde(serialize_with = "crate::fd_passing::serialize_fd")] i32),
+    Fd {
+        /// The fd number.
+        #[serde(serialize_with = "crate::fd_passing::serialize_fd")]
+        fd: i32,
+        /// The segment's id.
+        id: u64,
+    },
+}
+
+impl SegmentHandle {
+    /// The segment id the handle expects.
+    pub fn id(&self) -> u64 {
+        match self {
+            SegmentHandle::Named { id, .. } | SegmentHandle::Fd { id, .. } => *id,
+        }
+    }
 }
 
 struct Inner {
@@ -131,7 +154,9 @@ impl Segment {
         check_align(spec)?;
         let cname = CString::new(format!("multiproc-{}", spec.kind.name())).expect("no NUL");
         // SAFETY: cname is a valid NUL-terminated string; flags are valid memfd flags.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
         if fd < 0 {
             return Err(ShmError::os("memfd_create"));
         }
@@ -205,11 +230,29 @@ impl Segment {
         spec: &SegmentSpec,
         init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
     ) -> Result<Segment> {
-        let total = HEADER_SIZE as u64 + spec.payload_size as u64;
+        let total = (HEADER_SIZE as u64)
+            .checked_add(spec.payload_size as u64)
+            .filter(|t| *t <= isize::MAX as u64)
+            .ok_or(ShmError::SizeMismatch {
+                what: "payload size too large",
+                header: spec.payload_size as u64,
+                expected: isize::MAX as u64 - HEADER_SIZE as u64,
+            })?;
         file.set_len(total).map_err(|source| ShmError::Os {
             op: "ftruncate",
             source,
         })?;
+        if name.is_none() {
+            // An anonymous segment's size is fixed for good: no holder of the fd can shrink it
+            // under another process's mapping (which would SIGBUS that process) or grow it.
+            // F_SEAL_SEAL: nobody can add seals later either (F_SEAL_FUTURE_WRITE would make
+            // our later mappings fail). Named segments cannot be sealed: see docs/architecture.md.
+            let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+            // SAFETY: F_ADD_SEALS on an fd we own, with valid seal flags.
+            if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+                return Err(ShmError::os("fcntl(F_ADD_SEALS)"));
+            }
+        }
         let map = MmapOptions::new()
             .len(total as usize)
             .map_raw(&file)
@@ -288,20 +331,36 @@ impl Segment {
         Self::open_file(File::from(fd), None, expect, timeout)
     }
 
-    /// Opens the segment a [`SegmentHandle`] names. For `Fd`, the fd is duplicated, not taken.
+    /// Opens the segment a [`SegmentHandle`] names and checks that it is the same segment the
+    /// handle was made from ([`ShmError::StaleHandle`] otherwise). For `Fd`, the fd is
+    /// duplicated, not taken.
     pub fn open_handle(handle: &SegmentHandle, expect: &Expect) -> Result<Segment> {
-        match handle {
-            SegmentHandle::Named(name) => Self::open_named(name, expect),
-            SegmentHandle::Fd(fd) => {
+        let seg = match handle {
+            SegmentHandle::Named { name, .. } => Self::open_named(name, expect)?,
+            SegmentHandle::Fd { fd, .. } => {
                 // SAFETY: F_DUPFD_CLOEXEC on any integer is safe; an invalid fd gives EBADF.
                 let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
                 if dup < 0 {
-                    return Err(ShmError::os("dup of segment fd"));
+                    return Err(ShmError::StaleHandle {
+                        what: "the handle's fd is not open in this process",
+                    });
                 }
                 // SAFETY: fcntl returned a fresh fd that we own.
-                Self::from_fd(unsafe { OwnedFd::from_raw_fd(dup) }, expect)
+                let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+                if !is_shm_file(owned.as_fd()) {
+                    return Err(ShmError::StaleHandle {
+                        what: "the handle's fd is not a shared-memory file",
+                    });
+                }
+                Self::from_fd(owned, expect)?
             }
+        };
+        if seg.inner.header.segment_id != handle.id() {
+            return Err(ShmError::StaleHandle {
+                what: "the fd or name now refers to another segment",
+            });
         }
+        Ok(seg)
     }
 
     fn open_file(
@@ -402,9 +461,16 @@ impl Segment {
     /// How another process reaches this segment. For an anonymous segment the fd number is this
     /// process's: valid in a forked child, or in a spawned child that was given the same fd number.
     pub fn handle(&self) -> SegmentHandle {
+        let id = self.inner.header.segment_id;
         match self.name() {
-            Some(n) => SegmentHandle::Named(n.to_string()),
-            None => SegmentHandle::Fd(self.inner.file.as_raw_fd()),
+            Some(n) => SegmentHandle::Named {
+                name: n.to_string(),
+                id,
+            },
+            None => SegmentHandle::Fd {
+                fd: self.inner.file.as_raw_fd(),
+                id,
+            },
         }
     }
 
@@ -526,12 +592,24 @@ fn shm_create_excl(full: &str) -> io::Result<OwnedFd> {
 pub(crate) fn shm_open_existing(full: &str, mode: libc::c_int) -> io::Result<OwnedFd> {
     let c = cname(full);
     // SAFETY: c is NUL-terminated; the flags are valid.
-    let fd = unsafe { libc::shm_open(c.as_ptr(), mode | libc::O_CLOEXEC, 0) };
+    // O_NOFOLLOW | O_NONBLOCK: a symlink or FIFO planted under our prefix must not redirect or
+    // block the open; anything but a regular memory file is then refused.
+    let fd = unsafe {
+        libc::shm_open(
+            c.as_ptr(),
+            mode | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: shm_open returned a fresh fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if !is_shm_file(fd.as_fd()) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(fd)
 }
 
 pub(crate) fn shm_unlink(full: &str) -> io::Result<()> {
@@ -548,6 +626,34 @@ fn same_inode(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
         (Some(x), Some(y)) => x.st_ino == y.st_ino && x.st_dev == y.st_dev,
         _ => false,
     }
+}
+
+/// Whether `fd` is a regular file on a tmpfs/hugetlbfs-like memory file system (memfd, /dev/shm),
+/// not a FIFO, socket, device or disk file whose open or mapping could block or mean something else.
+fn is_shm_file(fd: BorrowedFd<'_>) -> bool {
+    let Some(st) = fstat(fd.as_raw_fd()) else {
+        return false;
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return false;
+    }
+    let mut sfs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: sfs is a valid out-pointer for one statfs struct.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), sfs.as_mut_ptr()) } < 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so it filled the struct.
+    let f_type = unsafe { sfs.assume_init() }.f_type;
+    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+    const HUGETLBFS_MAGIC: libc::c_long = 0x9584_58f6;
+    f_type as libc::c_long == TMPFS_MAGIC || f_type as libc::c_long == HUGETLBFS_MAGIC
+}
+
+/// The seals of an fd (0 when it cannot have any).
+pub fn seals_of(fd: BorrowedFd<'_>) -> i32 {
+    // SAFETY: F_GET_SEALS on any fd is safe; a file without seal support gives EINVAL.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    r.max(0)
 }
 
 fn fstat(fd: RawFd) -> Option<libc::stat> {
@@ -747,5 +853,67 @@ mod tests {
     #[test]
     fn creating_state_is_never_seen_as_ready() {
         assert_eq!(STATE_CREATING, 0);
+    }
+}
+
+#[cfg(test)]
+mod seal_tests {
+    use super::*;
+
+    fn spec() -> SegmentSpec {
+        SegmentSpec::new(ObjectKind::Raw, TypeFingerprint::of::<u8>(), 4096, 8)
+    }
+
+    #[test]
+    fn anonymous_segments_cannot_be_shrunk_or_grown() {
+        let seg = Segment::create_anonymous(&spec(), |_, _| Ok(())).unwrap();
+        let seals = seals_of(seg.fd());
+        assert_ne!(seals & libc::F_SEAL_SHRINK, 0);
+        assert_ne!(seals & libc::F_SEAL_GROW, 0);
+        // SAFETY: ftruncate on an fd we hold; it must fail with EPERM.
+        let r = unsafe { libc::ftruncate(seg.fd().as_raw_fd(), 0) };
+        assert_eq!(r, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
+        // SAFETY: as above.
+        let r = unsafe { libc::ftruncate(seg.fd().as_raw_fd(), 1 << 20) };
+        assert_eq!(r, -1);
+    }
+
+    #[test]
+    fn a_recreated_name_makes_old_handles_stale() {
+        let name = format!("seal-test-{}", std::process::id());
+        let a = Segment::create_named(&name, &spec(), |_, _| Ok(())).unwrap();
+        let h = a.handle();
+        drop(a);
+        let b = Segment::create_named(&name, &spec(), |_, _| Ok(())).unwrap();
+        let ex = Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u8>());
+        let e = Segment::open_handle(&h, &ex).unwrap_err();
+        assert!(matches!(e, ShmError::StaleHandle { .. }), "{e}");
+        Segment::open_handle(&b.handle(), &ex).unwrap();
+    }
+
+    #[test]
+    fn an_fd_handle_to_a_non_memory_file_is_refused() {
+        let f = File::open("/proc/self/stat").unwrap();
+        let h = SegmentHandle::Fd {
+            fd: f.as_raw_fd(),
+            id: 1,
+        };
+        let ex = Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u8>());
+        let e = Segment::open_handle(&h, &ex).unwrap_err();
+        assert!(matches!(e, ShmError::StaleHandle { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_under_our_prefix_does_not_block_open() {
+        let name = format!("fifo-test-{}", std::process::id());
+        let path = CString::new(format!("/dev/shm/{NAME_PREFIX}{name}")).unwrap();
+        // SAFETY: path is NUL-terminated.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let ex = Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u8>());
+        let r = Segment::open_named_timeout(&name, &ex, Duration::from_millis(100));
+        // SAFETY: path is NUL-terminated.
+        unsafe { libc::unlink(path.as_ptr()) };
+        assert!(r.is_err());
     }
 }
