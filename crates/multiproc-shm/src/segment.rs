@@ -474,6 +474,30 @@ impl Segment {
         }
     }
 
+    /// Bytes mapped: header plus payload.
+    pub fn mapped_len(&self) -> usize {
+        HEADER_SIZE + self.payload_len()
+    }
+
+    /// Writes `bytes` at `offset` from the segment's first byte (the header counts), clipped to the
+    /// mapping, one relaxed atomic byte store at a time. It does what any process of the same user
+    /// can do to a segment, so it is safe: every object must answer whatever it leaves with an
+    /// error or a lost message, never UB, a hang or an abort. For fuzz targets and tests.
+    #[doc(hidden)]
+    pub fn scribble(&self, offset: usize, bytes: &[u8]) {
+        let len = self.mapped_len();
+        let base = self.inner.map.as_mut_ptr();
+        for (i, b) in bytes.iter().enumerate() {
+            let Some(at) = offset.checked_add(i).filter(|a| *a < len) else {
+                break;
+            };
+            // SAFETY: `at < len`, inside the live mapping; an AtomicU8 has u8's layout and any
+            // alignment; other processes' accesses to these bytes are atomics or raw copies.
+            let cell = unsafe { &*base.add(at).cast::<std::sync::atomic::AtomicU8>() };
+            cell.store(*b, Ordering::Relaxed);
+        }
+    }
+
     /// Whether two handles map the same segment object (same file).
     pub fn same_as(&self, other: &Segment) -> bool {
         same_inode(self.fd(), other.fd())
