@@ -508,8 +508,7 @@ impl Inner {
             }
             p.exitcode()
         };
-        // SAFETY: as in the worker: an 8-aligned u64 in a mapping `started` keeps alive.
-        let started_word = unsafe { AtomicU64::from_ptr(started.as_ptr()) };
+        let started_word = started.as_atomic();
         // Acquire: pairs with the worker's Release store before it runs job `seq` (see worker.rs).
         let started_seq = started_word.load(Ordering::Acquire);
         let signal = exitcode.filter(|c| *c < 0).map(|c| -c);

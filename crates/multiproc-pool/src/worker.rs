@@ -9,7 +9,7 @@
 //! did not arrive) was running and is lost, jobs with `seq > started` were never started and
 //! are given to another worker.
 
-use crate::facade::{AtomicU64, Ordering};
+use crate::facade::Ordering;
 use crate::wire::{self, Cursor};
 use multiproc_channel::{Connection, RecvError};
 use multiproc_process::registry::{self, TaskEntry};
@@ -63,9 +63,7 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
     }
     // Panics of tasks travel back as messages; do not print them in the worker.
     std::panic::set_hook(Box::new(|_| {}));
-    // SAFETY: `as_ptr` points at an 8-aligned u64 inside the mapping `started` keeps alive for
-    // this whole function; every process touches it only through atomics.
-    let started_word = unsafe { AtomicU64::from_ptr(started.as_ptr()) };
+    let started_word = started.as_atomic();
     if let Some((hash, bytes)) = initializer {
         match registry::entry_by_hash(hash) {
             Some(e) => {

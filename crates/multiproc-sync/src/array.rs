@@ -1,8 +1,10 @@
 //! `Array<T>` and `RawArray<T>`: a fixed-length array of plain data in shared memory.
 //!
-//! Layout of the payload: a head (`RobustMutex` for `Array`, then the length as `u64`), then the
-//! elements at the next offset aligned for `T`. Opening re-checks that the stored length matches
-//! the segment size exactly, so a corrupted length is an error, never an out-of-bounds slice.
+//! Each lives in a `Shared<Head>`: the head (`RobustMutex` for `Array`, then the length as an
+//! atomic `u64`), then the elements as the raw tail. Creating and opening validate the stored
+//! length once against the tail's real length (`len * size_of::<T>() == tail_len`) and index
+//! with that local copy from then on, so a length rewritten later by another process changes
+//! nothing here: never an out-of-bounds access. A guard keeps the mapping alive.
 //!
 //! ```
 //! use multiproc_sync::Array;
@@ -12,10 +14,13 @@
 //! ```
 
 use crate::error::{LockError, LockResult, SyncError};
+use crate::facade::raw;
+use crate::facade::{AtomicU64, Ordering};
 use crate::mutex::{LockOutcome, MutexError, RobustMutex};
-use crate::value::{SharedData, create_segment, init_mutex};
+use crate::value::{SharedData, check_align};
 use multiproc_shm::{
-    Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, ShmError, TypeFingerprint,
+    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
+    TypeFingerprint,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -23,83 +28,107 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::time::Duration;
 
+/// The largest element area (bytes) this process accepts, created or opened.
+pub const MAX_ARRAY_BYTES: usize = isize::MAX as usize / 4;
+
+/// The shared head of an [`Array`]: the lock and the length; the elements are the tail.
 #[repr(C)]
-struct LockedHead {
+struct LockedHead<T> {
     mutex: RobustMutex,
-    len: u64,
+    len: AtomicU64,
+    _t: PhantomData<fn() -> T>,
 }
 
+/// The shared head of a [`RawArray`]: the length; the elements are the tail.
 #[repr(C)]
-struct RawHead {
-    len: u64,
+struct RawHead<T> {
+    len: AtomicU64,
+    _t: PhantomData<fn() -> T>,
 }
 
-const fn round_up(x: usize, align: usize) -> usize {
-    (x + align - 1) & !(align - 1)
-}
-
-/// Payload layout for `len` elements after a head of `head` bytes: (data offset, payload size).
-fn layout<T>(head: usize, len: usize) -> Result<(usize, usize), SyncError> {
-    let off = round_up(head, std::mem::align_of::<T>());
-    let size = std::mem::size_of::<T>();
-    len.checked_mul(size)
-        .and_then(|b| b.checked_add(off))
-        .filter(|total| *total <= isize::MAX as usize / 2)
-        .map(|total| (off, total))
-        .ok_or(SyncError::TooLarge { len, elem: size })
-}
-
-/// Reads and checks the stored length of an opened array segment.
-fn checked_len<T>(seg: &Segment, head: usize, len_offset: usize) -> Result<usize, SyncError> {
-    // SAFETY: validation guaranteed payload_len >= head (min_payload_size), len_offset + 8 <= head,
-    // and len_offset is 8-aligned in the 256-aligned payload.
-    let len = unsafe {
-        seg.payload_ptr()
-            .as_ptr()
-            .add(len_offset)
-            .cast::<u64>()
-            .read_volatile()
-    };
-    let len = usize::try_from(len).map_err(|_| ShmError::Corrupted("array length"))?;
-    let (_, total) = layout::<T>(head, len).map_err(|_| ShmError::Corrupted("array length"))?;
-    if total != seg.payload_len() {
-        return Err(ShmError::SizeMismatch {
-            what: "array payload for its stored length",
-            header: seg.payload_len() as u64,
-            expected: total as u64,
-        }
-        .into());
+/// The stored length must describe the tail exactly: `len * size_of::<T>() == tail_len`.
+fn validate_len<T>(len: u64, tail_len: usize) -> Result<usize, ShmError> {
+    let size = std::mem::size_of::<T>() as u64;
+    match len.checked_mul(size) {
+        Some(bytes) if bytes == tail_len as u64 => Ok(len as usize),
+        _ => Err(ShmError::OutOfRange {
+            what: "array length (elements) for its segment",
+            found: len,
+            limit: tail_len as u64 / size.max(1),
+        }),
     }
-    Ok(len)
+}
+
+// SAFETY: `#[repr(C)]`, atomics only (the PhantomData is zero-sized), any bit pattern valid,
+// align 8, no Drop. The length sizes the tail: validated against its real length here, and the
+// object indexes with the returned copy only.
+unsafe impl<T: SharedData> SharedLayout for LockedHead<T> {
+    const KIND: ObjectKind = ObjectKind::Array;
+    const MAX_TAIL: usize = MAX_ARRAY_BYTES;
+    type Geometry = usize;
+    fn validate(&self, tail_len: usize) -> Result<usize, ShmError> {
+        // Relaxed: written once by the creator before Ready (the header's Ready flag orders it).
+        validate_len::<T>(self.len.load(Ordering::Relaxed), tail_len)
+    }
+}
+
+// SAFETY: as for LockedHead.
+unsafe impl<T: SharedData> SharedLayout for RawHead<T> {
+    const KIND: ObjectKind = ObjectKind::RawArray;
+    const MAX_TAIL: usize = MAX_ARRAY_BYTES;
+    type Geometry = usize;
+    fn validate(&self, tail_len: usize) -> Result<usize, ShmError> {
+        // Relaxed: as above.
+        validate_len::<T>(self.len.load(Ordering::Relaxed), tail_len)
+    }
+}
+
+/// Creates the segment of an array of `len` elements (zeroed, or a copy of `items`).
+fn create_array<L: SharedLayout<Geometry = usize>, T: SharedData>(
+    name: Option<&str>,
+    len: usize,
+    items: Option<&[T]>,
+    head: L,
+) -> Result<Shared<L>, SyncError> {
+    const {
+        assert!(
+            std::mem::size_of::<T>() > 0,
+            "zero-sized element types are not supported"
+        )
+    };
+    check_align::<T>()?;
+    let size = std::mem::size_of::<T>();
+    let bytes = len
+        .checked_mul(size)
+        .filter(|b| *b <= MAX_ARRAY_BYTES)
+        .ok_or(SyncError::TooLarge { len, elem: size })?;
+    Ok(Shared::<L>::create(name, TypeFingerprint::of::<T>(), bytes, |p, tail| {
+        // SAFETY: `p` is valid for one L and `tail` for `bytes` zeroed bytes, aligned to 128
+        // (>= align_of::<T>(), checked), both unseen by others before Ready.
+        unsafe {
+            p.as_ptr().write(head);
+            if let Some(items) = items {
+                std::ptr::copy_nonoverlapping(items.as_ptr(), tail.as_ptr().cast::<T>(), len);
+            }
+        }
+        Ok(())
+    })?)
 }
 
 macro_rules! array_common {
-    ($ty:ident, $kind:expr, $head:ty, $len_off:expr) => {
+    ($ty:ident, $head:ident) => {
         impl<T: SharedData> $ty<T> {
-            fn expect() -> Expect {
-                const {
-                    assert!(
-                        std::mem::size_of::<T>() > 0,
-                        "zero-sized element types are not supported"
-                    )
-                };
-                Expect::new($kind, TypeFingerprint::of::<T>())
-                    .min_payload_size(std::mem::size_of::<$head>() as u64)
+            fn from_shm(shm: Shared<$head<T>>) -> Self {
+                let len = *shm.geometry();
+                $ty {
+                    data: shm.tail_ptr().cast::<T>(),
+                    len,
+                    shm,
+                }
             }
 
-            fn open_segment(seg: Segment) -> Result<Self, SyncError> {
-                let len = checked_len::<T>(&seg, std::mem::size_of::<$head>(), $len_off)?;
-                Ok(Self::from_parts(seg, len))
-            }
-
-            fn from_parts(seg: Segment, len: usize) -> Self {
-                let (off, _) =
-                    layout::<T>(std::mem::size_of::<$head>(), len).expect("checked at create/open");
-                // SAFETY: off <= payload size (checked), inside the mapping.
-                let data = unsafe {
-                    NonNull::new_unchecked(seg.payload_ptr().as_ptr().add(off).cast::<T>())
-                };
-                $ty { seg, data, len }
+            fn create(name: Option<&str>, len: usize, items: Option<&[T]>) -> Result<Self, SyncError> {
+                Ok(Self::from_shm(create_array(name, len, items, $head::new(len))?))
             }
 
             /// A new anonymous array of `len` zeroed elements (Python's `Array('i', 10)`).
@@ -124,15 +153,17 @@ macro_rules! array_common {
 
             /// Opens a named array, checking kind, element type and length.
             pub fn open_named(name: &str) -> Result<Self, SyncError> {
-                Self::open_segment(Segment::open_named(name, &Self::expect())?)
+                check_align::<T>()?;
+                Ok(Self::from_shm(Shared::open_named(name, TypeFingerprint::of::<T>())?))
             }
 
             /// Opens the array a handle names.
             pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
-                Self::open_segment(Segment::open_handle(handle, &Self::expect())?)
+                check_align::<T>()?;
+                Ok(Self::from_shm(Shared::open_handle(handle, TypeFingerprint::of::<T>())?))
             }
 
-            /// Number of elements.
+            /// Number of elements (validated once, when this handle was made).
             pub fn len(&self) -> usize {
                 self.len
             }
@@ -144,22 +175,27 @@ macro_rules! array_common {
 
             /// The segment behind this array.
             pub fn segment(&self) -> &Segment {
-                &self.seg
+                crate::shared::segment_of(&self.shm)
+            }
+
+            /// How another process reaches this array.
+            pub fn handle(&self) -> SegmentHandle {
+                self.segment().handle()
             }
         }
 
         impl<T: SharedData> Clone for $ty<T> {
             fn clone(&self) -> Self {
                 $ty {
-                    seg: self.seg.clone(),
+                    shm: self.shm.clone(),
                     data: self.data,
                     len: self.len,
                 }
             }
         }
 
-        // SAFETY: the elements live in shared memory owned by seg; access is locked (Array) or
-        // volatile copies of plain data (RawArray).
+        // SAFETY: the elements live in the mapping `shm` keeps alive; access is locked (Array)
+        // or atomic copies of plain data (RawArray).
         unsafe impl<T: SharedData> Send for $ty<T> {}
         // SAFETY: as above.
         unsafe impl<T: SharedData> Sync for $ty<T> {}
@@ -169,14 +205,14 @@ macro_rules! array_common {
                 f.debug_struct(stringify!($ty))
                     .field("type", &std::any::type_name::<T>())
                     .field("len", &self.len)
-                    .field("segment", &self.seg)
+                    .field("segment", self.segment())
                     .finish()
             }
         }
 
         impl<T: SharedData> Serialize for $ty<T> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                self.seg.handle().serialize(s)
+                self.handle().serialize(s)
             }
         }
 
@@ -189,58 +225,46 @@ macro_rules! array_common {
     };
 }
 
+impl<T> LockedHead<T> {
+    fn new(len: usize) -> Self {
+        LockedHead {
+            mutex: RobustMutex::new(),
+            len: AtomicU64::new(len as u64),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> RawHead<T> {
+    fn new(len: usize) -> Self {
+        RawHead {
+            len: AtomicU64::new(len as u64),
+            _t: PhantomData,
+        }
+    }
+}
+
 /// A fixed-length `[T]` in shared memory guarded by a robust process-shared lock (Python's `Array`).
 pub struct Array<T: SharedData> {
-    seg: Segment,
+    shm: Shared<LockedHead<T>>,
+    /// The first element (the tail of `shm`).
     data: NonNull<T>,
+    /// The validated length (`shm.geometry()`).
     len: usize,
 }
 
-array_common!(
-    Array,
-    ObjectKind::Array,
-    LockedHead,
-    std::mem::offset_of!(LockedHead, len)
-);
+array_common!(Array, LockedHead);
 
 impl<T: SharedData> Array<T> {
-    fn create(name: Option<&str>, len: usize, items: Option<&[T]>) -> Result<Self, SyncError> {
-        let _ = Self::expect();
-        let (off, total) = layout::<T>(std::mem::size_of::<LockedHead>(), len)?;
-        let spec = SegmentSpec::new(
-            ObjectKind::Array,
-            TypeFingerprint::of::<T>(),
-            total,
-            std::mem::align_of::<LockedHead>().max(std::mem::align_of::<T>()),
-        );
-        let seg = create_segment(name, &spec, |p, _| {
-            let head = p.as_ptr().cast::<LockedHead>();
-            // SAFETY: the payload holds `total` bytes (head + elements), 256-aligned, unseen by
-            // others; memfd/shm files start zeroed, so elements are zero unless copied.
-            unsafe {
-                init_mutex(std::ptr::addr_of_mut!((*head).mutex))?;
-                std::ptr::addr_of_mut!((*head).len).write(len as u64);
-                if let Some(items) = items {
-                    std::ptr::copy_nonoverlapping(
-                        items.as_ptr(),
-                        p.as_ptr().add(off).cast::<T>(),
-                        len,
-                    );
-                }
-            }
-            Ok(())
-        })?;
-        Ok(Self::from_parts(seg, len))
-    }
-
+    #[inline]
     fn mutex(&self) -> &RobustMutex {
-        // SAFETY: the head is at the start of the live payload, initialized at create.
-        unsafe { &(*self.seg.payload_ptr().as_ptr().cast::<LockedHead>()).mutex }
+        &self.shm.get().mutex
     }
 
     fn guard(&self, r: Result<LockOutcome, MutexError>) -> LockResult<ArrayGuard<'_, T>> {
         let g = || ArrayGuard {
             array: self,
+            _keep: self.shm.keep_alive(),
             _not_send: PhantomData,
         };
         match r {
@@ -293,6 +317,8 @@ impl<T: SharedData> Array<T> {
 /// The held lock of an [`Array`]; derefs to `[T]`. `!Send`.
 pub struct ArrayGuard<'a, T: SharedData> {
     array: &'a Array<T>,
+    /// Keeps the mapping alive if the guard is leaked and every handle dropped.
+    _keep: KeepAlive,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -323,55 +349,32 @@ impl<T: SharedData> Drop for ArrayGuard<'_, T> {
 }
 
 /// A fixed-length `[T]` in shared memory without a lock (Python's `RawArray`). Element reads and
-/// writes are single volatile copies: racing accesses may be torn, as in Python.
+/// writes are atomic copies (one atomic for elements of 1, 2, 4 or 8 bytes, else word- or
+/// byte-wise): racing accesses to a multi-word element may be torn, as in Python.
 pub struct RawArray<T: SharedData> {
-    seg: Segment,
+    shm: Shared<RawHead<T>>,
+    /// The first element (the tail of `shm`).
     data: NonNull<T>,
+    /// The validated length (`shm.geometry()`).
     len: usize,
 }
 
-array_common!(RawArray, ObjectKind::RawArray, RawHead, 0);
+array_common!(RawArray, RawHead);
 
 impl<T: SharedData> RawArray<T> {
-    fn create(name: Option<&str>, len: usize, items: Option<&[T]>) -> Result<Self, SyncError> {
-        let _ = Self::expect();
-        let (off, total) = layout::<T>(std::mem::size_of::<RawHead>(), len)?;
-        let spec = SegmentSpec::new(
-            ObjectKind::RawArray,
-            TypeFingerprint::of::<T>(),
-            total,
-            std::mem::align_of::<RawHead>().max(std::mem::align_of::<T>()),
-        );
-        let seg = create_segment(name, &spec, |p, _| {
-            // SAFETY: the payload holds `total` bytes, 256-aligned, unseen by others.
-            unsafe {
-                p.as_ptr()
-                    .cast::<RawHead>()
-                    .write(RawHead { len: len as u64 });
-                if let Some(items) = items {
-                    std::ptr::copy_nonoverlapping(
-                        items.as_ptr(),
-                        p.as_ptr().add(off).cast::<T>(),
-                        len,
-                    );
-                }
-            }
-            Ok(())
-        })?;
-        Ok(Self::from_parts(seg, len))
-    }
-
-    /// Element `index` (one volatile read).
+    /// Element `index` (an atomic copy; may be torn if another process writes it meanwhile).
     #[inline]
     pub fn get(&self, index: usize) -> Option<T> {
         if index >= self.len {
             return None;
         }
-        // SAFETY: index < len, so the element is inside the mapping; aligned; T is FromBytes.
-        Some(unsafe { self.data.as_ptr().add(index).read_volatile() })
+        // SAFETY: index < len (the validated length, whose elements fill the tail exactly), so
+        // the element is inside the mapping `shm` keeps; aligned (tail 128-aligned, T's align
+        // <= 128); every access to the elements is atomic; T is FromBytes.
+        Some(unsafe { raw::load(self.data.as_ptr().add(index)) })
     }
 
-    /// Sets element `index` (one volatile write).
+    /// Sets element `index` (an atomic copy).
     #[inline]
     pub fn set(&self, index: usize, value: T) -> Result<(), SyncError> {
         if index >= self.len {
@@ -380,8 +383,8 @@ impl<T: SharedData> RawArray<T> {
                 len: self.len,
             });
         }
-        // SAFETY: index < len: inside the mapping, aligned.
-        unsafe { self.data.as_ptr().add(index).write_volatile(value) };
+        // SAFETY: as in get.
+        unsafe { raw::store(self.data.as_ptr().add(index), value) };
         Ok(())
     }
 
@@ -399,13 +402,14 @@ impl<T: SharedData> RawArray<T> {
             });
         }
         for (i, v) in items.iter().enumerate() {
-            // SAFETY: i < len.
-            unsafe { self.data.as_ptr().add(i).write_volatile(*v) };
+            // SAFETY: i < len, as in get.
+            unsafe { raw::store(self.data.as_ptr().add(i), *v) };
         }
         Ok(())
     }
 
-    /// The raw element pointer, for atomics the caller builds on it.
+    /// The raw element pointer. Every access through it must be atomic (other processes access
+    /// the elements concurrently).
     pub fn as_ptr(&self) -> *mut T {
         self.data.as_ptr()
     }

@@ -29,8 +29,8 @@
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
-use crate::shared::{SharedLayout, Shm, Stop, TICK, block_on, deadline_after, serde_as_handle};
-use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use crate::shared::{Stop, TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,23 +77,37 @@ pub enum BarrierCreateError {
 pub struct BarrierState {
     word: AtomicU32,
     waiters: AtomicU32,
-    parties: u32,
+    parties: AtomicU32,
     aborted_gen: AtomicU32,
     default_timeout_ns: AtomicU64,
     reg: [AtomicU64; REG_SLOTS],
 }
 
-impl SharedLayout for BarrierState {
+/// What a [`Barrier`] validated once and then uses locally: the number of parties.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BarrierGeometry {
+    /// Parties, `1..=MAX_PARTIES`.
+    pub parties: u32,
+}
+
+// SAFETY: `#[repr(C)]`, atomics only (any bit pattern is a valid state; a corrupted word gives
+// errors or timeouts), align 8 <= 256, no Drop. `parties` bounds the arrival index: validated
+// once here and used from the local copy after.
+unsafe impl SharedLayout for BarrierState {
     const KIND: ObjectKind = ObjectKind::Barrier;
-    fn validate(&self) -> Result<(), ShmError> {
-        if self.parties == 0 || self.parties > MAX_PARTIES {
-            return Err(ShmError::SizeMismatch {
-                what: "barrier parties out of range",
-                header: u64::from(self.parties),
-                expected: u64::from(MAX_PARTIES),
+    type Geometry = BarrierGeometry;
+    fn validate(&self, _tail_len: usize) -> Result<BarrierGeometry, ShmError> {
+        // Relaxed: written once by the creator before Ready (the header's Ready flag orders it).
+        let parties = self.parties.load(Ordering::Relaxed);
+        if parties == 0 || parties > MAX_PARTIES {
+            return Err(ShmError::OutOfRange {
+                what: "barrier parties",
+                found: u64::from(parties),
+                limit: u64::from(MAX_PARTIES),
             });
         }
-        Ok(())
+        Ok(BarrierGeometry { parties })
     }
 }
 
@@ -113,18 +127,13 @@ impl BarrierState {
         BarrierState {
             word: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
-            parties,
+            parties: AtomicU32::new(parties),
             aborted_gen: AtomicU32::new(u32::MAX),
             default_timeout_ns: AtomicU64::new(timeout.map_or(NO_TIMEOUT, |d| {
                 d.as_nanos().min(u128::from(NO_TIMEOUT - 1)) as u64
             })),
             reg: std::array::from_fn(|_| AtomicU64::new(0)),
         }
-    }
-
-    fn parties(&self) -> u32 {
-        // Validated on open; clamp anyway so a value changed later cannot index out of range.
-        self.parties.clamp(1, MAX_PARTIES)
     }
 
     /// The default timeout.
@@ -226,30 +235,31 @@ impl BarrierState {
     }
 
     /// Parties currently waiting.
-    pub fn n_waiting(&self) -> u32 {
+    pub fn n_waiting(&self, g: BarrierGeometry) -> u32 {
         let w = self.word.load(Ordering::Relaxed);
-        (w & ARRIVED_MASK).min(self.parties())
+        (w & ARRIVED_MASK).min(g.parties)
     }
 
     /// The wait; `action` runs in the last party before the others are released.
     pub fn wait(
         &self,
+        geo: BarrierGeometry,
         deadline: Option<Instant>,
         action: Option<&(dyn Fn() + Send + Sync)>,
     ) -> Result<u32, BarrierError> {
         let (_, me) = ident::process();
         let slot = self.register(me);
-        let r = self.wait_registered(deadline, action);
+        let r = self.wait_registered(geo.parties, deadline, action);
         self.unregister(slot);
         r
     }
 
     fn wait_registered(
         &self,
+        parties: u32,
         deadline: Option<Instant>,
         action: Option<&(dyn Fn() + Send + Sync)>,
     ) -> Result<u32, BarrierError> {
-        let parties = self.parties();
         // Arrive.
         let (idx, g) = loop {
             // SeqCst: load half of the store-load pattern with `waiters`, Acquire of the
@@ -361,7 +371,7 @@ type Action = Arc<dyn Fn() + Send + Sync>;
 /// action is per handle and is not serialized).
 #[derive(Clone)]
 pub struct Barrier {
-    shm: Shm<BarrierState>,
+    shm: Shared<BarrierState>,
     action: Option<Action>,
 }
 
@@ -378,7 +388,7 @@ impl std::fmt::Debug for Barrier {
 serde_as_handle!(Barrier, BarrierState);
 
 impl Barrier {
-    fn from_shm(shm: Shm<BarrierState>) -> Self {
+    fn from_shm(shm: Shared<BarrierState>) -> Self {
         Barrier { shm, action: None }
     }
 
@@ -393,7 +403,7 @@ impl Barrier {
         timeout: Option<Duration>,
     ) -> Result<Barrier, BarrierCreateError> {
         check_parties(parties)?;
-        Ok(Self::from_shm(Shm::create(
+        Ok(Self::from_shm(crate::shared::create(
             None,
             BarrierState::new(parties, timeout),
         )?))
@@ -406,7 +416,7 @@ impl Barrier {
         timeout: Option<Duration>,
     ) -> Result<Barrier, BarrierCreateError> {
         check_parties(parties)?;
-        Ok(Self::from_shm(Shm::create(
+        Ok(Self::from_shm(crate::shared::create(
             Some(name),
             BarrierState::new(parties, timeout),
         )?))
@@ -414,7 +424,7 @@ impl Barrier {
 
     /// Opens a named barrier.
     pub fn open_named(name: &str) -> Result<Barrier, ShmError> {
-        Ok(Self::from_shm(Shm::open_named(name)?))
+        Ok(Self::from_shm(crate::shared::open_named(name)?))
     }
 
     /// This handle with an action: when *this handle's* party is the last to arrive, it runs
@@ -427,7 +437,13 @@ impl Barrier {
 
     /// How another process reaches it.
     pub fn handle(&self) -> SegmentHandle {
-        self.shm.handle()
+        crate::shared::handle_of(&self.shm)
+    }
+
+    /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
+    /// processes share).
+    pub fn segment(&self) -> &Segment {
+        crate::shared::segment_of(&self.shm)
     }
 
     fn state(&self) -> &BarrierState {
@@ -437,13 +453,14 @@ impl Barrier {
     /// Python `wait()`: returns the arrival index `0..parties`. Uses the default timeout.
     pub fn wait(&self) -> Result<u32, BarrierError> {
         let deadline = self.state().default_timeout().and_then(deadline_after);
-        self.state().wait(deadline, self.action.as_deref())
+        self.state()
+            .wait(*self.shm.geometry(), deadline, self.action.as_deref())
     }
 
     /// Python `wait(timeout)`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BarrierError> {
         self.state()
-            .wait(deadline_after(timeout), self.action.as_deref())
+            .wait(*self.shm.geometry(), deadline_after(timeout), self.action.as_deref())
     }
 
     /// Python `abort()`: breaks the barrier; waiters and later callers get `Broken`.
@@ -463,12 +480,12 @@ impl Barrier {
 
     /// Python `parties`.
     pub fn parties(&self) -> u32 {
-        self.state().parties()
+        self.shm.geometry().parties
     }
 
     /// Python `n_waiting`.
     pub fn n_waiting(&self) -> u32 {
-        self.state().n_waiting()
+        self.state().n_waiting(*self.shm.geometry())
     }
 }
 

@@ -37,8 +37,8 @@ use crate::futex;
 use crate::ident;
 use crate::lock::{Lock, LockGuard, LockMode};
 use crate::rlock::{RLock, RLockGuard};
-use crate::shared::{LOST_WAKE_TICK, SharedLayout, Shm, deadline_after};
-use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use crate::shared::{LOST_WAKE_TICK, deadline_after};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::time::{Duration, Instant};
 
 /// How many processes/threads can wait on one condition at once.
@@ -71,19 +71,25 @@ struct WaitSlot {
 #[repr(C)]
 pub struct CondState {
     next_ticket: AtomicU32,
-    _pad: u32,
+    _pad: AtomicU32,
     slots: [WaitSlot; WAIT_SLOTS],
 }
 
-impl SharedLayout for CondState {
+// SAFETY: `#[repr(C)]`, atomics only (any bit pattern is a valid state; a corrupted one gives
+// errors or timeouts, never UB), align 8 <= 256, no Drop. No field sizes or indexes anything.
+unsafe impl SharedLayout for CondState {
     const KIND: ObjectKind = ObjectKind::Condition;
+    type Geometry = ();
+    fn validate(&self, _tail_len: usize) -> Result<(), ShmError> {
+        Ok(())
+    }
 }
 
 impl CondState {
     fn new() -> Self {
         CondState {
             next_ticket: AtomicU32::new(0),
-            _pad: 0,
+            _pad: AtomicU32::new(0),
             slots: std::array::from_fn(|_| WaitSlot {
                 owner: AtomicU64::new(0),
                 ticket: AtomicU32::new(0),
@@ -122,7 +128,7 @@ enum Saved {
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(into = "CondWire", try_from = "CondWire")]
 pub struct Condition {
-    shm: Shm<CondState>,
+    shm: Shared<CondState>,
     lock: CondLock,
 }
 
@@ -135,7 +141,7 @@ struct CondWire {
 impl From<Condition> for CondWire {
     fn from(c: Condition) -> CondWire {
         CondWire {
-            cond: c.shm.handle(),
+            cond: crate::shared::handle_of(&c.shm),
             lock: c.lock,
         }
     }
@@ -145,7 +151,7 @@ impl TryFrom<CondWire> for Condition {
     type Error = ShmError;
     fn try_from(w: CondWire) -> Result<Condition, ShmError> {
         Ok(Condition {
-            shm: Shm::open_handle(&w.cond)?,
+            shm: crate::shared::open_handle(&w.cond)?,
             lock: w.lock,
         })
     }
@@ -168,7 +174,7 @@ impl Condition {
     /// A condition over `lock`.
     pub fn with_lock(lock: Lock) -> Result<Condition, ShmError> {
         Ok(Condition {
-            shm: Shm::create(None, CondState::new())?,
+            shm: crate::shared::create(None, CondState::new())?,
             lock: CondLock::Lock(lock),
         })
     }
@@ -176,7 +182,7 @@ impl Condition {
     /// A condition over `lock`.
     pub fn with_rlock(lock: RLock) -> Result<Condition, ShmError> {
         Ok(Condition {
-            shm: Shm::create(None, CondState::new())?,
+            shm: crate::shared::create(None, CondState::new())?,
             lock: CondLock::RLock(lock),
         })
     }
@@ -185,7 +191,7 @@ impl Condition {
     pub fn create_named(name: &str) -> Result<Condition, ShmError> {
         let lock = RLock::create_named(&format!("{name}.lock"))?;
         Ok(Condition {
-            shm: Shm::create(Some(name), CondState::new())?,
+            shm: crate::shared::create(Some(name), CondState::new())?,
             lock: CondLock::RLock(lock),
         })
     }
@@ -194,7 +200,7 @@ impl Condition {
     pub fn open_named(name: &str) -> Result<Condition, ShmError> {
         let lock = RLock::open_named(&format!("{name}.lock"))?;
         Ok(Condition {
-            shm: Shm::open_named(name)?,
+            shm: crate::shared::open_named(name)?,
             lock: CondLock::RLock(lock),
         })
     }
@@ -206,6 +212,12 @@ impl Condition {
 
     fn state(&self) -> &CondState {
         self.shm.get()
+    }
+
+    /// The segment holding the condition's waiter table (its lock has its own, see
+    /// [`Condition::lock_ref`]).
+    pub fn segment(&self) -> &Segment {
+        crate::shared::segment_of(&self.shm)
     }
 
     /// Python `acquire(block)` on the lock.

@@ -24,8 +24,8 @@
 
 use crate::facade::{AtomicU32, Ordering};
 use crate::futex;
-use crate::shared::{LOST_WAKE_TICK, SharedLayout, Shm, block_on, deadline_after, serde_as_handle};
-use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use crate::shared::{LOST_WAKE_TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::time::{Duration, Instant};
 
 /// Shared state of an [`Event`] (public for loom models).
@@ -36,8 +36,14 @@ pub struct EventState {
     waiters: AtomicU32,
 }
 
-impl SharedLayout for EventState {
+// SAFETY: `#[repr(C)]`, atomics only (any bit pattern is a valid state; a corrupted one gives
+// errors or timeouts, never UB), align 8 <= 256, no Drop. No field sizes or indexes anything.
+unsafe impl SharedLayout for EventState {
     const KIND: ObjectKind = ObjectKind::Event;
+    type Geometry = ();
+    fn validate(&self, _tail_len: usize) -> Result<(), ShmError> {
+        Ok(())
+    }
 }
 
 impl Default for EventState {
@@ -116,7 +122,7 @@ impl EventState {
 /// A process-shared event. Clone = another handle; serializes as its segment handle.
 #[derive(Clone)]
 pub struct Event {
-    shm: Shm<EventState>,
+    shm: Shared<EventState>,
 }
 
 impl std::fmt::Debug for Event {
@@ -130,28 +136,34 @@ impl std::fmt::Debug for Event {
 serde_as_handle!(Event, EventState);
 
 impl Event {
-    fn from_shm(shm: Shm<EventState>) -> Self {
+    fn from_shm(shm: Shared<EventState>) -> Self {
         Event { shm }
     }
 
     /// A clear event in an anonymous segment.
     pub fn new() -> Result<Event, ShmError> {
-        Ok(Self::from_shm(Shm::create(None, EventState::new())?))
+        Ok(Self::from_shm(crate::shared::create(None, EventState::new())?))
     }
 
     /// A clear event in `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str) -> Result<Event, ShmError> {
-        Ok(Self::from_shm(Shm::create(Some(name), EventState::new())?))
+        Ok(Self::from_shm(crate::shared::create(Some(name), EventState::new())?))
     }
 
     /// Opens a named event.
     pub fn open_named(name: &str) -> Result<Event, ShmError> {
-        Ok(Self::from_shm(Shm::open_named(name)?))
+        Ok(Self::from_shm(crate::shared::open_named(name)?))
     }
 
     /// How another process reaches it.
     pub fn handle(&self) -> SegmentHandle {
-        self.shm.handle()
+        crate::shared::handle_of(&self.shm)
+    }
+
+    /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
+    /// processes share).
+    pub fn segment(&self) -> &Segment {
+        crate::shared::segment_of(&self.shm)
     }
 
     fn state(&self) -> &EventState {

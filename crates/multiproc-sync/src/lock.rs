@@ -34,8 +34,8 @@ use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
 use crate::mutex::MutexError;
-use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
-use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::time::{Duration, Instant};
 
 /// `state` value of a lock held through `acquire()`.
@@ -58,8 +58,14 @@ pub struct LockState {
     holder: AtomicU64,
 }
 
-impl SharedLayout for LockState {
+// SAFETY: `#[repr(C)]`, atomics only (any bit pattern is a valid state; a corrupted one gives
+// errors or timeouts, never UB), align 8 <= 256, no Drop. No field sizes or indexes anything.
+unsafe impl SharedLayout for LockState {
     const KIND: ObjectKind = ObjectKind::Lock;
+    type Geometry = ();
+    fn validate(&self, _tail_len: usize) -> Result<(), ShmError> {
+        Ok(())
+    }
 }
 
 impl Default for LockState {
@@ -239,7 +245,7 @@ impl LockState {
 /// lock; serializes as its segment handle.
 #[derive(Clone)]
 pub struct Lock {
-    shm: Shm<LockState>,
+    shm: Shared<LockState>,
 }
 
 impl std::fmt::Debug for Lock {
@@ -253,29 +259,35 @@ impl std::fmt::Debug for Lock {
 serde_as_handle!(Lock, LockState);
 
 impl Lock {
-    fn from_shm(shm: Shm<LockState>) -> Self {
+    fn from_shm(shm: Shared<LockState>) -> Self {
         Lock { shm }
     }
 
     /// A new, free lock in an anonymous segment (inherited by forked children; spawned children
     /// get it by serializing it).
     pub fn new() -> Result<Lock, ShmError> {
-        Ok(Lock::from_shm(Shm::create(None, LockState::new())?))
+        Ok(Lock::from_shm(crate::shared::create(None, LockState::new())?))
     }
 
     /// A new lock in `/dev/shm/multiproc.NAME`, for unrelated processes to [`Lock::open_named`].
     pub fn create_named(name: &str) -> Result<Lock, ShmError> {
-        Ok(Lock::from_shm(Shm::create(Some(name), LockState::new())?))
+        Ok(Lock::from_shm(crate::shared::create(Some(name), LockState::new())?))
     }
 
     /// Opens a named lock.
     pub fn open_named(name: &str) -> Result<Lock, ShmError> {
-        Ok(Lock::from_shm(Shm::open_named(name)?))
+        Ok(Lock::from_shm(crate::shared::open_named(name)?))
     }
 
     /// How another process reaches this lock.
     pub fn handle(&self) -> SegmentHandle {
-        self.shm.handle()
+        crate::shared::handle_of(&self.shm)
+    }
+
+    /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
+    /// processes share).
+    pub fn segment(&self) -> &Segment {
+        crate::shared::segment_of(&self.shm)
     }
 
     pub(crate) fn state(&self) -> &LockState {

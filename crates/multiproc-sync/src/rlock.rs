@@ -26,8 +26,8 @@ use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
 use crate::mutex::MutexError;
-use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
-use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::time::{Duration, Instant};
 
 /// Errors of [`RLock::release`].
@@ -45,12 +45,18 @@ pub struct RLockState {
     state: AtomicU32,
     waiters: AtomicU32,
     count: AtomicU32,
-    _pad: u32,
+    _pad: AtomicU32,
     owner: AtomicU64,
 }
 
-impl SharedLayout for RLockState {
+// SAFETY: `#[repr(C)]`, atomics only (any bit pattern is a valid state; a corrupted one gives
+// errors or timeouts, never UB), align 8 <= 256, no Drop. No field sizes or indexes anything.
+unsafe impl SharedLayout for RLockState {
     const KIND: ObjectKind = ObjectKind::RLock;
+    type Geometry = ();
+    fn validate(&self, _tail_len: usize) -> Result<(), ShmError> {
+        Ok(())
+    }
 }
 
 impl Default for RLockState {
@@ -66,7 +72,7 @@ impl RLockState {
             state: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
             count: AtomicU32::new(0),
-            _pad: 0,
+            _pad: AtomicU32::new(0),
             owner: AtomicU64::new(0),
         }
     }
@@ -208,7 +214,7 @@ impl RLockState {
 /// A process-shared reentrant lock (Python's `multiprocessing.RLock`). Owner = process + thread.
 #[derive(Clone)]
 pub struct RLock {
-    shm: Shm<RLockState>,
+    shm: Shared<RLockState>,
 }
 
 impl std::fmt::Debug for RLock {
@@ -220,28 +226,34 @@ impl std::fmt::Debug for RLock {
 serde_as_handle!(RLock, RLockState);
 
 impl RLock {
-    fn from_shm(shm: Shm<RLockState>) -> Self {
+    fn from_shm(shm: Shared<RLockState>) -> Self {
         RLock { shm }
     }
 
     /// A new, free lock in an anonymous segment.
     pub fn new() -> Result<RLock, ShmError> {
-        Ok(RLock::from_shm(Shm::create(None, RLockState::new())?))
+        Ok(RLock::from_shm(crate::shared::create(None, RLockState::new())?))
     }
 
     /// A new lock in `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str) -> Result<RLock, ShmError> {
-        Ok(RLock::from_shm(Shm::create(Some(name), RLockState::new())?))
+        Ok(RLock::from_shm(crate::shared::create(Some(name), RLockState::new())?))
     }
 
     /// Opens a named lock.
     pub fn open_named(name: &str) -> Result<RLock, ShmError> {
-        Ok(RLock::from_shm(Shm::open_named(name)?))
+        Ok(RLock::from_shm(crate::shared::open_named(name)?))
     }
 
     /// How another process reaches this lock.
     pub fn handle(&self) -> SegmentHandle {
-        self.shm.handle()
+        crate::shared::handle_of(&self.shm)
+    }
+
+    /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
+    /// processes share).
+    pub fn segment(&self) -> &Segment {
+        crate::shared::segment_of(&self.shm)
     }
 
     pub(crate) fn state(&self) -> &RLockState {

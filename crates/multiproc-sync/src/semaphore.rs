@@ -38,8 +38,8 @@
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
-use crate::shared::{SharedLayout, Shm, TICK, block_on, deadline_after, serde_as_handle};
-use multiproc_shm::{ObjectKind, SegmentHandle, ShmError};
+use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
+use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
@@ -72,13 +72,28 @@ pub struct SemState {
     state: AtomicU64,
     seq: AtomicU32,
     waiters: AtomicU32,
-    bound: u32,
-    bounded: u32,
+    bound: AtomicU32,
+    bounded: AtomicU32,
     slots: [AtomicU64; HOLDER_SLOTS],
 }
 
-impl SharedLayout for SemState {
+/// What a [`Semaphore`] validated once and then uses locally: its bound, if bounded.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SemGeometry {
+    /// `Some(initial value)` for a [`BoundedSemaphore`].
+    pub bound: Option<u32>,
+}
+
+// SAFETY: `#[repr(C)]`, atomics only (any bit pattern is a valid state; a corrupted count or
+// slot gives errors, lost units or timeouts), align 8 <= 256, no Drop. Slot indexes are taken
+// modulo the compile-time HOLDER_SLOTS; the bound is validated once and used from the local copy.
+unsafe impl SharedLayout for SemState {
     const KIND: ObjectKind = ObjectKind::Semaphore;
+    type Geometry = SemGeometry;
+    fn validate(&self, _tail_len: usize) -> Result<SemGeometry, ShmError> {
+        Ok(self.geometry())
+    }
 }
 
 impl SemState {
@@ -88,15 +103,21 @@ impl SemState {
             state: AtomicU64::new(u64::from(value)),
             seq: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
-            bound: value,
-            bounded: u32::from(bounded),
+            bound: AtomicU32::new(value),
+            bounded: AtomicU32::new(u32::from(bounded)),
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
-    /// Is it bounded, and the bound.
-    fn bound(&self) -> Option<u32> {
-        (self.bounded != 0).then_some(self.bound)
+    /// Reads the bound (what `validate` does on open; any value is acceptable: it only limits
+    /// releases). Objects call this once and keep the result.
+    pub fn geometry(&self) -> SemGeometry {
+        // Relaxed: written once by the creator before Ready (the header's Ready flag orders it).
+        let bounded = self.bounded.load(Ordering::Relaxed) != 0;
+        let bound = self.bound.load(Ordering::Relaxed);
+        SemGeometry {
+            bound: bounded.then_some(bound),
+        }
     }
 
     /// Current count.
@@ -167,14 +188,14 @@ impl SemState {
     }
 
     /// Anonymous release.
-    pub fn release(&self) -> Result<(), SemaphoreError> {
-        self.give_back(0)?;
+    pub fn release(&self, g: SemGeometry) -> Result<(), SemaphoreError> {
+        self.give_back(0, g)?;
         Ok(())
     }
 
     /// Adds a unit and clears `bit`.
-    fn give_back(&self, bit: u64) -> Result<(), SemaphoreError> {
-        let limit = self.bound().unwrap_or(u32::MAX);
+    fn give_back(&self, bit: u64, g: SemGeometry) -> Result<(), SemaphoreError> {
+        let limit = g.bound.unwrap_or(u32::MAX);
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             if (s & COUNT_MASK) as u32 >= limit {
@@ -253,9 +274,9 @@ impl SemState {
     }
 
     /// Guard release of slot `i`.
-    pub fn release_guarded(&self, i: usize) {
+    pub fn release_guarded(&self, i: usize, g: SemGeometry) {
         // Cannot over-release: the unit was taken by this guard.
-        let _ = self.give_back(Self::slot_bit(i));
+        let _ = self.give_back(Self::slot_bit(i), g);
         self.unreserve(i);
     }
 
@@ -304,7 +325,7 @@ impl SemState {
 /// A process-shared counting semaphore (Python's `multiprocessing.Semaphore`).
 #[derive(Clone)]
 pub struct Semaphore {
-    shm: Shm<SemState>,
+    shm: Shared<SemState>,
 }
 
 impl std::fmt::Debug for Semaphore {
@@ -318,13 +339,13 @@ impl std::fmt::Debug for Semaphore {
 serde_as_handle!(Semaphore, SemState);
 
 impl Semaphore {
-    fn from_shm(shm: Shm<SemState>) -> Self {
+    fn from_shm(shm: Shared<SemState>) -> Self {
         Semaphore { shm }
     }
 
     /// A semaphore with `value` units, in an anonymous segment.
     pub fn new(value: u32) -> Result<Semaphore, ShmError> {
-        Ok(Self::from_shm(Shm::create(
+        Ok(Self::from_shm(crate::shared::create(
             None,
             SemState::new(value, false),
         )?))
@@ -332,7 +353,7 @@ impl Semaphore {
 
     /// A semaphore in `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str, value: u32) -> Result<Semaphore, ShmError> {
-        Ok(Self::from_shm(Shm::create(
+        Ok(Self::from_shm(crate::shared::create(
             Some(name),
             SemState::new(value, false),
         )?))
@@ -340,12 +361,18 @@ impl Semaphore {
 
     /// Opens a named semaphore (bounded or not).
     pub fn open_named(name: &str) -> Result<Semaphore, ShmError> {
-        Ok(Self::from_shm(Shm::open_named(name)?))
+        Ok(Self::from_shm(crate::shared::open_named(name)?))
     }
 
     /// How another process reaches it.
     pub fn handle(&self) -> SegmentHandle {
-        self.shm.handle()
+        crate::shared::handle_of(&self.shm)
+    }
+
+    /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
+    /// processes share).
+    pub fn segment(&self) -> &Segment {
+        crate::shared::segment_of(&self.shm)
     }
 
     fn state(&self) -> &SemState {
@@ -378,7 +405,7 @@ impl Semaphore {
 
     /// Python `release`.
     pub fn release(&self) -> Result<(), SemaphoreError> {
-        self.state().release()
+        self.state().release(*self.shm.geometry())
     }
 
     /// Takes a unit through a guard that gives it back on drop — or, if this process dies,
@@ -433,7 +460,7 @@ impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
         // A forked child's copy of the parent's guard gives nothing back.
         if ident::process().0 == self.pid {
-            self.sem.state().release_guarded(self.slot);
+            self.sem.state().release_guarded(self.slot, *self.sem.shm.geometry());
         }
     }
 }
@@ -446,7 +473,7 @@ pub struct BoundedSemaphore(Semaphore);
 impl BoundedSemaphore {
     /// A bounded semaphore with `value` units.
     pub fn new(value: u32) -> Result<BoundedSemaphore, ShmError> {
-        Ok(BoundedSemaphore(Semaphore::from_shm(Shm::create(
+        Ok(BoundedSemaphore(Semaphore::from_shm(crate::shared::create(
             None,
             SemState::new(value, true),
         )?)))
@@ -454,7 +481,7 @@ impl BoundedSemaphore {
 
     /// A bounded semaphore in `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str, value: u32) -> Result<BoundedSemaphore, ShmError> {
-        Ok(BoundedSemaphore(Semaphore::from_shm(Shm::create(
+        Ok(BoundedSemaphore(Semaphore::from_shm(crate::shared::create(
             Some(name),
             SemState::new(value, true),
         )?)))

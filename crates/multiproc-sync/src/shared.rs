@@ -1,135 +1,64 @@
-//! A typed view of a segment whose payload is one `#[repr(C)]` struct of atomics, shared by all
-//! the primitives of this crate, plus the bounded blocking loop they use.
+//! The crate's glue to [`multiproc_shm::Shared`] (every object here keeps its memory in a
+//! `Shared<Layout>`), plus the bounded blocking loop the primitives use.
 //!
-//! The struct is written in place by the creator (inside `Segment::create_*`'s `init`, before
-//! the segment is marked Ready); openers validate kind, type fingerprint and exact size, then
-//! call the type's own `validate` on fields that come from shared memory.
+//! A layout is written in place by the creator (inside `Shared::create`'s `init`, before the
+//! segment is marked Ready); openers get kind, type fingerprint and size checked by the segment
+//! layer, then the layout's own `validate`, which returns the geometry the object uses locally.
 
 use crate::facade::{AtomicU32, Ordering, spin_hint};
 use crate::futex::{self, WaitResult};
-use multiproc_shm::{
-    Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, ShmError, TypeFingerprint,
-};
-use std::marker::PhantomData;
-use std::ptr::NonNull;
+use multiproc_shm::{Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint};
 use std::time::{Duration, Instant};
 
-/// A shared struct living in a segment.
-pub(crate) trait SharedLayout: Sized + 'static {
-    /// The segment kind.
-    const KIND: ObjectKind;
-    /// Checks fields read from shared memory after opening.
-    fn validate(&self) -> Result<(), ShmError> {
+/// The fingerprint a layout-only object records: the layout type itself.
+fn fp<L: SharedLayout>() -> TypeFingerprint {
+    TypeFingerprint::of::<L>()
+}
+
+/// Creates an anonymous (memfd, `name` None) or named segment holding `value` (no tail).
+pub(crate) fn create<L: SharedLayout>(name: Option<&str>, value: L) -> Result<Shared<L>, ShmError> {
+    Shared::<L>::create(name, fp::<L>(), 0, |p, _| {
+        // SAFETY: `p` is valid for writing one `L`, aligned, and unseen by others before Ready.
+        unsafe { p.as_ptr().write(value) };
         Ok(())
-    }
+    })
 }
 
-/// A segment holding one `T`.
-pub(crate) struct Shm<T: SharedLayout> {
-    seg: Segment,
-    ptr: NonNull<T>,
-    _t: PhantomData<T>,
+/// Opens a named layout-only object.
+pub(crate) fn open_named<L: SharedLayout>(name: &str) -> Result<Shared<L>, ShmError> {
+    Shared::open_named(name, fp::<L>())
 }
 
-impl<T: SharedLayout> Clone for Shm<T> {
-    fn clone(&self) -> Self {
-        Shm {
-            seg: self.seg.clone(),
-            ptr: self.ptr,
-            _t: PhantomData,
-        }
-    }
+/// Opens a layout-only object from a handle.
+pub(crate) fn open_handle<L: SharedLayout>(h: &SegmentHandle) -> Result<Shared<L>, ShmError> {
+    Shared::open_handle(h, fp::<L>())
 }
 
-// SAFETY: `T` is made of atomics only (every SharedLayout implementor), so shared access from
-// several threads is what it is built for; the segment handle itself is Send + Sync.
-unsafe impl<T: SharedLayout> Send for Shm<T> {}
-// SAFETY: as above.
-unsafe impl<T: SharedLayout> Sync for Shm<T> {}
-
-fn spec<T: SharedLayout>() -> SegmentSpec {
-    SegmentSpec::new(
-        T::KIND,
-        TypeFingerprint::of::<T>(),
-        std::mem::size_of::<T>(),
-        std::mem::align_of::<T>(),
-    )
+/// The segment of an object this crate made: always segment-backed (the heap backing is only
+/// used by tests of the algorithms, which use the layouts directly, never the objects).
+pub(crate) fn segment_of<L: SharedLayout>(s: &Shared<L>) -> &Segment {
+    s.segment()
+        .expect("objects of multiproc-sync always live in a segment")
 }
 
-fn expect<T: SharedLayout>() -> Expect {
-    Expect::new(T::KIND, TypeFingerprint::of::<T>()).payload_size(std::mem::size_of::<T>() as u64)
+/// How another process reaches an object of this crate.
+pub(crate) fn handle_of<L: SharedLayout>(s: &Shared<L>) -> SegmentHandle {
+    segment_of(s).handle()
 }
 
-impl<T: SharedLayout> Shm<T> {
-    /// Creates an anonymous (memfd) segment, or a named one, holding `value`.
-    pub(crate) fn create(name: Option<&str>, value: T) -> Result<Self, ShmError> {
-        let init = |p: NonNull<u8>, len: usize| {
-            debug_assert!(len >= std::mem::size_of::<T>());
-            // SAFETY: the payload is `size_of::<T>()` bytes, 256-byte aligned (>= align_of::<T>()),
-            // and nobody else can see it before the segment is marked Ready.
-            unsafe { p.cast::<T>().as_ptr().write(value) };
-            Ok(())
-        };
-        let seg = match name {
-            None => Segment::create_anonymous(&spec::<T>(), init)?,
-            Some(n) => Segment::create_named(n, &spec::<T>(), init)?,
-        };
-        Ok(Self::wrap(seg))
-    }
-
-    fn wrap(seg: Segment) -> Self {
-        let ptr = seg.payload_ptr().cast::<T>();
-        Shm {
-            seg,
-            ptr,
-            _t: PhantomData,
-        }
-    }
-
-    fn checked(seg: Segment) -> Result<Self, ShmError> {
-        let s = Self::wrap(seg);
-        s.get().validate()?;
-        Ok(s)
-    }
-
-    /// Opens a named segment.
-    pub(crate) fn open_named(name: &str) -> Result<Self, ShmError> {
-        Self::checked(Segment::open_named(name, &expect::<T>())?)
-    }
-
-    /// Opens from a handle.
-    pub(crate) fn open_handle(h: &SegmentHandle) -> Result<Self, ShmError> {
-        Self::checked(Segment::open_handle(h, &expect::<T>())?)
-    }
-
-    /// The shared struct.
-    #[inline]
-    pub(crate) fn get(&self) -> &T {
-        // SAFETY: the segment was validated for kind, fingerprint and exact size, the mapping
-        // lives as long as `self.seg`, and `T` holds only atomics and plain read-only integers,
-        // so a shared reference is sound even while other processes mutate it through atomics.
-        unsafe { self.ptr.as_ref() }
-    }
-
-    /// How another process reaches it.
-    pub(crate) fn handle(&self) -> SegmentHandle {
-        self.seg.handle()
-    }
-}
-
-/// Implements Clone-free serde for a handle type with a `shm: Shm<_>` field and a
-/// `from_shm(Shm<_>) -> Self` constructor.
+/// Implements serde for a handle type with a `shm: Shared<_>` field and a
+/// `from_shm(Shared<_>) -> Self` constructor.
 macro_rules! serde_as_handle {
     ($ty:ty, $layout:ty) => {
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                serde::Serialize::serialize(&self.shm.handle(), s)
+                serde::Serialize::serialize(&$crate::shared::handle_of(&self.shm), s)
             }
         }
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let h = <multiproc_shm::SegmentHandle as serde::Deserialize>::deserialize(d)?;
-                let shm = $crate::shared::Shm::<$layout>::open_handle(&h)
+                let shm = $crate::shared::open_handle::<$layout>(&h)
                     .map_err(<D::Error as serde::de::Error>::custom)?;
                 Ok(<$ty>::from_shm(shm))
             }

@@ -3,8 +3,12 @@
 //! Python's `Value('q', 0)` becomes `Value::new(0i64)`; `with v.get_lock(): v.value += 1` becomes
 //! `*v.get_lock()? += 1`. The lock is a [`RobustMutex`] next to the value in the same segment, so
 //! a holder killed mid-update hands the next locker [`LockError::OwnerDied`] with the guard.
-//! `RawValue<T>` is Python's `lock=False`: loads and stores are single volatile copies, so a reader
-//! racing a writer of a multi-word `T` may see a torn value, exactly as in Python.
+//! `RawValue<T>` is Python's `lock=False`: loads and stores are atomic copies (one atomic for 1, 2,
+//! 4 or 8 bytes, else word- or byte-wise), so a reader racing a writer of a multi-word `T` may see
+//! a torn value, exactly as in Python — but never a data race.
+//!
+//! Both keep their memory in a [`multiproc_shm::Shared`]; a [`ValueGuard`] holds a `KeepAlive`,
+//! so leaking a guard and dropping every handle leaks the mapping instead of unmapping it.
 //!
 //! Handles are `Clone` (same memory) and serialize as their segment handle: deserializing opens
 //! the segment and checks its kind and element type, so a `Value<i64>` cannot be opened as
@@ -18,13 +22,16 @@
 //! ```
 
 use crate::error::{LockError, LockResult, SyncError};
+use crate::facade::raw;
 use crate::mutex::{LockOutcome, MutexError, RobustMutex};
-use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use multiproc_shm::{
+    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
+    TypeFingerprint,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -33,55 +40,87 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 pub trait SharedData: FromBytes + IntoBytes + Immutable + Copy + Send + 'static {}
 impl<T: FromBytes + IntoBytes + Immutable + Copy + Send + 'static> SharedData for T {}
 
+/// The shared layout of a [`Value`]: the lock, then the value.
 #[repr(C)]
 struct ValueCell<T> {
     mutex: RobustMutex,
     value: UnsafeCell<T>,
 }
 
-fn spec_of<C, T: 'static>(kind: ObjectKind, size: usize, align: usize) -> SegmentSpec {
-    let _ = PhantomData::<C>;
-    SegmentSpec::new(kind, TypeFingerprint::of::<T>(), size, align)
+// SAFETY: the mutex is atomics only and `T: SharedData` is valid for any bytes, so any bit
+// pattern is a valid ValueCell; `value` is only touched by the lock holder (an `UnsafeCell`
+// reached under the lock); `T`'s alignment is checked to be <= 256 in `Value::create`; no Drop
+// (T: Copy). Nothing in it sizes or indexes anything.
+unsafe impl<T: SharedData> SharedLayout for ValueCell<T> {
+    const KIND: ObjectKind = ObjectKind::Value;
+    type Geometry = ();
+    fn validate(&self, _tail_len: usize) -> Result<(), ShmError> {
+        Ok(())
+    }
 }
 
-/// Creates a segment (anonymous or named) and runs `init` on its payload.
-pub(crate) fn create_segment(
+// SAFETY: shared between threads (and processes) by design: the mutex is atomics, the value is
+// reached only by the lock holder.
+unsafe impl<T: SharedData> Sync for ValueCell<T> {}
+
+/// The shared layout of a [`RawValue`]: the value alone, accessed only through atomic copies.
+#[repr(C)]
+struct RawCell<T> {
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: `T: SharedData` is valid for any bytes; `value` is only accessed through atomic
+// copies (`facade::raw`), never through a reference; alignment checked <= 256 at create; no Drop.
+unsafe impl<T: SharedData> SharedLayout for RawCell<T> {
+    const KIND: ObjectKind = ObjectKind::RawValue;
+    type Geometry = ();
+    fn validate(&self, _tail_len: usize) -> Result<(), ShmError> {
+        Ok(())
+    }
+}
+
+// SAFETY: every access is atomic (see above).
+unsafe impl<T: SharedData> Sync for RawCell<T> {}
+
+/// Refuses element types aligned beyond a payload's 256 bytes (a `#[repr(align(512))]` type).
+pub(crate) fn check_align<T>() -> Result<(), SyncError> {
+    let align = std::mem::align_of::<T>();
+    if align > 128 {
+        return Err(ShmError::OutOfRange {
+            what: "element alignment",
+            found: align as u64,
+            limit: 128,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn create_cell<L: SharedLayout>(
     name: Option<&str>,
-    spec: &SegmentSpec,
-    init: impl FnOnce(NonNull<u8>, usize) -> multiproc_shm::Result<()>,
-) -> Result<Segment, SyncError> {
-    Ok(match name {
-        Some(n) => Segment::create_named(n, spec, init)?,
-        None => Segment::create_anonymous(spec, init)?,
-    })
+    fp: TypeFingerprint,
+    cell: L,
+) -> Result<Shared<L>, SyncError> {
+    Ok(Shared::<L>::create(name, fp, 0, |p, _| {
+        // SAFETY: `p` is valid and aligned for one `L` and unseen by others before Ready.
+        unsafe { p.as_ptr().write(cell) };
+        Ok(())
+    })?)
 }
 
-pub(crate) fn init_mutex(ptr: *mut RobustMutex) -> multiproc_shm::Result<()> {
-    // SAFETY: callers pass a pointer into a payload that nobody else can see yet, aligned for
-    // RobustMutex (payloads are 256-aligned and the mutex is at offset 0 of its cell).
-    unsafe { RobustMutex::init_at(ptr) }.map_err(|source| multiproc_shm::ShmError::Os {
-        op: "pthread_mutex_init",
-        source,
-    })
+fn segment_of<L: SharedLayout>(s: &Shared<L>) -> &Segment {
+    crate::shared::segment_of(s)
 }
 
 /// A `T` in shared memory guarded by a robust process-shared lock (Python's `Value`).
 pub struct Value<T: SharedData> {
-    seg: Segment,
-    cell: NonNull<ValueCell<T>>,
+    shm: Shared<ValueCell<T>>,
 }
-
-// SAFETY: the cell lives in shared memory owned by `seg` (kept alive by the handle); access to the
-// value goes through the robust mutex, which is Sync.
-unsafe impl<T: SharedData> Send for Value<T> {}
-// SAFETY: as above.
-unsafe impl<T: SharedData> Sync for Value<T> {}
 
 impl<T: SharedData> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value {
-            seg: self.seg.clone(),
-            cell: self.cell,
+            shm: self.shm.clone(),
         }
     }
 }
@@ -90,44 +129,21 @@ impl<T: SharedData> std::fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Value")
             .field("type", &std::any::type_name::<T>())
-            .field("segment", &self.seg)
+            .field("segment", segment_of(&self.shm))
             .finish()
     }
 }
 
 impl<T: SharedData> Value<T> {
-    fn spec() -> SegmentSpec {
-        spec_of::<ValueCell<T>, T>(
-            ObjectKind::Value,
-            std::mem::size_of::<ValueCell<T>>(),
-            std::mem::align_of::<ValueCell<T>>(),
-        )
-    }
-
-    fn expect() -> Expect {
-        Expect::new(ObjectKind::Value, TypeFingerprint::of::<T>())
-            .payload_size(std::mem::size_of::<ValueCell<T>>() as u64)
-    }
-
     fn create(name: Option<&str>, value: T) -> Result<Self, SyncError> {
-        let seg = create_segment(name, &Self::spec(), |p, _| {
-            let cell = p.as_ptr().cast::<ValueCell<T>>();
-            // SAFETY: the payload is at least size_of::<ValueCell<T>>() bytes and 256-aligned,
-            // and nobody else can see it before Ready.
-            unsafe {
-                init_mutex(std::ptr::addr_of_mut!((*cell).mutex))?;
-                std::ptr::addr_of_mut!((*cell).value)
-                    .cast::<T>()
-                    .write(value);
-            }
-            Ok(())
-        })?;
-        Ok(Self::from_segment(seg))
-    }
-
-    fn from_segment(seg: Segment) -> Self {
-        let cell = seg.payload_ptr().cast::<ValueCell<T>>();
-        Value { seg, cell }
+        check_align::<T>()?;
+        let cell = ValueCell {
+            mutex: RobustMutex::new(),
+            value: UnsafeCell::new(value),
+        };
+        Ok(Value {
+            shm: create_cell(name, TypeFingerprint::of::<T>(), cell)?,
+        })
     }
 
     /// A new anonymous shared value (memfd: shared with forked and spawned children).
@@ -142,35 +158,38 @@ impl<T: SharedData> Value<T> {
 
     /// Opens a named value, checking that it holds a `Value<T>`.
     pub fn open_named(name: &str) -> Result<Self, SyncError> {
-        Ok(Self::from_segment(Segment::open_named(
-            name,
-            &Self::expect(),
-        )?))
+        Ok(Value {
+            shm: Shared::open_named(name, TypeFingerprint::of::<T>())?,
+        })
     }
 
     /// Opens the value a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
-        Ok(Self::from_segment(Segment::open_handle(
-            handle,
-            &Self::expect(),
-        )?))
+        Ok(Value {
+            shm: Shared::open_handle(handle, TypeFingerprint::of::<T>())?,
+        })
     }
 
     /// The segment behind this value.
     pub fn segment(&self) -> &Segment {
-        &self.seg
+        segment_of(&self.shm)
     }
 
+    /// How another process reaches this value.
+    pub fn handle(&self) -> SegmentHandle {
+        self.segment().handle()
+    }
+
+    #[inline]
     fn cell(&self) -> &ValueCell<T> {
-        // SAFETY: the pointer is into the live mapping held by self.seg, aligned and sized for a
-        // ValueCell<T> (checked at create/open); the fields are a Sync mutex and an UnsafeCell.
-        unsafe { self.cell.as_ref() }
+        self.shm.get()
     }
 
+    #[inline]
     fn guard(&self, r: Result<LockOutcome, MutexError>) -> LockResult<ValueGuard<'_, T>> {
         match r {
-            Ok(LockOutcome::Acquired) => Ok(ValueGuard::new(self.cell())),
-            Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(ValueGuard::new(self.cell()))),
+            Ok(LockOutcome::Acquired) => Ok(ValueGuard::new(self)),
+            Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(ValueGuard::new(self))),
             Err(e) => Err(LockError::Failed(e)),
         }
     }
@@ -216,13 +235,18 @@ impl<T: SharedData> Value<T> {
 /// released by the thread that took it.
 pub struct ValueGuard<'a, T: SharedData> {
     cell: &'a ValueCell<T>,
+    /// Keeps the mapping alive: `mem::forget(guard)` then dropping every handle leaks the
+    /// mapping (and leaves the lock held) instead of unmapping memory a guard still points at.
+    _keep: KeepAlive,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<'a, T: SharedData> ValueGuard<'a, T> {
-    fn new(cell: &'a ValueCell<T>) -> Self {
+    #[inline]
+    fn new(v: &'a Value<T>) -> Self {
         ValueGuard {
-            cell,
+            cell: v.cell(),
+            _keep: v.shm.keep_alive(),
             _not_send: PhantomData,
         }
     }
@@ -255,7 +279,7 @@ impl<T: SharedData> Drop for ValueGuard<'_, T> {
 
 impl<T: SharedData> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.seg.handle().serialize(s)
+        self.handle().serialize(s)
     }
 }
 
@@ -267,49 +291,42 @@ impl<'de, T: SharedData> Deserialize<'de> for Value<T> {
 }
 
 /// A `T` in shared memory without a lock (Python's `Value(..., lock=False)` / `RawValue`).
+///
+/// Loads and stores are atomic accesses: one atomic for a `T` of 1, 2, 4 or 8 bytes (aligned
+/// to its size), else a sequence of atomic words or bytes, so a reader racing a writer of a
+/// multi-word `T` may see a torn value, exactly as in Python. A load is Acquire and a store
+/// Release (fences around the copy), so a value published with `store` carries what the
+/// writer wrote before it.
 pub struct RawValue<T: SharedData> {
-    seg: Segment,
-    ptr: NonNull<T>,
+    shm: Shared<RawCell<T>>,
 }
-
-// SAFETY: the value lives in shared memory owned by seg; accesses are volatile copies of plain data.
-unsafe impl<T: SharedData> Send for RawValue<T> {}
-// SAFETY: as above.
-unsafe impl<T: SharedData> Sync for RawValue<T> {}
 
 impl<T: SharedData> Clone for RawValue<T> {
     fn clone(&self) -> Self {
         RawValue {
-            seg: self.seg.clone(),
-            ptr: self.ptr,
+            shm: self.shm.clone(),
         }
     }
 }
 
+impl<T: SharedData> std::fmt::Debug for RawValue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawValue")
+            .field("type", &std::any::type_name::<T>())
+            .field("segment", segment_of(&self.shm))
+            .finish()
+    }
+}
+
 impl<T: SharedData> RawValue<T> {
-    fn expect() -> Expect {
-        Expect::new(ObjectKind::RawValue, TypeFingerprint::of::<T>())
-            .payload_size(std::mem::size_of::<T>() as u64)
-    }
-
     fn create(name: Option<&str>, value: T) -> Result<Self, SyncError> {
-        let spec = SegmentSpec::new(
-            ObjectKind::RawValue,
-            TypeFingerprint::of::<T>(),
-            std::mem::size_of::<T>(),
-            std::mem::align_of::<T>(),
-        );
-        let seg = create_segment(name, &spec, |p, _| {
-            // SAFETY: the payload holds size_of::<T>() bytes, 256-aligned, unseen by others.
-            unsafe { p.as_ptr().cast::<T>().write(value) };
-            Ok(())
-        })?;
-        Ok(Self::from_segment(seg))
-    }
-
-    fn from_segment(seg: Segment) -> Self {
-        let ptr = seg.payload_ptr().cast::<T>();
-        RawValue { seg, ptr }
+        check_align::<T>()?;
+        let cell = RawCell {
+            value: UnsafeCell::new(value),
+        };
+        Ok(RawValue {
+            shm: create_cell(name, TypeFingerprint::of::<T>(), cell)?,
+        })
     }
 
     /// A new anonymous raw value.
@@ -324,49 +341,67 @@ impl<T: SharedData> RawValue<T> {
 
     /// Opens a named raw value.
     pub fn open_named(name: &str) -> Result<Self, SyncError> {
-        Ok(Self::from_segment(Segment::open_named(
-            name,
-            &Self::expect(),
-        )?))
+        Ok(RawValue {
+            shm: Shared::open_named(name, TypeFingerprint::of::<T>())?,
+        })
     }
 
     /// Opens the raw value a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
-        Ok(Self::from_segment(Segment::open_handle(
-            handle,
-            &Self::expect(),
-        )?))
+        Ok(RawValue {
+            shm: Shared::open_handle(handle, TypeFingerprint::of::<T>())?,
+        })
     }
 
-    /// One volatile read (may be torn if another process writes a multi-word `T` concurrently).
+    /// Reads the value (atomic; may be torn if another process writes a multi-word `T`
+    /// concurrently).
     #[inline]
     pub fn load(&self) -> T {
-        // SAFETY: ptr is valid and aligned for T inside the live mapping; T is FromBytes so any
-        // bytes are a valid T. Volatile: the memory is changed by other processes.
-        unsafe { self.ptr.as_ptr().read_volatile() }
+        // SAFETY: the cell is inside the live mapping `self.shm` holds, aligned for T (payloads
+        // are 256-aligned, align_of::<T>() <= 128 checked at create); every access to it is
+        // atomic (this type's only accessors); T: FromBytes, so any bytes are a valid T.
+        unsafe { raw::load(self.shm.get().value.get()) }
     }
 
-    /// One volatile write.
+    /// Writes the value (atomic; see [`RawValue::load`]).
     #[inline]
     pub fn store(&self, value: T) {
-        // SAFETY: as in load; T is plain data.
-        unsafe { self.ptr.as_ptr().write_volatile(value) }
+        // SAFETY: as in load.
+        unsafe { raw::store(self.shm.get().value.get(), value) }
     }
 
-    /// The raw pointer, for atomics the caller builds on it.
+    /// The raw pointer. Every access through it must be atomic (other processes access the
+    /// value concurrently); prefer [`RawValue::load`]/[`RawValue::store`] or, for a
+    /// `RawValue<u64>`, [`RawValue::as_atomic`].
     pub fn as_ptr(&self) -> *mut T {
-        self.ptr.as_ptr()
+        self.shm.get().value.get()
     }
 
     /// The segment behind this value.
     pub fn segment(&self) -> &Segment {
-        &self.seg
+        segment_of(&self.shm)
+    }
+
+    /// How another process reaches this value.
+    pub fn handle(&self) -> SegmentHandle {
+        self.segment().handle()
+    }
+}
+
+impl RawValue<u64> {
+    /// The value as an `AtomicU64`, for read-modify-write operations (`fetch_add`, CAS) shared
+    /// with other processes. Mixes safely with `load`/`store`, which are atomic too.
+    pub fn as_atomic(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: the u64 is 8-aligned (offset 0 of a 256-aligned payload) and lives as long as
+        // the mapping `self.shm` holds, i.e. at least as long as `&self`; every access to it by
+        // this crate is atomic, and other processes must do the same (the documented contract).
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.as_ptr()) }
     }
 }
 
 impl<T: SharedData> Serialize for RawValue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.seg.handle().serialize(s)
+        self.handle().serialize(s)
     }
 }
 

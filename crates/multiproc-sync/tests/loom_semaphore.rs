@@ -21,15 +21,15 @@ fn binary_semaphore_excludes_anonymous_and_guarded_takers() {
         let t = thread::spawn(move || {
             assert!(s2.acquire(None));
             bump(&c2);
-            s2.release().unwrap();
+            s2.release(s2.geometry()).unwrap();
         });
         let slot = s.acquire_guarded(5, None, true).unwrap();
         bump(&c);
-        s.release_guarded(slot);
+        s.release_guarded(slot, s.geometry());
         t.join().unwrap();
         assert_eq!(c.load(Ordering::Relaxed), 2);
         assert_eq!(s.value(), 1);
-        assert!(s.release().is_err(), "bounded: over-release");
+        assert!(s.release(s.geometry()).is_err(), "bounded: over-release");
     });
 }
 
@@ -38,7 +38,7 @@ fn release_from_another_thread_wakes_a_blocked_acquirer() {
     loom::model(|| {
         let s = Arc::new(SemState::new(0, false));
         let s2 = s.clone();
-        let t = thread::spawn(move || s2.release().unwrap());
+        let t = thread::spawn(move || s2.release(s2.geometry()).unwrap());
         assert!(s.acquire(None));
         t.join().unwrap();
         assert_eq!(s.value(), 0);
