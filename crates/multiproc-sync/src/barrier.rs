@@ -427,6 +427,11 @@ impl Barrier {
         Ok(Self::from_shm(crate::shared::open_named(name)?))
     }
 
+    /// Opens the barrier a handle names (checking kind, layout and geometry).
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Barrier, ShmError> {
+        Ok(Self::from_shm(crate::shared::open_handle(handle)?))
+    }
+
     /// This handle with an action: when *this handle's* party is the last to arrive, it runs
     /// `action` before releasing the others (Python's `action`; one party runs it per round).
     /// If it panics the barrier breaks and the panic propagates.

@@ -57,7 +57,17 @@ pub enum ConditionError {
     /// Every waiter slot is in use.
     #[error("all {WAIT_SLOTS} waiter slots are in use")]
     TooManyWaiters,
+    /// `wait_timeout` could not re-acquire the lock within its timeout plus
+    /// [`REACQUIRE_GRACE`] (another process holds it): the lock is NOT held on return.
+    #[error("could not re-acquire the condition's lock in time; it is not held")]
+    LockNotReacquired,
 }
+
+/// How long past its deadline `wait_timeout` keeps trying to re-acquire the lock (at least;
+/// the timeout itself is used when longer) before giving up with
+/// [`ConditionError::LockNotReacquired`]: a process holding the lock forever can delay a timed
+/// wait, not hang it.
+pub const REACQUIRE_GRACE: Duration = Duration::from_millis(100);
 
 #[repr(C)]
 struct WaitSlot {
@@ -205,6 +215,20 @@ impl Condition {
         })
     }
 
+    /// Opens the condition whose waiter table `handle` names, over `lock` (what
+    /// deserializing a `Condition` does).
+    pub fn open_handle(handle: &SegmentHandle, lock: CondLock) -> Result<Condition, ShmError> {
+        Ok(Condition {
+            shm: crate::shared::open_handle(handle)?,
+            lock,
+        })
+    }
+
+    /// How another process reaches the waiter table (see [`Condition::open_handle`]).
+    pub fn handle(&self) -> SegmentHandle {
+        crate::shared::handle_of(&self.shm)
+    }
+
     /// The underlying lock.
     pub fn lock_ref(&self) -> &CondLock {
         &self.lock
@@ -301,14 +325,15 @@ impl Condition {
         }
     }
 
-    fn acquire_restore(&self, saved: Saved) {
+    fn acquire_restore(&self, saved: Saved, deadline: Option<Instant>) -> bool {
         match (&self.lock, saved) {
-            (CondLock::Lock(l), Saved::Lock(m)) => l.acquire_restore(m),
+            (CondLock::Lock(l), Saved::Lock(m)) => l.acquire_restore(m, deadline),
             (CondLock::RLock(l), Saved::RLock(depth)) => {
                 let (tid, me) = ident::thread();
-                l.state().acquire_restore(tid, me, depth);
+                l.state().acquire_restore(tid, me, depth, deadline)
             }
-            _ => unreachable!("saved state matches the lock kind"),
+            // Saved is made from the same `self.lock` a few lines earlier.
+            _ => false,
         }
     }
 
@@ -323,6 +348,7 @@ impl Condition {
     }
 
     fn wait_deadline(&self, deadline: Option<Instant>) -> Result<bool, ConditionError> {
+        let start = Instant::now();
         if !self.held() {
             return Err(ConditionError::NotHeld);
         }
@@ -366,7 +392,17 @@ impl Condition {
             // Woken, timed out or interrupted: the top of the loop re-checks everything.
             futex::wait(&slot.state, WAITING, Some(t));
         }
-        self.acquire_restore(saved);
+        let restore_by = deadline.map(|d| {
+            let grace = d.saturating_duration_since(start).max(REACQUIRE_GRACE);
+            d.checked_add(grace).unwrap_or(d)
+        });
+        if !self.acquire_restore(saved, restore_by) {
+            // Free our slot (without the lock: a lost notify at worst, for a caller that gets
+            // an error anyway).
+            slot.state.store(NOTIFIED, Ordering::Relaxed);
+            slot.owner.store(0, Ordering::Relaxed);
+            return Err(ConditionError::LockNotReacquired);
+        }
         let notified = slot.state.load(Ordering::Relaxed) == NOTIFIED;
         slot.state.store(NOTIFIED, Ordering::Relaxed);
         slot.owner.store(0, Ordering::Relaxed);

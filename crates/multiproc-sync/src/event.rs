@@ -155,6 +155,11 @@ impl Event {
         Ok(Self::from_shm(crate::shared::open_named(name)?))
     }
 
+    /// Opens the event a handle names (checking kind, layout and geometry).
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Event, ShmError> {
+        Ok(Self::from_shm(crate::shared::open_handle(handle)?))
+    }
+
     /// How another process reaches it.
     pub fn handle(&self) -> SegmentHandle {
         crate::shared::handle_of(&self.shm)

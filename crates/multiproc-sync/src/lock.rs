@@ -279,6 +279,11 @@ impl Lock {
         Ok(Lock::from_shm(crate::shared::open_named(name)?))
     }
 
+    /// Opens the lock a handle names (checking kind, layout and geometry).
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Lock, ShmError> {
+        Ok(Lock::from_shm(crate::shared::open_handle(handle)?))
+    }
+
     /// How another process reaches this lock.
     pub fn handle(&self) -> SegmentHandle {
         crate::shared::handle_of(&self.shm)
@@ -362,15 +367,13 @@ impl Lock {
         Ok(mode)
     }
 
-    /// Condition support: re-acquires in the saved mode.
-    pub(crate) fn acquire_restore(&self, mode: LockMode) {
+    /// Condition support: re-acquires in the saved mode by `deadline`. Returns whether it did.
+    pub(crate) fn acquire_restore(&self, mode: LockMode, deadline: Option<Instant>) -> bool {
         match mode {
-            LockMode::Anon => {
-                self.state().acquire_anon(None);
-            }
+            LockMode::Anon => self.state().acquire_anon(deadline),
             LockMode::Tagged => {
                 let (pid, me) = ident::process();
-                self.state().acquire_tagged(pid, me, None);
+                self.state().acquire_tagged(pid, me, deadline).is_some()
             }
         }
     }

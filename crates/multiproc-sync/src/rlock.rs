@@ -204,10 +204,20 @@ impl RLockState {
         Ok(c)
     }
 
-    /// Re-acquires with a saved depth.
-    pub(crate) fn acquire_restore(&self, tid: u32, me: u64, depth: u32) {
-        self.acquire(tid, me, None);
+    /// Re-acquires with a saved depth by `deadline`. Returns whether it did.
+    pub(crate) fn acquire_restore(
+        &self,
+        tid: u32,
+        me: u64,
+        depth: u32,
+        deadline: Option<Instant>,
+    ) -> bool {
+        if self.acquire(tid, me, deadline).is_none() {
+            return false;
+        }
+        // Relaxed: only the owner touches count.
         self.count.store(depth.max(1), Ordering::Relaxed);
+        true
     }
 }
 
@@ -243,6 +253,11 @@ impl RLock {
     /// Opens a named lock.
     pub fn open_named(name: &str) -> Result<RLock, ShmError> {
         Ok(RLock::from_shm(crate::shared::open_named(name)?))
+    }
+
+    /// Opens the rlock a handle names (checking kind, layout and geometry).
+    pub fn open_handle(handle: &SegmentHandle) -> Result<RLock, ShmError> {
+        Ok(RLock::from_shm(crate::shared::open_handle(handle)?))
     }
 
     /// How another process reaches this lock.

@@ -364,6 +364,11 @@ impl Semaphore {
         Ok(Self::from_shm(crate::shared::open_named(name)?))
     }
 
+    /// Opens the semaphore a handle names (checking kind, layout and geometry).
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Semaphore, ShmError> {
+        Ok(Self::from_shm(crate::shared::open_handle(handle)?))
+    }
+
     /// How another process reaches it.
     pub fn handle(&self) -> SegmentHandle {
         crate::shared::handle_of(&self.shm)
@@ -490,6 +495,11 @@ impl BoundedSemaphore {
     /// Opens a named bounded semaphore.
     pub fn open_named(name: &str) -> Result<BoundedSemaphore, ShmError> {
         Ok(BoundedSemaphore(Semaphore::open_named(name)?))
+    }
+
+    /// Opens the bounded semaphore a handle names.
+    pub fn open_handle(handle: &SegmentHandle) -> Result<BoundedSemaphore, ShmError> {
+        Ok(BoundedSemaphore(Semaphore::open_handle(handle)?))
     }
 }
 
