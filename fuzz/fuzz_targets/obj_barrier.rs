@@ -24,7 +24,7 @@ enum Op {
 
 fuzz_target!(|input: (u8, Vec<Op>)| {
     let (parties, ops) = input;
-    let parties = u32::from(parties % 4) + 1;
+    let mut parties = u32::from(parties % 4) + 1;
     let Ok(mut b) = Barrier::new(parties) else {
         return;
     };
@@ -46,6 +46,8 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
             Op::Reopen => {
                 if let Ok(o) = Barrier::open_handle(&b.handle()) {
                     assert!((1..=64).contains(&o.parties()));
+                    parties = o.parties();
+                    b = o;
                 }
             }
         }

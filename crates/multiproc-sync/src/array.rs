@@ -19,8 +19,7 @@ use crate::facade::{AtomicU64, Ordering};
 use crate::mutex::{LockOutcome, MutexError, RobustMutex};
 use crate::value::{SharedData, check_align};
 use multiproc_shm::{
-    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
-    TypeFingerprint,
+    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -102,17 +101,22 @@ fn create_array<L: SharedLayout<Geometry = usize>, T: SharedData>(
         .checked_mul(size)
         .filter(|b| *b <= MAX_ARRAY_BYTES)
         .ok_or(SyncError::TooLarge { len, elem: size })?;
-    Ok(Shared::<L>::create(name, TypeFingerprint::of::<T>(), bytes, |p, tail| {
-        // SAFETY: `p` is valid for one L and `tail` for `bytes` zeroed bytes, aligned to 128
-        // (>= align_of::<T>(), checked), both unseen by others before Ready.
-        unsafe {
-            p.as_ptr().write(head);
-            if let Some(items) = items {
-                std::ptr::copy_nonoverlapping(items.as_ptr(), tail.as_ptr().cast::<T>(), len);
+    Ok(Shared::<L>::create(
+        name,
+        TypeFingerprint::of::<T>(),
+        bytes,
+        |p, tail| {
+            // SAFETY: `p` is valid for one L and `tail` for `bytes` zeroed bytes, aligned to 128
+            // (>= align_of::<T>(), checked), both unseen by others before Ready.
+            unsafe {
+                p.as_ptr().write(head);
+                if let Some(items) = items {
+                    std::ptr::copy_nonoverlapping(items.as_ptr(), tail.as_ptr().cast::<T>(), len);
+                }
             }
-        }
-        Ok(())
-    })?)
+            Ok(())
+        },
+    )?)
 }
 
 macro_rules! array_common {
@@ -127,8 +131,17 @@ macro_rules! array_common {
                 }
             }
 
-            fn create(name: Option<&str>, len: usize, items: Option<&[T]>) -> Result<Self, SyncError> {
-                Ok(Self::from_shm(create_array(name, len, items, $head::new(len))?))
+            fn create(
+                name: Option<&str>,
+                len: usize,
+                items: Option<&[T]>,
+            ) -> Result<Self, SyncError> {
+                Ok(Self::from_shm(create_array(
+                    name,
+                    len,
+                    items,
+                    $head::new(len),
+                )?))
             }
 
             /// A new anonymous array of `len` zeroed elements (Python's `Array('i', 10)`).
@@ -154,13 +167,19 @@ macro_rules! array_common {
             /// Opens a named array, checking kind, element type and length.
             pub fn open_named(name: &str) -> Result<Self, SyncError> {
                 check_align::<T>()?;
-                Ok(Self::from_shm(Shared::open_named(name, TypeFingerprint::of::<T>())?))
+                Ok(Self::from_shm(Shared::open_named(
+                    name,
+                    TypeFingerprint::of::<T>(),
+                )?))
             }
 
             /// Opens the array a handle names.
             pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
                 check_align::<T>()?;
-                Ok(Self::from_shm(Shared::open_handle(handle, TypeFingerprint::of::<T>())?))
+                Ok(Self::from_shm(Shared::open_handle(
+                    handle,
+                    TypeFingerprint::of::<T>(),
+                )?))
             }
 
             /// Number of elements (validated once, when this handle was made).

@@ -464,8 +464,11 @@ impl Barrier {
 
     /// Python `wait(timeout)`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BarrierError> {
-        self.state()
-            .wait(*self.shm.geometry(), deadline_after(timeout), self.action.as_deref())
+        self.state().wait(
+            *self.shm.geometry(),
+            deadline_after(timeout),
+            self.action.as_deref(),
+        )
     }
 
     /// Python `abort()`: breaks the barrier; waiters and later callers get `Broken`.

@@ -142,12 +142,18 @@ impl Event {
 
     /// A clear event in an anonymous segment.
     pub fn new() -> Result<Event, ShmError> {
-        Ok(Self::from_shm(crate::shared::create(None, EventState::new())?))
+        Ok(Self::from_shm(crate::shared::create(
+            None,
+            EventState::new(),
+        )?))
     }
 
     /// A clear event in `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str) -> Result<Event, ShmError> {
-        Ok(Self::from_shm(crate::shared::create(Some(name), EventState::new())?))
+        Ok(Self::from_shm(crate::shared::create(
+            Some(name),
+            EventState::new(),
+        )?))
     }
 
     /// Opens a named event.

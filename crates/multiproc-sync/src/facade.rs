@@ -139,19 +139,27 @@ pub(crate) mod raw {
             let mut a = 0u64;
             // SAFETY: local, aligned.
             unsafe { store(&raw mut a, 0x0102_0304_0506_0708u64) };
-            assert_eq!(unsafe { load(&raw const a) }, 0x0102_0304_0506_0708);
+            // SAFETY: local, aligned, no concurrent access.
+            let got = unsafe { load(&raw const a) };
+            assert_eq!(got, 0x0102_0304_0506_0708);
             let mut b = [0u32; 3];
             // SAFETY: local, aligned.
             unsafe { store(&raw mut b, [1, 2, 3]) };
-            assert_eq!(unsafe { load(&raw const b) }, [1, 2, 3]);
+            // SAFETY: local, aligned, no concurrent access.
+            let got = unsafe { load(&raw const b) };
+            assert_eq!(got, [1, 2, 3]);
             let mut c = Odd([0; 3]);
             // SAFETY: local, aligned.
             unsafe { store(&raw mut c, Odd([7, 8, 9])) };
-            assert_eq!(unsafe { load(&raw const c) }, Odd([7, 8, 9]));
+            // SAFETY: local, aligned, no concurrent access.
+            let got = unsafe { load(&raw const c) };
+            assert_eq!(got, Odd([7, 8, 9]));
             let mut d = [0u16; 5];
             // SAFETY: local, aligned.
             unsafe { store(&raw mut d, [1, 2, 3, 4, 5]) };
-            assert_eq!(unsafe { load(&raw const d) }, [1, 2, 3, 4, 5]);
+            // SAFETY: local, aligned, no concurrent access.
+            let got = unsafe { load(&raw const d) };
+            assert_eq!(got, [1, 2, 3, 4, 5]);
             assert_eq!(chunk::<u64>(), 8);
             assert_eq!(chunk::<[u32; 3]>(), 4);
             assert_eq!(chunk::<Odd>(), 1);

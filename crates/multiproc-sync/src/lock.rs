@@ -35,7 +35,9 @@ use crate::futex;
 use crate::ident;
 use crate::mutex::MutexError;
 use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
-use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
+use multiproc_shm::{
+    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
+};
 use std::time::{Duration, Instant};
 
 /// `state` value of a lock held through `acquire()`.
@@ -266,12 +268,18 @@ impl Lock {
     /// A new, free lock in an anonymous segment (inherited by forked children; spawned children
     /// get it by serializing it).
     pub fn new() -> Result<Lock, ShmError> {
-        Ok(Lock::from_shm(crate::shared::create(None, LockState::new())?))
+        Ok(Lock::from_shm(crate::shared::create(
+            None,
+            LockState::new(),
+        )?))
     }
 
     /// A new lock in `/dev/shm/multiproc.NAME`, for unrelated processes to [`Lock::open_named`].
     pub fn create_named(name: &str) -> Result<Lock, ShmError> {
-        Ok(Lock::from_shm(crate::shared::create(Some(name), LockState::new())?))
+        Ok(Lock::from_shm(crate::shared::create(
+            Some(name),
+            LockState::new(),
+        )?))
     }
 
     /// Opens a named lock.
@@ -345,9 +353,17 @@ impl Lock {
     pub fn try_lock(&self) -> LockResult<LockGuard<'_>> {
         let (pid, me) = ident::process();
         if self.state().try_acquire_tagged(pid, me) {
-            Ok(LockGuard { lock: self, pid })
+            Ok(self.guard(pid))
         } else {
             Err(LockError::Failed(MutexError::WouldBlock))
+        }
+    }
+
+    fn guard(&self, pid: u32) -> LockGuard<'_> {
+        LockGuard {
+            lock: self,
+            pid,
+            _keep: self.shm.keep_alive(),
         }
     }
 
@@ -355,8 +371,8 @@ impl Lock {
         let (pid, me) = ident::process();
         match self.state().acquire_tagged(pid, me, deadline) {
             None => Err(LockError::Failed(MutexError::Timeout)),
-            Some(false) => Ok(LockGuard { lock: self, pid }),
-            Some(true) => Err(LockError::OwnerDied(LockGuard { lock: self, pid })),
+            Some(false) => Ok(self.guard(pid)),
+            Some(true) => Err(LockError::OwnerDied(self.guard(pid))),
         }
     }
 
@@ -385,6 +401,8 @@ impl Lock {
 pub struct LockGuard<'a> {
     lock: &'a Lock,
     pid: u32,
+    /// Keeps the mapping alive if the guard is leaked and every handle dropped.
+    _keep: KeepAlive,
 }
 
 impl LockGuard<'_> {

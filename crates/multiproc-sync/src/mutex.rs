@@ -321,7 +321,8 @@ impl RobustMutex {
                 spin_hint();
             }
             // Relaxed: only a hint for when to try; the CAS does the synchronizing acquire.
-            if self.word.load(Ordering::Relaxed) == 0 && self.cas_free(who, Ordering::Acquire).is_ok()
+            if self.word.load(Ordering::Relaxed) == 0
+                && self.cas_free(who, Ordering::Acquire).is_ok()
             {
                 self.set_owner(who);
                 return Ok(LockOutcome::Acquired);

@@ -27,7 +27,9 @@ use crate::futex;
 use crate::ident;
 use crate::mutex::MutexError;
 use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
-use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
+use multiproc_shm::{
+    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
+};
 use std::time::{Duration, Instant};
 
 /// Errors of [`RLock::release`].
@@ -242,12 +244,18 @@ impl RLock {
 
     /// A new, free lock in an anonymous segment.
     pub fn new() -> Result<RLock, ShmError> {
-        Ok(RLock::from_shm(crate::shared::create(None, RLockState::new())?))
+        Ok(RLock::from_shm(crate::shared::create(
+            None,
+            RLockState::new(),
+        )?))
     }
 
     /// A new lock in `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str) -> Result<RLock, ShmError> {
-        Ok(RLock::from_shm(crate::shared::create(Some(name), RLockState::new())?))
+        Ok(RLock::from_shm(crate::shared::create(
+            Some(name),
+            RLockState::new(),
+        )?))
     }
 
     /// Opens a named lock.
@@ -342,6 +350,7 @@ impl RLock {
     fn guard(&self) -> RLockGuard<'_> {
         RLockGuard {
             lock: self,
+            _keep: self.shm.keep_alive(),
             tid: ident::thread().0,
         }
     }
@@ -352,6 +361,8 @@ impl RLock {
 #[derive(Debug)]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
+    /// Keeps the mapping alive if the guard is leaked and every handle dropped.
+    _keep: KeepAlive,
     tid: u32,
 }
 

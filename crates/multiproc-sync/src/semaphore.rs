@@ -465,7 +465,9 @@ impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
         // A forked child's copy of the parent's guard gives nothing back.
         if ident::process().0 == self.pid {
-            self.sem.state().release_guarded(self.slot, *self.sem.shm.geometry());
+            self.sem
+                .state()
+                .release_guarded(self.slot, *self.sem.shm.geometry());
         }
     }
 }
@@ -478,18 +480,16 @@ pub struct BoundedSemaphore(Semaphore);
 impl BoundedSemaphore {
     /// A bounded semaphore with `value` units.
     pub fn new(value: u32) -> Result<BoundedSemaphore, ShmError> {
-        Ok(BoundedSemaphore(Semaphore::from_shm(crate::shared::create(
-            None,
-            SemState::new(value, true),
-        )?)))
+        Ok(BoundedSemaphore(Semaphore::from_shm(
+            crate::shared::create(None, SemState::new(value, true))?,
+        )))
     }
 
     /// A bounded semaphore in `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str, value: u32) -> Result<BoundedSemaphore, ShmError> {
-        Ok(BoundedSemaphore(Semaphore::from_shm(crate::shared::create(
-            Some(name),
-            SemState::new(value, true),
-        )?)))
+        Ok(BoundedSemaphore(Semaphore::from_shm(
+            crate::shared::create(Some(name), SemState::new(value, true))?,
+        )))
     }
 
     /// Opens a named bounded semaphore.

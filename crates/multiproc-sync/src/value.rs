@@ -25,8 +25,7 @@ use crate::error::{LockError, LockResult, SyncError};
 use crate::facade::raw;
 use crate::mutex::{LockOutcome, MutexError, RobustMutex};
 use multiproc_shm::{
-    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
-    TypeFingerprint,
+    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::UnsafeCell;

@@ -129,7 +129,13 @@ fn semaphore_bound_rewritten_does_not_change_an_open_handle() {
 /// a timeout returns, in a child watched by a 10 s limit (a hang fails the test).
 fn each_call_returns(prep: impl Fn(u32) + Send, calls: impl Fn() + Send) {
     let mut c = fork(|| {
-        for pattern in [0xFFFF_FFFFu32, 1, 0x8000_0000, 0x003F_FFFF, std::process::id()] {
+        for pattern in [
+            0xFFFF_FFFFu32,
+            1,
+            0x8000_0000,
+            0x003F_FFFF,
+            std::process::id(),
+        ] {
             prep(pattern);
             calls();
         }
