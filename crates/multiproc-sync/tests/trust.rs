@@ -224,3 +224,28 @@ fn a_lock_word_naming_a_dead_thread_is_taken_over() {
         Err(LockError::Failed(MutexError::WouldBlock))
     ));
 }
+
+/// A process that takes a condition's lock while we wait and never gives it back delays a timed
+/// wait by at most the grace, and the error says the lock is not held. Before, the re-acquire
+/// had no deadline and `wait_timeout` hung forever.
+#[test]
+fn condition_wait_timeout_returns_when_another_process_keeps_the_lock() {
+    let c = Condition::new().unwrap();
+    let flag = RawValue::new(0u32).unwrap();
+    let g = c.lock().unwrap();
+    let (c2, f2) = (c.clone(), flag.clone());
+    let mut child = fork(move || {
+        let _g = c2.lock();
+        f2.store(1);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    assert_eq!(
+        c.wait_timeout(Duration::from_millis(50)),
+        Err(multiproc_sync::condition::ConditionError::LockNotReacquired)
+    );
+    assert_eq!(flag.load(), 1);
+    drop(g);
+    child.kill();
+}
