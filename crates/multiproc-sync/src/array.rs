@@ -16,7 +16,7 @@
 use crate::error::{LockError, LockResult, SyncError};
 use crate::facade::raw;
 use crate::facade::{AtomicU64, Ordering};
-use crate::mutex::{LockOutcome, MutexError, RobustMutex};
+use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
 use crate::value::{SharedData, check_align};
 use multiproc_shm::{
     KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
@@ -280,13 +280,21 @@ impl<T: SharedData> Array<T> {
         &self.shm.get().mutex
     }
 
-    fn guard(&self, r: Result<LockOutcome, MutexError>) -> LockResult<ArrayGuard<'_, T>> {
+    fn guard(
+        &self,
+        lock: impl FnOnce(&RobustMutex, Locker) -> Result<LockOutcome, MutexError>,
+    ) -> LockResult<ArrayGuard<'_, T>> {
+        let who = Locker::current();
         let g = || ArrayGuard {
             array: self,
-            _keep: self.shm.keep_alive(),
+            who,
+            // Taken once the lock is held, inside the critical section: work between an unlock
+            // and the next lock attempt of a locking loop widens the window in which another
+            // process steals the lock (every steal costs a cache-line transfer).
+            keep: Some(self.shm.keep_alive()),
             _not_send: PhantomData,
         };
-        match r {
+        match lock(self.mutex(), who) {
             Ok(LockOutcome::Acquired) => Ok(g()),
             Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(g())),
             Err(e) => Err(LockError::Failed(e)),
@@ -296,17 +304,17 @@ impl<T: SharedData> Array<T> {
     /// Locks the array; the guard derefs to `[T]`.
     #[inline]
     pub fn get_lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.guard(self.mutex().lock())
+        self.guard(|m, who| m.lock_with(who, None))
     }
 
     /// Locks without waiting.
     pub fn try_get_lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.guard(self.mutex().try_lock())
+        self.guard(|m, who| m.try_lock_with(who))
     }
 
     /// Locks, waiting at most `timeout`.
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T>> {
-        self.guard(self.mutex().lock_timeout(timeout))
+        self.guard(|m, who| m.lock_with(who, Some(timeout)))
     }
 
     /// Element `index`, read under the lock.
@@ -336,8 +344,11 @@ impl<T: SharedData> Array<T> {
 /// The held lock of an [`Array`]; derefs to `[T]`. `!Send`.
 pub struct ArrayGuard<'a, T: SharedData> {
     array: &'a Array<T>,
-    /// Keeps the mapping alive if the guard is leaked and every handle dropped.
-    _keep: KeepAlive,
+    /// The locking thread (unlocks with the same identity).
+    who: Locker,
+    /// Keeps the mapping alive if the guard is leaked and every handle dropped (an `Option`
+    /// so that `drop` can release it before unlocking).
+    keep: Option<KeepAlive>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -362,8 +373,11 @@ impl<T: SharedData> DerefMut for ArrayGuard<'_, T> {
 impl<T: SharedData> Drop for ArrayGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: the guard exists only while this thread holds the lock.
-        unsafe { self.array.mutex().unlock() }
+        // Released inside the critical section (see `keep` in the constructor); the borrow
+        // `'a` keeps the memory mapped until this returns.
+        drop(self.keep.take());
+        // The guard exists only while this thread holds the lock (and is !Send).
+        self.array.mutex().unlock_as(self.who)
     }
 }
 

@@ -1,16 +1,21 @@
 //! A robust, process-shared mutex on one futex word, placed in shared memory.
 //!
 //! Layout (16 bytes, `#[repr(C)]`, any bit pattern valid):
-//! * `word: u32` — the futex word: `0` when free, else the holder's thread id (< 2^22);
-//! * `waiters: u32` — how many lockers are parked (so an uncontended unlock makes no syscall);
+//! * `word: u32` — the futex word: `0` when free, else the holder's thread id (< 2^22), plus
+//!   [`WAITERS`] (bit 31) once a locker may be parked on it (Drepper's "mutex3", as glibc's);
+//! * a reserved `u32`;
 //! * `owner: u64` — the holder's packed identity (tid + thread start time, see `ident`), written
-//!   right after the CAS that took `word`, cleared right before the store that frees it.
+//!   right after the CAS that took `word` (unless it is already there), left in place on unlock.
 //!
 //! Lock: CAS `word: 0 -> tid` (Acquire), then store `owner`. Contended: a short spin with
-//! exponential backoff reading `word` (TTAS), then count yourself in `waiters` and futex-wait on
-//! `word` in [`PARK_SLICE`] slices. Unlock: clear `owner`, CAS `word: tid -> 0` (SeqCst), wake one
-//! parked waiter if `waiters > 0`. Uncontended lock + unlock is two CASes and two plain stores:
-//! no syscall (the thread id is cached per thread and refreshed after `fork`, see `ident`).
+//! exponential backoff reading `word` (TTAS), then set [`WAITERS`] and futex-wait on `word` in
+//! [`PARK_SLICE`] slices; a parked locker takes the lock as `tid | WAITERS` (others may still be
+//! parked). Unlock: CAS `word: tid -> 0`; if the word was `tid | WAITERS`, set it
+//! to 0 and wake one. So an unlock makes a wake syscall only when a locker parked since the last
+//! one (not on every unlock while a woken waiter is still being scheduled, as a waiter count
+//! would). Uncontended lock + unlock is two CASes and a load (plus a store when another thread held
+//! it last): no syscall (the thread id
+//! is cached per thread and refreshed after `fork`, see `ident`).
 //!
 //! Death: after every park slice that times out, a waiter checks the holder: the thread named by
 //! `word` (with the start time from `owner` when `owner` names the same tid, so a reused tid is
@@ -57,6 +62,12 @@ use std::time::{Duration, Instant};
 const SPIN_LIMIT: u32 = 200;
 #[cfg(loom)]
 const SPIN_LIMIT: u32 = 1;
+
+/// The futex word's "someone may be parked" bit (thread ids are below 2^22).
+pub const WAITERS: u32 = 1 << 31;
+
+/// The thread-id part of the futex word.
+const TID_MASK: u32 = ident::ID_MASK as u32;
 
 /// The longest a locker sleeps in the kernel before it re-tries and checks the holder's
 /// liveness (bounds both a lost wake-up and the detection of a dead holder).
@@ -118,7 +129,7 @@ impl Locker {
 #[repr(C)]
 pub struct RobustMutex {
     word: AtomicU32,
-    waiters: AtomicU32,
+    _reserved: AtomicU32,
     owner: AtomicU64,
 }
 
@@ -141,7 +152,7 @@ impl RobustMutex {
     pub fn new() -> RobustMutex {
         RobustMutex {
             word: AtomicU32::new(0),
-            waiters: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
             owner: AtomicU64::new(0),
         }
     }
@@ -188,6 +199,23 @@ impl RobustMutex {
         self.unlock_as(Locker::current());
     }
 
+    /// `lock`/`lock_timeout` for an already-known locker (guards keep it for their unlock).
+    #[inline]
+    pub(crate) fn lock_with(
+        &self,
+        who: Locker,
+        timeout: Option<Duration>,
+    ) -> Result<LockOutcome, MutexError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.lock_as(who, deadline, &ident::holder_alive)
+    }
+
+    /// `try_lock` for an already-known locker.
+    #[inline]
+    pub(crate) fn try_lock_with(&self, who: Locker) -> Result<LockOutcome, MutexError> {
+        self.try_lock_as(who, &ident::holder_alive)
+    }
+
     /// Whether someone holds the lock right now (a racy snapshot, for tools).
     pub fn is_locked(&self) -> bool {
         self.word.load(Ordering::Relaxed) != 0
@@ -202,12 +230,16 @@ impl RobustMutex {
             .compare_exchange(0, who.tid, success, Ordering::Relaxed)
     }
 
-    /// Records our identity after taking the word.
+    /// Records our identity after taking the word (a plain load when it is already ours, as when
+    /// one thread locks in a loop: no second store into the line while other lockers read it).
     #[inline]
     fn set_owner(&self, who: Locker) {
-        // Release: pairs with `holder_dead`'s Acquire load, so a checker that reads our identity
-        // also reads it after (not before) our CAS, never a stale owner for our tid.
-        self.owner.store(who.me, Ordering::Release);
+        // Relaxed load: only compared with our own identity.
+        if self.owner.load(Ordering::Relaxed) != who.me {
+            // Release: pairs with `reclaim_dead`'s Acquire load, so a checker that reads our
+            // identity also reads it after (not before) our CAS.
+            self.owner.store(who.me, Ordering::Release);
+        }
     }
 
     /// [`RobustMutex::try_lock`] for `who`, with `alive(tid, owner)` as the liveness check.
@@ -247,7 +279,7 @@ impl RobustMutex {
     fn held_by_me(&self, who: Locker, s: u32) -> Option<Result<LockOutcome, MutexError>> {
         // Acquire: pairs with set_owner's Release (only relevant for other threads' stores;
         // our own are in program order).
-        (s == who.tid && self.owner.load(Ordering::Acquire) == who.me)
+        (s & !WAITERS == who.tid && self.owner.load(Ordering::Acquire) == who.me)
             .then_some(Err(MutexError::Deadlock))
     }
 
@@ -257,24 +289,34 @@ impl RobustMutex {
         if s == 0 {
             return false;
         }
-        let id = s & ident::ID_MASK as u32;
+        let id = s & TID_MASK;
         // Acquire: pairs with the holder's Release store of its identity (set_owner).
         let o = self.owner.load(Ordering::Acquire);
         // Our own tid in the word but not our identity beside it: a previous thread with the
         // same (reused) tid died holding it, or the word was rewritten. Not us, so not alive.
+        // Bits outside the tid and WAITERS: a corrupted word, held by nobody.
         let live = if id == who.tid {
             false
         } else {
-            s == id && alive(id, o)
+            s & !(TID_MASK | WAITERS) == 0 && alive(id, o)
         };
         if live {
             return false;
         }
+        // The identity may be stale: a new holder whose tid was reused from a dead thread is
+        // between its CAS and its identity store. The liveness check took microseconds (a
+        // `/proc` read), that store takes nanoseconds: if the identity changed meanwhile, the
+        // holder is a new one; look again next slice.
+        // Acquire: as above.
+        if self.owner.load(Ordering::Acquire) != o {
+            return false;
+        }
         // SeqCst: we become the holder (Acquire part: whatever the dead holder wrote is
         // visible to us); the CAS fails if anyone else took over or the holder unlocked.
+        // WAITERS is kept: lockers may be parked.
         if self
             .word
-            .compare_exchange(s, who.tid, Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(s, who.tid | WAITERS, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
         {
             self.set_owner(who);
@@ -313,80 +355,101 @@ impl RobustMutex {
         if let Some(r) = self.held_by_me(who, s) {
             return r;
         }
+        // After a park, take the lock as `tid | WAITERS`: other lockers may still be parked, and
+        // our unlock must wake one of them (Drepper's "mutex3", as glibc's).
+        let mut tag = who.tid;
+        let r = loop {
+            if self.spin(who, tag) {
+                break Ok(LockOutcome::Acquired);
+            }
+            match self.park_once(who, deadline, alive) {
+                Some(r) => break r,
+                None => tag = who.tid | WAITERS,
+            }
+        };
+        if r.is_err() && self.word.load(Ordering::Relaxed) == 0 {
+            // We may have consumed the wake of an unlock that found WAITERS set, then left:
+            // pass it on (a spare syscall at worst, on a path that already timed out).
+            futex::wake(&self.word, 1);
+        }
+        r
+    }
+
+    /// Polls the word with exponential backoff (1, 2, 4, .. 32 pauses), taking the lock as `tag`
+    /// when it reads 0. Polling less often leaves the cache line with the holder, so its unlock
+    /// and next critical section are not slowed by our reads. Returns whether it took the lock.
+    /// Spinning again after every park (not only before the first) keeps a woken locker out of
+    /// the kernel while the holder re-takes the lock in a loop: otherwise each of its unlocks
+    /// would find WAITERS set again and pay a wake syscall.
+    fn spin(&self, who: Locker, tag: u32) -> bool {
         for i in 0..SPIN_LIMIT {
-            // Exponential backoff (1, 2, 4, .. 32 pauses): polling less often leaves the cache
-            // line with the holder, so its unlock and next critical section are not slowed by
-            // our reads.
             for _ in 0..(1u32 << (i / 8).min(5)) {
                 spin_hint();
             }
             // Relaxed: only a hint for when to try; the CAS does the synchronizing acquire.
             if self.word.load(Ordering::Relaxed) == 0
-                && self.cas_free(who, Ordering::Acquire).is_ok()
+                && self
+                    .word
+                    // Acquire: pairs with the unlocking CAS (Release).
+                    .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
             {
                 self.set_owner(who);
-                return Ok(LockOutcome::Acquired);
+                return true;
             }
         }
-        self.park(who, deadline, alive)
+        false
     }
 
-    /// Parks in bounded slices until the lock is ours, its holder is found dead, or `deadline`.
+    /// One bounded park: `Some(result)` when done (taken, taken over from a dead holder, or
+    /// timed out), `None` to spin and park again.
     ///
-    /// Ordering: `waiters` is incremented SeqCst before the attempt that reads `word`, and the
-    /// unlocker changes `word` SeqCst before loading `waiters` SeqCst: one of the two sees the
-    /// other (a store-load pattern, which needs SeqCst on both sides), so an unlocker never
-    /// skips the wake of a waiter that then sleeps; the kernel's compare of `word == v` closes
-    /// the gap between our attempt and the sleep. Slices bound everything else: a wake consumed
-    /// by a waiter that was then killed, a `waiters` count rewritten by another process.
-    fn park(
+    /// A parker first makes sure [`WAITERS`] is set in the word it sleeps on (CAS `s -> s |
+    /// WAITERS`), so the holder's unlock sees it and wakes one; the kernel's compare of
+    /// `word == s | WAITERS` closes the gap between that CAS and the sleep (an unlock in
+    /// between changes the word, and the wait returns at once). Slices bound everything else: a
+    /// wake consumed by a waiter that was then killed, a word rewritten by another process.
+    fn park_once(
         &self,
         who: Locker,
         deadline: Option<Instant>,
         alive: &dyn Fn(u32, u64) -> bool,
-    ) -> Result<LockOutcome, MutexError> {
-        // SeqCst: see above (pairs with unlock's SeqCst CAS + SeqCst load of `waiters`).
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let r = loop {
-            // SeqCst: the load half of the store-load pattern with `waiters`.
-            let s = self.word.load(Ordering::SeqCst);
-            if s == 0 {
-                if self.cas_free(who, Ordering::SeqCst).is_ok() {
-                    self.set_owner(who);
-                    break Ok(LockOutcome::Acquired);
-                }
-                continue;
-            }
-            let slice = match deadline {
-                None => PARK_SLICE,
-                Some(d) => match futex::remaining(d) {
-                    Some(left) => left.min(PARK_SLICE),
-                    None => {
-                        // One last look: a dead holder is taken over even at the deadline.
-                        if self.reclaim_dead(who, s, alive) {
-                            break Ok(LockOutcome::OwnerDied);
-                        }
-                        break Err(MutexError::Timeout);
-                    }
-                },
-            };
-            if futex::wait(&self.word, s, Some(slice)) == WaitResult::TimedOut
-                && self.reclaim_dead(who, s, alive)
-            {
-                break Ok(LockOutcome::OwnerDied);
-            }
-        };
-        // SeqCst: keeps the count exact for the unlockers' SeqCst loads (a stale high count
-        // only costs them a wake syscall).
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        if r.is_err() {
-            // We may have consumed a wake meant for the next owner: pass it on.
-            // SeqCst: same store-load pairing as above.
-            if self.word.load(Ordering::SeqCst) == 0 && self.waiters.load(Ordering::SeqCst) > 0 {
-                futex::wake(&self.word, 1);
-            }
+    ) -> Option<Result<LockOutcome, MutexError>> {
+        // Relaxed: a hint; every decision below is a CAS.
+        let s = self.word.load(Ordering::Relaxed);
+        if s == 0 {
+            return None;
         }
-        r
+        let slice = match deadline {
+            None => PARK_SLICE,
+            Some(d) => match futex::remaining(d) {
+                Some(left) => left.min(PARK_SLICE),
+                None => {
+                    // One last look: a dead holder is taken over even at the deadline.
+                    if self.reclaim_dead(who, s, alive) {
+                        return Some(Ok(LockOutcome::OwnerDied));
+                    }
+                    return Some(Err(MutexError::Timeout));
+                }
+            },
+        };
+        // Relaxed: setting the bit publishes nothing; the holder's unlock reads it with its
+        // RMW, which sees the latest value in the word's modification order.
+        if s & WAITERS == 0
+            && self
+                .word
+                .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        let s = s | WAITERS;
+        if futex::wait(&self.word, s, Some(slice)) == WaitResult::TimedOut
+            && self.reclaim_dead(who, s, alive)
+        {
+            return Some(Ok(LockOutcome::OwnerDied));
+        }
+        None
     }
 
     /// [`RobustMutex::unlock`] for `who`. Only a word naming `who.tid` is released: if another
@@ -395,23 +458,40 @@ impl RobustMutex {
     #[doc(hidden)]
     #[inline]
     pub fn unlock_as(&self, who: Locker) {
-        // Relaxed: the release CAS below orders this store before the word becomes 0 (a store
-        // before a Release/SeqCst RMW in program order is visible to whoever acquires it).
-        // Clearing it closes the window in which the next holder's tid (if reused from a dead
-        // thread) would sit beside a stale identity and look dead.
-        if self.owner.load(Ordering::Relaxed) == who.me {
-            self.owner.store(0, Ordering::Relaxed);
-        }
-        // SeqCst: Release for the next owner's Acquire, and the store half of the store-load
-        // pattern with `waiters` (see `park`).
-        if self
+        // The identity stays: a later holder overwrites it (see `set_owner`), and a checker
+        // that reads it beside another tid judges by that tid (see `reclaim_dead`).
+        // Release: the next owner's Acquire CAS sees our critical section.
+        match self
             .word
-            .compare_exchange(who.tid, 0, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
-            // SeqCst: the load half.
-            && self.waiters.load(Ordering::SeqCst) > 0
+            .compare_exchange(who.tid, 0, Ordering::Release, Ordering::Relaxed)
         {
-            futex::wake(&self.word, 1);
+            Ok(_) => {}
+            Err(s) => self.unlock_slow(who, s),
+        }
+    }
+
+    #[cold]
+    fn unlock_slow(&self, who: Locker, mut s: u32) {
+        while s == who.tid | WAITERS {
+            // Release: as in unlock_as.
+            match self
+                .word
+                .compare_exchange(s, 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    futex::wake(&self.word, 1);
+                    return;
+                }
+                Err(x) => s = x,
+            }
+        }
+        if s == who.tid {
+            // The WAITERS bit was cleared by another process meanwhile (only a rewrite does
+            // that): release normally; parked lockers retry within a slice.
+            // Release: as in unlock_as.
+            let _ = self
+                .word
+                .compare_exchange(s, 0, Ordering::Release, Ordering::Relaxed);
         }
     }
 }

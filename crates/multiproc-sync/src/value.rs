@@ -23,7 +23,7 @@
 
 use crate::error::{LockError, LockResult, SyncError};
 use crate::facade::raw;
-use crate::mutex::{LockOutcome, MutexError, RobustMutex};
+use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
 use multiproc_shm::{
     KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
 };
@@ -185,10 +185,24 @@ impl<T: SharedData> Value<T> {
     }
 
     #[inline]
-    fn guard(&self, r: Result<LockOutcome, MutexError>) -> LockResult<ValueGuard<'_, T>> {
-        match r {
-            Ok(LockOutcome::Acquired) => Ok(ValueGuard::new(self)),
-            Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(ValueGuard::new(self))),
+    fn guard(
+        &self,
+        lock: impl FnOnce(&RobustMutex, Locker) -> Result<LockOutcome, MutexError>,
+    ) -> LockResult<ValueGuard<'_, T>> {
+        let who = Locker::current();
+        let cell = self.cell();
+        let g = || ValueGuard {
+            cell,
+            who,
+            // Taken once the lock is held, inside the critical section: work between an unlock
+            // and the next lock attempt of a locking loop widens the window in which another
+            // process steals the lock (every steal costs a cache-line transfer).
+            keep: Some(self.shm.keep_alive()),
+            _not_send: PhantomData,
+        };
+        match lock(&cell.mutex, who) {
+            Ok(LockOutcome::Acquired) => Ok(g()),
+            Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(g())),
             Err(e) => Err(LockError::Failed(e)),
         }
     }
@@ -197,17 +211,17 @@ impl<T: SharedData> Value<T> {
     /// holder died inside its critical section; the guard is still yours.
     #[inline]
     pub fn get_lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.guard(self.cell().mutex.lock())
+        self.guard(|m, who| m.lock_with(who, None))
     }
 
     /// Locks without waiting (`Failed(WouldBlock)` if held).
     pub fn try_get_lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.guard(self.cell().mutex.try_lock())
+        self.guard(|m, who| m.try_lock_with(who))
     }
 
     /// Locks, waiting at most `timeout` (`Failed(Timeout)`).
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<ValueGuard<'_, T>> {
-        self.guard(self.cell().mutex.lock_timeout(timeout))
+        self.guard(|m, who| m.lock_with(who, Some(timeout)))
     }
 
     /// Reads the value under the lock.
@@ -234,21 +248,13 @@ impl<T: SharedData> Value<T> {
 /// released by the thread that took it.
 pub struct ValueGuard<'a, T: SharedData> {
     cell: &'a ValueCell<T>,
+    /// The locking thread (unlocks with the same identity, no second lookup).
+    who: Locker,
     /// Keeps the mapping alive: `mem::forget(guard)` then dropping every handle leaks the
     /// mapping (and leaves the lock held) instead of unmapping memory a guard still points at.
-    _keep: KeepAlive,
+    /// (An `Option` so that `drop` can release it before unlocking, see there.)
+    keep: Option<KeepAlive>,
     _not_send: PhantomData<*const ()>,
-}
-
-impl<'a, T: SharedData> ValueGuard<'a, T> {
-    #[inline]
-    fn new(v: &'a Value<T>) -> Self {
-        ValueGuard {
-            cell: v.cell(),
-            _keep: v.shm.keep_alive(),
-            _not_send: PhantomData,
-        }
-    }
 }
 
 impl<T: SharedData> Deref for ValueGuard<'_, T> {
@@ -271,8 +277,11 @@ impl<T: SharedData> DerefMut for ValueGuard<'_, T> {
 impl<T: SharedData> Drop for ValueGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: the guard exists only while this thread holds the lock.
-        unsafe { self.cell.mutex.unlock() }
+        // Released inside the critical section (see `keep` in the constructor); the borrow
+        // `'a` keeps the memory mapped until this returns.
+        drop(self.keep.take());
+        // The guard exists only while this thread holds the lock (and is !Send).
+        self.cell.mutex.unlock_as(self.who)
     }
 }
 
