@@ -32,6 +32,7 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     let (Ok(mut a), Ok(mut r)) = (Array::<u32>::zeroed(len), RawArray::<u16>::zeroed(len)) else {
         return;
     };
+    let mut stale = false;
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Get(i) => {
@@ -72,12 +73,12 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
             }
             Op::Scribble { raw, at, bytes } => {
                 if *raw {
-                    scribble(r.segment(), *at, bytes);
+                    stale |= scribble(r.segment(), *at, bytes);
                 } else {
-                    scribble(a.segment(), *at, bytes);
+                    stale |= scribble(a.segment(), *at, bytes);
                 }
             }
-            Op::Reopen => {
+            Op::Reopen if !stale => {
                 if let Ok(o) = Array::open_handle(&a.handle()) {
                     a = o;
                 }
@@ -85,6 +86,7 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
                     r = o;
                 }
             }
+            Op::Reopen => {}
         }
     }
 });

@@ -28,6 +28,7 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     let Ok(mut b) = Barrier::new(parties) else {
         return;
     };
+    let mut stale = false;
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Wait => {
@@ -42,14 +43,15 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
             }
             Op::NWaiting => assert!(b.n_waiting() <= b.parties()),
             Op::Parties => assert_eq!(b.parties(), parties),
-            Op::Scribble { at, bytes } => scribble(b.segment(), *at, bytes),
-            Op::Reopen => {
+            Op::Scribble { at, bytes } => stale |= scribble(b.segment(), *at, bytes),
+            Op::Reopen if !stale => {
                 if let Ok(o) = Barrier::open_handle(&b.handle()) {
                     assert!((1..=64).contains(&o.parties()));
                     parties = o.parties();
                     b = o;
                 }
             }
+            Op::Reopen => {}
         }
     }
 });

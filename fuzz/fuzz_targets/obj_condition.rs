@@ -41,6 +41,7 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
     let Ok(mut c) = c else {
         return;
     };
+    let mut stale = false;
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Acquire => {
@@ -73,16 +74,17 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
             }
             Op::Scribble { lock, at, bytes } => {
                 if *lock {
-                    scribble(lock_segment(&c), *at, bytes);
+                    stale |= scribble(lock_segment(&c), *at, bytes);
                 } else {
-                    scribble(c.segment(), *at, bytes);
+                    stale |= scribble(c.segment(), *at, bytes);
                 }
             }
-            Op::Reopen => {
+            Op::Reopen if !stale => {
                 if let Ok(o) = Condition::open_handle(&c.handle(), c.lock_ref().clone()) {
                     c = o;
                 }
             }
+            Op::Reopen => {}
         }
     }
 });

@@ -24,6 +24,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let Ok(mut e) = Event::new() else {
         return;
     };
+    let mut stale = false;
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Set => e.set(),
@@ -34,12 +35,13 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Wait => {
                 let _ = e.wait_timeout(T);
             }
-            Op::Scribble { at, bytes } => scribble(e.segment(), *at, bytes),
-            Op::Reopen => {
+            Op::Scribble { at, bytes } => stale |= scribble(e.segment(), *at, bytes),
+            Op::Reopen if !stale => {
                 if let Ok(o) = Event::open_handle(&e.handle()) {
                     e = o;
                 }
             }
+            Op::Reopen => {}
         }
     }
 });

@@ -32,6 +32,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let (Ok(mut l), Ok(mut r)) = (Lock::new(), RLock::new()) else {
         return;
     };
+    let mut stale = false;
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Acquire => {
@@ -69,12 +70,12 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Scribble { rlock, at, bytes } => {
                 if *rlock {
-                    scribble(r.segment(), *at, bytes);
+                    stale |= scribble(r.segment(), *at, bytes);
                 } else {
-                    scribble(l.segment(), *at, bytes);
+                    stale |= scribble(l.segment(), *at, bytes);
                 }
             }
-            Op::Reopen => {
+            Op::Reopen if !stale => {
                 if let Ok(o) = Lock::open_handle(&l.handle()) {
                     l = o;
                 }
@@ -82,6 +83,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     r = o;
                 }
             }
+            Op::Reopen => {}
         }
     }
 });

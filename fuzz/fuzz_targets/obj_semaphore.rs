@@ -35,6 +35,7 @@ fuzz_target!(|input: (bool, u8, Vec<Op>)| {
     let Ok(mut s) = s else {
         return;
     };
+    let mut stale = false;
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Acquire => {
@@ -60,12 +61,13 @@ fuzz_target!(|input: (bool, u8, Vec<Op>)| {
             Op::Reclaim => {
                 let _ = s.reclaim_dead();
             }
-            Op::Scribble { at, bytes } => scribble(s.segment(), *at, bytes),
-            Op::Reopen => {
+            Op::Scribble { at, bytes } => stale |= scribble(s.segment(), *at, bytes),
+            Op::Reopen if !stale => {
                 if let Ok(o) = Semaphore::open_handle(&s.handle()) {
                     s = o;
                 }
             }
+            Op::Reopen => {}
         }
     }
 });

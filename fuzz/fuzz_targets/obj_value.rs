@@ -29,6 +29,7 @@ fuzz_target!(|ops: Vec<Op>| {
     let (Ok(mut v), Ok(mut r)) = (Value::new([0u64; 2]), RawValue::new([0u32; 3])) else {
         return;
     };
+    let mut stale = false;
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Lock(x) | Op::LockTimeout(x) => {
@@ -63,12 +64,12 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Scribble { raw, at, bytes } => {
                 if *raw {
-                    scribble(r.segment(), *at, bytes);
+                    stale |= scribble(r.segment(), *at, bytes);
                 } else {
-                    scribble(v.segment(), *at, bytes);
+                    stale |= scribble(v.segment(), *at, bytes);
                 }
             }
-            Op::Reopen => {
+            Op::Reopen if !stale => {
                 if let Ok(o) = Value::open_handle(&v.handle()) {
                     v = o;
                 }
@@ -76,6 +77,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     r = o;
                 }
             }
+            Op::Reopen => {}
         }
     }
 });
