@@ -1,0 +1,89 @@
+//! Forking a threaded parent (issue 20, item 2): the library's path in a forked child takes no
+//! lock another thread of the parent may have held at the fork (std's env lock, the allocator's,
+//! multiproc's own); a threaded fork logs a warning once per process and can be refused.
+//! Its own test binary: it sets environment variables while other threads run.
+#![allow(missing_docs)]
+
+use multiproc_process::{Process, StartMethod};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+multiproc_process::init_before_main!();
+
+const FORKS: u64 = 60;
+
+#[test]
+fn forks_while_threads_hammer_env_malloc_and_active_children_all_complete() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let spins = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    {
+        let (stop, spins) = (stop.clone(), spins.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY (edition 2024 `unsafe`): this test races set_var with a fork on
+                // purpose; every reader of the environment here goes through std's lock.
+                unsafe { std::env::set_var("MULTIPROC_HAMMER", i.to_string()) };
+                std::hint::black_box(std::env::var("MULTIPROC_HAMMER").ok());
+                i += 1;
+                spins.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    {
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(vec![i as u8; 1 + i % 8192]);
+                i += 1;
+            }
+        }));
+    }
+    {
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(multiproc_process::active_children());
+            }
+        }));
+    }
+    while spins.load(Ordering::Relaxed) == 0 {
+        std::thread::yield_now();
+    }
+    let mut failures = Vec::new();
+    for i in 0..FORKS {
+        // The child starts a process itself: multiproc's whole start path runs in the child.
+        let mut p = Process::builder()
+            .start_method(StartMethod::Fork)
+            .closure(move || {
+                let mut q = Process::builder()
+                    .start_method(StartMethod::Fork)
+                    .closure(move || i * 2);
+                q.start().map_err(|e| e.to_string())?;
+                q.join_timeout(Duration::from_secs(20))
+                    .map_err(|e| e.to_string())
+            });
+        p.start().unwrap();
+        match p.join_timeout(Duration::from_secs(20)) {
+            Ok(Ok(v)) => assert_eq!(v, i * 2),
+            Ok(Err(e)) => failures.push(format!("fork {i}: grandchild: {e}")),
+            Err(e) => {
+                let _ = p.kill();
+                let _ = p.join_timeout(Duration::from_secs(5));
+                failures.push(format!("fork {i}: {e}"));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {FORKS} children hung or failed: {failures:?}",
+        failures.len()
+    );
+}
