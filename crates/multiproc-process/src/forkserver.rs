@@ -213,6 +213,14 @@ fn read_reply(sock: RawFd) -> Result<ServerChild> {
     Ok(ServerChild { pid: code, pidfd })
 }
 
+/// The running fork server's pid, if this process started one (a test hook).
+pub(crate) fn server_pid() -> Option<i32> {
+    let g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    g.as_ref()
+        .filter(|s| s.owner == std::process::id())
+        .map(|s| s.pid)
+}
+
 /// The server slot, locked (held across `fork` so the child never inherits it locked).
 pub(crate) struct ServerLock(std::sync::MutexGuard<'static, Option<Server>>);
 

@@ -91,6 +91,12 @@ macro_rules! init_before_main {
     };
 }
 
+/// The pid of this process's fork server, if it runs (a test hook, e.g. to lower its fd limit).
+#[doc(hidden)]
+pub fn __fork_server_pid() -> Option<i32> {
+    forkserver::server_pid()
+}
+
 /// What `#[multiproc::task]` expands to refers to; not a public API.
 #[doc(hidden)]
 pub mod __private {

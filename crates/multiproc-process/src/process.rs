@@ -938,7 +938,7 @@ fn fork_child(
     let fork_err = (pid < 0).then(std::io::Error::last_os_error);
     if pid == 0 {
         // The parent's identity is leaked, not freed: no allocator call before the body.
-        std::mem::forget(std::mem::replace(&mut *current_lock, Some(new_current)));
+        std::mem::forget(current_lock.replace(new_current));
         // The parent's children stay listed (owned by the parent's pid, which every reader of
         // the list filters on), so nothing is freed here.
         server_lock.forget_in_child();

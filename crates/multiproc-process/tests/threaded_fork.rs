@@ -23,8 +23,8 @@ fn forks_while_threads_hammer_env_malloc_and_active_children_all_complete() {
         threads.push(std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                // SAFETY (edition 2024 `unsafe`): this test races set_var with a fork on
-                // purpose; every reader of the environment here goes through std's lock.
+                // SAFETY: this test races set_var with forks on purpose; every reader of the
+                // environment in this process goes through std's lock.
                 unsafe { std::env::set_var("MULTIPROC_HAMMER", i.to_string()) };
                 std::hint::black_box(std::env::var("MULTIPROC_HAMMER").ok());
                 i += 1;
@@ -86,4 +86,70 @@ fn forks_while_threads_hammer_env_malloc_and_active_children_all_complete() {
         "{} of {FORKS} children hung or failed: {failures:?}",
         failures.len()
     );
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_threaded_fork_warns_once_and_is_refused_on_request() {
+    use multiproc_process::ProcessError;
+    // libtest runs this on a thread of its own: this process is threaded.
+    let e = Process::builder()
+        .refuse_if_threaded(true)
+        .closure(|| 1u8)
+        .start()
+        .unwrap_err();
+    assert!(
+        matches!(e, ProcessError::ThreadedFork { threads } if threads >= 2),
+        "{e:?}"
+    );
+    // A forked child has one thread: there, the same start goes through; with a second thread
+    // it is refused; and forking twice with the default logs one warning.
+    let mut child = Process::builder().closure(|| {
+        let single = Process::builder()
+            .refuse_if_threaded(true)
+            .closure(|| 5u8)
+            .start()
+            .is_ok();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let refused = matches!(
+            Process::builder()
+                .refuse_if_threaded(true)
+                .closure(|| 5u8)
+                .start(),
+            Err(ProcessError::ThreadedFork { threads: 2 })
+        );
+        let out = Capture::default();
+        let w = out.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            for _ in 0..2 {
+                let mut p = Process::builder().closure(|| 3u8);
+                p.start().unwrap();
+                assert_eq!(p.join_timeout(Duration::from_secs(20)).unwrap(), 3);
+            }
+        });
+        tx.send(()).unwrap();
+        t.join().unwrap().unwrap();
+        let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        (single, refused, log.matches("runs 2 threads").count(), log)
+    });
+    child.start().unwrap();
+    let (single, refused, warnings, log) = child.join_timeout(Duration::from_secs(60)).unwrap();
+    assert!(single, "a single-threaded process was refused");
+    assert!(refused, "a threaded process was not refused");
+    assert_eq!(warnings, 1, "{log}");
 }
