@@ -10,7 +10,8 @@
 //! step that failed; every request gets a reply (a request whose fds could not all be received
 //! too), so a parent never waits on a server that dropped its request. The server exits when its
 //! socket reaches EOF, a receive fails without consuming a request, or its parent (watched
-//! through a pidfd) dies; the parent waits for a reply at most its handshake timeout.
+//! through a pidfd) dies. The parent waits for a reply at most 30 s, then stops the server (a new
+//! one starts on the next request).
 //!
 //! The server is spawned like any child, so it starts with stdio and its socket only (none of the
 //! parent's stray fds); a child forked from it gets exactly the fds of its request (the server's
