@@ -13,8 +13,17 @@ multiproc_process::init_before_main!();
 
 const FORKS: u64 = 60;
 
+/// The tests of this binary run one at a time: the warning test's child builds a tracing
+/// subscriber, which reads the environment (`NO_COLOR`), and must not fork while the hammer
+/// test's thread holds std's env lock.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn forks_while_threads_hammer_env_malloc_and_active_children_all_complete() {
+    let _g = serial();
     let stop = Arc::new(AtomicBool::new(false));
     let spins = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
@@ -103,6 +112,7 @@ impl std::io::Write for Capture {
 #[test]
 fn a_threaded_fork_warns_once_and_is_refused_on_request() {
     use multiproc_process::ProcessError;
+    let _g = serial();
     // libtest runs this on a thread of its own: this process is threaded.
     let e = Process::builder()
         .refuse_if_threaded(true)
