@@ -86,12 +86,13 @@ fn a_dead_holder_is_taken_over_by_exactly_one_of_two_waiters() {
         let theirs = t.join().unwrap();
         // At most one took it over from A (the other saw it held by a live thread, or free
         // after the first one's unlock and took it normally).
-        let died = [mine, theirs]
+        let both = [mine, theirs];
+        let died = both
             .iter()
             .filter(|r| **r == Ok(LockOutcome::OwnerDied))
             .count();
         assert_eq!(died, 1);
-        let got = [mine, theirs].iter().filter(|r| r.is_ok()).count();
+        let got = both.iter().filter(|r| r.is_ok()).count();
         assert_eq!(c.load(Ordering::Relaxed), got);
         assert!(!m.is_locked());
     });
