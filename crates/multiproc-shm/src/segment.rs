@@ -338,8 +338,10 @@ impl Segment {
         let seg = match handle {
             SegmentHandle::Named { name, .. } => Self::open_named(name, expect)?,
             SegmentHandle::Fd { fd, .. } => {
+                // A pool worker maps the sender's fd numbers to the fds it received.
+                let fd = crate::fd_passing::local_fd(*fd);
                 // SAFETY: F_DUPFD_CLOEXEC on any integer is safe; an invalid fd gives EBADF.
-                let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
+                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
                 if dup < 0 {
                     return Err(ShmError::StaleHandle {
                         what: "the handle's fd is not open in this process",
