@@ -534,6 +534,45 @@ def bench_pool_apply_rtt(ctx, n, args):
     emit("pool_apply_rtt", elapsed / n * 1e6, "us")
 
 
+def _count_primes(n):
+    """Primes below n by trial division (the Rust side's count_primes)."""
+    count = 0
+    for k in range(2, n):
+        d = 2
+        prime = True
+        while d * d <= k:
+            if k % d == 0:
+                prime = False
+                break
+            d += 1
+        count += prime
+    return count
+
+
+def _pool_map_heavy(ctx, workload, n, args, chunksize):
+    """64 equal CPU-bound items (primes below n); items/s."""
+    items = [n] * 64
+
+    def body(pool):
+        t0 = time.perf_counter()
+        out = pool.map(_count_primes, items, chunksize=chunksize)
+        t1 = time.perf_counter()
+        if len(out) != 64 or len(set(out)) != 1:
+            raise BenchError(f"{workload}: wrong results")
+        return t1 - t0
+
+    elapsed = _with_pool(ctx, args, body)
+    emit(workload, 64 / elapsed, "items/s")
+
+
+def bench_pool_map_heavy(ctx, n, args):
+    _pool_map_heavy(ctx, "pool_map_heavy", n, args, None)
+
+
+def bench_pool_map_heavy_chunk1(ctx, n, args):
+    _pool_map_heavy(ctx, "pool_map_heavy_chunk1", n, args, 1)
+
+
 # ---------------------------------------------------------------------------
 # Manager dict
 # ---------------------------------------------------------------------------
@@ -604,6 +643,8 @@ WORKLOADS = {
     "pool_map_chunk1": (bench_pool_map_chunk1, 50_000, 10_000),
     "pool_apply_async": (bench_pool_apply_async, 50_000, 10_000),
     "pool_apply_rtt": (bench_pool_apply_rtt, 10_000, 2_000),
+    "pool_map_heavy": (bench_pool_map_heavy, 300_000, 20_000),
+    "pool_map_heavy_chunk1": (bench_pool_map_heavy_chunk1, 300_000, 20_000),
     "dict_update": (bench_dict_update, 10_000, 2_000),
 }
 

@@ -88,7 +88,7 @@ impl Record {
     }
 
     fn lower_is_better(&self) -> bool {
-        matches!(self.unit.as_str(), "ns" | "us" | "ms" | "s")
+        matches!(self.unit.as_str(), "ns" | "us" | "ms" | "s" | "max/min")
     }
 }
 
@@ -117,6 +117,9 @@ const WORKLOADS: &[&str] = &[
     "pool_map_chunk1",
     "pool_apply_async",
     "pool_apply_rtt",
+    "pool_map_heavy",
+    "pool_map_heavy_chunk1",
+    "pool_balance_map",
 ];
 
 fn machine() -> serde_json::Value {

@@ -12,12 +12,14 @@
 //! `get` waits forever.
 //!
 //! Balance (idle workers pull): work waits in the pool's queue, not in a worker's pipe. A
-//! worker that holds nothing takes the front job at once; a worker that already holds `h` jobs
-//! takes one more only while the queue holds more than `2 * processes * h` jobs (and at most
-//! [`ITEM_WINDOW`] items), so jobs run ahead only while there is plenty for everyone, and the
-//! last `2 * processes` jobs go one at a time to whichever worker is idle. A busy worker never
-//! holds work that an idle one could run, except while the queue is long enough that the idle
-//! one finds work there too.
+//! worker takes jobs only once it said hello (it is up). A worker that holds nothing takes the
+//! front job at once; one that holds a single job may take one single item ahead of it; a
+//! worker that already holds `h` jobs takes one more only while the queue holds more than
+//! `8 * processes * h` jobs (and at most [`ITEM_WINDOW`] items), so chunks run ahead only
+//! while there is plenty for everyone, and the last `8 * processes` chunks go one at a time to
+//! whichever worker is idle. A busy worker never holds a chunk that an idle one could run
+//! (at most one single item), except while the queue is long enough that the idle one finds
+//! work there too.
 //!
 //! A time limit (per pool or per call): the receiver notes when its worker started the job it
 //! runs (the `started` word); a job that runs past its limit gets its worker killed, fails with
@@ -45,6 +47,9 @@ use std::time::{Duration, Instant};
 /// Single items one worker may hold at once (the deepest pipelining of `apply_async`, reached
 /// only while the queue is long, see the module docs).
 pub const ITEM_WINDOW: usize = 256;
+/// A worker holding `h` jobs takes another only while more than `RUN_AHEAD_FACTOR *
+/// processes * h` jobs are queued (see the module docs).
+const RUN_AHEAD_FACTOR: usize = 8;
 /// How often a receiver with nothing to read checks that its worker still lives.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 const PIPE_CAPACITY: usize = 1 << 20;
@@ -423,7 +428,11 @@ impl Inner {
         !slot.dead
             && slot.ready
             && (h == 0
-                || (pending > 2 * self.processes * h
+                // One single item ahead of the running job, always: the worker does not wait
+                // for the parent between items (at the end, a worker holds at most one item
+                // that an idle one could run).
+                || (h == 1 && front_items == 1)
+                || (pending > RUN_AHEAD_FACTOR * self.processes * h
                     && slot.held_items + front_items <= ITEM_WINDOW
                     && h < ITEM_WINDOW))
     }
@@ -456,7 +465,9 @@ impl Inner {
         let Some(front) = st.pending.front() else {
             return Vec::new();
         };
-        if front.payload.len() > FAST_PATH_MAX {
+        // Jobs with fds go through the sender thread: their `sendmsg` may block on a full
+        // socket, which must never block a receiver (its worker may wait on it).
+        if front.payload.len() > FAST_PATH_MAX || front.fds.is_some() {
             return Vec::new();
         }
         // Least loaded first; among equals, the one that was given the fewest jobs (so that
