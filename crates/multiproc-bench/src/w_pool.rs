@@ -10,7 +10,9 @@
 //!   function in Python: slow, it is Python) and rayon (`par_iter` on 2 threads: the limit a
 //!   pool of processes can approach here).
 //! * `pool_balance_{map,chunk1,imap,apply_async}` (issue 13): 64 such items (n at least 60k),
-//!   items run per worker, max/min (1.0 is perfect; lower is better).
+//!   items run per worker, max/min (1.0 is perfect; lower is better); and as system
+//!   `multiproc-sleep-items` the same with 5 ms sleeps as items (equal wall time however
+//!   loaded the machine is, so the figure shows the scheduling alone).
 //!
 //! As Python's side, each figure is taken on a pool whose workers are warmed up by a
 //! `map(square, 0..200, chunksize 1)`. Workers are spawned (re-exec of this binary; its `main`
@@ -47,6 +49,13 @@ fn primes_below(n: u64) -> u64 {
 }
 
 const HEAVY_ITEMS: usize = 64;
+
+/// An item of equal wall time whatever the machine's load (a 5 ms sleep), and its pid.
+#[multiproc::task]
+fn sleep_item(n: u64) -> (u64, u32) {
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    (n, std::process::id())
+}
 
 fn heavy_n(quick: bool) -> u64 {
     if quick { 20_000 } else { 300_000 }
@@ -126,20 +135,32 @@ fn max_min(pids: impl IntoIterator<Item = u32>) -> f64 {
     max / min
 }
 
-/// Items per worker, max/min, for each call kind on the 64 heavy items.
-pub fn balance(n: u64) -> Result<[(&'static str, f64); 4], String> {
+/// Items per worker, max/min, for each call kind on 64 items (`count_primes(n)`, or a 5 ms
+/// sleep when `sleep`).
+pub fn balance(n: u64, sleep: bool) -> Result<[(&'static str, f64); 4], String> {
+    if sleep {
+        balance_of(sleep_item, n)
+    } else {
+        balance_of(count_primes, n)
+    }
+}
+
+fn balance_of<M, T>(task: T, n: u64) -> Result<[(&'static str, f64); 4], String>
+where
+    T: multiproc::process::Task<M, Args = u64, Output = (u64, u32)>,
+{
     let pool = ready_pool()?;
     let e = |e: multiproc::PoolError| e.to_string();
     let items = || std::iter::repeat_n(n, HEAVY_ITEMS);
-    let map = pool.map(count_primes, items()).map_err(e)?;
-    let chunk1 = pool.map_chunked(count_primes, items(), 1).map_err(e)?;
+    let map = pool.map(task, items()).map_err(e)?;
+    let chunk1 = pool.map_chunked(task, items(), 1).map_err(e)?;
     let imap: Vec<(u64, u32)> = pool
-        .imap(count_primes, items(), 1)
+        .imap(task, items(), 1)
         .map_err(e)?
         .collect::<Result<_, _>>()
         .map_err(e)?;
     let pending: Vec<_> = items()
-        .map(|n| pool.apply_async(count_primes, n))
+        .map(|n| pool.apply_async(task, n))
         .collect::<Result<_, _>>()
         .map_err(e)?;
     let apply: Vec<(u64, u32)> = pending
@@ -289,13 +310,15 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     if cfg.wants("pool_balance_map") {
         // Items of a few ms even with --quick: with 1 ms items the figure measures how soon
         // the parent's threads get a CPU on a loaded 2-CPU machine, not the scheduling.
-        match balance(n.max(60_000)) {
-            Ok(rs) => {
-                for (name, v) in rs {
-                    out.push(Record::new(name, "multiproc", v, "max/min"));
+        for (sleep, system) in [(false, "multiproc"), (true, "multiproc-sleep-items")] {
+            match balance(n.max(60_000), sleep) {
+                Ok(rs) => {
+                    for (name, v) in rs {
+                        out.push(Record::new(name, system, v, "max/min"));
+                    }
                 }
+                Err(e) => eprintln!("pool_balance {system}: {e}"),
             }
-            Err(e) => eprintln!("pool_balance multiproc: {e}"),
         }
     }
 }
