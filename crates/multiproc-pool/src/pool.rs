@@ -679,7 +679,11 @@ impl Inner {
                     .filter(|(i, _)| *i == idx)
                     .collect();
                 if mine.is_empty() {
-                    wake = true;
+                    // Wake the senders only if this worker may take the front job (too big
+                    // for the fast path, or carrying fds): a result changes no other worker's
+                    // room, and a wake-up of every sender per result costs context switches.
+                    let front = st.pending.front().map_or(0, |j| j.items as usize);
+                    wake |= self.has_room(&st.workers[idx], front, st.pending.len());
                 } else {
                     drop(st);
                     let sent = SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut()));
