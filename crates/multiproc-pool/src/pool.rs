@@ -50,6 +50,9 @@ pub const ITEM_WINDOW: usize = 256;
 /// A worker holding `h` jobs takes another only while more than `RUN_AHEAD_FACTOR *
 /// processes * h` jobs are queued (see the module docs).
 const RUN_AHEAD_FACTOR: usize = 8;
+/// How many more jobs than the least-given worker an idle worker may have been given and still
+/// be preferred for being the one that answered last.
+const TIE_SLACK: u64 = 2;
 /// How often a receiver with nothing to read checks that its worker still lives.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 const PIPE_CAPACITY: usize = 1 << 20;
@@ -112,6 +115,8 @@ struct WorkerSlot {
     ready: bool,
     /// Jobs given to this slot's workers so far (breaks ties between idle workers).
     given: u64,
+    /// When this slot's worker last answered (a pool-wide result count).
+    last_answer: u64,
 }
 
 /// The write side of a worker: its job pipe and its fd socket.
@@ -150,6 +155,8 @@ struct State {
     threads: Vec<JoinHandle<()>>,
     broken: Option<PoolError>,
     replaced: u64,
+    /// Results taken so far (stamps `WorkerSlot::last_answer`).
+    answers: u64,
     /// Workers in a row that exited with an error before taking any job (a failing
     /// initializer): at [`MAX_FAILED_STARTS`] the pool stops replacing and fails its queue.
     failed_starts: u32,
@@ -274,11 +281,13 @@ impl PoolBuilder {
                         dead: true,
                         ready: false,
                         given: 0,
+                        last_answer: 0,
                     })
                     .collect(),
                 threads: Vec::new(),
                 broken: None,
                 replaced: 0,
+                answers: 0,
                 failed_starts: 0,
             }),
             cv: Condvar::new(),
@@ -470,15 +479,22 @@ impl Inner {
         if front.payload.len() > FAST_PATH_MAX || front.fds.is_some() {
             return Vec::new();
         }
-        // Least loaded first; among equals, the one that was given the fewest jobs (so that
-        // idle workers share ties instead of the first one taking them all).
-        let mut c: Vec<((usize, u64), usize, JobConn)> = st
+        // Least loaded first; among equals, the worker that answered last (it may still be
+        // spinning on its ring: no futex wake-up), unless it was given more than
+        // `TIE_SLACK` jobs over the least-given one (so that idle workers share ties instead
+        // of one taking them all).
+        let min_given = st.workers.iter().map(|w| w.given).min().unwrap_or(0);
+        let mut c: Vec<((usize, bool, std::cmp::Reverse<u64>), usize, JobConn)> = st
             .workers
             .iter()
             .enumerate()
             .filter(|(_, w)| self.has_room(w, front.items as usize, st.pending.len()))
             .filter(|(_, w)| w.held_bytes + front.payload.len() + 64 <= PIPE_CAPACITY / 2)
-            .filter_map(|(i, w)| w.conn.clone().map(|c| ((w.held.len(), w.given), i, c)))
+            .filter_map(|(i, w)| {
+                let over = w.given > min_given + TIE_SLACK;
+                let key = (w.held.len(), over, std::cmp::Reverse(w.last_answer));
+                w.conn.clone().map(|c| (key, i, c))
+            })
             .collect();
         c.sort_by_key(|x| x.0);
         c.into_iter().map(|(_, i, c)| (i, c)).collect()
@@ -665,6 +681,9 @@ impl Inner {
             };
             slot.held_items -= job.items as usize;
             slot.held_bytes -= job.payload.len() + 64;
+            st.answers += 1;
+            let a = st.answers;
+            st.workers[idx].last_answer = a;
             st.outstanding -= 1;
             st.failed_starts = 0;
             // The worker has room now: send it the next small queued job from this thread
