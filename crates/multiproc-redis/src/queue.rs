@@ -19,23 +19,64 @@ const GROUP: &str = "mpq";
 /// The longest single `BLOCK` (so claims of dead consumers' entries are checked this often).
 const MAX_BLOCK: Duration = Duration::from_millis(500);
 
-struct State {
-    link: Link,
-    closed: bool,
-    /// Where the next XAUTOCLAIM scan starts (it walks the pending list in slices).
-    claim_cursor: String,
-}
-
 struct Inner {
-    state: Mutex<State>,
+    ep: Endpoint,
+    /// Idle connections: each call takes one (or makes one), so a `get` blocking on one handle
+    /// never holds up a `put` on a clone.
+    idle: Mutex<Vec<Link>>,
+    closed: Mutex<bool>,
+    /// Where the next XAUTOCLAIM scan starts (it walks the pending list in slices).
+    claim_cursor: Mutex<String>,
     key: String,
     consumer: String,
     opts: Options,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connection borrowed from [`Inner::idle`], given back on drop.
+struct Lease<'a> {
+    link: Option<Link>,
+    inner: &'a Inner,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = Link;
+    fn deref(&self) -> &Link {
+        self.link.as_ref().expect("leased")
+    }
+}
+
+impl std::ops::DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut Link {
+        self.link.as_mut().expect("leased")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.link.take() {
+            if !*lock(&self.inner.closed) {
+                lock(&self.inner.idle).push(l);
+            }
+        }
+    }
+}
+
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lease(&self) -> Result<Lease<'_>> {
+        if *lock(&self.closed) {
+            return Err(Error::Closed);
+        }
+        let link = lock(&self.idle)
+            .pop()
+            .unwrap_or_else(|| Link::new(self.ep.clone()));
+        Ok(Lease {
+            link: Some(link),
+            inner: self,
+        })
     }
 }
 
@@ -83,16 +124,16 @@ impl<T> Delivery<T> {
     /// back.
     pub fn ack(self) -> Result<T> {
         let inner = &self.inner;
-        let mut st = inner.lock();
+        let mut link = inner.lease()?;
         let deadline = Some(Instant::now() + inner.opts.io_timeout + inner.opts.connect_timeout);
         // XACK + XDEL are idempotent: retrying after a lost connection is safe.
-        st.link.retry("ack", deadline, |c| {
+        link.retry("ack", deadline, |c| {
             let mut p = redis::pipe();
             p.atomic();
             conn::ack_del(&mut p, &inner.key, GROUP, &self.id);
             p.query::<()>(c)
         })?;
-        drop(st);
+        drop(link);
         Ok(self.value)
     }
 }
@@ -124,7 +165,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// [`RemoteQueue::connect`] with options.
     pub fn connect_with(url: &str, name: &str, opts: Options) -> Result<Self> {
         let ep = Endpoint::new(url, opts.clone())?;
-        let mut link = Link::new(ep);
+        let mut link = Link::new(ep.clone());
         // One attempt: an unreachable URL fails now, within connect_timeout.
         let deadline = Some(Instant::now());
         link.con(deadline)?;
@@ -132,11 +173,10 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         conn::ensure_group(&mut link, &key, GROUP, deadline)?;
         Ok(RemoteQueue {
             inner: Arc::new(Inner {
-                state: Mutex::new(State {
-                    link,
-                    closed: false,
-                    claim_cursor: "0-0".into(),
-                }),
+                ep,
+                idle: Mutex::new(vec![link]),
+                closed: Mutex::new(false),
+                claim_cursor: Mutex::new("0-0".into()),
                 key,
                 consumer: crate::unique_id("q"),
                 opts,
@@ -154,12 +194,9 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     pub fn put(&self, item: &T) -> Result<()> {
         let bytes = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
         self.inner.opts.check_size(bytes.len())?;
-        let mut st = self.inner.lock();
-        if st.closed {
-            return Err(Error::Closed);
-        }
+        let mut link = self.inner.lease()?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
-        st.link.once("put", deadline, |c| {
+        link.once("put", deadline, |c| {
             redis::cmd("XADD")
                 .arg(&self.inner.key)
                 .arg("*")
@@ -193,12 +230,9 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 
     /// Entries waiting or delivered and not yet acknowledged (`XLEN`).
     pub fn qsize(&self) -> Result<usize> {
-        let mut st = self.inner.lock();
-        if st.closed {
-            return Err(Error::Closed);
-        }
+        let mut link = self.inner.lease()?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
-        st.link.retry("qsize", deadline, |c| {
+        link.retry("qsize", deadline, |c| {
             redis::cmd("XLEN").arg(&self.inner.key).query::<usize>(c)
         })
     }
@@ -211,35 +245,34 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// Closes this handle (every clone): later calls return [`Error::Closed`]. The queue itself
     /// stays in Redis for the other handles; see [`RemoteQueue::destroy`].
     pub fn close(&self) {
-        let mut st = self.inner.lock();
-        st.closed = true;
-        st.link.drop_con();
+        *lock(&self.inner.closed) = true;
+        lock(&self.inner.idle).clear();
     }
 
     /// Deletes the queue's keys from Redis (every item, every consumer) and closes this handle.
     pub fn destroy(&self) -> Result<()> {
-        let mut st = self.inner.lock();
+        let mut link = self.inner.lease()?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
-        st.link.retry("destroy", deadline, |c| {
+        link.retry("destroy", deadline, |c| {
             redis::cmd("DEL").arg(&self.inner.key).query::<()>(c)
         })?;
-        st.closed = true;
-        st.link.drop_con();
+        drop(link);
+        self.close();
         Ok(())
     }
 
     fn recv(&self, deadline: Option<Instant>) -> Result<Delivery<T>> {
         let inner = &self.inner;
         let claim_ms = inner.opts.claim_idle.as_millis().max(1) as u64;
+        let mut link = inner.lease()?;
         loop {
-            let mut st = inner.lock();
-            if st.closed {
+            if *lock(&inner.closed) {
                 return Err(Error::Closed);
             }
             let now = Instant::now();
             // 1. An entry a (dead) consumer has held for longer than claim_idle.
-            let cursor = st.claim_cursor.clone();
-            let r = st.link.retry("get", deadline, |c| {
+            let cursor = lock(&inner.claim_cursor).clone();
+            let r = link.retry("get", deadline, |c| {
                 redis::cmd("XAUTOCLAIM")
                     .arg(&inner.key)
                     .arg(GROUP)
@@ -252,15 +285,15 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             });
             let v = match r {
                 Err(e) if conn::is_nogroup(&e) => {
-                    conn::ensure_group(&mut st.link, &inner.key, GROUP, deadline)?;
+                    conn::ensure_group(&mut link, &inner.key, GROUP, deadline)?;
                     continue;
                 }
                 other => other?,
             };
             let (next, claimed) = conn::autoclaim_reply(&v);
-            st.claim_cursor = next;
+            *lock(&inner.claim_cursor) = next;
             if let Some(e) = claimed.into_iter().next() {
-                drop(st);
+                drop(link);
                 return self.decode(e);
             }
             // 2. A new entry, blocking in slices of at most MAX_BLOCK.
@@ -273,7 +306,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             }
             let block_ms = block.as_millis().max(1) as u64;
             let io = inner.opts.io_timeout;
-            let r = st.link.retry("get", deadline, |c| {
+            let r = link.retry("get", deadline, |c| {
                 c.set_read_timeout(Some(block + io))?;
                 let v = redis::cmd("XREADGROUP")
                     .arg("GROUP")
@@ -292,16 +325,15 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             });
             let v = match r {
                 Err(e) if conn::is_nogroup(&e) => {
-                    conn::ensure_group(&mut st.link, &inner.key, GROUP, deadline)?;
+                    conn::ensure_group(&mut link, &inner.key, GROUP, deadline)?;
                     continue;
                 }
                 other => other?,
             };
             if let Some(e) = conn::read_reply(&v).into_iter().next() {
-                drop(st);
+                drop(link);
                 return self.decode(e);
             }
-            drop(st);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
@@ -356,7 +388,7 @@ impl<T> std::fmt::Debug for RemoteQueue<T> {
         f.debug_struct("RemoteQueue")
             .field("key", &self.inner.key)
             .field("consumer", &self.inner.consumer)
-            .field("url", &self.inner.lock().link.ep.shown)
+            .field("url", &self.inner.ep.shown)
             .finish()
     }
 }
