@@ -83,9 +83,7 @@ impl Endpoint {
             msg,
         };
         // The redis crate's parse errors quote the scheme at most, never the password.
-        let mut info = url
-            .into_connection_info()
-            .map_err(|e| bad(e.to_string()))?;
+        let mut info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
         if info.redis_settings().password().is_none() {
             if let Ok(pw) = std::env::var("MULTIPROC_REDIS_PASSWORD") {
                 let mut rs = info.redis_settings().clone().set_password(pw);
@@ -136,6 +134,7 @@ pub(crate) struct Link {
     /// Bumped each time a reconnection finds a different run id (Redis restarted).
     pub(crate) epoch: u64,
     backoff: Duration,
+    last_ok: Option<Instant>,
 }
 
 /// Whether an error means the connection is gone (vs. a command error).
@@ -151,7 +150,20 @@ impl Link {
             run_id: None,
             epoch: 0,
             backoff: Duration::from_millis(10),
+            last_ok: None,
         }
+    }
+
+    /// Before a call that must not be sent twice: if the connection has been quiet for a while
+    /// it may have died unnoticed (Redis restarted), so check it with an idempotent PING first.
+    pub(crate) fn fresh(&mut self, deadline: Option<Instant>) -> Result<()> {
+        let recent = self
+            .last_ok
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500));
+        if self.con.is_some() && recent {
+            return Ok(());
+        }
+        self.retry("ping", deadline, |c| redis::cmd("PING").query::<()>(c))
     }
 
     /// A live connection, connecting (with backoff) until `deadline` (`None`: keep trying).
@@ -169,6 +181,7 @@ impl Link {
                         }
                         self.run_id = Some(id);
                         self.con = Some(c);
+                        self.last_ok = Some(Instant::now());
                         self.backoff = Duration::from_millis(10);
                         break;
                     }
@@ -205,7 +218,10 @@ impl Link {
     ) -> Result<R> {
         let con = self.con(deadline)?;
         match f(con) {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                self.last_ok = Some(Instant::now());
+                Ok(r)
+            }
             Err(e) if is_conn_error(&e) => {
                 self.drop_con();
                 Err(Error::ConnectionLost {
@@ -226,7 +242,9 @@ impl Link {
     ) -> Result<R> {
         loop {
             match self.once(during, deadline, &mut f) {
-                Err(Error::ConnectionLost { .. }) if deadline.is_none_or(|d| Instant::now() < d) => {
+                Err(Error::ConnectionLost { .. })
+                    if deadline.is_none_or(|d| Instant::now() < d) =>
+                {
                     continue;
                 }
                 other => return other,

@@ -270,7 +270,11 @@ impl RemotePool {
     }
 
     /// Submits `f(args)`; the result comes back through [`RemoteResult`].
-    pub fn apply_async<M, T: Task<M>>(&self, f: T, args: T::Args) -> Result<RemoteResult<T::Output>> {
+    pub fn apply_async<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+    ) -> Result<RemoteResult<T::Output>> {
         let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
         self.submit_named(e.id, self.build_hash, &args)
     }
@@ -353,8 +357,9 @@ impl RemotePool {
         let job = sub.next_job;
         sub.next_job += 1;
         let deadline = Some(Instant::now() + self.opts.connect_timeout);
-        // Connect first so the slot records the run id the task goes to.
-        sub.link.con(deadline)?;
+        // Connect (and check a quiet connection) first, so the slot records the run id the task
+        // goes to.
+        sub.link.fresh(deadline)?;
         let run_id = sub.link.run_id.clone().unwrap_or_default();
         // Registered before the XADD: a fast worker's answer must find it.
         self.shared.slots().insert(job, Waiting { slot, run_id });

@@ -196,6 +196,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         self.inner.opts.check_size(bytes.len())?;
         let mut link = self.inner.lease()?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+        link.fresh(deadline)?;
         link.once("put", deadline, |c| {
             redis::cmd("XADD")
                 .arg(&self.inner.key)
@@ -359,7 +360,9 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             Err(msg) => {
                 // A poison entry would come back forever: drop it and say so.
                 let _ = d.ack();
-                Err(Error::Codec(format!("undecodable queue entry dropped: {msg}")))
+                Err(Error::Codec(format!(
+                    "undecodable queue entry dropped: {msg}"
+                )))
             }
         }
     }

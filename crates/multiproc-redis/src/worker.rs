@@ -320,15 +320,17 @@ fn handle(
                     let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
                     b.current = Some(e.id.clone());
                 }
-                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    (t.trampoline)(args)
-                }));
+                let out =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.trampoline)(args)));
                 beat.0.lock().unwrap_or_else(|p| p.into_inner()).current = None;
                 stats.tasks += 1;
                 match out {
                     Ok(Ok(bytes)) => match opts.options.check_size(bytes.len()) {
                         Ok(()) => (kind::OK, bytes),
-                        Err(err) => (kind::FAILED, format!("{worker}\nresult: {err}").into_bytes()),
+                        Err(err) => (
+                            kind::FAILED,
+                            format!("{worker}\nresult: {err}").into_bytes(),
+                        ),
                     },
                     Ok(Err(msg)) => (kind::FAILED, format!("{worker}\n{msg}").into_bytes()),
                     Err(p) => {
@@ -337,7 +339,10 @@ fn handle(
                             .map(|s| s.to_string())
                             .or_else(|| p.downcast_ref::<String>().cloned())
                             .unwrap_or_else(|| "panic".into());
-                        (kind::FAILED, format!("{worker}\npanicked: {msg}").into_bytes())
+                        (
+                            kind::FAILED,
+                            format!("{worker}\npanicked: {msg}").into_bytes(),
+                        )
                     }
                 }
             }
@@ -369,10 +374,7 @@ fn handle(
                 .arg("v")
                 .arg(&payload)
                 .ignore();
-            p.cmd("EXPIRE")
-                .arg(&results)
-                .arg(RESULTS_TTL_SECS)
-                .ignore();
+            p.cmd("EXPIRE").arg(&results).arg(RESULTS_TTL_SECS).ignore();
             conn::ack_del(&mut p, key, GROUP, &e.id);
             p.query::<()>(c)
         });

@@ -90,7 +90,10 @@ fn keys_carry_the_cluster_hash_tag() {
     let r = RedisServer::start();
     let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "tagged").unwrap();
     q.put(&1).unwrap();
-    let mut c = redis::Client::open(r.url()).unwrap().get_connection().unwrap();
+    let mut c = redis::Client::open(r.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     assert_eq!(keys, vec!["{mp:tagged}:q".to_string()]);
 }
