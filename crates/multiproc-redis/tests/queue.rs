@@ -22,6 +22,13 @@ fn zz_child_entry() {
     };
     let url = std::env::var("MP_URL").unwrap();
     let name = std::env::var("MP_NAME").unwrap();
+    if role == "envauth" {
+        // The URL has no password: MULTIPROC_REDIS_PASSWORD from the environment is used.
+        let q: RemoteQueue<u8> = RemoteQueue::connect(&url, &name).unwrap();
+        q.put(&42).unwrap();
+        println!("ENVOK");
+        return;
+    }
     assert_eq!(role, "hold");
     let q: RemoteQueue<String> = RemoteQueue::connect_with(&url, &name, opts(60_000)).unwrap();
     let d = q.get_delivery_timeout(Duration::from_secs(20)).unwrap();
@@ -271,4 +278,23 @@ fn redis_killed_and_restarted_mid_run_no_call_hangs() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(getter.join().unwrap().unwrap(), 3);
+}
+
+#[test]
+fn auth_from_the_environment() {
+    let r = RedisServer::start_with(&["--requirepass", "envpw"]);
+    let mut kids = Children::default();
+    let i = kids.push(spawn_self(
+        "zz_child_entry",
+        &[
+            ("MP_QUEUE_ROLE", "envauth".into()),
+            ("MP_URL", r.url()),
+            ("MP_NAME", "envq".into()),
+            ("MULTIPROC_REDIS_PASSWORD", "envpw".into()),
+        ],
+    ));
+    wait_line(&mut kids.0[i], "ENVOK");
+    let url = format!("redis://:envpw@127.0.0.1:{}", r.port);
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&url, "envq").unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 42);
 }
