@@ -203,6 +203,11 @@ impl Link {
         Ok(self.con.as_mut().expect("connected above"))
     }
 
+    /// Whether a connection is open (no attempt is made).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.con.is_some()
+    }
+
     /// Forget the connection (after an I/O error).
     pub(crate) fn drop_con(&mut self) {
         self.con = None;
@@ -397,4 +402,29 @@ pub(crate) fn ensure_group(
 pub(crate) fn ack_del(pipe: &mut redis::Pipeline, key: &str, group: &str, id: &str) {
     pipe.cmd("XACK").arg(key).arg(group).arg(id).ignore();
     pipe.cmd("XDEL").arg(key).arg(id).ignore();
+}
+
+const FORGET_CONSUMER_LUA: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"#;
+
+/// Removes `consumer` from the group if (atomically) it holds no pending entries; best effort,
+/// only over an open connection (never waits for a connect).
+pub(crate) fn forget_consumer(link: &mut Link, key: &str, group: &str, consumer: &str) {
+    if !link.is_connected() {
+        return;
+    }
+    let _ = link.once("leaving the group", None, |c| {
+        redis::cmd("EVAL")
+            .arg(FORGET_CONSUMER_LUA)
+            .arg(1)
+            .arg(key)
+            .arg(group)
+            .arg(consumer)
+            .query::<Value>(c)
+    });
 }

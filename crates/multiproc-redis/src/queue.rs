@@ -65,6 +65,17 @@ impl Drop for Lease<'_> {
     }
 }
 
+impl Drop for Inner {
+    /// The last handle: leave the group if this consumer holds nothing (else its entries stay
+    /// pending for others to claim).
+    fn drop(&mut self) {
+        let mut idle = std::mem::take(&mut *lock(&self.idle));
+        if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
+            conn::forget_consumer(link, &self.key, GROUP, &self.consumer);
+        }
+    }
+}
+
 impl Inner {
     fn lease(&self) -> Result<Lease<'_>> {
         if *lock(&self.closed) {

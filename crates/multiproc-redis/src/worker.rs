@@ -107,6 +107,7 @@ pub fn serve(url: &str, name: &str, opts: ServeOptions) -> Result<ServeStats> {
     };
 
     let r = serve_loop(&mut link, &key, &worker, &opts, &beat);
+    conn::forget_consumer(&mut link, &key, GROUP, &worker);
     {
         let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
         b.stop = true;

@@ -298,3 +298,32 @@ fn auth_from_the_environment() {
     let q: RemoteQueue<u8> = RemoteQueue::connect(&url, "envq").unwrap();
     assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 42);
 }
+
+fn consumers(url: &str, key: &str) -> usize {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let v: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(key)
+        .arg("mpq")
+        .query(&mut c)
+        .unwrap();
+    v.len()
+}
+
+#[test]
+fn a_dropped_handle_leaves_the_group_only_when_it_holds_nothing() {
+    let r = RedisServer::start();
+    let key = "{mp:leave}:q";
+    let a: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "leave").unwrap();
+    let b: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "leave").unwrap();
+    a.put(&1).unwrap();
+    a.put(&2).unwrap();
+    assert_eq!(a.get_timeout(Duration::from_secs(5)).unwrap(), 1);
+    let held = b.get_delivery_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(consumers(&r.url(), key), 2);
+    drop(a);
+    assert_eq!(consumers(&r.url(), key), 1, "a held nothing: gone");
+    drop(b);
+    drop(held); // unacked: b's consumer keeps the entry for others to claim
+    assert_eq!(consumers(&r.url(), key), 1);
+}
