@@ -295,10 +295,19 @@ impl RemotePool {
         T: Task<M>,
         I: IntoIterator<Item = T::Args>,
     {
-        let pending: Vec<RemoteResult<T::Output>> = items
-            .into_iter()
-            .map(|a| self.apply_async(f, a))
-            .collect::<Result<_>>()?;
+        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        let mut pending = Vec::new();
+        self.submit_batch(e.id, self.build_hash, items, || {
+            let s = Arc::new(SlotInner {
+                done: Mutex::new(None),
+                cv: Condvar::new(),
+            });
+            pending.push(RemoteResult::<T::Output> {
+                slot: s.clone(),
+                _r: PhantomData,
+            });
+            Slot::One(s)
+        })?;
         pending.iter().map(|r| r.get()).collect()
     }
 
@@ -311,10 +320,10 @@ impl RemotePool {
         let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         let mut left = 0;
-        for a in items {
-            self.submit_slot(e.id, self.build_hash, &a, Slot::Chan(tx.clone()))?;
+        self.submit_batch(e.id, self.build_hash, items, || {
             left += 1;
-        }
+            Slot::Chan(tx.clone())
+        })?;
         Ok(IMapUnordered {
             rx,
             left,
@@ -342,6 +351,75 @@ impl RemotePool {
             slot,
             _r: PhantomData,
         })
+    }
+
+    /// Submits many tasks, pipelined (one round trip per chunk of 256). On an error the chunk
+    /// that failed is forgotten (some of its tasks may still run; their results are dropped) and
+    /// earlier chunks stay submitted.
+    fn submit_batch<A: Serialize>(
+        &self,
+        task_id: &str,
+        build: u64,
+        items: impl IntoIterator<Item = A>,
+        mut make: impl FnMut() -> Slot,
+    ) -> Result<()> {
+        const CHUNK: usize = 256;
+        let encoded: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|a| {
+                let b = postcard::to_allocvec(&a).map_err(|e| Error::Codec(e.to_string()))?;
+                self.opts.check_size(b.len())?;
+                Ok(b)
+            })
+            .collect::<Result<_>>()?;
+        for chunk in encoded.chunks(CHUNK) {
+            let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
+            let deadline = Some(Instant::now() + self.opts.connect_timeout);
+            sub.link.fresh(deadline)?;
+            let run_id = sub.link.run_id.clone().unwrap_or_default();
+            let first = sub.next_job;
+            sub.next_job += chunk.len() as u64;
+            {
+                let mut slots = self.shared.slots();
+                for i in 0..chunk.len() as u64 {
+                    let w = Waiting {
+                        slot: make(),
+                        run_id: run_id.clone(),
+                    };
+                    slots.insert(first + i, w);
+                }
+            }
+            let mut p = redis::pipe();
+            for (i, bytes) in chunk.iter().enumerate() {
+                p.cmd("XADD")
+                    .arg(&self.tasks_key)
+                    .arg("*")
+                    .arg("c")
+                    .arg(&self.results_key)
+                    .arg("j")
+                    .arg(first + i as u64)
+                    .arg("t")
+                    .arg(task_id)
+                    .arg("b")
+                    .arg(build)
+                    .arg("r")
+                    .arg(self.retries)
+                    .arg("a")
+                    .arg(bytes)
+                    .ignore();
+            }
+            if let Err(e) = sub
+                .link
+                .once("submitting tasks", deadline, |c| p.query::<()>(c))
+            {
+                let mut slots = self.shared.slots();
+                for i in 0..chunk.len() as u64 {
+                    slots.remove(&(first + i));
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn submit_slot<A: Serialize>(

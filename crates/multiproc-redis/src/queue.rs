@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const GROUP: &str = "mpq";
 /// The longest single `BLOCK` (so claims of dead consumers' entries are checked this often).
 const MAX_BLOCK: Duration = Duration::from_millis(500);
+/// How often a busy consumer looks for entries to claim.
+const CLAIM_EVERY: Duration = Duration::from_millis(1000);
 
 struct Inner {
     ep: Endpoint,
@@ -27,6 +29,8 @@ struct Inner {
     closed: Mutex<bool>,
     /// Where the next XAUTOCLAIM scan starts (it walks the pending list in slices).
     claim_cursor: Mutex<String>,
+    /// When this handle last looked for claimable entries.
+    last_claim: Mutex<Option<Instant>>,
     key: String,
     consumer: String,
     opts: Options,
@@ -188,6 +192,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 idle: Mutex::new(vec![link]),
                 closed: Mutex::new(false),
                 claim_cursor: Mutex::new("0-0".into()),
+                last_claim: Mutex::new(None),
                 key,
                 consumer: crate::unique_id("q"),
                 opts,
@@ -276,58 +281,78 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     fn recv(&self, deadline: Option<Instant>) -> Result<Delivery<T>> {
         let inner = &self.inner;
         let claim_ms = inner.opts.claim_idle.as_millis().max(1) as u64;
+        // Claims are looked for when a read came back empty, and at least every CLAIM_EVERY
+        // (capped by claim_idle / 2) while entries keep coming: not on every get (a round trip).
+        let claim_every = CLAIM_EVERY.min(inner.opts.claim_idle / 2);
+        let mut idle_round = false;
         let mut link = inner.lease()?;
         loop {
             if *lock(&inner.closed) {
                 return Err(Error::Closed);
             }
             let now = Instant::now();
+            let due =
+                idle_round || lock(&inner.last_claim).is_none_or(|t| t.elapsed() >= claim_every);
+            idle_round = true;
             // 1. An entry a (dead) consumer has held for longer than claim_idle.
             let cursor = lock(&inner.claim_cursor).clone();
-            let r = link.retry("get", deadline, |c| {
-                redis::cmd("XAUTOCLAIM")
-                    .arg(&inner.key)
-                    .arg(GROUP)
-                    .arg(&inner.consumer)
-                    .arg(claim_ms)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(1)
-                    .query::<Value>(c)
-            });
+            let r = if due {
+                *lock(&inner.last_claim) = Some(now);
+                Some(link.retry("get", deadline, |c| {
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(&inner.key)
+                        .arg(GROUP)
+                        .arg(&inner.consumer)
+                        .arg(claim_ms)
+                        .arg(&cursor)
+                        .arg("COUNT")
+                        .arg(1)
+                        .query::<Value>(c)
+                }))
+            } else {
+                None
+            };
             let v = match r {
-                Err(e) if conn::is_nogroup(&e) => {
+                None => Value::Nil,
+                Some(Err(e)) if conn::is_nogroup(&e) => {
                     conn::ensure_group(&mut link, &inner.key, GROUP, deadline)?;
                     continue;
                 }
-                other => other?,
+                Some(other) => other?,
             };
-            let (next, claimed) = conn::autoclaim_reply(&v);
+            let (next, claimed) = if due {
+                conn::autoclaim_reply(&v)
+            } else {
+                (cursor, Vec::new())
+            };
             *lock(&inner.claim_cursor) = next;
             if let Some(e) = claimed.into_iter().next() {
                 drop(link);
                 return self.decode(e);
             }
-            // 2. A new entry, blocking in slices of at most MAX_BLOCK.
-            let mut block = MAX_BLOCK.min(inner.opts.claim_idle);
+            // 2. A new entry, blocking in slices of at most MAX_BLOCK (past the deadline: one
+            // non-blocking read, so `get_timeout(0)` still takes what is there).
+            let mut block = Some(MAX_BLOCK.min(inner.opts.claim_idle));
             if let Some(d) = deadline {
-                if now >= d {
-                    return Err(Error::Timeout);
-                }
-                block = block.min(d - now);
+                block = if now >= d {
+                    None
+                } else {
+                    block.map(|b| b.min(d - now))
+                };
             }
-            let block_ms = block.as_millis().max(1) as u64;
             let io = inner.opts.io_timeout;
             let r = link.retry("get", deadline, |c| {
-                c.set_read_timeout(Some(block + io))?;
-                let v = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
+                c.set_read_timeout(Some(block.unwrap_or_default() + io))?;
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
                     .arg(GROUP)
                     .arg(&inner.consumer)
                     .arg("COUNT")
-                    .arg(1)
-                    .arg("BLOCK")
-                    .arg(block_ms)
+                    .arg(1);
+                if let Some(b) = block {
+                    cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+                }
+                let v = cmd
                     .arg("STREAMS")
                     .arg(&inner.key)
                     .arg(">")

@@ -170,6 +170,10 @@ fn serve_loop(
     let mut cursor = "0-0".to_string();
     let mut last_task = Instant::now();
     let mut pause = Duration::from_millis(10);
+    // Claims are looked for after an empty read, and at least every second while busy.
+    let claim_every = Duration::from_secs(1).min(opts.options.claim_idle / 2);
+    let mut last_claim: Option<Instant> = None;
+    let mut idle_round = true;
     loop {
         if opts.max_tasks.is_some_and(|m| stats.tasks >= m) {
             return Ok(stats);
@@ -188,18 +192,25 @@ fn serve_loop(
             }
         };
         // 1. A task whose worker died.
+        let due = idle_round || last_claim.is_none_or(|t| t.elapsed() >= claim_every);
+        idle_round = true;
         let from = cursor.clone();
-        let r = link.retry("claiming tasks", None, |c| {
-            redis::cmd("XAUTOCLAIM")
-                .arg(key)
-                .arg(GROUP)
-                .arg(worker)
-                .arg(lost_ms)
-                .arg(&from)
-                .arg("COUNT")
-                .arg(1)
-                .query::<Value>(c)
-        });
+        let r = if !due {
+            Ok(Value::Nil)
+        } else {
+            last_claim = Some(Instant::now());
+            link.retry("claiming tasks", None, |c| {
+                redis::cmd("XAUTOCLAIM")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg(worker)
+                    .arg(lost_ms)
+                    .arg(&from)
+                    .arg("COUNT")
+                    .arg(1)
+                    .query::<Value>(c)
+            })
+        };
         let v = match r {
             Ok(v) => v,
             Err(e) => {
@@ -207,7 +218,11 @@ fn serve_loop(
                 continue;
             }
         };
-        let (next, claimed) = conn::autoclaim_reply(&v);
+        let (next, claimed) = if due {
+            conn::autoclaim_reply(&v)
+        } else {
+            (cursor.clone(), Vec::new())
+        };
         cursor = next;
         let (entry, deliveries) = if let Some(e) = claimed.into_iter().next() {
             let id = e.id.clone();
@@ -252,7 +267,10 @@ fn serve_loop(
                 }
             };
             match conn::read_reply(&v).into_iter().next() {
-                Some(e) => (e, 1),
+                Some(e) => {
+                    idle_round = false;
+                    (e, 1)
+                }
                 None => continue,
             }
         };

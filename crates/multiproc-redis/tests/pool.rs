@@ -130,8 +130,8 @@ fn apply_map_and_imap_unordered() {
     let a = p.apply_async(square, 12).unwrap();
     assert_eq!(a.get_timeout(LONG).unwrap(), 144);
     assert!(a.ready());
-    let want: Vec<u64> = (0..100).map(|x| x * x).collect();
-    assert_eq!(p.map(square, 0..100).unwrap(), want);
+    let want: Vec<u64> = (0..600).map(|x| x * x).collect();
+    assert_eq!(p.map(square, 0..600).unwrap(), want); // 3 pipelined chunks
     let mut got: Vec<u64> = p
         .imap_unordered(square, 0..50)
         .unwrap()

@@ -327,3 +327,12 @@ fn a_dropped_handle_leaves_the_group_only_when_it_holds_nothing() {
     drop(held); // unacked: b's consumer keeps the entry for others to claim
     assert_eq!(consumers(&r.url(), key), 1);
 }
+
+#[test]
+fn get_timeout_zero_takes_what_is_there() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "zero").unwrap();
+    q.put(&4).unwrap();
+    assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), 4);
+    assert_eq!(q.get_timeout(Duration::ZERO).unwrap_err(), Error::Timeout);
+}
