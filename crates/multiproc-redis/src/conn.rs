@@ -135,6 +135,8 @@ pub(crate) struct Link {
     pub(crate) epoch: u64,
     backoff: Duration,
     last_ok: Option<Instant>,
+    /// Replies of commands sent with [`Link::send_nowait`] not yet read.
+    unread: usize,
 }
 
 /// Whether an error means the connection is gone (vs. a command error).
@@ -151,6 +153,32 @@ impl Link {
             epoch: 0,
             backoff: Duration::from_millis(10),
             last_ok: None,
+            unread: 0,
+        }
+    }
+
+    /// Sends `packed` (`replies` replies expected) without waiting for them; they are read (and
+    /// ignored, unless the connection broke) before the next command on this link.
+    pub(crate) fn send_nowait(
+        &mut self,
+        during: &'static str,
+        deadline: Option<Instant>,
+        packed: &[u8],
+        replies: usize,
+    ) -> Result<()> {
+        let con = self.con(deadline)?;
+        match con.send_packed_command(packed) {
+            Ok(()) => {
+                self.unread += replies;
+                Ok(())
+            }
+            Err(e) => {
+                self.drop_con();
+                Err(Error::ConnectionLost {
+                    during,
+                    msg: e.to_string(),
+                })
+            }
         }
     }
 
@@ -211,6 +239,7 @@ impl Link {
     /// Forget the connection (after an I/O error).
     pub(crate) fn drop_con(&mut self) {
         self.con = None;
+        self.unread = 0;
     }
 
     /// Runs `f` once on a live connection; on a connection error the connection is dropped and
@@ -221,7 +250,25 @@ impl Link {
         deadline: Option<Instant>,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<R>,
     ) -> Result<R> {
-        let con = self.con(deadline)?;
+        self.con(deadline)?;
+        while self.unread > 0 {
+            let con = self.con.as_mut().expect("connected above");
+            match con.recv_response() {
+                Ok(_) => self.unread -= 1,
+                Err(e) if is_conn_error(&e) => {
+                    self.drop_con();
+                    return Err(Error::ConnectionLost {
+                        during,
+                        msg: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    self.unread -= 1;
+                    tracing::debug!(target: "multiproc", "reply of an unawaited command: {e}");
+                }
+            }
+        }
+        let con = self.con.as_mut().expect("connected above");
         match f(con) {
             Ok(r) => {
                 self.last_ok = Some(Instant::now());

@@ -405,20 +405,23 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 }
 
 impl<T> Delivery<T> {
+    /// The auto-ack of `get`: the XACK + XDEL is sent before the item is returned, but its reply is
+    /// read with the next command on that connection (one round trip per `get`, not two).
     fn ack_quietly(self) -> Result<T> {
-        let id = self.id.clone();
-        let inner = self.inner.clone();
-        let value = self.value;
-        let d = Delivery {
-            value: (),
-            id,
-            inner,
-        };
-        if let Err(e) = d.ack() {
+        let inner = &self.inner;
+        let r = inner.lease().and_then(|mut link| {
+            let mut p = redis::pipe();
+            p.atomic();
+            conn::ack_del(&mut p, &inner.key, GROUP, &self.id);
+            let deadline = Some(Instant::now() + inner.opts.connect_timeout);
+            // MULTI, XACK, XDEL, EXEC: four replies.
+            link.send_nowait("ack", deadline, &p.get_packed_pipeline(), 4)
+        });
+        if let Err(e) = r {
             // The item is in hand; the entry may be delivered again after claim_idle.
             tracing::warn!(target: "multiproc", "remote queue: auto-ack failed: {e}");
         }
-        Ok(value)
+        Ok(self.value)
     }
 }
 
