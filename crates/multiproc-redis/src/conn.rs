@@ -25,6 +25,10 @@ pub struct Options {
     pub max_message: usize,
     /// The longest pause between reconnection attempts (default 1 s; the first is 10 ms).
     pub max_backoff: Duration,
+    /// How long calls without a timeout (`RemoteQueue::get`, `RemoteResult::get`) keep
+    /// reconnecting while Redis is unreachable before they return `Unreachable` /
+    /// `ConnectionLost` (default 60 s). Workers (`serve`) keep trying for as long as they run.
+    pub outage_timeout: Duration,
 }
 
 impl Default for Options {
@@ -35,6 +39,7 @@ impl Default for Options {
             claim_idle: Duration::from_secs(30),
             max_message: 16 * 1024 * 1024,
             max_backoff: Duration::from_secs(1),
+            outage_timeout: Duration::from_secs(60),
         }
     }
 }

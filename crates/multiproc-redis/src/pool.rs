@@ -487,6 +487,8 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
     let block = Duration::from_millis(200);
     let mut last = "0-0".to_string();
     let mut epoch = link.epoch;
+    let outage = link.ep.opts.outage_timeout;
+    let mut down_since: Option<Instant> = None;
     loop {
         if *shared.stop.lock().unwrap_or_else(|p| p.into_inner()) {
             return;
@@ -528,9 +530,23 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             }
         }
         let v = match r {
-            Ok(v) => v,
+            Ok(v) => {
+                down_since = None;
+                v
+            }
             Err(e) => {
-                if !matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }) {
+                let lost = matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. });
+                if lost {
+                    let since = *down_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= outage {
+                        // Redis has been away too long: nothing in flight may wait forever.
+                        let all: Vec<Waiting> = shared.slots().drain().map(|(_, w)| w).collect();
+                        for w in all {
+                            complete(w.slot, Err(e.clone()));
+                        }
+                    }
+                }
+                if !lost {
                     tracing::warn!(target: "multiproc", "remote pool results: {e}");
                     std::thread::sleep(block);
                 }

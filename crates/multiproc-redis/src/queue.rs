@@ -291,6 +291,8 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 return Err(Error::Closed);
             }
             let now = Instant::now();
+            // Without a deadline the item may take forever, but an outage may not.
+            let conn_deadline = deadline.or(Some(now + inner.opts.outage_timeout));
             let due =
                 idle_round || lock(&inner.last_claim).is_none_or(|t| t.elapsed() >= claim_every);
             idle_round = true;
@@ -298,7 +300,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             let cursor = lock(&inner.claim_cursor).clone();
             let r = if due {
                 *lock(&inner.last_claim) = Some(now);
-                Some(link.retry("get", deadline, |c| {
+                Some(link.retry("get", conn_deadline, |c| {
                     redis::cmd("XAUTOCLAIM")
                         .arg(&inner.key)
                         .arg(GROUP)
@@ -315,7 +317,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             let v = match r {
                 None => Value::Nil,
                 Some(Err(e)) if conn::is_nogroup(&e) => {
-                    conn::ensure_group(&mut link, &inner.key, GROUP, deadline)?;
+                    conn::ensure_group(&mut link, &inner.key, GROUP, conn_deadline)?;
                     continue;
                 }
                 Some(other) => other?,
@@ -341,7 +343,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 };
             }
             let io = inner.opts.io_timeout;
-            let r = link.retry("get", deadline, |c| {
+            let r = link.retry("get", conn_deadline, |c| {
                 c.set_read_timeout(Some(block.unwrap_or_default() + io))?;
                 let mut cmd = redis::cmd("XREADGROUP");
                 cmd.arg("GROUP")
@@ -362,7 +364,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             });
             let v = match r {
                 Err(e) if conn::is_nogroup(&e) => {
-                    conn::ensure_group(&mut link, &inner.key, GROUP, deadline)?;
+                    conn::ensure_group(&mut link, &inner.key, GROUP, conn_deadline)?;
                     continue;
                 }
                 other => other?,

@@ -318,3 +318,29 @@ fn redis_killed_and_restarted_mid_run() {
     assert_eq!(v, 36);
     let _ = std::fs::remove_file(&path);
 }
+
+/// Redis killed for good while a task is in flight: `get()` (no timeout) returns an error after
+/// `outage_timeout` instead of waiting forever.
+#[test]
+fn redis_gone_for_good_ends_get_without_timeout() {
+    let mut r = RedisServer::start();
+    let _w = workers(&r, "gone", 1);
+    let o = Options {
+        connect_timeout: Duration::from_millis(500),
+        outage_timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let p = RemotePool::connect_with(&r.url(), "gone", o, 1).unwrap();
+    let path = tmp("gone");
+    let in_flight = p
+        .apply_async(mark_then_sleep, (path.clone(), 60_000, 2))
+        .unwrap();
+    pid_in(&path);
+    r.kill();
+    let e = in_flight.get().unwrap_err();
+    assert!(
+        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        "{e:?}"
+    );
+    let _ = std::fs::remove_file(&path);
+}

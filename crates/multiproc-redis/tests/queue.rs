@@ -336,3 +336,23 @@ fn get_timeout_zero_takes_what_is_there() {
     assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), 4);
     assert_eq!(q.get_timeout(Duration::ZERO).unwrap_err(), Error::Timeout);
 }
+
+#[test]
+fn get_without_timeout_returns_an_error_when_redis_stays_away() {
+    let mut r = RedisServer::start();
+    let o = Options {
+        connect_timeout: Duration::from_millis(500),
+        outage_timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let q: RemoteQueue<u8> = RemoteQueue::connect_with(&r.url(), "gone", o).unwrap();
+    let q2 = q.clone();
+    let getter = std::thread::spawn(move || q2.get());
+    std::thread::sleep(Duration::from_millis(200));
+    r.kill(); // and it never comes back
+    let e = getter.join().unwrap().unwrap_err();
+    assert!(
+        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        "{e:?}"
+    );
+}
