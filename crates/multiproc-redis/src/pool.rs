@@ -42,6 +42,7 @@ struct SlotInner {
 enum Slot {
     One(Arc<SlotInner>),
     Chan(mpsc::Sender<Outcome>),
+    Call(Box<dyn FnOnce(Outcome) + Send>),
 }
 
 struct Waiting {
@@ -75,6 +76,12 @@ fn complete(slot: Slot, out: Outcome) {
         }
         Slot::Chan(tx) => {
             let _ = tx.send(out);
+        }
+        Slot::Call(f) => {
+            // A panicking callback must not end the results thread.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(out))).is_err() {
+                tracing::error!(target: "multiproc", "remote pool: a callback panicked");
+            }
         }
     }
 }
@@ -277,6 +284,22 @@ impl RemotePool {
     ) -> Result<RemoteResult<T::Output>> {
         let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
         self.submit_named(e.id, self.build_hash, &args)
+    }
+
+    /// Submits `f(args)` and calls `callback` with its result (or error: `WorkerLost`,
+    /// `BrokerRestarted`, ...) on the pool's results thread, like the local pool's callbacks:
+    /// keep it short. Each callback is called exactly once, unless the pool is dropped first.
+    pub fn apply_async_callback<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+        callback: impl FnOnce(Result<T::Output>) + Send + 'static,
+    ) -> Result<()> {
+        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        let slot = Slot::Call(Box::new(move |out: Outcome| {
+            callback(decode_outcome::<T::Output>(out))
+        }));
+        self.submit_slot(e.id, self.build_hash, &args, slot)
     }
 
     /// Submits a task by its registry id (`module::name(ArgTypes)->Ret`) from a program that

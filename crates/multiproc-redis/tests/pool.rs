@@ -344,3 +344,33 @@ fn redis_gone_for_good_ends_get_without_timeout() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn callbacks_get_every_result_once() {
+    let r = RedisServer::start();
+    let _w = workers(&r, "callbacks", 2);
+    let p = pool(&r, "callbacks", 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..20u64 {
+        let tx = tx.clone();
+        p.apply_async_callback(square, i, move |r| tx.send(r).unwrap())
+            .unwrap();
+    }
+    let tx2 = tx.clone();
+    p.apply_async_callback(boom, 1, move |r| tx2.send(r).unwrap())
+        .unwrap();
+    drop(tx);
+    let mut ok = Vec::new();
+    let mut errs = 0;
+    for _ in 0..21 {
+        match rx.recv_timeout(LONG).unwrap() {
+            Ok(v) => ok.push(v),
+            Err(Error::TaskFailed { .. }) => errs += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    ok.sort_unstable();
+    assert_eq!(ok, (0..20).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(errs, 1);
+    assert_eq!(p.in_flight(), 0);
+}
