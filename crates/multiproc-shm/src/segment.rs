@@ -502,6 +502,32 @@ impl Segment {
     pub fn same_as(&self, other: &Segment) -> bool {
         same_inode(self.fd(), other.fd())
     }
+
+    /// Hands a freshly created named segment's name over to other processes: dropping this handle
+    /// no longer unlinks it. Someone else then unlinks it ([`Segment::unlink_name`]), or the
+    /// stale-segment cleanup reclaims it once its creator is dead. Only takes effect while this is
+    /// the only handle (right after `create_named`); returns whether it did.
+    pub fn detach_name(&mut self) -> bool {
+        match Arc::get_mut(&mut self.inner) {
+            Some(i) => {
+                i.unlink_by = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Unlinks this named segment's name now, if the name still refers to this segment's file
+    /// (it may have been reclaimed and reused). The mapping stays valid. Returns whether it did.
+    pub fn unlink_name(&self) -> bool {
+        let Some(name) = &self.inner.name else {
+            return false;
+        };
+        match shm_open_existing(name, libc::O_RDONLY) {
+            Ok(fd) if same_inode(fd.as_fd(), self.inner.file.as_fd()) => shm_unlink(name).is_ok(),
+            _ => false,
+        }
+    }
 }
 
 // SAFETY: the mapping is shared memory reached only through raw pointers by the typed layers,
