@@ -453,6 +453,23 @@ impl<T, C: Codec<T>> Connection<T, C> {
         }
     }
 
+    /// The segments this end maps (its rings, and a named pipe's control block), for fuzz
+    /// targets and tests that overwrite them as a hostile process could.
+    #[doc(hidden)]
+    pub fn debug_segments(&self) -> Vec<multiproc_shm::Segment> {
+        let mut v = Vec::new();
+        if let Some(t) = &self.tx {
+            v.extend(t.ring.segment().cloned());
+        }
+        if let Some(r) = &self.rx {
+            v.extend(r.ring.segment().cloned());
+        }
+        if let Some(n) = &self.named {
+            v.extend(n.segment().cloned());
+        }
+        v
+    }
+
     /// Whether this end can receive.
     pub fn readable(&self) -> bool {
         self.readable

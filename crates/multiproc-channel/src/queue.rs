@@ -17,19 +17,26 @@
 //! `maxsize == 0` means [`UNBOUNDED_SLOTS`] (a bounded queue, unlike Python's).
 //!
 //! **Large messages.** A message that fits a slot (default [`DEFAULT_SLOT_SIZE`] bytes) goes
-//! inline. A larger one (up to `max_message`, default 64 MiB) is written to a side file in
-//! `/dev/shm` (`multiproc.qside-<queue id>-<pid>-<seq>`, mode 0600, after a 256-byte header with
-//! its own magic, so segment tools treat it as foreign and never reclaim it) whose name goes through the
-//! ring; the consumer that pops the name reads the file and unlinks it. So fragments of one
-//! message never interleave with other producers' messages and no lock is taken.
+//! inline. A larger one (up to `max_message`, default and local maximum 64 MiB) is written to a
+//! side segment: an ordinary named segment `multiproc.qside-<queue id>-<pid>-<seq>` (header,
+//! kind, fingerprint, creator) whose name goes through the ring. The producer detaches the name
+//! (its drop does not unlink it); the consumer that pops the record opens it like any segment
+//! (`O_NOFOLLOW|O_NONBLOCK`, regular memory files only, size validated), unlinks it and copies
+//! the message out. No handle's drop deletes side segments. So fragments of one message never
+//! interleave with other producers' messages and no lock is taken.
+//!
+//! **Trust.** The control block is a [`Shared<QueueCtl>`](multiproc_shm::Shared): `maxsize` and
+//! `max_message` are validated once (against 64 MiB) and used from a local copy; a record's
+//! length is checked against the local `max_message` before anything is allocated; `qsize` is
+//! clamped to `0..=maxsize`.
 //!
 //! **Kill safety.** A process SIGKILLed in `put` or `get` loses at most its own item: the ring
 //! recovers slots claimed by dead processes. Two windows of a few instructions remain: a
 //! producer killed between taking its unit and its push, or a consumer killed between its pop
 //! and bumping `gets`, leaves `qsize` one too high
 //! (and the queue one item smaller); a large message whose consumer dies before unlinking (or
-//! whose producer dies before pushing its name) leaves its side file until the creating handle
-//! of the queue drops (it sweeps `multiproc.qside-<id>-*`).
+//! whose producer dies before pushing its name) leaves its side segment until `multiproc clean`
+//! reclaims it (once its producer is dead).
 //!
 //! ```
 //! use multiproc_channel::{Queue, GetError};
@@ -421,6 +428,22 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         self.sh.ring.close();
         // Wake putters asleep on admission so they see the close.
         futex::wake_all(&self.ctl().gets.gets);
+    }
+
+    /// The segments this handle maps (control block, ring), for fuzz targets and tests that
+    /// overwrite them as a hostile process could ([`Segment::scribble`]).
+    #[doc(hidden)]
+    pub fn debug_segments(&self) -> Vec<Segment> {
+        let mut v: Vec<Segment> = self.sh.ctl.segment().cloned().into_iter().collect();
+        v.extend(self.sh.ring.segment().cloned());
+        v
+    }
+
+    /// The `/dev/shm` name prefix of this queue's side segments (`multiproc.qside-<id>-`), for
+    /// fuzz targets and tests.
+    #[doc(hidden)]
+    pub fn debug_side_prefix(&self) -> String {
+        format!("multiproc.qside-{:016x}-", self.sh.id)
     }
 
     /// Records lost because a process died mid-put or mid-get (from the ring).
