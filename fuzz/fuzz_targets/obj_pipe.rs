@@ -54,10 +54,7 @@ fuzz_target!(|input: Input| {
             }
             Op::SendBytes { end, len, off } => {
                 let buf = vec![7u8; usize::from(len)];
-                // send_bytes blocks without a deadline: only when it surely fits the ring.
-                if len < 1024 {
-                    let _ = ends[usize::from(end)].send_bytes(&buf, usize::from(off), None);
-                }
+                let _ = ends[usize::from(end)].send_bytes_timeout(&buf, usize::from(off), None, T);
             }
             Op::Recv { end } => {
                 let _ = ends[usize::from(end)].recv_timeout(T);

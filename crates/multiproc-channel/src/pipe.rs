@@ -612,6 +612,29 @@ impl<T, C: Codec<T>> Connection<T, C> {
         offset: usize,
         size: Option<usize>,
     ) -> Result<(), SendError> {
+        self.send_bytes_deadline(buf, offset, size, None)
+    }
+
+    /// [`Connection::send_bytes`], waiting at most `timeout` for room (as
+    /// [`Connection::send_timeout`]: a large message that timed out half-written closes this
+    /// end's sending side).
+    pub fn send_bytes_timeout(
+        &mut self,
+        buf: &[u8],
+        offset: usize,
+        size: Option<usize>,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        self.send_bytes_deadline(buf, offset, size, deadline_after(timeout))
+    }
+
+    fn send_bytes_deadline(
+        &mut self,
+        buf: &[u8],
+        offset: usize,
+        size: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError> {
         let bad = SendError::BadRange {
             offset,
             size,
@@ -625,7 +648,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(bad);
         };
         let max = self.max_message;
-        self.write_message(&buf[offset..end], None, max)
+        self.write_message(&buf[offset..end], deadline, max)
     }
 
     fn write_message(
