@@ -1247,3 +1247,32 @@ pub fn wait<W: Waitable>(objs: &mut [W], timeout: Option<Duration>) -> Vec<usize
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 5 (pipe part): a FIRST fragment announcing 64 MiB makes the receiver hold
+    /// what arrived, not a 64 MiB reservation (on main: `reserve_exact(total)`).
+    #[test]
+    fn first_fragment_total_is_not_reserved_up_front() {
+        let opts = PipeOptions {
+            capacity: 4096,
+            max_message: MAX_MESSAGE_LIMIT,
+        };
+        let (a, mut b) = Pipe::duplex_with::<Vec<u8>, Postcard>(opts).unwrap();
+        let ring = a.tx.as_ref().unwrap().ring.clone();
+        let mut p = ring.producer().unwrap();
+        let mut first = vec![FIRST];
+        first.extend_from_slice(&(MAX_MESSAGE_LIMIT as u64).to_le_bytes());
+        first.extend_from_slice(&[1, 2, 3]);
+        p.push(&first).unwrap();
+        assert_eq!(
+            b.recv_bytes_timeout(Duration::from_millis(20)),
+            Err(RecvError::Timeout)
+        );
+        let rx = b.rx.as_ref().unwrap();
+        assert_eq!(rx.partial, [1, 2, 3]);
+        assert!(rx.partial.capacity() < 1 << 20, "{}", rx.partial.capacity());
+    }
+}
