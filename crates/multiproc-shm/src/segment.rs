@@ -943,6 +943,31 @@ mod seal_tests {
     }
 
     #[test]
+    fn a_detached_name_outlives_its_creator_handle_until_unlinked() {
+        let name = format!("detach-test-{}", std::process::id());
+        let mut a = Segment::create_named(&name, &spec(), |_, _| Ok(())).unwrap();
+        assert!(a.detach_name());
+        drop(a);
+        let ex = Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u8>());
+        let b = Segment::open_named(&name, &ex).unwrap();
+        assert!(b.unlink_name());
+        assert!(!b.unlink_name(), "already gone");
+        assert!(matches!(
+            Segment::open_named(&name, &ex),
+            Err(ShmError::NotFound { .. })
+        ));
+        // A clone exists: detaching refuses (the clone would still unlink on drop).
+        let mut c = Segment::create_named(&name, &spec(), |_, _| Ok(())).unwrap();
+        let c2 = c.clone();
+        assert!(!c.detach_name());
+        drop((c, c2));
+        assert!(matches!(
+            Segment::open_named(&name, &ex),
+            Err(ShmError::NotFound { .. })
+        ));
+    }
+
+    #[test]
     fn an_fd_handle_to_a_non_memory_file_is_refused() {
         let f = File::open("/proc/self/stat").unwrap();
         let h = SegmentHandle::Fd {
