@@ -299,7 +299,8 @@ fn stale_connection_handle_is_refused() {
 }
 
 /// Item 13: `qsize()` stays within `0..=maxsize` while four threads put and get on a maxsize-1
-/// queue (on main it reported up to 46,534), and `full()`/`empty()` agree with the bound.
+/// queue (the issue saw up to 46,534 on main; here main gave `usize::MAX`, the difference going
+/// negative), and `full()`/`empty()` agree with `qsize()` once the queue is quiet.
 #[test]
 fn qsize_stays_within_the_bound_under_concurrent_puts_and_gets() {
     let q: Queue<u32> = Queue::new(1).unwrap();
@@ -326,9 +327,6 @@ fn qsize_stays_within_the_bound_under_concurrent_puts_and_gets() {
             if n > 1 {
                 bad.push(n);
             }
-            if q.full() && q.empty() {
-                bad.push(usize::MAX);
-            }
         }
         stop.store(true, Ordering::Relaxed);
         assert!(
@@ -337,4 +335,9 @@ fn qsize_stays_within_the_bound_under_concurrent_puts_and_gets() {
             &bad[..bad.len().min(10)]
         );
     });
+    // Quiet again: full() and empty() agree with qsize() (separate calls are separate
+    // snapshots, so this is only checked once nothing moves).
+    assert_eq!(q.full(), q.qsize() == 1);
+    assert_eq!(q.empty(), q.qsize() == 0);
+    assert_ne!(q.full(), q.empty());
 }
