@@ -788,3 +788,26 @@ impl<'de, K: Key, V: Key> Deserialize<'de> for SharedDict<K, V> {
         SharedDict::open_handle(&h).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rebuild's probe for an empty slot is bounded by the validated slot count: a table
+    /// another process filled behind our back is Corrupted, not an endless loop under the lock.
+    #[test]
+    fn probe_of_a_full_table_is_corrupted_not_endless() {
+        let d: SharedDict<u8, u8> = SharedDict::with_capacity(4).unwrap();
+        let (l, _) = d.store.lock(How::Try, false).unwrap();
+        let to = 1 - l.active().unwrap();
+        for i in 0..l.geo().slots {
+            l.slot(to, i).store(TOMB + 1, Ordering::Relaxed);
+        }
+        assert!(matches!(
+            probe_empty(&l, to, 0x1234),
+            Err(Error::Corrupted(_))
+        ));
+        l.slot(to, 3).store(EMPTY, Ordering::Relaxed);
+        assert_eq!(probe_empty(&l, to, 0x1234).unwrap(), 3);
+    }
+}
