@@ -411,9 +411,16 @@ impl<K: Key, V: Key> SharedDict<K, V> {
 
     /// Opens the dict a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+        Self::open_handle_timeout(handle, multiproc_shm::DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`open_handle`](Self::open_handle) waiting at most `timeout` for the segment to be Ready
+    /// (its creator still initializing it — or another process having rewritten its state).
+    pub fn open_handle_timeout(handle: &SegmentHandle, timeout: Duration) -> Result<Self> {
         Ok(Self::from_store(Store::open_handle(
             handle,
             Self::fingerprint(),
+            timeout,
         )?))
     }
 

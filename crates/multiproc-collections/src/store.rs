@@ -380,9 +380,13 @@ impl<F: Flavor> Store<F> {
         Self::from_shared(Shared::open_named(name, fp)?)
     }
 
-    /// Opens the store a handle names.
-    pub(crate) fn open_handle(h: &SegmentHandle, fp: TypeFingerprint) -> Result<Self> {
-        Self::from_shared(Shared::open_handle(h, fp)?)
+    /// Opens the store a handle names, waiting at most `timeout` for it to be Ready.
+    pub(crate) fn open_handle(
+        h: &SegmentHandle,
+        fp: TypeFingerprint,
+        timeout: Duration,
+    ) -> Result<Self> {
+        Self::from_shared(Shared::open_handle_timeout(h, fp, timeout)?)
     }
 
     fn from_shared(shared: Shared<Control<F>>) -> Result<Self> {
