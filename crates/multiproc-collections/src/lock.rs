@@ -30,10 +30,10 @@ struct LockLayout {
     mutex: RobustMutex,
 }
 
-// SAFETY: (1) `#[repr(C)]`, one `RobustMutex`, whose bytes are any value (a corrupted mutex
-// makes its calls fail or wait, and every wait has a timeout form); (2) the mutex is reached
-// only through its own calls, never through a reference to its bytes; (3) its alignment is that
-// of the mutex (<= 8); (4) no `Drop`.
+// SAFETY: (1) `#[repr(C)]`, one `RobustMutex`, whose bytes are any value (what its code does
+// with rewritten bytes is `RobustMutex`'s contract, multiproc-sync's); (2) the mutex is reached
+// only through its own API, never through a reference to its bytes; (3) its alignment is that
+// of the mutex (<= 256); (4) no `Drop`.
 unsafe impl SharedLayout for LockLayout {
     const KIND: ObjectKind = ObjectKind::Mutex;
     type Geometry = ();

@@ -150,12 +150,11 @@ const _: () = assert!(std::mem::offset_of!(Control<DictFlavor>, journal) % 64 ==
 const _: () = assert!(std::mem::offset_of!(Control<DictFlavor>, spaces) % 64 == 0);
 const _: () = assert!(std::mem::align_of::<Control<DictFlavor>>() <= 256);
 
-// SAFETY: (1) `Control` is `#[repr(C)]` and made of atomics, a `RobustMutex` (a pthread mutex:
-// plain bytes, any pattern is a value — a corrupted one makes pthread calls fail or wait, which
-// every caller has a timeout path for) and a zero-sized marker, so every bit pattern is valid;
-// (2) the atomics are only accessed atomically and the mutex only through pthread calls and an
-// atomic load of its lock word, so `&Control` over live shared memory is sound; (3) its
-// alignment is 64; (4) it needs no `Drop`.
+// SAFETY: (1) `Control` is `#[repr(C)]` and made of atomics, a `RobustMutex` and a zero-sized
+// marker; every bit pattern of each is a value (what the mutex's own code does with rewritten
+// bytes is `RobustMutex`'s contract, multiproc-sync's); (2) the atomics are only accessed
+// atomically and the mutex only through its own API, never through a reference to its bytes,
+// so `&Control` over live shared memory is sound; (3) its alignment is 64; (4) no `Drop`.
 unsafe impl<F: Flavor> SharedLayout for Control<F> {
     const KIND: ObjectKind = F::KIND;
     const MAX_TAIL: usize = (MAX_SLOTS * 16 + MAX_ARENA * 2) as usize;
