@@ -335,8 +335,18 @@ impl Segment {
     /// handle was made from ([`ShmError::StaleHandle`] otherwise). For `Fd`, the fd is
     /// duplicated, not taken.
     pub fn open_handle(handle: &SegmentHandle, expect: &Expect) -> Result<Segment> {
+        Self::open_handle_timeout(handle, expect, DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`Segment::open_handle`] with a chosen wait for readiness (a segment whose init state was
+    /// rewritten by another process is never Ready: this bounds the wait for it).
+    pub fn open_handle_timeout(
+        handle: &SegmentHandle,
+        expect: &Expect,
+        timeout: Duration,
+    ) -> Result<Segment> {
         let seg = match handle {
-            SegmentHandle::Named { name, .. } => Self::open_named(name, expect)?,
+            SegmentHandle::Named { name, .. } => Self::open_named_timeout(name, expect, timeout)?,
             SegmentHandle::Fd { fd, .. } => {
                 // SAFETY: F_DUPFD_CLOEXEC on any integer is safe; an invalid fd gives EBADF.
                 let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
@@ -352,7 +362,7 @@ impl Segment {
                         what: "the handle's fd is not a shared-memory file",
                     });
                 }
-                Self::from_fd(owned, expect)?
+                Self::from_fd_timeout(owned, expect, timeout)?
             }
         };
         if seg.inner.header.segment_id != handle.id() {
