@@ -357,7 +357,10 @@ fn barrier_party_killed_while_running_the_action_breaks_it() {
     // (and would not run the action): wait for the barrier's own count, not for a fixed time.
     let t0 = std::time::Instant::now();
     while b.n_waiting() < 2 {
-        assert!(t0.elapsed() < 20 * SEC, "the two parties never reached wait()");
+        assert!(
+            t0.elapsed() < 20 * SEC,
+            "the two parties never reached wait()"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let stuck = b.clone().with_action(move || {
