@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +14,20 @@ pub struct RedisServer {
     pub port: u16,
     pub dir: PathBuf,
     extra: Vec<String>,
+}
+
+/// The child gets SIGKILL when the thread that spawned it ends, so a test process killed from
+/// outside (a CI timeout) leaves no redis-server or worker behind (the guards' Drop cannot run).
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -57,6 +72,7 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
@@ -152,6 +168,7 @@ pub fn spawn_self(entry: &str, env: &[(&str, String)]) -> Child {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    die_with_parent(&mut cmd);
     cmd.spawn().expect("spawning a child test process")
 }
 
