@@ -1,13 +1,14 @@
 //! The bytes between the pool and its workers (little-endian, bounds-checked on read).
 //!
 //! Job (parent -> worker): `[seq u64][job u64][chunk u32][task hash u64][n u32][nfds u32]`
-//! then `n` items
-//! `[len u32][postcard arguments]`. Result (worker -> parent): `[seq u64][job u64][chunk u32]
-//! [status u8]`, then for `OK` `[n u32]` and `n` items `[len u32][postcard result]`, else the
-//! error message (UTF-8; for `TOO_LARGE` `[len u64][max u64]`). `nfds` fds travel over the
-//! worker's socket just before the job (see `fdpass.rs`). `seq` is the worker's own sequence number of the job (see
-//! `worker.rs`: the worker publishes the `seq` it is running, which tells the parent, when the
-//! worker dies, which job was running and which were never started).
+//! then `n` items `[len u32][postcard arguments]`, then `nfds` × `[u32]`: the parent's numbers
+//! of the fds that travel over the worker's socket just before the job (see `fdpass.rs`).
+//! Result (worker -> parent): `[seq u64][job u64][chunk u32][status u8]`, then for `OK`
+//! `[n u32]` and `n` items `[len u32][postcard result]`, for `TOO_LARGE` `[len u64][max u64]`,
+//! else the error message (UTF-8). `seq 0` with `OK` and no items is the worker's hello (it is
+//! up). `seq` is the worker's own sequence number of the job (see `worker.rs`: the worker
+//! publishes the `seq` it is running, which tells the parent, when the worker dies, which job
+//! was running and which were never started).
 
 use serde::Serialize;
 
