@@ -143,6 +143,9 @@ impl JobPipe {
 
 type JobConn = Arc<Mutex<Option<JobPipe>>>;
 
+/// Order of idle-worker candidates: fewest held, not over the tie slack, answered last.
+type TieKey = (usize, bool, std::cmp::Reverse<u64>);
+
 /// Largest job the submitting thread sends itself (bigger ones go through the sender thread,
 /// which may block on a full pipe without blocking the caller).
 const FAST_PATH_MAX: usize = 2048;
@@ -484,7 +487,7 @@ impl Inner {
         // `TIE_SLACK` jobs over the least-given one (so that idle workers share ties instead
         // of one taking them all).
         let min_given = st.workers.iter().map(|w| w.given).min().unwrap_or(0);
-        let mut c: Vec<((usize, bool, std::cmp::Reverse<u64>), usize, JobConn)> = st
+        let mut c: Vec<(TieKey, usize, JobConn)> = st
             .workers
             .iter()
             .enumerate()
