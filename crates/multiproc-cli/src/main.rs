@@ -144,18 +144,15 @@ fn live_state(name: &str, h: &Header) -> Option<serde_json::Value> {
             })
             .map_err(|e| e.to_string()),
         ObjectKind::Value | ObjectKind::Array => open_by_header(name, h, kind).and_then(|seg| {
-            if seg.payload_len() < std::mem::size_of::<multiproc_sync::RobustMutex>() {
-                return Err("segment too small for its lock".into());
-            }
-            // SAFETY: Value and Array put their RobustMutex at offset 0 of the payload, which
-            // is 256-aligned and (checked above) large enough; `is_locked` only does an atomic
-            // load of the lock word (valid for any bytes); the segment outlives the reference.
-            let m = unsafe {
-                seg.payload_ptr()
-                    .cast::<multiproc_sync::RobustMutex>()
-                    .as_ref()
-            };
-            Ok(serde_json::json!({ "locked": m.is_locked() }))
+            let holder = multiproc_sync::inspect::lock_of(seg).map_err(|e| e.to_string())?;
+            Ok(match holder {
+                None => serde_json::json!({ "locked": false }),
+                Some(hd) => serde_json::json!({
+                    "locked": true,
+                    "holder_tid": hd.tid,
+                    "holder_alive": hd.alive,
+                }),
+            })
         }),
         ObjectKind::Lock => multiproc_sync::Lock::open_named(name)
             .map(|l| serde_json::json!({ "locked": l.is_locked() }))
@@ -185,10 +182,17 @@ fn live_summary(v: &serde_json::Value) -> String {
         );
     }
     if let Some(l) = v.get("locked") {
-        return if l.as_bool() == Some(true) {
-            "lock held".into()
-        } else {
-            "lock free".into()
+        return match (
+            l.as_bool(),
+            v.get("holder_tid"),
+            v["holder_alive"].as_bool(),
+        ) {
+            (Some(true), Some(t), Some(true)) => format!("lock held by thread {t}"),
+            (Some(true), Some(t), _) => {
+                format!("lock held by dead thread {t} (next locker takes over)")
+            }
+            (Some(true), ..) => "lock held".into(),
+            _ => "lock free".into(),
         };
     }
     if let Some(p) = v.get("pending_bytes") {

@@ -151,7 +151,12 @@ fn ls_and_inspect_show_a_held_value_lock() {
         let _g = v.get_lock().unwrap();
         let line = ls_line(&n);
         assert!(line.contains("lock held"), "{line}");
-        assert_eq!(inspect_json(&n)["live"]["locked"], true);
+        let live = &inspect_json(&n)["live"];
+        assert_eq!(live["locked"], true);
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u64;
+        assert_eq!(live["holder_tid"], tid, "{live}");
+        assert_eq!(live["holder_alive"], true, "{live}");
     }
     let line = ls_line(&n);
     assert!(line.contains("lock free"), "{line}");
@@ -173,6 +178,25 @@ fn ls_and_inspect_show_a_held_lock_and_an_array_lock() {
     assert_eq!(inspect_json(&a)["live"]["locked"], true);
     drop(g);
     assert_eq!(inspect_json(&a)["live"]["locked"], false);
+}
+
+#[test]
+fn ls_shows_a_value_lock_held_by_a_dead_thread() {
+    let n = name("deadholder");
+    let v = Value::create_named(&n, 5i64).unwrap();
+    let v2 = v.clone();
+    // A thread that exits holding a leaked guard: the lock word names a dead thread.
+    std::thread::spawn(move || std::mem::forget(v2.get_lock().unwrap()))
+        .join()
+        .unwrap();
+    let line = ls_line(&n);
+    assert!(line.contains("dead thread"), "{line}");
+    assert_eq!(inspect_json(&n)["live"]["holder_alive"], false);
+    // The next locker takes it over.
+    assert!(matches!(
+        v.get_lock(),
+        Err(multiproc::LockError::OwnerDied(_))
+    ));
 }
 
 #[test]

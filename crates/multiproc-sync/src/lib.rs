@@ -10,6 +10,7 @@ mod array;
 mod error;
 pub mod facade;
 pub mod futex;
+pub mod inspect;
 pub mod mutex;
 mod value;
 
@@ -25,7 +26,7 @@ pub mod semaphore;
 
 pub use array::{Array, ArrayGuard, RawArray};
 pub use error::{LockError, LockResult, SyncError};
-pub use mutex::{LockOutcome, MutexError, RobustMutex};
+pub use mutex::{Holder, LockOutcome, MutexError, RobustMutex};
 pub use value::{RawValue, SharedData, Value, ValueGuard};
 
 pub use barrier::{Barrier, BarrierCreateError, BarrierError};

@@ -125,6 +125,15 @@ impl Locker {
     }
 }
 
+/// Who holds a [`RobustMutex`] (see [`RobustMutex::holder`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The holding thread's id as recorded in the lock word (0 for a corrupted word).
+    pub tid: u32,
+    /// Whether that thread is alive (false: the next locker takes the lock over).
+    pub alive: bool,
+}
+
 /// A robust process-shared mutex, to be placed in shared memory with [`RobustMutex::init_at`].
 #[repr(C)]
 pub struct RobustMutex {
@@ -214,6 +223,22 @@ impl RobustMutex {
     #[inline]
     pub(crate) fn try_lock_with(&self, who: Locker) -> Result<LockOutcome, MutexError> {
         self.try_lock_as(who, &ident::holder_alive)
+    }
+
+    /// Who holds the lock right now, as a racy snapshot for tools: the holder's thread id and
+    /// whether that thread is alive (a dead holder's lock is taken over by the next locker).
+    /// `None` when free.
+    pub fn holder(&self) -> Option<Holder> {
+        // Relaxed: a snapshot for display only.
+        let s = self.word.load(Ordering::Relaxed);
+        if s == 0 {
+            return None;
+        }
+        let tid = s & TID_MASK;
+        // Acquire: pairs with set_owner's Release, as in reclaim_dead.
+        let o = self.owner.load(Ordering::Acquire);
+        let alive = tid != 0 && s & !(TID_MASK | WAITERS) == 0 && ident::holder_alive(tid, o);
+        Some(Holder { tid, alive })
     }
 
     /// Whether someone holds the lock right now (a racy snapshot, for tools).
