@@ -4,7 +4,8 @@
 //! atomic `u64`), then the elements as the raw tail. Creating and opening validate the stored
 //! length once against the tail's real length (`len * size_of::<T>() == tail_len`) and index
 //! with that local copy from then on, so a length rewritten later by another process changes
-//! nothing here: never an out-of-bounds access. A guard keeps the mapping alive.
+//! nothing here: never an out-of-bounds access. A guard borrows the handle (no `KeepAlive`: see
+//! `value.rs` for why a leaked guard is harmless with the futex mutex).
 //!
 //! ```
 //! use multiproc_sync::Array;
@@ -19,7 +20,7 @@ use crate::facade::{AtomicU64, Ordering};
 use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
 use crate::value::{SharedData, check_align};
 use multiproc_shm::{
-    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
+    ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
@@ -288,10 +289,6 @@ impl<T: SharedData> Array<T> {
         let g = || ArrayGuard {
             array: self,
             who,
-            // Taken once the lock is held, inside the critical section: work between an unlock
-            // and the next lock attempt of a locking loop widens the window in which another
-            // process steals the lock (every steal costs a cache-line transfer).
-            keep: Some(self.shm.keep_alive()),
             _not_send: PhantomData,
         };
         match lock(self.mutex(), who) {
@@ -346,9 +343,6 @@ pub struct ArrayGuard<'a, T: SharedData> {
     array: &'a Array<T>,
     /// The locking thread (unlocks with the same identity).
     who: Locker,
-    /// Keeps the mapping alive if the guard is leaked and every handle dropped (an `Option`
-    /// so that `drop` can release it before unlocking).
-    keep: Option<KeepAlive>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -373,9 +367,7 @@ impl<T: SharedData> DerefMut for ArrayGuard<'_, T> {
 impl<T: SharedData> Drop for ArrayGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // Released inside the critical section (see `keep` in the constructor); the borrow
-        // `'a` keeps the memory mapped until this returns.
-        drop(self.keep.take());
+        // The borrow `'a` keeps the memory mapped until this returns.
         // The guard exists only while this thread holds the lock (and is !Send).
         self.array.mutex().unlock_as(self.who)
     }

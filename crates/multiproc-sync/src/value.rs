@@ -7,8 +7,11 @@
 //! 4 or 8 bytes, else word- or byte-wise), so a reader racing a writer of a multi-word `T` may see
 //! a torn value, exactly as in Python — but never a data race.
 //!
-//! Both keep their memory in a [`multiproc_shm::Shared`]; a [`ValueGuard`] holds a `KeepAlive`,
-//! so leaking a guard and dropping every handle leaks the mapping instead of unmapping it.
+//! Both keep their memory in a [`multiproc_shm::Shared`]. A [`ValueGuard`] borrows the handle; it
+//! holds no `KeepAlive`: leaking a guard and dropping every handle unmaps a lock this thread still
+//! holds, which is harmless with the futex mutex (nothing in this process points into the
+//! mapping: no robust list as glibc's had), and a `KeepAlive` per lock cost 20-30% of
+//! `value_lock_incr` (docs/sync.md). Other processes take the lock over once this thread exits.
 //!
 //! Handles are `Clone` (same memory) and serialize as their segment handle: deserializing opens
 //! the segment and checks its kind and element type, so a `Value<i64>` cannot be opened as
@@ -25,7 +28,7 @@ use crate::error::{LockError, LockResult, SyncError};
 use crate::facade::raw;
 use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
 use multiproc_shm::{
-    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
+    ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::UnsafeCell;
@@ -194,10 +197,6 @@ impl<T: SharedData> Value<T> {
         let g = || ValueGuard {
             cell,
             who,
-            // Taken once the lock is held, inside the critical section: work between an unlock
-            // and the next lock attempt of a locking loop widens the window in which another
-            // process steals the lock (every steal costs a cache-line transfer).
-            keep: Some(self.shm.keep_alive()),
             _not_send: PhantomData,
         };
         match lock(&cell.mutex, who) {
@@ -250,10 +249,6 @@ pub struct ValueGuard<'a, T: SharedData> {
     cell: &'a ValueCell<T>,
     /// The locking thread (unlocks with the same identity, no second lookup).
     who: Locker,
-    /// Keeps the mapping alive: `mem::forget(guard)` then dropping every handle leaks the
-    /// mapping (and leaves the lock held) instead of unmapping memory a guard still points at.
-    /// (An `Option` so that `drop` can release it before unlocking, see there.)
-    keep: Option<KeepAlive>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -277,9 +272,7 @@ impl<T: SharedData> DerefMut for ValueGuard<'_, T> {
 impl<T: SharedData> Drop for ValueGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // Released inside the critical section (see `keep` in the constructor); the borrow
-        // `'a` keeps the memory mapped until this returns.
-        drop(self.keep.take());
+        // The borrow `'a` keeps the memory mapped until this returns.
         // The guard exists only while this thread holds the lock (and is !Send).
         self.cell.mutex.unlock_as(self.who)
     }
