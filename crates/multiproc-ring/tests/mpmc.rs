@@ -170,9 +170,9 @@ fn slot_claimed_by_dead_writer_is_recovered_as_lost() {
     // Claim position 1 (slot 1, stamp 1) by the dead pid, then publish position 2 normally.
     set_slot_word(&q, 1, (u64::from(dead) << 32) | 1);
     q.try_push(b"b").unwrap(); // helps tail past 1, writes position 2
-    assert_eq!(q.try_pop_into(&mut v), Err(PopError::Empty)); // stuck at the dead claim
-    // A blocking pop recovers within a few CHECK_EVERY periods.
-    q.pop_into_timeout(&mut v, Duration::from_secs(5)).unwrap();
+    // The head is stuck at the dead claim while position 2 is finished: a non-blocking pop
+    // waits for the head's writer, finds it dead, recovers the slot (lost) and takes "b".
+    q.try_pop_into(&mut v).unwrap();
     assert_eq!(v, b"b");
     assert_eq!(q.lost_records(), 1);
     // The ring keeps working across laps.
@@ -217,4 +217,94 @@ fn ring_serializes_as_its_segment_handle() {
     assert!(s2.segment().unwrap().same_as(s.segment().unwrap()));
     drop((q, q2));
     assert!(shm_leftovers().is_empty());
+}
+
+/// The only consumer pushes a record, then try-pops: the ring holds at least its own finished
+/// record, so it must never get `Empty` — even when the head slot is still being written by
+/// another producer (issue 12, item 12). Other producers keep the ring about half full.
+/// Returns how many of `iterations` try-pops said `Empty`.
+fn own_push_then_try_pop(q: &MpmcRing, iterations: u64) -> u64 {
+    let mut v = Vec::new();
+    let mut empties = 0;
+    for i in 0..iterations {
+        loop {
+            match q.try_push(&i.to_le_bytes()) {
+                Ok(()) => break,
+                Err(PushError::Full) => {
+                    let _ = q.try_pop_into(&mut v);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        match q.try_pop_into(&mut v) {
+            Ok(_) => {}
+            Err(PopError::Empty) => empties += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    empties
+}
+
+/// What the other producers do: keep the ring about half full with small records.
+fn background_producer(q: &MpmcRing, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if q.pending() < q.slots() as u64 / 2 {
+            let _ = q.try_push(b"bg");
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn try_pop_after_own_push_never_says_empty_threads() {
+    let q = MpmcRing::create(64, 16).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let empties = std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| background_producer(&q, &stop));
+        }
+        let n = own_push_then_try_pop(&q, 100_000);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        n
+    });
+    assert_eq!(empties, 0, "{empties} of 100000 try_pops said Empty");
+}
+
+#[test]
+fn try_pop_after_own_push_never_says_empty_processes() {
+    let q = MpmcRing::create(64, 16).unwrap();
+    // A stop flag the children see: a MAP_SHARED anonymous page.
+    // SAFETY: an anonymous shared mapping of one page; checked for failure.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    // SAFETY: the page is zeroed, aligned and lives until the munmap below; AtomicBool has
+    // u8's layout.
+    let stop = unsafe { &*page.cast::<std::sync::atomic::AtomicBool>() };
+    let kids: Vec<_> = (0..2)
+        .map(|_| {
+            fork_child(|| {
+                background_producer(&q, stop);
+                0
+            })
+        })
+        .collect();
+    let empties = own_push_then_try_pop(&q, 100_000);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for k in kids {
+        let st = wait_child(k, Duration::from_secs(10)).expect("producer did not stop");
+        assert_eq!(exit_code(st), Some(0));
+    }
+    // SAFETY: unmapping the page mapped above; the children are gone.
+    unsafe { libc::munmap(page, 4096) };
+    assert_eq!(empties, 0, "{empties} of 100000 try_pops said Empty");
 }
