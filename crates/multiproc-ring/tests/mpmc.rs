@@ -221,60 +221,109 @@ fn ring_serializes_as_its_segment_handle() {
 
 /// The only consumer pushes a record, then try-pops: the ring holds at least its own finished
 /// record, so it must never get `Empty` — even when the head slot is still being written by
-/// another producer (issue 12, item 12). Other producers keep the ring about half full.
-/// Returns how many of `iterations` try-pops said `Empty`.
-fn own_push_then_try_pop(q: &MpmcRing, iterations: u64) -> u64 {
+/// another producer (issue 12, item 12). Other producers push large records all the time (so
+/// they spend most of their time mid-write); the consumer drains the ring after each check,
+/// so its push lands right behind their in-flight writes. Returns (how many of `ITERATIONS`
+/// try-pops said `Empty`, how many background records were taken).
+fn own_push_then_try_pop(q: &MpmcRing, flags: &Flags) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while flags.started.load(std::sync::atomic::Ordering::Acquire) < BG_PRODUCERS {
+        assert!(
+            Instant::now() < deadline,
+            "background producers did not start"
+        );
+        std::thread::yield_now();
+    }
     let mut v = Vec::new();
-    let mut empties = 0;
-    for i in 0..iterations {
+    let (mut empties, mut bg) = (0, 0);
+    let take = |v: &Vec<u8>, bg: &mut u64| *bg += u64::from(v.len() == BG_RECORD);
+    // At least ITERATIONS checks, and until enough background records went through (on a
+    // loaded machine the producers may get little CPU at first), within a time limit.
+    let mut i = 0u64;
+    while i < ITERATIONS || (bg < MIN_BG && Instant::now() < deadline) {
+        i += 1;
         loop {
             match q.try_push(&i.to_le_bytes()) {
                 Ok(()) => break,
                 Err(PushError::Full) => {
-                    let _ = q.try_pop_into(&mut v);
+                    if q.try_pop_into(&mut v).is_ok() {
+                        take(&v, &mut bg);
+                    }
                 }
                 Err(e) => panic!("{e}"),
             }
         }
         match q.try_pop_into(&mut v) {
-            Ok(_) => {}
+            Ok(_) => take(&v, &mut bg),
             Err(PopError::Empty) => empties += 1,
             Err(e) => panic!("{e}"),
         }
+        // Drain, so the next push lands right behind the producers' in-flight writes.
+        for _ in 0..q.slots() {
+            match q.try_pop_into(&mut v) {
+                Ok(_) => take(&v, &mut bg),
+                Err(_) => break,
+            }
+        }
     }
-    empties
+    flags.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{i} checks, {empties} Empty, {bg} background records");
+    (empties, bg)
 }
 
-/// What the other producers do: keep the ring about half full with small records.
-fn background_producer(q: &MpmcRing, stop: &std::sync::atomic::AtomicBool) {
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if q.pending() < q.slots() as u64 / 2 {
-            let _ = q.try_push(b"bg");
-        } else {
+/// Flags shared with the background producers (threads, or forked children: then it lives in
+/// a MAP_SHARED page).
+#[derive(Default)]
+struct Flags {
+    started: std::sync::atomic::AtomicU32,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// What the other producers do: push large records as fast as they can, but leave room (while
+/// one of them is stalled mid-write at the head, the others must not fill the ring, or the
+/// consumer's own push could never complete during the stall).
+fn background_producer(q: &MpmcRing, flags: &Flags) {
+    let rec = vec![7u8; BG_RECORD];
+    flags
+        .started
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
+    while !flags.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if q.pending() >= q.slots() as u64 / 2 || q.try_push(&rec).is_err() {
             std::thread::yield_now();
         }
     }
 }
 
+const ITERATIONS: u64 = 100_000;
+const MIN_BG: u64 = 10_000;
+const BG_RECORD: usize = 16 << 10;
+const BG_PRODUCERS: u32 = 2;
+
+fn check_own_push_outcome((empties, bg): (u64, u64)) {
+    assert_eq!(
+        empties, 0,
+        "{empties} try_pops after an own push said Empty"
+    );
+    // The race was really run: background records went through the ring meanwhile.
+    assert!(bg > 0, "no background record was taken");
+}
+
 #[test]
 fn try_pop_after_own_push_never_says_empty_threads() {
-    let q = MpmcRing::create(64, 16).unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let empties = std::thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(|| background_producer(&q, &stop));
+    let q = MpmcRing::create(16, BG_RECORD).unwrap();
+    let flags = Flags::default();
+    let r = std::thread::scope(|s| {
+        for _ in 0..BG_PRODUCERS {
+            s.spawn(|| background_producer(&q, &flags));
         }
-        let n = own_push_then_try_pop(&q, 100_000);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        n
+        own_push_then_try_pop(&q, &flags)
     });
-    assert_eq!(empties, 0, "{empties} of 100000 try_pops said Empty");
+    check_own_push_outcome(r);
 }
 
 #[test]
 fn try_pop_after_own_push_never_says_empty_processes() {
-    let q = MpmcRing::create(64, 16).unwrap();
-    // A stop flag the children see: a MAP_SHARED anonymous page.
+    let q = MpmcRing::create(16, BG_RECORD).unwrap();
     // SAFETY: an anonymous shared mapping of one page; checked for failure.
     let page = unsafe {
         libc::mmap(
@@ -287,24 +336,23 @@ fn try_pop_after_own_push_never_says_empty_processes() {
         )
     };
     assert_ne!(page, libc::MAP_FAILED);
-    // SAFETY: the page is zeroed, aligned and lives until the munmap below; AtomicBool has
-    // u8's layout.
-    let stop = unsafe { &*page.cast::<std::sync::atomic::AtomicBool>() };
-    let kids: Vec<_> = (0..2)
+    // SAFETY: the page is zeroed (a valid all-zero Flags: atomics), aligned, and lives until
+    // the munmap below.
+    let flags = unsafe { &*page.cast::<Flags>() };
+    let kids: Vec<_> = (0..BG_PRODUCERS)
         .map(|_| {
             fork_child(|| {
-                background_producer(&q, stop);
+                background_producer(&q, flags);
                 0
             })
         })
         .collect();
-    let empties = own_push_then_try_pop(&q, 100_000);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = own_push_then_try_pop(&q, flags);
     for k in kids {
         let st = wait_child(k, Duration::from_secs(10)).expect("producer did not stop");
         assert_eq!(exit_code(st), Some(0));
     }
     // SAFETY: unmapping the page mapped above; the children are gone.
     unsafe { libc::munmap(page, 4096) };
-    assert_eq!(empties, 0, "{empties} of 100000 try_pops said Empty");
+    check_own_push_outcome(r);
 }
