@@ -356,3 +356,47 @@ fn try_pop_after_own_push_never_says_empty_processes() {
     unsafe { libc::munmap(page, 4096) };
     check_own_push_outcome(r);
 }
+
+/// Writes the length field of slot `i` (test-only corruption through the segment).
+fn set_slot_len(q: &MpmcRing, i: usize, len: u32) {
+    let base = q.segment().unwrap().payload_ptr().as_ptr();
+    let off = multiproc_ring::mpmc::control_size()
+        + i * multiproc_ring::mpmc::stride_for(q.slot_size())
+        + 16;
+    // SAFETY: test-only: slot i's len is inside our own segment, 4-aligned, no concurrent use.
+    unsafe { base.add(off).cast::<u32>().write_volatile(len) };
+}
+
+#[test]
+fn slot_length_beyond_the_slot_size_is_corrupted_not_copied() {
+    let q = MpmcRing::create(4, 16).unwrap();
+    q.try_push(b"abc").unwrap();
+    set_slot_len(&q, 0, 17);
+    let mut v = Vec::new();
+    assert!(matches!(
+        q.try_pop_into(&mut v),
+        Err(PopError::Corrupted(_))
+    ));
+    // The slot was released: the ring goes on.
+    q.try_push(b"d").unwrap();
+    q.try_pop_into(&mut v).unwrap();
+    assert_eq!(v, b"d");
+}
+
+#[test]
+fn try_pop_behind_a_live_stalled_head_writer_gives_up() {
+    // Position 1 claimed for writing by a live process (ourselves) that never publishes, while
+    // position 2 is finished: try_pop waits for the writer, boundedly, then says Empty.
+    let q = MpmcRing::create(4, 16).unwrap();
+    q.try_push(b"a").unwrap();
+    let mut v = Vec::new();
+    q.try_pop_into(&mut v).unwrap();
+    set_slot_word(&q, 1, (u64::from(std::process::id()) << 32) | 1);
+    q.try_push(b"b").unwrap();
+    assert_eq!(q.try_pop_into(&mut v), Err(PopError::Empty));
+    assert_eq!(
+        q.pop_into_timeout(&mut v, Duration::from_millis(30)),
+        Err(PopError::Timeout)
+    );
+    assert_eq!(q.lost_records(), 0);
+}

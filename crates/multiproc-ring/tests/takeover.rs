@@ -52,10 +52,10 @@ impl Ready {
     }
 }
 
-/// Rings per forked owner, and how many owners: 16,000 races per side (on main, before the
-/// fix: 1-5 rounds in 4,000 had two winners on a loaded 2-core machine).
+/// Rings per forked owner, and how many owners: 24,000 races per side (on main, before the
+/// fix: 1-3 rounds in 4,000, 1 in 16,000 had two winners on a loaded 2-core machine).
 const BATCH: usize = 200;
-const BATCHES: usize = 80;
+const BATCHES: usize = 120;
 const RACERS: usize = 4;
 
 fn race_over_dead_owner(producer_side: bool) -> (usize, usize) {
