@@ -557,19 +557,21 @@ impl MpmcRing {
     /// completed a push and is the only consumer never gets `Empty` from the next `try_pop`.
     #[inline]
     pub fn try_pop_into(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
-        self.pop_once(out, true)
+        match self.pop_once(out) {
+            // Out of line: the common pop stays exactly the plain Vyukov pop.
+            Err(PopError::Empty) => self.pop_behind_head_writer(out),
+            r => r,
+        }
     }
 
-    /// One pop attempt; `wait_head_writer`: wait for a live writer of the head slot as
-    /// described in [`MpmcRing::try_pop_into`] (the blocking forms park instead, and the
-    /// writer's publication wakes them).
+    /// One pop attempt: `Empty` when the slot at the head holds no finished record (the
+    /// blocking forms then park; the writer's publication wakes them).
     #[inline]
-    fn pop_once(&self, out: &mut Vec<u8>, wait_head_writer: bool) -> Result<usize, PopError> {
+    fn pop_once(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
         let raw = &self.raw;
         let c = raw.ctrl();
         let me = ident::pid();
         let mut tries = 0u32;
-        let mut head_wait = HeadWait::default();
         loop {
             let h = c.head.load(Ordering::Relaxed);
             let slot = raw.slot(h);
@@ -628,19 +630,8 @@ impl MpmcRing {
                     Ordering::Relaxed,
                 );
             } else if c.head.load(Ordering::Relaxed) == h {
-                // Empty at h, or its writer is still writing. In the second case, when the
-                // tail has moved past h, later positions are claimed and may hold finished
-                // records: wait for the writer (bounded) rather than report Empty. (The tail
-                // only grows, so a caller that finished a push of its own at a later position
-                // sees tail != h here.) Relaxed: a hint; the slot word decides.
-                if wait_head_writer
-                    && pid != 0
-                    && stamp == h as u32
-                    && c.tail.load(Ordering::Relaxed) != h
-                    && self.wait_head_writer(&mut head_wait, slot, w)
-                {
-                    continue;
-                }
+                // Empty at h, or its writer is still writing (`try_pop_into` then waits for
+                // it, see `pop_behind_head_writer`).
                 if self.is_closed() {
                     return Err(PopError::Disconnected);
                 }
@@ -655,10 +646,52 @@ impl MpmcRing {
         }
     }
 
+    /// The head slot's claim word, if the slot is being written while the tail has moved past
+    /// it: later positions are claimed and may hold finished records. (The tail only grows, so
+    /// a caller that finished a push of its own at a later position sees tail != head here.)
+    fn head_writer_busy(&self) -> Option<(&SlotHdr, u64)> {
+        let c = self.raw.ctrl();
+        // Relaxed: hints; the slot word decides.
+        let h = c.head.load(Ordering::Relaxed);
+        let slot = self.raw.slot(h);
+        // Acquire: as in `pop_once` (pairs with the producer's Release publication).
+        let w = slot.word.load(Ordering::Acquire);
+        let (pid, stamp) = split(w);
+        (pid != 0
+            && stamp == h as u32
+            && c.head.load(Ordering::Relaxed) == h
+            && c.tail.load(Ordering::Relaxed) != h)
+            .then_some((slot, w))
+    }
+
+    /// `try_pop_into` after a first attempt found nothing: if the head slot is being written
+    /// by a live producer while later positions are claimed, waits for it (bounded, see
+    /// `wait_head_writer`) and retries, as crossbeam's `ArrayQueue::pop` does.
+    #[cold]
+    #[inline(never)]
+    fn pop_behind_head_writer(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
+        let mut hw = HeadWait::default();
+        loop {
+            let Some((slot, w)) = self.head_writer_busy() else {
+                // Really empty, or the writer just finished: one more plain attempt.
+                return self.pop_once(out);
+            };
+            if !self.wait_head_writer(&mut hw, slot, w) {
+                if self.is_closed() {
+                    return Err(PopError::Disconnected);
+                }
+                return Err(PopError::Empty);
+            }
+            match self.pop_once(out) {
+                Err(PopError::Empty) => {}
+                r => return r,
+            }
+        }
+    }
+
     /// One step of waiting for the live writer of the head slot (claim word `w`). Returns false
     /// when the patience is used up. Spins first; then yields, checks now and then whether the
     /// writer died (and recovers its slot if so), and gives up after `HEAD_WRITER_PATIENCE`.
-    #[cold]
     fn wait_head_writer(&self, hw: &mut HeadWait, slot: &SlotHdr, w: u64) -> bool {
         hw.rounds += 1;
         if hw.rounds <= HEAD_WRITER_SPINS {
@@ -813,7 +846,7 @@ impl MpmcRing {
         out: &mut Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<usize, PopError> {
-        match self.pop_once(out, false) {
+        match self.pop_once(out) {
             Err(PopError::Empty) => self.pop_slow(out, deadline),
             r => r,
         }
@@ -826,7 +859,7 @@ impl MpmcRing {
             self.strategy,
             deadline,
             &ctrl.not_empty,
-            || match self.pop_once(out, false) {
+            || match self.pop_once(out) {
                 Err(PopError::Empty) => None,
                 r => Some(r),
             },
