@@ -1086,6 +1086,8 @@ impl Consumer {
     #[inline]
     fn publish_head(&mut self) {
         self.published = self.head;
+        // `taken` never lags `head` (a replacement consumer checks `head <= taken`).
+        self.store_taken();
         let c = self.raw.ctrl();
         // Release: pairs with the producer's Acquire load of head in `refresh_head`; our reads
         // of the released bytes happen-before its overwrites of them.
@@ -1197,7 +1199,6 @@ impl Consumer {
                 Ok(loc) => {
                     f(self.slice(loc));
                     self.head += loc.advance();
-                    self.store_taken();
                     if self.head - self.published >= self.raw.cap / 8 {
                         self.publish_head();
                     }
@@ -1207,8 +1208,14 @@ impl Consumer {
             }
             n += 1;
         }
-        if n > 0 && (self.head - self.published >= self.raw.cap / 8 || self.next_is_empty()) {
-            self.publish_head();
+        if n > 0 {
+            // The batch is taken as a whole when the call returns (one store, not one per
+            // record): a consumer that dies inside the closure has its unfinished batch
+            // delivered again, from the last publication on (see docs/ring.md, "Takeover").
+            self.store_taken();
+            if self.head - self.published >= self.raw.cap / 8 || self.next_is_empty() {
+                self.publish_head();
+            }
         }
         Ok(n)
     }
