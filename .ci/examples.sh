@@ -18,7 +18,9 @@ if [ ${#names[@]} -eq 0 ]; then echo "examples: none found under examples/"; exi
 
 start=$(date +%s)
 echo "examples: building ${#names[@]} examples (release)"
-if ! cargo build --release --examples -q; then
+# The facade's optional features the examples need (distributed_master_worker: redis).
+features=(--features redis)
+if ! cargo build --release --examples "${features[@]}" -q; then
   echo "examples: build FAILED"
   exit 1
 fi
@@ -28,7 +30,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for name in "${names[@]}"; do
   t0=$(date +%s%N)
-  timeout --kill-after=5 "$limit" cargo run -q --release --example "$name" </dev/null >"$log" 2>&1
+  timeout --kill-after=5 "$limit" cargo run -q --release "${features[@]}" --example "$name" </dev/null >"$log" 2>&1
   rc=$?
   ms=$(( ($(date +%s%N) - t0) / 1000000 ))
   if [ $rc -eq 0 ]; then

@@ -62,6 +62,11 @@ pub use multiproc_process::{
 pub use multiproc_pool as pool;
 pub use multiproc_pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder, PoolError};
 
+/// Beyond one machine: `RemoteQueue` and `RemotePool` on Redis Streams (the `multiproc-redis`
+/// crate, with the `redis` feature). See `docs/redis.md`.
+#[cfg(feature = "redis")]
+pub use multiproc_redis as redis;
+
 /// The common imports.
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};

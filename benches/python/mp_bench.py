@@ -534,6 +534,45 @@ def bench_pool_apply_rtt(ctx, n, args):
     emit("pool_apply_rtt", elapsed / n * 1e6, "us")
 
 
+def _count_primes(n):
+    """Primes below n by trial division (the Rust side's count_primes)."""
+    count = 0
+    for k in range(2, n):
+        d = 2
+        prime = True
+        while d * d <= k:
+            if k % d == 0:
+                prime = False
+                break
+            d += 1
+        count += prime
+    return count
+
+
+def _pool_map_heavy(ctx, workload, n, args, chunksize):
+    """64 equal CPU-bound items (primes below n); items/s."""
+    items = [n] * 64
+
+    def body(pool):
+        t0 = time.perf_counter()
+        out = pool.map(_count_primes, items, chunksize=chunksize)
+        t1 = time.perf_counter()
+        if len(out) != 64 or len(set(out)) != 1:
+            raise BenchError(f"{workload}: wrong results")
+        return t1 - t0
+
+    elapsed = _with_pool(ctx, args, body)
+    emit(workload, 64 / elapsed, "items/s")
+
+
+def bench_pool_map_heavy(ctx, n, args):
+    _pool_map_heavy(ctx, "pool_map_heavy", n, args, None)
+
+
+def bench_pool_map_heavy_chunk1(ctx, n, args):
+    _pool_map_heavy(ctx, "pool_map_heavy_chunk1", n, args, 1)
+
+
 # ---------------------------------------------------------------------------
 # Manager dict
 # ---------------------------------------------------------------------------
@@ -582,6 +621,128 @@ def bench_dict_update(ctx, n, args):
 
 
 # ---------------------------------------------------------------------------
+# Remote (issue 17): BaseManager serving queue.Queue over TCP, the standard
+# library's remote multiprocessing, vs multiproc-redis
+# ---------------------------------------------------------------------------
+
+import queue as _queue_mod
+from multiprocessing.managers import BaseManager
+
+_REMOTE_QUEUES = {}
+
+
+def _named_queue(name):
+    q = _REMOTE_QUEUES.get(name)
+    if q is None:
+        q = _REMOTE_QUEUES[name] = _queue_mod.Queue()
+    return q
+
+
+def _task_queue():
+    return _named_queue("task")
+
+
+def _result_queue():
+    return _named_queue("result")
+
+
+class _QueueManager(BaseManager):
+    pass
+
+
+_QueueManager.register("get_task_queue", callable=_task_queue)
+_QueueManager.register("get_result_queue", callable=_result_queue)
+
+_AUTHKEY = b"mp-bench"
+
+
+def _bm_square_worker(address):
+    m = _QueueManager(address=address, authkey=_AUTHKEY)
+    m.connect()
+    task, result = m.get_task_queue(), m.get_result_queue()
+    while True:
+        x = task.get()
+        if x is None:
+            return
+        result.put(x * x)
+
+
+def _bm_consumer(address):
+    m = _QueueManager(address=address, authkey=_AUTHKEY)
+    m.connect()
+    task, result = m.get_task_queue(), m.get_result_queue()
+    count = 0
+    while True:
+        x = task.get()
+        if x is None:
+            result.put(count)
+            return
+        count += 1
+
+
+def _with_manager(ctx, body):
+    m = _QueueManager(address=("127.0.0.1", 0), authkey=_AUTHKEY, ctx=ctx)
+    m.start()
+    try:
+        return body(m)
+    finally:
+        m.shutdown()
+
+
+def bench_remote_apply_async(ctx, n, args):
+    """Master puts n ints on the manager's task queue, 2 workers square them, master gets n."""
+    workers = args.processes or 2
+
+    def body(m):
+        task, result = m.get_task_queue(), m.get_result_queue()
+        procs = [ctx.Process(target=_bm_square_worker, args=(m.address,)) for _ in range(workers)]
+        with running(procs):
+            for i in range(200):
+                task.put(i)
+            for i in range(200):
+                result.get(timeout=JOIN_TIMEOUT)
+            t0 = time.perf_counter()
+            for i in range(n):
+                task.put(i)
+            total = 0
+            for i in range(n):
+                total += result.get(timeout=JOIN_TIMEOUT)
+            elapsed = time.perf_counter() - t0
+            for _ in procs:
+                task.put(None)
+        if total != sum(i * i for i in range(n)):
+            raise BenchError("remote_apply_async: wrong results")
+        return elapsed
+
+    elapsed = _with_manager(ctx, body)
+    emit("remote_apply_async", n / elapsed, "tasks/s", system="python-basemanager")
+
+
+def bench_remote_queue_stream(ctx, n, args):
+    """Master puts n 64-byte messages on the manager's queue, 2 consumer processes get them."""
+    consumers = args.processes or 2
+    payload = b"x" * 64
+
+    def body(m):
+        task, result = m.get_task_queue(), m.get_result_queue()
+        procs = [ctx.Process(target=_bm_consumer, args=(m.address,)) for _ in range(consumers)]
+        with running(procs):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                task.put(payload)
+            for _ in procs:
+                task.put(None)
+            got = sum(result.get(timeout=JOIN_TIMEOUT) for _ in procs)
+            elapsed = time.perf_counter() - t0
+        if got != n:
+            raise BenchError(f"remote_queue_stream: {got} of {n} messages")
+        return elapsed
+
+    elapsed = _with_manager(ctx, body)
+    emit("remote_queue_stream", n / elapsed, "msgs/s", system="python-basemanager")
+
+
+# ---------------------------------------------------------------------------
 # Registry and command line
 # ---------------------------------------------------------------------------
 
@@ -604,7 +765,11 @@ WORKLOADS = {
     "pool_map_chunk1": (bench_pool_map_chunk1, 50_000, 10_000),
     "pool_apply_async": (bench_pool_apply_async, 50_000, 10_000),
     "pool_apply_rtt": (bench_pool_apply_rtt, 10_000, 2_000),
+    "pool_map_heavy": (bench_pool_map_heavy, 300_000, 20_000),
+    "pool_map_heavy_chunk1": (bench_pool_map_heavy_chunk1, 300_000, 20_000),
     "dict_update": (bench_dict_update, 10_000, 2_000),
+    "remote_apply_async": (bench_remote_apply_async, 20_000, 4_000),
+    "remote_queue_stream": (bench_remote_queue_stream, 50_000, 10_000),
 }
 
 START_METHODS = ("fork", "spawn", "forkserver")

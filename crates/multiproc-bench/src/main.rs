@@ -12,6 +12,7 @@ mod w_dict;
 mod w_iceoryx2;
 mod w_pool;
 mod w_process;
+mod w_redis;
 mod w_ring;
 mod w_sync;
 mod w_sync2;
@@ -88,7 +89,7 @@ impl Record {
     }
 
     fn lower_is_better(&self) -> bool {
-        matches!(self.unit.as_str(), "ns" | "us" | "ms" | "s")
+        matches!(self.unit.as_str(), "ns" | "us" | "ms" | "s" | "max/min")
     }
 }
 
@@ -117,6 +118,11 @@ const WORKLOADS: &[&str] = &[
     "pool_map_chunk1",
     "pool_apply_async",
     "pool_apply_rtt",
+    "pool_map_heavy",
+    "pool_map_heavy_chunk1",
+    "pool_balance_map",
+    "remote_apply_async",
+    "remote_queue_stream",
 ];
 
 fn machine() -> serde_json::Value {
@@ -233,6 +239,7 @@ fn main() {
     w_ring::run(&cfg, &mut results);
     w_process::run(&cfg, &mut results);
     w_pool::run(&cfg, &mut results);
+    w_redis::run(&cfg, &mut results);
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let doc = serde_json::json!({ "machine": machine(), "results": results });

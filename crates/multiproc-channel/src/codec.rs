@@ -21,6 +21,32 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+thread_local! {
+    /// Why the last shared-object handle deserialized on this thread was refused. Postcard (and
+    /// bitcode) replace a `Deserialize` impl's custom error text with a generic one, so the
+    /// handle types note theirs here and [`Codec::decode`] reports it.
+    static HANDLE_ERROR: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// Notes why a handle was refused (see `HANDLE_ERROR`) and returns the message for the
+/// serde error.
+pub(crate) fn note_handle_error(msg: String) -> String {
+    HANDLE_ERROR.with(|c| c.set(Some(msg.clone())));
+    msg
+}
+
+fn clear_handle_error() {
+    HANDLE_ERROR.with(|c| drop(c.take()));
+}
+
+/// A decode error, naming a refused handle if one caused it.
+fn decode_error(e: impl std::fmt::Display) -> CodecError {
+    match HANDLE_ERROR.with(|c| c.take()) {
+        Some(h) => CodecError(format!("{h} (decoding: {e})")),
+        None => CodecError(e.to_string()),
+    }
+}
+
 /// Why a message could not be encoded or decoded.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[error("codec error: {0}")]
@@ -66,10 +92,11 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
 
     #[inline]
     fn decode(bytes: &[u8]) -> Result<T, CodecError> {
+        clear_handle_error();
         match postcard::take_from_bytes::<T>(bytes) {
             Ok((v, [])) => Ok(v),
             Ok(_) => Err(CodecError("trailing bytes after the message".into())),
-            Err(e) => Err(CodecError(e.to_string())),
+            Err(e) => Err(decode_error(e)),
         }
     }
 }
@@ -133,7 +160,8 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Bitcode {
     }
 
     fn decode(bytes: &[u8]) -> Result<T, CodecError> {
-        bitcode::deserialize(bytes).map_err(|e| CodecError(e.to_string()))
+        clear_handle_error();
+        bitcode::deserialize(bytes).map_err(decode_error)
     }
 }
 

@@ -105,6 +105,11 @@ pub enum RecvError {
     /// Decoding failed (the message is consumed).
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A message was lost: its sender died mid-message, or this end took over a ring from a dead
+    /// reader in the middle of a message. Reported once per lost message; the next receive
+    /// starts at the next whole message.
+    #[error("message lost: {0}")]
+    Lost(&'static str),
     /// The ring is corrupted.
     #[error("corrupted: {0}")]
     Corrupted(&'static str),

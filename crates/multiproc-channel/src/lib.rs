@@ -6,7 +6,7 @@
 //! * A pipe is one SPSC byte ring per direction; a queue is an MPMC ring of slots plus a small
 //!   control block (exact `maxsize`, unfinished-task count).
 //! * Messages of any size up to a maximum (64 MiB by default): pipes split large ones into
-//!   contiguous ring records, queues pass them through a side file in `/dev/shm`.
+//!   contiguous ring records, queues pass them through a side segment in `/dev/shm`.
 //! * A process killed at any point loses at most its own in-flight message; the others get
 //!   `Eof`/`Disconnected` or carry on (the rings recover dead claimers).
 //! * Handles serialize as segment handles, so they can be passed to spawned processes.

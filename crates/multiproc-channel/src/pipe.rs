@@ -29,12 +29,12 @@
 //! assert_eq!(a.recv_bytes().unwrap(), b"pong");
 //! ```
 
-use crate::codec::{Codec, Postcard};
+use crate::codec::{Codec, Postcard, note_handle_error};
 use crate::error::{ChannelError, RecvError, SendError};
 use crate::facade::{AtomicU64, Ordering};
 use crate::ident;
 use multiproc_ring::{Consumer, PopError, Producer, PushError, RingError, SpscRing, WaitStrategy};
-use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use multiproc_shm::{ObjectKind, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -50,13 +50,16 @@ pub const SMALL_RESERVE: usize = 1024;
 pub const DEFAULT_CAPACITY: usize = 256 * 1024;
 /// Default largest message.
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest `max_message` this process accepts: at create, from a named pipe's control block and
+/// from a deserialized handle (64 MiB). A receiver never holds more than this for one message.
+pub const MAX_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Pipe parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct PipeOptions {
     /// Ring bytes per direction (power of two, >= 4096).
     pub capacity: usize,
-    /// Largest message in bytes (encoded).
+    /// Largest message in bytes (encoded), at most [`MAX_MESSAGE_LIMIT`].
     pub max_message: usize,
 }
 
@@ -129,13 +132,46 @@ struct NamedCtl {
     max_message: AtomicU64,
 }
 
+/// A named pipe's validated control block, kept locally.
+#[derive(Clone, Copy, Debug)]
+struct NamedGeom {
+    duplex: bool,
+    max_message: usize,
+}
+
+// SAFETY: `#[repr(C)]`, atomics only (any bit pattern valid, `&NamedCtl` over shared memory
+// sound), alignment 8, no Drop.
+unsafe impl SharedLayout for NamedCtl {
+    const KIND: ObjectKind = ObjectKind::Pipe;
+    type Geometry = NamedGeom;
+
+    fn validate(&self, _tail_len: usize) -> Result<NamedGeom, ShmError> {
+        // Relaxed: written before the creator's Release of Ready, which the opener Acquired.
+        if self.magic.load(Ordering::Relaxed) != NAMED_MAGIC {
+            return Err(ShmError::Corrupted("bad named pipe magic"));
+        }
+        let duplex = match self.duplex.load(Ordering::Relaxed) {
+            0 => false,
+            1 => true,
+            _ => return Err(ShmError::Corrupted("bad named pipe direction")),
+        };
+        let max = self.max_message.load(Ordering::Relaxed);
+        if max == 0 || max > MAX_MESSAGE_LIMIT as u64 {
+            return Err(ShmError::OutOfRange {
+                what: "named pipe max_message",
+                found: max,
+                limit: MAX_MESSAGE_LIMIT as u64,
+            });
+        }
+        Ok(NamedGeom {
+            duplex,
+            max_message: max as usize,
+        })
+    }
+}
+
 /// Fingerprint carrier: a pipe of `T` with codec `C`.
 struct PipeOf<T, C>(PhantomData<fn() -> (T, C)>);
-
-fn named_expect<T: 'static, C: 'static>() -> Expect {
-    Expect::new(ObjectKind::Pipe, TypeFingerprint::of::<PipeOf<T, C>>())
-        .payload_size(std::mem::size_of::<NamedCtl>() as u64)
-}
 
 /// Ring carrying creator -> opener messages.
 fn c2o(name: &str) -> String {
@@ -171,18 +207,13 @@ impl Pipe {
         opts: PipeOptions,
     ) -> Result<Connection<T, C>, ChannelError> {
         check(&opts)?;
-        let spec = SegmentSpec::new(
-            ObjectKind::Pipe,
-            TypeFingerprint::of::<PipeOf<T, C>>(),
-            std::mem::size_of::<NamedCtl>(),
-            128,
-        );
+        let fp = TypeFingerprint::of::<PipeOf<T, C>>();
         let mut rings: Option<(Option<SpscRing>, SpscRing)> = None;
         let mut ring_err: Option<RingError> = None;
         // The rings are made inside the control segment's `init`: openers wait for the control
         // segment to be Ready, so they never find it without its rings, and a name clash is
         // reported on NAME itself.
-        let made = Segment::create_named(name, &spec, |p, _| {
+        let made = Shared::<NamedCtl>::create(Some(name), fp, 0, |p, _| {
             let r = (|| {
                 let out = if duplex {
                     Some(SpscRing::create_named(&c2o(name), opts.capacity)?)
@@ -207,8 +238,8 @@ impl Pipe {
                 duplex: AtomicU64::new(u64::from(duplex)),
                 max_message: AtomicU64::new(opts.max_message as u64),
             };
-            // SAFETY: a fresh private payload of size_of::<NamedCtl>() bytes, 256-aligned.
-            unsafe { p.cast::<NamedCtl>().write(ctl) };
+            // SAFETY: `p` is valid for writing one NamedCtl and unseen until Ready.
+            unsafe { p.as_ptr().write(ctl) };
             Ok(())
         });
         let ctl = match made {
@@ -238,35 +269,11 @@ impl Pipe {
     pub fn open_named_with<T: 'static, C: Codec<T> + 'static>(
         name: &str,
     ) -> Result<Connection<T, C>, ChannelError> {
-        let ctl = Segment::open_named(name, &named_expect::<T, C>())?;
-        if ctl.payload_len() < std::mem::size_of::<NamedCtl>() {
-            return Err(ChannelError::Corrupted("named pipe segment too small"));
-        }
-        // SAFETY: the segment was validated (kind, fingerprint, exact payload size); its payload
-        // is 256-aligned and lives as long as `ctl`; every field is an atomic, valid for any
-        // bytes. The reference is dropped before `ctl` moves.
-        let (magic, duplex, max) = unsafe {
-            let c = ctl.payload_ptr().cast::<NamedCtl>().as_ref();
-            // Relaxed: written before the creator's Release of Ready, which `open_named`
-            // Acquired.
-            (
-                c.magic.load(Ordering::Relaxed),
-                c.duplex.load(Ordering::Relaxed),
-                c.max_message.load(Ordering::Relaxed),
-            )
-        };
-        if magic != NAMED_MAGIC {
-            return Err(ChannelError::Corrupted("bad named pipe magic"));
-        }
-        let duplex = match duplex {
-            0 => false,
-            1 => true,
-            _ => return Err(ChannelError::Corrupted("bad named pipe direction")),
-        };
-        let max = usize::try_from(max)
-            .ok()
-            .filter(|&m| m != 0 && m <= u32::MAX as usize * 16)
-            .ok_or(ChannelError::Corrupted("bad named pipe max_message"))?;
+        let ctl = Shared::<NamedCtl>::open_named(name, TypeFingerprint::of::<PipeOf<T, C>>())?;
+        let NamedGeom {
+            duplex,
+            max_message: max,
+        } = *ctl.geometry();
         let out = SpscRing::open_named(&o2c(name))?;
         let inc = if duplex {
             Some(SpscRing::open_named(&c2o(name))?)
@@ -286,8 +293,10 @@ fn check(opts: &PipeOptions) -> Result<(), ChannelError> {
             "capacity must be a power of two >= 4096",
         ));
     }
-    if opts.max_message == 0 || opts.max_message > u32::MAX as usize * 16 {
-        return Err(ChannelError::InvalidParams("max_message out of range"));
+    if opts.max_message == 0 || opts.max_message > MAX_MESSAGE_LIMIT {
+        return Err(ChannelError::InvalidParams(
+            "max_message must be in 1..=64 MiB",
+        ));
     }
     Ok(())
 }
@@ -303,11 +312,22 @@ struct RxEnd {
     ring: SpscRing,
     c: Option<Consumer>,
     bound_pid: u32,
-    /// A large message being reassembled: its announced total (0 = none in progress).
-    partial_total: usize,
+    /// A large message being reassembled: its announced total (`None`: none in progress).
+    partial_total: Option<usize>,
+    /// The fragments received so far (grows as they arrive, never reserved from the announced
+    /// total).
     partial: Vec<u8>,
+    /// Skipping the CONT fragments of a message whose start was lost (reported once).
+    skipping: bool,
     /// A complete message taken from the ring but not delivered (`recv_bytes_into` too short).
     stash: Option<Vec<u8>>,
+}
+
+impl RxEnd {
+    fn drop_partial(&mut self) {
+        self.partial_total = None;
+        self.partial = Vec::new();
+    }
 }
 
 /// One end of a [`Pipe`]. `T` is the message type of `send`/`recv`; `send_bytes`/`recv_bytes`
@@ -323,7 +343,7 @@ pub struct Connection<T, C = Postcard> {
     exported: Cell<bool>,
     strategy: WaitStrategy,
     /// The control segment of a named pipe (kept so the creator unlinks it when this drops).
-    named: Option<Segment>,
+    named: Option<Shared<NamedCtl>>,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
@@ -406,8 +426,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 ring,
                 c: None,
                 bound_pid: 0,
-                partial_total: 0,
+                partial_total: None,
                 partial: Vec::new(),
+                skipping: false,
                 stash: None,
             }),
             closed: false,
@@ -430,6 +451,23 @@ impl<T, C: Codec<T>> Connection<T, C> {
         if let Some(c) = self.rx.as_mut().and_then(|r| r.c.as_mut()) {
             c.set_wait_strategy(s);
         }
+    }
+
+    /// The segments this end maps (its rings, and a named pipe's control block), for fuzz
+    /// targets and tests that overwrite them as a hostile process could.
+    #[doc(hidden)]
+    pub fn debug_segments(&self) -> Vec<multiproc_shm::Segment> {
+        let mut v = Vec::new();
+        if let Some(t) = &self.tx {
+            v.extend(t.ring.segment().cloned());
+        }
+        if let Some(r) = &self.rx {
+            v.extend(r.ring.segment().cloned());
+        }
+        if let Some(n) = &self.named {
+            v.extend(n.segment().cloned());
+        }
+        v
     }
 
     /// Whether this end can receive.
@@ -574,6 +612,29 @@ impl<T, C: Codec<T>> Connection<T, C> {
         offset: usize,
         size: Option<usize>,
     ) -> Result<(), SendError> {
+        self.send_bytes_deadline(buf, offset, size, None)
+    }
+
+    /// [`Connection::send_bytes`], waiting at most `timeout` for room (as
+    /// [`Connection::send_timeout`]: a large message that timed out half-written closes this
+    /// end's sending side).
+    pub fn send_bytes_timeout(
+        &mut self,
+        buf: &[u8],
+        offset: usize,
+        size: Option<usize>,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        self.send_bytes_deadline(buf, offset, size, deadline_after(timeout))
+    }
+
+    fn send_bytes_deadline(
+        &mut self,
+        buf: &[u8],
+        offset: usize,
+        size: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError> {
         let bad = SendError::BadRange {
             offset,
             size,
@@ -587,7 +648,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(bad);
         };
         let max = self.max_message;
-        self.write_message(&buf[offset..end], None, max)
+        self.write_message(&buf[offset..end], deadline, max)
     }
 
     fn write_message(
@@ -739,7 +800,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 Err(e) => {
                     if e == PopError::Disconnected {
                         // A half-received large message died with its sender.
-                        rx.partial_total = 0;
+                        rx.partial_total = None;
                         rx.partial = Vec::new();
                     }
                     return Err(pop_err(e));
@@ -747,10 +808,22 @@ impl<T, C: Codec<T>> Connection<T, C> {
             };
             let rec = g.as_slice();
             let Some((&tag, body)) = rec.split_first() else {
+                g.release();
+                rx.drop_partial();
                 return Err(RecvError::Corrupted("empty record"));
             };
             match tag {
-                WHOLE if rx.partial_total == 0 => {
+                WHOLE | FIRST if rx.partial_total.is_some() => {
+                    // A new message starts before the previous one was complete (its sender
+                    // died mid-message and a new one took over): report the loss once, and
+                    // leave this record for the next receive.
+                    rx.drop_partial();
+                    return Err(RecvError::Lost(
+                        "a large message was cut short by its sender",
+                    ));
+                }
+                WHOLE => {
+                    rx.skipping = false;
                     let Some(f) = f.take() else {
                         return Err(RecvError::Corrupted("receiver state"));
                     };
@@ -762,34 +835,69 @@ impl<T, C: Codec<T>> Connection<T, C> {
                         None => Err(RecvError::BufferTooShort { needed: body.len() }),
                     };
                 }
-                FIRST if rx.partial_total == 0 && body.len() >= 8 => {
-                    let mut t = [0u8; 8];
-                    t.copy_from_slice(&body[..8]);
-                    let total = u64::from_le_bytes(t);
-                    if total > max_message as u64 || total < (body.len() - 8) as u64 {
+                FIRST => {
+                    rx.skipping = false;
+                    let Some((t, chunk)) = body.split_first_chunk::<8>() else {
                         g.release();
+                        rx.skipping = true;
+                        return Err(RecvError::Corrupted("short first fragment"));
+                    };
+                    let total = u64::from_le_bytes(*t);
+                    if total > max_message as u64 {
+                        g.release();
+                        // Its CONT fragments follow: skip them without a second report.
+                        rx.skipping = true;
                         return Err(RecvError::TooLarge {
                             len: usize::try_from(total).unwrap_or(usize::MAX),
                             max: max_message,
                         });
                     }
-                    rx.partial.clear();
-                    rx.partial.reserve_exact(total as usize);
-                    rx.partial.extend_from_slice(&body[8..]);
-                    rx.partial_total = total as usize;
-                    g.release();
-                }
-                CONT if rx.partial_total != 0 => {
-                    if rx.partial.len() + body.len() > rx.partial_total {
+                    if (chunk.len() as u64) > total {
+                        g.release();
+                        rx.skipping = true;
                         return Err(RecvError::Corrupted("fragment overruns its message"));
                     }
-                    rx.partial.extend_from_slice(body);
+                    rx.partial.clear();
+                    rx.partial.extend_from_slice(chunk);
+                    rx.partial_total = Some(total as usize);
                     g.release();
                 }
-                _ => return Err(RecvError::Corrupted("unexpected fragment tag")),
+                CONT => match rx.partial_total {
+                    Some(total) => {
+                        if rx.partial.len() + body.len() > total {
+                            g.release();
+                            rx.drop_partial();
+                            rx.skipping = true;
+                            return Err(RecvError::Corrupted("fragment overruns its message"));
+                        }
+                        rx.partial.extend_from_slice(body);
+                        g.release();
+                    }
+                    None => {
+                        // The rest of a message whose start this end never saw (a consumer
+                        // that took over from a dead one may start mid-message): skip to the
+                        // next message boundary, reporting the loss once.
+                        g.release();
+                        if !rx.skipping {
+                            rx.skipping = true;
+                            return Err(RecvError::Lost(
+                                "skipped the rest of a message whose start was not received",
+                            ));
+                        }
+                    }
+                },
+                _ => {
+                    g.release();
+                    rx.drop_partial();
+                    rx.skipping = true;
+                    return Err(RecvError::Corrupted("unknown record tag"));
+                }
             }
-            if rx.partial_total != 0 && rx.partial.len() == rx.partial_total {
-                rx.partial_total = 0;
+            if let Some(total) = rx.partial_total
+                && rx.partial.len() == total
+            {
+                // Complete (also a FIRST fragment carrying the whole message, even an empty one).
+                rx.partial_total = None;
                 let m = std::mem::take(&mut rx.partial);
                 let Some(f) = f.take() else {
                     return Err(RecvError::Corrupted("receiver state"));
@@ -929,15 +1037,20 @@ impl<'de, T, C: Codec<T>> Deserialize<'de> for Connection<T, C> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let h = ConnHandle::deserialize(d)?;
+        // postcard drops a custom error's text: keep it where the codec reports it.
+        let fail = |e: String| D::Error::custom(note_handle_error(format!("pipe handle: {e}")));
         let open = |h: Option<SegmentHandle>| match h {
             Some(h) => SpscRing::open_handle(&h)
                 .map(Some)
-                .map_err(D::Error::custom),
+                .map_err(|e| fail(e.to_string())),
             None => Ok(None),
         };
         let tx = open(h.tx)?;
         let rx = open(h.rx)?;
-        let max = usize::try_from(h.max_message).map_err(D::Error::custom)?;
+        let max = usize::try_from(h.max_message)
+            .ok()
+            .filter(|m| (1..=MAX_MESSAGE_LIMIT).contains(m))
+            .ok_or_else(|| fail(format!("max_message {} out of range", h.max_message)))?;
         let c = Connection::new(tx, rx, max);
         // Another process may hold the original: never close on drop unless bound here.
         c.exported.set(true);
@@ -1132,5 +1245,34 @@ pub fn wait<W: Waitable>(objs: &mut [W], timeout: Option<Duration>) -> Vec<usize
             sleep_or_fd(fds, s);
             sleep = (sleep * 2).min(Duration::from_millis(1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 5 (pipe part): a FIRST fragment announcing 64 MiB makes the receiver hold
+    /// what arrived, not a 64 MiB reservation (on main: `reserve_exact(total)`).
+    #[test]
+    fn first_fragment_total_is_not_reserved_up_front() {
+        let opts = PipeOptions {
+            capacity: 4096,
+            max_message: MAX_MESSAGE_LIMIT,
+        };
+        let (a, mut b) = Pipe::duplex_with::<Vec<u8>, Postcard>(opts).unwrap();
+        let ring = a.tx.as_ref().unwrap().ring.clone();
+        let mut p = ring.producer().unwrap();
+        let mut first = vec![FIRST];
+        first.extend_from_slice(&(MAX_MESSAGE_LIMIT as u64).to_le_bytes());
+        first.extend_from_slice(&[1, 2, 3]);
+        p.push(&first).unwrap();
+        assert_eq!(
+            b.recv_bytes_timeout(Duration::from_millis(20)),
+            Err(RecvError::Timeout)
+        );
+        let rx = b.rx.as_ref().unwrap();
+        assert_eq!(rx.partial, [1, 2, 3]);
+        assert!(rx.partial.capacity() < 1 << 20, "{}", rx.partial.capacity());
     }
 }

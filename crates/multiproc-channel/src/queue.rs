@@ -17,19 +17,26 @@
 //! `maxsize == 0` means [`UNBOUNDED_SLOTS`] (a bounded queue, unlike Python's).
 //!
 //! **Large messages.** A message that fits a slot (default [`DEFAULT_SLOT_SIZE`] bytes) goes
-//! inline. A larger one (up to `max_message`, default 64 MiB) is written to a side file in
-//! `/dev/shm` (`multiproc.qside-<queue id>-<pid>-<seq>`, mode 0600, after a 256-byte header with
-//! its own magic, so segment tools treat it as foreign and never reclaim it) whose name goes through the
-//! ring; the consumer that pops the name reads the file and unlinks it. So fragments of one
-//! message never interleave with other producers' messages and no lock is taken.
+//! inline. A larger one (up to `max_message`, default and local maximum 64 MiB) is written to a
+//! side segment: an ordinary named segment `multiproc.qside-<queue id>-<pid>-<seq>` (header,
+//! kind, fingerprint, creator) whose name goes through the ring. The producer detaches the name
+//! (its drop does not unlink it); the consumer that pops the record opens it like any segment
+//! (`O_NOFOLLOW|O_NONBLOCK`, regular memory files only, size validated), unlinks it and copies
+//! the message out. No handle's drop deletes side segments. So fragments of one message never
+//! interleave with other producers' messages and no lock is taken.
+//!
+//! **Trust.** The control block is a [`Shared<QueueCtl>`](multiproc_shm::Shared): `maxsize` and
+//! `max_message` are validated once (against 64 MiB) and used from a local copy; a record's
+//! length is checked against the local `max_message` before anything is allocated; `qsize` is
+//! clamped to `0..=maxsize`.
 //!
 //! **Kill safety.** A process SIGKILLed in `put` or `get` loses at most its own item: the ring
 //! recovers slots claimed by dead processes. Two windows of a few instructions remain: a
 //! producer killed between taking its unit and its push, or a consumer killed between its pop
 //! and bumping `gets`, leaves `qsize` one too high
 //! (and the queue one item smaller); a large message whose consumer dies before unlinking (or
-//! whose producer dies before pushing its name) leaves its side file until the creating handle
-//! of the queue drops (it sweeps `multiproc.qside-<id>-*`).
+//! whose producer dies before pushing its name) leaves its side segment until `multiproc clean`
+//! reclaims it (once its producer is dead).
 //!
 //! ```
 //! use multiproc_channel::{Queue, GetError};
@@ -43,16 +50,18 @@
 //! assert_eq!(q.get_nowait(), Err(GetError::Empty));
 //! ```
 
-use crate::codec::{Codec, Postcard};
+use crate::codec::{Codec, Postcard, note_handle_error};
 use crate::error::{ChannelError, GetError, JoinError, PutError, TaskDoneError};
 use crate::facade::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::ident;
 use multiproc_ring::{CachePadded, MpmcRing, PopError, PushError};
-use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use multiproc_shm::{
+    Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, Shared, SharedLayout, ShmError,
+    TypeFingerprint,
+};
 use multiproc_sync::futex;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,12 +69,18 @@ use std::time::{Duration, Instant};
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 const INLINE: u8 = 0;
 const SIDE: u8 = 1;
-/// Side files start with this magic in a 256-byte header, so `multiproc ls`/`clean` see a
-/// foreign (non-segment) file and leave it alone, whatever the message bytes are.
-const SIDE_MAGIC: [u8; 8] = *b"MPQSIDE1";
-const SIDE_HDR: usize = 256;
+/// How long a consumer waits for a side segment to be Ready (its producer marked it Ready
+/// before pushing its name, so only a hostile or half-made file ever makes it wait).
+const SIDE_OPEN_TIMEOUT: Duration = Duration::from_millis(20);
 /// Default slot size (largest inline message + 1 tag byte).
 pub const DEFAULT_SLOT_SIZE: usize = 256;
+/// Smallest slot size: a side-segment record (`[tag][len: u64][name]`, at most 73 bytes) must fit
+/// a slot, or no large message could ever be sent.
+pub const MIN_SLOT_SIZE: usize = 128;
+/// Largest slot size this process accepts (at create, and from a ring it opens).
+pub const MAX_SLOT_SIZE: usize = 1 << 20;
+/// Largest `max_message` this process accepts, at create and from a queue it opens (64 MiB).
+pub const MAX_MESSAGE_LIMIT: usize = crate::pipe::MAX_MESSAGE_LIMIT;
 /// Ring slots of a queue made with `maxsize == 0`.
 pub const UNBOUNDED_SLOTS: usize = 8192;
 /// Most ring slots (a larger `maxsize` is still the exact bound; the ring is smaller).
@@ -131,50 +146,72 @@ struct QueueCtl {
     tasks: CachePadded<Tasks>,
 }
 
+/// What a queue's control block says about its geometry, validated once on open (and create)
+/// and then used from this local copy.
+#[derive(Clone, Copy, Debug)]
+struct QueueGeom {
+    maxsize: u32,
+    max_message: usize,
+    id: u64,
+}
+
+// SAFETY: `#[repr(C)]`, made only of atomics (in `CachePadded`, itself `#[repr(C, align(128))]`),
+// so any bit pattern is valid and `&QueueCtl` over memory other processes write is sound;
+// alignment 128 <= 256; no Drop.
+unsafe impl SharedLayout for QueueCtl {
+    const KIND: ObjectKind = ObjectKind::Queue;
+    type Geometry = QueueGeom;
+
+    fn validate(&self, _tail_len: usize) -> Result<QueueGeom, ShmError> {
+        // Relaxed: written before the creator's Release of Ready, which the opener Acquired.
+        let c = &self.config;
+        if c.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(ShmError::Corrupted("bad queue magic"));
+        }
+        let maxsize = c.maxsize.load(Ordering::Relaxed);
+        if maxsize == 0 || maxsize > u64::from(u32::MAX / 2) {
+            return Err(ShmError::OutOfRange {
+                what: "queue maxsize",
+                found: maxsize,
+                limit: u64::from(u32::MAX / 2),
+            });
+        }
+        let max_message = c.max_message.load(Ordering::Relaxed);
+        if max_message == 0 || max_message > MAX_MESSAGE_LIMIT as u64 {
+            return Err(ShmError::OutOfRange {
+                what: "queue max_message",
+                found: max_message,
+                limit: MAX_MESSAGE_LIMIT as u64,
+            });
+        }
+        Ok(QueueGeom {
+            maxsize: maxsize as u32,
+            max_message: max_message as usize,
+            id: c.id.load(Ordering::Relaxed),
+        })
+    }
+}
+
 /// Fingerprint carrier: a queue of `T` with codec `C`.
 struct QueueOf<T, C>(PhantomData<fn() -> (T, C)>);
 
-fn expect<T: 'static, C: 'static>() -> Expect {
-    Expect::new(ObjectKind::Queue, TypeFingerprint::of::<QueueOf<T, C>>())
-        .payload_size(std::mem::size_of::<QueueCtl>() as u64)
-}
+/// Fingerprint carrier of a side segment (one large message's bytes).
+struct QueueSideMessage;
 
-struct Shared {
-    seg: Segment,
+struct Inner {
+    ctl: Shared<QueueCtl>,
     ring: MpmcRing,
+    /// Validated copies (never re-read from shared memory).
     maxsize: u32,
     max_message: usize,
     slot_size: usize,
     id: u64,
-    /// Sweep side files on drop (the creating handle of the queue).
-    owner: bool,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if self.owner && ident::pid() == self.owner_pid() {
-            sweep_side_files(self.id);
-        }
-    }
-}
-
-impl Shared {
-    fn owner_pid(&self) -> u32 {
-        self.seg.header().creator().pid
-    }
-
-    fn ctl(&self) -> &QueueCtl {
-        // SAFETY: the segment was validated (kind, fingerprint, exact payload size) and its
-        // payload is 256-aligned; every field is an atomic, valid for any bytes; the segment
-        // lives as long as self.
-        unsafe { self.seg.payload_ptr().cast::<QueueCtl>().as_ref() }
-    }
 }
 
 /// A process-shared FIFO queue of `T` (`Clone` gives another handle; `Serialize` sends it to
 /// another process as its segments' handles).
 pub struct Queue<T, C = Postcard> {
-    sh: Arc<Shared>,
+    sh: Arc<Inner>,
     /// This handle's last reading of `gets` (a process-local cache, as rtrb caches indices).
     cached_gets: AtomicU32,
     closed: bool,
@@ -234,24 +271,21 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         if maxsize > u32::MAX as usize / 2 {
             return Err(ChannelError::InvalidParams("maxsize too large"));
         }
-        if opts.slot_size < 16 || opts.slot_size > 1 << 20 {
+        if !(MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&opts.slot_size) {
             return Err(ChannelError::InvalidParams(
-                "slot_size must be in 16..=1 MiB",
+                "slot_size must be in 128..=1 MiB (a side-segment record must fit a slot)",
             ));
         }
-        if opts.max_message == 0 || opts.max_message > 1 << 40 {
-            return Err(ChannelError::InvalidParams("max_message out of range"));
+        if opts.max_message == 0 || opts.max_message > MAX_MESSAGE_LIMIT {
+            return Err(ChannelError::InvalidParams(
+                "max_message must be in 1..=64 MiB",
+            ));
         }
         let slots = ring_geometry(maxsize);
         let bound = if maxsize == 0 { slots } else { maxsize };
         let id = new_id();
-        let spec = SegmentSpec::new(
-            ObjectKind::Queue,
-            TypeFingerprint::of::<QueueOf<T, C>>(),
-            std::mem::size_of::<QueueCtl>(),
-            128,
-        );
-        let init = |p: std::ptr::NonNull<u8>, _| {
+        let fp = TypeFingerprint::of::<QueueOf<T, C>>();
+        let init = |p: std::ptr::NonNull<QueueCtl>, _| {
             let ctl = QueueCtl {
                 config: CachePadded(Config {
                     magic: AtomicU64::new(MAGIC),
@@ -272,57 +306,47 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                     side_seq: AtomicU64::new(0),
                 }),
             };
-            // SAFETY: a fresh private payload of size_of::<QueueCtl>() bytes, 256-aligned.
-            unsafe { p.cast::<QueueCtl>().write(ctl) };
+            // SAFETY: `p` is valid for writing one QueueCtl (aligned, zeroed) and unseen
+            // until the segment is Ready.
+            unsafe { p.as_ptr().write(ctl) };
             Ok(())
         };
-        let (seg, ring) = match name {
+        let (ctl, ring) = match name {
             Some(n) => {
-                let seg = Segment::create_named(n, &spec, init)?;
+                let ctl = Shared::<QueueCtl>::create(Some(n), fp, 0, init)?;
                 let ring = MpmcRing::create_named(&format!("{n}.ring"), slots, opts.slot_size)?;
-                (seg, ring)
+                (ctl, ring)
             }
             None => (
-                Segment::create_anonymous(&spec, init)?,
+                Shared::<QueueCtl>::create(None, fp, 0, init)?,
                 MpmcRing::create(slots, opts.slot_size)?,
             ),
         };
-        Self::from_parts(seg, ring, true, joinable)
+        Self::from_parts(ctl, ring, joinable)
     }
 
     fn from_parts(
-        seg: Segment,
+        ctl: Shared<QueueCtl>,
         ring: MpmcRing,
-        owner: bool,
         joinable: bool,
     ) -> Result<Self, ChannelError> {
-        if seg.payload_len() < std::mem::size_of::<QueueCtl>() {
-            return Err(ChannelError::Corrupted("queue segment too small"));
-        }
-        // SAFETY: as in `Shared::ctl` (validated by the segment layer against `expect`, or
-        // freshly built).
-        let ctl = unsafe { seg.payload_ptr().cast::<QueueCtl>().as_ref() };
-        if ctl.config.magic.load(Ordering::Relaxed) != MAGIC {
-            return Err(ChannelError::Corrupted("bad queue magic"));
-        }
-        let maxsize = ctl.config.maxsize.load(Ordering::Relaxed);
-        let max_message = ctl.config.max_message.load(Ordering::Relaxed);
-        let id = ctl.config.id.load(Ordering::Relaxed);
-        if maxsize == 0 || maxsize > u64::from(u32::MAX / 2) || max_message > 1 << 40 {
-            return Err(ChannelError::Corrupted("bad queue parameters"));
-        }
-        if ring.slot_size() < 16 {
-            return Err(ChannelError::Corrupted("ring slots too small"));
+        let g = *ctl.geometry();
+        let slot_size = ring.slot_size();
+        if !(MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&slot_size) {
+            return Err(ChannelError::Shm(ShmError::OutOfRange {
+                what: "queue ring slot size",
+                found: slot_size as u64,
+                limit: MAX_SLOT_SIZE as u64,
+            }));
         }
         Ok(Queue {
-            sh: Arc::new(Shared {
-                slot_size: ring.slot_size(),
-                seg,
+            sh: Arc::new(Inner {
+                ctl,
                 ring,
-                maxsize: maxsize as u32,
-                max_message: max_message as usize,
-                id,
-                owner,
+                maxsize: g.maxsize,
+                max_message: g.max_message,
+                slot_size,
+                id: g.id,
             }),
             cached_gets: AtomicU32::new(0),
             closed: false,
@@ -359,13 +383,13 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
 
     /// Opens a named queue; fails with a fingerprint error if it holds another `T` (or codec).
     pub fn open(name: &str) -> Result<Self, ChannelError> {
-        let seg = Segment::open_named(name, &expect::<T, C>())?;
+        let ctl = Shared::<QueueCtl>::open_named(name, TypeFingerprint::of::<QueueOf<T, C>>())?;
         let ring = MpmcRing::open_named(&format!("{name}.ring"))?;
-        Self::from_parts(seg, ring, false, false)
+        Self::from_parts(ctl, ring, false)
     }
 
     fn ctl(&self) -> &QueueCtl {
-        self.sh.ctl()
+        self.sh.ctl.get()
     }
 
     /// The bound (`maxsize`).
@@ -373,22 +397,24 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         self.sh.maxsize as usize
     }
 
-    /// Items in the queue (admitted by `put`, not yet taken by `get`).
+    /// Items in the queue (admitted by `put`, not yet taken by `get`): a snapshot, always in
+    /// `0..=maxsize`. The two counters are read at slightly different moments while other
+    /// processes move them, so the difference is clamped to the bound.
     pub fn qsize(&self) -> usize {
         let c = self.ctl();
         let g = c.gets.gets.load(Ordering::Relaxed);
         let p = c.puts.puts.load(Ordering::Relaxed);
-        used(p, g) as usize
+        used(p, g).min(self.sh.maxsize) as usize
     }
 
-    /// Whether the queue holds no item (a snapshot).
+    /// Whether the queue holds no item (the same snapshot as `qsize() == 0`).
     pub fn empty(&self) -> bool {
         self.qsize() == 0
     }
 
-    /// Whether the queue holds `maxsize` items (a snapshot).
+    /// Whether the queue holds `maxsize` items (the same snapshot as `qsize() == maxsize`).
     pub fn full(&self) -> bool {
-        self.qsize() >= self.sh.maxsize as usize
+        self.qsize() == self.sh.maxsize as usize
     }
 
     /// Closes this handle: its later `put`/`get` fail with `Closed` (Python's `close()`; other
@@ -402,6 +428,22 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         self.sh.ring.close();
         // Wake putters asleep on admission so they see the close.
         futex::wake_all(&self.ctl().gets.gets);
+    }
+
+    /// The segments this handle maps (control block, ring), for fuzz targets and tests that
+    /// overwrite them as a hostile process could ([`Segment::scribble`]).
+    #[doc(hidden)]
+    pub fn debug_segments(&self) -> Vec<Segment> {
+        let mut v: Vec<Segment> = self.sh.ctl.segment().cloned().into_iter().collect();
+        v.extend(self.sh.ring.segment().cloned());
+        v
+    }
+
+    /// The `/dev/shm` name prefix of this queue's side segments (`multiproc.qside-<id>-`), for
+    /// fuzz targets and tests.
+    #[doc(hidden)]
+    pub fn debug_side_prefix(&self) -> String {
+        format!("multiproc.qside-{:016x}-", self.sh.id)
     }
 
     /// Records lost because a process died mid-put or mid-get (from the ring).
@@ -467,27 +509,30 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         };
         // A large message's side file is written before admission, so a producer killed
         // between taking its unit and pushing has only a few instructions to die in.
+        let msg_len = big.as_ref().map_or(len.saturating_sub(1), Vec::len);
+        let mut side = None;
         let rec: &[u8] = match &big {
             None => &buf[..len],
             Some(v) => match self.write_side(v) {
-                Ok(name) => {
+                Ok(seg) => {
                     buf.clear();
                     buf.push(SIDE);
                     buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                    buf.extend_from_slice(name.as_bytes());
+                    buf.extend_from_slice(seg.shm_name().unwrap_or_default().as_bytes());
+                    side = Some(seg);
                     &buf[..]
                 }
                 Err(e) => return Err(PutError::Io(item, e.to_string())),
             },
         };
-        let remove_side = |rec: &[u8]| {
-            if rec.first() == Some(&SIDE) {
-                let name = String::from_utf8_lossy(&rec[9..]).into_owned();
-                let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+        // A side segment whose record was not pushed is nobody's: unlink it.
+        let remove_side = |side: Option<Segment>| {
+            if let Some(s) = side {
+                s.unlink_name();
             }
         };
         if let Err(e) = self.admit(mode) {
-            remove_side(rec);
+            remove_side(side);
             return Err(match e {
                 Admit::Full => PutError::Full(item),
                 Admit::Timeout => PutError::Timeout(item),
@@ -508,15 +553,23 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 .push_timeout(rec, d.saturating_duration_since(Instant::now())),
         };
         match r {
+            // The side segment's name now belongs to the record: the consumer that pops it
+            // unlinks it (see `read_side`). Dropping `side` here only unmaps it.
             Ok(()) => Ok(()),
             Err(e) => {
-                remove_side(rec);
+                remove_side(side);
                 self.undo_put();
                 Err(match e {
                     PushError::Full => PutError::Full(item),
                     PushError::Timeout => PutError::Timeout(item),
                     PushError::Disconnected => PutError::Closed(item),
-                    PushError::TooLarge { len, max } => PutError::TooLarge { item, len, max },
+                    // Cannot happen with a validated slot size (inline records fit by
+                    // construction, side records are at most 73 bytes); name the message.
+                    PushError::TooLarge { .. } => PutError::TooLarge {
+                        item,
+                        len: msg_len,
+                        max: self.sh.slot_size.saturating_sub(1),
+                    },
                     PushError::Corrupted(s) => PutError::Corrupted(item, s),
                     _ => PutError::Corrupted(item, "unexpected ring error"),
                 })
@@ -668,23 +721,33 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         }
     }
 
-    fn write_side(&self, bytes: &[u8]) -> std::io::Result<String> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Relaxed: only uniqueness matters.
+    /// Writes a large message into a new named side segment
+    /// (`multiproc.qside-<queue id>-<pid>-<seq>`, kind Raw, header validated like any segment),
+    /// whose name outlives this handle: the consumer that pops its record unlinks it.
+    fn write_side(&self, bytes: &[u8]) -> Result<Segment, ShmError> {
+        // Relaxed: only uniqueness matters (a clash is refused by O_EXCL anyway).
         let seq = self.ctl().tasks.side_seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!("multiproc.qside-{:016x}-{}-{seq}", self.sh.id, ident::pid());
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(format!("/dev/shm/{name}"))?;
-        let mut hdr = [0u8; SIDE_HDR];
-        hdr[..8].copy_from_slice(&SIDE_MAGIC);
-        if let Err(e) = f.write_all(&hdr).and_then(|()| f.write_all(bytes)) {
-            let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
-            return Err(e);
+        let name = format!("qside-{:016x}-{}-{seq}", self.sh.id, ident::pid());
+        let spec = SegmentSpec::new(
+            ObjectKind::Raw,
+            TypeFingerprint::of::<QueueSideMessage>(),
+            bytes.len(),
+            8,
+        );
+        let mut seg = Segment::create_named(&name, &spec, |p, len| {
+            if len != bytes.len() {
+                return Err(ShmError::InitFailed);
+            }
+            // SAFETY: the payload is `len == bytes.len()` bytes, private until Ready; `bytes`
+            // is a distinct local buffer.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.as_ptr(), len) };
+            Ok(())
+        })?;
+        if !seg.detach_name() {
+            seg.unlink_name();
+            return Err(ShmError::Corrupted("side segment handle shared"));
         }
-        Ok(name)
+        Ok(seg)
     }
 
     // ----- JoinableQueue support -----
@@ -765,43 +828,37 @@ enum Admit {
     Closed,
 }
 
+/// Reads (and unlinks) the side segment a popped record names. `len` was checked against this
+/// process's `max_message`; the segment must be a regular shared-memory file (opened with
+/// `O_NOFOLLOW|O_NONBLOCK`, so a FIFO or symlink planted under the name is refused at once), a
+/// Ready segment of the side kind, with exactly `len` payload bytes.
 fn read_side(id: u64, name: &str, len: usize) -> Result<Vec<u8>, GetError> {
     let prefix = format!("multiproc.qside-{id:016x}-");
-    if !name.starts_with(&prefix) || name.contains('/') || name.len() > 200 {
-        return Err(GetError::Corrupted("side file name"));
+    if !name.starts_with(&prefix) {
+        return Err(GetError::Corrupted("side segment name"));
     }
-    let path = format!("/dev/shm/{name}");
-    let mut f = std::fs::File::open(&path).map_err(|e| GetError::Lost(e.to_string()))?;
-    let _ = std::fs::remove_file(&path);
-    let mut hdr = [0u8; SIDE_HDR];
-    f.read_exact(&mut hdr)
-        .map_err(|e| GetError::Lost(e.to_string()))?;
-    if hdr[..8] != SIDE_MAGIC {
-        return Err(GetError::Corrupted("side file magic"));
-    }
-    let mut v = Vec::with_capacity(len);
-    (&mut f)
-        .take(len as u64 + 1)
-        .read_to_end(&mut v)
-        .map_err(|e| GetError::Lost(e.to_string()))?;
-    if v.len() != len {
+    let user = &name["multiproc.".len()..];
+    let expect = Expect::new(ObjectKind::Raw, TypeFingerprint::of::<QueueSideMessage>())
+        .payload_size(len as u64);
+    let seg = Segment::open_named_timeout(user, &expect, SIDE_OPEN_TIMEOUT)
+        .map_err(|e| GetError::Lost(format!("side segment {user}: {e}")))?;
+    // The record was ours (popped): its segment is ours to unlink, read or not.
+    seg.unlink_name();
+    if seg.payload_len() != len {
         return Err(GetError::Lost(format!(
-            "side file holds {} bytes, expected {len}",
-            v.len()
+            "side segment holds {} bytes, expected {len}",
+            seg.payload_len()
         )));
     }
-    Ok(v)
-}
-
-fn sweep_side_files(id: u64) {
-    let prefix = format!("multiproc.qside-{id:016x}-");
-    if let Ok(rd) = std::fs::read_dir("/dev/shm") {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: the mapping holds `payload_len() == len` payload bytes (validated against the
+    // file's size on open); `v` has room for `len` bytes. A raw copy, never a reference: another
+    // process may write those bytes meanwhile (a torn copy is a decode error, not UB).
+    unsafe {
+        std::ptr::copy_nonoverlapping(seg.payload_ptr().as_ptr(), v.as_mut_ptr(), len);
+        v.set_len(len);
     }
+    Ok(v)
 }
 
 /// What a queue serializes as.
@@ -820,8 +877,13 @@ impl<T: 'static, C: Codec<T>> Serialize for Queue<T, C> {
             .ring
             .handle()
             .ok_or_else(|| S::Error::custom("a heap queue cannot be sent"))?;
+        let ctl = self
+            .sh
+            .ctl
+            .handle()
+            .ok_or_else(|| S::Error::custom("a heap queue cannot be sent"))?;
         QueueHandle {
-            ctl: self.sh.seg.handle(),
+            ctl,
             ring,
             joinable: self.joinable,
         }
@@ -833,9 +895,14 @@ impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for Queue<T, C> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let h = QueueHandle::deserialize(d)?;
-        let seg = Segment::open_handle(&h.ctl, &expect::<T, C>()).map_err(D::Error::custom)?;
-        let ring = MpmcRing::open_handle(&h.ring).map_err(D::Error::custom)?;
-        Queue::from_parts(seg, ring, false, h.joinable).map_err(D::Error::custom)
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            // postcard drops a custom error's text: keep it where the codec reports it.
+            D::Error::custom(note_handle_error(format!("queue handle ({what}): {e}")))
+        };
+        let ctl = Shared::<QueueCtl>::open_handle(&h.ctl, TypeFingerprint::of::<QueueOf<T, C>>())
+            .map_err(|e| fail("control block", &e))?;
+        let ring = MpmcRing::open_handle(&h.ring).map_err(|e| fail("ring", &e))?;
+        Queue::from_parts(ctl, ring, h.joinable).map_err(|e| fail("geometry", &e))
     }
 }
 
@@ -998,19 +1065,9 @@ pub struct QueueStats {
 /// checked): the payload size and the magic are checked here, and every field read is an atomic
 /// integer, so a corrupted segment gives an error or a meaningless number, never UB.
 pub fn stats_of(seg: &Segment) -> Result<QueueStats, ChannelError> {
-    if seg.header().object_kind() != Some(ObjectKind::Queue) {
-        return Err(ChannelError::Corrupted("not a queue segment"));
-    }
-    if seg.payload_len() < std::mem::size_of::<QueueCtl>() {
-        return Err(ChannelError::Corrupted("queue segment too small"));
-    }
-    // SAFETY: the payload is at least size_of::<QueueCtl>() bytes and 256-aligned; every field
-    // is an atomic integer, valid for any bytes; the segment outlives the reference.
-    let ctl = unsafe { seg.payload_ptr().cast::<QueueCtl>().as_ref() };
-    if ctl.config.magic.load(Ordering::Relaxed) != MAGIC {
-        return Err(ChannelError::Corrupted("bad queue magic"));
-    }
-    let maxsize = ctl.config.maxsize.load(Ordering::Relaxed);
+    let sh = Shared::<QueueCtl>::from_segment(seg.clone())?;
+    let ctl = sh.get();
+    let maxsize = u64::from(sh.geometry().maxsize);
     let g = ctl.gets.gets.load(Ordering::Relaxed);
     let p = ctl.puts.puts.load(Ordering::Relaxed);
     Ok(QueueStats {

@@ -28,15 +28,23 @@ use crate::codec::{decode, encode, hash};
 use crate::error::{Error, Result};
 use crate::facade::Ordering;
 use crate::store::{
-    ARENA_START, Buf, Entry, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size,
+    ARENA_START, Buf, DictFlavor, Entry, Geometry, How, MAX_ARENA, State, entry_size,
 };
-use multiproc_shm::{ObjectKind, Segment, SegmentHandle, TypeFingerprint};
+use multiproc_shm::{Segment, SegmentHandle, TypeFingerprint};
 use multiproc_sync::{LockError, LockResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
 use std::marker::PhantomData;
 use std::time::Duration;
+
+/// The dict's store and its held lock.
+type Store = crate::store::Store<DictFlavor>;
+type Locked<'a> = crate::store::Locked<'a, DictFlavor>;
+
+/// How many entries a snapshot (`keys`, `values`, `items`) reserves room for up front; it grows
+/// past that as entries are actually read (the length comes from shared memory).
+const SNAPSHOT_RESERVE: usize = 1024;
 
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
@@ -108,6 +116,7 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
             max: g.arena,
         });
     }
+    // Both lengths <= u32::MAX (checked above): no overflow.
     let need = entry_size(key.len() as u64, val.len() as u64);
     if need > g.arena - ARENA_START {
         return Err(Error::TooLarge {
@@ -125,7 +134,8 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
         };
         match found {
             Find::Found { idx, e } if fits => {
-                let top = l.write_entry(sp, st.top, h, key, val);
+                let top = l.write_entry(sp, st.top, h, key, val)?;
+                // garbage <= top <= arena and size <= arena (validated): no overflow.
                 let garbage = st.garbage + e.size();
                 l.commit(
                     sp,
@@ -143,12 +153,15 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
             Find::Vacant { idx, tomb }
                 if fits && (tomb || st.len + st.tombstones < max_load(&g)) =>
             {
-                let top = l.write_entry(sp, st.top, h, key, val);
+                let top = l.write_entry(sp, st.top, h, key, val)?;
                 let new = State {
                     len: st.len + 1,
                     top,
                     garbage: st.garbage,
-                    tombstones: st.tombstones - u64::from(tomb),
+                    tombstones: st
+                        .tombstones
+                        .checked_sub(u64::from(tomb))
+                        .ok_or(Error::Corrupted("a tombstone the counters do not know"))?,
                 };
                 l.commit(sp, Some((idx, tag(h) | st.top)), new);
                 return Ok(());
@@ -163,13 +176,27 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
     })
 }
 
+/// The first empty slot of table[`sp`] on the probe sequence of `hash`. At most `slots` probes:
+/// a full table (only possible if someone wrote slots they should not have: a rebuild never
+/// places more than `slots - 1` entries) is Corrupted, never an endless loop under the lock.
+fn probe_empty(l: &Locked<'_>, sp: usize, hash: u64) -> Result<u64> {
+    let mask = l.geo().slots - 1;
+    let mut j = hash & mask;
+    for _ in 0..l.geo().slots {
+        if l.slot(sp, j).load(Ordering::Relaxed) == EMPTY {
+            return Ok(j);
+        }
+        j = (j + 1) & mask;
+    }
+    Err(Error::Corrupted("no empty slot in a table being rebuilt"))
+}
+
 /// Rebuilds the live entries into the other space (drops garbage and tombstones).
 fn compact(l: &Locked<'_>) -> Result<()> {
     let g = l.geo();
     let from = l.active()?;
     l.state(from)?;
     let to = l.begin_rebuild()?;
-    let mask = g.slots - 1;
     let mut top = ARENA_START;
     let mut len = 0u64;
     for i in 0..g.slots {
@@ -181,12 +208,9 @@ fn compact(l: &Locked<'_>) -> Result<()> {
         if top + e.size() > g.arena || len >= g.slots {
             return Err(Error::Corrupted("live entries exceed the arena"));
         }
-        let mut j = e.hash & mask;
-        while l.slot(to, j).load(Ordering::Relaxed) != EMPTY {
-            j = (j + 1) & mask;
-        }
+        let j = probe_empty(l, to, e.hash)?;
         l.slot(to, j).store(tag(e.hash) | top, Ordering::Relaxed);
-        top = l.copy_entry(from, &e, to, top);
+        top = l.copy_entry(from, &e, to, top)?;
         crate::failpoint::hit(); // mid-rebuild
         len += 1;
     }
@@ -208,7 +232,7 @@ fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool>
     let Find::Found { idx, e } = find(l, sp, key, h)? else {
         return Ok(false);
     };
-    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out)?;
     let g = l.geo();
     // A slot followed by an empty one ends every probe chain through it: it can become empty
     // instead of a tombstone.
@@ -234,7 +258,7 @@ fn get_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
     l.state(sp)?;
     match find(l, sp, key, h)? {
         Find::Found { e, .. } => {
-            l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+            l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out)?;
             Ok(true)
         }
         _ => Ok(false),
@@ -268,8 +292,8 @@ fn for_each(l: &Locked<'_>, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Re
             continue;
         }
         let e = l.entry(sp, s & OFF_MASK)?;
-        l.read_into(sp, e.off + 16, e.key_len, &mut k);
-        l.read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut v);
+        l.read_into(sp, e.off + 16, e.key_len, &mut k)?;
+        l.read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut v)?;
         f(k.bytes(), v.bytes())?;
         n += 1;
     }
@@ -311,15 +335,21 @@ fn dict_geometry(capacity: usize, bytes: usize) -> Result<Geometry> {
         .checked_mul(2)
         .and_then(|s| s.max(8).checked_next_power_of_two())
         .ok_or(Error::BadParameter("capacity too large"))?;
-    let arena = ((bytes as u64).max(64) + 7) & !7;
-    if arena > MAX_ARENA {
-        return Err(Error::BadParameter("arena too large"));
-    }
     Ok(Geometry {
         slots,
-        arena: arena + ARENA_START,
+        arena: arena_bytes(bytes)?,
         capacity: capacity as u64,
     })
+}
+
+/// The arena size for `bytes` of keys and values: at least 64, rounded up to 8, plus the
+/// reserved start. Checked: `bytes` is the caller's (up to `usize::MAX`).
+pub(crate) fn arena_bytes(bytes: usize) -> Result<u64> {
+    let arena = (bytes as u64).max(64);
+    if arena > MAX_ARENA - ARENA_START {
+        return Err(Error::BadParameter("arena too large"));
+    }
+    Ok(arena.next_multiple_of(8) + ARENA_START)
 }
 
 impl<K: Key, V: Key> SharedDict<K, V> {
@@ -329,7 +359,7 @@ impl<K: Key, V: Key> SharedDict<K, V> {
 
     fn build(name: Option<&str>, capacity: usize, bytes: usize) -> Result<Self> {
         let geo = dict_geometry(capacity, bytes)?;
-        let store = Store::create(name, ObjectKind::Dict, Self::fingerprint(), geo)?;
+        let store = Store::create(name, Self::fingerprint(), geo)?;
         Ok(Self::from_store(store))
     }
 
@@ -375,17 +405,22 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     pub fn open(name: &str) -> Result<Self> {
         Ok(Self::from_store(Store::open_named(
             name,
-            ObjectKind::Dict,
             Self::fingerprint(),
         )?))
     }
 
     /// Opens the dict a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+        Self::open_handle_timeout(handle, multiproc_shm::DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`open_handle`](Self::open_handle) waiting at most `timeout` for the segment to be Ready
+    /// (its creator still initializing it — or another process having rewritten its state).
+    pub fn open_handle_timeout(handle: &SegmentHandle, timeout: Duration) -> Result<Self> {
         Ok(Self::from_store(Store::open_handle(
             handle,
-            ObjectKind::Dict,
             Self::fingerprint(),
+            timeout,
         )?))
     }
 
@@ -424,24 +459,32 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     /// `Err(OwnerDied(guard))`: the previous holder died holding it; the structure has been
     /// repaired (every single operation is atomic), but a multi-operation sequence of the dead
     /// holder may be half done. The guard is yours either way.
+    ///
+    /// The guard keeps the dict's memory mapped while it lives: leaking it (`mem::forget`)
+    /// leaks the mapping (and leaves the dict locked), it never unmaps a held lock.
     pub fn get_lock(&self) -> LockResult<DictGuard<'_, K, V>> {
-        self.guard(self.store.lock(How::Block))
+        self.guard(self.store.lock(How::Block, true))
     }
 
     /// [`get_lock`](Self::get_lock) without waiting (`Failed(WouldBlock)` if held).
     pub fn try_get_lock(&self) -> LockResult<DictGuard<'_, K, V>> {
-        self.guard(self.store.lock(How::Try))
+        self.guard(self.store.lock(How::Try, true))
     }
 
-    /// [`get_lock`](Self::get_lock) waiting at most `timeout` (`Failed(Timeout)`).
+    /// [`get_lock`](Self::get_lock) waiting at most `timeout` (`Failed(Timeout)`). This is the
+    /// form to use when another process may hold the lock forever (a hostile or stuck one): the
+    /// one-call operations (`insert`, `get`, ...) wait as long as it takes, the guard offers the
+    /// same operations after a bounded wait.
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<DictGuard<'_, K, V>> {
-        self.guard(self.store.lock(How::Timeout(timeout)))
+        self.guard(self.store.lock(How::Timeout(timeout), true))
     }
 
     /// Locks for one operation; a dead previous holder is recovered from silently.
     #[inline]
     fn locked(&self) -> Result<DictGuard<'_, K, V>> {
-        let (l, _) = self.store.lock(How::Block)?;
+        // Never leaves this object's methods (which borrow `self`, hence the mapping): no
+        // keep-alive refcount needed.
+        let (l, _) = self.store.lock(How::Block, false)?;
         Ok(DictGuard::new(l))
     }
 
@@ -525,6 +568,12 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     /// Removes every entry.
     pub fn clear(&self) -> Result<()> {
         self.locked()?.clear()
+    }
+
+    /// Rebuilds the live entries into the other space now, dropping the garbage of overwrites
+    /// and removals and every tombstone (inserts do this on their own when the arena is full).
+    pub fn compact(&self) -> Result<()> {
+        self.locked()?.compact()
     }
 
     /// A consistent snapshot of the keys.
@@ -635,7 +684,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
             Find::Found { e, .. } => {
                 let mut out = Buf::new();
                 self.l
-                    .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut out);
+                    .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut out)?;
                 Some(decode(out.bytes())?)
             }
             _ => None,
@@ -664,9 +713,14 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
         clear_raw(&self.l)
     }
 
+    /// Compacts now (see [`SharedDict::compact`]).
+    pub fn compact(&mut self) -> Result<()> {
+        compact(&self.l)
+    }
+
     /// The keys.
     pub fn keys(&self) -> Result<Vec<K>> {
-        let mut out = Vec::with_capacity(self.len()?);
+        let mut out = Vec::with_capacity(self.len()?.min(SNAPSHOT_RESERVE));
         for_each(&self.l, |k, _| {
             out.push(decode(k)?);
             Ok(())
@@ -676,7 +730,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
 
     /// The values.
     pub fn values(&self) -> Result<Vec<V>> {
-        let mut out = Vec::with_capacity(self.len()?);
+        let mut out = Vec::with_capacity(self.len()?.min(SNAPSHOT_RESERVE));
         for_each(&self.l, |_, v| {
             out.push(decode(v)?);
             Ok(())
@@ -686,7 +740,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
 
     /// The entries.
     pub fn items(&self) -> Result<Vec<(K, V)>> {
-        let mut out = Vec::with_capacity(self.len()?);
+        let mut out = Vec::with_capacity(self.len()?.min(SNAPSHOT_RESERVE));
         for_each(&self.l, |k, v| {
             out.push((decode(k)?, decode(v)?));
             Ok(())
@@ -739,5 +793,28 @@ impl<'de, K: Key, V: Key> Deserialize<'de> for SharedDict<K, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let h = SegmentHandle::deserialize(d)?;
         SharedDict::open_handle(&h).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rebuild's probe for an empty slot is bounded by the validated slot count: a table
+    /// another process filled behind our back is Corrupted, not an endless loop under the lock.
+    #[test]
+    fn probe_of_a_full_table_is_corrupted_not_endless() {
+        let d: SharedDict<u8, u8> = SharedDict::with_capacity(4).unwrap();
+        let (l, _) = d.store.lock(How::Try, false).unwrap();
+        let to = 1 - l.active().unwrap();
+        for i in 0..l.geo().slots {
+            l.slot(to, i).store(TOMB + 1, Ordering::Relaxed);
+        }
+        assert!(matches!(
+            probe_empty(&l, to, 0x1234),
+            Err(Error::Corrupted(_))
+        ));
+        l.slot(to, 3).store(EMPTY, Ordering::Relaxed);
+        assert_eq!(probe_empty(&l, to, 0x1234).unwrap(), 3);
     }
 }

@@ -16,15 +16,24 @@
 //! ```
 
 use crate::codec::{decode, encode};
+use crate::dict::arena_bytes;
 use crate::dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, Key};
 use crate::error::{Error, Result};
 use crate::facade::Ordering;
-use crate::store::{ARENA_START, Buf, Geometry, How, Locked, MAX_ARENA, State, Store, entry_size};
-use multiproc_shm::{ObjectKind, Segment, SegmentHandle, TypeFingerprint};
+use crate::store::{ARENA_START, Buf, Geometry, How, ListFlavor, State, entry_size};
+use multiproc_shm::{Segment, SegmentHandle, TypeFingerprint};
 use multiproc_sync::{LockError, LockResult, MutexError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::time::Duration;
+
+/// The list's store and its held lock.
+type Store = crate::store::Store<ListFlavor>;
+type Locked<'a> = crate::store::Locked<'a, ListFlavor>;
+
+/// How many elements `to_vec` reserves room for up front; it grows past that as elements are
+/// actually read (the length comes from shared memory).
+const SNAPSHOT_RESERVE: usize = 1024;
 
 enum Edit<'b> {
     None,
@@ -40,6 +49,7 @@ fn full_arena(g: &Geometry) -> Error {
 }
 
 fn check_size(g: &Geometry, val: &[u8]) -> Result<u64> {
+    // len <= isize::MAX, so the rounding cannot overflow.
     let need = entry_size(0, val.len() as u64);
     if val.len() > u32::MAX as usize || need > g.arena - ARENA_START {
         return Err(Error::TooLarge {
@@ -62,17 +72,15 @@ fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
         if let Edit::Insert(at, v) = edit
             && at == i
         {
-            if top + entry_size(0, v.len() as u64) > g.arena {
-                return Err(full_arena(&g));
-            }
             if n >= g.slots {
                 return Err(Error::Full {
                     what: "entries",
                     capacity: g.capacity,
                 });
             }
+            let end = l.write_entry(to, top, 0, &[], v)?;
             l.slot(to, n).store(top, Ordering::Relaxed);
-            top = l.write_entry(to, top, 0, &[], v);
+            top = end;
             n += 1;
         }
         if i == st.len {
@@ -81,12 +89,13 @@ fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
         if matches!(edit, Edit::Remove(at) if at == i) {
             continue;
         }
-        let e = l.entry(from, l.slot(from, i).load(Ordering::Relaxed))?;
-        if top + e.size() > g.arena {
-            return Err(full_arena(&g));
+        if n >= g.slots {
+            return Err(Error::Corrupted("more elements than slots"));
         }
+        let e = l.entry(from, l.slot(from, i).load(Ordering::Relaxed))?;
+        let end = l.copy_entry(from, &e, to, top)?;
         l.slot(to, n).store(top, Ordering::Relaxed);
-        top = l.copy_entry(from, &e, to, top);
+        top = end;
         crate::failpoint::hit(); // mid-rebuild
         n += 1;
     }
@@ -115,7 +124,7 @@ fn push_raw(l: &Locked<'_>, val: &[u8]) -> Result<()> {
             });
         }
         if st.top + need <= g.arena {
-            let top = l.write_entry(sp, st.top, 0, &[], val);
+            let top = l.write_entry(sp, st.top, 0, &[], val)?;
             let new = State {
                 len: st.len + 1,
                 top,
@@ -145,7 +154,7 @@ fn set_raw(l: &Locked<'_>, index: usize, val: &[u8]) -> Result<()> {
         }
         let old = l.entry(sp, l.slot(sp, index as u64).load(Ordering::Relaxed))?;
         if st.top + need <= g.arena {
-            let top = l.write_entry(sp, st.top, 0, &[], val);
+            let top = l.write_entry(sp, st.top, 0, &[], val)?;
             let new = State {
                 top,
                 garbage: st.garbage + old.size(),
@@ -169,7 +178,7 @@ fn get_raw(l: &Locked<'_>, index: usize, out: &mut Buf) -> Result<bool> {
         return Ok(false);
     }
     let e = l.entry(sp, l.slot(sp, index as u64).load(Ordering::Relaxed))?;
-    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out)?;
     Ok(true)
 }
 
@@ -180,7 +189,7 @@ fn pop_raw(l: &Locked<'_>, out: &mut Buf) -> Result<bool> {
         return Ok(false);
     }
     let e = l.entry(sp, l.slot(sp, st.len - 1).load(Ordering::Relaxed))?;
-    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out);
+    l.read_into(sp, e.off + 16 + e.key_len, e.val_len, out)?;
     let new = State {
         len: st.len - 1,
         garbage: st.garbage + e.size(),
@@ -194,13 +203,9 @@ fn list_geometry(capacity: usize, bytes: usize) -> Result<Geometry> {
     if capacity == 0 {
         return Err(Error::BadParameter("capacity must be at least 1"));
     }
-    let arena = ((bytes as u64).max(64) + 7) & !7;
-    if arena > MAX_ARENA {
-        return Err(Error::BadParameter("arena too large"));
-    }
     Ok(Geometry {
         slots: capacity as u64,
-        arena: arena + ARENA_START,
+        arena: arena_bytes(bytes)?,
         capacity: capacity as u64,
     })
 }
@@ -238,7 +243,6 @@ impl<T: Key> SharedList<T> {
         let geo = list_geometry(capacity, bytes)?;
         Ok(Self::from_store(Store::create(
             name,
-            ObjectKind::List,
             Self::fingerprint(),
             geo,
         )?))
@@ -284,17 +288,22 @@ impl<T: Key> SharedList<T> {
     pub fn open(name: &str) -> Result<Self> {
         Ok(Self::from_store(Store::open_named(
             name,
-            ObjectKind::List,
             Self::fingerprint(),
         )?))
     }
 
     /// Opens the list a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+        Self::open_handle_timeout(handle, multiproc_shm::DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`open_handle`](Self::open_handle) waiting at most `timeout` for the segment to be Ready
+    /// (its creator still initializing it — or another process having rewritten its state).
+    pub fn open_handle_timeout(handle: &SegmentHandle, timeout: Duration) -> Result<Self> {
         Ok(Self::from_store(Store::open_handle(
             handle,
-            ObjectKind::List,
             Self::fingerprint(),
+            timeout,
         )?))
     }
 
@@ -330,23 +339,27 @@ impl<T: Key> SharedList<T> {
     }
 
     /// Locks the list for several operations at once (see [`SharedDict::get_lock`](crate::SharedDict::get_lock)).
+    /// The guard keeps the list's memory mapped while it lives (a leaked guard leaks the
+    /// mapping).
     pub fn get_lock(&self) -> LockResult<ListGuard<'_, T>> {
-        self.guard(self.store.lock(How::Block))
+        self.guard(self.store.lock(How::Block, true))
     }
 
     /// [`get_lock`](Self::get_lock) without waiting.
     pub fn try_get_lock(&self) -> LockResult<ListGuard<'_, T>> {
-        self.guard(self.store.lock(How::Try))
+        self.guard(self.store.lock(How::Try, true))
     }
 
-    /// [`get_lock`](Self::get_lock) waiting at most `timeout`.
+    /// [`get_lock`](Self::get_lock) waiting at most `timeout`: the form to use when another
+    /// process may hold the lock forever (the one-call operations wait as long as it takes).
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<ListGuard<'_, T>> {
-        self.guard(self.store.lock(How::Timeout(timeout)))
+        self.guard(self.store.lock(How::Timeout(timeout), true))
     }
 
     #[inline]
     fn locked(&self) -> Result<ListGuard<'_, T>> {
-        let (l, _) = self.store.lock(How::Block)?;
+        // Never leaves this object's methods (which borrow `self`): no keep-alive needed.
+        let (l, _) = self.store.lock(How::Block, false)?;
         Ok(ListGuard::new(l))
     }
 
@@ -490,13 +503,18 @@ impl<'a, T: Key> ListGuard<'a, T> {
     /// Removes and returns element `index`.
     pub fn remove(&mut self, index: usize) -> Result<T> {
         let len = self.len()?;
+        if index >= len {
+            return Err(Error::IndexOutOfRange { index, len });
+        }
         let mut out = Buf::new();
-        if index + 1 == len {
-            pop_raw(&self.l, &mut out)?;
+        if index == len - 1 {
+            if !pop_raw(&self.l, &mut out)? {
+                return Err(Error::Corrupted("list shorter than its length"));
+            }
             return decode(out.bytes());
         }
         if !get_raw(&self.l, index, &mut out)? {
-            return Err(Error::IndexOutOfRange { index, len });
+            return Err(Error::Corrupted("list shorter than its length"));
         }
         rebuild(&self.l, Edit::Remove(index as u64))?;
         decode(out.bytes())
@@ -541,7 +559,7 @@ impl<'a, T: Key> ListGuard<'a, T> {
                 return Err(Error::Corrupted("element past top"));
             }
             self.l
-                .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut buf);
+                .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut buf)?;
             let _: T = decode(buf.bytes())?;
         }
         Ok(st.len as usize)
@@ -550,7 +568,7 @@ impl<'a, T: Key> ListGuard<'a, T> {
     /// The whole list.
     pub fn to_vec(&self) -> Result<Vec<T>> {
         let len = self.len()?;
-        let mut out = Vec::with_capacity(len);
+        let mut out = Vec::with_capacity(len.min(SNAPSHOT_RESERVE));
         let mut buf = Buf::new();
         for i in 0..len {
             if !get_raw(&self.l, i, &mut buf)? {

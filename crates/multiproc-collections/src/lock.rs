@@ -15,24 +15,41 @@
 //! ```
 
 use crate::error::{Error, Result};
-use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use multiproc_shm::{
+    KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
+};
 use multiproc_sync::{LockError, LockOutcome, LockResult, MutexError, RobustMutex};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::Duration;
 
+/// The lock's segment payload: one robust mutex.
+#[repr(C)]
+struct LockLayout {
+    mutex: RobustMutex,
+}
+
+// SAFETY: (1) `#[repr(C)]`, one `RobustMutex`, whose bytes are any value (what its code does
+// with rewritten bytes is `RobustMutex`'s contract, multiproc-sync's); (2) the mutex is reached
+// only through its own API, never through a reference to its bytes; (3) its alignment is that
+// of the mutex (<= 256); (4) no `Drop`.
+unsafe impl SharedLayout for LockLayout {
+    const KIND: ObjectKind = ObjectKind::Mutex;
+    type Geometry = ();
+    fn validate(&self, _tail_len: usize) -> multiproc_shm::Result<()> {
+        // Nothing sizes or indexes anything (and MAX_TAIL = 0 refuses any tail).
+        Ok(())
+    }
+}
+
 /// A robust lock in shared memory.
 #[derive(Clone)]
 pub struct SharedLock {
+    shared: Shared<LockLayout>,
+    /// The segment behind `shared` (a clone; `Shared` may be heap-backed, a lock never is).
     seg: Segment,
-    m: NonNull<RobustMutex>,
 }
-
-// SAFETY: the mutex lives in the mapping kept alive by `seg`; RobustMutex is Sync.
-unsafe impl Send for SharedLock {}
-// SAFETY: as above.
-unsafe impl Sync for SharedLock {}
 
 impl std::fmt::Debug for SharedLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,37 +63,27 @@ fn fp() -> TypeFingerprint {
     TypeFingerprint::of::<RobustMutex>()
 }
 
-fn expect() -> Expect {
-    Expect::new(ObjectKind::Mutex, fp()).payload_size(std::mem::size_of::<RobustMutex>() as u64)
-}
-
 impl SharedLock {
     fn build(name: Option<&str>) -> Result<Self> {
-        let spec = SegmentSpec::new(
-            ObjectKind::Mutex,
-            fp(),
-            std::mem::size_of::<RobustMutex>(),
-            std::mem::align_of::<RobustMutex>(),
-        );
-        let init = |p: NonNull<u8>, _| {
-            // SAFETY: the payload is sized and aligned for a RobustMutex and unseen by others.
-            unsafe { RobustMutex::init_at(p.as_ptr().cast()) }.map_err(|source| {
-                multiproc_shm::ShmError::Os {
-                    op: "pthread_mutex_init",
+        let init = |p: NonNull<LockLayout>, _tail: NonNull<u8>| {
+            // SAFETY: `p` is valid for writing one aligned, zeroed LockLayout nobody else sees
+            // before Ready; the mutex is its first field.
+            unsafe { RobustMutex::init_at(std::ptr::addr_of_mut!((*p.as_ptr()).mutex)) }.map_err(
+                |source| ShmError::Os {
+                    op: "robust mutex init",
                     source,
-                }
-            })
+                },
+            )
         };
-        let seg = match name {
-            Some(n) => Segment::create_named(n, &spec, init)?,
-            None => Segment::create_anonymous(&spec, init)?,
-        };
-        Ok(Self::from_segment(seg))
+        Self::from_shared(Shared::create(name, fp(), 0, init)?)
     }
 
-    fn from_segment(seg: Segment) -> Self {
-        let m = seg.payload_ptr().cast();
-        SharedLock { seg, m }
+    fn from_shared(shared: Shared<LockLayout>) -> Result<Self> {
+        let seg = shared
+            .segment()
+            .cloned()
+            .ok_or(Error::BadParameter("a lock needs a segment"))?;
+        Ok(SharedLock { shared, seg })
     }
 
     /// A new anonymous lock.
@@ -91,12 +98,12 @@ impl SharedLock {
 
     /// Opens a named lock.
     pub fn open(name: &str) -> Result<Self> {
-        Ok(Self::from_segment(Segment::open_named(name, &expect())?))
+        Self::from_shared(Shared::open_named(name, fp())?)
     }
 
     /// Opens the lock a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
-        Ok(Self::from_segment(Segment::open_handle(handle, &expect())?))
+        Self::from_shared(Shared::open_handle(handle, fp())?)
     }
 
     /// The segment behind this lock.
@@ -104,9 +111,13 @@ impl SharedLock {
         &self.seg
     }
 
+    /// How another process reaches this lock.
+    pub fn handle(&self) -> SegmentHandle {
+        self.seg.handle()
+    }
+
     fn mutex(&self) -> &RobustMutex {
-        // SAFETY: validated segment of exactly one RobustMutex, initialized by its creator.
-        unsafe { self.m.as_ref() }
+        &self.shared.get().mutex
     }
 
     fn guard(
@@ -115,6 +126,7 @@ impl SharedLock {
     ) -> LockResult<SharedLockGuard<'_>> {
         let g = || SharedLockGuard {
             m: self.mutex(),
+            _keep: self.shared.keep_alive(),
             _not_send: PhantomData,
         };
         match r {
@@ -124,7 +136,7 @@ impl SharedLock {
         }
     }
 
-    /// Takes the lock (`with lock:`).
+    /// Takes the lock (`with lock:`), waiting as long as it takes.
     pub fn acquire(&self) -> LockResult<SharedLockGuard<'_>> {
         self.guard(self.mutex().lock())
     }
@@ -134,7 +146,8 @@ impl SharedLock {
         self.guard(self.mutex().try_lock())
     }
 
-    /// Takes the lock, waiting at most `timeout`.
+    /// Takes the lock, waiting at most `timeout` (the form to use when another process may
+    /// hold it forever).
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<SharedLockGuard<'_>> {
         self.guard(self.mutex().lock_timeout(timeout))
     }
@@ -149,9 +162,13 @@ impl SharedLock {
     }
 }
 
-/// A held [`SharedLock`]; releases on drop. `!Send`.
+/// A held [`SharedLock`]; releases on drop. `!Send`. It keeps the lock's memory mapped while it
+/// lives: leaking it (`mem::forget`) and dropping every `SharedLock` leaks the mapping (the lock
+/// stays held), it never unmaps a robust mutex that is still on this thread's robust list.
 pub struct SharedLockGuard<'a> {
     m: &'a RobustMutex,
+    /// Dropped after `Drop::drop` unlocked.
+    _keep: KeepAlive,
     _not_send: PhantomData<*const ()>,
 }
 

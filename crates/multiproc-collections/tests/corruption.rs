@@ -6,6 +6,7 @@ mod common;
 
 use common::unique_name;
 use multiproc_collections::{Error, MAGIC_OFFSET, SharedDict, SharedList};
+use multiproc_shm::ShmError;
 
 struct Rng(u64);
 impl Rng {
@@ -113,9 +114,10 @@ fn corrupted_geometry_is_refused_at_open() {
             .cast::<u64>()
             .write(1 << 40)
     };
+    // Refused by the geometry check at open (`Shared`'s validation: an out-of-range field).
     assert!(matches!(
         SharedDict::<u8, u8>::open(&name),
-        Err(Error::Corrupted(_))
+        Err(Error::Shm(ShmError::OutOfRange { .. }))
     ));
     // SAFETY: as above; the magic word.
     unsafe {
@@ -127,6 +129,6 @@ fn corrupted_geometry_is_refused_at_open() {
     };
     assert!(matches!(
         SharedDict::<u8, u8>::open(&name),
-        Err(Error::Corrupted(_))
+        Err(Error::Shm(ShmError::Corrupted(_)))
     ));
 }

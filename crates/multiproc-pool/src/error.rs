@@ -57,6 +57,25 @@ pub enum PoolError {
         /// Its exit code (`-signal` when killed).
         exitcode: Option<i32>,
     },
+    /// The task's result is larger than the largest message a worker can send back; the
+    /// worker survives.
+    #[error("the task's result of {len} bytes exceeds the maximum message of {max} bytes")]
+    ResultTooLarge {
+        /// The encoded result's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The task ran past its time limit ([`PoolBuilder::task_timeout`](crate::PoolBuilder::task_timeout)
+    /// or [`Pool::apply_async_limited`](crate::Pool::apply_async_limited)): its worker was
+    /// killed and replaced.
+    #[error("the task ran past its time limit of {limit:?} in worker {pid}, which was killed")]
+    TimeLimit {
+        /// The worker's pid.
+        pid: u32,
+        /// The limit.
+        limit: std::time::Duration,
+    },
     /// The pool was terminated (or dropped) before the task finished.
     #[error("the pool was terminated before the task finished")]
     Terminated,

@@ -1,2 +1,2 @@
 //! The atomics this crate uses (one place, per the project's CI rule).
-pub use std::sync::atomic::{AtomicU64, Ordering};
+pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -28,11 +28,12 @@
 
 mod error;
 mod facade;
+mod fdpass;
 mod pool;
 mod result;
 mod wire;
 mod worker;
 
 pub use error::{PoolError, Result};
-pub use pool::{IMap, ITEM_WINDOW, Pool, PoolBuilder, default_chunksize};
+pub use pool::{__fail_thread_spawns, IMap, ITEM_WINDOW, Pool, PoolBuilder, default_chunksize};
 pub use result::{AsyncResult, Callback, Callbacks, ErrorCallback};

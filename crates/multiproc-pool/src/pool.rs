@@ -2,7 +2,6 @@
 //!
 //! Each worker has its own pair of SPSC pipes (jobs in, results out) and two threads in the
 //! parent: a *sender* that takes jobs from the shared pending queue into the worker's pipe
-//! (bounded: at most two chunks, or up to [`ITEM_WINDOW`] single items, in flight per worker)
 //! and records them as *held* by that worker under their sequence number, and a *receiver*
 //! that reads results, removes them from the held set and fills the caller's result. When the
 //! worker ends (its result pipe reads `Eof`, or a receive timeout finds the process gone), the
@@ -11,25 +10,49 @@
 //! retried when the pool has a retry policy), the ones it never started go back to the front
 //! of the queue. Then it starts a replacement. No job is ever left without an owner, so no
 //! `get` waits forever.
-
+//!
+//! Balance (idle workers pull): work waits in the pool's queue, not in a worker's pipe. A
+//! worker takes jobs only once it said hello (it is up). A worker that holds nothing takes the
+//! front job at once; one that holds a single job may take one single item ahead of it; a
+//! worker that already holds `h` jobs takes one more only while the queue holds more than
+//! `8 * processes * h` jobs (and at most [`ITEM_WINDOW`] items), so chunks run ahead only
+//! while there is plenty for everyone, and the last `8 * processes` chunks go one at a time to
+//! whichever worker is idle. A busy worker never holds a chunk that an idle one could run
+//! (at most one single item), except while the queue is long enough that the idle one finds
+//! work there too.
+//!
+//! A time limit (per pool or per call): the receiver notes when its worker started the job it
+//! runs (the `started` word); a job that runs past its limit gets its worker killed, fails with
+//! [`PoolError::TimeLimit`] (or is retried) and the worker is replaced.
 use crate::error::{PoolError, Result};
-use crate::facade::{AtomicU64, Ordering};
+use crate::facade::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::fdpass;
 use crate::result::{ApplySink, AsyncResult, Callbacks, IMapSink, MapSink, Sink, Slot, lock};
 use crate::wire::{self, JobWriter};
+use crate::worker::FdArg;
 use crate::worker::{WorkerArgs, pool_worker};
 use multiproc_channel::{Connection, Pipe, PipeOptions, Postcard, RecvError};
 use multiproc_process::registry::{self, Task};
 use multiproc_process::{Process, ProcessError, StartMethod};
+use multiproc_shm::fd_passing::collect_fds;
 use multiproc_sync::RawValue;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Single items one worker may hold at once (the pipelining depth of `apply_async`).
+/// Single items one worker may hold at once (the deepest pipelining of `apply_async`, reached
+/// only while the queue is long, see the module docs).
 pub const ITEM_WINDOW: usize = 256;
+/// A worker holding `h` jobs takes another only while more than `RUN_AHEAD_FACTOR *
+/// processes * h` jobs are queued (see the module docs).
+const RUN_AHEAD_FACTOR: usize = 8;
+/// How many more jobs than the least-given worker an idle worker may have been given and still
+/// be preferred for being the one that answered last.
+const TIE_SLACK: u64 = 2;
 /// How often a receiver with nothing to read checks that its worker still lives.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 const PIPE_CAPACITY: usize = 1 << 20;
@@ -40,14 +63,29 @@ thread_local! {
 
 static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
 static JOB_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Test hook: thread starts of a new worker that fail on purpose (see `__fail_thread_spawns`).
+static FAIL_THREAD_SPAWNS: AtomicU32 = AtomicU32::new(0);
+
+#[doc(hidden)]
+/// Test hook: the next `n` worker starts fail to start their sender thread (after the
+/// receiver thread started), as when the process runs out of threads.
+pub fn __fail_thread_spawns(n: u32) {
+    FAIL_THREAD_SPAWNS.store(n, Ordering::Relaxed);
+}
+
+/// The fds of the shared objects among a job's arguments (duplicates the job keeps open).
+type JobFds = Option<Arc<Vec<OwnedFd>>>;
 
 #[derive(Clone)]
 struct Job {
     chunk: u32,
     items: u32,
     payload: Arc<Vec<u8>>,
+    fds: JobFds,
     sink: Arc<dyn Sink>,
     attempts: u32,
+    /// The per-call time limit (else the pool's).
+    limit: Option<Duration>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -72,9 +110,41 @@ struct WorkerSlot {
     held_bytes: usize,
     next_seq: u64,
     dead: bool,
+    /// The worker said it is up (its initializer ran): only then does it take jobs, so a
+    /// worker still starting never holds work that a running one could do.
+    ready: bool,
+    /// Jobs given to this slot's workers so far (breaks ties between idle workers).
+    given: u64,
+    /// When this slot's worker last answered (a pool-wide result count).
+    last_answer: u64,
 }
 
-type JobConn = Arc<Mutex<Option<Connection<Vec<u8>>>>>;
+/// The write side of a worker: its job pipe and its fd socket.
+struct JobPipe {
+    conn: Connection<Vec<u8>>,
+    sock: OwnedFd,
+}
+
+impl JobPipe {
+    /// Sends job `seq` (its fds first). False if the worker is gone.
+    fn send(&mut self, buf: &mut Vec<u8>, seq: u64, payload: &[u8], fds: &JobFds) -> bool {
+        if let Some(f) = fds {
+            let raw: Vec<RawFd> = f.iter().map(|o| o.as_raw_fd()).collect();
+            if fdpass::send_fds(self.sock.as_fd(), &raw).is_err() {
+                return false;
+            }
+        }
+        buf.clear();
+        buf.extend_from_slice(&seq.to_le_bytes());
+        buf.extend_from_slice(payload);
+        self.conn.send_bytes(buf, 0, None).is_ok()
+    }
+}
+
+type JobConn = Arc<Mutex<Option<JobPipe>>>;
+
+/// Order of idle-worker candidates: fewest held, not over the tie slack, answered last.
+type TieKey = (usize, bool, std::cmp::Reverse<u64>);
 
 /// Largest job the submitting thread sends itself (bigger ones go through the sender thread,
 /// which may block on a full pipe without blocking the caller).
@@ -88,6 +158,8 @@ struct State {
     threads: Vec<JoinHandle<()>>,
     broken: Option<PoolError>,
     replaced: u64,
+    /// Results taken so far (stamps `WorkerSlot::last_answer`).
+    answers: u64,
     /// Workers in a row that exited with an error before taking any job (a failing
     /// initializer): at [`MAX_FAILED_STARTS`] the pool stops replacing and fails its queue.
     failed_starts: u32,
@@ -101,18 +173,26 @@ struct Inner {
     processes: usize,
     maxtasks: u64,
     initializer: Option<(u64, Vec<u8>)>,
+    /// The initializer arguments' fds: (number in the encoded arguments, a duplicate we keep).
+    init_fds: Vec<(RawFd, OwnedFd)>,
     start_method: Option<StartMethod>,
     retries: u32,
+    task_timeout: Option<Duration>,
+    /// Whether a per-call time limit was ever given (else receivers skip the check).
+    limits_used: AtomicBool,
 }
+
+type Initializer = (u64, Vec<u8>, Vec<(RawFd, OwnedFd)>);
 
 /// Builds a [`Pool`] (Python's `Pool(processes, initializer, initargs, maxtasksperchild)`).
 #[derive(Debug, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
     maxtasks: Option<usize>,
-    initializer: Option<Result<(u64, Vec<u8>)>>,
+    initializer: Option<Result<Initializer>>,
     start_method: Option<StartMethod>,
     retries: u32,
+    task_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -130,16 +210,29 @@ impl PoolBuilder {
     }
 
     /// A task each worker runs once when it starts (Python's `initializer`, `initargs`).
+    /// Shared objects among the arguments reach every worker, replacements included.
     pub fn initializer<M, T: Task<M>>(mut self, f: T, args: T::Args) -> Self {
         self.initializer = Some(
             registry::entry_of(&f)
                 .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))
                 .and_then(|e| {
-                    postcard::to_allocvec(&args)
-                        .map(|b| (e.hash(), b))
-                        .map_err(|e| PoolError::Arguments(e.to_string()))
+                    let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
+                    let bytes = bytes.map_err(|e| PoolError::Arguments(e.to_string()))?;
+                    let fds = fdpass::dup_all(&fds).map_err(|e| {
+                        PoolError::Arguments(format!("keeping the initializer's fds: {e}"))
+                    })?;
+                    Ok((e.hash(), bytes, fds))
                 }),
         );
+        self
+    }
+
+    /// A time limit for every task (a map chunk counts as one): a task still running after it
+    /// fails with [`PoolError::TimeLimit`] (or is retried, see [`retries`](Self::retries)),
+    /// and its worker is killed (SIGKILL) and replaced. Python's Pool has none: a hung or
+    /// frozen worker blocks `map` forever. Checked every 50 ms.
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
         self
     }
 
@@ -169,7 +262,10 @@ impl PoolBuilder {
             Some(m) => m as u64,
             None => 0,
         };
-        let initializer = self.initializer.transpose()?;
+        let (initializer, init_fds) = match self.initializer.transpose()? {
+            Some((h, b, fds)) => (Some((h, b)), fds),
+            None => (None, Vec::new()),
+        };
         let inner = Arc::new(Inner {
             st: Mutex::new(State {
                 phase: Phase::Running,
@@ -186,23 +282,30 @@ impl PoolBuilder {
                         held_bytes: 0,
                         next_seq: 1,
                         dead: true,
+                        ready: false,
+                        given: 0,
+                        last_answer: 0,
                     })
                     .collect(),
                 threads: Vec::new(),
                 broken: None,
                 replaced: 0,
+                answers: 0,
                 failed_starts: 0,
             }),
             cv: Condvar::new(),
             processes,
             maxtasks,
             initializer,
+            init_fds,
             start_method: self.start_method,
             retries: self.retries,
+            task_timeout: self.task_timeout,
+            limits_used: AtomicBool::new(false),
         });
         let pool = Pool { inner };
         for i in 0..processes {
-            pool.inner.start_worker(i)?;
+            pool.inner.start_worker(i, false)?;
         }
         Ok(pool)
     }
@@ -210,7 +313,7 @@ impl PoolBuilder {
 
 impl Inner {
     /// Starts the worker of slot `idx` (a new generation) and its two threads.
-    fn start_worker(self: &Arc<Inner>, idx: usize) -> Result<()> {
+    fn start_worker(self: &Arc<Inner>, idx: usize, replacing: bool) -> Result<()> {
         let serr = |e: &dyn std::fmt::Display| PoolError::Start(e.to_string());
         let opts = PipeOptions {
             capacity: PIPE_CAPACITY,
@@ -220,12 +323,19 @@ impl Inner {
             Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
         let (res_r, res_w) = Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
         let started = RawValue::new(0u64).map_err(|e| serr(&e))?;
+        let (sock, child_sock) = fdpass::socketpair().map_err(|e| serr(&e))?;
         let args = WorkerArgs {
             jobs: jobs_r,
             results: res_w,
             started: started.clone(),
+            sock: FdArg(child_sock.as_raw_fd()),
             maxtasks: self.maxtasks,
             initializer: self.initializer.clone(),
+            init_fds: self
+                .init_fds
+                .iter()
+                .map(|(n, fd)| (*n, FdArg(fd.as_raw_fd())))
+                .collect(),
         };
         let n = WORKER_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         let mut b = Process::builder()
@@ -235,8 +345,26 @@ impl Inner {
             b = b.start_method(m);
         }
         let p = b.spawn(pool_worker, args).map_err(|e| serr(&e))?;
+        drop(child_sock);
         let pid = p.pid().unwrap_or(0);
         let proc = Arc::new(Mutex::new(p));
+        // Join the threads of workers that ended (each replaced worker leaves two).
+        let finished: Vec<JoinHandle<()>> = {
+            let mut st = lock(&self.st);
+            let (done, live) = std::mem::take(&mut st.threads)
+                .into_iter()
+                .partition(|h| h.is_finished());
+            st.threads = live;
+            done
+        };
+        for h in finished {
+            let _ = h.join();
+        }
+        let kill_it = |proc: &Arc<Mutex<Process<()>>>| {
+            let mut p = lock(proc);
+            let _ = p.kill();
+            let _ = p.join_timeout(Duration::from_secs(5));
+        };
         let mut st = lock(&self.st);
         if st.phase == Phase::Terminated {
             drop(st);
@@ -250,70 +378,126 @@ impl Inner {
         let generation = slot.generation;
         slot.pid = pid;
         slot.proc = Some(proc.clone());
-        let conn: JobConn = Arc::new(Mutex::new(Some(jobs_w)));
+        let conn: JobConn = Arc::new(Mutex::new(Some(JobPipe { conn: jobs_w, sock })));
         slot.conn = Some(conn.clone());
         slot.held.clear();
         slot.held_items = 0;
         slot.held_bytes = 0;
         slot.next_seq = 1;
         slot.dead = false;
+        slot.ready = false;
+        // All or nothing: the receiver first (it owns the worker's end), then the sender; if
+        // either cannot start, the slot is given up (a new generation, so the receiver, if it
+        // runs, settles nothing), the worker killed and reaped, and the caller retries.
+        let give_up = |mut st: std::sync::MutexGuard<'_, State>, e: &dyn std::fmt::Display| {
+            let slot = &mut st.workers[idx];
+            slot.generation += 1;
+            slot.dead = true;
+            slot.proc = None;
+            slot.conn = None;
+            drop(st);
+            kill_it(&proc);
+            serr(e)
+        };
         let me = self.clone();
-        let h1 = std::thread::Builder::new()
-            .name(format!("pool-send-{idx}"))
-            .spawn(move || me.sender(idx, generation, conn))
-            .map_err(|e| serr(&e))?;
-        let me = self.clone();
-        let h2 = std::thread::Builder::new()
+        let (p2, started2) = (proc.clone(), started.clone());
+        let h_recv = match std::thread::Builder::new()
             .name(format!("pool-recv-{idx}"))
-            .spawn(move || me.receiver(idx, generation, res_r, started, proc, pid))
-            .map_err(|e| serr(&e))?;
-        st.threads.push(h1);
-        st.threads.push(h2);
+            .spawn(move || me.receiver(idx, generation, res_r, started2, p2, pid))
+        {
+            Ok(h) => h,
+            Err(e) => return Err(give_up(st, &e)),
+        };
+        st.threads.push(h_recv);
+        let me = self.clone();
+        let spawned = if FAIL_THREAD_SPAWNS
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            Err(std::io::Error::other("test hook: thread start fails"))
+        } else {
+            std::thread::Builder::new()
+                .name(format!("pool-send-{idx}"))
+                .spawn(move || me.sender(idx, generation, conn))
+        };
+        match spawned {
+            Ok(h) => st.threads.push(h),
+            Err(e) => return Err(give_up(st, &e)),
+        }
+        if replacing {
+            st.replaced += 1;
+        }
+        drop(started);
         self.cv.notify_all();
         Ok(())
     }
 
-    /// Whether worker `slot` may take the job at the front of the queue.
-    fn has_room(slot: &WorkerSlot, front_items: usize) -> bool {
+    /// Whether worker `slot` may take the job at the front of the queue (`pending` jobs
+    /// queued): at once when it holds nothing, else only while the queue is long (see the
+    /// module docs: idle workers pull).
+    fn has_room(&self, slot: &WorkerSlot, front_items: usize, pending: usize) -> bool {
+        let h = slot.held.len();
         !slot.dead
-            && (slot.held.len() < 2
-                || (slot.held_items + front_items <= ITEM_WINDOW && slot.held.len() < ITEM_WINDOW))
+            && slot.ready
+            && (h == 0
+                // One single item ahead of the running job, always: the worker does not wait
+                // for the parent between items (at the end, a worker holds at most one item
+                // that an idle one could run).
+                || (h == 1 && front_items == 1)
+                || (pending > RUN_AHEAD_FACTOR * self.processes * h
+                    && slot.held_items + front_items <= ITEM_WINDOW
+                    && h < ITEM_WINDOW))
     }
 
     /// Under the worker's connection lock: takes the front job for worker `idx` (if it has
     /// room), giving it the next `seq` and recording it as held.
-    fn take_for(&self, st: &mut State, idx: usize) -> Option<(u64, Arc<Vec<u8>>)> {
+    fn take_for(&self, st: &mut State, idx: usize) -> Option<(u64, Arc<Vec<u8>>, JobFds)> {
         let front_items = st.pending.front()?.items as usize;
-        if st.phase == Phase::Terminated || !Self::has_room(&st.workers[idx], front_items) {
+        if st.phase == Phase::Terminated
+            || !self.has_room(&st.workers[idx], front_items, st.pending.len())
+        {
             return None;
         }
         let job = st.pending.pop_front()?;
         let slot = &mut st.workers[idx];
         let seq = slot.next_seq;
         slot.next_seq += 1;
+        slot.given += 1;
         slot.held_items += front_items;
         slot.held_bytes += job.payload.len() + 64;
         let payload = job.payload.clone();
+        let fds = job.fds.clone();
         slot.held.insert(seq, job);
-        Some((seq, payload))
+        Some((seq, payload, fds))
     }
 
     /// Workers with room for the front job, least loaded first (empty if the front job is
     /// too big for the submitter's fast path).
-    fn fast_candidates(st: &State) -> Vec<(usize, JobConn)> {
+    fn fast_candidates(&self, st: &State) -> Vec<(usize, JobConn)> {
         let Some(front) = st.pending.front() else {
             return Vec::new();
         };
-        if front.payload.len() > FAST_PATH_MAX {
+        // Jobs with fds go through the sender thread: their `sendmsg` may block on a full
+        // socket, which must never block a receiver (its worker may wait on it).
+        if front.payload.len() > FAST_PATH_MAX || front.fds.is_some() {
             return Vec::new();
         }
-        let mut c: Vec<(usize, usize, JobConn)> = st
+        // Least loaded first; among equals, the worker that answered last (it may still be
+        // spinning on its ring: no futex wake-up), unless it was given more than
+        // `TIE_SLACK` jobs over the least-given one (so that idle workers share ties instead
+        // of one taking them all).
+        let min_given = st.workers.iter().map(|w| w.given).min().unwrap_or(0);
+        let mut c: Vec<(TieKey, usize, JobConn)> = st
             .workers
             .iter()
             .enumerate()
-            .filter(|(_, w)| Self::has_room(w, front.items as usize))
+            .filter(|(_, w)| self.has_room(w, front.items as usize, st.pending.len()))
             .filter(|(_, w)| w.held_bytes + front.payload.len() + 64 <= PIPE_CAPACITY / 2)
-            .filter_map(|(i, w)| w.conn.clone().map(|c| (w.held.len(), i, c)))
+            .filter_map(|(i, w)| {
+                let over = w.given > min_given + TIE_SLACK;
+                let key = (w.held.len(), over, std::cmp::Reverse(w.last_answer));
+                w.conn.clone().map(|c| (key, i, c))
+            })
             .collect();
         c.sort_by_key(|x| x.0);
         c.into_iter().map(|(_, i, c)| (i, c)).collect()
@@ -340,14 +524,11 @@ impl Inner {
                 }
                 self.take_for(&mut st, idx)
             };
-            let Some((seq, payload)) = taken else {
+            let Some((seq, payload, fds)) = taken else {
                 continue;
             };
-            buf.clear();
-            buf.extend_from_slice(&seq.to_le_bytes());
-            buf.extend_from_slice(&payload);
             // A failed send means the worker died: its receiver settles the job.
-            let _ = jobs.send_bytes(buf, 0, None);
+            let _ = jobs.send(buf, seq, &payload, &fds);
             return true;
         }
         false
@@ -367,14 +548,14 @@ impl Inner {
                     }
                     let front_items = st.pending.front().map(|j| j.items as usize);
                     if let Some(n) = front_items {
-                        if Self::has_room(slot, n) {
+                        if self.has_room(slot, n, st.pending.len()) {
                             break;
                         }
                     } else if phase == Phase::Closed {
                         drop(st);
                         // The worker reads Eof after its last job and exits.
                         if let Some(mut c) = lock(&conn).take() {
-                            c.close();
+                            c.conn.close();
                         }
                         return;
                     }
@@ -390,13 +571,10 @@ impl Inner {
                 return;
             };
             let taken = self.take_for(&mut lock(&self.st), idx);
-            let Some((seq, payload)) = taken else {
+            let Some((seq, payload, fds)) = taken else {
                 continue;
             };
-            buf.clear();
-            buf.extend_from_slice(&seq.to_le_bytes());
-            buf.extend_from_slice(&payload);
-            if jobs.send_bytes(&buf, 0, None).is_err() {
+            if !jobs.send(&mut buf, seq, &payload, &fds) {
                 // The worker is gone; its receiver settles what it held.
                 return;
             }
@@ -419,6 +597,12 @@ impl Inner {
     ) {
         let mut buf = vec![0u8; 64 * 1024];
         let mut draining = false;
+        // SAFETY: as in the worker: an 8-aligned u64 in a mapping `started` keeps alive for
+        // this whole function.
+        let started_word = unsafe { AtomicU64::from_ptr(started.as_ptr()) };
+        // The job the worker was last seen running, and since when (for the time limit).
+        let mut running: (u64, Instant) = (0, Instant::now());
+        let mut timed_out: Option<(u64, Duration)> = None;
         loop {
             let wait = if draining {
                 Duration::ZERO
@@ -426,27 +610,72 @@ impl Inner {
                 LIVENESS_POLL
             };
             match results.recv_bytes_into_timeout(&mut buf, 0, wait) {
-                Ok(n) => self.on_result(idx, &buf[..n]),
+                Ok(n) => {
+                    self.on_result(idx, generation, &buf[..n]);
+                    // Shrink only after a message was taken: shrinking right after growing
+                    // for a big one would ask for it again, forever.
+                    if buf.len() > 1 << 24 {
+                        buf = vec![0u8; 64 * 1024];
+                    }
+                }
                 Err(RecvError::BufferTooShort { needed }) => buf.resize(needed, 0),
                 Err(RecvError::Timeout) if draining => break,
                 Err(RecvError::Timeout) => {
                     // Gone: read what it wrote before dying, then settle the rest.
                     draining = !lock(&proc).is_alive();
+                    if !draining && timed_out.is_none() {
+                        // Relaxed: only a hint of progress; the settling reads it with
+                        // Acquire after the worker is reaped.
+                        let seq = started_word.load(Ordering::Relaxed);
+                        if seq != running.0 {
+                            running = (seq, Instant::now());
+                        } else if let Some(limit) = self.limit_of(idx, generation, seq)
+                            && running.1.elapsed() >= limit
+                        {
+                            timed_out = Some((seq, limit));
+                            let _ = lock(&proc).kill();
+                        }
+                    }
                 }
                 Err(_) => break,
             }
-            if buf.len() > 1 << 24 {
-                buf = vec![0u8; 64 * 1024];
-            }
         }
         drop(results);
-        self.on_worker_end(idx, generation, &started, &proc, pid);
+        self.on_worker_end(idx, generation, &started, &proc, pid, timed_out);
     }
 
-    fn on_result(&self, idx: usize, msg: &[u8]) {
+    /// The time limit of job `seq` of worker `idx` if it still holds it unfinished.
+    fn limit_of(&self, idx: usize, generation: u64, seq: u64) -> Option<Duration> {
+        if seq == 0 || (self.task_timeout.is_none() && !self.has_limits()) {
+            return None;
+        }
+        let st = lock(&self.st);
+        let slot = &st.workers[idx];
+        if slot.generation != generation {
+            return None;
+        }
+        let job = slot.held.get(&seq)?;
+        job.limit.or(self.task_timeout)
+    }
+
+    fn has_limits(&self) -> bool {
+        self.limits_used.load(Ordering::Relaxed)
+    }
+
+    fn on_result(&self, idx: usize, generation: u64, msg: &[u8]) {
         let Some(h) = wire::parse_result(msg) else {
             return;
         };
+        if h.seq == 0 {
+            // The worker's hello: it is up and takes jobs from now on.
+            let mut st = lock(&self.st);
+            let slot = &mut st.workers[idx];
+            if slot.generation == generation {
+                slot.ready = true;
+            }
+            self.cv.notify_all();
+            return;
+        }
         let job = {
             let mut st = lock(&self.st);
             let slot = &mut st.workers[idx];
@@ -455,6 +684,9 @@ impl Inner {
             };
             slot.held_items -= job.items as usize;
             slot.held_bytes -= job.payload.len() + 64;
+            st.answers += 1;
+            let a = st.answers;
+            st.workers[idx].last_answer = a;
             st.outstanding -= 1;
             st.failed_starts = 0;
             // The worker has room now: send it the next small queued job from this thread
@@ -463,12 +695,17 @@ impl Inner {
             // last result (a wake-up per result costs context switches on a busy machine).
             let mut wake = st.outstanding == 0;
             if !st.pending.is_empty() {
-                let mine: Vec<(usize, JobConn)> = Inner::fast_candidates(&st)
+                let mine: Vec<(usize, JobConn)> = self
+                    .fast_candidates(&st)
                     .into_iter()
                     .filter(|(i, _)| *i == idx)
                     .collect();
                 if mine.is_empty() {
-                    wake = true;
+                    // Wake the senders only if this worker may take the front job (too big
+                    // for the fast path, or carrying fds): a result changes no other worker's
+                    // room, and a wake-up of every sender per result costs context switches.
+                    let front = st.pending.front().map_or(0, |j| j.items as usize);
+                    wake |= self.has_room(&st.workers[idx], front, st.pending.len());
                 } else {
                     drop(st);
                     let sent = SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut()));
@@ -487,6 +724,12 @@ impl Inner {
             wire::OK => Ok(h.body),
             wire::PANIC => Err(PoolError::TaskPanicked { message: text() }),
             wire::ENCODE => Err(PoolError::Encoding { message: text() }),
+            wire::TOO_LARGE => {
+                let mut c = wire::Cursor::new(h.body);
+                let len = c.u64().unwrap_or(0) as usize;
+                let max = c.u64().unwrap_or(0) as usize;
+                Err(PoolError::ResultTooLarge { len, max })
+            }
             _ => Err(PoolError::Task(text())),
         };
         job.sink.deliver(job.chunk, res);
@@ -499,6 +742,7 @@ impl Inner {
         started: &RawValue<u64>,
         proc: &Arc<Mutex<Process<()>>>,
         pid: u32,
+        timed_out: Option<(u64, Duration)>,
     ) {
         let exitcode = {
             let mut p = lock(proc);
@@ -531,6 +775,15 @@ impl Inner {
             for (seq, mut job) in held {
                 if phase == Phase::Terminated {
                     failed.push((job, PoolError::Terminated));
+                } else if let Some((t, limit)) = timed_out
+                    && t == seq
+                {
+                    if job.attempts < self.retries {
+                        job.attempts += 1;
+                        requeue.push(job);
+                    } else {
+                        failed.push((job, PoolError::TimeLimit { pid, limit }));
+                    }
                 } else if seq <= started_seq {
                     if job.attempts < self.retries {
                         job.attempts += 1;
@@ -592,11 +845,8 @@ impl Inner {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(50 << attempt));
             }
-            match self.start_worker(idx) {
-                Ok(()) => {
-                    lock(&self.st).replaced += 1;
-                    return;
-                }
+            match self.start_worker(idx, true) {
+                Ok(()) => return,
                 Err(e) => last = Some(e),
             }
         }
@@ -642,6 +892,51 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
     len.div_ceil(d).max(1)
 }
 
+/// Encodes a job's items in one pass (collecting the fds of shared objects among them) and
+/// checks it against the pipe's message limit. Returns the payload, its item count, its fds.
+fn encode_job<'a, A: Serialize + 'a>(
+    job: u64,
+    chunk: u32,
+    hash: u64,
+    cap: usize,
+    items: impl IntoIterator<Item = &'a A>,
+) -> Result<(Vec<u8>, u32, JobFds)> {
+    let mut w = JobWriter::new(job, chunk, hash, cap);
+    let (r, fds) = collect_fds(|| {
+        for a in items {
+            w.push(a)?;
+        }
+        Ok::<(), String>(())
+    });
+    r.map_err(PoolError::Arguments)?;
+    let n = w.len();
+    if fds.len() > fdpass::MAX_FDS {
+        return Err(PoolError::Arguments(format!(
+            "the arguments hold {} fds of shared objects; at most {} per job",
+            fds.len(),
+            fdpass::MAX_FDS
+        )));
+    }
+    let owned = if fds.is_empty() {
+        None
+    } else {
+        let v = fdpass::dup_all(&fds).map_err(|e| {
+            PoolError::Arguments(format!("keeping the fds of the shared objects: {e}"))
+        })?;
+        w.push_fds(&fds);
+        Some(Arc::new(v.into_iter().map(|(_, o)| o).collect()))
+    };
+    let payload = w.finish(fds.len());
+    let max = PipeOptions::default().max_message;
+    if payload.len() + 8 > max {
+        return Err(PoolError::Arguments(format!(
+            "the encoded arguments ({} bytes) exceed the maximum message of {max} bytes",
+            payload.len() + 8
+        )));
+    }
+    Ok((payload, n, owned))
+}
+
 fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64> {
     registry::entry_of(f)
         .map(|e| e.hash())
@@ -674,7 +969,34 @@ impl Pool {
             .collect()
     }
 
-    /// How many workers were replaced so far (death or `maxtasksperchild`).
+    /// Waits until every worker is up (started, its initializer run) and taking jobs, at most
+    /// `timeout` ([`PoolError::Timeout`]). Not needed for correctness: work waits in the pool
+    /// until a worker is up. Benches and balance tests use it so that a worker still starting
+    /// does not look slow.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.inner.st);
+        while !st.workers.iter().all(|w| w.ready && !w.dead) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PoolError::Timeout);
+            }
+            if st.phase == Phase::Terminated {
+                return Err(PoolError::NotRunning);
+            }
+            st = self
+                .inner
+                .cv
+                .wait_timeout(st, (deadline - now).min(Duration::from_millis(20)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// How many workers were replaced so far (death, time limit or `maxtasksperchild`). A
+    /// worker counts once its replacement started, which is after the task it failed was
+    /// settled.
     pub fn replaced_workers(&self) -> u64 {
         lock(&self.inner.st).replaced
     }
@@ -695,7 +1017,7 @@ impl Pool {
         st.outstanding += jobs.len();
         st.pending.extend(jobs);
         if single {
-            let candidates = Inner::fast_candidates(&st);
+            let candidates = self.inner.fast_candidates(&st);
             drop(st);
             if !candidates.is_empty()
                 && SCRATCH.with(|b| self.inner.try_dispatch(candidates, &mut b.borrow_mut()))
@@ -742,18 +1064,48 @@ impl Pool {
     where
         T::Output: Send + 'static,
     {
+        self.apply_impl(f, args, callbacks, None)
+    }
+
+    /// [`apply_async`](Pool::apply_async) with a time limit for this call (over the pool's
+    /// [`task_timeout`](PoolBuilder::task_timeout)): past it the worker is killed and
+    /// replaced, and the result is [`PoolError::TimeLimit`].
+    pub fn apply_async_limited<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+        limit: Duration,
+    ) -> Result<AsyncResult<T::Output>>
+    where
+        T::Output: Send + 'static,
+    {
+        self.inner.limits_used.store(true, Ordering::Relaxed);
+        self.apply_impl(f, args, Callbacks::new(), Some(limit))
+    }
+
+    fn apply_impl<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+        callbacks: Callbacks<T::Output>,
+        limit: Option<Duration>,
+    ) -> Result<AsyncResult<T::Output>>
+    where
+        T::Output: Send + 'static,
+    {
         let hash = entry_hash(&f)?;
         let job = self.new_job_id();
-        let mut w = JobWriter::new(job, 0, hash, 16);
-        w.push(&args).map_err(PoolError::Arguments)?;
+        let (payload, _, fds) = encode_job(job, 0, hash, 16, [&args])?;
         let slot = Slot::new(callbacks);
         let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
         self.submit(vec![Job {
             chunk: 0,
             items: 1,
-            payload: Arc::new(w.finish()),
+            payload: Arc::new(payload),
+            fds,
             sink,
             attempts: 0,
+            limit,
         }])?;
         Ok(AsyncResult { slot })
     }
@@ -825,16 +1177,15 @@ impl Pool {
         // batches so the pool lock is not taken per chunk.
         let mut batch = Vec::new();
         for (i, chunk) in items.chunks(cs).enumerate() {
-            let mut w = JobWriter::new(job, i as u32, hash, chunk.len() * 8);
-            for a in chunk {
-                w.push(a).map_err(PoolError::Arguments)?;
-            }
+            let (payload, n, fds) = encode_job(job, i as u32, hash, chunk.len() * 8, chunk)?;
             batch.push(Job {
                 chunk: i as u32,
-                items: w.len(),
-                payload: Arc::new(w.finish()),
+                items: n,
+                payload: Arc::new(payload),
+                fds,
                 sink: sink.clone(),
                 attempts: 0,
+                limit: None,
             });
             if batch.len() >= 16 || i < 4 {
                 self.submit(std::mem::take(&mut batch))?;
@@ -1062,26 +1413,35 @@ impl<A, R> std::fmt::Debug for IMap<'_, A, R> {
 impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
     fn refill(&mut self) -> Result<()> {
         while !self.exhausted && self.in_flight < self.max_in_flight {
-            let mut w = JobWriter::new(self.job, self.next_submit, self.hash, self.chunksize * 8);
+            let mut chunk = Vec::with_capacity(self.chunksize.min(1024));
             for _ in 0..self.chunksize {
                 match self.input.next() {
-                    Some(a) => w.push(&a).map_err(PoolError::Arguments)?,
+                    Some(a) => chunk.push(a),
                     None => {
                         self.exhausted = true;
                         break;
                     }
                 }
             }
-            if w.len() == 0 {
+            if chunk.is_empty() {
                 break;
             }
+            let (payload, n, fds) = encode_job(
+                self.job,
+                self.next_submit,
+                self.hash,
+                self.chunksize * 8,
+                &chunk,
+            )?;
             let sink: Arc<dyn Sink> = self.sink.clone();
             self.pool.submit(vec![Job {
                 chunk: self.next_submit,
-                items: w.len(),
-                payload: Arc::new(w.finish()),
+                items: n,
+                payload: Arc::new(payload),
+                fds,
                 sink,
                 attempts: 0,
+                limit: None,
             }])?;
             self.next_submit += 1;
             self.in_flight += 1;

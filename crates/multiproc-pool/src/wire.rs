@@ -1,11 +1,14 @@
 //! The bytes between the pool and its workers (little-endian, bounds-checked on read).
 //!
-//! Job (parent -> worker): `[seq u64][job u64][chunk u32][task hash u64][n u32]` then `n` items
-//! `[len u32][postcard arguments]`. Result (worker -> parent): `[seq u64][job u64][chunk u32]
-//! [status u8]`, then for `OK` `[n u32]` and `n` items `[len u32][postcard result]`, else the
-//! error message (UTF-8). `seq` is the worker's own sequence number of the job (see
-//! `worker.rs`: the worker publishes the `seq` it is running, which tells the parent, when the
-//! worker dies, which job was running and which were never started).
+//! Job (parent -> worker): `[seq u64][job u64][chunk u32][task hash u64][n u32][nfds u32]`
+//! then `n` items `[len u32][postcard arguments]`, then `nfds` × `[u32]`: the parent's numbers
+//! of the fds that travel over the worker's socket just before the job (see `fdpass.rs`).
+//! Result (worker -> parent): `[seq u64][job u64][chunk u32][status u8]`, then for `OK`
+//! `[n u32]` and `n` items `[len u32][postcard result]`, for `TOO_LARGE` `[len u64][max u64]`,
+//! else the error message (UTF-8). `seq 0` with `OK` and no items is the worker's hello (it is
+//! up). `seq` is the worker's own sequence number of the job (see `worker.rs`: the worker
+//! publishes the `seq` it is running, which tells the parent, when the worker dies, which job
+//! was running and which were never started).
 
 use serde::Serialize;
 
@@ -13,9 +16,10 @@ pub(crate) const OK: u8 = 0;
 pub(crate) const PANIC: u8 = 1;
 pub(crate) const ENCODE: u8 = 2;
 pub(crate) const TASK_ERR: u8 = 3;
+pub(crate) const TOO_LARGE: u8 = 4;
 
 /// Job header length after `seq`.
-pub(crate) const JOB_HEAD: usize = 8 + 4 + 8 + 4;
+pub(crate) const JOB_HEAD: usize = 8 + 4 + 8 + 4 + 4;
 
 /// Builds a job payload (everything after `seq`) from items.
 pub(crate) struct JobWriter {
@@ -29,6 +33,7 @@ impl JobWriter {
         buf.extend_from_slice(&job.to_le_bytes());
         buf.extend_from_slice(&chunk.to_le_bytes());
         buf.extend_from_slice(&task.to_le_bytes());
+        buf.extend_from_slice(&0u32.to_le_bytes());
         buf.extend_from_slice(&0u32.to_le_bytes());
         JobWriter { buf, n: 0 }
     }
@@ -56,17 +61,27 @@ impl JobWriter {
         Ok(())
     }
 
+    /// Appends the numbers of the fds the items' encodings refer to (after the items).
+    pub(crate) fn push_fds(&mut self, fds: &[std::os::fd::RawFd]) {
+        for fd in fds {
+            self.buf.extend_from_slice(&(*fd as u32).to_le_bytes());
+        }
+    }
+
     pub(crate) fn len(&self) -> u32 {
         self.n
     }
 
-    pub(crate) fn finish(mut self) -> Vec<u8> {
+    /// The finished payload; `nfds` fds go with it.
+    pub(crate) fn finish(mut self, nfds: usize) -> Vec<u8> {
         self.buf[20..24].copy_from_slice(&self.n.to_le_bytes());
+        self.buf[24..28].copy_from_slice(&(nfds as u32).to_le_bytes());
         self.buf
     }
 }
 
 /// A bounds-checked reader.
+#[derive(Clone)]
 pub(crate) struct Cursor<'a> {
     b: &'a [u8],
 }

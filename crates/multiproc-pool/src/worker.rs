@@ -8,14 +8,28 @@
 //! dies the parent knows: results that arrived are done, the job `seq == started` (if its result
 //! did not arrive) was running and is lost, jobs with `seq > started` were never started and
 //! are given to another worker.
+//!
+//! A job that carries fds (shared objects among its arguments) is preceded by one message of
+//! fds on the worker's socket; its arguments are decoded with the parent's fd numbers mapped
+//! to the fds received (see `fdpass.rs`). A result too large for the result pipe is answered
+//! with a `TOO_LARGE` record and the worker goes on.
 
 use crate::facade::{AtomicU64, Ordering};
+use crate::fdpass;
 use crate::wire::{self, Cursor};
-use multiproc_channel::{Connection, RecvError};
+use multiproc_channel::{Connection, RecvError, SendError};
 use multiproc_process::registry::{self, TaskEntry};
+use multiproc_shm::fd_passing::{serialize_fd, with_fd_map};
 use multiproc_sync::RawValue;
 use serde::{Deserialize, Serialize};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+/// An fd of the parent that the start method keeps open in the worker at the same number
+/// (its serialization registers it with `collect_fds`, as shared objects' handles do).
+#[derive(Serialize, Deserialize, Clone, Copy)]
+pub(crate) struct FdArg(#[serde(serialize_with = "serialize_fd")] pub(crate) RawFd);
 
 /// What a worker is started with.
 #[derive(Serialize, Deserialize)]
@@ -23,10 +37,17 @@ pub(crate) struct WorkerArgs {
     pub(crate) jobs: Connection<Vec<u8>>,
     pub(crate) results: Connection<Vec<u8>>,
     pub(crate) started: RawValue<u64>,
+    /// The worker's end of its fd socket.
+    pub(crate) sock: FdArg,
     /// 0 = no limit.
     pub(crate) maxtasks: u64,
     pub(crate) initializer: Option<(u64, Vec<u8>)>,
+    /// The initializer arguments' fds: (number in the encoded arguments, the fd kept open here).
+    pub(crate) init_fds: Vec<(RawFd, FdArg)>,
 }
+
+/// How long a worker waits for the fds that the parent sent just before a job.
+const FDS_WAIT: Duration = Duration::from_secs(10);
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
@@ -54,9 +75,17 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
         mut jobs,
         mut results,
         started,
+        sock,
         maxtasks,
         initializer,
+        init_fds,
     } = args;
+    if sock.0 < 0 {
+        return;
+    }
+    // SAFETY: the start method kept the parent's socket end open at this number for us; nothing
+    // else in this process owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock.0) };
     // Bind both ends at once, so the parent sees Eof/Disconnected if we die from here on.
     if jobs.bind().is_err() || results.bind().is_err() {
         return;
@@ -69,13 +98,22 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
     if let Some((hash, bytes)) = initializer {
         match registry::entry_by_hash(hash) {
             Some(e) => {
-                if let Err((_, msg)) = run_one(e, &bytes) {
+                let map: Vec<(RawFd, RawFd)> = init_fds.iter().map(|(a, b)| (*a, b.0)).collect();
+                if let Err((_, msg)) = with_fd_map(&map, || run_one(e, &bytes)) {
                     tracing::error!(target: "multiproc", "pool initializer failed: {msg}");
                     std::process::exit(1);
                 }
             }
             None => std::process::exit(1),
         }
+    }
+    // Hello (seq 0): the parent gives us jobs only from now on.
+    let mut hello = Vec::with_capacity(25);
+    hello.extend_from_slice(&[0u8; 20]);
+    hello.push(wire::OK);
+    hello.extend_from_slice(&0u32.to_le_bytes());
+    if results.send_bytes(&hello, 0, None).is_err() {
+        return;
     }
     let mut done = 0u64;
     let mut cached: Option<&'static TaskEntry> = None;
@@ -93,11 +131,20 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
             Err(_) => return, // Eof: the pool closed our pipe (or died)
         };
         let mut c = Cursor::new(&inbuf[..len]);
-        let (Some(seq), Some(job), Some(chunk), Some(hash), Some(n)) =
-            (c.u64(), c.u64(), c.u32(), c.u64(), c.u32())
+        let (Some(seq), Some(job), Some(chunk), Some(hash), Some(n), Some(nfds)) =
+            (c.u64(), c.u64(), c.u32(), c.u64(), c.u32(), c.u32())
         else {
             return;
         };
+        // The job's fds, and the map from the parent's numbers (in the encoded arguments, in
+        // the order collect_fds saw them, each as `[u32]` after the items) to ours.
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        if nfds > 0 {
+            match fdpass::recv_fds(sock.as_fd(), FDS_WAIT) {
+                Ok(v) => fds = v,
+                Err(_) => return,
+            }
+        }
         // Release: pairs with the parent's Acquire load after our death; a weaker store could
         // become visible after effects of the job, making a started job look unstarted.
         started_word.store(seq, Ordering::Release);
@@ -120,6 +167,23 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
             Some(e) => {
                 out.push(wire::OK);
                 out.extend_from_slice(&n.to_le_bytes());
+                // After the items: the parent's fd numbers, one u32 each (found by skipping the
+                // items on a copy of the cursor).
+                let mut map: Vec<(RawFd, RawFd)> = Vec::new();
+                if nfds > 0 {
+                    let mut skip = c.clone();
+                    for _ in 0..n {
+                        if skip.item().is_none() {
+                            break;
+                        }
+                    }
+                    for f in &fds {
+                        match skip.u32() {
+                            Some(from) => map.push((from as RawFd, f.as_raw_fd())),
+                            None => break,
+                        }
+                    }
+                }
                 for _ in 0..n {
                     let Some(item) = c.item() else {
                         out.truncate(20);
@@ -127,7 +191,9 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
                         out.extend_from_slice(b"truncated job message");
                         break;
                     };
-                    match run_one(e, item) {
+                    // Always decode under a map (an empty one for a job without fds), so a
+                    // handle's fd number never names an fd of the worker's own.
+                    match with_fd_map(&map, || run_one(e, item)) {
                         Ok(v) => {
                             out.extend_from_slice(&(v.len() as u32).to_le_bytes());
                             out.extend_from_slice(&v);
@@ -143,8 +209,19 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
                 }
             }
         }
-        if results.send_bytes(&out, 0, None).is_err() {
-            return;
+        drop(fds);
+        match results.send_bytes(&out, 0, None) {
+            Ok(()) => {}
+            Err(SendError::TooLarge { len, max }) => {
+                out.truncate(20);
+                out.push(wire::TOO_LARGE);
+                out.extend_from_slice(&(len as u64).to_le_bytes());
+                out.extend_from_slice(&(max as u64).to_le_bytes());
+                if results.send_bytes(&out, 0, None).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
         }
         if out.capacity() > 1 << 22 {
             out = Vec::with_capacity(4096);

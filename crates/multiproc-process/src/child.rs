@@ -93,7 +93,9 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
     };
     if boot.daemon {
         // Die with the parent; then close the race where it died before the prctl.
-        let _ = sys::set_pdeathsig(libc::SIGKILL);
+        if let Err(e) = sys::set_pdeathsig(libc::SIGKILL) {
+            refuse(format!("prctl(PR_SET_PDEATHSIG) failed: {e}"));
+        }
         if sys::getppid() != boot.real_parent as i32 {
             refuse("the parent died before the child started".into());
         }
@@ -110,12 +112,22 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
             unsafe { std::env::set_var(k, v) };
         }
     }
-    let _ = sys::write_all(boot.ack_fd, &[ACK_OK]);
+    // Every fd we were given must be here (a missing one would be found by the task as EBADF,
+    // or worse as another file at that number); programs the task runs must not inherit them.
+    for &fd in boot.passed_fds.iter().chain([&boot.result_fd]) {
+        if let Err(e) = sys::set_cloexec(fd, true) {
+            refuse(format!(
+                "fd {fd} the parent passed is not usable in the child: {e}"
+            ));
+        }
+    }
+    if sys::write_all(boot.ack_fd, &[ACK_OK]).is_err() {
+        // The parent gave up on us (its end of the ack pipe is closed): never run unsupervised.
+        // SAFETY: _exit is always safe.
+        unsafe { libc::_exit(2) };
+    }
     // SAFETY: closing the ack fd we were given.
     unsafe { libc::close(boot.ack_fd) };
-    for &fd in &boot.passed_fds {
-        let _ = sys::set_cloexec(fd, true);
-    }
     state::set_current(Current {
         name: boot.name.clone(),
         identity: boot.identity.clone(),
@@ -131,15 +143,23 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
     }
     let trampoline = entry.trampoline;
     let args = boot.args;
-    run_and_exit(boot.result_fd, move || trampoline(&args))
+    run_and_exit(boot.result_fd, true, move || trampoline(&args))
 }
 
 /// Runs the task body, writes the outcome to `result_fd`, joins our own children and exits.
-pub(crate) fn run_and_exit(result_fd: RawFd, body: impl FnOnce() -> Result<Vec<u8>, String>) -> ! {
+/// `log`: emit the start and exit lines (off in a child forked from a threaded parent, whose
+/// subscriber may be locked by a thread that did not survive the fork).
+pub(crate) fn run_and_exit(
+    result_fd: RawFd,
+    log: bool,
+    body: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> ! {
     // As Python's `_bootstrap`: a child's stdin is /dev/null, so it never competes with its
     // parent for terminal input.
     redirect_stdin_to_null();
-    tracing::info!(target: "multiproc", "child process calling self.run()");
+    if log {
+        tracing::info!(target: "multiproc", "child process calling self.run()");
+    }
     let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(Ok(v)) => Outcome::Ok(v),
         Ok(Err(e)) => Outcome::Error(e),
@@ -154,13 +174,15 @@ pub(crate) fn run_and_exit(result_fd: RawFd, body: impl FnOnce() -> Result<Vec<u
     }
     // SAFETY: closing our copy of the result fd.
     unsafe { libc::close(result_fd) };
-    finish(code)
+    finish(code, log)
 }
 
-/// Joins this process's children, logs, flushes stdio and `_exit`s.
-pub(crate) fn finish(code: i32) -> ! {
+/// Joins this process's children, logs (if `log`), flushes stdio and `_exit`s.
+pub(crate) fn finish(code: i32, log: bool) -> ! {
     state::shutdown_children();
-    tracing::info!(target: "multiproc", "process exiting with exitcode {code}");
+    if log {
+        tracing::info!(target: "multiproc", "process exiting with exitcode {code}");
+    }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     // SAFETY: _exit is always safe; we flushed what we own.

@@ -80,6 +80,16 @@ pub enum ProcessError {
     /// `set_start_method` was called a second time without `force`.
     #[error("context has already been set (start method {0:?}); pass force = true to change it")]
     StartMethodAlreadySet(crate::StartMethod),
+    /// `StartMethod::Fork` in a process that runs other threads, refused under
+    /// `refuse_if_threaded` / `set_refuse_fork_if_threaded`.
+    #[error(
+        "refusing to fork a process that runs {threads} threads (a lock another thread holds \
+         would deadlock the child): use StartMethod::Spawn or ForkServer"
+    )]
+    ThreadedFork {
+        /// The threads of this process at the time (the caller's included).
+        threads: usize,
+    },
     /// Too many fds to pass to one child.
     #[error("too many fds to pass to a child ({0}, at most {1})")]
     TooManyFds(usize, usize),

@@ -2,4 +2,4 @@
 //! module). The process layer has no lock-free algorithm to model under loom; its atomics are
 //! plain flags (`init()` called, the log level), so this is std's in every configuration.
 
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};

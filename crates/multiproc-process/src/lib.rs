@@ -5,7 +5,8 @@
 //! * `#[multiproc::task]` registers a `fn(A, ..) -> R` (serde arguments and result) in a
 //!   link-time registry; [`Process::spawn`] takes the plain function.
 //! * Start methods ([`StartMethod`]): `Spawn` (re-exec of `/proc/self/exe`, the default, safe in
-//!   threaded parents), `Fork` (closures; single-threaded parents only) and `ForkServer`.
+//!   threaded parents), `Fork` (closures; meant for single-threaded parents: a threaded one logs a warning once,
+//!   or is refused under `refuse_if_threaded`) and `ForkServer`.
 //! * Daemons die with their parent (`PR_SET_PDEATHSIG`); exit codes follow Python (`-signal` when
 //!   killed); no zombie is left behind; [`log_to_stderr`] prints `[INFO/Process-1] ...`.
 //!
@@ -63,7 +64,7 @@ pub use multiproc_macros::task;
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, ParentProcess, Process, ProcessBuilder, ProcessInfo,
     StartMethod, active_children, current_process, get_all_start_methods, get_start_method,
-    parent_process, set_start_method,
+    parent_process, set_refuse_fork_if_threaded, set_start_method,
 };
 pub use registry::Task;
 pub use tracing::Level;
@@ -88,6 +89,12 @@ macro_rules! init_before_main {
             __multiproc_init_before_main
         };
     };
+}
+
+/// The pid of this process's fork server, if it runs (a test hook, e.g. to lower its fd limit).
+#[doc(hidden)]
+pub fn __fork_server_pid() -> Option<i32> {
+    forkserver::server_pid()
 }
 
 /// What `#[multiproc::task]` expands to refers to; not a public API.

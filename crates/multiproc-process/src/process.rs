@@ -38,9 +38,12 @@ pub enum StartMethod {
     /// Re-exec `/proc/self/exe`; the child's `init()` runs the task. Safe in threaded parents.
     /// The default.
     Spawn,
-    /// `fork()`: the child is a copy of the parent and may run a closure. Only for parents that
-    /// run a single thread (another thread may hold a lock, e.g. the allocator's or a
-    /// `Mutex`, at the moment of the fork, and the child would deadlock on it).
+    /// `fork()`: the child is a copy of the parent and may run a closure. Meant for parents that
+    /// run a single thread: another thread may hold a lock (a `Mutex`, std's environment lock,
+    /// a logger's) at the moment of the fork, and the child would deadlock on it. multiproc's own
+    /// path in the child takes no such lock; forking a threaded parent logs a warning once per
+    /// process (as Python 3.12's `DeprecationWarning`), and
+    /// [`ProcessBuilder::refuse_if_threaded`] / [`set_refuse_fork_if_threaded`] refuse it.
     Fork,
     /// A fork server (a clean re-exec'd copy started on first use) forks each child.
     ForkServer,
@@ -59,20 +62,23 @@ impl StartMethod {
 
 /// Sets the default start method. A second call is an error unless `force` (as in Python).
 pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
-    let mut g = state::start_method_slot();
-    if let Some(old) = *g
-        && !force
-    {
-        return Err(ProcessError::StartMethodAlreadySet(old));
-    }
-    *g = Some(method);
-    Ok(())
+    state::set_start_method(method, force).map_err(ProcessError::StartMethodAlreadySet)
 }
 
 /// The default start method ([`StartMethod::Spawn`] unless set).
 pub fn get_start_method() -> StartMethod {
-    state::start_method_slot().unwrap_or(StartMethod::Spawn)
+    state::start_method().unwrap_or(StartMethod::Spawn)
 }
+
+/// Makes [`StartMethod::Fork`] refuse to fork a process that runs other threads
+/// ([`ProcessError::ThreadedFork`]) instead of logging a warning, for every process that does not
+/// choose with [`ProcessBuilder::refuse_if_threaded`]. Off by default.
+pub fn set_refuse_fork_if_threaded(refuse: bool) {
+    // Relaxed: a setting read at the next fork; no data hangs on it.
+    REFUSE_THREADED_FORK.store(refuse, Ordering::Relaxed);
+}
+
+static REFUSE_THREADED_FORK: crate::facade::AtomicBool = crate::facade::AtomicBool::new(false);
 
 /// Every start method this platform has.
 pub fn get_all_start_methods() -> [StartMethod; 3] {
@@ -213,7 +219,9 @@ pub struct ProcessBuilder {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     handshake_timeout: Option<Duration>,
+    refuse_if_threaded: Option<bool>,
     corrupt_build_id: bool,
+    fail_pidfd_open: bool,
 }
 
 /// How long a parent waits for a spawned child's handshake by default.
@@ -263,10 +271,26 @@ impl ProcessBuilder {
         self
     }
 
+    /// With [`StartMethod::Fork`]: refuse to fork when this process runs other threads
+    /// ([`ProcessError::ThreadedFork`]) instead of forking with a warning. Default: the global
+    /// [`set_refuse_fork_if_threaded`] (off). multiproc's own spawner thread does not count.
+    pub fn refuse_if_threaded(mut self, refuse: bool) -> Self {
+        self.refuse_if_threaded = Some(refuse);
+        self
+    }
+
     #[doc(hidden)]
     /// Test hook: send a wrong build id so the child refuses the parent.
     pub fn __corrupt_build_id(mut self) -> Self {
         self.corrupt_build_id = true;
+        self
+    }
+
+    #[doc(hidden)]
+    /// Test hook: act as if `pidfd_open` failed for the new child (in the fork server for
+    /// ForkServer), after the child was created.
+    pub fn __fail_pidfd_open(mut self) -> Self {
+        self.fail_pidfd_open = true;
         self
     }
 
@@ -340,7 +364,9 @@ impl ProcessBuilder {
             env: self.env,
             cwd: self.cwd,
             handshake_timeout: self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+            refuse_if_threaded: self.refuse_if_threaded,
             corrupt_build_id: self.corrupt_build_id,
+            fail_pidfd_open: self.fail_pidfd_open,
             identity,
             target: Some(target),
             run: None,
@@ -359,7 +385,9 @@ pub struct Process<R = ()> {
     env: Vec<(String, String)>,
     cwd: Option<PathBuf>,
     handshake_timeout: Duration,
+    refuse_if_threaded: Option<bool>,
     corrupt_build_id: bool,
+    fail_pidfd_open: bool,
     identity: Vec<u32>,
     target: Option<Target>,
     run: Option<Running>,
@@ -434,7 +462,7 @@ impl<R> Process<R> {
         if self.run.is_some() || self.target.is_none() {
             return Err(ProcessError::AlreadyStarted);
         }
-        if std::env::var_os(CHILD_ENV).is_some() && !state::INIT_CALLED.load(Ordering::Relaxed) {
+        if state::started_without_init() {
             return Err(ProcessError::InitMissingInChild);
         }
         if current_process().daemon {
@@ -493,20 +521,30 @@ impl<R> Process<R> {
         };
         let (name, identity, daemon) = (self.name.clone(), self.identity.clone(), self.daemon);
         let result_fd = result.as_raw_fd();
+        let threads = other_threads();
+        if threads > 0 {
+            let refuse = self
+                .refuse_if_threaded
+                .unwrap_or_else(|| REFUSE_THREADED_FORK.load(Ordering::Relaxed));
+            if refuse {
+                return Err(ProcessError::ThreadedFork {
+                    threads: threads + 1,
+                });
+            }
+            warn_threaded_fork_once(threads + 1);
+        }
+        let quiet = threads > 0;
         // A daemon is forked from the long-lived spawner thread, so PR_SET_PDEATHSIG (which
         // fires when the creating *thread* exits) means "when the parent process dies".
         let pid = if daemon {
             crate::spawn::on_spawner_thread(move || {
-                fork_child(name, identity, daemon, result_fd, body)
+                fork_child(name, identity, daemon, result_fd, quiet, body)
             })
         } else {
-            fork_child(name, identity, daemon, result_fd, body)
+            fork_child(name, identity, daemon, result_fd, quiet, body)
         }
         .map_err(|source| ProcessError::Os { op: "fork", source })?;
-        let pidfd = sys::pidfd_open(pid).map_err(|source| ProcessError::Os {
-            op: "pidfd_open",
-            source,
-        })?;
+        let pidfd = watch(pid, self.fail_pidfd_open)?;
         Ok(Running {
             pid,
             pidfd: Arc::new(pidfd),
@@ -570,13 +608,12 @@ impl<R> Process<R> {
                 } else {
                     crate::spawn::spawn_self(&env, &pass)?
                 };
-                // Our unreaped child: its pid cannot be reused before we wait for it.
-                let pidfd = sys::pidfd_open(pid).map_err(os("pidfd_open"))?;
+                let pidfd = watch(pid, self.fail_pidfd_open)?;
                 (pid, pidfd, Reap::Direct)
             }
             Some(server_pid) => {
                 let (st_r, st_w) = sys::pipe().map_err(os("pipe"))?;
-                let c = crate::forkserver::request(server_pid, &pass, st_w)?;
+                let c = crate::forkserver::request(server_pid, &pass, st_w, self.fail_pidfd_open)?;
                 (c.pid, c.pidfd, Reap::Server(st_r))
             }
         };
@@ -813,15 +850,77 @@ impl<R> Drop for Process<R> {
     }
 }
 
+/// A pidfd for our new child `pid`; if that fails, the child is killed and reaped (nobody could
+/// watch it) and the start fails. `fail` is the test hook of [`ProcessBuilder::__fail_pidfd_open`].
+fn watch(pid: i32, fail: bool) -> Result<OwnedFd> {
+    // Our unreaped child: its pid cannot be reused before we wait for it.
+    let r = if fail {
+        Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+    } else {
+        sys::pidfd_open(pid)
+    };
+    r.map_err(|source| {
+        // SAFETY: kill and waitpid on our own unreaped child (the pid is still its).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = sys::waitpid(pid, true);
+        ProcessError::Os {
+            op: "pidfd_open (the child was killed and reaped)",
+            source,
+        }
+    })
+}
+
+/// How many threads besides the caller this process runs (multiproc's spawner thread, which
+/// holds no lock a forked child needs, does not count). 0 if unknown.
+fn other_threads() -> usize {
+    let total = sys::thread_count().unwrap_or(1);
+    let ours = usize::from(crate::spawn::spawner_running());
+    total.saturating_sub(1 + ours)
+}
+
+/// Python 3.12 warns (DeprecationWarning) when `os.fork()` runs in a threaded process; so do we,
+/// once per process.
+fn warn_threaded_fork_once(threads: usize) {
+    static WARNED_IN: crate::facade::AtomicU32 = crate::facade::AtomicU32::new(0);
+    let me = std::process::id();
+    // Relaxed: only decides who logs; a forked child (another pid) warns for itself.
+    if WARNED_IN.swap(me, Ordering::Relaxed) != me {
+        tracing::warn!(
+            target: "multiproc",
+            "this process (pid {me}) runs {threads} threads; forking it may deadlock the child \
+             if another thread holds a lock the child needs (use StartMethod::Spawn or \
+             ForkServer, or refuse with ProcessBuilder::refuse_if_threaded)"
+        );
+    }
+}
+
 /// Forks a child that takes on its identity and runs `body`; returns its pid (in the parent).
+///
+/// Between the fork and `body` the child takes no lock another thread may have held (every lock
+/// of ours is held by this thread across the fork), reads no environment variable, allocates and
+/// frees nothing, and (`quiet`: the parent runs other threads) logs nothing, since a subscriber's
+/// writer may be locked by another thread.
 fn fork_child(
     name: String,
     identity: Vec<u32>,
     daemon: bool,
     result_fd: RawFd,
+    quiet: bool,
     body: Body,
 ) -> std::io::Result<i32> {
     let me = me();
+    let new_current = state::Current {
+        name,
+        identity,
+        daemon,
+        parent: Some(me),
+        counter: 0,
+    };
+    // Once-initialised state the child may need, settled here so the child never waits on an
+    // initialisation another thread was running at the moment of the fork.
+    let _ = registry::build_id();
+    let _ = state::started_without_init();
+    state::ensure_atexit();
     // Every lock of ours that the child uses is taken by this thread across the fork, so
     // the child never inherits one held by another thread (the stdio locks are reentrant
     // and owned by this thread, so the child's prints do not deadlock either). The order
@@ -830,24 +929,18 @@ fn fork_child(
     let mut spawner_lock = crate::spawn::lock_spawner();
     let me_lock = ME.lock().unwrap_or_else(|p| p.into_inner());
     let mut current_lock = state::lock_current();
-    let mut children_lock = state::lock_children();
+    let children_lock = state::lock_children();
     let stdout_lock = std::io::stdout().lock();
     let stderr_lock = std::io::stderr().lock();
     // SAFETY: fork has no memory preconditions; the child only fixes up our state through
-    // the guards it holds, runs the body (documented: Fork is for single-threaded parents,
-    // because locks of other code may be held by other threads) and then `_exit`s.
+    // the guards it holds (no allocation, no other lock), runs the body and then `_exit`s.
     let pid = unsafe { libc::fork() };
     let fork_err = (pid < 0).then(std::io::Error::last_os_error);
     if pid == 0 {
-        *current_lock = Some(state::Current {
-            name,
-            identity,
-            daemon,
-            parent: Some(me),
-            counter: 0,
-        });
-        // The parent's children are not ours.
-        children_lock.clear();
+        // The parent's identity is leaked, not freed: no allocator call before the body.
+        std::mem::forget(current_lock.replace(new_current));
+        // The parent's children stay listed (owned by the parent's pid, which every reader of
+        // the list filters on), so nothing is freed here.
         server_lock.forget_in_child();
         spawner_lock.forget_in_child();
         drop((
@@ -859,13 +952,17 @@ fn fork_child(
         ));
         drop((spawner_lock, server_lock));
         if daemon {
-            let _ = sys::set_pdeathsig(libc::SIGKILL);
+            if let Err(e) = sys::set_pdeathsig(libc::SIGKILL) {
+                crate::child::run_and_exit(result_fd, !quiet, move || {
+                    Err(format!("prctl(PR_SET_PDEATHSIG) failed in a daemon: {e}"))
+                });
+            }
             if sys::getppid() != me.pid as i32 {
                 // SAFETY: _exit is always safe.
                 unsafe { libc::_exit(1) };
             }
         }
-        crate::child::run_and_exit(result_fd, body);
+        crate::child::run_and_exit(result_fd, !quiet, body);
     }
     drop((
         stderr_lock,

@@ -150,26 +150,111 @@ pub fn registry_hash() -> u64 {
     })
 }
 
-/// Identifies this build: the executable's size, mtime and inode plus [`registry_hash`]. A child
-/// refuses a parent whose build id differs from its own.
+/// Identifies this build: the executable's ELF build-id note (`NT_GNU_BUILD_ID`, read from the
+/// loaded program headers) or, for a binary linked without one, a hash of the executable's bytes
+/// (computed once, lazily); plus [`registry_hash`]. A child refuses a parent whose build id
+/// differs from its own. Unlike the file's metadata, neither changes when the file is touched
+/// or copied, and both change with any change to the code.
 pub fn build_id() -> u64 {
     static ID: OnceLock<u64> = OnceLock::new();
     *ID.get_or_init(|| {
-        use std::os::unix::fs::MetadataExt;
-        let mut h = FNV_OFFSET;
-        if let Ok(m) = std::fs::metadata("/proc/self/exe") {
-            for v in [
-                m.size(),
-                m.mtime() as u64,
-                m.mtime_nsec() as u64,
-                m.ino(),
-                m.dev(),
-            ] {
-                h = fnv1a_from(h, &v.to_le_bytes());
-            }
-        }
+        let h = match elf_build_id() {
+            Some(note) => fnv1a_from(fnv1a(b"elf-build-id"), note),
+            None => fnv1a_from(
+                fnv1a(b"exe-bytes"),
+                &exe_hash("/proc/self/exe").unwrap_or(0).to_le_bytes(),
+            ),
+        };
         fnv1a_from(h, &registry_hash().to_le_bytes())
     })
+}
+
+/// The `NT_GNU_BUILD_ID` note of the running executable, from its program headers as loaded
+/// (`getauxval(AT_PHDR)`): no file access, no lock. `None` if the binary has no such note
+/// (linked without `--build-id`).
+#[doc(hidden)]
+pub fn elf_build_id() -> Option<&'static [u8]> {
+    #[cfg(target_pointer_width = "64")]
+    type Phdr = libc::Elf64_Phdr;
+    #[cfg(target_pointer_width = "32")]
+    type Phdr = libc::Elf32_Phdr;
+    // SAFETY: getauxval has no preconditions.
+    let (at, num) = unsafe {
+        (
+            libc::getauxval(libc::AT_PHDR),
+            libc::getauxval(libc::AT_PHNUM),
+        )
+    };
+    if at == 0 || num == 0 || num > 4096 {
+        return None;
+    }
+    // SAFETY: the kernel's AT_PHDR/AT_PHNUM describe the executable's program header table,
+    // mapped readable for the life of the process.
+    let phdrs = unsafe { std::slice::from_raw_parts(at as usize as *const Phdr, num as usize) };
+    // The load bias: where PT_PHDR says the table is vs where it is (0 for a non-PIE binary).
+    let bias = match phdrs.iter().find(|p| p.p_type == libc::PT_PHDR) {
+        Some(p) => (at as usize).wrapping_sub(p.p_vaddr as usize),
+        None => return None,
+    };
+    phdrs
+        .iter()
+        .filter(|p| p.p_type == libc::PT_NOTE && p.p_memsz > 0)
+        .find_map(|p| {
+            let addr = bias.wrapping_add(p.p_vaddr as usize);
+            // SAFETY: a PT_NOTE segment lies inside a loaded (readable) PT_LOAD segment of the
+            // executable, mapped for the life of the process, `p_memsz` bytes from its address.
+            let notes =
+                unsafe { std::slice::from_raw_parts(addr as *const u8, p.p_memsz as usize) };
+            find_build_id(notes, (p.p_align as usize).max(4))
+        })
+}
+
+/// Walks a note segment (`Elf_Nhdr` records: namesz, descsz, type, then the name and the
+/// descriptor, each padded to `align`) for the GNU build-id; every size is bounds-checked.
+fn find_build_id(mut notes: &[u8], align: usize) -> Option<&[u8]> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let pad = |n: usize| n.checked_next_multiple_of(align);
+    while notes.len() >= 12 {
+        let word = |i: usize| u32::from_ne_bytes(notes[i..i + 4].try_into().expect("4 bytes"));
+        let (namesz, descsz, kind) = (word(0) as usize, word(4) as usize, word(8));
+        let name_end = 12usize.checked_add(namesz)?;
+        let desc_start = pad(name_end)?;
+        let desc_end = desc_start.checked_add(descsz)?;
+        if desc_end > notes.len() {
+            return None;
+        }
+        if kind == NT_GNU_BUILD_ID && &notes[12..name_end] == b"GNU\0" && descsz > 0 {
+            return Some(&notes[desc_start..desc_end]);
+        }
+        notes = &notes[pad(desc_end)?.min(notes.len())..];
+    }
+    None
+}
+
+/// A hash of a file's bytes (a build without a build-id note): 64-bit words mixed as in
+/// FNV-1a, eight bytes a step, so a debug test binary of tens of MB takes milliseconds.
+#[doc(hidden)]
+pub fn exe_hash(path: &str) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut h = FNV_OFFSET;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut chunks = buf[..n].chunks_exact(8);
+        for c in &mut chunks {
+            h ^= u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = h.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        }
+        h = fnv1a_from(h, chunks.remainder());
+        h = fnv1a_from(h, &(n as u64).to_le_bytes());
+    }
+    Ok(h)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -194,6 +279,68 @@ pub fn task_ids() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn note(name: &[u8], kind: u32, desc: &[u8], align: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&(desc.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(name);
+        v.resize(v.len().next_multiple_of(align), 0);
+        v.extend_from_slice(desc);
+        v.resize(v.len().next_multiple_of(align), 0);
+        v
+    }
+
+    #[test]
+    fn the_build_id_note_is_found_among_other_notes_and_bad_sizes_are_refused() {
+        let mut notes = note(b"GNU\0", 1, &[0, 0, 0, 0, 3, 2, 0, 0], 4); // NT_GNU_ABI_TAG
+        notes.extend(note(b"GNU\0", 3, &[0xab; 20], 4));
+        assert_eq!(find_build_id(&notes, 4), Some(&[0xab; 20][..]));
+        let other = note(b"XYZ\0", 3, &[1; 8], 8);
+        assert_eq!(find_build_id(&other, 8), None);
+        // A descriptor size past the end: refused, no panic.
+        let mut bad = note(b"GNU\0", 3, &[1; 8], 4);
+        bad[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(find_build_id(&bad, 4), None);
+        assert_eq!(find_build_id(&[1, 2, 3], 4), None);
+    }
+
+    #[test]
+    fn the_running_binary_s_build_id_note_matches_the_file() {
+        // The note as linked into the file: find the 20-byte sha1 build-id record by its header.
+        let file = std::fs::read("/proc/self/exe").unwrap();
+        let header: Vec<u8> = [4u32, 20, 3]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .chain(*b"GNU\0")
+            .collect();
+        let in_file = file
+            .windows(header.len())
+            .position(|w| w == header)
+            .map(|i| &file[i + header.len()..i + header.len() + 20]);
+        assert_eq!(
+            elf_build_id(),
+            in_file,
+            "linked without --build-id? then the exe hash is used"
+        );
+    }
+
+    #[test]
+    fn the_exe_hash_depends_on_every_byte() {
+        let dir = std::env::temp_dir();
+        let a = dir.join(format!("multiproc-exe-hash-a-{}", std::process::id()));
+        let b = dir.join(format!("multiproc-exe-hash-b-{}", std::process::id()));
+        let mut bytes = vec![7u8; 100_003];
+        std::fs::write(&a, &bytes).unwrap();
+        bytes[99_999] ^= 1;
+        std::fs::write(&b, &bytes).unwrap();
+        let ha = exe_hash(a.to_str().unwrap()).unwrap();
+        let hb = exe_hash(b.to_str().unwrap()).unwrap();
+        assert_ne!(ha, hb);
+        assert_eq!(ha, exe_hash(a.to_str().unwrap()).unwrap());
+        let _ = (std::fs::remove_file(a), std::fs::remove_file(b));
+    }
 
     #[test]
     fn fnv_matches_reference_values() {

@@ -1,7 +1,16 @@
 //! Starting a re-exec'd child: `posix_spawn("/proc/self/exe")` (a vfork-style clone in glibc,
-//! safe in a multi-threaded parent) with file actions `dup2(fd, fd)` for exactly the fds the child
-//! needs, which clears their `FD_CLOEXEC` in the child only (glibc >= 2.29), so the child sees
-//! them at the same numbers while every other fd of the parent stays closed.
+//! safe in a multi-threaded parent) whose file actions leave the child exactly its stdio and the
+//! fds it is passed, whatever the parent has open without `O_CLOEXEC` (as Python's spawn, which
+//! closes every fd it does not pass):
+//!
+//! * `dup2(fd, fd)` for each passed fd, which clears its `FD_CLOEXEC` in the child only
+//!   (glibc >= 2.29), so the child sees it at the same number;
+//! * `close(n)` for every other number from 3 up to the highest passed fd (glibc ignores a close
+//!   of a number that is not open, so the list needs no snapshot of the parent's fds and has no
+//!   race with threads opening fds meanwhile; above 4096 such numbers the open ones are listed
+//!   from `/proc/self/fd` instead);
+//! * `closefrom(highest + 1)` (`posix_spawn_file_actions_addclosefrom_np`, glibc >= 2.34,
+//!   `close_range` underneath).
 //!
 //! Children that must die with their parent (daemons, the fork server) are started from one
 //! long-lived "spawner" thread, because `PR_SET_PDEATHSIG` fires when the *thread* that created
@@ -59,25 +68,48 @@ pub(crate) fn spawn_self(env: &[(OsString, OsString)], fds: &[i32]) -> Result<li
     // SAFETY: initialized above.
     let mut attr = unsafe { attr.assume_init() };
     let result = (|| {
-        for &fd in fds {
+        let keep = keep_list(fds);
+        for &fd in &keep {
             // SAFETY: fa is initialized; dup2(fd, fd) clears FD_CLOEXEC in the child.
             let r = unsafe { libc::posix_spawn_file_actions_adddup2(&mut fa, fd, fd) };
             if r != 0 {
                 return Err(os_err("posix_spawn_file_actions_adddup2", r));
             }
         }
+        for fd in close_list(&keep)? {
+            // SAFETY: fa is initialized; a close of a number that is not open is ignored.
+            let r = unsafe { libc::posix_spawn_file_actions_addclose(&mut fa, fd) };
+            if r != 0 {
+                return Err(os_err("posix_spawn_file_actions_addclose", r));
+            }
+        }
+        let above = keep.last().copied().unwrap_or(2).max(2) + 1;
+        // SAFETY: fa is initialized.
+        let r = unsafe { libc::posix_spawn_file_actions_addclosefrom_np(&mut fa, above) };
+        if r != 0 {
+            return Err(os_err("posix_spawn_file_actions_addclosefrom_np", r));
+        }
         // The child starts with an empty signal mask and default SIGPIPE, as std's Command does.
         // SAFETY: the sigset pointers are valid; attr is initialized.
         unsafe {
             let mut empty = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut empty);
-            libc::posix_spawnattr_setsigmask(&mut attr, &empty);
+            check("sigemptyset", libc::sigemptyset(&mut empty))?;
+            check(
+                "posix_spawnattr_setsigmask",
+                libc::posix_spawnattr_setsigmask(&mut attr, &empty),
+            )?;
             let mut def = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut def);
-            libc::sigaddset(&mut def, libc::SIGPIPE);
-            libc::posix_spawnattr_setsigdefault(&mut attr, &def);
+            check("sigemptyset", libc::sigemptyset(&mut def))?;
+            check("sigaddset", libc::sigaddset(&mut def, libc::SIGPIPE))?;
+            check(
+                "posix_spawnattr_setsigdefault",
+                libc::posix_spawnattr_setsigdefault(&mut attr, &def),
+            )?;
             let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
-            libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
+            check(
+                "posix_spawnattr_setflags",
+                libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short),
+            )?;
         }
         let mut pid: libc::pid_t = 0;
         // SAFETY: every pointer is valid and NUL-terminated; argv and envp end with null; the
@@ -103,6 +135,51 @@ pub(crate) fn spawn_self(env: &[(OsString, OsString)], fds: &[i32]) -> Result<li
         libc::posix_spawnattr_destroy(&mut attr);
     }
     result
+}
+
+/// The fds to keep (>= 3: stdio stays as it is), sorted, without duplicates.
+fn keep_list(fds: &[i32]) -> Vec<i32> {
+    let mut keep: Vec<i32> = fds.iter().copied().filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    keep
+}
+
+/// More numbers than this between 3 and the highest kept fd: close only the open ones.
+const MAX_BLIND_CLOSES: usize = 4096;
+
+/// The numbers from 3 up to the highest kept fd that the child must close.
+fn close_list(keep: &[i32]) -> Result<Vec<i32>> {
+    let Some(&top) = keep.last() else {
+        return Ok(Vec::new());
+    };
+    let gaps = (top as usize).saturating_sub(2).saturating_sub(keep.len());
+    if gaps <= MAX_BLIND_CLOSES {
+        return Ok((3..top)
+            .filter(|n| keep.binary_search(n).is_err())
+            .collect());
+    }
+    // A parent with thousands of fds: list the open ones. (An fd another thread opens without
+    // O_CLOEXEC between this listing and the spawn may then reach the child.)
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|source| ProcessError::Os {
+        op: "listing /proc/self/fd",
+        source,
+    })?;
+    let mut open: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&n| n >= 3 && n < top && keep.binary_search(&n).is_err())
+        .collect();
+    open.sort_unstable();
+    Ok(open)
+}
+
+/// A libc result that is 0 on success and an errno (or -1 with errno) otherwise.
+fn check(op: &'static str, r: libc::c_int) -> Result<()> {
+    match r {
+        0 => Ok(()),
+        -1 => Err(ProcessError::os(op)),
+        code => Err(os_err(op, code)),
+    }
 }
 
 fn kv(k: &OsStr, v: &OsStr) -> CString {
@@ -157,6 +234,12 @@ pub(crate) fn on_spawner_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send 
     };
     sender.send(job).expect("the spawner thread never exits");
     rx.recv().expect("the spawner thread answers every job")
+}
+
+/// Whether this process runs the spawner thread (started here, not inherited through fork).
+pub(crate) fn spawner_running() -> bool {
+    let g = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
+    matches!(&*g, Some((pid, _)) if *pid == std::process::id())
 }
 
 /// The spawner slot, locked (held across `fork` so the child never inherits it locked).

@@ -3,7 +3,7 @@
 //! spawner thread.
 
 use crate::StartMethod;
-use crate::facade::{AtomicBool, Ordering};
+use crate::facade::{AtomicBool, AtomicU8, Ordering};
 use multiproc_shm::ProcessId;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
@@ -55,11 +55,60 @@ pub(crate) fn set_current(c: Current) {
     *lock(&CURRENT) = Some(c);
 }
 
-/// The default start method chosen with `set_start_method`.
-pub(crate) static START_METHOD: Mutex<Option<StartMethod>> = Mutex::new(None);
+/// The default start method chosen with `set_start_method`: 0 unset, else 1 + its index. An
+/// atomic, not a lock, so a forked child never finds it held by a thread that did not survive.
+static START_METHOD: AtomicU8 = AtomicU8::new(0);
 
-pub(crate) fn start_method_slot() -> MutexGuard<'static, Option<StartMethod>> {
-    lock(&START_METHOD)
+const METHODS: [StartMethod; 3] = [
+    StartMethod::Spawn,
+    StartMethod::Fork,
+    StartMethod::ForkServer,
+];
+
+pub(crate) fn start_method() -> Option<StartMethod> {
+    // Relaxed: a setting; no other data is published with it.
+    match START_METHOD.load(Ordering::Relaxed) {
+        0 => None,
+        n => METHODS.get(n as usize - 1).copied(),
+    }
+}
+
+/// Sets the default start method; without `force`, only if none is set (else the old one).
+pub(crate) fn set_start_method(m: StartMethod, force: bool) -> Result<(), StartMethod> {
+    let code = METHODS
+        .iter()
+        .position(|&x| x == m)
+        .expect("every method listed") as u8
+        + 1;
+    if force {
+        START_METHOD.store(code, Ordering::Relaxed);
+        return Ok(());
+    }
+    // Relaxed: as above; the compare-exchange alone decides which caller set it first.
+    match START_METHOD.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => Ok(()),
+        Err(old) => Err(METHODS[old as usize - 1]),
+    }
+}
+
+/// Whether this process was started by multiproc (`MULTIPROC_CHILD` set) but never called
+/// `init()`. The environment is read at most once per process image and never once `init()` ran,
+/// so a forked child (which inherits the answer) never takes std's environment lock here.
+pub(crate) fn started_without_init() -> bool {
+    // 0: not known yet, 1: no, 2: yes. Relaxed: a cached answer, the same whoever computes it.
+    static CACHE: AtomicU8 = AtomicU8::new(0);
+    if INIT_CALLED.load(Ordering::Relaxed) {
+        return false;
+    }
+    match CACHE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = std::env::var_os(crate::boot::CHILD_ENV).is_some();
+            CACHE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            yes
+        }
+    }
 }
 
 /// A child this process started.
@@ -86,11 +135,17 @@ static CHILDREN: Mutex<Vec<ChildRec>> = Mutex::new(Vec::new());
 static ATEXIT: Once = Once::new();
 
 pub(crate) fn register_child(rec: ChildRec) {
+    ensure_atexit();
+    lock(&CHILDREN).push(rec);
+}
+
+/// Registers the at-exit join of children (once per process image; called before a fork so a
+/// forked child never waits on a registration another thread was running).
+pub(crate) fn ensure_atexit() {
     ATEXIT.call_once(|| {
         // SAFETY: `at_exit` is a valid extern "C" fn with no arguments.
         unsafe { libc::atexit(at_exit) };
     });
-    lock(&CHILDREN).push(rec);
 }
 
 pub(crate) fn unregister_child(pid: i32) {

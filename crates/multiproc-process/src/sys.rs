@@ -217,3 +217,69 @@ pub(crate) fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// How many threads this process runs (`num_threads` of `/proc/self/stat`). Reads into a stack
+/// buffer: no allocation.
+pub(crate) fn thread_count() -> io::Result<usize> {
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: writing at most buf.len() - len bytes at offset len of buf.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().add(len).cast(),
+                buf.len() - len,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        len += n as usize;
+    }
+    parse_num_threads(&buf[..len]).ok_or_else(|| io::Error::other("unparsable /proc/self/stat"))
+}
+
+/// Field 20 (`num_threads`) of a `/proc/<pid>/stat` line; the fields count from after the
+/// command name, which may hold spaces and parentheses (so from its last `)`).
+fn parse_num_threads(stat: &[u8]) -> Option<usize> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // After ") ": field 3 (state) is the first; num_threads is field 20.
+    let field = stat[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(20 - 3)?;
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn num_threads_is_field_20_even_with_odd_command_names() {
+        let line = b"42 (a b) c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 7 0 1234 5678 90";
+        assert_eq!(parse_num_threads(line), Some(7));
+        assert_eq!(parse_num_threads(b"42 (x"), None);
+        assert!(thread_count().unwrap() >= 1);
+    }
+}

@@ -18,6 +18,42 @@ use std::os::fd::RawFd;
 
 thread_local! {
     static COLLECTOR: RefCell<Vec<Vec<RawFd>>> = const { RefCell::new(Vec::new()) };
+    static FD_MAP: RefCell<Option<Vec<(RawFd, RawFd)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (typically a deserialization) with fd numbers of *another* process mapped to fds of
+/// this one: an `Fd` handle naming `from` opens `to` instead, and one naming an fd that is not in
+/// `map` opens nothing (`StaleHandle`), never whatever this process has at that number. A
+/// receiver of fds over `SCM_RIGHTS` (a pool worker) uses it; maps nest (the inner one wins).
+///
+/// ```
+/// use multiproc_shm::fd_passing::{local_fd, with_fd_map};
+/// assert_eq!(with_fd_map(&[(7, 12)], || (local_fd(7), local_fd(8))), (12, -1));
+/// assert_eq!(local_fd(7), 7); // outside a map: the number itself
+/// ```
+pub fn with_fd_map<R>(map: &[(RawFd, RawFd)], f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Vec<(RawFd, RawFd)>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let old = self.0.take();
+            FD_MAP.with(|m| *m.borrow_mut() = old);
+        }
+    }
+    let old = FD_MAP.with(|m| m.borrow_mut().replace(map.to_vec()));
+    let _restore = Restore(old);
+    f()
+}
+
+/// The fd of this process that a handle's fd number `fd` stands for: itself outside
+/// [`with_fd_map`], its mapping inside one (-1 when it is not mapped).
+pub fn local_fd(fd: RawFd) -> RawFd {
+    FD_MAP.with(|m| match &*m.borrow() {
+        None => fd,
+        Some(map) => map
+            .iter()
+            .find(|(from, _)| *from == fd)
+            .map_or(-1, |(_, to)| *to),
+    })
 }
 
 /// Runs `f` (typically a serialization) and returns its result with every fd registered during it,

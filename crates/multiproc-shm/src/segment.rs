@@ -335,11 +335,23 @@ impl Segment {
     /// handle was made from ([`ShmError::StaleHandle`] otherwise). For `Fd`, the fd is
     /// duplicated, not taken.
     pub fn open_handle(handle: &SegmentHandle, expect: &Expect) -> Result<Segment> {
+        Self::open_handle_timeout(handle, expect, DEFAULT_OPEN_TIMEOUT)
+    }
+
+    /// [`Segment::open_handle`] with a chosen wait for readiness (a segment whose init state was
+    /// rewritten by another process is never Ready: this bounds the wait for it).
+    pub fn open_handle_timeout(
+        handle: &SegmentHandle,
+        expect: &Expect,
+        timeout: Duration,
+    ) -> Result<Segment> {
         let seg = match handle {
-            SegmentHandle::Named { name, .. } => Self::open_named(name, expect)?,
+            SegmentHandle::Named { name, .. } => Self::open_named_timeout(name, expect, timeout)?,
             SegmentHandle::Fd { fd, .. } => {
+                // A pool worker maps the sender's fd numbers to the fds it received.
+                let fd = crate::fd_passing::local_fd(*fd);
                 // SAFETY: F_DUPFD_CLOEXEC on any integer is safe; an invalid fd gives EBADF.
-                let dup = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 0) };
+                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
                 if dup < 0 {
                     return Err(ShmError::StaleHandle {
                         what: "the handle's fd is not open in this process",
@@ -352,7 +364,7 @@ impl Segment {
                         what: "the handle's fd is not a shared-memory file",
                     });
                 }
-                Self::from_fd(owned, expect)?
+                Self::from_fd_timeout(owned, expect, timeout)?
             }
         };
         if seg.inner.header.segment_id != handle.id() {
@@ -501,6 +513,32 @@ impl Segment {
     /// Whether two handles map the same segment object (same file).
     pub fn same_as(&self, other: &Segment) -> bool {
         same_inode(self.fd(), other.fd())
+    }
+
+    /// Hands a freshly created named segment's name over to other processes: dropping this handle
+    /// no longer unlinks it. Someone else then unlinks it ([`Segment::unlink_name`]), or the
+    /// stale-segment cleanup reclaims it once its creator is dead. Only takes effect while this is
+    /// the only handle (right after `create_named`); returns whether it did.
+    pub fn detach_name(&mut self) -> bool {
+        match Arc::get_mut(&mut self.inner) {
+            Some(i) => {
+                i.unlink_by = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Unlinks this named segment's name now, if the name still refers to this segment's file
+    /// (it may have been reclaimed and reused). The mapping stays valid. Returns whether it did.
+    pub fn unlink_name(&self) -> bool {
+        let Some(name) = &self.inner.name else {
+            return false;
+        };
+        match shm_open_existing(name, libc::O_RDONLY) {
+            Ok(fd) if same_inode(fd.as_fd(), self.inner.file.as_fd()) => shm_unlink(name).is_ok(),
+            _ => false,
+        }
     }
 }
 
@@ -914,6 +952,31 @@ mod seal_tests {
         let e = Segment::open_handle(&h, &ex).unwrap_err();
         assert!(matches!(e, ShmError::StaleHandle { .. }), "{e}");
         Segment::open_handle(&b.handle(), &ex).unwrap();
+    }
+
+    #[test]
+    fn a_detached_name_outlives_its_creator_handle_until_unlinked() {
+        let name = format!("detach-test-{}", std::process::id());
+        let mut a = Segment::create_named(&name, &spec(), |_, _| Ok(())).unwrap();
+        assert!(a.detach_name());
+        drop(a);
+        let ex = Expect::new(ObjectKind::Raw, TypeFingerprint::of::<u8>());
+        let b = Segment::open_named(&name, &ex).unwrap();
+        assert!(b.unlink_name());
+        assert!(!b.unlink_name(), "already gone");
+        assert!(matches!(
+            Segment::open_named(&name, &ex),
+            Err(ShmError::NotFound { .. })
+        ));
+        // A clone exists: detaching refuses (the clone would still unlink on drop).
+        let mut c = Segment::create_named(&name, &spec(), |_, _| Ok(())).unwrap();
+        let c2 = c.clone();
+        assert!(!c.detach_name());
+        drop((c, c2));
+        assert!(matches!(
+            Segment::open_named(&name, &ex),
+            Err(ShmError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -209,6 +209,19 @@ impl<L: SharedLayout> Shared<L> {
         Self::from_segment(Segment::open_handle(handle, &expect::<L>(fp))?)
     }
 
+    /// [`Shared::open_handle`] with a chosen wait for readiness.
+    pub fn open_handle_timeout(
+        handle: &SegmentHandle,
+        fp: TypeFingerprint,
+        timeout: Duration,
+    ) -> Result<Self> {
+        Self::from_segment(Segment::open_handle_timeout(
+            handle,
+            &expect::<L>(fp),
+            timeout,
+        )?)
+    }
+
     /// Wraps a segment that was already opened and header-validated for `L::KIND` (e.g. by
     /// `Segment::from_fd`), checking its size and running [`SharedLayout::validate`].
     pub fn from_segment(seg: Segment) -> Result<Self> {

@@ -353,7 +353,16 @@ fn barrier_party_killed_while_running_the_action_breaks_it() {
         })
         .collect();
     assert!(sh.wait_for(0, 2));
-    std::thread::sleep(Duration::from_millis(20));
+    // Both must be inside `wait` before the doomed party arrives, or it would not be the last one
+    // (and would not run the action): wait for the barrier's own count, not for a fixed time.
+    let t0 = std::time::Instant::now();
+    while b.n_waiting() < 2 {
+        assert!(
+            t0.elapsed() < 20 * SEC,
+            "the two parties never reached wait()"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let stuck = b.clone().with_action(move || {
         // SAFETY: the page outlives the forked child that runs this (it inherits the mapping).
         let sh = unsafe { &*(shp as *const Shared) };

@@ -1,0 +1,632 @@
+//! `RemotePool`: the client side of a pool whose workers are [`serve`](crate::serve) processes on
+//! any host.
+//!
+//! A submission is one entry on `{mp:NAME}:tasks` (group `workers`) with the fields
+//! `c` (client id), `j` (job number), `t` (task id), `b` (the submitter's registry hash, the build
+//! check; `0` = check the id only), `r` (retries) and `a` (postcard arguments). Workers answer on the
+//! client's own stream `{mp:NAME}:res:CLIENT` with `j`, `k` (outcome kind) and `v`. A background
+//! thread reads that stream (`XREAD BLOCK`) and completes the waiting results; when it finds that
+//! Redis restarted (a new run id) it fails every result submitted before the restart with
+//! [`Error::BrokerRestarted`] instead of letting it wait forever.
+
+use crate::conn::{self, Endpoint, Link, Options};
+use crate::{Error, Result};
+use multiproc_process::registry::{self, Task};
+use redis::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub(crate) const GROUP: &str = "workers";
+
+/// Outcome kinds on the results stream.
+pub(crate) mod kind {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const UNKNOWN: u8 = 2;
+    pub const BUILD: u8 = 3;
+    pub const LOST: u8 = 4;
+}
+
+type Outcome = std::result::Result<Vec<u8>, Error>;
+
+struct SlotInner {
+    done: Mutex<Option<Outcome>>,
+    cv: Condvar,
+}
+
+enum Slot {
+    One(Arc<SlotInner>),
+    Chan(mpsc::Sender<Outcome>),
+    Call(Box<dyn FnOnce(Outcome) + Send>),
+}
+
+struct Waiting {
+    slot: Slot,
+    /// The Redis run id the submission went to.
+    run_id: String,
+}
+
+struct Shared {
+    slots: Mutex<HashMap<u64, Waiting>>,
+    stop: Mutex<bool>,
+}
+
+impl Shared {
+    fn slots(&self) -> MutexGuard<'_, HashMap<u64, Waiting>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn complete(&self, job: u64, out: Outcome) {
+        let w = self.slots().remove(&job);
+        if let Some(w) = w {
+            complete(w.slot, out);
+        }
+    }
+}
+
+fn complete(slot: Slot, out: Outcome) {
+    match slot {
+        Slot::One(s) => {
+            *s.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
+            s.cv.notify_all();
+        }
+        Slot::Chan(tx) => {
+            let _ = tx.send(out);
+        }
+        Slot::Call(f) => {
+            // A panicking callback must not end the results thread.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(out))).is_err() {
+                tracing::error!(target: "multiproc", "remote pool: a callback panicked");
+            }
+        }
+    }
+}
+
+struct Submit {
+    link: Link,
+    next_job: u64,
+}
+
+/// A pool of remote workers reached through Redis. Cheap to share by reference across threads.
+pub struct RemotePool {
+    submit: Mutex<Submit>,
+    shared: Arc<Shared>,
+    reader: Option<JoinHandle<()>>,
+    tasks_key: String,
+    results_key: String,
+    client: String,
+    retries: u32,
+    build_hash: u64,
+    opts: Options,
+}
+
+impl std::fmt::Debug for RemotePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemotePool")
+            .field("tasks", &self.tasks_key)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+/// The result of [`RemotePool::apply_async`].
+pub struct RemoteResult<R> {
+    slot: Arc<SlotInner>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> RemoteResult<R> {
+    /// Waits for the result with no time limit (a task no worker ever takes waits forever; a
+    /// Redis restart ends the wait with [`Error::BrokerRestarted`]).
+    pub fn get(&self) -> Result<R> {
+        self.get_deadline(None)
+    }
+
+    /// Waits at most `timeout` ([`Error::Timeout`]; the task may still run).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.get_deadline(Some(Instant::now() + timeout))
+    }
+
+    /// Whether the result has arrived.
+    pub fn ready(&self) -> bool {
+        self.slot
+            .done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
+        let mut g = self.slot.done.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(out) = g.as_ref() {
+                return decode_outcome(out.clone());
+            }
+            match deadline {
+                None => g = self.slot.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(Error::Timeout);
+                    }
+                    g = self
+                        .slot
+                        .cv
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+fn decode_outcome<R: DeserializeOwned>(out: Outcome) -> Result<R> {
+    let bytes = out?;
+    postcard::from_bytes(&bytes).map_err(|e| Error::Codec(format!("decoding the result: {e}")))
+}
+
+/// Results of [`RemotePool::imap_unordered`] in the order they complete.
+pub struct IMapUnordered<R> {
+    rx: mpsc::Receiver<Outcome>,
+    left: usize,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> IMapUnordered<R> {
+    /// The next result, waiting at most `timeout` (`Some(Err(Timeout))`); `None` when all came.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        if self.left == 0 {
+            return None;
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(out) => {
+                self.left -= 1;
+                Some(decode_outcome(out))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Some(Err(Error::Timeout)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.left = 0;
+                Some(Err(Error::Closed))
+            }
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for IMapUnordered<R> {
+    type Item = Result<R>;
+    fn next(&mut self) -> Option<Result<R>> {
+        if self.left == 0 {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(out) => {
+                self.left -= 1;
+                Some(decode_outcome(out))
+            }
+            Err(_) => {
+                self.left = 0;
+                Some(Err(Error::Closed))
+            }
+        }
+    }
+}
+
+impl RemotePool {
+    /// Connects to the pool `name` at `url` with default options (retries 1).
+    pub fn connect(url: &str, name: &str) -> Result<Self> {
+        Self::connect_with(url, name, Options::default(), 1)
+    }
+
+    /// [`RemotePool::connect`] with options and the number of times a task whose worker died is
+    /// given to another worker before it fails with [`Error::WorkerLost`].
+    pub fn connect_with(url: &str, name: &str, opts: Options, retries: u32) -> Result<Self> {
+        let ep = Endpoint::new(url, opts.clone())?;
+        let mut link = Link::new(ep.clone());
+        let deadline = Some(Instant::now());
+        link.con(deadline)?;
+        let tasks_key = crate::key(name, "tasks");
+        conn::ensure_group(&mut link, &tasks_key, GROUP, deadline)?;
+        let client = crate::unique_id("c");
+        let results_key = crate::key(name, &format!("res:{client}"));
+        let shared = Arc::new(Shared {
+            slots: Mutex::new(HashMap::new()),
+            stop: Mutex::new(false),
+        });
+        let reader = {
+            let shared = shared.clone();
+            let key = results_key.clone();
+            let mut rlink = Link::new(ep);
+            rlink.run_id = link.run_id.clone();
+            std::thread::Builder::new()
+                .name("mp-redis-results".into())
+                .spawn(move || read_results(rlink, key, shared))
+                .map_err(|e| Error::Redis(format!("spawning the results thread: {e}")))?
+        };
+        Ok(RemotePool {
+            submit: Mutex::new(Submit { link, next_job: 1 }),
+            shared,
+            reader: Some(reader),
+            tasks_key,
+            results_key,
+            client,
+            retries,
+            build_hash: registry::registry_hash(),
+            opts,
+        })
+    }
+
+    /// This client's id (its results stream is `{mp:NAME}:res:ID`).
+    pub fn client_id(&self) -> &str {
+        &self.client
+    }
+
+    #[doc(hidden)]
+    /// Test hook: pretend to be another build (the build check must refuse the task).
+    pub fn __set_build_hash(&mut self, h: u64) {
+        self.build_hash = h;
+    }
+
+    /// Runs `f(args)` on a worker and waits for the result.
+    pub fn apply<M, T: Task<M>>(&self, f: T, args: T::Args) -> Result<T::Output> {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Submits `f(args)`; the result comes back through [`RemoteResult`].
+    pub fn apply_async<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+    ) -> Result<RemoteResult<T::Output>> {
+        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        self.submit_named(e.id, self.build_hash, &args)
+    }
+
+    /// Submits `f(args)` and calls `callback` with its result (or error: `WorkerLost`,
+    /// `BrokerRestarted`, ...) on the pool's results thread, like the local pool's callbacks:
+    /// keep it short. Each callback is called exactly once, unless the pool is dropped first.
+    pub fn apply_async_callback<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+        callback: impl FnOnce(Result<T::Output>) + Send + 'static,
+    ) -> Result<()> {
+        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        let slot = Slot::Call(Box::new(move |out: Outcome| {
+            callback(decode_outcome::<T::Output>(out))
+        }));
+        self.submit_slot(e.id, self.build_hash, &args, slot)
+    }
+
+    /// Submits a task by its registry id (`module::name(ArgTypes)->Ret`) from a program that
+    /// need not contain it; only the id (which spells the signature) is checked, not the build.
+    pub fn apply_named<A: Serialize, R: DeserializeOwned>(
+        &self,
+        task_id: &str,
+        args: &A,
+    ) -> Result<RemoteResult<R>> {
+        self.submit_named(task_id, 0, args)
+    }
+
+    /// `f` over every item, results in order. Stops at the first error.
+    pub fn map<M, T, I>(&self, f: T, items: I) -> Result<Vec<T::Output>>
+    where
+        T: Task<M>,
+        I: IntoIterator<Item = T::Args>,
+    {
+        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        let mut pending = Vec::new();
+        self.submit_batch(e.id, self.build_hash, items, || {
+            let s = Arc::new(SlotInner {
+                done: Mutex::new(None),
+                cv: Condvar::new(),
+            });
+            pending.push(RemoteResult::<T::Output> {
+                slot: s.clone(),
+                _r: PhantomData,
+            });
+            Slot::One(s)
+        })?;
+        pending.iter().map(|r| r.get()).collect()
+    }
+
+    /// `f` over every item, results as they complete.
+    pub fn imap_unordered<M, T, I>(&self, f: T, items: I) -> Result<IMapUnordered<T::Output>>
+    where
+        T: Task<M>,
+        I: IntoIterator<Item = T::Args>,
+    {
+        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        let (tx, rx) = mpsc::channel();
+        let mut left = 0;
+        self.submit_batch(e.id, self.build_hash, items, || {
+            left += 1;
+            Slot::Chan(tx.clone())
+        })?;
+        Ok(IMapUnordered {
+            rx,
+            left,
+            _r: PhantomData,
+        })
+    }
+
+    /// Results not yet arrived.
+    pub fn in_flight(&self) -> usize {
+        self.shared.slots().len()
+    }
+
+    fn submit_named<A: Serialize, R>(
+        &self,
+        task_id: &str,
+        build: u64,
+        args: &A,
+    ) -> Result<RemoteResult<R>> {
+        let slot = Arc::new(SlotInner {
+            done: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        self.submit_slot(task_id, build, args, Slot::One(slot.clone()))?;
+        Ok(RemoteResult {
+            slot,
+            _r: PhantomData,
+        })
+    }
+
+    /// Submits many tasks, pipelined (one round trip per chunk of 256). On an error the chunk
+    /// that failed is forgotten (some of its tasks may still run; their results are dropped) and
+    /// earlier chunks stay submitted.
+    fn submit_batch<A: Serialize>(
+        &self,
+        task_id: &str,
+        build: u64,
+        items: impl IntoIterator<Item = A>,
+        mut make: impl FnMut() -> Slot,
+    ) -> Result<()> {
+        const CHUNK: usize = 256;
+        let encoded: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|a| {
+                let b = postcard::to_allocvec(&a).map_err(|e| Error::Codec(e.to_string()))?;
+                self.opts.check_size(b.len())?;
+                Ok(b)
+            })
+            .collect::<Result<_>>()?;
+        for chunk in encoded.chunks(CHUNK) {
+            let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
+            let deadline = Some(Instant::now() + self.opts.connect_timeout);
+            sub.link.fresh(deadline)?;
+            let run_id = sub.link.run_id.clone().unwrap_or_default();
+            let first = sub.next_job;
+            sub.next_job += chunk.len() as u64;
+            {
+                let mut slots = self.shared.slots();
+                for i in 0..chunk.len() as u64 {
+                    let w = Waiting {
+                        slot: make(),
+                        run_id: run_id.clone(),
+                    };
+                    slots.insert(first + i, w);
+                }
+            }
+            let mut p = redis::pipe();
+            for (i, bytes) in chunk.iter().enumerate() {
+                p.cmd("XADD")
+                    .arg(&self.tasks_key)
+                    .arg("*")
+                    .arg("c")
+                    .arg(&self.results_key)
+                    .arg("j")
+                    .arg(first + i as u64)
+                    .arg("t")
+                    .arg(task_id)
+                    .arg("b")
+                    .arg(build)
+                    .arg("r")
+                    .arg(self.retries)
+                    .arg("a")
+                    .arg(bytes)
+                    .ignore();
+            }
+            if let Err(e) = sub
+                .link
+                .once("submitting tasks", deadline, |c| p.query::<()>(c))
+            {
+                let mut slots = self.shared.slots();
+                for i in 0..chunk.len() as u64 {
+                    slots.remove(&(first + i));
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn submit_slot<A: Serialize>(
+        &self,
+        task_id: &str,
+        build: u64,
+        args: &A,
+        slot: Slot,
+    ) -> Result<()> {
+        let bytes = postcard::to_allocvec(args).map_err(|e| Error::Codec(e.to_string()))?;
+        self.opts.check_size(bytes.len())?;
+        let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
+        let job = sub.next_job;
+        sub.next_job += 1;
+        let deadline = Some(Instant::now() + self.opts.connect_timeout);
+        // Connect (and check a quiet connection) first, so the slot records the run id the task
+        // goes to.
+        sub.link.fresh(deadline)?;
+        let run_id = sub.link.run_id.clone().unwrap_or_default();
+        // Registered before the XADD: a fast worker's answer must find it.
+        self.shared.slots().insert(job, Waiting { slot, run_id });
+        let r = sub.link.once("submitting a task", deadline, |c| {
+            redis::cmd("XADD")
+                .arg(&self.tasks_key)
+                .arg("*")
+                .arg("c")
+                .arg(&self.results_key)
+                .arg("j")
+                .arg(job)
+                .arg("t")
+                .arg(task_id)
+                .arg("b")
+                .arg(build)
+                .arg("r")
+                .arg(self.retries)
+                .arg("a")
+                .arg(&bytes)
+                .query::<Value>(c)
+        });
+        if let Err(e) = r {
+            self.shared.slots().remove(&job);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RemotePool {
+    fn drop(&mut self) {
+        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+        // Best effort: remove our results stream.
+        let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Some(Instant::now());
+        let _ = sub.link.once("dropping the pool", deadline, |c| {
+            redis::cmd("DEL").arg(&self.results_key).query::<()>(c)
+        });
+    }
+}
+
+/// The results thread: reads this client's stream and completes waiting results.
+fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
+    let block = Duration::from_millis(200);
+    let mut last = "0-0".to_string();
+    let mut epoch = link.epoch;
+    let outage = link.ep.opts.outage_timeout;
+    let mut down_since: Option<Instant> = None;
+    loop {
+        if *shared.stop.lock().unwrap_or_else(|p| p.into_inner()) {
+            return;
+        }
+        // A short deadline per attempt, so `stop` is seen while Redis is away.
+        let deadline = Some(Instant::now() + block);
+        let io = link.ep.opts.io_timeout;
+        let from = last.clone();
+        let r = link.once("reading results", deadline, |c| {
+            c.set_read_timeout(Some(block + io))?;
+            let v = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(256)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&from)
+                .query::<Value>(c);
+            c.set_read_timeout(Some(io))?;
+            v
+        });
+        if link.epoch != epoch {
+            // Redis restarted: everything submitted to the old server is gone.
+            epoch = link.epoch;
+            last = "0-0".into();
+            let now_run = link.run_id.clone().unwrap_or_default();
+            let lost: Vec<Waiting> = {
+                let mut slots = shared.slots();
+                let ids: Vec<u64> = slots
+                    .iter()
+                    .filter(|(_, w)| w.run_id != now_run)
+                    .map(|(j, _)| *j)
+                    .collect();
+                ids.into_iter().filter_map(|j| slots.remove(&j)).collect()
+            };
+            for w in lost {
+                complete(w.slot, Err(Error::BrokerRestarted));
+            }
+        }
+        let v = match r {
+            Ok(v) => {
+                down_since = None;
+                v
+            }
+            Err(e) => {
+                let lost = matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. });
+                if lost {
+                    let since = *down_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= outage {
+                        // Redis has been away too long: nothing in flight may wait forever.
+                        let all: Vec<Waiting> = shared.slots().drain().map(|(_, w)| w).collect();
+                        for w in all {
+                            complete(w.slot, Err(e.clone()));
+                        }
+                    }
+                }
+                if !lost {
+                    tracing::warn!(target: "multiproc", "remote pool results: {e}");
+                    std::thread::sleep(block);
+                }
+                continue;
+            }
+        };
+        let entries = conn::read_reply(&v);
+        if entries.is_empty() {
+            continue;
+        }
+        let mut ids = Vec::with_capacity(entries.len());
+        for e in &entries {
+            last = e.id.clone();
+            ids.push(e.id.clone());
+            let Some(job) = e.u64_field("j") else {
+                continue;
+            };
+            let k = e.u64_field("k").unwrap_or(u64::MAX) as u8;
+            let v = e.field("v").unwrap_or_default();
+            let text = || String::from_utf8_lossy(v).into_owned();
+            let out = match k {
+                kind::OK => Ok(v.to_vec()),
+                kind::FAILED => Err(split_worker(text(), |msg, worker| Error::TaskFailed {
+                    msg,
+                    worker,
+                })),
+                kind::UNKNOWN => Err(split_worker(text(), |task, worker| Error::UnknownTask {
+                    task,
+                    worker,
+                })),
+                kind::BUILD => Err(split_worker(text(), |task, worker| Error::BuildMismatch {
+                    task,
+                    worker,
+                })),
+                kind::LOST => {
+                    let t = text();
+                    let (deliveries, task) = t.split_once('\n').unwrap_or(("0", &t));
+                    Err(Error::WorkerLost {
+                        task: task.to_string(),
+                        deliveries: deliveries.parse().unwrap_or(0),
+                    })
+                }
+                _ => Err(Error::Codec(format!("unknown result kind {k}"))),
+            };
+            shared.complete(job, out);
+        }
+        let deadline = Some(Instant::now() + block);
+        let _ = link.once("trimming results", deadline, |c| {
+            redis::cmd("XDEL").arg(&key).arg(&ids).query::<()>(c)
+        });
+    }
+}
+
+/// Worker messages are `worker\ntext`.
+fn split_worker(s: String, f: impl FnOnce(String, String) -> Error) -> Error {
+    match s.split_once('\n') {
+        Some((w, t)) => f(t.to_string(), w.to_string()),
+        None => f(s, String::new()),
+    }
+}

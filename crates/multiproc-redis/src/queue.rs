@@ -1,0 +1,438 @@
+//! `RemoteQueue<T>`: a queue on one Redis stream with one consumer group.
+//!
+//! `put` is `XADD {mp:NAME}:q * d <postcard bytes>`. Every handle is a consumer of the group `mpq`
+//! with its own name; `get` first claims (`XAUTOCLAIM`) an entry some consumer has held unacked for
+//! longer than [`Options::claim_idle`], then reads a new one (`XREADGROUP ... BLOCK`). `ack` is
+//! `XACK` + `XDEL` in one `MULTI`, so acknowledged entries leave the stream and `qsize` (`XLEN`)
+//! counts what is waiting or delivered but not yet acknowledged.
+
+use crate::conn::{self, Endpoint, Entry, Link, Options};
+use crate::{Error, Result};
+use redis::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const GROUP: &str = "mpq";
+/// The longest single `BLOCK` (so claims of dead consumers' entries are checked this often).
+const MAX_BLOCK: Duration = Duration::from_millis(500);
+/// How often a busy consumer looks for entries to claim.
+const CLAIM_EVERY: Duration = Duration::from_millis(1000);
+
+struct Inner {
+    ep: Endpoint,
+    /// Idle connections: each call takes one (or makes one), so a `get` blocking on one handle
+    /// never holds up a `put` on a clone.
+    idle: Mutex<Vec<Link>>,
+    closed: Mutex<bool>,
+    /// Where the next XAUTOCLAIM scan starts (it walks the pending list in slices).
+    claim_cursor: Mutex<String>,
+    /// When this handle last looked for claimable entries.
+    last_claim: Mutex<Option<Instant>>,
+    key: String,
+    consumer: String,
+    opts: Options,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connection borrowed from [`Inner::idle`], given back on drop.
+struct Lease<'a> {
+    link: Option<Link>,
+    inner: &'a Inner,
+}
+
+impl std::ops::Deref for Lease<'_> {
+    type Target = Link;
+    fn deref(&self) -> &Link {
+        self.link.as_ref().expect("leased")
+    }
+}
+
+impl std::ops::DerefMut for Lease<'_> {
+    fn deref_mut(&mut self) -> &mut Link {
+        self.link.as_mut().expect("leased")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.link.take() {
+            if !*lock(&self.inner.closed) {
+                lock(&self.inner.idle).push(l);
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle: leave the group if this consumer holds nothing (else its entries stay
+    /// pending for others to claim).
+    fn drop(&mut self) {
+        let mut idle = std::mem::take(&mut *lock(&self.idle));
+        if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
+            conn::forget_consumer(link, &self.key, GROUP, &self.consumer);
+        }
+    }
+}
+
+impl Inner {
+    fn lease(&self) -> Result<Lease<'_>> {
+        if *lock(&self.closed) {
+            return Err(Error::Closed);
+        }
+        let link = lock(&self.idle)
+            .pop()
+            .unwrap_or_else(|| Link::new(self.ep.clone()));
+        Ok(Lease {
+            link: Some(link),
+            inner: self,
+        })
+    }
+}
+
+/// A queue shared by every process (on any host) that connects to the same Redis and name.
+///
+/// Items are encoded with postcard; the encoded size is checked against
+/// [`Options::max_message`] before anything is sent.
+pub struct RemoteQueue<T> {
+    inner: Arc<Inner>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for RemoteQueue<T> {
+    /// Another handle on the same connection and consumer name.
+    fn clone(&self) -> Self {
+        RemoteQueue {
+            inner: self.inner.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// An item received with [`RemoteQueue::get_delivery`]: it stays pending in Redis until
+/// [`Delivery::ack`]. Dropped without `ack` (or the process dies), it is delivered again to some
+/// consumer once it has been idle for [`Options::claim_idle`].
+pub struct Delivery<T> {
+    value: T,
+    id: String,
+    inner: Arc<Inner>,
+}
+
+impl<T> Delivery<T> {
+    /// The item.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The stream entry id (unique per put).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Acknowledges the entry (it will not be delivered again) and returns the item.
+    /// On [`Error::ConnectionLost`] the acknowledgement may not have happened: the item may come
+    /// back.
+    pub fn ack(self) -> Result<T> {
+        let inner = &self.inner;
+        let mut link = inner.lease()?;
+        let deadline = Some(Instant::now() + inner.opts.io_timeout + inner.opts.connect_timeout);
+        // XACK + XDEL are idempotent: retrying after a lost connection is safe.
+        link.retry("ack", deadline, |c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            conn::ack_del(&mut p, &inner.key, GROUP, &self.id);
+            p.query::<()>(c)
+        })?;
+        drop(link);
+        Ok(self.value)
+    }
+}
+
+impl<T> std::ops::Deref for Delivery<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Delivery<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("value", &self.value)
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
+    /// Connects to the queue `name` at `url` (`redis://[user:pass@]host[:port][/db]`, or
+    /// `rediss://` with the `tls` feature) with default [`Options`]. Fails within
+    /// [`Options::connect_timeout`] if Redis cannot be reached.
+    pub fn connect(url: &str, name: &str) -> Result<Self> {
+        Self::connect_with(url, name, Options::default())
+    }
+
+    /// [`RemoteQueue::connect`] with options.
+    pub fn connect_with(url: &str, name: &str, opts: Options) -> Result<Self> {
+        let ep = Endpoint::new(url, opts.clone())?;
+        let mut link = Link::new(ep.clone());
+        // One attempt: an unreachable URL fails now, within connect_timeout.
+        let deadline = Some(Instant::now());
+        link.con(deadline)?;
+        let key = crate::key(name, "q");
+        conn::ensure_group(&mut link, &key, GROUP, deadline)?;
+        Ok(RemoteQueue {
+            inner: Arc::new(Inner {
+                ep,
+                idle: Mutex::new(vec![link]),
+                closed: Mutex::new(false),
+                claim_cursor: Mutex::new("0-0".into()),
+                last_claim: Mutex::new(None),
+                key,
+                consumer: crate::unique_id("q"),
+                opts,
+            }),
+            _t: PhantomData,
+        })
+    }
+
+    /// This handle's consumer name in the group.
+    pub fn consumer_name(&self) -> &str {
+        &self.inner.consumer
+    }
+
+    /// Puts an item. On [`Error::ConnectionLost`] it may or may not have been stored.
+    pub fn put(&self, item: &T) -> Result<()> {
+        let bytes = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
+        self.inner.opts.check_size(bytes.len())?;
+        let mut link = self.inner.lease()?;
+        let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+        link.fresh(deadline)?;
+        link.once("put", deadline, |c| {
+            redis::cmd("XADD")
+                .arg(&self.inner.key)
+                .arg("*")
+                .arg("d")
+                .arg(&bytes)
+                .query::<Value>(c)
+        })?;
+        Ok(())
+    }
+
+    /// Gets an item, waiting as long as it takes (reconnecting if Redis goes away), and
+    /// acknowledges it on receipt (at-most-once from then on).
+    pub fn get(&self) -> Result<T> {
+        self.recv(None)?.ack_quietly()
+    }
+
+    /// [`RemoteQueue::get`] waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.recv(Some(Instant::now() + timeout))?.ack_quietly()
+    }
+
+    /// Gets an item without acknowledging it (at-least-once): call [`Delivery::ack`] when done.
+    pub fn get_delivery(&self) -> Result<Delivery<T>> {
+        self.recv(None)
+    }
+
+    /// [`RemoteQueue::get_delivery`] waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn get_delivery_timeout(&self, timeout: Duration) -> Result<Delivery<T>> {
+        self.recv(Some(Instant::now() + timeout))
+    }
+
+    /// Entries waiting or delivered and not yet acknowledged (`XLEN`).
+    pub fn qsize(&self) -> Result<usize> {
+        let mut link = self.inner.lease()?;
+        let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+        link.retry("qsize", deadline, |c| {
+            redis::cmd("XLEN").arg(&self.inner.key).query::<usize>(c)
+        })
+    }
+
+    /// Whether [`RemoteQueue::qsize`] is 0.
+    pub fn empty(&self) -> Result<bool> {
+        Ok(self.qsize()? == 0)
+    }
+
+    /// Closes this handle (every clone): later calls return [`Error::Closed`]. The queue itself
+    /// stays in Redis for the other handles; see [`RemoteQueue::destroy`].
+    pub fn close(&self) {
+        *lock(&self.inner.closed) = true;
+        lock(&self.inner.idle).clear();
+    }
+
+    /// Deletes the queue's keys from Redis (every item, every consumer) and closes this handle.
+    pub fn destroy(&self) -> Result<()> {
+        let mut link = self.inner.lease()?;
+        let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+        link.retry("destroy", deadline, |c| {
+            redis::cmd("DEL").arg(&self.inner.key).query::<()>(c)
+        })?;
+        drop(link);
+        self.close();
+        Ok(())
+    }
+
+    fn recv(&self, deadline: Option<Instant>) -> Result<Delivery<T>> {
+        let inner = &self.inner;
+        let claim_ms = inner.opts.claim_idle.as_millis().max(1) as u64;
+        // Claims are looked for when a read came back empty, and at least every CLAIM_EVERY
+        // (capped by claim_idle / 2) while entries keep coming: not on every get (a round trip).
+        let claim_every = CLAIM_EVERY.min(inner.opts.claim_idle / 2);
+        let mut idle_round = false;
+        let mut link = inner.lease()?;
+        loop {
+            if *lock(&inner.closed) {
+                return Err(Error::Closed);
+            }
+            let now = Instant::now();
+            // Without a deadline the item may take forever, but an outage may not.
+            let conn_deadline = deadline.or(Some(now + inner.opts.outage_timeout));
+            let due =
+                idle_round || lock(&inner.last_claim).is_none_or(|t| t.elapsed() >= claim_every);
+            idle_round = true;
+            // 1. An entry a (dead) consumer has held for longer than claim_idle.
+            let cursor = lock(&inner.claim_cursor).clone();
+            let r = if due {
+                *lock(&inner.last_claim) = Some(now);
+                Some(link.retry("get", conn_deadline, |c| {
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(&inner.key)
+                        .arg(GROUP)
+                        .arg(&inner.consumer)
+                        .arg(claim_ms)
+                        .arg(&cursor)
+                        .arg("COUNT")
+                        .arg(1)
+                        .query::<Value>(c)
+                }))
+            } else {
+                None
+            };
+            let v = match r {
+                None => Value::Nil,
+                Some(Err(e)) if conn::is_nogroup(&e) => {
+                    conn::ensure_group(&mut link, &inner.key, GROUP, conn_deadline)?;
+                    continue;
+                }
+                Some(other) => other?,
+            };
+            let (next, claimed) = if due {
+                conn::autoclaim_reply(&v)
+            } else {
+                (cursor, Vec::new())
+            };
+            *lock(&inner.claim_cursor) = next;
+            if let Some(e) = claimed.into_iter().next() {
+                drop(link);
+                return self.decode(e);
+            }
+            // 2. A new entry, blocking in slices of at most MAX_BLOCK (past the deadline: one
+            // non-blocking read, so `get_timeout(0)` still takes what is there).
+            let mut block = Some(MAX_BLOCK.min(inner.opts.claim_idle));
+            if let Some(d) = deadline {
+                block = if now >= d {
+                    None
+                } else {
+                    block.map(|b| b.min(d - now))
+                };
+            }
+            let io = inner.opts.io_timeout;
+            let r = link.retry("get", conn_deadline, |c| {
+                c.set_read_timeout(Some(block.unwrap_or_default() + io))?;
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&inner.consumer)
+                    .arg("COUNT")
+                    .arg(1);
+                if let Some(b) = block {
+                    cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
+                }
+                let v = cmd
+                    .arg("STREAMS")
+                    .arg(&inner.key)
+                    .arg(">")
+                    .query::<Value>(c);
+                c.set_read_timeout(Some(io))?;
+                v
+            });
+            let v = match r {
+                Err(e) if conn::is_nogroup(&e) => {
+                    conn::ensure_group(&mut link, &inner.key, GROUP, conn_deadline)?;
+                    continue;
+                }
+                other => other?,
+            };
+            if let Some(e) = conn::read_reply(&v).into_iter().next() {
+                drop(link);
+                return self.decode(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    fn decode(&self, e: Entry) -> Result<Delivery<T>> {
+        let value = e
+            .field("d")
+            .ok_or_else(|| "entry without a d field".to_string())
+            .and_then(|b| postcard::from_bytes::<T>(b).map_err(|e| e.to_string()));
+        let d = Delivery {
+            value: (),
+            id: e.id,
+            inner: self.inner.clone(),
+        };
+        match value {
+            Ok(value) => Ok(Delivery {
+                value,
+                id: d.id,
+                inner: d.inner,
+            }),
+            Err(msg) => {
+                // A poison entry would come back forever: drop it and say so.
+                let _ = d.ack();
+                Err(Error::Codec(format!(
+                    "undecodable queue entry dropped: {msg}"
+                )))
+            }
+        }
+    }
+}
+
+impl<T> Delivery<T> {
+    /// The auto-ack of `get`: the XACK + XDEL is sent before the item is returned, but its reply is
+    /// read with the next command on that connection (one round trip per `get`, not two).
+    fn ack_quietly(self) -> Result<T> {
+        let inner = &self.inner;
+        let r = inner.lease().and_then(|mut link| {
+            let mut p = redis::pipe();
+            p.atomic();
+            conn::ack_del(&mut p, &inner.key, GROUP, &self.id);
+            let deadline = Some(Instant::now() + inner.opts.connect_timeout);
+            // MULTI, XACK, XDEL, EXEC: four replies.
+            link.send_nowait("ack", deadline, &p.get_packed_pipeline(), 4)
+        });
+        if let Err(e) = r {
+            // The item is in hand; the entry may be delivered again after claim_idle.
+            tracing::warn!(target: "multiproc", "remote queue: auto-ack failed: {e}");
+        }
+        Ok(self.value)
+    }
+}
+
+impl<T> std::fmt::Debug for RemoteQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteQueue")
+            .field("key", &self.inner.key)
+            .field("consumer", &self.inner.consumer)
+            .field("url", &self.inner.ep.shown)
+            .finish()
+    }
+}

@@ -1,0 +1,410 @@
+//! `serve`: the worker loop of a [`RemotePool`](crate::RemotePool), run by the user's own binary.
+//!
+//! One task at a time per `serve` call (run several processes, or several threads each calling
+//! `serve`, for more). While a task runs, a heartbeat thread resets its entry's idle time every
+//! [`ServeOptions::heartbeat`] (a Lua `XCLAIM ... JUSTID` that only touches an entry this worker
+//! still owns). An entry idle for longer than [`Options::claim_idle`] belongs to a dead worker: the
+//! next worker to poll claims it with `XAUTOCLAIM` and runs it again, or, when its delivery count
+//! says the retries are used up, answers [`Error::WorkerLost`](crate::Error::WorkerLost).
+
+use crate::conn::{self, Endpoint, Entry, Link, Options};
+use crate::pool::{GROUP, kind};
+use crate::{Error, Result};
+use multiproc_process::registry;
+use redis::Value;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long results streams of clients that went away are kept (seconds).
+const RESULTS_TTL_SECS: u64 = 24 * 3600;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Connection settings; `claim_idle` is how long a running task may go without a heartbeat
+    /// before its worker counts as dead (default here 5 s).
+    pub options: Options,
+    /// How often the running task's entry is touched (default 1 s; keep well under `claim_idle`).
+    pub heartbeat: Duration,
+    /// Return after this many tasks (default: never).
+    pub max_tasks: Option<u64>,
+    /// Return after this long without a task (default: never).
+    pub idle_exit: Option<Duration>,
+    /// Refuse tasks submitted by a different build (default true).
+    pub check_build: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            options: Options {
+                claim_idle: Duration::from_secs(5),
+                ..Options::default()
+            },
+            heartbeat: Duration::from_secs(1),
+            max_tasks: None,
+            idle_exit: None,
+            check_build: true,
+        }
+    }
+}
+
+/// What a [`serve`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    /// Tasks run (successfully or not).
+    pub tasks: u64,
+    /// Tasks refused (unknown id, different build).
+    pub refused: u64,
+    /// Tasks answered with `WorkerLost` (retries used up).
+    pub lost: u64,
+}
+
+const HEARTBEAT_LUA: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if p[1] and p[1][2] == ARGV[2] then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+  return 1
+end
+return 0
+"#;
+
+struct Beat {
+    current: Option<String>,
+    stop: bool,
+}
+
+/// Serves the pool `name` at `url`: takes tasks, runs them through this binary's
+/// `#[multiproc::task]` registry, answers on each client's results stream. Fails at once if Redis
+/// cannot be reached at the start; afterwards it reconnects with backoff for as long as it runs.
+/// Returns when `max_tasks` or `idle_exit` says so.
+pub fn serve(url: &str, name: &str, opts: ServeOptions) -> Result<ServeStats> {
+    let ep = Endpoint::new(url, opts.options.clone())?;
+    let mut link = Link::new(ep.clone());
+    link.con(Some(Instant::now()))?;
+    let key = crate::key(name, "tasks");
+    conn::ensure_group(&mut link, &key, GROUP, None)?;
+    let worker = crate::unique_id("w");
+    tracing::info!(target: "multiproc", "remote worker {worker} serving {key} at {}", ep.shown);
+
+    let beat = Arc::new((
+        Mutex::new(Beat {
+            current: None,
+            stop: false,
+        }),
+        Condvar::new(),
+    ));
+    let hb = {
+        let beat = beat.clone();
+        let key = key.clone();
+        let worker = worker.clone();
+        let every = opts.heartbeat;
+        let mut hlink = Link::new(ep.clone());
+        std::thread::Builder::new()
+            .name("mp-redis-heartbeat".into())
+            .spawn(move || heartbeat(&mut hlink, &key, &worker, every, &beat))
+            .map_err(|e| Error::Redis(format!("spawning the heartbeat thread: {e}")))?
+    };
+
+    let r = serve_loop(&mut link, &key, &worker, &opts, &beat);
+    conn::forget_consumer(&mut link, &key, GROUP, &worker);
+    {
+        let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
+        b.stop = true;
+        beat.1.notify_all();
+    }
+    let _ = hb.join();
+    r
+}
+
+fn heartbeat(
+    link: &mut Link,
+    key: &str,
+    worker: &str,
+    every: Duration,
+    beat: &(Mutex<Beat>, Condvar),
+) {
+    let mut g = beat.0.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        g = beat
+            .1
+            .wait_timeout(g, every)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+        if g.stop {
+            return;
+        }
+        let Some(id) = g.current.clone() else {
+            continue;
+        };
+        drop(g);
+        let deadline = Some(Instant::now() + every);
+        let r = link.once("heartbeat", deadline, |c| {
+            redis::cmd("EVAL")
+                .arg(HEARTBEAT_LUA)
+                .arg(1)
+                .arg(key)
+                .arg(GROUP)
+                .arg(worker)
+                .arg(&id)
+                .query::<i64>(c)
+        });
+        if let Err(e) = r {
+            tracing::debug!(target: "multiproc", "heartbeat: {e}");
+        }
+        g = beat.0.lock().unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+fn serve_loop(
+    link: &mut Link,
+    key: &str,
+    worker: &str,
+    opts: &ServeOptions,
+    beat: &(Mutex<Beat>, Condvar),
+) -> Result<ServeStats> {
+    let mut stats = ServeStats::default();
+    let lost_ms = opts.options.claim_idle.as_millis().max(1) as u64;
+    let block = Duration::from_millis(500).min(opts.options.claim_idle);
+    let io = opts.options.io_timeout;
+    let mut cursor = "0-0".to_string();
+    let mut last_task = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    // Claims are looked for after an empty read, and at least every second while busy.
+    let claim_every = Duration::from_secs(1).min(opts.options.claim_idle / 2);
+    let mut last_claim: Option<Instant> = None;
+    let mut idle_round = true;
+    loop {
+        if opts.max_tasks.is_some_and(|m| stats.tasks >= m) {
+            return Ok(stats);
+        }
+        if opts.idle_exit.is_some_and(|d| last_task.elapsed() >= d) {
+            return Ok(stats);
+        }
+        // A command error (not a lost connection): log, back off, go on.
+        let mut fail = |e: Error, link: &mut Link| {
+            if conn::is_nogroup(&e) {
+                let _ = conn::ensure_group(link, key, GROUP, Some(Instant::now() + io));
+            } else {
+                tracing::warn!(target: "multiproc", "remote worker {worker}: {e}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(opts.options.max_backoff);
+            }
+        };
+        // 1. A task whose worker died.
+        let due = idle_round || last_claim.is_none_or(|t| t.elapsed() >= claim_every);
+        idle_round = true;
+        let from = cursor.clone();
+        let r = if !due {
+            Ok(Value::Nil)
+        } else {
+            last_claim = Some(Instant::now());
+            link.retry("claiming tasks", None, |c| {
+                redis::cmd("XAUTOCLAIM")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg(worker)
+                    .arg(lost_ms)
+                    .arg(&from)
+                    .arg("COUNT")
+                    .arg(1)
+                    .query::<Value>(c)
+            })
+        };
+        let v = match r {
+            Ok(v) => v,
+            Err(e) => {
+                fail(e, link);
+                continue;
+            }
+        };
+        let (next, claimed) = if due {
+            conn::autoclaim_reply(&v)
+        } else {
+            (cursor.clone(), Vec::new())
+        };
+        cursor = next;
+        let (entry, deliveries) = if let Some(e) = claimed.into_iter().next() {
+            let id = e.id.clone();
+            let n = link
+                .retry("reading the delivery count", None, |c| {
+                    redis::cmd("XPENDING")
+                        .arg(key)
+                        .arg(GROUP)
+                        .arg(&id)
+                        .arg(&id)
+                        .arg(1)
+                        .query::<Value>(c)
+                })
+                .ok()
+                .and_then(|v| conn::pending_count(&v))
+                .unwrap_or(2);
+            (e, n)
+        } else {
+            // 2. A new task.
+            let r = link.retry("reading tasks", None, |c| {
+                c.set_read_timeout(Some(block + io))?;
+                let v = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(worker)
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(block.as_millis().max(1) as u64)
+                    .arg("STREAMS")
+                    .arg(key)
+                    .arg(">")
+                    .query::<Value>(c);
+                c.set_read_timeout(Some(io))?;
+                v
+            });
+            let v = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    fail(e, link);
+                    continue;
+                }
+            };
+            match conn::read_reply(&v).into_iter().next() {
+                Some(e) => {
+                    idle_round = false;
+                    (e, 1)
+                }
+                None => continue,
+            }
+        };
+        pause = Duration::from_millis(10);
+        last_task = Instant::now();
+        handle(link, key, worker, opts, beat, entry, deliveries, &mut stats);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    link: &mut Link,
+    key: &str,
+    worker: &str,
+    opts: &ServeOptions,
+    beat: &(Mutex<Beat>, Condvar),
+    e: Entry,
+    deliveries: u64,
+    stats: &mut ServeStats,
+) {
+    let epoch = link.epoch;
+    let (Some(results), Some(job), Some(task), Some(build), Some(retries), Some(args)) = (
+        e.str_field("c").map(str::to_string),
+        e.u64_field("j"),
+        e.str_field("t").map(str::to_string),
+        e.u64_field("b"),
+        e.u64_field("r"),
+        e.field("a"),
+    ) else {
+        tracing::warn!(target: "multiproc", "remote worker {worker}: malformed task entry {} dropped", e.id);
+        let _ = link.retry("dropping a malformed task", None, |c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            conn::ack_del(&mut p, key, GROUP, &e.id);
+            p.query::<()>(c)
+        });
+        return;
+    };
+    // Results go only to a results stream of this pool (same hash tag, same cluster slot).
+    let prefix = format!("{}res:", key.strip_suffix("tasks").unwrap_or(key));
+    if !results.starts_with(&prefix) {
+        tracing::warn!(target: "multiproc", "remote worker {worker}: task {} names a results stream outside the pool; dropped", e.id);
+        let _ = link.retry("dropping a malformed task", None, |c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            conn::ack_del(&mut p, key, GROUP, &e.id);
+            p.query::<()>(c)
+        });
+        return;
+    }
+    let (k, payload): (u8, Vec<u8>) = if deliveries > retries.saturating_add(1) {
+        stats.lost += 1;
+        (kind::LOST, format!("{deliveries}\n{task}").into_bytes())
+    } else {
+        match registry::TASKS.iter().find(|t| t.id == task) {
+            None => {
+                stats.refused += 1;
+                (kind::UNKNOWN, format!("{worker}\n{task}").into_bytes())
+            }
+            Some(_) if opts.check_build && build != 0 && build != registry::registry_hash() => {
+                stats.refused += 1;
+                (kind::BUILD, format!("{worker}\n{task}").into_bytes())
+            }
+            Some(t) => {
+                {
+                    let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
+                    b.current = Some(e.id.clone());
+                }
+                let out =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.trampoline)(args)));
+                beat.0.lock().unwrap_or_else(|p| p.into_inner()).current = None;
+                stats.tasks += 1;
+                match out {
+                    Ok(Ok(bytes)) => match opts.options.check_size(bytes.len()) {
+                        Ok(()) => (kind::OK, bytes),
+                        Err(err) => (
+                            kind::FAILED,
+                            format!("{worker}\nresult: {err}").into_bytes(),
+                        ),
+                    },
+                    Ok(Err(msg)) => (kind::FAILED, format!("{worker}\n{msg}").into_bytes()),
+                    Err(p) => {
+                        let msg = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into());
+                        (
+                            kind::FAILED,
+                            format!("{worker}\npanicked: {msg}").into_bytes(),
+                        )
+                    }
+                }
+            }
+        }
+    };
+    // Answer and acknowledge in one MULTI: a result is posted exactly when the task leaves the
+    // pending list. Retried across reconnections unless Redis restarted meanwhile (then the
+    // client has already failed the call with BrokerRestarted and the task entry is gone).
+    loop {
+        if link.con(None).is_err() {
+            continue;
+        }
+        if link.epoch != epoch {
+            return;
+        }
+        let r = link.once("posting a result", None, |c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            p.cmd("XADD")
+                .arg(&results)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(100_000)
+                .arg("*")
+                .arg("j")
+                .arg(job)
+                .arg("k")
+                .arg(k)
+                .arg("v")
+                .arg(&payload)
+                .ignore();
+            p.cmd("EXPIRE").arg(&results).arg(RESULTS_TTL_SECS).ignore();
+            conn::ack_del(&mut p, key, GROUP, &e.id);
+            p.query::<()>(c)
+        });
+        match r {
+            Ok(()) => return,
+            Err(_) if link.epoch != epoch => return,
+            Err(Error::ConnectionLost { .. } | Error::Unreachable { .. }) => continue,
+            Err(err) => {
+                tracing::warn!(target: "multiproc", "remote worker {worker}: posting a result: {err}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! RemoteQueue conformance against a real redis-server.
+
+mod common;
+
+use common::{Children, RedisServer, spawn_self, wait_line};
+use multiproc_redis::{Error, Options, RemoteQueue};
+use std::time::{Duration, Instant};
+
+fn opts(claim_ms: u64) -> Options {
+    Options {
+        claim_idle: Duration::from_millis(claim_ms),
+        connect_timeout: Duration::from_secs(2),
+        ..Options::default()
+    }
+}
+
+/// Child role: take one entry without acking it, say which, then hang (to be SIGKILLed).
+#[test]
+fn zz_child_entry() {
+    let Ok(role) = std::env::var("MP_QUEUE_ROLE") else {
+        return;
+    };
+    let url = std::env::var("MP_URL").unwrap();
+    let name = std::env::var("MP_NAME").unwrap();
+    if role == "envauth" {
+        // The URL has no password: MULTIPROC_REDIS_PASSWORD from the environment is used.
+        let q: RemoteQueue<u8> = RemoteQueue::connect(&url, &name).unwrap();
+        q.put(&42).unwrap();
+        println!("ENVOK");
+        return;
+    }
+    assert_eq!(role, "hold");
+    let q: RemoteQueue<String> = RemoteQueue::connect_with(&url, &name, opts(60_000)).unwrap();
+    let d = q.get_delivery_timeout(Duration::from_secs(20)).unwrap();
+    println!("HOLDING {}", d.value());
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn put_get_in_order_with_qsize() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<(u32, String)> = RemoteQueue::connect(&r.url(), "order").unwrap();
+    assert_eq!(q.qsize().unwrap(), 0);
+    assert!(q.empty().unwrap());
+    for i in 0..20 {
+        q.put(&(i, format!("item {i}"))).unwrap();
+    }
+    assert_eq!(q.qsize().unwrap(), 20);
+    for i in 0..20 {
+        assert_eq!(
+            q.get_timeout(Duration::from_secs(5)).unwrap(),
+            (i, format!("item {i}"))
+        );
+    }
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn get_timeout_on_empty_queue_times_out() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "empty").unwrap();
+    let t0 = Instant::now();
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(300)).unwrap_err(),
+        Error::Timeout
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        q.get_delivery_timeout(Duration::ZERO).unwrap_err(),
+        Error::Timeout
+    );
+}
+
+#[test]
+fn handles_share_one_queue_and_each_item_goes_to_one_consumer() {
+    let r = RedisServer::start();
+    let a: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "shared").unwrap();
+    let b: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "shared").unwrap();
+    assert_ne!(a.consumer_name(), b.consumer_name());
+    for i in 0..10 {
+        a.put(&i).unwrap();
+    }
+    let mut got = Vec::new();
+    for i in 0..10 {
+        let q = if i % 2 == 0 { &a } else { &b };
+        got.push(q.get_timeout(Duration::from_secs(5)).unwrap());
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    assert_eq!(
+        b.get_timeout(Duration::from_millis(100)).unwrap_err(),
+        Error::Timeout
+    );
+}
+
+#[test]
+fn keys_carry_the_cluster_hash_tag() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "tagged").unwrap();
+    q.put(&1).unwrap();
+    let mut c = redis::Client::open(r.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert_eq!(keys, vec!["{mp:tagged}:q".to_string()]);
+}
+
+#[test]
+fn acked_delivery_is_not_delivered_again() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u32> = RemoteQueue::connect_with(&r.url(), "acked", opts(100)).unwrap();
+    q.put(&5).unwrap();
+    let d = q.get_delivery_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(*d, 5);
+    assert_eq!(q.qsize().unwrap(), 1, "unacked entries still count");
+    assert_eq!(d.ack().unwrap(), 5);
+    assert_eq!(q.qsize().unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        q.get_delivery_timeout(Duration::from_millis(500))
+            .unwrap_err(),
+        Error::Timeout
+    );
+}
+
+#[test]
+fn unacked_delivery_is_delivered_again_after_claim_idle() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u32> = RemoteQueue::connect_with(&r.url(), "unacked", opts(200)).unwrap();
+    q.put(&9).unwrap();
+    let first = q.get_delivery_timeout(Duration::from_secs(5)).unwrap();
+    let id = first.id().to_string();
+    drop(first); // neither acked nor alive any more
+    let again = q.get_delivery_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(again.id(), id);
+    assert_eq!(again.ack().unwrap(), 9);
+}
+
+#[test]
+fn entry_held_by_a_sigkilled_consumer_is_claimed_by_a_live_one() {
+    let r = RedisServer::start();
+    let name = "sigkill";
+    let q: RemoteQueue<String> = RemoteQueue::connect_with(&r.url(), name, opts(500)).unwrap();
+    q.put(&"precious".to_string()).unwrap();
+    let mut kids = Children::default();
+    let i = kids.push(spawn_self(
+        "zz_child_entry",
+        &[
+            ("MP_QUEUE_ROLE", "hold".into()),
+            ("MP_URL", r.url()),
+            ("MP_NAME", name.into()),
+        ],
+    ));
+    assert_eq!(wait_line(&mut kids.0[i], "HOLDING "), "precious");
+    kids.kill(i); // SIGKILL while it holds the entry unacked
+    q.put(&"second".to_string()).unwrap();
+    let mut got = vec![
+        q.get_delivery_timeout(Duration::from_secs(10))
+            .unwrap()
+            .ack()
+            .unwrap(),
+        q.get_delivery_timeout(Duration::from_secs(10))
+            .unwrap()
+            .ack()
+            .unwrap(),
+    ];
+    got.sort();
+    assert_eq!(got, vec!["precious".to_string(), "second".to_string()]);
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn oversized_message_is_refused_before_sending() {
+    let r = RedisServer::start();
+    let o = Options {
+        max_message: 1024,
+        ..Options::default()
+    };
+    let q: RemoteQueue<Vec<u8>> = RemoteQueue::connect_with(&r.url(), "big", o).unwrap();
+    let e = q.put(&vec![7u8; 2000]).unwrap_err();
+    assert!(matches!(e, Error::TooLarge { max: 1024, .. }), "{e:?}");
+    assert_eq!(q.qsize().unwrap(), 0);
+    q.put(&vec![7u8; 1000]).unwrap();
+    assert_eq!(q.qsize().unwrap(), 1);
+}
+
+#[test]
+fn unreachable_url_fails_within_its_timeout_without_showing_the_password() {
+    let port = common::free_port(); // nobody listens there
+    let o = Options {
+        connect_timeout: Duration::from_secs(2),
+        ..Options::default()
+    };
+    let url = format!("redis://alice:sekrit@127.0.0.1:{port}");
+    let t0 = Instant::now();
+    let e = RemoteQueue::<u8>::connect_with(&url, "none", o).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("sekrit"), "{shown}");
+    assert!(shown.contains("alice:***"), "{shown}");
+
+    let e = RemoteQueue::<u8>::connect("http://127.0.0.1:1", "none").unwrap_err();
+    assert!(matches!(e, Error::BadUrl { .. }), "{e:?}");
+}
+
+#[test]
+fn auth_from_the_url() {
+    let r = RedisServer::start_with(&["--requirepass", "pw123"]);
+    assert!(RemoteQueue::<u8>::connect(&r.url(), "auth").is_err());
+    let url = format!("redis://:pw123@127.0.0.1:{}", r.port);
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&url, "auth").unwrap();
+    q.put(&3).unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 3);
+    let bad = format!("redis://:wrong@127.0.0.1:{}", r.port);
+    let e = RemoteQueue::<u8>::connect(&bad, "auth").unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("wrong"), "{e:?}");
+}
+
+#[test]
+fn close_refuses_later_calls() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "closing").unwrap();
+    let q2 = q.clone();
+    q.close();
+    assert_eq!(q2.put(&1).unwrap_err(), Error::Closed);
+    assert_eq!(
+        q2.get_timeout(Duration::from_millis(10)).unwrap_err(),
+        Error::Closed
+    );
+    // The queue itself lives on for other handles.
+    let other: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "closing").unwrap();
+    other.put(&1).unwrap();
+    assert_eq!(other.qsize().unwrap(), 1);
+    other.destroy().unwrap();
+}
+
+#[test]
+fn redis_killed_and_restarted_mid_run_no_call_hangs() {
+    let mut r = RedisServer::start();
+    let o = Options {
+        connect_timeout: Duration::from_secs(1),
+        io_timeout: Duration::from_secs(2),
+        claim_idle: Duration::from_millis(500),
+        ..Options::default()
+    };
+    let q: RemoteQueue<u32> = RemoteQueue::connect_with(&r.url(), "restart", o).unwrap();
+    q.put(&1).unwrap();
+    r.kill();
+    // Redis away: put fails (unreachable or connection lost), get_timeout returns in time.
+    let e = q.put(&2).unwrap_err();
+    assert!(
+        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        "{e:?}"
+    );
+    let t0 = Instant::now();
+    let e = q.get_timeout(Duration::from_secs(1)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unreachable { .. } | Error::ConnectionLost { .. } | Error::Timeout
+        ),
+        "{e:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    // A get blocked while Redis comes back completes once it is back (no persistence: the old
+    // item is gone; the group is made again).
+    let q2 = q.clone();
+    let getter = std::thread::spawn(move || q2.get_timeout(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
+    r.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match q.put(&3) {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "put after restart: {e:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(getter.join().unwrap().unwrap(), 3);
+}
+
+#[test]
+fn auth_from_the_environment() {
+    let r = RedisServer::start_with(&["--requirepass", "envpw"]);
+    let mut kids = Children::default();
+    let i = kids.push(spawn_self(
+        "zz_child_entry",
+        &[
+            ("MP_QUEUE_ROLE", "envauth".into()),
+            ("MP_URL", r.url()),
+            ("MP_NAME", "envq".into()),
+            ("MULTIPROC_REDIS_PASSWORD", "envpw".into()),
+        ],
+    ));
+    wait_line(&mut kids.0[i], "ENVOK");
+    let url = format!("redis://:envpw@127.0.0.1:{}", r.port);
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&url, "envq").unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 42);
+}
+
+fn consumers(url: &str, key: &str) -> usize {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let v: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(key)
+        .arg("mpq")
+        .query(&mut c)
+        .unwrap();
+    v.len()
+}
+
+#[test]
+fn a_dropped_handle_leaves_the_group_only_when_it_holds_nothing() {
+    let r = RedisServer::start();
+    let key = "{mp:leave}:q";
+    let a: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "leave").unwrap();
+    let b: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "leave").unwrap();
+    a.put(&1).unwrap();
+    a.put(&2).unwrap();
+    assert_eq!(a.get_timeout(Duration::from_secs(5)).unwrap(), 1);
+    let held = b.get_delivery_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(consumers(&r.url(), key), 2);
+    drop(a);
+    assert_eq!(consumers(&r.url(), key), 1, "a held nothing: gone");
+    drop(b);
+    drop(held); // unacked: b's consumer keeps the entry for others to claim
+    assert_eq!(consumers(&r.url(), key), 1);
+}
+
+#[test]
+fn get_timeout_zero_takes_what_is_there() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "zero").unwrap();
+    q.put(&4).unwrap();
+    assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), 4);
+    assert_eq!(q.get_timeout(Duration::ZERO).unwrap_err(), Error::Timeout);
+}
+
+#[test]
+fn get_without_timeout_returns_an_error_when_redis_stays_away() {
+    let mut r = RedisServer::start();
+    let o = Options {
+        connect_timeout: Duration::from_millis(500),
+        outage_timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let q: RemoteQueue<u8> = RemoteQueue::connect_with(&r.url(), "gone", o).unwrap();
+    let q2 = q.clone();
+    let getter = std::thread::spawn(move || q2.get());
+    std::thread::sleep(Duration::from_millis(200));
+    r.kill(); // and it never comes back
+    let e = getter.join().unwrap().unwrap_err();
+    assert!(
+        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        "{e:?}"
+    );
+}

@@ -1,0 +1,127 @@
+//! Queue under a hostile process: API calls with short deadlines, interleaved with arbitrary
+//! overwrites of the queue's segments (control block and ring, headers included) and of the side
+//! segments of large messages in flight. Passes when every call returns.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use multiproc_channel::{Queue, QueueOptions};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+const T: Duration = Duration::from_millis(2);
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    /// `len` up to 64 KiB: anything over a slot goes through a side segment.
+    Put { h: u8, len: u16, fill: u8 },
+    PutNowait { h: u8, len: u16, fill: u8 },
+    Get { h: u8 },
+    GetNowait { h: u8 },
+    Query { h: u8 },
+    Scribble { seg: u8, at: u32, bytes: Vec<u8> },
+    /// Overwrites bytes of a side segment in flight (header included), if there is one.
+    ScribbleSide { which: u8, at: u32, bytes: Vec<u8> },
+    Reopen { h: u8 },
+    Close { h: u8 },
+    CloseAll { h: u8 },
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    maxsize: u8,
+    slot: u8,
+    ops: Vec<Op>,
+}
+
+fn side_files(prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fuzz_target!(|input: Input| {
+    let opts = QueueOptions {
+        slot_size: 128 + usize::from(input.slot) * 4,
+        max_message: 1 << 20,
+    };
+    let Ok(q) = Queue::<Vec<u8>>::with_options(1 + usize::from(input.maxsize % 8), opts) else {
+        return;
+    };
+    let prefix = q.debug_side_prefix();
+    let segs = q.debug_segments();
+    let mut hs = vec![q];
+    for op in input.ops.into_iter().take(64) {
+        let n = hs.len();
+        let pick = |h: u8| usize::from(h) % n;
+        match op {
+            Op::Put { h, len, fill } => {
+                let _ = hs[pick(h)].put_timeout(vec![fill; usize::from(len)], T);
+            }
+            Op::PutNowait { h, len, fill } => {
+                let _ = hs[pick(h)].put_nowait(vec![fill; usize::from(len)]);
+            }
+            Op::Get { h } => {
+                let _ = hs[pick(h)].get_timeout(T);
+            }
+            Op::GetNowait { h } => {
+                let _ = hs[pick(h)].get_nowait();
+            }
+            Op::Query { h } => {
+                let q = &hs[pick(h)];
+                let (s, m) = (q.qsize(), q.maxsize());
+                assert!(s <= m, "qsize {s} > maxsize {m}");
+                let _ = (q.full(), q.empty(), q.lost_records());
+            }
+            Op::Scribble { seg, at, bytes } => {
+                let s = &segs[usize::from(seg) % segs.len()];
+                let at = at as usize % s.mapped_len();
+                s.scribble(at, &bytes[..bytes.len().min(16)]);
+            }
+            Op::ScribbleSide { which, at, bytes } => {
+                let files = side_files(&prefix);
+                if !files.is_empty() {
+                    let f = &files[usize::from(which) % files.len()];
+                    if let Ok(file) = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(format!("/dev/shm/{f}"))
+                    {
+                        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                        if len > 0 {
+                            let at = u64::from(at) % len;
+                            let b = &bytes[..bytes.len().min(16).min((len - at) as usize)];
+                            let _ = file.write_all_at(b, at);
+                        }
+                    }
+                }
+            }
+            Op::Reopen { h } => {
+                let bytes = postcard::to_allocvec(&hs[pick(h)]);
+                if let Ok(b) = bytes
+                    && let Ok(q2) = postcard::from_bytes::<Queue<Vec<u8>>>(&b)
+                    && hs.len() < 8
+                {
+                    hs.push(q2);
+                }
+            }
+            Op::Close { h } => {
+                let i = pick(h);
+                hs[i].close();
+            }
+            Op::CloseAll { h } => hs[pick(h)].close_all(),
+        }
+    }
+    drop(hs);
+    // Side segments still in the queue when it went away: ours to remove (a real program's are
+    // removed by their consumer, or by `multiproc clean` once their producer is dead).
+    for f in side_files(&prefix) {
+        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+    }
+});
