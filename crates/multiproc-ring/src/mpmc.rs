@@ -51,8 +51,10 @@ pub const MAX_SLOT_SIZE: usize = 1 << 30;
 const MAX_RETRIES: u32 = 1 << 16;
 /// How long a non-blocking pop waits for a live producer that is still writing the head slot
 /// while later slots are claimed (crossbeam's `ArrayQueue::pop` waits for it without bound; we
-/// bound it, since the writer may be a hostile or stopped process). Past it: `Empty`.
-const HEAD_WRITER_PATIENCE: Duration = Duration::from_millis(50);
+/// bound it, since the writer may be a hostile or stopped process). Past it: `Empty`. 50 ms
+/// was too short on a 2-core machine at load 10: a producer preempted mid-write for longer
+/// made the own-push test see `Empty` about once in 2 million tries.
+const HEAD_WRITER_PATIENCE: Duration = Duration::from_millis(200);
 /// Spins before the head-writer wait starts yielding and looking at the clock.
 #[cfg(not(loom))]
 const HEAD_WRITER_SPINS: u32 = 128;
@@ -552,7 +554,7 @@ impl MpmcRing {
     /// `Empty` means no finished record could be taken. If the head slot is still being written
     /// by a live producer while later slots are already claimed (so finished records may wait
     /// behind it), this waits for that producer — briefly spinning, then yielding, at most
-    /// about 50 ms (a stopped or hostile writer) — as crossbeam's `ArrayQueue::pop` does; a
+    /// about 200 ms (a stopped or hostile writer) — as crossbeam's `ArrayQueue::pop` does; a
     /// writer found dead meanwhile is recovered (its record counted lost). So a thread that
     /// completed a push and is the only consumer never gets `Empty` from the next `try_pop`.
     #[inline]
