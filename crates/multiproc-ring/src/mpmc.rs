@@ -29,13 +29,14 @@
 //! ```
 
 use crate::error::{PopError, PushError, RingError};
-use crate::facade::{AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::facade::{AtomicU32, AtomicU64, CachePadded, Ordering, spin_hint};
 use crate::ident;
-use crate::region::{Backing, HeapRegion};
+use crate::region::ring_err;
 use crate::wait::{ParkWord, WaitEnd, WaitStrategy, wait_for};
-use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use multiproc_shm::{
+    ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
+};
 use std::ptr::NonNull;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MPMPMC01");
@@ -48,6 +49,20 @@ pub const MAX_SLOTS: usize = 1 << 24;
 pub const MAX_SLOT_SIZE: usize = 1 << 30;
 /// Give up a non-blocking op after this many lost races (only a corrupted ring gets here).
 const MAX_RETRIES: u32 = 1 << 16;
+/// How long a non-blocking pop waits for a live producer that is still writing the head slot
+/// while later slots are claimed (crossbeam's `ArrayQueue::pop` waits for it without bound; we
+/// bound it, since the writer may be a hostile or stopped process). Past it: `Empty`. 50 ms
+/// was too short on a 2-core machine at load 10: a producer preempted mid-write for longer
+/// made the own-push test see `Empty` about once in 2 million tries.
+const HEAD_WRITER_PATIENCE: Duration = Duration::from_millis(200);
+/// Spins before the head-writer wait starts yielding and looking at the clock.
+#[cfg(not(loom))]
+const HEAD_WRITER_SPINS: u32 = 128;
+/// Under loom: a few yields only (the model must stay finite; loom has no clock).
+#[cfg(loom)]
+const HEAD_WRITER_SPINS: u32 = 2;
+/// How often that wait checks whether the head slot's writer died (reads /proc).
+const HEAD_WRITER_CHECK: Duration = Duration::from_millis(1);
 
 #[repr(C)]
 struct Config {
@@ -100,6 +115,9 @@ pub const fn region_size(slots: usize, slot_size: usize) -> usize {
     control_size() + slots * stride_for(slot_size)
 }
 
+/// Largest slot area (`slots * stride`) any ring may have.
+const MAX_AREA: usize = isize::MAX as usize / 2;
+
 fn check_params(slots: usize, slot_size: usize) -> Result<(), RingError> {
     if !slots.is_power_of_two() || !(2..=MAX_SLOTS).contains(&slots) {
         return Err(RingError::InvalidParams(
@@ -111,11 +129,61 @@ fn check_params(slots: usize, slot_size: usize) -> Result<(), RingError> {
     }
     if slots
         .checked_mul(stride_for(slot_size))
-        .is_none_or(|n| n > isize::MAX as usize / 2)
+        .is_none_or(|n| n > MAX_AREA)
     {
         return Err(RingError::InvalidParams("ring too large"));
     }
     Ok(())
+}
+
+/// The geometry of an MPMC ring, validated once when a handle is made and used from the
+/// handle's local copy afterwards (never re-read from shared memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MpmcGeometry {
+    /// Number of slots (a power of two in `2..=MAX_SLOTS`).
+    pub slots: u64,
+    /// `slots - 1`.
+    pub mask: u64,
+    /// Largest record (`1..=MAX_SLOT_SIZE`).
+    pub slot_size: u64,
+    /// Bytes between slots: `stride_for(slot_size)`; `slots * stride` fits in the tail.
+    pub stride: u64,
+}
+
+// SAFETY: `MpmcControl` is `#[repr(C)]` and made only of atomic integers (inside `#[repr(C)]`
+// `CachePadded`s), so any bit pattern is valid and `&MpmcControl` over memory other processes
+// write is sound; its alignment is 128; it needs no drop in a segment.
+unsafe impl SharedLayout for MpmcControl {
+    const KIND: ObjectKind = ObjectKind::MpmcRing;
+    const MAX_TAIL: usize = MAX_AREA;
+    type Geometry = MpmcGeometry;
+
+    fn validate(&self, tail_len: usize) -> Result<MpmcGeometry, ShmError> {
+        // Relaxed: configuration written once before the segment was marked Ready (the segment
+        // layer's Acquire of the ready state orders it).
+        if self.config.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(ShmError::Corrupted("bad ring magic"));
+        }
+        let slots = self.config.slots.load(Ordering::Relaxed);
+        let slot_size = self.config.slot_size.load(Ordering::Relaxed);
+        let stride = self.config.stride.load(Ordering::Relaxed);
+        let (Ok(n), Ok(ss)) = (usize::try_from(slots), usize::try_from(slot_size)) else {
+            return Err(ShmError::Corrupted("bad geometry"));
+        };
+        if check_params(n, ss).is_err() || stride != stride_for(ss) as u64 {
+            return Err(ShmError::Corrupted("bad geometry"));
+        }
+        // check_params bounds the product, so it cannot overflow.
+        if n * stride_for(ss) > tail_len {
+            return Err(ShmError::Corrupted("slots exceed the region"));
+        }
+        Ok(MpmcGeometry {
+            slots,
+            mask: slots - 1,
+            slot_size,
+            stride,
+        })
+    }
 }
 
 #[inline]
@@ -128,60 +196,59 @@ fn split(w: u64) -> (u32, u32) {
     ((w >> 32) as u32, w as u32)
 }
 
-/// # Safety
-/// `base` is 128-aligned, writable, `region_size(slots, slot_size)` bytes, not yet shared.
-unsafe fn init_region(base: *mut u8, slots: usize, slot_size: usize) {
-    let ctrl = MpmcControl {
-        config: CachePadded(Config {
-            magic: AtomicU64::new(MAGIC),
-            slots: AtomicU64::new(slots as u64),
-            slot_size: AtomicU64::new(slot_size as u64),
-            stride: AtomicU64::new(stride_for(slot_size) as u64),
-        }),
-        tail: CachePadded(AtomicU64::new(0)),
-        head: CachePadded(AtomicU64::new(0)),
-        not_empty: CachePadded(ParkWord::new()),
-        not_full: CachePadded(ParkWord::new()),
-        state: CachePadded(State {
-            closed: AtomicU32::new(0),
-            _pad: AtomicU32::new(0),
-            lost: AtomicU64::new(0),
-        }),
-    };
-    // SAFETY: the caller guarantees an aligned, writable, private region.
-    unsafe { base.cast::<MpmcControl>().write(ctrl) };
-    for i in 0..slots {
-        let hdr = SlotHdr {
-            word: AtomicU64::new(pack(0, i as u32)),
-            claimer: AtomicU64::new(0),
-            len: AtomicU32::new(0),
-            _pad: AtomicU32::new(0),
+/// Builds the control block and the slot headers in place (the `init` of
+/// [`Shared::create`]/[`Shared::heap`]). On the heap the slot headers (in the tail) are never
+/// dropped: they are plain atomics (under loom, handles into the model, which needs no drop).
+fn init(
+    slots: usize,
+    slot_size: usize,
+) -> impl FnOnce(NonNull<MpmcControl>, NonNull<u8>) -> Result<(), ShmError> {
+    move |p, tail| {
+        let ctrl = MpmcControl {
+            config: CachePadded(Config {
+                magic: AtomicU64::new(MAGIC),
+                slots: AtomicU64::new(slots as u64),
+                slot_size: AtomicU64::new(slot_size as u64),
+                stride: AtomicU64::new(stride_for(slot_size) as u64),
+            }),
+            tail: CachePadded(AtomicU64::new(0)),
+            head: CachePadded(AtomicU64::new(0)),
+            not_empty: CachePadded(ParkWord::new()),
+            not_full: CachePadded(ParkWord::new()),
+            state: CachePadded(State {
+                closed: AtomicU32::new(0),
+                _pad: AtomicU32::new(0),
+                lost: AtomicU64::new(0),
+            }),
         };
-        // SAFETY: slot i's header lies inside the region (region_size) and is 64-aligned.
-        unsafe {
-            base.add(control_size() + i * stride_for(slot_size))
-                .cast::<SlotHdr>()
-                .write(hdr)
-        };
-    }
-}
-
-unsafe fn drop_ctrl_heap(base: *mut u8, slots: usize, slot_size: usize) {
-    // SAFETY: called once on a region `init_region` built (heap rings only).
-    unsafe {
-        std::ptr::drop_in_place(base.cast::<MpmcControl>());
+        // SAFETY: `Shared` hands us a pointer valid and aligned for one `MpmcControl`, unseen.
+        unsafe { p.as_ptr().write(ctrl) };
         for i in 0..slots {
-            std::ptr::drop_in_place(
-                base.add(control_size() + i * stride_for(slot_size))
-                    .cast::<SlotHdr>(),
-            );
+            let hdr = SlotHdr {
+                word: AtomicU64::new(pack(0, i as u32)),
+                claimer: AtomicU64::new(0),
+                len: AtomicU32::new(0),
+                _pad: AtomicU32::new(0),
+            };
+            // SAFETY: the tail holds `slots * stride` bytes (its length is exactly that) and
+            // is 128-aligned, so slot i's header is inside it and 64-aligned; nobody else sees
+            // it yet.
+            unsafe {
+                tail.as_ptr()
+                    .add(i * stride_for(slot_size))
+                    .cast::<SlotHdr>()
+                    .write(hdr)
+            };
         }
+        Ok(())
     }
 }
 
+/// A handle's view of a ring: the shared object plus local copies of its validated geometry
+/// and the pointers the hot paths use.
 #[derive(Clone)]
 struct Raw {
-    backing: Backing,
+    shared: Shared<MpmcControl>,
     ctrl: NonNull<MpmcControl>,
     slots_base: NonNull<u8>,
     mask: u64,
@@ -190,53 +257,29 @@ struct Raw {
     stride: u64,
 }
 
-// SAFETY: shared memory reached through atomics and the claim protocol.
+// SAFETY: the pointers point into memory `shared` keeps alive: shared memory reached through
+// atomics and the claim protocol.
 unsafe impl Send for Raw {}
 // SAFETY: as above.
 unsafe impl Sync for Raw {}
 
 impl Raw {
-    fn new(backing: Backing) -> Result<Raw, RingError> {
-        let base = backing.base();
-        let len = backing.len();
-        if len < control_size() {
-            return Err(RingError::Corrupted("region smaller than a ring"));
+    fn new(shared: Shared<MpmcControl>) -> Raw {
+        let g = *shared.geometry();
+        Raw {
+            ctrl: shared.as_ptr(),
+            slots_base: shared.tail_ptr(),
+            mask: g.mask,
+            slots: g.slots,
+            slot_size: g.slot_size,
+            stride: g.stride,
+            shared,
         }
-        let ctrl = base.cast::<MpmcControl>();
-        // SAFETY: the region holds at least a control block, 128-aligned; all fields are
-        // atomic integers, valid for any bytes.
-        let c = unsafe { ctrl.as_ref() };
-        if c.config.magic.load(Ordering::Relaxed) != MAGIC {
-            return Err(RingError::Corrupted("bad ring magic"));
-        }
-        let slots = c.config.slots.load(Ordering::Relaxed);
-        let slot_size = c.config.slot_size.load(Ordering::Relaxed);
-        let stride = c.config.stride.load(Ordering::Relaxed);
-        let (Ok(s), Ok(ss)) = (usize::try_from(slots), usize::try_from(slot_size)) else {
-            return Err(RingError::Corrupted("bad geometry"));
-        };
-        if check_params(s, ss).is_err() || stride != stride_for(ss) as u64 {
-            return Err(RingError::Corrupted("bad geometry"));
-        }
-        if region_size(s, ss) > len {
-            return Err(RingError::Corrupted("slots exceed the region"));
-        }
-        // SAFETY: control_size() < len.
-        let slots_base = unsafe { NonNull::new_unchecked(base.as_ptr().add(control_size())) };
-        Ok(Raw {
-            backing,
-            ctrl,
-            slots_base,
-            mask: slots - 1,
-            slots,
-            slot_size,
-            stride,
-        })
     }
 
     #[inline]
     fn ctrl(&self) -> &MpmcControl {
-        // SAFETY: validated in `new`; the backing keeps the mapping alive.
+        // SAFETY: `shared`'s validated layout pointer, kept mapped by `shared`.
         unsafe { self.ctrl.as_ref() }
     }
 
@@ -244,8 +287,8 @@ impl Raw {
     #[inline]
     fn slot(&self, pos: u64) -> &SlotHdr {
         let i = pos & self.mask;
-        // SAFETY: i < slots and slots * stride fits in the region (checked in `new`); slot
-        // headers are 64-aligned atomics, valid for any bytes.
+        // SAFETY: i < slots and slots * stride fits in the tail (validated geometry, local
+        // copy); slot headers are 64-aligned atomics, valid for any bytes.
         unsafe {
             &*self
                 .slots_base
@@ -288,6 +331,16 @@ fn claimer_dead(slot: &SlotHdr, w: u64) -> bool {
     !ident::alive(pid, start)
 }
 
+/// State of a non-blocking pop waiting for the head slot's writer.
+#[derive(Default)]
+struct HeadWait {
+    rounds: u32,
+    #[cfg_attr(loom, allow(dead_code))]
+    since: Option<Instant>,
+    #[cfg_attr(loom, allow(dead_code))]
+    checked: Option<Instant>,
+}
+
 /// A bounded MPMC ring of records (the shared object; `Clone` gives another handle).
 #[derive(Clone)]
 pub struct MpmcRing {
@@ -304,81 +357,62 @@ impl std::fmt::Debug for MpmcRing {
     }
 }
 
-fn spec(slots: usize, slot_size: usize) -> SegmentSpec {
-    SegmentSpec::new(
-        ObjectKind::MpmcRing,
-        TypeFingerprint::of::<MpmcControl>(),
-        region_size(slots, slot_size),
-        128,
-    )
-}
-
-fn expect() -> Expect {
-    Expect::new(ObjectKind::MpmcRing, TypeFingerprint::of::<MpmcControl>())
-        .min_payload_size(control_size() as u64)
+fn fingerprint() -> TypeFingerprint {
+    TypeFingerprint::of::<MpmcControl>()
 }
 
 impl MpmcRing {
+    fn wrap(s: Shared<MpmcControl>) -> MpmcRing {
+        MpmcRing {
+            raw: Raw::new(s),
+            strategy: WaitStrategy::default(),
+        }
+    }
+
     /// A ring of `slots` (power of two) slots of `slot_size` bytes in an anonymous segment.
     pub fn create(slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
         check_params(slots, slot_size)?;
-        let seg = Segment::create_anonymous(&spec(slots, slot_size), |p, _| {
-            // SAFETY: fresh, private, 256-aligned payload of region_size bytes.
-            unsafe { init_region(p.as_ptr(), slots, slot_size) };
-            Ok(())
-        })?;
-        Self::from_segment(seg)
+        let area = slots * stride_for(slot_size);
+        let s =
+            Shared::create(None, fingerprint(), area, init(slots, slot_size)).map_err(ring_err)?;
+        Ok(Self::wrap(s))
     }
 
     /// A ring in the named segment `/dev/shm/multiproc.NAME`.
     pub fn create_named(name: &str, slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
         check_params(slots, slot_size)?;
-        let seg = Segment::create_named(name, &spec(slots, slot_size), |p, _| {
-            // SAFETY: as in `create`.
-            unsafe { init_region(p.as_ptr(), slots, slot_size) };
-            Ok(())
-        })?;
-        Self::from_segment(seg)
+        let area = slots * stride_for(slot_size);
+        let s = Shared::create(Some(name), fingerprint(), area, init(slots, slot_size))
+            .map_err(ring_err)?;
+        Ok(Self::wrap(s))
     }
 
     /// Opens a named ring.
     pub fn open_named(name: &str) -> Result<MpmcRing, RingError> {
-        Self::from_segment(Segment::open_named(name, &expect())?)
+        Ok(Self::wrap(
+            Shared::open_named(name, fingerprint()).map_err(ring_err)?,
+        ))
     }
 
     /// Opens the ring a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<MpmcRing, RingError> {
-        Self::from_segment(Segment::open_handle(handle, &expect())?)
+        Ok(Self::wrap(
+            Shared::open_handle(handle, fingerprint()).map_err(ring_err)?,
+        ))
     }
 
     /// Wraps an opened segment, validating the control block.
     pub fn from_segment(seg: Segment) -> Result<MpmcRing, RingError> {
-        Ok(MpmcRing {
-            raw: Raw::new(Backing::Segment(seg))?,
-            strategy: WaitStrategy::default(),
-        })
+        Ok(Self::wrap(Shared::from_segment(seg).map_err(ring_err)?))
     }
 
     /// A ring on the heap (threads of one process, tests, loom).
     pub fn new_heap(slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
         check_params(slots, slot_size)?;
-        // The drop hook needs the geometry: re-read it from the control block.
-        unsafe fn drop_hook(base: *mut u8) {
-            // SAFETY: base holds the control block init_region built; geometry was validated.
-            unsafe {
-                let c = &*base.cast::<MpmcControl>();
-                let slots = c.config.slots.load(Ordering::Relaxed) as usize;
-                let slot_size = c.config.slot_size.load(Ordering::Relaxed) as usize;
-                drop_ctrl_heap(base, slots, slot_size);
-            }
-        }
-        let h = HeapRegion::new(region_size(slots, slot_size), drop_hook);
-        // SAFETY: fresh, zeroed, 128-aligned, big enough, not shared.
-        unsafe { init_region(h.ptr(), slots, slot_size) };
-        Ok(MpmcRing {
-            raw: Raw::new(Backing::Heap(Arc::new(h)))?,
-            strategy: WaitStrategy::default(),
-        })
+        let area = slots * stride_for(slot_size);
+        Ok(Self::wrap(
+            Shared::heap(area, init(slots, slot_size)).map_err(ring_err)?,
+        ))
     }
 
     /// Sets how this handle's blocking calls wait.
@@ -398,7 +432,7 @@ impl MpmcRing {
 
     /// The underlying segment (None for heap rings).
     pub fn segment(&self) -> Option<&Segment> {
-        self.raw.backing.segment()
+        self.raw.shared.segment()
     }
 
     /// The handle another process opens this ring by.
@@ -515,9 +549,27 @@ impl MpmcRing {
         }
     }
 
-    /// Copies the next record into `out` without waiting; returns its length.
+    /// Copies the next record into `out` without waiting for a producer; returns its length.
+    ///
+    /// `Empty` means no finished record could be taken. If the head slot is still being written
+    /// by a live producer while later slots are already claimed (so finished records may wait
+    /// behind it), this waits for that producer — briefly spinning, then yielding, at most
+    /// about 200 ms (a stopped or hostile writer) — as crossbeam's `ArrayQueue::pop` does; a
+    /// writer found dead meanwhile is recovered (its record counted lost). So a thread that
+    /// completed a push and is the only consumer never gets `Empty` from the next `try_pop`.
     #[inline]
     pub fn try_pop_into(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
+        match self.pop_once(out) {
+            // Out of line: the common pop stays exactly the plain Vyukov pop.
+            Err(PopError::Empty) => self.pop_behind_head_writer(out),
+            r => r,
+        }
+    }
+
+    /// One pop attempt: `Empty` when the slot at the head holds no finished record (the
+    /// blocking forms then park; the writer's publication wakes them).
+    #[inline]
+    fn pop_once(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
         let raw = &self.raw;
         let c = raw.ctrl();
         let me = ident::pid();
@@ -580,7 +632,8 @@ impl MpmcRing {
                     Ordering::Relaxed,
                 );
             } else if c.head.load(Ordering::Relaxed) == h {
-                // Empty at h (or its writer is still writing).
+                // Empty at h, or its writer is still writing (`try_pop_into` then waits for
+                // it, see `pop_behind_head_writer`).
                 if self.is_closed() {
                     return Err(PopError::Disconnected);
                 }
@@ -592,6 +645,84 @@ impl MpmcRing {
                     "no progress (slot stamps inconsistent)",
                 ));
             }
+        }
+    }
+
+    /// The head slot's claim word, if the slot is being written while the tail has moved past
+    /// it: later positions are claimed and may hold finished records. (The tail only grows, so
+    /// a caller that finished a push of its own at a later position sees tail != head here.)
+    fn head_writer_busy(&self) -> Option<(&SlotHdr, u64)> {
+        let c = self.raw.ctrl();
+        // Relaxed: hints; the slot word decides.
+        let h = c.head.load(Ordering::Relaxed);
+        let slot = self.raw.slot(h);
+        // Acquire: as in `pop_once` (pairs with the producer's Release publication).
+        let w = slot.word.load(Ordering::Acquire);
+        let (pid, stamp) = split(w);
+        (pid != 0
+            && stamp == h as u32
+            && c.head.load(Ordering::Relaxed) == h
+            && c.tail.load(Ordering::Relaxed) != h)
+            .then_some((slot, w))
+    }
+
+    /// `try_pop_into` after a first attempt found nothing: if the head slot is being written
+    /// by a live producer while later positions are claimed, waits for it (bounded, see
+    /// `wait_head_writer`) and retries, as crossbeam's `ArrayQueue::pop` does.
+    #[cold]
+    #[inline(never)]
+    fn pop_behind_head_writer(&self, out: &mut Vec<u8>) -> Result<usize, PopError> {
+        let mut hw = HeadWait::default();
+        loop {
+            let Some((slot, w)) = self.head_writer_busy() else {
+                // Really empty, or the writer just finished: one more plain attempt.
+                return self.pop_once(out);
+            };
+            if !self.wait_head_writer(&mut hw, slot, w) {
+                if self.is_closed() {
+                    return Err(PopError::Disconnected);
+                }
+                return Err(PopError::Empty);
+            }
+            match self.pop_once(out) {
+                Err(PopError::Empty) => {}
+                r => return r,
+            }
+        }
+    }
+
+    /// One step of waiting for the live writer of the head slot (claim word `w`). Returns false
+    /// when the patience is used up. Spins first; then yields, checks now and then whether the
+    /// writer died (and recovers its slot if so), and gives up after `HEAD_WRITER_PATIENCE`.
+    fn wait_head_writer(&self, hw: &mut HeadWait, slot: &SlotHdr, w: u64) -> bool {
+        hw.rounds += 1;
+        if hw.rounds <= HEAD_WRITER_SPINS {
+            spin_hint();
+            return true;
+        }
+        #[cfg(loom)]
+        {
+            let _ = (slot, w);
+            false
+        }
+        #[cfg(not(loom))]
+        {
+            std::thread::yield_now();
+            let now = Instant::now();
+            let since = *hw.since.get_or_insert(now);
+            if now.duration_since(since) >= HEAD_WRITER_PATIENCE {
+                return false;
+            }
+            if hw
+                .checked
+                .is_none_or(|t| now.duration_since(t) >= HEAD_WRITER_CHECK)
+            {
+                hw.checked = Some(now);
+                if claimer_dead(slot, w) {
+                    self.recover();
+                }
+            }
+            true
         }
     }
 
@@ -717,7 +848,7 @@ impl MpmcRing {
         out: &mut Vec<u8>,
         deadline: Option<Instant>,
     ) -> Result<usize, PopError> {
-        match self.try_pop_into(out) {
+        match self.pop_once(out) {
             Err(PopError::Empty) => self.pop_slow(out, deadline),
             r => r,
         }
@@ -730,7 +861,7 @@ impl MpmcRing {
             self.strategy,
             deadline,
             &ctrl.not_empty,
-            || match self.try_pop_into(out) {
+            || match self.pop_once(out) {
                 Err(PopError::Empty) => None,
                 r => Some(r),
             },

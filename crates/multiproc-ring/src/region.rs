@@ -1,81 +1,16 @@
-//! Where a ring's memory lives: a shared-memory [`Segment`] or a heap allocation (tests, loom,
-//! fuzzing). Either way the ring sees one raw region: control block, then data.
+//! Where a ring's memory lives: a [`multiproc_shm::Shared`] — a segment across processes, or
+//! `Shared::heap` for tests, loom models and fuzzing. The control block is the `SharedLayout`,
+//! the data area (SPSC bytes, MPMC slots) is its tail; the geometry is validated once by the
+//! layout's `validate` and used from the handle's local copy.
 
-use multiproc_shm::Segment;
-use std::alloc::Layout;
-use std::ptr::NonNull;
-use std::sync::Arc;
+use crate::error::RingError;
+use multiproc_shm::ShmError;
 
-/// A zeroed, 128-byte aligned heap region.
-pub(crate) struct HeapRegion {
-    ptr: NonNull<u8>,
-    layout: Layout,
-    drop_ctrl: unsafe fn(*mut u8),
-}
-
-impl HeapRegion {
-    /// Allocates `len` zeroed bytes; `drop_ctrl` runs on the pointer before freeing (drops the
-    /// control block built in place).
-    pub(crate) fn new(len: usize, drop_ctrl: unsafe fn(*mut u8)) -> HeapRegion {
-        let layout = Layout::from_size_align(len.max(128), 128).expect("region layout");
-        // SAFETY: layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        HeapRegion {
-            ptr,
-            layout,
-            drop_ctrl,
-        }
-    }
-
-    /// The region's first byte.
-    pub(crate) fn ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-}
-
-impl Drop for HeapRegion {
-    fn drop(&mut self) {
-        // SAFETY: the control block was built in place at `ptr` by the ring's init and is
-        // dropped exactly once here; then the allocation made in `new` is freed with its layout.
-        unsafe {
-            (self.drop_ctrl)(self.ptr.as_ptr());
-            std::alloc::dealloc(self.ptr.as_ptr(), self.layout);
-        }
-    }
-}
-
-// SAFETY: the region is raw memory reached through atomics by the ring algorithms.
-unsafe impl Send for HeapRegion {}
-// SAFETY: as above.
-unsafe impl Sync for HeapRegion {}
-
-/// Keeps a ring's memory mapped while a handle lives.
-#[derive(Clone)]
-pub(crate) enum Backing {
-    Segment(Segment),
-    Heap(Arc<HeapRegion>),
-}
-
-impl Backing {
-    pub(crate) fn base(&self) -> NonNull<u8> {
-        match self {
-            Backing::Segment(s) => s.payload_ptr(),
-            Backing::Heap(h) => h.ptr,
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Backing::Segment(s) => s.payload_len(),
-            Backing::Heap(h) => h.layout.size(),
-        }
-    }
-
-    pub(crate) fn segment(&self) -> Option<&Segment> {
-        match self {
-            Backing::Segment(s) => Some(s),
-            Backing::Heap(_) => None,
-        }
+/// A `Shared` error as a ring error: a control block that fails validation is `Corrupted`
+/// (as it always was for rings); everything else is the segment layer's error.
+pub(crate) fn ring_err(e: ShmError) -> RingError {
+    match e {
+        ShmError::Corrupted(what) => RingError::Corrupted(what),
+        e => RingError::Shm(e),
     }
 }

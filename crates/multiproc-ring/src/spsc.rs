@@ -44,11 +44,12 @@
 use crate::error::{PopError, PushError, RingError};
 use crate::facade::{AtomicU32, AtomicU64, CachePadded, Ordering, align8, load_word, store_word};
 use crate::ident;
-use crate::region::{Backing, HeapRegion};
+use crate::region::ring_err;
 use crate::wait::{ParkWord, WaitEnd, WaitStrategy, wait_for};
-use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
+use multiproc_shm::{
+    ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
+};
 use std::ptr::NonNull;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MPSPSC01");
@@ -73,21 +74,25 @@ struct Config {
     max_record: AtomicU64,
 }
 
-/// One side's shared state: who it is, whether it closed, and where it sleeps.
+/// One side's shared state: who owns it, whether it closed, and where it sleeps.
 #[repr(C)]
 pub(crate) struct Side {
-    pid: AtomicU32,
+    /// The owner, in ONE word: `pid << 32 | low 32 bits of its start time` (0: never attached).
+    /// Taking a side over is a single CAS of this word from the dead owner's value to ours, so
+    /// two processes (or threads) racing over the same dead owner cannot both win.
+    owner: AtomicU64,
     closed: AtomicU32,
-    start_time: AtomicU64,
+    /// How many times a dead owner was replaced (diagnostics).
+    takeovers: AtomicU32,
     park: ParkWord,
 }
 
 impl Side {
     fn new() -> Side {
         Side {
-            pid: AtomicU32::new(0),
+            owner: AtomicU64::new(0),
             closed: AtomicU32::new(0),
-            start_time: AtomicU64::new(0),
+            takeovers: AtomicU32::new(0),
             park: ParkWord::new(),
         }
     }
@@ -105,8 +110,8 @@ impl Side {
         if self.closed() {
             return true;
         }
-        let pid = self.pid.load(Ordering::Relaxed);
-        pid != 0 && !ident::alive(pid, self.start_time.load(Ordering::Relaxed))
+        let w = self.owner.load(Ordering::Relaxed);
+        w != 0 && !owner_alive(w)
     }
 
     fn close(&self) {
@@ -123,6 +128,53 @@ pub struct SpscControl {
     head: CachePadded<AtomicU64>,
     producer: CachePadded<Side>,
     consumer: CachePadded<Side>,
+    /// The consumer's position as handed out: stored before every record is returned to the
+    /// caller (`head` is handed back to the producer lazily). Only a replacement consumer reads
+    /// it, so it sits on a line of its own that no one else touches on the fast path.
+    taken: CachePadded<AtomicU64>,
+}
+
+/// The geometry of an SPSC ring, validated once when a handle is made and used from the
+/// handle's local copy afterwards (never re-read from shared memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpscGeometry {
+    /// Data capacity in bytes (a power of two in `MIN_CAPACITY..=MAX_CAPACITY`, at most the
+    /// real length of the segment's tail).
+    pub capacity: u64,
+    /// Largest record: `max_record_for(capacity)`.
+    pub max_record: u64,
+}
+
+// SAFETY: `SpscControl` is `#[repr(C)]` and made only of atomic integers (inside `CachePadded`,
+// itself `#[repr(C)]`), so any bit pattern is valid and `&SpscControl` over memory other
+// processes write is sound; its alignment is 128; it needs no drop in a segment.
+unsafe impl SharedLayout for SpscControl {
+    const KIND: ObjectKind = ObjectKind::SpscRing;
+    const MAX_TAIL: usize = MAX_CAPACITY;
+    type Geometry = SpscGeometry;
+
+    fn validate(&self, tail_len: usize) -> Result<SpscGeometry, ShmError> {
+        // Relaxed: configuration written once before the segment was marked Ready (the
+        // segment layer's Acquire of the ready state orders it).
+        if self.config.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(ShmError::Corrupted("bad ring magic"));
+        }
+        let cap = self.config.capacity.load(Ordering::Relaxed);
+        let max_record = self.config.max_record.load(Ordering::Relaxed);
+        if usize::try_from(cap).map_or(true, |c| check_capacity(c).is_err()) {
+            return Err(ShmError::Corrupted("bad capacity"));
+        }
+        if cap > tail_len as u64 {
+            return Err(ShmError::Corrupted("capacity exceeds the region"));
+        }
+        if max_record != max_record_for(cap as usize) as u64 {
+            return Err(ShmError::Corrupted("bad max record size"));
+        }
+        Ok(SpscGeometry {
+            capacity: cap,
+            max_record,
+        })
+    }
 }
 
 /// Bytes taken by the control block (a multiple of 128; the data follows).
@@ -155,12 +207,8 @@ fn check_capacity(capacity: usize) -> Result<(), RingError> {
     Ok(())
 }
 
-/// Builds the control block in place.
-///
-/// # Safety
-/// `base` is 128-aligned, writable, at least `region_size(capacity)` bytes, not yet shared.
-unsafe fn init_region(base: *mut u8, capacity: usize) {
-    let ctrl = SpscControl {
+fn new_control(capacity: usize) -> SpscControl {
+    SpscControl {
         config: CachePadded(Config {
             magic: AtomicU64::new(MAGIC),
             capacity: AtomicU64::new(capacity as u64),
@@ -170,71 +218,53 @@ unsafe fn init_region(base: *mut u8, capacity: usize) {
         head: CachePadded(AtomicU64::new(0)),
         producer: CachePadded(Side::new()),
         consumer: CachePadded(Side::new()),
-    };
-    // SAFETY: the caller guarantees an aligned, writable, private region big enough.
-    unsafe { base.cast::<SpscControl>().write(ctrl) };
+        taken: CachePadded(AtomicU64::new(0)),
+    }
 }
 
-unsafe fn drop_ctrl(base: *mut u8) {
-    // SAFETY: called once by HeapRegion::drop on the control block `init_region` built.
-    unsafe { std::ptr::drop_in_place(base.cast::<SpscControl>()) };
+/// Builds the control block in place (the `init` of [`Shared::create`]/[`Shared::heap`]).
+fn init(capacity: usize) -> impl FnOnce(NonNull<SpscControl>, NonNull<u8>) -> Result<(), ShmError> {
+    move |p, _tail| {
+        // SAFETY: `Shared` hands us a pointer valid and aligned for one `SpscControl`, not yet
+        // visible to anyone else.
+        unsafe { p.as_ptr().write(new_control(capacity)) };
+        Ok(())
+    }
 }
 
-/// A validated view of a ring region.
+/// A handle's view of a ring: the shared object plus local copies of its validated geometry
+/// and of the two pointers the hot paths use (so no op chases the `Shared`'s refcounted box).
 #[derive(Clone)]
 struct Raw {
-    backing: Backing,
+    shared: Shared<SpscControl>,
     ctrl: NonNull<SpscControl>,
     data: NonNull<u8>,
     cap: u64,
     max_record: u64,
 }
 
-// SAFETY: the region is shared memory reached through atomics and the SPSC protocol.
+// SAFETY: the pointers point into memory `shared` keeps alive; it is shared memory reached
+// through atomics and the SPSC protocol.
 unsafe impl Send for Raw {}
 // SAFETY: as above.
 unsafe impl Sync for Raw {}
 
 impl Raw {
-    fn new(backing: Backing) -> Result<Raw, RingError> {
-        let base = backing.base();
-        let len = backing.len();
-        if len < control_size() + MIN_CAPACITY {
-            return Err(RingError::Corrupted("region smaller than a ring"));
+    fn new(shared: Shared<SpscControl>) -> Raw {
+        let g = *shared.geometry();
+        Raw {
+            ctrl: shared.as_ptr(),
+            data: shared.tail_ptr(),
+            cap: g.capacity,
+            max_record: g.max_record,
+            shared,
         }
-        let ctrl = base.cast::<SpscControl>();
-        // SAFETY: the region is at least control_size() bytes, 128-aligned (segment payloads
-        // are 256-aligned, heap regions 128), and holds a control block built by init_region
-        // (or hostile bytes: every field is an atomic integer, valid for any bit pattern).
-        let c = unsafe { ctrl.as_ref() };
-        if c.config.magic.load(Ordering::Relaxed) != MAGIC {
-            return Err(RingError::Corrupted("bad ring magic"));
-        }
-        let cap = c.config.capacity.load(Ordering::Relaxed);
-        let max_record = c.config.max_record.load(Ordering::Relaxed);
-        if usize::try_from(cap).map_or(true, |c| check_capacity(c).is_err()) {
-            return Err(RingError::Corrupted("bad capacity"));
-        }
-        if cap as usize > len - control_size() {
-            return Err(RingError::Corrupted("capacity exceeds the region"));
-        }
-        if max_record != max_record_for(cap as usize) as u64 {
-            return Err(RingError::Corrupted("bad max record size"));
-        }
-        // SAFETY: control_size() < len, so the data pointer is inside the region.
-        let data = unsafe { NonNull::new_unchecked(base.as_ptr().add(control_size())) };
-        Ok(Raw {
-            backing,
-            ctrl,
-            data,
-            cap,
-            max_record,
-        })
     }
 
     #[inline]
     fn ctrl(&self) -> &SpscControl {
-        // SAFETY: validated in `new`; the backing keeps the mapping alive as long as self.
+        // SAFETY: `ctrl` is `shared`'s layout pointer (validated); `shared` keeps it mapped as
+        // long as self; SharedLayout makes `&SpscControl` over shared memory sound.
         unsafe { self.ctrl.as_ref() }
     }
 
@@ -242,8 +272,8 @@ impl Raw {
     #[inline]
     fn at(&self, idx: u64) -> *mut u8 {
         debug_assert!(idx <= self.cap);
-        // SAFETY: idx <= cap and the data region holds cap bytes (checked in `new`), so the
-        // result is inside the region or one past its end.
+        // SAFETY: idx <= cap and the tail holds at least cap bytes (validated), so the result
+        // is inside the tail or one past its end.
         unsafe { self.data.as_ptr().add(idx as usize) }
     }
 }
@@ -264,18 +294,8 @@ impl std::fmt::Debug for SpscRing {
     }
 }
 
-fn spec(capacity: usize) -> SegmentSpec {
-    SegmentSpec::new(
-        ObjectKind::SpscRing,
-        TypeFingerprint::of::<SpscControl>(),
-        region_size(capacity),
-        128,
-    )
-}
-
-fn expect() -> Expect {
-    Expect::new(ObjectKind::SpscRing, TypeFingerprint::of::<SpscControl>())
-        .min_payload_size((control_size() + MIN_CAPACITY) as u64)
+fn fingerprint() -> TypeFingerprint {
+    TypeFingerprint::of::<SpscControl>()
 }
 
 impl SpscRing {
@@ -283,52 +303,42 @@ impl SpscRing {
     /// forked children inherit it; pass it to spawned ones by its handle.
     pub fn create(capacity: usize) -> Result<SpscRing, RingError> {
         check_capacity(capacity)?;
-        let seg = Segment::create_anonymous(&spec(capacity), |p, _| {
-            // SAFETY: a fresh, private, 256-aligned payload of region_size(capacity) bytes.
-            unsafe { init_region(p.as_ptr(), capacity) };
-            Ok(())
-        })?;
-        Self::from_segment(seg)
+        let s = Shared::create(None, fingerprint(), capacity, init(capacity)).map_err(ring_err)?;
+        Ok(SpscRing { raw: Raw::new(s) })
     }
 
     /// A ring in the named segment `/dev/shm/multiproc.NAME` (unlinked when this handle and its
     /// clones drop in the creating process).
     pub fn create_named(name: &str, capacity: usize) -> Result<SpscRing, RingError> {
         check_capacity(capacity)?;
-        let seg = Segment::create_named(name, &spec(capacity), |p, _| {
-            // SAFETY: as in `create`.
-            unsafe { init_region(p.as_ptr(), capacity) };
-            Ok(())
-        })?;
-        Self::from_segment(seg)
+        let s = Shared::create(Some(name), fingerprint(), capacity, init(capacity))
+            .map_err(ring_err)?;
+        Ok(SpscRing { raw: Raw::new(s) })
     }
 
     /// Opens a named ring made by another process.
     pub fn open_named(name: &str) -> Result<SpscRing, RingError> {
-        Self::from_segment(Segment::open_named(name, &expect())?)
+        let s = Shared::open_named(name, fingerprint()).map_err(ring_err)?;
+        Ok(SpscRing { raw: Raw::new(s) })
     }
 
     /// Opens the ring a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<SpscRing, RingError> {
-        Self::from_segment(Segment::open_handle(handle, &expect())?)
+        let s = Shared::open_handle(handle, fingerprint()).map_err(ring_err)?;
+        Ok(SpscRing { raw: Raw::new(s) })
     }
 
     /// Wraps an opened segment, validating the control block.
     pub fn from_segment(seg: Segment) -> Result<SpscRing, RingError> {
-        Ok(SpscRing {
-            raw: Raw::new(Backing::Segment(seg))?,
-        })
+        let s = Shared::from_segment(seg).map_err(ring_err)?;
+        Ok(SpscRing { raw: Raw::new(s) })
     }
 
     /// A ring on the heap (one process only: threads, tests, loom, fuzzing).
     pub fn new_heap(capacity: usize) -> Result<SpscRing, RingError> {
         check_capacity(capacity)?;
-        let h = HeapRegion::new(region_size(capacity), drop_ctrl);
-        // SAFETY: fresh, zeroed, 128-aligned, region_size(capacity) bytes, not shared yet.
-        unsafe { init_region(h.ptr(), capacity) };
-        Ok(SpscRing {
-            raw: Raw::new(Backing::Heap(Arc::new(h)))?,
-        })
+        let s = Shared::heap(capacity, init(capacity)).map_err(ring_err)?;
+        Ok(SpscRing { raw: Raw::new(s) })
     }
 
     /// Data capacity in bytes.
@@ -343,7 +353,7 @@ impl SpscRing {
 
     /// The underlying segment (None for heap rings).
     pub fn segment(&self) -> Option<&Segment> {
-        self.raw.backing.segment()
+        self.raw.shared.segment()
     }
 
     /// The handle another process opens this ring by.
@@ -355,7 +365,7 @@ impl SpscRing {
     /// producer exists or the producer side was closed; a dead producer's place is taken over.
     pub fn producer(&self) -> Result<Producer, RingError> {
         let c = self.raw.ctrl();
-        attach(&c.producer, "producer")?;
+        let took_over = attach(&c.producer, "producer")?;
         let tail = c.tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of head.
         let head = c.head.load(Ordering::Acquire);
@@ -373,22 +383,35 @@ impl SpscRing {
             tail,
             cached_head: head,
             strategy: WaitStrategy::default(),
+            took_over,
         })
     }
 
     /// Becomes this ring's consumer (as [`SpscRing::producer`]).
     pub fn consumer(&self) -> Result<Consumer, RingError> {
         let c = self.raw.ctrl();
-        attach(&c.consumer, "consumer")?;
+        let took_over = attach(&c.consumer, "consumer")?;
+        // Relaxed: only the values matter; the consumer that stored them is gone (closed sides
+        // cannot be attached, so a previous consumer, if any, died), and the records past them
+        // are published by their headers' Release stores.
         let head = c.head.load(Ordering::Relaxed);
-        if head % 8 != 0 || head >= MAX_POS {
+        let taken = c.taken.load(Ordering::Relaxed);
+        if head % 8 != 0
+            || head >= MAX_POS
+            || taken % 8 != 0
+            || taken < head
+            || taken - head > self.raw.cap
+        {
             return Err(RingError::Corrupted("head out of range"));
         }
+        // Start after every record the previous consumer handed out (`taken`), and hand the
+        // bytes between `head` and `taken` back to the producer on the first publication.
         Ok(Consumer {
             raw: self.raw.clone(),
-            head,
+            head: taken,
             published: head,
             strategy: WaitStrategy::default(),
+            took_over,
         })
     }
 
@@ -420,30 +443,60 @@ impl SpscRing {
     }
 }
 
-fn attach(side: &Side, name: &'static str) -> Result<(), RingError> {
+/// The owner word of a process: `pid << 32 | low 32 bits of its start time`.
+fn owner_word(me: multiproc_shm::ProcessId) -> u64 {
+    (u64::from(me.pid) << 32) | u64::from(me.start_time as u32)
+}
+
+/// Whether the owner a side's word names is alive (reads /proc: slow paths only). A word with
+/// pid 0 names nobody alive; a start-time part of 0 (unknown) matches any start time.
+fn owner_alive(w: u64) -> bool {
+    let (pid, lo) = ((w >> 32) as u32, w as u32);
+    pid != 0
+        && multiproc_shm::ProcessId::of(pid)
+            .is_some_and(|p| (lo == 0 || p.start_time as u32 == lo) && p.is_alive())
+}
+
+/// Bound on CAS retries of one attach (only an owner word rewritten in a loop gets near it).
+const MAX_ATTACH_TRIES: u32 = 1000;
+
+/// Takes `side` for this process. Returns whether a dead owner was replaced (a takeover).
+///
+/// The whole ownership is one word, taken with one CAS from the value whose owner we found
+/// dead: of several processes (or threads) racing over the same dead owner exactly one CAS
+/// succeeds; the others then read the winner's word, find it alive and get `AlreadyAttached`.
+/// (With the pid and the start time in two words, a loser read the winner's pid next to the
+/// dead owner's start time, judged it dead and took the side too.)
+fn attach(side: &Side, name: &'static str) -> Result<bool, RingError> {
+    // Acquire: pairs with the Release store in `Side::close`.
     if side.closed.load(Ordering::Acquire) != 0 {
         return Err(RingError::Closed(name));
     }
-    let me = ident::current();
-    let mut cur = side.pid.load(Ordering::Relaxed);
-    loop {
-        if cur != 0 && ident::alive(cur, side.start_time.load(Ordering::Relaxed)) {
+    let me = owner_word(ident::current());
+    // Relaxed (load and CAS): the word is an identity, not a publication of other data; the
+    // positions a new owner starts from are loaded separately and validated.
+    let mut cur = side.owner.load(Ordering::Relaxed);
+    for _ in 0..MAX_ATTACH_TRIES {
+        if cur != 0 && owner_alive(cur) {
             return Err(RingError::AlreadyAttached {
                 side: name,
-                pid: cur,
+                pid: (cur >> 32) as u32,
             });
         }
-        // Relaxed: the pid is an identity, not a publication of other data.
         match side
-            .pid
-            .compare_exchange(cur, me.pid, Ordering::Relaxed, Ordering::Relaxed)
+            .owner
+            .compare_exchange(cur, me, Ordering::Relaxed, Ordering::Relaxed)
         {
-            Ok(_) => break,
+            Ok(_) => {
+                if cur != 0 {
+                    side.takeovers.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(cur != 0);
+            }
             Err(now) => cur = now,
         }
     }
-    side.start_time.store(me.start_time, Ordering::Relaxed);
-    Ok(())
+    Err(RingError::Corrupted("side owner keeps changing"))
 }
 
 impl serde::Serialize for SpscRing {
@@ -491,6 +544,8 @@ pub struct Producer {
     /// The consumer's position as last read.
     cached_head: u64,
     strategy: WaitStrategy,
+    /// This producer replaced a dead one.
+    took_over: bool,
 }
 
 impl std::fmt::Debug for Producer {
@@ -522,6 +577,13 @@ impl Producer {
     /// Whether the consumer closed its end or died.
     pub fn is_disconnected(&self) -> bool {
         self.raw.ctrl().consumer.gone()
+    }
+
+    /// Whether this producer took the side over from a producer that died. The dead producer's
+    /// published records are kept (this one continues after them); a record it had reserved
+    /// but not committed is gone, so a framing layer above may find its last message cut short.
+    pub fn took_over(&self) -> bool {
+        self.took_over
     }
 
     /// Closes the producer side (same as dropping it): the consumer drains what was published,
@@ -861,9 +923,12 @@ pub struct Consumer {
     head: u64,
     /// The position last stored to the shared `head`: space is handed back to the producer
     /// lazily, every `capacity / 8` bytes or when the ring runs empty, which keeps the head
-    /// line and the wake-up fence off the per-record path.
+    /// line and the wake-up fence off the per-record path. (The shared `taken` is stored on
+    /// every record: see `docs/ring.md`, "Takeover".)
     published: u64,
     strategy: WaitStrategy,
+    /// This consumer replaced a dead one.
+    took_over: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -903,6 +968,15 @@ impl Consumer {
     /// Whether the producer closed its end or died (records may still be left to read).
     pub fn is_disconnected(&self) -> bool {
         self.raw.ctrl().producer.gone()
+    }
+
+    /// Whether this consumer took the side over from a consumer that died. It starts after the
+    /// last record the dead consumer was handed (popped, or released after a peek), so it may
+    /// start in the middle of a message of a framing layer above (the dead consumer took its
+    /// first records), and it gets again a record the dead one was only peeking at. See
+    /// `docs/ring.md`, "Takeover".
+    pub fn took_over(&self) -> bool {
+        self.took_over
     }
 
     /// Closes the consumer side (same as dropping it): the producer's writes then fail with
@@ -979,6 +1053,7 @@ impl Consumer {
     #[inline]
     fn advance(&mut self, adv: u64) {
         self.head += adv;
+        self.store_taken();
         if self.head - self.published >= self.raw.cap / 8 || self.next_is_empty() {
             self.publish_head();
         }
@@ -998,9 +1073,21 @@ impl Consumer {
         }
     }
 
+    /// Records `head` as handed out, before the record is returned to the caller: a consumer
+    /// that replaces this one after its death starts there (no re-delivery of taken records).
+    #[inline]
+    fn store_taken(&self) {
+        // Relaxed: read only by a replacement consumer after this process died; it carries no
+        // data (the bytes are handed back to the producer by `head`'s Release store). The line
+        // is ours alone, so the store stays in L1.
+        self.raw.ctrl().taken.store(self.head, Ordering::Relaxed);
+    }
+
     #[inline]
     fn publish_head(&mut self) {
         self.published = self.head;
+        // `taken` never lags `head` (a replacement consumer checks `head <= taken`).
+        self.store_taken();
         let c = self.raw.ctrl();
         // Release: pairs with the producer's Acquire load of head in `refresh_head`; our reads
         // of the released bytes happen-before its overwrites of them.
@@ -1121,8 +1208,14 @@ impl Consumer {
             }
             n += 1;
         }
-        if n > 0 && (self.head - self.published >= self.raw.cap / 8 || self.next_is_empty()) {
-            self.publish_head();
+        if n > 0 {
+            // The batch is taken as a whole when the call returns (one store, not one per
+            // record): a consumer that dies inside the closure has its unfinished batch
+            // delivered again, from the last publication on (see docs/ring.md, "Takeover").
+            self.store_taken();
+            if self.head - self.published >= self.raw.cap / 8 || self.next_is_empty() {
+                self.publish_head();
+            }
         }
         Ok(n)
     }
@@ -1230,11 +1323,11 @@ pub struct SpscStats {
 }
 
 fn side_stats(s: &Side) -> SideStats {
-    let pid = s.pid.load(Ordering::Relaxed);
+    let w = s.owner.load(Ordering::Relaxed);
     let closed = s.closed();
     SideStats {
-        pid,
-        alive: pid != 0 && !closed && ident::alive(pid, s.start_time.load(Ordering::Relaxed)),
+        pid: (w >> 32) as u32,
+        alive: w != 0 && !closed && owner_alive(w),
         closed,
     }
 }
@@ -1248,7 +1341,7 @@ pub fn stats_of(seg: &Segment) -> Result<SpscStats, RingError> {
     if seg.header().object_kind() != Some(ObjectKind::SpscRing) {
         return Err(RingError::Corrupted("not an SPSC ring segment"));
     }
-    let raw = Raw::new(Backing::Segment(seg.clone()))?;
+    let raw = Raw::new(Shared::from_segment(seg.clone()).map_err(ring_err)?);
     let c = raw.ctrl();
     let tail = c.tail.load(Ordering::Relaxed);
     let head = c.head.load(Ordering::Relaxed);

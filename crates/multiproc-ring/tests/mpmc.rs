@@ -170,9 +170,9 @@ fn slot_claimed_by_dead_writer_is_recovered_as_lost() {
     // Claim position 1 (slot 1, stamp 1) by the dead pid, then publish position 2 normally.
     set_slot_word(&q, 1, (u64::from(dead) << 32) | 1);
     q.try_push(b"b").unwrap(); // helps tail past 1, writes position 2
-    assert_eq!(q.try_pop_into(&mut v), Err(PopError::Empty)); // stuck at the dead claim
-    // A blocking pop recovers within a few CHECK_EVERY periods.
-    q.pop_into_timeout(&mut v, Duration::from_secs(5)).unwrap();
+    // The head is stuck at the dead claim while position 2 is finished: a non-blocking pop
+    // waits for the head's writer, finds it dead, recovers the slot (lost) and takes "b".
+    q.try_pop_into(&mut v).unwrap();
     assert_eq!(v, b"b");
     assert_eq!(q.lost_records(), 1);
     // The ring keeps working across laps.
@@ -217,4 +217,186 @@ fn ring_serializes_as_its_segment_handle() {
     assert!(s2.segment().unwrap().same_as(s.segment().unwrap()));
     drop((q, q2));
     assert!(shm_leftovers().is_empty());
+}
+
+/// The only consumer pushes a record, then try-pops: the ring holds at least its own finished
+/// record, so it must never get `Empty` — even when the head slot is still being written by
+/// another producer (issue 12, item 12). Other producers push large records all the time (so
+/// they spend most of their time mid-write); the consumer drains the ring after each check,
+/// so its push lands right behind their in-flight writes. Returns (how many of `ITERATIONS`
+/// try-pops said `Empty`, how many background records were taken).
+fn own_push_then_try_pop(q: &MpmcRing, flags: &Flags) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while flags.started.load(std::sync::atomic::Ordering::Acquire) < BG_PRODUCERS {
+        assert!(
+            Instant::now() < deadline,
+            "background producers did not start"
+        );
+        std::thread::yield_now();
+    }
+    let mut v = Vec::new();
+    let (mut empties, mut bg) = (0, 0);
+    let take = |v: &Vec<u8>, bg: &mut u64| *bg += u64::from(v.len() == BG_RECORD);
+    // At least ITERATIONS checks, and until enough background records went through (on a
+    // loaded machine the producers may get little CPU at first), within a time limit.
+    let mut i = 0u64;
+    while i < ITERATIONS || (bg < MIN_BG && Instant::now() < deadline) {
+        i += 1;
+        loop {
+            match q.try_push(&i.to_le_bytes()) {
+                Ok(()) => break,
+                Err(PushError::Full) => {
+                    if q.try_pop_into(&mut v).is_ok() {
+                        take(&v, &mut bg);
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        match q.try_pop_into(&mut v) {
+            Ok(_) => take(&v, &mut bg),
+            Err(PopError::Empty) => empties += 1,
+            Err(e) => panic!("{e}"),
+        }
+        // Drain, so the next push lands right behind the producers' in-flight writes.
+        for _ in 0..q.slots() {
+            match q.try_pop_into(&mut v) {
+                Ok(_) => take(&v, &mut bg),
+                Err(_) => break,
+            }
+        }
+    }
+    flags.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{i} checks, {empties} Empty, {bg} background records");
+    (empties, bg)
+}
+
+/// Flags shared with the background producers (threads, or forked children: then it lives in
+/// a MAP_SHARED page).
+#[derive(Default)]
+struct Flags {
+    started: std::sync::atomic::AtomicU32,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// What the other producers do: push large records as fast as they can, but leave room (while
+/// one of them is stalled mid-write at the head, the others must not fill the ring, or the
+/// consumer's own push could never complete during the stall).
+fn background_producer(q: &MpmcRing, flags: &Flags) {
+    let rec = vec![7u8; BG_RECORD];
+    flags
+        .started
+        .fetch_add(1, std::sync::atomic::Ordering::Release);
+    while !flags.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if q.pending() >= q.slots() as u64 / 2 || q.try_push(&rec).is_err() {
+            std::thread::yield_now();
+        }
+    }
+}
+
+const ITERATIONS: u64 = 100_000;
+const MIN_BG: u64 = 10_000;
+const BG_RECORD: usize = 16 << 10;
+const BG_PRODUCERS: u32 = 2;
+
+fn check_own_push_outcome((empties, bg): (u64, u64)) {
+    assert_eq!(
+        empties, 0,
+        "{empties} try_pops after an own push said Empty"
+    );
+    // The race was really run: background records went through the ring meanwhile.
+    assert!(bg > 0, "no background record was taken");
+}
+
+#[test]
+fn try_pop_after_own_push_never_says_empty_threads() {
+    let q = MpmcRing::create(16, BG_RECORD).unwrap();
+    let flags = Flags::default();
+    let r = std::thread::scope(|s| {
+        for _ in 0..BG_PRODUCERS {
+            s.spawn(|| background_producer(&q, &flags));
+        }
+        own_push_then_try_pop(&q, &flags)
+    });
+    check_own_push_outcome(r);
+}
+
+#[test]
+fn try_pop_after_own_push_never_says_empty_processes() {
+    let q = MpmcRing::create(16, BG_RECORD).unwrap();
+    // SAFETY: an anonymous shared mapping of one page; checked for failure.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    // SAFETY: the page is zeroed (a valid all-zero Flags: atomics), aligned, and lives until
+    // the munmap below.
+    let flags = unsafe { &*page.cast::<Flags>() };
+    let kids: Vec<_> = (0..BG_PRODUCERS)
+        .map(|_| {
+            fork_child(|| {
+                background_producer(&q, flags);
+                0
+            })
+        })
+        .collect();
+    let r = own_push_then_try_pop(&q, flags);
+    for k in kids {
+        let st = wait_child(k, Duration::from_secs(10)).expect("producer did not stop");
+        assert_eq!(exit_code(st), Some(0));
+    }
+    // SAFETY: unmapping the page mapped above; the children are gone.
+    unsafe { libc::munmap(page, 4096) };
+    check_own_push_outcome(r);
+}
+
+/// Writes the length field of slot `i` (test-only corruption through the segment).
+fn set_slot_len(q: &MpmcRing, i: usize, len: u32) {
+    let base = q.segment().unwrap().payload_ptr().as_ptr();
+    let off = multiproc_ring::mpmc::control_size()
+        + i * multiproc_ring::mpmc::stride_for(q.slot_size())
+        + 16;
+    // SAFETY: test-only: slot i's len is inside our own segment, 4-aligned, no concurrent use.
+    unsafe { base.add(off).cast::<u32>().write_volatile(len) };
+}
+
+#[test]
+fn slot_length_beyond_the_slot_size_is_corrupted_not_copied() {
+    let q = MpmcRing::create(4, 16).unwrap();
+    q.try_push(b"abc").unwrap();
+    set_slot_len(&q, 0, 17);
+    let mut v = Vec::new();
+    assert!(matches!(
+        q.try_pop_into(&mut v),
+        Err(PopError::Corrupted(_))
+    ));
+    // The slot was released: the ring goes on.
+    q.try_push(b"d").unwrap();
+    q.try_pop_into(&mut v).unwrap();
+    assert_eq!(v, b"d");
+}
+
+#[test]
+fn try_pop_behind_a_live_stalled_head_writer_gives_up() {
+    // Position 1 claimed for writing by a live process (ourselves) that never publishes, while
+    // position 2 is finished: try_pop waits for the writer, boundedly, then says Empty.
+    let q = MpmcRing::create(4, 16).unwrap();
+    q.try_push(b"a").unwrap();
+    let mut v = Vec::new();
+    q.try_pop_into(&mut v).unwrap();
+    set_slot_word(&q, 1, (u64::from(std::process::id()) << 32) | 1);
+    q.try_push(b"b").unwrap();
+    assert_eq!(q.try_pop_into(&mut v), Err(PopError::Empty));
+    assert_eq!(
+        q.pop_into_timeout(&mut v, Duration::from_millis(30)),
+        Err(PopError::Timeout)
+    );
+    assert_eq!(q.lost_records(), 0);
 }

@@ -368,3 +368,61 @@ fn explicit_close_by_either_side_disconnects_the_other() {
     let mut v = Vec::new();
     assert_eq!(rx.try_pop_into(&mut v), Err(PopError::Disconnected));
 }
+
+#[test]
+fn took_over_says_whether_a_dead_owner_was_replaced() {
+    let ring = SpscRing::create(256).unwrap();
+    let tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    assert!(!tx.took_over() && !rx.took_over());
+    // A producer and a consumer in a child that is then killed: the sides are taken over.
+    let ring = SpscRing::create(256).unwrap();
+    let child = fork_child(|| {
+        let (Ok(_tx), Ok(_rx)) = (ring.producer(), ring.consumer()) else {
+            return 2;
+        };
+        std::thread::sleep(Duration::from_secs(60));
+        0
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = |ring: &SpscRing| multiproc_ring::spsc::stats_of(ring.segment().unwrap()).unwrap();
+    while stats(&ring).consumer.pid == 0 || stats(&ring).producer.pid == 0 {
+        assert!(Instant::now() < deadline, "child did not attach");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(
+        ring.producer(),
+        Err(RingError::AlreadyAttached {
+            side: "producer",
+            ..
+        })
+    ));
+    kill_and_reap(child);
+    let tx = ring.producer().unwrap();
+    let rx = ring.consumer().unwrap();
+    assert!(tx.took_over() && rx.took_over());
+    let s = stats(&ring);
+    assert!(s.producer.alive && s.consumer.alive);
+    assert_eq!(s.producer.pid, std::process::id());
+}
+
+#[test]
+fn corrupted_taken_position_is_refused_on_attach() {
+    // `taken` is the line after the two sides: config, tail, head, producer, consumer = 5 lines.
+    let ring = SpscRing::create(256).unwrap();
+    poke(&ring, 5 * 128, 1 << 40);
+    assert!(matches!(ring.consumer(), Err(RingError::Corrupted(_))));
+    let ring = SpscRing::create(256).unwrap();
+    poke(&ring, 5 * 128, 12); // not 8-aligned
+    assert!(matches!(ring.consumer(), Err(RingError::Corrupted(_))));
+}
+
+#[test]
+fn corrupted_owner_word_with_pid_zero_is_a_dead_owner() {
+    // The producer side's owner word (line 3) rewritten to "pid 0, start time x": no one
+    // alive owns it, so it can be taken over; nothing panics.
+    let ring = SpscRing::create(256).unwrap();
+    poke(&ring, 3 * 128, 0x1234);
+    let tx = ring.producer().unwrap();
+    assert!(tx.took_over());
+}

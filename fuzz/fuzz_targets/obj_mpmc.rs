@@ -1,0 +1,84 @@
+//! The MPMC ring as an object in a real (memfd) segment, driven through its API while the fuzzer
+//! overwrites any bytes of the segment (header, control block, slots) between calls, as a
+//! hostile process of the same user could. Every call must return (a value or an error) within
+//! its deadline: no panic, no abort, no UB (ASan), no hang, no allocation past the slot size.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use multiproc_ring::MpmcRing;
+use std::time::Duration;
+
+/// Every blocking call's deadline.
+const T: Duration = Duration::from_millis(2);
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Push(u16),
+    PushTimeout(u16),
+    Pop,
+    PopTimeout,
+    Recover,
+    Pending,
+    Lost,
+    Close,
+    Scribble { at: u32, bytes: Vec<u8> },
+    Reopen,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    slots_log: u8,
+    slot_size: u8,
+    ops: Vec<Op>,
+}
+
+fuzz_target!(|input: Input| {
+    let slots = 1usize << (1 + input.slots_log % 5);
+    let slot_size = 1 + input.slot_size as usize % 96;
+    let Ok(mut q) = MpmcRing::create(slots, slot_size) else {
+        return;
+    };
+    let seg = q.segment().expect("segment ring").clone();
+    let mut v = Vec::new();
+    // 32 ops: a `try_pop` behind a head slot scribbled to look claimed by a live process (pid 1)
+    // waits up to 200 ms, so 32 of them stay under libFuzzer's 10 s hang limit.
+    for op in input.ops.iter().take(32) {
+        match op {
+            Op::Push(len) => {
+                let _ = q.try_push(&vec![7; *len as usize % (slot_size + 8)]);
+            }
+            Op::PushTimeout(len) => {
+                let _ = q.push_timeout(&vec![7; *len as usize % (slot_size + 8)], T);
+            }
+            Op::Pop => {
+                if let Ok(n) = q.try_pop_into(&mut v) {
+                    assert!(n <= slot_size && n == v.len());
+                }
+            }
+            Op::PopTimeout => {
+                if let Ok(n) = q.pop_into_timeout(&mut v, T) {
+                    assert!(n <= slot_size && n == v.len());
+                }
+            }
+            Op::Recover => {
+                assert!(q.recover() <= 2);
+            }
+            Op::Pending => assert!(q.pending() <= slots as u64),
+            Op::Lost => drop(q.lost_records()),
+            Op::Close => q.close(),
+            Op::Scribble { at, bytes } => {
+                let len = seg.mapped_len();
+                seg.scribble(*at as usize % len, &bytes[..bytes.len().min(16)]);
+            }
+            Op::Reopen => {
+                if let Some(h) = q.handle()
+                    && let Ok(q2) = MpmcRing::open_handle(&h)
+                {
+                    assert_eq!((q2.slots(), q2.slot_size()), (slots, slot_size));
+                    q = q2;
+                }
+            }
+        }
+    }
+});
