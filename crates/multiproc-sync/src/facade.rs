@@ -13,6 +13,10 @@ pub use loom::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
 };
 
+/// `std`'s `AtomicU64` under every cfg: for public APIs that hand out an atomic view of shared
+/// memory (`RawValue::<u64>::as_atomic`), which loom cannot model and no model uses.
+pub use std::sync::atomic::AtomicU64 as StdAtomicU64;
+
 /// Spin hint (a yield under loom, so models make progress).
 #[inline]
 pub fn spin_hint() {

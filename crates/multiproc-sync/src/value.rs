@@ -392,11 +392,11 @@ impl<T: SharedData> RawValue<T> {
 impl RawValue<u64> {
     /// The value as an `AtomicU64`, for read-modify-write operations (`fetch_add`, CAS) shared
     /// with other processes. Mixes safely with `load`/`store`, which are atomic too.
-    pub fn as_atomic(&self) -> &std::sync::atomic::AtomicU64 {
+    pub fn as_atomic(&self) -> &crate::facade::StdAtomicU64 {
         // SAFETY: the u64 is 8-aligned (offset 0 of a 256-aligned payload) and lives as long as
         // the mapping `self.shm` holds, i.e. at least as long as `&self`; every access to it by
         // this crate is atomic, and other processes must do the same (the documented contract).
-        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.as_ptr()) }
+        unsafe { crate::facade::StdAtomicU64::from_ptr(self.as_ptr()) }
     }
 }
 
