@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use multiproc_channel::JoinableQueue;
 use std::time::Duration;
 
-const T: Duration = Duration::from_millis(2);
+const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {

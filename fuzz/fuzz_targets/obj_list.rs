@@ -10,7 +10,7 @@ use multiproc_collections::{ListGuard, SharedList};
 use multiproc_sync::LockError;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_millis(2);
+const WAIT: Duration = Duration::from_micros(200);
 const MAX_HANDLES: usize = 4;
 const MAX_REOPENS: usize = 3;
 const OPEN_WAIT: Duration = Duration::from_millis(5);

@@ -9,7 +9,7 @@ use multiproc_channel::{Queue, QueueOptions};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-const T: Duration = Duration::from_millis(2);
+const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {

@@ -10,7 +10,7 @@ use multiproc_ring::{Consumer, Producer, SpscRing};
 use std::time::Duration;
 
 /// Every blocking call's deadline.
-const T: Duration = Duration::from_millis(2);
+const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {

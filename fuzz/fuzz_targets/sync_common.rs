@@ -5,7 +5,7 @@ use multiproc_shm::Segment;
 use std::time::Duration;
 
 /// Every blocking call's timeout.
-pub const T: Duration = Duration::from_millis(2);
+pub const T: Duration = Duration::from_micros(200);
 
 /// At most this many ops per input.
 pub const MAX_OPS: usize = 64;
