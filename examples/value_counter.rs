@@ -21,20 +21,17 @@
 //! print(share_value.value)
 //! ```
 //! What differs: `get_lock()` returns a guard that derefs to the value (`*g += 1`), and it is a
-//! `Result`: `Err(OwnerDied(guard))` says the previous holder died inside its critical section
-//! (Python cannot tell you); the guard is yours anyway, and for a single `+=` nothing can be
-//! half-done, so the example just carries on.
+//! `Result`: `Err(OwnerDied)` says the previous holder died inside its critical section
+//! (Python cannot tell you). `get_lock_recover()` takes such a lock anyway and says whether the
+//! holder died; for a single `+=` nothing can be half-done, so the example just carries on.
 //! Run: `cargo run --example value_counter [processes]` (default 10)
 
-use multiproc::{LockError, Process, Value};
+use multiproc::{Process, Value};
 
 #[multiproc::task]
 fn increment_share_state(counter: Value<i32>) {
-    let mut g = match counter.get_lock() {
-        Ok(g) => g,
-        Err(LockError::OwnerDied(g)) => g,
-        Err(e) => panic!("get_lock: {e}"),
-    };
+    // `*counter.get_lock()? += 1` in a function returning a Result; a task panics instead.
+    let (mut g, _owner_died) = counter.get_lock_recover().expect("get_lock");
     *g += 1;
 }
 

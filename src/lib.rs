@@ -40,7 +40,7 @@ pub use multiproc_ring::{
 pub use multiproc_shm::{ObjectKind, Segment, SegmentHandle, ShmError};
 pub use multiproc_sync::{
     Array, ArrayGuard, LockError, LockOutcome, LockResult, MutexError, RawArray, RawValue,
-    SharedData, SyncError, Value, ValueGuard,
+    RecoverResult, SharedData, SyncError, Value, ValueGuard,
 };
 pub use multiproc_sync::{
     Barrier, BarrierError, BoundedSemaphore, CondGuard, Condition, ConditionError, Event, Lock,

@@ -35,7 +35,7 @@ mod common;
 use common::{Child, Exit, fork};
 use multiproc::channel::{PipeOptions, QueueOptions};
 use multiproc::{
-    Connection, GetError, Lock, LockError, LockResult, MutexError, PutError, Queue, RawArray,
+    Connection, GetError, Lock, LockError, MutexError, PutError, Queue, RawArray, RecoverResult,
     RecvError, Semaphore, SemaphoreError, SendError, SharedDict, Value,
 };
 use multiproc::{Pool, PoolError};
@@ -353,14 +353,13 @@ fn pipe_reader(board: &Board, r: &mut Connection<Vec<u8>>) -> i32 {
 fn lock_robust<G>(
     b: &Board,
     lost: usize,
-    timed: impl Fn(Duration) -> LockResult<G>,
-    try_lock: impl Fn() -> LockResult<G>,
-) -> LockResult<G> {
+    timed: impl Fn(Duration) -> RecoverResult<G>,
+) -> RecoverResult<G> {
     let start = Instant::now();
     loop {
         match timed(Duration::from_secs(1)) {
-            Err(LockError::Failed(MutexError::Timeout)) => match try_lock() {
-                Err(LockError::Failed(MutexError::WouldBlock)) => {
+            Err(LockError::Failed(MutexError::Timeout)) => match timed(Duration::ZERO) {
+                Err(LockError::Failed(MutexError::Timeout | MutexError::WouldBlock)) => {
                     if start.elapsed() >= CHILD_WAIT {
                         return Err(LockError::Failed(MutexError::Timeout));
                     }
@@ -377,21 +376,18 @@ fn lock_robust<G>(
 
 fn value_user(o: &Objects, i: usize) -> i32 {
     while !o.board.stopped() {
-        let got = lock_robust(
-            &o.board,
-            LOST_WAKE_VALUE,
-            |d| o.value.get_lock_timeout(d),
-            || o.value.try_get_lock(),
-        );
+        let got = lock_robust(&o.board, LOST_WAKE_VALUE, |d| {
+            o.value.get_lock_recover_timeout(d)
+        });
         let mut g = match got {
-            Ok(g) => {
+            Ok((g, false)) => {
                 let sum = g[1..].iter().sum::<u64>();
                 if g[0] != sum {
                     return o.board.fail_with(ERR_VALUE, 1, g[0], sum);
                 }
                 g
             }
-            Err(LockError::OwnerDied(mut g)) => {
+            Ok((mut g, true)) => {
                 o.board.bump(REC_VALUE);
                 let sum: u64 = g[1..].iter().sum();
                 if g[0] != sum && g[0] != sum + 1 {
@@ -400,12 +396,13 @@ fn value_user(o: &Objects, i: usize) -> i32 {
                 g[0] = sum; // roll the dead holder's half update back
                 g
             }
-            Err(LockError::Failed(e)) => {
+            Err(e) => {
                 let code = match e {
-                    MutexError::Timeout => 3,
-                    MutexError::Deadlock => 4,
-                    MutexError::NotRecoverable => 5,
-                    MutexError::Os(n) => 100 + n as u64,
+                    LockError::OwnerDied => 7,
+                    LockError::Failed(MutexError::Timeout) => 3,
+                    LockError::Failed(MutexError::Deadlock) => 4,
+                    LockError::Failed(MutexError::NotRecoverable) => 5,
+                    LockError::Failed(MutexError::Os(n)) => 100 + n as u64,
                     _ => 6,
                 };
                 return o.board.fail_with(ERR_VALUE, code, 0, 0);
@@ -424,14 +421,14 @@ fn lock_user(o: &Objects, i: usize) -> i32 {
     let b = &o.board;
     let me = u64::from(std::process::id());
     while !b.stopped() {
-        let g = match o.lock.lock_timeout(CHILD_WAIT) {
-            Ok(g) => {
+        let g = match o.lock.lock_recover_timeout(CHILD_WAIT) {
+            Ok((g, false)) => {
                 if b.get(LOCK_IN) != 0 || b.get(LOCK_A) != b.get(LOCK_B) {
                     return b.fail(ERR_LOCK);
                 }
                 g
             }
-            Err(LockError::OwnerDied(g)) => {
+            Ok((g, true)) => {
                 b.bump(REC_LOCK);
                 let (a, bb) = (b.get(LOCK_A), b.get(LOCK_B));
                 if a == bb + 1 {
@@ -442,7 +439,7 @@ fn lock_user(o: &Objects, i: usize) -> i32 {
                 b.at(LOCK_IN).store(0, SeqCst);
                 g
             }
-            Err(LockError::Failed(_)) => return b.fail(ERR_LOCK),
+            Err(_) => return b.fail(ERR_LOCK),
         };
         b.at(LOCK_IN).store(me, SeqCst);
         b.bump(LOCK_A);
@@ -501,16 +498,10 @@ fn sem_user(o: &Objects, i: usize) -> i32 {
 fn dict_user(o: &Objects, i: usize) -> i32 {
     let b = &o.board;
     while !b.stopped() {
-        let got = lock_robust(
-            b,
-            LOST_WAKE_DICT,
-            |d| o.dict.get_lock_timeout(d),
-            || o.dict.try_get_lock(),
-        );
+        let got = lock_robust(b, LOST_WAKE_DICT, |d| o.dict.get_lock_recover_timeout(d));
         let (mut g, died) = match got {
-            Ok(g) => (g, false),
-            Err(LockError::OwnerDied(g)) => (g, true),
-            Err(LockError::Failed(_)) => return b.fail(ERR_DICT),
+            Ok(r) => r,
+            Err(_) => return b.fail(ERR_DICT),
         };
         let (Ok(x), Ok(y)) = (g.get(&0), g.get(&1)) else {
             return b.fail(ERR_OTHER);
@@ -766,9 +757,9 @@ fn round(r: u64, rng: &mut Rng, t: &mut Totals) {
 
     // Value: consistent after a possible repair; each user's slot within [confirmed, +1 if killed].
     {
-        let g = match o.value.get_lock_timeout(CHILD_WAIT) {
-            Ok(g) => g,
-            Err(LockError::OwnerDied(mut g)) => {
+        let g = match o.value.get_lock_recover_timeout(CHILD_WAIT) {
+            Ok((g, false)) => g,
+            Ok((mut g, true)) => {
                 b.bump(REC_VALUE);
                 let sum: u64 = g[1..].iter().sum();
                 assert!(g[0] == sum || g[0] == sum + 1, "round {r}: value torn");
@@ -792,9 +783,9 @@ fn round(r: u64, rng: &mut Rng, t: &mut Totals) {
 
     // Lock: the pair is whole after a possible repair, and within [confirmed, + kills].
     {
-        match o.lock.lock_timeout(CHILD_WAIT) {
-            Ok(_g) => {}
-            Err(LockError::OwnerDied(_g)) => {
+        match o.lock.lock_recover_timeout(CHILD_WAIT) {
+            Ok((_g, false)) => {}
+            Ok((_g, true)) => {
                 b.bump(REC_LOCK);
                 let (a, bb) = (b.get(LOCK_A), b.get(LOCK_B));
                 assert!(a == bb || a == bb + 1, "round {r}: lock pair torn");
@@ -826,9 +817,8 @@ fn round(r: u64, rng: &mut Rng, t: &mut Totals) {
 
     // Dict: structure valid, pair whole, count within [confirmed, + kills].
     {
-        let (mut g, died) = match o.dict.get_lock_timeout(CHILD_WAIT) {
-            Ok(g) => (g, false),
-            Err(LockError::OwnerDied(g)) => (g, true),
+        let (mut g, died) = match o.dict.get_lock_recover_timeout(CHILD_WAIT) {
+            Ok(r) => r,
             Err(e) => panic!("round {r}: dict lock: {e}"),
         };
         let x = g.get(&0).expect("dict get").unwrap_or(0);

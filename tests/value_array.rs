@@ -59,8 +59,8 @@ fn holder_sigkilled_mid_update_gives_owner_died_then_locking_continues() {
     child.kill();
 
     // The next locker is told, gets the guard, sees the half-update and repairs it.
-    let mut g = match v.get_lock_timeout(Duration::from_secs(10)) {
-        Err(LockError::OwnerDied(g)) => g,
+    let mut g = match v.get_lock_recover_timeout(Duration::from_secs(10)) {
+        Ok((g, true)) => g,
         Ok(_) => panic!("expected OwnerDied, got a plain lock"),
         Err(e) => panic!("expected OwnerDied, got {e}"),
     };

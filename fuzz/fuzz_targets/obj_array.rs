@@ -11,7 +11,7 @@ mod common;
 use arbitrary::Arbitrary;
 use common::{MAX_OPS, T, scribble};
 use libfuzzer_sys::fuzz_target;
-use multiproc_sync::{Array, LockError, RawArray};
+use multiproc_sync::{Array, RawArray};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -36,7 +36,7 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Get(i) => {
-                if let Ok(mut g) | Err(LockError::OwnerDied(mut g)) = a.get_lock_timeout(T) {
+                if let Ok((mut g, _)) = a.get_lock_recover_timeout(T) {
                     let _ = g.get(usize::from(*i)).copied();
                     if let Some(x) = g.get_mut(usize::from(*i)) {
                         *x = x.wrapping_add(1);

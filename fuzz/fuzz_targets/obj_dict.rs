@@ -7,7 +7,6 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use multiproc_collections::{DictGuard, SharedDict};
-use multiproc_sync::LockError;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_micros(200);
@@ -41,9 +40,8 @@ struct Input {
 }
 
 fn with_guard(d: &Dict, f: impl FnOnce(&mut DictGuard<'_, u8, Vec<u8>>)) {
-    match d.get_lock_timeout(WAIT) {
-        Ok(mut g) | Err(LockError::OwnerDied(mut g)) => f(&mut g),
-        Err(LockError::Failed(_)) => {}
+    if let Ok((mut g, _)) = d.get_lock_recover_timeout(WAIT) {
+        f(&mut g);
     }
 }
 

@@ -7,7 +7,6 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use multiproc_collections::{ListGuard, SharedList};
-use multiproc_sync::LockError;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_micros(200);
@@ -46,9 +45,8 @@ fn index(i: u8) -> usize {
 }
 
 fn with_guard(l: &List, f: impl FnOnce(&mut ListGuard<'_, Vec<u8>>)) {
-    match l.get_lock_timeout(WAIT) {
-        Ok(mut g) | Err(LockError::OwnerDied(mut g)) => f(&mut g),
-        Err(LockError::Failed(_)) => {}
+    if let Ok((mut g, _)) = l.get_lock_recover_timeout(WAIT) {
+        f(&mut g);
     }
 }
 

@@ -33,9 +33,7 @@ fuzz_target!(|ops: Vec<Op>| {
     for op in ops.iter().take(MAX_OPS) {
         match op {
             Op::Lock(x) | Op::LockTimeout(x) => {
-                if let Ok(mut g) | Err(multiproc_sync::LockError::OwnerDied(mut g)) =
-                    v.get_lock_timeout(T)
-                {
+                if let Ok((mut g, _)) = v.get_lock_recover_timeout(T) {
                     g[0] = g[0].wrapping_add(*x);
                 }
             }

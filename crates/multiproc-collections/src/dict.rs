@@ -31,7 +31,7 @@ use crate::store::{
     ARENA_START, Buf, DictFlavor, Entry, Geometry, How, MAX_ARENA, State, entry_size,
 };
 use multiproc_shm::{Segment, SegmentHandle, TypeFingerprint};
-use multiproc_sync::{LockError, LockResult};
+use multiproc_sync::{LockResult, RecoverResult, refuse_owner_died};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
@@ -447,28 +447,26 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     fn guard<'a>(
         &'a self,
         r: Result<(Locked<'a>, bool), multiproc_sync::MutexError>,
-    ) -> LockResult<DictGuard<'a, K, V>> {
-        match r {
-            Ok((l, false)) => Ok(DictGuard::new(l)),
-            Ok((l, true)) => Err(LockError::OwnerDied(DictGuard::new(l))),
-            Err(e) => Err(LockError::Failed(e)),
-        }
+    ) -> RecoverResult<DictGuard<'a, K, V>> {
+        r.map(|(l, died)| (DictGuard::new(l), died))
+            .map_err(Into::into)
     }
 
     /// Locks the dict for several operations at once (Python's `with lock:` around a block).
-    /// `Err(OwnerDied(guard))`: the previous holder died holding it; the structure has been
-    /// repaired (every single operation is atomic), but a multi-operation sequence of the dead
-    /// holder may be half done. The guard is yours either way.
+    /// `Err(OwnerDied)`: the previous holder died holding it (the lock is released again); the
+    /// structure has been repaired (every single operation is atomic), but a multi-operation
+    /// sequence of the dead holder may be half done: take the lock with
+    /// [`get_lock_recover`](Self::get_lock_recover) to look.
     ///
     /// The guard keeps the dict's memory mapped while it lives: leaking it (`mem::forget`)
     /// leaks the mapping (and leaves the dict locked), it never unmaps a held lock.
     pub fn get_lock(&self) -> LockResult<DictGuard<'_, K, V>> {
-        self.guard(self.store.lock(How::Block, true))
+        refuse_owner_died(self.get_lock_recover())
     }
 
     /// [`get_lock`](Self::get_lock) without waiting (`Failed(WouldBlock)` if held).
     pub fn try_get_lock(&self) -> LockResult<DictGuard<'_, K, V>> {
-        self.guard(self.store.lock(How::Try, true))
+        refuse_owner_died(self.guard(self.store.lock(How::Try, true)))
     }
 
     /// [`get_lock`](Self::get_lock) waiting at most `timeout` (`Failed(Timeout)`). This is the
@@ -476,10 +474,26 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     /// one-call operations (`insert`, `get`, ...) wait as long as it takes, the guard offers the
     /// same operations after a bounded wait.
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<DictGuard<'_, K, V>> {
-        self.guard(self.store.lock(How::Timeout(timeout), true))
+        refuse_owner_died(self.get_lock_recover_timeout(timeout))
     }
 
     /// Locks for one operation; a dead previous holder is recovered from silently.
+    /// Locks, also when the previous holder died holding the lock: the guard and whether it
+    /// did. The structure itself is repaired either way (every single operation is atomic);
+    /// `true` says a multi-operation sequence of the dead holder may be half done. Never
+    /// `Err(OwnerDied)`.
+    pub fn get_lock_recover(&self) -> RecoverResult<DictGuard<'_, K, V>> {
+        self.guard(self.store.lock(How::Block, true))
+    }
+
+    /// [`get_lock_recover`](Self::get_lock_recover) waiting at most `timeout`.
+    pub fn get_lock_recover_timeout(
+        &self,
+        timeout: Duration,
+    ) -> RecoverResult<DictGuard<'_, K, V>> {
+        self.guard(self.store.lock(How::Timeout(timeout), true))
+    }
+
     #[inline]
     fn locked(&self) -> Result<DictGuard<'_, K, V>> {
         // Never leaves this object's methods (which borrow `self`, hence the mapping): no

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::facade::Ordering;
 use crate::store::{ARENA_START, Buf, Geometry, How, ListFlavor, State, entry_size};
 use multiproc_shm::{Segment, SegmentHandle, TypeFingerprint};
-use multiproc_sync::{LockError, LockResult, MutexError};
+use multiproc_sync::{LockResult, RecoverResult, refuse_owner_died};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -329,30 +329,40 @@ impl<T: Key> SharedList<T> {
 
     fn guard<'a>(
         &'a self,
-        r: Result<(Locked<'a>, bool), MutexError>,
-    ) -> LockResult<ListGuard<'a, T>> {
-        match r {
-            Ok((l, false)) => Ok(ListGuard::new(l)),
-            Ok((l, true)) => Err(LockError::OwnerDied(ListGuard::new(l))),
-            Err(e) => Err(LockError::Failed(e)),
-        }
+        r: Result<(Locked<'a>, bool), multiproc_sync::MutexError>,
+    ) -> RecoverResult<ListGuard<'a, T>> {
+        r.map(|(l, died)| (ListGuard::new(l), died))
+            .map_err(Into::into)
     }
 
     /// Locks the list for several operations at once (see [`SharedDict::get_lock`](crate::SharedDict::get_lock)).
     /// The guard keeps the list's memory mapped while it lives (a leaked guard leaks the
     /// mapping).
     pub fn get_lock(&self) -> LockResult<ListGuard<'_, T>> {
-        self.guard(self.store.lock(How::Block, true))
+        refuse_owner_died(self.get_lock_recover())
     }
 
     /// [`get_lock`](Self::get_lock) without waiting.
     pub fn try_get_lock(&self) -> LockResult<ListGuard<'_, T>> {
-        self.guard(self.store.lock(How::Try, true))
+        refuse_owner_died(self.guard(self.store.lock(How::Try, true)))
     }
 
     /// [`get_lock`](Self::get_lock) waiting at most `timeout`: the form to use when another
     /// process may hold the lock forever (the one-call operations wait as long as it takes).
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<ListGuard<'_, T>> {
+        refuse_owner_died(self.get_lock_recover_timeout(timeout))
+    }
+
+    /// Locks, also when the previous holder died holding the lock: the guard and whether it
+    /// did. The structure itself is repaired either way (every single operation is atomic);
+    /// `true` says a multi-operation sequence of the dead holder may be half done. Never
+    /// `Err(OwnerDied)`.
+    pub fn get_lock_recover(&self) -> RecoverResult<ListGuard<'_, T>> {
+        self.guard(self.store.lock(How::Block, true))
+    }
+
+    /// [`get_lock_recover`](Self::get_lock_recover) waiting at most `timeout`.
+    pub fn get_lock_recover_timeout(&self, timeout: Duration) -> RecoverResult<ListGuard<'_, T>> {
         self.guard(self.store.lock(How::Timeout(timeout), true))
     }
 

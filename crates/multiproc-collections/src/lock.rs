@@ -2,7 +2,8 @@
 //! (crate::Manager::lock) hands out (Python's `Manager().Lock()` / `multiprocessing.Lock`).
 //!
 //! It is a [`RobustMutex`] alone in an anonymous or named segment: a holder that dies hands the
-//! next locker `Err(LockError::OwnerDied(guard))`, and the lock keeps working.
+//! next locker `Err(LockError::OwnerDied)` (the lock released again, so `?` takes the error), or
+//! `(guard, true)` from [`SharedLock::acquire_recover`], and the lock keeps working.
 //!
 //! ```
 //! use multiproc_collections::SharedLock;
@@ -18,7 +19,9 @@ use crate::error::{Error, Result};
 use multiproc_shm::{
     KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
 };
-use multiproc_sync::{LockError, LockOutcome, LockResult, MutexError, RobustMutex};
+use multiproc_sync::{
+    LockOutcome, LockResult, MutexError, RecoverResult, RobustMutex, refuse_owner_died,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -123,41 +126,56 @@ impl SharedLock {
     fn guard(
         &self,
         r: std::result::Result<LockOutcome, MutexError>,
-    ) -> LockResult<SharedLockGuard<'_>> {
-        let g = || SharedLockGuard {
-            m: self.mutex(),
-            _keep: self.shared.keep_alive(),
-            _not_send: PhantomData,
-        };
-        match r {
-            Ok(LockOutcome::Acquired) => Ok(g()),
-            Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(g())),
-            Err(e) => Err(LockError::Failed(e)),
-        }
+    ) -> RecoverResult<SharedLockGuard<'_>> {
+        let died = r? == LockOutcome::OwnerDied;
+        Ok((
+            SharedLockGuard {
+                m: self.mutex(),
+                _keep: self.shared.keep_alive(),
+                _not_send: PhantomData,
+            },
+            died,
+        ))
     }
 
-    /// Takes the lock (`with lock:`), waiting as long as it takes.
+    /// Takes the lock (`with lock:`), waiting as long as it takes. A previous holder that died
+    /// holding it gives `Err(LockError::OwnerDied)` (the lock released again); see
+    /// [`SharedLock::acquire_recover`].
     pub fn acquire(&self) -> LockResult<SharedLockGuard<'_>> {
-        self.guard(self.mutex().lock())
+        refuse_owner_died(self.acquire_recover())
     }
 
     /// Takes the lock without waiting.
     pub fn try_acquire(&self) -> LockResult<SharedLockGuard<'_>> {
-        self.guard(self.mutex().try_lock())
+        refuse_owner_died(self.guard(self.mutex().try_lock()))
     }
 
     /// Takes the lock, waiting at most `timeout` (the form to use when another process may
     /// hold it forever).
     pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<SharedLockGuard<'_>> {
+        refuse_owner_died(self.acquire_recover_timeout(timeout))
+    }
+
+    /// Takes the lock, also from a dead holder: the guard and whether the previous holder died
+    /// holding it (then what it protects may be half-updated). Never `Err(OwnerDied)`.
+    pub fn acquire_recover(&self) -> RecoverResult<SharedLockGuard<'_>> {
+        self.guard(self.mutex().lock())
+    }
+
+    /// [`SharedLock::acquire_recover`] waiting at most `timeout`.
+    pub fn acquire_recover_timeout(&self, timeout: Duration) -> RecoverResult<SharedLockGuard<'_>> {
         self.guard(self.mutex().lock_timeout(timeout))
     }
 
-    /// Takes the lock, treating a dead previous holder as a plain acquisition.
+    /// Takes the lock, treating a dead previous holder as a plain acquisition (what
+    /// [`SharedLock::acquire_recover`] reports, ignored).
     pub fn acquire_recovering(&self) -> Result<SharedLockGuard<'_>> {
-        match self.acquire() {
-            Ok(g) => Ok(g),
-            Err(LockError::OwnerDied(g)) => Ok(g),
-            Err(LockError::Failed(e)) => Err(Error::Lock(e)),
+        match self.acquire_recover() {
+            Ok((g, _)) => Ok(g),
+            Err(e) => Err(match e {
+                multiproc_sync::LockError::Failed(m) => Error::Lock(m),
+                other => Error::Sync(other.into()),
+            }),
         }
     }
 }

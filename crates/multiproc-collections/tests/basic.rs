@@ -293,3 +293,38 @@ fn manager_makes_every_object() {
     let _: SharedDict<u8, u8> = m.dict().unwrap();
     let _: SharedList<u8> = m.list().unwrap();
 }
+
+/// Issue 16, item 4: lock errors hold no guard, so `?` takes them into `Box<dyn Error>` (and
+/// the crate's `Error`); the `*_recover` calls give the guard and whether a holder died.
+#[test]
+fn question_mark_takes_collection_lock_errors_into_box_dyn_error() {
+    fn use_all(
+        d: &SharedDict<String, u32>,
+        l: &SharedList<u32>,
+        lock: &SharedLock,
+    ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+        let g = d.get_lock()?;
+        let n = g.len()?;
+        drop(g);
+        drop(l.get_lock()?);
+        drop(lock.acquire()?);
+        let (g, died) = d.get_lock_recover()?;
+        assert!(!died);
+        drop(g);
+        let (g, died) = l.get_lock_recover()?;
+        assert!(!died);
+        drop(g);
+        let (g, died) = lock.acquire_recover()?;
+        assert!(!died);
+        drop(g);
+        Ok(n)
+    }
+    fn is_boxable_error<E: std::error::Error + Send + Sync + 'static>() {}
+    is_boxable_error::<Error>();
+    is_boxable_error::<LockError>();
+    let d = SharedDict::with_capacity(4).unwrap();
+    d.insert(&"k".to_string(), &1).unwrap();
+    let l = SharedList::with_capacity(4).unwrap();
+    let lock = SharedLock::new().unwrap();
+    assert_eq!(use_all(&d, &l, &lock).unwrap(), 1);
+}

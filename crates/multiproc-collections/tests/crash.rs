@@ -7,7 +7,7 @@ mod common;
 
 use common::fork;
 use multiproc_collections::{Error, SharedDict, SharedList};
-use multiproc_sync::{LockError, RawValue};
+use multiproc_sync::RawValue;
 use std::time::{Duration, Instant};
 
 const KILLS: u32 = 80;
@@ -97,9 +97,8 @@ fn dict_holder_sigkilled_at_random_points_leaves_a_consistent_dict() {
                     }
                     _ => {
                         // Two updates under one guard: a death between them leaves a = b + 1.
-                        let mut g = match p2.get_lock() {
-                            Ok(g) => g,
-                            Err(LockError::OwnerDied(g)) => g,
+                        let mut g = match p2.get_lock_recover() {
+                            Ok((g, _)) => g,
                             Err(_) => return 6,
                         };
                         if g.update("a", |v| v.unwrap_or(0) + 1).is_err()
@@ -121,9 +120,9 @@ fn dict_holder_sigkilled_at_random_points_leaves_a_consistent_dict() {
         child.kill();
 
         // The next locker: maybe OwnerDied; the structure must be whole either way.
-        let g = match d.get_lock() {
-            Ok(g) => g,
-            Err(LockError::OwnerDied(g)) => {
+        let g = match d.get_lock_recover() {
+            Ok((g, false)) => g,
+            Ok((g, true)) => {
                 owner_died += 1;
                 g
             }
@@ -139,9 +138,9 @@ fn dict_holder_sigkilled_at_random_points_leaves_a_consistent_dict() {
             assert_eq!(g.get(k.as_str()).unwrap().as_ref(), Some(v));
         }
         drop(g);
-        let mut pg = match pair.get_lock() {
-            Ok(g) => g,
-            Err(LockError::OwnerDied(g)) => {
+        let mut pg = match pair.get_lock_recover() {
+            Ok((g, false)) => g,
+            Ok((g, true)) => {
                 owner_died += 1;
                 g
             }
@@ -208,9 +207,9 @@ fn list_holder_sigkilled_at_random_points_leaves_a_consistent_list() {
             "kill {kill}: the child stopped on its own"
         );
         child.kill();
-        let g = match l.get_lock() {
-            Ok(g) => g,
-            Err(LockError::OwnerDied(g)) => {
+        let g = match l.get_lock_recover() {
+            Ok((g, false)) => g,
+            Ok((g, true)) => {
                 owner_died += 1;
                 g
             }

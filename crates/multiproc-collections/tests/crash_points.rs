@@ -8,7 +8,7 @@ mod common;
 
 use common::{Exit, fork};
 use multiproc_collections::{SharedDict, SharedList, arm_crash_point};
-use multiproc_sync::{LockError, RawValue};
+use multiproc_sync::RawValue;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -93,8 +93,8 @@ fn dict_survives_a_kill_at_every_crash_point() {
         }
         points = n;
         let i = progress.load() as usize;
-        let g = match d.get_lock() {
-            Err(LockError::OwnerDied(g)) => g,
+        let g = match d.get_lock_recover() {
+            Ok((g, true)) => g,
             Ok(_) => panic!("crash point {n}: no OwnerDied (every crash point is under the lock)"),
             Err(e) => panic!("crash point {n}: {e}"),
         };
@@ -160,8 +160,8 @@ fn list_survives_a_kill_at_every_crash_point() {
         }
         points = n;
         let i = progress.load() as usize;
-        let g = match l.get_lock() {
-            Err(LockError::OwnerDied(g)) => g,
+        let g = match l.get_lock_recover() {
+            Ok((g, true)) => g,
             Ok(_) => panic!("crash point {n}: no OwnerDied"),
             Err(e) => panic!("crash point {n}: {e}"),
         };

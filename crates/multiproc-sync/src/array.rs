@@ -14,7 +14,7 @@
 //! assert_eq!(a.to_vec().unwrap(), vec![0.0, 1.5, 2.5, 0.0]);
 //! ```
 
-use crate::error::{LockError, LockResult, SyncError};
+use crate::error::{LockResult, RecoverResult, SyncError, refuse_owner_died};
 use crate::facade::raw;
 use crate::facade::{AtomicU64, Ordering};
 use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
@@ -284,33 +284,49 @@ impl<T: SharedData> Array<T> {
     fn guard(
         &self,
         lock: impl FnOnce(&RobustMutex, Locker) -> Result<LockOutcome, MutexError>,
-    ) -> LockResult<ArrayGuard<'_, T>> {
+    ) -> RecoverResult<ArrayGuard<'_, T>> {
         let who = Locker::current();
-        let g = || ArrayGuard {
-            array: self,
-            who,
-            _not_send: PhantomData,
+        let died = match lock(self.mutex(), who)? {
+            LockOutcome::Acquired => false,
+            LockOutcome::OwnerDied => true,
         };
-        match lock(self.mutex(), who) {
-            Ok(LockOutcome::Acquired) => Ok(g()),
-            Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(g())),
-            Err(e) => Err(LockError::Failed(e)),
-        }
+        Ok((
+            ArrayGuard {
+                array: self,
+                who,
+                _not_send: PhantomData,
+            },
+            died,
+        ))
     }
 
-    /// Locks the array; the guard derefs to `[T]`.
+    /// Locks the array; the guard derefs to `[T]`. If the last holder died inside its critical
+    /// section, the lock is released again and this is `Err(LockError::OwnerDied)`;
+    /// [`Array::get_lock_recover`] takes such a lock.
     #[inline]
     pub fn get_lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.guard(|m, who| m.lock_with(who, None))
+        refuse_owner_died(self.get_lock_recover())
     }
 
     /// Locks without waiting.
     pub fn try_get_lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.guard(|m, who| m.try_lock_with(who))
+        refuse_owner_died(self.guard(|m, who| m.try_lock_with(who)))
     }
 
     /// Locks, waiting at most `timeout`.
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<ArrayGuard<'_, T>> {
+        refuse_owner_died(self.get_lock_recover_timeout(timeout))
+    }
+
+    /// Locks, also when the previous holder died holding the lock: returns the guard and
+    /// whether it did (`true`: the elements may be half-updated). Never `Err(OwnerDied)`.
+    #[inline]
+    pub fn get_lock_recover(&self) -> RecoverResult<ArrayGuard<'_, T>> {
+        self.guard(|m, who| m.lock_with(who, None))
+    }
+
+    /// [`Array::get_lock_recover`] waiting at most `timeout`.
+    pub fn get_lock_recover_timeout(&self, timeout: Duration) -> RecoverResult<ArrayGuard<'_, T>> {
         self.guard(|m, who| m.lock_with(who, Some(timeout)))
     }
 

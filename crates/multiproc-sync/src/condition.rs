@@ -31,7 +31,7 @@
 //! assert_eq!(c.notify(1), Ok(0));
 //! ```
 
-use crate::error::LockResult;
+use crate::error::{LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
@@ -273,32 +273,35 @@ impl Condition {
         }
     }
 
-    /// Acquires the lock through a guard (death-safe for a Lock too): `Err(OwnerDied(guard))`
-    /// when it was taken over from a dead holder.
+    /// Acquires the lock through a guard (death-safe for a Lock too): `Err(OwnerDied)` (the lock
+    /// released again) when the last holder died holding it; see [`Condition::lock_recover`].
     pub fn lock(&self) -> LockResult<CondGuard<'_>> {
-        match &self.lock {
-            CondLock::Lock(l) => l
-                .lock()
-                .map(CondGuard::Lock)
-                .map_err(|e| e.map(CondGuard::Lock)),
-            CondLock::RLock(l) => l
-                .lock()
-                .map(CondGuard::RLock)
-                .map_err(|e| e.map(CondGuard::RLock)),
-        }
+        refuse_owner_died(self.lock_recover())
     }
 
     /// [`Condition::lock`] giving up after `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<CondGuard<'_>> {
+        refuse_owner_died(self.lock_recover_timeout(timeout))
+    }
+
+    /// Acquires the lock through a guard, also from a dead holder: the guard and whether the
+    /// previous holder died holding it. Never `Err(OwnerDied)`.
+    pub fn lock_recover(&self) -> RecoverResult<CondGuard<'_>> {
+        match &self.lock {
+            CondLock::Lock(l) => l.lock_recover().map(|(g, d)| (CondGuard::Lock(g), d)),
+            CondLock::RLock(l) => l.lock_recover().map(|(g, d)| (CondGuard::RLock(g), d)),
+        }
+    }
+
+    /// [`Condition::lock_recover`] giving up after `timeout`.
+    pub fn lock_recover_timeout(&self, timeout: Duration) -> RecoverResult<CondGuard<'_>> {
         match &self.lock {
             CondLock::Lock(l) => l
-                .lock_timeout(timeout)
-                .map(CondGuard::Lock)
-                .map_err(|e| e.map(CondGuard::Lock)),
+                .lock_recover_timeout(timeout)
+                .map(|(g, d)| (CondGuard::Lock(g), d)),
             CondLock::RLock(l) => l
-                .lock_timeout(timeout)
-                .map(CondGuard::RLock)
-                .map_err(|e| e.map(CondGuard::RLock)),
+                .lock_recover_timeout(timeout)
+                .map(|(g, d)| (CondGuard::RLock(g), d)),
         }
     }
 

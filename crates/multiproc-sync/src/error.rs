@@ -43,70 +43,98 @@ pub enum SyncError {
     /// An OS error.
     #[error("{0}")]
     Os(#[from] std::io::Error),
+    /// A barrier's party count out of range (from [`crate::BarrierCreateError`]).
+    #[error("parties must be 1..={max}, got {parties}")]
+    BadParties {
+        /// Given.
+        parties: u32,
+        /// The limit.
+        max: u32,
+    },
 }
 
-/// A failed lock attempt. `OwnerDied` hands the guard back: the lock *is* held and usable, but
-/// the previous holder died inside its critical section (like std's `PoisonError::into_inner`).
-pub enum LockError<G> {
-    /// The previous holder died holding the lock; here is the guard anyway.
-    OwnerDied(G),
-    /// Any other failure: nothing is held.
-    Failed(MutexError),
-}
-
-impl<G> LockError<G> {
-    /// The guard, if the lock is held (OwnerDied).
-    pub fn into_inner(self) -> Option<G> {
-        match self {
-            LockError::OwnerDied(g) => Some(g),
-            LockError::Failed(_) => None,
+impl From<crate::BarrierCreateError> for SyncError {
+    fn from(e: crate::BarrierCreateError) -> SyncError {
+        match e {
+            crate::BarrierCreateError::BadParties(parties) => SyncError::BadParties {
+                parties,
+                max: crate::barrier::MAX_PARTIES,
+            },
+            crate::BarrierCreateError::Shm(s) => SyncError::Shm(s),
         }
     }
+}
 
+/// A failed lock attempt: nothing is held when this is returned.
+///
+/// The error owns no guard and borrows nothing, so `?` takes it into `Box<dyn Error>`,
+/// `anyhow::Error` or [`SyncError`] (`*v.get_lock()? += 1` in a `fn main() -> Result<..>`).
+///
+/// `OwnerDied`: the previous holder died inside its critical section. The plain lock calls
+/// (`get_lock`, `lock`, `acquire` on a guard) took the lock over, *released it again* and
+/// report this, so code that does not think about death stops at `?` instead of reading a
+/// half-written update. To take a dead holder's lock and repair what it protects, call the
+/// `*_recover` twin (`Value::get_lock_recover`, `Lock::lock_recover`, ...): it returns
+/// `(guard, owner_died)` and never fails with `OwnerDied`.
+///
+/// ```
+/// fn bump(v: &multiproc_sync::Value<i64>) -> Result<(), Box<dyn std::error::Error>> {
+///     *v.get_lock()? += 1;
+///     Ok(())
+/// }
+/// let v = multiproc_sync::Value::new(0i64).unwrap();
+/// bump(&v).unwrap();
+/// let (g, owner_died) = v.get_lock_recover().unwrap();
+/// assert_eq!((*g, owner_died), (1, false));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// The previous holder died holding the lock (the lock was taken over and released again;
+    /// call the `*_recover` variant to take it and repair the data).
+    #[error(
+        "the previous lock holder died while holding the lock; the data may be half-updated \
+         (take it with the *_recover call, e.g. get_lock_recover(), to repair it)"
+    )]
+    OwnerDied,
+    /// Any other failure (timeout, would block, deadlock, OS error).
+    #[error(transparent)]
+    Failed(#[from] MutexError),
+}
+
+impl LockError {
     /// Whether this is `OwnerDied`.
     pub fn is_owner_died(&self) -> bool {
-        matches!(self, LockError::OwnerDied(_))
-    }
-
-    /// Maps the guard.
-    pub fn map<U>(self, f: impl FnOnce(G) -> U) -> LockError<U> {
-        match self {
-            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
-            LockError::Failed(e) => LockError::Failed(e),
-        }
+        matches!(self, LockError::OwnerDied)
     }
 }
 
-impl<G> std::fmt::Debug for LockError<G> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            LockError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-        }
-    }
-}
-
-impl<G> std::fmt::Display for LockError<G> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str(
-                "the previous lock holder died while holding the lock; the data may be half-updated",
-            ),
-            LockError::Failed(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl<G> std::error::Error for LockError<G> {}
-
-impl<G> From<LockError<G>> for SyncError {
-    fn from(e: LockError<G>) -> SyncError {
+impl From<LockError> for SyncError {
+    fn from(e: LockError) -> SyncError {
         match e {
-            LockError::OwnerDied(_) => SyncError::OwnerDied,
+            LockError::OwnerDied => SyncError::OwnerDied,
             LockError::Failed(m) => SyncError::Mutex(m),
         }
     }
 }
 
 /// The result of a lock attempt.
-pub type LockResult<G> = Result<G, LockError<G>>;
+pub type LockResult<G> = Result<G, LockError>;
+
+/// The result of a `*_recover` lock attempt: the guard and whether the previous holder died
+/// holding the lock (then the data may be half-updated: check or repair it before use).
+pub type RecoverResult<G> = Result<(G, bool), LockError>;
+
+/// Turns a recover result into a plain lock result: a dead owner's lock is released (the guard
+/// dropped) and reported as [`LockError::OwnerDied`]. For crates building guards on this one.
+#[doc(hidden)]
+#[inline]
+pub fn refuse_owner_died<G>(r: RecoverResult<G>) -> LockResult<G> {
+    match r {
+        Ok((g, false)) => Ok(g),
+        Ok((g, true)) => {
+            drop(g);
+            Err(LockError::OwnerDied)
+        }
+        Err(e) => Err(e),
+    }
+}

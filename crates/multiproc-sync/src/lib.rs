@@ -25,7 +25,7 @@ pub mod rlock;
 pub mod semaphore;
 
 pub use array::{Array, ArrayGuard, RawArray};
-pub use error::{LockError, LockResult, SyncError};
+pub use error::{LockError, LockResult, RecoverResult, SyncError, refuse_owner_died};
 pub use mutex::{Holder, LockOutcome, MutexError, RobustMutex};
 pub use value::{RawValue, SharedData, Value, ValueGuard};
 

@@ -13,7 +13,8 @@
 //!   uncontended).
 //! * Death: after each 20 ms park a waiter checks whether a guard holder (`state` = pid) is
 //!   dead (pid + start time, zombies count as dead) and, if so, takes the lock over with one
-//!   CAS; [`Lock::lock`] then returns `Err(LockError::OwnerDied(guard))`. A lock taken with `acquire()` is
+//!   CAS; [`Lock::lock`] then releases it and returns `Err(LockError::OwnerDied)`, and
+//!   [`Lock::lock_recover`] returns `(guard, true)`. A lock taken with `acquire()` is
 //!   never reclaimed: it may legitimately be released by another process later (hand-off).
 //!
 //! ```
@@ -24,12 +25,12 @@
 //! lock.release().unwrap();
 //! assert!(lock.release().is_err()); // releasing an unheld lock
 //! {
-//!     let _g = lock.lock().unwrap(); // Err(OwnerDied(guard)) if the last holder died
+//!     let _g = lock.lock().unwrap(); // Err(OwnerDied) if the last holder died: see lock_recover
 //! }
 //! assert!(lock.try_acquire());
 //! ```
 
-use crate::error::{LockError, LockResult};
+use crate::error::{LockError, LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
@@ -338,14 +339,26 @@ impl Lock {
     }
 
     /// Blocks until acquired; the guard releases on drop. If the previous guard holder died
-    /// holding the lock, this takes it over and returns `Err(LockError::OwnerDied(guard))`:
-    /// the lock is held, but what it protects may be half-updated.
+    /// holding the lock, this takes it over, releases it and returns
+    /// `Err(LockError::OwnerDied)` (what it protects may be half-updated; take it with
+    /// [`Lock::lock_recover`] to repair that).
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        self.lock_deadline(None)
+        refuse_owner_died(self.lock_deadline(None))
     }
 
     /// [`Lock::lock`] giving up after `timeout` (`Err(LockError::Failed(MutexError::Timeout))`).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<LockGuard<'_>> {
+        refuse_owner_died(self.lock_deadline(deadline_after(timeout)))
+    }
+
+    /// Blocks until acquired, also from a dead holder: the guard and whether the previous guard
+    /// holder died holding the lock. Never `Err(OwnerDied)`.
+    pub fn lock_recover(&self) -> RecoverResult<LockGuard<'_>> {
+        self.lock_deadline(None)
+    }
+
+    /// [`Lock::lock_recover`] giving up after `timeout`.
+    pub fn lock_recover_timeout(&self, timeout: Duration) -> RecoverResult<LockGuard<'_>> {
         self.lock_deadline(deadline_after(timeout))
     }
 
@@ -367,12 +380,11 @@ impl Lock {
         }
     }
 
-    fn lock_deadline(&self, deadline: Option<Instant>) -> LockResult<LockGuard<'_>> {
+    fn lock_deadline(&self, deadline: Option<Instant>) -> RecoverResult<LockGuard<'_>> {
         let (pid, me) = ident::process();
         match self.state().acquire_tagged(pid, me, deadline) {
             None => Err(LockError::Failed(MutexError::Timeout)),
-            Some(false) => Ok(self.guard(pid)),
-            Some(true) => Err(LockError::OwnerDied(self.guard(pid))),
+            Some(died) => Ok((self.guard(pid), died)),
         }
     }
 

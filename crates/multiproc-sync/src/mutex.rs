@@ -84,7 +84,7 @@ pub enum LockOutcome {
 }
 
 /// Why a lock was not obtained.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum MutexError {
     /// `try_lock` found it held.
     #[error("the lock is held by another thread or process")]

@@ -9,7 +9,8 @@
 //! Death: every acquisition is recorded, so a waiter whose park times out checks whether the
 //! owner thread is gone (a killed process takes its threads with it) and takes the lock over with
 //! one CAS, resetting the depth to 1; [`RLock::lock`] then returns
-//! `Err(LockError::OwnerDied(guard))` and [`RLock::acquire_reporting`] `Some(true)`.
+//! `Err(LockError::OwnerDied)` (released again), [`RLock::lock_recover`] `(guard, true)` and
+//! [`RLock::acquire_reporting`] `Some(true)`.
 //!
 //! ```
 //! use multiproc_sync::RLock;
@@ -21,7 +22,7 @@
 //! assert!(l.release().is_err()); // not owned any more
 //! ```
 
-use crate::error::{LockError, LockResult};
+use crate::error::{LockError, LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
@@ -320,13 +321,25 @@ impl RLock {
     }
 
     /// Blocks until acquired; the guard releases one level on drop. Taking the lock over from
-    /// a dead owner gives `Err(LockError::OwnerDied(guard))` (the lock is held).
+    /// a dead owner releases it again and gives `Err(LockError::OwnerDied)` (use
+    /// [`RLock::lock_recover`] to take such a lock).
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        self.lock_deadline(None)
+        refuse_owner_died(self.lock_deadline(None))
     }
 
     /// [`RLock::lock`] giving up after `timeout` (`Err(LockError::Failed(MutexError::Timeout))`).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<RLockGuard<'_>> {
+        refuse_owner_died(self.lock_deadline(deadline_after(timeout)))
+    }
+
+    /// Blocks until acquired, also from a dead owner: the guard and whether the previous owner
+    /// died holding the lock. Never `Err(OwnerDied)`.
+    pub fn lock_recover(&self) -> RecoverResult<RLockGuard<'_>> {
+        self.lock_deadline(None)
+    }
+
+    /// [`RLock::lock_recover`] giving up after `timeout`.
+    pub fn lock_recover_timeout(&self, timeout: Duration) -> RecoverResult<RLockGuard<'_>> {
         self.lock_deadline(deadline_after(timeout))
     }
 
@@ -339,11 +352,10 @@ impl RLock {
         }
     }
 
-    fn lock_deadline(&self, deadline: Option<Instant>) -> LockResult<RLockGuard<'_>> {
+    fn lock_deadline(&self, deadline: Option<Instant>) -> RecoverResult<RLockGuard<'_>> {
         match self.acquire_reporting(deadline) {
             None => Err(LockError::Failed(MutexError::Timeout)),
-            Some(false) => Ok(self.guard()),
-            Some(true) => Err(LockError::OwnerDied(self.guard())),
+            Some(died) => Ok((self.guard(), died)),
         }
     }
 

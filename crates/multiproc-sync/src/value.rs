@@ -2,7 +2,9 @@
 //!
 //! Python's `Value('q', 0)` becomes `Value::new(0i64)`; `with v.get_lock(): v.value += 1` becomes
 //! `*v.get_lock()? += 1`. The lock is a [`RobustMutex`] next to the value in the same segment, so
-//! a holder killed mid-update hands the next locker [`LockError::OwnerDied`] with the guard.
+//! a holder killed mid-update makes the next `get_lock()` fail with [`LockError::OwnerDied`]
+//! (nothing held, so `?` takes it), while [`Value::get_lock_recover`] takes the lock and says
+//! whether the data needs repair.
 //! `RawValue<T>` is Python's `lock=False`: loads and stores are atomic copies (one atomic for 1, 2,
 //! 4 or 8 bytes, else word- or byte-wise), so a reader racing a writer of a multi-word `T` may see
 //! a torn value, exactly as in Python — but never a data race.
@@ -24,7 +26,7 @@
 //! assert_eq!(v.load().unwrap(), 42);
 //! ```
 
-use crate::error::{LockError, LockResult, SyncError};
+use crate::error::{LockError, LockResult, RecoverResult, SyncError, refuse_owner_died};
 use crate::facade::raw;
 use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
 use multiproc_shm::{
@@ -191,55 +193,73 @@ impl<T: SharedData> Value<T> {
     fn guard(
         &self,
         lock: impl FnOnce(&RobustMutex, Locker) -> Result<LockOutcome, MutexError>,
-    ) -> LockResult<ValueGuard<'_, T>> {
+    ) -> RecoverResult<ValueGuard<'_, T>> {
         let who = Locker::current();
         let cell = self.cell();
-        let g = || ValueGuard {
-            cell,
-            who,
-            _not_send: PhantomData,
+        let died = match lock(&cell.mutex, who)? {
+            LockOutcome::Acquired => false,
+            LockOutcome::OwnerDied => true,
         };
-        match lock(&cell.mutex, who) {
-            Ok(LockOutcome::Acquired) => Ok(g()),
-            Ok(LockOutcome::OwnerDied) => Err(LockError::OwnerDied(g())),
-            Err(e) => Err(LockError::Failed(e)),
-        }
+        Ok((
+            ValueGuard {
+                cell,
+                who,
+                _not_send: PhantomData,
+            },
+            died,
+        ))
     }
 
-    /// Locks the value (Python's `with v.get_lock():`). `Err(OwnerDied(guard))` means the last
-    /// holder died inside its critical section; the guard is still yours.
+    /// Locks the value (Python's `with v.get_lock():`). If the last holder died inside its
+    /// critical section, the lock is released again and this is `Err(LockError::OwnerDied)`;
+    /// [`Value::get_lock_recover`] takes such a lock.
     #[inline]
     pub fn get_lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.guard(|m, who| m.lock_with(who, None))
+        refuse_owner_died(self.get_lock_recover())
     }
 
     /// Locks without waiting (`Failed(WouldBlock)` if held).
     pub fn try_get_lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.guard(|m, who| m.try_lock_with(who))
+        refuse_owner_died(self.guard(|m, who| m.try_lock_with(who)))
     }
 
     /// Locks, waiting at most `timeout` (`Failed(Timeout)`).
     pub fn get_lock_timeout(&self, timeout: Duration) -> LockResult<ValueGuard<'_, T>> {
+        refuse_owner_died(self.get_lock_recover_timeout(timeout))
+    }
+
+    /// Locks, also when the previous holder died holding the lock: returns the guard and
+    /// whether it did (`true`: the value may be half-updated; check or repair it). Never
+    /// `Err(OwnerDied)`.
+    ///
+    /// ```
+    /// let v = multiproc_sync::Value::new(0u64).unwrap();
+    /// let (mut g, owner_died) = v.get_lock_recover().unwrap();
+    /// if owner_died {
+    ///     *g = 0; // repair: here, start over
+    /// }
+    /// *g += 1;
+    /// ```
+    #[inline]
+    pub fn get_lock_recover(&self) -> RecoverResult<ValueGuard<'_, T>> {
+        self.guard(|m, who| m.lock_with(who, None))
+    }
+
+    /// [`Value::get_lock_recover`] waiting at most `timeout`.
+    pub fn get_lock_recover_timeout(&self, timeout: Duration) -> RecoverResult<ValueGuard<'_, T>> {
         self.guard(|m, who| m.lock_with(who, Some(timeout)))
     }
 
-    /// Reads the value under the lock.
-    pub fn load(&self) -> Result<T, LockError<T>> {
-        match self.get_lock() {
-            Ok(g) => Ok(*g),
-            Err(e) => Err(e.map(|g| *g)),
-        }
+    /// Reads the value under the lock (`Err(OwnerDied)` as [`Value::get_lock`]).
+    pub fn load(&self) -> Result<T, LockError> {
+        Ok(*self.get_lock()?)
     }
 
-    /// Writes the value under the lock.
-    pub fn store(&self, value: T) -> Result<(), LockError<()>> {
-        match self.get_lock() {
-            Ok(mut g) => {
-                *g = value;
-                Ok(())
-            }
-            Err(e) => Err(e.map(|mut g| *g = value)),
-        }
+    /// Writes the value under the lock (`Err(OwnerDied)` as [`Value::get_lock`]: nothing is
+    /// written then).
+    pub fn store(&self, value: T) -> Result<(), LockError> {
+        *self.get_lock()? = value;
+        Ok(())
     }
 }
 

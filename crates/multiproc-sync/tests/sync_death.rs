@@ -33,9 +33,9 @@ fn lock_guard_holder_killed_is_taken_over_with_owner_died() {
         Err(LockError::Failed(MutexError::Timeout))
     ));
     c.kill_no_reap(); // a zombie counts as dead
-    let g = match lock.lock_timeout(10 * SEC) {
-        Err(LockError::OwnerDied(g)) => g,
-        other => panic!("expected OwnerDied, got {other:?}"),
+    let g = match lock.lock_recover_timeout(10 * SEC) {
+        Ok((g, true)) => g,
+        other => panic!("expected OwnerDied, got {:?}", other.map(|(_, d)| d)),
     };
     drop(g);
     assert!(lock.lock().is_ok(), "a clean hand-over after that");
@@ -54,12 +54,11 @@ fn lock_waiters_in_other_processes_reclaim_from_a_dead_holder() {
     });
     assert!(held.wait_timeout(10 * SEC));
     let waiter = || {
-        let r = lock.lock_timeout(10 * SEC);
+        let (_g, died) = lock.lock_recover_timeout(10 * SEC).expect("not wedged");
         sh.add(0, 1);
-        if r.as_ref().is_err_and(|e| e.is_owner_died()) {
+        if died {
             sh.add(1, 1);
         }
-        let _g = r.unwrap_or_else(|e| e.into_inner().expect("not wedged"));
         0
     };
     let mut w1 = fork(waiter);
@@ -197,7 +196,7 @@ fn lock_stays_usable_under_random_kills_of_guard_holders() {
             .map(|_| {
                 fork(|| {
                     loop {
-                        let g = lock.lock().unwrap_or_else(|e| e.into_inner().unwrap());
+                        let (g, _) = lock.lock_recover().unwrap();
                         sh.add(0, 1);
                         drop(g);
                     }
@@ -269,9 +268,9 @@ fn condition_rlock_holder_killed_does_not_wedge_waiters() {
     });
     assert!(held.wait_timeout(10 * SEC));
     c.kill();
-    let g = cond.lock_timeout(10 * SEC);
+    let g = cond.lock_recover_timeout(10 * SEC);
     assert!(
-        g.as_ref().is_err_and(|e| e.is_owner_died()),
+        g.as_ref().is_ok_and(|(_, died)| *died),
         "not wedged: OwnerDied"
     );
     assert_eq!(cond.notify_all(), Ok(0));

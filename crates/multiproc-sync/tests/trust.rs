@@ -65,7 +65,7 @@ fn forgotten_guard_keeps_the_mapping_and_a_thread_exit_frees_the_lock() {
     drop(v2);
     // The holder thread has exited: the next locker takes the lock over.
     match v.get_lock_timeout(Duration::from_secs(10)) {
-        Err(LockError::OwnerDied(g)) => assert_eq!(*g, 5),
+        Err(LockError::OwnerDied) => {}
         Ok(_) => panic!("expected OwnerDied"),
         Err(e) => panic!("expected OwnerDied, got {e}"),
     }
@@ -208,7 +208,7 @@ fn a_lock_word_naming_a_dead_thread_is_taken_over() {
         .unwrap();
     scribble_payload(v.segment(), 0, &tid.to_le_bytes());
     match v.get_lock_timeout(Duration::from_secs(10)) {
-        Err(LockError::OwnerDied(g)) => assert_eq!(*g, 3),
+        Err(LockError::OwnerDied) => {}
         Ok(_) => panic!("expected OwnerDied"),
         Err(e) => panic!("expected OwnerDied, got {e}"),
     }
