@@ -14,9 +14,48 @@
 //! assert_eq!(counter.load().unwrap(), 1);
 //! ```
 //!
-//! See the README for the Python -> multiproc table and `docs/` for the design.
+//! Start with [`docs::readme`] (the Python -> multiproc table) and [`docs::guide`] (every concept
+//! side by side); [`docs`] holds the design documents.
+//!
+//! # Deriving serde and zerocopy traits without pinning their versions
+//!
+//! `multiproc` re-exports [`serde`] and [`zerocopy`]; point their derives at the re-exports and
+//! your `Cargo.toml` needs only `multiproc`:
+//!
+//! ```
+//! use multiproc::serde::{Deserialize, Serialize};
+//! use multiproc::zerocopy::{FromBytes, Immutable, IntoBytes};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! #[serde(crate = "multiproc::serde")]
+//! struct Job {
+//!     id: u64,
+//!     name: String,
+//! }
+//!
+//! #[derive(FromBytes, IntoBytes, Immutable, Clone, Copy, Debug, PartialEq)]
+//! #[zerocopy(crate = "multiproc::zerocopy")]
+//! #[repr(C)]
+//! struct Point {
+//!     x: f64,
+//!     y: f64,
+//! }
+//!
+//! let q = multiproc::Queue::<Job>::new(4).unwrap();
+//! q.put(Job { id: 1, name: "a".into() }).unwrap();
+//! assert_eq!(q.get().unwrap().id, 1);
+//! let p = multiproc::Value::new(Point { x: 1.0, y: 2.0 }).unwrap();
+//! assert_eq!(p.load().unwrap().y, 2.0);
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+
+/// serde, re-exported: `#[derive(multiproc::serde::Serialize)]` with
+/// `#[serde(crate = "multiproc::serde")]` needs no serde line in your `Cargo.toml`.
+pub use serde;
+/// zerocopy, re-exported: `#[derive(multiproc::zerocopy::FromBytes, ..)]` with
+/// `#[zerocopy(crate = "multiproc::zerocopy")]` for plain data in `Value`/`Array`.
+pub use zerocopy;
 
 pub use multiproc_collections as collections;
 pub use multiproc_shm as shm;
@@ -66,6 +105,87 @@ pub use multiproc_pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder, PoolEr
 /// crate, with the `redis` feature). See `docs/redis.md`.
 #[cfg(feature = "redis")]
 pub use multiproc_redis as redis;
+
+/// The project's documents, as they are in the repository (README and guide snippets are
+/// doctests, so they keep compiling).
+pub mod docs {
+    /// The README: what multiproc is, adding it, the Python -> multiproc table.
+    #[doc = include_str!("../README.md")]
+    pub mod readme {}
+    /// docs/guide.md: the Python guide's examples side by side.
+    #[doc = include_str!("../docs/guide.md")]
+    pub mod guide {}
+    /// docs/architecture.md: layers, the trust model, shared-memory rules.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/architecture.md"))]
+    pub mod architecture {}
+    /// docs/sync.md: the futex, the robust mutex, locks, Value/Array.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/sync.md"))]
+    pub mod sync {}
+    /// docs/ring.md: the SPSC and MPMC rings.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/ring.md"))]
+    pub mod ring {}
+    /// docs/channel.md: Pipe, Queue, codecs.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/channel.md"))]
+    pub mod channel {}
+    /// docs/process.md: Process, start methods, the task registry.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/process.md"))]
+    pub mod process {}
+    /// docs/collections.md: SharedDict, SharedList, Manager.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/collections.md"))]
+    pub mod collections {}
+    /// docs/pool.md: the Pool.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/pool.md"))]
+    pub mod pool {}
+    /// docs/redis.md: RemoteQueue and RemotePool on Redis Streams.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/redis.md"))]
+    pub mod redis {}
+    /// docs/benchmarks.md: every number and how to reproduce it.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/benchmarks.md"))]
+    pub mod benchmarks {}
+    /// CHANGELOG.md.
+    #[cfg_attr(not(doctest), doc = include_str!("../CHANGELOG.md"))]
+    pub mod changelog {}
+}
+
+/// Mistakes the compiler refuses, with the one-line hint it prints (each block below must fail
+/// to compile; they are doctests).
+///
+/// A task argument that is not a serde type:
+/// ```compile_fail,E0277
+/// struct NotSerde;
+/// #[multiproc::task]
+/// fn f(_x: NotSerde) {}
+/// ```
+/// A borrowed task argument (the hint says `&str` → `String`):
+/// ```compile_fail
+/// #[multiproc::task]
+/// fn f(s: &str) -> usize { s.len() }
+/// ```
+/// A `Value` of something that is not plain data:
+/// ```compile_fail,E0277
+/// let _v = multiproc::Value::new(String::new());
+/// ```
+/// A closure given to `Process::spawn` (it cannot travel to a re-executed child; reported by
+/// `cargo build`, not `cargo check`):
+/// ```compile_fail,E0080
+/// let q = 5u32;
+/// let _ = multiproc::Process::spawn(move |x: u32| x + q, 1u32);
+/// ```
+/// A task result that is not a serde type:
+/// ```compile_fail,E0277
+/// struct NotSerde;
+/// #[multiproc::task]
+/// fn f() -> NotSerde { NotSerde }
+/// ```
+/// And what compiles: a forked closure that never returns needs no `-> ()`:
+/// ```
+/// multiproc::init();
+/// let mut p = multiproc::Process::fork(|| std::process::exit(0)).unwrap();
+/// let _ = p.join();
+/// assert_eq!(p.exitcode(), Some(0));
+/// let _spawn_worker = || multiproc::Process::fork(|| loop { std::thread::park() });
+/// ```
+pub mod compile_errors {}
 
 /// The common imports.
 pub mod prelude {

@@ -43,7 +43,11 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
     match expand(&root, &func) {
         Ok(ts) => ts.into(),
-        Err(e) => e.to_compile_error().into(),
+        // Keep the function itself, so its callers do not add "cannot find function" errors.
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#func #err).into()
+        }
     }
 }
 
@@ -88,8 +92,14 @@ fn expand(root: &Path, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
                     "a multiproc task must be a free function, not a method",
                 ));
             }
-            FnArg::Typed(pt) => types.push(&*pt.ty),
+            FnArg::Typed(pt) => {
+                reject_borrowed(&pt.ty, "argument")?;
+                types.push(&*pt.ty);
+            }
         }
+    }
+    if let ReturnType::Type(_, t) = &sig.output {
+        reject_borrowed(t, "result")?;
     }
     let name = &sig.ident;
     let ret = match &sig.output {
@@ -108,10 +118,26 @@ fn expand(root: &Path, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         span = Span::call_site()
     );
     let private = quote!(#root::__private);
+    // One check per argument and for the result, spanned at the type: a non-serde type is named
+    // where it is written, with the hint of `TaskArg`/`TaskResult`.
+    let arg_checks = types
+        .iter()
+        .map(|t| quote::quote_spanned!(t.span()=> #private::assert_task_arg::<#t>();));
+    let ret_check = match &sig.output {
+        ReturnType::Default => quote!(),
+        ReturnType::Type(_, t) => {
+            quote::quote_spanned!(t.span()=> #private::assert_task_result::<#t>();)
+        }
+    };
     let slice_path = quote!(#private::TASKS);
     let linkme_path = quote!(#private::linkme);
     Ok(quote! {
         #func
+
+        const _: fn() = || {
+            #(#arg_checks)*
+            #ret_check
+        };
 
         #[#linkme_path::distributed_slice(#slice_path)]
         #[linkme(crate = #linkme_path)]
@@ -123,6 +149,30 @@ fn expand(root: &Path, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             trampoline: |bytes| #private::run_task(#name, bytes),
         };
     })
+}
+
+/// A borrowed argument or result cannot cross a process boundary: say so, with the owned form.
+fn reject_borrowed(ty: &syn::Type, what: &str) -> syn::Result<()> {
+    if let syn::Type::Reference(r) = ty {
+        let inner = &r.elem;
+        let owned = match &**inner {
+            syn::Type::Path(p) if p.path.is_ident("str") => "String".to_string(),
+            syn::Type::Slice(s) => {
+                let e = &s.elem;
+                format!("Vec<{}>", normalize(&quote!(#e).to_string()))
+            }
+            other => normalize(&quote!(#other).to_string()),
+        };
+        return Err(syn::Error::new(
+            ty.span(),
+            format!(
+                "a task {what} cannot be borrowed: it is sent to another process; \
+                 take it owned (`{}` → `{owned}`)",
+                normalize(&quote!(#ty).to_string())
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Drops the spaces `to_string` puts between tokens, so ids read like written types.

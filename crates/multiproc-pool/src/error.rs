@@ -46,9 +46,7 @@ pub enum PoolError {
     #[error("task failed: {0}")]
     Task(String),
     /// The worker running the task died (killed, OOM, `exit`) before returning its result.
-    #[error(
-        "worker {pid} was lost (signal {signal:?}, exit code {exitcode:?}) while running the task"
-    )]
+    #[error("worker {pid} was lost ({}) while running the task", lost_text(*.signal, *.exitcode))]
     WorkerLost {
         /// The worker's pid.
         pid: u32,
@@ -80,14 +78,22 @@ pub enum PoolError {
     #[error("the pool was terminated before the task finished")]
     Terminated,
     /// The function is not a `#[multiproc::task]`.
-    #[error("not a registered task: {0} (add #[multiproc::task])")]
+    #[error("{}", multiproc_process::task_not_registered_text(.0))]
     TaskNotRegistered(&'static str),
     /// Encoding the arguments in the parent failed.
-    #[error("encoding the task arguments: {0}")]
+    #[error("bad task arguments: {0}")]
     Arguments(String),
     /// Starting a worker process or its pipes failed.
     #[error("starting a worker: {0}")]
     Start(String),
+}
+
+/// `killed by signal 9` / `exit status 1` / `exit status unknown` (no `Some(..)` in messages).
+fn lost_text(signal: Option<i32>, exitcode: Option<i32>) -> String {
+    match signal {
+        Some(s) => format!("killed by signal {s}"),
+        None => multiproc_process::exit_text(exitcode),
+    }
 }
 
 /// Result alias.

@@ -217,7 +217,14 @@ impl PoolBuilder {
                 .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))
                 .and_then(|e| {
                     let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
-                    let bytes = bytes.map_err(|e| PoolError::Arguments(e.to_string()))?;
+                    let bytes = bytes.map_err(|e| {
+                        PoolError::Arguments(registry::codec_message(
+                            "encoding",
+                            "the initializer's arguments",
+                            std::any::type_name::<T::Args>(),
+                            &e,
+                        ))
+                    })?;
                     let fds = fdpass::dup_all(&fds).map_err(|e| {
                         PoolError::Arguments(format!("keeping the initializer's fds: {e}"))
                     })?;

@@ -212,10 +212,14 @@ pub(crate) fn decode_items<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<R>> {
     let mut v = Vec::with_capacity(n.min(1 << 24));
     for _ in 0..n {
         let item = c.item().ok_or_else(bad)?;
-        v.push(
-            postcard::from_bytes(item)
-                .map_err(|e| PoolError::Task(format!("decoding the result: {e}")))?,
-        );
+        v.push(postcard::from_bytes(item).map_err(|e| {
+            PoolError::Task(multiproc_process::registry::codec_message(
+                "decoding",
+                "a task result",
+                std::any::type_name::<R>(),
+                &e,
+            ))
+        })?);
     }
     Ok(v)
 }

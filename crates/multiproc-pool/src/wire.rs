@@ -51,11 +51,11 @@ impl JobWriter {
                 self.buf.extend_from_slice(used);
             }
             Err(postcard::Error::SerializeBufferFull) => {
-                let v = postcard::to_allocvec(item).map_err(|e| e.to_string())?;
+                let v = postcard::to_allocvec(item).map_err(|e| arg_error::<A>(&e))?;
                 self.buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 self.buf.extend_from_slice(&v);
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(arg_error::<A>(&e)),
         }
         self.n += 1;
         Ok(())
@@ -138,4 +138,14 @@ pub(crate) fn parse_result(b: &[u8]) -> Option<ResultHead<'_>> {
         status,
         body: c.rest(),
     })
+}
+
+/// A task argument that postcard refused, named by its type.
+fn arg_error<A>(e: &postcard::Error) -> String {
+    multiproc_process::registry::codec_message(
+        "encoding",
+        "a task argument",
+        std::any::type_name::<A>(),
+        e,
+    )
 }

@@ -6,10 +6,7 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The function is not a `#[multiproc::task]`: a spawned child could not find it.
-    #[error(
-        "task not registered: `{0}` has no #[multiproc::task] attribute (spawn and forkserver need \
-         a registered task; closures need StartMethod::Fork)"
-    )]
+    #[error("{}", task_not_registered_text(.0))]
     TaskNotRegistered(&'static str),
     /// A spawned child never answered the handshake: its `main` does not call `multiproc::init()`
     /// first (or it is not a multiproc binary).
@@ -20,8 +17,9 @@ pub enum ProcessError {
     InitNotCalled(std::time::Duration),
     /// The child exited before completing the handshake.
     #[error(
-        "the child process exited during the start handshake (exit status {exitcode:?}): does `main` \
-         call `multiproc::init()` as its first line?"
+        "the child process exited during the start handshake ({}): does `main` call \
+         `multiproc::init()` as its first line?",
+        exit_text(*.exitcode)
     )]
     HandshakeEof {
         /// The child's exit code if it was reaped.
@@ -66,9 +64,20 @@ pub enum ProcessError {
         /// 0 or an exit code, or `-signal` when killed by a signal.
         exitcode: i32,
     },
-    /// Encoding the arguments or decoding the result failed.
-    #[error("codec error: {0}")]
-    Codec(#[from] postcard::Error),
+    /// Encoding the arguments or decoding the result failed: `direction` is `"encoding"` or
+    /// `"decoding"`, `what` the value (`"the task arguments"`), `type_name` its Rust type.
+    #[error("{direction} {what} ({type_name}) with postcard failed: {source}")]
+    Codec {
+        /// `"encoding"` or `"decoding"`.
+        direction: &'static str,
+        /// What was being encoded or decoded.
+        what: &'static str,
+        /// Its Rust type (`std::any::type_name`).
+        type_name: &'static str,
+        /// postcard's error.
+        #[source]
+        source: postcard::Error,
+    },
     /// A closure target needs `StartMethod::Fork`.
     #[error(
         "closures can only be started with StartMethod::Fork (spawn and forkserver run registered tasks)"
@@ -78,7 +87,10 @@ pub enum ProcessError {
     #[error("daemonic processes are not allowed to have children")]
     DaemonCannotHaveChildren,
     /// `set_start_method` was called a second time without `force`.
-    #[error("context has already been set (start method {0:?}); pass force = true to change it")]
+    #[error(
+        "context has already been set (start method {}); pass force = true to change it",
+        .0.name()
+    )]
     StartMethodAlreadySet(crate::StartMethod),
     /// `StartMethod::Fork` in a process that runs other threads, refused under
     /// `refuse_if_threaded` / `set_refuse_fork_if_threaded`.
@@ -114,3 +126,38 @@ impl ProcessError {
 
 /// Result with [`ProcessError`].
 pub type Result<T, E = ProcessError> = std::result::Result<T, E>;
+
+/// The one text of "this function is not a registered task", shared with the Pool's error.
+#[doc(hidden)]
+pub fn task_not_registered_text(type_name: &str) -> String {
+    format!(
+        "`{type_name}` is not a registered task: add #[multiproc::task] to the function \
+         (spawn, forkserver and Pool run registered tasks; closures need Process::fork)"
+    )
+}
+
+/// `exit status 0` / `killed by signal 9` / `exit status unknown` (never `Some(0)`).
+#[doc(hidden)]
+pub fn exit_text(exitcode: Option<i32>) -> String {
+    match exitcode {
+        Some(c) if c < 0 => format!("killed by signal {}", -c),
+        Some(c) => format!("exit status {c}"),
+        None => "exit status unknown".to_string(),
+    }
+}
+
+impl ProcessError {
+    /// A codec error naming the direction, what and the Rust type `T`.
+    pub(crate) fn codec<T: ?Sized>(
+        direction: &'static str,
+        what: &'static str,
+        source: postcard::Error,
+    ) -> ProcessError {
+        ProcessError::Codec {
+            direction,
+            what,
+            type_name: std::any::type_name::<T>(),
+            source,
+        }
+    }
+}

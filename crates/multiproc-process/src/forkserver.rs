@@ -148,7 +148,8 @@ pub(crate) fn request(
     let data = postcard::to_allocvec(&Request {
         targets: fds.to_vec(),
         fail_pidfd_open,
-    })?;
+    })
+    .map_err(|e| ProcessError::codec::<Request>("encoding", "the fork-server request", e))?;
     let mut all: Vec<RawFd> = fds.to_vec();
     all.push(status_w.as_raw_fd());
     let sock = s.sock.as_raw_fd();

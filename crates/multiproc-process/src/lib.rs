@@ -59,6 +59,8 @@ mod sys;
 
 pub use child::init;
 pub use error::{ProcessError, Result};
+#[doc(hidden)]
+pub use error::{exit_text, task_not_registered_text};
 pub use log::{LogInitError, PythonFormat, log_to_stderr};
 pub use multiproc_macros::task;
 pub use process::{
@@ -100,6 +102,8 @@ pub fn __fork_server_pid() -> Option<i32> {
 /// What `#[multiproc::task]` expands to refers to; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{TASKS, TaskEntry, run_task, type_id_of_val};
+    pub use crate::registry::{
+        TASKS, TaskEntry, assert_task_arg, assert_task_result, run_task, type_id_of_val,
+    };
     pub use linkme;
 }

@@ -17,12 +17,11 @@
 use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, Outcome};
 use crate::error::{ProcessError, Result};
 use crate::facade::Ordering;
-use crate::registry::{self, Task, TaskEntry};
+use crate::registry::{self, ForkReturn, Task, TaskEntry};
 use crate::state::{self, ChildRec, Reap};
 use crate::sys;
 use multiproc_shm::ProcessId;
 use multiproc_shm::fd_passing::collect_fds;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::ffi::OsString;
@@ -308,7 +307,8 @@ impl ProcessBuilder {
             Err(e) => return Err(e),
         };
         let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
-        let bytes = bytes?;
+        let bytes = bytes
+            .map_err(|e| ProcessError::codec::<T::Args>("encoding", "the task arguments", e))?;
         if fds.len() + 3 > crate::forkserver::MAX_FDS {
             return Err(ProcessError::TooManyFds(
                 fds.len(),
@@ -325,15 +325,13 @@ impl ProcessBuilder {
 
     /// An unstarted process that will run a closure; it can only start with
     /// [`StartMethod::Fork`], which this sets.
-    pub fn closure<R, F>(mut self, f: F) -> Process<R>
+    pub fn closure<R, F, O>(mut self, f: F) -> Process<R>
     where
-        R: Serialize,
-        F: FnOnce() -> R + Send + 'static,
+        O: ForkReturn<R>,
+        F: FnOnce() -> O + Send + 'static,
     {
         self.method = Some(StartMethod::Fork);
-        self.build(Target::Closure(Box::new(move || {
-            postcard::to_allocvec(&f()).map_err(|e| format!("encoding the result: {e}"))
-        })))
+        self.build(Target::Closure(Box::new(move || f().encode())))
     }
 
     /// [`ProcessBuilder::target`] then [`Process::start`].
@@ -420,19 +418,36 @@ impl Process<()> {
 impl<R> Process<R> {
     /// An unstarted process running `task(args)` with default settings.
     pub fn new<M, T: Task<M, Output = R>>(task: T, args: T::Args) -> Result<Process<R>> {
+        registry::assert_fn_item::<T>();
         ProcessBuilder::new().target(task, args)
     }
 
     /// Starts `task(args)` in a new process with the default start method.
     pub fn spawn<M, T: Task<M, Output = R>>(task: T, args: T::Args) -> Result<Process<R>> {
+        registry::assert_fn_item::<T>();
         ProcessBuilder::new().spawn(task, args)
     }
 
     /// Forks a child running the closure `f` (see [`StartMethod::Fork`] for when that is safe).
-    pub fn fork<F>(f: F) -> Result<Process<R>>
+    ///
+    /// The closure returns a serde type, which [`Process::join`] hands back; a closure that
+    /// never returns (a worker loop, `std::process::exit`) makes a `Process<()>` without any
+    /// annotation (a diverging closure with another result type is written `|| -> T { .. }`).
+    ///
+    /// ```
+    /// use multiproc_process::Process;
+    /// multiproc_process::init();
+    /// let mut p = Process::fork(|| std::process::exit(3)).unwrap();
+    /// let _ = p.join(); // no result: the child exited
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// let _worker = || Process::fork(|| loop {
+    ///     std::thread::park();
+    /// });
+    /// ```
+    pub fn fork<F, O>(f: F) -> Result<Process<R>>
     where
-        R: Serialize,
-        F: FnOnce() -> R + Send + 'static,
+        O: ForkReturn<R>,
+        F: FnOnce() -> O + Send + 'static,
     {
         let mut p = ProcessBuilder::new().closure(f);
         p.start()?;
@@ -593,7 +608,8 @@ impl<R> Process<R> {
             },
             log_level: crate::log::current_level(),
         };
-        let encoded = postcard::to_allocvec(&boot)?;
+        let encoded = postcard::to_allocvec(&boot)
+            .map_err(|e| ProcessError::codec::<Boot>("encoding", "the bootstrap record", e))?;
         sys::write_all(boot_fd.as_raw_fd(), &encoded).map_err(os("writing the bootstrap"))?;
         let mut pass = vec![boot_fd.as_raw_fd(), result.as_raw_fd(), ack_w.as_raw_fd()];
         pass.extend_from_slice(fds);
@@ -819,10 +835,17 @@ impl<R: DeserializeOwned> Process<R> {
             Ok(o) => o,
             // Killed while writing its result: report the death, not the torn bytes.
             Err(_) if exitcode != 0 => return Err(ProcessError::NoResult { exitcode }),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(ProcessError::codec::<Outcome>(
+                    "decoding",
+                    "the child's result record",
+                    e,
+                ));
+            }
         };
         match outcome {
-            Outcome::Ok(v) => Ok(postcard::from_bytes(&v)?),
+            Outcome::Ok(v) => postcard::from_bytes(&v)
+                .map_err(|e| ProcessError::codec::<R>("decoding", "the task result", e)),
             Outcome::Panic(message) => Err(ProcessError::Panicked { message }),
             Outcome::Error(e) => Err(ProcessError::TaskFailed(e)),
         }

@@ -44,6 +44,12 @@ pub static TASKS: [TaskEntry];
 /// A function a process can run. Implemented for every `Fn` of up to 8 arguments whose
 /// arguments and result are serde types; `M` is a marker (the fn signature) that keeps the
 /// implementations apart. One argument travels as itself, several as a tuple, none as `()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run as a multiproc task",
+    label = "not a task: needs a `#[multiproc::task]` fn whose arguments and result are serde types",
+    note = "task arguments must be serde Serialize + DeserializeOwned; &str → String, &[T] → Vec<T>",
+    note = "a task is a plain `fn` marked `#[multiproc::task]` (a closure cannot be sent to a spawned process: use Process::fork for closures)"
+)]
 pub trait Task<M>: Copy + Send + 'static {
     /// What the child receives.
     type Args: Serialize + DeserializeOwned + Send + 'static;
@@ -53,6 +59,7 @@ pub trait Task<M>: Copy + Send + 'static {
     fn call(self, args: Self::Args) -> Self::Output;
 }
 
+#[diagnostic::do_not_recommend]
 impl<F, R> Task<fn() -> R> for F
 where
     F: Fn() -> R + Copy + Send + 'static,
@@ -65,6 +72,7 @@ where
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<F, A, R> Task<fn(A) -> R> for F
 where
     F: Fn(A) -> R + Copy + Send + 'static,
@@ -80,6 +88,7 @@ where
 
 macro_rules! impl_task_tuple {
     ($($a:ident),+) => {
+        #[diagnostic::do_not_recommend]
         impl<F, $($a,)+ R> Task<fn($($a),+) -> R> for F
         where
             F: Fn($($a),+) -> R + Copy + Send + 'static,
@@ -103,12 +112,115 @@ impl_task_tuple!(A, B, C, D, E, G);
 impl_task_tuple!(A, B, C, D, E, G, H);
 impl_task_tuple!(A, B, C, D, E, G, H, I);
 
+/// What a task argument must be: a serde type the child can decode on its own (owned).
+/// `#[multiproc::task]` checks every argument against this, so a bad one is named at its type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task argument: it is sent to another process",
+    label = "not a serde Serialize + DeserializeOwned + Send + 'static type",
+    note = "task arguments must be serde Serialize + DeserializeOwned; &str → String, &[T] → Vec<T>"
+)]
+pub trait TaskArg {}
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned + Send + 'static> TaskArg for T {}
+
+/// What a task result must be: a serde type the parent can decode.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task result: it is sent back to the parent process",
+    label = "not a serde Serialize + DeserializeOwned type",
+    note = "task results must be serde Serialize + DeserializeOwned; &str → String, &[T] → Vec<T>"
+)]
+pub trait TaskResult {}
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> TaskResult for T {}
+
+/// Refuses, when the program is built, a task that is not a function item: a closure that
+/// captures something or a fn pointer has a size, a `#[multiproc::task]` fn item has none. (A
+/// closure capturing nothing cannot be told apart from a fn item by the type system; it fails at
+/// run time with [`ProcessError::TaskNotRegistered`].) Evaluated at monomorphization, so
+/// `cargo build` reports it, `cargo check` does not.
+#[doc(hidden)]
+#[inline(always)]
+pub const fn assert_fn_item<T>() {
+    const {
+        assert!(
+            std::mem::size_of::<T>() == 0,
+            "a task must be a #[multiproc::task] fn, not a closure or fn pointer: a spawned child \
+             cannot receive a closure (use Process::fork for closures)"
+        )
+    }
+}
+
+/// The macro's per-argument check (see [`TaskArg`]).
+#[doc(hidden)]
+pub fn assert_task_arg<T: TaskArg>() {}
+
+/// The macro's result check (see [`TaskResult`]).
+#[doc(hidden)]
+pub fn assert_task_result<T: TaskResult>() {}
+
+/// What a [`Process::fork`](crate::Process::fork) closure may return, as the process's result
+/// type `R`: any serde type (as itself), and also the never type (as `()`), so a child closure
+/// that never returns (`|| loop { .. }`, `|| std::process::exit(0)`) compiles without writing
+/// `-> ()`. (Two impls that cannot overlap: `T -> T` for serde types, `! -> ()`.)
+#[diagnostic::on_unimplemented(
+    message = "a forked closure's result `{Self}` must be a serde Serialize type",
+    label = "returned by the closure passed to Process::fork",
+    note = "return a serde type (or `()`); the child sends it to the parent's join()"
+)]
+pub trait ForkReturn<R> {
+    /// Encodes the result for the parent.
+    fn encode(&self) -> std::result::Result<Vec<u8>, String>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize> ForkReturn<T> for T {
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        encode(self, "the forked closure's result")
+    }
+}
+
+impl ForkReturn<()> for Never {
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        match *self {}
+    }
+}
+
+/// Names the never type on stable Rust (the return type of `fn() -> !`).
+#[doc(hidden)]
+pub trait FnReturn {
+    /// The return type.
+    type Output;
+}
+impl<R> FnReturn for fn() -> R {
+    type Output = R;
+}
+/// The never type `!` (what a closure that never returns returns).
+pub type Never = <fn() -> ! as FnReturn>::Output;
+
 /// The trampoline body the macro instantiates: decode, call, encode.
 pub fn run_task<M, T: Task<M>>(task: T, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let args: T::Args =
-        postcard::from_bytes(bytes).map_err(|e| format!("decoding the task arguments: {e}"))?;
+    let args: T::Args = decode(bytes, "the task arguments")?;
     let out = task.call(args);
-    postcard::to_allocvec(&out).map_err(|e| format!("encoding the task result: {e}"))
+    encode(&out, "the task result")
+}
+
+/// Encodes `v` with postcard; the error names `what`, the Rust type and the direction
+/// (`encoding the task result (alloc::string::String) with postcard failed: ...`).
+pub fn encode<T: Serialize + ?Sized>(v: &T, what: &str) -> std::result::Result<Vec<u8>, String> {
+    postcard::to_allocvec(v)
+        .map_err(|e| codec_message("encoding", what, std::any::type_name::<T>(), &e))
+}
+
+/// Decodes a `T` with postcard; the error names `what`, the Rust type and the direction.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> std::result::Result<T, String> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| codec_message("decoding", what, std::any::type_name::<T>(), &e))
+}
+
+/// `"{direction} {what} ({type}) with postcard failed: {error}"`.
+#[doc(hidden)]
+pub fn codec_message(direction: &str, what: &str, ty: &str, e: &dyn std::fmt::Display) -> String {
+    format!("{direction} {what} ({ty}) with postcard failed: {e}")
 }
 
 /// The `TypeId` of a value's type (the macro's way to name a fn item's type).

@@ -64,7 +64,8 @@ fn fork_runs_closures_with_captured_state() {
     let base = 40u64;
     let mut p = Process::fork(move || base + 2).unwrap();
     assert_eq!(p.join().unwrap(), 42);
-    let mut p: Process<String> = Process::fork(|| panic!("closure boom")).unwrap();
+    // A closure that never returns is a `Process<()>`; another result type is written on it.
+    let mut p: Process<String> = Process::fork(|| -> String { panic!("closure boom") }).unwrap();
     assert!(
         matches!(p.join(), Err(ProcessError::Panicked { message }) if message == "closure boom")
     );

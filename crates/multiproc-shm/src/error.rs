@@ -14,7 +14,7 @@ pub enum ShmError {
         name: String,
     },
     /// A live process already created a segment by that name.
-    #[error("shared-memory segment {name:?} already exists (creator pid {creator_pid:?} is alive)")]
+    #[error("shared-memory segment {name:?} already exists ({})", creator_text(*.creator_pid))]
     AlreadyExists {
         /// The name asked for.
         name: String,
@@ -137,3 +137,11 @@ impl ShmError {
 
 /// Result of segment operations.
 pub type Result<T, E = ShmError> = std::result::Result<T, E>;
+
+/// `created by pid 8412, which is alive` / `its creator is alive` (no `Some(..)` in messages).
+fn creator_text(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("created by pid {pid}, which is alive"),
+        None => "its creator is alive".to_string(),
+    }
+}

@@ -41,7 +41,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// What a shared value may hold: plain data, valid for any bit pattern (another process may have
 /// written any bytes), with no pointers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not plain data, so it cannot live in a shared Value/Array",
+    label = "not plain data",
+    note = "Value<T> needs plain data: derive zerocopy FromBytes+IntoBytes+Immutable (with \
+            #[repr(C)]) or use a fixed array; for a String or Vec use a Queue or SharedDict"
+)]
 pub trait SharedData: FromBytes + IntoBytes + Immutable + Copy + Send + 'static {}
+// `do_not_recommend`: a type that is not plain data gets the one message above, not one error
+// per unmet zerocopy bound.
+#[diagnostic::do_not_recommend]
 impl<T: FromBytes + IntoBytes + Immutable + Copy + Send + 'static> SharedData for T {}
 
 /// The shared layout of a [`Value`]: the lock, then the value.
