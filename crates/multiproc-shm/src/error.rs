@@ -145,3 +145,29 @@ fn creator_text(pid: Option<u32>) -> String {
         None => "its creator is alive".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16, item 8: no `Some(8412)` in a message.
+    #[test]
+    fn already_exists_names_the_creator_pid_without_debug_formatting() {
+        let e = ShmError::AlreadyExists {
+            name: "jobs".into(),
+            creator_pid: Some(8412),
+        };
+        assert_eq!(
+            e.to_string(),
+            "shared-memory segment \"jobs\" already exists (created by pid 8412, which is alive)"
+        );
+        let e = ShmError::AlreadyExists {
+            name: "jobs".into(),
+            creator_pid: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "shared-memory segment \"jobs\" already exists (its creator is alive)"
+        );
+    }
+}
