@@ -171,6 +171,12 @@ pub mod docs {
 /// let q = 5u32;
 /// let _ = multiproc::Process::spawn(move |x: u32| x + q, 1u32);
 /// ```
+/// The same for a `Pool`:
+/// ```compile_fail,E0080
+/// let pool = multiproc::Pool::new(1).unwrap();
+/// let k = 2u64;
+/// let _ = pool.map(move |x: u64| x * k, 0..4u64);
+/// ```
 /// A task result that is not a serde type:
 /// ```compile_fail,E0277
 /// struct NotSerde;

@@ -942,6 +942,8 @@ fn encode_job<'a, A: Serialize + 'a>(
 }
 
 fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64> {
+    // A capturing closure or a fn pointer is refused when the program is built.
+    registry::assert_fn_item::<T>();
     registry::entry_of(f)
         .map(|e| e.hash())
         .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))

@@ -51,7 +51,13 @@ fn encoding_error_names_direction_what_and_type() {
     let e = Process::spawn(takes_unencodable, Unencodable).unwrap_err();
     let s = e.to_string();
     assert!(
-        matches!(e, ProcessError::Codec { direction: "encoding", .. }),
+        matches!(
+            e,
+            ProcessError::Codec {
+                direction: "encoding",
+                ..
+            }
+        ),
         "{s}"
     );
     assert!(
@@ -77,5 +83,9 @@ fn unregistered_task_text_is_the_shared_one() {
         e.to_string(),
         multiproc_process::task_not_registered_text(name)
     );
-    assert!(e.to_string().starts_with("`messages::not_a_task` is not a registered task"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("`messages::not_a_task` is not a registered task"),
+        "{e}"
+    );
 }
