@@ -99,7 +99,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut v = seed.to_vec();
     for _ in 0..=(rng.next() % 3) {
         let letter = ALPHABET[(rng.next() % ALPHABET.len() as u64) as usize];
-        if v.is_empty() || rng.next() % 4 == 0 {
+        if v.is_empty() || rng.next().is_multiple_of(4) {
             v.push(letter);
         } else {
             let i = (rng.next() % v.len() as u64) as usize;

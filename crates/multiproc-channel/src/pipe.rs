@@ -595,10 +595,10 @@ impl<T, C: Codec<T>> Connection<T, C> {
         let r = C::encode_vec(v, &mut bytes)
             .map_err(SendError::from)
             .and_then(|()| self.write_message(&bytes, deadline, max_message));
-        if let Some(tx) = self.tx.as_mut() {
-            if bytes.capacity() <= 1 << 20 {
-                tx.scratch = bytes;
-            }
+        if let Some(tx) = self.tx.as_mut()
+            && bytes.capacity() <= 1 << 20
+        {
+            tx.scratch = bytes;
         }
         r
     }

@@ -338,7 +338,7 @@ fn writer_killed_at_random_points_reader_gets_whole_messages_then_eof() {
             let mut i = 0u64;
             loop {
                 // Mix small and fragmented messages; last 8 bytes = checksum of the rest.
-                let n = if i % 5 == 0 {
+                let n = if i.is_multiple_of(5) {
                     20_000 + (i as usize % 7) * 1000
                 } else {
                     10 + (i as usize % 50)

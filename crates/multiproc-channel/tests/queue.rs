@@ -423,7 +423,7 @@ fn producers_and_consumers_killed_at_random_lose_only_their_own_item() {
                 fork(move || {
                     let mut i = 0u64;
                     loop {
-                        let n = if i % 9 == 0 { 3000 } else { 40 };
+                        let n = if i.is_multiple_of(9) { 3000 } else { 40 };
                         let mut v: Vec<u8> = (0..n).map(|k| (k as u64 ^ i ^ p) as u8).collect();
                         v.extend_from_slice(&(p << 32 | i).to_le_bytes());
                         let s = checksum(&v);

@@ -230,7 +230,7 @@ impl Geometry {
                 MAX_SLOTS,
             );
         }
-        if self.arena < MIN_ARENA || self.arena > MAX_ARENA || self.arena % 8 != 0 {
+        if self.arena < MIN_ARENA || self.arena > MAX_ARENA || !self.arena.is_multiple_of(8) {
             return out(
                 "store arena bytes (a multiple of 8, at least 64)",
                 self.arena,
@@ -527,7 +527,7 @@ impl<'a, F: Flavor> Locked<'a, F> {
         // len and tombstones are each <= slots <= 2^32 before they are added: no overflow.
         if st.top < ARENA_START
             || st.top > g.arena
-            || st.top % 8 != 0
+            || !st.top.is_multiple_of(8)
             || st.garbage > st.top
             || st.len > g.slots
             || st.tombstones > g.slots
@@ -586,7 +586,7 @@ impl<'a, F: Flavor> Locked<'a, F> {
     #[inline]
     pub(crate) fn entry(&self, space: usize, off: u64) -> Result<Entry> {
         let g = self.geo();
-        if off < ARENA_START || off % 8 != 0 || off > g.arena - ENTRY_HEAD {
+        if off < ARENA_START || !off.is_multiple_of(8) || off > g.arena - ENTRY_HEAD {
             return Err(Error::Corrupted("entry offset"));
         }
         let p = self.arena_ptr(space, off);
@@ -672,7 +672,7 @@ impl<'a, F: Flavor> Locked<'a, F> {
             });
         }
         let size = entry_size(key.len() as u64, val.len() as u64);
-        if off % 8 != 0 || !self.in_arena(off, size) {
+        if !off.is_multiple_of(8) || !self.in_arena(off, size) {
             return Err(Error::Full {
                 what: "arena",
                 capacity: g.arena,

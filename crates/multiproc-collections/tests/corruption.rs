@@ -24,7 +24,7 @@ const MUTEX: usize = 40;
 fn scribble(seg: &multiproc_shm::Segment, r: &mut Rng) {
     let len = seg.payload_len();
     // Half the time aim at the control block (counters, journal, active index).
-    let off = if r.next() % 2 == 0 {
+    let off = if r.next().is_multiple_of(2) {
         MUTEX + (r.next() as usize % (512 - MUTEX))
     } else {
         MUTEX + (r.next() as usize % (len - MUTEX))

@@ -90,7 +90,7 @@ fn dict_holder_sigkilled_at_random_points_leaves_a_consistent_dict() {
                             return 4;
                         }
                     }
-                    13 if (x >> 20) % 64 == 0 => {
+                    13 if (x >> 20).is_multiple_of(64) => {
                         if d2.clear().is_err() {
                             return 5;
                         }
@@ -191,7 +191,7 @@ fn list_holder_sigkilled_at_random_points_leaves_a_consistent_list() {
                     4..=5 if len > 0 => fine(l2.set(i, &v)),
                     6..=7 if len < 40 => fine(l2.insert(i, &v)),
                     8 if len > 0 => fine(l2.remove(i)),
-                    9 if (x >> 20) % 64 == 0 => fine(l2.clear()),
+                    9 if (x >> 20).is_multiple_of(64) => fine(l2.clear()),
                     _ => true,
                 };
                 if !ok {

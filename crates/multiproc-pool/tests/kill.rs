@@ -28,10 +28,10 @@ fn assert_gone(pids: &HashSet<u32>) {
 fn wait_file(path: &str) -> u32 {
     let deadline = Instant::now() + T;
     loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if let Ok(pid) = s.trim().parse() {
-                return pid;
-            }
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(pid) = s.trim().parse()
+        {
+            return pid;
         }
         assert!(Instant::now() < deadline, "worker never reported");
         std::thread::sleep(Duration::from_millis(5));

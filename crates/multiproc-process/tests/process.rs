@@ -205,7 +205,7 @@ fn count_forever(h: SegmentHandle) {
     .unwrap();
     loop {
         words(&seg)[0].fetch_add(1, Ordering::SeqCst);
-        if words(&seg)[0].load(Ordering::SeqCst) % 1024 == 0 {
+        if words(&seg)[0].load(Ordering::SeqCst).is_multiple_of(1024) {
             std::thread::yield_now();
         }
     }

@@ -89,16 +89,16 @@ impl Endpoint {
         };
         // The redis crate's parse errors quote the scheme at most, never the password.
         let mut info = url.into_connection_info().map_err(|e| bad(e.to_string()))?;
-        if info.redis_settings().password().is_none() {
-            if let Ok(pw) = std::env::var("MULTIPROC_REDIS_PASSWORD") {
-                let mut rs = info.redis_settings().clone().set_password(pw);
-                if rs.username().is_none() {
-                    if let Ok(user) = std::env::var("MULTIPROC_REDIS_USERNAME") {
-                        rs = rs.set_username(user);
-                    }
-                }
-                info = info.set_redis_settings(rs);
+        if info.redis_settings().password().is_none()
+            && let Ok(pw) = std::env::var("MULTIPROC_REDIS_PASSWORD")
+        {
+            let mut rs = info.redis_settings().clone().set_password(pw);
+            if rs.username().is_none()
+                && let Ok(user) = std::env::var("MULTIPROC_REDIS_USERNAME")
+            {
+                rs = rs.set_username(user);
             }
+            info = info.set_redis_settings(rs);
         }
         let client = redis::Client::open(info).map_err(|e| bad(e.to_string()))?;
         Ok(Endpoint {

@@ -61,10 +61,10 @@ impl std::ops::DerefMut for Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(l) = self.link.take() {
-            if !*lock(&self.inner.closed) {
-                lock(&self.inner.idle).push(l);
-            }
+        if let Some(l) = self.link.take()
+            && !*lock(&self.inner.closed)
+        {
+            lock(&self.inner.idle).push(l);
         }
     }
 }

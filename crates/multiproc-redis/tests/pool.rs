@@ -110,10 +110,10 @@ fn tmp(name: &str) -> String {
 fn pid_in(path: &str) -> u32 {
     let t0 = Instant::now();
     loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if let Ok(p) = s.trim().parse() {
-                return p;
-            }
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(p) = s.trim().parse()
+        {
+            return p;
         }
         assert!(t0.elapsed() < LONG, "no task started within {LONG:?}");
         std::thread::sleep(Duration::from_millis(20));

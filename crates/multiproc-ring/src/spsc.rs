@@ -369,8 +369,8 @@ impl SpscRing {
         let tail = c.tail.load(Ordering::Relaxed);
         // Acquire: pairs with the consumer's Release store of head.
         let head = c.head.load(Ordering::Acquire);
-        if tail % 8 != 0
-            || head % 8 != 0
+        if !tail.is_multiple_of(8)
+            || !head.is_multiple_of(8)
             || tail >= MAX_POS
             || head >= MAX_POS
             || tail.max(head) - tail.min(head) > self.raw.cap
@@ -396,9 +396,9 @@ impl SpscRing {
         // are published by their headers' Release stores.
         let head = c.head.load(Ordering::Relaxed);
         let taken = c.taken.load(Ordering::Relaxed);
-        if head % 8 != 0
+        if !head.is_multiple_of(8)
             || head >= MAX_POS
-            || taken % 8 != 0
+            || !taken.is_multiple_of(8)
             || taken < head
             || taken - head > self.raw.cap
         {
@@ -596,7 +596,7 @@ impl Producer {
         // Acquire: pairs with the consumer's Release store of head in `publish_head`; the
         // consumer's reads of the bytes we are about to overwrite happen-before our writes.
         let h = self.raw.ctrl().head.load(Ordering::Acquire);
-        if h < self.cached_head || h > self.tail || h % 8 != 0 {
+        if h < self.cached_head || h > self.tail || !h.is_multiple_of(8) {
             return Err(PushError::Corrupted("head out of range"));
         }
         self.cached_head = h;

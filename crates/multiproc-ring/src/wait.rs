@@ -118,7 +118,7 @@ pub(crate) fn wait_for<R, E>(
             WaitStrategy::SpinPark if i <= SPINS + YIELDS => 1,
             WaitStrategy::SpinPark | WaitStrategy::Park => 2,
         };
-        if phase != 0 || i % 128 == 0 {
+        if phase != 0 || i.is_multiple_of(128) {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Err(WaitEnd::TimedOut);

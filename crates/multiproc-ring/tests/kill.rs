@@ -144,7 +144,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
             let mut seq = 0u64;
             loop {
                 let len = 12 + r.below(500) as usize;
-                let res = if seq % 2 == 0 {
+                let res = if seq.is_multiple_of(2) {
                     make_record(&mut buf[..len], seq);
                     tx.push_timeout(&buf[..len], Duration::from_secs(5))
                 } else {

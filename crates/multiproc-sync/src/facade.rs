@@ -41,7 +41,7 @@ pub(crate) mod raw {
         let size = std::mem::size_of::<T>();
         let align = std::mem::align_of::<T>();
         let mut c = 8;
-        while c > 1 && (size % c != 0 || align < c) {
+        while c > 1 && (!size.is_multiple_of(c) || align < c) {
             c /= 2;
         }
         c

@@ -89,10 +89,10 @@ impl RedisServer {
                 s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 let _ = s.write_all(b"PING\r\n");
                 let mut buf = [0u8; 64];
-                if let Ok(n) = s.read(&mut buf) {
-                    if n > 0 {
-                        return;
-                    }
+                if let Ok(n) = s.read(&mut buf)
+                    && n > 0
+                {
+                    return;
                 }
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -189,11 +189,9 @@ pub fn wait_line(child: &mut Child, prefix: &str) -> String {
                 Ok(_) => {}
             }
             // libtest may have printed "test NAME ... " on the same line first.
-            if !sent {
-                if let Some(at) = line.find(&prefix_owned) {
-                    let _ = tx.send(line[at + prefix_owned.len()..].trim_end().to_string());
-                    sent = true;
-                }
+            if !sent && let Some(at) = line.find(&prefix_owned) {
+                let _ = tx.send(line[at + prefix_owned.len()..].trim_end().to_string());
+                sent = true;
             }
         }
     });
