@@ -59,12 +59,11 @@ static CHILD_INIT: std::sync::Mutex<Option<ChildInit>> = std::sync::Mutex::new(N
 /// forks do. A panic in `setup` in a child fails that child like a panic in its task.
 ///
 /// ```no_run
-/// fn main() {
-///     multiproc_process::init_with(|| {
-///         // e.g. tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-///     });
-///     // ... start processes; their tasks log through the same subscriber setup
-/// }
+/// // The first line of `main`:
+/// multiproc_process::init_with(|| {
+///     // e.g. tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+/// });
+/// // ... start processes; their tasks log through the same subscriber setup
 /// ```
 pub fn init_with(setup: impl FnOnce() + Send + 'static) {
     *CHILD_INIT.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(setup));
