@@ -111,6 +111,7 @@ fn the_init_with_setup_installs_the_applications_subscriber_in_children() {
 
 /// `log_to_stderr` leaves an application's subscriber in place instead of replacing it (and
 /// says so), and `stderr_layer` composes with a registry.
+#[cfg(feature = "log-to-stderr")]
 #[test]
 fn log_to_stderr_leaves_an_existing_subscriber_alone() {
     // `setup` installed the global subscriber before main.
