@@ -989,7 +989,9 @@ thread_local! {
 /// [`Segment::create_named_persistent`]): the way to make any named object persistent, e.g.
 /// `persistent(|| Lock::create_named("jobs.lock"))`. Objects built from several segments
 /// (a named `Queue`, `Pipe` or `Condition`) get every one of them persistent; remove them all
-/// with `multiproc clean --persistent`, or each by name with [`unlink_name`].
+/// with `multiproc clean --persistent`, or each by name with [`unlink_name`]. Keep the closure
+/// to the creation: every named segment made in it is persistent, including ones an operation
+/// makes on the side (a large `Queue::put` stores its message in a named side segment).
 pub fn persistent<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
