@@ -94,8 +94,10 @@ pub use multiproc_process::__private;
 pub use multiproc_process::{
     ChildInfo, ParentProcess, Process, ProcessBuilder, ProcessError, ProcessInfo, StartMethod,
     active_children, current_process, get_all_start_methods, get_start_method, init,
-    init_before_main, log_to_stderr, parent_process, set_start_method, task,
+    init_before_main, init_with, parent_process, set_start_method, task,
 };
+#[cfg(feature = "log-to-stderr")]
+pub use multiproc_process::{log_to_stderr, stderr_layer};
 
 /// Pools of worker processes (the `multiproc-pool` crate).
 pub use multiproc_pool as pool;

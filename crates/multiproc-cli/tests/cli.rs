@@ -243,3 +243,182 @@ fn a_corrupted_queue_control_block_is_reported_not_trusted() {
     // Restore it so the queue's own drop path sees a sane segment.
     f.write_all_at(b"MPQUEUE1", 256).unwrap();
 }
+
+// ---- issue 16, item 9: content, lengths, holders, column widths; item 7: clean --persistent ----
+
+#[test]
+fn inspect_shows_a_values_content() {
+    let n = name("content-u64");
+    let _v = Value::create_named(&n, 0x0102_0304_0506_0708u64).unwrap();
+    let live = &inspect_json(&n)["live"];
+    assert_eq!(live["value_hex"], "08 07 06 05 04 03 02 01", "{live}");
+    assert_eq!(live["value"], 0x0102_0304_0506_0708u64, "{live}");
+    assert_eq!(live["as_u64"], 0x0102_0304_0506_0708u64, "{live}");
+    assert!(ls_line(&n).contains("value 72623859790382856"));
+
+    let f = name("content-f64");
+    let _fv = Value::create_named(&f, -2.5f64).unwrap();
+    let live = &inspect_json(&f)["live"];
+    assert_eq!(live["value"], -2.5, "{live}");
+    assert_eq!(live["as_f64"], -2.5, "{live}");
+    let (code, out, _) = run(&["inspect", &f]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("value bytes  00 00 00 00 00 00 04 c0"),
+        "{out}"
+    );
+    assert!(out.contains("as f64       -2.5"), "{out}");
+
+    let s = name("content-i16");
+    let _sv = Value::create_named(&s, -3i16).unwrap();
+    let live = &inspect_json(&s)["live"];
+    assert_eq!(live["value"], -3, "{live}");
+    assert_eq!(live["value_hex"], "fd ff", "{live}");
+}
+
+#[test]
+fn ls_and_inspect_show_an_arrays_length_and_first_elements() {
+    let n = name("arrlen");
+    let _a =
+        multiproc::Array::create_named_from_slice(&n, &(1..=10).collect::<Vec<u32>>()).unwrap();
+    let live = &inspect_json(&n)["live"];
+    assert_eq!(live["len"], 10, "{live}");
+    assert_eq!(
+        live["first"],
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8]),
+        "{live}"
+    );
+    let line = ls_line(&n);
+    assert!(
+        line.contains("len 10 [1, 2, 3, 4, 5, 6, 7, 8, ..]"),
+        "{line}"
+    );
+}
+
+#[test]
+fn ls_and_inspect_show_a_dicts_and_a_lists_length() {
+    let d = name("dict");
+    let dict = multiproc::SharedDict::<String, u32>::create(&d, 16).unwrap();
+    dict.insert(&"a".to_string(), &1).unwrap();
+    dict.insert(&"b".to_string(), &2).unwrap();
+    assert_eq!(inspect_json(&d)["live"]["entries"], 2);
+    assert!(ls_line(&d).contains("2 entries"));
+
+    let l = name("list");
+    let list = multiproc::SharedList::<u64>::create(&l, 16).unwrap();
+    for i in 0..5 {
+        list.push(&i).unwrap();
+    }
+    assert_eq!(inspect_json(&l)["live"]["entries"], 5);
+    assert!(ls_line(&l).contains("5 entries"));
+}
+
+#[test]
+fn a_lock_shows_its_holders_pid_and_a_dead_holder_as_dead() {
+    let n = name("lockholder");
+    let l = multiproc::Lock::create_named(&n).unwrap();
+    {
+        let _g = l.lock().unwrap();
+        let me = std::process::id();
+        let line = ls_line(&n);
+        assert!(line.contains(&format!("lock held by pid {me}")), "{line}");
+        assert_eq!(inspect_json(&n)["live"]["holder_pid"], me);
+    }
+    let l2 = l.clone();
+    // SAFETY: the child only takes the lock, leaks the guard and leaves without destructors.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match l2.lock() {
+            Ok(g) => {
+                std::mem::forget(g);
+                0
+            }
+            Err(_) => 1,
+        };
+        // SAFETY: leave the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut st = 0;
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+    let line = ls_line(&n);
+    assert!(
+        line.contains(&format!("lock held by dead pid {pid}")),
+        "{line}"
+    );
+    let live = &inspect_json(&n)["live"];
+    assert_eq!(live["holder_pid"], pid, "{live}");
+    assert_eq!(live["holder_alive"], false, "{live}");
+    // The next locker takes it over.
+    assert!(matches!(l.lock(), Err(multiproc::LockError::OwnerDied(_))));
+}
+
+#[test]
+fn ls_columns_align_with_long_type_names() {
+    let long = name("longtype");
+    let short = name("shorttype");
+    let _a = Value::create_named(&long, [std::num::Wrapping(1u64); 2]).unwrap();
+    let _b = Value::create_named(&short, 1u8).unwrap();
+    let (code, out, err) = run(&["ls"]);
+    assert_eq!(code, 0, "{err}");
+    let header = out.lines().next().unwrap();
+    let me = std::process::id().to_string();
+    for n in [&long, &short] {
+        let line = out.lines().find(|l| l.starts_with(n.as_str())).unwrap();
+        assert_eq!(
+            line.find(" Value ").map(|i| i + 1),
+            header.find("KIND"),
+            "{out}"
+        );
+        let pid_end = line.find(&format!("{me} alive")).unwrap() + me.len();
+        assert_eq!(Some(pid_end), header.find("PID").map(|i| i + 3), "{out}");
+        assert_eq!(
+            line.find(" alive").map(|i| i + 1),
+            header.find("CREATOR"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn clean_removes_persistent_segments_only_with_the_persistent_flag() {
+    let n = name("persistent");
+    let n2 = n.clone();
+    // SAFETY: the child only creates a segment, drops its handle and leaves.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match Value::create_named_persistent(&n2, 9u32) {
+            Ok(v) => {
+                drop(v);
+                0
+            }
+            Err(_) => 1,
+        };
+        // SAFETY: leave the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut st = 0;
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    let path = format!("/dev/shm/multiproc.{n}");
+    assert!(std::path::Path::new(&path).exists());
+    let line = ls_line(&n);
+    assert!(line.contains("persistent"), "{line}");
+    assert_eq!(inspect_json(&n)["persistent"], true);
+
+    let (code, out, _) = run(&["clean", "--prefix", &n]);
+    assert_eq!(code, 0);
+    assert!(!out.contains(&n), "{out}");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "plain clean removed it"
+    );
+    let (code, out, _) = run(&["clean", "--persistent", "--prefix", &n]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&n), "{out}");
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "--persistent left it"
+    );
+}

@@ -36,3 +36,8 @@ pub use lock::{SharedLock, SharedLockGuard};
 pub use manager::Manager;
 #[doc(hidden)]
 pub use store::MAGIC_OFFSET;
+
+/// Read-only views for tools (`multiproc inspect`) that do not know an object's types.
+pub mod inspect {
+    pub use crate::store::len_of;
+}

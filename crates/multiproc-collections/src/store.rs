@@ -810,3 +810,29 @@ impl<'a, F: Flavor> Locked<'a, F> {
         hit(); // flipped
     }
 }
+
+/// For tools (`multiproc inspect`): the entry count of a dict or list segment whose key and
+/// value types are unknown, read without taking its lock (a snapshot: a change in flight may be
+/// missed). The segment is validated as its header's kind (`Dict` or `List`) with its geometry
+/// checked like any opener's; a count beyond the slot count is `Corrupted`.
+pub fn len_of(seg: Segment) -> Result<u64> {
+    fn len<F: Flavor>(seg: Segment) -> Result<u64> {
+        let shared = Shared::<Control<F>>::from_segment(seg)?;
+        let c = shared.get();
+        // Relaxed: a display snapshot; nothing is read through these values.
+        let active = match c.head.active.load(Ordering::Relaxed) {
+            0 => 0,
+            1 => 1,
+            _ => return Err(Error::Corrupted("active space index")),
+        };
+        let n = c.spaces.0[active].len.load(Ordering::Relaxed);
+        if n > shared.geometry().slots {
+            return Err(Error::Corrupted("entry count"));
+        }
+        Ok(n)
+    }
+    match seg.header().object_kind() {
+        Some(ObjectKind::List) => len::<ListFlavor>(seg),
+        _ => len::<DictFlavor>(seg),
+    }
+}

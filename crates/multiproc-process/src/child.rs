@@ -43,6 +43,43 @@ pub fn init() {
     }
 }
 
+/// What [`init_with`] registered: run once in this process (at once in a parent, before the task
+/// in a spawned or fork-server child).
+type ChildInit = Box<dyn FnOnce() + Send>;
+static CHILD_INIT: std::sync::Mutex<Option<ChildInit>> = std::sync::Mutex::new(None);
+
+/// [`init`] with a per-process setup step: `setup` runs once in this process and once in every
+/// child it starts by spawn or through the fork server, before the child's task (and before the
+/// child's `log_to_stderr` level is applied). Put there what a child needs and cannot inherit
+/// through exec: a `tracing` subscriber, a panic hook, metrics.
+///
+/// Children started with [`StartMethod::Fork`](crate::StartMethod::Fork) are copies of the
+/// parent and already have what `setup` installed there; it does not run again in them. The
+/// fork server itself never runs it (it stays a clean single-threaded copy); the children it
+/// forks do. A panic in `setup` in a child fails that child like a panic in its task.
+///
+/// ```no_run
+/// // The first line of `main`:
+/// multiproc_process::init_with(|| {
+///     // e.g. tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+/// });
+/// // ... start processes; their tasks log through the same subscriber setup
+/// ```
+pub fn init_with(setup: impl FnOnce() + Send + 'static) {
+    *CHILD_INIT.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(setup));
+    // In a child (or the fork server) this never returns.
+    init();
+    run_child_init();
+}
+
+/// Takes and runs the hook registered by [`init_with`], if any.
+fn run_child_init() {
+    let hook = CHILD_INIT.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(hook) = hook {
+        hook();
+    }
+}
+
 /// Runs a started child from its bootstrap fd. Never returns.
 pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
     if !from_forkserver {
@@ -138,12 +175,26 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
         }),
         counter: 0,
     });
+    // The application's setup (`init_with`): before the task, and before our own stderr logger
+    // so that a subscriber it installs wins (`log_to_stderr` never replaces one).
+    let setup = std::panic::catch_unwind(run_child_init).map_err(|p| {
+        format!(
+            "the child setup given to init_with panicked: {}",
+            panic_message(&*p)
+        )
+    });
+    #[cfg(feature = "log-to-stderr")]
     if let Some(level) = boot.log_level.and_then(crate::log::level_from_u8) {
         let _ = crate::log::log_to_stderr(level);
     }
+    #[cfg(not(feature = "log-to-stderr"))]
+    let _ = boot.log_level;
     let trampoline = entry.trampoline;
     let args = boot.args;
-    run_and_exit(boot.result_fd, true, move || trampoline(&args))
+    run_and_exit(boot.result_fd, true, move || {
+        setup?;
+        trampoline(&args)
+    })
 }
 
 /// Runs the task body, writes the outcome to `result_fd`, joins our own children and exits.

@@ -57,11 +57,13 @@ mod spawn;
 mod state;
 mod sys;
 
-pub use child::init;
+pub use child::{init, init_with};
 pub use error::{ProcessError, Result};
 #[doc(hidden)]
 pub use error::{exit_text, task_not_registered_text};
-pub use log::{LogInitError, PythonFormat, log_to_stderr};
+pub use log::{LogInitError, level_name};
+#[cfg(feature = "log-to-stderr")]
+pub use log::{PythonFormat, log_to_stderr, stderr_layer};
 pub use multiproc_macros::task;
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, ParentProcess, Process, ProcessBuilder, ProcessInfo,
@@ -77,8 +79,29 @@ pub use tracing::Level;
 /// ```ignore
 /// multiproc_process::init_before_main!();
 /// ```
+///
+/// With a setup function, it runs [`init_with`]`(setup)` instead (`setup: fn()`, run in this
+/// process before `main` and in every spawned or fork-server child before its task):
+///
+/// ```ignore
+/// fn setup() { /* install a tracing subscriber */ }
+/// multiproc_process::init_before_main!(setup);
+/// ```
 #[macro_export]
 macro_rules! init_before_main {
+    ($setup:path) => {
+        #[used]
+        // SAFETY: .init_array entries are plain `extern "C" fn()` pointers run by the loader
+        // before main; ours reads the environment, runs `setup` and, in a child, runs the task
+        // and exits.
+        #[unsafe(link_section = ".init_array")]
+        static __MULTIPROC_INIT_BEFORE_MAIN: extern "C" fn() = {
+            extern "C" fn __multiproc_init_before_main() {
+                $crate::init_with($setup);
+            }
+            __multiproc_init_before_main
+        };
+    };
     () => {
         #[used]
         // SAFETY: .init_array entries are plain `extern "C" fn()` pointers run by the loader

@@ -22,16 +22,25 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Mutex;
 use std::sync::mpsc;
 
-/// Starts `/proc/self/exe` with `argv0`, the current environment minus multiproc's variables,
+/// Starts `/proc/self/exe` with this process's argv, the current environment minus multiproc's variables,
 /// plus `env`, keeping `fds` open at their numbers. Returns the pid.
 pub(crate) fn spawn_self(env: &[(OsString, OsString)], fds: &[i32]) -> Result<libc::pid_t> {
     let exe = CString::new("/proc/self/exe").expect("no NUL");
-    let argv0 = std::env::args_os()
-        .next()
-        .unwrap_or_else(|| OsString::from("multiproc-child"));
-    let argv0 =
-        CString::new(argv0.into_vec()).unwrap_or_else(|_| CString::new("child").expect("ok"));
-    let argv = [argv0.as_ptr(), std::ptr::null()];
+    // The child gets this process's whole argv (as Python restores `sys.argv` in a spawned
+    // child), so `std::env::args()` reads the same there; it learns that it is a child from
+    // `MULTIPROC_CHILD` in its environment, never from argv.
+    let mut args: Vec<CString> = std::env::args_os()
+        .map(|a| {
+            let mut b = a.into_vec();
+            b.retain(|&c| c != 0);
+            CString::new(b).expect("NULs removed")
+        })
+        .collect();
+    if args.is_empty() {
+        args.push(CString::new("multiproc-child").expect("no NUL"));
+    }
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
 
     let mut envs: Vec<CString> = Vec::new();
     for (k, v) in std::env::vars_os() {

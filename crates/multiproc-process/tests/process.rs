@@ -353,6 +353,7 @@ fn daemons_die_with_their_parent() {
     }
 }
 
+#[cfg(feature = "log-to-stderr")]
 #[test]
 fn log_lines_look_like_pythons() {
     use std::sync::{Arc, Mutex};

@@ -14,7 +14,7 @@
 //! | 44 | init_state `u32` (atomic) | 0 creating, 1 ready, 2 failed |
 //! | 48 | creator_start_time `u64` | `/proc/PID/stat` field 22 |
 //! | 56 | type_size `u64`, type_align `u64`, type_hash `u64` | fingerprint |
-//! | 80 | type_name_len `u32`, reserved `u32` | |
+//! | 80 | type_name_len `u32`, flags `u32` (field `reserved0`) | bit 0: [`FLAG_PERSISTENT`] |
 //! | 88 | type_name `[u8; 96]` | truncated `type_name` |
 //! | 184 | segment_id `u64` | unique per created segment: handles carry it, openers compare it |
 //! | 192 | reserved | zero |
@@ -38,6 +38,11 @@ pub const MAX_PAYLOAD_ALIGN: usize = HEADER_SIZE;
 pub const TYPE_NAME_LEN: usize = 96;
 /// Byte offset of `init_state` in the header.
 pub const INIT_STATE_OFFSET: usize = 44;
+
+/// Header flag (in [`Header::reserved0`]): a persistent named segment, whose name outlives its
+/// creator until someone unlinks it (`multiproc_shm::unlink_name`, `Segment::unlink_name`,
+/// `multiproc clean --persistent`); the stale-segment cleanup leaves it alone.
+pub const FLAG_PERSISTENT: u32 = 1;
 
 /// `init_state`: the creator is still writing.
 pub const STATE_CREATING: u32 = 0;
@@ -244,7 +249,8 @@ pub struct Header {
     pub type_hash: u64,
     /// Bytes used in `type_name`.
     pub type_name_len: u32,
-    /// Zero.
+    /// Flags: bit 0 is [`FLAG_PERSISTENT`]; the other bits are zero. (Named `reserved0` from
+    /// before it held flags.)
     pub reserved0: u32,
     /// The (truncated) type name.
     pub type_name: [u8; TYPE_NAME_LEN],
@@ -289,6 +295,11 @@ impl Header {
             segment_id: new_segment_id(creator),
             reserved: [0; 64],
         }
+    }
+
+    /// Whether the segment is persistent ([`FLAG_PERSISTENT`]).
+    pub fn is_persistent(&self) -> bool {
+        self.reserved0 & FLAG_PERSISTENT != 0
     }
 
     /// The kind, if known.

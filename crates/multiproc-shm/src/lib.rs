@@ -21,6 +21,7 @@ pub use header::{Expect, HEADER_SIZE, Header, ObjectKind, TypeFingerprint};
 pub use proc_info::{ProcessId, start_time_of};
 pub use segment::{
     DEFAULT_OPEN_TIMEOUT, NAME_PREFIX, Segment, SegmentHandle, SegmentSpec, Staleness, check_name,
-    clean_stale, list_named, read_header_named, seals_of, staleness_of,
+    clean_stale, clean_stale_with, is_persistent_named, list_named, persistent, read_header_named,
+    seals_of, staleness_of, unlink_name,
 };
 pub use shared::{KeepAlive, Shared, SharedLayout, TAIL_ALIGN, tail_offset};

@@ -4,6 +4,11 @@
 //!   the creating process unlinks the name when its last handle drops (a forked child holding a
 //!   copy never does: the unlink is tied to the creator's pid). A name whose creator is dead
 //!   (pid + start time) is reclaimed by the next `create`.
+//! * Persistent named segments ([`Segment::create_named_persistent`], or any named object made
+//!   inside [`persistent`]) keep their name after the creator's handles drop and after the
+//!   creator exits, as Python's `SharedMemory`: the name lives until [`unlink_name`] (or
+//!   [`Segment::unlink_name`]) or `multiproc clean --persistent`. Neither the next `create` of
+//!   the name nor a plain `multiproc clean` reclaims it.
 //! * Anonymous segments are memfds: inherited across `fork`, passable to a spawned child as an fd,
 //!   and freed by the kernel when the last fd and mapping go, so they cannot leak.
 //!
@@ -162,14 +167,38 @@ impl Segment {
         }
         // SAFETY: memfd_create returned a fresh fd that we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Self::build(File::from(fd), None, spec, init)
+        Self::build(File::from(fd), None, spec, false, init)
     }
 
     /// Creates `/dev/shm/multiproc.NAME` exclusively (mode 0600), reclaiming a stale one whose
     /// creator is dead, and runs `init` on the payload before marking it Ready.
+    ///
+    /// Inside [`persistent`] this is [`Segment::create_named_persistent`].
     pub fn create_named(
         name: &str,
         spec: &SegmentSpec,
+        init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
+    ) -> Result<Segment> {
+        let persistent = PERSISTENT_SCOPE.with(|p| p.get());
+        Self::create_named_inner(name, spec, persistent, init)
+    }
+
+    /// [`Segment::create_named`] for a persistent name: it stays in /dev/shm when this process's
+    /// handles drop and when it exits, until [`unlink_name`] / [`Segment::unlink_name`] or
+    /// `multiproc clean --persistent` removes it. Creating the name again while it exists fails
+    /// with `AlreadyExists`, whether its creator lives or not.
+    pub fn create_named_persistent(
+        name: &str,
+        spec: &SegmentSpec,
+        init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
+    ) -> Result<Segment> {
+        Self::create_named_inner(name, spec, true, init)
+    }
+
+    fn create_named_inner(
+        name: &str,
+        spec: &SegmentSpec,
+        persistent: bool,
         init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
     ) -> Result<Segment> {
         check_name(name)?;
@@ -187,7 +216,9 @@ impl Segment {
                             std::thread::sleep(Duration::from_millis(5));
                             continue;
                         }
-                        Reclaim::Alive(pid) | Reclaim::AliveUnknown(pid) => {
+                        Reclaim::Alive(pid)
+                        | Reclaim::AliveUnknown(pid)
+                        | Reclaim::Persistent(pid) => {
                             return Err(ShmError::AlreadyExists {
                                 name: name.to_string(),
                                 creator_pid: pid,
@@ -215,7 +246,7 @@ impl Segment {
             }
         };
         let file = File::from(fd);
-        match Self::build(file, Some(full.clone()), spec, init) {
+        match Self::build(file, Some(full.clone()), spec, persistent, init) {
             Ok(seg) => Ok(seg),
             Err(e) => {
                 let _ = shm_unlink(&full);
@@ -228,6 +259,7 @@ impl Segment {
         file: File,
         name: Option<String>,
         spec: &SegmentSpec,
+        persistent: bool,
         init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
     ) -> Result<Segment> {
         let total = (HEADER_SIZE as u64)
@@ -264,13 +296,20 @@ impl Segment {
             spec.payload_size as u64,
             ProcessId::current(),
         );
+        if persistent {
+            header.reserved0 |= header::FLAG_PERSISTENT;
+        }
         // SAFETY: the mapping is `total >= HEADER_SIZE` bytes, page aligned; Header is plain data.
         // Nobody else uses the header before it is Ready: openers only read init_state until then.
         unsafe { std::ptr::write_volatile(base.cast::<Header>(), header) };
         // SAFETY: HEADER_SIZE <= total, so the payload pointer is inside (or one past) the mapping.
         let payload = unsafe { NonNull::new_unchecked(base.add(HEADER_SIZE)) };
         let state = init_state(base);
-        let unlink_by = name.as_ref().map(|_| std::process::id());
+        // A persistent name is never unlinked by a handle's drop.
+        let unlink_by = name
+            .as_ref()
+            .filter(|_| !persistent)
+            .map(|_| std::process::id());
         let result = init(payload, spec.payload_size);
         match result {
             Ok(()) => {
@@ -527,6 +566,11 @@ impl Segment {
             }
             None => false,
         }
+    }
+
+    /// Whether this is a persistent named segment (its header says so).
+    pub fn is_persistent(&self) -> bool {
+        self.inner.name.is_some() && self.inner.header.is_persistent()
     }
 
     /// Unlinks this named segment's name now, if the name still refers to this segment's file
@@ -793,11 +837,19 @@ enum Reclaim {
     Busy,
     Alive(Option<u32>),
     AliveUnknown(Option<u32>),
+    /// A persistent segment: not reclaimed (its creator may be dead).
+    Persistent(Option<u32>),
 }
 
 /// Unlinks the named segment if its creator is dead, guarding against two reclaimers with an
 /// exclusive `flock` on the inspected file and an inode check before the unlink.
 fn reclaim_if_stale(full: &str) -> Result<Reclaim> {
+    reclaim(full, false)
+}
+
+/// [`reclaim_if_stale`], also taking a persistent segment whose creator is dead when
+/// `persistent_too`.
+fn reclaim(full: &str, persistent_too: bool) -> Result<Reclaim> {
     let fd = match shm_open_existing(full, libc::O_RDONLY) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Reclaim::Reclaimed),
@@ -817,7 +869,12 @@ fn reclaim_if_stale(full: &str) -> Result<Reclaim> {
         Staleness::Alive(pid) => return Ok(Reclaim::Alive(Some(pid))),
         Staleness::Foreign => return Ok(Reclaim::AliveUnknown(None)),
         Staleness::Creating => return Ok(Reclaim::Busy),
-        Staleness::CreatorDead(_) | Staleness::Abandoned => {}
+        Staleness::CreatorDead(pid) => {
+            if !persistent_too && persistent_fd(fd.as_fd()) {
+                return Ok(Reclaim::Persistent(Some(pid)));
+            }
+        }
+        Staleness::Abandoned => {}
     }
     // SAFETY: flock on an fd we own.
     if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
@@ -850,18 +907,31 @@ pub fn list_named() -> io::Result<Vec<(String, Staleness)>> {
     Ok(out)
 }
 
-/// Unlinks every named multiproc segment whose creator is dead (or that was abandoned half-made).
-/// Returns the names removed (or that would be, with `dry_run`).
+/// Unlinks every named multiproc segment whose creator is dead (or that was abandoned half-made),
+/// except persistent ones. Returns the names removed (or that would be, with `dry_run`).
 /// Only names for which `filter` (given the full name) returns true are considered.
 pub fn clean_stale(dry_run: bool, filter: impl Fn(&str) -> bool) -> io::Result<Vec<String>> {
+    clean_stale_with(dry_run, false, filter)
+}
+
+/// [`clean_stale`]; with `persistent_too`, persistent segments whose creator is dead are removed
+/// as well (`multiproc clean --persistent`).
+pub fn clean_stale_with(
+    dry_run: bool,
+    persistent_too: bool,
+    filter: impl Fn(&str) -> bool,
+) -> io::Result<Vec<String>> {
     let mut removed = Vec::new();
     for (name, st) in list_named()? {
         if !filter(&name) {
             continue;
         }
         if matches!(st, Staleness::CreatorDead(_) | Staleness::Abandoned) {
+            if !persistent_too && is_persistent_named(&name) {
+                continue;
+            }
             if !dry_run {
-                match reclaim_if_stale(&name) {
+                match reclaim(&name, persistent_too) {
                     Ok(Reclaim::Reclaimed) => {}
                     _ => continue,
                 }
@@ -870,6 +940,67 @@ pub fn clean_stale(dry_run: bool, filter: impl Fn(&str) -> bool) -> io::Result<V
         }
     }
     Ok(removed)
+}
+
+/// Whether the named segment (full name, `multiproc.NAME`) is persistent (false when it cannot
+/// be read).
+pub fn is_persistent_named(full: &str) -> bool {
+    shm_open_existing(full, libc::O_RDONLY)
+        .map(|fd| persistent_fd(fd.as_fd()))
+        .unwrap_or(false)
+}
+
+/// Whether the file's header carries [`header::FLAG_PERSISTENT`] (with the multiproc magic).
+fn persistent_fd(fd: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; HEADER_SIZE];
+    // SAFETY: buf is a valid buffer of HEADER_SIZE bytes; pread on a bad fd just fails.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), HEADER_SIZE, 0) };
+    if n < HEADER_SIZE as isize {
+        return false;
+    }
+    header::header_from_bytes(&buf).is_ok_and(|h| h.magic == header::MAGIC && h.is_persistent())
+}
+
+/// Removes the name `/dev/shm/multiproc.NAME` (`name` without the prefix), persistent or not,
+/// whoever created it: Python's `SharedMemory.unlink()`. Processes that have it mapped keep
+/// their mapping; new opens fail with `NotFound`. Returns whether a name was removed (`false`
+/// when there was none).
+pub fn unlink_name(name: &str) -> Result<bool> {
+    check_name(name)?;
+    match shm_unlink(&format!("{NAME_PREFIX}{name}")) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => Err(ShmError::PermissionDenied {
+            name: name.to_string(),
+        }),
+        Err(source) => Err(ShmError::Os {
+            op: "shm_unlink",
+            source,
+        }),
+    }
+}
+
+thread_local! {
+    /// Set inside [`persistent`].
+    static PERSISTENT_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every named segment this thread creates in it made persistent (as by
+/// [`Segment::create_named_persistent`]): the way to make any named object persistent, e.g.
+/// `persistent(|| Lock::create_named("jobs.lock"))`. Objects built from several segments
+/// (a named `Queue`, `Pipe` or `Condition`) get every one of them persistent; remove them all
+/// with `multiproc clean --persistent`, or each by name with [`unlink_name`]. Keep the closure
+/// to the creation: every named segment made in it is persistent, including ones an operation
+/// makes on the side (a large `Queue::put` stores its message in a named side segment).
+pub fn persistent<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PERSISTENT_SCOPE.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PERSISTENT_SCOPE.with(|p| p.replace(true)));
+    f()
 }
 
 /// Reads the raw header of a named segment without validating kind or type (for tools).

@@ -165,6 +165,19 @@ macro_rules! array_common {
                 Self::create(Some(name), items.len(), Some(items))
             }
 
+            /// [`Self::create_named_from_slice`] with a persistent name: it outlives this
+            /// process's handles and this process, until [`Self::unlink`],
+            /// `multiproc_shm::unlink_name(name)` or `multiproc clean --persistent`.
+            pub fn create_named_persistent(name: &str, items: &[T]) -> Result<Self, SyncError> {
+                multiproc_shm::persistent(|| Self::create(Some(name), items.len(), Some(items)))
+            }
+
+            /// Removes this named array's name (open handles keep working; new opens fail).
+            /// Returns whether it did.
+            pub fn unlink(&self) -> bool {
+                self.segment().unlink_name()
+            }
+
             /// Opens a named array, checking kind, element type and length.
             pub fn open_named(name: &str) -> Result<Self, SyncError> {
                 check_align::<T>()?;

@@ -338,6 +338,24 @@ impl Lock {
         self.state().is_locked()
     }
 
+    /// Who holds the lock through a guard ([`Lock::lock`]): its pid (in `tid`) and whether that
+    /// process is alive (false: the next locker takes the lock over). `None` when the lock is
+    /// free or held through [`Lock::acquire`] (which records no owner). A snapshot, for tools.
+    pub fn holder(&self) -> Option<crate::mutex::Holder> {
+        let st = self.state();
+        // Relaxed: a snapshot for display only.
+        let s = st.state.load(Ordering::Relaxed);
+        if s == 0 || s & ANON != 0 {
+            return None;
+        }
+        // Acquire: pairs with the holder's Release store of its identity (as in take_over_dead).
+        let h = st.holder.load(Ordering::Acquire);
+        Some(crate::mutex::Holder {
+            tid: s,
+            alive: ident::holder_alive(s, h),
+        })
+    }
+
     /// Blocks until acquired; the guard releases on drop. If the previous guard holder died
     /// holding the lock, this takes it over, releases it and returns
     /// `Err(LockError::OwnerDied)` (what it protects may be half-updated; take it with

@@ -169,6 +169,19 @@ impl<T: SharedData> Value<T> {
         Self::create(Some(name), value)
     }
 
+    /// A new named value whose name outlives this process's handles and this process, until
+    /// [`Value::unlink`], `multiproc_shm::unlink_name(name)` or `multiproc clean --persistent`
+    /// (as Python's `SharedMemory`): a service can hand out the name while creators come and go.
+    pub fn create_named_persistent(name: &str, value: T) -> Result<Self, SyncError> {
+        multiproc_shm::persistent(|| Self::create(Some(name), value))
+    }
+
+    /// Removes this named value's name (handles already open keep working; new opens fail).
+    /// Returns whether it did (false for an anonymous value, or a name already gone or reused).
+    pub fn unlink(&self) -> bool {
+        self.segment().unlink_name()
+    }
+
     /// Opens a named value, checking that it holds a `Value<T>`.
     pub fn open_named(name: &str) -> Result<Self, SyncError> {
         Ok(Value {
