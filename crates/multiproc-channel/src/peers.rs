@@ -13,11 +13,15 @@
 //! the ring with that reason, waking every blocked getter and putter at once; disconnection is
 //! final, as crossbeam's.
 //!
-//! Handles that travel: a forked child inherits its parent's handles, so the fork hooks lend the
-//! parent's counts to the child before the fork (`lent_*` of the parent's entry, so the parent
+//! Handles that travel: a forked child inherits all its parent's handles, so the fork hooks lend
+//! the parent's counts to the child before the fork (`lent_*` of the parent's entry: the parent
 //! dropping its handles right after `fork` cannot look like the last producer leaving), and the
-//! child registers its own entry and takes the loan back. A serialized handle is lent the same
-//! way until the process that deserializes it registers (or until the serializing process dies).
+//! child, in its fork hook, registers its own entry with those counts (a *blanket*
+//! registration) and repays the loan. The blanket lasts until the child first uses, clones or
+//! drops a handle of that queue: from then on only the handles it really uses count (an
+//! inherited handle the child's code cannot reach, a copy of its parent's stack, must not keep
+//! the queue connected). A serialized handle is lent the same way until the process that
+//! deserializes it registers (or until the serializing process dies).
 //!
 //! When the table is full, a process that cannot get an entry marks the queue *untracked*: from
 //! then on nobody is ever reported gone on that queue (Python's behaviour: no disconnection),
@@ -211,6 +215,8 @@ pub(crate) struct Local {
     rx: AtomicU32,
     idx: AtomicU32,
     pid: AtomicU32,
+    /// False while the counts are a forked child's blanket (its parent's, inherited).
+    adopted: AtomicBool,
 }
 
 impl Local {
@@ -220,15 +226,41 @@ impl Local {
             rx: AtomicU32::new(0),
             idx: AtomicU32::new(NONE),
             pid: AtomicU32::new(0),
+            adopted: AtomicBool::new(true),
         }
+    }
+
+    /// Counts a handle of `role` that this process inherited and now uses for the first time:
+    /// the first such handle of a queue replaces the blanket registration of a forked child.
+    pub(crate) fn adopt(&self, peers: &Peers, role: Role) {
+        let g = lock();
+        let idx = self.ensure(peers, &g);
+        if !self.adopted.swap(true, Ordering::Relaxed) {
+            self.tx.store(0, Ordering::Relaxed);
+            self.rx.store(0, Ordering::Relaxed);
+        }
+        let (t, r) = role.counts();
+        self.tx.store(
+            self.tx.load(Ordering::Relaxed).saturating_add(t),
+            Ordering::Relaxed,
+        );
+        self.rx.store(
+            self.rx.load(Ordering::Relaxed).saturating_add(r),
+            Ordering::Relaxed,
+        );
+        self.mirror(peers, idx);
     }
 
     /// This process's entry, claimed if needed (called under the lock).
     fn ensure(&self, peers: &Peers, _g: &Guard) -> u32 {
         let me = ident::pid();
         if self.pid.load(Ordering::Relaxed) != me {
-            // Inherited from a parent that did not run our fork hook (or first use).
+            // First use, or inherited through a fork the hook did not see: the inherited
+            // counts are not ours.
             self.pid.store(me, Ordering::Relaxed);
+            self.tx.store(0, Ordering::Relaxed);
+            self.rx.store(0, Ordering::Relaxed);
+            self.adopted.store(true, Ordering::Relaxed);
             self.idx.store(peers.claim(), Ordering::Relaxed);
         }
         self.idx.load(Ordering::Relaxed)
@@ -329,6 +361,7 @@ impl Local {
         let had_parent = self.pid.load(Ordering::Relaxed) == parent_pid;
         let me = ident::pid();
         self.pid.store(me, Ordering::Relaxed);
+        self.adopted.store(false, Ordering::Relaxed);
         let idx = peers.claim();
         self.idx.store(idx, Ordering::Relaxed);
         self.mirror(peers, idx);

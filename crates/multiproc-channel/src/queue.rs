@@ -242,6 +242,9 @@ pub struct Queue<T, C = Postcard> {
     joinable: bool,
     /// The sides this handle is registered for (nothing once closed).
     role: Role,
+    /// The process this handle is registered in (another one: inherited through `fork`, to be
+    /// adopted on first use).
+    reg_pid: AtomicU32,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
@@ -260,6 +263,7 @@ impl<T, C> Drop for Queue<T, C> {
 impl<T, C> Queue<T, C> {
     /// Another handle to the same queue, registered for `role`.
     fn with_role(&self, role: Role) -> Self {
+        self.check_adopted();
         self.sh.local.adjust(&self.ctl().peers, role, true);
         Queue {
             sh: self.sh.clone(),
@@ -267,8 +271,25 @@ impl<T, C> Queue<T, C> {
             closed: false,
             joinable: self.joinable,
             role,
+            reg_pid: AtomicU32::new(ident::pid()),
             _t: PhantomData,
         }
+    }
+
+    /// Registers a handle inherited through `fork` on its first use in this process (two
+    /// process-local loads on the fast path).
+    #[inline]
+    fn check_adopted(&self) {
+        let me = ident::pid();
+        if self.reg_pid.load(Ordering::Relaxed) != me {
+            self.adopt_slow(me);
+        }
+    }
+
+    #[cold]
+    fn adopt_slow(&self, me: u32) {
+        self.sh.local.adopt(&self.ctl().peers, self.role);
+        self.reg_pid.store(me, Ordering::Relaxed);
     }
 
     fn ctl(&self) -> &QueueCtl {
@@ -278,10 +299,11 @@ impl<T, C> Queue<T, C> {
     /// Drops this handle's registration; if it was this process's last producer (consumer),
     /// checks whether any live process still holds one, and disconnects the queue if not.
     fn unregister(&mut self) {
-        let role = std::mem::replace(&mut self.role, Role::NONE);
-        if role == Role::NONE {
+        if self.role == Role::NONE {
             return;
         }
+        self.check_adopted();
+        let role = std::mem::replace(&mut self.role, Role::NONE);
         let peers = &self.ctl().peers;
         let gone = self.sh.local.adjust(peers, role, false);
         if gone.tx && !peers.any_alive(true) {
@@ -501,6 +523,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             closed: false,
             joinable,
             role,
+            reg_pid: AtomicU32::new(ident::pid()),
             _t: PhantomData,
         })
     }
@@ -669,6 +692,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         if self.closed {
             return Err(PutError::Closed(item));
         }
+        self.check_adopted();
         if self.sh.ring.is_closed() {
             return Err(self.closed_put(item));
         }
@@ -910,6 +934,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         if self.closed {
             return Err(GetError::Closed);
         }
+        self.check_adopted();
         SCRATCH.with(|s| match s.try_borrow_mut() {
             Ok(mut b) => self.get_with(mode, &mut b),
             Err(_) => self.get_with(mode, &mut Vec::new()),
@@ -1161,6 +1186,7 @@ impl<T: 'static, C: Codec<T>> Serialize for Queue<T, C> {
             .ctl
             .handle()
             .ok_or_else(|| S::Error::custom("a heap queue cannot be sent"))?;
+        self.check_adopted();
         let role = if self.closed { Role::BOTH } else { self.role };
         let loan = self.sh.local.lend(&self.ctl().peers, role);
         QueueHandle {
@@ -1312,6 +1338,17 @@ impl<T: 'static, C: Codec<T>> SimpleQueue<T, C> {
     /// A blocking iterator (see [`Queue::iter`]).
     pub fn iter(&self) -> Iter<'_, T, C> {
         self.0.iter()
+    }
+
+    /// A producer-only handle (see [`Queue::sender`]).
+    pub fn sender(&self) -> Sender<T, C> {
+        self.0.sender()
+    }
+
+    /// A consumer-only handle (see [`Queue::receiver`]): a consumer that also holds a
+    /// `SimpleQueue` counts as a producer and never sees `Disconnected`.
+    pub fn receiver(&self) -> Receiver<T, C> {
+        self.0.receiver()
     }
 
     /// A non-blocking iterator (see [`Queue::try_iter`]).
