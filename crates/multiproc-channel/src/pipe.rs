@@ -497,7 +497,21 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.max_message
     }
 
+    #[inline]
     fn tx(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
+        self.tx_checked(false)
+    }
+
+    /// [`Connection::tx`] for a send: `Disconnected` at once if the reader closed its end
+    /// (a flag on a line the send touches anyway), or, checked every [`READER_CHECK_EVERY`]
+    /// sends, if its process is dead; not only once the ring is full.
+    #[inline]
+    fn tx_live(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
+        self.tx_checked(true)
+    }
+
+    #[inline]
+    fn tx_checked(&mut self, live: bool) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
         if self.closed {
             return Err(SendError::Closed);
         }
@@ -511,31 +525,20 @@ impl<T, C: Codec<T>> Connection<T, C> {
             tx.bound_pid = ident::pid();
         }
         match tx.p.as_mut() {
-            Some(p) => Ok((p, &mut tx.scratch)),
+            Some(p) => {
+                if live {
+                    if p.peer_closed() {
+                        return Err(SendError::Disconnected);
+                    }
+                    tx.sends = tx.sends.wrapping_add(1);
+                    if tx.sends % READER_CHECK_EVERY == 0 && p.is_disconnected() {
+                        return Err(SendError::Disconnected);
+                    }
+                }
+                Ok((p, &mut tx.scratch))
+            }
             None => Err(SendError::Closed),
         }
-    }
-
-    /// [`Connection::tx`] for a send: `Disconnected` at once if the reader closed its end
-    /// (a flag on a line the send touches anyway), or, checked every [`READER_CHECK_EVERY`]
-    /// sends, if its process is dead; not only once the ring is full.
-    #[inline]
-    fn tx_live(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
-        self.tx()?;
-        let Some(tx) = self.tx.as_mut() else {
-            return Err(SendError::NotWritable);
-        };
-        let Some(p) = tx.p.as_mut() else {
-            return Err(SendError::Closed);
-        };
-        if p.peer_closed() {
-            return Err(SendError::Disconnected);
-        }
-        tx.sends = tx.sends.wrapping_add(1);
-        if tx.sends % READER_CHECK_EVERY == 0 && p.is_disconnected() {
-            return Err(SendError::Disconnected);
-        }
-        Ok((p, &mut tx.scratch))
     }
 
     fn rx(&mut self) -> Result<&mut RxEnd, RecvError> {
