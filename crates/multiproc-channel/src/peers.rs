@@ -32,7 +32,7 @@ use crate::ident;
 use std::time::Duration;
 
 /// Processes one queue can track.
-pub(crate) const TABLE: usize = 64;
+pub(crate) const TABLE: usize = 128;
 /// No entry.
 pub(crate) const NONE: u32 = u32::MAX;
 /// An entry being reclaimed (pid 0: names nobody).
@@ -135,7 +135,6 @@ impl Peers {
             return true;
         }
         let me = ident::word();
-        let mut found = false;
         for e in &self.table {
             let w = e.owner.load(Ordering::SeqCst);
             if w == 0 || w == BUSY {
@@ -148,15 +147,16 @@ impl Peers {
                 e.rx.load(Ordering::SeqCst)
                     .saturating_add(e.lent_rx.load(Ordering::SeqCst))
             };
-            if w == me || ident::word_alive(w) {
-                if n != 0 {
-                    found = true;
-                }
-            } else {
-                reclaim(e, w);
+            if n == 0 {
+                // Nothing to count: no /proc read (a dead entry is reclaimed by `claim`).
+                continue;
             }
+            if w == me || ident::word_alive(w) {
+                return true;
+            }
+            reclaim(e, w);
         }
-        found
+        false
     }
 
     /// Claims a free entry for this process (reclaiming dead ones if none is free); marks the
