@@ -108,6 +108,11 @@ impl Peers {
         }
     }
 
+    /// Whether the table overflowed (diagnostics).
+    pub(crate) fn is_untracked(&self) -> bool {
+        self.untracked.load(Ordering::Relaxed) != 0
+    }
+
     /// Why the queue was closed ([`OPEN`] if it was not).
     pub(crate) fn reason(&self) -> u32 {
         // Acquire: pairs with the Release CAS in `set_reason`.

@@ -245,6 +245,9 @@ pub struct Queue<T, C = Postcard> {
     /// The process this handle is registered in (another one: inherited through `fork`, to be
     /// adopted on first use).
     reg_pid: AtomicU32,
+    /// When a non-blocking call on this handle last scanned for live peers ([`epoch_ms`]; 0:
+    /// never).
+    last_check: AtomicU64,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
@@ -272,6 +275,7 @@ impl<T, C> Queue<T, C> {
             joinable: self.joinable,
             role,
             reg_pid: AtomicU32::new(ident::pid()),
+            last_check: AtomicU64::new(0),
             _t: PhantomData,
         }
     }
@@ -321,9 +325,21 @@ impl<T, C> Queue<T, C> {
         futex::wake_all(&self.ctl().gets.gets);
     }
 
-    /// Checks (at most every [`peers::CHECK_EVERY`] per handle, reading /proc) whether any live
-    /// process still holds a producer (`tx`) or consumer handle; disconnects if none does.
-    /// Returns whether the queue is now disconnected for that side.
+    /// Whether a non-blocking call that found the queue empty (full) may scan for live peers
+    /// now: at most once per [`peers::CHECK_EVERY`] per handle, so polling stays cheap.
+    #[cold]
+    fn check_due(&self) -> bool {
+        let now = epoch_ms();
+        let last = self.last_check.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < peers::CHECK_EVERY.as_millis() as u64 {
+            return false;
+        }
+        self.last_check.store(now, Ordering::Relaxed);
+        true
+    }
+
+    /// Checks (reading /proc) whether any live process still holds a producer (`tx`) or
+    /// consumer handle; disconnects if none does. Returns whether the queue is now closed.
     #[cold]
     fn peers_gone(&self, tx: bool) -> bool {
         let peers = &self.ctl().peers;
@@ -332,6 +348,12 @@ impl<T, C> Queue<T, C> {
         }
         self.sh.ring.is_closed()
     }
+}
+
+/// Milliseconds since this process first asked, plus 1 (so 0 means "never").
+fn epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// The process's live queue `Inner`s, for the fork hooks (raw pointers: an `Inner` removes
@@ -524,6 +546,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             joinable,
             role,
             reg_pid: AtomicU32::new(ident::pid()),
+            last_check: AtomicU64::new(0),
             _t: PhantomData,
         })
     }
@@ -659,6 +682,14 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         let mut v: Vec<Segment> = self.sh.ctl.segment().cloned().into_iter().collect();
         v.extend(self.sh.ring.segment().cloned());
         v
+    }
+
+    /// The accounting state, for tests: (why the queue is closed: 0 open, 1 `close_all`, 2 no
+    /// producers, 3 no consumers; whether the peer table overflowed).
+    #[doc(hidden)]
+    pub fn debug_peers(&self) -> (u32, bool) {
+        let p = &self.ctl().peers;
+        (p.reason(), p.is_untracked())
     }
 
     /// The `/dev/shm` name prefix of this queue's side segments (`multiproc.qside-<id>-`), for
@@ -862,7 +893,13 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 continue;
             }
             let deadline = match mode {
-                Mode::NoWait => return Err(Admit::Full),
+                Mode::NoWait => {
+                    // Full: every consumer may be dead.
+                    if self.check_due() && self.peers_gone(false) {
+                        return Err(Admit::Closed);
+                    }
+                    return Err(Admit::Full);
+                }
                 Mode::Block(d) => d,
             };
             if self.sh.ring.is_closed() {
@@ -944,7 +981,13 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     fn get_with(&self, mode: Mode, buf: &mut Vec<u8>) -> Result<T, GetError> {
         let ring = &self.sh.ring;
         let r = match mode {
-            Mode::NoWait => ring.try_pop_into(buf),
+            Mode::NoWait => match ring.try_pop_into(buf) {
+                // Empty: every producer may be dead (a dropped one closed the ring already).
+                Err(PopError::Empty) if self.check_due() && self.peers_gone(true) => {
+                    ring.try_pop_into(buf)
+                }
+                r => r,
+            },
             Mode::Block(deadline) => match ring.try_pop_into(buf) {
                 Err(PopError::Empty) => self.pop_blocking(buf, deadline),
                 r => r,

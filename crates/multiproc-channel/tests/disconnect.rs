@@ -314,6 +314,82 @@ fn sigkilled_sole_consumer_gives_put_disconnected() {
     assert!(matches!(s.put_nowait(9), Err(PutError::Disconnected(9))));
 }
 
+/// A producer that died without dropping anything: a polling consumer (`get_nowait`, which
+/// scans for live producers at most every 25 ms when it finds the queue empty) ends up with
+/// Disconnected, not Empty forever; `put_nowait` on a full queue whose consumer died likewise.
+#[test]
+fn nonblocking_calls_see_dead_peers() {
+    let (s, r) = pair::<u32>(1);
+    let child = fork(move || if s.put(1).is_ok() { 0 } else { 2 });
+    child.join_ok();
+    assert_eq!(r.get_timeout(T30), Ok(1));
+    let mut last = r.get_nowait();
+    for _ in 0..3000 {
+        if last == Err(GetError::Disconnected) {
+            break;
+        }
+        assert_eq!(last, Err(GetError::Empty));
+        std::thread::sleep(ms(10));
+        last = r.get_nowait();
+    }
+    assert_eq!(last, Err(GetError::Disconnected));
+
+    let (s, r) = pair::<u32>(1);
+    s.put(1).unwrap();
+    let child = fork(move || {
+        let _keep = &r;
+        0
+    });
+    child.join_ok();
+    let mut n = 0;
+    let last = loop {
+        n += 1;
+        match s.put_nowait(2) {
+            Err(PutError::Full(_)) if n < 3000 => std::thread::sleep(ms(10)),
+            other => break other,
+        }
+    };
+    assert!(matches!(last, Err(PutError::Disconnected(2))), "{last:?}");
+}
+
+/// A full table (128 processes holding the queue) makes the queue untracked: it never
+/// disconnects rather than disconnecting falsely.
+#[test]
+fn full_peer_table_makes_the_queue_never_disconnect() {
+    let q: Queue<u32> = Queue::new(4).unwrap();
+    let r = q.receiver();
+    let (ready_s, ready_r) = pair::<u8>(256);
+    // Each child holds a blanket registration (its parent's handles) while it lives.
+    let mut kids: Vec<_> = (0..130)
+        .map(|_| {
+            let ready_s = ready_s.clone();
+            fork(move || {
+                if ready_s.put(1).is_err() {
+                    return 2;
+                }
+                loop {
+                    std::thread::sleep(ms(1000));
+                }
+            })
+        })
+        .collect();
+    for _ in 0..130 {
+        assert_eq!(ready_r.get_timeout(T30), Ok(1));
+    }
+    let (reason, untracked) = q.debug_peers();
+    assert_eq!(reason, 0);
+    assert!(
+        untracked,
+        "130 children and their parent do not fit a table of 128"
+    );
+    for k in &mut kids {
+        k.kill();
+    }
+    drop(q);
+    // Every producer is gone, but the table overflowed: no disconnection, a timeout.
+    assert_eq!(r.get_timeout(ms(200)), Err(GetError::Timeout));
+}
+
 // ----- how a handle counts -----
 
 /// A parent that drops its handles right after forking a producer does not disconnect the
