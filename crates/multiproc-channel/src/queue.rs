@@ -1545,6 +1545,12 @@ impl<T: 'static, C: Codec<T>> Receiver<T, C> {
     pub fn try_iter(&self) -> TryIter<'_, T, C> {
         self.0.try_iter()
     }
+
+    /// [`JoinableQueue::task_done`] for a consumer-only handle of a `JoinableQueue` (on a plain
+    /// queue nothing is ever unfinished: [`TaskDoneError::TooManyCalls`]).
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.0.task_done_inner()
+    }
 }
 
 /// Blocking iterator over a queue's items ([`Queue::iter`]): ends on `Disconnected`/`Closed`.

@@ -17,6 +17,15 @@ use std::time::Duration;
 
 const T30: Duration = Duration::from_secs(30);
 
+/// The tests of this file run one at a time: a child forked by one test inherits the queues of
+/// every other test running at that moment and counts as holding them until it exits (the fork
+/// rule of `docs/channel.md`), which would keep another test's queue connected.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -30,6 +39,7 @@ fn pair<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
 /// crossbeam `try_recv`: Empty, then the item, then (the producer gone) Disconnected.
 #[test]
 fn try_recv_empty_item_then_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<u32>(100);
     let (go_s, go_r) = pair::<u8>(4);
     assert_eq!(r.get_nowait(), Err(GetError::Empty));
@@ -49,6 +59,7 @@ fn try_recv_empty_item_then_disconnected() {
 /// crossbeam `recv`: three items, then Disconnected once the producer is gone.
 #[test]
 fn recv_items_then_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<u32>(100);
     let child = fork(move || {
         for i in 7..10 {
@@ -69,6 +80,7 @@ fn recv_items_then_disconnected() {
 /// crossbeam `recv_timeout`: Timeout, the item, then Disconnected (not Timeout).
 #[test]
 fn recv_timeout_timeout_item_then_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<i32>(100);
     let (go_s, go_r) = pair::<u8>(4);
     let child = fork(move || {
@@ -87,6 +99,7 @@ fn recv_timeout_timeout_item_then_disconnected() {
 /// crossbeam `try_send`: Full hands the item back; once the consumer is gone, Disconnected does.
 #[test]
 fn try_send_full_then_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<i32>(1);
     let child = fork(move || {
         if r.get_timeout(T30) != Ok(1) || r.get_timeout(T30) != Ok(3) {
@@ -106,6 +119,7 @@ fn try_send_full_then_disconnected() {
 /// Disconnected(5).
 #[test]
 fn send_timeout_timeout_then_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<i32>(2);
     let (go_s, go_r) = pair::<u8>(4);
     let child = fork(move || {
@@ -135,6 +149,7 @@ fn send_timeout_timeout_then_disconnected() {
 /// back as Disconnected.
 #[test]
 fn send_after_disconnect_every_put_is_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<i32>(100);
     s.put(1).unwrap();
     s.put(2).unwrap();
@@ -156,6 +171,7 @@ fn send_after_disconnect_every_put_is_disconnected() {
 /// Disconnected.
 #[test]
 fn recv_after_disconnect_drains_then_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<i32>(100);
     let child = fork(move || {
         for i in 1..=3 {
@@ -177,6 +193,7 @@ fn recv_after_disconnect_drains_then_disconnected() {
 /// the consumer process drops its handle.
 #[test]
 fn disconnect_wakes_blocked_sender() {
+    let _serial = serial();
     let (s, r) = pair::<()>(1);
     let child = fork(move || {
         std::thread::sleep(ms(100));
@@ -192,6 +209,7 @@ fn disconnect_wakes_blocked_sender() {
 /// the parent drops the last producer.
 #[test]
 fn disconnect_wakes_blocked_receiver() {
+    let _serial = serial();
     let (s, r) = pair::<()>(1);
     let child = fork(move || match r.get() {
         Err(GetError::Disconnected) => 0,
@@ -205,6 +223,7 @@ fn disconnect_wakes_blocked_receiver() {
 /// crossbeam `spsc`: 10,000 items in order through a 3-slot queue, then Disconnected.
 #[test]
 fn spsc_items_in_order_then_disconnected() {
+    let _serial = serial();
     const COUNT: u32 = 10_000;
     let (s, r) = pair::<u32>(3);
     let child = fork(move || {
@@ -226,6 +245,7 @@ fn spsc_items_in_order_then_disconnected() {
 /// requests ends when the requesting child is gone (it exits without dropping anything).
 #[test]
 fn stress_iter_ends_when_the_requester_is_gone() {
+    let _serial = serial();
     const COUNT: u32 = 1000;
     let (request_s, request_r) = pair::<()>(1);
     let (response_s, response_r) = pair::<u32>(1);
@@ -258,6 +278,7 @@ fn stress_iter_ends_when_the_requester_is_gone() {
 /// A SIGKILLed sole producer: a consumer child blocked in `get` wakes with Disconnected.
 #[test]
 fn sigkilled_sole_producer_gives_blocked_consumer_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<u32>(8);
     let (ready_s, ready_r) = pair::<u8>(4);
     let mut producer = fork(move || {
@@ -286,6 +307,7 @@ fn sigkilled_sole_producer_gives_blocked_consumer_disconnected() {
 /// would block: a dead consumer closes nothing).
 #[test]
 fn sigkilled_sole_consumer_gives_put_disconnected() {
+    let _serial = serial();
     let (s, r) = pair::<u32>(4);
     let (ready_s, ready_r) = pair::<u8>(4);
     let mut consumer = fork(move || {
@@ -319,6 +341,7 @@ fn sigkilled_sole_consumer_gives_put_disconnected() {
 /// Disconnected, not Empty forever; `put_nowait` on a full queue whose consumer died likewise.
 #[test]
 fn nonblocking_calls_see_dead_peers() {
+    let _serial = serial();
     let (s, r) = pair::<u32>(1);
     let child = fork(move || if s.put(1).is_ok() { 0 } else { 2 });
     child.join_ok();
@@ -356,6 +379,7 @@ fn nonblocking_calls_see_dead_peers() {
 /// disconnects rather than disconnecting falsely.
 #[test]
 fn full_peer_table_makes_the_queue_never_disconnect() {
+    let _serial = serial();
     let q: Queue<u32> = Queue::new(4).unwrap();
     let r = q.receiver();
     let (ready_s, ready_r) = pair::<u8>(256);
@@ -396,6 +420,7 @@ fn full_peer_table_makes_the_queue_never_disconnect() {
 /// queue: the child's inherited handles count from the fork on (the fork hooks' loan).
 #[test]
 fn parent_dropping_right_after_fork_leaves_the_child_producer_counted() {
+    let _serial = serial();
     let q: Queue<u32> = Queue::new(8).unwrap();
     let r = q.receiver();
     let s = q.sender();
@@ -416,6 +441,7 @@ fn parent_dropping_right_after_fork_leaves_the_child_producer_counted() {
 /// `Queue` keeps it connected; its `receiver()` does not.
 #[test]
 fn full_handle_counts_as_producer_receiver_does_not() {
+    let _serial = serial();
     let q: Queue<u32> = Queue::new(8).unwrap();
     let full = q.clone();
     let rx = q.receiver();
@@ -428,6 +454,7 @@ fn full_handle_counts_as_producer_receiver_does_not() {
 /// `close()` unregisters like a drop; `close_all()` stays `Closed`, not Disconnected.
 #[test]
 fn close_unregisters_and_close_all_is_closed() {
+    let _serial = serial();
     let (mut s, r) = pair::<u32>(8);
     s.put(1).unwrap();
     s.close();
@@ -444,6 +471,7 @@ fn close_unregisters_and_close_all_is_closed() {
 /// serializing does not disconnect; the deserialized one then does, when dropped.
 #[test]
 fn serialized_sender_counts_until_deserialized_and_dropped() {
+    let _serial = serial();
     let (s, r) = pair::<u32>(8);
     let bytes = postcard::to_allocvec(&s).unwrap();
     drop(s);
@@ -465,17 +493,32 @@ fn serialized_sender_counts_until_deserialized_and_dropped() {
 /// JoinableQueue and SimpleQueue disconnect as Queue does.
 #[test]
 fn joinable_and_simple_queues_disconnect() {
+    let _serial = serial();
+    // JoinableQueue: consumers take a `receiver()` (with `task_done`), the producer joins, then
+    // drops its handle and the consumers stop by themselves.
     let jq: JoinableQueue<u32> = JoinableQueue::new(8).unwrap();
-    let rx = jq.receiver();
-    let child = fork(move || {
-        if jq.put(1).is_err() {
-            return 2;
-        }
-        0
-    });
-    assert_eq!(rx.get_timeout(T30), Ok(1));
-    assert_eq!(rx.get_timeout(T30), Err(GetError::Disconnected));
-    child.join_ok();
+    let kids: Vec<_> = (0..2)
+        .map(|_| {
+            let rx = jq.receiver();
+            fork(move || {
+                for v in &rx {
+                    if v.is_err() || rx.task_done().is_err() {
+                        return 2;
+                    }
+                }
+                0
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        jq.put(i).unwrap();
+    }
+    jq.join_timeout(T30).unwrap();
+    assert_eq!(jq.unfinished(), 0);
+    drop(jq);
+    for k in kids {
+        k.join_ok();
+    }
 
     let sq: SimpleQueue<u32> = SimpleQueue::new().unwrap();
     let rx = sq.receiver();
@@ -501,6 +544,7 @@ fn joinable_and_simple_queues_disconnect() {
 /// `Queue::new(0)` is refused with an error naming the limit (it meant 8192 slots before).
 #[test]
 fn zero_maxsize_is_refused_with_the_limit_named() {
+    let _serial = serial();
     let e = Queue::<u32>::new(0).unwrap_err();
     assert!(matches!(e, ChannelError::InvalidParams(_)));
     assert!(e.to_string().contains("MAX_MAXSIZE"), "{e}");
@@ -512,6 +556,7 @@ fn zero_maxsize_is_refused_with_the_limit_named() {
 /// first, then gets): 70,000 items, beyond the old 65,536-slot ring cap.
 #[test]
 fn big_maxsize_holds_that_many_items_before_any_get() {
+    let _serial = serial();
     const N: u32 = 70_000;
     let q: Queue<u32> = Queue::new(N as usize).unwrap();
     for i in 0..N {
@@ -530,6 +575,7 @@ fn big_maxsize_holds_that_many_items_before_any_get() {
 /// `IntoIterator` for an owned handle too.
 #[test]
 fn iterators_end_on_disconnected_after_draining() {
+    let _serial = serial();
     let (s, r) = pair::<u32>(4);
     let child = fork(move || {
         for i in 0..20 {
@@ -562,6 +608,7 @@ fn iterators_end_on_disconnected_after_draining() {
 /// `try_iter` yields what is there and stops at Empty without blocking.
 #[test]
 fn try_iter_stops_at_empty() {
+    let _serial = serial();
     let q: Queue<u32> = Queue::new(4).unwrap();
     q.put(1).unwrap();
     q.put(2).unwrap();
