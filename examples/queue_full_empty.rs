@@ -28,7 +28,7 @@ fn main() {
         Err(PutError::Full(item)) => println!("Full (item {item} handed back)"),
         other => println!("unexpected: {other:?}"),
     }
-    let q: Queue<i32> = Queue::new(0).expect("queue");
+    let q: Queue<i32> = Queue::new(1024).expect("queue");
     match q.get_nowait() {
         Err(GetError::Empty) => println!("Empty"),
         other => println!("unexpected: {other:?}"),

@@ -55,7 +55,7 @@ fn worker(broker: JoinableQueue<Option<i32>>) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     multiproc::init();
-    let q: JoinableQueue<String> = JoinableQueue::new(0)?;
+    let q: JoinableQueue<String> = JoinableQueue::new(1024)?;
     for name in ["小白", "小黑"] {
         // c.daemon = True; c.start()
         Process::builder()
@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     p1.join()?;
 
     // Seed 000: a worker with a sentinel.
-    let broker: JoinableQueue<Option<i32>> = JoinableQueue::new(0)?;
+    let broker: JoinableQueue<Option<i32>> = JoinableQueue::new(1024)?;
     let mut p = Process::spawn(worker, broker.clone())?;
     for i in 0..10 {
         broker.put(Some(i))?;

@@ -48,7 +48,7 @@ fn getter(q: Queue<Option<i32>>) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     multiproc::init();
-    let q: Queue<Option<String>> = Queue::new(0)?;
+    let q: Queue<Option<String>> = Queue::new(1024)?;
     let mut c1 = Process::spawn(consumer, (q.clone(), "小明".to_string()))?;
     let mut p1 = Process::spawn(producer, (q.clone(), "果农".into(), "西瓜".into()))?;
     // No feeder thread: everything p1 put is in the queue when it exits, so joining it before
@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     c1.join()?;
 
     // 主进程put, 子进程get
-    let q: Queue<Option<i32>> = Queue::new(0)?;
+    let q: Queue<Option<i32>> = Queue::new(1024)?;
     let mut p = Process::spawn(getter, q.clone())?;
     for i in 0..5 {
         q.put(Some(i))?;

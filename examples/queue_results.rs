@@ -82,7 +82,7 @@ fn read(q: Queue<char>) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     multiproc::init();
     // Seed 002.
-    let output: Queue<f64> = Queue::new(0)?;
+    let output: Queue<f64> = Queue::new(1024)?;
     let mut processes = (0..4)
         .map(|_| Process::spawn(rand_num, output.clone()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -96,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{results:?}");
 
     // Seed 004.
-    let queue: Queue<String> = Queue::new(0)?;
+    let queue: Queue<String> = Queue::new(1024)?;
     let mut p1 = Process::spawn(sender, queue.clone())?;
     let mut p2 = Process::spawn(receiver, queue.clone())?;
     p1.join()?;
@@ -104,7 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("所有进程完成");
 
     // Seed 003.
-    let q: Queue<char> = Queue::new(0)?;
+    let q: Queue<char> = Queue::new(1024)?;
     let mut pw = Process::spawn(write, q.clone())?;
     let mut pr = Process::spawn(read, q.clone())?;
     pw.join()?;

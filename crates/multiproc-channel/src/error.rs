@@ -128,6 +128,9 @@ pub enum PutError<T> {
     /// The queue was closed (Python: `ValueError`).
     #[error("queue is closed")]
     Closed(T),
+    /// Every consumer is gone (dropped, closed, or its process dead): nobody would get it.
+    #[error("queue is disconnected: every consumer is gone")]
+    Disconnected(T),
     /// Larger than the queue's maximum message size.
     #[error("message of {len} bytes exceeds the maximum of {max} bytes")]
     TooLarge {
@@ -156,6 +159,7 @@ impl<T> PutError<T> {
             PutError::Full(t)
             | PutError::Timeout(t)
             | PutError::Closed(t)
+            | PutError::Disconnected(t)
             | PutError::TooLarge { item: t, .. }
             | PutError::Codec(t, _)
             | PutError::Io(t, _)
@@ -170,6 +174,7 @@ impl<T> std::fmt::Debug for PutError<T> {
             PutError::Full(_) => f.write_str("Full(..)"),
             PutError::Timeout(_) => f.write_str("Timeout(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Disconnected(_) => f.write_str("Disconnected(..)"),
             PutError::TooLarge { len, max, .. } => {
                 write!(f, "TooLarge {{ len: {len}, max: {max} }}")
             }
@@ -193,6 +198,9 @@ pub enum GetError {
     /// The queue was closed (by this handle: Python's `ValueError`; by another: after draining).
     #[error("queue is closed")]
     Closed,
+    /// Every producer is gone (dropped, closed, or its process dead) and the queue is drained.
+    #[error("queue is disconnected: every producer is gone and the queue is drained")]
+    Disconnected,
     /// Decoding failed (the item is consumed).
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -30,6 +30,7 @@ mod codec;
 mod error;
 mod facade;
 mod ident;
+mod peers;
 pub mod pipe;
 pub mod queue;
 
@@ -37,5 +38,9 @@ pub mod queue;
 pub use codec::Bitcode;
 pub use codec::{Codec, CodecError, Plain, Postcard};
 pub use error::{ChannelError, GetError, JoinError, PutError, RecvError, SendError, TaskDoneError};
-pub use pipe::{Connection, Pipe, PipeOptions, Sentinel, Waitable, wait};
-pub use queue::{JoinableQueue, Queue, QueueOptions, SimpleQueue};
+pub use pipe::{
+    ConnIntoIter, ConnIter, ConnTryIter, Connection, Pipe, PipeOptions, Sentinel, Waitable, wait,
+};
+pub use queue::{
+    IntoIter, Iter, JoinableQueue, Queue, QueueOptions, Receiver, Sender, SimpleQueue, TryIter,
+};

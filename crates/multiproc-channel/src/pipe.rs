@@ -306,7 +306,13 @@ struct TxEnd {
     p: Option<Producer>,
     bound_pid: u32,
     scratch: Vec<u8>,
+    /// Sends since the last liveness check of the reader.
+    sends: u32,
 }
+
+/// A sender checks whether the reader's process is alive (reads /proc) once per this many
+/// sends; an explicitly closed reader is seen at the very next send (a flag).
+const READER_CHECK_EVERY: u32 = 4096;
 
 struct RxEnd {
     ring: SpscRing,
@@ -421,6 +427,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 p: None,
                 bound_pid: 0,
                 scratch: Vec::new(),
+                sends: 0,
             }),
             rx: rx.map(|ring| RxEnd {
                 ring,
@@ -490,7 +497,21 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.max_message
     }
 
+    #[inline]
     fn tx(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
+        self.tx_checked(false)
+    }
+
+    /// [`Connection::tx`] for a send: `Disconnected` at once if the reader closed its end
+    /// (a flag on a line the send touches anyway), or, checked every [`READER_CHECK_EVERY`]
+    /// sends, if its process is dead; not only once the ring is full.
+    #[inline]
+    fn tx_live(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
+        self.tx_checked(true)
+    }
+
+    #[inline]
+    fn tx_checked(&mut self, live: bool) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
         if self.closed {
             return Err(SendError::Closed);
         }
@@ -504,7 +525,18 @@ impl<T, C: Codec<T>> Connection<T, C> {
             tx.bound_pid = ident::pid();
         }
         match tx.p.as_mut() {
-            Some(p) => Ok((p, &mut tx.scratch)),
+            Some(p) => {
+                if live {
+                    if p.peer_closed() {
+                        return Err(SendError::Disconnected);
+                    }
+                    tx.sends = tx.sends.wrapping_add(1);
+                    if tx.sends % READER_CHECK_EVERY == 0 && p.is_disconnected() {
+                        return Err(SendError::Disconnected);
+                    }
+                }
+                Ok((p, &mut tx.scratch))
+            }
             None => Err(SendError::Closed),
         }
     }
@@ -577,7 +609,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
 
     fn send_deadline(&mut self, v: &T, deadline: Option<Instant>) -> Result<(), SendError> {
         let max_message = self.max_message;
-        let (p, scratch) = self.tx()?;
+        let (p, scratch) = self.tx_live()?;
         let room = SMALL_RESERVE.min(p.max_record());
         let mut g = match deadline {
             None => p.reserve(room),
@@ -663,7 +695,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 max: max_message,
             });
         }
-        let (p, _) = self.tx()?;
+        let (p, _) = self.tx_live()?;
         let max_rec = p.max_record();
         if bytes.len() < max_rec {
             let mut g = reserve_until(p, deadline, bytes.len() + 1).map_err(push_err)?;
@@ -914,6 +946,34 @@ impl<T, C: Codec<T>> Connection<T, C> {
         }
     }
 
+    /// A blocking iterator over received messages: it ends at end of file (the peer closed or
+    /// died and everything was read) or when this end is closed; other errors are yielded.
+    ///
+    /// ```
+    /// use multiproc_channel::Pipe;
+    /// let (mut a, mut b) = Pipe::duplex::<u32>().unwrap();
+    /// for i in 0..3 { b.send(&i).unwrap(); }
+    /// drop(b); // the peer is gone: the iterator ends after draining
+    /// let got: Vec<u32> = a.iter().map(Result::unwrap).collect();
+    /// assert_eq!(got, [0, 1, 2]);
+    /// ```
+    pub fn iter(&mut self) -> ConnIter<'_, T, C> {
+        ConnIter { c: self }
+    }
+
+    /// A non-blocking iterator: yields the messages ready now, then ends.
+    ///
+    /// ```
+    /// use multiproc_channel::Pipe;
+    /// let (mut a, mut b) = Pipe::duplex::<u32>().unwrap();
+    /// b.send(&7).unwrap();
+    /// assert_eq!(a.try_iter().map(Result::unwrap).collect::<Vec<_>>(), [7]);
+    /// assert_eq!(a.try_iter().count(), 0);
+    /// ```
+    pub fn try_iter(&mut self) -> ConnTryIter<'_, T, C> {
+        ConnTryIter { c: self }
+    }
+
     /// Whether a message (or end of file) is ready, waiting at most `timeout`
     /// (`Duration::ZERO`: answer at once, Python's default).
     pub fn poll(&mut self, timeout: Duration) -> Result<bool, RecvError> {
@@ -961,6 +1021,69 @@ impl<T, C: Codec<T>> Connection<T, C> {
             rx.c = None;
             rx.stash = None;
         }
+    }
+}
+
+/// Blocking iterator over a [`Connection`]'s messages ([`Connection::iter`]).
+pub struct ConnIter<'a, T, C = Postcard> {
+    c: &'a mut Connection<T, C>,
+}
+
+impl<T, C: Codec<T>> Iterator for ConnIter<'_, T, C> {
+    type Item = Result<T, RecvError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.c.recv() {
+            Err(RecvError::Eof | RecvError::Closed) => None,
+            r => Some(r),
+        }
+    }
+}
+
+/// Non-blocking iterator over a [`Connection`]'s messages ([`Connection::try_iter`]).
+pub struct ConnTryIter<'a, T, C = Postcard> {
+    c: &'a mut Connection<T, C>,
+}
+
+impl<T, C: Codec<T>> Iterator for ConnTryIter<'_, T, C> {
+    type Item = Result<T, RecvError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.c.poll(Duration::ZERO) {
+            Ok(true) => {}
+            Ok(false) | Err(RecvError::Eof | RecvError::Closed) => return None,
+            Err(e) => return Some(Err(e)),
+        }
+        match self.c.recv() {
+            Err(RecvError::Eof | RecvError::Closed) => None,
+            r => Some(r),
+        }
+    }
+}
+
+/// Owning blocking iterator over a [`Connection`] (`IntoIterator`).
+pub struct ConnIntoIter<T, C = Postcard> {
+    c: Connection<T, C>,
+}
+
+impl<T, C: Codec<T>> Iterator for ConnIntoIter<T, C> {
+    type Item = Result<T, RecvError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.c.iter().next()
+    }
+}
+
+impl<T, C: Codec<T>> IntoIterator for Connection<T, C> {
+    type Item = Result<T, RecvError>;
+    type IntoIter = ConnIntoIter<T, C>;
+    fn into_iter(self) -> ConnIntoIter<T, C> {
+        ConnIntoIter { c: self }
+    }
+}
+
+impl<'a, T, C: Codec<T>> IntoIterator for &'a mut Connection<T, C> {
+    type Item = Result<T, RecvError>;
+    type IntoIter = ConnIter<'a, T, C>;
+    fn into_iter(self) -> ConnIter<'a, T, C> {
+        self.iter()
     }
 }
 

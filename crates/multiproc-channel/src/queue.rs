@@ -14,7 +14,16 @@
 //! Blocked putters sleep on the `gets` futex word (waiters counted, so an uncontended `get`
 //! makes no syscall). The ring has `next_power_of_two(maxsize)` slots (at most 65536),
 //! so a push after admission finds room except while a dead reader's slot awaits recovery.
-//! `maxsize == 0` means [`UNBOUNDED_SLOTS`] (a bounded queue, unlike Python's).
+//! `maxsize` is `1..=`[`MAX_MAXSIZE`]; `0` (Python's unbounded queue) is refused with an error
+//! that names the limit (why: `docs/channel.md`).
+//!
+//! **Disconnection.** The control block also counts, per process, the producer and consumer
+//! handles it holds (see `peers.rs`; handles register when made and unregister when dropped or
+//! closed, never on `put`/`get`). Once no live process holds a producer handle, the ring is
+//! closed: getters drain it and then get [`GetError::Disconnected`]. Once no live process holds
+//! a consumer handle, putters get [`PutError::Disconnected`] with their item. A dropped or
+//! closed last handle wakes blocked peers at once; a SIGKILLed one is noticed by blocked peers
+//! within [`peers::CHECK_EVERY`] (25 ms).
 //!
 //! **Large messages.** A message that fits a slot (default [`DEFAULT_SLOT_SIZE`] bytes) goes
 //! inline. A larger one (up to `max_message`, default and local maximum 64 MiB) is written to a
@@ -54,6 +63,7 @@ use crate::codec::{Codec, Postcard, note_handle_error};
 use crate::error::{ChannelError, GetError, JoinError, PutError, TaskDoneError};
 use crate::facade::{AtomicU32, AtomicU64, Ordering, fence};
 use crate::ident;
+use crate::peers::{self, CLOSED_ALL, Local, NO_CONSUMERS, NO_PRODUCERS, Peers, Role};
 use multiproc_ring::{CachePadded, MpmcRing, PopError, PushError};
 use multiproc_shm::{
     Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, Shared, SharedLayout, ShmError,
@@ -81,10 +91,14 @@ pub const MIN_SLOT_SIZE: usize = 128;
 pub const MAX_SLOT_SIZE: usize = 1 << 20;
 /// Largest `max_message` this process accepts, at create and from a queue it opens (64 MiB).
 pub const MAX_MESSAGE_LIMIT: usize = crate::pipe::MAX_MESSAGE_LIMIT;
-/// Ring slots of a queue made with `maxsize == 0`.
-pub const UNBOUNDED_SLOTS: usize = 8192;
-/// Most ring slots (a larger `maxsize` is still the exact bound; the ring is smaller).
-pub const MAX_RING_SLOTS: usize = 65536;
+/// Largest `maxsize` (2^20 items): the ring gets `maxsize.next_power_of_two()` slots, so every
+/// admitted item has a slot. `maxsize == 0` (Python's "unbounded") is refused; see
+/// `docs/channel.md` for why.
+pub const MAX_MAXSIZE: usize = 1 << 20;
+/// Most ring slots.
+pub const MAX_RING_SLOTS: usize = MAX_MAXSIZE;
+/// The bound of a [`SimpleQueue`] made by [`SimpleQueue::new`] (Python's is unbounded).
+pub const SIMPLE_QUEUE_MAXSIZE: usize = 65536;
 /// Longest single futex sleep: waiters re-check (and the ring recovers dead claimers) this often.
 const PARK_MAX: Duration = Duration::from_millis(10);
 
@@ -144,6 +158,8 @@ struct QueueCtl {
     puts: CachePadded<Puts>,
     gets: CachePadded<Gets>,
     tasks: CachePadded<Tasks>,
+    /// Producer/consumer accounting (written at handle creation/drop and on blocked paths only).
+    peers: CachePadded<Peers>,
 }
 
 /// What a queue's control block says about its geometry, validated once on open (and create)
@@ -198,8 +214,10 @@ struct QueueOf<T, C>(PhantomData<fn() -> (T, C)>);
 /// Fingerprint carrier of a side segment (one large message's bytes).
 struct QueueSideMessage;
 
-struct Inner {
+pub(crate) struct Inner {
     ctl: Shared<QueueCtl>,
+    /// This process's registration (process-local).
+    local: Local,
     ring: MpmcRing,
     /// Validated copies (never re-read from shared memory).
     maxsize: u32,
@@ -210,24 +228,189 @@ struct Inner {
 
 /// A process-shared FIFO queue of `T` (`Clone` gives another handle; `Serialize` sends it to
 /// another process as its segments' handles).
+///
+/// Every `Queue` handle is both a producer and a consumer (Python's default): `get` reports
+/// [`GetError::Disconnected`] once no live process holds a producer handle and the queue is
+/// drained, `put` hands its item back in [`PutError::Disconnected`] once no live process holds a
+/// consumer handle. For one side only, take a [`Sender`] or [`Receiver`]
+/// ([`Queue::sender`], [`Queue::receiver`], [`Queue::split`]). See `docs/channel.md`.
 pub struct Queue<T, C = Postcard> {
     sh: Arc<Inner>,
     /// This handle's last reading of `gets` (a process-local cache, as rtrb caches indices).
     cached_gets: AtomicU32,
     closed: bool,
     joinable: bool,
+    /// The sides this handle is registered for (nothing once closed).
+    role: Role,
+    /// The process this handle is registered in (another one: inherited through `fork`, to be
+    /// adopted on first use).
+    reg_pid: AtomicU32,
+    /// When a non-blocking call on this handle last scanned for live peers ([`epoch_ms`]; 0:
+    /// never).
+    last_check: AtomicU64,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
 impl<T, C> Clone for Queue<T, C> {
     fn clone(&self) -> Self {
+        self.with_role(if self.closed { Role::BOTH } else { self.role })
+    }
+}
+
+impl<T, C> Drop for Queue<T, C> {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+impl<T, C> Queue<T, C> {
+    /// Another handle to the same queue, registered for `role`.
+    fn with_role(&self, role: Role) -> Self {
+        self.check_adopted();
+        self.sh.local.adjust(&self.ctl().peers, role, true);
         Queue {
             sh: self.sh.clone(),
             cached_gets: AtomicU32::new(self.cached_gets.load(Ordering::Relaxed)),
             closed: false,
             joinable: self.joinable,
+            role,
+            reg_pid: AtomicU32::new(ident::pid()),
+            last_check: AtomicU64::new(0),
             _t: PhantomData,
         }
+    }
+
+    /// Registers a handle inherited through `fork` on its first use in this process (two
+    /// process-local loads on the fast path).
+    #[inline]
+    fn check_adopted(&self) {
+        let me = ident::pid();
+        if self.reg_pid.load(Ordering::Relaxed) != me {
+            self.adopt_slow(me);
+        }
+    }
+
+    #[cold]
+    fn adopt_slow(&self, me: u32) {
+        self.sh.local.adopt(&self.ctl().peers, self.role);
+        self.reg_pid.store(me, Ordering::Relaxed);
+    }
+
+    fn ctl(&self) -> &QueueCtl {
+        self.sh.ctl.get()
+    }
+
+    /// Drops this handle's registration; if it was this process's last producer (consumer),
+    /// checks whether any live process still holds one, and disconnects the queue if not.
+    fn unregister(&mut self) {
+        if self.role == Role::NONE {
+            return;
+        }
+        self.check_adopted();
+        let role = std::mem::replace(&mut self.role, Role::NONE);
+        let peers = &self.ctl().peers;
+        let gone = self.sh.local.adjust(peers, role, false);
+        if gone.tx && !peers.any_alive(true) {
+            self.disconnect(NO_PRODUCERS);
+        } else if gone.rx && !peers.any_alive(false) {
+            self.disconnect(NO_CONSUMERS);
+        }
+    }
+
+    /// Closes the ring for `why` (the first reason stays) and wakes every blocked getter and
+    /// putter.
+    fn disconnect(&self, why: u32) {
+        self.ctl().peers.set_reason(why);
+        self.sh.ring.close();
+        futex::wake_all(&self.ctl().gets.gets);
+    }
+
+    /// Whether a non-blocking call that found the queue empty (full) may scan for live peers
+    /// now: at most once per [`peers::CHECK_EVERY`] per handle, so polling stays cheap.
+    #[cold]
+    fn check_due(&self) -> bool {
+        let now = epoch_ms();
+        let last = self.last_check.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < peers::CHECK_EVERY.as_millis() as u64 {
+            return false;
+        }
+        self.last_check.store(now, Ordering::Relaxed);
+        true
+    }
+
+    /// Checks (reading /proc) whether any live process still holds a producer (`tx`) or
+    /// consumer handle; disconnects if none does. Returns whether the queue is now closed.
+    #[cold]
+    fn peers_gone(&self, tx: bool) -> bool {
+        let peers = &self.ctl().peers;
+        if !peers.any_alive(tx) {
+            self.disconnect(if tx { NO_PRODUCERS } else { NO_CONSUMERS });
+        }
+        self.sh.ring.is_closed()
+    }
+}
+
+/// Milliseconds since this process first asked, plus 1 (so 0 means "never").
+fn epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// The process's live queue `Inner`s, for the fork hooks (raw pointers: an `Inner` removes
+/// itself in its `Drop`, under the registration lock, before it is freed).
+struct LiveList(std::cell::UnsafeCell<Vec<*const Inner>>);
+// SAFETY: the list is only touched under `peers::lock()`.
+unsafe impl Sync for LiveList {}
+static LIVE: LiveList = LiveList(std::cell::UnsafeCell::new(Vec::new()));
+
+fn live_add(p: *const Inner) {
+    let _g = peers::lock();
+    // SAFETY: under the lock (see `LiveList`).
+    unsafe { (*LIVE.0.get()).push(p) };
+}
+
+fn live_remove(p: *const Inner) {
+    let _g = peers::lock();
+    // SAFETY: under the lock (see `LiveList`).
+    unsafe { (*LIVE.0.get()).retain(|&q| q != p) };
+}
+
+/// Fork hook (parent, before the fork): takes the registration lock for the duration of the
+/// fork and lends every queue's counts to the child to come.
+pub(crate) fn fork_prepare() {
+    let g = peers::lock();
+    // SAFETY: under the lock; every pointer names a live `Inner` (removed before it is freed,
+    // under this lock).
+    for &p in unsafe { &*LIVE.0.get() } {
+        // SAFETY: as above: a live `Inner` while the lock is held.
+        let i = unsafe { &*p };
+        i.local.before_fork(&i.ctl.get().peers);
+    }
+    std::mem::forget(g);
+}
+
+/// Fork hook (parent, after the fork): releases the lock taken in `fork_prepare`.
+pub(crate) fn fork_parent() {
+    drop(peers::Guard::assume_held());
+}
+
+/// Fork hook (child): registers this process for every queue it inherited, takes the parent's
+/// loans back, releases the lock. Allocation-free.
+pub(crate) fn fork_child(parent_pid: u32) {
+    // SAFETY: the lock is held (taken by `fork_prepare` in the thread that forked, which is the
+    // only thread of the child); pointers as in `fork_prepare`.
+    for &p in unsafe { &*LIVE.0.get() } {
+        // SAFETY: as above.
+        let i = unsafe { &*p };
+        i.local.in_child(&i.ctl.get().peers, parent_pid);
+    }
+    drop(peers::Guard::assume_held());
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        live_remove(self as *const Inner);
+        self.local.release(&self.ctl.get().peers);
     }
 }
 
@@ -245,11 +428,7 @@ thread_local! {
 }
 
 fn ring_geometry(maxsize: usize) -> usize {
-    if maxsize == 0 {
-        UNBOUNDED_SLOTS
-    } else {
-        maxsize.max(2).next_power_of_two().min(MAX_RING_SLOTS)
-    }
+    maxsize.max(2).next_power_of_two().min(MAX_RING_SLOTS)
 }
 
 fn new_id() -> u64 {
@@ -268,8 +447,16 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         opts: QueueOptions,
         joinable: bool,
     ) -> Result<Self, ChannelError> {
-        if maxsize > u32::MAX as usize / 2 {
-            return Err(ChannelError::InvalidParams("maxsize too large"));
+        if maxsize == 0 {
+            return Err(ChannelError::InvalidParams(
+                "maxsize 0 (unbounded) is not supported: give a bound, \
+                 up to multiproc_channel::queue::MAX_MAXSIZE (1048576)",
+            ));
+        }
+        if maxsize > MAX_MAXSIZE {
+            return Err(ChannelError::InvalidParams(
+                "maxsize above multiproc_channel::queue::MAX_MAXSIZE (1048576)",
+            ));
         }
         if !(MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&opts.slot_size) {
             return Err(ChannelError::InvalidParams(
@@ -282,7 +469,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             ));
         }
         let slots = ring_geometry(maxsize);
-        let bound = if maxsize == 0 { slots } else { maxsize };
+        let bound = maxsize;
         let id = new_id();
         let fp = TypeFingerprint::of::<QueueOf<T, C>>();
         let init = |p: std::ptr::NonNull<QueueCtl>, _| {
@@ -305,6 +492,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                     waiters: AtomicU32::new(0),
                     side_seq: AtomicU64::new(0),
                 }),
+                peers: CachePadded(Peers::new()),
             };
             // SAFETY: `p` is valid for writing one QueueCtl (aligned, zeroed) and unseen
             // until the segment is Ready.
@@ -322,13 +510,14 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 MpmcRing::create(slots, opts.slot_size)?,
             ),
         };
-        Self::from_parts(ctl, ring, joinable)
+        Self::from_parts(ctl, ring, joinable, Role::BOTH)
     }
 
     fn from_parts(
         ctl: Shared<QueueCtl>,
         ring: MpmcRing,
         joinable: bool,
+        role: Role,
     ) -> Result<Self, ChannelError> {
         let g = *ctl.geometry();
         let slot_size = ring.slot_size();
@@ -339,24 +528,32 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 limit: MAX_SLOT_SIZE as u64,
             }));
         }
+        let sh = Arc::new(Inner {
+            ctl,
+            local: Local::new(),
+            ring,
+            maxsize: g.maxsize,
+            max_message: g.max_message,
+            slot_size,
+            id: g.id,
+        });
+        live_add(Arc::as_ptr(&sh));
+        sh.local.adjust(&sh.ctl.get().peers, role, true);
         Ok(Queue {
-            sh: Arc::new(Inner {
-                ctl,
-                ring,
-                maxsize: g.maxsize,
-                max_message: g.max_message,
-                slot_size,
-                id: g.id,
-            }),
+            sh,
             cached_gets: AtomicU32::new(0),
             closed: false,
             joinable,
+            role,
+            reg_pid: AtomicU32::new(ident::pid()),
+            last_check: AtomicU64::new(0),
             _t: PhantomData,
         })
     }
 
-    /// A queue holding at most `maxsize` items (`0`: [`UNBOUNDED_SLOTS`]), in anonymous
-    /// segments: forked children inherit it; spawned ones get it by serializing.
+    /// A queue holding at most `maxsize` items (`1..=`[`MAX_MAXSIZE`]; `0` is refused with
+    /// [`ChannelError::InvalidParams`]: this queue is never unbounded), in anonymous segments:
+    /// forked children inherit it; spawned ones get it by serializing.
     pub fn new(maxsize: usize) -> Result<Self, ChannelError> {
         Self::build(None, maxsize, QueueOptions::default(), false)
     }
@@ -385,11 +582,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     pub fn open(name: &str) -> Result<Self, ChannelError> {
         let ctl = Shared::<QueueCtl>::open_named(name, TypeFingerprint::of::<QueueOf<T, C>>())?;
         let ring = MpmcRing::open_named(&format!("{name}.ring"))?;
-        Self::from_parts(ctl, ring, false)
-    }
-
-    fn ctl(&self) -> &QueueCtl {
-        self.sh.ctl.get()
+        Self::from_parts(ctl, ring, false, Role::BOTH)
     }
 
     /// The bound (`maxsize`).
@@ -417,17 +610,69 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         self.qsize() == self.sh.maxsize as usize
     }
 
-    /// Closes this handle: its later `put`/`get` fail with `Closed` (Python's `close()`; other
-    /// handles and processes are not affected).
+    /// Closes this handle: its later `put`/`get` fail with `Closed` (Python's `close()`), and it
+    /// no longer counts as a producer or consumer: if it was the last live producer, getters
+    /// drain the queue and then get [`GetError::Disconnected`]; if the last consumer, putters get
+    /// [`PutError::Disconnected`]. Other handles are not otherwise affected.
     pub fn close(&mut self) {
         self.closed = true;
+        self.unregister();
     }
 
     /// Closes the queue for everyone: puts fail with `Closed`; gets drain, then fail with it.
     pub fn close_all(&self) {
-        self.sh.ring.close();
-        // Wake putters asleep on admission so they see the close.
-        futex::wake_all(&self.ctl().gets.gets);
+        self.disconnect(CLOSED_ALL);
+    }
+
+    /// A producer-only handle: it counts as a producer, not as a consumer.
+    pub fn sender(&self) -> Sender<T, C> {
+        Sender(self.with_role(Role::TX))
+    }
+
+    /// A consumer-only handle: it counts as a consumer, not as a producer.
+    pub fn receiver(&self) -> Receiver<T, C> {
+        Receiver(self.with_role(Role::RX))
+    }
+
+    /// Splits this handle into a producer-only and a consumer-only one (crossbeam's shape).
+    pub fn split(self) -> (Sender<T, C>, Receiver<T, C>) {
+        (self.sender(), self.receiver())
+    }
+
+    /// Whether every producer (`Disconnected` for getters) or every consumer is gone, or the
+    /// queue was closed with [`Queue::close_all`].
+    pub fn is_disconnected(&self) -> bool {
+        self.sh.ring.is_closed()
+    }
+
+    /// A blocking iterator over received items: it ends when the queue is disconnected (every
+    /// producer gone and the queue drained) or closed; other errors are yielded.
+    ///
+    /// ```
+    /// use multiproc_channel::Queue;
+    /// let (tx, rx) = Queue::<u32>::new(8).unwrap().split();
+    /// for i in 0..3 { tx.put(i).unwrap(); }
+    /// drop(tx); // the last producer: the iterator ends after draining
+    /// let got: Vec<u32> = rx.iter().map(Result::unwrap).collect();
+    /// assert_eq!(got, [0, 1, 2]);
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T, C> {
+        Iter { q: self }
+    }
+
+    /// A non-blocking iterator: yields what is in the queue now, then ends (on `Empty`,
+    /// `Disconnected` or `Closed`).
+    ///
+    /// ```
+    /// use multiproc_channel::Queue;
+    /// let q: Queue<u32> = Queue::new(8).unwrap();
+    /// q.put(1).unwrap();
+    /// q.put(2).unwrap();
+    /// assert_eq!(q.try_iter().map(Result::unwrap).collect::<Vec<_>>(), [1, 2]);
+    /// assert_eq!(q.try_iter().count(), 0);
+    /// ```
+    pub fn try_iter(&self) -> TryIter<'_, T, C> {
+        TryIter { q: self }
     }
 
     /// The segments this handle maps (control block, ring), for fuzz targets and tests that
@@ -437,6 +682,14 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         let mut v: Vec<Segment> = self.sh.ctl.segment().cloned().into_iter().collect();
         v.extend(self.sh.ring.segment().cloned());
         v
+    }
+
+    /// The accounting state, for tests: (why the queue is closed: 0 open, 1 `close_all`, 2 no
+    /// producers, 3 no consumers; whether the peer table overflowed).
+    #[doc(hidden)]
+    pub fn debug_peers(&self) -> (u32, bool) {
+        let p = &self.ctl().peers;
+        (p.reason(), p.is_untracked())
     }
 
     /// The `/dev/shm` name prefix of this queue's side segments (`multiproc.qside-<id>-`), for
@@ -467,8 +720,12 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     }
 
     fn put_mode(&self, item: T, mode: Mode) -> Result<(), PutError<T>> {
-        if self.closed || self.sh.ring.is_closed() {
+        if self.closed {
             return Err(PutError::Closed(item));
+        }
+        self.check_adopted();
+        if self.sh.ring.is_closed() {
+            return Err(self.closed_put(item));
         }
         SCRATCH.with(|s| {
             let Ok(mut buf) = s.try_borrow_mut() else {
@@ -536,7 +793,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             return Err(match e {
                 Admit::Full => PutError::Full(item),
                 Admit::Timeout => PutError::Timeout(item),
-                Admit::Closed => PutError::Closed(item),
+                Admit::Closed => self.closed_put(item),
             });
         }
         if self.joinable {
@@ -562,7 +819,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 Err(match e {
                     PushError::Full => PutError::Full(item),
                     PushError::Timeout => PutError::Timeout(item),
-                    PushError::Disconnected => PutError::Closed(item),
+                    PushError::Disconnected => self.closed_put(item),
                     // Cannot happen with a validated slot size (inline records fit by
                     // construction, side records are at most 73 bytes); name the message.
                     PushError::TooLarge { .. } => PutError::TooLarge {
@@ -574,6 +831,26 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                     _ => PutError::Corrupted(item, "unexpected ring error"),
                 })
             }
+        }
+    }
+
+    /// The error of a put on a closed ring: `Closed` after `close_all`, else `Disconnected`.
+    #[cold]
+    fn closed_put(&self, item: T) -> PutError<T> {
+        if self.ctl().peers.reason() == CLOSED_ALL {
+            PutError::Closed(item)
+        } else {
+            PutError::Disconnected(item)
+        }
+    }
+
+    /// The error of a get on a closed, drained ring.
+    #[cold]
+    fn closed_get(&self) -> GetError {
+        if self.ctl().peers.reason() == CLOSED_ALL {
+            GetError::Closed
+        } else {
+            GetError::Disconnected
         }
     }
 
@@ -589,6 +866,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         let c = self.ctl();
         let max = self.sh.maxsize;
         let mut spins = 0u32;
+        let mut last_check = None::<Instant>;
         loop {
             let p = c.puts.puts.load(Ordering::Relaxed);
             let mut g = self.cached_gets.load(Ordering::Relaxed);
@@ -615,7 +893,13 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 continue;
             }
             let deadline = match mode {
-                Mode::NoWait => return Err(Admit::Full),
+                Mode::NoWait => {
+                    // Full: every consumer may be dead.
+                    if self.check_due() && self.peers_gone(false) {
+                        return Err(Admit::Closed);
+                    }
+                    return Err(Admit::Full);
+                }
                 Mode::Block(d) => d,
             };
             if self.sh.ring.is_closed() {
@@ -646,6 +930,14 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 c.gets.waiters.fetch_sub(1, Ordering::Relaxed);
                 // A dead reader may hold a slot: let the ring recover it.
                 self.sh.ring.recover();
+                // Every consumer may be dead: look (reads /proc) every CHECK_EVERY.
+                let now = Instant::now();
+                if last_check.is_none_or(|t| now.duration_since(t) >= peers::CHECK_EVERY) {
+                    last_check = Some(now);
+                    if self.peers_gone(false) {
+                        return Err(Admit::Closed);
+                    }
+                }
             }
         }
     }
@@ -679,6 +971,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         if self.closed {
             return Err(GetError::Closed);
         }
+        self.check_adopted();
         SCRATCH.with(|s| match s.try_borrow_mut() {
             Ok(mut b) => self.get_with(mode, &mut b),
             Err(_) => self.get_with(mode, &mut Vec::new()),
@@ -688,17 +981,23 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     fn get_with(&self, mode: Mode, buf: &mut Vec<u8>) -> Result<T, GetError> {
         let ring = &self.sh.ring;
         let r = match mode {
-            Mode::NoWait => ring.try_pop_into(buf),
-            Mode::Block(None) => ring.pop_into(buf),
-            Mode::Block(Some(d)) => {
-                ring.pop_into_timeout(buf, d.saturating_duration_since(Instant::now()))
-            }
+            Mode::NoWait => match ring.try_pop_into(buf) {
+                // Empty: every producer may be dead (a dropped one closed the ring already).
+                Err(PopError::Empty) if self.check_due() && self.peers_gone(true) => {
+                    ring.try_pop_into(buf)
+                }
+                r => r,
+            },
+            Mode::Block(deadline) => match ring.try_pop_into(buf) {
+                Err(PopError::Empty) => self.pop_blocking(buf, deadline),
+                r => r,
+            },
         };
         match r {
             Ok(_) => {}
             Err(PopError::Empty) => return Err(GetError::Empty),
             Err(PopError::Timeout) => return Err(GetError::Timeout),
-            Err(PopError::Disconnected) => return Err(GetError::Closed),
+            Err(PopError::Disconnected) => return Err(self.closed_get()),
             Err(PopError::Corrupted(s)) => return Err(GetError::Corrupted(s)),
             Err(_) => return Err(GetError::Corrupted("unexpected ring error")),
         }
@@ -718,6 +1017,38 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 C::decode(&bytes).map_err(GetError::from)
             }
             _ => Err(GetError::Corrupted("bad record tag")),
+        }
+    }
+
+    /// A blocking pop in slices of [`peers::CHECK_EVERY`]: between slices, checks whether any
+    /// live process still holds a producer handle (a SIGKILLed last producer closes nothing;
+    /// this is how its consumers notice). A producer that drops or closes its handle wakes
+    /// the slice at once (it closes the ring).
+    #[cold]
+    fn pop_blocking(
+        &self,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, PopError> {
+        let ring = &self.sh.ring;
+        loop {
+            let slice = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left <= peers::CHECK_EVERY {
+                        return ring.pop_into_timeout(buf, left);
+                    }
+                    peers::CHECK_EVERY
+                }
+                None => peers::CHECK_EVERY,
+            };
+            match ring.pop_into_timeout(buf, slice) {
+                Err(PopError::Timeout) => {
+                    // A closed ring is seen by the next pop (which drains it first).
+                    self.peers_gone(true);
+                }
+                r => return r,
+            }
         }
     }
 
@@ -867,6 +1198,22 @@ struct QueueHandle {
     ctl: SegmentHandle,
     ring: SegmentHandle,
     joinable: bool,
+    /// Bit 0: producer, bit 1: consumer.
+    role: u8,
+    /// The serializer's loan (table index, its identity word): the deserializer repays it once
+    /// registered, so the handle counts while in flight.
+    loan: Option<(u32, u64)>,
+}
+
+fn role_bits(r: Role) -> u8 {
+    u8::from(r.tx) | (u8::from(r.rx) << 1)
+}
+
+fn role_of(b: u8) -> Role {
+    Role {
+        tx: b & 1 != 0,
+        rx: b & 2 != 0,
+    }
 }
 
 impl<T: 'static, C: Codec<T>> Serialize for Queue<T, C> {
@@ -882,10 +1229,15 @@ impl<T: 'static, C: Codec<T>> Serialize for Queue<T, C> {
             .ctl
             .handle()
             .ok_or_else(|| S::Error::custom("a heap queue cannot be sent"))?;
+        self.check_adopted();
+        let role = if self.closed { Role::BOTH } else { self.role };
+        let loan = self.sh.local.lend(&self.ctl().peers, role);
         QueueHandle {
             ctl,
             ring,
             joinable: self.joinable,
+            role: role_bits(role),
+            loan,
         }
         .serialize(s)
     }
@@ -902,7 +1254,12 @@ impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for Queue<T, C> {
         let ctl = Shared::<QueueCtl>::open_handle(&h.ctl, TypeFingerprint::of::<QueueOf<T, C>>())
             .map_err(|e| fail("control block", &e))?;
         let ring = MpmcRing::open_handle(&h.ring).map_err(|e| fail("ring", &e))?;
-        Queue::from_parts(ctl, ring, h.joinable).map_err(|e| fail("geometry", &e))
+        let role = role_of(h.role);
+        let q = Queue::from_parts(ctl, ring, h.joinable, role).map_err(|e| fail("geometry", &e))?;
+        if let Some((idx, owner)) = h.loan {
+            peers::repay(&q.ctl().peers, idx, owner, role);
+        }
+        Ok(q)
     }
 }
 
@@ -993,8 +1350,9 @@ impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for JoinableQueue<T, C> {
     }
 }
 
-/// Python's `SimpleQueue`: `put`, `get`, `empty`, `close`, no bound to speak of (see
-/// [`UNBOUNDED_SLOTS`]) and no timeouts (the full [`Queue`] has them).
+/// Python's `SimpleQueue`: `put`, `get`, `empty`, `close`, and no timeouts (the full [`Queue`]
+/// has them). Bounded, unlike Python's: [`SIMPLE_QUEUE_MAXSIZE`] items (a `put` beyond waits),
+/// or [`SimpleQueue::with_maxsize`]. Disconnects as [`Queue`] does.
 pub struct SimpleQueue<T, C = Postcard>(Queue<T, C>);
 
 impl<T, C> Clone for SimpleQueue<T, C> {
@@ -1010,12 +1368,38 @@ impl<T, C> std::fmt::Debug for SimpleQueue<T, C> {
 }
 
 impl<T: 'static, C: Codec<T>> SimpleQueue<T, C> {
-    /// A new simple queue.
+    /// A new simple queue of [`SIMPLE_QUEUE_MAXSIZE`] items.
     pub fn new() -> Result<Self, ChannelError> {
-        Queue::new(0).map(SimpleQueue)
+        Queue::new(SIMPLE_QUEUE_MAXSIZE).map(SimpleQueue)
     }
 
-    /// Puts an item (waits only if [`UNBOUNDED_SLOTS`] items are waiting).
+    /// A new simple queue of `maxsize` items (`1..=`[`MAX_MAXSIZE`]).
+    pub fn with_maxsize(maxsize: usize) -> Result<Self, ChannelError> {
+        Queue::new(maxsize).map(SimpleQueue)
+    }
+
+    /// A blocking iterator (see [`Queue::iter`]).
+    pub fn iter(&self) -> Iter<'_, T, C> {
+        self.0.iter()
+    }
+
+    /// A producer-only handle (see [`Queue::sender`]).
+    pub fn sender(&self) -> Sender<T, C> {
+        self.0.sender()
+    }
+
+    /// A consumer-only handle (see [`Queue::receiver`]): a consumer that also holds a
+    /// `SimpleQueue` counts as a producer and never sees `Disconnected`.
+    pub fn receiver(&self) -> Receiver<T, C> {
+        self.0.receiver()
+    }
+
+    /// A non-blocking iterator (see [`Queue::try_iter`]).
+    pub fn try_iter(&self) -> TryIter<'_, T, C> {
+        self.0.try_iter()
+    }
+
+    /// Puts an item (waits only if the queue holds its bound of items).
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.0.put(item)
     }
@@ -1045,6 +1429,212 @@ impl<T: 'static, C: Codec<T>> Serialize for SimpleQueue<T, C> {
 impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for SimpleQueue<T, C> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Queue::deserialize(d).map(SimpleQueue)
+    }
+}
+
+/// The producer half of a [`Queue`]: it counts as a producer only, so consumers get
+/// [`GetError::Disconnected`] once every `Sender` (and every full `Queue` handle) is gone.
+pub struct Sender<T, C = Postcard>(Queue<T, C>);
+
+/// The consumer half of a [`Queue`]: it counts as a consumer only, so putters get
+/// [`PutError::Disconnected`] once every `Receiver` (and every full `Queue` handle) is gone.
+pub struct Receiver<T, C = Postcard>(Queue<T, C>);
+
+macro_rules! half_common {
+    ($half:ident, $name:literal) => {
+        impl<T, C> Clone for $half<T, C> {
+            fn clone(&self) -> Self {
+                $half(self.0.clone())
+            }
+        }
+
+        impl<T, C> std::fmt::Debug for $half<T, C> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple($name).field(&self.0).finish()
+            }
+        }
+
+        impl<T: 'static, C: Codec<T>> $half<T, C> {
+            /// The bound (`maxsize`).
+            pub fn maxsize(&self) -> usize {
+                self.0.maxsize()
+            }
+
+            /// Items in the queue (see [`Queue::qsize`]).
+            pub fn qsize(&self) -> usize {
+                self.0.qsize()
+            }
+
+            /// Whether the queue holds no item.
+            pub fn empty(&self) -> bool {
+                self.0.empty()
+            }
+
+            /// Whether the queue holds `maxsize` items.
+            pub fn full(&self) -> bool {
+                self.0.full()
+            }
+
+            /// Closes this handle (see [`Queue::close`]).
+            pub fn close(&mut self) {
+                self.0.close()
+            }
+
+            /// See [`Queue::is_disconnected`].
+            pub fn is_disconnected(&self) -> bool {
+                self.0.is_disconnected()
+            }
+        }
+
+        impl<T: 'static, C: Codec<T>> Serialize for $half<T, C> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+
+        impl<'de, T: 'static, C: Codec<T>> Deserialize<'de> for $half<T, C> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Queue::deserialize(d).map($half)
+            }
+        }
+    };
+}
+
+half_common!(Sender, "Sender");
+half_common!(Receiver, "Receiver");
+
+impl<T: 'static, C: Codec<T>> Sender<T, C> {
+    /// See [`Queue::put`].
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.0.put(item)
+    }
+
+    /// See [`Queue::put_timeout`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.0.put_timeout(item, timeout)
+    }
+
+    /// See [`Queue::put_nowait`].
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.0.put_nowait(item)
+    }
+}
+
+impl<T: 'static, C: Codec<T>> Receiver<T, C> {
+    /// See [`Queue::get`].
+    pub fn get(&self) -> Result<T, GetError> {
+        self.0.get()
+    }
+
+    /// See [`Queue::get_timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.0.get_timeout(timeout)
+    }
+
+    /// See [`Queue::get_nowait`].
+    pub fn get_nowait(&self) -> Result<T, GetError> {
+        self.0.get_nowait()
+    }
+
+    /// See [`Queue::iter`].
+    pub fn iter(&self) -> Iter<'_, T, C> {
+        self.0.iter()
+    }
+
+    /// See [`Queue::try_iter`].
+    pub fn try_iter(&self) -> TryIter<'_, T, C> {
+        self.0.try_iter()
+    }
+
+    /// [`JoinableQueue::task_done`] for a consumer-only handle of a `JoinableQueue` (on a plain
+    /// queue nothing is ever unfinished: [`TaskDoneError::TooManyCalls`]).
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.0.task_done_inner()
+    }
+}
+
+/// Blocking iterator over a queue's items ([`Queue::iter`]): ends on `Disconnected`/`Closed`.
+pub struct Iter<'a, T, C = Postcard> {
+    q: &'a Queue<T, C>,
+}
+
+impl<T: 'static, C: Codec<T>> Iterator for Iter<'_, T, C> {
+    type Item = Result<T, GetError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.q.get() {
+            Err(GetError::Disconnected | GetError::Closed) => None,
+            r => Some(r),
+        }
+    }
+}
+
+/// Non-blocking iterator ([`Queue::try_iter`]): ends on `Empty`/`Disconnected`/`Closed`.
+pub struct TryIter<'a, T, C = Postcard> {
+    q: &'a Queue<T, C>,
+}
+
+impl<T: 'static, C: Codec<T>> Iterator for TryIter<'_, T, C> {
+    type Item = Result<T, GetError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.q.get_nowait() {
+            Err(GetError::Disconnected | GetError::Closed | GetError::Empty) => None,
+            r => Some(r),
+        }
+    }
+}
+
+/// Owning blocking iterator (`IntoIterator` for a queue handle): as [`Iter`].
+pub struct IntoIter<T, C = Postcard> {
+    q: Queue<T, C>,
+}
+
+impl<T: 'static, C: Codec<T>> Iterator for IntoIter<T, C> {
+    type Item = Result<T, GetError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.q.iter().next()
+    }
+}
+
+macro_rules! into_iter {
+    ($ty:ident, $conv:expr) => {
+        impl<T: 'static, C: Codec<T>> IntoIterator for $ty<T, C> {
+            type Item = Result<T, GetError>;
+            type IntoIter = IntoIter<T, C>;
+            fn into_iter(self) -> IntoIter<T, C> {
+                IntoIter { q: $conv(self) }
+            }
+        }
+
+        impl<'a, T: 'static, C: Codec<T>> IntoIterator for &'a $ty<T, C> {
+            type Item = Result<T, GetError>;
+            type IntoIter = Iter<'a, T, C>;
+            fn into_iter(self) -> Iter<'a, T, C> {
+                self.iter()
+            }
+        }
+    };
+}
+
+into_iter!(Queue, |q| q);
+into_iter!(Receiver, |r: Receiver<T, C>| r.into_queue());
+into_iter!(JoinableQueue, |q: JoinableQueue<T, C>| q.into_queue());
+into_iter!(SimpleQueue, |q: SimpleQueue<T, C>| q.into_queue());
+
+impl<T, C> Receiver<T, C> {
+    fn into_queue(self) -> Queue<T, C> {
+        self.0
+    }
+}
+
+impl<T, C> JoinableQueue<T, C> {
+    fn into_queue(self) -> Queue<T, C> {
+        self.0
+    }
+}
+
+impl<T, C> SimpleQueue<T, C> {
+    fn into_queue(self) -> Queue<T, C> {
+        self.0
     }
 }
 

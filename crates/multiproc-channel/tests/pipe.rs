@@ -426,3 +426,78 @@ fn undecodable_message_is_a_codec_error_and_the_pipe_goes_on() {
     a.send(&(5, "ok".into())).unwrap();
     assert_eq!(b.recv().unwrap(), (5, "ok".to_string()));
 }
+
+/// Issue 16, item 1: a reader that closed its end in another process makes the very next send
+/// Disconnected (it used to be accepted until the ring filled, 16,315 sends later).
+#[test]
+fn send_after_reader_closed_elsewhere_is_disconnected_at_once() {
+    let (mut reader, mut writer) = Pipe::simplex::<u32>().unwrap();
+    let child = fork(move || {
+        if reader.recv_timeout(T30) != Ok(1) {
+            return 2;
+        }
+        reader.close();
+        0
+    });
+    writer.send(&1).unwrap();
+    child.join_ok();
+    assert_eq!(writer.send(&2), Err(SendError::Disconnected));
+}
+
+/// Issue 16, item 1: a SIGKILLed reader is noticed within a few thousand sends (a liveness
+/// check every 4096 sends), long before the ring fills.
+#[test]
+fn send_to_a_killed_reader_is_disconnected_before_the_ring_fills() {
+    let (mut reader, mut writer) = Pipe::simplex::<u32>().unwrap();
+    let (mut ready_r, mut ready_w) = Pipe::simplex::<u8>().unwrap();
+    let mut child = fork(move || {
+        if reader.recv_timeout(T30) != Ok(0) || ready_w.send(&1).is_err() {
+            return 2;
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    writer.send(&0).unwrap();
+    assert_eq!(ready_r.recv_timeout(T30), Ok(1));
+    child.kill();
+    let mut n = 0u32;
+    let r = loop {
+        n += 1;
+        match writer.send_timeout(&n, Duration::from_secs(5)) {
+            Ok(()) if n < 10_000 => {}
+            r => break r,
+        }
+    };
+    assert_eq!(r, Err(SendError::Disconnected), "after {n} sends");
+}
+
+/// Issue 16, item 3: `for m in &mut conn` ends at Eof after the peer in another process is
+/// gone; `try_iter` drains without blocking; `IntoIterator` for an owned end.
+#[test]
+fn connection_iterators_end_at_eof() {
+    let (mut a, mut b) = Pipe::duplex::<u32>().unwrap();
+    let child = fork(move || {
+        for i in 0..10 {
+            if b.send(&i).is_err() {
+                return 2;
+            }
+        }
+        0
+    });
+    let mut got = Vec::new();
+    for m in &mut a {
+        got.push(m.unwrap());
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    child.join_ok();
+
+    let (mut a, mut b) = Pipe::duplex::<u32>().unwrap();
+    b.send(&1).unwrap();
+    b.send(&2).unwrap();
+    assert_eq!(a.try_iter().map(Result::unwrap).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(a.try_iter().count(), 0);
+    b.send(&3).unwrap();
+    drop(b);
+    assert_eq!(a.into_iter().collect::<Result<Vec<_>, _>>(), Ok(vec![3]));
+}

@@ -58,7 +58,7 @@ fn put_fills_at_maxsize_nowait_full_and_timeout_waits() {
 /// Item 13, test_get: get mirrors put with Empty and Timeout; items are FIFO across processes.
 #[test]
 fn get_empty_timeout_and_fifo_from_a_child() {
-    let q: Queue<String> = Queue::new(0).unwrap();
+    let q: Queue<String> = Queue::new(64).unwrap();
     assert_eq!(q.get_nowait(), Err(GetError::Empty));
     let t = Instant::now();
     assert_eq!(
@@ -105,7 +105,7 @@ fn forked_child_puts_twenty_items_in_order() {
 /// Item 15, test_qsize: 0, 1, 2, 1, 0.
 #[test]
 fn qsize_counts_up_and_down() {
-    let q: Queue<u8> = Queue::new(0).unwrap();
+    let q: Queue<u8> = Queue::new(64).unwrap();
     assert_eq!(q.qsize(), 0);
     q.put(1).unwrap();
     assert_eq!(q.qsize(), 1);
@@ -193,10 +193,10 @@ fn put_and_get_after_close_are_errors() {
 /// cannot fail) and does not panic, used or not.
 #[test]
 fn empty_on_closed_queue_answers() {
-    let mut unused: Queue<u32> = Queue::new(0).unwrap();
+    let mut unused: Queue<u32> = Queue::new(64).unwrap();
     unused.close();
     assert!(unused.empty());
-    let mut used: Queue<u32> = Queue::new(0).unwrap();
+    let mut used: Queue<u32> = Queue::new(64).unwrap();
     used.put(1).unwrap();
     used.get().unwrap();
     used.close();
@@ -207,7 +207,7 @@ fn empty_on_closed_queue_answers() {
 /// more task_done is TooManyCalls.
 #[test]
 fn join_returns_after_task_done_from_four_workers() {
-    let q: JoinableQueue<u32> = JoinableQueue::new(0).unwrap();
+    let q: JoinableQueue<u32> = JoinableQueue::new(64).unwrap();
     let mut kids: Vec<_> = (0..4)
         .map(|_| {
             let q = q.clone();
@@ -400,7 +400,7 @@ fn producers_and_consumers_killed_at_random_lose_only_their_own_item() {
         // Consumers report checksummed ids here, drained concurrently by a thread: a release
         // build moves more than the queue holds before the consumers exit (issue 12, item 10:
         // an undrained report queue blocked them in `put` forever).
-        let got = Queue::<u64>::new(0).unwrap();
+        let got = Queue::<u64>::new(65536).unwrap();
         let drained = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let drainer = {
             let (got, drained) = (got.clone(), drained.clone());

@@ -229,6 +229,12 @@ pub(crate) fn shutdown_children() {
     for c in recs {
         if !c.daemon && !exited(&c.pidfd) {
             tracing::info!(target: "multiproc", "calling join() for process {}", c.name);
+            // A child that does not finish (blocked on a queue nobody feeds...) would otherwise
+            // hang this exit silently: after a second, say which child it waits for.
+            let done = crate::sys::poll_readable(c.pidfd.as_fd(), Some(JOIN_QUIET)).unwrap_or(true);
+            if !done {
+                note_waiting(c.pid, &c.name);
+            }
         }
         let _ = crate::sys::poll_readable(c.pidfd.as_fd(), None);
         match &c.orphan {
@@ -240,6 +246,28 @@ pub(crate) fn shutdown_children() {
                 let _ = crate::sys::waitpid(c.pid, false);
             }
         }
+    }
+}
+
+/// How long the at-exit join waits for a non-daemon child before saying which one it waits for.
+const JOIN_QUIET: Duration = Duration::from_secs(1);
+
+/// Logs (tracing `warn`, and on stderr when no tracing subscriber is installed: the message
+/// must be seen, since the process looks hung) which child the at-exit join is waiting for.
+fn note_waiting(pid: i32, name: &str) {
+    tracing::warn!(
+        target: "multiproc",
+        "at exit: still waiting for non-daemon child {name} (pid {pid}) to finish; \
+         join() or terminate() it, or make it a daemon"
+    );
+    if !tracing::dispatcher::has_been_set() {
+        use std::io::Write;
+        // Straight to fd 2 (not `eprintln!`, which a test harness may capture).
+        let _ = writeln!(
+            std::io::stderr(),
+            "multiproc: at exit: still waiting for non-daemon child {name} (pid {pid}) to \
+             finish; join() or terminate() it, or make it a daemon"
+        );
     }
 }
 

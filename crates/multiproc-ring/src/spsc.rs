@@ -579,6 +579,14 @@ impl Producer {
         self.raw.ctrl().consumer.gone()
     }
 
+    /// Whether the consumer closed its end explicitly (one load of a line this producer
+    /// already reads on every publication; no /proc read: a dead consumer is
+    /// [`Producer::is_disconnected`]).
+    #[inline]
+    pub fn peer_closed(&self) -> bool {
+        self.raw.ctrl().consumer.closed()
+    }
+
     /// Whether this producer took the side over from a producer that died. The dead producer's
     /// published records are kept (this one continues after them); a record it had reserved
     /// but not committed is gone, so a framing layer above may find its last message cut short.
