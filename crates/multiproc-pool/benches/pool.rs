@@ -38,6 +38,11 @@ fn pool_benches(c: &mut Criterion) {
     g.bench_function("map_10k_chunksize_1", |b| {
         b.iter(|| pool.map_chunked(square, 0..10_000u64, 1).expect("map"))
     });
+    g.throughput(Throughput::Elements(1_000_000));
+    g.sample_size(10);
+    g.bench_function("map_1M_trivial", |b| {
+        b.iter(|| pool.map(square, 0..1_000_000u64).expect("map"))
+    });
     g.finish();
     pool.close();
     pool.join().expect("join");

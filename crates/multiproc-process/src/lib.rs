@@ -100,6 +100,6 @@ pub fn __fork_server_pid() -> Option<i32> {
 /// What `#[multiproc::task]` expands to refers to; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{TASKS, TaskEntry, run_task, type_id_of_val};
+    pub use crate::registry::{TASKS, TaskEntry, run_chunk, run_task, type_id_of_val};
     pub use linkme;
 }
