@@ -124,7 +124,16 @@ impl postcard::ser_flavors::Flavor for VecAppend<'_> {
     type Output = ();
     #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        // Varints (1-10 bytes) are most of what is written: a byte loop beats a call to
+        // memmove for each (memmove was 15% of a trivial map's profile).
+        if data.len() <= 16 {
+            self.0.reserve(16);
+            for &b in data {
+                self.0.push(b);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
         Ok(())
     }
     #[inline]
