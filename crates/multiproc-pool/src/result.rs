@@ -78,10 +78,8 @@ pub(crate) struct Slot<R> {
     wait: WaitStrategy,
 }
 
-/// Spins of a waiter before it yields (`SpinYield`, `SpinPark`).
-const SPINS: u32 = 200;
-/// Yields of a `SpinPark` waiter before it sleeps on the condvar.
-const YIELDS: u32 = 10;
+/// Spins of a waiter before it yields (`SpinYield`) or sleeps (`SpinPark`).
+const SPINS: u32 = 100;
 
 impl<R> Slot<R> {
     pub(crate) fn with_wait(callbacks: Callbacks<R>, wait: WaitStrategy) -> Arc<Slot<R>> {
@@ -103,7 +101,10 @@ impl<R> Slot<R> {
     fn spin_until_ready(&self, deadline: Option<Instant>) {
         let (spins, yields) = match self.wait {
             WaitStrategy::Park => return,
-            WaitStrategy::SpinPark => (SPINS, YIELDS),
+            // Spin briefly, then sleep: no yields (on a loaded machine each `sched_yield` may
+            // give away a whole time slice, and the result thread this waiter waits for gets
+            // the CPU from the sleep just as well).
+            WaitStrategy::SpinPark => (SPINS, 0),
             WaitStrategy::SpinYield => (SPINS, u32::MAX),
             // Spins without yielding (until the deadline): on a machine with fewer idle cores
             // than spinners, `SpinYield` is the better choice.
