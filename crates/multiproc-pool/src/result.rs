@@ -262,10 +262,13 @@ pub(crate) struct ApplySink<R> {
 
 impl<R: DeserializeOwned + Send> Sink for ApplySink<R> {
     fn deliver(&self, _chunk: u32, res: Result<&[u8]>) {
-        let v = res.and_then(|b| {
-            decode_items::<R>(b)?
+        let v = res.and_then(|b| match b.split_first() {
+            // One result (a varint length of 1): decoded alone, no `Vec`.
+            Some((1, item)) => postcard::from_bytes(item)
+                .map_err(|e| PoolError::Task(format!("decoding the result: {e}"))),
+            _ => decode_items::<R>(b)?
                 .pop()
-                .ok_or_else(|| PoolError::Task("empty result".into()))
+                .ok_or_else(|| PoolError::Task("empty result".into())),
         });
         self.slot.set(v);
     }

@@ -164,8 +164,16 @@ pub fn run_chunk<M, T: Task<M>>(
     bytes: &[u8],
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), String> {
-    let args: Vec<T::Args> =
-        postcard::from_bytes(bytes).map_err(|e| format!("decoding the task arguments: {e}"))?;
+    let decode_err = |e: postcard::Error| format!("decoding the task arguments: {e}");
+    // A one-item chunk (every `apply`): the item alone, no `Vec` (a varint length of 1 is the
+    // byte 1).
+    if let Some((1, item)) = bytes.split_first() {
+        let a: T::Args = postcard::from_bytes(item).map_err(decode_err)?;
+        out.push(1);
+        let r = task.call(a);
+        return postcard_append(&r, out).map_err(|e| format!("encoding the task result: {e}"));
+    }
+    let args: Vec<T::Args> = postcard::from_bytes(bytes).map_err(decode_err)?;
     // The sequence's length: a LEB128 varint, as postcard writes a `usize` length.
     let mut n = args.len() as u64;
     loop {
@@ -442,6 +450,14 @@ mod tests {
         run_chunk(double, &postcard::to_allocvec(&many).unwrap(), &mut out).unwrap();
         let back: Vec<u64> = postcard::from_bytes(&out).unwrap();
         assert_eq!(back, many.iter().map(|x| x * 2).collect::<Vec<_>>());
+        let mut out = Vec::new();
+        run_chunk(
+            double,
+            &postcard::to_allocvec(&[21u64][..]).unwrap(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(postcard::from_bytes::<Vec<u64>>(&out).unwrap(), vec![42]);
         let err = run_chunk(double, &[5, 1], &mut Vec::new()).unwrap_err();
         assert!(err.starts_with("decoding the task arguments"), "{err}");
         let r = std::panic::catch_unwind(|| {
