@@ -78,8 +78,10 @@ pub(crate) struct Slot<R> {
     wait: WaitStrategy,
 }
 
-/// Spins of a waiter before it yields (`SpinYield`) or sleeps (`SpinPark`).
+/// Spins of a waiter before it yields (`SpinYield`).
 const SPINS: u32 = 100;
+/// Spins of a `SpinPark` waiter before it sleeps.
+const PARK_SPINS: u32 = 8;
 
 impl<R> Slot<R> {
     pub(crate) fn with_wait(callbacks: Callbacks<R>, wait: WaitStrategy) -> Arc<Slot<R>> {
@@ -101,10 +103,11 @@ impl<R> Slot<R> {
     fn spin_until_ready(&self, deadline: Option<Instant>) {
         let (spins, yields) = match self.wait {
             WaitStrategy::Park => return,
-            // Spin briefly, then sleep: no yields (on a loaded machine each `sched_yield` may
-            // give away a whole time slice, and the result thread this waiter waits for gets
-            // the CPU from the sleep just as well).
-            WaitStrategy::SpinPark => (SPINS, 0),
+            // A few spins, then sleep: no yields (on a loaded machine each `sched_yield` may
+            // give away a whole time slice), and few spins: a caller of `get` spinning 100
+            // times (~3 µs of `pause`) per result took the CPU from the result threads and
+            // workers it waits for (apply_async 10-30% slower on the 2-CPU VM).
+            WaitStrategy::SpinPark => (PARK_SPINS, 0),
             WaitStrategy::SpinYield => (SPINS, u32::MAX),
             // Spins without yielding (until the deadline): on a machine with fewer idle cores
             // than spinners, `SpinYield` is the better choice.
