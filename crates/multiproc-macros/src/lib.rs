@@ -147,6 +147,7 @@ fn expand(root: &Path, func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             id: ::core::concat!(::core::module_path!(), "::", #sig_str),
             type_id: || #private::type_id_of_val(&#name),
             trampoline: |bytes| #private::run_task(#name, bytes),
+            chunk_trampoline: |bytes, out| #private::run_chunk(#name, bytes, out),
         };
     })
 }

@@ -34,6 +34,7 @@ use crate::worker::{WorkerArgs, pool_worker};
 use multiproc_channel::{Connection, Pipe, PipeOptions, Postcard, RecvError};
 use multiproc_process::registry::{self, Task};
 use multiproc_process::{Process, ProcessError, StartMethod};
+use multiproc_ring::WaitStrategy;
 use multiproc_shm::fd_passing::collect_fds;
 use multiproc_sync::RawValue;
 use serde::Serialize;
@@ -180,6 +181,8 @@ struct Inner {
     task_timeout: Option<Duration>,
     /// Whether a per-call time limit was ever given (else receivers skip the check).
     limits_used: AtomicBool,
+    /// How every hand-off waits (job pipes, result pipes, `get`).
+    wait: WaitStrategy,
 }
 
 type Initializer = (u64, Vec<u8>, Vec<(RawFd, OwnedFd)>);
@@ -193,9 +196,21 @@ pub struct PoolBuilder {
     start_method: Option<StartMethod>,
     retries: u32,
     task_timeout: Option<Duration>,
+    wait: Option<WaitStrategy>,
 }
 
 impl PoolBuilder {
+    /// How the hand-offs wait: the worker for its next job, the parent for results, and
+    /// `get`/`wait` for the value (default [`WaitStrategy::SpinPark`]: spin briefly, yield,
+    /// then sleep). `Spin` gives the lowest `apply` round trip but keeps a CPU busy per
+    /// waiting worker and caller (and a result thread per worker): use it only with a core
+    /// to spare for each; `SpinYield` spins then yields; `Park` sleeps at once (lowest CPU
+    /// use, a futex wake-up per hand-off).
+    pub fn wait(mut self, strategy: WaitStrategy) -> Self {
+        self.wait = Some(strategy);
+        self
+    }
+
     /// Number of worker processes (default: the CPU count; 0 is [`PoolError::InvalidProcesses`]).
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
@@ -309,6 +324,7 @@ impl PoolBuilder {
             retries: self.retries,
             task_timeout: self.task_timeout,
             limits_used: AtomicBool::new(false),
+            wait: self.wait.unwrap_or_default(),
         });
         let pool = Pool { inner };
         for i in 0..processes {
@@ -326,9 +342,12 @@ impl Inner {
             capacity: PIPE_CAPACITY,
             ..PipeOptions::default()
         };
-        let (jobs_r, jobs_w) =
+        let (jobs_r, mut jobs_w) =
             Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
-        let (res_r, res_w) = Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
+        let (mut res_r, res_w) =
+            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
+        jobs_w.set_wait_strategy(self.wait);
+        res_r.set_wait_strategy(self.wait);
         let started = RawValue::new(0u64).map_err(|e| serr(&e))?;
         let (sock, child_sock) = fdpass::socketpair().map_err(|e| serr(&e))?;
         let args = WorkerArgs {
@@ -337,6 +356,7 @@ impl Inner {
             started: started.clone(),
             sock: FdArg(child_sock.as_raw_fd()),
             maxtasks: self.maxtasks,
+            wait: crate::worker::wait_code(self.wait),
             initializer: self.initializer.clone(),
             init_fds: self
                 .init_fds
@@ -896,22 +916,17 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
     len.div_ceil(d).max(1)
 }
 
-/// Encodes a job's items in one pass (collecting the fds of shared objects among them) and
+/// Encodes a chunk's items as one record in one pass (collecting the fds of shared objects among them) and
 /// checks it against the pipe's message limit. Returns the payload, its item count, its fds.
-fn encode_job<'a, A: Serialize + 'a>(
+fn encode_job<A: Serialize>(
     job: u64,
     chunk: u32,
     hash: u64,
     cap: usize,
-    items: impl IntoIterator<Item = &'a A>,
+    items: &[A],
 ) -> Result<(Vec<u8>, u32, JobFds)> {
     let mut w = JobWriter::new(job, chunk, hash, cap);
-    let (r, fds) = collect_fds(|| {
-        for a in items {
-            w.push(a)?;
-        }
-        Ok::<(), String>(())
-    });
+    let (r, fds) = collect_fds(|| w.push_all(items));
     r.map_err(PoolError::Arguments)?;
     let n = w.len();
     if fds.len() > fdpass::MAX_FDS {
@@ -1101,8 +1116,8 @@ impl Pool {
     {
         let hash = entry_hash(&f)?;
         let job = self.new_job_id();
-        let (payload, _, fds) = encode_job(job, 0, hash, 16, [&args])?;
-        let slot = Slot::new(callbacks);
+        let (payload, _, fds) = encode_job(job, 0, hash, 16, std::slice::from_ref(&args))?;
+        let slot = Slot::with_wait(callbacks, self.inner.wait);
         let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
         self.submit(vec![Job {
             chunk: 0,
@@ -1172,7 +1187,7 @@ impl Pool {
         let items: Vec<T::Args> = items.into_iter().collect();
         let cs = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.inner.processes));
         let nchunks = items.len().div_ceil(cs);
-        let slot = Slot::new(callbacks);
+        let slot = Slot::with_wait(callbacks, self.inner.wait);
         if nchunks == 0 {
             slot.set(Ok(Vec::new()));
             return Ok(AsyncResult { slot });

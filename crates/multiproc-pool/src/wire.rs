@@ -1,15 +1,20 @@
 //! The bytes between the pool and its workers (little-endian, bounds-checked on read).
 //!
-//! Job (parent -> worker): `[seq u64][job u64][chunk u32][task hash u64][n u32][nfds u32]`
-//! then `n` items `[len u32][postcard arguments]`, then `nfds` × `[u32]`: the parent's numbers
-//! of the fds that travel over the worker's socket just before the job (see `fdpass.rs`).
-//! Result (worker -> parent): `[seq u64][job u64][chunk u32][status u8]`, then for `OK`
-//! `[n u32]` and `n` items `[len u32][postcard result]`, for `TOO_LARGE` `[len u64][max u64]`,
-//! else the error message (UTF-8). `seq 0` with `OK` and no items is the worker's hello (it is
-//! up). `seq` is the worker's own sequence number of the job (see `worker.rs`: the worker
-//! publishes the `seq` it is running, which tells the parent, when the worker dies, which job
-//! was running and which were never started).
+//! A chunk is one record each way. Job (parent -> worker):
+//! `[seq u64][job u64][chunk u32][task hash u64][n u32][nfds u32][args_len u32]`, then
+//! `args_len` bytes: the postcard encoding of the chunk's `n` arguments as one sequence
+//! (written in one pass straight into the message buffer), then `nfds` × `[u32]`: the
+//! parent's numbers of the fds that travel over the worker's socket just before the job (see
+//! `fdpass.rs`). The worker runs the whole chunk through the task registry's chunk trampoline
+//! (one call per chunk). Result (worker -> parent): `[seq u64][job u64][chunk u32][status u8]`,
+//! then for `OK` the postcard encoding of the chunk's results as one sequence (what a
+//! `Vec<R>` decodes from), for `TOO_LARGE` `[len u64][max u64]`, else the error message
+//! (UTF-8). `seq 0` with `OK` is the worker's hello (it is up). `seq` is the worker's own
+//! sequence number of the job (see `worker.rs`: the worker publishes the `seq` it is running,
+//! which tells the parent, when the worker dies, which job was running and which were never
+//! started).
 
+use multiproc_process::registry::postcard_append;
 use serde::Serialize;
 
 pub(crate) const OK: u8 = 0;
@@ -19,9 +24,9 @@ pub(crate) const TASK_ERR: u8 = 3;
 pub(crate) const TOO_LARGE: u8 = 4;
 
 /// Job header length after `seq`.
-pub(crate) const JOB_HEAD: usize = 8 + 4 + 8 + 4 + 4;
+pub(crate) const JOB_HEAD: usize = 8 + 4 + 8 + 4 + 4 + 4;
 
-/// Builds a job payload (everything after `seq`) from items.
+/// Builds a job payload (everything after `seq`) from a chunk of items.
 pub(crate) struct JobWriter {
     buf: Vec<u8>,
     n: u32,
@@ -33,31 +38,18 @@ impl JobWriter {
         buf.extend_from_slice(&job.to_le_bytes());
         buf.extend_from_slice(&chunk.to_le_bytes());
         buf.extend_from_slice(&task.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
-        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&[0u8; 12]);
         JobWriter { buf, n: 0 }
     }
 
-    /// Appends one item's encoded arguments.
-    #[inline]
-    pub(crate) fn push<A: Serialize>(&mut self, item: &A) -> Result<(), String> {
-        // Small items go through a stack buffer (postcard's `to_extend` pushes byte by byte
-        // and cost ~50 ns per u64); bigger ones fall back to a sized Vec.
-        let mut tmp = [0u8; 128];
-        match postcard::to_slice(item, &mut tmp) {
-            Ok(used) => {
-                self.buf
-                    .extend_from_slice(&(used.len() as u32).to_le_bytes());
-                self.buf.extend_from_slice(used);
-            }
-            Err(postcard::Error::SerializeBufferFull) => {
-                let v = postcard::to_allocvec(item).map_err(|e| arg_error::<A>(&e))?;
-                self.buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                self.buf.extend_from_slice(&v);
-            }
-            Err(e) => return Err(arg_error::<A>(&e)),
-        }
-        self.n += 1;
+    /// Encodes the chunk's arguments as one postcard sequence, in one pass, straight into
+    /// the message (no per-item buffer or length prefix).
+    pub(crate) fn push_all<A: Serialize>(&mut self, items: &[A]) -> Result<(), String> {
+        let start = self.buf.len();
+        postcard_append(items, &mut self.buf).map_err(|e| arg_error::<A>(&e))?;
+        let len = self.buf.len() - start;
+        self.n = items.len() as u32;
+        self.buf[28..32].copy_from_slice(&(len as u32).to_le_bytes());
         Ok(())
     }
 
@@ -112,18 +104,13 @@ impl<'a> Cursor<'a> {
     pub(crate) fn rest(&self) -> &'a [u8] {
         self.b
     }
-    /// The next length-prefixed item.
-    pub(crate) fn item(&mut self) -> Option<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
 }
 
 /// A decoded result header.
 pub(crate) struct ResultHead<'a> {
     pub(crate) seq: u64,
     pub(crate) status: u8,
-    /// For OK: `[n u32]` + items; otherwise the message.
+    /// For OK: the postcard sequence of the results; otherwise the message.
     pub(crate) body: &'a [u8],
 }
 

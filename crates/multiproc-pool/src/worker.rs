@@ -1,6 +1,8 @@
 //! The worker process: a registered task (`pool_worker`) that reads jobs from its own pipe,
-//! runs each item through the task registry's trampoline under `catch_unwind`, and writes one
-//! result message per job to its result pipe.
+//! runs each job (a chunk, one record) through the task registry's chunk trampoline under
+//! `catch_unwind` (one call per chunk: the arguments decode as one sequence, the results
+//! encode as one sequence straight into the result message), and writes one result message
+//! per job to its result pipe.
 //!
 //! Before running job `seq` the worker stores `seq` in a shared `started` word (Release; the
 //! parent reads it with Acquire after the worker died, so it sees the value stored before any
@@ -19,6 +21,7 @@ use crate::fdpass;
 use crate::wire::{self, Cursor};
 use multiproc_channel::{Connection, RecvError, SendError};
 use multiproc_process::registry::{self, TaskEntry};
+use multiproc_ring::WaitStrategy;
 use multiproc_shm::fd_passing::{serialize_fd, with_fd_map};
 use multiproc_sync::RawValue;
 use serde::{Deserialize, Serialize};
@@ -41,9 +44,30 @@ pub(crate) struct WorkerArgs {
     pub(crate) sock: FdArg,
     /// 0 = no limit.
     pub(crate) maxtasks: u64,
+    /// The pool's wait strategy for both pipes ([`wait_code`]).
+    pub(crate) wait: u8,
     pub(crate) initializer: Option<(u64, Vec<u8>)>,
     /// The initializer arguments' fds: (number in the encoded arguments, the fd kept open here).
     pub(crate) init_fds: Vec<(RawFd, FdArg)>,
+}
+
+/// The wait strategy as it travels to the worker.
+pub(crate) fn wait_code(w: WaitStrategy) -> u8 {
+    match w {
+        WaitStrategy::Spin => 0,
+        WaitStrategy::SpinYield => 1,
+        WaitStrategy::SpinPark => 2,
+        WaitStrategy::Park => 3,
+    }
+}
+
+fn wait_of(code: u8) -> WaitStrategy {
+    match code {
+        0 => WaitStrategy::Spin,
+        1 => WaitStrategy::SpinYield,
+        3 => WaitStrategy::Park,
+        _ => WaitStrategy::SpinPark,
+    }
 }
 
 /// How long a worker waits for the fds that the parent sent just before a job.
@@ -69,6 +93,23 @@ fn run_one(entry: &TaskEntry, args: &[u8]) -> Result<Vec<u8>, (u8, String)> {
     }
 }
 
+/// Runs a chunk through the entry's chunk trampoline, appending the results to `out`.
+fn run_chunk(
+    entry: &TaskEntry,
+    map: &[(RawFd, RawFd)],
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), (u8, String)> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        with_fd_map(map, || (entry.chunk_trampoline)(args, out))
+    })) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) if msg.starts_with("encoding the task result") => Err((wire::ENCODE, msg)),
+        Ok(Err(msg)) => Err((wire::TASK_ERR, msg)),
+        Err(p) => Err((wire::PANIC, panic_message(&*p))),
+    }
+}
+
 #[multiproc_process::task(crate = multiproc_process)]
 pub(crate) fn pool_worker(args: WorkerArgs) {
     let WorkerArgs {
@@ -77,6 +118,7 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
         started,
         sock,
         maxtasks,
+        wait,
         initializer,
         init_fds,
     } = args;
@@ -90,6 +132,8 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
     if jobs.bind().is_err() || results.bind().is_err() {
         return;
     }
+    jobs.set_wait_strategy(wait_of(wait));
+    results.set_wait_strategy(wait_of(wait));
     // Panics of tasks travel back as messages; do not print them in the worker.
     std::panic::set_hook(Box::new(|_| {}));
     let started_word = started.as_atomic();
@@ -106,10 +150,10 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
         }
     }
     // Hello (seq 0): the parent gives us jobs only from now on.
-    let mut hello = Vec::with_capacity(25);
+    let mut hello = Vec::with_capacity(22);
     hello.extend_from_slice(&[0u8; 20]);
     hello.push(wire::OK);
-    hello.extend_from_slice(&0u32.to_le_bytes());
+    hello.push(0); // an empty sequence
     if results.send_bytes(&hello, 0, None).is_err() {
         return;
     }
@@ -129,13 +173,19 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
             Err(_) => return, // Eof: the pool closed our pipe (or died)
         };
         let mut c = Cursor::new(&inbuf[..len]);
-        let (Some(seq), Some(job), Some(chunk), Some(hash), Some(n), Some(nfds)) =
-            (c.u64(), c.u64(), c.u32(), c.u64(), c.u32(), c.u32())
-        else {
+        let (Some(seq), Some(job), Some(chunk), Some(hash), Some(_n), Some(nfds), Some(args_len)) = (
+            c.u64(),
+            c.u64(),
+            c.u32(),
+            c.u64(),
+            c.u32(),
+            c.u32(),
+            c.u32(),
+        ) else {
             return;
         };
         // The job's fds, and the map from the parent's numbers (in the encoded arguments, in
-        // the order collect_fds saw them, each as `[u32]` after the items) to ours.
+        // the order collect_fds saw them, each as `[u32]` after the arguments) to ours.
         let mut fds: Vec<OwnedFd> = Vec::new();
         if nfds > 0 {
             match fdpass::recv_fds(sock.as_fd(), FDS_WAIT) {
@@ -157,53 +207,31 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
                 cached
             }
         };
-        match entry {
-            None => {
+        match (entry, c.take(args_len as usize)) {
+            (None, _) => {
                 out.push(wire::TASK_ERR);
                 out.extend_from_slice(b"unknown task in the worker (different build?)");
             }
-            Some(e) => {
-                out.push(wire::OK);
-                out.extend_from_slice(&n.to_le_bytes());
-                // After the items: the parent's fd numbers, one u32 each (found by skipping the
-                // items on a copy of the cursor).
+            (Some(_), None) => {
+                out.push(wire::TASK_ERR);
+                out.extend_from_slice(b"truncated job message");
+            }
+            (Some(e), Some(args)) => {
                 let mut map: Vec<(RawFd, RawFd)> = Vec::new();
-                if nfds > 0 {
-                    let mut skip = c.clone();
-                    for _ in 0..n {
-                        if skip.item().is_none() {
-                            break;
-                        }
-                    }
-                    for f in &fds {
-                        match skip.u32() {
-                            Some(from) => map.push((from as RawFd, f.as_raw_fd())),
-                            None => break,
-                        }
+                for f in &fds {
+                    match c.u32() {
+                        Some(from) => map.push((from as RawFd, f.as_raw_fd())),
+                        None => break,
                     }
                 }
-                for _ in 0..n {
-                    let Some(item) = c.item() else {
-                        out.truncate(20);
-                        out.push(wire::TASK_ERR);
-                        out.extend_from_slice(b"truncated job message");
-                        break;
-                    };
-                    // Always decode under a map (an empty one for a job without fds), so a
-                    // handle's fd number never names an fd of the worker's own.
-                    match with_fd_map(&map, || run_one(e, item)) {
-                        Ok(v) => {
-                            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                            out.extend_from_slice(&v);
-                        }
-                        Err((status, m)) => {
-                            // As Python's mapstar: the first failure is the chunk's result.
-                            out.truncate(20);
-                            out.push(status);
-                            out.extend_from_slice(m.as_bytes());
-                            break;
-                        }
-                    }
+                out.push(wire::OK);
+                // The whole chunk in one trampoline call, always under a map (an empty one
+                // for a job without fds, so a handle's fd number never names an fd of the
+                // worker's own). As Python's mapstar: the first failure is the chunk's result.
+                if let Err((status, m)) = run_chunk(e, &map, args, &mut out) {
+                    out.truncate(20);
+                    out.push(status);
+                    out.extend_from_slice(m.as_bytes());
                 }
             }
         }

@@ -1,0 +1,128 @@
+//! Issue 13, the speed part: a chunk travels as one record each way (one trampoline call per
+//! chunk in the worker), and the wait strategy set on the builder applies to every hand-off.
+//! Behaviour only (no timing assertions): every strategy gives the same results, a panicking
+//! item still fails its chunk, and a killed worker still fails exactly its task.
+
+mod support;
+
+use multiproc_pool::{Pool, PoolError, WaitStrategy};
+use std::time::{Duration, Instant};
+use support::*;
+
+multiproc_process::init_before_main!();
+
+const T: Duration = Duration::from_secs(60);
+
+#[multiproc_process::task(crate = multiproc_process)]
+fn panic_on_7(x: u64) -> u64 {
+    assert!(x != 7, "seven");
+    x + 1
+}
+
+#[multiproc_process::task(crate = multiproc_process)]
+fn words(n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("w{i}")).collect()
+}
+
+#[test]
+fn every_wait_strategy_gives_the_same_results() {
+    for w in [
+        WaitStrategy::Spin,
+        WaitStrategy::SpinYield,
+        WaitStrategy::SpinPark,
+        WaitStrategy::Park,
+    ] {
+        let p = Pool::builder().processes(2).wait(w).build().unwrap();
+        for i in 0..50u64 {
+            assert_eq!(p.apply(sqr, i).unwrap(), i * i, "{w:?}");
+        }
+        let n = 100_003u64;
+        let got = p.map(sqr, 0..n).unwrap();
+        assert_eq!(got.len(), n as usize);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, v)| *v == (i as u64) * (i as u64))
+        );
+        let ws = p.map_chunked(words, [0u32, 1, 5, 300], 3).unwrap();
+        assert_eq!(ws[3].len(), 300);
+        assert_eq!(ws[2][4], "w4");
+        let im: Vec<u64> = p
+            .imap(sqr, 0..40u64, 7)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(im, (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+        let r = p.apply_async(sleep_ms, 30).unwrap();
+        assert!(matches!(
+            r.get_timeout(Duration::from_millis(1)),
+            Err(PoolError::Timeout)
+        ));
+        assert_eq!(r.get_timeout(T).unwrap(), 30);
+        p.close();
+        p.join().unwrap();
+    }
+}
+
+#[test]
+fn a_panicking_item_fails_its_chunk_and_the_others_arrive() {
+    let p = Pool::builder().processes(2).build().unwrap();
+    // Chunk 0..5 and 10..15 succeed; the chunk holding 7 is the map's error.
+    match p.map_chunked(panic_on_7, 0..15u64, 5) {
+        Err(PoolError::TaskPanicked { message }) => assert!(message.contains("seven"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let mut it = p.imap(panic_on_7, 0..15u64, 5).unwrap();
+    let first: Vec<u64> = (0..5).map(|_| it.next().unwrap().unwrap()).collect();
+    assert_eq!(first, vec![1, 2, 3, 4, 5]);
+    assert!(matches!(
+        it.next(),
+        Some(Err(PoolError::TaskPanicked { .. }))
+    ));
+    assert_eq!(p.apply(panic_on_7, 8).unwrap(), 9);
+    p.close();
+    p.join().unwrap();
+}
+
+#[test]
+fn a_spinning_pool_still_fails_exactly_the_killed_task() {
+    let p = Pool::builder()
+        .processes(2)
+        .wait(WaitStrategy::SpinYield)
+        .build()
+        .unwrap();
+    let path = format!("/tmp/multiproc-pool-speed-{}", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    let long = p
+        .apply_async(report_pid_then_sleep, (path.clone(), 60_000))
+        .unwrap();
+    let deadline = Instant::now() + T;
+    let victim: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "worker never reported");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::fs::remove_file(&path);
+    let quick: Vec<_> = (0..100u64)
+        .map(|i| p.apply_async(sqr, i).unwrap())
+        .collect();
+    // SAFETY: plain syscall; the pid is a live worker of our own pool.
+    unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+    match long.get_timeout(T) {
+        Err(PoolError::WorkerLost { pid, signal, .. }) => {
+            assert_eq!(pid, victim);
+            assert_eq!(signal, Some(9));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (i, r) in quick.into_iter().enumerate() {
+        assert_eq!(r.get_timeout(T).unwrap(), (i * i) as u64);
+    }
+    p.close();
+    p.join().unwrap();
+}
