@@ -10,7 +10,11 @@
 
 use crate::lat::{Lat, Setup, Step, rtt_pair};
 use crate::w_ring::{EXTRA, Page, RESULT, fold, run_sides, timed};
+use iceoryx2::port::update_connections::UpdateConnections;
 use iceoryx2::prelude::*;
+
+/// How long a side waits for a sample before the run is reported as stalled.
+const STALL: std::time::Duration = std::time::Duration::from_secs(10);
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -71,6 +75,9 @@ pub fn rtt(n: u64, block: bool) -> Result<Lat, String> {
         let notifier = eo.notifier_builder().create().map_err(e)?;
         let listener = ei.listener_builder().create().map_err(e)?;
         rendezvous(pg, 2);
+        publisher.update_connections().map_err(e)?;
+        subscriber.update_connections().map_err(e)?;
+        rendezvous(pg, 4);
         let send = move |i: u64| -> Result<(), String> {
             publisher
                 .loan_uninit()
@@ -84,7 +91,11 @@ pub fn rtt(n: u64, block: bool) -> Result<Lat, String> {
             Ok(())
         };
         let recv = move |i: u64| -> Result<(), String> {
+            let t = Instant::now();
             loop {
+                if t.elapsed() > STALL {
+                    return Err(format!("iceoryx2: no sample {i} within {STALL:?}"));
+                }
                 if let Some(s) = subscriber.receive().map_err(e)? {
                     if *s.payload() != i {
                         return Err(format!("iceoryx2: got {} expected {i}", s.payload()));
@@ -151,6 +162,8 @@ pub fn stream(size: usize, n: u64) -> Result<f64, String> {
                 .map_err(e)?;
             let src = vec![0x5au8; size];
             rendezvous(pg, 2);
+            publisher.update_connections().map_err(e)?;
+            rendezvous(pg, 4);
             for _ in 0..n {
                 publisher
                     .loan_slice_uninit(size)
@@ -172,15 +185,24 @@ pub fn stream(size: usize, n: u64) -> Result<f64, String> {
                 .create()
                 .map_err(e)?;
             rendezvous(pg, 2);
+            subscriber.update_connections().map_err(e)?;
+            rendezvous(pg, 4);
             let t = Instant::now();
             let (mut got, mut acc) = (0u64, 0u64);
+            let mut last = Instant::now();
             while got < n {
                 match subscriber.receive().map_err(e)? {
                     Some(s) => {
                         acc = acc.wrapping_add(fold(s.payload()));
                         got += 1;
+                        last = Instant::now();
                     }
-                    None => std::hint::spin_loop(),
+                    None => {
+                        std::hint::spin_loop();
+                        if last.elapsed() > STALL {
+                            return Err(format!("iceoryx2: stalled after {got} of {n} samples"));
+                        }
+                    }
                 }
             }
             std::hint::black_box(acc);
