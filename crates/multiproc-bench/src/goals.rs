@@ -37,14 +37,7 @@ fn fmt(v: f64) -> String {
 }
 
 /// `a >= k * b` (rates: higher is better).
-fn at_least(
-    issue: u32,
-    text: &str,
-    a: Option<f64>,
-    b: Option<f64>,
-    k: f64,
-    unit: &str,
-) -> Goal {
+fn at_least(issue: u32, text: &str, a: Option<f64>, b: Option<f64>, k: f64, unit: &str) -> Goal {
     let (holds, figures) = match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => (
             Some(a >= k * b),

@@ -247,7 +247,10 @@ fn header(info: &RunInfo, markdown: bool) -> String {
     let load = if info.load == 0 {
         "no added load".to_string()
     } else {
-        format!("--load {}: {} CPU-bound spinner processes", info.load, info.load)
+        format!(
+            "--load {}: {} CPU-bound spinner processes",
+            info.load, info.load
+        )
     };
     let lines = [
         format!(
@@ -356,7 +359,16 @@ fn table(results: &[Record], markdown: bool) -> String {
     } else {
         s.push_str(&format!(
             "{:<22} {:<9} {:<18} {:>9} {:<6} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
-            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            cols[5],
+            cols[6],
+            cols[7],
+            cols[8],
+            cols[9]
         ));
     }
     let p = |x: Option<f64>| x.map(fmt_value).unwrap_or_default();
@@ -492,15 +504,16 @@ fn main() {
         let _ = write!(stdout, "\n{}", goals::render(&goals, md));
     }
     if args.write_docs {
-        let body = format!(
-            "{}{}\n{}",
-            header(&info, true),
-            table(&results, true),
-            goals::render(&goals, true)
+        let table_md = table(&results, true);
+        let goals_md = goals::render(&goals, true);
+        let docs = format!("{}{table_md}\n{goals_md}", header(&info, true));
+        let readme = format!(
+            "{}{goals_md}\n<details><summary>The whole table of this run</summary>\n\n{table_md}\n</details>\n",
+            header(&info, true)
         );
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        for f in ["README.md", "docs/benchmarks.md"] {
-            match replace_between_markers(&root.join(f), &body) {
+        for (f, body) in [("README.md", &readme), ("docs/benchmarks.md", &docs)] {
+            match replace_between_markers(&root.join(f), body) {
                 Ok(()) => eprintln!("wrote {f}"),
                 Err(e) => {
                     eprintln!("--write-docs: {e}");

@@ -131,7 +131,11 @@ fn rtt_chart(path: &Path, title: &str, rows: &[&Record]) -> Res<()> {
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         chart
-            .draw_series(pts(r).into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .draw_series(
+                pts(r)
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
             .map_err(e)?;
     }
     chart

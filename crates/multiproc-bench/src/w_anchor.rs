@@ -96,12 +96,7 @@ fn unpin() {
 /// Pushes the raw_sync row of `value_lock_incr`.
 pub fn raw_sync_row(out: &mut Vec<Record>, n: u64) {
     match raw_sync_incr(n) {
-        Ok(v) => out.push(Record::new(
-            "value_lock_incr",
-            "raw_sync-shmem",
-            v,
-            "ops/s",
-        )),
+        Ok(v) => out.push(Record::new("value_lock_incr", "raw_sync-shmem", v, "ops/s")),
         Err(e) => failed("value_lock_incr", "raw_sync-shmem", &e),
     }
 }
@@ -117,8 +112,8 @@ pub fn raw_sync_incr(n: u64) -> Result<f64, String> {
     let base = shmem.as_ptr();
     // SAFETY: the segment is 4096 bytes, page-aligned and zeroed; the mutex is initialised at
     // its start and the counter lives in its own 8 bytes at offset 2048, inside the segment.
-    let (lock, _used) = unsafe { Mutex::new(base, base.add(2048)) }
-        .map_err(|e| format!("raw_sync: {e}"))?;
+    let (lock, _used) =
+        unsafe { Mutex::new(base, base.add(2048)) }.map_err(|e| format!("raw_sync: {e}"))?;
     let lock: Box<dyn LockImpl> = lock;
     let mut kids = Vec::new();
     let go = Page::new();

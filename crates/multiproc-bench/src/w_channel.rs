@@ -8,6 +8,9 @@
 //!
 //! Every side runs in a forked child (two-process workloads pin to CPUs 0 and 1); a child stamps
 //! `CLOCK_MONOTONIC` into shared memory, so start-up and exit are outside the timed phase.
+//! `pipe_rtt_small` has `spin`, `block` and `spin-park` (multiproc's default) rows with
+//! percentiles (`crate::lat`); stream receivers read every payload byte (`w_ring::fold`); the
+//! queue workloads get a crossbeam-channel anchor (`w_anchor`).
 
 use crate::harness::{fork_pinned, wait_all};
 use crate::lat::{Lat, Setup, Step, rtt_pair};
@@ -26,9 +29,23 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         let w = "pipe_rtt_small";
         let n = if q { 50_000 } else { 300_000 };
         let nb = if q { 10_000 } else { 60_000 };
-        push_lat(out, w, "multiproc", "spin", pipe_rtt_small(n, WaitStrategy::Spin), 1e3);
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            "spin",
+            pipe_rtt_small(n, WaitStrategy::Spin),
+            1e3,
+        );
         push_lat(out, w, "uds-postcard", "spin", rtt_uds(n / 4, true), 1e3);
-        push_lat(out, w, "multiproc", "block", pipe_rtt_small(nb, WaitStrategy::Park), 1e3);
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            "block",
+            pipe_rtt_small(nb, WaitStrategy::Park),
+            1e3,
+        );
         push_lat(out, w, "uds-postcard", "block", rtt_uds(nb, false), 1e3);
         push_lat(out, w, "ipc-channel", "block", ipc_rtt(nb), 1e3);
         push_lat(
@@ -39,7 +56,11 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             pipe_rtt_small(n, WaitStrategy::SpinPark),
             1e3,
         );
-        out.extend(python::run(w, q, &[]).into_iter().map(|r| r.with_mode("block")));
+        out.extend(
+            python::run(w, q, &[])
+                .into_iter()
+                .map(|r| r.with_mode("block")),
+        );
     }
     for (name, size, nq, nf) in [
         ("pipe_stream_8B", 8, 2_000_000, 10_000_000),

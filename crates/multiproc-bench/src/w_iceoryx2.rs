@@ -123,7 +123,7 @@ pub fn rtt(n: u64, block: bool) -> Result<Lat, String> {
             }
         }) as Step)
     };
-    let setup2 = setup.clone();
+    let setup2 = setup;
     let ping: Setup = Box::new(move |pg| setup(pg, ping_name, pong_name, true));
     let pong: Setup = Box::new(move |pg| setup2(pg, pong_name2, ping_name2, false));
     rtt_pair(1000.min(n), n, ping, pong)

@@ -1,12 +1,17 @@
 //! Ring workloads: round trips and streams between two processes pinned to CPUs 0 and 1, and an
 //! MPMC 2-producer 2-consumer run.
 //!
-//! Systems: `floor` (the physical limit: one cache line ping-ponged with pure spinning; for the
-//! blocking round trip, a bare futex wake/wait hand-off; for big-record streams, single-process
-//! memcpy bandwidth), `multiproc` (the rings, batch/zero-copy APIs), `multiproc-1by1` (one
-//! copying push/pop per message), `iceoryx2` (its publish-subscribe over shared memory, see
-//! `w_iceoryx2`), and `uds-postcard` (Unix stream socket, u32 length prefix +
-//! postcard payload: the socket-and-serialize transport Python's multiprocessing uses, in Rust).
+//! Systems: `floor` (the limit: one cache line ping-ponged with pure spinning; for the blocking
+//! round trip, a bare futex wake/wait hand-off; for streams, `stream_floor`, an upper bound for
+//! every system), `multiproc` (the rings, batch API), `multiproc-loan` (reserve/peek in place,
+//! large records), `multiproc-1by1` (one copying push/pop per record), `iceoryx2` /
+//! `iceoryx2-loan` (its publish-subscribe over shared memory, see `w_iceoryx2`), and
+//! `uds-postcard` (Unix stream socket, u32 length prefix + postcard payload: the
+//! socket-and-serialize transport Python's multiprocessing uses, in Rust; blocking reads, or
+//! non-blocking busy-polled ones for the `spin` rows).
+//!
+//! Round trips are recorded one by one (`crate::lat`); every stream consumer reads every
+//! payload byte (`fold`).
 
 use crate::harness::{Child, fork_pinned};
 use crate::lat::{Lat, Setup, Step, rtt_pair};
@@ -145,17 +150,45 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     if cfg.wants("rtt_8B_spin") {
         let w = "rtt_8B_spin";
         let n = if q { 200_000 } else { 1_000_000 };
-        push_lat(out, w, "multiproc", "spin", rtt_ring(n, WaitStrategy::Spin), 1.0);
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            "spin",
+            rtt_ring(n, WaitStrategy::Spin),
+            1.0,
+        );
         push_lat(out, w, "floor", "spin", rtt_floor_spin(n), 1.0);
-        push_lat(out, w, "iceoryx2", "spin", crate::w_iceoryx2::rtt(n, false), 1.0);
+        push_lat(
+            out,
+            w,
+            "iceoryx2",
+            "spin",
+            crate::w_iceoryx2::rtt(n, false),
+            1.0,
+        );
         push_lat(out, w, "uds-postcard", "spin", rtt_uds(n / 4, true), 1.0);
     }
     if cfg.wants("rtt_8B_blocking") {
         let w = "rtt_8B_blocking";
         let n = if q { 10_000 } else { 100_000 };
-        push_lat(out, w, "multiproc", "block", rtt_ring(n, WaitStrategy::Park), 1.0);
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            "block",
+            rtt_ring(n, WaitStrategy::Park),
+            1.0,
+        );
         push_lat(out, w, "floor", "block", rtt_floor_futex(n), 1.0);
-        push_lat(out, w, "iceoryx2", "block", crate::w_iceoryx2::rtt(n, true), 1.0);
+        push_lat(
+            out,
+            w,
+            "iceoryx2",
+            "block",
+            crate::w_iceoryx2::rtt(n, true),
+            1.0,
+        );
         push_lat(out, w, "uds-postcard", "block", rtt_uds(n, false), 1.0);
     }
     let mut push = |w: &str, sys: &str, r: Result<f64, String>, unit: &str| match r {
@@ -188,7 +221,11 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         both("floor", n, stream_floor(size, n));
         // iceoryx2 streams small samples far slower than the ring: cap its count so the run stays short.
         let n_ice = (if size <= 64 { n / 5 } else { n }).min(1_000_000);
-        both("iceoryx2-loan", n_ice, crate::w_iceoryx2::stream(size, n_ice));
+        both(
+            "iceoryx2-loan",
+            n_ice,
+            crate::w_iceoryx2::stream(size, n_ice),
+        );
         let n_uds = if size <= 64 { n / 5 } else { n };
         both("uds-postcard", n_uds, stream_uds(size, n_uds));
     }
@@ -504,7 +541,10 @@ pub fn stream_ring(size: usize, n: u64, batch: bool) -> Result<f64, String> {
 /// does on every system, so that each system reads every payload byte once.
 pub(crate) fn fold(b: &[u8]) -> u64 {
     let c = b.chunks_exact(8);
-    let tail = c.remainder().iter().fold(0u64, |a, &x| a.rotate_left(8) ^ u64::from(x));
+    let tail = c
+        .remainder()
+        .iter()
+        .fold(0u64, |a, &x| a.rotate_left(8) ^ u64::from(x));
     c.map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .fold(tail, |a, x| a ^ x)
 }

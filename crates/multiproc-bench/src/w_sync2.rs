@@ -12,7 +12,6 @@ use crate::{Config, Record, python};
 use multiproc::Event;
 use std::time::{Duration, Instant};
 
-
 const WARMUP: u64 = 1000;
 /// How long either side waits for the other before the run is declared failed.
 const STALL: Duration = Duration::from_secs(30);
@@ -24,7 +23,11 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         let n = if cfg.quick { 20_000 } else { 200_000 };
         push_lat(out, w, "multiproc", "spin", event_pingpong(n, true), 1e3);
         push_lat(out, w, "multiproc", "block", event_pingpong(n, false), 1e3);
-        out.extend(python::run(w, cfg.quick, &[]).into_iter().map(|r| r.with_mode("block")));
+        out.extend(
+            python::run(w, cfg.quick, &[])
+                .into_iter()
+                .map(|r| r.with_mode("block")),
+        );
     }
 }
 
