@@ -470,7 +470,11 @@ fn main() {
     eprintln!("stopping {} load spinner(s)", spinners.count());
     drop(spinners);
     let fails = failures();
-    let goals = goals::evaluate(&results, args.load, &fails);
+    let mut goals = goals::evaluate(&results, args.load, &fails);
+    if args.only.is_some() {
+        // A partial run: leave out the goals whose figures it did not measure.
+        goals.retain(|g| g.holds.is_some());
+    }
     if let Some(dir) = &args.plot {
         match plot::write(dir, &results, &info) {
             Ok(files) => eprintln!("plots: {}", files.join(", ")),
