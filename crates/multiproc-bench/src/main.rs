@@ -527,3 +527,52 @@ fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_replace_only_between() {
+        let dir = std::env::temp_dir().join(format!("mp-bench-md-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("x.md");
+        std::fs::write(
+            &f,
+            "head\n<!-- bench:begin -->\nold\n<!-- bench:end -->\ntail\n",
+        )
+        .expect("w");
+        replace_between_markers(&f, "new table\n").expect("replace");
+        let s = std::fs::read_to_string(&f).expect("r");
+        assert!(s.starts_with("head\n<!-- bench:begin -->\n"));
+        assert!(s.contains("new table\n<!-- bench:end -->\ntail\n"));
+        assert!(!s.contains("old"));
+        std::fs::write(&f, "no markers").expect("w");
+        assert!(replace_between_markers(&f, "x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fold_reads_every_byte() {
+        for len in [0usize, 1, 7, 8, 9, 64, 4096] {
+            let a = vec![0u8; len];
+            for i in 0..len {
+                let mut b = a.clone();
+                b[i] = 1;
+                assert_ne!(w_ring::fold(&a), w_ring::fold(&b), "len {len} byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn ratio_base_is_same_mode() {
+        let r = vec![
+            Record::new("w", "multiproc", 1.0, "us").with_mode("spin"),
+            Record::new("w", "multiproc", 10.0, "us").with_mode("block"),
+            Record::new("w", "peer", 20.0, "us").with_mode("block"),
+        ];
+        let b = base_of(&r, &r[2]).expect("base");
+        assert_eq!(b.mode, "block");
+        assert_eq!(ratio(b, &r[2]), Some(2.0));
+    }
+}
