@@ -38,6 +38,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             1e3,
         );
         push_lat(out, w, "uds-postcard", "spin", rtt_uds(n / 4, true), 1e3);
+        push_lat(out, w, "ipc-channel", "spin", ipc_rtt(n / 10, true), 1e3);
         push_lat(
             out,
             w,
@@ -47,7 +48,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             1e3,
         );
         push_lat(out, w, "uds-postcard", "block", rtt_uds(nb, false), 1e3);
-        push_lat(out, w, "ipc-channel", "block", ipc_rtt(nb), 1e3);
+        push_lat(out, w, "ipc-channel", "block", ipc_rtt(nb, false), 1e3);
         push_lat(
             out,
             w,
@@ -283,23 +284,36 @@ pub fn queue_bench(k: u64, n: u64) -> Result<f64, String> {
     Ok(n as f64 / ((end - t0) as f64 / 1e9))
 }
 
-/// ipc-channel round trip of a small integer (two typed channels, blocking receives).
-pub fn ipc_rtt(n: u64) -> Result<Lat, String> {
+/// ipc-channel round trip of a small integer (two typed channels); `spin`: receives busy-poll
+/// `try_recv`, else they block in `recv`.
+pub fn ipc_rtt(n: u64, spin: bool) -> Result<Lat, String> {
+    use ipc_channel::ipc::{IpcReceiver, TryRecvError};
+    fn get(rx: &IpcReceiver<u64>, spin: bool) -> Result<u64, String> {
+        if !spin {
+            return rx.recv().map_err(|e| format!("{e:?}"));
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(x) => return Ok(x),
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+    }
     let (to_tx, to_rx) = ipc_channel::ipc::channel::<u64>().map_err(|e| e.to_string())?;
     let (back_tx, back_rx) = ipc_channel::ipc::channel::<u64>().map_err(|e| e.to_string())?;
     let ping: Setup = Box::new(move |_pg| {
         Ok(Box::new(move |i: u64| {
             to_tx.send(i).map_err(|e| e.to_string())?;
-            match back_rx.recv() {
-                Ok(x) if x == i => Ok(()),
-                Ok(x) => Err(format!("echo {x} for {i}")),
-                Err(e) => Err(format!("{e:?}")),
+            match get(&back_rx, spin)? {
+                x if x == i => Ok(()),
+                x => Err(format!("echo {x} for {i}")),
             }
         }) as Step)
     });
     let pong: Setup = Box::new(move |_pg| {
         Ok(Box::new(move |_i: u64| {
-            let x = to_rx.recv().map_err(|e| format!("{e:?}"))?;
+            let x = get(&to_rx, spin)?;
             back_tx.send(x).map_err(|e| e.to_string())
         }) as Step)
     });
