@@ -67,10 +67,25 @@ class BenchError(Exception):
 # ---------------------------------------------------------------------------
 
 
-def emit(workload, value, unit, system=SYSTEM):
+def emit(workload, value, unit, system=SYSTEM, **extra):
     """Print one result as a JSON line (flushed: the Rust side reads a pipe)."""
     record = {"workload": workload, "system": system, "value": float(value), "unit": unit}
+    record.update({k: float(v) for k, v in extra.items()})
     print(json.dumps(record), flush=True)
+
+
+def emit_rtt(workload, samples_ns, total_ns):
+    """One round-trip record in us: the mean, and p50/p99/p99.9/max of every round trip.
+
+    Each sample includes one clock read, as on the Rust side."""
+    s = sorted(samples_ns)
+    n = len(s)
+
+    def q(f):
+        return s[min(n - 1, int(f * n))] / 1e3
+
+    emit(workload, total_ns / n / 1e3, "us", p50=q(0.5), p99=q(0.99), p999=q(0.999),
+         max=s[-1] / 1e3)
 
 
 def _allowed_cpus():
@@ -243,7 +258,7 @@ def _event_pong(e1, e2, rounds):
 
 
 def bench_event_pingpong(ctx, n, args):
-    """Two processes alternate on two Events; round trips/s.
+    """Two processes alternate on two Events; us per round trip (with percentiles).
 
     A (the parent) sets e1 and waits e2; B (the child) waits e1, clears it and
     sets e2; A clears e2 and starts over. e1 is cleared before e2 is set and
@@ -251,16 +266,21 @@ def bench_event_pingpong(ctx, n, args):
     """
     e1, e2 = ctx.Event(), ctx.Event()
     child = ctx.Process(target=_event_pong, args=(e1, e2, WARMUP + n), name="pong")
+    clock = time.perf_counter_ns
+    samples = []
     with pinned_parent(), running([child]):
         for i in range(WARMUP + n):
             if i == WARMUP:
-                t0 = time.perf_counter()
+                t0 = prev = clock()
             e1.set()
             if not e2.wait(JOIN_TIMEOUT):
                 raise BenchError("event_pingpong: child stopped answering")
             e2.clear()
-        t1 = time.perf_counter()
-    emit("event_pingpong", n / (t1 - t0), "rt/s")
+            if i >= WARMUP:
+                now = clock()
+                samples.append(now - prev)
+                prev = now
+    emit_rtt("event_pingpong", samples, prev - t0)
 
 
 # ---------------------------------------------------------------------------
@@ -278,20 +298,25 @@ def _pipe_echo(conn):
 
 
 def bench_pipe_rtt_small(ctx, n, args):
-    """Pipe round trip of a small int between two processes; us per round trip."""
+    """Pipe round trip of a small int between two processes; us per round trip (with percentiles)."""
     parent_end, child_end = ctx.Pipe()
     child = ctx.Process(target=_pipe_echo, args=(child_end,), name="echo")
+    clock = time.perf_counter_ns
+    samples = []
     with pinned_parent(), running([child]):
         send, recv = parent_end.send, parent_end.recv
         for i in range(WARMUP + n):
             if i == WARMUP:
-                t0 = time.perf_counter()
+                t0 = prev = clock()
             send(i)
             if recv() != i:
                 raise BenchError("pipe_rtt_small: echo mismatch")
-        t1 = time.perf_counter()
+            if i >= WARMUP:
+                now = clock()
+                samples.append(now - prev)
+                prev = now
         send(None)
-    emit("pipe_rtt_small", (t1 - t0) / n * 1e6, "us")
+    emit_rtt("pipe_rtt_small", samples, prev - t0)
 
 
 def _pipe_sender(conn, size, count):

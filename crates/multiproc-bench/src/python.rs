@@ -50,18 +50,26 @@ pub fn run(workload: &str, quick: bool, extra: &[&str]) -> Vec<Record> {
     let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("python-mp {workload}: could not run python3: {e}");
+            crate::failed(
+                workload,
+                "python-mp",
+                &format!("could not run python3: {e}"),
+            );
             return Vec::new();
         }
     };
     if !out.status.success() {
-        eprintln!(
-            "python-mp {workload}: failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
+        crate::failed(
+            workload,
+            "python-mp",
+            &format!(
+                "failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
         );
         return Vec::new();
     }

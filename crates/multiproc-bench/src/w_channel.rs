@@ -8,8 +8,13 @@
 //!
 //! Every side runs in a forked child (two-process workloads pin to CPUs 0 and 1); a child stamps
 //! `CLOCK_MONOTONIC` into shared memory, so start-up and exit are outside the timed phase.
+//! `pipe_rtt_small` has `spin`, `block` and `spin-park` (multiproc's default) rows with
+//! percentiles (`crate::lat`); stream receivers read every payload byte (`w_ring::fold`); the
+//! queue workloads get a crossbeam-channel anchor (`w_anchor`).
 
 use crate::harness::{fork_pinned, wait_all};
+use crate::lat::{Lat, Setup, Step, rtt_pair};
+use crate::w_ring::{fold, push_lat, rtt_uds};
 use crate::{Config, Record, python};
 use multiproc::channel::{Pipe, Queue};
 use multiproc::{RawValue, WaitStrategy};
@@ -21,33 +26,42 @@ const WAIT: Duration = Duration::from_secs(120);
 pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     let q = cfg.quick;
     if cfg.wants("pipe_rtt_small") {
+        let w = "pipe_rtt_small";
         let n = if q { 50_000 } else { 300_000 };
-        report(
+        let nb = if q { 10_000 } else { 60_000 };
+        push_lat(
             out,
-            "pipe_rtt_small",
-            pipe_rtt_small(n, WaitStrategy::default()).map(|us| vec![(us, "us")]),
+            w,
+            "multiproc",
+            "spin",
+            pipe_rtt_small(n, WaitStrategy::Spin),
+            1e3,
         );
-        if std::env::var_os("MULTIPROC_BENCH_SPIN").is_some() {
-            report(
-                out,
-                "pipe_rtt_small",
-                pipe_rtt_small(n, WaitStrategy::Spin).map(|us| vec![(us, "us (spin)")]),
-            );
-        }
-        match crate::w_ring::rtt_uds(n / 5) {
-            Ok(ns) => out.push(Record::new(
-                "pipe_rtt_small",
-                "uds-postcard",
-                ns / 1e3,
-                "us",
-            )),
-            Err(e) => eprintln!("pipe_rtt_small uds-postcard: {e}"),
-        }
-        match ipc_rtt(n / 5) {
-            Ok(us) => out.push(Record::new("pipe_rtt_small", "ipc-channel", us, "us")),
-            Err(e) => eprintln!("pipe_rtt_small ipc-channel: {e}"),
-        }
-        out.extend(python::run("pipe_rtt_small", q, &[]));
+        push_lat(out, w, "uds-postcard", "spin", rtt_uds(n / 4, true), 1e3);
+        push_lat(out, w, "ipc-channel", "spin", ipc_rtt(n / 10, true), 1e3);
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            "block",
+            pipe_rtt_small(nb, WaitStrategy::Park),
+            1e3,
+        );
+        push_lat(out, w, "uds-postcard", "block", rtt_uds(nb, false), 1e3);
+        push_lat(out, w, "ipc-channel", "block", ipc_rtt(nb, false), 1e3);
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            "spin-park",
+            pipe_rtt_small(n, WaitStrategy::SpinPark),
+            1e3,
+        );
+        out.extend(
+            python::run(w, q, &[])
+                .into_iter()
+                .map(|r| r.with_mode("block")),
+        );
     }
     for (name, size, nq, nf) in [
         ("pipe_stream_8B", 8, 2_000_000, 10_000_000),
@@ -58,6 +72,14 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         if cfg.wants(name) {
             let n = if q { nq } else { nf };
             report(out, name, pipe_stream(size, n));
+            match crate::w_ring::stream_floor(size, n) {
+                Ok(secs) => {
+                    let m = n as f64 / secs;
+                    out.push(Record::new(name, "floor", m, "msgs/s"));
+                    out.push(Record::new(name, "floor", m * size as f64 / 1e6, "MB/s"));
+                }
+                Err(e) => crate::failed(name, "floor", &e),
+            }
             let n_uds = if size <= 64 { n / 5 } else { n };
             match crate::w_ring::stream_uds(size, n_uds) {
                 Ok(secs) => {
@@ -70,7 +92,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
                         "MB/s",
                     ));
                 }
-                Err(e) => eprintln!("{name} uds-postcard: {e}"),
+                Err(e) => crate::failed(name, "uds-postcard", &e),
             }
             match ipc_stream(size, n_uds) {
                 Ok(v) => {
@@ -78,7 +100,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
                         out.push(Record::new(name, "ipc-channel", value, unit));
                     }
                 }
-                Err(e) => eprintln!("{name} ipc-channel: {e}"),
+                Err(e) => crate::failed(name, "ipc-channel", &e),
             }
             out.extend(python::run(name, q, &[]));
         }
@@ -91,6 +113,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             queue_bench(1, n).map(|v| vec![(v, "msgs/s")]),
         );
         out.extend(python::run("queue_spsc_small", q, &[]));
+        crate::w_anchor::crossbeam_row(out, "queue_spsc_small", 1, n);
     }
     if cfg.wants("queue_mpmc_2p2c_small") {
         let n = if q { 1_000_000 } else { 4_000_000 };
@@ -100,6 +123,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             queue_bench(2, n).map(|v| vec![(v, "msgs/s")]),
         );
         out.extend(python::run("queue_mpmc_2p2c_small", q, &[]));
+        crate::w_anchor::crossbeam_row(out, "queue_mpmc_2p2c_small", 2, n);
     }
 }
 
@@ -110,7 +134,7 @@ fn report(out: &mut Vec<Record>, name: &str, r: Result<Vec<(f64, &'static str)>,
                 out.push(Record::new(name, "multiproc", value, unit));
             }
         }
-        Err(e) => eprintln!("{name} multiproc: {e}"),
+        Err(e) => crate::failed(name, "multiproc", &e),
     }
 }
 
@@ -128,50 +152,29 @@ fn raw(v: u64) -> Result<RawValue<u64>, String> {
     RawValue::new(v).map_err(|e| e.to_string())
 }
 
-/// µs per round trip of a small integer: a child on CPU 0 sends and waits for the echo from a
-/// child on CPU 1.
-pub fn pipe_rtt_small(n: u64, strategy: WaitStrategy) -> Result<f64, String> {
+/// Round trip of a small integer over a duplex `Pipe<u64>`, both ends with `strategy`: the
+/// ping side (CPU 0) sends and waits for the echo from the pong side (CPU 1).
+pub fn pipe_rtt_small(n: u64, strategy: WaitStrategy) -> Result<Lat, String> {
     let (mut a, mut b) = Pipe::duplex::<u64>().map_err(|e| e.to_string())?;
     a.set_wait_strategy(strategy);
     b.set_wait_strategy(strategy);
-    let elapsed = raw(0)?;
-    let warmup = 10_000;
-    let echo = fork_pinned(Some(1), move || {
-        loop {
-            match b.recv() {
-                Ok(u64::MAX) => return 0,
-                Ok(x) => {
-                    if b.send(&x).is_err() {
-                        return 2;
-                    }
-                }
-                Err(_) => return 3,
-            }
-        }
-    });
-    let e2 = elapsed.clone();
-    let driver = fork_pinned(Some(0), move || {
-        let mut t0 = 0;
-        for i in 0..warmup + n {
-            if i == warmup {
-                t0 = now_ns();
-            }
-            if a.send(&i).is_err() {
-                return 2;
-            }
+    let ping: Setup = Box::new(move |_pg| {
+        Ok(Box::new(move |i: u64| {
+            a.send(&i).map_err(|e| e.to_string())?;
             match a.recv() {
-                Ok(x) if x == i => {}
-                _ => return 3,
+                Ok(x) if x == i => Ok(()),
+                Ok(x) => Err(format!("echo {x} for {i}")),
+                Err(e) => Err(e.to_string()),
             }
-        }
-        e2.store(now_ns() - t0);
-        if a.send(&u64::MAX).is_err() {
-            return 4;
-        }
-        0
+        }) as Step)
     });
-    wait_all(&mut [driver, echo], WAIT)?;
-    Ok(elapsed.load() as f64 / n as f64 / 1e3)
+    let pong: Setup = Box::new(move |_pg| {
+        Ok(Box::new(move |_i: u64| {
+            let x = b.recv().map_err(|e| e.to_string())?;
+            b.send(&x).map_err(|e| e.to_string())
+        }) as Step)
+    });
+    rtt_pair(10_000.min(n), n, ping, pong)
 }
 
 /// One-way `send_bytes` of `size` bytes from a child on CPU 1 to a child on CPU 0 (receiving
@@ -198,12 +201,14 @@ pub fn pipe_stream(size: usize, n: u64) -> Result<Vec<(f64, &'static str)>, Stri
             }
         }
         let t0 = now_ns();
+        let mut acc = 0u64;
         for _ in 0..n {
             match r.recv_bytes_into(&mut buf, 0) {
-                Ok(len) if len == size => {}
+                Ok(len) if len == size => acc = acc.wrapping_add(fold(&buf)),
                 _ => return 3,
             }
         }
+        std::hint::black_box(acc);
         e2.store(now_ns() - t0);
         0
     });
@@ -219,9 +224,9 @@ pub fn pipe_stream(size: usize, n: u64) -> Result<Vec<(f64, &'static str)>, Stri
 /// (postcard-encoded); msgs/s from the go signal to the last consumer's sentinel. With `k == 1`
 /// the two sides are pinned to CPUs 0 and 1.
 pub fn queue_bench(k: u64, n: u64) -> Result<f64, String> {
-    let q: Queue<u64> = Queue::new(0).map_err(|e| e.to_string())?;
+    let q: Queue<u64> = Queue::new(8192).map_err(|e| e.to_string())?;
     let go = raw(0)?;
-    let ready = Queue::<u8>::new(0).map_err(|e| e.to_string())?;
+    let ready = Queue::<u8>::new(64).map_err(|e| e.to_string())?;
     let ends: Vec<RawValue<u64>> = (0..k).map(|_| raw(0)).collect::<Result<_, _>>()?;
     let counts: Vec<RawValue<u64>> = (0..k).map(|_| raw(0)).collect::<Result<_, _>>()?;
     let mut kids = Vec::new();
@@ -279,48 +284,40 @@ pub fn queue_bench(k: u64, n: u64) -> Result<f64, String> {
     Ok(n as f64 / ((end - t0) as f64 / 1e9))
 }
 
-/// ipc-channel round trip of a small integer (two typed channels), µs.
-pub fn ipc_rtt(n: u64) -> Result<f64, String> {
+/// ipc-channel round trip of a small integer (two typed channels); `spin`: receives busy-poll
+/// `try_recv`, else they block in `recv`.
+pub fn ipc_rtt(n: u64, spin: bool) -> Result<Lat, String> {
+    use ipc_channel::ipc::{IpcReceiver, TryRecvError};
+    fn get(rx: &IpcReceiver<u64>, spin: bool) -> Result<u64, String> {
+        if !spin {
+            return rx.recv().map_err(|e| format!("{e:?}"));
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(x) => return Ok(x),
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+    }
     let (to_tx, to_rx) = ipc_channel::ipc::channel::<u64>().map_err(|e| e.to_string())?;
     let (back_tx, back_rx) = ipc_channel::ipc::channel::<u64>().map_err(|e| e.to_string())?;
-    let elapsed = raw(0)?;
-    let warmup = 1000;
-    let echo = fork_pinned(Some(1), move || {
-        loop {
-            match to_rx.recv() {
-                Ok(u64::MAX) => return 0,
-                Ok(x) => {
-                    if back_tx.send(x).is_err() {
-                        return 2;
-                    }
-                }
-                Err(_) => return 3,
+    let ping: Setup = Box::new(move |_pg| {
+        Ok(Box::new(move |i: u64| {
+            to_tx.send(i).map_err(|e| e.to_string())?;
+            match get(&back_rx, spin)? {
+                x if x == i => Ok(()),
+                x => Err(format!("echo {x} for {i}")),
             }
-        }
+        }) as Step)
     });
-    let e2 = elapsed.clone();
-    let driver = fork_pinned(Some(0), move || {
-        let mut t0 = 0;
-        for i in 0..warmup + n {
-            if i == warmup {
-                t0 = now_ns();
-            }
-            if to_tx.send(i).is_err() {
-                return 2;
-            }
-            match back_rx.recv() {
-                Ok(x) if x == i => {}
-                _ => return 3,
-            }
-        }
-        e2.store(now_ns() - t0);
-        if to_tx.send(u64::MAX).is_err() {
-            return 4;
-        }
-        0
+    let pong: Setup = Box::new(move |_pg| {
+        Ok(Box::new(move |_i: u64| {
+            let x = get(&to_rx, spin)?;
+            back_tx.send(x).map_err(|e| e.to_string())
+        }) as Step)
     });
-    wait_all(&mut [driver, echo], WAIT)?;
-    Ok(elapsed.load() as f64 / n as f64 / 1e3)
+    rtt_pair(1000.min(n), n, ping, pong)
 }
 
 /// ipc-channel one-way stream of `size`-byte messages over an `IpcBytesSender`.
@@ -345,12 +342,14 @@ pub fn ipc_stream(size: usize, n: u64) -> Result<Vec<(f64, &'static str)>, Strin
             }
         }
         let t0 = now_ns();
+        let mut acc = 0u64;
         for _ in 0..n {
             match rx.recv() {
-                Ok(v) if v.len() == size => {}
+                Ok(v) if v.len() == size => acc = acc.wrapping_add(fold(&v)),
                 _ => return 3,
             }
         }
+        std::hint::black_box(acc);
         e2.store(now_ns() - t0);
         0
     });

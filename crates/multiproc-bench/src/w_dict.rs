@@ -16,7 +16,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         let n = if cfg.quick { 500_000 } else { 2_000_000 };
         match dict_update(PROCS, n) {
             Ok(v) => out.push(Record::new("dict_update", "multiproc", v, "ops/s")),
-            Err(e) => eprintln!("dict_update multiproc: {e}"),
+            Err(e) => crate::failed("dict_update", "multiproc", &e.to_string()),
         }
         out.extend(python::run("dict_update", cfg.quick, &[]));
     }

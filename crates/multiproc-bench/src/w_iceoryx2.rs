@@ -1,13 +1,20 @@
 //! iceoryx2 as a peer on the ring workloads: its publish-subscribe service over shared memory,
 //! between the same two pinned processes as multiproc's rings.
 //!
-//! Round trip: two `u64` services (ping, pong), each side busy-polling `receive()`: iceoryx2's
-//! fastest mode, the counterpart of `rtt_8B_spin`. Streams: a `[u8]` service with a
+//! Round trip: two `u64` services (ping, pong), each side busy-polling `receive()` (iceoryx2's
+//! fastest mode, the counterpart of `rtt_8B_spin`), or sleeping in an event `Listener` that the
+//! sender notifies (the counterpart of `rtt_8B_blocking`). Streams: a `[u8]` service with a
 //! subscriber buffer of 1024 samples, no overflow, and `RetryUntilDelivered` back-pressure, so
-//! nothing is dropped; every sample is loaned, written, sent, received and read (first byte).
+//! nothing is dropped; every sample is loaned, written in full, sent, received and read in full
+//! in place (the rows are labelled `iceoryx2-loan`: no copy out of shared memory).
 
-use crate::w_ring::{EXTRA, Page, RESULT, run_sides, timed};
+use crate::lat::{Lat, Setup, Step, rtt_pair};
+use crate::w_ring::{EXTRA, Page, RESULT, fold, run_sides, timed};
+use iceoryx2::port::update_connections::UpdateConnections;
 use iceoryx2::prelude::*;
+
+/// How long a side waits for a sample before the run is reported as stalled.
+const STALL: std::time::Duration = std::time::Duration::from_secs(10);
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -38,11 +45,14 @@ fn node() -> Result<Node<ipc::Service>, String> {
     NodeBuilder::new().create::<ipc::Service>().map_err(e)
 }
 
-/// Round trip of one u64 (ns per round trip), both sides busy-polling.
-pub fn rtt(n: u64) -> Result<f64, String> {
+/// Round trip of one u64. `block == false`: both sides busy-poll `receive()` (iceoryx2's
+/// fastest mode). `block == true`: each side also opens an event service and, after sending,
+/// notifies it; the waiting side sleeps in its `Listener::timed_wait` (iceoryx2's blocking wait)
+/// until a sample is there.
+pub fn rtt(n: u64, block: bool) -> Result<Lat, String> {
     let (ping_name, pong_name) = (unique("ping"), unique("pong"));
     let (ping_name2, pong_name2) = (ping_name.clone(), pong_name.clone());
-    let side = move |pg: Page, out: String, inp: String, leader: bool| -> Result<(), String> {
+    let setup = move |pg: Page, out: String, inp: String, leader: bool| -> Result<Step, String> {
         let node = node()?;
         let svc = |name: &str| {
             let sn: ServiceName = name.try_into().map_err(e)?;
@@ -51,55 +61,72 @@ pub fn rtt(n: u64) -> Result<f64, String> {
                 .open_or_create()
                 .map_err(e)
         };
+        let ev = |name: &str| {
+            let sn: ServiceName = format!("{name}/ev").as_str().try_into().map_err(e)?;
+            node.service_builder(&sn)
+                .event()
+                .open_or_create()
+                .map_err(e)
+        };
         let (so, si) = (svc(&out)?, svc(&inp)?);
         let publisher = so.publisher_builder().create().map_err(e)?;
         let subscriber = si.subscriber_builder().create().map_err(e)?;
+        let (eo, ei) = (ev(&out)?, ev(&inp)?);
+        let notifier = eo.notifier_builder().create().map_err(e)?;
+        let listener = ei.listener_builder().create().map_err(e)?;
         rendezvous(pg, 2);
-        let t = Instant::now();
-        for i in 0..n {
-            if leader {
-                publisher
-                    .loan_uninit()
-                    .map_err(e)?
-                    .write_payload(i)
-                    .send()
-                    .map_err(e)?;
+        publisher.update_connections().map_err(e)?;
+        subscriber.update_connections().map_err(e)?;
+        rendezvous(pg, 4);
+        let send = move |i: u64| -> Result<(), String> {
+            publisher
+                .loan_uninit()
+                .map_err(e)?
+                .write_payload(i)
+                .send()
+                .map_err(e)?;
+            if block {
+                notifier.notify().map_err(e)?;
             }
+            Ok(())
+        };
+        let recv = move |i: u64| -> Result<(), String> {
+            let t = Instant::now();
             loop {
+                if t.elapsed() > STALL {
+                    return Err(format!("iceoryx2: no sample {i} within {STALL:?}"));
+                }
                 if let Some(s) = subscriber.receive().map_err(e)? {
                     if *s.payload() != i {
                         return Err(format!("iceoryx2: got {} expected {i}", s.payload()));
                     }
-                    break;
+                    return Ok(());
                 }
-                std::hint::spin_loop();
+                if block {
+                    listener
+                        .timed_wait(|_| {}, std::time::Duration::from_secs(1))
+                        .map_err(e)?;
+                } else {
+                    std::hint::spin_loop();
+                }
             }
-            if !leader {
-                publisher
-                    .loan_uninit()
-                    .map_err(e)?
-                    .write_payload(i)
-                    .send()
-                    .map_err(e)?;
+        };
+        let _keep = node;
+        Ok(Box::new(move |i: u64| {
+            let _ = &_keep;
+            if leader {
+                send(i)?;
+                recv(i)
+            } else {
+                recv(i)?;
+                send(i)
             }
-        }
-        if leader {
-            pg.u64(RESULT)
-                .store(t.elapsed().as_nanos() as u64, Ordering::Release);
-        }
-        Ok(())
+        }) as Step)
     };
-    let code = |r: Result<(), String>| match r {
-        Ok(()) => 0,
-        Err(m) => {
-            eprintln!("{m}");
-            3
-        }
-    };
-    let ping = Box::new(move |pg: Page| code(side(pg, ping_name, pong_name, true)));
-    let pong = Box::new(move |pg: Page| code(side(pg, pong_name2, ping_name2, false)));
-    let (_, pg) = run_sides(vec![(0, ping), (1, pong)])?;
-    Ok(timed(pg) * 1e9 / n as f64)
+    let setup2 = setup;
+    let ping: Setup = Box::new(move |pg| setup(pg, ping_name, pong_name, true));
+    let pong: Setup = Box::new(move |pg| setup2(pg, pong_name2, ping_name2, false));
+    rtt_pair(1000.min(n), n, ping, pong)
 }
 
 /// Seconds for `n` samples of `size` bytes from one process to the other.
@@ -135,6 +162,8 @@ pub fn stream(size: usize, n: u64) -> Result<f64, String> {
                 .map_err(e)?;
             let src = vec![0x5au8; size];
             rendezvous(pg, 2);
+            publisher.update_connections().map_err(e)?;
+            rendezvous(pg, 4);
             for _ in 0..n {
                 publisher
                     .loan_slice_uninit(size)
@@ -156,15 +185,24 @@ pub fn stream(size: usize, n: u64) -> Result<f64, String> {
                 .create()
                 .map_err(e)?;
             rendezvous(pg, 2);
+            subscriber.update_connections().map_err(e)?;
+            rendezvous(pg, 4);
             let t = Instant::now();
             let (mut got, mut acc) = (0u64, 0u64);
+            let mut last = Instant::now();
             while got < n {
                 match subscriber.receive().map_err(e)? {
                     Some(s) => {
-                        acc = acc.wrapping_add(u64::from(s.payload()[0]));
+                        acc = acc.wrapping_add(fold(s.payload()));
                         got += 1;
+                        last = Instant::now();
                     }
-                    None => std::hint::spin_loop(),
+                    None => {
+                        std::hint::spin_loop();
+                        if last.elapsed() > STALL {
+                            return Err(format!("iceoryx2: stalled after {got} of {n} samples"));
+                        }
+                    }
                 }
             }
             std::hint::black_box(acc);

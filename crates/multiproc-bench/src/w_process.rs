@@ -23,7 +23,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         ] {
             match start_join(method, if cfg.quick { quick_n } else { n }) {
                 Ok(v) => out.push(Record::new("process_start_join", system, v, "procs/s")),
-                Err(e) => eprintln!("process_start_join {system}: {e}"),
+                Err(e) => crate::failed("process_start_join", system, &e.to_string()),
             }
         }
         out.extend(python::run("process_start_join", cfg.quick, &[]));

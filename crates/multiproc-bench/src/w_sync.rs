@@ -11,8 +11,9 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         let n = if cfg.quick { 1_000_000 } else { 5_000_000 };
         match value_lock_incr(n) {
             Ok(v) => out.push(Record::new("value_lock_incr", "multiproc", v, "ops/s")),
-            Err(e) => eprintln!("value_lock_incr multiproc: {e}"),
+            Err(e) => crate::failed("value_lock_incr", "multiproc", &e),
         }
+        crate::w_anchor::raw_sync_row(out, n);
         out.extend(python::run("value_lock_incr", cfg.quick, &[]));
     }
     if cfg.wants("lock_uncontended") {
