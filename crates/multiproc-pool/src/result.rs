@@ -118,7 +118,7 @@ impl<R> Slot<R> {
         // anyway; this only decides when to take it).
         while !self.done.load(Ordering::Acquire) {
             i = i.wrapping_add(1);
-            if i % 1024 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            if i.is_multiple_of(1024) && deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
             if i < spins {

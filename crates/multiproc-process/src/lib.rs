@@ -126,8 +126,7 @@ pub fn __fork_server_pid() -> Option<i32> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{
-        TASKS, TaskEntry, assert_task_arg, assert_task_result, run_chunk, run_task,
-        type_id_of_val,
+        TASKS, TaskEntry, assert_task_arg, assert_task_result, run_chunk, run_task, type_id_of_val,
     };
     pub use linkme;
 }
