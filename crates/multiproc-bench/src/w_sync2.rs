@@ -32,11 +32,15 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
 }
 
 /// `n` round trips (after a warm-up) between two processes pinned to CPUs 0 and 1. `spin`: both
-/// sides busy-poll `is_set()`; else both block in `wait_timeout` (Event's own wait: a short
-/// spin, then a futex sleep; Event has no park-only mode).
+/// sides busy-poll `is_set()`; else both block in `wait_timeout` in park-only mode
+/// (`WaitStrategy::Park`: a futex sleep at once, no spin phase, like the blocking peers).
 pub fn event_pingpong(n: u64, spin: bool) -> Result<Lat, String> {
-    let e1 = Event::new().map_err(|e| e.to_string())?;
-    let e2 = Event::new().map_err(|e| e.to_string())?;
+    let mut e1 = Event::new().map_err(|e| e.to_string())?;
+    let mut e2 = Event::new().map_err(|e| e.to_string())?;
+    if !spin {
+        e1.set_wait_strategy(multiproc::sync::park::WaitStrategy::Park);
+        e2.set_wait_strategy(multiproc::sync::park::WaitStrategy::Park);
+    }
     fn wait(e: &Event, spin: bool) -> Result<(), String> {
         if spin {
             let t = Instant::now();

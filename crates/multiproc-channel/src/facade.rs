@@ -2,4 +2,4 @@
 //! model (the rings under it are modelled in `multiproc-ring`), so these are always `std`'s:
 //! that also lets process-global statics (`ident.rs`) use them.
 
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -11,7 +11,7 @@
 //! `gets`. `puts` is written only by producers and `gets` only by consumers, each on its own
 //! cache line, and a producer re-reads `gets` only when its cached copy says "full" (the index
 //! caching of rtrb), so a producer and a consumer do not bounce a shared counter per item.
-//! Blocked putters sleep on the `gets` futex word (waiters counted, so an uncontended `get`
+//! Blocked putters park on a [`WaitWord`] next to `gets` (waiters counted, so an uncontended `get`
 //! makes no syscall). The ring has `next_power_of_two(maxsize)` slots (at most 65536),
 //! so a push after admission finds room except while a dead reader's slot awaits recovery.
 //! `maxsize` is `1..=`[`MAX_MAXSIZE`]; `0` (Python's unbounded queue) is refused with an error
@@ -61,7 +61,7 @@
 
 use crate::codec::{Codec, Postcard, note_handle_error};
 use crate::error::{ChannelError, GetError, JoinError, PutError, TaskDoneError};
-use crate::facade::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::ident;
 use crate::peers::{self, CLOSED_ALL, Local, NO_CONSUMERS, NO_PRODUCERS, Peers, Role};
 use multiproc_ring::{CachePadded, MpmcRing, PopError, PushError};
@@ -69,7 +69,7 @@ use multiproc_shm::{
     Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, Shared, SharedLayout, ShmError,
     TypeFingerprint,
 };
-use multiproc_sync::futex;
+use multiproc_sync::park::{SpinBudget, WaitError, WaitStrategy, WaitWord};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -134,20 +134,20 @@ struct Puts {
     puts: AtomicU32,
 }
 
-/// Items taken by `get` (wrapping): written by consumers only; blocked putters sleep on it.
+/// Items taken by `get` (wrapping): written by consumers only; blocked putters park on `wait`.
 #[repr(C)]
 struct Gets {
     gets: AtomicU32,
-    /// Putters asleep on `gets`.
-    waiters: AtomicU32,
+    /// Where putters waiting for room park (woken by every `gets` bump and by disconnects).
+    wait: WaitWord,
 }
 
 #[repr(C)]
 struct Tasks {
     /// Items put on a JoinableQueue and not yet `task_done`.
     unfinished: AtomicU32,
-    /// Joiners asleep on `unfinished`.
-    waiters: AtomicU32,
+    /// Where joiners park (woken when `unfinished` reaches 0).
+    wait: WaitWord,
     side_seq: AtomicU64,
 }
 
@@ -248,6 +248,10 @@ pub struct Queue<T, C = Postcard> {
     /// When a non-blocking call on this handle last scanned for live peers ([`epoch_ms`]; 0:
     /// never).
     last_check: AtomicU64,
+    /// How this handle's blocking calls wait.
+    strategy: WaitStrategy,
+    /// This handle's adaptive spin count (process-local).
+    budget: SpinBudget,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
@@ -276,8 +280,24 @@ impl<T, C> Queue<T, C> {
             role,
             reg_pid: AtomicU32::new(ident::pid()),
             last_check: AtomicU64::new(0),
+            strategy: self.strategy,
+            budget: self.budget.clone(),
             _t: PhantomData,
         }
+    }
+
+    /// Sets how this handle's blocking calls (`put`, `get`, `join` and their timeout variants)
+    /// wait: [`WaitStrategy::SpinThenPark`] (the default: an adaptive spin, then a futex sleep),
+    /// `Spin` (busy-poll: lowest latency, burns a CPU) or `Park` (sleep at once: kindest to an
+    /// oversubscribed machine). Takes the ring's `WaitStrategy` too. Clones inherit it. Timeouts,
+    /// disconnect detection and close wake-ups behave the same under every strategy.
+    pub fn set_wait_strategy(&mut self, s: impl Into<WaitStrategy>) {
+        self.strategy = s.into();
+    }
+
+    /// This handle's wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.strategy
     }
 
     /// Registers a handle inherited through `fork` on its first use in this process (two
@@ -322,7 +342,7 @@ impl<T, C> Queue<T, C> {
     fn disconnect(&self, why: u32) {
         self.ctl().peers.set_reason(why);
         self.sh.ring.close();
-        futex::wake_all(&self.ctl().gets.gets);
+        self.ctl().gets.wait.wake_all();
     }
 
     /// Whether a non-blocking call that found the queue empty (full) may scan for live peers
@@ -485,11 +505,11 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 }),
                 gets: CachePadded(Gets {
                     gets: AtomicU32::new(0),
-                    waiters: AtomicU32::new(0),
+                    wait: WaitWord::new(),
                 }),
                 tasks: CachePadded(Tasks {
                     unfinished: AtomicU32::new(0),
-                    waiters: AtomicU32::new(0),
+                    wait: WaitWord::new(),
                     side_seq: AtomicU64::new(0),
                 }),
                 peers: CachePadded(Peers::new()),
@@ -547,6 +567,8 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             role,
             reg_pid: AtomicU32::new(ident::pid()),
             last_check: AtomicU64::new(0),
+            strategy: WaitStrategy::default(),
+            budget: SpinBudget::new(),
             _t: PhantomData,
         })
     }
@@ -865,8 +887,6 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     fn admit(&self, mode: Mode) -> Result<(), Admit> {
         let c = self.ctl();
         let max = self.sh.maxsize;
-        let mut spins = 0u32;
-        let mut last_check = None::<Instant>;
         loop {
             let p = c.puts.puts.load(Ordering::Relaxed);
             let mut g = self.cached_gets.load(Ordering::Relaxed);
@@ -908,26 +928,52 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Admit::Timeout);
             }
-            spins += 1;
-            if spins < 100 {
-                std::hint::spin_loop();
-            } else if spins < 110 {
-                std::thread::yield_now();
-            } else {
-                c.gets.waiters.fetch_add(1, Ordering::SeqCst);
-                // SeqCst: pairs with `release_unit`'s SeqCst increment and waiter load
-                // (Dekker): either it sees our announcement and wakes us, or we see its
-                // increment here and do not sleep.
-                fence(Ordering::SeqCst);
-                let g = c.gets.gets.load(Ordering::SeqCst);
-                if used(c.puts.puts.load(Ordering::Relaxed), g) >= max {
-                    let t = match deadline {
-                        Some(d) => d.saturating_duration_since(Instant::now()).min(PARK_MAX),
-                        None => PARK_MAX,
-                    };
-                    futex::wait(&c.gets.gets, g, Some(t));
+            return self.admit_wait(deadline);
+        }
+    }
+
+    /// Waits per this handle's strategy until a unit is taken, the deadline passes, or the ring
+    /// is closed. Between parked slices ([`PARK_MAX`]) it lets the ring recover slots of dead
+    /// readers, and every [`peers::CHECK_EVERY`] it looks whether any consumer is alive.
+    #[cold]
+    fn admit_wait(&self, deadline: Option<Instant>) -> Result<(), Admit> {
+        let c = self.ctl();
+        let max = self.sh.maxsize;
+        let mut last_check = None::<Instant>;
+        let r = c.gets.wait.wait_until(
+            self.strategy,
+            &self.budget,
+            deadline,
+            PARK_MAX,
+            || {
+                if self.sh.ring.is_closed() {
+                    return Some(Err(Admit::Closed));
                 }
-                c.gets.waiters.fetch_sub(1, Ordering::Relaxed);
+                loop {
+                    let p = c.puts.puts.load(Ordering::Relaxed);
+                    // Relaxed: ordered against the consumer's bump by the primitive's fences
+                    // (see `park`); the items are published by the ring's slots.
+                    let g = c.gets.gets.load(Ordering::Relaxed);
+                    self.cached_gets.store(g, Ordering::Relaxed);
+                    if used(p, g) >= max {
+                        return None;
+                    }
+                    // Relaxed: the CAS keeps concurrent producers under the bound.
+                    if c.puts
+                        .puts
+                        .compare_exchange_weak(
+                            p,
+                            p.wrapping_add(1),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        return Some(Ok(()));
+                    }
+                }
+            },
+            || {
                 // A dead reader may hold a slot: let the ring recover it.
                 self.sh.ring.recover();
                 // Every consumer may be dead: look (reads /proc) every CHECK_EVERY.
@@ -935,21 +981,27 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 if last_check.is_none_or(|t| now.duration_since(t) >= peers::CHECK_EVERY) {
                     last_check = Some(now);
                     if self.peers_gone(false) {
-                        return Err(Admit::Closed);
+                        return Some(Admit::Closed);
                     }
                 }
-            }
+                None
+            },
+        );
+        match r {
+            Ok(r) => r,
+            Err(WaitError::TimedOut) => Err(Admit::Timeout),
+            Err(WaitError::Stopped(e)) => Err(e),
         }
     }
 
     /// Gives an admission unit back (after a get, or a put that failed after admission).
     fn release_unit(&self) {
         let c = &self.ctl().gets;
-        // SeqCst: Dekker partner of the putter's waiter announcement in `admit`.
-        c.gets.fetch_add(1, Ordering::SeqCst);
-        if c.waiters.load(Ordering::SeqCst) != 0 {
-            futex::wake(&c.gets, 1);
-        }
+        // Relaxed: `gets` only bounds the item count; `wake_one`'s SeqCst fence orders this bump
+        // before its load of the waiter count (the waker's half of the primitive's Dekker pair
+        // with a putter parked in `admit_wait`).
+        c.gets.fetch_add(1, Ordering::Relaxed);
+        c.wait.wake_one();
     }
 
     /// Removes and returns the next item, waiting as long as needed.
@@ -1036,13 +1088,13 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left <= peers::CHECK_EVERY {
-                        return ring.pop_into_timeout(buf, left);
+                        return ring.pop_into_timeout_with(buf, left, self.strategy.into());
                     }
                     peers::CHECK_EVERY
                 }
                 None => peers::CHECK_EVERY,
             };
-            match ring.pop_into_timeout(buf, slice) {
+            match ring.pop_into_timeout_with(buf, slice, self.strategy.into()) {
                 Err(PopError::Timeout) => {
                     // A closed ring is seen by the next pop (which drains it first).
                     self.peers_gone(true);
@@ -1101,40 +1153,30 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 Err(now) => cur = now,
             }
         }
-        if cur == 1 && t.waiters.load(Ordering::SeqCst) != 0 {
-            futex::wake_all(&t.unfinished);
+        if cur == 1 {
+            // The waker's half of the Dekker pair with a joiner parked in `join_deadline`.
+            t.wait.wake_all();
         }
         Ok(())
     }
 
     fn join_deadline(&self, deadline: Option<Instant>) -> Result<(), JoinError> {
         let t = &self.ctl().tasks;
-        let mut spins = 0u32;
-        loop {
-            let now = t.unfinished.load(Ordering::SeqCst);
-            if now == 0 {
-                return Ok(());
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(JoinError::Timeout { unfinished: now });
-            }
-            spins += 1;
-            if spins < 50 {
-                std::thread::yield_now();
-                continue;
-            }
-            t.waiters.fetch_add(1, Ordering::SeqCst);
-            // SeqCst: see `task_done_inner`.
-            fence(Ordering::SeqCst);
-            let now = t.unfinished.load(Ordering::SeqCst);
-            if now != 0 {
-                let d = match deadline {
-                    Some(d) => d.saturating_duration_since(Instant::now()).min(PARK_MAX),
-                    None => PARK_MAX,
-                };
-                futex::wait(&t.unfinished, now, Some(d));
-            }
-            t.waiters.fetch_sub(1, Ordering::Relaxed);
+        let r = t.wait.wait_until(
+            self.strategy,
+            &self.budget,
+            deadline,
+            PARK_MAX,
+            // SeqCst: same total order as `task_done_inner`'s decrement and `put`'s increment.
+            || (t.unfinished.load(Ordering::SeqCst) == 0).then_some(()),
+            || None::<()>,
+        );
+        match r {
+            Ok(()) => Ok(()),
+            Err(_) => match t.unfinished.load(Ordering::SeqCst) {
+                0 => Ok(()),
+                unfinished => Err(JoinError::Timeout { unfinished }),
+            },
         }
     }
 }
@@ -1418,6 +1460,11 @@ impl<T: 'static, C: Codec<T>> SimpleQueue<T, C> {
     pub fn close(&mut self) {
         self.0.close()
     }
+
+    /// See [`Queue::set_wait_strategy`].
+    pub fn set_wait_strategy(&mut self, s: impl Into<WaitStrategy>) {
+        self.0.set_wait_strategy(s)
+    }
 }
 
 impl<T: 'static, C: Codec<T>> Serialize for SimpleQueue<T, C> {
@@ -1478,6 +1525,11 @@ macro_rules! half_common {
             /// Closes this handle (see [`Queue::close`]).
             pub fn close(&mut self) {
                 self.0.close()
+            }
+
+            /// See [`Queue::set_wait_strategy`].
+            pub fn set_wait_strategy(&mut self, s: impl Into<WaitStrategy>) {
+                self.0.set_wait_strategy(s)
             }
 
             /// See [`Queue::is_disconnected`].

@@ -842,6 +842,22 @@ impl MpmcRing {
         self.pop_deadline(out, Instant::now().checked_add(timeout))
     }
 
+    /// As [`Self::pop_into_timeout`], waiting per `strategy` instead of this handle's own
+    /// (for callers that keep a strategy per handle of their own, as Queue does).
+    pub fn pop_into_timeout_with(
+        &self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+        strategy: WaitStrategy,
+    ) -> Result<usize, PopError> {
+        match self.pop_once(out) {
+            Err(PopError::Empty) => {
+                self.pop_slow(out, Instant::now().checked_add(timeout), strategy)
+            }
+            r => r,
+        }
+    }
+
     #[inline]
     fn pop_deadline(
         &self,
@@ -849,16 +865,21 @@ impl MpmcRing {
         deadline: Option<Instant>,
     ) -> Result<usize, PopError> {
         match self.pop_once(out) {
-            Err(PopError::Empty) => self.pop_slow(out, deadline),
+            Err(PopError::Empty) => self.pop_slow(out, deadline, self.strategy),
             r => r,
         }
     }
 
     #[cold]
-    fn pop_slow(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<usize, PopError> {
+    fn pop_slow(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        strategy: WaitStrategy,
+    ) -> Result<usize, PopError> {
         let ctrl = self.raw.ctrl();
         wait_for(
-            self.strategy,
+            strategy,
             deadline,
             &ctrl.not_empty,
             || match self.pop_once(out) {

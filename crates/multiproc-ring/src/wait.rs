@@ -30,6 +30,29 @@ pub enum WaitStrategy {
     Park,
 }
 
+impl From<WaitStrategy> for multiproc_sync::park::WaitStrategy {
+    /// The primitive's strategy closest to a ring strategy (`SpinYield` spins, then parks).
+    fn from(s: WaitStrategy) -> Self {
+        use multiproc_sync::park::WaitStrategy as P;
+        match s {
+            WaitStrategy::Spin => P::Spin,
+            WaitStrategy::SpinYield | WaitStrategy::SpinPark => P::SpinThenPark,
+            WaitStrategy::Park => P::Park,
+        }
+    }
+}
+
+impl From<multiproc_sync::park::WaitStrategy> for WaitStrategy {
+    fn from(s: multiproc_sync::park::WaitStrategy) -> Self {
+        use multiproc_sync::park::WaitStrategy as P;
+        match s {
+            P::Spin => WaitStrategy::Spin,
+            P::SpinThenPark => WaitStrategy::SpinPark,
+            P::Park => WaitStrategy::Park,
+        }
+    }
+}
+
 /// How often a blocked waiter re-checks peer liveness (and how long one futex sleep lasts at most).
 pub const CHECK_EVERY: Duration = Duration::from_millis(10);
 const SPINS: u32 = 200;

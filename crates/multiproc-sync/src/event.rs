@@ -22,9 +22,10 @@
 //! assert!(!e.is_set());
 //! ```
 
-use crate::facade::{AtomicU32, Ordering};
+use crate::facade::{AtomicU32, Ordering, spin_hint};
 use crate::futex;
-use crate::shared::{LOST_WAKE_TICK, block_on, deadline_after, serde_as_handle};
+use crate::park::WaitStrategy;
+use crate::shared::{LOST_WAKE_TICK, block_on, block_slow, deadline_after, serde_as_handle};
 use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,56 @@ impl EventState {
         self.wait_slow(deadline)
     }
 
+    /// Waits until set or `deadline`, per `strategy`: `SpinThenPark` is [`Self::wait`]; `Park`
+    /// skips the spin phase (announce, re-check, futex sleep at once); `Spin` busy-polls the
+    /// flag until the deadline. Returns the flag.
+    pub fn wait_with(&self, strategy: WaitStrategy, deadline: Option<Instant>) -> bool {
+        if self.is_set() {
+            return true;
+        }
+        match strategy {
+            WaitStrategy::SpinThenPark => self.wait_slow(deadline),
+            WaitStrategy::Park => self.park(deadline),
+            WaitStrategy::Spin => {
+                let mut i = 0u32;
+                loop {
+                    if self.is_set() {
+                        return true;
+                    }
+                    spin_hint();
+                    i = i.wrapping_add(1);
+                    if i.is_multiple_of(128) && deadline.is_some_and(|d| Instant::now() >= d) {
+                        return self.is_set();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The attempt both blocking paths make: set, or the futex value to sleep on.
+    fn attempt(&self) -> Result<(), u32> {
+        // SeqCst: load half of the store-load pattern with `waiters`; also acquires.
+        if self.flag.load(Ordering::SeqCst) != 0 {
+            Ok(())
+        } else {
+            Err(0)
+        }
+    }
+
+    #[cold]
+    fn park(&self, deadline: Option<Instant>) -> bool {
+        block_slow(
+            &self.flag,
+            &self.waiters,
+            deadline,
+            // Bounded: a setter killed between its swap and its wake must not strand us.
+            Some(LOST_WAKE_TICK),
+            &mut || self.attempt(),
+            &mut || None,
+        )
+        .is_ok()
+    }
+
     #[cold]
     fn wait_slow(&self, deadline: Option<Instant>) -> bool {
         block_on(
@@ -105,14 +156,7 @@ impl EventState {
             deadline,
             // Bounded: a setter killed between its swap and its wake must not strand us.
             Some(LOST_WAKE_TICK),
-            || {
-                // SeqCst: load half of the store-load pattern with `waiters`; also acquires.
-                if self.flag.load(Ordering::SeqCst) != 0 {
-                    Ok(())
-                } else {
-                    Err(0)
-                }
-            },
+            || self.attempt(),
             || None,
         )
         .is_ok()
@@ -123,6 +167,8 @@ impl EventState {
 #[derive(Clone)]
 pub struct Event {
     shm: Shared<EventState>,
+    /// How this handle's `wait`s wait (process-local; clones inherit it).
+    strategy: WaitStrategy,
 }
 
 impl std::fmt::Debug for Event {
@@ -137,7 +183,10 @@ serde_as_handle!(Event, EventState);
 
 impl Event {
     fn from_shm(shm: Shared<EventState>) -> Self {
-        Event { shm }
+        Event {
+            shm,
+            strategy: WaitStrategy::default(),
+        }
     }
 
     /// A clear event in an anonymous segment.
@@ -196,13 +245,32 @@ impl Event {
         self.state().clear()
     }
 
+    /// Sets how this handle's `wait` and `wait_timeout` wait: `SpinThenPark` (the default: a
+    /// short spin, then a futex sleep), `Park` (futex sleep at once, no spin phase) or `Spin`
+    /// (busy-poll the flag).
+    pub fn set_wait_strategy(&mut self, s: WaitStrategy) {
+        self.strategy = s;
+    }
+
+    /// This handle's wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.strategy
+    }
+
     /// Blocks until the flag is set (Python `wait()`, which then returns True).
     pub fn wait(&self) {
-        self.state().wait(None);
+        self.state().wait_with(self.strategy, None);
     }
 
     /// Python `wait(timeout)`: true if the flag is set, false on timeout.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.state().wait(deadline_after(timeout))
+        self.state()
+            .wait_with(self.strategy, deadline_after(timeout))
+    }
+
+    /// `wait_timeout` (None: no limit) with a strategy for this call only.
+    pub fn wait_with(&self, strategy: WaitStrategy, timeout: Option<Duration>) -> bool {
+        self.state()
+            .wait_with(strategy, timeout.and_then(deadline_after))
     }
 }

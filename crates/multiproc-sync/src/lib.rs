@@ -12,6 +12,7 @@ pub mod facade;
 pub mod futex;
 pub mod inspect;
 pub mod mutex;
+pub mod park;
 mod value;
 
 mod ident;

@@ -121,8 +121,9 @@ pub(crate) fn block_on<R>(
     block_slow(word, waiters, deadline, tick, &mut attempt, &mut on_tick)
 }
 
+/// [`block_on`] without its spin phase (park-only waits).
 #[cold]
-fn block_slow<R>(
+pub(crate) fn block_slow<R>(
     word: &AtomicU32,
     waiters: &AtomicU32,
     deadline: Option<Instant>,

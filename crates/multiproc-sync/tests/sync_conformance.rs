@@ -268,6 +268,39 @@ fn wait_zero_returns_false_and_notified_wait_returns_true() {
     c.join_ok();
 }
 
+// issue 14: Event's wait strategies (park-only for the bench's blocking row)
+#[test]
+fn event_wait_under_every_strategy_times_out_and_is_woken_by_a_child() {
+    use multiproc_sync::park::WaitStrategy;
+    for st in [
+        WaitStrategy::Spin,
+        WaitStrategy::SpinThenPark,
+        WaitStrategy::Park,
+    ] {
+        let mut e = Event::new().unwrap();
+        e.set_wait_strategy(st);
+        assert_eq!(e.wait_strategy(), st);
+        assert!(!e.wait_timeout(20 * MS), "{st:?}");
+        assert!(!e.wait_with(st, Some(MS)), "{st:?}");
+        let mut c = fork(|| {
+            std::thread::sleep(50 * MS);
+            e.set();
+            0
+        });
+        assert!(e.wait_timeout(Duration::from_secs(10)), "{st:?}");
+        c.join_ok();
+        e.clear();
+        let mut c = fork(|| {
+            std::thread::sleep(50 * MS);
+            e.set();
+            0
+        });
+        e.wait();
+        assert!(e.is_set());
+        c.join_ok();
+    }
+}
+
 // mirrors test_event (item 33)
 #[test]
 fn event_wait_times_out_then_returns_at_once_and_a_child_set_wakes_parent() {
