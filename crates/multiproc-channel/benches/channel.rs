@@ -34,6 +34,51 @@ fn pipe_rtt(c: &mut Criterion) {
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
 }
 
+/// A put/get round trip through two queues to a forked echo process (the child gets from `a`
+/// and puts into `b`), each handle set up by `setup` (its wait strategy).
+fn queue_rtt_with(c: &mut Criterion, name: &str, setup: fn(&mut Queue<u64>)) {
+    let mut a: Queue<u64> = Queue::new(64).unwrap();
+    let mut b: Queue<u64> = Queue::new(64).unwrap();
+    setup(&mut a);
+    setup(&mut b);
+    // SAFETY: the bench process is single-threaded here; the child only echoes, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        loop {
+            match a.get_timeout(Duration::from_secs(30)) {
+                Ok(0) | Err(_) => break,
+                Ok(x) if b.put(x).is_ok() => {}
+                Ok(_) => break,
+            }
+        }
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    c.bench_function(name, |bn| {
+        let mut i = 0u64;
+        bn.iter(|| {
+            i += 1;
+            a.put(i).unwrap();
+            black_box(b.get_timeout(Duration::from_secs(10)).unwrap());
+        })
+    });
+    a.put(0).unwrap();
+    // SAFETY: reap our own child (it sees the 0 and exits).
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+}
+
+fn queue_rtt(c: &mut Criterion) {
+    use multiproc_sync::park::WaitStrategy;
+    queue_rtt_with(c, "queue_rtt_u64_cross_process", |_| {});
+    queue_rtt_with(c, "queue_rtt_u64_cross_process_spin", |q| {
+        q.set_wait_strategy(WaitStrategy::Spin)
+    });
+    queue_rtt_with(c, "queue_rtt_u64_cross_process_park", |q| {
+        q.set_wait_strategy(WaitStrategy::Park)
+    });
+}
+
 fn same_process(c: &mut Criterion) {
     let (mut a, mut b) = Pipe::duplex::<(u32, String)>().unwrap();
     let msg = (7u32, "a short message".to_string());
@@ -70,6 +115,6 @@ fn same_process(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = pipe_rtt, same_process
+    targets = pipe_rtt, queue_rtt, same_process
 }
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 #![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use multiproc_sync::park::WaitStrategy;
 use multiproc_sync::{Event, Lock, RLock, Semaphore};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -53,10 +54,17 @@ fn uncontended(c: &mut Criterion) {
 /// Cross-process: one round trip on two Events with a forked child (not pinned here; the
 /// pinned figure is `multiproc-bench --only event_pingpong`).
 fn event_pingpong(c: &mut Criterion) {
-    c.bench_function("event_pingpong_round_trip", |b| {
+    event_pingpong_with(c, "event_pingpong_round_trip", WaitStrategy::SpinThenPark);
+    event_pingpong_with(c, "event_pingpong_round_trip_park", WaitStrategy::Park);
+}
+
+fn event_pingpong_with(c: &mut Criterion, name: &str, st: WaitStrategy) {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            let e1 = Event::new().unwrap();
-            let e2 = Event::new().unwrap();
+            let mut e1 = Event::new().unwrap();
+            let mut e2 = Event::new().unwrap();
+            e1.set_wait_strategy(st);
+            e2.set_wait_strategy(st);
             // SAFETY: the child only uses the two pre-built events and `_exit`s.
             let pid = unsafe { libc::fork() };
             assert!(pid >= 0);
