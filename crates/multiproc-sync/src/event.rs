@@ -101,10 +101,16 @@ impl EventState {
     /// Waits until set or `deadline`, per `strategy`: `SpinThenPark` is [`Self::wait`]; `Park`
     /// skips the spin phase (announce, re-check, futex sleep at once); `Spin` busy-polls the
     /// flag until the deadline. Returns the flag.
+    #[inline]
     pub fn wait_with(&self, strategy: WaitStrategy, deadline: Option<Instant>) -> bool {
         if self.is_set() {
             return true;
         }
+        self.wait_with_slow(strategy, deadline)
+    }
+
+    #[cold]
+    fn wait_with_slow(&self, strategy: WaitStrategy, deadline: Option<Instant>) -> bool {
         match strategy {
             WaitStrategy::SpinThenPark => self.wait_slow(deadline),
             WaitStrategy::Park => self.park(deadline),
