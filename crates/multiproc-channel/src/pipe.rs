@@ -620,12 +620,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
     }
 
     #[inline]
-    fn send_lazy(
-        &mut self,
-        v: &T,
-        deadline: Option<Instant>,
-        lazy: bool,
-    ) -> Result<(), SendError> {
+    fn send_lazy(&mut self, v: &T, deadline: Option<Instant>, lazy: bool) -> Result<(), SendError> {
         let max_message = self.max_message;
         let (p, scratch) = self.tx_live()?;
         let room = SMALL_RESERVE.min(p.max_record());

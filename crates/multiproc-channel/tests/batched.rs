@@ -24,7 +24,10 @@ fn batched_messages_wait_for_flush_and_keep_order_with_plain_sends() {
     let (mut r, mut w) = Pipe::simplex::<u32>().unwrap();
     w.send_bytes_batched(b"0", 0, None).unwrap();
     w.send_batched(&1).unwrap();
-    assert!(!r.poll(Duration::ZERO).unwrap(), "batched: not yet published");
+    assert!(
+        !r.poll(Duration::ZERO).unwrap(),
+        "batched: not yet published"
+    );
     w.send_bytes(b"2", 0, None).unwrap(); // publishes the batch, then itself
     assert_eq!(r.recv_bytes().unwrap(), b"0");
     assert_eq!(r.recv().unwrap(), 1);
@@ -34,7 +37,10 @@ fn batched_messages_wait_for_flush_and_keep_order_with_plain_sends() {
     w.flush().unwrap();
     assert_eq!(r.recv_bytes().unwrap(), b"3");
     assert!(w.send_bytes_batched(b"ab", 3, None).is_err(), "bad range");
-    assert!(w.send_bytes_batched(b"ab", 1, Some(2)).is_err(), "bad range");
+    assert!(
+        w.send_bytes_batched(b"ab", 1, Some(2)).is_err(),
+        "bad range"
+    );
     // A large (fragmented) message goes out at once, with the batch before it.
     w.send_bytes_batched(b"4", 0, None).unwrap();
     let big = vec![7u8; 1 << 20];
@@ -81,7 +87,9 @@ fn bursts_with_random_sleeps_reach_a_parking_reader_in_order() {
     });
     let mut want = 0u64;
     loop {
-        let m = r.recv_bytes_timeout(T30).expect("a message (no lost wake-up)");
+        let m = r
+            .recv_bytes_timeout(T30)
+            .expect("a message (no lost wake-up)");
         let v = u64::from_le_bytes(m.try_into().unwrap());
         if v == u64::MAX {
             break;

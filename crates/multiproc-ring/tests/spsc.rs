@@ -505,7 +505,8 @@ fn deferred_stream_across_wraps_to_a_parking_consumer() {
     });
     let mut v = Vec::new();
     for i in 0..n {
-        rx.pop_into_timeout(&mut v, Duration::from_secs(30)).unwrap();
+        rx.pop_into_timeout(&mut v, Duration::from_secs(30))
+            .unwrap();
         assert_eq!(v, vec![i as u8; (i % 37) as usize]);
     }
     assert_eq!(
