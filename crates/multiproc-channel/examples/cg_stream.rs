@@ -1,17 +1,19 @@
 //! A same-process send/recv loop for instruction counts (callgrind): where the per-message
 //! cost of `send_bytes` goes, next to the ring's own push/pop.
-//! `valgrind --tool=callgrind target/release/examples/cg_stream MODE` with MODE one of
+//! `valgrind --tool=callgrind target/release/examples/cg_stream MODE [ROUNDS]` with MODE one of
 //! `ring`, `ring-deferred`, `pipe`, `pipe-batched`, `pipe-postcard`.
 
 use multiproc_channel::Pipe;
 use multiproc_ring::SpscRing;
 use std::hint::black_box;
 
-const ROUNDS: u64 = 2000;
 const BURST: u64 = 50;
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "pipe".into());
+    // Run twice with different round counts and divide the difference by the extra messages
+    // to get a per-message count without the setup.
+    let rounds: u64 = std::env::args().nth(2).map_or(2000, |s| s.parse().unwrap());
     let mut buf = [0u8; 8];
     match mode.as_str() {
         "ring" | "ring-deferred" => {
@@ -19,7 +21,7 @@ fn main() {
             let mut tx = ring.producer().unwrap();
             let mut rx = ring.consumer().unwrap();
             let mut v = Vec::with_capacity(64);
-            for r in 0..ROUNDS {
+            for r in 0..rounds {
                 for i in 0..BURST {
                     let m = (r * BURST + i).to_le_bytes();
                     if mode == "ring" {
@@ -36,7 +38,7 @@ fn main() {
         }
         "pipe" | "pipe-batched" => {
             let (mut r, mut w) = Pipe::simplex::<u64>().unwrap();
-            for round in 0..ROUNDS {
+            for round in 0..rounds {
                 for i in 0..BURST {
                     let m = (round * BURST + i).to_le_bytes();
                     if mode == "pipe" {
@@ -53,7 +55,7 @@ fn main() {
         }
         "pipe-postcard" => {
             let (mut r, mut w) = Pipe::simplex::<u64>().unwrap();
-            for round in 0..ROUNDS {
+            for round in 0..rounds {
                 for i in 0..BURST {
                     w.send(black_box(&(round * BURST + i))).unwrap();
                 }

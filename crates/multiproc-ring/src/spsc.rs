@@ -1120,21 +1120,32 @@ impl Consumer {
     /// Finds the next record; `Disconnected` if there is none and the producer closed.
     #[inline]
     fn locate(&mut self) -> Result<Loc, PopError> {
+        // Not recursive, so it inlines into the pop/peek paths (the empty case is out of line).
         match self.locate_at_head() {
-            Err(PopError::Empty) if self.head != self.published => {
-                // Running empty: hand every consumed byte back before reporting it.
-                self.publish_head();
-                self.locate()
-            }
-            Err(PopError::Empty) if self.raw.ctrl().producer.closed() => {
-                // Records published before the close are visible after its Acquire load.
-                match self.locate_at_head() {
-                    Err(PopError::Empty) => Err(PopError::Disconnected),
-                    r => r,
-                }
-            }
+            Err(PopError::Empty) => self.locate_empty(),
             r => r,
         }
+    }
+
+    /// `locate` found the ring empty: hand every consumed byte back before reporting it, and
+    /// tell a closed producer from an empty ring.
+    #[inline(never)]
+    fn locate_empty(&mut self) -> Result<Loc, PopError> {
+        if self.head != self.published {
+            self.publish_head();
+            match self.locate_at_head() {
+                Err(PopError::Empty) => {}
+                r => return r,
+            }
+        }
+        if self.raw.ctrl().producer.closed() {
+            // Records published before the close are visible after its Acquire load.
+            return match self.locate_at_head() {
+                Err(PopError::Empty) => Err(PopError::Disconnected),
+                r => r,
+            };
+        }
+        Err(PopError::Empty)
     }
 
     /// Reads and checks the header at `head` (and after a WRAP marker, at offset 0).
