@@ -71,7 +71,17 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     ] {
         if cfg.wants(name) {
             let n = if q { nq } else { nf };
-            report(out, name, pipe_stream(size, n));
+            report(out, name, pipe_stream(size, n, false));
+            // Opt-in batched publication (`send_bytes_batched`, then `flush`): a separate row,
+            // since a killed writer can lose its unflushed batch (docs/channel.md).
+            match pipe_stream(size, n, true) {
+                Ok(v) => {
+                    for (value, unit) in v {
+                        out.push(Record::new(name, "multiproc-batched", value, unit));
+                    }
+                }
+                Err(e) => crate::failed(name, "multiproc-batched", &e),
+            }
             match crate::w_ring::stream_floor(size, n) {
                 Ok(secs) => {
                     let m = n as f64 / secs;
@@ -178,17 +188,26 @@ pub fn pipe_rtt_small(n: u64, strategy: WaitStrategy) -> Result<Lat, String> {
 }
 
 /// One-way `send_bytes` of `size` bytes from a child on CPU 1 to a child on CPU 0 (receiving
-/// with `recv_bytes_into`); msgs/s and MB/s.
-pub fn pipe_stream(size: usize, n: u64) -> Result<Vec<(f64, &'static str)>, String> {
+/// with `recv_bytes_into`); msgs/s and MB/s. `batched`: `send_bytes_batched` and one `flush`
+/// at the end.
+pub fn pipe_stream(size: usize, n: u64, batched: bool) -> Result<Vec<(f64, &'static str)>, String> {
     let (mut r, mut w) = Pipe::simplex::<u8>().map_err(|e| e.to_string())?;
     let elapsed = raw(0)?;
     let warmup = 1000;
     let sender = fork_pinned(Some(1), move || {
         let payload = vec![b'x'; size];
         for _ in 0..warmup + n {
-            if w.send_bytes(&payload, 0, None).is_err() {
+            let r = if batched {
+                w.send_bytes_batched(&payload, 0, None)
+            } else {
+                w.send_bytes(&payload, 0, None)
+            };
+            if r.is_err() {
                 return 2;
             }
+        }
+        if w.flush().is_err() {
+            return 2;
         }
         0
     });

@@ -79,6 +79,57 @@ fn queue_rtt(c: &mut Criterion) {
     });
 }
 
+/// One-way stream of 8-byte `send_bytes` to a forked reader (the pipe_stream_8B workload of
+/// multiproc-bench): one by one, and batched (`send_bytes_batched`, one `flush` per sample).
+/// The reader answers a 1-byte marker once it has read everything before it.
+fn pipe_stream(c: &mut Criterion) {
+    let (mut a, mut b) = Pipe::duplex::<()>().unwrap();
+    // SAFETY: the bench process is single-threaded here; the child only reads, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let mut buf = [0u8; 8];
+        loop {
+            match b.recv_bytes_into(&mut buf, 0) {
+                Ok(8) => {}
+                Ok(1) if b.send_bytes(b"k", 0, None).is_ok() => {}
+                _ => break,
+            }
+        }
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let mut g = c.benchmark_group("pipe_stream_8B");
+    g.throughput(criterion::Throughput::Elements(1));
+    for batched in [false, true] {
+        let name = if batched {
+            "send_bytes_batched"
+        } else {
+            "send_bytes"
+        };
+        g.bench_function(name, |bn| {
+            bn.iter_custom(|iters| {
+                let t = std::time::Instant::now();
+                for i in 0..iters {
+                    let m = i.to_le_bytes();
+                    if batched {
+                        a.send_bytes_batched(&m, 0, None).unwrap();
+                    } else {
+                        a.send_bytes(&m, 0, None).unwrap();
+                    }
+                }
+                a.send_bytes(b"m", 0, None).unwrap();
+                black_box(a.recv_bytes_timeout(Duration::from_secs(10)).unwrap());
+                t.elapsed()
+            })
+        });
+    }
+    g.finish();
+    a.close();
+    // SAFETY: reap our own child (it sees EOF and exits).
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+}
+
 fn same_process(c: &mut Criterion) {
     let (mut a, mut b) = Pipe::duplex::<(u32, String)>().unwrap();
     let msg = (7u32, "a short message".to_string());
@@ -115,6 +166,6 @@ fn same_process(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = pipe_rtt, queue_rtt, same_process
+    targets = pipe_rtt, pipe_stream, queue_rtt, same_process
 }
 criterion_main!(benches);

@@ -607,7 +607,20 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.send_deadline(v, deadline_after(timeout))
     }
 
+    /// [`Connection::send`] with batched publication (opt-in): the message is written to the
+    /// ring but may stay invisible to the reader until this end's next publication. See
+    /// [`Connection::send_bytes_batched`] for when that happens and what it costs.
+    #[inline]
+    pub fn send_batched(&mut self, v: &T) -> Result<(), SendError> {
+        self.send_lazy(v, None, true)
+    }
+
     fn send_deadline(&mut self, v: &T, deadline: Option<Instant>) -> Result<(), SendError> {
+        self.send_lazy(v, deadline, false)
+    }
+
+    #[inline]
+    fn send_lazy(&mut self, v: &T, deadline: Option<Instant>, lazy: bool) -> Result<(), SendError> {
         let max_message = self.max_message;
         let (p, scratch) = self.tx_live()?;
         let room = SMALL_RESERVE.min(p.max_record());
@@ -619,14 +632,18 @@ impl<T, C: Codec<T>> Connection<T, C> {
         let buf = g.as_mut_slice();
         buf[0] = WHOLE;
         if let Some(n) = C::encode_into(v, &mut buf[1..])? {
-            g.commit_len(n + 1);
+            if lazy {
+                g.commit_len_deferred(n + 1);
+            } else {
+                g.commit_len(n + 1);
+            }
             return Ok(());
         }
         let _ = g; // abandoned: nothing published (the grant borrows the producer until here)
         let mut bytes = std::mem::take(scratch);
         let r = C::encode_vec(v, &mut bytes)
             .map_err(SendError::from)
-            .and_then(|()| self.write_message(&bytes, deadline, max_message));
+            .and_then(|()| self.write_message(&bytes, deadline, max_message, lazy));
         if let Some(tx) = self.tx.as_mut()
             && bytes.capacity() <= 1 << 20
         {
@@ -680,7 +697,58 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Err(bad);
         };
         let max = self.max_message;
-        self.write_message(&buf[offset..end], deadline, max)
+        self.write_message(&buf[offset..end], deadline, max, false)
+    }
+
+    /// [`Connection::send_bytes`] with batched publication (opt-in; a `BufWriter` for shared
+    /// memory). The message is written to the ring, but the reader may not see it until this
+    /// end publishes, which it does:
+    /// * after [`DEFER_MAX_RECORDS`](multiproc_ring::spsc::DEFER_MAX_RECORDS) batched messages
+    ///   or an eighth of the ring's bytes,
+    /// * at once when it sees the reader asleep in `recv` (checked on every batched send,
+    ///   without a fence: a reader that falls asleep during the send may be missed),
+    /// * when the ring is full (before waiting for room),
+    /// * on [`Connection::flush`], on any non-batched send, and when the end is dropped or
+    ///   closed.
+    ///
+    /// So a writer that goes idle must call [`Connection::flush`], or a reader blocked in `recv`
+    /// waits for the writer's next publication. And if the writing process dies (SIGKILL), the
+    /// messages not yet published are lost although `send_bytes_batched` returned `Ok` for
+    /// them (at most one batch). `send_bytes` keeps Python's semantics: each message is visible
+    /// when the call returns.
+    pub fn send_bytes_batched(
+        &mut self,
+        buf: &[u8],
+        offset: usize,
+        size: Option<usize>,
+    ) -> Result<(), SendError> {
+        let bad = SendError::BadRange {
+            offset,
+            size,
+            len: buf.len(),
+        };
+        let Some(bytes) = offset
+            .checked_add(size.unwrap_or(buf.len().saturating_sub(offset)))
+            .filter(|&e| offset <= buf.len() && e <= buf.len())
+            .map(|e| &buf[offset..e])
+        else {
+            return Err(bad);
+        };
+        let max = self.max_message;
+        self.write_message(bytes, None, max, true)
+    }
+
+    /// Publishes the messages [`Connection::send_bytes_batched`]/[`Connection::send_batched`]
+    /// left pending, waking the reader if it sleeps. A no-op if none are pending or this end
+    /// does not write.
+    pub fn flush(&mut self) -> Result<(), SendError> {
+        if self.closed {
+            return Err(SendError::Closed);
+        }
+        if let Some(p) = self.tx.as_mut().and_then(|t| t.p.as_mut()) {
+            p.flush();
+        }
+        Ok(())
     }
 
     fn write_message(
@@ -688,6 +756,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         bytes: &[u8],
         deadline: Option<Instant>,
         max_message: usize,
+        lazy: bool,
     ) -> Result<(), SendError> {
         if bytes.len() > max_message {
             return Err(SendError::TooLarge {
@@ -702,7 +771,11 @@ impl<T, C: Codec<T>> Connection<T, C> {
             let b = g.as_mut_slice();
             b[0] = WHOLE;
             b[1..].copy_from_slice(bytes);
-            g.commit();
+            if lazy {
+                g.commit_deferred();
+            } else {
+                g.commit();
+            }
             return Ok(());
         }
         // Fragments: FIRST [total][chunk], CONT [chunk]...

@@ -139,6 +139,18 @@ fn stream(c: &mut Criterion) {
                 t.elapsed()
             })
         });
+        g.bench_function("8B_deferred", |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    peer.tx.push_deferred(&[7u8; 8]).expect("push");
+                }
+                peer.tx.push(MARK).expect("mark");
+                let mut v = Vec::new();
+                peer.rx.pop_into(&mut v).expect("ack");
+                t.elapsed()
+            })
+        });
     }
     {
         let mut peer = Peer::start(1 << 21, false, WaitStrategy::SpinPark);

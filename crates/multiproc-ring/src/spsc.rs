@@ -384,6 +384,9 @@ impl SpscRing {
             cached_head: head,
             strategy: WaitStrategy::default(),
             took_over,
+            pending: None,
+            pending_from: 0,
+            pending_n: 0,
         })
     }
 
@@ -546,7 +549,18 @@ pub struct Producer {
     strategy: WaitStrategy,
     /// This producer replaced a dead one.
     took_over: bool,
+    /// Deferred publication (`push_deferred`/`commit_deferred`): the publishing store of the
+    /// first written-but-unpublished record (its header, or a WRAP marker), still to be made.
+    /// Records after it are fully written (headers stored Relaxed); the consumer cannot see
+    /// them because it stops at the terminator this store will replace.
+    pending: Option<(u64, u64)>,
+    /// Position of the first unpublished record, and how many are unpublished.
+    pending_from: u64,
+    pending_n: u32,
 }
+
+/// A deferred batch is published once it holds this many records...
+pub const DEFER_MAX_RECORDS: u32 = 64;
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -632,6 +646,9 @@ impl Producer {
                 if self.raw.ctrl().consumer.closed() {
                     return Err(PushError::Disconnected);
                 }
+                // A deferred batch must be published before anyone waits for room: the
+                // consumer cannot free what it cannot see.
+                self.flush();
                 return Err(PushError::Full);
             }
         }
@@ -685,11 +702,63 @@ impl Producer {
         unsafe { store_word(self.raw.at(idx), word, order) };
     }
 
-    /// Publishes the record whose payload is written.
+    /// Publishes the record whose payload is written (and any deferred batch before it).
     #[inline]
     fn finish(&mut self, plan: Plan, len: usize) {
         let p = self.finish_deferred(plan, len);
-        self.publish_word(p, Ordering::Release);
+        match self.pending.take() {
+            None => self.publish_word(p, Ordering::Release),
+            Some(first) => {
+                // Behind the deferred batch: stored before the batch's first word, whose
+                // Release store publishes both (as in `try_push_batch`).
+                self.publish_word(p, Ordering::Relaxed);
+                self.publish_word(first, Ordering::Release);
+                self.pending_n = 0;
+            }
+        }
+    }
+
+    /// Writes the record whose payload is written but defers its publication: it joins the
+    /// pending batch, which is published by `flush` (or any publishing operation).
+    #[inline]
+    fn finish_lazy(&mut self, plan: Plan, len: usize) {
+        let from = self.tail;
+        let p = self.finish_deferred(plan, len);
+        if self.pending.is_none() {
+            self.pending = Some(p);
+            self.pending_from = from;
+        } else {
+            // Relaxed: published by the Release store of the batch's first word (`flush`).
+            self.publish_word(p, Ordering::Relaxed);
+        }
+        self.pending_n += 1;
+        // Publish now if the batch is long enough (bounds what a reader waits for and what a
+        // killed writer loses), or if the consumer sleeps (never delay a parked reader).
+        // `has_sleepers` is a plain load of the consumer's side line (which `peer_closed`
+        // reads on every send anyway), without the store-load fence: only the flush pays it.
+        if self.pending_n >= DEFER_MAX_RECORDS
+            || self.tail - self.pending_from >= self.raw.cap / 8
+            || self.raw.ctrl().consumer.park.has_sleepers()
+        {
+            self.flush();
+        }
+    }
+
+    /// Publishes the deferred batch (records written by [`Producer::push_deferred`] or
+    /// [`WriteGrant::commit_deferred`]) and wakes a sleeping consumer. Cheap if nothing is
+    /// deferred.
+    #[inline]
+    pub fn flush(&mut self) {
+        if let Some(first) = self.pending.take() {
+            self.pending_n = 0;
+            self.publish_word(first, Ordering::Release);
+            self.publish_tail();
+        }
+    }
+
+    /// How many records are written but not yet published (deferred).
+    pub fn pending(&self) -> usize {
+        self.pending_n as usize
     }
 
     #[inline]
@@ -788,11 +857,35 @@ impl Producer {
         Ok(())
     }
 
+    /// Copies one record in, waiting for room, and defers its publication (a `BufWriter` for
+    /// the ring): the record joins a batch that is published with one Release store, one fence
+    /// and at most one wake-up, when
+    /// * the batch holds [`DEFER_MAX_RECORDS`] records or `capacity / 8` bytes,
+    /// * this producer sees the consumer asleep (checked on every deferred push, with a plain
+    ///   load: a consumer that falls asleep *while* this push runs may be missed),
+    /// * the ring is full (before any wait for room),
+    /// * [`Producer::flush`], any publishing push/commit, or drop.
+    ///
+    /// So a deferred record is visible to the consumer at the latest at the producer's next
+    /// publication: a producer that goes idle must `flush`. If the producer dies first, its
+    /// unpublished records are lost (a replacement producer starts at the last published one).
+    #[inline]
+    pub fn push_deferred(&mut self, rec: &[u8]) -> Result<(), PushError> {
+        let plan = self.plan_wait(rec.len(), None)?;
+        let idx = self.payload_idx(plan);
+        // SAFETY: as in `write_record`.
+        unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), self.raw.at(idx), rec.len()) };
+        self.finish_lazy(plan, rec.len());
+        Ok(())
+    }
+
     /// Copies in as many of `recs` as fit now, publishing them with one store (and at most one
     /// wake-up). Returns how many were written; `Full` if none fit.
     pub fn try_push_batch<R: AsRef<[u8]>>(&mut self, recs: &[R]) -> Result<usize, PushError> {
         let mut n = 0;
-        let mut first = None;
+        // A deferred batch goes out with this one.
+        let mut first = self.pending.take();
+        self.pending_n = 0;
         for r in recs {
             let r = r.as_ref();
             match self.plan(r.len()) {
@@ -807,7 +900,13 @@ impl Producer {
                         self.publish_word(p, Ordering::Relaxed);
                     }
                 }
-                Err(e) if n == 0 => return Err(e),
+                Err(e) if n == 0 => {
+                    if let Some(p) = first {
+                        self.publish_word(p, Ordering::Release);
+                        self.publish_tail();
+                    }
+                    return Err(e);
+                }
                 Err(_) => break,
             }
             n += 1;
@@ -858,6 +957,10 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        // Flush on drop: the deferred batch is published before the side closes.
+        if let Some(first) = self.pending.take() {
+            self.publish_word(first, Ordering::Release);
+        }
         let c = self.raw.ctrl();
         c.producer.close();
         c.consumer.park.wake_if_parked(u32::MAX);
@@ -920,6 +1023,24 @@ impl WriteGrant<'_> {
         };
         self.p.finish(plan, n);
         self.p.publish_tail();
+    }
+
+    /// [`WriteGrant::commit_len`] with deferred publication: see [`Producer::push_deferred`].
+    #[inline]
+    pub fn commit_len_deferred(self, n: usize) {
+        let n = n.min(self.len);
+        let plan = Plan {
+            skip: self.plan.skip,
+            need: align8(HDR + n as u64),
+        };
+        self.p.finish_lazy(plan, n);
+    }
+
+    /// [`WriteGrant::commit`] with deferred publication: see [`Producer::push_deferred`].
+    #[inline]
+    pub fn commit_deferred(self) {
+        let n = self.len;
+        self.commit_len_deferred(n);
     }
 }
 
@@ -999,21 +1120,32 @@ impl Consumer {
     /// Finds the next record; `Disconnected` if there is none and the producer closed.
     #[inline]
     fn locate(&mut self) -> Result<Loc, PopError> {
+        // Not recursive, so it inlines into the pop/peek paths (the empty case is out of line).
         match self.locate_at_head() {
-            Err(PopError::Empty) if self.head != self.published => {
-                // Running empty: hand every consumed byte back before reporting it.
-                self.publish_head();
-                self.locate()
-            }
-            Err(PopError::Empty) if self.raw.ctrl().producer.closed() => {
-                // Records published before the close are visible after its Acquire load.
-                match self.locate_at_head() {
-                    Err(PopError::Empty) => Err(PopError::Disconnected),
-                    r => r,
-                }
-            }
+            Err(PopError::Empty) => self.locate_empty(),
             r => r,
         }
+    }
+
+    /// `locate` found the ring empty: hand every consumed byte back before reporting it, and
+    /// tell a closed producer from an empty ring.
+    #[inline(never)]
+    fn locate_empty(&mut self) -> Result<Loc, PopError> {
+        if self.head != self.published {
+            self.publish_head();
+            match self.locate_at_head() {
+                Err(PopError::Empty) => {}
+                r => return r,
+            }
+        }
+        if self.raw.ctrl().producer.closed() {
+            // Records published before the close are visible after its Acquire load.
+            return match self.locate_at_head() {
+                Err(PopError::Empty) => Err(PopError::Disconnected),
+                r => r,
+            };
+        }
+        Err(PopError::Empty)
     }
 
     /// Reads and checks the header at `head` (and after a WRAP marker, at offset 0).

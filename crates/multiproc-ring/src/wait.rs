@@ -87,6 +87,17 @@ impl ParkWord {
         }
     }
 
+    /// Whether a sleeper has announced itself, WITHOUT the store-load fence of
+    /// [`ParkWord::wake_if_parked`]: a hint for a producer that publishes lazily (a deferred
+    /// batch is published at once when it sees a sleeper). A sleeper that announces itself
+    /// concurrently may be missed; the caller's contract must cover that (see
+    /// `Producer::push_deferred`).
+    #[inline]
+    pub(crate) fn has_sleepers(&self) -> bool {
+        // Relaxed: a hint; no data is read on its strength.
+        self.parked.load(Ordering::Relaxed) != 0
+    }
+
     #[cold]
     pub(crate) fn wake_slow(&self, n: u32) {
         // Release: the bump is what the sleeper's futex compares; ordering of the data is

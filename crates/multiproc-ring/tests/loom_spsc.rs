@@ -63,3 +63,49 @@ fn blocking_pop_with_park_is_woken_and_sees_close() {
         h.join().unwrap();
     });
 }
+
+/// Deferred publication against the consumer's park path: the producer defers two records
+/// (publishing only if it sees a sleeper), then flushes; a parking consumer must get both, in
+/// order, and never sleep past the flush (the flush's fence pairs with the park's fence).
+#[test]
+fn deferred_records_reach_a_parking_consumer_after_flush() {
+    model(|| {
+        let ring = SpscRing::new_heap(64).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait_strategy(WaitStrategy::Park);
+        let h = thread::spawn(move || {
+            tx.push_deferred(b"a").unwrap();
+            tx.push_deferred(b"b").unwrap();
+            tx.flush();
+            tx
+        });
+        let mut v = Vec::new();
+        rx.pop_into(&mut v).unwrap();
+        assert_eq!(v, b"a");
+        rx.pop_into(&mut v).unwrap();
+        assert_eq!(v, b"b");
+        drop(h.join().unwrap());
+    });
+}
+
+/// Flush on drop: a deferred record is published before the side closes, so the consumer sees
+/// it, then `Disconnected`.
+#[test]
+fn deferred_record_is_flushed_on_drop() {
+    model(|| {
+        let ring = SpscRing::new_heap(64).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait_strategy(WaitStrategy::Park);
+        let h = thread::spawn(move || {
+            tx.push_deferred(b"z").unwrap();
+            drop(tx);
+        });
+        let mut v = Vec::new();
+        rx.pop_into(&mut v).unwrap();
+        assert_eq!(v, b"z");
+        assert_eq!(rx.pop_into(&mut v), Err(PopError::Disconnected));
+        h.join().unwrap();
+    });
+}

@@ -426,3 +426,92 @@ fn corrupted_owner_word_with_pid_zero_is_a_dead_owner() {
     let tx = ring.producer().unwrap();
     assert!(tx.took_over());
 }
+
+/// Deferred publication: records stay invisible until the batch is published (by `flush`, by a
+/// publishing push behind them, or by the batch limit), and arrive in order.
+#[test]
+fn deferred_records_are_published_by_flush_push_or_the_batch_limit() {
+    let ring = SpscRing::new_heap(1 << 16).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut v = Vec::new();
+    tx.push_deferred(b"a").unwrap();
+    tx.push_deferred(b"b").unwrap();
+    assert_eq!(tx.pending(), 2);
+    assert_eq!(rx.try_pop_into(&mut v), Err(PopError::Empty));
+    tx.flush();
+    assert_eq!(tx.pending(), 0);
+    for want in [b"a", b"b"] {
+        rx.try_pop_into(&mut v).unwrap();
+        assert_eq!(v, want);
+    }
+    // A publishing push behind a deferred batch publishes the whole batch, in order.
+    tx.push_deferred(b"c").unwrap();
+    tx.try_push(b"d").unwrap();
+    for want in [b"c", b"d"] {
+        rx.try_pop_into(&mut v).unwrap();
+        assert_eq!(v, want);
+    }
+    // The batch limit.
+    let lim = multiproc_ring::spsc::DEFER_MAX_RECORDS;
+    for i in 0..lim - 1 {
+        tx.push_deferred(&i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(rx.try_pop_into(&mut v), Err(PopError::Empty));
+    tx.push_deferred(&(lim - 1).to_le_bytes()).unwrap();
+    assert_eq!(tx.pending(), 0);
+    for i in 0..lim {
+        rx.try_pop_into(&mut v).unwrap();
+        assert_eq!(v, i.to_le_bytes());
+    }
+    assert_eq!(rx.try_pop_into(&mut v), Err(PopError::Empty));
+}
+
+/// A producer that finds the ring full publishes its deferred batch before reporting `Full`
+/// (else the consumer could never free the room it waits for).
+#[test]
+fn full_ring_publishes_the_deferred_batch() {
+    let ring = SpscRing::new_heap(1024).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    tx.try_push(&[1u8; 504]).unwrap(); // 512 bytes, published
+    tx.push_deferred(&[2u8; 100]).unwrap(); // 112 bytes (< capacity / 8): deferred
+    assert_eq!(tx.pending(), 1);
+    assert_eq!(tx.try_reserve(400).err(), Some(PushError::Full));
+    assert_eq!(tx.pending(), 0);
+    let mut v = Vec::new();
+    assert_eq!(rx.try_pop_into(&mut v).unwrap(), 504);
+    assert_eq!(rx.try_pop_into(&mut v).unwrap(), 100);
+    assert_eq!(v, [2u8; 100]);
+}
+
+/// Deferred records (with wraps) through a blocking consumer thread, flushed only now and
+/// then: every record arrives once, in order.
+#[test]
+fn deferred_stream_across_wraps_to_a_parking_consumer() {
+    let ring = SpscRing::new_heap(256).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_wait_strategy(WaitStrategy::Park);
+    let n = 20_000u32;
+    let h = std::thread::spawn(move || {
+        for i in 0..n {
+            tx.push_deferred(&vec![i as u8; (i % 37) as usize]).unwrap();
+            if i % 1000 == 999 {
+                tx.flush();
+            }
+        }
+        // Dropped: flushes.
+    });
+    let mut v = Vec::new();
+    for i in 0..n {
+        rx.pop_into_timeout(&mut v, Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(v, vec![i as u8; (i % 37) as usize]);
+    }
+    assert_eq!(
+        rx.pop_into_timeout(&mut v, Duration::from_secs(30)),
+        Err(PopError::Disconnected)
+    );
+    h.join().unwrap();
+}
