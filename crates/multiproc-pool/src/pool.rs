@@ -308,6 +308,8 @@ struct Inner {
     limits_used: AtomicBool,
     /// How every hand-off waits (job pipes, result pipes, `get`).
     wait: WaitStrategy,
+    /// Results read by a waiting caller rather than a receiver thread (diagnostics, tests).
+    direct_reads: AtomicU64,
 }
 
 type Initializer = (u64, Vec<u8>, Vec<(RawFd, OwnedFd)>);
@@ -451,6 +453,7 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             limits_used: AtomicBool::new(false),
             wait: self.wait.unwrap_or_default(),
+            direct_reads: AtomicU64::new(0),
         });
         let pool = Pool { inner };
         for i in 0..processes {
@@ -897,6 +900,8 @@ impl Inner {
             let RxEnd { conn, buf } = &mut *g;
             match conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL) {
                 Ok(n) => {
+                    // Relaxed: a counter for diagnostics.
+                    self.direct_reads.fetch_add(1, Ordering::Relaxed);
                     self.on_result(d.idx, d.generation, &buf[..n]);
                     if buf.len() > 1 << 24 {
                         *buf = vec![0u8; 64 * 1024];
@@ -1282,6 +1287,14 @@ impl Pool {
     /// settled.
     pub fn replaced_workers(&self) -> u64 {
         lock(&self.inner.st).replaced
+    }
+
+    #[doc(hidden)]
+    /// Results read by the caller waiting for them (a synchronous `apply` reads its worker's
+    /// result pipe itself) rather than by a receiver thread. For tests and diagnostics.
+    pub fn results_read_by_callers(&self) -> u64 {
+        // Relaxed: a counter.
+        self.inner.direct_reads.load(Ordering::Relaxed)
     }
 
     fn new_job_id(&self) -> u64 {
