@@ -1322,8 +1322,10 @@ impl Pool {
             let candidates = self.inner.fast_candidates(&st);
             drop(st);
             if !candidates.is_empty() {
-                let (sent, direct) = SCRATCH
-                    .with(|b| self.inner.try_dispatch(candidates, &mut b.borrow_mut(), own));
+                let (sent, direct) = SCRATCH.with(|b| {
+                    self.inner
+                        .try_dispatch(candidates, &mut b.borrow_mut(), own)
+                });
                 if sent {
                     return Ok(direct);
                 }
@@ -1350,13 +1352,9 @@ impl Pool {
         let (r, direct) = self.apply_job(f, args, Callbacks::new(), None, true)?;
         if let Some(d) = direct {
             let slot = &r.slot;
-            self.inner.read_direct(
-                &d,
-                &|| slot.is_done(),
-                &|| {
-                    let _ = r.wait_timeout(Duration::from_millis(1));
-                },
-            );
+            self.inner.read_direct(&d, &|| slot.is_done(), &|| {
+                let _ = r.wait_timeout(Duration::from_millis(1));
+            });
         }
         r.get()
     }
