@@ -289,6 +289,8 @@ struct State {
     /// Workers in a row that exited with an error before taking any job (a failing
     /// initializer): at [`MAX_FAILED_STARTS`] the pool stops replacing and fails its queue.
     failed_starts: u32,
+    /// Callers in `join_timeout` waiting for the outstanding work (woken by the last result).
+    joiners: usize,
 }
 
 const MAX_FAILED_STARTS: u32 = 3;
@@ -442,6 +444,7 @@ impl PoolBuilder {
                 replaced: 0,
                 answers: 0,
                 failed_starts: 0,
+                joiners: 0,
             }),
             cv: Condvar::new(),
             processes,
@@ -980,7 +983,9 @@ impl Inner {
             // (it cannot block: small jobs within the window fit the job pipe), else wake the
             // sender threads, but only if there is queued work or a joiner may wait for the
             // last result (a wake-up per result costs context switches on a busy machine).
-            let mut wake = st.outstanding == 0;
+            // (A joiner waiting for the last result polls every 20 ms too; waking it here
+            // only when one waits spares every `apply` a wake-up of each sender thread.)
+            let mut wake = st.outstanding == 0 && st.joiners > 0;
             if !st.pending.is_empty() {
                 let mine: Vec<(usize, JobConn)> = self
                     .fast_candidates(&st)
@@ -1682,12 +1687,14 @@ impl Pool {
                 if now >= deadline {
                     return Err(PoolError::Timeout);
                 }
+                st.joiners += 1;
                 st = self
                     .inner
                     .cv
                     .wait_timeout(st, (deadline - now).min(Duration::from_millis(20)))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                st.joiners -= 1;
             }
         }
         self.join_threads();
