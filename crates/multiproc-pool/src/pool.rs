@@ -52,8 +52,12 @@ pub const ITEM_WINDOW: usize = 256;
 /// processes * h` jobs are queued (see the module docs).
 const RUN_AHEAD_FACTOR: usize = 8;
 /// How many more jobs than the least-given worker an idle worker may have been given and still
-/// be preferred for being the one that answered last.
-const TIE_SLACK: u64 = 2;
+/// be preferred for being the one that answered last. When the least-given one then gets a job,
+/// the counts start again from zero: a run of sequential `apply`s stays on the worker that may
+/// still be spinning for `TIE_SLACK` jobs, then gives one to the other (with a slack of 2 the
+/// counts stayed 2 apart and the calls alternated: a futex wake-up of a parked worker every
+/// other call).
+const TIE_SLACK: u64 = 64;
 /// How often a receiver with nothing to read checks that its worker still lives.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 const PIPE_CAPACITY: usize = 1 << 20;
@@ -659,6 +663,22 @@ impl Inner {
         let seq = slot.next_seq;
         slot.next_seq += 1;
         slot.given += 1;
+        let before = slot.given - 1;
+        let max_others = st
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != idx)
+            .map(|(_, w)| w.given)
+            .max()
+            .unwrap_or(0);
+        if max_others > before.saturating_add(TIE_SLACK) {
+            // The least-given worker got one: the tie counts start again (see TIE_SLACK).
+            for w in &mut st.workers {
+                w.given = 0;
+            }
+        }
+        let slot = &mut st.workers[idx];
         slot.held_items += front_items;
         slot.held_bytes += job.payload.len() + 64;
         let payload = job.payload.clone();
