@@ -21,6 +21,11 @@
 //! (at most one single item), except while the queue is long enough that the idle one finds
 //! work there too.
 //!
+//! A synchronous `apply` that sends its job itself reads the result from the worker's result
+//! pipe itself (see [`Reader`]): two hand-offs, as a pipe round trip. The receiver reads only
+//! while some held job's result is nobody else's to read; otherwise it sleeps on the worker's
+//! pidfd and an eventfd, and takes the pipe over when the worker ends.
+//!
 //! A time limit (per pool or per call): the receiver notes when its worker started the job it
 //! runs (the `started` word); a job that runs past its limit gets its worker killed, fails with
 //! [`PoolError::TimeLimit`] (or is retried) and the worker is replaced.
