@@ -21,6 +21,11 @@
 //! (at most one single item), except while the queue is long enough that the idle one finds
 //! work there too.
 //!
+//! A synchronous `apply` that sends its job itself reads the result from the worker's result
+//! pipe itself (see [`Reader`]): two hand-offs, as a pipe round trip. The receiver reads only
+//! while some held job's result is nobody else's to read; otherwise it sleeps on the worker's
+//! pidfd and an eventfd, and takes the pipe over when the worker ends.
+//!
 //! A time limit (per pool or per call): the receiver notes when its worker started the job it
 //! runs (the `started` word); a job that runs past its limit gets its worker killed, fails with
 //! [`PoolError::TimeLimit`] (or is retried) and the worker is replaced.
@@ -52,8 +57,12 @@ pub const ITEM_WINDOW: usize = 256;
 /// processes * h` jobs are queued (see the module docs).
 const RUN_AHEAD_FACTOR: usize = 8;
 /// How many more jobs than the least-given worker an idle worker may have been given and still
-/// be preferred for being the one that answered last.
-const TIE_SLACK: u64 = 2;
+/// be preferred for being the one that answered last. When the least-given one then gets a job,
+/// the counts start again from zero: a run of sequential `apply`s stays on the worker that may
+/// still be spinning for `TIE_SLACK` jobs, then gives one to the other (with a slack of 2 the
+/// counts stayed 2 apart and the calls alternated: a futex wake-up of a parked worker every
+/// other call).
+const TIE_SLACK: u64 = 64;
 /// How often a receiver with nothing to read checks that its worker still lives.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 const PIPE_CAPACITY: usize = 1 << 20;
@@ -87,6 +96,9 @@ struct Job {
     attempts: u32,
     /// The per-call time limit (else the pool's).
     limit: Option<Duration>,
+    /// Its result is read by the caller waiting for it (a synchronous `apply` sent it to the
+    /// worker itself), not by the worker's receiver thread. Cleared when the job is requeued.
+    direct: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -103,6 +115,8 @@ struct WorkerSlot {
     /// The job pipe's write end, shared by the sender thread and submitters' fast path. A job
     /// gets its `seq` and is sent while this is held, so jobs reach the worker in `seq` order.
     conn: Option<JobConn>,
+    /// The result side of the worker, read by its receiver thread or a waiting caller.
+    reader: Option<Arc<Reader>>,
     held: BTreeMap<u64, Job>,
     held_items: usize,
     /// Bytes of the held jobs: the fast paths send only while this stays under half the job
@@ -144,6 +158,126 @@ impl JobPipe {
 
 type JobConn = Arc<Mutex<Option<JobPipe>>>;
 
+/// The result pipe's read end and its receive buffer.
+struct RxEnd {
+    conn: Connection<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+/// The result side of one worker (one generation). Whoever holds `rx` reads results: the
+/// worker's receiver thread while some held job's result is nobody else's to read (`need`),
+/// else a caller of `apply` waiting for its own result, which reads the pipe itself (two
+/// hand-offs per `apply`: caller -> worker -> caller, as a pipe round trip). An idle receiver
+/// sleeps in `poll(2)` on the worker's pidfd and an eventfd (`wake`), so it notices the
+/// worker's end at once and is woken when a job it must read for is sent.
+struct Reader {
+    rx: Mutex<RxEnd>,
+    /// Held jobs whose results the receiver thread must read (not a direct caller's), plus
+    /// one until the worker's hello arrived.
+    need: AtomicU64,
+    /// The receiver is (about to be) asleep in `poll`: a waker writes the eventfd.
+    idle: AtomicBool,
+    /// The receiver wants the pipe (the worker ended, or a direct reader saw its end): direct
+    /// readers give it up and wait for their result as any caller does.
+    takeover: AtomicBool,
+    wake: OwnedFd,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Reader {
+    fn must_read(&self) -> bool {
+        // SeqCst: with `idle` (store SeqCst in `receiver`, load SeqCst in `wake`), a job
+        // counted after the receiver's check is always followed by an eventfd write.
+        self.need.load(Ordering::SeqCst) > 0 || self.takeover.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the receiver if it sleeps (or is about to).
+    fn wake(&self) {
+        // SeqCst: pairs with the receiver's `idle` store and `need` re-check (see `must_read`).
+        if self.idle.load(Ordering::SeqCst) {
+            self.notify();
+        }
+    }
+
+    /// Writes the eventfd (the receiver's next or current sleep ends at once).
+    fn notify(&self) {
+        {
+            let one: u64 = 1;
+            // SAFETY: `wake` is an eventfd we own; 8 valid bytes are written. A full counter
+            // (EAGAIN) already wakes the reader.
+            unsafe {
+                libc::write(
+                    self.wake.as_raw_fd(),
+                    (&one as *const u64).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+        }
+    }
+
+    /// Counts a job the receiver must read for, waking it.
+    fn add_need(&self) {
+        // SeqCst: see `must_read`.
+        self.need.fetch_add(1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn sub_need(&self) {
+        // Relaxed: only the receiver's decision to read depends on it, and a stale non-zero
+        // value costs one more bounded receive.
+        let _ = self
+            .need
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Sleeps until woken, the worker's end, or `d`.
+    fn sleep(&self, d: Duration) {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid, writable pollfds (a negative fd is ignored by poll); errors and
+        // EINTR only end the sleep early.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, d.as_millis().min(1000) as libc::c_int) };
+        if fds[0].revents != 0 {
+            let mut v: u64 = 0;
+            // SAFETY: a non-blocking eventfd we own; 8 writable bytes.
+            unsafe {
+                libc::read(
+                    self.wake.as_raw_fd(),
+                    (&mut v as *mut u64).cast(),
+                    std::mem::size_of::<u64>(),
+                )
+            };
+        }
+    }
+}
+
+fn eventfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the fd returned is ours.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Where a synchronous `apply`'s job went: the caller reads its result there itself.
+struct Direct {
+    idx: usize,
+    generation: u64,
+    reader: Arc<Reader>,
+}
+
 /// Order of idle-worker candidates: fewest held, not over the tie slack, answered last.
 type TieKey = (usize, bool, std::cmp::Reverse<u64>);
 
@@ -164,6 +298,8 @@ struct State {
     /// Workers in a row that exited with an error before taking any job (a failing
     /// initializer): at [`MAX_FAILED_STARTS`] the pool stops replacing and fails its queue.
     failed_starts: u32,
+    /// Callers in `join_timeout` waiting for the outstanding work (woken by the last result).
+    joiners: usize,
 }
 
 const MAX_FAILED_STARTS: u32 = 3;
@@ -183,6 +319,8 @@ struct Inner {
     limits_used: AtomicBool,
     /// How every hand-off waits (job pipes, result pipes, `get`).
     wait: WaitStrategy,
+    /// Results read by a waiting caller rather than a receiver thread (diagnostics, tests).
+    direct_reads: AtomicU64,
 }
 
 type Initializer = (u64, Vec<u8>, Vec<(RawFd, OwnedFd)>);
@@ -299,6 +437,7 @@ impl PoolBuilder {
                         pid: 0,
                         proc: None,
                         conn: None,
+                        reader: None,
                         held: BTreeMap::new(),
                         held_items: 0,
                         held_bytes: 0,
@@ -314,6 +453,7 @@ impl PoolBuilder {
                 replaced: 0,
                 answers: 0,
                 failed_starts: 0,
+                joiners: 0,
             }),
             cv: Condvar::new(),
             processes,
@@ -325,6 +465,7 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             limits_used: AtomicBool::new(false),
             wait: self.wait.unwrap_or_default(),
+            direct_reads: AtomicU64::new(0),
         });
         let pool = Pool { inner };
         for i in 0..processes {
@@ -374,6 +515,28 @@ impl Inner {
         let p = b.spawn(pool_worker, args).map_err(|e| serr(&e))?;
         drop(child_sock);
         let pid = p.pid().unwrap_or(0);
+        let wake = match eventfd() {
+            Ok(w) => w,
+            Err(e) => {
+                let mut p = p;
+                let _ = p.kill();
+                let _ = p.join_timeout(Duration::from_secs(5));
+                return Err(serr(&e));
+            }
+        };
+        // Without a pidfd the idle receiver still notices the end at its liveness poll.
+        let pidfd = p.sentinel().ok().and_then(|f| f.try_clone_to_owned().ok());
+        let reader = Arc::new(Reader {
+            rx: Mutex::new(RxEnd {
+                conn: res_r,
+                buf: vec![0u8; 64 * 1024],
+            }),
+            need: AtomicU64::new(1),
+            idle: AtomicBool::new(false),
+            takeover: AtomicBool::new(false),
+            wake,
+            pidfd,
+        });
         let proc = Arc::new(Mutex::new(p));
         // Join the threads of workers that ended (each replaced worker leaves two).
         let finished: Vec<JoinHandle<()>> = {
@@ -407,6 +570,7 @@ impl Inner {
         slot.proc = Some(proc.clone());
         let conn: JobConn = Arc::new(Mutex::new(Some(JobPipe { conn: jobs_w, sock })));
         slot.conn = Some(conn.clone());
+        slot.reader = Some(reader.clone());
         slot.held.clear();
         slot.held_items = 0;
         slot.held_bytes = 0;
@@ -422,6 +586,7 @@ impl Inner {
             slot.dead = true;
             slot.proc = None;
             slot.conn = None;
+            slot.reader = None;
             drop(st);
             kill_it(&proc);
             serr(e)
@@ -430,7 +595,7 @@ impl Inner {
         let (p2, started2) = (proc.clone(), started.clone());
         let h_recv = match std::thread::Builder::new()
             .name(format!("pool-recv-{idx}"))
-            .spawn(move || me.receiver(idx, generation, res_r, started2, p2, pid))
+            .spawn(move || me.receiver(idx, generation, reader, started2, p2, pid))
         {
             Ok(h) => h,
             Err(e) => return Err(give_up(st, &e)),
@@ -477,19 +642,48 @@ impl Inner {
     }
 
     /// Under the worker's connection lock: takes the front job for worker `idx` (if it has
-    /// room), giving it the next `seq` and recording it as held.
-    fn take_for(&self, st: &mut State, idx: usize) -> Option<(u64, Arc<Vec<u8>>, JobFds)> {
+    /// room), giving it the next `seq` and recording it as held. If the job's sink is `own`
+    /// (the submitter of a synchronous `apply` sends its own job), its result is left to the
+    /// caller to read (`Job::direct`); else the worker's receiver is told to read it.
+    fn take_for(
+        &self,
+        st: &mut State,
+        idx: usize,
+        own: Option<&Arc<dyn Sink>>,
+    ) -> Option<(u64, Arc<Vec<u8>>, JobFds)> {
         let front_items = st.pending.front()?.items as usize;
         if st.phase == Phase::Terminated
             || !self.has_room(&st.workers[idx], front_items, st.pending.len())
         {
             return None;
         }
-        let job = st.pending.pop_front()?;
+        let mut job = st.pending.pop_front()?;
         let slot = &mut st.workers[idx];
+        job.direct = own.is_some_and(|o| Arc::ptr_eq(o, &job.sink));
+        if !job.direct
+            && let Some(r) = &slot.reader
+        {
+            r.add_need();
+        }
         let seq = slot.next_seq;
         slot.next_seq += 1;
         slot.given += 1;
+        let before = slot.given - 1;
+        let max_others = st
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != idx)
+            .map(|(_, w)| w.given)
+            .max()
+            .unwrap_or(0);
+        if max_others > before.saturating_add(TIE_SLACK) {
+            // The least-given worker got one: the tie counts start again (see TIE_SLACK).
+            for w in &mut st.workers {
+                w.given = 0;
+            }
+        }
+        let slot = &mut st.workers[idx];
         slot.held_items += front_items;
         slot.held_bytes += job.payload.len() + 64;
         let payload = job.payload.clone();
@@ -531,8 +725,14 @@ impl Inner {
     }
 
     /// The submitter's fast path: send the front job to a worker with room straight from the
-    /// calling thread (no hand-off to a sender thread). Returns false if it could not.
-    fn try_dispatch(&self, candidates: Vec<(usize, JobConn)>, buf: &mut Vec<u8>) -> bool {
+    /// calling thread (no hand-off to a sender thread). Returns false if it could not; with
+    /// `own`, also where the job went if it was the caller's own (see `take_for`).
+    fn try_dispatch(
+        &self,
+        candidates: Vec<(usize, JobConn)>,
+        buf: &mut Vec<u8>,
+        own: Option<&Arc<dyn Sink>>,
+    ) -> (bool, Option<Direct>) {
         for (idx, conn) in candidates {
             let Ok(mut g) = conn.try_lock() else {
                 continue;
@@ -540,7 +740,7 @@ impl Inner {
             let Some(jobs) = g.as_mut() else {
                 continue;
             };
-            let taken = {
+            let (taken, direct) = {
                 let mut st = lock(&self.st);
                 if st.workers[idx]
                     .conn
@@ -549,16 +749,28 @@ impl Inner {
                 {
                     continue;
                 }
-                self.take_for(&mut st, idx)
+                let taken = self.take_for(&mut st, idx, own);
+                let w = &st.workers[idx];
+                let direct = match (&taken, &w.reader) {
+                    (Some((seq, ..)), Some(r)) if w.held.get(seq).is_some_and(|j| j.direct) => {
+                        Some(Direct {
+                            idx,
+                            generation: w.generation,
+                            reader: r.clone(),
+                        })
+                    }
+                    _ => None,
+                };
+                (taken, direct)
             };
             let Some((seq, payload, fds)) = taken else {
                 continue;
             };
             // A failed send means the worker died: its receiver settles the job.
             let _ = jobs.send(buf, seq, &payload, &fds);
-            return true;
+            return (true, direct);
         }
-        false
+        (false, None)
     }
 
     fn sender(&self, idx: usize, generation: u64, conn: JobConn) {
@@ -597,7 +809,7 @@ impl Inner {
             let Some(jobs) = g.as_mut() else {
                 return;
             };
-            let taken = self.take_for(&mut lock(&self.st), idx);
+            let taken = self.take_for(&mut lock(&self.st), idx, None);
             let Some((seq, payload, fds)) = taken else {
                 continue;
             };
@@ -612,61 +824,128 @@ impl Inner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The worker's result thread: reads results while some held job's result is nobody
+    /// else's to read, else sleeps on the worker's pidfd and its wake-up eventfd; at each
+    /// 50 ms without news it checks the worker's time limit and liveness. When the worker
+    /// ends it takes the pipe over (direct readers give it up), drains it and settles.
     fn receiver(
         self: &Arc<Inner>,
         idx: usize,
         generation: u64,
-        mut results: Connection<Vec<u8>>,
+        reader: Arc<Reader>,
         started: RawValue<u64>,
         proc: Arc<Mutex<Process<()>>>,
         pid: u32,
     ) {
-        let mut buf = vec![0u8; 64 * 1024];
         let mut draining = false;
         let started_word = started.as_atomic();
         // The job the worker was last seen running, and since when (for the time limit).
         let mut running: (u64, Instant) = (0, Instant::now());
         let mut timed_out: Option<(u64, Duration)> = None;
+        // Whether the worker is gone; else checks its time limit.
+        let mut gone = |me: &Inner| -> bool {
+            if !lock(&proc).is_alive() {
+                return true;
+            }
+            if timed_out.is_none() {
+                // Relaxed: only a hint of progress; the settling reads it with Acquire after
+                // the worker is reaped.
+                let seq = started_word.load(Ordering::Relaxed);
+                if seq != running.0 {
+                    running = (seq, Instant::now());
+                } else if let Some(limit) = me.limit_of(idx, generation, seq)
+                    && running.1.elapsed() >= limit
+                {
+                    timed_out = Some((seq, limit));
+                    let _ = lock(&proc).kill();
+                }
+            }
+            false
+        };
         loop {
+            if !draining && !reader.must_read() {
+                // SeqCst: see `Reader::must_read`.
+                reader.idle.store(true, Ordering::SeqCst);
+                if !reader.must_read() {
+                    reader.sleep(LIVENESS_POLL);
+                }
+                reader.idle.store(false, Ordering::Relaxed);
+                if gone(self) {
+                    draining = true;
+                    reader.takeover.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
+            let mut g = lock(&reader.rx);
+            let RxEnd { conn, buf } = &mut *g;
             let wait = if draining {
                 Duration::ZERO
             } else {
                 LIVENESS_POLL
             };
-            match results.recv_bytes_into_timeout(&mut buf, 0, wait) {
+            match conn.recv_bytes_into_timeout(buf, 0, wait) {
                 Ok(n) => {
                     self.on_result(idx, generation, &buf[..n]);
                     // Shrink only after a message was taken: shrinking right after growing
                     // for a big one would ask for it again, forever.
                     if buf.len() > 1 << 24 {
-                        buf = vec![0u8; 64 * 1024];
+                        *buf = vec![0u8; 64 * 1024];
                     }
                 }
                 Err(RecvError::BufferTooShort { needed }) => buf.resize(needed, 0),
                 Err(RecvError::Timeout) if draining => break,
                 Err(RecvError::Timeout) => {
+                    drop(g);
                     // Gone: read what it wrote before dying, then settle the rest.
-                    draining = !lock(&proc).is_alive();
-                    if !draining && timed_out.is_none() {
-                        // Relaxed: only a hint of progress; the settling reads it with
-                        // Acquire after the worker is reaped.
-                        let seq = started_word.load(Ordering::Relaxed);
-                        if seq != running.0 {
-                            running = (seq, Instant::now());
-                        } else if let Some(limit) = self.limit_of(idx, generation, seq)
-                            && running.1.elapsed() >= limit
-                        {
-                            timed_out = Some((seq, limit));
-                            let _ = lock(&proc).kill();
-                        }
+                    if gone(self) {
+                        draining = true;
+                        reader.takeover.store(true, Ordering::SeqCst);
                     }
                 }
                 Err(_) => break,
             }
         }
-        drop(results);
+        reader.takeover.store(true, Ordering::SeqCst);
         self.on_worker_end(idx, generation, &started, &proc, pid, timed_out);
+    }
+
+    /// A synchronous `apply`'s caller reads its worker's result pipe itself until `done`
+    /// (results of other jobs it reads are delivered as the receiver would, their callbacks
+    /// run on this thread). It gives up, and waits as any caller, when the worker ends (the
+    /// receiver takes the pipe over and settles) or while the receiver reads.
+    fn read_direct(&self, d: &Direct, done: &dyn Fn() -> bool, wait_a_bit: &dyn Fn()) {
+        loop {
+            // SeqCst: pairs with the receiver's store before it takes the pipe.
+            if done() || d.reader.takeover.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut g) = d.reader.rx.try_lock() else {
+                // The receiver reads (other jobs' results, ours with them): wait for ours a
+                // little, then look again (it stops reading once it has nothing to read).
+                wait_a_bit();
+                continue;
+            };
+            let RxEnd { conn, buf } = &mut *g;
+            match conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL) {
+                Ok(n) => {
+                    // Relaxed: a counter for diagnostics.
+                    self.direct_reads.fetch_add(1, Ordering::Relaxed);
+                    self.on_result(d.idx, d.generation, &buf[..n]);
+                    if buf.len() > 1 << 24 {
+                        *buf = vec![0u8; 64 * 1024];
+                    }
+                }
+                Err(RecvError::BufferTooShort { needed }) => buf.resize(needed, 0),
+                Err(RecvError::Timeout) => {}
+                Err(_) => {
+                    // The worker ended: the receiver drains and settles.
+                    d.reader.takeover.store(true, Ordering::SeqCst);
+                    drop(g);
+                    d.reader.notify();
+                    return;
+                }
+            }
+        }
     }
 
     /// The time limit of job `seq` of worker `idx` if it still holds it unfinished.
@@ -695,8 +974,11 @@ impl Inner {
             // The worker's hello: it is up and takes jobs from now on.
             let mut st = lock(&self.st);
             let slot = &mut st.workers[idx];
-            if slot.generation == generation {
+            if slot.generation == generation && !slot.ready {
                 slot.ready = true;
+                if let Some(r) = &slot.reader {
+                    r.sub_need();
+                }
             }
             self.cv.notify_all();
             return;
@@ -704,9 +986,17 @@ impl Inner {
         let job = {
             let mut st = lock(&self.st);
             let slot = &mut st.workers[idx];
+            if slot.generation != generation {
+                return;
+            }
             let Some(job) = slot.held.remove(&h.seq) else {
                 return;
             };
+            if !job.direct
+                && let Some(r) = &slot.reader
+            {
+                r.sub_need();
+            }
             slot.held_items -= job.items as usize;
             slot.held_bytes -= job.payload.len() + 64;
             st.answers += 1;
@@ -718,7 +1008,9 @@ impl Inner {
             // (it cannot block: small jobs within the window fit the job pipe), else wake the
             // sender threads, but only if there is queued work or a joiner may wait for the
             // last result (a wake-up per result costs context switches on a busy machine).
-            let mut wake = st.outstanding == 0;
+            // (A joiner waiting for the last result polls every 20 ms too; waking it here
+            // only when one waits spares every `apply` a wake-up of each sender thread.)
+            let mut wake = st.outstanding == 0 && st.joiners > 0;
             if !st.pending.is_empty() {
                 let mine: Vec<(usize, JobConn)> = self
                     .fast_candidates(&st)
@@ -733,7 +1025,8 @@ impl Inner {
                     wake |= self.has_room(&st.workers[idx], front, st.pending.len());
                 } else {
                     drop(st);
-                    let sent = SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut()));
+                    let sent =
+                        SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut(), None).0);
                     st = lock(&self.st);
                     wake |= !sent;
                 }
@@ -792,11 +1085,15 @@ impl Inner {
             slot.dead = true;
             slot.proc = None;
             slot.conn = None;
+            slot.reader = None;
             slot.held_items = 0;
             slot.held_bytes = 0;
             let held = std::mem::take(&mut slot.held);
             let mut requeue = Vec::new();
             for (seq, mut job) in held {
+                // Whoever takes it next reads its result through its receiver (a direct
+                // reader waits on the result as any caller does once the worker ended).
+                job.direct = false;
                 if phase == Phase::Terminated {
                     failed.push((job, PoolError::Terminated));
                 } else if let Some((t, limit)) = timed_out
@@ -1022,11 +1319,25 @@ impl Pool {
         lock(&self.inner.st).replaced
     }
 
+    #[doc(hidden)]
+    /// Results read by the caller waiting for them (a synchronous `apply` reads its worker's
+    /// result pipe itself) rather than by a receiver thread. For tests and diagnostics.
+    pub fn results_read_by_callers(&self) -> u64 {
+        // Relaxed: a counter.
+        self.inner.direct_reads.load(Ordering::Relaxed)
+    }
+
     fn new_job_id(&self) -> u64 {
         JOB_COUNTER.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn submit(&self, jobs: Vec<Job>) -> Result<()> {
+        self.submit_own(jobs, None).map(drop)
+    }
+
+    /// [`submit`](Self::submit); with `own` (the sink of a synchronous `apply`'s one job),
+    /// also where that job went if this thread sent it to a worker itself.
+    fn submit_own(&self, jobs: Vec<Job>, own: Option<&Arc<dyn Sink>>) -> Result<Option<Direct>> {
         let mut st = lock(&self.inner.st);
         if st.phase != Phase::Running {
             return Err(PoolError::NotRunning);
@@ -1040,16 +1351,20 @@ impl Pool {
         if single {
             let candidates = self.inner.fast_candidates(&st);
             drop(st);
-            if !candidates.is_empty()
-                && SCRATCH.with(|b| self.inner.try_dispatch(candidates, &mut b.borrow_mut()))
-            {
-                return Ok(());
+            if !candidates.is_empty() {
+                let (sent, direct) = SCRATCH.with(|b| {
+                    self.inner
+                        .try_dispatch(candidates, &mut b.borrow_mut(), own)
+                });
+                if sent {
+                    return Ok(direct);
+                }
             }
         } else {
             drop(st);
         }
         self.inner.cv.notify_all();
-        Ok(())
+        Ok(None)
     }
 
     fn check_running(&self) -> Result<()> {
@@ -1064,7 +1379,14 @@ impl Pool {
     where
         T::Output: Send + 'static,
     {
-        self.apply_async(f, args)?.get()
+        let (r, direct) = self.apply_job(f, args, Callbacks::new(), None, true)?;
+        if let Some(d) = direct {
+            let slot = &r.slot;
+            self.inner.read_direct(&d, &|| slot.is_done(), &|| {
+                let _ = r.wait_timeout(Duration::from_millis(1));
+            });
+        }
+        r.get()
     }
 
     /// Starts `f(args)` in a worker (Python's `apply_async`).
@@ -1114,21 +1436,42 @@ impl Pool {
     where
         T::Output: Send + 'static,
     {
+        Ok(self.apply_job(f, args, callbacks, limit, false)?.0)
+    }
+
+    /// Submits one `apply` job; with `direct`, the caller will wait for it, so if it sends
+    /// the job itself it also learns where to read the result (see `Inner::read_direct`).
+    fn apply_job<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+        callbacks: Callbacks<T::Output>,
+        limit: Option<Duration>,
+        direct: bool,
+    ) -> Result<(AsyncResult<T::Output>, Option<Direct>)>
+    where
+        T::Output: Send + 'static,
+    {
         let hash = entry_hash(&f)?;
         let job = self.new_job_id();
         let (payload, _, fds) = encode_job(job, 0, hash, 16, std::slice::from_ref(&args))?;
         let slot = Slot::with_wait(callbacks, self.inner.wait);
         let sink: Arc<dyn Sink> = Arc::new(ApplySink { slot: slot.clone() });
-        self.submit(vec![Job {
-            chunk: 0,
-            items: 1,
-            payload: Arc::new(payload),
-            fds,
-            sink,
-            attempts: 0,
-            limit,
-        }])?;
-        Ok(AsyncResult { slot })
+        let own = direct.then(|| sink.clone());
+        let d = self.submit_own(
+            vec![Job {
+                chunk: 0,
+                items: 1,
+                payload: Arc::new(payload),
+                fds,
+                sink,
+                attempts: 0,
+                limit,
+                direct: false,
+            }],
+            own.as_ref(),
+        )?;
+        Ok((AsyncResult { slot }, d))
     }
 
     /// `f` over every item, in order (Python's `map`; default chunksize as Python's). Items
@@ -1207,6 +1550,7 @@ impl Pool {
                 sink: sink.clone(),
                 attempts: 0,
                 limit: None,
+                direct: false,
             });
             if batch.len() >= 16 || i < 4 {
                 self.submit(std::mem::take(&mut batch))?;
@@ -1368,12 +1712,14 @@ impl Pool {
                 if now >= deadline {
                     return Err(PoolError::Timeout);
                 }
+                st.joiners += 1;
                 st = self
                     .inner
                     .cv
                     .wait_timeout(st, (deadline - now).min(Duration::from_millis(20)))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                st.joiners -= 1;
             }
         }
         self.join_threads();
@@ -1463,6 +1809,7 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
                 sink,
                 attempts: 0,
                 limit: None,
+                direct: false,
             }])?;
             self.next_submit += 1;
             self.in_flight += 1;

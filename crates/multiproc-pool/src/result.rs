@@ -131,6 +131,12 @@ impl<R> Slot<R> {
         }
     }
 
+    /// Whether the slot is filled (a waiter that reads results itself polls this).
+    pub(crate) fn is_done(&self) -> bool {
+        // Acquire: pairs with the Release store in `set`.
+        self.done.load(Ordering::Acquire)
+    }
+
     /// Fills the slot once (later calls are ignored), running the matching callback first.
     pub(crate) fn set(&self, v: Result<R>) {
         let cbs = {

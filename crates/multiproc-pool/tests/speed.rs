@@ -126,3 +126,92 @@ fn a_spinning_pool_still_fails_exactly_the_killed_task() {
     p.close();
     p.join().unwrap();
 }
+
+/// Issue 13, "no parent thread per worker on the hot path": a synchronous `apply` that sends
+/// its job itself reads the result from its worker's result pipe itself (two hand-offs, as a
+/// pipe round trip), and keeps every guarantee: WorkerLost for exactly that call, the time
+/// limit, other jobs' results (and callbacks) delivered when it reads them, several callers.
+#[test]
+fn a_synchronous_apply_reads_its_own_result_and_keeps_every_guarantee() {
+    use multiproc_pool::Callbacks;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let p = Pool::builder()
+        .processes(2)
+        .task_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    p.wait_ready(T).unwrap();
+    for i in 0..20u64 {
+        assert_eq!(p.apply(sqr, i).unwrap(), i * i);
+    }
+    // On main every result is read by a receiver thread (and the counter does not exist).
+    assert!(p.results_read_by_callers() > 0);
+    // The worker dies while its caller reads its pipe: exactly that call fails.
+    match p.apply(exit_now, 3) {
+        Err(PoolError::WorkerLost { exitcode, .. }) => assert_eq!(exitcode, Some(3)),
+        other => panic!("{other:?}"),
+    }
+    // The time limit applies while the caller reads.
+    assert!(matches!(
+        p.apply(sleep_ms, 60_000),
+        Err(PoolError::TimeLimit { .. })
+    ));
+    // Mixed with asynchronous work and its callbacks.
+    let hits = Arc::new(AtomicU64::new(0));
+    let rs: Vec<_> = (0..200u64)
+        .map(|i| {
+            let h = hits.clone();
+            p.apply_async_with(
+                sqr,
+                i,
+                Callbacks::new().on_success(move |_| {
+                    h.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .unwrap()
+        })
+        .collect();
+    for i in 0..50u64 {
+        assert_eq!(p.apply(sqr, i).unwrap(), i * i);
+    }
+    for (i, r) in rs.into_iter().enumerate() {
+        assert_eq!(r.get_timeout(T).unwrap(), (i * i) as u64);
+    }
+    assert_eq!(hits.load(Ordering::Relaxed), 200);
+    // Several callers at once (one may find the pipe taken and wait as any caller).
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..50u64 {
+                    assert_eq!(p.apply(sqr, i).unwrap(), i * i);
+                }
+            });
+        }
+    });
+    p.close();
+    p.join_timeout(T).unwrap();
+}
+
+/// A synchronous `apply` under `maxtasksperchild(1)` (every worker exits after its task, is
+/// noticed at once by its pidfd and replaced) and under `terminate` from another thread.
+#[test]
+fn synchronous_applies_survive_maxtasksperchild_and_terminate() {
+    let p = Pool::builder()
+        .processes(2)
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    for i in 0..60u64 {
+        assert_eq!(p.apply(sqr, i).unwrap(), i * i);
+    }
+    assert!(p.replaced_workers() >= 30, "{}", p.replaced_workers());
+    let p = Pool::new(1).unwrap();
+    p.wait_ready(T).unwrap();
+    std::thread::scope(|s| {
+        let h = s.spawn(|| p.apply(sleep_ms, 60_000));
+        std::thread::sleep(Duration::from_millis(300));
+        p.terminate();
+        assert!(matches!(h.join().unwrap(), Err(PoolError::Terminated)));
+    });
+}
