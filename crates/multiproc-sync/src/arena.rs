@@ -438,10 +438,12 @@ impl ArenaSeg {
         // Zero the payload (a freed slot holds its last object's bytes). No one else can reach
         // the slot yet: its generation is new to handles only once we return it.
         let p = self.payload(slot);
-        for i in 0..self.geom().class {
-            // SAFETY: inside the payload slot (tail_range checked); no other process touches a
-            // slot no handle names yet, except a hostile one (then the bytes are just wrong).
-            unsafe { p.as_ptr().add(i).write_volatile(0) };
+        for i in 0..self.geom().class / 8 {
+            // SAFETY: inside the payload slot (tail_range checked), 8-aligned (slots are aligned
+            // to their power-of-two size >= 16); atomic, as a hostile process may write there.
+            let w =
+                unsafe { crate::facade::StdAtomicU64::from_ptr(p.as_ptr().cast::<u64>().add(i)) };
+            w.store(0, Ordering::Relaxed);
         }
         Ok(Some((slot, generation)))
     }
@@ -481,10 +483,13 @@ impl ArenaSeg {
                     what: "arena slot type (another type lives there)",
                 });
             }
+            let Some(n1) = n.checked_add(1) else {
+                return Err(ShmError::Corrupted("arena slot refcount at its maximum"));
+            };
             // Acquire: partner of the allocator's stores under the lock / the last release.
             match m
                 .refs
-                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange_weak(n, n1, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => {
                     // Re-check: freed and reallocated between our checks and the increment.

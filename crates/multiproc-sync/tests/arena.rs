@@ -87,8 +87,12 @@ fn forked_children_increment_arena_values_under_their_locks() {
         assert_eq!(v.load().unwrap(), 3 * ROUNDS);
     }
     // Neighbours in an arena never share a cache line (64-byte slots at least).
-    let a = vals[0].segment().payload_ptr();
-    let _ = a;
+    let (a, b) = (
+        vals[0].slot_handle().unwrap(),
+        vals[1].slot_handle().unwrap(),
+    );
+    assert_eq!(a.arena, b.arena);
+    assert_ne!(a.slot, b.slot);
 }
 
 #[test]
@@ -162,4 +166,53 @@ fn a_slot_stays_alive_while_another_handle_holds_it() {
     assert_eq!(arena.check().unwrap().live, 1);
     drop(o);
     assert_eq!(arena.check().unwrap().live, 0);
+}
+
+/// Offset of the arena control block's fields and slot records in the segment (see arena.rs).
+const CTL: usize = multiproc_shm::HEADER_SIZE;
+const FREE_HEAD: usize = CTL + 24;
+
+#[test]
+fn a_scribbled_free_list_is_an_error_not_a_panic() {
+    let arena = Arena::new();
+    let v = Value::new_in(&arena, 1u64).unwrap();
+    let w = Value::new_in(&arena, 2u64).unwrap();
+    drop(w); // the free list now holds one slot
+    v.segment().scribble(FREE_HEAD, &u32::MAX.to_le_bytes());
+    assert!(matches!(
+        Value::new_in(&arena, 3u64),
+        Err(SyncError::Shm(ShmError::Corrupted(_)))
+    ));
+    assert!(arena.check().is_err());
+}
+
+#[test]
+fn random_scribbles_over_arena_metadata_never_panic() {
+    let arena = Arena::new();
+    let keep: Vec<RawValue<u64>> = (0..64)
+        .map(|i| RawValue::new_in(&arena, i).unwrap())
+        .collect();
+    let handles: Vec<_> = keep.iter().map(|r| r.slot_handle().unwrap()).collect();
+    let seg = keep[0].segment().clone();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..2_000 {
+        // Past the mutex (a lock word naming a live holder only costs the lock timeout), over
+        // the control fields and the first 64 slot records.
+        let at = CTL + 16 + (rnd() % (112 + 64 * 16)) as usize;
+        seg.scribble(at, &rnd().to_le_bytes()[..(1 + rnd() % 4) as usize]);
+        if let Ok(r) = RawValue::new_in(&arena, 9u64) {
+            r.store(10);
+            drop(r);
+        }
+        let h = &handles[(rnd() % 64) as usize];
+        let _ = RawValue::<u64>::open_slot(h);
+        let _ = arena.check();
+    }
+    drop(keep);
 }
