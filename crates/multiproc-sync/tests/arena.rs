@@ -216,3 +216,37 @@ fn random_scribbles_over_arena_metadata_never_panic() {
     }
     drop(keep);
 }
+
+#[test]
+fn a_million_locked_values_fit_under_100_fds_and_1000_mappings() {
+    // Issue 19's target: 1,000,000 Value<u64> with locks in one process under the default fd
+    // limit, <= 100 fds and <= 1,000 mappings in all; locked increments exact across 2
+    // processes on a sample.
+    const N: u64 = 1_000_000;
+    let arena = Arena::new();
+    let vals: Vec<Value<u64>> = (0..N).map(|i| Value::new_in(&arena, i).unwrap()).collect();
+    let (f, m) = (fds(), maps());
+    eprintln!(
+        "{N} Values: {} arena segments, {f} fds and {m} mappings in all",
+        arena.segments()
+    );
+    assert!(f <= 100, "{f} fds");
+    assert!(m <= 1000, "{m} mappings");
+    let sample: Vec<&Value<u64>> = vals.iter().step_by(10_007).collect();
+    let work = || {
+        for _ in 0..100 {
+            for v in &sample {
+                *v.get_lock().unwrap() += 1;
+            }
+        }
+    };
+    let mut c = fork(|| {
+        work();
+        0
+    });
+    work();
+    assert_eq!(c.join(), 0);
+    for (k, v) in sample.iter().enumerate() {
+        assert_eq!(v.load().unwrap(), k as u64 * 10_007 + 200);
+    }
+}
