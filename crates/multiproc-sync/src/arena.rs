@@ -28,6 +28,12 @@
 //! SIGKILLed while it holds handles never decrements: those slots leak (until the arena's last
 //! fd closes). That is the honest limit: no per-process reference tracking.
 //!
+//! A forked child inherits its parent's handles *without* a reference of its own (the count is
+//! per process and fork copies no counts): dropping them in the child releases nothing, and
+//! the slot lives as long as the parent (or another process that opened a handle) holds it. A
+//! child that must outlive its parent's handle opens its own with [`crate::Value::open_slot`]
+//! (or receives the handle through serde, as a spawned child does).
+//!
 //! ## Handles
 //! An arena object serializes as a [`SlotHandle`]: (arena segment handle, slot, generation,
 //! type tag). A process opens each arena segment once (a per-process cache keyed by segment
@@ -647,6 +653,9 @@ pub(crate) struct SlotRef {
     generation: u32,
     tag: u32,
     ptr: NonNull<u8>,
+    /// The process that took the reference. A forked child inherits the parent's `SlotRef`s
+    /// without a reference of its own, so its drops must not release the parent's.
+    pid: u32,
 }
 
 // SAFETY: the pointer is into the mapping `seg` keeps alive; the object behind it is shared
@@ -657,7 +666,9 @@ unsafe impl Sync for SlotRef {}
 
 impl Drop for SlotRef {
     fn drop(&mut self) {
-        self.seg.release(self.slot, self.generation);
+        if self.pid == std::process::id() {
+            self.seg.release(self.slot, self.generation);
+        }
     }
 }
 
@@ -727,6 +738,7 @@ impl SlotRef {
             generation: h.generation,
             tag,
             ptr,
+            pid: std::process::id(),
         })
     }
 }
@@ -846,6 +858,7 @@ fn slot_ref(seg: Arc<ArenaSeg>, slot: u32, generation: u32, tag: u32) -> SlotRef
         generation,
         tag,
         ptr,
+        pid: std::process::id(),
     }
 }
 

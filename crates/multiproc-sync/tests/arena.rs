@@ -250,3 +250,32 @@ fn a_million_locked_values_fit_under_100_fds_and_1000_mappings() {
         assert_eq!(v.load().unwrap(), k as u64 * 10_007 + 200);
     }
 }
+
+#[test]
+fn a_forked_child_dropping_inherited_handles_does_not_free_the_parents_slots() {
+    let arena = Arena::new();
+    let vals: Vec<Value<u64>> = (0..100u64)
+        .map(|i| Value::new_in(&arena, i).unwrap())
+        .collect();
+    // A raw fork: the child drops the only handles it has (its copy of `vals`), as a Fork-
+    // started task drops its arguments.
+    // SAFETY: the child drops the Values and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        drop(vals);
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    assert_eq!(arena.check().unwrap().live, 100, "still the parent's");
+    let hs: Vec<_> = vals.iter().map(|v| v.slot_handle().unwrap()).collect();
+    for h in &hs {
+        Value::<u64>::open_slot(h).expect("still live");
+    }
+    drop(vals);
+    assert_eq!(arena.check().unwrap().live, 0);
+}
