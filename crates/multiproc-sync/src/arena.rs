@@ -807,7 +807,9 @@ impl Arena {
         for k in 0..n {
             let i = (list.hint + k) % n;
             let seg = Arc::clone(&list.segs[i]);
-            if let Some((slot, generation)) = seg.alloc(tag)? {
+            // A segment another process corrupted (or whose lock is wedged) is skipped: its
+            // objects answer with errors, the arena carries on in the others or a new one.
+            if let Ok(Some((slot, generation))) = seg.alloc(tag) {
                 list.hint = i;
                 return Ok(slot_ref(seg, slot, generation, tag));
             }

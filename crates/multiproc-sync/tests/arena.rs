@@ -173,17 +173,25 @@ const CTL: usize = multiproc_shm::HEADER_SIZE;
 const FREE_HEAD: usize = CTL + 24;
 
 #[test]
-fn a_scribbled_free_list_is_an_error_not_a_panic() {
+fn a_scribbled_free_list_is_reported_and_allocation_moves_on() {
     let arena = Arena::new();
     let v = Value::new_in(&arena, 1u64).unwrap();
     let w = Value::new_in(&arena, 2u64).unwrap();
     drop(w); // the free list now holds one slot
     v.segment().scribble(FREE_HEAD, &u32::MAX.to_le_bytes());
-    assert!(matches!(
-        Value::new_in(&arena, 3u64),
-        Err(SyncError::Shm(ShmError::Corrupted(_)))
-    ));
-    assert!(arena.check().is_err());
+    assert!(arena.check().is_err(), "the corruption is reported");
+    // Allocation skips the corrupted segment and carries on in a new one.
+    let x = Value::new_in(&arena, 3u64).unwrap();
+    assert_eq!(arena.segments(), 2);
+    assert_ne!(
+        x.slot_handle().unwrap().arena,
+        v.slot_handle().unwrap().arena
+    );
+    assert_eq!(
+        v.load().unwrap(),
+        1,
+        "the corrupted segment's objects still work"
+    );
 }
 
 #[test]
