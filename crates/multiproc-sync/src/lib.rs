@@ -6,6 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+pub mod arena;
 mod array;
 mod error;
 pub mod facade;
@@ -25,6 +26,7 @@ pub mod lock;
 pub mod rlock;
 pub mod semaphore;
 
+pub use arena::{Arena, ArenaStats, SlotHandle};
 pub use array::{Array, ArrayGuard, RawArray};
 pub use error::{LockError, LockResult, RecoverResult, SyncError, refuse_owner_died};
 pub use mutex::{Holder, LockOutcome, MutexError, RobustMutex};

@@ -26,6 +26,7 @@
 //! assert_eq!(v.load().unwrap(), 42);
 //! ```
 
+use crate::arena::{Arena, Backing, ObjectHandle, SlotHandle};
 use crate::error::{LockError, LockResult, RecoverResult, SyncError, refuse_owner_died};
 use crate::facade::raw;
 use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
@@ -36,6 +37,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 use std::time::Duration;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -121,19 +123,24 @@ fn create_cell<L: SharedLayout>(
     })?)
 }
 
-fn segment_of<L: SharedLayout>(s: &Shared<L>) -> &Segment {
-    crate::shared::segment_of(s)
-}
-
 /// A `T` in shared memory guarded by a robust process-shared lock (Python's `Value`).
 pub struct Value<T: SharedData> {
-    shm: Shared<ValueCell<T>>,
+    /// The cell, inside the memory `backing` keeps alive.
+    cell: NonNull<ValueCell<T>>,
+    backing: Backing<ValueCell<T>>,
 }
+
+// SAFETY: the cell is shared memory built for sharing (ValueCell is Sync: a mutex of atomics and
+// a value reached only under it); `backing` (Send + Sync) keeps it mapped.
+unsafe impl<T: SharedData> Send for Value<T> {}
+// SAFETY: as above.
+unsafe impl<T: SharedData> Sync for Value<T> {}
 
 impl<T: SharedData> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value {
-            shm: self.shm.clone(),
+            cell: self.cell,
+            backing: self.backing.clone(),
         }
     }
 }
@@ -142,7 +149,8 @@ impl<T: SharedData> std::fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Value")
             .field("type", &std::any::type_name::<T>())
-            .field("segment", segment_of(&self.shm))
+            .field("segment", self.backing.segment())
+            .field("slot", &self.backing.slot_handle())
             .finish()
     }
 }
@@ -154,9 +162,11 @@ impl<T: SharedData> Value<T> {
             mutex: RobustMutex::new(),
             value: UnsafeCell::new(value),
         };
-        Ok(Value {
-            shm: create_cell(name, TypeFingerprint::of::<T>(), cell)?,
-        })
+        Ok(Self::from_backing(Backing::Own(create_cell(
+            name,
+            TypeFingerprint::of::<T>(),
+            cell,
+        )?)))
     }
 
     /// A new anonymous shared value (memfd: shared with forked and spawned children).
@@ -184,31 +194,74 @@ impl<T: SharedData> Value<T> {
 
     /// Opens a named value, checking that it holds a `Value<T>`.
     pub fn open_named(name: &str) -> Result<Self, SyncError> {
-        Ok(Value {
-            shm: Shared::open_named(name, TypeFingerprint::of::<T>())?,
-        })
+        Ok(Self::from_backing(Backing::Own(Shared::open_named(
+            name,
+            TypeFingerprint::of::<T>(),
+        )?)))
     }
 
     /// Opens the value a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
-        Ok(Value {
-            shm: Shared::open_handle(handle, TypeFingerprint::of::<T>())?,
-        })
+        Ok(Self::from_backing(Backing::Own(Shared::open_handle(
+            handle,
+            TypeFingerprint::of::<T>(),
+        )?)))
     }
 
-    /// The segment behind this value.
+    fn from_backing(backing: Backing<ValueCell<T>>) -> Self {
+        Value {
+            cell: backing.ptr(),
+            backing,
+        }
+    }
+
+    /// A new value in a slot of `arena` (one fd and mapping per arena segment, not per value;
+    /// the slot is padded to at least 64 bytes so two hot locks never share a cache line).
+    /// See [`crate::arena`] for when the slot is freed.
+    pub fn new_in(arena: &Arena, value: T) -> Result<Self, SyncError> {
+        check_align::<T>()?;
+        let cell = ValueCell {
+            mutex: RobustMutex::new(),
+            value: UnsafeCell::new(value),
+        };
+        Ok(Self::from_backing(Backing::new_in(
+            arena,
+            64,
+            &TypeFingerprint::of::<T>(),
+            cell,
+        )?))
+    }
+
+    /// Opens an arena value's handle ([`ShmError::StaleHandle`] if it was freed).
+    pub fn open_slot(handle: &SlotHandle) -> Result<Self, SyncError> {
+        Ok(Self::from_backing(Backing::open_slot(
+            handle,
+            &TypeFingerprint::of::<T>(),
+        )?))
+    }
+
+    /// The arena handle of an arena value (`None` for a value with its own segment).
+    pub fn slot_handle(&self) -> Option<SlotHandle> {
+        self.backing.slot_handle()
+    }
+
+    /// The segment behind this value (an arena value's arena segment, shared with others).
     pub fn segment(&self) -> &Segment {
-        segment_of(&self.shm)
+        self.backing.segment()
     }
 
-    /// How another process reaches this value.
+    /// How another process reaches this value's segment. For an arena value this names the
+    /// whole arena (opening it as a `Value` fails its type check): use
+    /// [`Value::slot_handle`] or serde.
     pub fn handle(&self) -> SegmentHandle {
         self.segment().handle()
     }
 
     #[inline]
     fn cell(&self) -> &ValueCell<T> {
-        self.shm.get()
+        // SAFETY: `cell` points into the memory `backing` keeps alive for as long as `self`;
+        // ValueCell is valid for any bytes and only shared-safe fields (see its SharedLayout).
+        unsafe { self.cell.as_ref() }
     }
 
     #[inline]
@@ -322,14 +375,17 @@ impl<T: SharedData> Drop for ValueGuard<'_, T> {
 
 impl<T: SharedData> Serialize for Value<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.handle().serialize(s)
+        self.backing.wire().serialize(s)
     }
 }
 
 impl<'de, T: SharedData> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let h = SegmentHandle::deserialize(d)?;
-        Value::open_handle(&h).map_err(serde::de::Error::custom)
+        match ObjectHandle::deserialize(d)? {
+            ObjectHandle::Segment(h) => Value::open_handle(&h),
+            ObjectHandle::Slot(h) => Value::open_slot(&h),
+        }
+        .map_err(serde::de::Error::custom)
     }
 }
 
@@ -341,13 +397,21 @@ impl<'de, T: SharedData> Deserialize<'de> for Value<T> {
 /// Release (fences around the copy), so a value published with `store` carries what the
 /// writer wrote before it.
 pub struct RawValue<T: SharedData> {
-    shm: Shared<RawCell<T>>,
+    /// The cell, inside the memory `backing` keeps alive.
+    cell: NonNull<RawCell<T>>,
+    backing: Backing<RawCell<T>>,
 }
+
+// SAFETY: the cell is only accessed atomically (RawCell is Sync); `backing` keeps it mapped.
+unsafe impl<T: SharedData> Send for RawValue<T> {}
+// SAFETY: as above.
+unsafe impl<T: SharedData> Sync for RawValue<T> {}
 
 impl<T: SharedData> Clone for RawValue<T> {
     fn clone(&self) -> Self {
         RawValue {
-            shm: self.shm.clone(),
+            cell: self.cell,
+            backing: self.backing.clone(),
         }
     }
 }
@@ -356,7 +420,8 @@ impl<T: SharedData> std::fmt::Debug for RawValue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawValue")
             .field("type", &std::any::type_name::<T>())
-            .field("segment", segment_of(&self.shm))
+            .field("segment", self.backing.segment())
+            .field("slot", &self.backing.slot_handle())
             .finish()
     }
 }
@@ -367,9 +432,11 @@ impl<T: SharedData> RawValue<T> {
         let cell = RawCell {
             value: UnsafeCell::new(value),
         };
-        Ok(RawValue {
-            shm: create_cell(name, TypeFingerprint::of::<T>(), cell)?,
-        })
+        Ok(Self::from_backing(Backing::Own(create_cell(
+            name,
+            TypeFingerprint::of::<T>(),
+            cell,
+        )?)))
     }
 
     /// A new anonymous raw value.
@@ -384,45 +451,90 @@ impl<T: SharedData> RawValue<T> {
 
     /// Opens a named raw value.
     pub fn open_named(name: &str) -> Result<Self, SyncError> {
-        Ok(RawValue {
-            shm: Shared::open_named(name, TypeFingerprint::of::<T>())?,
-        })
+        Ok(Self::from_backing(Backing::Own(Shared::open_named(
+            name,
+            TypeFingerprint::of::<T>(),
+        )?)))
     }
 
     /// Opens the raw value a handle names.
     pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
-        Ok(RawValue {
-            shm: Shared::open_handle(handle, TypeFingerprint::of::<T>())?,
-        })
+        Ok(Self::from_backing(Backing::Own(Shared::open_handle(
+            handle,
+            TypeFingerprint::of::<T>(),
+        )?)))
+    }
+
+    fn from_backing(backing: Backing<RawCell<T>>) -> Self {
+        RawValue {
+            cell: backing.ptr(),
+            backing,
+        }
+    }
+
+    /// A new raw value in a slot of `arena` (16-byte slots for a `u64`): one fd and mapping
+    /// per arena segment, not per value. See [`crate::arena`] for when the slot is freed.
+    pub fn new_in(arena: &Arena, value: T) -> Result<Self, SyncError> {
+        check_align::<T>()?;
+        let cell = RawCell {
+            value: UnsafeCell::new(value),
+        };
+        Ok(Self::from_backing(Backing::new_in(
+            arena,
+            16,
+            &TypeFingerprint::of::<T>(),
+            cell,
+        )?))
+    }
+
+    /// Opens an arena raw value's handle ([`ShmError::StaleHandle`] if it was freed).
+    pub fn open_slot(handle: &SlotHandle) -> Result<Self, SyncError> {
+        Ok(Self::from_backing(Backing::open_slot(
+            handle,
+            &TypeFingerprint::of::<T>(),
+        )?))
+    }
+
+    /// The arena handle of an arena raw value (`None` for one with its own segment).
+    pub fn slot_handle(&self) -> Option<SlotHandle> {
+        self.backing.slot_handle()
+    }
+
+    #[inline]
+    fn value_ptr(&self) -> *mut T {
+        // SAFETY: `cell` points into memory `backing` keeps alive; the projection forms no
+        // reference to the value (UnsafeCell::get on a shared RawCell).
+        unsafe { self.cell.as_ref().value.get() }
     }
 
     /// Reads the value (atomic; may be torn if another process writes a multi-word `T`
     /// concurrently).
     #[inline]
     pub fn load(&self) -> T {
-        // SAFETY: the cell is inside the live mapping `self.shm` holds, aligned for T (payloads
-        // are 256-aligned, align_of::<T>() <= 128 checked at create); every access to it is
-        // atomic (this type's only accessors); T: FromBytes, so any bytes are a valid T.
-        unsafe { raw::load(self.shm.get().value.get()) }
+        // SAFETY: the cell is inside the live memory `self.backing` holds, aligned for T
+        // (segment payloads are 256-aligned, arena slots aligned to their power-of-two size;
+        // align_of::<T>() <= 128 checked at create); every access to it is atomic (this type's
+        // only accessors); T: FromBytes, so any bytes are a valid T.
+        unsafe { raw::load(self.value_ptr()) }
     }
 
     /// Writes the value (atomic; see [`RawValue::load`]).
     #[inline]
     pub fn store(&self, value: T) {
         // SAFETY: as in load.
-        unsafe { raw::store(self.shm.get().value.get(), value) }
+        unsafe { raw::store(self.value_ptr(), value) }
     }
 
     /// The raw pointer. Every access through it must be atomic (other processes access the
     /// value concurrently); prefer [`RawValue::load`]/[`RawValue::store`] or, for a
     /// `RawValue<u64>`, [`RawValue::as_atomic`].
     pub fn as_ptr(&self) -> *mut T {
-        self.shm.get().value.get()
+        self.value_ptr()
     }
 
-    /// The segment behind this value.
+    /// The segment behind this value (an arena value's arena segment, shared with others).
     pub fn segment(&self) -> &Segment {
-        segment_of(&self.shm)
+        self.backing.segment()
     }
 
     /// How another process reaches this value.
@@ -435,8 +547,8 @@ impl RawValue<u64> {
     /// The value as an `AtomicU64`, for read-modify-write operations (`fetch_add`, CAS) shared
     /// with other processes. Mixes safely with `load`/`store`, which are atomic too.
     pub fn as_atomic(&self) -> &crate::facade::StdAtomicU64 {
-        // SAFETY: the u64 is 8-aligned (offset 0 of a 256-aligned payload) and lives as long as
-        // the mapping `self.shm` holds, i.e. at least as long as `&self`; every access to it by
+        // SAFETY: the u64 is 8-aligned (offset 0 of a 256-aligned payload or of a 16-aligned
+        // arena slot) and lives as long as the memory `self.backing` holds, i.e. at least as long as `&self`; every access to it by
         // this crate is atomic, and other processes must do the same (the documented contract).
         unsafe { crate::facade::StdAtomicU64::from_ptr(self.as_ptr()) }
     }
@@ -444,13 +556,16 @@ impl RawValue<u64> {
 
 impl<T: SharedData> Serialize for RawValue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.handle().serialize(s)
+        self.backing.wire().serialize(s)
     }
 }
 
 impl<'de, T: SharedData> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let h = SegmentHandle::deserialize(d)?;
-        RawValue::open_handle(&h).map_err(serde::de::Error::custom)
+        match ObjectHandle::deserialize(d)? {
+            ObjectHandle::Segment(h) => RawValue::open_handle(&h),
+            ObjectHandle::Slot(h) => RawValue::open_slot(&h),
+        }
+        .map_err(serde::de::Error::custom)
     }
 }

@@ -1,0 +1,61 @@
+//! Issue 19 figures: creation rate, RSS, fds and mappings per object, one segment per Value
+//! (today's `Value::new`) vs arena slots (`Value::new_in`). Run in release:
+//! `cargo run --release -p multiproc-sync --example arena_measure`
+#![allow(missing_docs)]
+
+use multiproc_sync::{Arena, RawValue, Value};
+use std::time::Instant;
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn maps() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+fn measure<O>(what: &str, n: usize, mut make: impl FnMut(u64) -> O) {
+    let (r0, f0, m0) = (rss_bytes(), fds(), maps());
+    let t = Instant::now();
+    let objs: Vec<O> = (0..n as u64).map(&mut make).collect();
+    let dt = t.elapsed();
+    let (r1, f1, m1) = (rss_bytes(), fds(), maps());
+    println!(
+        "| {what} | {n} | {:.0} k/s | {:.0} B | {} | {} |",
+        n as f64 / dt.as_secs_f64() / 1e3,
+        (r1.saturating_sub(r0)) as f64 / n as f64,
+        f1 - f0,
+        m1 - m0,
+    );
+    let t = Instant::now();
+    drop(objs);
+    eprintln!("  ({what}: dropped in {:?})", t.elapsed());
+}
+
+fn main() {
+    println!("| object | created | rate | RSS per object | fds added | mappings added |");
+    println!("|---|---|---|---|---|---|");
+    measure("`Value::new(u64)` (own segment)", 10_000, |i| {
+        Value::new(i).unwrap()
+    });
+    measure("`RawValue::new(u64)` (own segment)", 10_000, |i| {
+        RawValue::new(i).unwrap()
+    });
+    let arena = Arena::new();
+    measure("`Value::new_in(&arena, u64)`", 1_000_000, |i| {
+        Value::new_in(&arena, i).unwrap()
+    });
+    let arena = Arena::new();
+    measure("`RawValue::new_in(&arena, u64)`", 1_000_000, |i| {
+        RawValue::new_in(&arena, i).unwrap()
+    });
+}

@@ -1,0 +1,949 @@
+//! Arenas: many small shared objects in one segment (one fd and one mapping per arena, not per
+//! object), as Python's `multiprocessing.heap` does for `RawValue`.
+//!
+//! An [`Arena`] is a process-local set of arena segments, one list per size class (16, 32, ...,
+//! [`MAX_SLOT`] bytes). Each arena segment is a [`Shared<ArenaCtl>`]: a control block (a
+//! [`RobustMutex`], the free-list head, a bump index, a live count and a one-entry journal), then
+//! a tail of `slots` slot records (16 B each: generation, refcount, free-list link, type tag) and
+//! `slots` payload slots of `class` bytes each. Objects larger than [`MAX_SLOT`] keep their own
+//! segments. When every segment of a class is full, the arena adds one.
+//!
+//! ## Kill safety
+//! Allocation and free change the control block and one slot record under the arena's robust
+//! mutex, through a journal: the changer first writes the old values it needs (`j_slot`,
+//! `j_head`, `j_bump`, `j_live`, `j_gen`) and publishes them with one Release store of `j_op`,
+//! then changes the metadata, then clears `j_op`. The next locker that gets `OwnerDied` rolls an
+//! `ALLOC` back (the allocator died before it handed the slot to anyone: the slot returns to the
+//! free list or the bump index) and redoes a `FREE` (every store is of a journalled value, so a
+//! redo is idempotent). Whatever instruction a SIGKILL lands on, the metadata is the state
+//! before or after the operation.
+//!
+//! ## Lifetime
+//! A slot carries a cross-process refcount: the allocating handle holds 1, and each process that
+//! opens a handle adds 1 (clones inside a process share that one count). The process whose
+//! decrement reaches 0 takes the lock and frees the slot (bumping its generation). A decrement
+//! to 0 whose process dies before the free leaves a slot with `refs == 0` that is still marked
+//! live: [`sweep`](ArenaSeg::sweep) (run on `OwnerDied` recovery and when a segment is full)
+//! frees such orphans; opening needs `refs > 0`, so an orphan is never resurrected. A process
+//! SIGKILLed while it holds handles never decrements: those slots leak (until the arena's last
+//! fd closes). That is the honest limit: no per-process reference tracking.
+//!
+//! A forked child inherits its parent's handles *without* a reference of its own (the count is
+//! per process and fork copies no counts): dropping them in the child releases nothing, and
+//! the slot lives as long as the parent (or another process that opened a handle) holds it. A
+//! child that must outlive its parent's handle opens its own with [`crate::Value::open_slot`]
+//! (or receives the handle through serde, as a spawned child does).
+//!
+//! ## Handles
+//! An arena object serializes as a [`SlotHandle`]: (arena segment handle, slot, generation,
+//! type tag). A process opens each arena segment once (a per-process cache keyed by segment
+//! id), so a spawned child given 10,000 objects of one arena receives one fd. Opening a handle
+//! whose slot was freed (and maybe reused) fails with [`ShmError::StaleHandle`]: the
+//! generation no longer matches.
+//!
+//! ```
+//! use multiproc_sync::{arena::Arena, Value};
+//! let arena = Arena::new();
+//! let v = Value::new_in(&arena, 41u64).unwrap();
+//! *v.get_lock().unwrap() += 1;
+//! assert_eq!(v.load().unwrap(), 42);
+//! ```
+
+use crate::error::SyncError;
+use crate::facade::{AtomicU32, Ordering};
+use crate::mutex::{LockOutcome, RobustMutex};
+use multiproc_shm::{
+    ObjectKind, SegmentHandle, Shared, SharedLayout, ShmError, TAIL_ALIGN, TypeFingerprint,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// The smallest slot size.
+pub const MIN_SLOT: usize = 16;
+/// The largest slot size: objects bigger than this keep their own segment.
+pub const MAX_SLOT: usize = 512;
+/// Number of size classes (16, 32, 64, 128, 256, 512).
+const NCLASS: usize = 6;
+/// Bytes of slot payload per arena segment (the slot count is this over the class, capped).
+const SEG_PAYLOAD: usize = 2 << 20;
+/// Most slots in one arena segment (local limit for `validate`).
+pub const MAX_SLOTS: u32 = 1 << 16;
+/// Bytes of one slot record.
+const META: usize = std::mem::size_of::<SlotMeta>();
+/// How long an arena operation waits for the arena lock before giving up.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+const OP_NONE: u32 = 0;
+const OP_ALLOC: u32 = 1;
+const OP_FREE: u32 = 2;
+
+/// The control block of an arena segment.
+#[repr(C)]
+pub(crate) struct ArenaCtl {
+    mutex: RobustMutex,
+    /// Slot size in bytes (power of two in `MIN_SLOT..=MAX_SLOT`). Set at create, never changed.
+    class: AtomicU32,
+    /// Number of slots. Set at create, never changed.
+    slots: AtomicU32,
+    /// First free slot + 1 (0: the free list is empty).
+    free_head: AtomicU32,
+    /// First slot never allocated.
+    bump: AtomicU32,
+    /// Slots allocated.
+    live: AtomicU32,
+    /// Journal: `OP_NONE`, `OP_ALLOC` or `OP_FREE` (the commit flag).
+    j_op: AtomicU32,
+    j_slot: AtomicU32,
+    j_head: AtomicU32,
+    j_bump: AtomicU32,
+    j_live: AtomicU32,
+    j_gen: AtomicU32,
+    _pad: AtomicU32,
+}
+
+/// One slot's record.
+#[repr(C)]
+struct SlotMeta {
+    /// Bumped on every free: a handle names the generation it was made for.
+    generation: AtomicU32,
+    /// Processes holding a handle (0 when free, or an orphan awaiting `sweep`).
+    refs: AtomicU32,
+    /// Free-list link: next free slot + 1 (0: end). Meaningful only while free.
+    next: AtomicU32,
+    /// 0: free. Else live, holding the object whose type tag this is.
+    tag: AtomicU32,
+}
+
+/// The geometry an arena segment was validated with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArenaGeom {
+    class: usize,
+    slots: u32,
+    /// Offset of the first payload slot in the tail.
+    payload_off: usize,
+}
+
+fn payload_off(slots: usize) -> usize {
+    (slots * META).div_ceil(TAIL_ALIGN) * TAIL_ALIGN
+}
+
+fn tail_len_for(class: usize, slots: usize) -> usize {
+    payload_off(slots) + class * slots
+}
+
+// SAFETY: repr(C), atomics only (the mutex too), so any bit pattern is valid and every field
+// another process writes is atomic; align 8 <= 256; no Drop. `validate` reads class and slots once
+// and checks them against the real tail length and local limits.
+unsafe impl SharedLayout for ArenaCtl {
+    const KIND: ObjectKind = ObjectKind::Raw;
+    const MAX_TAIL: usize = 4 << 20;
+    type Geometry = ArenaGeom;
+    fn validate(&self, tail_len: usize) -> Result<ArenaGeom, ShmError> {
+        let class = self.class.load(Ordering::Relaxed) as usize;
+        let slots = self.slots.load(Ordering::Relaxed);
+        if !class.is_power_of_two() || !(MIN_SLOT..=MAX_SLOT).contains(&class) {
+            return Err(ShmError::OutOfRange {
+                what: "arena slot size",
+                found: class as u64,
+                limit: MAX_SLOT as u64,
+            });
+        }
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(ShmError::OutOfRange {
+                what: "arena slot count",
+                found: slots as u64,
+                limit: MAX_SLOTS as u64,
+            });
+        }
+        let need = tail_len_for(class, slots as usize);
+        if need > tail_len {
+            return Err(ShmError::OutOfRange {
+                what: "arena tail",
+                found: need as u64,
+                limit: tail_len as u64,
+            });
+        }
+        Ok(ArenaGeom {
+            class,
+            slots,
+            payload_off: payload_off(slots as usize),
+        })
+    }
+}
+
+/// The size class index for an object of `size` bytes (`None`: too big for an arena).
+fn class_index(size: usize, min: usize) -> Option<usize> {
+    let c = size.max(min).max(MIN_SLOT).next_power_of_two();
+    if c > MAX_SLOT {
+        return None;
+    }
+    Some(c.trailing_zeros() as usize - MIN_SLOT.trailing_zeros() as usize)
+}
+
+/// The 32-bit type tag of an object kind + element type (never 0).
+pub(crate) fn type_tag(kind: ObjectKind, fp: &TypeFingerprint) -> u32 {
+    let h = fp.hash() ^ ((kind as u64) << 56);
+    let t = (h ^ (h >> 32)) as u32;
+    t.max(1)
+}
+
+/// One arena segment, mapped in this process.
+pub(crate) struct ArenaSeg {
+    shm: Shared<ArenaCtl>,
+}
+
+/// What [`ArenaSeg::check`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Arena segments.
+    pub segments: usize,
+    /// Slots in all segments.
+    pub slots: u64,
+    /// Live slots (the sum of the live counters, checked against the slot records).
+    pub live: u64,
+    /// Slots on free lists.
+    pub free: u64,
+    /// Slots never allocated.
+    pub untouched: u64,
+}
+
+/// The held arena lock; unlocks on drop.
+struct ArenaLock<'a> {
+    m: &'a RobustMutex,
+}
+
+impl Drop for ArenaLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: an ArenaLock exists only while this thread holds the mutex (made in `lock`,
+        // not Send since it borrows a per-call reference and is dropped in the same frame).
+        unsafe { self.m.unlock() }
+    }
+}
+
+impl ArenaSeg {
+    fn create(class: usize) -> Result<ArenaSeg, ShmError> {
+        let slots = (SEG_PAYLOAD / class).min(MAX_SLOTS as usize);
+        let shm = Shared::<ArenaCtl>::create(
+            None,
+            TypeFingerprint::of::<ArenaCtl>(),
+            tail_len_for(class, slots),
+            |p, _tail| {
+                // SAFETY: `p` is valid for one ArenaCtl, aligned, zeroed and unseen by others;
+                // the tail is zeroed (all slots free, generation 0, no links) which is the
+                // initial state; only class and slots need setting.
+                unsafe {
+                    let c = p.as_ref();
+                    c.class.store(class as u32, Ordering::Relaxed);
+                    c.slots.store(slots as u32, Ordering::Relaxed);
+                }
+                Ok(())
+            },
+        )?;
+        Ok(ArenaSeg { shm })
+    }
+
+    fn ctl(&self) -> &ArenaCtl {
+        self.shm.get()
+    }
+
+    fn geom(&self) -> ArenaGeom {
+        *self.shm.geometry()
+    }
+
+    fn meta(&self, slot: u32) -> &SlotMeta {
+        let g = self.geom();
+        assert!(slot < g.slots, "slot index checked by callers");
+        let p = self
+            .shm
+            .tail_range(slot as usize * META, META)
+            .expect("slot record inside the validated tail");
+        // SAFETY: the range is inside the mapping (checked by tail_range), 16-aligned (tail is
+        // 128-aligned, META = 16), atomics only (any bit pattern valid), and lives as long as
+        // `self.shm`, which `&self` borrows.
+        unsafe { p.cast::<SlotMeta>().as_ref() }
+    }
+
+    fn payload(&self, slot: u32) -> NonNull<u8> {
+        let g = self.geom();
+        self.shm
+            .tail_range(g.payload_off + slot as usize * g.class, g.class)
+            .expect("payload slot inside the validated tail")
+    }
+
+    /// Takes the arena lock, repairing the metadata first if the last holder died.
+    fn lock(&self) -> Result<ArenaLock<'_>, SyncError> {
+        let m = &self.ctl().mutex;
+        let outcome = m.lock_timeout(LOCK_TIMEOUT)?;
+        let g = ArenaLock { m };
+        if outcome == LockOutcome::OwnerDied {
+            RECOVERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if c_journal_pending(self.ctl()) {
+                JOURNAL_REPLAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.recover()?;
+            self.sweep();
+        }
+        Ok(g)
+    }
+
+    /// Replays the journal of a holder that died (under the lock).
+    fn recover(&self) -> Result<(), SyncError> {
+        let c = self.ctl();
+        let slots = self.geom().slots;
+        // Acquire: partner of the Release store of j_op in alloc/free; the journal fields
+        // written before it are visible. (The mutex handover already orders them; belt and braces.)
+        let op = c.j_op.load(Ordering::Acquire);
+        let s = c.j_slot.load(Ordering::Relaxed);
+        let head = c.j_head.load(Ordering::Relaxed);
+        if op != OP_NONE && (s >= slots || head > slots) {
+            c.j_op.store(OP_NONE, Ordering::Relaxed);
+            return Err(ShmError::Corrupted("arena journal names no slot").into());
+        }
+        match op {
+            OP_ALLOC => {
+                // Roll back: the allocator died before anyone saw the slot.
+                let m = self.meta(s);
+                m.tag.store(0, Ordering::Relaxed);
+                m.refs.store(0, Ordering::Relaxed);
+                c.free_head.store(head, Ordering::Relaxed);
+                c.bump.store(
+                    c.j_bump.load(Ordering::Relaxed).min(slots),
+                    Ordering::Relaxed,
+                );
+                c.live
+                    .store(c.j_live.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            OP_FREE => self.apply_free(),
+            _ => {}
+        }
+        c.j_op.store(OP_NONE, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The stores of a free, all of journalled values (idempotent).
+    fn apply_free(&self) {
+        let c = self.ctl();
+        let s = c.j_slot.load(Ordering::Relaxed);
+        let m = self.meta(s);
+        m.generation
+            .store(c.j_gen.load(Ordering::Relaxed), Ordering::Relaxed);
+        m.refs.store(0, Ordering::Relaxed);
+        m.next
+            .store(c.j_head.load(Ordering::Relaxed), Ordering::Relaxed);
+        m.tag.store(0, Ordering::Relaxed);
+        test_hook(); // slot free, not yet on the free list
+        c.free_head.store(s + 1, Ordering::Relaxed);
+        c.live.store(
+            c.j_live.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Frees `slot` (under the lock) if it is live with generation `generation` and no refs.
+    fn free_locked(&self, slot: u32, generation: u32) {
+        let c = self.ctl();
+        let m = self.meta(slot);
+        if m.tag.load(Ordering::Relaxed) == 0
+            || m.generation.load(Ordering::Relaxed) != generation
+            || m.refs.load(Ordering::Acquire) != 0
+        {
+            return; // freed already (a sweep), or reopened: nothing to do
+        }
+        c.j_slot.store(slot, Ordering::Relaxed);
+        c.j_head
+            .store(c.free_head.load(Ordering::Relaxed), Ordering::Relaxed);
+        c.j_gen.store(generation.wrapping_add(1), Ordering::Relaxed);
+        c.j_live
+            .store(c.live.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Release: commit point; the journal above is complete before a recoverer can see
+        // OP_FREE (partner: the Acquire load in `recover`).
+        c.j_op.store(OP_FREE, Ordering::Release);
+        crate::arena::test_hook();
+        self.apply_free();
+        c.j_op.store(OP_NONE, Ordering::Release);
+    }
+
+    /// Frees every orphan (live, no refs) slot (under the lock). Bounded by the slot count.
+    fn sweep(&self) {
+        let bump = self
+            .ctl()
+            .bump
+            .load(Ordering::Relaxed)
+            .min(self.geom().slots);
+        for s in 0..bump {
+            let m = self.meta(s);
+            if m.tag.load(Ordering::Relaxed) != 0 && m.refs.load(Ordering::Acquire) == 0 {
+                self.free_locked(s, m.generation.load(Ordering::Relaxed));
+            }
+        }
+    }
+
+    /// Allocates a slot holding an object of type tag `tag`; `None` if this segment is full.
+    /// The slot starts with `refs == 1` and its payload zeroed.
+    fn alloc(&self, tag: u32) -> Result<Option<(u32, u32)>, SyncError> {
+        let _g = self.lock()?;
+        let r = self.alloc_locked(tag)?;
+        if r.is_some() {
+            return Ok(r);
+        }
+        self.sweep();
+        self.alloc_locked(tag)
+    }
+
+    fn alloc_locked(&self, tag: u32) -> Result<Option<(u32, u32)>, SyncError> {
+        let c = self.ctl();
+        let slots = self.geom().slots;
+        let head = c.free_head.load(Ordering::Relaxed);
+        let bump = c.bump.load(Ordering::Relaxed);
+        if head > slots || bump > slots {
+            return Err(ShmError::Corrupted("arena free list or bump index out of range").into());
+        }
+        let slot = if head != 0 {
+            let s = head - 1;
+            let m = self.meta(s);
+            if m.tag.load(Ordering::Relaxed) != 0 {
+                return Err(ShmError::Corrupted("arena free list names a live slot").into());
+            }
+            s
+        } else if bump < slots {
+            bump
+        } else {
+            return Ok(None);
+        };
+        let next = self.meta(slot).next.load(Ordering::Relaxed);
+        if head != 0 && next > slots {
+            return Err(ShmError::Corrupted("arena free-list link out of range").into());
+        }
+        c.j_slot.store(slot, Ordering::Relaxed);
+        c.j_head.store(head, Ordering::Relaxed);
+        c.j_bump.store(bump, Ordering::Relaxed);
+        c.j_live
+            .store(c.live.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Release: commit point of the journal (partner: the Acquire load in `recover`).
+        c.j_op.store(OP_ALLOC, Ordering::Release);
+        crate::arena::test_hook();
+        let m = self.meta(slot);
+        m.refs.store(1, Ordering::Relaxed);
+        m.tag.store(tag, Ordering::Relaxed);
+        crate::arena::test_hook(); // slot live, still on the free list / below bump
+        if head != 0 {
+            c.free_head.store(next, Ordering::Relaxed);
+        } else {
+            c.bump.store(bump + 1, Ordering::Relaxed);
+        }
+        c.live.store(
+            c.j_live.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        crate::arena::test_hook();
+        c.j_op.store(OP_NONE, Ordering::Release);
+        let generation = m.generation.load(Ordering::Relaxed);
+        // Zero the payload (a freed slot holds its last object's bytes). No one else can reach
+        // the slot yet: its generation is new to handles only once we return it.
+        let p = self.payload(slot);
+        for i in 0..self.geom().class / 8 {
+            // SAFETY: inside the payload slot (tail_range checked), 8-aligned (slots are aligned
+            // to their power-of-two size >= 16); atomic, as a hostile process may write there.
+            let w =
+                unsafe { crate::facade::StdAtomicU64::from_ptr(p.as_ptr().cast::<u64>().add(i)) };
+            w.store(0, Ordering::Relaxed);
+        }
+        Ok(Some((slot, generation)))
+    }
+
+    /// Drops one process reference; frees the slot when it was the last.
+    fn release(&self, slot: u32, generation: u32) {
+        let m = self.meta(slot);
+        // AcqRel: the Release orders this process's last writes to the object before the free;
+        // the Acquire (for the one reaching 0) sees every other process's release before freeing.
+        let prev = m.refs.fetch_sub(1, Ordering::AcqRel);
+        if prev == 1 {
+            crate::arena::test_hook();
+            if let Ok(_g) = self.lock() {
+                self.free_locked(slot, generation);
+            }
+            // Lock failure (timeout): the slot stays an orphan for a later sweep.
+        } else if prev == 0 {
+            // A hostile or corrupt count: undo, leak rather than underflow.
+            m.refs.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a process reference to a live slot of generation `generation` holding `tag`.
+    fn retain(&self, slot: u32, generation: u32, tag: u32) -> Result<(), ShmError> {
+        let m = self.meta(slot);
+        let stale = || ShmError::StaleHandle {
+            what: "arena slot generation (the object was freed)",
+        };
+        let mut n = m.refs.load(Ordering::Relaxed);
+        // Bounded: each failed CAS means another process changed the count; give up after many.
+        for _ in 0..1_000_000 {
+            if n == 0 || m.generation.load(Ordering::Acquire) != generation {
+                return Err(stale());
+            }
+            if m.tag.load(Ordering::Relaxed) != tag {
+                return Err(ShmError::StaleHandle {
+                    what: "arena slot type (another type lives there)",
+                });
+            }
+            let Some(n1) = n.checked_add(1) else {
+                return Err(ShmError::Corrupted("arena slot refcount at its maximum"));
+            };
+            // Acquire: partner of the allocator's stores under the lock / the last release.
+            match m
+                .refs
+                .compare_exchange_weak(n, n1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    // Re-check: freed and reallocated between our checks and the increment.
+                    if m.generation.load(Ordering::Acquire) != generation
+                        || m.tag.load(Ordering::Relaxed) != tag
+                    {
+                        self.release(slot, m.generation.load(Ordering::Relaxed));
+                        return Err(stale());
+                    }
+                    return Ok(());
+                }
+                Err(cur) => n = cur,
+            }
+        }
+        Err(ShmError::Corrupted("arena slot refcount never settles"))
+    }
+
+    /// Checks this segment's invariants (takes the lock): the free list is a chain of free
+    /// slots below `bump` without cycles, live slots match the counter, no journal pending.
+    fn check(&self) -> Result<ArenaStats, SyncError> {
+        let _g = self.lock()?;
+        let c = self.ctl();
+        let slots = self.geom().slots;
+        let bump = c.bump.load(Ordering::Relaxed);
+        if bump > slots || c.j_op.load(Ordering::Relaxed) != OP_NONE {
+            return Err(ShmError::Corrupted("arena bump out of range or journal pending").into());
+        }
+        let mut on_list = vec![false; bump as usize];
+        let mut free = 0u64;
+        let mut cur = c.free_head.load(Ordering::Relaxed);
+        while cur != 0 {
+            let s = cur - 1;
+            if s >= bump || on_list[s as usize] {
+                return Err(ShmError::Corrupted("arena free list: out of range or cycle").into());
+            }
+            on_list[s as usize] = true;
+            if self.meta(s).tag.load(Ordering::Relaxed) != 0 {
+                return Err(ShmError::Corrupted("arena free list holds a live slot").into());
+            }
+            free += 1;
+            cur = self.meta(s).next.load(Ordering::Relaxed);
+        }
+        let mut live = 0u64;
+        for s in 0..bump {
+            let is_live = self.meta(s).tag.load(Ordering::Relaxed) != 0;
+            if is_live {
+                live += 1;
+            } else if !on_list[s as usize] {
+                return Err(
+                    ShmError::Corrupted("arena slot neither live nor free (leaked)").into(),
+                );
+            }
+        }
+        if live != c.live.load(Ordering::Relaxed) as u64 {
+            return Err(ShmError::Corrupted("arena live counter disagrees with the slots").into());
+        }
+        for s in bump..slots {
+            if self.meta(s).tag.load(Ordering::Relaxed) != 0 {
+                return Err(ShmError::Corrupted("arena slot past bump is live").into());
+            }
+        }
+        Ok(ArenaStats {
+            segments: 1,
+            slots: slots as u64,
+            live,
+            free,
+            untouched: (slots - bump) as u64,
+        })
+    }
+}
+
+/// Whether [`test_hook`] yields (set by [`set_test_yield`]).
+#[allow(clippy::disallowed_types)] // a process-local flag, never in shared memory nor modelled
+static TEST_YIELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every arena operation yield at its crash points (between journal commit and the
+/// metadata stores, and between them and the journal clear), widening the windows a SIGKILL can
+/// land in. For the kill tests only.
+#[doc(hidden)]
+pub fn set_test_yield(on: bool) {
+    TEST_YIELD.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[allow(clippy::disallowed_types)] // process-local counters for tests
+static RECOVERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+#[allow(clippy::disallowed_types)]
+static JOURNAL_REPLAYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn c_journal_pending(c: &ArenaCtl) -> bool {
+    c.j_op.load(Ordering::Relaxed) != OP_NONE
+}
+
+/// How many times this process took an arena lock whose holder had died, and how many of those
+/// found a journal to roll back or redo. For the kill tests.
+#[doc(hidden)]
+pub fn recoveries() -> (u64, u64) {
+    (
+        RECOVERIES.load(std::sync::atomic::Ordering::Relaxed),
+        JOURNAL_REPLAYS.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// A crash point (see [`set_test_yield`]).
+#[inline]
+fn test_hook() {
+    if TEST_YIELD.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
+}
+
+/// Arena segments mapped in this process, by segment id: a handle opens its arena once.
+fn opened() -> &'static Mutex<HashMap<u64, Weak<ArenaSeg>>> {
+    static M: OnceLock<Mutex<HashMap<u64, Weak<ArenaSeg>>>> = OnceLock::new();
+    M.get_or_init(Default::default)
+}
+
+fn register(seg: &Arc<ArenaSeg>) {
+    if let Some(h) = seg.shm.handle() {
+        let mut m = opened().lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, w| w.strong_count() > 0);
+        m.insert(h.id(), Arc::downgrade(seg));
+    }
+}
+
+fn open_seg(h: &SegmentHandle) -> Result<Arc<ArenaSeg>, ShmError> {
+    let mut m = opened().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(seg) = m.get(&h.id()).and_then(Weak::upgrade) {
+        return Ok(seg);
+    }
+    let shm = Shared::<ArenaCtl>::open_handle(h, TypeFingerprint::of::<ArenaCtl>())?;
+    let seg = Arc::new(ArenaSeg { shm });
+    m.insert(h.id(), Arc::downgrade(&seg));
+    Ok(seg)
+}
+
+/// How another process reaches an arena object: its arena segment, slot and generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotHandle {
+    /// The arena segment (an fd handle registers with the spawner's fd collection once per
+    /// arena: the child opens each arena once).
+    pub arena: SegmentHandle,
+    /// The slot index.
+    pub slot: u32,
+    /// The slot's generation when the handle was made.
+    pub generation: u32,
+    /// The object's type tag (kind + element type).
+    pub tag: u32,
+}
+
+/// A process's reference to one live arena slot; frees the slot (if no other process holds
+/// it) on drop. Clones of an object in one process share one `SlotRef` (one cross-process ref).
+pub(crate) struct SlotRef {
+    seg: Arc<ArenaSeg>,
+    slot: u32,
+    generation: u32,
+    tag: u32,
+    ptr: NonNull<u8>,
+    /// The process that took the reference. A forked child inherits the parent's `SlotRef`s
+    /// without a reference of its own, so its drops must not release the parent's.
+    pid: u32,
+}
+
+// SAFETY: the pointer is into the mapping `seg` keeps alive; the object behind it is shared
+// memory accessed only through atomics or under its lock; SlotRef itself is immutable.
+unsafe impl Send for SlotRef {}
+// SAFETY: as above.
+unsafe impl Sync for SlotRef {}
+
+impl Drop for SlotRef {
+    fn drop(&mut self) {
+        if self.pid == std::process::id() {
+            self.seg.release(self.slot, self.generation);
+        }
+    }
+}
+
+impl SlotRef {
+    /// The object's first byte (aligned to the slot size, at least 16, at most 512).
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The slot's size in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.seg.geom().class
+    }
+
+    /// The handle another process opens.
+    pub(crate) fn handle(&self) -> SlotHandle {
+        SlotHandle {
+            arena: self
+                .seg
+                .shm
+                .handle()
+                .expect("arena segments are segment-backed"),
+            slot: self.slot,
+            generation: self.generation,
+            tag: self.tag,
+        }
+    }
+
+    /// The arena segment.
+    pub(crate) fn segment(&self) -> &multiproc_shm::Segment {
+        self.seg
+            .shm
+            .segment()
+            .expect("arena segments are segment-backed")
+    }
+
+    /// Opens a handle: maps its arena (once per process), checks the slot index, generation
+    /// and type tag, and takes a reference. `size`/`align`: the object's, checked against the
+    /// slot.
+    pub(crate) fn open(h: &SlotHandle, tag: u32, size: usize) -> Result<SlotRef, ShmError> {
+        if h.tag != tag {
+            return Err(ShmError::StaleHandle {
+                what: "arena object type (handle of another type)",
+            });
+        }
+        let seg = open_seg(&h.arena)?;
+        let g = seg.geom();
+        if h.slot >= g.slots {
+            return Err(ShmError::OutOfRange {
+                what: "arena slot index",
+                found: h.slot as u64,
+                limit: g.slots as u64,
+            });
+        }
+        if size > g.class {
+            return Err(ShmError::OutOfRange {
+                what: "object size for the arena slot",
+                found: size as u64,
+                limit: g.class as u64,
+            });
+        }
+        seg.retain(h.slot, h.generation, tag)?;
+        let ptr = seg.payload(h.slot);
+        Ok(SlotRef {
+            seg,
+            slot: h.slot,
+            generation: h.generation,
+            tag,
+            ptr,
+            pid: std::process::id(),
+        })
+    }
+}
+
+struct ClassList {
+    segs: Vec<Arc<ArenaSeg>>,
+    /// Where the last allocation succeeded.
+    hint: usize,
+}
+
+/// A set of arena segments in this process (one list per size class). Cheap to clone (shared).
+/// Forked children inherit it; handles of its objects can go to any process.
+#[derive(Clone)]
+pub struct Arena {
+    classes: Arc<[Mutex<ClassList>; NCLASS]>,
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("segments", &self.segments())
+            .finish()
+    }
+}
+
+impl Arena {
+    /// An empty arena (segments are created on first use, per size class).
+    pub fn new() -> Arena {
+        Arena {
+            classes: Arc::new(std::array::from_fn(|_| {
+                Mutex::new(ClassList {
+                    segs: Vec::new(),
+                    hint: 0,
+                })
+            })),
+        }
+    }
+
+    /// The process-wide arena.
+    pub fn global() -> &'static Arena {
+        static A: OnceLock<Arena> = OnceLock::new();
+        A.get_or_init(Arena::new)
+    }
+
+    /// Whether an object of `size` bytes (with slots at least `min` bytes) fits an arena slot.
+    pub fn fits(size: usize, min: usize) -> bool {
+        class_index(size, min).is_some()
+    }
+
+    /// Allocates a zeroed slot of at least `size` bytes (and at least `min`, to pad hot
+    /// objects to their own cache line) for an object tagged `tag`.
+    pub(crate) fn alloc(&self, size: usize, min: usize, tag: u32) -> Result<SlotRef, SyncError> {
+        let ci = class_index(size, min).ok_or(ShmError::OutOfRange {
+            what: "object size for an arena",
+            found: size as u64,
+            limit: MAX_SLOT as u64,
+        })?;
+        let mut list = self.classes[ci].lock().unwrap_or_else(|e| e.into_inner());
+        let n = list.segs.len();
+        for k in 0..n {
+            let i = (list.hint + k) % n;
+            let seg = Arc::clone(&list.segs[i]);
+            // A segment another process corrupted (or whose lock is wedged) is skipped: its
+            // objects answer with errors, the arena carries on in the others or a new one.
+            if let Ok(Some((slot, generation))) = seg.alloc(tag) {
+                list.hint = i;
+                return Ok(slot_ref(seg, slot, generation, tag));
+            }
+        }
+        let seg = Arc::new(ArenaSeg::create(MIN_SLOT << ci)?);
+        register(&seg);
+        list.segs.push(Arc::clone(&seg));
+        list.hint = list.segs.len() - 1;
+        let (slot, generation) = seg
+            .alloc(tag)?
+            .ok_or(ShmError::Corrupted("a new arena segment is full"))?;
+        Ok(slot_ref(seg, slot, generation, tag))
+    }
+
+    /// Arena segments this arena created.
+    pub fn segments(&self) -> usize {
+        self.classes
+            .iter()
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()).segs.len())
+            .sum()
+    }
+
+    /// Checks every segment's invariants (free list chained without cycles over free slots,
+    /// live counter equal to the live slots, no journal pending), repairing first after a
+    /// holder died; returns the totals.
+    pub fn check(&self) -> Result<ArenaStats, SyncError> {
+        let mut t = ArenaStats::default();
+        for c in self.classes.iter() {
+            let segs = c.lock().unwrap_or_else(|e| e.into_inner()).segs.clone();
+            for s in segs {
+                let st = s.check()?;
+                t.segments += 1;
+                t.slots += st.slots;
+                t.live += st.live;
+                t.free += st.free;
+                t.untouched += st.untouched;
+            }
+        }
+        Ok(t)
+    }
+}
+
+fn slot_ref(seg: Arc<ArenaSeg>, slot: u32, generation: u32, tag: u32) -> SlotRef {
+    let ptr = seg.payload(slot);
+    SlotRef {
+        seg,
+        slot,
+        generation,
+        tag,
+        ptr,
+        pid: std::process::id(),
+    }
+}
+
+/// What keeps an object's memory alive: its own segment, or a slot of an arena.
+pub(crate) enum Backing<L: SharedLayout> {
+    /// One segment for the object.
+    Own(Shared<L>),
+    /// An arena slot (clones in this process share the one reference).
+    Slot(Arc<SlotRef>),
+}
+
+impl<L: SharedLayout> Clone for Backing<L> {
+    fn clone(&self) -> Self {
+        match self {
+            Backing::Own(s) => Backing::Own(s.clone()),
+            Backing::Slot(s) => Backing::Slot(Arc::clone(s)),
+        }
+    }
+}
+
+impl<L: SharedLayout> Backing<L> {
+    /// The object's layout.
+    pub(crate) fn ptr(&self) -> NonNull<L> {
+        match self {
+            Backing::Own(s) => s.as_ptr(),
+            Backing::Slot(s) => s.ptr().cast(),
+        }
+    }
+
+    /// The segment holding the object (an arena's for an arena object).
+    pub(crate) fn segment(&self) -> &multiproc_shm::Segment {
+        match self {
+            Backing::Own(s) => crate::shared::segment_of(s),
+            Backing::Slot(s) => s.segment(),
+        }
+    }
+
+    /// The wire form of a handle.
+    pub(crate) fn wire(&self) -> ObjectHandle {
+        match self {
+            Backing::Own(s) => ObjectHandle::Segment(crate::shared::segment_of(s).handle()),
+            Backing::Slot(s) => ObjectHandle::Slot(s.handle()),
+        }
+    }
+
+    /// Places `value` in a new slot of `arena` (slot at least `min` bytes).
+    pub(crate) fn new_in(
+        arena: &Arena,
+        min: usize,
+        fp: &TypeFingerprint,
+        value: L,
+    ) -> Result<Self, SyncError> {
+        const { assert!(std::mem::align_of::<L>() <= 128) };
+        let tag = type_tag(L::KIND, fp);
+        let slot = arena.alloc(std::mem::size_of::<L>(), min, tag)?;
+        debug_assert!(slot.size() >= std::mem::size_of::<L>());
+        // SAFETY: the slot is at least size_of::<L>() bytes, aligned to its size (a power of two
+        // >= size_of::<L>() >= align_of::<L>(), at a 128-aligned base; align <= 128 checked
+        // above), and no other handle names it yet.
+        unsafe { slot.ptr().cast::<L>().as_ptr().write(value) };
+        Ok(Backing::Slot(Arc::new(slot)))
+    }
+
+    /// Opens an arena object's handle.
+    pub(crate) fn open_slot(h: &SlotHandle, fp: &TypeFingerprint) -> Result<Self, ShmError> {
+        let slot = SlotRef::open(h, type_tag(L::KIND, fp), std::mem::size_of::<L>())?;
+        Ok(Backing::Slot(Arc::new(slot)))
+    }
+
+    /// The arena handle, for an arena object.
+    pub(crate) fn slot_handle(&self) -> Option<SlotHandle> {
+        match self {
+            Backing::Own(_) => None,
+            Backing::Slot(s) => Some(s.handle()),
+        }
+    }
+}
+
+/// How an object (own segment or arena slot) is sent to another process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectHandle {
+    /// An object with its own segment.
+    Segment(SegmentHandle),
+    /// An object in an arena slot.
+    Slot(SlotHandle),
+}
