@@ -359,7 +359,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                         .arg(claim_ms)
                         .arg(&cursor)
                         .arg("COUNT")
-                        .arg(1)
+                        .arg(inner.opts.prefetch.max(1))
                         .query::<Value>(c)
                 }))
             } else {
@@ -379,8 +379,11 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 (cursor, Vec::new())
             };
             *lock(&inner.claim_cursor) = next;
-            if let Some(e) = claimed.into_iter().next() {
+            let mut claimed = claimed.into_iter();
+            if let Some(e) = claimed.next() {
                 drop(link);
+                let at = Instant::now();
+                lock(&inner.buf).extend(claimed.map(|e| (at, e)));
                 return self.decode(e);
             }
             // 2. A new entry, blocking in slices of at most MAX_BLOCK (past the deadline: one
