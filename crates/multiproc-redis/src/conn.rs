@@ -81,6 +81,31 @@ pub fn redact_url(url: &str) -> String {
     format!("{}{}{}", &url[..scheme_end + 3], shown, &rest[at..])
 }
 
+/// A `redis::Client` for `info`; with the `tls` feature and a `rediss://` URL, the server's
+/// certificate is checked against the PEM file named by `MULTIPROC_REDIS_CA_FILE` if set (else
+/// the webpki roots).
+fn client_for(info: redis::ConnectionInfo) -> std::result::Result<redis::Client, String> {
+    #[cfg(feature = "tls")]
+    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        // rustls needs one process-wide crypto provider; an already installed one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(path) = std::env::var_os("MULTIPROC_REDIS_CA_FILE") {
+            let pem = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "reading MULTIPROC_REDIS_CA_FILE {}: {e}",
+                    std::path::Path::new(&path).display()
+                )
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            return redis::Client::build_with_tls(info, certs).map_err(|e| e.to_string());
+        }
+    }
+    redis::Client::open(info).map_err(|e| e.to_string())
+}
+
 /// Where to connect: a client built once from the URL (plus AUTH from the environment).
 #[derive(Clone)]
 pub(crate) struct Endpoint {
@@ -109,7 +134,7 @@ impl Endpoint {
             }
             info = info.set_redis_settings(rs);
         }
-        let client = redis::Client::open(info).map_err(|e| bad(e.to_string()))?;
+        let client = client_for(info).map_err(|e| bad(e.to_string()))?;
         Ok(Endpoint {
             client,
             shown,
