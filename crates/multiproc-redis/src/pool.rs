@@ -139,7 +139,9 @@ impl Submit {
     /// Reads the replies of unconfirmed submissions: a submission Redis refused completes with
     /// its error; if the connection is gone, every unconfirmed one completes with
     /// `ConnectionLost` (it may or may not have been stored; a late result is dropped).
-    fn settle(&mut self) {
+    /// Returns the first error met.
+    fn settle(&mut self) -> Option<Error> {
+        let mut first: Option<Error> = None;
         while let Some(&job) = self.unconfirmed.front() {
             let r = match self.link.recv_reply() {
                 None => Err(Error::ConnectionLost {
@@ -156,7 +158,9 @@ impl Submit {
                 }
                 Some(Err(e)) => {
                     self.unconfirmed.pop_front();
-                    self.shared.complete(job, Err(Error::Redis(e.to_string())));
+                    let e = Error::Redis(e.to_string());
+                    first.get_or_insert_with(|| e.clone());
+                    self.shared.complete(job, Err(e));
                     continue;
                 }
             };
@@ -165,12 +169,14 @@ impl Submit {
                     self.unconfirmed.pop_front();
                 }
                 Err(e) => {
+                    first.get_or_insert_with(|| e.clone());
                     for job in std::mem::take(&mut self.unconfirmed) {
                         self.shared.complete(job, Err(e.clone()));
                     }
                 }
             }
         }
+        first
     }
 }
 
@@ -470,18 +476,10 @@ impl RemotePool {
     /// Waits for the replies of every submission sent so far (`apply_async` does not wait for
     /// its `XADD`'s reply): after `Ok`, every task submitted before is stored in Redis.
     pub fn flush(&self) -> Result<()> {
-        let mut sub = lock(&self.submit);
-        let jobs: Vec<u64> = sub.unconfirmed.iter().copied().collect();
-        sub.settle();
-        drop(sub);
-        // A job whose submission failed has been completed with the error.
-        let slots = self.shared.slots();
-        match jobs.iter().find(|j| !slots.contains_key(j)) {
+        // A job whose submission failed has been completed with the error, too.
+        match lock(&self.submit).settle() {
             None => Ok(()),
-            Some(_) => Err(Error::ConnectionLost {
-                during: "submitting a task",
-                msg: "a submission failed (its result carries the error)".into(),
-            }),
+            Some(e) => Err(e),
         }
     }
 
@@ -691,7 +689,7 @@ impl RemotePool {
         self.opts.check_size(bytes.len())?;
         let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
         if !defer || sub.unconfirmed.len() >= MAX_UNCONFIRMED || !sub.link.recent() {
-            sub.settle();
+            let _ = sub.settle();
         }
         let job = sub.next_job;
         sub.next_job += 1;
