@@ -73,12 +73,48 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// Gives back read-ahead entries this consumer still owns: their idle time is set to a day, so
+/// the next consumer that looks for claimable entries (`XAUTOCLAIM`, after any read that found
+/// nothing) takes them at once instead of after `claim_idle`.
+const RELEASE_LUA: &str = r#"
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', 86400000, 'JUSTID')
+  end
+end
+return 0
+"#;
+
+impl Inner {
+    /// Releases the read-ahead buffer (see [`RELEASE_LUA`]); best effort, over `link` if it is
+    /// connected.
+    fn release(&self, link: &mut Link) {
+        let ids: Vec<String> = lock(&self.buf).drain(..).map(|(_, e)| e.id).collect();
+        if ids.is_empty() || !link.is_connected() {
+            return;
+        }
+        let deadline = Some(Instant::now() + self.opts.io_timeout);
+        let _ = link.once("releasing read-ahead entries", deadline, |c| {
+            redis::cmd("EVAL")
+                .arg(RELEASE_LUA)
+                .arg(1)
+                .arg(&self.key)
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(&ids)
+                .query::<Value>(c)
+        });
+    }
+}
+
 impl Drop for Inner {
-    /// The last handle: leave the group if this consumer holds nothing (else its entries stay
-    /// pending for others to claim).
+    /// The last handle: give back the read-ahead entries, then leave the group if this consumer
+    /// holds nothing (else its entries stay pending for others to claim).
     fn drop(&mut self) {
         let mut idle = std::mem::take(&mut *lock(&self.idle));
         if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
+            self.release(link);
             conn::forget_consumer(link, &self.key, GROUP, &self.consumer);
         }
     }
@@ -302,7 +338,10 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// stays in Redis for the other handles; see [`RemoteQueue::destroy`].
     pub fn close(&self) {
         *lock(&self.inner.closed) = true;
-        lock(&self.inner.idle).clear();
+        let mut idle = std::mem::take(&mut *lock(&self.inner.idle));
+        if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
+            self.inner.release(link);
+        }
         lock(&self.inner.buf).clear();
     }
 

@@ -427,3 +427,26 @@ fn read_ahead_entries_left_too_long_are_not_handed_out_twice() {
     assert_eq!(got, (0..8).collect::<Vec<u64>>());
     assert_eq!(a.qsize().unwrap(), 0);
 }
+
+/// A handle dropped with read-ahead entries gives them back: another consumer gets them at once,
+/// not after `claim_idle` (30 s here).
+#[test]
+fn a_dropped_handle_gives_back_its_read_ahead_entries() {
+    let r = RedisServer::start();
+    let ahead = Options {
+        prefetch: 8,
+        ..opts(30_000)
+    };
+    let a: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "giveback", ahead).unwrap();
+    let b: RemoteQueue<u64> =
+        RemoteQueue::connect_with(&r.url(), "giveback", opts(30_000)).unwrap();
+    a.put_many(&[1, 2, 3, 4]).unwrap();
+    assert_eq!(a.get_timeout(Duration::from_secs(5)).unwrap(), 1); // 2, 3, 4 read ahead
+    drop(a);
+    let mut got: Vec<u64> = (0..3)
+        .map(|_| b.get_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [2, 3, 4]);
+    assert_eq!(b.qsize().unwrap(), 0);
+}
