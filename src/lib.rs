@@ -69,8 +69,8 @@ pub use multiproc_collections::{
 pub use multiproc_ring as ring;
 
 pub use multiproc_channel::{
-    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, RecvError, SendError, Sentinel,
-    SimpleQueue, wait,
+    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, Receiver, RecvError, SendError,
+    Sender, Sentinel, SimpleQueue, wait,
 };
 pub use multiproc_ring::{
     Consumer, MpmcRing, PopError, Producer, PushError, ReadGrant, RingError, SpscRing,
