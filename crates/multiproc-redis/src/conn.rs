@@ -29,6 +29,14 @@ pub struct Options {
     /// reconnecting while Redis is unreachable before they return `Unreachable` /
     /// `ConnectionLost` (default 60 s). Workers (`serve`) keep trying for as long as they run.
     pub outage_timeout: Duration,
+    /// [`RemoteQueue`](crate::RemoteQueue): how many entries one read (`XREADGROUP COUNT n`)
+    /// takes into the handle's local buffer (default 1: one round trip per `get`, and items
+    /// spread over consumers as they ask; 32 or so for a stream of small items). Buffered
+    /// entries are pending for this consumer: one that dies with a full buffer has them delivered
+    /// to others after `claim_idle`, and entries buffered for longer than `claim_idle / 2` are
+    /// dropped from the buffer unhanded (another consumer may claim them), so an entry is not
+    /// handed out twice by a live consumer.
+    pub prefetch: usize,
 }
 
 impl Default for Options {
@@ -40,6 +48,7 @@ impl Default for Options {
             max_message: 16 * 1024 * 1024,
             max_backoff: Duration::from_secs(1),
             outage_timeout: Duration::from_secs(60),
+            prefetch: 1,
         }
     }
 }
@@ -72,6 +81,31 @@ pub fn redact_url(url: &str) -> String {
     format!("{}{}{}", &url[..scheme_end + 3], shown, &rest[at..])
 }
 
+/// A `redis::Client` for `info`; with the `tls` feature and a `rediss://` URL, the server's
+/// certificate is checked against the PEM file named by `MULTIPROC_REDIS_CA_FILE` if set (else
+/// the webpki roots).
+fn client_for(info: redis::ConnectionInfo) -> std::result::Result<redis::Client, String> {
+    #[cfg(feature = "tls")]
+    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        // rustls needs one process-wide crypto provider; an already installed one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Some(path) = std::env::var_os("MULTIPROC_REDIS_CA_FILE") {
+            let pem = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "reading MULTIPROC_REDIS_CA_FILE {}: {e}",
+                    std::path::Path::new(&path).display()
+                )
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            return redis::Client::build_with_tls(info, certs).map_err(|e| e.to_string());
+        }
+    }
+    redis::Client::open(info).map_err(|e| e.to_string())
+}
+
 /// Where to connect: a client built once from the URL (plus AUTH from the environment).
 #[derive(Clone)]
 pub(crate) struct Endpoint {
@@ -100,7 +134,7 @@ impl Endpoint {
             }
             info = info.set_redis_settings(rs);
         }
-        let client = redis::Client::open(info).map_err(|e| bad(e.to_string()))?;
+        let client = client_for(info).map_err(|e| bad(e.to_string()))?;
         Ok(Endpoint {
             client,
             shown,
@@ -187,13 +221,28 @@ impl Link {
         }
     }
 
+    /// Reads one reply of a command sent with `send_nowait(.., 0)` (the caller counts those);
+    /// `None` without a connection.
+    pub(crate) fn recv_reply(&mut self) -> Option<redis::RedisResult<Value>> {
+        let r = self.con.as_mut()?.recv_response();
+        if r.is_ok() {
+            self.last_ok = Some(Instant::now());
+        }
+        Some(r)
+    }
+
+    /// Whether the connection answered within the last 500 ms (else [`Link::fresh`] pings it).
+    pub(crate) fn recent(&self) -> bool {
+        self.con.is_some()
+            && self
+                .last_ok
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+    }
+
     /// Before a call that must not be sent twice: if the connection has been quiet for a while
     /// it may have died unnoticed (Redis restarted), so check it with an idempotent PING first.
     pub(crate) fn fresh(&mut self, deadline: Option<Instant>) -> Result<()> {
-        let recent = self
-            .last_ok
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(500));
-        if self.con.is_some() && recent {
+        if self.recent() {
             return Ok(());
         }
         self.retry("ping", deadline, |c| redis::cmd("PING").query::<()>(c))

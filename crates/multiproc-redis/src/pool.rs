@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 pub(crate) const GROUP: &str = "workers";
 
+/// How long results streams (and named clients' generation counters) are kept after their
+/// last write (seconds).
+pub(crate) const RESULTS_TTL_SECS: u64 = 24 * 3600;
+
 /// Outcome kinds on the results stream.
 pub(crate) mod kind {
     pub const OK: u8 = 0;
@@ -51,20 +55,53 @@ struct Waiting {
     run_id: String,
 }
 
+/// The most results kept for [`RemotePool::result_of`] (the results stream's own `MAXLEN`).
+const MAX_ORPHANS: usize = 100_000;
+
 struct Shared {
+    /// Lock order: `slots`, then `orphans`, then `trash`.
     slots: Mutex<HashMap<u64, Waiting>>,
+    /// A named client: results that arrived for jobs no one waits for (submitted by an earlier
+    /// incarnation of this client), kept in memory and in the stream until
+    /// [`RemotePool::result_of`] takes them. Unnamed clients drop such results.
+    named: bool,
+    orphans: Mutex<HashMap<u64, (String, Outcome)>>,
+    /// Stream ids of taken orphans, deleted by the results thread with its next `XDEL`.
+    trash: Mutex<Vec<String>>,
     stop: Mutex<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
     fn slots(&self) -> MutexGuard<'_, HashMap<u64, Waiting>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.slots)
     }
     fn complete(&self, job: u64, out: Outcome) {
         let w = self.slots().remove(&job);
         if let Some(w) = w {
             complete(w.slot, out);
         }
+    }
+    /// Completes `job` from the results stream (entry `id`); whether the entry may be deleted.
+    fn arrived(&self, job: u64, id: &str, out: Outcome) -> bool {
+        let mut slots = self.slots();
+        if let Some(w) = slots.remove(&job) {
+            drop(slots);
+            complete(w.slot, out);
+            return true;
+        }
+        if !self.named {
+            return true;
+        }
+        let mut orphans = lock(&self.orphans);
+        if orphans.len() >= MAX_ORPHANS {
+            return true;
+        }
+        orphans.insert(job, (id.to_string(), out));
+        false
     }
 }
 
@@ -89,11 +126,63 @@ fn complete(slot: Slot, out: Outcome) {
 struct Submit {
     link: Link,
     next_job: u64,
+    /// Jobs whose `XADD` was sent by `apply_async` but whose reply is not read yet, oldest
+    /// first. Every other command on `link` must [`Submit::settle`] them first.
+    unconfirmed: std::collections::VecDeque<u64>,
+    shared: Arc<Shared>,
+}
+
+/// The most `apply_async` submissions sent before their replies are read.
+const MAX_UNCONFIRMED: usize = 256;
+
+impl Submit {
+    /// Reads the replies of unconfirmed submissions: a submission Redis refused completes with
+    /// its error; if the connection is gone, every unconfirmed one completes with
+    /// `ConnectionLost` (it may or may not have been stored; a late result is dropped).
+    /// Returns the first error met.
+    fn settle(&mut self) -> Option<Error> {
+        let mut first: Option<Error> = None;
+        while let Some(&job) = self.unconfirmed.front() {
+            let r = match self.link.recv_reply() {
+                None => Err(Error::ConnectionLost {
+                    during: "submitting a task",
+                    msg: "connection closed before the reply".into(),
+                }),
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) if conn::is_conn_error(&e) => {
+                    self.link.drop_con();
+                    Err(Error::ConnectionLost {
+                        during: "submitting a task",
+                        msg: e.to_string(),
+                    })
+                }
+                Some(Err(e)) => {
+                    self.unconfirmed.pop_front();
+                    let e = Error::Redis(e.to_string());
+                    first.get_or_insert_with(|| e.clone());
+                    self.shared.complete(job, Err(e));
+                    continue;
+                }
+            };
+            match r {
+                Ok(()) => {
+                    self.unconfirmed.pop_front();
+                }
+                Err(e) => {
+                    first.get_or_insert_with(|| e.clone());
+                    for job in std::mem::take(&mut self.unconfirmed) {
+                        self.shared.complete(job, Err(e.clone()));
+                    }
+                }
+            }
+        }
+        first
+    }
 }
 
 /// A pool of remote workers reached through Redis. Cheap to share by reference across threads.
 pub struct RemotePool {
-    submit: Mutex<Submit>,
+    submit: Arc<Mutex<Submit>>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     tasks_key: String,
@@ -116,7 +205,18 @@ impl std::fmt::Debug for RemotePool {
 /// The result of [`RemotePool::apply_async`].
 pub struct RemoteResult<R> {
     slot: Arc<SlotInner>,
+    /// The pool's submission link, whose unread `XADD` replies `get` reads first (so a
+    /// submission Redis refused is reported instead of waited for).
+    submit: std::sync::Weak<Mutex<Submit>>,
+    job: u64,
     _r: PhantomData<fn() -> R>,
+}
+
+impl<R> RemoteResult<R> {
+    /// The job id (unique per client; with [`RemotePool::attach`], across its incarnations).
+    pub fn job(&self) -> u64 {
+        self.job
+    }
 }
 
 impl<R: DeserializeOwned> RemoteResult<R> {
@@ -141,6 +241,12 @@ impl<R: DeserializeOwned> RemoteResult<R> {
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
+        if !self.ready()
+            && let Some(sub) = self.submit.upgrade()
+        {
+            let mut sub = sub.lock().unwrap_or_else(|p| p.into_inner());
+            sub.settle();
+        }
         let mut g = self.slot.done.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(out) = g.as_ref() {
@@ -225,16 +331,75 @@ impl RemotePool {
     /// [`RemotePool::connect`] with options and the number of times a task whose worker died is
     /// given to another worker before it fails with [`Error::WorkerLost`].
     pub fn connect_with(url: &str, name: &str, opts: Options, retries: u32) -> Result<Self> {
+        Self::open(url, name, None, opts, retries)
+    }
+
+    /// Connects as the named client `client` of the pool `name`: a client that restarts (or
+    /// another process) attaching with the same name gets the results of jobs submitted by its
+    /// earlier incarnations that it had not yet received, through [`RemotePool::result_of`]
+    /// (job ids from [`RemoteResult::job`]) and [`RemotePool::orphans`]. Job ids never repeat
+    /// across incarnations (each attach takes a new generation, `INCR`). The results stream of a
+    /// named client is not deleted when the pool is dropped (it expires 24 h after the last
+    /// result). `client` is 1..=64 characters of `[A-Za-z0-9_.-]`; two live processes must not
+    /// attach with the same name at the same time (each would take some of the other's results).
+    pub fn attach(
+        url: &str,
+        name: &str,
+        client: &str,
+        opts: Options,
+        retries: u32,
+    ) -> Result<Self> {
+        let ok = !client.is_empty()
+            && client.len() <= 64
+            && client
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !ok {
+            return Err(Error::BadUrl {
+                url: crate::redact_url(url),
+                msg: format!("bad client name {client:?} (1..=64 of [A-Za-z0-9_.-])"),
+            });
+        }
+        Self::open(url, name, Some(client), opts, retries)
+    }
+
+    fn open(
+        url: &str,
+        name: &str,
+        named: Option<&str>,
+        opts: Options,
+        retries: u32,
+    ) -> Result<Self> {
         let ep = Endpoint::new(url, opts.clone())?;
         let mut link = Link::new(ep.clone());
         let deadline = Some(Instant::now());
         link.con(deadline)?;
         let tasks_key = crate::key(name, "tasks");
         conn::ensure_group(&mut link, &tasks_key, GROUP, deadline)?;
-        let client = crate::unique_id("c");
+        let (client, first_job) = match named {
+            None => (crate::unique_id("c"), 1),
+            Some(c) => {
+                let gen_key = crate::key(name, &format!("gen:{c}"));
+                let generation: u64 = link.once("attaching", deadline, |con| {
+                    let mut p = redis::pipe();
+                    p.atomic()
+                        .cmd("INCR")
+                        .arg(&gen_key)
+                        .cmd("EXPIRE")
+                        .arg(&gen_key)
+                        .arg(RESULTS_TTL_SECS)
+                        .ignore();
+                    p.query::<(u64,)>(con).map(|(g,)| g)
+                })?;
+                (format!("n-{c}"), (generation & 0xff_ffff) << 40 | 1)
+            }
+        };
         let results_key = crate::key(name, &format!("res:{client}"));
         let shared = Arc::new(Shared {
             slots: Mutex::new(HashMap::new()),
+            named: named.is_some(),
+            orphans: Mutex::new(HashMap::new()),
+            trash: Mutex::new(Vec::new()),
             stop: Mutex::new(false),
         });
         let reader = {
@@ -248,7 +413,12 @@ impl RemotePool {
                 .map_err(|e| Error::Redis(format!("spawning the results thread: {e}")))?
         };
         Ok(RemotePool {
-            submit: Mutex::new(Submit { link, next_job: 1 }),
+            submit: Arc::new(Mutex::new(Submit {
+                link,
+                next_job: first_job,
+                unconfirmed: Default::default(),
+                shared: shared.clone(),
+            })),
             shared,
             reader: Some(reader),
             tasks_key,
@@ -258,6 +428,59 @@ impl RemotePool {
             build_hash: registry::registry_hash(),
             opts,
         })
+    }
+
+    /// A named client ([`RemotePool::attach`]): the result of `job`, submitted by this client or
+    /// an earlier incarnation of it. If the result has already arrived it is ready at once;
+    /// otherwise it arrives as usual. A result an earlier incarnation already received is not
+    /// delivered again (the `RemoteResult` then waits: use `get_timeout`).
+    pub fn result_of<R: DeserializeOwned>(&self, job: u64) -> RemoteResult<R> {
+        let slot = Arc::new(SlotInner {
+            done: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        // Lock order: submit before slots (as submissions take them).
+        let run_id = lock(&self.submit).link.run_id.clone().unwrap_or_default();
+        let mut slots = self.shared.slots();
+        let orphan = lock(&self.shared.orphans).remove(&job);
+        match orphan {
+            Some((id, out)) => {
+                *lock(&slot.done) = Some(out);
+                lock(&self.shared.trash).push(id);
+            }
+            None => {
+                let w = Waiting {
+                    slot: Slot::One(slot.clone()),
+                    run_id,
+                };
+                slots.insert(job, w);
+            }
+        }
+        RemoteResult {
+            slot,
+            submit: std::sync::Weak::new(),
+            job,
+            _r: PhantomData,
+        }
+    }
+
+    /// A named client: the job ids whose results have arrived with no one waiting for them
+    /// (submitted by an earlier incarnation), ascending. Take them with
+    /// [`RemotePool::result_of`].
+    pub fn orphans(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = lock(&self.shared.orphans).keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Waits for the replies of every submission sent so far (`apply_async` does not wait for
+    /// its `XADD`'s reply): after `Ok`, every task submitted before is stored in Redis.
+    pub fn flush(&self) -> Result<()> {
+        // A job whose submission failed has been completed with the error, too.
+        match lock(&self.submit).settle() {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
     }
 
     /// This client's id (its results stream is `{mp:NAME}:res:ID`).
@@ -299,7 +522,8 @@ impl RemotePool {
         let slot = Slot::Call(Box::new(move |out: Outcome| {
             callback(decode_outcome::<T::Output>(out))
         }));
-        self.submit_slot(e.id, self.build_hash, &args, slot)
+        self.submit_slot(e.id, self.build_hash, &args, slot, false)
+            .map(drop)
     }
 
     /// Submits a task by its registry id (`module::name(ArgTypes)->Ret`) from a program that
@@ -327,6 +551,8 @@ impl RemotePool {
             });
             pending.push(RemoteResult::<T::Output> {
                 slot: s.clone(),
+                submit: std::sync::Weak::new(),
+                job: 0,
                 _r: PhantomData,
             });
             Slot::One(s)
@@ -369,9 +595,11 @@ impl RemotePool {
             done: Mutex::new(None),
             cv: Condvar::new(),
         });
-        self.submit_slot(task_id, build, args, Slot::One(slot.clone()))?;
+        let job = self.submit_slot(task_id, build, args, Slot::One(slot.clone()), true)?;
         Ok(RemoteResult {
             slot,
+            submit: Arc::downgrade(&self.submit),
+            job,
             _r: PhantomData,
         })
     }
@@ -397,6 +625,7 @@ impl RemotePool {
             .collect::<Result<_>>()?;
         for chunk in encoded.chunks(CHUNK) {
             let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
+            sub.settle();
             let deadline = Some(Instant::now() + self.opts.connect_timeout);
             sub.link.fresh(deadline)?;
             let run_id = sub.link.run_id.clone().unwrap_or_default();
@@ -445,48 +674,65 @@ impl RemotePool {
         Ok(())
     }
 
+    /// Submits one task. With `defer`, the `XADD` is sent without waiting for its reply (read
+    /// with a later submission, at most [`MAX_UNCONFIRMED`] later, or by the result's `get`): an
+    /// error Redis returns for it then completes the result instead of this call.
     fn submit_slot<A: Serialize>(
         &self,
         task_id: &str,
         build: u64,
         args: &A,
         slot: Slot,
-    ) -> Result<()> {
+        defer: bool,
+    ) -> Result<u64> {
         let bytes = postcard::to_allocvec(args).map_err(|e| Error::Codec(e.to_string()))?;
         self.opts.check_size(bytes.len())?;
         let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
+        if !defer || sub.unconfirmed.len() >= MAX_UNCONFIRMED || !sub.link.recent() {
+            let _ = sub.settle();
+        }
         let job = sub.next_job;
         sub.next_job += 1;
         let deadline = Some(Instant::now() + self.opts.connect_timeout);
         // Connect (and check a quiet connection) first, so the slot records the run id the task
         // goes to.
-        sub.link.fresh(deadline)?;
+        if sub.unconfirmed.is_empty() {
+            sub.link.fresh(deadline)?;
+        }
         let run_id = sub.link.run_id.clone().unwrap_or_default();
         // Registered before the XADD: a fast worker's answer must find it.
         self.shared.slots().insert(job, Waiting { slot, run_id });
-        let r = sub.link.once("submitting a task", deadline, |c| {
-            redis::cmd("XADD")
-                .arg(&self.tasks_key)
-                .arg("*")
-                .arg("c")
-                .arg(&self.results_key)
-                .arg("j")
-                .arg(job)
-                .arg("t")
-                .arg(task_id)
-                .arg("b")
-                .arg(build)
-                .arg("r")
-                .arg(self.retries)
-                .arg("a")
-                .arg(&bytes)
-                .query::<Value>(c)
-        });
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.tasks_key)
+            .arg("*")
+            .arg("c")
+            .arg(&self.results_key)
+            .arg("j")
+            .arg(job)
+            .arg("t")
+            .arg(task_id)
+            .arg("b")
+            .arg(build)
+            .arg("r")
+            .arg(self.retries)
+            .arg("a")
+            .arg(&bytes);
+        let r = if defer {
+            sub.link
+                .send_nowait("submitting a task", deadline, &cmd.get_packed_command(), 0)
+                .map(|()| sub.unconfirmed.push_back(job))
+        } else {
+            sub.link
+                .once("submitting a task", deadline, |c| cmd.query::<Value>(c))
+                .map(drop)
+        };
         if let Err(e) = r {
             self.shared.slots().remove(&job);
+            // The connection is gone: earlier unconfirmed submissions fail too.
+            sub.settle();
             return Err(e);
         }
-        Ok(())
+        Ok(job)
     }
 }
 
@@ -496,8 +742,13 @@ impl Drop for RemotePool {
         if let Some(h) = self.reader.take() {
             let _ = h.join();
         }
-        // Best effort: remove our results stream.
         let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
+        sub.settle();
+        if self.shared.named {
+            // A later incarnation may attach and collect what is left.
+            return;
+        }
+        // Best effort: remove our results stream.
         let deadline = Some(Instant::now());
         let _ = sub.link.once("dropping the pool", deadline, |c| {
             redis::cmd("DEL").arg(&self.results_key).query::<()>(c)
@@ -538,6 +789,8 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             // Redis restarted: everything submitted to the old server is gone.
             epoch = link.epoch;
             last = "0-0".into();
+            lock(&shared.orphans).clear();
+            lock(&shared.trash).clear();
             let now_run = link.run_id.clone().unwrap_or_default();
             let lost: Vec<Waiting> = {
                 let mut slots = shared.slots();
@@ -577,14 +830,14 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             }
         };
         let entries = conn::read_reply(&v);
-        if entries.is_empty() {
+        let mut ids = std::mem::take(&mut *lock(&shared.trash));
+        if entries.is_empty() && ids.is_empty() {
             continue;
         }
-        let mut ids = Vec::with_capacity(entries.len());
         for e in &entries {
             last = e.id.clone();
-            ids.push(e.id.clone());
             let Some(job) = e.u64_field("j") else {
+                ids.push(e.id.clone());
                 continue;
             };
             let k = e.u64_field("k").unwrap_or(u64::MAX) as u8;
@@ -614,7 +867,12 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
                 }
                 _ => Err(Error::Codec(format!("unknown result kind {k}"))),
             };
-            shared.complete(job, out);
+            if shared.arrived(job, &e.id, out) {
+                ids.push(e.id.clone());
+            }
+        }
+        if ids.is_empty() {
+            continue;
         }
         let deadline = Some(Instant::now() + block);
         let _ = link.once("trimming results", deadline, |c| {

@@ -11,6 +11,7 @@ use crate::{Error, Result};
 use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,6 +32,9 @@ struct Inner {
     claim_cursor: Mutex<String>,
     /// When this handle last looked for claimable entries.
     last_claim: Mutex<Option<Instant>>,
+    /// Entries read ahead (`XREADGROUP COUNT prefetch`) and not yet handed out, with the time
+    /// they were read.
+    buf: Mutex<VecDeque<(Instant, Entry)>>,
     key: String,
     consumer: String,
     opts: Options,
@@ -69,12 +73,48 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// Gives back read-ahead entries this consumer still owns: their idle time is set to a day, so
+/// the next consumer that looks for claimable entries (`XAUTOCLAIM`, after any read that found
+/// nothing) takes them at once instead of after `claim_idle`.
+const RELEASE_LUA: &str = r#"
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', 86400000, 'JUSTID')
+  end
+end
+return 0
+"#;
+
+impl Inner {
+    /// Releases the read-ahead buffer (see [`RELEASE_LUA`]); best effort, over `link` if it is
+    /// connected.
+    fn release(&self, link: &mut Link) {
+        let ids: Vec<String> = lock(&self.buf).drain(..).map(|(_, e)| e.id).collect();
+        if ids.is_empty() || !link.is_connected() {
+            return;
+        }
+        let deadline = Some(Instant::now() + self.opts.io_timeout);
+        let _ = link.once("releasing read-ahead entries", deadline, |c| {
+            redis::cmd("EVAL")
+                .arg(RELEASE_LUA)
+                .arg(1)
+                .arg(&self.key)
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(&ids)
+                .query::<Value>(c)
+        });
+    }
+}
+
 impl Drop for Inner {
-    /// The last handle: leave the group if this consumer holds nothing (else its entries stay
-    /// pending for others to claim).
+    /// The last handle: give back the read-ahead entries, then leave the group if this consumer
+    /// holds nothing (else its entries stay pending for others to claim).
     fn drop(&mut self) {
         let mut idle = std::mem::take(&mut *lock(&self.idle));
         if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
+            self.release(link);
             conn::forget_consumer(link, &self.key, GROUP, &self.consumer);
         }
     }
@@ -193,6 +233,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 closed: Mutex::new(false),
                 claim_cursor: Mutex::new("0-0".into()),
                 last_claim: Mutex::new(None),
+                buf: Mutex::new(VecDeque::new()),
                 key,
                 consumer: crate::unique_id("q"),
                 opts,
@@ -221,6 +262,40 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 .arg(&bytes)
                 .query::<Value>(c)
         })?;
+        Ok(())
+    }
+
+    /// Puts every item of `items`, pipelined: one round trip per 256 items (`XADD`s in one
+    /// write), each item refused with `TooLarge` before anything is sent. On
+    /// [`Error::ConnectionLost`] any suffix of the batch may be missing; earlier chunks are stored.
+    pub fn put_many<'a>(&self, items: impl IntoIterator<Item = &'a T>) -> Result<()>
+    where
+        T: 'a,
+    {
+        const CHUNK: usize = 256;
+        let encoded: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|item| {
+                let b = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
+                self.inner.opts.check_size(b.len())?;
+                Ok(b)
+            })
+            .collect::<Result<_>>()?;
+        let mut link = self.inner.lease()?;
+        for chunk in encoded.chunks(CHUNK) {
+            let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+            link.fresh(deadline)?;
+            let mut p = redis::pipe();
+            for bytes in chunk {
+                p.cmd("XADD")
+                    .arg(&self.inner.key)
+                    .arg("*")
+                    .arg("d")
+                    .arg(bytes)
+                    .ignore();
+            }
+            link.once("put", deadline, |c| p.query::<()>(c))?;
+        }
         Ok(())
     }
 
@@ -263,7 +338,11 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// stays in Redis for the other handles; see [`RemoteQueue::destroy`].
     pub fn close(&self) {
         *lock(&self.inner.closed) = true;
-        lock(&self.inner.idle).clear();
+        let mut idle = std::mem::take(&mut *lock(&self.inner.idle));
+        if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
+            self.inner.release(link);
+        }
+        lock(&self.inner.buf).clear();
     }
 
     /// Deletes the queue's keys from Redis (every item, every consumer) and closes this handle.
@@ -285,6 +364,17 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         // (capped by claim_idle / 2) while entries keep coming: not on every get (a round trip).
         let claim_every = CLAIM_EVERY.min(inner.opts.claim_idle / 2);
         let mut idle_round = false;
+        // Read-ahead entries first (those buffered too long are left to be claimed).
+        {
+            let stale = inner.opts.claim_idle / 2;
+            let mut buf = lock(&inner.buf);
+            while let Some((at, e)) = buf.pop_front() {
+                if at.elapsed() < stale {
+                    drop(buf);
+                    return self.decode(e);
+                }
+            }
+        }
         let mut link = inner.lease()?;
         loop {
             if *lock(&inner.closed) {
@@ -308,7 +398,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                         .arg(claim_ms)
                         .arg(&cursor)
                         .arg("COUNT")
-                        .arg(1)
+                        .arg(inner.opts.prefetch.max(1))
                         .query::<Value>(c)
                 }))
             } else {
@@ -328,8 +418,11 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 (cursor, Vec::new())
             };
             *lock(&inner.claim_cursor) = next;
-            if let Some(e) = claimed.into_iter().next() {
+            let mut claimed = claimed.into_iter();
+            if let Some(e) = claimed.next() {
                 drop(link);
+                let at = Instant::now();
+                lock(&inner.buf).extend(claimed.map(|e| (at, e)));
                 return self.decode(e);
             }
             // 2. A new entry, blocking in slices of at most MAX_BLOCK (past the deadline: one
@@ -350,7 +443,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                     .arg(GROUP)
                     .arg(&inner.consumer)
                     .arg("COUNT")
-                    .arg(1);
+                    .arg(inner.opts.prefetch.max(1));
                 if let Some(b) = block {
                     cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
                 }
@@ -369,8 +462,11 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 }
                 other => other?,
             };
-            if let Some(e) = conn::read_reply(&v).into_iter().next() {
+            let mut got = conn::read_reply(&v).into_iter();
+            if let Some(e) = got.next() {
                 drop(link);
+                let at = Instant::now();
+                lock(&inner.buf).extend(got.map(|e| (at, e)));
                 return self.decode(e);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -8,15 +8,12 @@
 //! says the retries are used up, answers [`Error::WorkerLost`](crate::Error::WorkerLost).
 
 use crate::conn::{self, Endpoint, Entry, Link, Options};
-use crate::pool::{GROUP, kind};
+use crate::pool::{GROUP, RESULTS_TTL_SECS, kind};
 use crate::{Error, Result};
 use multiproc_process::registry;
 use redis::Value;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long results streams of clients that went away are kept (seconds).
-const RESULTS_TTL_SECS: u64 = 24 * 3600;
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -32,6 +29,14 @@ pub struct ServeOptions {
     pub idle_exit: Option<Duration>,
     /// Refuse tasks submitted by a different build (default true).
     pub check_build: bool,
+    /// The most new tasks one read takes (`XREADGROUP COUNT n`, default 16). A worker reads one
+    /// task at a time while tasks take 1 ms or more (so long tasks spread over the workers), and
+    /// doubles its read up to `batch` while they are quicker. Tasks of a batch run one after
+    /// another; all are kept alive by the heartbeat while held, a read-ahead task counts as not
+    /// delivered until it starts (so a worker's death does not use up its retries), and results
+    /// are posted (with their acknowledgements) in one `MULTI` when the batch is done or 2 ms
+    /// after the oldest unposted result, whichever comes first.
+    pub batch: usize,
 }
 
 impl Default for ServeOptions {
@@ -45,6 +50,7 @@ impl Default for ServeOptions {
             max_tasks: None,
             idle_exit: None,
             check_build: true,
+            batch: 16,
         }
     }
 }
@@ -61,17 +67,63 @@ pub struct ServeStats {
 }
 
 const HEARTBEAT_LUA: &str = r#"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if p[1] and p[1][2] == ARGV[2] then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-  return 1
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"#;
+
+/// Sets the delivery count of entries this worker still owns (`ARGV[3]`) without touching their
+/// owner: read-ahead tasks of a batch are set to 0 until they start (then back to 1), so a task
+/// a dead worker held but never started counts as a first delivery when another claims it, not
+/// as a retry.
+const MARK_LUA: &str = r#"
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'RETRYCOUNT', ARGV[3], 'JUSTID')
+  end
 end
 return 0
 "#;
 
+/// Sends [`MARK_LUA`] for `ids` without waiting for its reply (read with the next command).
+fn mark(link: &mut Link, key: &str, worker: &str, count: u64, ids: &[&str]) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(MARK_LUA)
+        .arg(1)
+        .arg(key)
+        .arg(GROUP)
+        .arg(worker)
+        .arg(count)
+        .arg(ids);
+    let deadline = Some(Instant::now() + link.ep.opts.io_timeout);
+    if let Err(e) = link.send_nowait("marking tasks", deadline, &cmd.get_packed_command(), 1) {
+        tracing::debug!(target: "multiproc", "marking tasks: {e}");
+    }
+}
+
 struct Beat {
-    current: Option<String>,
+    /// Every entry this worker holds (running, waiting in its batch, or answered but not yet
+    /// posted).
+    held: Vec<String>,
     stop: bool,
+}
+
+/// A task's answer waiting to be posted (with the task's acknowledgement).
+struct Answer {
+    /// The task entry.
+    id: String,
+    /// `None`: a malformed entry, acknowledged without an answer.
+    to: Option<(String, u64, u8, Vec<u8>)>,
 }
 
 /// Serves the pool `name` at `url`: takes tasks, runs them through this binary's
@@ -89,7 +141,7 @@ pub fn serve(url: &str, name: &str, opts: ServeOptions) -> Result<ServeStats> {
 
     let beat = Arc::new((
         Mutex::new(Beat {
-            current: None,
+            held: Vec::new(),
             stop: false,
         }),
         Condvar::new(),
@@ -134,9 +186,10 @@ fn heartbeat(
         if g.stop {
             return;
         }
-        let Some(id) = g.current.clone() else {
+        if g.held.is_empty() {
             continue;
-        };
+        }
+        let ids = g.held.clone();
         drop(g);
         let deadline = Some(Instant::now() + every);
         let r = link.once("heartbeat", deadline, |c| {
@@ -146,7 +199,7 @@ fn heartbeat(
                 .arg(key)
                 .arg(GROUP)
                 .arg(worker)
-                .arg(&id)
+                .arg(&ids)
                 .query::<i64>(c)
         });
         if let Err(e) = r {
@@ -174,6 +227,8 @@ fn serve_loop(
     let claim_every = Duration::from_secs(1).min(opts.options.claim_idle / 2);
     let mut last_claim: Option<Instant> = None;
     let mut idle_round = true;
+    // How many new tasks the next read takes (see ServeOptions::batch).
+    let mut read_ahead: u64 = 1;
     loop {
         if opts.max_tasks.is_some_and(|m| stats.tasks >= m) {
             return Ok(stats);
@@ -224,7 +279,7 @@ fn serve_loop(
             (cursor.clone(), Vec::new())
         };
         cursor = next;
-        let (entry, deliveries) = if let Some(e) = claimed.into_iter().next() {
+        let batch: Vec<(Entry, u64)> = if let Some(e) = claimed.into_iter().next() {
             let id = e.id.clone();
             let n = link
                 .retry("reading the delivery count", None, |c| {
@@ -239,9 +294,13 @@ fn serve_loop(
                 .ok()
                 .and_then(|v| conn::pending_count(&v))
                 .unwrap_or(2);
-            (e, n)
+            vec![(e, n)]
         } else {
-            // 2. A new task.
+            // 2. New tasks.
+            let count = opts
+                .max_tasks
+                .map_or(u64::MAX, |m| m.saturating_sub(stats.tasks))
+                .clamp(1, read_ahead);
             let r = link.retry("reading tasks", None, |c| {
                 c.set_read_timeout(Some(block + io))?;
                 let v = redis::cmd("XREADGROUP")
@@ -249,7 +308,7 @@ fn serve_loop(
                     .arg(GROUP)
                     .arg(worker)
                     .arg("COUNT")
-                    .arg(1)
+                    .arg(count)
                     .arg("BLOCK")
                     .arg(block.as_millis().max(1) as u64)
                     .arg("STREAMS")
@@ -266,32 +325,57 @@ fn serve_loop(
                     continue;
                 }
             };
-            match conn::read_reply(&v).into_iter().next() {
-                Some(e) => {
-                    idle_round = false;
-                    (e, 1)
-                }
-                None => continue,
+            let got = conn::read_reply(&v);
+            if got.is_empty() {
+                continue;
             }
+            idle_round = false;
+            got.into_iter().map(|e| (e, 1)).collect()
         };
         pause = Duration::from_millis(10);
         last_task = Instant::now();
-        handle(link, key, worker, opts, beat, entry, deliveries, &mut stats);
+        let epoch = link.epoch;
+        beat.0.lock().unwrap_or_else(|p| p.into_inner()).held =
+            batch.iter().map(|(e, _)| e.id.clone()).collect();
+        let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+        let mut first_answer: Option<Instant> = None;
+        let n = batch.len();
+        let started = Instant::now();
+        // Read-ahead tasks count as not delivered until they start.
+        let ahead: Vec<&str> = batch.iter().skip(1).map(|(e, _)| e.id.as_str()).collect();
+        mark(link, key, worker, 0, &ahead);
+        for (i, (entry, deliveries)) in batch.into_iter().enumerate() {
+            if i > 0 {
+                mark(link, key, worker, deliveries, &[entry.id.as_str()]);
+            }
+            answers.push(handle(key, worker, opts, entry, deliveries, &mut stats));
+            let first = *first_answer.get_or_insert_with(Instant::now);
+            if i + 1 == n || first.elapsed() >= Duration::from_millis(2) {
+                post(link, key, worker, epoch, &answers);
+                let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
+                b.held.retain(|h| !answers.iter().any(|a| a.id == *h));
+                drop(b);
+                answers.clear();
+                first_answer = None;
+            }
+        }
+        read_ahead = if started.elapsed() < Duration::from_millis(n as u64) {
+            (read_ahead * 2).min(opts.batch.max(1) as u64)
+        } else {
+            1
+        };
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs (or refuses) one task and returns its answer, not yet posted.
 fn handle(
-    link: &mut Link,
     key: &str,
     worker: &str,
     opts: &ServeOptions,
-    beat: &(Mutex<Beat>, Condvar),
     e: Entry,
     deliveries: u64,
     stats: &mut ServeStats,
-) {
-    let epoch = link.epoch;
+) -> Answer {
     let (Some(results), Some(job), Some(task), Some(build), Some(retries), Some(args)) = (
         e.str_field("c").map(str::to_string),
         e.u64_field("j"),
@@ -301,25 +385,13 @@ fn handle(
         e.field("a"),
     ) else {
         tracing::warn!(target: "multiproc", "remote worker {worker}: malformed task entry {} dropped", e.id);
-        let _ = link.retry("dropping a malformed task", None, |c| {
-            let mut p = redis::pipe();
-            p.atomic();
-            conn::ack_del(&mut p, key, GROUP, &e.id);
-            p.query::<()>(c)
-        });
-        return;
+        return Answer { id: e.id, to: None };
     };
     // Results go only to a results stream of this pool (same hash tag, same cluster slot).
     let prefix = format!("{}res:", key.strip_suffix("tasks").unwrap_or(key));
     if !results.starts_with(&prefix) {
         tracing::warn!(target: "multiproc", "remote worker {worker}: task {} names a results stream outside the pool; dropped", e.id);
-        let _ = link.retry("dropping a malformed task", None, |c| {
-            let mut p = redis::pipe();
-            p.atomic();
-            conn::ack_del(&mut p, key, GROUP, &e.id);
-            p.query::<()>(c)
-        });
-        return;
+        return Answer { id: e.id, to: None };
     }
     let (k, payload): (u8, Vec<u8>) = if deliveries > retries.saturating_add(1) {
         stats.lost += 1;
@@ -335,13 +407,8 @@ fn handle(
                 (kind::BUILD, format!("{worker}\n{task}").into_bytes())
             }
             Some(t) => {
-                {
-                    let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
-                    b.current = Some(e.id.clone());
-                }
                 let out =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.trampoline)(args)));
-                beat.0.lock().unwrap_or_else(|p| p.into_inner()).current = None;
                 stats.tasks += 1;
                 match out {
                     Ok(Ok(bytes)) => match opts.options.check_size(bytes.len()) {
@@ -367,9 +434,20 @@ fn handle(
             }
         }
     };
-    // Answer and acknowledge in one MULTI: a result is posted exactly when the task leaves the
-    // pending list. Retried across reconnections unless Redis restarted meanwhile (then the
-    // client has already failed the call with BrokerRestarted and the task entry is gone).
+    Answer {
+        id: e.id,
+        to: Some((results, job, k, payload)),
+    }
+}
+
+/// Posts answers and acknowledges their tasks in one `MULTI`: a result is posted exactly when
+/// its task leaves the pending list. Retried across reconnections unless Redis restarted since
+/// the tasks were read (then each client has already failed those calls with BrokerRestarted
+/// and the task entries are gone).
+fn post(link: &mut Link, key: &str, worker: &str, epoch: u64, answers: &[Answer]) {
+    if answers.is_empty() {
+        return;
+    }
     loop {
         if link.con(None).is_err() {
             continue;
@@ -377,24 +455,28 @@ fn handle(
         if link.epoch != epoch {
             return;
         }
-        let r = link.once("posting a result", None, |c| {
+        let r = link.once("posting results", None, |c| {
             let mut p = redis::pipe();
             p.atomic();
-            p.cmd("XADD")
-                .arg(&results)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(100_000)
-                .arg("*")
-                .arg("j")
-                .arg(job)
-                .arg("k")
-                .arg(k)
-                .arg("v")
-                .arg(&payload)
-                .ignore();
-            p.cmd("EXPIRE").arg(&results).arg(RESULTS_TTL_SECS).ignore();
-            conn::ack_del(&mut p, key, GROUP, &e.id);
+            for a in answers {
+                if let Some((results, job, k, payload)) = &a.to {
+                    p.cmd("XADD")
+                        .arg(results)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(100_000)
+                        .arg("*")
+                        .arg("j")
+                        .arg(*job)
+                        .arg("k")
+                        .arg(*k)
+                        .arg("v")
+                        .arg(payload)
+                        .ignore();
+                    p.cmd("EXPIRE").arg(results).arg(RESULTS_TTL_SECS).ignore();
+                }
+                conn::ack_del(&mut p, key, GROUP, &a.id);
+            }
             p.query::<()>(c)
         });
         match r {
@@ -402,7 +484,7 @@ fn handle(
             Err(_) if link.epoch != epoch => return,
             Err(Error::ConnectionLost { .. } | Error::Unreachable { .. }) => continue,
             Err(err) => {
-                tracing::warn!(target: "multiproc", "remote worker {worker}: posting a result: {err}");
+                tracing::warn!(target: "multiproc", "remote worker {worker}: posting results: {err}");
                 return;
             }
         }

@@ -53,15 +53,30 @@ fn mark_then_sleep(path: String, ms: u64, x: u64) -> u64 {
 
 const CLAIM_MS: u64 = 2000;
 
-/// Worker role.
+/// Worker role, or (MP_POOL_ROLE=client) a named client that submits, prints its job ids and
+/// waits to be killed.
 #[test]
 fn zz_child_entry() {
     let Ok(role) = std::env::var("MP_POOL_ROLE") else {
         return;
     };
-    assert_eq!(role, "worker");
     let url = std::env::var("MP_URL").unwrap();
     let name = std::env::var("MP_NAME").unwrap();
+    if role == "client" {
+        let o = Options {
+            connect_timeout: Duration::from_secs(1),
+            ..Options::default()
+        };
+        let p = RemotePool::attach(&url, &name, "restarting", o, 1).unwrap();
+        let jobs: Vec<String> = (0..20u64)
+            .map(|i| p.apply_async(square, i).unwrap().job().to_string())
+            .collect();
+        p.flush().unwrap();
+        println!("JOBS {}", jobs.join(","));
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    assert_eq!(role, "worker");
     let opts = ServeOptions {
         options: Options {
             claim_idle: Duration::from_millis(CLAIM_MS),
@@ -296,7 +311,12 @@ fn redis_killed_and_restarted_mid_run() {
     pid_in(&path);
     r.kill();
     let t0 = Instant::now();
-    let e = p.apply_async(square, 1).err().unwrap();
+    // apply_async does not wait for its XADD's reply: the error comes either from the call
+    // (the connection was seen broken) or from the result.
+    let e = match p.apply_async(square, 1) {
+        Err(e) => e,
+        Ok(a) => a.get_timeout(Duration::from_secs(20)).unwrap_err(),
+    };
     assert!(
         matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
         "{e:?}"
@@ -373,4 +393,40 @@ fn callbacks_get_every_result_once() {
     assert_eq!(ok, (0..20).map(|x| x * x).collect::<Vec<_>>());
     assert_eq!(errs, 1);
     assert_eq!(p.in_flight(), 0);
+}
+
+/// A named client SIGKILLed after submitting (before any worker ran its tasks): a new process
+/// attaching with the same client name collects every result.
+#[test]
+fn a_restarted_client_reattaches_and_collects_its_results() {
+    let r = RedisServer::start();
+    let mut kids = Children::default();
+    let c = kids.push(spawn_self(
+        "zz_child_entry",
+        &[
+            ("MP_POOL_ROLE", "client".into()),
+            ("MP_URL", r.url()),
+            ("MP_NAME", "reattach".into()),
+        ],
+    ));
+    let line = common::wait_line(&mut kids.0[c], "JOBS ");
+    let jobs: Vec<u64> = line.split(',').map(|j| j.parse().unwrap()).collect();
+    assert_eq!(jobs.len(), 20);
+    kids.kill(c);
+    // The tasks run while no client is there; their results wait on the client's stream.
+    let _w = workers(&r, "reattach", 2);
+    let o = Options {
+        connect_timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let p = RemotePool::attach(&r.url(), "reattach", "restarting", o, 1).unwrap();
+    for (i, job) in jobs.iter().enumerate() {
+        let v: u64 = p.result_of(*job).get_timeout(LONG).unwrap();
+        assert_eq!(v, (i as u64) * (i as u64));
+    }
+    assert!(p.orphans().is_empty());
+    // This incarnation's own jobs do not collide with the earlier ones.
+    let a = p.apply_async(square, 9).unwrap();
+    assert!(!jobs.contains(&a.job()));
+    assert_eq!(a.get_timeout(LONG).unwrap(), 81);
 }

@@ -356,3 +356,97 @@ fn get_without_timeout_returns_an_error_when_redis_stays_away() {
         "{e:?}"
     );
 }
+
+/// `put_many` stores every item in order; a handle reading ahead (`prefetch`) hands them out in
+/// order, one read per `prefetch` items, and acknowledges each as it is handed out.
+#[test]
+fn put_many_and_prefetch_keep_order_and_count() {
+    let r = RedisServer::start();
+    let o = Options {
+        prefetch: 16,
+        ..opts(30_000)
+    };
+    let q: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "many", o).unwrap();
+    let items: Vec<u64> = (0..600).collect();
+    q.put_many(&items).unwrap(); // 3 pipelined chunks
+    assert_eq!(q.qsize().unwrap(), 600);
+    let got: Vec<u64> = (0..600)
+        .map(|_| q.get_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(got, items);
+    assert_eq!(
+        q.get_timeout(Duration::from_millis(50)).unwrap_err(),
+        Error::Timeout
+    );
+    assert_eq!(q.qsize().unwrap(), 0);
+    // An oversized item refuses the whole batch before anything is sent.
+    let small = Options {
+        max_message: 8,
+        ..opts(30_000)
+    };
+    let v: RemoteQueue<Vec<u8>> = RemoteQueue::connect_with(&r.url(), "many2", small).unwrap();
+    let batch = [vec![1u8; 2], vec![2u8; 100]];
+    assert!(matches!(
+        v.put_many(&batch).unwrap_err(),
+        Error::TooLarge { .. }
+    ));
+    assert_eq!(v.qsize().unwrap(), 0);
+}
+
+/// Entries a handle read ahead but did not hand out within `claim_idle / 2` are not handed out
+/// by it any more: once another consumer has claimed them (after `claim_idle`), every item is
+/// delivered exactly once across the two.
+#[test]
+fn read_ahead_entries_left_too_long_are_not_handed_out_twice() {
+    let r = RedisServer::start();
+    let o = Options {
+        prefetch: 8,
+        ..opts(400)
+    };
+    let a: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "ahead", o.clone()).unwrap();
+    let b: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "ahead", o).unwrap();
+    a.put_many(&(0..8).collect::<Vec<u64>>()).unwrap();
+    let mut got = vec![a.get_timeout(Duration::from_secs(5)).unwrap()]; // 7 more buffered in a
+    std::thread::sleep(Duration::from_millis(600)); // past claim_idle
+    let t0 = Instant::now();
+    while got.len() < 8 && t0.elapsed() < Duration::from_secs(30) {
+        for q in [&b, &a] {
+            if let Ok(v) = q.get_timeout(Duration::from_millis(100)) {
+                got.push(v);
+            }
+        }
+    }
+    // Nothing more comes, to either (past claim_idle again: no entry is left pending).
+    std::thread::sleep(Duration::from_millis(600));
+    for q in [&b, &a] {
+        while let Ok(v) = q.get_timeout(Duration::from_millis(300)) {
+            got.push(v);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..8).collect::<Vec<u64>>());
+    assert_eq!(a.qsize().unwrap(), 0);
+}
+
+/// A handle dropped with read-ahead entries gives them back: another consumer gets them at once,
+/// not after `claim_idle` (30 s here).
+#[test]
+fn a_dropped_handle_gives_back_its_read_ahead_entries() {
+    let r = RedisServer::start();
+    let ahead = Options {
+        prefetch: 8,
+        ..opts(30_000)
+    };
+    let a: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "giveback", ahead).unwrap();
+    let b: RemoteQueue<u64> =
+        RemoteQueue::connect_with(&r.url(), "giveback", opts(30_000)).unwrap();
+    a.put_many(&[1, 2, 3, 4]).unwrap();
+    assert_eq!(a.get_timeout(Duration::from_secs(5)).unwrap(), 1); // 2, 3, 4 read ahead
+    drop(a);
+    let mut got: Vec<u64> = (0..3)
+        .map(|_| b.get_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [2, 3, 4]);
+    assert_eq!(b.qsize().unwrap(), 0);
+}
