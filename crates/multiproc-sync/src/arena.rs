@@ -279,9 +279,9 @@ impl ArenaSeg {
         let outcome = m.lock_timeout(LOCK_TIMEOUT)?;
         let g = ArenaLock { m };
         if outcome == LockOutcome::OwnerDied {
-            RECOVERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            RECOVERIES.fetch_add(1, crate::facade::StdOrdering::Relaxed);
             if c_journal_pending(self.ctl()) {
-                JOURNAL_REPLAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                JOURNAL_REPLAYS.fetch_add(1, crate::facade::StdOrdering::Relaxed);
             }
             self.recover()?;
             self.sweep();
@@ -569,20 +569,20 @@ impl ArenaSeg {
 
 /// Whether [`test_hook`] yields (set by [`set_test_yield`]).
 #[allow(clippy::disallowed_types)] // a process-local flag, never in shared memory nor modelled
-static TEST_YIELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static TEST_YIELD: crate::facade::StdAtomicBool = crate::facade::StdAtomicBool::new(false);
 
 /// Makes every arena operation yield at its crash points (between journal commit and the
 /// metadata stores, and between them and the journal clear), widening the windows a SIGKILL can
 /// land in. For the kill tests only.
 #[doc(hidden)]
 pub fn set_test_yield(on: bool) {
-    TEST_YIELD.store(on, std::sync::atomic::Ordering::Relaxed);
+    TEST_YIELD.store(on, crate::facade::StdOrdering::Relaxed);
 }
 
 #[allow(clippy::disallowed_types)] // process-local counters for tests
-static RECOVERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RECOVERIES: crate::facade::StdAtomicU64 = crate::facade::StdAtomicU64::new(0);
 #[allow(clippy::disallowed_types)]
-static JOURNAL_REPLAYS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static JOURNAL_REPLAYS: crate::facade::StdAtomicU64 = crate::facade::StdAtomicU64::new(0);
 
 fn c_journal_pending(c: &ArenaCtl) -> bool {
     c.j_op.load(Ordering::Relaxed) != OP_NONE
@@ -593,15 +593,15 @@ fn c_journal_pending(c: &ArenaCtl) -> bool {
 #[doc(hidden)]
 pub fn recoveries() -> (u64, u64) {
     (
-        RECOVERIES.load(std::sync::atomic::Ordering::Relaxed),
-        JOURNAL_REPLAYS.load(std::sync::atomic::Ordering::Relaxed),
+        RECOVERIES.load(crate::facade::StdOrdering::Relaxed),
+        JOURNAL_REPLAYS.load(crate::facade::StdOrdering::Relaxed),
     )
 }
 
 /// A crash point (see [`set_test_yield`]).
 #[inline]
 fn test_hook() {
-    if TEST_YIELD.load(std::sync::atomic::Ordering::Relaxed) {
+    if TEST_YIELD.load(crate::facade::StdOrdering::Relaxed) {
         std::thread::yield_now();
     }
 }

@@ -16,6 +16,11 @@ pub use loom::sync::atomic::{
 /// `std`'s `AtomicU64` under every cfg: for public APIs that hand out an atomic view of shared
 /// memory (`RawValue::<u64>::as_atomic`), which loom cannot model and no model uses.
 pub use std::sync::atomic::AtomicU64 as StdAtomicU64;
+/// Process-local statics (counters and switches that are never in shared memory, so loom
+/// need not model them).
+pub use std::sync::atomic::{
+    AtomicBool as StdAtomicBool, AtomicU32 as StdAtomicU32, Ordering as StdOrdering,
+};
 
 /// Spin hint (a yield under loom, so models make progress).
 #[inline]

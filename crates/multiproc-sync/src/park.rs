@@ -84,7 +84,7 @@ pub enum WaitError<E> {
 
 /// A process-local adaptive spin count (one per handle; never in shared memory).
 #[derive(Debug)]
-pub struct SpinBudget(std::sync::atomic::AtomicU32);
+pub struct SpinBudget(crate::facade::StdAtomicU32);
 
 impl Default for SpinBudget {
     fn default() -> Self {
@@ -94,7 +94,7 @@ impl Default for SpinBudget {
 
 impl Clone for SpinBudget {
     fn clone(&self) -> Self {
-        SpinBudget(std::sync::atomic::AtomicU32::new(self.get()))
+        SpinBudget(crate::facade::StdAtomicU32::new(self.get()))
     }
 }
 
@@ -108,7 +108,7 @@ impl SpinBudget {
 
     /// A budget at [`Self::START`].
     pub fn new() -> SpinBudget {
-        SpinBudget(std::sync::atomic::AtomicU32::new(Self::START))
+        SpinBudget(crate::facade::StdAtomicU32::new(Self::START))
     }
 
     /// The current budget.
