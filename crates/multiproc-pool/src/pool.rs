@@ -50,8 +50,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 

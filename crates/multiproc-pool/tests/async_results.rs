@@ -73,7 +73,9 @@ fn thousand_apply_async_futures_keep_a_two_worker_runtime_ticking() {
     let os_gap = {
         let (stop, ticks) = (stop.clone(), os_ticks.clone());
         std::thread::spawn(move || {
-            max_gap_of(&ticks, &stop, || std::thread::sleep(Duration::from_millis(1)))
+            max_gap_of(&ticks, &stop, || {
+                std::thread::sleep(Duration::from_millis(1))
+            })
         })
     };
     let (rt_gap, values) = rt.block_on(async {
@@ -224,7 +226,8 @@ fn futures_dropped_at_random_points_leave_the_value_for_get() {
     let (mut by_future, mut by_get) = (0, 0);
     for i in 0..300u64 {
         let r = if i % 7 == 0 {
-            pool.apply_async(sleep_ms, rng.next() % 5).map(|r| (r, None))
+            pool.apply_async(sleep_ms, rng.next() % 5)
+                .map(|r| (r, None))
         } else {
             pool.apply_async(sqr, i).map(|r| (r, Some(i * i)))
         };
@@ -372,7 +375,10 @@ fn futures_work_on_a_minimal_executor_without_tokio() {
     for i in 0..50u64 {
         assert_eq!(block_on(pool.apply_async(sqr, i).unwrap()).unwrap(), i * i);
     }
-    assert_eq!(block_on(pool.apply_async(sleep_ms, 30).unwrap()).unwrap(), 30);
+    assert_eq!(
+        block_on(pool.apply_async(sleep_ms, 30).unwrap()).unwrap(),
+        30
+    );
     let mut it = pool.imap_unordered(sqr, 0..100u64, 3).unwrap();
     let mut n = 0;
     while let Some(v) = block_on(it.next_async()) {

@@ -910,7 +910,8 @@ impl<'a, R> ExitWait<'a, R> {
             return Poll::Ready(Ok(code));
         }
         let os = |op| move |source| ProcessError::Os { op, source };
-        let exited = sys::poll_readable(r.pidfd.as_fd(), Some(Duration::ZERO)).map_err(os("poll"))?;
+        let exited =
+            sys::poll_readable(r.pidfd.as_fd(), Some(Duration::ZERO)).map_err(os("poll"))?;
         let fd = if !exited {
             r.pidfd.clone()
         } else {
