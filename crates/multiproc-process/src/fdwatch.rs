@@ -14,10 +14,12 @@
 //! The thread starts with the first registration and exits when no entry is left, so a
 //! process with no pending future has no watcher thread (and a `fork` after the last join has
 //! none to lose). A child forked while registrations were pending starts a watcher of its own
-//! (the parent's entries are dropped there: they belong to the parent's tasks).
+//! on a fresh state: the parent's state (whose lock the parent's watcher may have held at the
+//! fork) is left untouched, and its entries belong to the parent's tasks.
 //!
 //! [`Process::join_async`]: crate::Process::join_async
 
+use crate::facade::{AtomicPtr, Ordering};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,8 +34,6 @@ struct Entry {
 }
 
 struct Watcher {
-    /// The process whose watcher this is (a forked child finds its parent's pid here).
-    owner: u32,
     entries: Vec<Entry>,
     next_id: u64,
     /// A watcher thread runs (it clears this, under the lock, when it exits).
@@ -42,16 +42,55 @@ struct Watcher {
     wake: Option<Arc<OwnedFd>>,
 }
 
-static WATCHER: Mutex<Watcher> = Mutex::new(Watcher {
-    owner: 0,
-    entries: Vec::new(),
-    next_id: 0,
-    running: false,
-    wake: None,
-});
+/// One process's watcher state.
+struct Shared {
+    /// The process it belongs to (a forked child finds its parent's pid here).
+    owner: u32,
+    st: Mutex<Watcher>,
+}
+
+/// This process's state: a leaked `Shared`, replaced (never freed) in a forked child.
+static STATE: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This process's watcher state, made on first use (and anew in a forked child, where the
+/// parent's may be locked by a thread that does not exist here).
+fn shared() -> &'static Shared {
+    let me = std::process::id();
+    loop {
+        // Acquire: pairs with the AcqRel exchange below, so the `Shared` another thread
+        // published is seen initialized.
+        let p = STATE.load(Ordering::Acquire);
+        // SAFETY: a non-null `STATE` points to a `Shared` leaked by `Box::leak` below and never
+        // freed (a forked child inherits it as mapped memory); `owner` is never written after.
+        if !p.is_null() && unsafe { (*p).owner } == me {
+            // SAFETY: as above; 'static since it is never freed.
+            return unsafe { &*p };
+        }
+        let fresh = Box::into_raw(Box::new(Shared {
+            owner: me,
+            st: Mutex::new(Watcher {
+                entries: Vec::new(),
+                next_id: 0,
+                running: false,
+                wake: None,
+            }),
+        }));
+        // AcqRel: publishes `fresh` (Release) and, on failure, sees the winner's (Acquire).
+        match STATE.compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // The old one (a parent's) is leaked on purpose: its lock may be held forever.
+            // SAFETY: `fresh` was just leaked and is now published; never freed.
+            Ok(_) => return unsafe { &*fresh },
+            Err(_) => {
+                // Another thread of this process installed one first: ours was never shared.
+                // SAFETY: `fresh` came from `Box::into_raw` above and nobody else has it.
+                drop(unsafe { Box::from_raw(fresh) });
+            }
+        }
+    }
+}
 
 fn lock() -> MutexGuard<'static, Watcher> {
-    WATCHER.lock().unwrap_or_else(|p| p.into_inner())
+    shared().st.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn eventfd() -> io::Result<OwnedFd> {
@@ -99,15 +138,6 @@ pub(crate) fn register(
     waker: &Waker,
 ) -> io::Result<()> {
     let mut w = lock();
-    let me = std::process::id();
-    if w.owner != me {
-        // First use, or a forked child holding its parent's state: the parent's thread does
-        // not exist here, and its entries are the parent's tasks'.
-        w.entries.clear();
-        w.running = false;
-        w.wake = None;
-        w.owner = me;
-    }
     let wake = match &w.wake {
         Some(e) => e.clone(),
         None => {
@@ -164,9 +194,6 @@ pub(crate) fn register(
 pub(crate) fn unregister(reg: &mut Option<u64>) {
     let Some(id) = reg.take() else { return };
     let mut w = lock();
-    if w.owner != std::process::id() {
-        return;
-    }
     let before = w.entries.len();
     w.entries.retain(|e| e.id != id);
     if w.entries.len() != before
@@ -184,7 +211,7 @@ fn run(wake: Arc<OwnedFd>) {
     loop {
         let timeout_ms = {
             let mut w = lock();
-            if w.entries.is_empty() || w.owner != std::process::id() {
+            if w.entries.is_empty() {
                 w.running = false;
                 return;
             }
@@ -251,6 +278,5 @@ fn run(wake: Arc<OwnedFd>) {
 
 /// Whether a watcher thread runs in this process (tests).
 pub(crate) fn __watcher_running() -> bool {
-    let w = lock();
-    w.running && w.owner == std::process::id()
+    lock().running
 }

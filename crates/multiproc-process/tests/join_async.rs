@@ -45,6 +45,28 @@ fn spawn_with(m: StartMethod, ms: u64, x: u64) -> Process<u64> {
         .expect("spawn")
 }
 
+struct Unpark(std::thread::Thread);
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A minimal executor: thread park/unpark as the waker (no runtime, no reactor, no timer).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let deadline = Instant::now() + T;
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "future never woke");
+        std::thread::park_timeout(T);
+    }
+}
+
 /// Waits (bounded) until the fd watcher thread has exited: it runs only while a future waits.
 fn watcher_gone() -> bool {
     let deadline = Instant::now() + T;
@@ -200,25 +222,6 @@ fn many_children_awaited_at_once_keep_the_runtime_ticking() {
 /// No tokio: a hand-written `block_on` (thread park/unpark) drives `join_async`.
 #[test]
 fn join_async_works_on_a_minimal_executor_without_tokio() {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        let deadline = Instant::now() + T;
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "future never woke");
-            std::thread::park_timeout(T);
-        }
-    }
     for m in METHODS {
         let mut p = spawn_with(m, 30, 9);
         assert_eq!(block_on(p.join_async()).unwrap(), 81, "{m:?}");
@@ -230,6 +233,33 @@ fn join_async_works_on_a_minimal_executor_without_tokio() {
         q.kill().unwrap();
         assert!(block_on(q.join_async()).is_err());
     }
+}
+
+/// A child forked while a future waits here inherits the watcher's state but not its thread:
+/// its own `join_async` starts a watcher of its own (and does not wait for the parent's).
+#[test]
+fn a_child_forked_while_a_future_waits_starts_its_own_watcher() {
+    let mut long = spawn_with(StartMethod::Spawn, 60_000, 1);
+    {
+        let mut f = Box::pin(long.join_async());
+        assert!(
+            f.as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        assert!(multiproc_process::__fd_watcher_running());
+        let mut child = Process::fork(|| {
+            let mut g = Process::builder()
+                .start_method(StartMethod::Fork)
+                .spawn(sleep_then_square, (20, 6))
+                .expect("grandchild");
+            block_on(g.join_async()).expect("grandchild's value")
+        })
+        .unwrap();
+        assert_eq!(child.join().unwrap(), 36);
+    }
+    long.kill().unwrap();
+    assert!(block_on(long.join_async()).is_err());
 }
 
 #[test]
