@@ -75,15 +75,29 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
 
 /// TODO(issue 15): `async_rtt` with multiproc's native async receive, to register in [`run`]
 /// as the `multiproc` row (mode `async`). Deliberately not registered: no figure until the API
-/// exists. The body is [`rtt_bridge`] without the bridge thread and the mpsc channel:
+/// exists on this branch. The body is [`rtt_bridge`] without the bridge thread and the mpsc
+/// channel (the core part's API: `Connection::send_async(&v)`, `recv_async()`):
 ///
 /// ```ignore
-/// let (mut rx_pong, mut tx_ping) = Pipe::simplex::<u64>()?;  // ping -> pong
-/// let (mut rx_ping, mut tx_pong) = Pipe::simplex::<u64>()?;  // pong -> ping
-/// // ping (tokio task), per round trip:
-/// tx_ping.send_async(&i).await?;            // or send(): the ring is never full here
-/// let echo = rx_ping.recv_async().await?;   // the native future, woken by the notifier
-/// // pong (child, blocking), unchanged: let x = rx_pong.recv()?; tx_pong.send(&x)?;
+/// let warmup = warmup_of(n);
+/// let (mut rx_pong, mut tx_ping) = Pipe::simplex::<u64>().map_err(e)?; // ping -> pong
+/// let (mut rx_ping, mut tx_pong) = Pipe::simplex::<u64>().map_err(e)?; // pong -> ping
+/// let tokio_side = move || {
+///     on_tokio(async move {
+///         let mut laps = Laps::new(warmup);
+///         for i in 0..warmup + n {
+///             tx_ping.send_async(&i).await.map_err(e)?;
+///             let echo = rx_ping.recv_async().await.map_err(e)?;
+///             if echo != i {
+///                 return Err(format!("echo {echo} for {i}"));
+///             }
+///             laps.lap(i);
+///         }
+///         laps.finish()
+///     })?
+/// };
+/// // The peer is `rtt_bridge`'s, unchanged (blocking recv, send).
+/// rtt_run(tokio_side, peer)
 /// ```
 #[allow(dead_code)]
 pub fn async_rtt_native(_n: u64) -> Result<Lat, String> {
@@ -91,8 +105,21 @@ pub fn async_rtt_native(_n: u64) -> Result<Lat, String> {
 }
 
 /// TODO(issue 15): `async_fanin` with the native `Queue::get_async`, to register in [`run`] as
-/// the `multiproc` row: [`fanin_bridge`] with the service task awaiting `q.get_async()`
-/// instead of the bridge's mpsc channel. Not registered: no figure until the API exists.
+/// the `multiproc` row. Not registered: no figure until the API exists on this branch. The
+/// body is [`fanin_bridge`] with the service task awaiting the queue itself:
+///
+/// ```ignore
+/// // senders: as in fanin_bridge; the service:
+/// on_tokio(async move {
+///     let t = Instant::now();
+///     let mut sum = 0u64;
+///     for _ in 0..total {
+///         sum = sum.wrapping_add(q.get_async().await.map_err(|err| format!("{err:?}"))?);
+///     }
+///     // check the sum as fanin_bridge does
+///     Ok(t.elapsed().as_nanos() as u64)
+/// })?
+/// ```
 #[allow(dead_code)]
 pub fn async_fanin_native(_per: u64) -> Result<f64, String> {
     Err("not implemented: needs Queue::get_async (issue 15, core part)".into())
