@@ -1222,10 +1222,40 @@ fn encode_job<A: Serialize>(
     cap: usize,
     items: &[A],
 ) -> Result<(Vec<u8>, u32, JobFds)> {
-    let mut w = JobWriter::new(job, chunk, hash, cap);
+    let w = JobWriter::new(job, chunk, hash, cap);
+    encode_into(w, items)
+}
+
+/// [`encode_job`] for a `map` chunk: as a *plain chunk* (one slice copy, see
+/// `registry::plain_width`) when the task's argument and result are primitive numbers and
+/// the chunk has more than one item (a one-item chunk keeps postcard's shorter single form).
+fn encode_map_job<A: Serialize + 'static>(
+    job: u64,
+    chunk: u32,
+    hash: u64,
+    plain_out: Option<usize>,
+    items: &[A],
+) -> Result<(Vec<u8>, u32, JobFds)> {
+    if let Some(wo) = plain_out
+        && items.len() > 1
+    {
+        let mut w = JobWriter::new(
+            job,
+            chunk,
+            hash,
+            registry::PLAIN_HEAD + std::mem::size_of_val(items),
+        );
+        if w.push_plain(items, wo) {
+            return finish_job(w, Vec::new(), None);
+        }
+    }
+    let w = JobWriter::new(job, chunk, hash, items.len() * 8);
+    encode_into(w, items)
+}
+
+fn encode_into<A: Serialize>(mut w: JobWriter, items: &[A]) -> Result<(Vec<u8>, u32, JobFds)> {
     let (r, fds) = collect_fds(|| w.push_all(items));
     r.map_err(PoolError::Arguments)?;
-    let n = w.len();
     if fds.len() > fdpass::MAX_FDS {
         return Err(PoolError::Arguments(format!(
             "the arguments hold {} fds of shared objects; at most {} per job",
@@ -1239,9 +1269,15 @@ fn encode_job<A: Serialize>(
         let v = fdpass::dup_all(&fds).map_err(|e| {
             PoolError::Arguments(format!("keeping the fds of the shared objects: {e}"))
         })?;
-        w.push_fds(&fds);
         Some(Arc::new(v.into_iter().map(|(_, o)| o).collect()))
     };
+    finish_job(w, fds, owned)
+}
+
+/// Appends the fds' numbers, closes the record and checks it against the message limit.
+fn finish_job(mut w: JobWriter, fds: Vec<RawFd>, owned: JobFds) -> Result<(Vec<u8>, u32, JobFds)> {
+    let n = w.len();
+    w.push_fds(&fds);
     let payload = w.finish(fds.len());
     let max = PipeOptions::default().max_message;
     if payload.len() + 8 > max {
@@ -1540,8 +1576,11 @@ impl Pool {
         // Submit chunks as they are encoded (the workers start on the first at once), in
         // batches so the pool lock is not taken per chunk.
         let mut batch = Vec::new();
+        // Primitive numbers both ways: chunks travel as slices (see `encode_map_job`).
+        let plain_out = registry::plain_width_static::<T::Args>()
+            .and(registry::plain_width_static::<T::Output>());
         for (i, chunk) in items.chunks(cs).enumerate() {
-            let (payload, n, fds) = encode_job(job, i as u32, hash, chunk.len() * 8, chunk)?;
+            let (payload, n, fds) = encode_map_job(job, i as u32, hash, plain_out, chunk)?;
             batch.push(Job {
                 chunk: i as u32,
                 items: n,

@@ -3,6 +3,7 @@
 
 use crate::error::{PoolError, Result};
 use crate::facade::{AtomicBool, Ordering};
+use multiproc_process::registry;
 use multiproc_ring::WaitStrategy;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -260,9 +261,18 @@ pub(crate) trait Sink: Send + Sync {
 }
 
 /// Decodes a chunk's results: one postcard sequence (one call, no per-item framing).
-pub(crate) fn decode_items<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<R>> {
+pub(crate) fn decode_items<R: DeserializeOwned + 'static>(body: &[u8]) -> Result<Vec<R>> {
+    if body.starts_with(&registry::PLAIN_MAGIC) {
+        // A plain chunk (a `map` of primitive numbers): one slice copy.
+        return registry::plain_read::<R>(body).ok_or_else(|| {
+            PoolError::Task(format!(
+                "decoding a task result: a malformed plain-data chunk of `{}`",
+                std::any::type_name::<R>()
+            ))
+        });
+    }
     postcard::from_bytes(body).map_err(|e| {
-        PoolError::Task(multiproc_process::registry::codec_message(
+        PoolError::Task(registry::codec_message(
             "decoding",
             "a task result",
             std::any::type_name::<R>(),
@@ -276,7 +286,7 @@ pub(crate) struct ApplySink<R> {
     pub(crate) slot: Arc<Slot<R>>,
 }
 
-impl<R: DeserializeOwned + Send> Sink for ApplySink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for ApplySink<R> {
     fn deliver(&self, _chunk: u32, res: Result<&[u8]>) {
         let v = res.and_then(|b| match b.split_first() {
             // One result (a varint length of 1): decoded alone, no `Vec`.
@@ -316,7 +326,7 @@ impl<R> MapSink<R> {
     }
 }
 
-impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
     fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
         let res = res.and_then(decode_items::<R>);
         let done = {
@@ -342,9 +352,14 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
                 Some((_, e)) => Err(e),
                 None => {
                     let chunks = std::mem::take(&mut g.chunks);
-                    let total = chunks.iter().map(|c| c.as_ref().map_or(0, Vec::len)).sum();
-                    let mut out = Vec::with_capacity(total);
-                    for c in chunks.into_iter().flatten() {
+                    let total: usize = chunks.iter().map(|c| c.as_ref().map_or(0, Vec::len)).sum();
+                    // The first chunk's buffer grows into the whole (a big one is moved by
+                    // `mremap`, not copied: a fresh buffer of the whole size was a second
+                    // round of page faults on every big map).
+                    let mut it = chunks.into_iter().flatten();
+                    let mut out = it.next().unwrap_or_default();
+                    out.reserve_exact(total - out.len());
+                    for c in it {
                         out.extend(c);
                     }
                     Ok(out)
@@ -372,7 +387,7 @@ impl<R> IMapSink<R> {
     }
 }
 
-impl<R: DeserializeOwned + Send> Sink for IMapSink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for IMapSink<R> {
     fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
         let v = res.and_then(decode_items::<R>);
         lock(&self.st).entry(chunk).or_insert(v);
