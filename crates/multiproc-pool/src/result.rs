@@ -68,6 +68,10 @@ struct SlotState<R> {
     ready: bool,
     ok: bool,
     callbacks: Callbacks<R>,
+    /// A delivery started (its callbacks may be running): a second one is dropped.
+    claimed: bool,
+    /// Waiters asleep on the condvar (`set` notifies only if some are).
+    sleepers: usize,
 }
 
 pub(crate) struct Slot<R> {
@@ -92,6 +96,8 @@ impl<R> Slot<R> {
                 ready: false,
                 ok: false,
                 callbacks,
+                claimed: false,
+                sleepers: 0,
             }),
             cv: Condvar::new(),
             done: AtomicBool::new(false),
@@ -140,32 +146,43 @@ impl<R> Slot<R> {
 
     /// Fills the slot once (later calls are ignored), running the matching callback first.
     pub(crate) fn set(&self, v: Result<R>) {
-        let cbs = {
-            let mut g = lock(&self.st);
-            if g.ready {
-                return;
-            }
-            std::mem::take(&mut g.callbacks)
-        };
-        match &v {
-            Ok(r) => {
-                if let Some(f) = cbs.on_ok {
-                    let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
-                }
-            }
-            Err(e) => {
-                if let Some(f) = cbs.on_err {
-                    let _ = catch_unwind(AssertUnwindSafe(|| f(e)));
-                }
-            }
-        }
         let mut g = lock(&self.st);
+        // Exactly once: a second delivery (a result racing `terminate`) is dropped.
+        if g.ready || g.claimed {
+            return;
+        }
+        g.claimed = true;
+        if g.callbacks.on_ok.is_some() || g.callbacks.on_err.is_some() {
+            // Callbacks run without the lock, before the result is ready (as Python's).
+            let cbs = std::mem::take(&mut g.callbacks);
+            drop(g);
+            match &v {
+                Ok(r) => {
+                    if let Some(f) = cbs.on_ok {
+                        let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
+                    }
+                }
+                Err(e) => {
+                    if let Some(f) = cbs.on_err {
+                        let _ = catch_unwind(AssertUnwindSafe(|| f(e)));
+                    }
+                }
+            }
+            g = lock(&self.st);
+        }
+        // Fill the result, then notify.
         g.ok = v.is_ok();
         g.value = Some(v);
         g.ready = true;
         // Release: pairs with the Acquire load of a spinning waiter (which then takes the lock).
         self.done.store(true, Ordering::Release);
-        self.cv.notify_all();
+        // Only a waiter asleep on the condvar needs the wake-up (a `notify_all` is a futex
+        // syscall even with nobody waiting: one per result on the receiver threads).
+        let sleepers = g.sleepers;
+        drop(g);
+        if sleepers > 0 {
+            self.cv.notify_all();
+        }
     }
 }
 
@@ -211,19 +228,20 @@ impl<R> AsyncResult<R> {
         s.spin_until_ready(deadline);
         let mut g = lock(&s.st);
         while !g.ready {
-            match deadline {
-                None => g = s.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    g =
-                        s.cv.wait_timeout(g, d - now)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break;
             }
+            g.sleepers += 1;
+            g = match deadline {
+                None => s.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    s.cv.wait_timeout(g, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            g.sleepers -= 1;
         }
         g
     }
