@@ -727,6 +727,19 @@ impl Inner {
         c.into_iter().map(|(_, i, c)| (i, c)).collect()
     }
 
+    /// Worker `idx`'s connection if it may take the front job on the fast path (the
+    /// conditions of [`fast_candidates`](Self::fast_candidates), for one worker).
+    fn fast_conn_of(&self, st: &State, idx: usize) -> Option<JobConn> {
+        let front = st.pending.front()?;
+        let w = &st.workers[idx];
+        (front.payload.len() <= FAST_PATH_MAX
+            && front.fds.is_none()
+            && self.has_room(w, front.items as usize, st.pending.len())
+            && w.held_bytes + front.payload.len() + 64 <= PIPE_CAPACITY / 2)
+            .then(|| w.conn.clone())
+            .flatten()
+    }
+
     /// The submitter's fast path: send the front job to a worker with room straight from the
     /// calling thread (no hand-off to a sender thread). Returns false if it could not; with
     /// `own`, also where the job went if it was the caller's own (see `take_for`).
@@ -929,7 +942,19 @@ impl Inner {
                 continue;
             };
             let RxEnd { conn, buf } = &mut *g;
-            match conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL) {
+            // Under the default `SpinPark` the caller parks at once on the result ring: a
+            // caller spinning and yielding for its result took the CPU from the worker that
+            // computes it (on the 2-CPU VM under load, apply round trips of 8-33 µs spinning,
+            // ~3 µs parking; see docs/pool.md, session 4). The receiver keeps the strategy.
+            let parks = self.wait == WaitStrategy::SpinPark;
+            if parks {
+                conn.set_wait_strategy(WaitStrategy::Park);
+            }
+            let got = conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL);
+            if parks {
+                conn.set_wait_strategy(self.wait);
+            }
+            match got {
                 Ok(n) => {
                     // Relaxed: a counter for diagnostics.
                     self.direct_reads.fetch_add(1, Ordering::Relaxed);
@@ -1014,30 +1039,44 @@ impl Inner {
             // (A joiner waiting for the last result polls every 20 ms too; waking it here
             // only when one waits spares every `apply` a wake-up of each sender thread.)
             let mut wake = st.outstanding == 0 && st.joiners > 0;
+            // The job to send this worker next, from this thread, once the pool lock is
+            // dropped (under its connection lock, taken with `try_lock` while the pool lock
+            // is held: the lock order is connection, then pool). Before: the candidates were
+            // collected into a `Vec` and the pool lock taken twice more per result.
+            let mut conn = None;
+            let mut next = None;
             if !st.pending.is_empty() {
-                let mine: Vec<(usize, JobConn)> = self
-                    .fast_candidates(&st)
-                    .into_iter()
-                    .filter(|(i, _)| *i == idx)
-                    .collect();
-                if mine.is_empty() {
-                    // Wake the senders only if this worker may take the front job (too big
-                    // for the fast path, or carrying fds): a result changes no other worker's
-                    // room, and a wake-up of every sender per result costs context switches.
-                    let front = st.pending.front().map_or(0, |j| j.items as usize);
-                    wake |= self.has_room(&st.workers[idx], front, st.pending.len());
-                } else {
-                    drop(st);
-                    let sent =
-                        SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut(), None).0);
-                    st = lock(&self.st);
-                    wake |= !sent;
+                match self.fast_conn_of(&st, idx) {
+                    Some(c) => conn = Some(c),
+                    None => {
+                        // Wake the senders only if this worker may take the front job (too
+                        // big for the fast path, or carrying fds): a result changes no other
+                        // worker's room, and a wake-up of every sender per result costs
+                        // context switches.
+                        let front = st.pending.front().map_or(0, |j| j.items as usize);
+                        wake |= self.has_room(&st.workers[idx], front, st.pending.len());
+                    }
                 }
+            }
+            let mut guard = conn.as_ref().and_then(|c| c.try_lock().ok());
+            if conn.is_some() {
+                if guard.as_ref().is_some_and(|g| g.is_some()) {
+                    next = self.take_for(&mut st, idx, None);
+                }
+                // Not sent (the sender thread holds the pipe): it takes the job.
+                wake |= next.is_none();
             }
             if wake {
                 self.cv.notify_all();
             }
             drop(st);
+            if let (Some(g), Some((seq, payload, fds))) = (guard.as_mut(), next)
+                && let Some(jobs) = g.as_mut()
+            {
+                // A failed send means the worker died: its receiver settles the job.
+                SCRATCH.with(|b| jobs.send(&mut b.borrow_mut(), seq, &payload, &fds));
+            }
+            drop(guard);
             job
         };
         let text = || String::from_utf8_lossy(h.body).into_owned();
