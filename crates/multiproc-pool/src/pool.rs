@@ -1632,7 +1632,12 @@ impl Pool {
             return Ok(AsyncResult { slot });
         }
         let job = self.new_job_id();
-        let sink: Arc<dyn Sink> = Arc::new(MapSink::<T::Output>::new(nchunks, slot.clone()));
+        let sink: Arc<dyn Sink> = Arc::new(MapSink::<T::Output>::new(
+            nchunks,
+            cs,
+            items.len(),
+            slot.clone(),
+        ));
         // Submit chunks as they are encoded (the workers start on the first at once), in
         // batches so the pool lock is not taken per chunk.
         let mut batch = Vec::new();

@@ -319,9 +319,47 @@ impl<R: DeserializeOwned + Send + 'static> Sink for ApplySink<R> {
 }
 
 struct MapState<R> {
+    /// Each chunk's results as they arrive (`Some(empty)` for a chunk placed in `whole`).
     chunks: Vec<Option<Vec<R>>>,
+    /// For a map of plain results (primitive numbers): the whole result, allocated at the
+    /// start, each chunk copied to its place as it arrives (`len` stays 0 until every chunk
+    /// did), so the last result does not wait for a concatenation of all of them.
+    whole: Option<Whole<R>>,
     remaining: usize,
     first_err: Option<(u32, PoolError)>,
+}
+
+struct Whole<R> {
+    out: Vec<R>,
+    chunksize: usize,
+    total: usize,
+}
+
+impl<R: DeserializeOwned + 'static> Whole<R> {
+    /// Copies chunk `i`'s results (a plain chunk, or postcard) to their place.
+    fn place(&mut self, i: usize, body: &[u8]) -> Result<()> {
+        let start = i * self.chunksize;
+        let len = self.chunksize.min(self.total.saturating_sub(start));
+        let bad = || PoolError::Task(format!("a result chunk of the wrong length (chunk {i})"));
+        let Some(dst) = self.out.spare_capacity_mut().get_mut(start..start + len) else {
+            return Err(bad());
+        };
+        if body.starts_with(&registry::PLAIN_MAGIC) {
+            return if registry::plain_read_into(body, dst) {
+                Ok(())
+            } else {
+                Err(bad())
+            };
+        }
+        let v = decode_items::<R>(body)?;
+        if v.len() != len {
+            return Err(bad());
+        }
+        for (d, x) in dst.iter_mut().zip(v) {
+            d.write(x);
+        }
+        Ok(())
+    }
 }
 
 /// One `map`: completes after every chunk finished (Python's `test_map_no_failfast`), with the
@@ -331,11 +369,23 @@ pub(crate) struct MapSink<R> {
     pub(crate) slot: Arc<Slot<Vec<R>>>,
 }
 
-impl<R> MapSink<R> {
-    pub(crate) fn new(nchunks: usize, slot: Arc<Slot<Vec<R>>>) -> MapSink<R> {
+impl<R: 'static> MapSink<R> {
+    /// A map of `total` items in chunks of `chunksize`, `nchunks` of them.
+    pub(crate) fn new(
+        nchunks: usize,
+        chunksize: usize,
+        total: usize,
+        slot: Arc<Slot<Vec<R>>>,
+    ) -> MapSink<R> {
+        let whole = registry::plain_width_static::<R>().map(|_| Whole {
+            out: Vec::with_capacity(total),
+            chunksize,
+            total,
+        });
         MapSink {
             st: Mutex::new(MapState {
                 chunks: (0..nchunks).map(|_| None).collect(),
+                whole,
                 remaining: nchunks,
                 first_err: None,
             }),
@@ -346,13 +396,26 @@ impl<R> MapSink<R> {
 
 impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
     fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
-        let res = res.and_then(decode_items::<R>);
-        let done = {
-            let mut g = lock(&self.st);
-            let i = chunk as usize;
-            if i >= g.chunks.len() || g.chunks[i].is_some() {
-                return;
+        let mut g = lock(&self.st);
+        let i = chunk as usize;
+        if i >= g.chunks.len() || g.chunks[i].is_some() {
+            return;
+        }
+        let res = match (&mut g.whole, res) {
+            // Plain results: copied to their place under the lock (one slice copy).
+            (Some(w), Ok(body)) => w.place(i, body).map(|()| Vec::new()),
+            (None, res) => {
+                drop(g);
+                let res = res.and_then(decode_items::<R>);
+                g = lock(&self.st);
+                if g.chunks[i].is_some() {
+                    return;
+                }
+                res
             }
+            (_, Err(e)) => Err(e),
+        };
+        let done = {
             match res {
                 Ok(v) => g.chunks[i] = Some(v),
                 Err(e) => {
@@ -368,6 +431,16 @@ impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
             }
             match g.first_err.take() {
                 Some((_, e)) => Err(e),
+                None if g.whole.is_some() => {
+                    let Some(mut w) = g.whole.take() else {
+                        return;
+                    };
+                    // SAFETY: every chunk arrived without error, and chunk `i` wrote
+                    // elements `i * chunksize ..` up to its length (`Whole::place` checked
+                    // it): the chunks are disjoint and cover `0..total`, within the capacity.
+                    unsafe { w.out.set_len(w.total) };
+                    Ok(w.out)
+                }
                 None => {
                     let chunks = std::mem::take(&mut g.chunks);
                     let total: usize = chunks.iter().map(|c| c.as_ref().map_or(0, Vec::len)).sum();
@@ -384,6 +457,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
                 }
             }
         };
+        drop(g);
         self.slot.set(done);
     }
 }

@@ -356,6 +356,27 @@ pub fn plain_read<R: 'static>(bytes: &[u8]) -> Option<Vec<R>> {
     Some(v)
 }
 
+/// Copies a plain chunk of `R`s (`bytes` starts with [`PLAIN_MAGIC`]) into `dst`, which it
+/// must fill exactly: one slice copy. False (nothing written) if `R` is not plain or the
+/// chunk does not hold exactly `dst.len()` `R`s.
+#[doc(hidden)]
+pub fn plain_read_into<R: 'static>(bytes: &[u8], dst: &mut [std::mem::MaybeUninit<R>]) -> bool {
+    let Some(w) = plain_width_static::<R>() else {
+        return false;
+    };
+    let Some((n, body)) = plain_split(bytes, w) else {
+        return false;
+    };
+    if n != dst.len() {
+        return false;
+    }
+    // SAFETY: `body` holds exactly `n * w` bytes (checked by `plain_split`), `dst` has room
+    // for `n` `R`s of `w` bytes each, and every bit pattern of a primitive number (checked
+    // above) is an `R`.
+    unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), dst.as_mut_ptr().cast::<u8>(), n * w) };
+    true
+}
+
 /// A plain chunk's count and values, if `bytes` is one whose values are `w` bytes wide (the
 /// width written after the magic is the values' own: the arguments' in a job, the results'
 /// in a result, which repeats the result width in both places).
@@ -773,6 +794,14 @@ mod tests {
         let mut out = Vec::new();
         run_chunk(halve, &job, &mut out).unwrap();
         assert_eq!(plain_read::<f32>(&out).unwrap(), vec![1.5, -4.0]);
+        let mut dst = [std::mem::MaybeUninit::<f32>::uninit(); 2];
+        assert!(plain_read_into(&out, &mut dst));
+        // SAFETY: `plain_read_into` filled both.
+        assert_eq!(
+            unsafe { [dst[0].assume_init(), dst[1].assume_init()] },
+            [1.5, -4.0]
+        );
+        assert!(!plain_read_into(&out, &mut dst[..1]));
         // Read back as the wrong type, or cut short: refused, never misread.
         assert!(plain_read::<u64>(&out).is_none());
         assert!(plain_read::<f32>(&out[..out.len() - 1]).is_none());
