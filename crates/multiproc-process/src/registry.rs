@@ -796,11 +796,9 @@ mod tests {
         assert_eq!(plain_read::<f32>(&out).unwrap(), vec![1.5, -4.0]);
         let mut dst = [std::mem::MaybeUninit::<f32>::uninit(); 2];
         assert!(plain_read_into(&out, &mut dst));
-        // SAFETY: `plain_read_into` filled both.
-        assert_eq!(
-            unsafe { [dst[0].assume_init(), dst[1].assume_init()] },
-            [1.5, -4.0]
-        );
+        // SAFETY: `plain_read_into` returned true: it filled both.
+        let back = unsafe { [dst[0].assume_init(), dst[1].assume_init()] };
+        assert_eq!(back, [1.5, -4.0]);
         assert!(!plain_read_into(&out, &mut dst[..1]));
         // Read back as the wrong type, or cut short: refused, never misread.
         assert!(plain_read::<u64>(&out).is_none());
