@@ -290,6 +290,18 @@ fn pool_goals(r: &Rs<'_>, g: &mut Vec<Goal>) {
             3.0,
             "ns",
         ));
+        for mode in ["spin", "block"] {
+            if r.ns("pool_apply_rtt", "multiproc", mode).is_some() {
+                g.push(at_most(
+                    13,
+                    &format!("pool_apply_rtt ≤ 3x pipe_rtt_small in the same wait mode ({mode})"),
+                    r.ns("pool_apply_rtt", "multiproc", mode),
+                    r.ns("pipe_rtt_small", "multiproc", mode),
+                    3.0,
+                    "ns",
+                ));
+            }
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! * `pool_map_1M_trivial`: `map(square, 0..n)` with the default chunksize; items/s.
 //! * `pool_map_chunk1`: the same with chunksize 1; items/s.
 //! * `pool_apply_async`: n `apply_async(square, i)` submitted, then every result got; tasks/s.
-//! * `pool_apply_rtt`: sequential `apply(square, i)`; microseconds each.
+//! * `pool_apply_rtt`: sequential `apply(square, i)`; microseconds each. With the default
+//!   wait strategy (spin-park, the row compared with Python), and as rows of mode `spin`
+//!   (`WaitStrategy::Spin`) and `block` (`WaitStrategy::Park`), beside `pipe_rtt_small`'s.
 //! * `pool_map_heavy` / `pool_map_heavy_chunk1` (issue 13): `map` of 64 equal CPU-bound items
 //!   (count the primes below n by trial division; n = 300k, 20k with `--quick`) with the
 //!   default chunksize and with chunksize 1; items/s. Systems: multiproc, python-mp (the same
@@ -19,7 +21,7 @@
 //! calls `multiproc::init()` first).
 
 use crate::{Config, Record, python};
-use multiproc::Pool;
+use multiproc::{Pool, WaitStrategy};
 use std::time::Instant;
 
 const PROCESSES: usize = 2;
@@ -186,8 +188,17 @@ fn square(x: u64) -> u64 {
 }
 
 fn with_pool(f: impl FnOnce(&Pool) -> Result<f64, String>) -> Result<f64, String> {
+    with_pool_waiting(WaitStrategy::SpinPark, f)
+}
+
+/// [`with_pool`] for a pool whose hand-offs wait as `wait` says.
+fn with_pool_waiting(
+    wait: WaitStrategy,
+    f: impl FnOnce(&Pool) -> Result<f64, String>,
+) -> Result<f64, String> {
     let pool = Pool::builder()
         .processes(PROCESSES)
+        .wait(wait)
         .build()
         .map_err(|e| e.to_string())?;
     pool.map_chunked(square, 0..(PROCESSES as u64 * 100), 1)
@@ -243,7 +254,12 @@ pub fn apply_async_rate(n: u64) -> Result<f64, String> {
 
 /// Sequential `apply`; microseconds per round trip.
 pub fn apply_rtt_us(n: u64) -> Result<f64, String> {
-    with_pool(|pool| {
+    apply_rtt_us_waiting(n, WaitStrategy::SpinPark)
+}
+
+/// [`apply_rtt_us`] on a pool built with `.wait(wait)`.
+pub fn apply_rtt_us_waiting(n: u64, wait: WaitStrategy) -> Result<f64, String> {
+    with_pool_waiting(wait, |pool| {
         let t = Instant::now();
         for i in 0..n {
             if pool.apply(square, i).map_err(|e| e.to_string())? != i.wrapping_mul(i) {
@@ -290,6 +306,23 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
                 Err(e) => eprintln!("{name} multiproc: {e}"),
             }
             out.extend(python::run(name, cfg.quick, &py));
+        }
+    }
+    if cfg.wants("pool_apply_rtt") {
+        // The same round trip in the pipe's other wait modes (rows beside `pipe_rtt_small`'s
+        // `spin` and `block`; the row without a mode above is the default, spin-park). Under
+        // `Spin` a worker and the caller each spin: fewer calls (milliseconds each when the
+        // spinners outnumber the idle CPUs).
+        for (mode, wait, n) in [
+            ("spin", WaitStrategy::Spin, if q { 200 } else { 1_000 }),
+            ("block", WaitStrategy::Park, if q { 2_000 } else { 10_000 }),
+        ] {
+            match apply_rtt_us_waiting(n, wait) {
+                Ok(v) => {
+                    out.push(Record::new("pool_apply_rtt", "multiproc", v, "us").with_mode(mode))
+                }
+                Err(e) => eprintln!("pool_apply_rtt ({mode}) multiproc: {e}"),
+            }
         }
     }
     let n = heavy_n(q);

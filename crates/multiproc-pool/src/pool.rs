@@ -74,6 +74,9 @@ const PIPE_CAPACITY: usize = 1 << 20;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The task last submitted from this thread and its registry hash (see `entry_hash`).
+    static LAST_TASK: std::cell::Cell<Option<(std::any::TypeId, u64)>> =
+        const { std::cell::Cell::new(None) };
 }
 
 static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -729,6 +732,19 @@ impl Inner {
         c.into_iter().map(|(_, i, c)| (i, c)).collect()
     }
 
+    /// Worker `idx`'s connection if it may take the front job on the fast path (the
+    /// conditions of [`fast_candidates`](Self::fast_candidates), for one worker).
+    fn fast_conn_of(&self, st: &State, idx: usize) -> Option<JobConn> {
+        let front = st.pending.front()?;
+        let w = &st.workers[idx];
+        (front.payload.len() <= FAST_PATH_MAX
+            && front.fds.is_none()
+            && self.has_room(w, front.items as usize, st.pending.len())
+            && w.held_bytes + front.payload.len() + 64 <= PIPE_CAPACITY / 2)
+            .then(|| w.conn.clone())
+            .flatten()
+    }
+
     /// The submitter's fast path: send the front job to a worker with room straight from the
     /// calling thread (no hand-off to a sender thread). Returns false if it could not; with
     /// `own`, also where the job went if it was the caller's own (see `take_for`).
@@ -931,7 +947,19 @@ impl Inner {
                 continue;
             };
             let RxEnd { conn, buf } = &mut *g;
-            match conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL) {
+            // Under the default `SpinPark` the caller parks at once on the result ring: a
+            // caller spinning and yielding for its result took the CPU from the worker that
+            // computes it (on the 2-CPU VM under load, apply round trips of 8-33 µs spinning,
+            // ~3 µs parking; see docs/pool.md, session 4). The receiver keeps the strategy.
+            let parks = self.wait == WaitStrategy::SpinPark;
+            if parks {
+                conn.set_wait_strategy(WaitStrategy::Park);
+            }
+            let got = conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL);
+            if parks {
+                conn.set_wait_strategy(self.wait);
+            }
+            match got {
                 Ok(n) => {
                     // Relaxed: a counter for diagnostics.
                     self.direct_reads.fetch_add(1, Ordering::Relaxed);
@@ -1016,30 +1044,44 @@ impl Inner {
             // (A joiner waiting for the last result polls every 20 ms too; waking it here
             // only when one waits spares every `apply` a wake-up of each sender thread.)
             let mut wake = st.outstanding == 0 && st.joiners > 0;
+            // The job to send this worker next, from this thread, once the pool lock is
+            // dropped (under its connection lock, taken with `try_lock` while the pool lock
+            // is held: the lock order is connection, then pool). Before: the candidates were
+            // collected into a `Vec` and the pool lock taken twice more per result.
+            let mut conn = None;
+            let mut next = None;
             if !st.pending.is_empty() {
-                let mine: Vec<(usize, JobConn)> = self
-                    .fast_candidates(&st)
-                    .into_iter()
-                    .filter(|(i, _)| *i == idx)
-                    .collect();
-                if mine.is_empty() {
-                    // Wake the senders only if this worker may take the front job (too big
-                    // for the fast path, or carrying fds): a result changes no other worker's
-                    // room, and a wake-up of every sender per result costs context switches.
-                    let front = st.pending.front().map_or(0, |j| j.items as usize);
-                    wake |= self.has_room(&st.workers[idx], front, st.pending.len());
-                } else {
-                    drop(st);
-                    let sent =
-                        SCRATCH.with(|b| self.try_dispatch(mine, &mut b.borrow_mut(), None).0);
-                    st = lock(&self.st);
-                    wake |= !sent;
+                match self.fast_conn_of(&st, idx) {
+                    Some(c) => conn = Some(c),
+                    None => {
+                        // Wake the senders only if this worker may take the front job (too
+                        // big for the fast path, or carrying fds): a result changes no other
+                        // worker's room, and a wake-up of every sender per result costs
+                        // context switches.
+                        let front = st.pending.front().map_or(0, |j| j.items as usize);
+                        wake |= self.has_room(&st.workers[idx], front, st.pending.len());
+                    }
                 }
+            }
+            let mut guard = conn.as_ref().and_then(|c| c.try_lock().ok());
+            if conn.is_some() {
+                if guard.as_ref().is_some_and(|g| g.is_some()) {
+                    next = self.take_for(&mut st, idx, None);
+                }
+                // Not sent (the sender thread holds the pipe): it takes the job.
+                wake |= next.is_none();
             }
             if wake {
                 self.cv.notify_all();
             }
             drop(st);
+            if let (Some(g), Some((seq, payload, fds))) = (guard.as_mut(), next)
+                && let Some(jobs) = g.as_mut()
+            {
+                // A failed send means the worker died: its receiver settles the job.
+                SCRATCH.with(|b| jobs.send(&mut b.borrow_mut(), seq, &payload, &fds));
+            }
+            drop(guard);
             job
         };
         let text = || String::from_utf8_lossy(h.body).into_owned();
@@ -1227,10 +1269,40 @@ fn encode_job<A: Serialize>(
     cap: usize,
     items: &[A],
 ) -> Result<(Vec<u8>, u32, JobFds)> {
-    let mut w = JobWriter::new(job, chunk, hash, cap);
+    let w = JobWriter::new(job, chunk, hash, cap);
+    encode_into(w, items)
+}
+
+/// [`encode_job`] for a `map` chunk: as a *plain chunk* (one slice copy, see
+/// `registry::plain_width`) when the task's argument and result are primitive numbers and
+/// the chunk has more than one item (a one-item chunk keeps postcard's shorter single form).
+fn encode_map_job<A: Serialize + 'static>(
+    job: u64,
+    chunk: u32,
+    hash: u64,
+    plain_out: Option<usize>,
+    items: &[A],
+) -> Result<(Vec<u8>, u32, JobFds)> {
+    if let Some(wo) = plain_out
+        && items.len() > 1
+    {
+        let mut w = JobWriter::new(
+            job,
+            chunk,
+            hash,
+            registry::PLAIN_HEAD + std::mem::size_of_val(items),
+        );
+        if w.push_plain(items, wo) {
+            return finish_job(w, Vec::new(), None);
+        }
+    }
+    let w = JobWriter::new(job, chunk, hash, items.len() * 8);
+    encode_into(w, items)
+}
+
+fn encode_into<A: Serialize>(mut w: JobWriter, items: &[A]) -> Result<(Vec<u8>, u32, JobFds)> {
     let (r, fds) = collect_fds(|| w.push_all(items));
     r.map_err(PoolError::Arguments)?;
-    let n = w.len();
     if fds.len() > fdpass::MAX_FDS {
         return Err(PoolError::Arguments(format!(
             "the arguments hold {} fds of shared objects; at most {} per job",
@@ -1244,9 +1316,15 @@ fn encode_job<A: Serialize>(
         let v = fdpass::dup_all(&fds).map_err(|e| {
             PoolError::Arguments(format!("keeping the fds of the shared objects: {e}"))
         })?;
-        w.push_fds(&fds);
         Some(Arc::new(v.into_iter().map(|(_, o)| o).collect()))
     };
+    finish_job(w, fds, owned)
+}
+
+/// Appends the fds' numbers, closes the record and checks it against the message limit.
+fn finish_job(mut w: JobWriter, fds: Vec<RawFd>, owned: JobFds) -> Result<(Vec<u8>, u32, JobFds)> {
+    let n = w.len();
+    w.push_fds(&fds);
     let payload = w.finish(fds.len());
     let max = PipeOptions::default().max_message;
     if payload.len() + 8 > max {
@@ -1261,9 +1339,17 @@ fn encode_job<A: Serialize>(
 fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64> {
     // A capturing closure or a fn pointer is refused when the program is built.
     registry::assert_fn_item::<T>();
-    registry::entry_of(f)
+    // The last task submitted from this thread (a run of `apply_async`s pays the registry's
+    // search and the id's hash once: ~2% of a trivial `apply_async`'s profile before).
+    let id = std::any::TypeId::of::<T>();
+    if let Some(h) = LAST_TASK.with(|c| c.get().filter(|(t, _)| *t == id).map(|(_, h)| h)) {
+        return Ok(h);
+    }
+    let h = registry::entry_of(f)
         .map(|e| e.hash())
-        .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))
+        .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))?;
+    LAST_TASK.with(|c| c.set(Some((id, h))));
+    Ok(h)
 }
 
 impl Pool {
@@ -1366,7 +1452,17 @@ impl Pool {
                 }
             }
         } else {
+            // Wake the sender threads only if one of them may take the front job now: while
+            // every worker is full (a long run of `apply_async`), the results' receivers hand
+            // out the queue (`on_result`), and a `notify_all` per submit woke both senders
+            // only to find no room (two futex wake-ups and context switches per task).
+            let front = st.pending.front().map_or(0, |j| j.items as usize);
+            let n = st.pending.len();
+            let room = st.workers.iter().any(|w| self.inner.has_room(w, front, n));
             drop(st);
+            if !room {
+                return Ok(None);
+            }
         }
         self.inner.cv.notify_all();
         Ok(None)
@@ -1541,12 +1637,20 @@ impl Pool {
             return Ok(AsyncResult { slot });
         }
         let job = self.new_job_id();
-        let sink: Arc<dyn Sink> = Arc::new(MapSink::<T::Output>::new(nchunks, slot.clone()));
+        let sink: Arc<dyn Sink> = Arc::new(MapSink::<T::Output>::new(
+            nchunks,
+            cs,
+            items.len(),
+            slot.clone(),
+        ));
         // Submit chunks as they are encoded (the workers start on the first at once), in
         // batches so the pool lock is not taken per chunk.
         let mut batch = Vec::new();
+        // Primitive numbers both ways: chunks travel as slices (see `encode_map_job`).
+        let plain_out = registry::plain_width_static::<T::Args>()
+            .and(registry::plain_width_static::<T::Output>());
         for (i, chunk) in items.chunks(cs).enumerate() {
-            let (payload, n, fds) = encode_job(job, i as u32, hash, chunk.len() * 8, chunk)?;
+            let (payload, n, fds) = encode_map_job(job, i as u32, hash, plain_out, chunk)?;
             batch.push(Job {
                 chunk: i as u32,
                 items: n,

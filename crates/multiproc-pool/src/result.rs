@@ -11,6 +11,7 @@
 
 use crate::error::{PoolError, Result};
 use crate::facade::{AtomicBool, Ordering};
+use multiproc_process::registry;
 use multiproc_ring::WaitStrategy;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -83,6 +84,10 @@ struct SlotState<R> {
     wakers: Vec<(u64, Waker)>,
     /// The next registration id.
     next_waker: u64,
+    /// A delivery started (its callbacks may be running): a second one is dropped.
+    claimed: bool,
+    /// Waiters asleep on the condvar (`set` notifies only if some are).
+    sleepers: usize,
 }
 
 pub(crate) struct Slot<R> {
@@ -109,6 +114,8 @@ impl<R> Slot<R> {
                 callbacks,
                 wakers: Vec::new(),
                 next_waker: 0,
+                claimed: false,
+                sleepers: 0,
             }),
             cv: Condvar::new(),
             done: AtomicBool::new(false),
@@ -157,37 +164,46 @@ impl<R> Slot<R> {
 
     /// Fills the slot once (later calls are ignored), running the matching callback first.
     pub(crate) fn set(&self, v: Result<R>) {
-        let cbs = {
-            let mut g = lock(&self.st);
-            if g.ready {
-                return;
-            }
-            std::mem::take(&mut g.callbacks)
-        };
-        match &v {
-            Ok(r) => {
-                if let Some(f) = cbs.on_ok {
-                    let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
-                }
-            }
-            Err(e) => {
-                if let Some(f) = cbs.on_err {
-                    let _ = catch_unwind(AssertUnwindSafe(|| f(e)));
-                }
-            }
+        let mut g = lock(&self.st);
+        // Exactly once: a second delivery (a result racing `terminate`) is dropped.
+        if g.ready || g.claimed {
+            return;
         }
-        let wakers = {
-            let mut g = lock(&self.st);
-            g.ok = v.is_ok();
-            g.value = Some(v);
-            g.ready = true;
-            // Release: pairs with the Acquire load of a spinning waiter (which then takes the lock).
-            self.done.store(true, Ordering::Release);
-            // Taken under the lock that `ready` was set under: a future polled after this sees
-            // `ready`; one polled before left its waker here.
-            std::mem::take(&mut g.wakers)
-        };
-        self.cv.notify_all();
+        g.claimed = true;
+        if g.callbacks.on_ok.is_some() || g.callbacks.on_err.is_some() {
+            // Callbacks run without the lock, before the result is ready (as Python's).
+            let cbs = std::mem::take(&mut g.callbacks);
+            drop(g);
+            match &v {
+                Ok(r) => {
+                    if let Some(f) = cbs.on_ok {
+                        let _ = catch_unwind(AssertUnwindSafe(|| f(r)));
+                    }
+                }
+                Err(e) => {
+                    if let Some(f) = cbs.on_err {
+                        let _ = catch_unwind(AssertUnwindSafe(|| f(e)));
+                    }
+                }
+            }
+            g = lock(&self.st);
+        }
+        // Fill the result, then notify.
+        g.ok = v.is_ok();
+        g.value = Some(v);
+        g.ready = true;
+        // Release: pairs with the Acquire load of a spinning waiter (which then takes the lock).
+        self.done.store(true, Ordering::Release);
+        // Taken under the lock that `ready` was set under: a future polled after this sees
+        // `ready`; one polled before left its waker here.
+        let wakers = std::mem::take(&mut g.wakers);
+        // Only a waiter asleep on the condvar needs the wake-up (a `notify_all` is a futex
+        // syscall even with nobody waiting: one per result on the receiver threads).
+        let sleepers = g.sleepers;
+        drop(g);
+        if sleepers > 0 {
+            self.cv.notify_all();
+        }
         for (_, w) in wakers {
             w.wake();
         }
@@ -296,19 +312,20 @@ impl<R> AsyncResult<R> {
         s.spin_until_ready(deadline);
         let mut g = lock(&s.st);
         while !g.ready {
-            match deadline {
-                None => g = s.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    g =
-                        s.cv.wait_timeout(g, d - now)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break;
             }
+            g.sleepers += 1;
+            g = match deadline {
+                None => s.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    s.cv.wait_timeout(g, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            g.sleepers -= 1;
         }
         g
     }
@@ -475,9 +492,18 @@ pub(crate) trait Sink: Send + Sync {
 }
 
 /// Decodes a chunk's results: one postcard sequence (one call, no per-item framing).
-pub(crate) fn decode_items<R: DeserializeOwned>(body: &[u8]) -> Result<Vec<R>> {
+pub(crate) fn decode_items<R: DeserializeOwned + 'static>(body: &[u8]) -> Result<Vec<R>> {
+    if body.starts_with(&registry::PLAIN_MAGIC) {
+        // A plain chunk (a `map` of primitive numbers): one slice copy.
+        return registry::plain_read::<R>(body).ok_or_else(|| {
+            PoolError::Task(format!(
+                "decoding a task result: a malformed plain-data chunk of `{}`",
+                std::any::type_name::<R>()
+            ))
+        });
+    }
     postcard::from_bytes(body).map_err(|e| {
-        PoolError::Task(multiproc_process::registry::codec_message(
+        PoolError::Task(registry::codec_message(
             "decoding",
             "a task result",
             std::any::type_name::<R>(),
@@ -491,7 +517,7 @@ pub(crate) struct ApplySink<R> {
     pub(crate) slot: Arc<Slot<R>>,
 }
 
-impl<R: DeserializeOwned + Send> Sink for ApplySink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for ApplySink<R> {
     fn deliver(&self, _chunk: u32, res: Result<&[u8]>) {
         let v = res.and_then(|b| match b.split_first() {
             // One result (a varint length of 1): decoded alone, no `Vec`.
@@ -506,9 +532,47 @@ impl<R: DeserializeOwned + Send> Sink for ApplySink<R> {
 }
 
 struct MapState<R> {
+    /// Each chunk's results as they arrive (`Some(empty)` for a chunk placed in `whole`).
     chunks: Vec<Option<Vec<R>>>,
+    /// For a map of plain results (primitive numbers): the whole result, allocated at the
+    /// start, each chunk copied to its place as it arrives (`len` stays 0 until every chunk
+    /// did), so the last result does not wait for a concatenation of all of them.
+    whole: Option<Whole<R>>,
     remaining: usize,
     first_err: Option<(u32, PoolError)>,
+}
+
+struct Whole<R> {
+    out: Vec<R>,
+    chunksize: usize,
+    total: usize,
+}
+
+impl<R: DeserializeOwned + 'static> Whole<R> {
+    /// Copies chunk `i`'s results (a plain chunk, or postcard) to their place.
+    fn place(&mut self, i: usize, body: &[u8]) -> Result<()> {
+        let start = i * self.chunksize;
+        let len = self.chunksize.min(self.total.saturating_sub(start));
+        let bad = || PoolError::Task(format!("a result chunk of the wrong length (chunk {i})"));
+        let Some(dst) = self.out.spare_capacity_mut().get_mut(start..start + len) else {
+            return Err(bad());
+        };
+        if body.starts_with(&registry::PLAIN_MAGIC) {
+            return if registry::plain_read_into(body, dst) {
+                Ok(())
+            } else {
+                Err(bad())
+            };
+        }
+        let v = decode_items::<R>(body)?;
+        if v.len() != len {
+            return Err(bad());
+        }
+        for (d, x) in dst.iter_mut().zip(v) {
+            d.write(x);
+        }
+        Ok(())
+    }
 }
 
 /// One `map`: completes after every chunk finished (Python's `test_map_no_failfast`), with the
@@ -518,11 +582,23 @@ pub(crate) struct MapSink<R> {
     pub(crate) slot: Arc<Slot<Vec<R>>>,
 }
 
-impl<R> MapSink<R> {
-    pub(crate) fn new(nchunks: usize, slot: Arc<Slot<Vec<R>>>) -> MapSink<R> {
+impl<R: 'static> MapSink<R> {
+    /// A map of `total` items in chunks of `chunksize`, `nchunks` of them.
+    pub(crate) fn new(
+        nchunks: usize,
+        chunksize: usize,
+        total: usize,
+        slot: Arc<Slot<Vec<R>>>,
+    ) -> MapSink<R> {
+        let whole = registry::plain_width_static::<R>().map(|_| Whole {
+            out: Vec::with_capacity(total),
+            chunksize,
+            total,
+        });
         MapSink {
             st: Mutex::new(MapState {
                 chunks: (0..nchunks).map(|_| None).collect(),
+                whole,
                 remaining: nchunks,
                 first_err: None,
             }),
@@ -531,15 +607,28 @@ impl<R> MapSink<R> {
     }
 }
 
-impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
     fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
-        let res = res.and_then(decode_items::<R>);
-        let done = {
-            let mut g = lock(&self.st);
-            let i = chunk as usize;
-            if i >= g.chunks.len() || g.chunks[i].is_some() {
-                return;
+        let mut g = lock(&self.st);
+        let i = chunk as usize;
+        if i >= g.chunks.len() || g.chunks[i].is_some() {
+            return;
+        }
+        let res = match (&mut g.whole, res) {
+            // Plain results: copied to their place under the lock (one slice copy).
+            (Some(w), Ok(body)) => w.place(i, body).map(|()| Vec::new()),
+            (None, res) => {
+                drop(g);
+                let res = res.and_then(decode_items::<R>);
+                g = lock(&self.st);
+                if g.chunks[i].is_some() {
+                    return;
+                }
+                res
             }
+            (_, Err(e)) => Err(e),
+        };
+        let done = {
             match res {
                 Ok(v) => g.chunks[i] = Some(v),
                 Err(e) => {
@@ -555,17 +644,33 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
             }
             match g.first_err.take() {
                 Some((_, e)) => Err(e),
+                None if g.whole.is_some() => {
+                    let Some(mut w) = g.whole.take() else {
+                        return;
+                    };
+                    // SAFETY: every chunk arrived without error, and chunk `i` wrote
+                    // elements `i * chunksize ..` up to its length (`Whole::place` checked
+                    // it): the chunks are disjoint and cover `0..total`, within the capacity.
+                    unsafe { w.out.set_len(w.total) };
+                    Ok(w.out)
+                }
                 None => {
                     let chunks = std::mem::take(&mut g.chunks);
-                    let total = chunks.iter().map(|c| c.as_ref().map_or(0, Vec::len)).sum();
-                    let mut out = Vec::with_capacity(total);
-                    for c in chunks.into_iter().flatten() {
+                    let total: usize = chunks.iter().map(|c| c.as_ref().map_or(0, Vec::len)).sum();
+                    // The first chunk's buffer grows into the whole (a big one is moved by
+                    // `mremap`, not copied: a fresh buffer of the whole size was a second
+                    // round of page faults on every big map).
+                    let mut it = chunks.into_iter().flatten();
+                    let mut out = it.next().unwrap_or_default();
+                    out.reserve_exact(total - out.len());
+                    for c in it {
                         out.extend(c);
                     }
                     Ok(out)
                 }
             }
         };
+        drop(g);
         self.slot.set(done);
     }
 }
@@ -598,7 +703,7 @@ impl<R> IMapSink<R> {
     }
 }
 
-impl<R: DeserializeOwned + Send> Sink for IMapSink<R> {
+impl<R: DeserializeOwned + Send + 'static> Sink for IMapSink<R> {
     fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
         let v = res.and_then(decode_items::<R>);
         let waker = {

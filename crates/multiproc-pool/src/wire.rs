@@ -3,18 +3,21 @@
 //! A chunk is one record each way. Job (parent -> worker):
 //! `[seq u64][job u64][chunk u32][task hash u64][n u32][nfds u32][args_len u32]`, then
 //! `args_len` bytes: the postcard encoding of the chunk's `n` arguments as one sequence
-//! (written in one pass straight into the message buffer), then `nfds` × `[u32]`: the
+//! (written in one pass straight into the message buffer), or for a `map` of plain data
+//! (primitive numbers both ways) a *plain chunk*: `registry::PLAIN_MAGIC` (ten `0xFF`, which
+//! no postcard sequence starts with), `[args width u8][result width u8][n u32]` and the `n`
+//! arguments' native bytes (one slice copy), then `nfds` × `[u32]`: the
 //! parent's numbers of the fds that travel over the worker's socket just before the job (see
 //! `fdpass.rs`). The worker runs the whole chunk through the task registry's chunk trampoline
 //! (one call per chunk). Result (worker -> parent): `[seq u64][job u64][chunk u32][status u8]`,
 //! then for `OK` the postcard encoding of the chunk's results as one sequence (what a
-//! `Vec<R>` decodes from), for `TOO_LARGE` `[len u64][max u64]`, else the error message
+//! `Vec<R>` decodes from; for a plain chunk, a plain chunk of the results), for `TOO_LARGE` `[len u64][max u64]`, else the error message
 //! (UTF-8). `seq 0` with `OK` is the worker's hello (it is up). `seq` is the worker's own
 //! sequence number of the job (see `worker.rs`: the worker publishes the `seq` it is running,
 //! which tells the parent, when the worker dies, which job was running and which were never
 //! started).
 
-use multiproc_process::registry::postcard_append;
+use multiproc_process::registry::{plain_append, postcard_append};
 use serde::Serialize;
 
 pub(crate) const OK: u8 = 0;
@@ -51,6 +54,20 @@ impl JobWriter {
         self.n = items.len() as u32;
         self.buf[28..32].copy_from_slice(&(len as u32).to_le_bytes());
         Ok(())
+    }
+
+    /// Writes the chunk as a *plain* chunk (one slice copy of the items' bytes, see
+    /// `registry::plain_width`) whose results come back `out_width` bytes wide. False (and
+    /// nothing written) if `A` is not a plain type.
+    pub(crate) fn push_plain<A: 'static>(&mut self, items: &[A], out_width: usize) -> bool {
+        let start = self.buf.len();
+        if !plain_append(items, out_width, &mut self.buf) {
+            return false;
+        }
+        let len = self.buf.len() - start;
+        self.n = items.len() as u32;
+        self.buf[28..32].copy_from_slice(&(len as u32).to_le_bytes());
+        true
     }
 
     /// Appends the numbers of the fds the items' encodings refer to (after the items).

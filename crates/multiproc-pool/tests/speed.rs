@@ -24,6 +24,55 @@ fn words(n: u32) -> Vec<String> {
     (0..n).map(|i| format!("w{i}")).collect()
 }
 
+#[multiproc_process::task(crate = multiproc_process)]
+fn halve(x: f64) -> f32 {
+    (x / 2.0) as f32
+}
+
+#[multiproc_process::task(crate = multiproc_process)]
+fn neg_panic_on_7(x: i32) -> i64 {
+    assert!(x != 7, "seven");
+    -(x as i64) * 1_000_000_000_000
+}
+
+/// A `map` of primitive numbers both ways travels as slices (plain chunks, one copy per
+/// chunk instead of per-item postcard): every chunk size, widths that differ each way, a
+/// panicking item failing its chunk, a killed worker, results exact.
+#[test]
+fn a_map_of_plain_numbers_travels_as_slices_and_keeps_every_guarantee() {
+    let p = Pool::builder().processes(2).retries(3).build().unwrap();
+    for cs in [1usize, 2, 3, 7, 1000, 100_000] {
+        let got = p.map_chunked(sqr, 0..20_011u64, cs).unwrap();
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, v)| *v == (i as u64) * (i as u64)),
+            "chunksize {cs}"
+        );
+    }
+    let xs: Vec<f64> = (0..5000).map(|i| i as f64 - 2500.5).collect();
+    let got = p.map(halve, xs.clone()).unwrap();
+    assert_eq!(got, xs.iter().map(|x| (x / 2.0) as f32).collect::<Vec<_>>());
+    let got = p.map_chunked(neg_panic_on_7, 8..2000i32, 9).unwrap();
+    assert_eq!(got[0], -8_000_000_000_000);
+    assert_eq!(got.len(), 1992);
+    match p.map_chunked(neg_panic_on_7, 0..100i32, 5) {
+        Err(PoolError::TaskPanicked { message }) => assert!(message.contains("seven")),
+        other => panic!("expected the chunk's panic, got {other:?}"),
+    }
+    // The pool still works, and a worker killed during a plain map: with retries the
+    // results are exact.
+    let big = p.map_async(sqr, 0..2_000_000u64).unwrap();
+    let pids = p.worker_pids();
+    // SAFETY: plain syscall; the pid is a live worker of our own pool.
+    unsafe { libc::kill(pids[0] as libc::pid_t, libc::SIGKILL) };
+    let got = big.get_timeout(T).unwrap();
+    assert_eq!(got.len(), 2_000_000);
+    assert!(got.iter().enumerate().all(|(i, v)| *v == (i * i) as u64));
+    p.close();
+    p.join().unwrap();
+}
+
 #[test]
 fn every_wait_strategy_gives_the_same_results() {
     for w in [

@@ -267,6 +267,166 @@ pub fn postcard_append<T: Serialize + ?Sized>(
     postcard::serialize_with_flavor(value, VecAppend(out))
 }
 
+/// The prefix of a *plain* chunk (see [`plain_width`]): ten `0xFF` bytes, which no postcard
+/// sequence starts with (a varint has at most ten bytes and the tenth ends it), so a chunk
+/// trampoline tells the two encodings apart by looking. After it: `[args width u8][result
+/// width u8][n u32 LE]`, then `n` values as their native bytes.
+#[doc(hidden)]
+pub const PLAIN_MAGIC: [u8; 10] = [0xFF; 10];
+/// Bytes before a plain chunk's values: the magic, two widths, the count.
+#[doc(hidden)]
+pub const PLAIN_HEAD: usize = PLAIN_MAGIC.len() + 2 + 4;
+
+/// The width of a *plain* type: a primitive integer or float (`u8`..`u128`, `i8`..`i128`,
+/// `usize`, `isize`, `f32`, `f64`), every bit pattern of which is a value, without padding.
+/// Chunks of plain arguments and results travel as one slice copy instead of per-item
+/// postcard (the pool's `map` of `u64`s: no varint work on either side). Known by
+/// `type_name`, which spells a primitive by its bare name (any other type has a path), and
+/// checked against `size_of`; `T` need not be `'static` (a task's output has no such
+/// bound). The parent also checks with `TypeId` (see [`plain_width_static`]).
+#[doc(hidden)]
+pub fn plain_width<T>() -> Option<usize> {
+    let w = match std::any::type_name::<T>() {
+        "u8" | "i8" => 1,
+        "u16" | "i16" => 2,
+        "u32" | "i32" | "f32" => 4,
+        "u64" | "i64" | "f64" => 8,
+        "u128" | "i128" => 16,
+        "usize" | "isize" => std::mem::size_of::<usize>(),
+        _ => return None,
+    };
+    (std::mem::size_of::<T>() == w).then_some(w)
+}
+
+/// [`plain_width`], proved with `TypeId` (for `'static` types: what the parent uses before it
+/// copies values as bytes).
+#[doc(hidden)]
+pub fn plain_width_static<T: 'static>() -> Option<usize> {
+    let t = TypeId::of::<T>();
+    macro_rules! any_of {
+        ($($ty:ty),*) => { false $(|| t == TypeId::of::<$ty>())* };
+    }
+    if any_of!(
+        u8, i8, u16, i16, u32, i32, f32, u64, i64, f64, u128, i128, usize, isize
+    ) {
+        Some(std::mem::size_of::<T>())
+    } else {
+        None
+    }
+}
+
+/// Appends `items` (plain, see [`plain_width_static`]) as a plain chunk whose results are
+/// `out_width` bytes wide: one slice copy.
+#[doc(hidden)]
+pub fn plain_append<A: 'static>(items: &[A], out_width: usize, out: &mut Vec<u8>) -> bool {
+    let Some(w) = plain_width_static::<A>() else {
+        return false;
+    };
+    let (Ok(wa), Ok(wo), Ok(n)) = (
+        u8::try_from(w),
+        u8::try_from(out_width),
+        u32::try_from(items.len()),
+    ) else {
+        return false;
+    };
+    out.reserve(PLAIN_HEAD + items.len() * w);
+    out.extend_from_slice(&PLAIN_MAGIC);
+    out.extend_from_slice(&[wa, wo]);
+    out.extend_from_slice(&n.to_le_bytes());
+    // SAFETY: `A` is a primitive number (checked by `TypeId` above): no padding, so its
+    // `items.len() * w` bytes are initialized and may be read as `u8`s.
+    let bytes = unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), items.len() * w) };
+    out.extend_from_slice(bytes);
+    true
+}
+
+/// Reads a plain chunk of `R`s (`bytes` starts with [`PLAIN_MAGIC`]) into a `Vec`: one slice
+/// copy. `None` if `R` is not plain or the bytes do not hold a whole chunk of `R`s.
+#[doc(hidden)]
+pub fn plain_read<R: 'static>(bytes: &[u8]) -> Option<Vec<R>> {
+    let w = plain_width_static::<R>()?;
+    let (n, body) = plain_split(bytes, w)?;
+    let mut v: Vec<R> = Vec::with_capacity(n);
+    // SAFETY: `body` holds exactly `n * w` bytes (checked by `plain_split`), `v` has room for
+    // `n` `R`s, and every bit pattern of a primitive number (checked above) is an `R`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(body.as_ptr(), v.as_mut_ptr().cast::<u8>(), n * w);
+        v.set_len(n);
+    }
+    Some(v)
+}
+
+/// Copies a plain chunk of `R`s (`bytes` starts with [`PLAIN_MAGIC`]) into `dst`, which it
+/// must fill exactly: one slice copy. False (nothing written) if `R` is not plain or the
+/// chunk does not hold exactly `dst.len()` `R`s.
+#[doc(hidden)]
+pub fn plain_read_into<R: 'static>(bytes: &[u8], dst: &mut [std::mem::MaybeUninit<R>]) -> bool {
+    let Some(w) = plain_width_static::<R>() else {
+        return false;
+    };
+    let Some((n, body)) = plain_split(bytes, w) else {
+        return false;
+    };
+    if n != dst.len() {
+        return false;
+    }
+    // SAFETY: `body` holds exactly `n * w` bytes (checked by `plain_split`), `dst` has room
+    // for `n` `R`s of `w` bytes each, and every bit pattern of a primitive number (checked
+    // above) is an `R`.
+    unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), dst.as_mut_ptr().cast::<u8>(), n * w) };
+    true
+}
+
+/// A plain chunk's count and values, if `bytes` is one whose values are `w` bytes wide (the
+/// width written after the magic is the values' own: the arguments' in a job, the results'
+/// in a result, which repeats the result width in both places).
+fn plain_split(bytes: &[u8], w: usize) -> Option<(usize, &[u8])> {
+    let rest = bytes.strip_prefix(&PLAIN_MAGIC[..])?;
+    if rest.len() < 6 || rest[0] as usize != w {
+        return None;
+    }
+    let n = u32::from_le_bytes(rest[2..6].try_into().ok()?) as usize;
+    let body = &rest[6..];
+    (body.len() == n.checked_mul(w)?).then_some((n, body))
+}
+
+/// The plain half of [`run_chunk`]: arguments read as native values, results written as
+/// native bytes after a plain head of their own.
+fn run_plain_chunk<M, T: Task<M>>(
+    task: T,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
+    let wo = bytes.get(PLAIN_MAGIC.len() + 1).copied().unwrap_or(0) as usize;
+    let (Some(wa), Some(wr)) = (plain_width_static::<T::Args>(), plain_width::<T::Output>()) else {
+        return Err(format!(
+            "decoding the task arguments: a plain-data chunk for a task of `{}` -> `{}`",
+            std::any::type_name::<T::Args>(),
+            std::any::type_name::<T::Output>()
+        ));
+    };
+    let Some((n, args)) = plain_split(bytes, wa).filter(|_| wr == wo) else {
+        return Err("decoding the task arguments: a malformed plain-data chunk".into());
+    };
+    let base = out.len();
+    out.resize(base + PLAIN_HEAD + n * wr, 0);
+    out[base..base + PLAIN_MAGIC.len()].copy_from_slice(&PLAIN_MAGIC);
+    out[base + 10] = wr as u8;
+    out[base + 11] = wr as u8;
+    out[base + 12..base + 16].copy_from_slice(&(n as u32).to_le_bytes());
+    let dst = out[base + PLAIN_HEAD..].as_mut_ptr();
+    for i in 0..n {
+        // SAFETY: `args` holds `n * wa` bytes (checked by `plain_split`) and `T::Args` is a
+        // primitive number `wa` bytes wide (checked by `TypeId`): any bytes are a value.
+        let a: T::Args = unsafe { std::ptr::read_unaligned(args.as_ptr().add(i * wa).cast()) };
+        let r = task.call(a);
+        // SAFETY: `out` was resized to hold `n * wr` bytes at `dst`, and `T::Output` is a
+        // primitive number `wr` bytes wide (checked by name and size above).
+        unsafe { std::ptr::write_unaligned(dst.add(i * wr).cast::<T::Output>(), r) };
+    }
+    Ok(())
+}
+
 /// The chunk trampoline body the macro instantiates: `bytes` is the postcard encoding of a
 /// `[T::Args]` sequence; appends the postcard encoding of the `[T::Output]` sequence (the
 /// same bytes as encoding a `Vec<T::Output>`) to `out`. The first error ends the chunk (the
@@ -298,6 +458,9 @@ pub fn run_chunk<M, T: Task<M>>(
                 &e,
             )
         });
+    }
+    if bytes.starts_with(&PLAIN_MAGIC) {
+        return run_plain_chunk(task, bytes, out);
     }
     let args: Vec<T::Args> = postcard::from_bytes(bytes).map_err(decode_err)?;
     // The sequence's length: a LEB128 varint, as postcard writes a `usize` length.
@@ -593,6 +756,71 @@ mod tests {
                 &mut Vec::new(),
             )
         });
+        assert!(r.is_err());
+    }
+
+    fn halve(x: f64) -> f32 {
+        (x / 2.0) as f32
+    }
+
+    fn label(x: u64) -> String {
+        x.to_string()
+    }
+
+    #[test]
+    fn a_plain_chunk_travels_as_bytes_both_ways() {
+        assert_eq!(plain_width::<u64>(), Some(8));
+        assert_eq!(plain_width::<f32>(), Some(4));
+        assert_eq!(plain_width::<String>(), None);
+        assert_eq!(plain_width::<(u64,)>(), None);
+        assert_eq!(plain_width::<bool>(), None);
+        assert_eq!(plain_width_static::<i16>(), Some(2));
+        assert_eq!(plain_width_static::<char>(), None);
+        let mut job = vec![7u8]; // appended after what is there
+        assert!(plain_append(&[1u64, 200, u64::MAX / 2][..], 8, &mut job));
+        assert_eq!(job.len(), 1 + PLAIN_HEAD + 24);
+        // No postcard sequence starts like a plain chunk.
+        assert!(postcard::from_bytes::<Vec<u64>>(&job[1..]).is_err());
+        let mut out = vec![9u8];
+        run_chunk(double, &job[1..], &mut out).unwrap();
+        assert_eq!(out[0], 9);
+        assert_eq!(
+            plain_read::<u64>(&out[1..]).unwrap(),
+            vec![2, 400, (u64::MAX / 2) * 2]
+        );
+        // Different widths each way.
+        let mut job = Vec::new();
+        assert!(plain_append(&[3.0f64, -8.0][..], 4, &mut job));
+        let mut out = Vec::new();
+        run_chunk(halve, &job, &mut out).unwrap();
+        assert_eq!(plain_read::<f32>(&out).unwrap(), vec![1.5, -4.0]);
+        let mut dst = [std::mem::MaybeUninit::<f32>::uninit(); 2];
+        assert!(plain_read_into(&out, &mut dst));
+        // SAFETY: `plain_read_into` returned true: it filled both.
+        let back = unsafe { [dst[0].assume_init(), dst[1].assume_init()] };
+        assert_eq!(back, [1.5, -4.0]);
+        assert!(!plain_read_into(&out, &mut dst[..1]));
+        // Read back as the wrong type, or cut short: refused, never misread.
+        assert!(plain_read::<u64>(&out).is_none());
+        assert!(plain_read::<f32>(&out[..out.len() - 1]).is_none());
+        // A plain chunk for a task whose result is not plain, or a lying header: errors.
+        let mut job = Vec::new();
+        assert!(plain_append(&[1u64, 2][..], 8, &mut job));
+        let err = run_chunk(label, &job, &mut Vec::new()).unwrap_err();
+        assert!(err.starts_with("decoding the task arguments"), "{err}");
+        let mut short = job.clone();
+        short.pop();
+        let err = run_chunk(double, &short, &mut Vec::new()).unwrap_err();
+        assert!(err.contains("malformed"), "{err}");
+        let mut wrong = job.clone();
+        wrong[11] = 4; // results asked 4 bytes wide from a task returning u64
+        assert!(run_chunk(double, &wrong, &mut Vec::new()).is_err());
+        // Non-plain items are refused by `plain_append` (the caller falls back to postcard).
+        assert!(!plain_append(&["a".to_string()][..], 8, &mut Vec::new()));
+        // A panicking item unwinds out of the chunk (the worker catches it).
+        let mut job = Vec::new();
+        assert!(plain_append(&[1u64, 3][..], 8, &mut job));
+        let r = std::panic::catch_unwind(|| run_chunk(fail_on_three, &job, &mut Vec::new()));
         assert!(r.is_err());
     }
 
