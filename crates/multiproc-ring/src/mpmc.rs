@@ -39,7 +39,7 @@ use multiproc_shm::{
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"MPMPMC01");
+const MAGIC: u64 = u64::from_le_bytes(*b"MPMPMC02");
 /// Length of a record whose writer died mid-write: consumers skip it.
 const LOST_LEN: u32 = u32::MAX;
 const SLOT_HDR: usize = std::mem::size_of::<SlotHdr>();
@@ -465,8 +465,8 @@ impl MpmcRing {
         let c = self.raw.ctrl();
         // Release: pairs with the Acquire loads in `is_closed`.
         c.state.closed.store(1, Ordering::Release);
-        c.not_empty.wake_slow(u32::MAX);
-        c.not_full.wake_slow(u32::MAX);
+        c.not_empty.wake_all();
+        c.not_full.wake_all();
     }
 
     /// Whether [`MpmcRing::close`] was called.
@@ -525,7 +525,7 @@ impl MpmcRing {
                     // and bytes written above are visible to it.
                     slot.word
                         .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
-                    c.not_empty.wake_if_parked(1);
+                    c.not_empty.wake_one();
                     return Ok(());
                 }
             } else if d >= 0 {
@@ -618,7 +618,7 @@ impl MpmcRing {
                         pack(0, (h as u32).wrapping_add(raw.slots as u32)),
                         Ordering::Release,
                     );
-                    c.not_full.wake_if_parked(1);
+                    c.not_full.wake_one();
                     match res {
                         Some(r) => return r,
                         None => continue, // a record lost to a dead writer: skip it
@@ -757,7 +757,7 @@ impl MpmcRing {
                 c.tail
                     .compare_exchange(h, h.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
-            c.not_empty.wake_slow(1);
+            c.not_empty.wake_one();
             n += 1;
         }
         // A reader that died holding the slot the tail needs next.
@@ -783,7 +783,7 @@ impl MpmcRing {
                 Ordering::Relaxed,
             );
             c.state.lost.fetch_add(1, Ordering::Relaxed);
-            c.not_full.wake_slow(1);
+            c.not_full.wake_one();
             n += 1;
         }
         n

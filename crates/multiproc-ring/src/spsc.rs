@@ -52,7 +52,7 @@ use multiproc_shm::{
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"MPSPSC01");
+const MAGIC: u64 = u64::from_le_bytes(*b"MPSPSC02");
 /// Record header: this tag in the high 32 bits, the length in the low 32.
 const TAG: u64 = 0x5245_4344 << 32;
 /// Wrap marker: the rest of the buffer up to its end is padding.
@@ -738,7 +738,7 @@ impl Producer {
         // reads on every send anyway), without the store-load fence: only the flush pays it.
         if self.pending_n >= DEFER_MAX_RECORDS
             || self.tail - self.pending_from >= self.raw.cap / 8
-            || self.raw.ctrl().consumer.park.has_sleepers()
+            || self.raw.ctrl().consumer.park.has_waiters_hint()
         {
             self.flush();
         }
@@ -767,7 +767,7 @@ impl Producer {
         // Relaxed: `tail` only tells a re-attaching producer where to start (it re-scans the
         // headers anyway); records are published by their headers.
         c.tail.store(self.tail, Ordering::Relaxed);
-        c.consumer.park.wake_if_parked(1);
+        c.consumer.park.wake_one();
     }
 
     /// Reserves `len` bytes for one record without waiting. Write them through the grant and
@@ -963,7 +963,7 @@ impl Drop for Producer {
         }
         let c = self.raw.ctrl();
         c.producer.close();
-        c.consumer.park.wake_if_parked(u32::MAX);
+        c.consumer.park.wake_all();
     }
 }
 
@@ -1232,7 +1232,7 @@ impl Consumer {
         // Release: pairs with the producer's Acquire load of head in `refresh_head`; our reads
         // of the released bytes happen-before its overwrites of them.
         c.head.store(self.head, Ordering::Release);
-        c.producer.park.wake_if_parked(1);
+        c.producer.park.wake_one();
     }
 
     #[inline]
@@ -1395,7 +1395,7 @@ impl Drop for Consumer {
         self.publish_head();
         let c = self.raw.ctrl();
         c.consumer.close();
-        c.producer.park.wake_if_parked(u32::MAX);
+        c.producer.park.wake_all();
     }
 }
 

@@ -248,6 +248,29 @@ impl WaitWord {
         }
     }
 
+    /// Whether a waiter has announced itself, WITHOUT the store-load fence of
+    /// [`WaitWord::wake_one`]: a hint for a producer that publishes lazily (the ring's deferred
+    /// batches are published at once when a sleeper shows). A waiter that announces itself
+    /// concurrently may be missed; the caller's contract must cover that.
+    #[inline]
+    pub fn has_waiters_hint(&self) -> bool {
+        // Relaxed: a hint; no data is read on its strength.
+        self.waiters.load(Ordering::Relaxed) != 0
+    }
+
+    /// One parked slice of the protocol, for callers with a wait loop of their own (the rings):
+    /// read `epoch`, announce, re-check `cond`, and if it is still `None` sleep at most `max`
+    /// (until a waker bumps `epoch`), then withdraw. Returns what `cond` returned.
+    #[inline]
+    pub fn park_slice<R>(&self, max: Duration, cond: &mut impl FnMut() -> Option<R>) -> Option<R> {
+        self.park(max, cond)
+    }
+
+    /// The futex word (`epoch`) and the waiter count, for the async notifier (same crate).
+    pub(crate) fn words(&self) -> (&AtomicU32, &AtomicU32) {
+        (&self.epoch, &self.waiters)
+    }
+
     /// Announce, re-check, sleep at most `max` if still nothing (one slice).
     fn park<R>(&self, max: Duration, cond: &mut impl FnMut() -> Option<R>) -> Option<R> {
         // Acquire: pairs with the waker's Release bump, so a later re-check after a bump sees
