@@ -789,6 +789,37 @@ impl MpmcRing {
         n
     }
 
+    /// Whether the slot at the head holds a finished record, or the ring is closed (no state
+    /// change: the async readiness condition of [`MpmcRing::poll_not_empty`]).
+    fn head_ready(&self) -> bool {
+        let c = self.raw.ctrl();
+        // Relaxed: a hint; the pop that follows decides with its own Acquire.
+        let h = c.head.load(Ordering::Relaxed);
+        // Acquire: as in `pop_once` (pairs with the producer's Release publication).
+        let (pid, stamp) = split(self.raw.slot(h).word.load(Ordering::Acquire));
+        (pid == 0 && stamp == (h as u32).wrapping_add(1)) || self.is_closed()
+    }
+
+    /// Async readiness for consumers: `Ready` once the head slot holds a finished record or
+    /// the ring is closed (then pop with [`MpmcRing::try_pop_into`] in the same poll; another
+    /// consumer may have been faster: poll again), `Pending` after registering with the
+    /// notifier (`multiproc_sync::notify`) on `not_empty`. Takes nothing: cancel-safe. The
+    /// caller runs [`MpmcRing::recover`] about every [`CHECK_EVERY`](crate::CHECK_EVERY), as
+    /// a blocked pop does.
+    #[cfg(not(loom))]
+    pub fn poll_not_empty(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        w: &mut multiproc_sync::notify::AsyncWait,
+    ) -> std::task::Poll<()> {
+        w.poll_shared(
+            cx,
+            &self.raw.shared,
+            |c| &c.not_empty,
+            || self.head_ready().then_some(()),
+        )
+    }
+
     /// Copies one record in, waiting for room.
     pub fn push(&self, rec: &[u8]) -> Result<(), PushError> {
         self.push_deadline(rec, None)

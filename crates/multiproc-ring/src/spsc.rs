@@ -820,6 +820,62 @@ impl Producer {
         .map_err(push_wait_err)
     }
 
+    /// Whether a record of `len` bytes would fit now, from a fresh reading of the consumer's
+    /// position (no state change; `true` on anything odd, so the caller's `plan` reports it).
+    fn room_for(&self, len: usize) -> bool {
+        let cap = self.raw.cap;
+        let c = self.raw.ctrl();
+        if len as u64 > self.raw.max_record || c.consumer.closed() {
+            return true;
+        }
+        let need = align8(HDR + len as u64);
+        let to_end = cap - (self.tail & (cap - 1));
+        let skip = if need <= to_end { 0 } else { to_end };
+        // Acquire: as in `refresh_head`.
+        let h = c.head.load(Ordering::Acquire);
+        h < self.cached_head || h > self.tail || self.tail + skip + need + HDR - h <= cap
+    }
+
+    /// Async readiness: `Ready(Ok)` once a record of `len` bytes fits (reserve it with
+    /// [`Producer::try_reserve`] in the same poll), `Ready(Err)` with what a blocking reserve
+    /// would return (`Disconnected` once the consumer closed or died, `TooLarge`, `Corrupted`);
+    /// `Pending` after registering with the notifier (`multiproc_sync::notify`) on the
+    /// producer's park word, which the consumer wakes when it frees space. Checks the
+    /// consumer's liveness about every [`CHECK_EVERY`](crate::CHECK_EVERY), as a blocked
+    /// reserve does. Takes nothing: cancel-safe.
+    #[cfg(not(loom))]
+    pub fn poll_writable(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        w: &mut multiproc_sync::notify::AsyncWait,
+        len: usize,
+    ) -> std::task::Poll<Result<(), PushError>> {
+        use std::task::Poll;
+        loop {
+            match self.plan(len) {
+                Err(PushError::Full) => {}
+                r => {
+                    w.cancel();
+                    return Poll::Ready(r.map(drop));
+                }
+            }
+            if w.check_due(crate::CHECK_EVERY) && self.raw.ctrl().consumer.gone() {
+                w.cancel();
+                return Poll::Ready(Err(PushError::Disconnected));
+            }
+            let shared = &self.raw.shared;
+            match w.poll_shared(
+                cx,
+                shared,
+                |c| &c.producer.park,
+                || self.room_for(len).then_some(()),
+            ) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
     #[inline]
     fn write_record(&mut self, plan: Plan, rec: &[u8]) {
         let idx = self.payload_idx(plan);
@@ -1271,6 +1327,54 @@ impl Consumer {
             },
         )
         .map_err(pop_wait_err)
+    }
+
+    /// Async readiness: `Ready(Ok)` once a record is waiting (take it with
+    /// [`Consumer::try_peek`]/[`Consumer::try_pop_into`] in the same poll), `Ready(Err)` with
+    /// what a blocking peek would return (`Disconnected` once the ring is drained and the
+    /// producer closed or died, `Corrupted`); `Pending` after registering with the notifier
+    /// (`multiproc_sync::notify`) on the consumer's park word, which every publication wakes.
+    /// Checks the producer's liveness about every [`CHECK_EVERY`](crate::CHECK_EVERY), as a
+    /// blocked peek does. Takes nothing: cancel-safe.
+    #[cfg(not(loom))]
+    pub fn poll_readable(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        w: &mut multiproc_sync::notify::AsyncWait,
+    ) -> std::task::Poll<Result<(), PopError>> {
+        use std::task::Poll;
+        loop {
+            match self.locate() {
+                Err(PopError::Empty) => {}
+                r => {
+                    w.cancel();
+                    return Poll::Ready(r.map(drop));
+                }
+            }
+            if w.check_due(crate::CHECK_EVERY) && self.raw.ctrl().producer.gone() {
+                w.cancel();
+                // Records published before the death are still delivered.
+                return Poll::Ready(match self.locate() {
+                    Err(PopError::Empty) => Err(PopError::Disconnected),
+                    r => r.map(drop),
+                });
+            }
+            let shared = &self.raw.shared;
+            let ctrl = self.raw.ctrl();
+            match w.poll_shared(
+                cx,
+                shared,
+                |c| &c.consumer.park,
+                || {
+                    (!matches!(self.locate_at_head(), Err(PopError::Empty))
+                        || ctrl.producer.closed())
+                    .then_some(())
+                },
+            ) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     /// The next record, in place, without waiting. [`release`](ReadGrant::release) it when done;
