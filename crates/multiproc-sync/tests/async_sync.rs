@@ -5,7 +5,7 @@
 mod common;
 
 use common::fork;
-use multiproc_sync::{Event, Semaphore};
+use multiproc_sync::{Event, Lock, LockError, Semaphore};
 use std::time::Duration;
 
 const T30: Duration = Duration::from_secs(30);
@@ -93,4 +93,55 @@ fn a_dropped_acquire_takes_no_unit() {
         tokio::time::timeout(T30, s.acquire_async()).await.unwrap();
     });
     assert_eq!(s.get_value(), 0);
+}
+
+/// `lock_async` waits for a child's guard, and reports a holder SIGKILLed with the lock as
+/// `OwnerDied` (as the blocking `lock`); the guard is held across an `.await`.
+#[test]
+fn lock_async_waits_for_a_child_and_reports_a_dead_holder() {
+    let l = Lock::new().unwrap();
+    let ready = Event::new().unwrap();
+    let (l2, r2) = (l.clone(), ready.clone());
+    let mut child = fork(move || {
+        let g = l2.lock().unwrap();
+        r2.set();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(g);
+        0
+    });
+    assert!(ready.wait_timeout(T30));
+    runtime().block_on(async {
+        let g = tokio::time::timeout(T30, l.lock_async())
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(g);
+    });
+    child.join_ok();
+    // A holder that dies with the lock.
+    ready.clear();
+    let (l2, r2) = (l.clone(), ready.clone());
+    let mut holder = fork(move || {
+        let g = l2.lock().unwrap();
+        r2.set();
+        std::mem::forget(g);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    assert!(ready.wait_timeout(T30));
+    runtime().block_on(async {
+        let task = {
+            let l = l.clone();
+            tokio::spawn(async move { l.lock_async().await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        holder.kill();
+        let r = tokio::time::timeout(T30, task).await.unwrap().unwrap();
+        assert!(matches!(r, Err(LockError::OwnerDied)), "{r:?}");
+        // Taken over and released: free again.
+        l.acquire_async().await;
+        l.release().unwrap();
+    });
 }
