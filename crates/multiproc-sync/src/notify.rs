@@ -487,7 +487,7 @@ impl Drop for AsyncWait {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
+    use crate::facade::StdAtomicBool as AtomicBool;
 
     struct Flag(AtomicBool);
     impl std::task::Wake for Flag {

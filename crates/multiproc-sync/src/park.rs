@@ -267,6 +267,7 @@ impl WaitWord {
     }
 
     /// The futex word (`epoch`) and the waiter count, for the async notifier (same crate).
+    #[cfg(not(loom))]
     pub(crate) fn words(&self) -> (&AtomicU32, &AtomicU32) {
         (&self.epoch, &self.waiters)
     }

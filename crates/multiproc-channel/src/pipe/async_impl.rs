@@ -201,7 +201,7 @@ impl<T, C: Codec<T>> SendFuture<'_, T, C> {
                                 return Poll::Ready(Ok(()));
                             }
                             Ok(None) => {
-                                drop(g); // abandoned: nothing published
+                                let _ = g; // abandoned: nothing published
                                 let mut bytes = Vec::new();
                                 if let Err(e) = C::encode_vec(v, &mut bytes) {
                                     return Poll::Ready(Err(e.into()));
