@@ -180,16 +180,29 @@ impl Shard {
             }
             let mut words: Vec<(&AtomicU32, u32)> = Vec::with_capacity(snap.len() + 1);
             words.push((&self.control, c0));
-            words.extend(snap.iter().map(|e| (e.word(), e.expected)));
+            // At most PER_THREAD are armed (reserved before they are pushed); the bound is
+            // kept anyway, so a miscount costs a slice, never the fast path.
+            words.extend(snap.iter().take(PER_THREAD).map(|e| (e.word(), e.expected)));
             let timeout = next.map(|d| d.saturating_duration_since(now));
             if polling() {
                 let t = timeout.map_or(FALLBACK_POLL, |t| t.min(FALLBACK_POLL));
                 futex::wait(&self.control, c0, Some(t));
                 continue;
             }
-            if futex::wait_many(&words, timeout) == WaitManyResult::Unsupported {
-                // ENOSYS (or a refusal): poll from now on, in every shard.
-                FORCE_POLL.store(true, Ordering::Relaxed);
+            match futex::wait_many(&words, timeout) {
+                // A word was woken: fire its entry even if its value came back to the
+                // expected one (a lock released and re-taken), as a woken blocking waiter
+                // re-checks; the others are scanned at the loop top.
+                WaitManyResult::Woken(i) if i >= 1 => {
+                    if let Some(e) = snap.get(i - 1) {
+                        e.fire();
+                    }
+                }
+                WaitManyResult::Unsupported => {
+                    // ENOSYS (or a refusal): poll from now on, in every shard.
+                    FORCE_POLL.store(true, Ordering::Relaxed);
+                }
+                _ => {}
             }
         }
     }
