@@ -17,10 +17,12 @@
 //! future registers again on its next poll if it still has to wait. A thousand waiting futures
 //! cost eight threads, and an idle process none (the first registration starts the first one).
 //!
-//! **Slices.** Every registration is also fired at least every [`SLICE`] (20 ms), so the
-//! future's poll runs the periodic checks a blocking call runs between its parked slices (dead
-//! peers, ring recovery) and a wake-up lost to a waker SIGKILLed between its store and its
-//! `FUTEX_WAKE` costs at most a slice, as for blocking waiters.
+//! **Slices.** Every armed registration also has its future polled at least every [`SLICE`]
+//! (20 ms), so the future's poll runs the periodic checks a blocking call runs between its
+//! parked slices (dead peers, ring recovery), and a wake-up lost to a waker SIGKILLed between
+//! its store and its `FUTEX_WAKE` costs at most a slice, as for blocking waiters. A slice poll
+//! leaves the registration armed (its word still holds the expected value, so it is still
+//! valid): a future that finds nothing new keeps it and costs no new registration.
 //!
 //! **Withdrawal** happens exactly once per registration: by the notifier when it fires it, or by
 //! the future when it is polled to completion, re-registers, or is dropped (whichever comes
@@ -75,8 +77,6 @@ struct Entry {
     waiters: *const AtomicU32,
     /// The value `word` held when the future announced itself.
     expected: u32,
-    /// When the notifier fires it anyway (a slice after registration).
-    deadline: Instant,
     shard: &'static Shard,
     state: Mutex<EntryState>,
     /// Keeps `word` and `waiters` mapped (None: the caller guarantees they are 'static).
@@ -87,6 +87,8 @@ struct EntryState {
     /// Registered and holding a unit of `waiters`.
     armed: bool,
     waker: Option<Waker>,
+    /// When the notifier next polls the future anyway (every slice while armed).
+    deadline: Instant,
 }
 
 // SAFETY: the raw pointers point into memory `_keep` keeps mapped (or 'static memory), and are
@@ -124,11 +126,33 @@ impl Entry {
         Some(s.waker.take())
     }
 
-    /// Notifier side: the word changed or the slice ran out.
+    /// Notifier side: the word changed (or was woken).
     fn fire(&self) {
         if let Some(Some(w)) = self.disarm() {
             w.wake();
         }
+    }
+
+    /// Notifier side, the word unchanged: `Some(deadline)` if still armed and not due yet;
+    /// if due, polls the future (its periodic checks) WITHOUT disarming it: its expected
+    /// value is still the word's, so the registration stays valid and the re-poll that finds
+    /// nothing new only keeps it (no new registration, no control-word wake-up).
+    fn tick(&self, now: Instant) -> Option<Instant> {
+        let mut s = lock(&self.state);
+        if !s.armed {
+            return None;
+        }
+        if now < s.deadline {
+            return Some(s.deadline);
+        }
+        s.deadline = now + SLICE;
+        let d = s.deadline;
+        let w = s.waker.clone();
+        drop(s);
+        if let Some(w) = w {
+            w.wake();
+        }
+        Some(d)
     }
 }
 
@@ -168,11 +192,11 @@ impl Shard {
             for e in &snap {
                 // Relaxed: a changed value only means "fire"; the future re-checks its state
                 // with its own orderings.
-                if e.word().load(Ordering::Relaxed) != e.expected || now >= e.deadline {
+                if e.word().load(Ordering::Relaxed) != e.expected {
                     e.fire();
                     fired = true;
-                } else {
-                    next = Some(next.map_or(e.deadline, |n| n.min(e.deadline)));
+                } else if let Some(d) = e.tick(now) {
+                    next = Some(next.map_or(d, |n| n.min(d)));
                 }
             }
             if fired {
@@ -370,11 +394,11 @@ impl AsyncWait {
             word: word as *const AtomicU32,
             waiters: waiters as *const AtomicU32,
             expected,
-            deadline: Instant::now() + SLICE,
             shard,
             state: Mutex::new(EntryState {
                 armed: true,
                 waker: Some(cx.waker().clone()),
+                deadline: Instant::now() + SLICE,
             }),
             _keep: keep,
         });
@@ -533,6 +557,29 @@ mod tests {
         // SAFETY: as above.
         assert!(unsafe { w.poll_raw(&mut cx, word, None, cond) }.is_ready());
         assert!(threads() >= 1);
+    }
+
+    #[test]
+    fn a_slice_polls_the_future_and_keeps_its_registration() {
+        let word: &'static WaitWord = Box::leak(Box::new(WaitWord::new()));
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut w = AsyncWait::new();
+        // SAFETY: 'static word.
+        assert!(unsafe { w.poll_raw(&mut cx, word, None, || None::<()>) }.is_pending());
+        let t = Instant::now();
+        while !flag.0.load(Ordering::SeqCst) {
+            assert!(t.elapsed() < Duration::from_secs(10), "no slice poll");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Polled for its periodic checks, still registered (one announced waiter).
+        assert_eq!(word.waiters(), 1);
+        // SAFETY: as above.
+        assert!(unsafe { w.poll_raw(&mut cx, word, None, || None::<()>) }.is_pending());
+        assert_eq!(word.waiters(), 1);
+        drop(w);
+        assert_eq!(word.waiters(), 0);
     }
 
     #[test]
