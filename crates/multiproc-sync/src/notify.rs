@@ -22,7 +22,9 @@
 //! parked slices (dead peers, ring recovery), and a wake-up lost to a waker SIGKILLed between
 //! its store and its `FUTEX_WAKE` costs at most a slice, as for blocking waiters. A slice poll
 //! leaves the registration armed (its word still holds the expected value, so it is still
-//! valid): a future that finds nothing new keeps it and costs no new registration.
+//! valid): a future that finds nothing new keeps it and costs no new registration. A
+//! registration whose future was not polled for a whole slice (abandoned or leaked) is
+//! withdrawn at its next slice, releasing its mapping.
 //!
 //! **Withdrawal** happens exactly once per registration: by the notifier when it fires it, or by
 //! the future when it is polled to completion, re-registers, or is dropped (whichever comes
@@ -30,7 +32,7 @@
 //!
 //! **Memory.** A registration holds a [`KeepAlive`] of the object its words live in, so the
 //! notifier may read them after the future's owner dropped every handle; a leaked
-//! (`mem::forget`) future leaks one mapping until its next slice, never UB.
+//! (`mem::forget`) future keeps one mapping for at most two slices, never UB.
 //!
 //! **Fallback.** Without `futex_waitv` (Linux < 5.16: `ENOSYS`) a shard polls its words every
 //! [`FALLBACK_POLL`] (1 ms) instead: correct, slower to react, and costs wake-ups while futures
@@ -89,6 +91,9 @@ struct EntryState {
     waker: Option<Waker>,
     /// When the notifier next polls the future anyway (every slice while armed).
     deadline: Instant,
+    /// The future was polled since the last slice (a future nobody polls any more, e.g. one
+    /// that was leaked, is disarmed at its next slice instead of being kept for ever).
+    polled: bool,
 }
 
 // SAFETY: the raw pointers point into memory `_keep` keeps mapped (or 'static memory), and are
@@ -145,6 +150,13 @@ impl Entry {
         if now < s.deadline {
             return Some(s.deadline);
         }
+        if !s.polled {
+            // Not polled for a whole slice: withdraw it (and release its mapping).
+            drop(s);
+            self.fire();
+            return None;
+        }
+        s.polled = false;
         s.deadline = now + SLICE;
         let d = s.deadline;
         let w = s.waker.clone();
@@ -371,6 +383,7 @@ impl AsyncWait {
         if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             s.waker = Some(cx.waker().clone());
         }
+        s.polled = true;
         true
     }
 
@@ -399,6 +412,7 @@ impl AsyncWait {
                 armed: true,
                 waker: Some(cx.waker().clone()),
                 deadline: Instant::now() + SLICE,
+                polled: true,
             }),
             _keep: keep,
         });
@@ -560,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_polls_the_future_and_keeps_its_registration() {
+    fn a_slice_polls_a_pending_future() {
         let word: &'static WaitWord = Box::leak(Box::new(WaitWord::new()));
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
@@ -573,13 +587,28 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(10), "no slice poll");
             std::thread::sleep(Duration::from_millis(1));
         }
-        // Polled for its periodic checks, still registered (one announced waiter).
-        assert_eq!(word.waiters(), 1);
+        // Polled for its periodic checks; polling again keeps (or, if a second slice passed
+        // unpolled, renews) one registration: one announced waiter either way.
         // SAFETY: as above.
         assert!(unsafe { w.poll_raw(&mut cx, word, None, || None::<()>) }.is_pending());
         assert_eq!(word.waiters(), 1);
         drop(w);
         assert_eq!(word.waiters(), 0);
+    }
+
+    #[test]
+    fn a_registration_nobody_polls_is_withdrawn() {
+        let word: &'static WaitWord = Box::leak(Box::new(WaitWord::new()));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut w = AsyncWait::new();
+        // SAFETY: 'static word.
+        assert!(unsafe { w.poll_raw(&mut cx, word, None, || None::<()>) }.is_pending());
+        std::mem::forget(w);
+        let t = Instant::now();
+        while word.waiters() != 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "never withdrawn");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]
