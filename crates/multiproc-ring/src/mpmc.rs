@@ -820,6 +820,15 @@ impl MpmcRing {
         )
     }
 
+    /// For an async consumer that gives up (its future dropped): if a finished record waits at
+    /// the head, wakes one parked consumer, in case the wake-up meant for it went to the one
+    /// leaving. Costs a fence and a load when nobody is parked.
+    pub fn pass_on_not_empty(&self) {
+        if self.head_ready() {
+            self.raw.ctrl().not_empty.wake_one();
+        }
+    }
+
     /// Copies one record in, waiting for room.
     pub fn push(&self, rec: &[u8]) -> Result<(), PushError> {
         self.push_deadline(rec, None)

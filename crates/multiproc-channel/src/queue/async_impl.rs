@@ -37,8 +37,16 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     /// # });
     /// ```
     pub fn get_async(&self) -> impl Future<Output = Result<T, GetError>> + Send + '_ {
-        let mut w = AsyncWait::new();
-        std::future::poll_fn(move |cx| self.poll_get(cx, &mut w))
+        let mut st = Waiting {
+            w: AsyncWait::new(),
+            done: false,
+            pass_on: move || self.sh.ring.pass_on_not_empty(),
+        };
+        std::future::poll_fn(move |cx| {
+            let r = self.poll_get(cx, &mut st.w);
+            st.done = r.is_ready();
+            r
+        })
     }
 
     fn poll_get(&self, cx: &mut Context<'_>, w: &mut AsyncWait) -> Poll<Result<T, GetError>> {
@@ -73,15 +81,33 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     where
         T: Send,
     {
-        let mut w = AsyncWait::new();
+        let max = self.sh.maxsize;
+        let mut st = Waiting {
+            w: AsyncWait::new(),
+            done: false,
+            pass_on: move || {
+                let c = self.ctl();
+                // Relaxed: a hint for a wake-up (as in `admit`).
+                let (p, g) = (
+                    c.puts.puts.load(Ordering::Relaxed),
+                    c.gets.gets.load(Ordering::Relaxed),
+                );
+                if used(p, g) < max {
+                    c.gets.wait.wake_one();
+                }
+            },
+        };
         let mut item = Some(item);
         std::future::poll_fn(move |cx| {
             // Polled after completion: nothing left to put (never resolves again).
             let Some(it) = item.take() else {
                 return Poll::Pending;
             };
-            match self.poll_put(cx, &mut w, it) {
-                Ok(r) => Poll::Ready(r),
+            match self.poll_put(cx, &mut st.w, it) {
+                Ok(r) => {
+                    st.done = true;
+                    Poll::Ready(r)
+                }
                 Err(it) => {
                     item = Some(it);
                     Poll::Pending
@@ -131,6 +157,24 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         w.cancel();
         cx.waker().wake_by_ref();
         Err(it)
+    }
+}
+
+/// A get/put future's waiting state: on drop before completion it withdraws its registration,
+/// then passes on a wake-up it may have taken from another waiter (`FUTEX_WAKE(1)` wakes one
+/// waiter, which may be this future's notifier just before the future is dropped).
+struct Waiting<F: Fn()> {
+    w: AsyncWait,
+    done: bool,
+    pass_on: F,
+}
+
+impl<F: Fn()> Drop for Waiting<F> {
+    fn drop(&mut self) {
+        self.w.cancel();
+        if !self.done {
+            (self.pass_on)();
+        }
     }
 }
 
