@@ -734,7 +734,7 @@ impl Producer {
         self.pending_n += 1;
         // Publish now if the batch is long enough (bounds what a reader waits for and what a
         // killed writer loses), or if the consumer sleeps (never delay a parked reader).
-        // `has_sleepers` is a plain load of the consumer's side line (which `peer_closed`
+        // `has_waiters_hint` is a plain load of the consumer's side line (which `peer_closed`
         // reads on every send anyway), without the store-load fence: only the flush pays it.
         if self.pending_n >= DEFER_MAX_RECORDS
             || self.tail - self.pending_from >= self.raw.cap / 8
