@@ -3,7 +3,9 @@
 //! * `async`: `send_async` + `recv_async` on a 2-worker runtime (woken through the notifier),
 //! * `blocking`: the same loop with blocking `send`/`recv` on a plain thread (the floor),
 //! * `bridge`: the workaround the issue measured, a `spawn_blocking` thread doing blocking
-//!   `recv` and forwarding into a `tokio::sync::mpsc` channel.
+//!   `recv` and forwarding into a `tokio::sync::mpsc` channel,
+//! * `tokio-uds`: a tokio `UnixStream` with length-prefixed postcard frames, the child echoing
+//!   with a blocking `std` `UnixStream` (the issue's `tokio-uds-postcard` system).
 //!
 //! Run: `cargo run --release -p multiproc-channel --example async_rtt [-- ROUNDS]`
 //! (numbers in docs/async.md).
@@ -126,6 +128,62 @@ fn main() {
     for p in pids {
         reap(p);
     }
+
+    // tokio-uds-postcard: the same ping-pong over a socketpair.
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    // SAFETY: the child only runs the echo loop on its socket, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        use std::io::{Read, Write};
+        drop(mine);
+        let mut s = theirs;
+        let mut len = [0u8; 4];
+        let mut buf = [0u8; 64];
+        while s.read_exact(&mut len).is_ok() {
+            let n = u32::from_le_bytes(len) as usize;
+            if n > buf.len() || s.read_exact(&mut buf[..n]).is_err() {
+                break;
+            }
+            let v: u64 = postcard::from_bytes(&buf[..n]).unwrap_or(0);
+            let out = postcard::to_slice(&v, &mut buf)
+                .map(|b| b.len())
+                .unwrap_or(0);
+            let mut frame = [0u8; 68];
+            frame[..4].copy_from_slice(&(out as u32).to_le_bytes());
+            frame[4..4 + out].copy_from_slice(&buf[..out]);
+            if s.write_all(&frame[..4 + out]).is_err() {
+                break;
+            }
+        }
+        // SAFETY: _exit never returns.
+        unsafe { libc::_exit(0) };
+    }
+    drop(theirs);
+    mine.set_nonblocking(true).unwrap();
+    let v = rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::UnixStream::from_std(mine).unwrap();
+        let mut v = Vec::with_capacity(rounds);
+        let mut buf = [0u8; 64];
+        for i in 0..(warm + rounds) as u64 {
+            let t = Instant::now();
+            let n = postcard::to_slice(&i, &mut buf[4..]).unwrap().len();
+            buf[..4].copy_from_slice(&(n as u32).to_le_bytes());
+            s.write_all(&buf[..4 + n]).await.unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await.unwrap();
+            let n = u32::from_le_bytes(len) as usize;
+            s.read_exact(&mut buf[..n]).await.unwrap();
+            assert_eq!(postcard::from_bytes::<u64>(&buf[..n]).unwrap(), i);
+            if i as usize >= warm {
+                v.push(t.elapsed());
+            }
+        }
+        v
+    });
+    report("tokio-uds", v);
+    reap(pid);
 
     // The idle cost: 1,000 receive futures pending on pipes nobody writes, for 2 s (each is
     // re-polled every 20 ms slice for the periodic dead-peer checks).
