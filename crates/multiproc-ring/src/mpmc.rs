@@ -820,6 +820,12 @@ impl MpmcRing {
         )
     }
 
+    /// Whether the head slot holds a finished record or the ring is closed (a hint for an
+    /// async consumer's spin phase; the pop decides).
+    pub fn has_ready_record(&self) -> bool {
+        self.head_ready()
+    }
+
     /// For an async consumer that gives up (its future dropped): if a finished record waits at
     /// the head, wakes one parked consumer, in case the wake-up meant for it went to the one
     /// leaving. Costs a fence and a load when nobody is parked.

@@ -414,6 +414,7 @@ impl SpscRing {
             head: taken,
             published: head,
             strategy: WaitStrategy::default(),
+            budget: multiproc_sync::park::SpinBudget::new(),
             took_over,
         })
     }
@@ -1112,6 +1113,8 @@ pub struct Consumer {
     /// every record: see `docs/ring.md`, "Takeover".)
     published: u64,
     strategy: WaitStrategy,
+    /// The async receives' adaptive spin (process-local; `poll_readable`).
+    budget: multiproc_sync::park::SpinBudget,
     /// This consumer replaced a dead one.
     took_over: bool,
 }
@@ -1334,6 +1337,8 @@ impl Consumer {
     /// what a blocking peek would return (`Disconnected` once the ring is drained and the
     /// producer closed or died, `Corrupted`); `Pending` after registering with the notifier
     /// (`multiproc_sync::notify`) on the consumer's park word, which every publication wakes.
+    /// Before registering it spins per this consumer's wait strategy
+    /// (`AsyncWait::spin`: adaptive, at most `notify::ASYNC_SPIN_MAX` hints; none with `Park`).
     /// Checks the producer's liveness about every [`CHECK_EVERY`](crate::CHECK_EVERY), as a
     /// blocked peek does. Takes nothing: cancel-safe.
     #[cfg(not(loom))]
@@ -1350,6 +1355,13 @@ impl Consumer {
                     w.cancel();
                     return Poll::Ready(r.map(drop));
                 }
+            }
+            // Spin phase (per this consumer's strategy, adaptive): a record published within it
+            // is taken without registering.
+            if w.spin(self.strategy.into(), &self.budget, || {
+                !matches!(self.locate_at_head(), Err(PopError::Empty))
+            }) {
+                continue;
             }
             if w.check_due(crate::CHECK_EVERY) && self.raw.ctrl().producer.gone() {
                 w.cancel();

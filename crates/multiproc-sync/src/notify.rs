@@ -54,7 +54,7 @@
 
 use crate::facade::{AtomicU32, Ordering, StdAtomicU32, fence};
 use crate::futex::{self, WAIT_MANY_MAX, WaitManyResult};
-use crate::park::WaitWord;
+use crate::park::{SpinBudget, WaitStrategy, WaitWord};
 use multiproc_shm::{KeepAlive, Shared, SharedLayout};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -66,6 +66,10 @@ pub const SLICE: Duration = Duration::from_millis(20);
 pub const FALLBACK_POLL: Duration = Duration::from_millis(1);
 /// Registrations per notifier thread (one `futex_waitv` slot is the control word).
 pub const PER_THREAD: usize = WAIT_MANY_MAX - 1;
+/// Most pause hints an async future spins before it registers ([`AsyncWait::spin`]): a few
+/// tens of microseconds of a runtime thread at most, and only while waits keep being answered
+/// within the spin (the budget halves on every miss, down to [`SpinBudget::MIN`]).
+pub const ASYNC_SPIN_MAX: u32 = 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -354,6 +358,45 @@ impl AsyncWait {
                 false
             }
         }
+    }
+
+    /// The spin phase of an async wait, before the future registers: polls `ready` up to the
+    /// handle's adaptive budget (capped at [`ASYNC_SPIN_MAX`]) with [`WaitStrategy::SpinThenPark`],
+    /// [`ASYNC_SPIN_MAX`] times with `Spin`, never with `Park`; a wait answered inside it grows
+    /// the budget, one that was not shrinks it (as for blocking waits). Only spins when this
+    /// future holds no armed registration (not on re-polls while registered). Returns whether
+    /// `ready` came true.
+    ///
+    /// A ping-pong partner that answers within the spin keeps the whole round trip off the
+    /// notifier (no thread hop, sub-microsecond); a future whose waits are long spins
+    /// [`SpinBudget::MIN`] (16) hints per wait.
+    pub fn spin(
+        &self,
+        strategy: WaitStrategy,
+        budget: &SpinBudget,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
+        if self.entry.as_ref().is_some_and(|e| e.is_armed()) {
+            return false;
+        }
+        let n = match strategy {
+            WaitStrategy::Park => return false,
+            WaitStrategy::SpinThenPark => budget.get().min(ASYNC_SPIN_MAX),
+            WaitStrategy::Spin => ASYNC_SPIN_MAX,
+        };
+        for _ in 0..n {
+            crate::facade::spin_hint();
+            if ready() {
+                if strategy == WaitStrategy::SpinThenPark {
+                    budget.hit();
+                }
+                return true;
+            }
+        }
+        if strategy == WaitStrategy::SpinThenPark {
+            budget.miss();
+        }
+        false
     }
 
     /// Withdraws the current registration, if any (the future completed or is dropped).

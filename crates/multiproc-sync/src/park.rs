@@ -118,7 +118,7 @@ impl SpinBudget {
     }
 
     /// A wait was answered inside the spin window: spin longer next time.
-    fn hit(&self) {
+    pub fn hit(&self) {
         let b = self.get();
         if b < Self::MAX {
             // Relaxed: as in `get`.
@@ -127,7 +127,7 @@ impl SpinBudget {
     }
 
     /// A wait had to park: spin less next time.
-    fn miss(&self) {
+    pub fn miss(&self) {
         let b = self.get();
         if b > Self::MIN {
             // Relaxed: as in `get`.

@@ -58,6 +58,12 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                     return Poll::Ready(r);
                 }
             }
+            // Spin phase (this handle's strategy and adaptive budget), then register.
+            if w.spin(self.strategy, &self.budget, || {
+                self.sh.ring.has_ready_record()
+            }) {
+                continue;
+            }
             if w.check_due(PARK_MAX) {
                 // A dead writer may hold the head slot: let the ring recover it.
                 self.sh.ring.recover();
