@@ -126,6 +126,10 @@ pub mod docs {
     /// docs/ring.md: the SPSC and MPMC rings.
     #[cfg_attr(not(doctest), doc = include_str!("../docs/ring.md"))]
     pub mod ring {}
+    /// docs/async.md: async/await (`recv_async`, `get_async`, `wait_async`, ...) and the
+    /// per-process notifier that wakes futures across processes.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/async.md"))]
+    pub mod async_await {}
     /// docs/channel.md: Pipe, Queue, codecs.
     #[cfg_attr(not(doctest), doc = include_str!("../docs/channel.md"))]
     pub mod channel {}

@@ -10,6 +10,9 @@
 //! * A process killed at any point loses at most its own in-flight message; the others get
 //!   `Eof`/`Disconnected` or carry on (the rings recover dead claimers).
 //! * Handles serialize as segment handles, so they can be passed to spawned processes.
+//! * Async: `recv_async`/`send_async` on connections, `get_async`/`put_async`/`join_async` on
+//!   queues: runtime-agnostic futures woken across processes by a per-process notifier
+//!   (`docs/async.md`).
 //!
 //! ```
 //! use multiproc_channel::{Pipe, Queue};
@@ -38,6 +41,8 @@ pub mod queue;
 pub use codec::Bitcode;
 pub use codec::{Codec, CodecError, Plain, Postcard};
 pub use error::{ChannelError, GetError, JoinError, PutError, RecvError, SendError, TaskDoneError};
+#[cfg(not(loom))]
+pub use pipe::SendFuture;
 pub use pipe::{
     ConnIntoIter, ConnIter, ConnTryIter, Connection, Pipe, PipeOptions, Sentinel, Waitable, wait,
 };

@@ -41,6 +41,11 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+#[cfg(not(loom))]
+mod async_impl;
+#[cfg(not(loom))]
+pub use async_impl::SendFuture;
+
 const WHOLE: u8 = 0;
 const FIRST: u8 = 1;
 const CONT: u8 = 2;
@@ -874,9 +879,22 @@ impl<T, C: Codec<T>> Connection<T, C> {
 
     /// Hands the next message to `f`; if `f` returns `None` the message is kept for the next
     /// receive and `BufferTooShort` is returned.
+    #[inline]
     fn recv_with<R>(
         &mut self,
         deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> Option<R>,
+    ) -> Result<R, RecvError> {
+        self.recv_with_mode(deadline, false, f)
+    }
+
+    /// [`Connection::recv_with`]; with `nowait`, an empty ring (or a large message still
+    /// arriving) is `Err(Timeout)` at once (the async receives wait for readiness themselves).
+    #[inline]
+    fn recv_with_mode<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        nowait: bool,
         f: impl FnOnce(&[u8]) -> Option<R>,
     ) -> Result<R, RecvError> {
         let max_message = self.max_message;
@@ -897,6 +915,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 return Err(RecvError::Closed);
             };
             let g = match deadline {
+                _ if nowait => c.try_peek(),
                 None => c.peek(),
                 Some(d) => c.peek_timeout(remaining(d)),
             };

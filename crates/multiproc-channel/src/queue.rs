@@ -76,6 +76,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(not(loom))]
+mod async_impl;
+
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 const INLINE: u8 = 0;
 const SIDE: u8 = 1;

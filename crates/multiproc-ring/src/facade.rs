@@ -6,7 +6,7 @@
 //! through std atomics built over the raw address, which loom does not model (its ordering is
 //! carried by the control block's head/tail, which loom does check).
 
-pub(crate) use multiproc_sync::facade::{AtomicU32, AtomicU64, Ordering, fence, spin_hint};
+pub(crate) use multiproc_sync::facade::{AtomicU32, AtomicU64, Ordering, spin_hint};
 
 /// Plain std atomics for process-global caches (`ident`), which loom never models (loom
 /// atomics cannot live in statics).

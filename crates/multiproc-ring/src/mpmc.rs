@@ -39,7 +39,7 @@ use multiproc_shm::{
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"MPMPMC01");
+const MAGIC: u64 = u64::from_le_bytes(*b"MPMPMC02");
 /// Length of a record whose writer died mid-write: consumers skip it.
 const LOST_LEN: u32 = u32::MAX;
 const SLOT_HDR: usize = std::mem::size_of::<SlotHdr>();
@@ -465,8 +465,8 @@ impl MpmcRing {
         let c = self.raw.ctrl();
         // Release: pairs with the Acquire loads in `is_closed`.
         c.state.closed.store(1, Ordering::Release);
-        c.not_empty.wake_slow(u32::MAX);
-        c.not_full.wake_slow(u32::MAX);
+        c.not_empty.wake_all();
+        c.not_full.wake_all();
     }
 
     /// Whether [`MpmcRing::close`] was called.
@@ -525,7 +525,7 @@ impl MpmcRing {
                     // and bytes written above are visible to it.
                     slot.word
                         .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
-                    c.not_empty.wake_if_parked(1);
+                    c.not_empty.wake_one();
                     return Ok(());
                 }
             } else if d >= 0 {
@@ -618,7 +618,7 @@ impl MpmcRing {
                         pack(0, (h as u32).wrapping_add(raw.slots as u32)),
                         Ordering::Release,
                     );
-                    c.not_full.wake_if_parked(1);
+                    c.not_full.wake_one();
                     match res {
                         Some(r) => return r,
                         None => continue, // a record lost to a dead writer: skip it
@@ -757,7 +757,7 @@ impl MpmcRing {
                 c.tail
                     .compare_exchange(h, h.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
-            c.not_empty.wake_slow(1);
+            c.not_empty.wake_one();
             n += 1;
         }
         // A reader that died holding the slot the tail needs next.
@@ -783,10 +783,56 @@ impl MpmcRing {
                 Ordering::Relaxed,
             );
             c.state.lost.fetch_add(1, Ordering::Relaxed);
-            c.not_full.wake_slow(1);
+            c.not_full.wake_one();
             n += 1;
         }
         n
+    }
+
+    /// Whether the slot at the head holds a finished record, or the ring is closed (no state
+    /// change: the async readiness condition of [`MpmcRing::poll_not_empty`]).
+    fn head_ready(&self) -> bool {
+        let c = self.raw.ctrl();
+        // Relaxed: a hint; the pop that follows decides with its own Acquire.
+        let h = c.head.load(Ordering::Relaxed);
+        // Acquire: as in `pop_once` (pairs with the producer's Release publication).
+        let (pid, stamp) = split(self.raw.slot(h).word.load(Ordering::Acquire));
+        (pid == 0 && stamp == (h as u32).wrapping_add(1)) || self.is_closed()
+    }
+
+    /// Async readiness for consumers: `Ready` once the head slot holds a finished record or
+    /// the ring is closed (then pop with [`MpmcRing::try_pop_into`] in the same poll; another
+    /// consumer may have been faster: poll again), `Pending` after registering with the
+    /// notifier (`multiproc_sync::notify`) on `not_empty`. Takes nothing: cancel-safe. The
+    /// caller runs [`MpmcRing::recover`] about every [`CHECK_EVERY`](crate::CHECK_EVERY), as
+    /// a blocked pop does.
+    #[cfg(not(loom))]
+    pub fn poll_not_empty(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        w: &mut multiproc_sync::notify::AsyncWait,
+    ) -> std::task::Poll<()> {
+        w.poll_shared(
+            cx,
+            &self.raw.shared,
+            |c| &c.not_empty,
+            || self.head_ready().then_some(()),
+        )
+    }
+
+    /// Whether the head slot holds a finished record or the ring is closed (a hint for an
+    /// async consumer's spin phase; the pop decides).
+    pub fn has_ready_record(&self) -> bool {
+        self.head_ready()
+    }
+
+    /// For an async consumer that gives up (its future dropped): if a finished record waits at
+    /// the head, wakes one parked consumer, in case the wake-up meant for it went to the one
+    /// leaving. Costs a fence and a load when nobody is parked.
+    pub fn pass_on_not_empty(&self) {
+        if self.head_ready() {
+            self.raw.ctrl().not_empty.wake_one();
+        }
     }
 
     /// Copies one record in, waiting for room.

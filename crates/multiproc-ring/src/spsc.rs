@@ -52,7 +52,7 @@ use multiproc_shm::{
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-const MAGIC: u64 = u64::from_le_bytes(*b"MPSPSC01");
+const MAGIC: u64 = u64::from_le_bytes(*b"MPSPSC02");
 /// Record header: this tag in the high 32 bits, the length in the low 32.
 const TAG: u64 = 0x5245_4344 << 32;
 /// Wrap marker: the rest of the buffer up to its end is padding.
@@ -414,6 +414,7 @@ impl SpscRing {
             head: taken,
             published: head,
             strategy: WaitStrategy::default(),
+            budget: multiproc_sync::park::SpinBudget::new(),
             took_over,
         })
     }
@@ -734,11 +735,11 @@ impl Producer {
         self.pending_n += 1;
         // Publish now if the batch is long enough (bounds what a reader waits for and what a
         // killed writer loses), or if the consumer sleeps (never delay a parked reader).
-        // `has_sleepers` is a plain load of the consumer's side line (which `peer_closed`
+        // `has_waiters_hint` is a plain load of the consumer's side line (which `peer_closed`
         // reads on every send anyway), without the store-load fence: only the flush pays it.
         if self.pending_n >= DEFER_MAX_RECORDS
             || self.tail - self.pending_from >= self.raw.cap / 8
-            || self.raw.ctrl().consumer.park.has_sleepers()
+            || self.raw.ctrl().consumer.park.has_waiters_hint()
         {
             self.flush();
         }
@@ -767,7 +768,7 @@ impl Producer {
         // Relaxed: `tail` only tells a re-attaching producer where to start (it re-scans the
         // headers anyway); records are published by their headers.
         c.tail.store(self.tail, Ordering::Relaxed);
-        c.consumer.park.wake_if_parked(1);
+        c.consumer.park.wake_one();
     }
 
     /// Reserves `len` bytes for one record without waiting. Write them through the grant and
@@ -818,6 +819,62 @@ impl Producer {
             || c.consumer.gone().then_some(PushError::Disconnected),
         )
         .map_err(push_wait_err)
+    }
+
+    /// Whether a record of `len` bytes would fit now, from a fresh reading of the consumer's
+    /// position (no state change; `true` on anything odd, so the caller's `plan` reports it).
+    fn room_for(&self, len: usize) -> bool {
+        let cap = self.raw.cap;
+        let c = self.raw.ctrl();
+        if len as u64 > self.raw.max_record || c.consumer.closed() {
+            return true;
+        }
+        let need = align8(HDR + len as u64);
+        let to_end = cap - (self.tail & (cap - 1));
+        let skip = if need <= to_end { 0 } else { to_end };
+        // Acquire: as in `refresh_head`.
+        let h = c.head.load(Ordering::Acquire);
+        h < self.cached_head || h > self.tail || self.tail + skip + need + HDR - h <= cap
+    }
+
+    /// Async readiness: `Ready(Ok)` once a record of `len` bytes fits (reserve it with
+    /// [`Producer::try_reserve`] in the same poll), `Ready(Err)` with what a blocking reserve
+    /// would return (`Disconnected` once the consumer closed or died, `TooLarge`, `Corrupted`);
+    /// `Pending` after registering with the notifier (`multiproc_sync::notify`) on the
+    /// producer's park word, which the consumer wakes when it frees space. Checks the
+    /// consumer's liveness about every [`CHECK_EVERY`](crate::CHECK_EVERY), as a blocked
+    /// reserve does. Takes nothing: cancel-safe.
+    #[cfg(not(loom))]
+    pub fn poll_writable(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        w: &mut multiproc_sync::notify::AsyncWait,
+        len: usize,
+    ) -> std::task::Poll<Result<(), PushError>> {
+        use std::task::Poll;
+        loop {
+            match self.plan(len) {
+                Err(PushError::Full) => {}
+                r => {
+                    w.cancel();
+                    return Poll::Ready(r.map(drop));
+                }
+            }
+            if w.check_due(crate::CHECK_EVERY) && self.raw.ctrl().consumer.gone() {
+                w.cancel();
+                return Poll::Ready(Err(PushError::Disconnected));
+            }
+            let shared = &self.raw.shared;
+            match w.poll_shared(
+                cx,
+                shared,
+                |c| &c.producer.park,
+                || self.room_for(len).then_some(()),
+            ) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     #[inline]
@@ -963,7 +1020,7 @@ impl Drop for Producer {
         }
         let c = self.raw.ctrl();
         c.producer.close();
-        c.consumer.park.wake_if_parked(u32::MAX);
+        c.consumer.park.wake_all();
     }
 }
 
@@ -1056,6 +1113,8 @@ pub struct Consumer {
     /// every record: see `docs/ring.md`, "Takeover".)
     published: u64,
     strategy: WaitStrategy,
+    /// The async receives' adaptive spin (process-local; `poll_readable`).
+    budget: multiproc_sync::park::SpinBudget,
     /// This consumer replaced a dead one.
     took_over: bool,
 }
@@ -1232,7 +1291,7 @@ impl Consumer {
         // Release: pairs with the producer's Acquire load of head in `refresh_head`; our reads
         // of the released bytes happen-before its overwrites of them.
         c.head.store(self.head, Ordering::Release);
-        c.producer.park.wake_if_parked(1);
+        c.producer.park.wake_one();
     }
 
     #[inline]
@@ -1271,6 +1330,63 @@ impl Consumer {
             },
         )
         .map_err(pop_wait_err)
+    }
+
+    /// Async readiness: `Ready(Ok)` once a record is waiting (take it with
+    /// [`Consumer::try_peek`]/[`Consumer::try_pop_into`] in the same poll), `Ready(Err)` with
+    /// what a blocking peek would return (`Disconnected` once the ring is drained and the
+    /// producer closed or died, `Corrupted`); `Pending` after registering with the notifier
+    /// (`multiproc_sync::notify`) on the consumer's park word, which every publication wakes.
+    /// Before registering it spins per this consumer's wait strategy
+    /// (`AsyncWait::spin`: adaptive, at most `notify::ASYNC_SPIN_MAX` hints; none with `Park`).
+    /// Checks the producer's liveness about every [`CHECK_EVERY`](crate::CHECK_EVERY), as a
+    /// blocked peek does. Takes nothing: cancel-safe.
+    #[cfg(not(loom))]
+    pub fn poll_readable(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        w: &mut multiproc_sync::notify::AsyncWait,
+    ) -> std::task::Poll<Result<(), PopError>> {
+        use std::task::Poll;
+        loop {
+            match self.locate() {
+                Err(PopError::Empty) => {}
+                r => {
+                    w.cancel();
+                    return Poll::Ready(r.map(drop));
+                }
+            }
+            // Spin phase (per this consumer's strategy, adaptive): a record published within it
+            // is taken without registering.
+            if w.spin(self.strategy.into(), &self.budget, || {
+                !matches!(self.locate_at_head(), Err(PopError::Empty))
+            }) {
+                continue;
+            }
+            if w.check_due(crate::CHECK_EVERY) && self.raw.ctrl().producer.gone() {
+                w.cancel();
+                // Records published before the death are still delivered.
+                return Poll::Ready(match self.locate() {
+                    Err(PopError::Empty) => Err(PopError::Disconnected),
+                    r => r.map(drop),
+                });
+            }
+            let shared = &self.raw.shared;
+            let ctrl = self.raw.ctrl();
+            match w.poll_shared(
+                cx,
+                shared,
+                |c| &c.consumer.park,
+                || {
+                    (!matches!(self.locate_at_head(), Err(PopError::Empty))
+                        || ctrl.producer.closed())
+                    .then_some(())
+                },
+            ) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     /// The next record, in place, without waiting. [`release`](ReadGrant::release) it when done;
@@ -1395,7 +1511,7 @@ impl Drop for Consumer {
         self.publish_head();
         let c = self.raw.ctrl();
         c.consumer.close();
-        c.producer.park.wake_if_parked(u32::MAX);
+        c.producer.park.wake_all();
     }
 }
 

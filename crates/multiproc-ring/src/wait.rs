@@ -1,10 +1,10 @@
 //! Wait strategies: spin, spin-then-yield, spin-then-park on a shared futex.
 //!
-//! A [`ParkWord`] lives in shared memory next to the state a waiter waits for. The sleeper
-//! announces itself in `parked` and re-checks its condition before `futex_wait`; the waker,
-//! after publishing, runs a SeqCst fence and reads `parked` (Dekker: one of the two sees the
-//! other). So the waker's common path costs one fence and one load of a line nobody writes
-//! while no one sleeps: no syscall. Every park is bounded (`CHECK_EVERY`), so peer-death checks
+//! A `ParkWord` (multiproc-sync's `WaitWord`) lives in shared memory next to the state a
+//! waiter waits for. The sleeper announces itself in `waiters` and re-checks its condition
+//! before `futex_wait`; the waker, after publishing, runs a SeqCst fence and reads `waiters`
+//! (Dekker: one of the two sees the other). So the waker's common path costs one fence and
+//! one load of a line nobody writes while no one sleeps: no syscall. Every park is bounded (`CHECK_EVERY`), so peer-death checks
 //! and deadlines run even if a wake-up were lost to a process killed between its two steps.
 //!
 //! ```
@@ -12,8 +12,7 @@
 //! assert_eq!(WaitStrategy::default(), WaitStrategy::SpinPark);
 //! ```
 
-use crate::facade::{AtomicU32, Ordering, fence, spin_hint};
-use multiproc_sync::futex;
+use crate::facade::spin_hint;
 use std::time::{Duration, Instant};
 
 /// How a blocked operation waits.
@@ -58,69 +57,10 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(10);
 const SPINS: u32 = 200;
 const YIELDS: u32 = 10;
 
-/// A futex word and a sleeper count, placed in shared memory.
-#[derive(Debug)]
-#[repr(C)]
-pub(crate) struct ParkWord {
-    parked: AtomicU32,
-    seq: AtomicU32,
-}
-
-impl ParkWord {
-    pub(crate) fn new() -> ParkWord {
-        ParkWord {
-            parked: AtomicU32::new(0),
-            seq: AtomicU32::new(0),
-        }
-    }
-
-    /// Called after publishing: wakes up to `n` sleepers if any announced themselves.
-    #[inline]
-    pub(crate) fn wake_if_parked(&self, n: u32) {
-        // SeqCst fence: pairs with the sleeper's SeqCst fence in `park` (Dekker). Either the
-        // sleeper's re-check sees what we published, or we see its `parked` announcement. With
-        // Release/Acquire alone both loads could read stale values (store-load reordering) and
-        // the sleeper would miss this wake-up.
-        fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) != 0 {
-            self.wake_slow(n);
-        }
-    }
-
-    /// Whether a sleeper has announced itself, WITHOUT the store-load fence of
-    /// [`ParkWord::wake_if_parked`]: a hint for a producer that publishes lazily (a deferred
-    /// batch is published at once when it sees a sleeper). A sleeper that announces itself
-    /// concurrently may be missed; the caller's contract must cover that (see
-    /// `Producer::push_deferred`).
-    #[inline]
-    pub(crate) fn has_sleepers(&self) -> bool {
-        // Relaxed: a hint; no data is read on its strength.
-        self.parked.load(Ordering::Relaxed) != 0
-    }
-
-    #[cold]
-    pub(crate) fn wake_slow(&self, n: u32) {
-        // Release: the bump is what the sleeper's futex compares; ordering of the data is
-        // carried by the fence above.
-        self.seq.fetch_add(1, Ordering::Release);
-        futex::wake(&self.seq, n);
-    }
-
-    /// Announce, re-check with `poll`, and sleep at most `max` if still nothing.
-    fn park<R>(&self, max: Duration, poll: &mut impl FnMut() -> Option<R>) -> Option<R> {
-        // Relaxed is enough for the snapshot: the fences order it against the waker's bump.
-        let seq = self.seq.load(Ordering::Relaxed);
-        self.parked.fetch_add(1, Ordering::Relaxed);
-        // SeqCst fence: partner of the waker's fence in `wake_if_parked` (see there).
-        fence(Ordering::SeqCst);
-        let r = poll();
-        if r.is_none() {
-            futex::wait(&self.seq, seq, Some(max));
-        }
-        self.parked.fetch_sub(1, Ordering::Relaxed);
-        r
-    }
-}
+/// The ring's park word is the one waiting primitive of multiproc-sync (epoch + waiter count,
+/// the Dekker protocol loom-tested there), so async futures register on it as on any other
+/// `WaitWord` (see `multiproc_sync::notify`).
+pub(crate) use multiproc_sync::park::WaitWord as ParkWord;
 
 /// What a wait loop reports besides success.
 pub(crate) enum WaitEnd<E> {
@@ -175,7 +115,7 @@ pub(crate) fn wait_for<R, E>(
                         .max(Duration::from_micros(1)),
                     None => CHECK_EVERY,
                 };
-                if let Some(r) = park.park(max, &mut poll) {
+                if let Some(r) = park.park_slice(max, &mut poll) {
                     return r.map_err(WaitEnd::Err);
                 }
             }

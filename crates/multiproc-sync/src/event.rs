@@ -274,6 +274,41 @@ impl Event {
             .wait_with(self.strategy, deadline_after(timeout))
     }
 
+    /// Waits for the flag without blocking a thread: a future that is `Ready` once the flag is
+    /// set (Python's `wait()` for async code; runtime-agnostic, woken through
+    /// [`crate::notify`]). Add a timeout with your runtime (`tokio::time::timeout`).
+    ///
+    /// Cancel safety: dropping the future loses nothing (waiting takes nothing).
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let e = multiproc_sync::Event::new().unwrap();
+    /// let e2 = e.clone();
+    /// std::thread::spawn(move || e2.set());
+    /// e.wait_async().await;
+    /// assert!(e.is_set());
+    /// # });
+    /// ```
+    #[cfg(not(loom))]
+    pub fn wait_async(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let mut w = crate::notify::AsyncWait::new();
+        std::future::poll_fn(move |cx| {
+            let st = self.state();
+            if st.is_set() {
+                w.cancel();
+                return std::task::Poll::Ready(());
+            }
+            // SAFETY: `flag` and `waiters` live in `self.shm`'s mapping, which the KeepAlive
+            // keeps mapped.
+            unsafe {
+                w.poll_counted(cx, &st.flag, &st.waiters, self.shm.keep_alive(), || {
+                    st.attempt()
+                })
+            }
+        })
+    }
+
     /// `wait_timeout` (None: no limit) with a strategy for this call only.
     pub fn wait_with(&self, strategy: WaitStrategy, timeout: Option<Duration>) -> bool {
         self.state()

@@ -92,6 +92,108 @@ pub fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
 
+/// Most words one [`wait_many`] call takes (the kernel's `FUTEX_WAITV_MAX`).
+pub const WAIT_MANY_MAX: usize = 128;
+
+/// How a [`wait_many`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitManyResult {
+    /// The word at this index was woken (others may have been too: re-check all).
+    Woken(usize),
+    /// Some word did not hold its expected value when the wait began (`EAGAIN`).
+    ValueChanged,
+    /// The timeout elapsed.
+    TimedOut,
+    /// A signal interrupted the wait.
+    Interrupted,
+    /// The kernel has no `futex_waitv` (Linux < 5.16: `ENOSYS`), or refused the call.
+    Unsupported,
+}
+
+/// `struct futex_waitv` of the kernel ABI.
+#[cfg(not(loom))]
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FutexWaitV {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: a 32-bit word, shared (no `FUTEX2_PRIVATE`: other processes wake it).
+#[cfg(not(loom))]
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// Sleeps until any of `words` is woken while each `words[i].0` still holds `words[i].1`
+/// (`futex_waitv(2)`, Linux >= 5.16), at most `timeout` (None: no limit). At most
+/// [`WAIT_MANY_MAX`] words (more: `Unsupported`). Shared futexes, so a `FUTEX_WAKE` from
+/// another process on any of the words ends the wait.
+#[cfg(not(loom))]
+pub fn wait_many(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> WaitManyResult {
+    if words.is_empty() || words.len() > WAIT_MANY_MAX {
+        return WaitManyResult::Unsupported;
+    }
+    let mut v = [FutexWaitV {
+        val: 0,
+        uaddr: 0,
+        flags: 0,
+        reserved: 0,
+    }; WAIT_MANY_MAX];
+    for (slot, (w, expected)) in v.iter_mut().zip(words) {
+        *slot = FutexWaitV {
+            val: u64::from(*expected),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        };
+    }
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline (the clock `Instant` uses).
+    let ts = timeout.map(|d| {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid, writable timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let d = d.min(Duration::from_secs(86_400 * 365));
+        let mut sec = now.tv_sec + d.as_secs() as libc::time_t;
+        let mut nsec = now.tv_nsec + d.subsec_nanos() as libc::c_long;
+        if nsec >= 1_000_000_000 {
+            sec += 1;
+            nsec -= 1_000_000_000;
+        }
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        }
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `v[..n]` holds valid, aligned u32 addresses (from live `&AtomicU32`s borrowed for
+    // the call); the kernel only reads them and the array; `ts_ptr` is null or a live timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            v.as_ptr(),
+            words.len() as libc::c_uint,
+            0u32,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return WaitManyResult::Woken(r as usize);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => WaitManyResult::ValueChanged,
+        Some(libc::ETIMEDOUT) => WaitManyResult::TimedOut,
+        Some(libc::EINTR) => WaitManyResult::Interrupted,
+        _ => WaitManyResult::Unsupported,
+    }
+}
+
 /// Loom stand-in: a spurious wake-up.
 #[cfg(loom)]
 pub fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> WaitResult {
@@ -130,6 +232,33 @@ mod tests {
             WaitResult::TimedOut
         );
         assert!(t.elapsed() >= Duration::from_millis(45));
+    }
+
+    #[test]
+    fn wait_many_is_woken_by_any_word_and_sees_changed_values() {
+        let a = Arc::new(AtomicU32::new(0));
+        let b = Arc::new(AtomicU32::new(0));
+        // A word that already differs: EAGAIN at once.
+        assert_eq!(
+            wait_many(&[(&a, 0), (&b, 7)], Some(Duration::from_secs(5))),
+            WaitManyResult::ValueChanged
+        );
+        assert_eq!(
+            wait_many(&[(&a, 0)], Some(Duration::from_millis(5))),
+            WaitManyResult::TimedOut
+        );
+        let b2 = b.clone();
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            b2.store(1, crate::facade::Ordering::Release);
+            wake(&b2, 1);
+        });
+        let r = wait_many(&[(&a, 0), (&b, 0)], Some(Duration::from_secs(10)));
+        assert!(
+            matches!(r, WaitManyResult::Woken(1) | WaitManyResult::ValueChanged),
+            "{r:?}"
+        );
+        h.join().unwrap();
     }
 
     #[test]

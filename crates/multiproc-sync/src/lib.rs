@@ -13,6 +13,8 @@ pub mod facade;
 pub mod futex;
 pub mod inspect;
 pub mod mutex;
+#[cfg(not(loom))]
+pub mod notify;
 pub mod park;
 mod value;
 

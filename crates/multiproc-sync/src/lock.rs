@@ -406,6 +406,54 @@ impl Lock {
         }
     }
 
+    /// Python `acquire()` without blocking a thread: a future that is `Ready` once this process
+    /// holds the lock anonymously (release it with [`Lock::release`], from any process).
+    /// Runtime-agnostic, woken through [`crate::notify`].
+    ///
+    /// Cancel safety: the lock is taken only in the poll that returns `Ready`; dropping the
+    /// future takes nothing (a future dropped after being woken passes the wake-up on).
+    #[cfg(not(loom))]
+    pub fn acquire_async(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        let mut t = Take::new(self, ANON);
+        std::future::poll_fn(move |cx| t.poll_take(cx).map(drop))
+    }
+
+    /// [`Lock::lock`] without blocking a thread: the guard, or `Err(LockError::OwnerDied)` if
+    /// the previous guard holder died holding the lock (taken over and released, as `lock`
+    /// does). Dead holders are looked for every 20 ms while waiting, as the blocking call does.
+    ///
+    /// The guard may be held across `.await`: the hold belongs to this *process* (pid + start
+    /// time in the lock word), not to a thread, and is not on any thread's robust list, so a
+    /// task that moves between runtime threads keeps it, and the guard releases it from
+    /// whichever thread drops it.
+    ///
+    /// Cancel safety: the lock is taken only in the poll that returns `Ready`.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let l = multiproc_sync::Lock::new().unwrap();
+    /// let g = l.lock_async().await.unwrap();
+    /// assert!(l.is_locked());
+    /// drop(g);
+    /// assert!(!l.is_locked());
+    /// # });
+    /// ```
+    #[cfg(not(loom))]
+    pub fn lock_async(
+        &self,
+    ) -> impl std::future::Future<Output = LockResult<LockGuard<'_>>> + Send + '_ {
+        let (pid, me) = ident::process();
+        let mut t = Take::new(self, pid);
+        std::future::poll_fn(move |cx| {
+            t.poll_take(cx).map(|died| {
+                // Release: as in `LockState::acquire_tagged`.
+                self.state().holder.store(me, Ordering::Release);
+                refuse_owner_died(Ok((self.guard(pid), died)))
+            })
+        })
+    }
+
     /// Condition support: releases, returning how it was held.
     pub(crate) fn release_save(&self) -> Result<LockMode, LockReleaseError> {
         let mode = self.state().mode().ok_or(LockReleaseError::ReleaseUnheld)?;
@@ -421,6 +469,64 @@ impl Lock {
                 let (pid, me) = ident::process();
                 self.state().acquire_tagged(pid, me, deadline).is_some()
             }
+        }
+    }
+}
+
+/// The waiting part of [`Lock::acquire_async`] / [`Lock::lock_async`].
+#[cfg(not(loom))]
+struct Take<'a> {
+    lock: &'a Lock,
+    tag: u32,
+    w: crate::notify::AsyncWait,
+    done: bool,
+}
+
+#[cfg(not(loom))]
+impl<'a> Take<'a> {
+    fn new(lock: &'a Lock, tag: u32) -> Take<'a> {
+        Take {
+            lock,
+            tag,
+            w: crate::notify::AsyncWait::new(),
+            done: false,
+        }
+    }
+
+    /// `Ready(owner_died)` once the lock is ours.
+    fn poll_take(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        let st = self.lock.state();
+        if self.tag != ANON && self.w.check_due(TICK) && st.reclaim_dead(self.tag) {
+            self.w.cancel();
+            self.done = true;
+            return std::task::Poll::Ready(true);
+        }
+        let tag = self.tag;
+        // SAFETY: `state` and `waiters` live in the lock's mapping, which the KeepAlive keeps
+        // mapped.
+        let r = unsafe {
+            self.w.poll_counted(
+                cx,
+                &st.state,
+                &st.waiters,
+                self.lock.shm.keep_alive(),
+                || st.try_take(tag).map(|_| false),
+            )
+        };
+        if r.is_ready() {
+            self.done = true;
+        }
+        r
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Take<'_> {
+    fn drop(&mut self) {
+        self.w.cancel();
+        if !self.done {
+            // We may have been woken for a release we now leave: pass the wake-up on.
+            self.lock.state().pass_on_wake();
         }
     }
 }

@@ -118,7 +118,7 @@ impl SpinBudget {
     }
 
     /// A wait was answered inside the spin window: spin longer next time.
-    fn hit(&self) {
+    pub fn hit(&self) {
         let b = self.get();
         if b < Self::MAX {
             // Relaxed: as in `get`.
@@ -127,7 +127,7 @@ impl SpinBudget {
     }
 
     /// A wait had to park: spin less next time.
-    fn miss(&self) {
+    pub fn miss(&self) {
         let b = self.get();
         if b > Self::MIN {
             // Relaxed: as in `get`.
@@ -246,6 +246,30 @@ impl WaitWord {
         if self.epoch.load(Ordering::SeqCst) == seen {
             drop(self.kernel.cv.wait(g).unwrap());
         }
+    }
+
+    /// Whether a waiter has announced itself, WITHOUT the store-load fence of
+    /// [`WaitWord::wake_one`]: a hint for a producer that publishes lazily (the ring's deferred
+    /// batches are published at once when a sleeper shows). A waiter that announces itself
+    /// concurrently may be missed; the caller's contract must cover that.
+    #[inline]
+    pub fn has_waiters_hint(&self) -> bool {
+        // Relaxed: a hint; no data is read on its strength.
+        self.waiters.load(Ordering::Relaxed) != 0
+    }
+
+    /// One parked slice of the protocol, for callers with a wait loop of their own (the rings):
+    /// read `epoch`, announce, re-check `cond`, and if it is still `None` sleep at most `max`
+    /// (until a waker bumps `epoch`), then withdraw. Returns what `cond` returned.
+    #[inline]
+    pub fn park_slice<R>(&self, max: Duration, cond: &mut impl FnMut() -> Option<R>) -> Option<R> {
+        self.park(max, cond)
+    }
+
+    /// The futex word (`epoch`) and the waiter count, for the async notifier (same crate).
+    #[cfg(not(loom))]
+    pub(crate) fn words(&self) -> (&AtomicU32, &AtomicU32) {
+        (&self.epoch, &self.waiters)
     }
 
     /// Announce, re-check, sleep at most `max` if still nothing (one slice).

@@ -398,6 +398,34 @@ impl Semaphore {
         }
     }
 
+    /// Takes a unit without blocking a thread (Python's `acquire()` for async code; not
+    /// recorded, as [`Semaphore::acquire`]): a future that is `Ready` once a unit is taken.
+    /// Runtime-agnostic, woken through [`crate::notify`]; while it waits it gives back units of
+    /// dead guard holders every 20 ms, as the blocking call does.
+    ///
+    /// Cancel safety: a unit is only taken inside the poll that returns `Ready`, so dropping
+    /// the future takes nothing; a future dropped after being woken passes the wake-up on to
+    /// the next waiter if a unit is free.
+    ///
+    /// ```
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let s = multiproc_sync::Semaphore::new(0).unwrap();
+    /// let s2 = s.clone();
+    /// std::thread::spawn(move || s2.release().unwrap());
+    /// s.acquire_async().await;
+    /// assert_eq!(s.get_value(), 0);
+    /// # });
+    /// ```
+    #[cfg(not(loom))]
+    pub fn acquire_async(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        SemAcquire {
+            sem: self,
+            w: crate::notify::AsyncWait::new(),
+            done: false,
+        }
+    }
+
     /// Python `acquire(True, timeout)`.
     pub fn acquire_timeout(&self, timeout: Duration) -> bool {
         self.state().acquire(deadline_after(timeout))
@@ -449,6 +477,53 @@ impl Semaphore {
     /// Gives back units held by guards of dead processes now (waiters also do it on their own).
     pub fn reclaim_dead(&self) -> usize {
         self.state().reclaim_dead()
+    }
+}
+
+/// The future of [`Semaphore::acquire_async`].
+#[cfg(not(loom))]
+struct SemAcquire<'a> {
+    sem: &'a Semaphore,
+    w: crate::notify::AsyncWait,
+    done: bool,
+}
+
+#[cfg(not(loom))]
+impl std::future::Future for SemAcquire<'_> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = &mut *self;
+        let st = this.sem.state();
+        if this.w.check_due(TICK) {
+            st.reclaim_dead();
+        }
+        // SAFETY: `seq` and `waiters` live in the semaphore's mapping, which the KeepAlive
+        // keeps mapped.
+        let r = unsafe {
+            this.w
+                .poll_counted(cx, &st.seq, &st.waiters, this.sem.shm.keep_alive(), || {
+                    st.try_take(0)
+                })
+        };
+        if r.is_ready() {
+            this.done = true;
+        }
+        r
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for SemAcquire<'_> {
+    fn drop(&mut self) {
+        self.w.cancel();
+        if !self.done && self.sem.state().value() > 0 {
+            // We may have been woken for a unit we now leave: pass the wake-up on.
+            self.sem.state().notify();
+        }
     }
 }
 
