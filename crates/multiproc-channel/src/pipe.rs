@@ -885,12 +885,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         let (p, _) = self.tx_live()?;
         let max_rec = p.max_record();
         if bytes.len() < max_rec {
-            // Room already known first (`try_reserve` inlines; `reserve` is the waiting path).
-            let g = match p.try_reserve(bytes.len() + 1) {
-                Err(PushError::Full) => reserve_until(p, deadline, bytes.len() + 1),
-                g => g,
-            };
-            let mut g = g.map_err(push_err)?;
+            let mut g = reserve_until(p, deadline, bytes.len() + 1).map_err(push_err)?;
             let b = g.as_mut_slice();
             b[0] = WHOLE;
             b[1..].copy_from_slice(bytes);
@@ -1037,13 +1032,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
             let Some(c) = rx.c.as_mut() else {
                 return Err(RecvError::Closed);
             };
-            // A record already published first (`try_peek` inlines; `peek` is the waiting path).
-            let g = match c.try_peek() {
-                Err(PopError::Empty) => match deadline {
-                    None => c.peek(),
-                    Some(d) => c.peek_timeout(remaining(d)),
-                },
-                g => g,
+            let g = match deadline {
+                None => c.peek(),
+                Some(d) => c.peek_timeout(remaining(d)),
             };
             let g = match g {
                 Ok(g) => g,
