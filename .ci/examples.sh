@@ -18,8 +18,9 @@ if [ ${#names[@]} -eq 0 ]; then echo "examples: none found under examples/"; exi
 
 start=$(date +%s)
 echo "examples: building ${#names[@]} examples (release)"
-# The facade's optional features the examples need (distributed_master_worker: redis).
-features=(--features redis)
+# The facade's optional features the examples need (distributed_master_worker: redis;
+# tokio_service: tokio).
+features=(--features redis,tokio)
 if ! cargo build --release --examples "${features[@]}" -q; then
   echo "examples: build FAILED"
   exit 1

@@ -138,6 +138,10 @@ pub mod docs {
     /// docs/pool.md: the Pool.
     #[cfg_attr(not(doctest), doc = include_str!("../docs/pool.md"))]
     pub mod pool {}
+    /// docs/async-pool-process.md: pool results as futures, `IMap` as a stream,
+    /// `Process::join_async`.
+    #[cfg_attr(not(doctest), doc = include_str!("../docs/async-pool-process.md"))]
+    pub mod async_pool_process {}
     /// docs/redis.md: RemoteQueue and RemotePool on Redis Streams.
     #[cfg_attr(not(doctest), doc = include_str!("../docs/redis.md"))]
     pub mod redis {}

@@ -29,7 +29,7 @@ pub struct Lat {
 const LAT_LINE: usize = 8;
 
 impl Lat {
-    fn store(&self, pg: Page) {
+    pub(crate) fn store(&self, pg: Page) {
         for (i, v) in [self.mean, self.p50, self.p99, self.p999, self.max]
             .into_iter()
             .enumerate()
@@ -38,7 +38,7 @@ impl Lat {
         }
     }
 
-    fn load(pg: Page) -> Lat {
+    pub(crate) fn load(pg: Page) -> Lat {
         let g = |i: usize| f64::from_bits(pg.u64(LAT_LINE + i).load(Ordering::Acquire));
         Lat {
             mean: g(0),

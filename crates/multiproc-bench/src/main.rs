@@ -16,6 +16,7 @@ mod load;
 mod plot;
 mod python;
 mod w_anchor;
+mod w_async;
 mod w_channel;
 mod w_dict;
 mod w_iceoryx2;
@@ -194,6 +195,8 @@ const WORKLOADS: &[&str] = &[
     "pool_balance_map",
     "remote_apply_async",
     "remote_queue_stream",
+    "async_rtt",
+    "async_fanin",
 ];
 
 /// Machine, load and clock facts of this run.
@@ -468,6 +471,7 @@ fn main() {
     w_process::run(&cfg, &mut results);
     w_pool::run(&cfg, &mut results);
     w_redis::run(&cfg, &mut results);
+    w_async::run(&cfg, &mut results);
     info.loadavg.1 = loadavg();
     eprintln!("stopping {} load spinner(s)", spinners.count());
     drop(spinners);

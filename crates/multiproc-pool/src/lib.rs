@@ -37,4 +37,6 @@ mod worker;
 pub use error::{PoolError, Result};
 pub use multiproc_ring::WaitStrategy;
 pub use pool::{__fail_thread_spawns, IMap, ITEM_WINDOW, Pool, PoolBuilder, default_chunksize};
-pub use result::{AsyncResult, Callback, Callbacks, ErrorCallback};
+pub use result::{
+    AsyncResult, Callback, Callbacks, ErrorCallback, GetFuture, ResultFuture, WaitFuture,
+};

@@ -32,7 +32,9 @@
 use crate::error::{PoolError, Result};
 use crate::facade::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::fdpass;
-use crate::result::{ApplySink, AsyncResult, Callbacks, IMapSink, MapSink, Sink, Slot, lock};
+use crate::result::{
+    ApplySink, AsyncResult, Callbacks, IMapSink, IMapState, MapSink, Sink, Slot, lock,
+};
 use crate::wire::{self, JobWriter};
 use crate::worker::FdArg;
 use crate::worker::{WorkerArgs, pool_worker};
@@ -45,8 +47,11 @@ use multiproc_sync::RawValue;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -1591,7 +1596,9 @@ impl Pool {
 
     /// Python's `imap`: results in order, lazily. The input is consumed as results are taken,
     /// with at most `2 * processes` chunks in flight (Python's imap drains the input at once).
-    /// Default chunksize 1, as Python's.
+    /// Default chunksize 1, as Python's. The [`IMap`] is an `Iterator` and, for async code, a
+    /// [`Stream`](futures_core::Stream) ([`IMap::next_async`]); the input iterator must be
+    /// `Send` so that the stream can live in a spawned task.
     pub fn imap<'a, M, T, I>(
         &'a self,
         f: T,
@@ -1602,7 +1609,7 @@ impl Pool {
         T: Task<M>,
         T::Output: Send + 'static,
         I: IntoIterator<Item = T::Args>,
-        I::IntoIter: 'a,
+        I::IntoIter: Send + 'a,
     {
         self.imap_impl(f, items, chunksize, true)
     }
@@ -1618,7 +1625,7 @@ impl Pool {
         T: Task<M>,
         T::Output: Send + 'static,
         I: IntoIterator<Item = T::Args>,
-        I::IntoIter: 'a,
+        I::IntoIter: Send + 'a,
     {
         self.imap_impl(f, items, chunksize, false)
     }
@@ -1634,7 +1641,7 @@ impl Pool {
         T: Task<M>,
         T::Output: Send + 'static,
         I: IntoIterator<Item = T::Args>,
-        I::IntoIter: 'a,
+        I::IntoIter: Send + 'a,
     {
         if chunksize == 0 {
             return Err(PoolError::InvalidChunksize);
@@ -1755,7 +1762,7 @@ impl Drop for Pool {
 /// of its chunk, once per chunk).
 pub struct IMap<'a, A, R> {
     pool: &'a Pool,
-    input: Box<dyn Iterator<Item = A> + 'a>,
+    input: Box<dyn Iterator<Item = A> + Send + 'a>,
     hash: u64,
     job: u64,
     chunksize: usize,
@@ -1824,56 +1831,110 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
     }
 
     fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
-        if let Some(v) = self.buffered.pop_front() {
-            return Some(Ok(v));
-        }
-        if let Err(e) = self.refill() {
-            self.exhausted = true;
-            return Some(Err(e));
-        }
-        if self.in_flight == 0 {
-            return None;
-        }
-        let sink = self.sink.clone();
-        let mut g = lock(&sink.st);
         loop {
-            let key = if self.ordered {
-                g.contains_key(&self.next_yield).then_some(self.next_yield)
-            } else {
-                g.keys().next().copied()
-            };
-            if let Some(k) = key {
-                let chunk = g.remove(&k);
-                drop(g);
-                self.next_yield += 1;
-                self.in_flight -= 1;
-                let _ = self.refill();
-                return match chunk {
-                    Some(Ok(v)) => {
-                        self.buffered.extend(v);
-                        self.buffered
-                            .pop_front()
-                            .map(Ok)
-                            .or_else(|| self.next_deadline(deadline))
-                    }
-                    Some(Err(e)) => Some(Err(e)),
-                    None => None,
-                };
+            if let Some(v) = self.buffered.pop_front() {
+                return Some(Ok(v));
             }
-            g = match deadline {
-                None => sink.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Some(Err(PoolError::Timeout));
-                    }
-                    sink.cv
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+            if let Err(e) = self.refill() {
+                self.exhausted = true;
+                return Some(Err(e));
+            }
+            if self.in_flight == 0 {
+                return None;
+            }
+            let sink = self.sink.clone();
+            let mut g = lock(&sink.st);
+            let chunk = loop {
+                if let Some(c) = self.take_chunk(&mut g) {
+                    break c;
                 }
+                g = match deadline {
+                    None => sink.cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            return Some(Err(PoolError::Timeout));
+                        }
+                        sink.cv
+                            .wait_timeout(g, d - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                };
             };
+            drop(g);
+            if let Some(r) = self.accept(chunk) {
+                return Some(r);
+            }
         }
+    }
+
+    /// Removes the next chunk to yield from the arrived ones, if it arrived (in order for
+    /// `imap`, any for `imap_unordered`).
+    fn take_chunk(&mut self, st: &mut IMapState<R>) -> Option<Result<Vec<R>>> {
+        let key = if self.ordered {
+            st.chunks
+                .contains_key(&self.next_yield)
+                .then_some(self.next_yield)
+        } else {
+            st.chunks.keys().next().copied()
+        };
+        let chunk = st.chunks.remove(&key?)?;
+        self.next_yield += 1;
+        self.in_flight -= 1;
+        Some(chunk)
+    }
+
+    /// Takes a chunk in: submits more input, buffers its values; `Some(Err)` for a failed chunk.
+    fn accept(&mut self, chunk: Result<Vec<R>>) -> Option<Result<R>> {
+        let _ = self.refill();
+        match chunk {
+            Ok(v) => {
+                self.buffered.extend(v);
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The stream's poll: as [`Iterator::next`], but `Pending` (the result thread wakes the
+    /// task when a chunk arrives) instead of blocking.
+    fn poll_next_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        loop {
+            if let Some(v) = self.buffered.pop_front() {
+                return Poll::Ready(Some(Ok(v)));
+            }
+            if let Err(e) = self.refill() {
+                self.exhausted = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+            if self.in_flight == 0 {
+                return Poll::Ready(None);
+            }
+            let sink = self.sink.clone();
+            let mut g = lock(&sink.st);
+            let Some(chunk) = self.take_chunk(&mut g) else {
+                // Under the lock `deliver` inserts under: a chunk arriving after the check
+                // above finds this waker.
+                match &mut g.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    w => *w = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            };
+            g.waker = None;
+            drop(g);
+            if let Some(r) = self.accept(chunk) {
+                return Poll::Ready(Some(r));
+            }
+        }
+    }
+
+    /// The next result, awaited (the async [`Iterator::next`]; the same as `StreamExt::next`
+    /// on the [`Stream`](futures_core::Stream) this also is). Cancel-safe: a result moves out
+    /// only in the poll that returns it, so dropping the future loses nothing.
+    pub fn next_async(&mut self) -> impl Future<Output = Option<Result<R>>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_next_item(cx))
     }
 }
 
@@ -1881,5 +1942,18 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> Iterator for IMap<'_, A
     type Item = Result<R>;
     fn next(&mut self) -> Option<Result<R>> {
         self.next_deadline(None)
+    }
+}
+
+// The stream is polled through `&mut` and never pinned in place (no self-references).
+impl<A, R> Unpin for IMap<'_, A, R> {}
+
+/// `imap`/`imap_unordered` as a [`Stream`](futures_core::Stream) of results: the same items as
+/// the iterator, awaited without blocking a thread (the pool's result thread wakes the task).
+/// Cancel-safe: dropping a `next()` future loses no result.
+impl<A: Serialize, R: DeserializeOwned + Send + 'static> futures_core::Stream for IMap<'_, A, R> {
+    type Item = Result<R>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        self.get_mut().poll_next_item(cx)
     }
 }

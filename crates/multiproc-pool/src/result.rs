@@ -1,14 +1,25 @@
 //! `AsyncResult<R>` (Python's `ApplyResult`/`MapResult`), callbacks, and the sinks the result
 //! handler threads deliver chunk results to.
+//!
+//! Async: an `AsyncResult` is also a [`Future`] (`.await` it, or `get_async()`/`wait_async()`
+//! to keep it). A pending future leaves its task's [`Waker`] in the result's slot, under the
+//! slot's lock; the thread that fills the slot (a worker's receiver thread, `terminate`, or
+//! death handling) takes the wakers under the same lock after marking the slot ready and wakes
+//! them after unlocking it. So no runtime thread ever blocks, any executor works (std's `Waker`
+//! only), and a wake cannot be lost: a poll either sees `ready` or leaves its waker before the
+//! filler looks for wakers. See docs/async-pool-process.md.
 
 use crate::error::{PoolError, Result};
 use crate::facade::{AtomicBool, Ordering};
 use multiproc_ring::WaitStrategy;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,6 +78,11 @@ struct SlotState<R> {
     ready: bool,
     ok: bool,
     callbacks: Callbacks<R>,
+    /// The wakers of pending futures, by registration id (a dropped future removes its own, so
+    /// this holds at most one entry per live pending future).
+    wakers: Vec<(u64, Waker)>,
+    /// The next registration id.
+    next_waker: u64,
 }
 
 pub(crate) struct Slot<R> {
@@ -91,6 +107,8 @@ impl<R> Slot<R> {
                 ready: false,
                 ok: false,
                 callbacks,
+                wakers: Vec::new(),
+                next_waker: 0,
             }),
             cv: Condvar::new(),
             done: AtomicBool::new(false),
@@ -158,13 +176,62 @@ impl<R> Slot<R> {
                 }
             }
         }
-        let mut g = lock(&self.st);
-        g.ok = v.is_ok();
-        g.value = Some(v);
-        g.ready = true;
-        // Release: pairs with the Acquire load of a spinning waiter (which then takes the lock).
-        self.done.store(true, Ordering::Release);
+        let wakers = {
+            let mut g = lock(&self.st);
+            g.ok = v.is_ok();
+            g.value = Some(v);
+            g.ready = true;
+            // Release: pairs with the Acquire load of a spinning waiter (which then takes the lock).
+            self.done.store(true, Ordering::Release);
+            // Taken under the lock that `ready` was set under: a future polled after this sees
+            // `ready`; one polled before left its waker here.
+            std::mem::take(&mut g.wakers)
+        };
         self.cv.notify_all();
+        for (_, w) in wakers {
+            w.wake();
+        }
+    }
+
+    /// The poll of every future of this slot: `Ready` with the locked state once the slot is
+    /// filled, else leaves (or refreshes) the waker under `reg` and returns `Pending`.
+    fn poll_ready(
+        &self,
+        cx: &mut Context<'_>,
+        reg: &mut Option<u64>,
+    ) -> Poll<MutexGuard<'_, SlotState<R>>> {
+        let mut g = lock(&self.st);
+        if g.ready {
+            if let Some(id) = reg.take() {
+                g.wakers.retain(|(i, _)| *i != id);
+            }
+            return Poll::Ready(g);
+        }
+        match *reg {
+            Some(id) => {
+                if let Some((_, w)) = g.wakers.iter_mut().find(|(i, _)| *i == id) {
+                    if !w.will_wake(cx.waker()) {
+                        w.clone_from(cx.waker());
+                    }
+                } else {
+                    g.wakers.push((id, cx.waker().clone()));
+                }
+            }
+            None => {
+                let id = g.next_waker;
+                g.next_waker += 1;
+                g.wakers.push((id, cx.waker().clone()));
+                *reg = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Removes a dropped future's waker.
+    fn unregister(&self, reg: Option<u64>) {
+        if let Some(id) = reg {
+            lock(&self.st).wakers.retain(|(i, _)| *i != id);
+        }
     }
 }
 
@@ -172,6 +239,25 @@ impl<R> Slot<R> {
 ///
 /// The value moves out at the first successful [`get`](AsyncResult::get) (later gets give
 /// [`PoolError::AlreadyTaken`]); `ready`/`successful` keep answering.
+///
+/// In async code, `.await` it (it is [`IntoFuture`]), or borrow it with
+/// [`get_async`](AsyncResult::get_async) / [`wait_async`](AsyncResult::wait_async): no thread
+/// blocks, the pool's result thread wakes the task, and any executor works. A worker that dies
+/// resolves the future with the same [`PoolError::WorkerLost`] that [`get`](AsyncResult::get)
+/// gives; a terminated or dropped pool with [`PoolError::Terminated`].
+///
+/// ```no_run
+/// # use multiproc_pool::Pool;
+/// # #[multiproc_process::task(crate = multiproc_process)]
+/// # fn square(x: u64) -> u64 { x * x }
+/// # async fn demo(pool: &Pool) -> Result<(), multiproc_pool::PoolError> {
+/// let nine = pool.apply_async(square, 3)?.await?;
+/// let r = pool.apply_async(square, 4)?;
+/// r.wait_async().await;          // r stays usable
+/// assert_eq!(r.get_async().await?, 16);
+/// # assert_eq!(nine, 9);
+/// # Ok(()) }
+/// ```
 pub struct AsyncResult<R> {
     pub(crate) slot: Arc<Slot<R>>,
 }
@@ -237,6 +323,27 @@ impl<R> AsyncResult<R> {
         self.wait_until(Some(Instant::now() + timeout)).ready
     }
 
+    /// The value, awaited: the async [`get`](AsyncResult::get). Cancel-safe: dropping the
+    /// future before it completes leaves the value in the result (a later `get`, `get_async`
+    /// or `.await` takes it); the value moves out only in the poll that returns it. Time
+    /// limits come from the executor (e.g. `tokio::time::timeout`), or use
+    /// [`get_timeout`](AsyncResult::get_timeout) outside async code.
+    pub fn get_async(&self) -> GetFuture<'_, R> {
+        GetFuture {
+            slot: &self.slot,
+            reg: None,
+        }
+    }
+
+    /// Completes when the result is ready, taking nothing: the async
+    /// [`wait`](AsyncResult::wait). Cancel-safe.
+    pub fn wait_async(&self) -> WaitFuture<'_, R> {
+        WaitFuture {
+            slot: &self.slot,
+            reg: None,
+        }
+    }
+
     /// Whether the call has completed.
     pub fn ready(&self) -> bool {
         lock(&self.slot.st).ready
@@ -250,6 +357,114 @@ impl<R> AsyncResult<R> {
             return Err(PoolError::NotReady);
         }
         Ok(g.ok)
+    }
+}
+
+/// The future of [`AsyncResult::get_async`]: the value (or the task's error).
+#[must_use = "futures do nothing unless polled"]
+pub struct GetFuture<'a, R> {
+    slot: &'a Slot<R>,
+    reg: Option<u64>,
+}
+
+/// The future of [`AsyncResult::wait_async`]: completes when the result is ready.
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitFuture<'a, R> {
+    slot: &'a Slot<R>,
+    reg: Option<u64>,
+}
+
+/// The future of `.await` on an [`AsyncResult`] (which it owns): the value (or the task's
+/// error). Dropping it drops the result.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResultFuture<R> {
+    slot: Arc<Slot<R>>,
+    reg: Option<u64>,
+}
+
+impl<R> std::fmt::Debug for GetFuture<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetFuture").finish_non_exhaustive()
+    }
+}
+
+impl<R> std::fmt::Debug for WaitFuture<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitFuture").finish_non_exhaustive()
+    }
+}
+
+impl<R> std::fmt::Debug for ResultFuture<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultFuture").finish_non_exhaustive()
+    }
+}
+
+impl<R> Future for GetFuture<'_, R> {
+    type Output = Result<R>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = self.get_mut();
+        this.slot
+            .poll_ready(cx, &mut this.reg)
+            .map(|mut g| g.value.take().unwrap_or(Err(PoolError::AlreadyTaken)))
+    }
+}
+
+impl<R> Future for WaitFuture<'_, R> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.slot.poll_ready(cx, &mut this.reg).map(drop)
+    }
+}
+
+impl<R> Future for ResultFuture<R> {
+    type Output = Result<R>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = self.get_mut();
+        this.slot
+            .poll_ready(cx, &mut this.reg)
+            .map(|mut g| g.value.take().unwrap_or(Err(PoolError::AlreadyTaken)))
+    }
+}
+
+impl<R> Drop for GetFuture<'_, R> {
+    fn drop(&mut self) {
+        self.slot.unregister(self.reg);
+    }
+}
+
+impl<R> Drop for WaitFuture<'_, R> {
+    fn drop(&mut self) {
+        self.slot.unregister(self.reg);
+    }
+}
+
+impl<R> Drop for ResultFuture<R> {
+    fn drop(&mut self) {
+        self.slot.unregister(self.reg);
+    }
+}
+
+/// `pool.apply_async(f, x)?.await`: the value, as [`AsyncResult::get`] gives it, without
+/// blocking a thread.
+impl<R> IntoFuture for AsyncResult<R> {
+    type Output = Result<R>;
+    type IntoFuture = ResultFuture<R>;
+    fn into_future(self) -> ResultFuture<R> {
+        ResultFuture {
+            slot: self.slot,
+            reg: None,
+        }
+    }
+}
+
+/// `(&r).await`: [`AsyncResult::get_async`].
+impl<'a, R> IntoFuture for &'a AsyncResult<R> {
+    type Output = Result<R>;
+    type IntoFuture = GetFuture<'a, R>;
+    fn into_future(self) -> GetFuture<'a, R> {
+        self.get_async()
     }
 }
 
@@ -355,9 +570,17 @@ impl<R: DeserializeOwned + Send> Sink for MapSink<R> {
     }
 }
 
+/// What an `imap`'s sink holds: the chunks that arrived, and the waker of a pending stream poll.
+pub(crate) struct IMapState<R> {
+    pub(crate) chunks: BTreeMap<u32, Result<Vec<R>>>,
+    /// Left by `IMap::poll_next` (one consumer: the `IMap` is polled through `&mut`), taken
+    /// and woken by `deliver` under the same lock.
+    pub(crate) waker: Option<Waker>,
+}
+
 /// The chunks of an `imap`, as they arrive.
 pub(crate) struct IMapSink<R> {
-    pub(crate) st: Mutex<BTreeMap<u32, Result<Vec<R>>>>,
+    pub(crate) st: Mutex<IMapState<R>>,
     pub(crate) cv: Condvar,
     _p: PhantomData<fn() -> R>,
 }
@@ -365,7 +588,10 @@ pub(crate) struct IMapSink<R> {
 impl<R> IMapSink<R> {
     pub(crate) fn new() -> IMapSink<R> {
         IMapSink {
-            st: Mutex::new(BTreeMap::new()),
+            st: Mutex::new(IMapState {
+                chunks: BTreeMap::new(),
+                waker: None,
+            }),
             cv: Condvar::new(),
             _p: PhantomData,
         }
@@ -375,7 +601,14 @@ impl<R> IMapSink<R> {
 impl<R: DeserializeOwned + Send> Sink for IMapSink<R> {
     fn deliver(&self, chunk: u32, res: Result<&[u8]>) {
         let v = res.and_then(decode_items::<R>);
-        lock(&self.st).entry(chunk).or_insert(v);
+        let waker = {
+            let mut g = lock(&self.st);
+            g.chunks.entry(chunk).or_insert(v);
+            g.waker.take()
+        };
         self.cv.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }

@@ -49,6 +49,7 @@ mod boot;
 mod child;
 mod error;
 mod facade;
+mod fdwatch;
 mod forkserver;
 mod log;
 mod process;
@@ -114,6 +115,13 @@ macro_rules! init_before_main {
             __multiproc_init_before_main
         };
     };
+}
+
+/// Whether this process's fd watcher thread (the one that wakes `join_async` futures) runs:
+/// a test hook (it exits once no future waits).
+#[doc(hidden)]
+pub fn __fd_watcher_running() -> bool {
+    fdwatch::__watcher_running()
 }
 
 /// The pid of this process's fork server, if it runs (a test hook, e.g. to lower its fd limit).

@@ -822,6 +822,35 @@ impl<R: DeserializeOwned> Process<R> {
         self.result(code)
     }
 
+    /// [`Process::join`] for async code: waits for the child's end without blocking a thread,
+    /// on any executor (the pidfd is watched by one shared watcher thread per process, see
+    /// docs/async-pool-process.md), then returns what `join` returns: the task's value, or
+    /// [`ProcessError::NoResult`] with the exit code (`-9` for a SIGKILLed child), a panic as
+    /// [`ProcessError::Panicked`]. Cancel-safe: dropping the future leaves the process as it
+    /// was (a later `join` or `join_async` still reports the end).
+    ///
+    /// ```no_run
+    /// # use multiproc_process::Process;
+    /// # #[multiproc_process::task(crate = multiproc_process)]
+    /// # fn square(x: u64) -> u64 { x * x }
+    /// # async fn demo() -> multiproc_process::Result<()> {
+    /// let mut p = Process::spawn(square, 7)?;
+    /// assert_eq!(p.join_async().await?, 49);
+    /// # Ok(()) }
+    /// ```
+    pub async fn join_async(&mut self) -> Result<R> {
+        let code = ExitWait::new(self, None).await?;
+        self.result(code)
+    }
+
+    /// [`join_async`](Process::join_async) waiting at most `timeout`: [`ProcessError::Timeout`]
+    /// if the child still runs (as [`join_timeout`](Process::join_timeout); the watcher thread
+    /// keeps the deadline, so this needs no timer from the executor either).
+    pub async fn join_timeout_async(&mut self, timeout: Duration) -> Result<R> {
+        let code = ExitWait::new(self, Some(Instant::now() + timeout)).await?;
+        self.result(code)
+    }
+
     fn result(&self, exitcode: i32) -> Result<R> {
         let r = self.running()?;
         let bytes = sys::pread_all(r.result.as_raw_fd()).map_err(|source| ProcessError::Os {
@@ -849,6 +878,86 @@ impl<R: DeserializeOwned> Process<R> {
             Outcome::Panic(message) => Err(ProcessError::Panicked { message }),
             Outcome::Error(e) => Err(ProcessError::TaskFailed(e)),
         }
+    }
+}
+
+/// The future of a child's end: its exit code once reaped. Checks the child on each poll and,
+/// while it runs, leaves its waker with the fd watcher (`crate::fdwatch`) on the pidfd; a
+/// fork-server child is reaped by the server, so once the pidfd is readable the future waits
+/// for the server's status pipe (as the blocking `join` reads it after the pidfd).
+struct ExitWait<'a, R> {
+    p: &'a mut Process<R>,
+    deadline: Option<Instant>,
+    reg: Option<u64>,
+    /// A duplicate of the fork server's status pipe, for the watcher (made when needed).
+    status: Option<Arc<OwnedFd>>,
+}
+
+impl<'a, R> ExitWait<'a, R> {
+    fn new(p: &'a mut Process<R>, deadline: Option<Instant>) -> ExitWait<'a, R> {
+        ExitWait {
+            p,
+            deadline,
+            reg: None,
+            status: None,
+        }
+    }
+
+    fn poll_exit(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<i32>> {
+        use std::task::Poll;
+        let r = self.p.running()?;
+        if let Some(code) = self.p.try_reap(false) {
+            return Poll::Ready(Ok(code));
+        }
+        let os = |op| move |source| ProcessError::Os { op, source };
+        let exited =
+            sys::poll_readable(r.pidfd.as_fd(), Some(Duration::ZERO)).map_err(os("poll"))?;
+        let fd = if !exited {
+            r.pidfd.clone()
+        } else {
+            match &r.reap {
+                // Our own child has ended: waitpid returns at once.
+                Reap::Direct => {
+                    return Poll::Ready(self.p.try_reap(true).ok_or(ProcessError::Timeout));
+                }
+                // The server reaps it and then writes the status: wait for that pipe.
+                Reap::Server(st) => match &self.status {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(st.try_clone().map_err(os("dup"))?);
+                        self.status = Some(s.clone());
+                        s
+                    }
+                },
+            }
+        };
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Poll::Ready(Err(ProcessError::Timeout));
+        }
+        crate::fdwatch::register(&mut self.reg, &fd, self.deadline, cx.waker())
+            .map_err(os("starting the fd watcher thread"))?;
+        Poll::Pending
+    }
+}
+
+impl<R> std::future::Future for ExitWait<'_, R> {
+    type Output = Result<i32>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<i32>> {
+        let this = self.get_mut();
+        let r = this.poll_exit(cx);
+        if r.is_ready() {
+            crate::fdwatch::unregister(&mut this.reg);
+        }
+        r
+    }
+}
+
+impl<R> Drop for ExitWait<'_, R> {
+    fn drop(&mut self) {
+        crate::fdwatch::unregister(&mut self.reg);
     }
 }
 
