@@ -93,6 +93,24 @@ pub fn evaluate(results: &[Record], load: usize, failures: &[String]) -> Vec<Goa
             0.5,
             "msgs/s",
         ));
+        // Like for like: uds-postcard writes through a 256 KiB `BufWriter`, so its peer is
+        // the Pipe's batched writer (`send_bytes_batched`, one `flush` at the end).
+        g.push(at_least(
+            14,
+            "pipe_stream_8B batched (like uds-postcard's BufWriter) ≥ 2x uds-postcard",
+            mps("pipe_stream_8B", "multiproc-batched"),
+            mps("pipe_stream_8B", "uds-postcard"),
+            2.0,
+            "msgs/s",
+        ));
+        g.push(at_least(
+            14,
+            "pipe_stream_8B batched ≥ 0.5x the ring's one-by-one stream_8B",
+            mps("pipe_stream_8B", "multiproc-batched"),
+            mps("stream_8B", "multiproc-1by1"),
+            0.5,
+            "msgs/s",
+        ));
         g.push(at_most(
             14,
             "pipe_rtt_small (spin) ≤ 2x rtt_8B_spin",
@@ -181,6 +199,14 @@ pub fn evaluate(results: &[Record], load: usize, failures: &[String]) -> Vec<Goa
             14,
             "(load) pipe_stream_8B ≥ uds-postcard",
             mps("pipe_stream_8B", "multiproc"),
+            mps("pipe_stream_8B", "uds-postcard"),
+            1.0,
+            "msgs/s",
+        ));
+        g.push(at_least(
+            14,
+            "(load) pipe_stream_8B batched ≥ uds-postcard",
+            mps("pipe_stream_8B", "multiproc-batched"),
             mps("pipe_stream_8B", "uds-postcard"),
             1.0,
             "msgs/s",

@@ -73,7 +73,13 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             let n = if q { nq } else { nf };
             report(out, name, pipe_stream(size, n, false));
             // Opt-in batched publication (`send_bytes_batched`, then `flush`): a separate row,
-            // since a killed writer can lose its unflushed batch (docs/channel.md).
+            // since a killed writer can lose its unflushed batch (docs/channel.md). It is the
+            // like-for-like peer of uds-postcard, whose writer batches through a 256 KiB
+            // `BufWriter` (one `write` per ~20 k frames of 8 bytes); the `multiproc` row
+            // publishes every message as `send_bytes` returns (Python's semantics). Both
+            // readers copy each message into a reused buffer (`recv_bytes_into`; uds-postcard:
+            // `read_exact` from a 256 KiB `BufReader`) and fold every byte: no allocation per
+            // message on either side.
             match pipe_stream(size, n, true) {
                 Ok(v) => {
                     for (value, unit) in v {
