@@ -913,9 +913,21 @@ impl<L: SharedLayout> Backing<L> {
         fp: &TypeFingerprint,
         value: L,
     ) -> Result<Self, SyncError> {
+        Self::new_in_sized(arena, std::mem::size_of::<L>(), min, fp, value)
+    }
+
+    /// [`Backing::new_in`] for an object of `size >= size_of::<L>()` bytes (a head `L`
+    /// followed by a tail the caller fills before sharing the handle).
+    pub(crate) fn new_in_sized(
+        arena: &Arena,
+        size: usize,
+        min: usize,
+        fp: &TypeFingerprint,
+        value: L,
+    ) -> Result<Self, SyncError> {
         const { assert!(std::mem::align_of::<L>() <= 128) };
         let tag = type_tag(L::KIND, fp);
-        let slot = arena.alloc(std::mem::size_of::<L>(), min, tag)?;
+        let slot = arena.alloc(size.max(std::mem::size_of::<L>()), min, tag)?;
         debug_assert!(slot.size() >= std::mem::size_of::<L>());
         // SAFETY: the slot is at least size_of::<L>() bytes, aligned to its size (a power of two
         // >= size_of::<L>() >= align_of::<L>(), at a 128-aligned base; align <= 128 checked
@@ -937,6 +949,13 @@ impl<L: SharedLayout> Backing<L> {
             Backing::Slot(s) => Some(s.handle()),
         }
     }
+    /// The slot's size in bytes, for an arena object.
+    pub(crate) fn slot_size(&self) -> Option<usize> {
+        match self {
+            Backing::Own(_) => None,
+            Backing::Slot(s) => Some(s.size()),
+        }
+    }
 }
 
 /// How an object (own segment or arena slot) is sent to another process.
@@ -947,3 +966,136 @@ pub enum ObjectHandle {
     /// An object in an arena slot.
     Slot(SlotHandle),
 }
+
+/// A small layout-only object (Lock, RLock, Semaphore, Event): a pointer to its state, the
+/// geometry validated once, and what keeps the memory mapped (its own segment or an arena slot).
+pub(crate) struct Obj<L: SharedLayout>
+where
+    L::Geometry: Copy,
+{
+    ptr: NonNull<L>,
+    geom: L::Geometry,
+    backing: Backing<L>,
+}
+
+// SAFETY: `ptr` points into the memory `backing` keeps mapped; `L: SharedLayout` is Send + Sync
+// (shared memory built for sharing: atomics, or cells reached under a lock).
+unsafe impl<L: SharedLayout> Send for Obj<L> where L::Geometry: Copy {}
+// SAFETY: as above.
+unsafe impl<L: SharedLayout> Sync for Obj<L> where L::Geometry: Copy {}
+
+impl<L: SharedLayout> Clone for Obj<L>
+where
+    L::Geometry: Copy,
+{
+    fn clone(&self) -> Self {
+        Obj {
+            ptr: self.ptr,
+            geom: self.geom,
+            backing: self.backing.clone(),
+        }
+    }
+}
+
+impl<L: SharedLayout> Obj<L>
+where
+    L::Geometry: Copy,
+{
+    /// An object with its own segment.
+    pub(crate) fn own(shm: Shared<L>) -> Self {
+        Obj {
+            ptr: shm.as_ptr(),
+            geom: *shm.geometry(),
+            backing: Backing::Own(shm),
+        }
+    }
+
+    /// A new object holding `value` in a slot of `arena` (at least `min` bytes: 64 pads a hot
+    /// futex word to its own cache line).
+    pub(crate) fn new_in(arena: &Arena, min: usize, value: L) -> Result<Self, SyncError> {
+        let backing = Backing::new_in(arena, min, &TypeFingerprint::of::<L>(), value)?;
+        Ok(Self::from_slot(backing)?)
+    }
+
+    fn from_slot(backing: Backing<L>) -> Result<Self, ShmError> {
+        let ptr = backing.ptr();
+        // SAFETY: the slot holds an `L` (its type tag was checked, or we just wrote it), mapped
+        // while `backing` lives; `L` is valid for any bytes (SharedLayout contract 1-2).
+        let geom = unsafe { ptr.as_ref() }.validate(0)?;
+        Ok(Obj { ptr, geom, backing })
+    }
+
+    /// Opens an arena object's handle ([`ShmError::StaleHandle`] if it was freed).
+    pub(crate) fn open_slot(h: &SlotHandle) -> Result<Self, ShmError> {
+        Self::from_slot(Backing::open_slot(h, &TypeFingerprint::of::<L>())?)
+    }
+
+    /// Opens either form of handle.
+    pub(crate) fn open_wire(h: &ObjectHandle) -> Result<Self, ShmError> {
+        match h {
+            ObjectHandle::Segment(h) => Ok(Self::own(crate::shared::open_handle(h)?)),
+            ObjectHandle::Slot(h) => Self::open_slot(h),
+        }
+    }
+
+    /// The shared state.
+    #[inline]
+    pub(crate) fn get(&self) -> &L {
+        // SAFETY: `ptr` points into memory `backing` keeps alive as long as `self`; `L` is
+        // valid for any bytes and only shared-safe fields (SharedLayout contract).
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// The geometry validated when this handle was made.
+    #[inline]
+    pub(crate) fn geometry(&self) -> &L::Geometry {
+        &self.geom
+    }
+
+    /// Keeps the memory mapped (for guards).
+    #[inline]
+    pub(crate) fn keep_alive(&self) -> multiproc_shm::KeepAlive {
+        match &self.backing {
+            Backing::Own(s) => s.keep_alive(),
+            Backing::Slot(s) => {
+                multiproc_shm::KeepAlive::new(Arc::clone(s) as Arc<dyn Send + Sync>)
+            }
+        }
+    }
+
+    /// The segment holding the object (an arena's for an arena object).
+    pub(crate) fn segment(&self) -> &multiproc_shm::Segment {
+        self.backing.segment()
+    }
+
+    /// The wire form of a handle.
+    pub(crate) fn wire(&self) -> ObjectHandle {
+        self.backing.wire()
+    }
+
+    /// The arena handle, for an arena object.
+    pub(crate) fn slot_handle(&self) -> Option<SlotHandle> {
+        self.backing.slot_handle()
+    }
+}
+
+/// Implements serde for a handle type with an `obj: Obj<_>` field and a `from_obj(Obj<_>)`
+/// constructor: it serializes as an [`ObjectHandle`] (own segment or arena slot).
+macro_rules! serde_as_object {
+    ($ty:ty, $layout:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serde::Serialize::serialize(&self.obj.wire(), s)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let h = <$crate::arena::ObjectHandle as serde::Deserialize>::deserialize(d)?;
+                let obj = $crate::arena::Obj::<$layout>::open_wire(&h)
+                    .map_err(<D::Error as serde::de::Error>::custom)?;
+                Ok(<$ty>::from_obj(obj))
+            }
+        }
+    };
+}
+pub(crate) use serde_as_object;
