@@ -50,7 +50,7 @@
 //! ```
 
 use crate::error::SyncError;
-use crate::facade::{AtomicU32, Ordering};
+use crate::facade::{AtomicU32, AtomicU64, Ordering, StdAtomicPtr, StdAtomicU32, StdOrdering};
 use crate::mutex::{LockOutcome, RobustMutex};
 use multiproc_shm::{
     ObjectKind, SegmentHandle, Shared, SharedLayout, ShmError, TAIL_ALIGN, TypeFingerprint,
@@ -73,6 +73,16 @@ const SEG_PAYLOAD: usize = 2 << 20;
 pub const MAX_SLOTS: u32 = 1 << 16;
 /// Bytes of one slot record.
 const META: usize = std::mem::size_of::<SlotMeta>();
+/// Processes one arena segment tracks by identity (pid + start time): each holds one bit of a
+/// slot's `hold` word, so the slots of a process that died are found and reclaimed.
+pub const TRACKED_PROCS: usize = 48;
+/// Bytes of the process table at the start of the tail.
+const PROC_TABLE: usize = TRACKED_PROCS * 8;
+/// The tracked-process bits of a `hold` word.
+const HOLD_BITS: u64 = (1 << TRACKED_PROCS) - 1;
+/// One untracked holder (a process that found the table full): counted in the high 16 bits,
+/// and, as before per-process tracking, leaked if that process is killed holding it.
+const UNTRACKED_ONE: u64 = 1 << TRACKED_PROCS;
 /// How long an arena operation waits for the arena lock before giving up.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,17 +114,18 @@ pub(crate) struct ArenaCtl {
     _pad: AtomicU32,
 }
 
-/// One slot's record.
+/// One slot's record. (The free-list link of a free slot lives in the first 4 bytes of its
+/// payload, unused while it is free, so the record stays 16 bytes.)
 #[repr(C)]
 struct SlotMeta {
     /// Bumped on every free: a handle names the generation it was made for.
     generation: AtomicU32,
-    /// Processes holding a handle (0 when free, or an orphan awaiting `sweep`).
-    refs: AtomicU32,
-    /// Free-list link: next free slot + 1 (0: end). Meaningful only while free.
-    next: AtomicU32,
     /// 0: free. Else live, holding the object whose type tag this is.
     tag: AtomicU32,
+    /// Who holds the slot: bit `i` (< [`TRACKED_PROCS`]) = the process in table entry `i`
+    /// holds a handle; the high 16 bits count untracked holders. 0 when free, or an orphan
+    /// awaiting `sweep`. One word, so "still held" and "take a reference" are one CAS.
+    hold: AtomicU64,
 }
 
 /// The geometry an arena segment was validated with.
@@ -127,7 +138,7 @@ pub(crate) struct ArenaGeom {
 }
 
 fn payload_off(slots: usize) -> usize {
-    (slots * META).div_ceil(TAIL_ALIGN) * TAIL_ALIGN
+    (PROC_TABLE + slots * META).div_ceil(TAIL_ALIGN) * TAIL_ALIGN
 }
 
 fn tail_len_for(class: usize, slots: usize) -> usize {
@@ -183,6 +194,38 @@ fn class_index(size: usize, min: usize) -> Option<usize> {
     Some(c.trailing_zeros() as usize - MIN_SLOT.trailing_zeros() as usize)
 }
 
+/// `n` zeroed counters, allocated zeroed (calloc: pages are touched only when used).
+fn zeroed_counts(n: usize) -> Box<[StdAtomicU32]> {
+    let v: Box<[u32]> = vec![0u32; n].into_boxed_slice();
+    // SAFETY: AtomicU32 has the same size, alignment and bit validity as u32, so a boxed slice
+    // of one is a boxed slice of the other (same allocation layout).
+    unsafe { Box::from_raw(Box::into_raw(v) as *mut [StdAtomicU32]) }
+}
+
+/// Removes one holder `mine` (a process bit, or one untracked holder) from a hold word;
+/// returns the word left, or `None` if `mine` was not there (a corrupt word: leak, never
+/// underflow).
+fn release_hold(hold: &AtomicU64, mine: u64) -> Option<u64> {
+    if mine & HOLD_BITS != 0 {
+        // AcqRel: the Release orders this process's last writes to the object before a free;
+        // the Acquire (for the one leaving 0) sees every other holder's release.
+        let prev = hold.fetch_and(!mine, Ordering::AcqRel);
+        return (prev & mine != 0).then_some(prev & !mine);
+    }
+    let mut n = hold.load(Ordering::Relaxed);
+    loop {
+        if n >> TRACKED_PROCS == 0 {
+            return None;
+        }
+        // AcqRel: as above.
+        match hold.compare_exchange_weak(n, n - UNTRACKED_ONE, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => return Some(n - UNTRACKED_ONE),
+            Err(cur) => n = cur,
+        }
+    }
+}
+
 /// The 32-bit type tag of an object kind + element type (never 0).
 pub(crate) fn type_tag(kind: ObjectKind, fp: &TypeFingerprint) -> u32 {
     let h = fp.hash() ^ ((kind as u64) << 56);
@@ -193,6 +236,33 @@ pub(crate) fn type_tag(kind: ObjectKind, fp: &TypeFingerprint) -> u32 {
 /// One arena segment, mapped in this process.
 pub(crate) struct ArenaSeg {
     shm: Shared<ArenaCtl>,
+    /// This process's view: its table entry and how many handles it holds per slot. Replaced
+    /// (the old one leaked) in a forked child, whose identity differs.
+    local: StdAtomicPtr<Local>,
+}
+
+/// What one process knows about its holds in one arena segment.
+struct Local {
+    /// The process (pid + start time) this view belongs to.
+    me: u64,
+    /// Its process-table entry (`None`: the table was full; its holds are untracked).
+    idx: Option<u32>,
+    /// Handles (`SlotRef`s) this process holds per slot; bit 31 = a thread is changing the
+    /// process's bit in the slot's `hold` word (the 0 <-> 1 transitions).
+    counts: Box<[StdAtomicU32]>,
+}
+
+const BUSY: u32 = 1 << 31;
+
+impl Drop for ArenaSeg {
+    fn drop(&mut self) {
+        let p = self.local.load(StdOrdering::Acquire);
+        if !p.is_null() {
+            // SAFETY: `p` came from Box::into_raw in `local()` and is freed only here, once,
+            // when no `&Local` borrowed from `&self` can be alive.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
 }
 
 /// What [`ArenaSeg::check`] found.
@@ -242,7 +312,214 @@ impl ArenaSeg {
                 Ok(())
             },
         )?;
-        Ok(ArenaSeg { shm })
+        Ok(ArenaSeg::wrap(shm))
+    }
+
+    fn wrap(shm: Shared<ArenaCtl>) -> ArenaSeg {
+        ArenaSeg {
+            shm,
+            local: StdAtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// Process table entry `i`: the packed identity (pid + start time) of a process holding
+    /// slots here, or 0.
+    fn proc_entry(&self, i: usize) -> &AtomicU64 {
+        assert!(i < TRACKED_PROCS);
+        let p = self
+            .shm
+            .tail_range(i * 8, 8)
+            .expect("process table inside the validated tail");
+        // SAFETY: inside the mapping (tail_range checked), 8-aligned (tail 128-aligned), an
+        // atomic (any bit pattern valid), alive as long as `self.shm`.
+        unsafe { p.cast::<AtomicU64>().as_ref() }
+    }
+
+    /// This process's view of the segment (made on first use, and again after a fork).
+    fn local(&self) -> &Local {
+        let me = crate::ident::process().1;
+        let p = self.local.load(StdOrdering::Acquire);
+        // SAFETY: a non-null pointer is a leaked-or-owned Box<Local> freed only on drop.
+        if let Some(l) = unsafe { p.as_ref() }
+            && l.me == me
+        {
+            return l;
+        }
+        let fresh = Box::into_raw(Box::new(Local {
+            me,
+            idx: self.claim_or_reap(me),
+            counts: zeroed_counts(self.geom().slots as usize),
+        }));
+        // AcqRel: publishes the new Local to other threads (Acquire load above).
+        match self
+            .local
+            .compare_exchange(p, fresh, StdOrdering::AcqRel, StdOrdering::Acquire)
+        {
+            // SAFETY: just published; lives until drop. The old one (a forked parent's) is
+            // leaked: a thread of this process may not be holding it, but leaking is safe.
+            Ok(_) => unsafe { &*fresh },
+            Err(cur) => {
+                // SAFETY: ours was never published; another thread's is (same identity, as
+                // both run in this process after the same fork).
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: as for `p`.
+                unsafe { &*cur }
+            }
+        }
+    }
+
+    /// Finds or claims this process's table entry (CAS of a free one; dead ones are reaped by
+    /// `reap_dead` under the lock, called from `alloc` when the table is full).
+    fn claim_entry(&self, me: u64) -> Option<u32> {
+        for i in 0..TRACKED_PROCS {
+            // Relaxed: identity words are compared only; no data is published through them.
+            if self.proc_entry(i).load(Ordering::Relaxed) == me {
+                return Some(i as u32);
+            }
+        }
+        for i in 0..TRACKED_PROCS {
+            if self
+                .proc_entry(i)
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(i as u32);
+            }
+        }
+        None
+    }
+
+    /// [`claim_entry`](Self::claim_entry), reaping dead entries under the lock when the table
+    /// is full. (Never called with the arena lock held: the mutex is not reentrant.)
+    fn claim_or_reap(&self, me: u64) -> Option<u32> {
+        if let Some(i) = self.claim_entry(me) {
+            return Some(i);
+        }
+        if let Ok(_g) = self.lock() {
+            self.reap_dead();
+        }
+        self.claim_entry(me)
+    }
+
+    /// The hold word this process adds for one holder.
+    fn my_hold(&self) -> u64 {
+        match self.local().idx {
+            Some(i) => 1 << i,
+            None => UNTRACKED_ONE,
+        }
+    }
+
+    /// Adds a local handle for `slot`; on the 0 -> 1 transition runs `take` (which adds this
+    /// process to the slot's hold word, or fails).
+    fn local_inc(
+        &self,
+        slot: u32,
+        take: impl FnOnce() -> Result<(), ShmError>,
+    ) -> Result<(), ShmError> {
+        let c = &self.local().counts[slot as usize];
+        let mut spins = 0u32;
+        loop {
+            // Acquire: pairs with the Release stores ending a BUSY transition.
+            let n = c.load(StdOrdering::Acquire);
+            if n & BUSY != 0 {
+                spins += 1;
+                if spins > 64 {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            if n == 0 {
+                if c.compare_exchange(0, BUSY, StdOrdering::AcqRel, StdOrdering::Relaxed)
+                    .is_ok()
+                {
+                    let r = take();
+                    // Release: the hold change is done before others see the count.
+                    c.store(u32::from(r.is_ok()), StdOrdering::Release);
+                    return r;
+                }
+            } else if c
+                .compare_exchange(n, n + 1, StdOrdering::AcqRel, StdOrdering::Relaxed)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops a local handle for `slot`; on the 1 -> 0 transition removes this process from the
+    /// slot's hold word and returns the word left (0: the caller frees the slot).
+    fn local_dec(&self, slot: u32) -> Option<u64> {
+        let c = &self.local().counts[slot as usize];
+        let mine = self.my_hold();
+        let m = self.meta(slot);
+        let mut spins = 0u32;
+        loop {
+            // Acquire: as in local_inc.
+            let n = c.load(StdOrdering::Acquire);
+            if n & BUSY != 0 {
+                spins += 1;
+                if spins > 64 {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            if n == 0 {
+                return None; // not counted here (a hostile or corrupt state): leak, not underflow
+            }
+            if n == 1 {
+                if c.compare_exchange(1, BUSY, StdOrdering::AcqRel, StdOrdering::Relaxed)
+                    .is_ok()
+                {
+                    let left = release_hold(&m.hold, mine);
+                    // Release: as in local_inc.
+                    c.store(0, StdOrdering::Release);
+                    return left;
+                }
+            } else if c
+                .compare_exchange(n, n - 1, StdOrdering::AcqRel, StdOrdering::Relaxed)
+                .is_ok()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Under the lock: forgets every process-table entry whose process is dead (pid + start
+    /// time), removing its bit from every slot and freeing the slots no one else holds.
+    /// Idempotent, so a reaper killed midway leaves work the next one redoes. Returns the
+    /// slots freed.
+    fn reap_dead(&self) -> u64 {
+        let mut freed = 0;
+        let bump = self
+            .ctl()
+            .bump
+            .load(Ordering::Relaxed)
+            .min(self.geom().slots);
+        for i in 0..TRACKED_PROCS {
+            let e = self.proc_entry(i);
+            // Relaxed: an identity word; liveness is checked against /proc.
+            let who = e.load(Ordering::Relaxed);
+            if who == 0 || crate::ident::packed_alive(who) {
+                continue;
+            }
+            let bit = 1u64 << i;
+            for s in 0..bump {
+                let m = self.meta(s);
+                if m.tag.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                // AcqRel: as a release by that process would have been.
+                let prev = m.hold.fetch_and(!bit, Ordering::AcqRel);
+                if prev == bit {
+                    test_hook();
+                    self.free_locked(s, m.generation.load(Ordering::Relaxed));
+                    freed += 1;
+                }
+            }
+            // Only after every bit is gone may a new process take the entry.
+            let _ = e.compare_exchange(who, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        freed
     }
 
     fn ctl(&self) -> &ArenaCtl {
@@ -258,10 +535,10 @@ impl ArenaSeg {
         assert!(slot < g.slots, "slot index checked by callers");
         let p = self
             .shm
-            .tail_range(slot as usize * META, META)
+            .tail_range(PROC_TABLE + slot as usize * META, META)
             .expect("slot record inside the validated tail");
         // SAFETY: the range is inside the mapping (checked by tail_range), 16-aligned (tail is
-        // 128-aligned, META = 16), atomics only (any bit pattern valid), and lives as long as
+        // 128-aligned, PROC_TABLE a multiple of 16, META = 16), atomics only (any bit pattern valid), and lives as long as
         // `self.shm`, which `&self` borrows.
         unsafe { p.cast::<SlotMeta>().as_ref() }
     }
@@ -271,6 +548,14 @@ impl ArenaSeg {
         self.shm
             .tail_range(g.payload_off + slot as usize * g.class, g.class)
             .expect("payload slot inside the validated tail")
+    }
+
+    /// The free-list link of a free slot: its payload's first 4 bytes (next free slot + 1, 0:
+    /// end). Meaningful only while the slot is free.
+    fn next_word(&self, slot: u32) -> &AtomicU32 {
+        // SAFETY: the payload slot is inside the mapping (payload() checks), at least 16 bytes,
+        // aligned to its size; an atomic (any bit pattern valid); alive as long as `self.shm`.
+        unsafe { self.payload(slot).cast::<AtomicU32>().as_ref() }
     }
 
     /// Takes the arena lock, repairing the metadata first if the last holder died.
@@ -307,7 +592,7 @@ impl ArenaSeg {
                 // Roll back: the allocator died before anyone saw the slot.
                 let m = self.meta(s);
                 m.tag.store(0, Ordering::Relaxed);
-                m.refs.store(0, Ordering::Relaxed);
+                m.hold.store(0, Ordering::Relaxed);
                 c.free_head.store(head, Ordering::Relaxed);
                 c.bump.store(
                     c.j_bump.load(Ordering::Relaxed).min(slots),
@@ -330,10 +615,10 @@ impl ArenaSeg {
         let m = self.meta(s);
         m.generation
             .store(c.j_gen.load(Ordering::Relaxed), Ordering::Relaxed);
-        m.refs.store(0, Ordering::Relaxed);
-        m.next
-            .store(c.j_head.load(Ordering::Relaxed), Ordering::Relaxed);
+        m.hold.store(0, Ordering::Relaxed);
         m.tag.store(0, Ordering::Relaxed);
+        self.next_word(s)
+            .store(c.j_head.load(Ordering::Relaxed), Ordering::Relaxed);
         test_hook(); // slot free, not yet on the free list
         c.free_head.store(s + 1, Ordering::Relaxed);
         c.live.store(
@@ -342,13 +627,13 @@ impl ArenaSeg {
         );
     }
 
-    /// Frees `slot` (under the lock) if it is live with generation `generation` and no refs.
+    /// Frees `slot` (under the lock) if it is live with generation `generation` and no holder.
     fn free_locked(&self, slot: u32, generation: u32) {
         let c = self.ctl();
         let m = self.meta(slot);
         if m.tag.load(Ordering::Relaxed) == 0
             || m.generation.load(Ordering::Relaxed) != generation
-            || m.refs.load(Ordering::Acquire) != 0
+            || m.hold.load(Ordering::Acquire) != 0
         {
             return; // freed already (a sweep), or reopened: nothing to do
         }
@@ -366,7 +651,7 @@ impl ArenaSeg {
         c.j_op.store(OP_NONE, Ordering::Release);
     }
 
-    /// Frees every orphan (live, no refs) slot (under the lock). Bounded by the slot count.
+    /// Frees every orphan (live, no holder) slot (under the lock). Bounded by the slot count.
     fn sweep(&self) {
         let bump = self
             .ctl()
@@ -375,25 +660,28 @@ impl ArenaSeg {
             .min(self.geom().slots);
         for s in 0..bump {
             let m = self.meta(s);
-            if m.tag.load(Ordering::Relaxed) != 0 && m.refs.load(Ordering::Acquire) == 0 {
+            if m.tag.load(Ordering::Relaxed) != 0 && m.hold.load(Ordering::Acquire) == 0 {
                 self.free_locked(s, m.generation.load(Ordering::Relaxed));
             }
         }
     }
 
     /// Allocates a slot holding an object of type tag `tag`; `None` if this segment is full.
-    /// The slot starts with `refs == 1` and its payload zeroed.
+    /// The slot starts held by this process (its bit, or one untracked holder) and zeroed;
+    /// the caller makes the `SlotRef` (which counts it locally).
     fn alloc(&self, tag: u32) -> Result<Option<(u32, u32)>, SyncError> {
+        let mine = self.my_hold();
         let _g = self.lock()?;
-        let r = self.alloc_locked(tag)?;
+        let r = self.alloc_locked(tag, mine)?;
         if r.is_some() {
             return Ok(r);
         }
         self.sweep();
-        self.alloc_locked(tag)
+        self.reap_dead();
+        self.alloc_locked(tag, mine)
     }
 
-    fn alloc_locked(&self, tag: u32) -> Result<Option<(u32, u32)>, SyncError> {
+    fn alloc_locked(&self, tag: u32, mine: u64) -> Result<Option<(u32, u32)>, SyncError> {
         let c = self.ctl();
         let slots = self.geom().slots;
         let head = c.free_head.load(Ordering::Relaxed);
@@ -413,7 +701,11 @@ impl ArenaSeg {
         } else {
             return Ok(None);
         };
-        let next = self.meta(slot).next.load(Ordering::Relaxed);
+        let next = if head != 0 {
+            self.next_word(slot).load(Ordering::Relaxed)
+        } else {
+            0
+        };
         if head != 0 && next > slots {
             return Err(ShmError::Corrupted("arena free-list link out of range").into());
         }
@@ -426,7 +718,7 @@ impl ArenaSeg {
         c.j_op.store(OP_ALLOC, Ordering::Release);
         crate::arena::test_hook();
         let m = self.meta(slot);
-        m.refs.store(1, Ordering::Relaxed);
+        m.hold.store(mine, Ordering::Relaxed);
         m.tag.store(tag, Ordering::Relaxed);
         crate::arena::test_hook(); // slot live, still on the free list / below bump
         if head != 0 {
@@ -454,63 +746,70 @@ impl ArenaSeg {
         Ok(Some((slot, generation)))
     }
 
-    /// Drops one process reference; frees the slot when it was the last.
+    /// Drops one handle of this process; when it was the process's last, removes the process
+    /// from the slot's holders, and frees the slot when no holder is left.
     fn release(&self, slot: u32, generation: u32) {
-        let m = self.meta(slot);
-        // AcqRel: the Release orders this process's last writes to the object before the free;
-        // the Acquire (for the one reaching 0) sees every other process's release before freeing.
-        let prev = m.refs.fetch_sub(1, Ordering::AcqRel);
-        if prev == 1 {
-            crate::arena::test_hook();
+        if self.local_dec(slot) == Some(0) {
+            test_hook();
             if let Ok(_g) = self.lock() {
                 self.free_locked(slot, generation);
             }
             // Lock failure (timeout): the slot stays an orphan for a later sweep.
-        } else if prev == 0 {
-            // A hostile or corrupt count: undo, leak rather than underflow.
-            m.refs.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Adds a process reference to a live slot of generation `generation` holding `tag`.
+    /// Adds a handle of this process to a live slot of generation `generation` holding `tag`
+    /// (the first one adds the process to the slot's holders).
     fn retain(&self, slot: u32, generation: u32, tag: u32) -> Result<(), ShmError> {
         let m = self.meta(slot);
         let stale = || ShmError::StaleHandle {
             what: "arena slot generation (the object was freed)",
         };
-        let mut n = m.refs.load(Ordering::Relaxed);
-        // Bounded: each failed CAS means another process changed the count; give up after many.
-        for _ in 0..1_000_000 {
-            if n == 0 || m.generation.load(Ordering::Acquire) != generation {
-                return Err(stale());
-            }
-            if m.tag.load(Ordering::Relaxed) != tag {
-                return Err(ShmError::StaleHandle {
-                    what: "arena slot type (another type lives there)",
-                });
-            }
-            let Some(n1) = n.checked_add(1) else {
-                return Err(ShmError::Corrupted("arena slot refcount at its maximum"));
-            };
-            // Acquire: partner of the allocator's stores under the lock / the last release.
-            match m
-                .refs
-                .compare_exchange_weak(n, n1, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    // Re-check: freed and reallocated between our checks and the increment.
-                    if m.generation.load(Ordering::Acquire) != generation
-                        || m.tag.load(Ordering::Relaxed) != tag
-                    {
-                        self.release(slot, m.generation.load(Ordering::Relaxed));
-                        return Err(stale());
-                    }
-                    return Ok(());
+        let wrong = || ShmError::StaleHandle {
+            what: "arena slot type (another type lives there)",
+        };
+        let mine = self.my_hold();
+        self.local_inc(slot, || {
+            let mut n = m.hold.load(Ordering::Relaxed);
+            // Bounded: each failed CAS means another process changed the word; give up after many.
+            for _ in 0..1_000_000 {
+                if n == 0 || m.generation.load(Ordering::Acquire) != generation {
+                    return Err(stale());
                 }
-                Err(cur) => n = cur,
+                if m.tag.load(Ordering::Relaxed) != tag {
+                    return Err(wrong());
+                }
+                let n1 = if mine & HOLD_BITS != 0 {
+                    n | mine
+                } else if n >> TRACKED_PROCS == u64::MAX >> TRACKED_PROCS {
+                    return Err(ShmError::Corrupted(
+                        "arena slot holder count at its maximum",
+                    ));
+                } else {
+                    n + UNTRACKED_ONE
+                };
+                // AcqRel: the Acquire sees the allocator's stores under the lock / the last
+                // release; a CAS from a non-zero word never resurrects a freed slot.
+                match m
+                    .hold
+                    .compare_exchange_weak(n, n1, Ordering::AcqRel, Ordering::Relaxed)
+                {
+                    Ok(_) => return Ok(()),
+                    Err(cur) => n = cur,
+                }
             }
+            Err(ShmError::Corrupted("arena slot holders never settle"))
+        })?;
+        // Re-check under our hold (the generation cannot change while we hold the slot): a
+        // handle of an older generation of a slot this process holds again, or a slot freed and
+        // reallocated between the checks and the CAS.
+        if m.generation.load(Ordering::Acquire) != generation
+            || m.tag.load(Ordering::Relaxed) != tag
+        {
+            self.release(slot, m.generation.load(Ordering::Relaxed));
+            return Err(stale());
         }
-        Err(ShmError::Corrupted("arena slot refcount never settles"))
+        Ok(())
     }
 
     /// Checks this segment's invariants (takes the lock): the free list is a chain of free
@@ -536,7 +835,7 @@ impl ArenaSeg {
                 return Err(ShmError::Corrupted("arena free list holds a live slot").into());
             }
             free += 1;
-            cur = self.meta(s).next.load(Ordering::Relaxed);
+            cur = self.next_word(s).load(Ordering::Relaxed);
         }
         let mut live = 0u64;
         for s in 0..bump {
@@ -626,7 +925,7 @@ fn open_seg(h: &SegmentHandle) -> Result<Arc<ArenaSeg>, ShmError> {
         return Ok(seg);
     }
     let shm = Shared::<ArenaCtl>::open_handle(h, TypeFingerprint::of::<ArenaCtl>())?;
-    let seg = Arc::new(ArenaSeg { shm });
+    let seg = Arc::new(ArenaSeg::wrap(shm));
     m.insert(h.id(), Arc::downgrade(&seg));
     Ok(seg)
 }
@@ -832,6 +1131,26 @@ impl Arena {
             .sum()
     }
 
+    /// Reclaims the slots of processes that died holding them: every table entry naming a dead
+    /// process (pid + start time) is cleared from each slot's holders, slots no one else holds
+    /// are freed, and orphans (a holder died between its last release and the free) too.
+    /// Allocation does this by itself when a segment is full; call it to reclaim at once.
+    /// Returns the slots freed.
+    pub fn reclaim(&self) -> Result<u64, SyncError> {
+        let mut freed = 0;
+        for c in self.classes.iter() {
+            let segs = c.lock().unwrap_or_else(|e| e.into_inner()).segs.clone();
+            for s in segs {
+                let _g = s.lock()?;
+                let live0 = s.ctl().live.load(Ordering::Relaxed);
+                s.reap_dead();
+                s.sweep();
+                freed += u64::from(live0.saturating_sub(s.ctl().live.load(Ordering::Relaxed)));
+            }
+        }
+        Ok(freed)
+    }
+
     /// Checks every segment's invariants (free list chained without cycles over free slots,
     /// live counter equal to the live slots, no journal pending), repairing first after a
     /// holder died; returns the totals.
@@ -853,6 +1172,8 @@ impl Arena {
 }
 
 fn slot_ref(seg: Arc<ArenaSeg>, slot: u32, generation: u32, tag: u32) -> SlotRef {
+    // The allocation put this process in the slot's holders: count the handle locally.
+    let _ = seg.local_inc(slot, || Ok(()));
     let ptr = seg.payload(slot);
     SlotRef {
         seg,

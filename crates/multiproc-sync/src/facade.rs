@@ -19,7 +19,8 @@ pub use std::sync::atomic::AtomicU64 as StdAtomicU64;
 /// Process-local statics (counters and switches that are never in shared memory, so loom
 /// need not model them).
 pub use std::sync::atomic::{
-    AtomicBool as StdAtomicBool, AtomicU32 as StdAtomicU32, Ordering as StdOrdering,
+    AtomicBool as StdAtomicBool, AtomicPtr as StdAtomicPtr, AtomicU32 as StdAtomicU32,
+    Ordering as StdOrdering,
 };
 
 /// Spin hint (a yield under loom, so models make progress).

@@ -60,7 +60,11 @@ fn every_small_kind_lives_in_an_arena_and_works_in_a_child_that_got_it_by_serde(
     assert!(arena.segments() <= 4, "{} segments", arena.segments());
     assert_eq!(arena.check().unwrap().live, 7 * N as u64);
     let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&kits).unwrap());
-    assert_eq!(fds.len(), arena.segments(), "one fd per arena segment, not per object");
+    assert_eq!(
+        fds.len(),
+        arena.segments(),
+        "one fd per arena segment, not per object"
+    );
     // The parent holds every lock; the child (which only has the serde bytes) waits on them.
     let held: Vec<_> = kits.iter().map(|k| k.lock.lock().unwrap()).collect();
     let mut c = fork(|| {
@@ -111,7 +115,11 @@ fn neighbouring_locks_never_share_a_cache_line() {
     assert_ne!(ha.slot, hb.slot);
     // Both in the 64-byte class: their slot indices are 64 bytes apart at least.
     let e = Event::new_in(&arena).unwrap();
-    assert_eq!(e.slot_handle().unwrap().arena, ha.arena, "same 64-byte class");
+    assert_eq!(
+        e.slot_handle().unwrap().arena,
+        ha.arena,
+        "same 64-byte class"
+    );
 }
 
 fn stale<T: std::fmt::Debug>(r: Result<T, impl Into<SyncError>>) -> bool {
@@ -130,8 +138,12 @@ fn stale_and_wrong_kind_handles_of_every_kind_are_refused() {
     assert!(stale(RLock::open_slot(&lh)));
     assert!(stale(Event::open_slot(&lh)));
     assert!(stale(Semaphore::open_slot(&lh)));
-    assert!(stale(Array::<u32>::open_slot(&k.raw.slot_handle().unwrap())));
-    assert!(stale(RawArray::<u32>::open_slot(&k.raw.slot_handle().unwrap())));
+    assert!(stale(Array::<u32>::open_slot(
+        &k.raw.slot_handle().unwrap()
+    )));
+    assert!(stale(RawArray::<u32>::open_slot(
+        &k.raw.slot_handle().unwrap()
+    )));
     // Live handles open and name the same object.
     let l2 = Lock::open_slot(&lh).unwrap();
     assert!(l2.try_acquire());
@@ -164,7 +176,10 @@ fn stale_and_wrong_kind_handles_of_every_kind_are_refused() {
         k2.ev.slot_handle().unwrap(),
         k2.arr.slot_handle().unwrap(),
     ];
-    assert!(reused.iter().any(|h| h.slot == handles[0].slot), "LIFO reuse");
+    assert!(
+        reused.iter().any(|h| h.slot == handles[0].slot),
+        "LIFO reuse"
+    );
     assert!(stale(Lock::open_slot(&handles[0])));
 }
 
@@ -207,7 +222,11 @@ fn an_arena_array_length_scribbled_past_its_slot_is_refused_on_open() {
     // The head's length is the first u64 of the slot: write a length past the slot.
     // SAFETY: the length word is an atomic u64 at the start of the slot; stored atomically.
     unsafe {
-        let len = &*(a.as_ptr().cast::<u8>().sub(8).cast::<std::sync::atomic::AtomicU64>());
+        let len = &*(a
+            .as_ptr()
+            .cast::<u8>()
+            .sub(8)
+            .cast::<std::sync::atomic::AtomicU64>());
         len.store(1 << 40, std::sync::atomic::Ordering::Relaxed);
     }
     let r = RawArray::<u64>::open_slot(&h);
