@@ -78,3 +78,82 @@ fn sigkill_during_alloc_free_loops_leaves_the_arena_consistent() {
     assert!(end.live <= ROUNDS * (HELD as u64 + 2));
     multiproc_sync::arena::set_test_yield(false);
 }
+
+/// Issue 19's chaos case with reclaim: children allocate, open the parent's objects and free
+/// in a loop and are SIGKILLed at random moments (inside alloc, free, the hold-word updates,
+/// the journal windows); after each kill `Arena::reclaim` frees exactly what the dead child
+/// held, so the live count is the parent's own objects, exactly. Without per-process holders
+/// (main before this change) the killed children's slots and their holds on the parent's
+/// objects leaked: `live` grew by up to HELD + 2 per round, and the final drop left them.
+#[test]
+fn sigkilled_holders_slots_are_reclaimed_exactly() {
+    const ROUNDS: u64 = 40;
+    const HELD: usize = 32;
+    multiproc_sync::arena::set_test_yield(true);
+    let arena = Arena::new();
+    let keep_raw = RawValue::new_in(&arena, 0u64).unwrap();
+    let keep_val = Value::new_in(&arena, 0u64).unwrap();
+    // Objects the parent shares with every child (the child opens its own handles by serde).
+    let shared: Vec<Value<u64>> = (0..8).map(|_| Value::new_in(&arena, 0u64).unwrap()).collect();
+    let bytes = postcard::to_allocvec(&shared).unwrap();
+    let mut mine: Vec<RawValue<u64>> = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut reclaimed = 0;
+    for round in 0..ROUNDS {
+        let mut c = fork(|| {
+            let opened: Vec<Value<u64>> = postcard::from_bytes(&bytes).unwrap();
+            let mut held_r: Vec<RawValue<u64>> = Vec::with_capacity(HELD);
+            let mut held_v: Vec<Value<u64>> = Vec::with_capacity(HELD);
+            let mut again: Vec<Value<u64>> = Vec::new();
+            let mut i = 0u64;
+            loop {
+                i += 1;
+                if held_r.len() < HELD / 2 {
+                    held_r.push(RawValue::new_in(&arena, i).unwrap());
+                } else {
+                    held_r.swap_remove((i % held_r.len() as u64) as usize);
+                }
+                if held_v.len() < HELD / 2 {
+                    held_v.push(Value::new_in(&arena, i).unwrap());
+                } else {
+                    held_v.swap_remove((i % held_v.len() as u64) as usize);
+                }
+                // Open and drop handles of the parent's objects (hold-word transitions).
+                if again.len() < 4 {
+                    again.push(postcard::from_bytes::<Vec<Value<u64>>>(&bytes).unwrap().swap_remove(0));
+                } else {
+                    again.clear();
+                }
+                *opened[(i % 8) as usize].get_lock_recover().unwrap().0 += 1;
+            }
+        });
+        std::thread::sleep(Duration::from_micros(500 + rnd() % 3000));
+        c.kill();
+        reclaimed += arena.reclaim().expect("reclaim after a SIGKILL");
+        let st = arena.check().expect("consistent after a SIGKILL");
+        let ours = 2 + shared.len() as u64 + mine.len() as u64;
+        assert_eq!(st.live, ours, "round {round}: exactly the parent's objects are live");
+        // The parent keeps allocating and freeing.
+        for k in 0..10 {
+            mine.push(RawValue::new_in(&arena, round * 100 + k + 1).unwrap());
+            mine.push(RawValue::new_in(&arena, 0).unwrap());
+        }
+        mine.retain(|r| r.load() != 0);
+    }
+    let (rec, replays) = multiproc_sync::arena::recoveries();
+    eprintln!(
+        "{ROUNDS} kills: {reclaimed} slots reclaimed from dead children; {rec} lock takeovers, \
+         {replays} journal replays"
+    );
+    assert!(reclaimed > 0);
+    drop((mine, shared, keep_raw, keep_val));
+    assert_eq!(arena.reclaim().unwrap(), 0);
+    assert_eq!(arena.check().unwrap().live, 0, "nothing leaked");
+    multiproc_sync::arena::set_test_yield(false);
+}
