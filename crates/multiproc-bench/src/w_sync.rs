@@ -13,6 +13,16 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             Ok(v) => out.push(Record::new("value_lock_incr", "multiproc", v, "ops/s")),
             Err(e) => crate::failed("value_lock_incr", "multiproc", &e),
         }
+        // The same with the counter in an arena slot (issue 19): placement must not slow it.
+        match value_lock_incr_in(n, Some(multiproc::sync::Arena::global())) {
+            Ok(v) => out.push(Record::new(
+                "value_lock_incr",
+                "multiproc-arena",
+                v,
+                "ops/s",
+            )),
+            Err(e) => crate::failed("value_lock_incr", "multiproc-arena", &e),
+        }
         crate::w_anchor::raw_sync_row(out, n);
         out.extend(python::run("value_lock_incr", cfg.quick, &[]));
     }
@@ -24,13 +34,28 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             lock_uncontended(n),
             "ns",
         ));
+        out.push(Record::new(
+            "lock_uncontended",
+            "multiproc-arena",
+            lock_uncontended_in(n, Some(multiproc::sync::Arena::global())),
+            "ns",
+        ));
         out.extend(python::run("lock_uncontended", cfg.quick, &[]));
     }
 }
 
 /// Two processes pinned to CPUs 0 and 1 each do `n` increments under `get_lock()`; total ops/s.
 pub fn value_lock_incr(n: u64) -> Result<f64, String> {
-    let v = Value::new(0i64).map_err(|e| e.to_string())?;
+    value_lock_incr_in(n, None)
+}
+
+/// [`value_lock_incr`] with the counter in a slot of `arena` (`None`: its own segment).
+pub fn value_lock_incr_in(n: u64, arena: Option<&multiproc::sync::Arena>) -> Result<f64, String> {
+    let v = match arena {
+        Some(a) => Value::new_in(a, 0i64),
+        None => Value::new(0i64),
+    }
+    .map_err(|e| e.to_string())?;
     let go = RawValue::new(0u32).map_err(|e| e.to_string())?;
     let ready = Value::new(0u32).map_err(|e| e.to_string())?;
     let mut kids: Vec<_> = (0..2)
@@ -69,7 +94,16 @@ pub fn value_lock_incr(n: u64) -> Result<f64, String> {
 
 /// ns per uncontended `get_lock()` + drop in one process.
 pub fn lock_uncontended(n: u64) -> f64 {
-    let v = Value::new(0u64).expect("value");
+    lock_uncontended_in(n, None)
+}
+
+/// [`lock_uncontended`] with the value in a slot of `arena` (`None`: its own segment).
+pub fn lock_uncontended_in(n: u64, arena: Option<&multiproc::sync::Arena>) -> f64 {
+    let v = match arena {
+        Some(a) => Value::new_in(a, 0u64),
+        None => Value::new(0u64),
+    }
+    .expect("value");
     for _ in 0..10_000 {
         drop(v.get_lock());
     }

@@ -94,7 +94,9 @@ fn sigkilled_holders_slots_are_reclaimed_exactly() {
     let keep_raw = RawValue::new_in(&arena, 0u64).unwrap();
     let keep_val = Value::new_in(&arena, 0u64).unwrap();
     // Objects the parent shares with every child (the child opens its own handles by serde).
-    let shared: Vec<Value<u64>> = (0..8).map(|_| Value::new_in(&arena, 0u64).unwrap()).collect();
+    let shared: Vec<Value<u64>> = (0..8)
+        .map(|_| Value::new_in(&arena, 0u64).unwrap())
+        .collect();
     let bytes = postcard::to_allocvec(&shared).unwrap();
     let mut mine: Vec<RawValue<u64>> = Vec::new();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -126,7 +128,11 @@ fn sigkilled_holders_slots_are_reclaimed_exactly() {
                 }
                 // Open and drop handles of the parent's objects (hold-word transitions).
                 if again.len() < 4 {
-                    again.push(postcard::from_bytes::<Vec<Value<u64>>>(&bytes).unwrap().swap_remove(0));
+                    again.push(
+                        postcard::from_bytes::<Vec<Value<u64>>>(&bytes)
+                            .unwrap()
+                            .swap_remove(0),
+                    );
                 } else {
                     again.clear();
                 }
@@ -138,7 +144,10 @@ fn sigkilled_holders_slots_are_reclaimed_exactly() {
         reclaimed += arena.reclaim().expect("reclaim after a SIGKILL");
         let st = arena.check().expect("consistent after a SIGKILL");
         let ours = 2 + shared.len() as u64 + mine.len() as u64;
-        assert_eq!(st.live, ours, "round {round}: exactly the parent's objects are live");
+        assert_eq!(
+            st.live, ours,
+            "round {round}: exactly the parent's objects are live"
+        );
         // The parent keeps allocating and freeing.
         for k in 0..10 {
             mine.push(RawValue::new_in(&arena, round * 100 + k + 1).unwrap());
