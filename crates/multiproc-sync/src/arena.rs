@@ -256,6 +256,7 @@ const BUSY: u32 = 1 << 31;
 
 impl Drop for ArenaSeg {
     fn drop(&mut self) {
+        fork_unregister(self);
         let p = self.local.load(StdOrdering::Acquire);
         if !p.is_null() {
             // SAFETY: `p` came from Box::into_raw in `local()` and is freed only here, once,
@@ -399,6 +400,63 @@ impl ArenaSeg {
             self.reap_dead();
         }
         self.claim_entry(me)
+    }
+
+    /// In a forked child (from the fork handler): takes a hold of the child's own on every
+    /// slot the parent held at the fork, so the parent dropping its handles never frees a slot
+    /// the child still uses (as a forked child's inherited mapping keeps a segment alive), and
+    /// the child's drops release its own holds. Lock-free: another parent thread may have held
+    /// any lock at the fork.
+    fn adopt_after_fork(&self) {
+        let p = self.local.load(StdOrdering::Acquire);
+        // SAFETY: as in `local`.
+        let Some(parent) = (unsafe { p.as_ref() }) else {
+            return; // the parent held nothing here
+        };
+        let me = crate::ident::process().1;
+        if parent.me == me {
+            return;
+        }
+        let idx = self.claim_entry(me);
+        let mine = idx.map_or(UNTRACKED_ONE, |i| 1 << i);
+        let counts = zeroed_counts(parent.counts.len());
+        for (s, pc) in parent.counts.iter().enumerate() {
+            // Relaxed: the child is single-threaded; this is its own copy of the counts.
+            let c = pc.load(StdOrdering::Relaxed);
+            // BUSY: a parent thread was mid-way creating or dropping a handle; in the child
+            // that handle is never finished, so the child does not hold the slot.
+            if c == 0 || c & BUSY != 0 {
+                continue;
+            }
+            let m = self.meta(s as u32);
+            let mut h = m.hold.load(Ordering::Relaxed);
+            loop {
+                if h == 0 {
+                    break; // freed meanwhile (a hostile word): not held
+                }
+                let h1 = if mine & HOLD_BITS != 0 {
+                    h | mine
+                } else if h >> TRACKED_PROCS == u64::MAX >> TRACKED_PROCS {
+                    break;
+                } else {
+                    h + UNTRACKED_ONE
+                };
+                // AcqRel: as in `retain`.
+                match m
+                    .hold
+                    .compare_exchange_weak(h, h1, Ordering::AcqRel, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        counts[s].store(c, StdOrdering::Relaxed);
+                        break;
+                    }
+                    Err(cur) => h = cur,
+                }
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Local { me, idx, counts }));
+        // Release: publishes the Local. The parent's (a copy in this child) is leaked.
+        self.local.store(fresh, StdOrdering::Release);
     }
 
     /// The hold word this process adds for one holder.
@@ -816,6 +874,9 @@ impl ArenaSeg {
     /// slots below `bump` without cycles, live slots match the counter, no journal pending.
     fn check(&self) -> Result<ArenaStats, SyncError> {
         let _g = self.lock()?;
+        // Holds of processes that died (a forked child that exited without dropping its
+        // handles) are not leaks: reclaim them before counting.
+        self.reap_dead();
         let c = self.ctl();
         let slots = self.geom().slots;
         let bump = c.bump.load(Ordering::Relaxed);
@@ -905,6 +966,152 @@ fn test_hook() {
     }
 }
 
+/// Every arena segment mapped in this process, for the fork handler: a spin lock and raw
+/// pointers, because the handler runs in a forked child, where a `Mutex` another parent
+/// thread held at the fork would never be released.
+struct ForkRegistry {
+    lock: crate::facade::StdAtomicBool,
+    segs: std::cell::UnsafeCell<Vec<usize>>,
+}
+
+// SAFETY: `segs` is only touched with `lock` held (reg_lock/reg_unlock).
+unsafe impl Sync for ForkRegistry {}
+
+static FORK_REG: ForkRegistry = ForkRegistry {
+    lock: crate::facade::StdAtomicBool::new(false),
+    segs: std::cell::UnsafeCell::new(Vec::new()),
+};
+
+fn reg_lock() {
+    // Acquire: pairs with reg_unlock's Release (the Vec's contents).
+    while FORK_REG
+        .lock
+        .compare_exchange_weak(false, true, StdOrdering::Acquire, StdOrdering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+}
+
+fn reg_unlock() {
+    // Release: see reg_lock.
+    FORK_REG.lock.store(false, StdOrdering::Release);
+}
+
+fn fork_register(seg: &Arc<ArenaSeg>) {
+    #[cfg(not(loom))]
+    ensure_atfork();
+    reg_lock();
+    // SAFETY: under the registry lock.
+    unsafe { (*FORK_REG.segs.get()).push(Arc::as_ptr(seg) as usize) };
+    reg_unlock();
+}
+
+fn fork_unregister(seg: &ArenaSeg) {
+    let p = seg as *const ArenaSeg as usize;
+    reg_lock();
+    // SAFETY: under the registry lock.
+    unsafe { (*FORK_REG.segs.get()).retain(|&x| x != p) };
+    reg_unlock();
+}
+
+/// The fork handshake: a word in a MAP_SHARED page the parent and the forked child share.
+/// The parent's fork returns only once the child has taken its holds (or 2 s passed), so the
+/// parent cannot drop-and-free a slot before the child holds it.
+#[cfg(not(loom))]
+static HANDSHAKE: StdAtomicPtr<StdAtomicU32> = StdAtomicPtr::new(std::ptr::null_mut());
+/// Whether the fork in progress waits for the child (this process holds arena slots).
+#[cfg(not(loom))]
+static FORK_WAITS: crate::facade::StdAtomicBool = crate::facade::StdAtomicBool::new(false);
+
+#[cfg(not(loom))]
+fn ensure_atfork() {
+    static ONCE: crate::facade::StdAtomicBool = crate::facade::StdAtomicBool::new(false);
+    // Relaxed: dedup only; the handlers read HANDSHAKE, published below before registration.
+    if ONCE.swap(true, StdOrdering::Relaxed) {
+        return;
+    }
+    // SAFETY: a fresh anonymous shared mapping of one page; checked for failure.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page != libc::MAP_FAILED {
+        // Release: the handlers load it with Acquire.
+        HANDSHAKE.store(page.cast(), StdOrdering::Release);
+    }
+    // SAFETY: plain extern "C" fns; see each for what they touch.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+}
+
+#[cfg(not(loom))]
+fn handshake() -> Option<&'static StdAtomicU32> {
+    // SAFETY: null, or a page mapped once and never unmapped; a u32 at its start is aligned.
+    unsafe { HANDSHAKE.load(StdOrdering::Acquire).as_ref() }
+}
+
+#[cfg(not(loom))]
+extern "C" fn fork_prepare() {
+    reg_lock();
+    // SAFETY: under the registry lock; every pointer is a live ArenaSeg (unregistered under
+    // the lock before it is freed).
+    let segs = unsafe { &*FORK_REG.segs.get() };
+    let any = segs.iter().any(|&p| {
+        // SAFETY: a registered pointer is a live ArenaSeg (see above).
+        let seg = unsafe { &*(p as *const ArenaSeg) };
+        !seg.local.load(StdOrdering::Acquire).is_null()
+    });
+    let waits = any && handshake().is_some();
+    FORK_WAITS.store(waits, StdOrdering::Relaxed);
+    if let Some(h) = handshake() {
+        // SeqCst: before the fork; the child sets it to 1 after adopting.
+        h.store(0, StdOrdering::SeqCst);
+    }
+}
+
+#[cfg(not(loom))]
+extern "C" fn fork_parent() {
+    if FORK_WAITS.load(StdOrdering::Relaxed)
+        && let Some(h) = handshake()
+    {
+        let t = std::time::Instant::now();
+        let mut spins = 0u32;
+        // SeqCst: pairs with the child's store. Bounded: a child killed before adopting costs
+        // 2 s here, never a hang.
+        while h.load(StdOrdering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(2) {
+            spins += 1;
+            if spins < 200 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+    reg_unlock();
+}
+
+#[cfg(not(loom))]
+extern "C" fn fork_child() {
+    // SAFETY: the registry lock is held (taken in fork_prepare by this thread, copied into
+    // the child); every pointer is a live ArenaSeg (see fork_prepare).
+    let segs = unsafe { &*FORK_REG.segs.get() };
+    for &p in segs {
+        // SAFETY: a registered pointer is a live ArenaSeg (see above).
+        unsafe { &*(p as *const ArenaSeg) }.adopt_after_fork();
+    }
+    if let Some(h) = handshake() {
+        // SeqCst: see fork_parent.
+        h.store(1, StdOrdering::SeqCst);
+    }
+    reg_unlock();
+}
+
 /// Arena segments mapped in this process, by segment id: a handle opens its arena once.
 fn opened() -> &'static Mutex<HashMap<u64, Weak<ArenaSeg>>> {
     static M: OnceLock<Mutex<HashMap<u64, Weak<ArenaSeg>>>> = OnceLock::new();
@@ -926,6 +1133,7 @@ fn open_seg(h: &SegmentHandle) -> Result<Arc<ArenaSeg>, ShmError> {
     }
     let shm = Shared::<ArenaCtl>::open_handle(h, TypeFingerprint::of::<ArenaCtl>())?;
     let seg = Arc::new(ArenaSeg::wrap(shm));
+    fork_register(&seg);
     m.insert(h.id(), Arc::downgrade(&seg));
     Ok(seg)
 }
@@ -952,9 +1160,6 @@ pub(crate) struct SlotRef {
     generation: u32,
     tag: u32,
     ptr: NonNull<u8>,
-    /// The process that took the reference. A forked child inherits the parent's `SlotRef`s
-    /// without a reference of its own, so its drops must not release the parent's.
-    pid: u32,
 }
 
 // SAFETY: the pointer is into the mapping `seg` keeps alive; the object behind it is shared
@@ -965,9 +1170,9 @@ unsafe impl Sync for SlotRef {}
 
 impl Drop for SlotRef {
     fn drop(&mut self) {
-        if self.pid == std::process::id() {
-            self.seg.release(self.slot, self.generation);
-        }
+        // In a forked child this releases the child's own hold (taken for it at fork by
+        // `adopt_after_fork`), never the parent's.
+        self.seg.release(self.slot, self.generation);
     }
 }
 
@@ -1037,7 +1242,6 @@ impl SlotRef {
             generation: h.generation,
             tag,
             ptr,
-            pid: std::process::id(),
         })
     }
 }
@@ -1114,6 +1318,7 @@ impl Arena {
             }
         }
         let seg = Arc::new(ArenaSeg::create(MIN_SLOT << ci)?);
+        fork_register(&seg);
         register(&seg);
         list.segs.push(Arc::clone(&seg));
         list.hint = list.segs.len() - 1;
@@ -1181,7 +1386,6 @@ fn slot_ref(seg: Arc<ArenaSeg>, slot: u32, generation: u32, tag: u32) -> SlotRef
         generation,
         tag,
         ptr,
-        pid: std::process::id(),
     }
 }
 
