@@ -1286,10 +1286,42 @@ impl Arena {
         }
     }
 
-    /// The process-wide arena.
+    /// This process's arena: where [`crate::Value::new`] and [`crate::RawValue::new`] place
+    /// their objects. A forked child gets a fresh one on first use (its parent's may have been
+    /// mid-allocation in another thread at the fork, holding a process-local lock the child
+    /// could never take); the objects it inherited stay where they are.
     pub fn global() -> &'static Arena {
-        static A: OnceLock<Arena> = OnceLock::new();
-        A.get_or_init(Arena::new)
+        struct G {
+            me: u64,
+            arena: Arena,
+        }
+        static CUR: StdAtomicPtr<G> = StdAtomicPtr::new(std::ptr::null_mut());
+        let me = crate::ident::process().1;
+        loop {
+            // Acquire: pairs with the AcqRel publication below.
+            let p = CUR.load(StdOrdering::Acquire);
+            // SAFETY: non-null pointers come from Box::into_raw below and are never freed (a
+            // forked parent's is leaked in the child).
+            if let Some(g) = unsafe { p.as_ref() }
+                && g.me == me
+            {
+                return &g.arena;
+            }
+            let fresh = Box::into_raw(Box::new(G {
+                me,
+                arena: Arena::new(),
+            }));
+            // AcqRel: publishes the new arena; sees another thread's on failure.
+            if CUR
+                .compare_exchange(p, fresh, StdOrdering::AcqRel, StdOrdering::Acquire)
+                .is_ok()
+            {
+                // SAFETY: just published, never freed.
+                return unsafe { &(*fresh).arena };
+            }
+            // SAFETY: ours was never published.
+            drop(unsafe { Box::from_raw(fresh) });
+        }
     }
 
     /// Whether an object of `size` bytes (with slots at least `min` bytes) fits an arena slot.
