@@ -1,5 +1,5 @@
-//! `objects_create` (issue 19): shared Values created per second and memory per Value, one
-//! segment each vs arena slots, against Python's `mp.Value` / `mp.RawValue` in the same run.
+//! `objects_create` (issue 19): shared Values created per second and memory per Value, in the
+//! process's arena (`Value::new`) and one segment each (`Value::new_segment`), against Python's `mp.Value` / `mp.RawValue` in the same run.
 //!
 //! Each row creates `n` objects, keeps them all alive, and reports the creation rate
 //! (`objs/s`) and the growth of this process's resident set per object (`B/obj`: shared pages
@@ -8,7 +8,6 @@
 
 use crate::harness::{fork_pinned, wait_all};
 use crate::{Config, Record, python};
-use multiproc::sync::Arena;
 use multiproc::{RawValue, Value};
 use std::time::{Duration, Instant};
 
@@ -23,8 +22,8 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     let rows: [(&str, u64, Kind); 4] = [
         ("multiproc-Value-own-segment", own_n, Kind::ValueOwn),
         ("multiproc-RawValue-own-segment", own_n, Kind::RawOwn),
-        ("multiproc-Value-arena", arena_n, Kind::ValueArena),
-        ("multiproc-RawValue-arena", arena_n, Kind::RawArena),
+        ("multiproc-Value", arena_n, Kind::ValueArena),
+        ("multiproc-RawValue", arena_n, Kind::RawArena),
     ];
     for (system, n, kind) in rows {
         match in_child(kind, n) {
@@ -62,13 +61,13 @@ fn in_child(kind: Kind, n: u64) -> Result<(f64, f64), String> {
     let res = RawValue::new([0u64; 2]).map_err(|e| e.to_string())?;
     let r2 = res.clone();
     let mut kids = vec![fork_pinned(Some(0), move || {
-        let arena = Arena::new();
         let (rss0, t) = (rss_bytes(), Instant::now());
         let ok = match kind {
-            Kind::ValueOwn => keep((0..n).map(|i| Value::new(i)), n),
-            Kind::RawOwn => keep((0..n).map(|i| RawValue::new(i)), n),
-            Kind::ValueArena => keep((0..n).map(|i| Value::new_in(&arena, i)), n),
-            Kind::RawArena => keep((0..n).map(|i| RawValue::new_in(&arena, i)), n),
+            Kind::ValueOwn => keep((0..n).map(|i| Value::new_segment(i)), n),
+            Kind::RawOwn => keep((0..n).map(|i| RawValue::new_segment(i)), n),
+            // `Value::new`: the process's arena (the child's own, fresh after the fork).
+            Kind::ValueArena => keep((0..n).map(|i| Value::new(i)), n),
+            Kind::RawArena => keep((0..n).map(|i| RawValue::new(i)), n),
         };
         let secs = t.elapsed().as_secs_f64();
         let Some(held) = ok else { return 3 };

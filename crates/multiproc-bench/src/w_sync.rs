@@ -36,8 +36,8 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         ));
         out.push(Record::new(
             "lock_uncontended",
-            "multiproc-arena",
-            lock_uncontended_in(n, Some(multiproc::sync::Arena::global())),
+            "multiproc-own-segment",
+            lock_uncontended_in(n, false),
             "ns",
         ));
         out.extend(python::run("lock_uncontended", cfg.quick, &[]));
@@ -46,14 +46,16 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
 
 /// Two processes pinned to CPUs 0 and 1 each do `n` increments under `get_lock()`; total ops/s.
 pub fn value_lock_incr(n: u64) -> Result<f64, String> {
-    value_lock_incr_in(n, None)
+    value_lock_incr_in(n, true)
 }
 
-/// [`value_lock_incr`] with the counter in a slot of `arena` (`None`: its own segment).
-pub fn value_lock_incr_in(n: u64, arena: Option<&multiproc::sync::Arena>) -> Result<f64, String> {
-    let v = match arena {
-        Some(a) => Value::new_in(a, 0i64),
-        None => Value::new(0i64),
+/// [`value_lock_incr`] with the counter in the process's arena (`Value::new`) or in a segment
+/// of its own (`Value::new_segment`).
+pub fn value_lock_incr_in(n: u64, arena: bool) -> Result<f64, String> {
+    let v = if arena {
+        Value::new(0i64)
+    } else {
+        Value::new_segment(0i64)
     }
     .map_err(|e| e.to_string())?;
     let go = RawValue::new(0u32).map_err(|e| e.to_string())?;
@@ -94,14 +96,15 @@ pub fn value_lock_incr_in(n: u64, arena: Option<&multiproc::sync::Arena>) -> Res
 
 /// ns per uncontended `get_lock()` + drop in one process.
 pub fn lock_uncontended(n: u64) -> f64 {
-    lock_uncontended_in(n, None)
+    lock_uncontended_in(n, true)
 }
 
-/// [`lock_uncontended`] with the value in a slot of `arena` (`None`: its own segment).
-pub fn lock_uncontended_in(n: u64, arena: Option<&multiproc::sync::Arena>) -> f64 {
-    let v = match arena {
-        Some(a) => Value::new_in(a, 0u64),
-        None => Value::new(0u64),
+/// [`lock_uncontended`] with the value in the process's arena or in a segment of its own.
+pub fn lock_uncontended_in(n: u64, arena: bool) -> f64 {
+    let v = if arena {
+        Value::new(0u64)
+    } else {
+        Value::new_segment(0u64)
     }
     .expect("value");
     for _ in 0..10_000 {

@@ -20,10 +20,13 @@ fn bump_all(vals: Vec<Value<u64>>) -> (usize, usize) {
 
 #[test]
 fn a_spawned_child_gets_ten_thousand_arena_values_through_one_fd_per_arena() {
-    let arena = Arena::new();
-    let vals: Vec<Value<u64>> = (0..10_000u64)
-        .map(|i| Value::new_in(&arena, i).unwrap())
-        .collect();
+    // `Value::new`: the process's arena (issue 19's default).
+    let arena = Arena::global();
+    let vals: Vec<Value<u64>> = (0..10_000u64).map(|i| Value::new(i).unwrap()).collect();
+    assert!(
+        vals[0].slot_handle().is_some(),
+        "Value::new places it in the arena"
+    );
     let mut empty = Process::builder()
         .start_method(StartMethod::Spawn)
         .spawn(bump_all, Vec::new())
