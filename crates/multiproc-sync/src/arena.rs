@@ -4,9 +4,12 @@
 //! An [`Arena`] is a process-local set of arena segments, one list per size class (16, 32, ...,
 //! [`MAX_SLOT`] bytes). Each arena segment is a [`Shared<ArenaCtl>`]: a control block (a
 //! [`RobustMutex`], the free-list head, a bump index, a live count and a one-entry journal), then
-//! a tail of `slots` slot records (16 B each: generation, refcount, free-list link, type tag) and
-//! `slots` payload slots of `class` bytes each. Objects larger than [`MAX_SLOT`] keep their own
-//! segments. When every segment of a class is full, the arena adds one.
+//! a tail: a process table ([`TRACKED_PROCS`] identities), `slots` slot records (16 B each:
+//! generation, type tag, hold word) and `slots` payload slots of `class` bytes each (a free
+//! slot's first 4 bytes are its free-list link). Objects larger than [`MAX_SLOT`] keep their
+//! own segments. When every segment of a class is full, the arena adds one.
+//! `Value::new`/`RawValue::new` use the process's arena ([`Arena::global`]); every small kind has
+//! a `new_in(&arena, ..)`.
 //!
 //! ## Kill safety
 //! Allocation and free change the control block and one slot record under the arena's robust
@@ -18,21 +21,29 @@
 //! redo is idempotent). Whatever instruction a SIGKILL lands on, the metadata is the state
 //! before or after the operation.
 //!
-//! ## Lifetime
-//! A slot carries a cross-process refcount: the allocating handle holds 1, and each process that
-//! opens a handle adds 1 (clones inside a process share that one count). The process whose
-//! decrement reaches 0 takes the lock and frees the slot (bumping its generation). A decrement
-//! to 0 whose process dies before the free leaves a slot with `refs == 0` that is still marked
-//! live: [`sweep`](ArenaSeg::sweep) (run on `OwnerDied` recovery and when a segment is full)
-//! frees such orphans; opening needs `refs > 0`, so an orphan is never resurrected. A process
-//! SIGKILLed while it holds handles never decrements: those slots leak (until the arena's last
-//! fd closes). That is the honest limit: no per-process reference tracking.
+//! ## Lifetime: who holds a slot
+//! A process that uses an arena segment takes an entry of its process table (its pid and start
+//! time, as the project's locks record holders). A slot's `hold` word has one bit per table
+//! entry: bit `i` set = the process of entry `i` holds a handle. Inside a process the handles
+//! of a slot are counted locally (clones share one `SlotRef`; each open adds one); the first
+//! sets the process's bit (a CAS that refuses a word of 0, so a freed slot is never
+//! resurrected), the last clears it, and whoever leaves the word at 0 frees the slot under the
+//! lock (bumping its generation).
 //!
-//! A forked child inherits its parent's handles *without* a reference of its own (the count is
-//! per process and fork copies no counts): dropping them in the child releases nothing, and
-//! the slot lives as long as the parent (or another process that opened a handle) holds it. A
-//! child that must outlive its parent's handle opens its own with [`crate::Value::open_slot`]
-//! (or receives the handle through serde, as a spawned child does).
+//! - A process SIGKILLed while it holds handles: its entry names a dead process; `reap_dead`
+//!   (run by [`Arena::reclaim`], [`Arena::check`], and allocation when a segment or the table is
+//!   full) clears its bit from every slot and frees the slots no one else holds. Idempotent, so
+//!   a reaper killed midway leaves work the next one redoes.
+//! - A holder killed between clearing its bit and the free leaves an orphan (live, word 0):
+//!   `sweep` frees it (on `OwnerDied` recovery, a full segment, reclaim).
+//! - A forked child takes its own hold on every slot its parent held at the fork (a
+//!   `pthread_atfork` child handler, lock-free; the parent's `fork` returns once the child has
+//!   done so, through a shared handshake word, 2 s at most), so the parent dropping its handles
+//!   never frees a slot the child still uses — as a forked child's inherited mapping kept an
+//!   own segment alive — and the child's drops release its own holds.
+//! - Past [`TRACKED_PROCS`] live processes in one segment, a process's holds are counted in the
+//!   word's high 16 bits instead (untracked): correct while it lives, leaked if it is killed
+//!   holding them (the limit of the first arena slice, now only past 48 processes).
 //!
 //! ## Handles
 //! An arena object serializes as a [`SlotHandle`]: (arena segment handle, slot, generation,
@@ -407,6 +418,7 @@ impl ArenaSeg {
     /// the child still uses (as a forked child's inherited mapping keeps a segment alive), and
     /// the child's drops release its own holds. Lock-free: another parent thread may have held
     /// any lock at the fork.
+    #[cfg_attr(loom, allow(dead_code))]
     fn adopt_after_fork(&self) {
         let p = self.local.load(StdOrdering::Acquire);
         // SAFETY: as in `local`.
