@@ -294,3 +294,69 @@ fn a_forked_child_dropping_inherited_handles_does_not_free_the_parents_slots() {
     drop(vals);
     assert_eq!(arena.check().unwrap().live, 0);
 }
+
+/// Fork semantics of the default arena (issue 19): a forked child holds every slot its parent
+/// held at the fork, so the parent dropping its handle (and allocating again, which would
+/// reuse a freed slot) never pulls the value from under the child — as a forked child's
+/// inherited mapping kept an own segment alive. Without the fork handler's adoption the
+/// parent's drop freed the slot and the next allocation reused it (checked: this test then
+/// fails at the reuse assertion).
+#[test]
+fn a_forked_child_keeps_using_a_value_its_parent_dropped() {
+    let arena = Arena::new();
+    let v = Value::new_in(&arena, 5u64).unwrap();
+    let h = v.slot_handle().unwrap();
+    let flag = common::Shared::new();
+    let mut c = fork(|| {
+        if !flag.wait_for(0, 1) {
+            return 2;
+        }
+        // The parent dropped its handle and allocated 64 values since.
+        if v.load().unwrap() != 5 {
+            return 3;
+        }
+        *v.get_lock().unwrap() += 1;
+        // Still the same live object: its handle opens (generation unchanged).
+        match Value::<u64>::open_slot(&h) {
+            Ok(o) if o.load().unwrap() == 6 => 0,
+            _ => 4,
+        }
+    });
+    drop(v);
+    let others: Vec<Value<u64>> = (0..64)
+        .map(|_| Value::new_in(&arena, 99u64).unwrap())
+        .collect();
+    assert!(
+        others
+            .iter()
+            .all(|o| o.slot_handle().unwrap().slot != h.slot),
+        "the child's slot is not reused while it holds it"
+    );
+    flag.set(0, 1);
+    assert_eq!(c.join(), 0);
+    // The child exited holding it (a forked test child `_exit`s): reaped, then freed.
+    assert_eq!(arena.check().unwrap().live, 64);
+    assert!(
+        Value::<u64>::open_slot(&h).is_err(),
+        "freed once the child is gone"
+    );
+}
+
+#[test]
+fn value_new_places_values_in_the_process_arena_and_a_forked_child_gets_its_own() {
+    let v = Value::new(1u64).unwrap();
+    let r = RawValue::new(2u64).unwrap();
+    let hv = v.slot_handle().expect("Value::new: an arena slot");
+    assert!(r.slot_handle().is_some(), "RawValue::new: an arena slot");
+    // Named values and new_segment keep a segment each.
+    assert!(Value::new_segment(0u64).unwrap().slot_handle().is_none());
+    // A value too big for a slot gets its own segment.
+    assert!(Value::new([0u8; 1024]).unwrap().slot_handle().is_none());
+    let mut c = fork(|| {
+        // The child's own arena: new values land in other segments than the parent's.
+        let w = Value::new(3u64).unwrap();
+        let ok = w.slot_handle().unwrap().arena != hv.arena && v.load().unwrap() == 1;
+        if ok { 0 } else { 1 }
+    });
+    assert_eq!(c.join(), 0);
+}
