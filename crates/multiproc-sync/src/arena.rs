@@ -67,9 +67,8 @@ use multiproc_shm::{
     ObjectKind, SegmentHandle, Shared, SharedLayout, ShmError, TAIL_ALIGN, TypeFingerprint,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// The smallest slot size.
@@ -978,12 +977,13 @@ fn test_hook() {
     }
 }
 
-/// Every arena segment mapped in this process, for the fork handler: a spin lock and raw
-/// pointers, because the handler runs in a forked child, where a `Mutex` another parent
-/// thread held at the fork would never be released.
+/// Every arena segment mapped in this process, by segment id: a handle opens its arena once
+/// per process, and the fork handler finds every segment. Behind a spin lock, not a `Mutex`:
+/// the fork handler and a forked child's first open must never wait for a lock another parent
+/// thread held at the fork (the prepare handler takes it, so no one holds it across a fork).
 struct ForkRegistry {
     lock: crate::facade::StdAtomicBool,
-    segs: std::cell::UnsafeCell<Vec<usize>>,
+    segs: std::cell::UnsafeCell<Vec<(u64, Weak<ArenaSeg>)>>,
 }
 
 // SAFETY: `segs` is only touched with `lock` held (reg_lock/reg_unlock).
@@ -1013,18 +1013,33 @@ fn reg_unlock() {
 fn fork_register(seg: &Arc<ArenaSeg>) {
     #[cfg(not(loom))]
     ensure_atfork();
+    let id = seg.shm.handle().map_or(0, |h| h.id());
     reg_lock();
     // SAFETY: under the registry lock.
-    unsafe { (*FORK_REG.segs.get()).push(Arc::as_ptr(seg) as usize) };
+    unsafe { (*FORK_REG.segs.get()).push((id, Arc::downgrade(seg))) };
     reg_unlock();
 }
 
+/// Called first thing in `ArenaSeg::drop`: while an entry is registered (and the lock held),
+/// the segment's fields are intact.
 fn fork_unregister(seg: &ArenaSeg) {
-    let p = seg as *const ArenaSeg as usize;
+    let p = seg as *const ArenaSeg;
     reg_lock();
     // SAFETY: under the registry lock.
-    unsafe { (*FORK_REG.segs.get()).retain(|&x| x != p) };
+    unsafe { (*FORK_REG.segs.get()).retain(|(_, w)| w.as_ptr() != p) };
     reg_unlock();
+}
+
+/// The registered segment `id`, if still alive (under the registry lock).
+fn find_registered(id: u64) -> Option<Arc<ArenaSeg>> {
+    reg_lock();
+    // SAFETY: under the registry lock.
+    let found = unsafe { &*FORK_REG.segs.get() }
+        .iter()
+        .find(|(i, w)| *i == id && w.strong_count() > 0)
+        .and_then(|(_, w)| w.upgrade());
+    reg_unlock();
+    found
 }
 
 /// The fork handshake: a word in a MAP_SHARED page the parent and the forked child share.
@@ -1074,9 +1089,9 @@ extern "C" fn fork_prepare() {
     // SAFETY: under the registry lock; every pointer is a live ArenaSeg (unregistered under
     // the lock before it is freed).
     let segs = unsafe { &*FORK_REG.segs.get() };
-    let any = segs.iter().any(|&p| {
-        // SAFETY: a registered pointer is a live ArenaSeg (see above).
-        let seg = unsafe { &*(p as *const ArenaSeg) };
+    let any = segs.iter().any(|(_, w)| {
+        // SAFETY: a registered segment's fields are intact (see fork_unregister).
+        let seg = unsafe { &*w.as_ptr() };
         !seg.local.load(StdOrdering::Acquire).is_null()
     });
     let waits = any && handshake().is_some();
@@ -1113,9 +1128,9 @@ extern "C" fn fork_child() {
     // SAFETY: the registry lock is held (taken in fork_prepare by this thread, copied into
     // the child); every pointer is a live ArenaSeg (see fork_prepare).
     let segs = unsafe { &*FORK_REG.segs.get() };
-    for &p in segs {
-        // SAFETY: a registered pointer is a live ArenaSeg (see above).
-        unsafe { &*(p as *const ArenaSeg) }.adopt_after_fork();
+    for (_, w) in segs {
+        // SAFETY: a registered segment's fields are intact (see fork_unregister).
+        unsafe { &*w.as_ptr() }.adopt_after_fork();
     }
     if let Some(h) = handshake() {
         // SeqCst: see fork_parent.
@@ -1124,30 +1139,31 @@ extern "C" fn fork_child() {
     reg_unlock();
 }
 
-/// Arena segments mapped in this process, by segment id: a handle opens its arena once.
-fn opened() -> &'static Mutex<HashMap<u64, Weak<ArenaSeg>>> {
-    static M: OnceLock<Mutex<HashMap<u64, Weak<ArenaSeg>>>> = OnceLock::new();
-    M.get_or_init(Default::default)
-}
-
-fn register(seg: &Arc<ArenaSeg>) {
-    if let Some(h) = seg.shm.handle() {
-        let mut m = opened().lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, w| w.strong_count() > 0);
-        m.insert(h.id(), Arc::downgrade(seg));
-    }
-}
-
+/// The process's one `ArenaSeg` for a segment handle (mapped on first use). One per process
+/// matters: a process's holds are counted in its `ArenaSeg`, under one table entry.
 fn open_seg(h: &SegmentHandle) -> Result<Arc<ArenaSeg>, ShmError> {
-    let mut m = opened().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(seg) = m.get(&h.id()).and_then(Weak::upgrade) {
+    if let Some(seg) = find_registered(h.id()) {
         return Ok(seg);
     }
+    // Mapped outside the registry lock (syscalls); two threads opening the same segment at
+    // once both map it, and the second to register uses the first's (dropping its own).
     let shm = Shared::<ArenaCtl>::open_handle(h, TypeFingerprint::of::<ArenaCtl>())?;
     let seg = Arc::new(ArenaSeg::wrap(shm));
-    fork_register(&seg);
-    m.insert(h.id(), Arc::downgrade(&seg));
-    Ok(seg)
+    #[cfg(not(loom))]
+    ensure_atfork();
+    reg_lock();
+    // SAFETY: under the registry lock.
+    let segs = unsafe { &mut *FORK_REG.segs.get() };
+    let existing = segs
+        .iter()
+        .find(|(i, w)| *i == h.id() && w.strong_count() > 0)
+        .and_then(|(_, w)| w.upgrade());
+    if existing.is_none() {
+        segs.push((h.id(), Arc::downgrade(&seg)));
+    }
+    reg_unlock();
+    // `seg`, if unused, drops here, outside the registry lock (its Drop takes it).
+    Ok(existing.unwrap_or(seg))
 }
 
 /// How another process reaches an arena object: its arena segment, slot and generation.
@@ -1363,7 +1379,6 @@ impl Arena {
         }
         let seg = Arc::new(ArenaSeg::create(MIN_SLOT << ci)?);
         fork_register(&seg);
-        register(&seg);
         list.segs.push(Arc::clone(&seg));
         list.hint = list.segs.len() - 1;
         let (slot, generation) = seg
