@@ -63,11 +63,11 @@ fn in_child(kind: Kind, n: u64) -> Result<(f64, f64), String> {
     let mut kids = vec![fork_pinned(Some(0), move || {
         let (rss0, t) = (rss_bytes(), Instant::now());
         let ok = match kind {
-            Kind::ValueOwn => keep((0..n).map(|i| Value::new_segment(i)), n),
-            Kind::RawOwn => keep((0..n).map(|i| RawValue::new_segment(i)), n),
+            Kind::ValueOwn => keep((0..n).map(Value::new_segment), n),
+            Kind::RawOwn => keep((0..n).map(RawValue::new_segment), n),
             // `Value::new`: the process's arena (the child's own, fresh after the fork).
-            Kind::ValueArena => keep((0..n).map(|i| Value::new(i)), n),
-            Kind::RawArena => keep((0..n).map(|i| RawValue::new(i)), n),
+            Kind::ValueArena => keep((0..n).map(Value::new), n),
+            Kind::RawArena => keep((0..n).map(RawValue::new), n),
         };
         let secs = t.elapsed().as_secs_f64();
         let Some(held) = ok else { return 3 };
