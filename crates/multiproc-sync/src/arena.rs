@@ -506,6 +506,10 @@ impl ArenaSeg {
                     c.store(u32::from(r.is_ok()), StdOrdering::Release);
                     return r;
                 }
+            } else if n + 1 >= BUSY {
+                return Err(ShmError::Corrupted(
+                    "arena slot: too many handles in one process",
+                ));
             } else if c
                 .compare_exchange(n, n + 1, StdOrdering::AcqRel, StdOrdering::Relaxed)
                 .is_ok()
