@@ -176,3 +176,71 @@ fn sigkilled_holders_slots_are_reclaimed_exactly() {
     assert_eq!(arena.check().unwrap().live, 0, "nothing leaked");
     multiproc_sync::arena::set_test_yield(false);
 }
+
+/// Past the 48 tracked processes of a segment a process holds slots as an untracked count (the
+/// hold word's high bits): here the table is filled with a live identity (pid 1), so a forked
+/// child's adoption and its serde opens are untracked. The child keeps the value alive after
+/// the parent drops it and uses it; it exits without dropping the parent's copy (a forked
+/// child `_exit`s), and an untracked hold cannot be reaped: the slot stays live — the
+/// documented limit past 48 processes (a tracked child's hold is reaped, see above).
+#[test]
+fn a_process_past_the_table_holds_slots_untracked() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let arena = Arena::new();
+    let v = Value::new_in(&arena, 7u64).unwrap(); // the parent takes table entry 0
+    let bytes = postcard::to_allocvec(&v).unwrap();
+    let seg = v.segment().clone();
+    // Process table: the tail, after the 64-byte control block rounded up to 128 bytes.
+    let table = multiproc_shm::HEADER_SIZE + 128;
+    let start1: u64 = std::fs::read_to_string("/proc/1/stat")
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let init = (start1 << 22) | 1; // pid 1 with its start time: alive, never reaped
+    for i in 1..multiproc_sync::arena::TRACKED_PROCS {
+        seg.scribble(table + 8 * i, &init.to_le_bytes());
+    }
+    let flag = common::Shared::new();
+    // The child's copy; the parent's clone goes with the closure (dropped in the parent when
+    // fork returns), so after `drop(v)` below the parent holds nothing.
+    let (vc, fl, b) = (v.clone(), &flag, &bytes);
+    let mut c = fork(move || {
+        let (v, flag, bytes) = (vc, fl, b);
+        if !flag.wait_for(0, 1) {
+            return 2;
+        }
+        // The parent dropped its handle: the child's untracked hold kept the slot.
+        if v.load().unwrap() != 7 {
+            return 3;
+        }
+        let again: Value<u64> = postcard::from_bytes(bytes).unwrap(); // an untracked open
+        *again.get_lock().unwrap() += 1;
+        drop(again);
+        flag.set(1, v.load().unwrap());
+        0
+    });
+    drop(v);
+    assert_eq!(arena.check().unwrap().live, 1, "held by the child alone");
+    flag.set(0, 1);
+    assert_eq!(c.join(), 0);
+    assert_eq!(flag.get(1), 8);
+    assert_eq!(
+        arena.reclaim().unwrap(),
+        0,
+        "an untracked hold is not reaped"
+    );
+    assert_eq!(
+        arena.check().unwrap().live,
+        1,
+        "leaked past the table (documented)"
+    );
+    for i in 1..multiproc_sync::arena::TRACKED_PROCS {
+        seg.scribble(table + 8 * i, &0u64.to_le_bytes());
+    }
+}
