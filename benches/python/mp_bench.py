@@ -245,6 +245,44 @@ def bench_lock_uncontended(ctx, n, args):
 
 
 # ---------------------------------------------------------------------------
+# objects_create (issue 19)
+# ---------------------------------------------------------------------------
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _objects_child(kind, n, conn):
+    from multiprocessing import sharedctypes
+
+    make = {"Value": multiprocessing.Value, "RawValue": sharedctypes.RawValue}[kind]
+    rss0, t0 = _rss_bytes(), time.perf_counter()
+    held = [make("q", i) for i in range(n)]
+    t1 = time.perf_counter()
+    conn.send((n / (t1 - t0), (_rss_bytes() - rss0) / n))
+    del held
+
+
+def bench_objects_create(ctx, n, args):
+    """Values created per second and RSS bytes per Value (all kept alive), for mp.Value
+    (a lock, i.e. a semaphore, per value) and mp.RawValue (the arena heap), each in a fresh
+    child. mp.Value's count is capped (one semaphore mapping each)."""
+    for kind, count in (("Value", min(n, 10_000)), ("RawValue", n)):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_objects_child, args=(kind, count, child))
+        p.start()
+        if not parent.poll(JOIN_TIMEOUT):
+            kill_all([p])
+            raise BenchError(f"objects_create {kind}: child gave no result")
+        rate, per = parent.recv()
+        p.join(JOIN_TIMEOUT)
+        emit("objects_create", rate, "objs/s", system=f"{SYSTEM}-{kind}")
+        emit("objects_create", per, "B/obj", system=f"{SYSTEM}-{kind}")
+
+
+# ---------------------------------------------------------------------------
 # Event
 # ---------------------------------------------------------------------------
 
@@ -777,6 +815,7 @@ def bench_remote_queue_stream(ctx, n, args):
 WORKLOADS = {
     "value_lock_incr": (bench_value_lock_incr, 200_000, 50_000),
     "lock_uncontended": (bench_lock_uncontended, 5_000_000, 500_000),
+    "objects_create": (bench_objects_create, 100_000, 20_000),
     "event_pingpong": (bench_event_pingpong, 20_000, 5_000),
     "pipe_rtt_small": (bench_pipe_rtt_small, 50_000, 10_000),
     "pipe_stream_8B": (bench_pipe_stream_8B, 300_000, 50_000),

@@ -26,7 +26,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let (Ok(mut v), Ok(mut r)) = (Value::new([0u64; 2]), RawValue::new([0u32; 3])) else {
+    let (Ok(mut v), Ok(mut r)) = (Value::new_segment([0u64; 2]), RawValue::new_segment([0u32; 3])) else {
         return;
     };
     let mut stale = false;

@@ -20,6 +20,7 @@ mod w_async;
 mod w_channel;
 mod w_dict;
 mod w_iceoryx2;
+mod w_objects;
 mod w_pool;
 mod w_process;
 mod w_redis;
@@ -161,7 +162,10 @@ impl Record {
     }
 
     fn lower_is_better(&self) -> bool {
-        matches!(self.unit.as_str(), "ns" | "us" | "ms" | "s" | "max/min")
+        matches!(
+            self.unit.as_str(),
+            "ns" | "us" | "ms" | "s" | "max/min" | "B/obj"
+        )
     }
 }
 
@@ -169,6 +173,7 @@ impl Record {
 const WORKLOADS: &[&str] = &[
     "value_lock_incr",
     "lock_uncontended",
+    "objects_create",
     "event_pingpong",
     "dict_update",
     "pipe_rtt_small",
@@ -465,6 +470,7 @@ fn main() {
     let mut results = Vec::new();
     w_sync::run(&cfg, &mut results);
     w_sync2::run(&cfg, &mut results);
+    w_objects::run(&cfg, &mut results);
     w_dict::run(&cfg, &mut results);
     w_channel::run(&cfg, &mut results);
     w_ring::run(&cfg, &mut results);

@@ -13,6 +13,17 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             Ok(v) => out.push(Record::new("value_lock_incr", "multiproc", v, "ops/s")),
             Err(e) => crate::failed("value_lock_incr", "multiproc", &e),
         }
+        // `Value::new` places the counter in an arena slot (issue 19); the same with a
+        // segment of its own (what `Value::new` did before), in the same run.
+        match value_lock_incr_in(n, false) {
+            Ok(v) => out.push(Record::new(
+                "value_lock_incr",
+                "multiproc-own-segment",
+                v,
+                "ops/s",
+            )),
+            Err(e) => crate::failed("value_lock_incr", "multiproc-own-segment", &e),
+        }
         crate::w_anchor::raw_sync_row(out, n);
         out.extend(python::run("value_lock_incr", cfg.quick, &[]));
     }
@@ -24,13 +35,30 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             lock_uncontended(n),
             "ns",
         ));
+        out.push(Record::new(
+            "lock_uncontended",
+            "multiproc-own-segment",
+            lock_uncontended_in(n, false),
+            "ns",
+        ));
         out.extend(python::run("lock_uncontended", cfg.quick, &[]));
     }
 }
 
 /// Two processes pinned to CPUs 0 and 1 each do `n` increments under `get_lock()`; total ops/s.
 pub fn value_lock_incr(n: u64) -> Result<f64, String> {
-    let v = Value::new(0i64).map_err(|e| e.to_string())?;
+    value_lock_incr_in(n, true)
+}
+
+/// [`value_lock_incr`] with the counter in the process's arena (`Value::new`) or in a segment
+/// of its own (`Value::new_segment`).
+pub fn value_lock_incr_in(n: u64, arena: bool) -> Result<f64, String> {
+    let v = if arena {
+        Value::new(0i64)
+    } else {
+        Value::new_segment(0i64)
+    }
+    .map_err(|e| e.to_string())?;
     let go = RawValue::new(0u32).map_err(|e| e.to_string())?;
     let ready = Value::new(0u32).map_err(|e| e.to_string())?;
     let mut kids: Vec<_> = (0..2)
@@ -69,7 +97,17 @@ pub fn value_lock_incr(n: u64) -> Result<f64, String> {
 
 /// ns per uncontended `get_lock()` + drop in one process.
 pub fn lock_uncontended(n: u64) -> f64 {
-    let v = Value::new(0u64).expect("value");
+    lock_uncontended_in(n, true)
+}
+
+/// [`lock_uncontended`] with the value in the process's arena or in a segment of its own.
+pub fn lock_uncontended_in(n: u64, arena: bool) -> f64 {
+    let v = if arena {
+        Value::new(0u64)
+    } else {
+        Value::new_segment(0u64)
+    }
+    .expect("value");
     for _ in 0..10_000 {
         drop(v.get_lock());
     }

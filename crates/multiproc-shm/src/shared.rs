@@ -409,6 +409,14 @@ pub struct KeepAlive {
     _inner: Arc<dyn Send + Sync>,
 }
 
+impl KeepAlive {
+    /// Keeps whatever `owner` holds alive (an arena object's slot reference, which keeps its
+    /// arena segment mapped).
+    pub fn new(owner: Arc<dyn Send + Sync>) -> KeepAlive {
+        KeepAlive { _inner: owner }
+    }
+}
+
 impl std::fmt::Debug for KeepAlive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeepAlive")

@@ -12,7 +12,7 @@ fn create(c: &mut Criterion) {
     let mut g = c.benchmark_group("objects_create");
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("value_new_own_segment", |b| {
-        b.iter(|| black_box(Value::new(1u64).unwrap()))
+        b.iter(|| black_box(Value::new_segment(1u64).unwrap()))
     });
     let arena = Arena::new();
     // Keep one alive so the arena segment stays (create+drop of a slot, not of a segment).
@@ -28,7 +28,7 @@ fn create(c: &mut Criterion) {
 }
 
 fn lock_incr(c: &mut Criterion) {
-    let own = Value::new(0u64).unwrap();
+    let own = Value::new_segment(0u64).unwrap();
     c.bench_function("value_lock_incr_own_segment", |b| {
         b.iter(|| *own.get_lock().unwrap() += 1)
     });

@@ -1,5 +1,6 @@
 //! Issue 19 figures: creation rate, RSS, fds and mappings per object, one segment per Value
-//! (today's `Value::new`) vs arena slots (`Value::new_in`). Run in release:
+//! (`Value::new_segment`, what `Value::new` did before arenas) vs arena slots (`Value::new`,
+//! the process's arena). Run in release:
 //! `cargo run --release -p multiproc-sync --example arena_measure`
 #![allow(missing_docs)]
 
@@ -44,18 +45,20 @@ fn measure<O>(what: &str, n: usize, mut make: impl FnMut(u64) -> O) {
 fn main() {
     println!("| object | created | rate | RSS per object | fds added | mappings added |");
     println!("|---|---|---|---|---|---|");
-    measure("`Value::new(u64)` (own segment)", 10_000, |i| {
+    measure("`Value::new_segment(u64)` (own segment)", 10_000, |i| {
+        Value::new_segment(i).unwrap()
+    });
+    measure("`RawValue::new_segment(u64)` (own segment)", 10_000, |i| {
+        RawValue::new_segment(i).unwrap()
+    });
+    measure("`Value::new(u64)` (the process's arena)", 1_000_000, |i| {
         Value::new(i).unwrap()
-    });
-    measure("`RawValue::new(u64)` (own segment)", 10_000, |i| {
-        RawValue::new(i).unwrap()
-    });
-    let arena = Arena::new();
-    measure("`Value::new_in(&arena, u64)`", 1_000_000, |i| {
-        Value::new_in(&arena, i).unwrap()
     });
     let arena = Arena::new();
     measure("`RawValue::new_in(&arena, u64)`", 1_000_000, |i| {
         RawValue::new_in(&arena, i).unwrap()
+    });
+    measure("`Lock::new_in(&arena)`", 1_000_000, |_| {
+        multiproc_sync::Lock::new_in(&arena).unwrap()
     });
 }

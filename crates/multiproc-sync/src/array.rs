@@ -28,6 +28,8 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use crate::arena::{Arena, Backing, ObjectHandle, SlotHandle};
+
 /// The largest element area (bytes) this process accepts, created or opened.
 pub const MAX_ARRAY_BYTES: usize = isize::MAX as usize / 4;
 
@@ -120,16 +122,120 @@ fn create_array<L: SharedLayout<Geometry = usize>, T: SharedData>(
     )?)
 }
 
+/// Where an arena array's elements start in its slot: after the head, aligned for `T`.
+const fn data_off<H, T>() -> usize {
+    std::mem::size_of::<H>().next_multiple_of(std::mem::align_of::<T>())
+}
+
 macro_rules! array_common {
-    ($ty:ident, $head:ident) => {
+    ($ty:ident, $head:ident, $min:expr) => {
         impl<T: SharedData> $ty<T> {
             fn from_shm(shm: Shared<$head<T>>) -> Self {
                 let len = *shm.geometry();
                 $ty {
+                    head: shm.as_ptr(),
                     data: shm.tail_ptr().cast::<T>(),
                     len,
-                    shm,
+                    backing: Backing::Own(shm),
                 }
+            }
+
+            /// An arena array: reads the length once and checks the elements fit the slot.
+            fn from_slot(backing: Backing<$head<T>>) -> Result<Self, ShmError> {
+                let head = backing.ptr();
+                let room = backing.slot_size().unwrap_or(0);
+                let off = data_off::<$head<T>, T>();
+                // SAFETY: the slot holds a head of this type (tag checked on open, or just
+                // written), mapped while `backing` lives; atomics only.
+                // Relaxed: written by the creator before the handle existed (the slot's
+                // refcount Acquire on open orders it).
+                let len = unsafe { head.as_ref() }.len.load(Ordering::Relaxed);
+                let len = validate_len::<T>(
+                    len,
+                    (len as usize)
+                        .checked_mul(std::mem::size_of::<T>())
+                        .filter(|b| off + b <= room)
+                        .ok_or(ShmError::OutOfRange {
+                            what: "array length (elements) for its arena slot",
+                            found: len,
+                            limit: (room.saturating_sub(off) / std::mem::size_of::<T>()) as u64,
+                        })?,
+                )?;
+                // SAFETY: off + len * size_of::<T>() <= the slot size (checked above), so the
+                // elements are inside the slot; aligned (see `data_off` and `create_in`).
+                let data = unsafe { head.cast::<u8>().add(off) }.cast::<T>();
+                Ok($ty {
+                    head,
+                    data,
+                    len,
+                    backing,
+                })
+            }
+
+            /// Whether an array of `len` elements goes into an arena slot (head and elements
+            /// within [`crate::arena::MAX_SLOT`] bytes); bigger arrays keep their own segment.
+            pub fn fits_arena(len: usize) -> bool {
+                len.checked_mul(std::mem::size_of::<T>())
+                    .and_then(|b| b.checked_add(data_off::<$head<T>, T>()))
+                    .is_some_and(|b| b <= crate::arena::MAX_SLOT)
+            }
+
+            fn create_in(
+                arena: &Arena,
+                len: usize,
+                items: Option<&[T]>,
+            ) -> Result<Self, SyncError> {
+                const {
+                    assert!(
+                        std::mem::size_of::<T>() > 0,
+                        "zero-sized element types are not supported"
+                    )
+                };
+                check_align::<T>()?;
+                if !Self::fits_arena(len) {
+                    return Self::create(None, len, items);
+                }
+                let size = data_off::<$head<T>, T>() + len * std::mem::size_of::<T>();
+                let backing = Backing::new_in_sized(
+                    arena,
+                    size,
+                    $min,
+                    &TypeFingerprint::of::<T>(),
+                    $head::new(len),
+                )?;
+                let a = Self::from_slot(backing)?;
+                if let Some(items) = items {
+                    // SAFETY: `a.data` has room for `len` Ts (from_slot checked it) and no
+                    // other handle names the slot yet.
+                    unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), a.data.as_ptr(), len) };
+                }
+                Ok(a)
+            }
+
+            /// A new array of `len` zeroed elements in a slot of `arena` when head and
+            /// elements fit [`crate::arena::MAX_SLOT`] bytes (else in its own segment, as
+            /// [`Self::zeroed`]). See [`crate::arena`] for when the slot is freed.
+            pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self, SyncError> {
+                Self::create_in(arena, len, None)
+            }
+
+            /// [`Self::zeroed_in`] holding a copy of `items`.
+            pub fn from_slice_in(arena: &Arena, items: &[T]) -> Result<Self, SyncError> {
+                Self::create_in(arena, items.len(), Some(items))
+            }
+
+            /// Opens an arena array's handle ([`ShmError::StaleHandle`] if it was freed).
+            pub fn open_slot(handle: &SlotHandle) -> Result<Self, SyncError> {
+                check_align::<T>()?;
+                Ok(Self::from_slot(Backing::open_slot(
+                    handle,
+                    &TypeFingerprint::of::<T>(),
+                )?)?)
+            }
+
+            /// The arena handle of an arena array (`None` for one with its own segment).
+            pub fn slot_handle(&self) -> Option<SlotHandle> {
+                self.backing.slot_handle()
             }
 
             fn create(
@@ -206,9 +312,9 @@ macro_rules! array_common {
                 self.len == 0
             }
 
-            /// The segment behind this array.
+            /// The segment behind this array (an arena array's arena segment).
             pub fn segment(&self) -> &Segment {
-                crate::shared::segment_of(&self.shm)
+                self.backing.segment()
             }
 
             /// How another process reaches this array.
@@ -220,7 +326,8 @@ macro_rules! array_common {
         impl<T: SharedData> Clone for $ty<T> {
             fn clone(&self) -> Self {
                 $ty {
-                    shm: self.shm.clone(),
+                    backing: self.backing.clone(),
+                    head: self.head,
                     data: self.data,
                     len: self.len,
                 }
@@ -245,14 +352,17 @@ macro_rules! array_common {
 
         impl<T: SharedData> Serialize for $ty<T> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                self.handle().serialize(s)
+                self.backing.wire().serialize(s)
             }
         }
 
         impl<'de, T: SharedData> Deserialize<'de> for $ty<T> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let h = SegmentHandle::deserialize(d)?;
-                $ty::open_handle(&h).map_err(serde::de::Error::custom)
+                match ObjectHandle::deserialize(d)? {
+                    ObjectHandle::Segment(h) => $ty::open_handle(&h),
+                    ObjectHandle::Slot(h) => $ty::open_slot(&h),
+                }
+                .map_err(serde::de::Error::custom)
             }
         }
     };
@@ -279,19 +389,23 @@ impl<T> RawHead<T> {
 
 /// A fixed-length `[T]` in shared memory guarded by a robust process-shared lock (Python's `Array`).
 pub struct Array<T: SharedData> {
-    shm: Shared<LockedHead<T>>,
-    /// The first element (the tail of `shm`).
+    /// Its own segment or an arena slot.
+    backing: Backing<LockedHead<T>>,
+    /// The head, inside the memory `backing` keeps alive.
+    head: NonNull<LockedHead<T>>,
+    /// The first element (the segment's tail, or after the head in the slot).
     data: NonNull<T>,
-    /// The validated length (`shm.geometry()`).
+    /// The validated length.
     len: usize,
 }
 
-array_common!(Array, LockedHead);
+array_common!(Array, LockedHead, 64);
 
 impl<T: SharedData> Array<T> {
     #[inline]
     fn mutex(&self) -> &RobustMutex {
-        &self.shm.get().mutex
+        // SAFETY: `head` points into memory `backing` keeps alive as long as `self`; atomics.
+        unsafe { &self.head.as_ref().mutex }
     }
 
     fn guard(
@@ -406,14 +520,17 @@ impl<T: SharedData> Drop for ArrayGuard<'_, T> {
 /// writes are atomic copies (one atomic for elements of 1, 2, 4 or 8 bytes, else word- or
 /// byte-wise): racing accesses to a multi-word element may be torn, as in Python.
 pub struct RawArray<T: SharedData> {
-    shm: Shared<RawHead<T>>,
-    /// The first element (the tail of `shm`).
+    /// Its own segment or an arena slot.
+    backing: Backing<RawHead<T>>,
+    /// The head, inside the memory `backing` keeps alive.
+    head: NonNull<RawHead<T>>,
+    /// The first element (the segment's tail, or after the head in the slot).
     data: NonNull<T>,
-    /// The validated length (`shm.geometry()`).
+    /// The validated length.
     len: usize,
 }
 
-array_common!(RawArray, RawHead);
+array_common!(RawArray, RawHead, 16);
 
 impl<T: SharedData> RawArray<T> {
     /// Element `index` (an atomic copy; may be torn if another process writes it meanwhile).

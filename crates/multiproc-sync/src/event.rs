@@ -22,10 +22,12 @@
 //! assert!(!e.is_set());
 //! ```
 
+use crate::arena::{Arena, Obj, SlotHandle, serde_as_object};
+use crate::error::SyncError;
 use crate::facade::{AtomicU32, Ordering, spin_hint};
 use crate::futex;
 use crate::park::WaitStrategy;
-use crate::shared::{LOST_WAKE_TICK, block_on, block_slow, deadline_after, serde_as_handle};
+use crate::shared::{LOST_WAKE_TICK, block_on, block_slow, deadline_after};
 use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::time::{Duration, Instant};
 
@@ -172,7 +174,7 @@ impl EventState {
 /// A process-shared event. Clone = another handle; serializes as its segment handle.
 #[derive(Clone)]
 pub struct Event {
-    shm: Shared<EventState>,
+    obj: Obj<EventState>,
     /// How this handle's `wait`s wait (process-local; clones inherit it).
     strategy: WaitStrategy,
 }
@@ -185,12 +187,34 @@ impl std::fmt::Debug for Event {
     }
 }
 
-serde_as_handle!(Event, EventState);
+serde_as_object!(Event, EventState);
 
 impl Event {
     fn from_shm(shm: Shared<EventState>) -> Self {
+        Self::from_obj(Obj::own(shm))
+    }
+
+    /// A new clear event in a slot of `arena` (one fd and mapping per arena segment, not per object;
+    /// the slot is padded to at least 64 bytes so two hot futex words never share a cache line).
+    /// See [`crate::arena`] for when the slot is freed.
+    pub fn new_in(arena: &Arena) -> Result<Event, SyncError> {
+        Ok(Event::from_obj(Obj::new_in(arena, 64, EventState::new())?))
+    }
+
+    /// Opens an arena event's handle ([`ShmError::StaleHandle`] if it was freed, or of another
+    /// kind).
+    pub fn open_slot(handle: &SlotHandle) -> Result<Event, ShmError> {
+        Ok(Event::from_obj(Obj::open_slot(handle)?))
+    }
+
+    /// The arena handle of an arena event (`None` for one with its own segment).
+    pub fn slot_handle(&self) -> Option<SlotHandle> {
+        self.obj.slot_handle()
+    }
+
+    fn from_obj(obj: Obj<EventState>) -> Self {
         Event {
-            shm,
+            obj,
             strategy: WaitStrategy::default(),
         }
     }
@@ -223,17 +247,17 @@ impl Event {
 
     /// How another process reaches it.
     pub fn handle(&self) -> SegmentHandle {
-        crate::shared::handle_of(&self.shm)
+        self.obj.segment().handle()
     }
 
     /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
     /// processes share).
     pub fn segment(&self) -> &Segment {
-        crate::shared::segment_of(&self.shm)
+        self.obj.segment()
     }
 
     fn state(&self) -> &EventState {
-        self.shm.get()
+        self.obj.get()
     }
 
     /// Whether the flag is set.
@@ -302,7 +326,7 @@ impl Event {
             // SAFETY: `flag` and `waiters` live in `self.shm`'s mapping, which the KeepAlive
             // keeps mapped.
             unsafe {
-                w.poll_counted(cx, &st.flag, &st.waiters, self.shm.keep_alive(), || {
+                w.poll_counted(cx, &st.flag, &st.waiters, self.obj.keep_alive(), || {
                     st.attempt()
                 })
             }

@@ -19,8 +19,8 @@ pub use std::sync::atomic::AtomicU64 as StdAtomicU64;
 /// Process-local statics (counters and switches that are never in shared memory, so loom
 /// need not model them).
 pub use std::sync::atomic::{
-    AtomicBool as StdAtomicBool, AtomicU32 as StdAtomicU32, AtomicUsize as StdAtomicUsize,
-    Ordering as StdOrdering,
+    AtomicBool as StdAtomicBool, AtomicPtr as StdAtomicPtr, AtomicU32 as StdAtomicU32,
+    AtomicUsize as StdAtomicUsize, Ordering as StdOrdering,
 };
 
 /// Spin hint (a yield under loom, so models make progress).

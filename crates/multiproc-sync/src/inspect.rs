@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use multiproc_sync::{Value, inspect};
-//! let v = Value::new(7u32).unwrap();
+//! let v = Value::new_segment(7u32).unwrap(); // named values and new_segment: own segment
 //! let g = v.get_lock().unwrap();
 //! let state = inspect::lock_of(v.segment().clone()).unwrap();
 //! assert!(state.unwrap().alive);

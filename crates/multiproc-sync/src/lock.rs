@@ -30,12 +30,14 @@
 //! assert!(lock.try_acquire());
 //! ```
 
+use crate::arena::{Arena, Obj, SlotHandle, serde_as_object};
+use crate::error::SyncError;
 use crate::error::{LockError, LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
 use crate::mutex::MutexError;
-use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
+use crate::shared::{TICK, block_on, deadline_after};
 use multiproc_shm::{
     KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
 };
@@ -248,7 +250,7 @@ impl LockState {
 /// lock; serializes as its segment handle.
 #[derive(Clone)]
 pub struct Lock {
-    shm: Shared<LockState>,
+    obj: Obj<LockState>,
 }
 
 impl std::fmt::Debug for Lock {
@@ -259,11 +261,33 @@ impl std::fmt::Debug for Lock {
     }
 }
 
-serde_as_handle!(Lock, LockState);
+serde_as_object!(Lock, LockState);
 
 impl Lock {
     fn from_shm(shm: Shared<LockState>) -> Self {
-        Lock { shm }
+        Self::from_obj(Obj::own(shm))
+    }
+
+    fn from_obj(obj: Obj<LockState>) -> Self {
+        Lock { obj }
+    }
+
+    /// A new free lock in a slot of `arena` (one fd and mapping per arena segment, not per object;
+    /// the slot is padded to at least 64 bytes so two hot futex words never share a cache line).
+    /// See [`crate::arena`] for when the slot is freed.
+    pub fn new_in(arena: &Arena) -> Result<Lock, SyncError> {
+        Ok(Lock::from_obj(Obj::new_in(arena, 64, LockState::new())?))
+    }
+
+    /// Opens an arena lock's handle ([`ShmError::StaleHandle`] if it was freed, or of another
+    /// kind).
+    pub fn open_slot(handle: &SlotHandle) -> Result<Lock, ShmError> {
+        Ok(Lock::from_obj(Obj::open_slot(handle)?))
+    }
+
+    /// The arena handle of an arena lock (`None` for one with its own segment).
+    pub fn slot_handle(&self) -> Option<SlotHandle> {
+        self.obj.slot_handle()
     }
 
     /// A new, free lock in an anonymous segment (inherited by forked children; spawned children
@@ -295,17 +319,17 @@ impl Lock {
 
     /// How another process reaches this lock.
     pub fn handle(&self) -> SegmentHandle {
-        crate::shared::handle_of(&self.shm)
+        self.obj.segment().handle()
     }
 
     /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
     /// processes share).
     pub fn segment(&self) -> &Segment {
-        crate::shared::segment_of(&self.shm)
+        self.obj.segment()
     }
 
     pub(crate) fn state(&self) -> &LockState {
-        self.shm.get()
+        self.obj.get()
     }
 
     /// Python `acquire(block)`: with `block` false, returns at once. Not recorded: if the
@@ -394,7 +418,7 @@ impl Lock {
         LockGuard {
             lock: self,
             pid,
-            _keep: self.shm.keep_alive(),
+            _keep: self.obj.keep_alive(),
         }
     }
 
@@ -509,7 +533,7 @@ impl<'a> Take<'a> {
                 cx,
                 &st.state,
                 &st.waiters,
-                self.lock.shm.keep_alive(),
+                self.lock.obj.keep_alive(),
                 || st.try_take(tag).map(|_| false),
             )
         };

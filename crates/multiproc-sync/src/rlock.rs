@@ -22,12 +22,14 @@
 //! assert!(l.release().is_err()); // not owned any more
 //! ```
 
+use crate::arena::{Arena, Obj, SlotHandle, serde_as_object};
+use crate::error::SyncError;
 use crate::error::{LockError, LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
 use crate::mutex::MutexError;
-use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
+use crate::shared::{TICK, block_on, deadline_after};
 use multiproc_shm::{
     KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
 };
@@ -227,7 +229,7 @@ impl RLockState {
 /// A process-shared reentrant lock (Python's `multiprocessing.RLock`). Owner = process + thread.
 #[derive(Clone)]
 pub struct RLock {
-    shm: Shared<RLockState>,
+    obj: Obj<RLockState>,
 }
 
 impl std::fmt::Debug for RLock {
@@ -236,11 +238,33 @@ impl std::fmt::Debug for RLock {
     }
 }
 
-serde_as_handle!(RLock, RLockState);
+serde_as_object!(RLock, RLockState);
 
 impl RLock {
     fn from_shm(shm: Shared<RLockState>) -> Self {
-        RLock { shm }
+        Self::from_obj(Obj::own(shm))
+    }
+
+    fn from_obj(obj: Obj<RLockState>) -> Self {
+        RLock { obj }
+    }
+
+    /// A new free reentrant lock in a slot of `arena` (one fd and mapping per arena segment, not per object;
+    /// the slot is padded to at least 64 bytes so two hot futex words never share a cache line).
+    /// See [`crate::arena`] for when the slot is freed.
+    pub fn new_in(arena: &Arena) -> Result<RLock, SyncError> {
+        Ok(RLock::from_obj(Obj::new_in(arena, 64, RLockState::new())?))
+    }
+
+    /// Opens an arena reentrant lock's handle ([`ShmError::StaleHandle`] if it was freed, or of another
+    /// kind).
+    pub fn open_slot(handle: &SlotHandle) -> Result<RLock, ShmError> {
+        Ok(RLock::from_obj(Obj::open_slot(handle)?))
+    }
+
+    /// The arena handle of an arena reentrant lock (`None` for one with its own segment).
+    pub fn slot_handle(&self) -> Option<SlotHandle> {
+        self.obj.slot_handle()
     }
 
     /// A new, free lock in an anonymous segment.
@@ -271,17 +295,17 @@ impl RLock {
 
     /// How another process reaches this lock.
     pub fn handle(&self) -> SegmentHandle {
-        crate::shared::handle_of(&self.shm)
+        self.obj.segment().handle()
     }
 
     /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
     /// processes share).
     pub fn segment(&self) -> &Segment {
-        crate::shared::segment_of(&self.shm)
+        self.obj.segment()
     }
 
     pub(crate) fn state(&self) -> &RLockState {
-        self.shm.get()
+        self.obj.get()
     }
 
     /// Python `acquire(block)`.
@@ -362,7 +386,7 @@ impl RLock {
     fn guard(&self) -> RLockGuard<'_> {
         RLockGuard {
             lock: self,
-            _keep: self.shm.keep_alive(),
+            _keep: self.obj.keep_alive(),
             tid: ident::thread().0,
         }
     }

@@ -35,10 +35,12 @@
 //! assert!(b.release().is_err()); // over-release
 //! ```
 
+use crate::arena::{Arena, Obj, SlotHandle, serde_as_object};
+use crate::error::SyncError;
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
-use crate::shared::{TICK, block_on, deadline_after, serde_as_handle};
+use crate::shared::{TICK, block_on, deadline_after};
 use multiproc_shm::{ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError};
 use std::ops::Deref;
 use std::time::{Duration, Instant};
@@ -325,7 +327,7 @@ impl SemState {
 /// A process-shared counting semaphore (Python's `multiprocessing.Semaphore`).
 #[derive(Clone)]
 pub struct Semaphore {
-    shm: Shared<SemState>,
+    obj: Obj<SemState>,
 }
 
 impl std::fmt::Debug for Semaphore {
@@ -336,11 +338,37 @@ impl std::fmt::Debug for Semaphore {
     }
 }
 
-serde_as_handle!(Semaphore, SemState);
+serde_as_object!(Semaphore, SemState);
 
 impl Semaphore {
     fn from_shm(shm: Shared<SemState>) -> Self {
-        Semaphore { shm }
+        Self::from_obj(Obj::own(shm))
+    }
+
+    fn from_obj(obj: Obj<SemState>) -> Self {
+        Semaphore { obj }
+    }
+
+    /// A new semaphore with `value` units in a slot of `arena` (one fd and mapping per arena segment, not per object;
+    /// the slot is padded to at least 64 bytes so two hot futex words never share a cache line).
+    /// See [`crate::arena`] for when the slot is freed.
+    pub fn new_in(arena: &Arena, value: u32) -> Result<Semaphore, SyncError> {
+        Ok(Semaphore::from_obj(Obj::new_in(
+            arena,
+            64,
+            SemState::new(value, false),
+        )?))
+    }
+
+    /// Opens an arena semaphore's handle ([`ShmError::StaleHandle`] if it was freed, or of another
+    /// kind).
+    pub fn open_slot(handle: &SlotHandle) -> Result<Semaphore, ShmError> {
+        Ok(Semaphore::from_obj(Obj::open_slot(handle)?))
+    }
+
+    /// The arena handle of an arena semaphore (`None` for one with its own segment).
+    pub fn slot_handle(&self) -> Option<SlotHandle> {
+        self.obj.slot_handle()
     }
 
     /// A semaphore with `value` units, in an anonymous segment.
@@ -371,17 +399,17 @@ impl Semaphore {
 
     /// How another process reaches it.
     pub fn handle(&self) -> SegmentHandle {
-        crate::shared::handle_of(&self.shm)
+        self.obj.segment().handle()
     }
 
     /// The segment holding the shared state (for tools and fuzzing: its bytes are what other
     /// processes share).
     pub fn segment(&self) -> &Segment {
-        crate::shared::segment_of(&self.shm)
+        self.obj.segment()
     }
 
     fn state(&self) -> &SemState {
-        self.shm.get()
+        self.obj.get()
     }
 
     /// The current count (Python `get_value`).
@@ -438,7 +466,7 @@ impl Semaphore {
 
     /// Python `release`.
     pub fn release(&self) -> Result<(), SemaphoreError> {
-        self.state().release(*self.shm.geometry())
+        self.state().release(*self.obj.geometry())
     }
 
     /// Takes a unit through a guard that gives it back on drop — or, if this process dies,
@@ -505,7 +533,7 @@ impl std::future::Future for SemAcquire<'_> {
         // keeps mapped.
         let r = unsafe {
             this.w
-                .poll_counted(cx, &st.seq, &st.waiters, this.sem.shm.keep_alive(), || {
+                .poll_counted(cx, &st.seq, &st.waiters, this.sem.obj.keep_alive(), || {
                     st.try_take(0)
                 })
         };
@@ -542,7 +570,7 @@ impl Drop for SemaphoreGuard<'_> {
         if ident::process().0 == self.pid {
             self.sem
                 .state()
-                .release_guarded(self.slot, *self.sem.shm.geometry());
+                .release_guarded(self.slot, *self.sem.obj.geometry());
         }
     }
 }
@@ -558,6 +586,20 @@ impl BoundedSemaphore {
         Ok(BoundedSemaphore(Semaphore::from_shm(
             crate::shared::create(None, SemState::new(value, true))?,
         )))
+    }
+
+    /// A bounded semaphore with `value` units in a slot of `arena` (see [`Semaphore::new_in`]).
+    pub fn new_in(arena: &Arena, value: u32) -> Result<BoundedSemaphore, SyncError> {
+        Ok(BoundedSemaphore(Semaphore::from_obj(Obj::new_in(
+            arena,
+            64,
+            SemState::new(value, true),
+        )?)))
+    }
+
+    /// Opens an arena bounded semaphore's handle.
+    pub fn open_slot(handle: &SlotHandle) -> Result<BoundedSemaphore, ShmError> {
+        Ok(BoundedSemaphore(Semaphore::open_slot(handle)?))
     }
 
     /// A bounded semaphore in `/dev/shm/multiproc.NAME`.

@@ -9,15 +9,17 @@
 //! 4 or 8 bytes, else word- or byte-wise), so a reader racing a writer of a multi-word `T` may see
 //! a torn value, exactly as in Python — but never a data race.
 //!
-//! Both keep their memory in a [`multiproc_shm::Shared`]. A [`ValueGuard`] borrows the handle; it
-//! holds no `KeepAlive`: leaking a guard and dropping every handle unmaps a lock this thread still
-//! holds, which is harmless with the futex mutex (nothing in this process points into the
+//! An anonymous `Value::new` / `RawValue::new` lives in a slot of the process's arena
+//! ([`crate::arena`]: many values per segment, one fd and mapping per arena segment); a named one,
+//! or one made with `new_segment`, in a segment of its own. A [`ValueGuard`] borrows the handle;
+//! it holds no `KeepAlive`: leaking a guard and dropping every handle unmaps a lock this thread
+//! still holds, which is harmless with the futex mutex (nothing in this process points into the
 //! mapping: no robust list as glibc's had), and a `KeepAlive` per lock cost 20-30% of
 //! `value_lock_incr` (docs/sync.md). Other processes take the lock over once this thread exits.
 //!
-//! Handles are `Clone` (same memory) and serialize as their segment handle: deserializing opens
-//! the segment and checks its kind and element type, so a `Value<i64>` cannot be opened as
-//! `Value<f64>`.
+//! Handles are `Clone` (same memory) and serialize as an [`ObjectHandle`] (the arena segment,
+//! slot and generation, or the own segment): deserializing opens it and checks its kind and
+//! element type, so a `Value<i64>` cannot be opened as `Value<f64>`, and a freed slot is refused.
 //!
 //! ```
 //! use multiproc_sync::Value;
@@ -169,8 +171,23 @@ impl<T: SharedData> Value<T> {
         )?)))
     }
 
-    /// A new anonymous shared value (memfd: shared with forked and spawned children).
+    /// A new anonymous shared value, in a slot of this process's arena ([`Arena::global`]):
+    /// one fd and mapping per arena segment, not per value, and a 64-byte slot at least, so two
+    /// hot locks never share a cache line. A `T` too big for an arena slot (the lock and the
+    /// value over [`crate::arena::MAX_SLOT`] bytes) gets its own segment. Shared with forked
+    /// children (each holds the slot from the fork on) and spawned ones (through serde).
+    /// [`Value::new_segment`] gives the value a segment of its own.
     pub fn new(value: T) -> Result<Self, SyncError> {
+        if Arena::fits(std::mem::size_of::<ValueCell<T>>(), 64) {
+            Self::new_in(Arena::global(), value)
+        } else {
+            Self::create(None, value)
+        }
+    }
+
+    /// A new anonymous value in a segment of its own (one memfd and mapping): what
+    /// [`Value::new`] did before arenas. [`Value::segment`] is then this value's alone.
+    pub fn new_segment(value: T) -> Result<Self, SyncError> {
         Self::create(None, value)
     }
 
@@ -439,8 +456,20 @@ impl<T: SharedData> RawValue<T> {
         )?)))
     }
 
-    /// A new anonymous raw value.
+    /// A new anonymous raw value, in a slot of this process's arena ([`Arena::global`]; 16-byte
+    /// slots for a `u64`: not padded to a cache line, as Python's `RawValue`). A `T` over
+    /// [`crate::arena::MAX_SLOT`] bytes gets its own segment. [`RawValue::new_segment`] gives
+    /// the value a segment of its own.
     pub fn new(value: T) -> Result<Self, SyncError> {
+        if Arena::fits(std::mem::size_of::<RawCell<T>>(), 16) {
+            Self::new_in(Arena::global(), value)
+        } else {
+            Self::create(None, value)
+        }
+    }
+
+    /// A new anonymous raw value in a segment of its own (one memfd and mapping).
+    pub fn new_segment(value: T) -> Result<Self, SyncError> {
         Self::create(None, value)
     }
 

@@ -146,7 +146,8 @@ fn each_call_returns(prep: impl Fn(u32) + Send, calls: impl Fn() + Send) {
 
 #[test]
 fn corrupted_lock_words_never_hang_a_call_with_a_timeout() {
-    let v = Value::new(0u64).unwrap();
+    // Own segments: the scribbles below hit each object's segment at fixed offsets.
+    let v = Value::new_segment(0u64).unwrap();
     let a = Array::<u8>::zeroed(4).unwrap();
     let l = Lock::new().unwrap();
     let r = RLock::new().unwrap();
@@ -199,7 +200,7 @@ fn corrupted_lock_words_never_hang_a_call_with_a_timeout() {
 
 #[test]
 fn a_lock_word_naming_a_dead_thread_is_taken_over() {
-    let v = Value::new(3u32).unwrap();
+    let v = Value::new_segment(3u32).unwrap();
     // A thread id that surely is not alive (above any pid_max is not possible: use a thread
     // that has exited).
     // SAFETY: gettid has no preconditions.
@@ -213,7 +214,7 @@ fn a_lock_word_naming_a_dead_thread_is_taken_over() {
         Err(e) => panic!("expected OwnerDied, got {e}"),
     }
     // A word naming a live thread of another process (pid 1) is a held lock: timeout, no hang.
-    let w = Value::new(0u8).unwrap();
+    let w = Value::new_segment(0u8).unwrap();
     scribble_payload(w.segment(), 0, &1u32.to_le_bytes());
     assert!(matches!(
         w.get_lock_timeout(MS),
