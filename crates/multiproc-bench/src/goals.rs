@@ -239,11 +239,18 @@ pub fn evaluate(results: &[Record], load: usize, failures: &[String]) -> Vec<Goa
         ));
     }
     if load == 0 {
-        // Not measured until the native `multiproc` async row lands (see w_async).
         g.push(at_most(
             15,
             "async_rtt: multiproc (async) ≤ 0.5x tokio-uds-postcard",
             r.ns("async_rtt", "multiproc", "async"),
+            r.ns("async_rtt", "tokio-uds-postcard", "async"),
+            0.5,
+            "ns",
+        ));
+        g.push(at_most(
+            15,
+            "async_rtt: multiproc (async-spin) ≤ 0.5x tokio-uds-postcard",
+            r.ns("async_rtt", "multiproc", "async-spin"),
             r.ns("async_rtt", "tokio-uds-postcard", "async"),
             0.5,
             "ns",

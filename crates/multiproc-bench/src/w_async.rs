@@ -12,9 +12,10 @@
 //!   sends on a multiproc `Pipe` (fan-in: `Queue`) and receives through a
 //!   `tokio::task::spawn_blocking` thread that loops on the blocking `recv`/`get` and forwards
 //!   into a `tokio::sync::mpsc` channel the task awaits.
-//! * `multiproc` (native `recv_async`/`get_async`): not measured yet, see
-//!   [`async_rtt_native`] and [`async_fanin_native`] (TODO stubs, registered as no row, so no
-//!   figure is made up).
+//! * `multiproc`: the native futures (`send_async`/`recv_async`, `get_async`), woken across
+//!   processes by the per-process futex_waitv notifier ([`async_rtt_native`],
+//!   [`async_fanin_native`]). `async_rtt` has two multiproc rows: mode `async` parks at once on
+//!   both sides (like the kernel-blocking UDS row), mode `async-spin` spins briefly first.
 //!
 //! The tokio side runs in a forked child (the bench parent stays single-threaded, see
 //! `harness`), on a current-thread runtime, as a spawned task; its process is pinned to CPU 0,
@@ -26,7 +27,7 @@ use crate::lat::{Lat, Recorder};
 use crate::w_ring::{Page, RESULT, push_lat, timed};
 use crate::{Config, Record};
 use multiproc::sync::futex;
-use multiproc::{Pipe, Queue};
+use multiproc::{Pipe, Queue, WaitStrategy};
 use std::future::Future;
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream as StdStream;
@@ -53,8 +54,22 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         let n = if q { 20_000 } else { 200_000 };
         push_lat(out, w, "tokio-uds-postcard", MODE, rtt_tokio_uds(n), 1e3);
         push_lat(out, w, "multiproc-bridge", MODE, rtt_bridge(n), 1e3);
-        // TODO(issue 15): the native row, once `Connection::recv_async` lands:
-        // push_lat(out, w, "multiproc", MODE, async_rtt_native(n), 1e3);
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            MODE,
+            async_rtt_native(n, WaitStrategy::Park),
+            1e3,
+        );
+        push_lat(
+            out,
+            w,
+            "multiproc",
+            "async-spin",
+            async_rtt_native(n, WaitStrategy::SpinPark),
+            1e3,
+        );
     }
     if cfg.wants("async_fanin") {
         let w = "async_fanin";
@@ -63,7 +78,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
         for (sys, r) in [
             ("tokio-uds-postcard", fanin_tokio_uds(per)),
             ("multiproc-bridge", fanin_bridge(per)),
-            // TODO(issue 15): ("multiproc", async_fanin_native(per)), once `get_async` lands.
+            ("multiproc", async_fanin_native(per)),
         ] {
             match r {
                 Ok(secs) => out.push(Record::new(w, sys, total / secs, "msgs/s")),
@@ -73,56 +88,75 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     }
 }
 
-/// TODO(issue 15): `async_rtt` with multiproc's native async receive, to register in [`run`]
-/// as the `multiproc` row (mode `async`). Deliberately not registered: no figure until the API
-/// exists on this branch. The body is [`rtt_bridge`] without the bridge thread and the mpsc
-/// channel (the core part's API: `Connection::send_async(&v)`, `recv_async()`):
-///
-/// ```ignore
-/// let warmup = warmup_of(n);
-/// let (mut rx_pong, mut tx_ping) = Pipe::simplex::<u64>().map_err(e)?; // ping -> pong
-/// let (mut rx_ping, mut tx_pong) = Pipe::simplex::<u64>().map_err(e)?; // pong -> ping
-/// let tokio_side = move || {
-///     on_tokio(async move {
-///         let mut laps = Laps::new(warmup);
-///         for i in 0..warmup + n {
-///             tx_ping.send_async(&i).await.map_err(e)?;
-///             let echo = rx_ping.recv_async().await.map_err(e)?;
-///             if echo != i {
-///                 return Err(format!("echo {echo} for {i}"));
-///             }
-///             laps.lap(i);
-///         }
-///         laps.finish()
-///     })?
-/// };
-/// // The peer is `rtt_bridge`'s, unchanged (blocking recv, send).
-/// rtt_run(tokio_side, peer)
-/// ```
-#[allow(dead_code)]
-pub fn async_rtt_native(_n: u64) -> Result<Lat, String> {
-    Err("not implemented: needs Connection::recv_async (issue 15, core part)".into())
+/// `async_rtt` with multiproc's native async calls: the tokio task `send_async`s a `u64` and
+/// awaits the echo with `recv_async` (no bridge thread, no mpsc channel); the peer is a plain
+/// blocking `recv`/`send` loop, as in [`rtt_bridge`]. `strategy` is set on both ends of both
+/// sides: `Park` (mode `async`) sleeps at once on both sides, as the tokio-UDS row's reactor
+/// and blocking peer do in the kernel; `SpinPark` (mode `async-spin`) lets `recv_async` spin
+/// its short adaptive budget before it registers with the notifier, and the peer spin before
+/// it parks.
+pub fn async_rtt_native(n: u64, strategy: WaitStrategy) -> Result<Lat, String> {
+    let warmup = warmup_of(n);
+    let (mut rx_pong, mut tx_ping) = Pipe::simplex::<u64>().map_err(e)?; // ping -> pong
+    let (mut rx_ping, mut tx_pong) = Pipe::simplex::<u64>().map_err(e)?; // pong -> ping
+    for c in [&mut rx_pong, &mut tx_ping, &mut rx_ping, &mut tx_pong] {
+        c.set_wait_strategy(strategy);
+    }
+    let tokio_side = move || {
+        on_tokio(async move {
+            let mut laps = Laps::new(warmup);
+            for i in 0..warmup + n {
+                tx_ping.send_async(&i).await.map_err(e)?;
+                let echo = rx_ping.recv_async().await.map_err(e)?;
+                if echo != i {
+                    return Err(format!("echo {echo} for {i}"));
+                }
+                laps.lap(i);
+            }
+            laps.finish()
+        })?
+    };
+    let peer = move || {
+        for _ in 0..warmup + n {
+            let v = rx_pong.recv().map_err(e)?;
+            tx_pong.send(&v).map_err(e)?;
+        }
+        Ok(())
+    };
+    rtt_run(tokio_side, peer)
 }
 
-/// TODO(issue 15): `async_fanin` with the native `Queue::get_async`, to register in [`run`] as
-/// the `multiproc` row. Not registered: no figure until the API exists on this branch. The
-/// body is [`fanin_bridge`] with the service task awaiting the queue itself:
-///
-/// ```ignore
-/// // senders: as in fanin_bridge; the service:
-/// on_tokio(async move {
-///     let t = Instant::now();
-///     let mut sum = 0u64;
-///     for _ in 0..total {
-///         sum = sum.wrapping_add(q.get_async().await.map_err(|err| format!("{err:?}"))?);
-///     }
-///     // check the sum as fanin_bridge does
-///     Ok(t.elapsed().as_nanos() as u64)
-/// })?
-/// ```
-#[allow(dead_code)]
-pub fn async_fanin_native(_per: u64) -> Result<f64, String> {
-    Err("not implemented: needs Queue::get_async (issue 15, core part)".into())
+/// `async_fanin` with the native `Queue::get_async`: the service task awaits the queue itself
+/// (no bridge thread); the 64 senders `put` as in [`fanin_bridge`].
+pub fn async_fanin_native(per: u64) -> Result<f64, String> {
+    let q: Queue<u64> = Queue::new(4096).map_err(e)?;
+    let senders: Vec<Box<dyn FnOnce() -> Result<(), String>>> = (0..PRODUCERS)
+        .map(|_| {
+            let q = q.clone();
+            Box::new(move || {
+                for i in 0..per {
+                    q.put(i).map_err(|err| format!("put: {err:?}"))?;
+                }
+                Ok(())
+            }) as Box<dyn FnOnce() -> Result<(), String>>
+        })
+        .collect();
+    let total = PRODUCERS as u64 * per;
+    let service = move || {
+        on_tokio(async move {
+            let t = Instant::now();
+            let mut sum = 0u64;
+            for _ in 0..total {
+                sum = sum.wrapping_add(q.get_async().await.map_err(|err| format!("{err:?}"))?);
+            }
+            let want = PRODUCERS as u64 * (per * per.saturating_sub(1) / 2);
+            if sum != want {
+                return Err(format!("sum {sum}, want {want}"));
+            }
+            Ok(t.elapsed().as_nanos() as u64)
+        })?
+    };
+    fanin_run(service, senders)
 }
 
 fn e<T: std::fmt::Display>(x: T) -> String {
