@@ -33,6 +33,7 @@ use crate::shared::{TICK, block_on, deadline_after};
 use multiproc_shm::{
     KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError,
 };
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 /// Errors of [`RLock::release`].
@@ -388,11 +389,14 @@ impl RLock {
             lock: self,
             _keep: self.obj.keep_alive(),
             tid: ident::thread().0,
+            _not_send: PhantomData,
         }
     }
 }
 
-/// Holds one level of an [`RLock`].
+/// Holds one level of an [`RLock`]. `!Send`: a level belongs to the thread that took it (as in
+/// Python, only the owner may release), and a guard dropped on another thread could release
+/// nothing, leaving the lock held.
 #[must_use = "the level is released when the guard drops"]
 #[derive(Debug)]
 pub struct RLockGuard<'a> {
@@ -400,6 +404,7 @@ pub struct RLockGuard<'a> {
     /// Keeps the mapping alive if the guard is leaked and every handle dropped.
     _keep: KeepAlive,
     tid: u32,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for RLockGuard<'_> {
