@@ -1,19 +1,20 @@
-//! This process's pid (cached, reset in a forked child) and a fork counter, so a handle can tell
-//! cheaply whether it may have been copied into another process by `fork`; its identity word
-//! (`pid << 32 | low 32 bits of its start time`) for the queue's peer accounting; and the fork
-//! hooks that hand a parent's queue registrations over to its child (see `peers`).
+//! This process's identity as the channel layer needs it: the pid and fork counter of
+//! multiproc-shm (the one home of "who am I after a fork"; a handle that recorded the counter can
+//! tell cheaply whether it may have been copied into another process by `fork`), the identity
+//! word (`pid << 32 | low 32 bits of its start time`) for the queue's peer accounting, and the
+//! fork hooks that hand a parent's queue registrations over to its child (see `peers`).
 
 use crate::facade::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-static PID: AtomicU32 = AtomicU32::new(0);
+/// The parent's pid, stored by the prepare handler for the child handler (which hands the
+/// parent's registrations over to the child).
+static PARENT: AtomicU32 = AtomicU32::new(0);
 /// This process's identity word (0: not computed yet).
 static WORD: AtomicU64 = AtomicU64::new(0);
-/// Bumped in the parent before every fork (the child inherits the bumped value).
-static FORKS: AtomicU64 = AtomicU64::new(0);
 static HOOK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn prepare() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
+    PARENT.store(pid(), Ordering::Relaxed);
     crate::queue::fork_prepare();
 }
 
@@ -22,9 +23,11 @@ extern "C" fn in_parent() {
 }
 
 extern "C" fn in_child() {
-    let parent = PID.swap(0, Ordering::Relaxed);
+    // Whichever of multiproc-shm's child handler and this one runs first, the cached identity is
+    // the child's before the queues use it.
+    multiproc_shm::reset_identity_in_child();
     WORD.store(0, Ordering::Relaxed);
-    crate::queue::fork_child(parent);
+    crate::queue::fork_child(PARENT.load(Ordering::Relaxed));
 }
 
 /// Registers the fork handlers once, never blocking: a `std::sync::Once` here could be caught
@@ -43,26 +46,16 @@ extern "C" fn install() {
 #[unsafe(link_section = ".init_array")]
 static INSTALL_AT_LOAD: extern "C" fn() = install;
 
-/// This process's pid.
+/// This process's pid (multiproc-shm's cache).
 #[inline]
 pub(crate) fn pid() -> u32 {
-    let p = PID.load(Ordering::Relaxed);
-    if p != 0 { p } else { pid_slow() }
+    multiproc_shm::current_pid()
 }
 
-#[cold]
-fn pid_slow() -> u32 {
-    install();
-    // SAFETY: getpid has no preconditions (and is async-signal safe, as the fork hook needs).
-    let p = unsafe { libc::getpid() } as u32;
-    PID.store(p, Ordering::Relaxed);
-    p
-}
-
-/// Forks made by this process (or its ancestors, as inherited) since the hook was installed.
+/// Forks made by this process (or its ancestors, as inherited): multiproc-shm's counter.
 pub(crate) fn forks() -> u64 {
     install();
-    FORKS.load(Ordering::Relaxed)
+    multiproc_shm::fork_count()
 }
 
 /// This process's identity word: `pid << 32 | low 32 bits of its start time` (cached).
@@ -71,8 +64,8 @@ pub(crate) fn word() -> u64 {
     if w != 0 {
         return w;
     }
-    let p = pid();
-    let w = (u64::from(p) << 32) | u64::from(start_time_of(p).unwrap_or(0) as u32);
+    let id = multiproc_shm::ProcessId::current();
+    let w = (u64::from(id.pid) << 32) | u64::from(id.start_time as u32);
     WORD.store(w, Ordering::Relaxed);
     w
 }
@@ -84,74 +77,4 @@ pub(crate) fn word_alive(w: u64) -> bool {
     pid != 0
         && multiproc_shm::ProcessId::of(pid)
             .is_some_and(|p| (lo == 0 || p.start_time as u32 == lo) && p.is_alive())
-}
-
-/// The start time (field 22 of `/proc/PID/stat`) read without allocating, so the fork hook may
-/// call it in the child of a threaded parent.
-fn start_time_of(pid: u32) -> Option<u64> {
-    let mut path = [0u8; 32];
-    let mut n = 0;
-    for &b in b"/proc/" {
-        path[n] = b;
-        n += 1;
-    }
-    let mut digits = [0u8; 10];
-    let (mut d, mut v) = (0, pid);
-    loop {
-        digits[d] = b'0' + (v % 10) as u8;
-        d += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while d > 0 {
-        d -= 1;
-        path[n] = digits[d];
-        n += 1;
-    }
-    for &b in b"/stat" {
-        path[n] = b;
-        n += 1;
-    }
-    path[n] = 0;
-    let mut buf = [0u8; 1024];
-    // SAFETY: `path` is NUL-terminated; `buf` is a writable local buffer of the length given.
-    let len = unsafe {
-        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return None;
-        }
-        let r = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        r
-    };
-    let text = buf.get(..usize::try_from(len).ok()?)?;
-    let close = text.iter().rposition(|&b| b == b')')?;
-    // After comm: state is field 3; starttime is field 22, the 20th field after comm.
-    let field = text[close + 1..]
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty())
-        .nth(19)?;
-    let mut t: u64 = 0;
-    for &b in field {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        t = t.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(t)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn start_time_matches_proc_info() {
-        let p = super::pid();
-        assert_eq!(
-            super::start_time_of(p),
-            multiproc_shm::start_time_of(p),
-            "no-alloc /proc reader agrees with multiproc-shm"
-        );
-    }
 }

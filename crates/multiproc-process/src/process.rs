@@ -1056,10 +1056,9 @@ fn fork_child(
     // Every lock of ours that the child uses is taken by this thread across the fork, so
     // the child never inherits one held by another thread (the stdio locks are reentrant
     // and owned by this thread, so the child's prints do not deadlock either). The order
-    // (server, spawner, me, current, children) is the one every other path nests them in.
+    // (server, spawner, current, children) is the one every other path nests them in.
     let mut server_lock = crate::forkserver::lock_server();
     let mut spawner_lock = crate::spawn::lock_spawner();
-    let me_lock = ME.lock().unwrap_or_else(|p| p.into_inner());
     let mut current_lock = state::lock_current();
     let children_lock = state::lock_children();
     let stdout_lock = std::io::stdout().lock();
@@ -1075,13 +1074,7 @@ fn fork_child(
         // the list filters on), so nothing is freed here.
         server_lock.forget_in_child();
         spawner_lock.forget_in_child();
-        drop((
-            stderr_lock,
-            stdout_lock,
-            children_lock,
-            current_lock,
-            me_lock,
-        ));
+        drop((stderr_lock, stdout_lock, children_lock, current_lock));
         drop((spawner_lock, server_lock));
         if daemon {
             if let Err(e) = sys::set_pdeathsig(libc::SIGKILL) {
@@ -1096,13 +1089,7 @@ fn fork_child(
         }
         crate::child::run_and_exit(result_fd, !quiet, body);
     }
-    drop((
-        stderr_lock,
-        stdout_lock,
-        children_lock,
-        current_lock,
-        me_lock,
-    ));
+    drop((stderr_lock, stdout_lock, children_lock, current_lock));
     drop((spawner_lock, server_lock));
     if let Some(e) = fork_err {
         return Err(e);
@@ -1150,18 +1137,7 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
     };
 }
 
-static ME: Mutex<Option<ProcessId>> = Mutex::new(None);
-
-/// This process's identity, cached (reading /proc/self/stat costs a few microseconds).
+/// This process's identity (multiproc-shm's cache, cleared in a forked child).
 fn me() -> ProcessId {
-    let mut g = ME.lock().unwrap_or_else(|p| p.into_inner());
-    let pid = std::process::id();
-    match *g {
-        Some(id) if id.pid == pid => id,
-        _ => {
-            let id = ProcessId::current();
-            *g = Some(id);
-            id
-        }
-    }
+    ProcessId::current()
 }

@@ -8,13 +8,6 @@
 
 pub(crate) use multiproc_sync::facade::{AtomicU32, AtomicU64, Ordering, spin_hint};
 
-/// Plain std atomics for process-global caches (`ident`), which loom never models (loom
-/// atomics cannot live in statics).
-pub(crate) use std::sync::atomic::{
-    AtomicBool as StdAtomicBool, AtomicU32 as StdAtomicU32, AtomicU64 as StdAtomicU64,
-    Ordering as StdOrdering,
-};
-
 /// Pads and aligns a value to 128 bytes (two cache lines: the adjacent-line prefetcher pulls
 /// pairs), so a producer's and a consumer's hot words never share a line.
 #[derive(Debug, Default)]

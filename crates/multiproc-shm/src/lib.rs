@@ -18,7 +18,7 @@ pub mod shared;
 
 pub use error::{Result, ShmError};
 pub use header::{Expect, HEADER_SIZE, Header, ObjectKind, TypeFingerprint};
-pub use proc_info::{ProcessId, start_time_of};
+pub use proc_info::{ProcessId, current_pid, fork_count, reset_identity_in_child, start_time_of};
 pub use segment::{
     DEFAULT_OPEN_TIMEOUT, NAME_PREFIX, Segment, SegmentHandle, SegmentSpec, Staleness, check_name,
     clean_stale, clean_stale_with, is_persistent_named, list_named, persistent, read_header_named,
