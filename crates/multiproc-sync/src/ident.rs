@@ -97,13 +97,11 @@ fn refresh() -> Cached {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
     let pstart = multiproc_shm::start_time_of(pid).unwrap_or(0);
+    // `/proc/TID/stat` is the thread's own stat (a hidden entry of every thread id).
     let tstart = if tid == pid {
         pstart
     } else {
-        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
-            .ok()
-            .and_then(|t| parse_start(&t))
-            .unwrap_or(0)
+        multiproc_shm::start_time_of(tid).unwrap_or(0)
     };
     let c = Cached {
         gen_,
@@ -115,11 +113,6 @@ fn refresh() -> Cached {
     #[cfg(not(loom))]
     CACHE.with(|cell| cell.set(Some(c)));
     c
-}
-
-fn parse_start(text: &str) -> Option<u64> {
-    let rest = &text[text.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(loom)]
@@ -212,6 +205,7 @@ mod tests {
         let (tid, _) = thread();
         let other = std::thread::spawn(thread).join().unwrap();
         assert_ne!(other.0, tid);
+        assert_ne!(unpack(other.1).start_time, 0, "read from /proc/TID/stat");
         assert!(!packed_alive(other.1), "the thread has exited");
     }
 }
