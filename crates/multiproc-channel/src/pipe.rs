@@ -368,13 +368,7 @@ impl<T, C> std::fmt::Debug for Connection<T, C> {
     }
 }
 
-fn deadline_after(t: Duration) -> Option<Instant> {
-    Instant::now().checked_add(t)
-}
-
-fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
-}
+use multiproc_shm::deadline::{after as deadline_after, left as remaining};
 
 fn reserve_until(
     p: &mut Producer,

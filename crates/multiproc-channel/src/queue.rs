@@ -736,7 +736,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
 
     /// Puts `item`, waiting at most `timeout` for room ([`PutError::Timeout`] hands it back).
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_mode(item, Mode::Block(Instant::now().checked_add(timeout)))
+        self.put_mode(item, Mode::Block(multiproc_shm::deadline::after(timeout)))
     }
 
     /// Puts `item` if there is room now ([`PutError::Full`] hands it back).
@@ -1014,7 +1014,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
 
     /// Removes and returns the next item, waiting at most `timeout` ([`GetError::Timeout`]).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.get_mode(Mode::Block(Instant::now().checked_add(timeout)))
+        self.get_mode(Mode::Block(multiproc_shm::deadline::after(timeout)))
     }
 
     /// Removes and returns the next item if there is one now ([`GetError::Empty`]).
@@ -1364,7 +1364,8 @@ impl<T: 'static, C: Codec<T>> JoinableQueue<T, C> {
 
     /// Waits at most `timeout` until every item put has been marked done.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinError> {
-        self.0.join_deadline(Instant::now().checked_add(timeout))
+        self.0
+            .join_deadline(multiproc_shm::deadline::after(timeout))
     }
 }
 

@@ -842,7 +842,7 @@ impl MpmcRing {
 
     /// Copies one record in, waiting at most `timeout`.
     pub fn push_timeout(&self, rec: &[u8], timeout: Duration) -> Result<(), PushError> {
-        self.push_deadline(rec, Instant::now().checked_add(timeout))
+        self.push_deadline(rec, multiproc_shm::deadline::after(timeout))
     }
 
     #[inline]
@@ -885,7 +885,7 @@ impl MpmcRing {
         out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<usize, PopError> {
-        self.pop_deadline(out, Instant::now().checked_add(timeout))
+        self.pop_deadline(out, multiproc_shm::deadline::after(timeout))
     }
 
     /// As [`Self::pop_into_timeout`], waiting per `strategy` instead of this handle's own
@@ -898,7 +898,7 @@ impl MpmcRing {
     ) -> Result<usize, PopError> {
         match self.pop_once(out) {
             Err(PopError::Empty) => {
-                self.pop_slow(out, Instant::now().checked_add(timeout), strategy)
+                self.pop_slow(out, multiproc_shm::deadline::after(timeout), strategy)
             }
             r => r,
         }

@@ -535,9 +535,7 @@ fn pop_wait_err(e: WaitEnd<PopError>) -> PopError {
     }
 }
 
-fn deadline_after(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
+use multiproc_shm::deadline::after as deadline_after;
 
 /// The writing end of an [`SpscRing`]. Dropping it closes the producer side: the consumer
 /// drains what is left, then sees `Disconnected`.

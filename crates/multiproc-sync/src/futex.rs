@@ -210,12 +210,8 @@ pub fn wake(_word: &AtomicU32, _n: u32) -> usize {
     0
 }
 
-/// Remaining time until `deadline`, or None if it has passed.
-pub fn remaining(deadline: std::time::Instant) -> Option<Duration> {
-    deadline
-        .checked_duration_since(std::time::Instant::now())
-        .filter(|d| !d.is_zero())
-}
+/// Remaining time until `deadline`, or None if it has passed (multiproc-shm's deadline rule).
+pub use multiproc_shm::deadline::left_nonzero as remaining;
 
 #[cfg(all(test, not(loom)))]
 mod tests {

@@ -166,9 +166,5 @@ pub(crate) fn block_slow<R>(
     r
 }
 
-/// `Some(now + d)`, saturating far in the future.
-pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
-    Instant::now()
-        .checked_add(d)
-        .or(Some(Instant::now() + Duration::from_secs(86400 * 365)))
-}
+/// The deadline `d` from now; `None` (no deadline) when that overflows (multiproc-shm's rule).
+pub(crate) use multiproc_shm::deadline::after as deadline_after;
