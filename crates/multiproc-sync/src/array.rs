@@ -173,11 +173,11 @@ macro_rules! array_common {
             }
 
             /// Whether an array of `len` elements goes into an arena slot (head and elements
-            /// within [`crate::arena::MAX_SLOT`] bytes); bigger arrays keep their own segment.
+            /// within [`crate::arena::MAX_OBJECT`] bytes); bigger arrays keep their own segment.
             pub fn fits_arena(len: usize) -> bool {
                 len.checked_mul(std::mem::size_of::<T>())
                     .and_then(|b| b.checked_add(data_off::<$head<T>, T>()))
-                    .is_some_and(|b| b <= crate::arena::MAX_SLOT)
+                    .is_some_and(|b| b <= crate::arena::MAX_OBJECT)
             }
 
             fn create_in(
@@ -213,7 +213,7 @@ macro_rules! array_common {
             }
 
             /// A new array of `len` zeroed elements in a slot of `arena` when head and
-            /// elements fit [`crate::arena::MAX_SLOT`] bytes (else in its own segment, as
+            /// elements fit [`crate::arena::MAX_OBJECT`] bytes (else in its own segment, as
             /// [`Self::zeroed`]). See [`crate::arena`] for when the slot is freed.
             pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self, SyncError> {
                 Self::create_in(arena, len, None)

@@ -11,7 +11,7 @@ use multiproc_shm::fd_passing::collect_fds;
 use multiproc_sync::{
     Arena, Array, BoundedSemaphore, Event, LockError, RLock, RawArray, Semaphore, SyncError,
 };
-use multiproc_sync::{Lock, arena::MAX_SLOT};
+use multiproc_sync::{Lock, arena::MAX_OBJECT};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -198,9 +198,11 @@ fn stale_and_wrong_kind_handles_of_every_kind_are_refused() {
 fn small_arrays_go_to_the_arena_and_big_ones_keep_their_own_segment() {
     let _serial = serial();
     let arena = Arena::new();
-    // Locked head 24 B (robust mutex + length) + elements <= MAX_SLOT; raw head 8 B.
-    let locked_max = (MAX_SLOT - 24) / 8;
-    let raw_max = (MAX_SLOT - 8) / 8;
+    // Locked head 24 B (robust mutex + length) + elements <= MAX_OBJECT (a 512-byte slot less
+    // its 16-byte record); raw head 8 B.
+    let locked_max = (MAX_OBJECT - 24) / 8;
+    let raw_max = (MAX_OBJECT - 8) / 8;
+    assert_eq!((locked_max, raw_max), (59, 61));
     assert!(Array::<u64>::fits_arena(locked_max));
     assert!(!Array::<u64>::fits_arena(locked_max + 1));
     assert!(RawArray::<u64>::fits_arena(raw_max));
