@@ -1476,6 +1476,20 @@ fn slot_ref(seg: Arc<ArenaSeg>, slot: u32, generation: u32, tag: u32) -> SlotRef
     }
 }
 
+/// An arena allocation's error as the [`ShmError`] that the one-segment constructors
+/// (`Lock::new`, `Event::new`, ...) return: a segment error stays itself; a failure of the
+/// arena's lock (its 10 s timeout, an OS error) is `ShmError::Os { op: "arena lock", .. }`
+/// with the lock error as its source.
+pub(crate) fn arena_error(e: SyncError) -> ShmError {
+    match e {
+        SyncError::Shm(e) => e,
+        other => ShmError::Os {
+            op: "arena lock",
+            source: std::io::Error::other(other),
+        },
+    }
+}
+
 /// What keeps an object's memory alive: its own segment, or a slot of an arena.
 pub(crate) enum Backing<L: SharedLayout> {
     /// One segment for the object.
@@ -1622,6 +1636,13 @@ where
         }
     }
 
+    /// A new object holding `value` in a 64-byte slot (at least) of this process's arena
+    /// ([`Arena::global`]): what `Lock::new`, `Event::new`, ... do. Returns the `ShmError`
+    /// those constructors return (see [`arena_error`]).
+    pub(crate) fn new_default(value: L) -> Result<Self, ShmError> {
+        Self::new_in(Arena::global(), 64, value).map_err(arena_error)
+    }
+
     /// A new object holding `value` in a slot of `arena` (at least `min` bytes: 64 pads a hot
     /// futex word to its own cache line).
     pub(crate) fn new_in(arena: &Arena, min: usize, value: L) -> Result<Self, SyncError> {
@@ -1736,6 +1757,27 @@ mod tests {
             "{:?}",
             r.err()
         );
+    }
+
+    #[test]
+    fn an_arena_lock_failure_is_a_clear_shm_error() {
+        let e = arena_error(SyncError::Mutex(crate::mutex::MutexError::Timeout));
+        assert!(
+            matches!(
+                e,
+                ShmError::Os {
+                    op: "arena lock",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "arena lock failed: timed out waiting for the lock"
+        );
+        let e = arena_error(ShmError::Corrupted("x").into());
+        assert!(matches!(e, ShmError::Corrupted("x")), "{e:?}");
     }
 
     #[test]
