@@ -58,8 +58,8 @@ fn main() {
     measure("`RawValue::new_in(&arena, u64)`", 1_000_000, |i| {
         RawValue::new_in(&arena, i).unwrap()
     });
-    measure("`Lock::new_in(&arena)`", 1_000_000, |_| {
-        multiproc_sync::Lock::new_in(&arena).unwrap()
+    measure("`Lock::new()` (the process's arena)", 1_000_000, |_| {
+        multiproc_sync::Lock::new().unwrap()
     });
     shared_bytes_per_value(1_000_000);
 }

@@ -11,8 +11,10 @@
 //! 64-byte slot. A free slot's first 4 bytes are its free-list link. Objects larger than
 //! [`MAX_OBJECT`] keep their own segments. When every segment of a class is full, the arena
 //! adds one.
-//! `Value::new`/`RawValue::new` use the process's arena ([`Arena::global`]); every small kind has
-//! a `new_in(&arena, ..)`.
+//! The anonymous constructors of every small kind (`Value::new`, `RawValue::new`, `Lock::new`,
+//! `RLock::new`, `Semaphore::new`, `BoundedSemaphore::new`, `Event::new`, small
+//! `Array`/`RawArray` `zeroed`/`from_slice`) use the process's arena ([`Arena::global`]); each
+//! has a `*_segment` twin (one segment per object) and a `*_in(&arena, ..)`.
 //!
 //! ## Kill safety
 //! Allocation and free change the control block and one slot record under the arena's robust
@@ -83,7 +85,7 @@ pub const MAX_SLOT: usize = 512;
 pub const MAX_OBJECT: usize = MAX_SLOT - META;
 /// Number of size classes (32, 64, 128, 256, 512).
 const NCLASS: usize = 5;
-/// The arena segment layout this build reads and writes (in [`ArenaCtl`], checked on open):
+/// The arena segment layout this build reads and writes (in the control block, checked on open):
 /// 2 = slot records inside the slots' last 16 bytes, classes 32..=512. (Layout 1, the first
 /// slices', kept the records in a separate array and had a 16-byte class.)
 pub const ARENA_LAYOUT: u32 = 2;
