@@ -29,7 +29,10 @@ enum Op {
 fuzz_target!(|input: (u8, Vec<Op>)| {
     let (len, ops) = input;
     let len = usize::from(len % 40);
-    let (Ok(mut a), Ok(mut r)) = (Array::<u32>::zeroed(len), RawArray::<u16>::zeroed(len)) else {
+    let (Ok(mut a), Ok(mut r)) = (
+        Array::<u32>::zeroed_segment(len),
+        RawArray::<u16>::zeroed_segment(len),
+    ) else {
         return;
     };
     let mut stale = false;

@@ -8,7 +8,7 @@ mod common;
 use arbitrary::Arbitrary;
 use common::{MAX_OPS, T, scribble};
 use libfuzzer_sys::fuzz_target;
-use multiproc_sync::{CondLock, Condition, Lock};
+use multiproc_sync::{CondLock, Condition, Lock, RLock};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -34,9 +34,15 @@ fn lock_segment(c: &Condition) -> &multiproc_shm::Segment {
 fuzz_target!(|input: (bool, Vec<Op>)| {
     let (plain, ops) = input;
     let c = if plain {
-        Lock::new().map_err(|_| ()).and_then(|l| Condition::with_lock(l).map_err(|_| ()))
+        Lock::new_segment()
+            .map_err(|_| ())
+            .and_then(|l| Condition::with_lock(l).map_err(|_| ()))
     } else {
-        Condition::new().map_err(|_| ())
+        // Own segments (as `Condition::new` had before arenas): the scribbles hit the lock's
+        // segment at fuzzed offsets.
+        RLock::new_segment()
+            .map_err(|_| ())
+            .and_then(|l| Condition::with_rlock(l).map_err(|_| ()))
     };
     let Ok(mut c) = c else {
         return;

@@ -21,7 +21,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let Ok(mut e) = Event::new() else {
+    let Ok(mut e) = Event::new_segment() else {
         return;
     };
     let mut stale = false;

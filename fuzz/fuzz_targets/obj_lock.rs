@@ -29,7 +29,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let (Ok(mut l), Ok(mut r)) = (Lock::new(), RLock::new()) else {
+    let (Ok(mut l), Ok(mut r)) = (Lock::new_segment(), RLock::new_segment()) else {
         return;
     };
     let mut stale = false;

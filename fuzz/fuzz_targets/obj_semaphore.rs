@@ -28,9 +28,9 @@ fuzz_target!(|input: (bool, u8, Vec<Op>)| {
     let (bounded, init, ops) = input;
     let init = u32::from(init % 4);
     let s = if bounded {
-        BoundedSemaphore::new(init).map(|b| (*b).clone())
+        BoundedSemaphore::new_segment(init).map(|b| (*b).clone())
     } else {
-        Semaphore::new(init)
+        Semaphore::new_segment(init)
     };
     let Ok(mut s) = s else {
         return;

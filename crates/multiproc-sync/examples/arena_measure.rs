@@ -58,7 +58,32 @@ fn main() {
     measure("`RawValue::new_in(&arena, u64)`", 1_000_000, |i| {
         RawValue::new_in(&arena, i).unwrap()
     });
-    measure("`Lock::new_in(&arena)`", 1_000_000, |_| {
-        multiproc_sync::Lock::new_in(&arena).unwrap()
+    measure("`Lock::new()` (the process's arena)", 1_000_000, |_| {
+        multiproc_sync::Lock::new().unwrap()
     });
+    shared_bytes_per_value(1_000_000);
+}
+
+/// Shared memory per `Value<u64>`: the mapped length of the arena segments (control block,
+/// process table, slots with their records) over the values they hold, all segments full but
+/// the last; plus the 4-byte local counter per slot that each holding process keeps.
+fn shared_bytes_per_value(n: usize) {
+    let arena = Arena::new();
+    let vals: Vec<Value<u64>> = (0..n as u64)
+        .map(|i| Value::new_in(&arena, i).unwrap())
+        .collect();
+    let seg_len = vals[0].segment().mapped_len();
+    let segs = arena.segments();
+    let st = arena.check().unwrap();
+    let shared = (segs * seg_len) as f64 / n as f64;
+    let full = seg_len as f64 / (st.slots as f64 / segs as f64);
+    println!();
+    println!(
+        "shared memory per Value<u64>: {shared:.1} B ({n} values in {segs} segments of {seg_len} B; \
+         a full segment: {full:.1} B per value), {:.1} B beyond the 8 data bytes; \
+         + 4 B local counter per slot in each holding process = {:.1} B",
+        shared - 8.0,
+        shared + 4.0
+    );
+    drop(vals);
 }

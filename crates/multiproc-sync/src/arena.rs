@@ -1,15 +1,20 @@
 //! Arenas: many small shared objects in one segment (one fd and one mapping per arena, not per
 //! object), as Python's `multiprocessing.heap` does for `RawValue`.
 //!
-//! An [`Arena`] is a process-local set of arena segments, one list per size class (16, 32, ...,
+//! An [`Arena`] is a process-local set of arena segments, one list per size class (32, 64, ...,
 //! [`MAX_SLOT`] bytes). Each arena segment is a [`Shared<ArenaCtl>`]: a control block (a
-//! [`RobustMutex`], the free-list head, a bump index, a live count and a one-entry journal), then
-//! a tail: a process table ([`TRACKED_PROCS`] identities), `slots` slot records (16 B each:
-//! generation, type tag, hold word) and `slots` payload slots of `class` bytes each (a free
-//! slot's first 4 bytes are its free-list link). Objects larger than [`MAX_SLOT`] keep their
-//! own segments. When every segment of a class is full, the arena adds one.
-//! `Value::new`/`RawValue::new` use the process's arena ([`Arena::global`]); every small kind has
-//! a `new_in(&arena, ..)`.
+//! [`RobustMutex`], the layout version, the free-list head, a bump index, a live count and a
+//! one-entry journal), then a tail: a process table ([`TRACKED_PROCS`] identities) and `slots`
+//! slots of `class` bytes each. A slot is the object (its first `class - 16` bytes) and the
+//! slot's record in its last 16 bytes (generation, type tag, hold word): layout
+//! [`ARENA_LAYOUT`] = 2, so a `Value<u64>` (robust mutex + value, 24 B) takes exactly one
+//! 64-byte slot. A free slot's first 4 bytes are its free-list link. Objects larger than
+//! [`MAX_OBJECT`] keep their own segments. When every segment of a class is full, the arena
+//! adds one.
+//! The anonymous constructors of every small kind (`Value::new`, `RawValue::new`, `Lock::new`,
+//! `RLock::new`, `Semaphore::new`, `BoundedSemaphore::new`, `Event::new`, small
+//! `Array`/`RawArray` `zeroed`/`from_slice`) use the process's arena ([`Arena::global`]); each
+//! has a `*_segment` twin (one segment per object) and a `*_in(&arena, ..)`.
 //!
 //! ## Kill safety
 //! Allocation and free change the control block and one slot record under the arena's robust
@@ -71,12 +76,19 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// The smallest slot size.
-pub const MIN_SLOT: usize = 16;
-/// The largest slot size: objects bigger than this keep their own segment.
+/// The smallest slot size (16 bytes of object + the 16-byte slot record).
+pub const MIN_SLOT: usize = 32;
+/// The largest slot size.
 pub const MAX_SLOT: usize = 512;
-/// Number of size classes (16, 32, 64, 128, 256, 512).
-const NCLASS: usize = 6;
+/// The largest object an arena slot holds (a slot's last 16 bytes are its record): objects
+/// bigger than this keep their own segment.
+pub const MAX_OBJECT: usize = MAX_SLOT - META;
+/// Number of size classes (32, 64, 128, 256, 512).
+const NCLASS: usize = 5;
+/// The arena segment layout this build reads and writes (in the control block, checked on open):
+/// 2 = slot records inside the slots' last 16 bytes, classes 32..=512. (Layout 1, the first
+/// slices', kept the records in a separate array and had a 16-byte class.)
+pub const ARENA_LAYOUT: u32 = 2;
 /// Bytes of slot payload per arena segment (the slot count is this over the class, capped).
 const SEG_PAYLOAD: usize = 2 << 20;
 /// Most slots in one arena segment (local limit for `validate`).
@@ -121,11 +133,14 @@ pub(crate) struct ArenaCtl {
     j_bump: AtomicU32,
     j_live: AtomicU32,
     j_gen: AtomicU32,
-    _pad: AtomicU32,
+    /// [`ARENA_LAYOUT`]. Set at create, never changed; an arena of another layout (0 here in
+    /// a layout-1 segment, whose word was padding) is refused on open.
+    layout: AtomicU32,
 }
 
-/// One slot's record. (The free-list link of a free slot lives in the first 4 bytes of its
-/// payload, unused while it is free, so the record stays 16 bytes.)
+/// One slot's record, in the slot's last 16 bytes. (The free-list link of a free slot lives in
+/// the first 4 bytes of its object bytes, unused while it is free, so the record stays 16
+/// bytes.)
 #[repr(C)]
 struct SlotMeta {
     /// Bumped on every free: a handle names the generation it was made for.
@@ -143,16 +158,14 @@ struct SlotMeta {
 pub(crate) struct ArenaGeom {
     class: usize,
     slots: u32,
-    /// Offset of the first payload slot in the tail.
-    payload_off: usize,
 }
 
-fn payload_off(slots: usize) -> usize {
-    (PROC_TABLE + slots * META).div_ceil(TAIL_ALIGN) * TAIL_ALIGN
-}
+/// Offset of the first slot in the tail: after the process table, 128-aligned (so every slot
+/// is aligned to its size up to 128, and a 64-byte slot is one cache line).
+const SLOTS_OFF: usize = PROC_TABLE.div_ceil(TAIL_ALIGN) * TAIL_ALIGN;
 
 fn tail_len_for(class: usize, slots: usize) -> usize {
-    payload_off(slots) + class * slots
+    SLOTS_OFF + class * slots
 }
 
 // SAFETY: repr(C), atomics only (the mutex too), so any bit pattern is valid and every field
@@ -163,6 +176,13 @@ unsafe impl SharedLayout for ArenaCtl {
     const MAX_TAIL: usize = 4 << 20;
     type Geometry = ArenaGeom;
     fn validate(&self, tail_len: usize) -> Result<ArenaGeom, ShmError> {
+        let layout = self.layout.load(Ordering::Relaxed);
+        if layout != ARENA_LAYOUT {
+            return Err(ShmError::VersionMismatch {
+                found: layout,
+                expected: ARENA_LAYOUT,
+            });
+        }
         let class = self.class.load(Ordering::Relaxed) as usize;
         let slots = self.slots.load(Ordering::Relaxed);
         if !class.is_power_of_two() || !(MIN_SLOT..=MAX_SLOT).contains(&class) {
@@ -187,17 +207,18 @@ unsafe impl SharedLayout for ArenaCtl {
                 limit: tail_len as u64,
             });
         }
-        Ok(ArenaGeom {
-            class,
-            slots,
-            payload_off: payload_off(slots as usize),
-        })
+        Ok(ArenaGeom { class, slots })
     }
 }
 
-/// The size class index for an object of `size` bytes (`None`: too big for an arena).
+/// The size class index for an object of `size` bytes in a slot of at least `min` bytes (the
+/// slot holds the object and its 16-byte record; `None`: too big for an arena).
 fn class_index(size: usize, min: usize) -> Option<usize> {
-    let c = size.max(min).max(MIN_SLOT).next_power_of_two();
+    let c = size
+        .checked_add(META)?
+        .max(min)
+        .max(MIN_SLOT)
+        .checked_next_power_of_two()?;
     if c > MAX_SLOT {
         return None;
     }
@@ -314,9 +335,10 @@ impl ArenaSeg {
             |p, _tail| {
                 // SAFETY: `p` is valid for one ArenaCtl, aligned, zeroed and unseen by others;
                 // the tail is zeroed (all slots free, generation 0, no links) which is the
-                // initial state; only class and slots need setting.
+                // initial state; only layout, class and slots need setting.
                 unsafe {
                     let c = p.as_ref();
+                    c.layout.store(ARENA_LAYOUT, Ordering::Relaxed);
                     c.class.store(class as u32, Ordering::Relaxed);
                     c.slots.store(slots as u32, Ordering::Relaxed);
                 }
@@ -603,31 +625,34 @@ impl ArenaSeg {
         *self.shm.geometry()
     }
 
+    /// The record of `slot`: the slot's last 16 bytes.
     fn meta(&self, slot: u32) -> &SlotMeta {
         let g = self.geom();
         assert!(slot < g.slots, "slot index checked by callers");
         let p = self
             .shm
-            .tail_range(PROC_TABLE + slot as usize * META, META)
+            .tail_range(SLOTS_OFF + slot as usize * g.class + g.class - META, META)
             .expect("slot record inside the validated tail");
         // SAFETY: the range is inside the mapping (checked by tail_range), 16-aligned (tail is
-        // 128-aligned, PROC_TABLE a multiple of 16, META = 16), atomics only (any bit pattern valid), and lives as long as
-        // `self.shm`, which `&self` borrows.
+        // 128-aligned, SLOTS_OFF a multiple of 128, class a power of two >= 32, META = 16),
+        // atomics only (any bit pattern valid), and lives as long as `self.shm`, which `&self`
+        // borrows.
         unsafe { p.cast::<SlotMeta>().as_ref() }
     }
 
+    /// The object bytes of `slot`: its first `class - 16` bytes (the record follows them).
     fn payload(&self, slot: u32) -> NonNull<u8> {
         let g = self.geom();
         self.shm
-            .tail_range(g.payload_off + slot as usize * g.class, g.class)
+            .tail_range(SLOTS_OFF + slot as usize * g.class, g.class - META)
             .expect("payload slot inside the validated tail")
     }
 
     /// The free-list link of a free slot: its payload's first 4 bytes (next free slot + 1, 0:
     /// end). Meaningful only while the slot is free.
     fn next_word(&self, slot: u32) -> &AtomicU32 {
-        // SAFETY: the payload slot is inside the mapping (payload() checks), at least 16 bytes,
-        // aligned to its size; an atomic (any bit pattern valid); alive as long as `self.shm`.
+        // SAFETY: the payload is inside the mapping (payload() checks), at least 16 bytes,
+        // 32-aligned; an atomic (any bit pattern valid); alive as long as `self.shm`.
         unsafe { self.payload(slot).cast::<AtomicU32>().as_ref() }
     }
 
@@ -806,12 +831,13 @@ impl ArenaSeg {
         crate::arena::test_hook();
         c.j_op.store(OP_NONE, Ordering::Release);
         let generation = m.generation.load(Ordering::Relaxed);
-        // Zero the payload (a freed slot holds its last object's bytes). No one else can reach
-        // the slot yet: its generation is new to handles only once we return it.
+        // Zero the object bytes (a freed slot holds its last object's bytes), not the record
+        // after them. No one else can reach the slot yet: its generation is new to handles
+        // only once we return it.
         let p = self.payload(slot);
-        for i in 0..self.geom().class / 8 {
-            // SAFETY: inside the payload slot (tail_range checked), 8-aligned (slots are aligned
-            // to their power-of-two size >= 16); atomic, as a hostile process may write there.
+        for i in 0..(self.geom().class - META) / 8 {
+            // SAFETY: inside the payload (tail_range checked: class - 16 bytes), 8-aligned
+            // (slots are 32-aligned); atomic, as a hostile process may write there.
             let w =
                 unsafe { crate::facade::StdAtomicU64::from_ptr(p.as_ptr().cast::<u64>().add(i)) };
             w.store(0, Ordering::Relaxed);
@@ -1209,14 +1235,14 @@ impl Drop for SlotRef {
 }
 
 impl SlotRef {
-    /// The object's first byte (aligned to the slot size, at least 16, at most 512).
+    /// The object's first byte (aligned to the slot size up to 128, at least 32).
     pub(crate) fn ptr(&self) -> NonNull<u8> {
         self.ptr
     }
 
-    /// The slot's size in bytes.
+    /// The bytes the object may use: the slot's size less its 16-byte record.
     pub(crate) fn size(&self) -> usize {
-        self.seg.geom().class
+        self.seg.geom().class - META
     }
 
     /// The handle another process opens.
@@ -1259,11 +1285,11 @@ impl SlotRef {
                 limit: g.slots as u64,
             });
         }
-        if size > g.class {
+        if size > g.class - META {
             return Err(ShmError::OutOfRange {
                 what: "object size for the arena slot",
                 found: size as u64,
-                limit: g.class as u64,
+                limit: (g.class - META) as u64,
             });
         }
         seg.retain(h.slot, h.generation, tag)?;
@@ -1367,7 +1393,7 @@ impl Arena {
         let ci = class_index(size, min).ok_or(ShmError::OutOfRange {
             what: "object size for an arena",
             found: size as u64,
-            limit: MAX_SLOT as u64,
+            limit: MAX_OBJECT as u64,
         })?;
         let mut list = self.classes[ci].lock().unwrap_or_else(|e| e.into_inner());
         let n = list.segs.len();
@@ -1452,6 +1478,20 @@ fn slot_ref(seg: Arc<ArenaSeg>, slot: u32, generation: u32, tag: u32) -> SlotRef
     }
 }
 
+/// An arena allocation's error as the [`ShmError`] that the one-segment constructors
+/// (`Lock::new`, `Event::new`, ...) return: a segment error stays itself; a failure of the
+/// arena's lock (its 10 s timeout, an OS error) is `ShmError::Os { op: "arena lock", .. }`
+/// with the lock error as its source.
+pub(crate) fn arena_error(e: SyncError) -> ShmError {
+    match e {
+        SyncError::Shm(e) => e,
+        other => ShmError::Os {
+            op: "arena lock",
+            source: std::io::Error::other(other),
+        },
+    }
+}
+
 /// What keeps an object's memory alive: its own segment, or a slot of an arena.
 pub(crate) enum Backing<L: SharedLayout> {
     /// One segment for the object.
@@ -1517,9 +1557,9 @@ impl<L: SharedLayout> Backing<L> {
         let tag = type_tag(L::KIND, fp);
         let slot = arena.alloc(size.max(std::mem::size_of::<L>()), min, tag)?;
         debug_assert!(slot.size() >= std::mem::size_of::<L>());
-        // SAFETY: the slot is at least size_of::<L>() bytes, aligned to its size (a power of two
-        // >= size_of::<L>() >= align_of::<L>(), at a 128-aligned base; align <= 128 checked
-        // above), and no other handle names it yet.
+        // SAFETY: the slot's object bytes are at least size_of::<L>() (class >= size + 16),
+        // aligned to the slot size up to 128 (a power of two > size_of::<L>() >= align_of::<L>(),
+        // at a 128-aligned base; align <= 128 checked above), and no other handle names it yet.
         unsafe { slot.ptr().cast::<L>().as_ptr().write(value) };
         Ok(Backing::Slot(Arc::new(slot)))
     }
@@ -1596,6 +1636,13 @@ where
             geom: *shm.geometry(),
             backing: Backing::Own(shm),
         }
+    }
+
+    /// A new object holding `value` in a 64-byte slot (at least) of this process's arena
+    /// ([`Arena::global`]): what `Lock::new`, `Event::new`, ... do. Returns the `ShmError`
+    /// those constructors return (see [`arena_error`]).
+    pub(crate) fn new_default(value: L) -> Result<Self, ShmError> {
+        Self::new_in(Arena::global(), 64, value).map_err(arena_error)
     }
 
     /// A new object holding `value` in a slot of `arena` (at least `min` bytes: 64 pads a hot
@@ -1687,3 +1734,65 @@ macro_rules! serde_as_object {
     };
 }
 pub(crate) use serde_as_object;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_arena_of_another_layout_is_refused_on_open() {
+        let seg = ArenaSeg::create(64).unwrap();
+        let h = seg.shm.handle().unwrap();
+        // A fresh mapping validates (the layout this build writes).
+        assert!(Shared::<ArenaCtl>::open_handle(&h, TypeFingerprint::of::<ArenaCtl>()).is_ok());
+        // Layout 1 (the first slices') had padding, 0, where the version now is.
+        seg.ctl().layout.store(0, Ordering::Relaxed);
+        let r = Shared::<ArenaCtl>::open_handle(&h, TypeFingerprint::of::<ArenaCtl>());
+        assert!(
+            matches!(
+                r,
+                Err(ShmError::VersionMismatch {
+                    found: 0,
+                    expected: ARENA_LAYOUT
+                })
+            ),
+            "{:?}",
+            r.err()
+        );
+    }
+
+    #[test]
+    fn an_arena_lock_failure_is_a_clear_shm_error() {
+        let e = arena_error(SyncError::Mutex(crate::mutex::MutexError::Timeout));
+        assert!(
+            matches!(
+                e,
+                ShmError::Os {
+                    op: "arena lock",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "arena lock failed: timed out waiting for the lock"
+        );
+        let e = arena_error(ShmError::Corrupted("x").into());
+        assert!(matches!(e, ShmError::Corrupted("x")), "{e:?}");
+    }
+
+    #[test]
+    fn a_value_u64_takes_one_64_byte_slot_record_included() {
+        // Value<u64>: robust mutex (16 B) + value (8 B) = 24 B, + 16 B record <= 64.
+        assert_eq!(class_index(24, 64), Some(1)); // 32 << 1 = 64
+        assert_eq!(MIN_SLOT << class_index(24, 64).unwrap(), 64);
+        // RawValue<u64>: 8 B + 16 B record: the 32-byte class.
+        assert_eq!(MIN_SLOT << class_index(8, 16).unwrap(), 32);
+        // The object and its record must fit: 49 bytes need a 128-byte slot.
+        assert_eq!(MIN_SLOT << class_index(49, 64).unwrap(), 128);
+        assert_eq!(class_index(MAX_OBJECT, 64), Some(NCLASS - 1));
+        assert_eq!(class_index(MAX_OBJECT + 1, 64), None);
+        assert_eq!(class_index(usize::MAX, 64), None);
+    }
+}

@@ -173,11 +173,11 @@ macro_rules! array_common {
             }
 
             /// Whether an array of `len` elements goes into an arena slot (head and elements
-            /// within [`crate::arena::MAX_SLOT`] bytes); bigger arrays keep their own segment.
+            /// within [`crate::arena::MAX_OBJECT`] bytes); bigger arrays keep their own segment.
             pub fn fits_arena(len: usize) -> bool {
                 len.checked_mul(std::mem::size_of::<T>())
                     .and_then(|b| b.checked_add(data_off::<$head<T>, T>()))
-                    .is_some_and(|b| b <= crate::arena::MAX_SLOT)
+                    .is_some_and(|b| b <= crate::arena::MAX_OBJECT)
             }
 
             fn create_in(
@@ -213,7 +213,7 @@ macro_rules! array_common {
             }
 
             /// A new array of `len` zeroed elements in a slot of `arena` when head and
-            /// elements fit [`crate::arena::MAX_SLOT`] bytes (else in its own segment, as
+            /// elements fit [`crate::arena::MAX_OBJECT`] bytes (else in its own segment, as
             /// [`Self::zeroed`]). See [`crate::arena`] for when the slot is freed.
             pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self, SyncError> {
                 Self::create_in(arena, len, None)
@@ -251,13 +251,27 @@ macro_rules! array_common {
                 )?))
             }
 
-            /// A new anonymous array of `len` zeroed elements (Python's `Array('i', 10)`).
+            /// A new anonymous array of `len` zeroed elements (Python's `Array('i', 10)`): in
+            /// a slot of this process's arena ([`Arena::global`]) when head and elements fit
+            /// [`crate::arena::MAX_OBJECT`] bytes ([`Self::fits_arena`]), else in a segment of
+            /// its own. [`Self::zeroed_segment`] always gives it a segment of its own.
             pub fn zeroed(len: usize) -> Result<Self, SyncError> {
+                Self::create_in(Arena::global(), len, None)
+            }
+
+            /// A new anonymous array holding a copy of `items` (placed as [`Self::zeroed`]).
+            pub fn from_slice(items: &[T]) -> Result<Self, SyncError> {
+                Self::create_in(Arena::global(), items.len(), Some(items))
+            }
+
+            /// A new anonymous array of `len` zeroed elements in a segment of its own (one
+            /// memfd and mapping): what [`Self::zeroed`] did before arenas.
+            pub fn zeroed_segment(len: usize) -> Result<Self, SyncError> {
                 Self::create(None, len, None)
             }
 
-            /// A new anonymous array holding a copy of `items`.
-            pub fn from_slice(items: &[T]) -> Result<Self, SyncError> {
+            /// [`Self::zeroed_segment`] holding a copy of `items`.
+            pub fn from_slice_segment(items: &[T]) -> Result<Self, SyncError> {
                 Self::create(None, items.len(), Some(items))
             }
 

@@ -219,8 +219,20 @@ impl Event {
         }
     }
 
-    /// A clear event in an anonymous segment.
+    /// A clear event in a slot of this process's arena ([`crate::Arena::global`]): one fd and
+    /// mapping per arena segment, not per object, and a 64-byte slot, so two hot futex words
+    /// never share a cache line. Inherited by forked children (each holds the slot from the fork
+    /// on); spawned children get it by serializing it. An arena lock that cannot be taken maps
+    /// to `ShmError::Os { op: "arena lock", .. }`. `handle()`/`segment()` then name the whole
+    /// arena segment: use `slot_handle()` or serde to reach the object, or
+    /// [`Event::new_segment`] for a segment of its own.
     pub fn new() -> Result<Event, ShmError> {
+        Ok(Self::from_obj(Obj::new_default(EventState::new())?))
+    }
+
+    /// A clear event in an anonymous segment of its own (what [`Event::new`] did before
+    /// arenas).
+    pub fn new_segment() -> Result<Event, ShmError> {
         Ok(Self::from_shm(crate::shared::create(
             None,
             EventState::new(),

@@ -290,9 +290,20 @@ impl Lock {
         self.obj.slot_handle()
     }
 
-    /// A new, free lock in an anonymous segment (inherited by forked children; spawned children
-    /// get it by serializing it).
+    /// A new, free lock in a slot of this process's arena ([`crate::Arena::global`]): one fd and
+    /// mapping per arena segment, not per object, and a 64-byte slot, so two hot futex words
+    /// never share a cache line. Inherited by forked children (each holds the slot from the fork
+    /// on); spawned children get it by serializing it. An arena lock that cannot be taken maps
+    /// to `ShmError::Os { op: "arena lock", .. }`. `handle()`/`segment()` then name the whole
+    /// arena segment: use `slot_handle()` or serde to reach the object, or
+    /// [`Lock::new_segment`] for a segment of its own.
     pub fn new() -> Result<Lock, ShmError> {
+        Ok(Lock::from_obj(Obj::new_default(LockState::new())?))
+    }
+
+    /// A new, free lock in an anonymous segment of its own (one memfd and mapping): what
+    /// [`Lock::new`] did before arenas. [`Lock::segment`] is then this lock's alone.
+    pub fn new_segment() -> Result<Lock, ShmError> {
         Ok(Lock::from_shm(crate::shared::create(
             None,
             LockState::new(),

@@ -268,8 +268,20 @@ impl RLock {
         self.obj.slot_handle()
     }
 
-    /// A new, free lock in an anonymous segment.
+    /// A new, free reentrant lock in a slot of this process's arena ([`crate::Arena::global`]): one fd and
+    /// mapping per arena segment, not per object, and a 64-byte slot, so two hot futex words
+    /// never share a cache line. Inherited by forked children (each holds the slot from the fork
+    /// on); spawned children get it by serializing it. An arena lock that cannot be taken maps
+    /// to `ShmError::Os { op: "arena lock", .. }`. `handle()`/`segment()` then name the whole
+    /// arena segment: use `slot_handle()` or serde to reach the object, or
+    /// [`RLock::new_segment`] for a segment of its own.
     pub fn new() -> Result<RLock, ShmError> {
+        Ok(RLock::from_obj(Obj::new_default(RLockState::new())?))
+    }
+
+    /// A new, free reentrant lock in an anonymous segment of its own (what [`RLock::new`] did
+    /// before arenas).
+    pub fn new_segment() -> Result<RLock, ShmError> {
         Ok(RLock::from_shm(crate::shared::create(
             None,
             RLockState::new(),

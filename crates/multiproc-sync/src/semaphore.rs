@@ -371,8 +371,22 @@ impl Semaphore {
         self.obj.slot_handle()
     }
 
-    /// A semaphore with `value` units, in an anonymous segment.
+    /// A semaphore with `value` units, in a slot of this process's arena ([`crate::Arena::global`]): one fd and
+    /// mapping per arena segment, not per object, and a 64-byte slot, so two hot futex words
+    /// never share a cache line. Inherited by forked children (each holds the slot from the fork
+    /// on); spawned children get it by serializing it. An arena lock that cannot be taken maps
+    /// to `ShmError::Os { op: "arena lock", .. }`. `handle()`/`segment()` then name the whole
+    /// arena segment: use `slot_handle()` or serde to reach the object, or
+    /// [`Semaphore::new_segment`] for a segment of its own.
     pub fn new(value: u32) -> Result<Semaphore, ShmError> {
+        Ok(Self::from_obj(Obj::new_default(SemState::new(
+            value, false,
+        ))?))
+    }
+
+    /// A semaphore with `value` units in an anonymous segment of its own (what
+    /// [`Semaphore::new`] did before arenas).
+    pub fn new_segment(value: u32) -> Result<Semaphore, ShmError> {
         Ok(Self::from_shm(crate::shared::create(
             None,
             SemState::new(value, false),
@@ -581,8 +595,17 @@ impl Drop for SemaphoreGuard<'_> {
 pub struct BoundedSemaphore(Semaphore);
 
 impl BoundedSemaphore {
-    /// A bounded semaphore with `value` units.
+    /// A bounded semaphore with `value` units, in a slot of this process's arena (as
+    /// [`Semaphore::new`]); [`BoundedSemaphore::new_segment`] for a segment of its own.
     pub fn new(value: u32) -> Result<BoundedSemaphore, ShmError> {
+        Ok(BoundedSemaphore(Semaphore::from_obj(Obj::new_default(
+            SemState::new(value, true),
+        )?)))
+    }
+
+    /// A bounded semaphore with `value` units in an anonymous segment of its own (what
+    /// [`BoundedSemaphore::new`] did before arenas).
+    pub fn new_segment(value: u32) -> Result<BoundedSemaphore, ShmError> {
         Ok(BoundedSemaphore(Semaphore::from_shm(
             crate::shared::create(None, SemState::new(value, true))?,
         )))

@@ -174,7 +174,7 @@ impl<T: SharedData> Value<T> {
     /// A new anonymous shared value, in a slot of this process's arena ([`Arena::global`]):
     /// one fd and mapping per arena segment, not per value, and a 64-byte slot at least, so two
     /// hot locks never share a cache line. A `T` too big for an arena slot (the lock and the
-    /// value over [`crate::arena::MAX_SLOT`] bytes) gets its own segment. Shared with forked
+    /// value over [`crate::arena::MAX_OBJECT`] bytes) gets its own segment. Shared with forked
     /// children (each holds the slot from the fork on) and spawned ones (through serde).
     /// [`Value::new_segment`] gives the value a segment of its own.
     pub fn new(value: T) -> Result<Self, SyncError> {
@@ -456,9 +456,9 @@ impl<T: SharedData> RawValue<T> {
         )?)))
     }
 
-    /// A new anonymous raw value, in a slot of this process's arena ([`Arena::global`]; 16-byte
-    /// slots for a `u64`: not padded to a cache line, as Python's `RawValue`). A `T` over
-    /// [`crate::arena::MAX_SLOT`] bytes gets its own segment. [`RawValue::new_segment`] gives
+    /// A new anonymous raw value, in a slot of this process's arena ([`Arena::global`]; 32-byte
+    /// slots for a `u64`, record included: not padded to a cache line, as Python's `RawValue`). A `T` over
+    /// [`crate::arena::MAX_OBJECT`] bytes gets its own segment. [`RawValue::new_segment`] gives
     /// the value a segment of its own.
     pub fn new(value: T) -> Result<Self, SyncError> {
         if Arena::fits(std::mem::size_of::<RawCell<T>>(), 16) {
@@ -501,7 +501,7 @@ impl<T: SharedData> RawValue<T> {
         }
     }
 
-    /// A new raw value in a slot of `arena` (16-byte slots for a `u64`): one fd and mapping
+    /// A new raw value in a slot of `arena` (32-byte slots for a `u64`, record included): one fd and mapping
     /// per arena segment, not per value. See [`crate::arena`] for when the slot is freed.
     pub fn new_in(arena: &Arena, value: T) -> Result<Self, SyncError> {
         check_align::<T>()?;

@@ -184,6 +184,8 @@ fn a_slot_stays_alive_while_another_handle_holds_it() {
 /// Offset of the arena control block's fields and slot records in the segment (see arena.rs).
 const CTL: usize = multiproc_shm::HEADER_SIZE;
 const FREE_HEAD: usize = CTL + 24;
+/// The first slot: after the 128-byte control block and the 384-byte process table.
+const SLOTS: usize = CTL + 128 + 384;
 
 #[test]
 fn a_scribbled_free_list_is_reported_and_allocation_moves_on() {
@@ -226,8 +228,13 @@ fn random_scribbles_over_arena_metadata_never_panic() {
     };
     for _ in 0..2_000 {
         // Past the mutex (a lock word naming a live holder only costs the lock timeout), over
-        // the control fields and the first 64 slot records.
-        let at = CTL + 16 + (rnd() % (112 + 64 * 16)) as usize;
+        // the control fields, or over the first 64 slots (32 B each for a RawValue<u64>: the
+        // value, then the slot's record in its last 16 bytes), after the 384-byte process table.
+        let at = if rnd() % 8 == 0 {
+            CTL + 16 + (rnd() % 112) as usize
+        } else {
+            SLOTS + (rnd() % (64 * 32)) as usize
+        };
         seg.scribble(at, &rnd().to_le_bytes()[..(1 + rnd() % 4) as usize]);
         if let Ok(r) = RawValue::new_in(&arena, 9u64) {
             r.store(10);

@@ -11,7 +11,7 @@ use multiproc_shm::fd_passing::collect_fds;
 use multiproc_sync::{
     Arena, Array, BoundedSemaphore, Event, LockError, RLock, RawArray, Semaphore, SyncError,
 };
-use multiproc_sync::{Lock, arena::MAX_SLOT};
+use multiproc_sync::{Lock, arena::MAX_OBJECT};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -198,9 +198,11 @@ fn stale_and_wrong_kind_handles_of_every_kind_are_refused() {
 fn small_arrays_go_to_the_arena_and_big_ones_keep_their_own_segment() {
     let _serial = serial();
     let arena = Arena::new();
-    // Locked head 24 B (robust mutex + length) + elements <= MAX_SLOT; raw head 8 B.
-    let locked_max = (MAX_SLOT - 24) / 8;
-    let raw_max = (MAX_SLOT - 8) / 8;
+    // Locked head 24 B (robust mutex + length) + elements <= MAX_OBJECT (a 512-byte slot less
+    // its 16-byte record); raw head 8 B.
+    let locked_max = (MAX_OBJECT - 24) / 8;
+    let raw_max = (MAX_OBJECT - 8) / 8;
+    assert_eq!((locked_max, raw_max), (59, 61));
     assert!(Array::<u64>::fits_arena(locked_max));
     assert!(!Array::<u64>::fits_arena(locked_max + 1));
     assert!(RawArray::<u64>::fits_arena(raw_max));
@@ -271,4 +273,78 @@ fn a_killed_holder_of_an_arena_lock_is_taken_over() {
     assert!(lock.lock().is_ok());
     let (_g, died) = r.lock_recover_timeout(Duration::from_secs(10)).unwrap();
     assert!(died);
+}
+
+#[test]
+fn default_constructors_place_small_kinds_in_the_process_arena() {
+    let _serial = serial();
+    let k = Kit {
+        lock: Lock::new().unwrap(),
+        rlock: RLock::new().unwrap(),
+        sem: Semaphore::new(2).unwrap(),
+        bsem: BoundedSemaphore::new(1).unwrap(),
+        ev: Event::new().unwrap(),
+        arr: Array::from_slice(&[1, 2, 3]).unwrap(),
+        raw: RawArray::zeroed(4).unwrap(),
+    };
+    assert!(k.lock.slot_handle().is_some());
+    assert!(k.rlock.slot_handle().is_some());
+    assert!(k.sem.slot_handle().is_some());
+    assert!(k.bsem.slot_handle().is_some());
+    assert!(k.ev.slot_handle().is_some());
+    assert!(k.arr.slot_handle().is_some());
+    assert!(k.raw.slot_handle().is_some());
+    // All in one arena segment per class: the lock's and the event's are the same segment.
+    assert_eq!(
+        k.lock.slot_handle().unwrap().arena,
+        k.ev.slot_handle().unwrap().arena
+    );
+    // The `_segment` constructors keep one segment per object.
+    assert!(Lock::new_segment().unwrap().slot_handle().is_none());
+    assert!(RLock::new_segment().unwrap().slot_handle().is_none());
+    assert!(Semaphore::new_segment(1).unwrap().slot_handle().is_none());
+    assert!(
+        BoundedSemaphore::new_segment(1)
+            .unwrap()
+            .slot_handle()
+            .is_none()
+    );
+    assert!(Event::new_segment().unwrap().slot_handle().is_none());
+    assert!(
+        Array::<u8>::zeroed_segment(4)
+            .unwrap()
+            .slot_handle()
+            .is_none()
+    );
+    assert!(
+        RawArray::<u8>::from_slice_segment(&[1])
+            .unwrap()
+            .slot_handle()
+            .is_none()
+    );
+    // An array too big for the largest class falls back to its own segment.
+    let big = Array::<u64>::zeroed(MAX_OBJECT / 8).unwrap();
+    assert!(big.slot_handle().is_none());
+    // They work, and in a forked child (which holds their slots from the fork on).
+    assert!(k.lock.acquire(true));
+    k.lock.release().unwrap();
+    let mut child = fork(|| {
+        let ok = k.lock.acquire_timeout(Duration::from_secs(5))
+            && k.sem.acquire_timeout(Duration::from_secs(5));
+        k.arr.set(0, 7).unwrap();
+        k.raw.set(3, 9).unwrap();
+        k.ev.set();
+        k.lock.release().unwrap();
+        i32::from(!ok)
+    });
+    assert_eq!(child.join(), 0);
+    assert!(k.ev.is_set());
+    assert_eq!(k.arr.get(0).unwrap(), 7);
+    assert_eq!(k.raw.get(3), Some(9));
+    assert!(k.sem.acquire_timeout(Duration::from_millis(1)));
+    assert!(!k.sem.acquire_timeout(Duration::from_millis(1)));
+    // Serde of the default kinds: arena slot handles, opened in this process again.
+    let back: Kit = postcard::from_bytes(&postcard::to_allocvec(&k).unwrap()).unwrap();
+    assert_eq!(back.arr.get(0).unwrap(), 7);
+    assert!(back.ev.is_set());
 }

@@ -25,11 +25,14 @@ fn forgotten_guard_then_dropped_object_never_writes_into_fresh_memory() {
         let v = Value::new(0u64).unwrap();
         std::mem::forget(v.get_lock().unwrap());
         drop(v);
-        let a = Array::<u64>::zeroed(8).unwrap();
+        // Own segments: the dropped array's mapping goes away (an arena keeps its mapping).
+        let a = Array::<u64>::zeroed_segment(8).unwrap();
         std::mem::forget(a.get_lock().unwrap());
         drop(a);
         // Fresh objects, likely mapped where the dropped ones were.
-        let fresh: Vec<RawArray<u64>> = (0..4).map(|_| RawArray::zeroed(64).unwrap()).collect();
+        let fresh: Vec<RawArray<u64>> = (0..4)
+            .map(|_| RawArray::zeroed_segment(64).unwrap())
+            .collect();
         let fresh_v: Vec<RawValue<u64>> = (0..4).map(|_| RawValue::new(0).unwrap()).collect();
         // Lock other objects many times: each lock/unlock is where glibc used to write.
         let other = Value::new(0u64).unwrap();
@@ -78,7 +81,8 @@ fn scribble_payload(seg: &multiproc_shm::Segment, at: usize, bytes: &[u8]) {
 #[test]
 fn array_length_rewritten_is_refused_on_open_and_ignored_by_old_handles() {
     for (i, bad) in [0u64, 7, 9, 1 << 40, u64::MAX].into_iter().enumerate() {
-        let a = Array::<u32>::zeroed(8).unwrap();
+        // Own segments: the scribbles hit each array's segment at fixed offsets.
+        let a = Array::<u32>::zeroed_segment(8).unwrap();
         // LockedHead: mutex (16 bytes), then len.
         scribble_payload(a.segment(), 16, &bad.to_le_bytes());
         let e = Array::<u32>::open_handle(&a.handle()).unwrap_err();
@@ -91,7 +95,7 @@ fn array_length_rewritten_is_refused_on_open_and_ignored_by_old_handles() {
         assert!(a.set(8, 1).is_err());
         assert_eq!(a.to_vec().unwrap().len(), 8);
 
-        let r = RawArray::<u16>::zeroed(8).unwrap();
+        let r = RawArray::<u16>::zeroed_segment(8).unwrap();
         scribble_payload(r.segment(), 0, &bad.to_le_bytes());
         let e = RawArray::<u16>::open_handle(&r.handle()).unwrap_err();
         assert!(
@@ -119,7 +123,7 @@ fn barrier_parties_rewritten_is_refused_on_open_and_ignored_by_old_handles() {
 
 #[test]
 fn semaphore_bound_rewritten_does_not_change_an_open_handle() {
-    let s = BoundedSemaphore::new(1).unwrap();
+    let s = BoundedSemaphore::new_segment(1).unwrap();
     // SemState: state u64, seq, waiters, bound, bounded.
     scribble_payload(s.segment(), 16, &1000u32.to_le_bytes());
     assert_eq!(s.release(), Err(SemaphoreError::OverRelease));
@@ -148,12 +152,12 @@ fn each_call_returns(prep: impl Fn(u32) + Send, calls: impl Fn() + Send) {
 fn corrupted_lock_words_never_hang_a_call_with_a_timeout() {
     // Own segments: the scribbles below hit each object's segment at fixed offsets.
     let v = Value::new_segment(0u64).unwrap();
-    let a = Array::<u8>::zeroed(4).unwrap();
-    let l = Lock::new().unwrap();
-    let r = RLock::new().unwrap();
-    let s = Semaphore::new(1).unwrap();
-    let e = Event::new().unwrap();
-    let c = Condition::new().unwrap();
+    let a = Array::<u8>::zeroed_segment(4).unwrap();
+    let l = Lock::new_segment().unwrap();
+    let r = RLock::new_segment().unwrap();
+    let s = Semaphore::new_segment(1).unwrap();
+    let e = Event::new_segment().unwrap();
+    let c = Condition::with_rlock(RLock::new_segment().unwrap()).unwrap();
     let b = Barrier::new(3).unwrap();
     each_call_returns(
         |p| {
