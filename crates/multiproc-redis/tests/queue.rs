@@ -74,8 +74,13 @@ fn get_timeout_on_empty_queue_times_out() {
 #[test]
 fn handles_share_one_queue_and_each_item_goes_to_one_consumer() {
     let r = RedisServer::start();
-    let a: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "shared").unwrap();
-    let b: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "shared").unwrap();
+    // One entry per read: the automatic read-ahead (the default) would let `a` buffer the tail.
+    let one = Options {
+        prefetch: 1,
+        ..Options::default()
+    };
+    let a: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "shared", one.clone()).unwrap();
+    let b: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "shared", one).unwrap();
     assert_ne!(a.consumer_name(), b.consumer_name());
     for i in 0..10 {
         a.put(&i).unwrap();
@@ -222,7 +227,7 @@ fn close_refuses_later_calls() {
     let r = RedisServer::start();
     let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "closing").unwrap();
     let q2 = q.clone();
-    q.close();
+    q.close().unwrap();
     assert_eq!(q2.put(&1).unwrap_err(), Error::Closed);
     assert_eq!(
         q2.get_timeout(Duration::from_millis(10)).unwrap_err(),
@@ -247,8 +252,9 @@ fn redis_killed_and_restarted_mid_run_no_call_hangs() {
     let q: RemoteQueue<u32> = RemoteQueue::connect_with(&r.url(), "restart", o).unwrap();
     q.put(&1).unwrap();
     r.kill();
-    // Redis away: put fails (unreachable or connection lost), get_timeout returns in time.
-    let e = q.put(&2).unwrap_err();
+    // Redis away: put_confirmed fails (unreachable or connection lost), get_timeout returns in
+    // time. (A pipelined `put` returns once queued locally: its error comes with a later call.)
+    let e = q.put_confirmed(&2).unwrap_err();
     assert!(
         matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
         "{e:?}"
@@ -271,7 +277,7 @@ fn redis_killed_and_restarted_mid_run_no_call_hangs() {
     r.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match q.put(&3) {
+        match q.put_confirmed(&3) {
             Ok(()) => break,
             Err(e) => assert!(Instant::now() < deadline, "put after restart: {e:?}"),
         }
