@@ -91,14 +91,20 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// Gives back read-ahead entries this consumer still owns: their idle time is set to a day, so
-/// the next consumer that looks for claimable entries (`XAUTOCLAIM`, after any read that found
-/// nothing) takes them at once instead of after `claim_idle`.
+/// Gives back read-ahead entries this consumer still owns: each is added again at the end of the
+/// stream (same fields, a new id) and the original acknowledged and deleted, atomically, so a
+/// consumer blocked in `XREADGROUP` gets it at once (not after `claim_idle`, nor after its next
+/// claim scan).
 const RELEASE_LUA: &str = r#"
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if p[1] and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', 86400000, 'JUSTID')
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    if e[1] then
+      redis.call('XADD', KEYS[1], '*', unpack(e[1][2]))
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
   end
 end
 return 0
