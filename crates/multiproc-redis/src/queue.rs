@@ -486,14 +486,42 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     }
 
     /// Entries waiting or delivered and not yet acknowledged (`XLEN`), after this handle's own
-    /// `put`s are stored (a bounded wait; their errors stay for the next `put`/`flush`).
+    /// `put`s are stored (a bounded wait; their errors stay for the next `put`/`flush`) and with
+    /// its pending acknowledgements sent first (in the same round trip).
     pub fn qsize(&self) -> Result<usize> {
-        self.inner.settle_puts();
-        let mut link = self.inner.lease()?;
-        let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
-        link.retry("qsize", deadline, |c| {
-            redis::cmd("XLEN").arg(&self.inner.key).query::<usize>(c)
-        })
+        let inner = &self.inner;
+        inner.settle_puts();
+        let mut link = inner.lease()?;
+        let mut acks = PendingAcks {
+            ids: inner.acks.take(false),
+            acks: &inner.acks,
+        };
+        let deadline = Some(Instant::now() + inner.opts.connect_timeout);
+        let n = link.retry("qsize", deadline, |c| {
+            let mut p = redis::pipe();
+            if !acks.ids.is_empty() {
+                p.cmd("XACK")
+                    .arg(&inner.key)
+                    .arg(GROUP)
+                    .arg(&acks.ids)
+                    .ignore();
+                p.cmd("XDEL").arg(&inner.key).arg(&acks.ids).ignore();
+            }
+            p.cmd("XLEN").arg(&inner.key);
+            p.query::<(usize,)>(c).map(|n| n.0)
+        });
+        let n = match n {
+            Err(e) if conn::is_nogroup(&e) => {
+                // The group is gone (Redis restarted empty): nothing left to acknowledge.
+                acks.ids.clear();
+                link.retry("qsize", deadline, |c| {
+                    redis::cmd("XLEN").arg(&inner.key).query::<usize>(c)
+                })?
+            }
+            other => other?,
+        };
+        acks.ids.clear();
+        Ok(n)
     }
 
     /// Whether [`RemoteQueue::qsize`] is 0.
@@ -555,8 +583,12 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         }
         inner.settle_puts();
         let mut link = inner.lease()?;
-        // What was handed out before is acknowledged now, its reply read with the read below.
-        let _ = inner.send_acks(&mut link, false);
+        // What was handed out before is acknowledged in the same round trip as the read below
+        // (put back if this call returns before that read succeeds).
+        let mut acks = PendingAcks {
+            ids: inner.acks.take(false),
+            acks: &inner.acks,
+        };
         loop {
             if *lock(&inner.closed) {
                 return Err(Error::Closed);
@@ -620,6 +652,16 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             let count = inner.read_count();
             let r = link.retry("get", conn_deadline, |c| {
                 c.set_read_timeout(Some(block.unwrap_or_default() + io))?;
+                let mut p = redis::pipe();
+                if !acks.ids.is_empty() {
+                    // Idempotent, so safe to send again on a retry.
+                    p.cmd("XACK")
+                        .arg(&inner.key)
+                        .arg(GROUP)
+                        .arg(&acks.ids)
+                        .ignore();
+                    p.cmd("XDEL").arg(&inner.key).arg(&acks.ids).ignore();
+                }
                 let mut cmd = redis::cmd("XREADGROUP");
                 cmd.arg("GROUP")
                     .arg(GROUP)
@@ -629,13 +671,11 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 if let Some(b) = block {
                     cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
                 }
-                let v = cmd
-                    .arg("STREAMS")
-                    .arg(&inner.key)
-                    .arg(">")
-                    .query::<Value>(c);
+                cmd.arg("STREAMS").arg(&inner.key).arg(">");
+                p.add_command(cmd);
+                let v = p.query::<Vec<Value>>(c);
                 c.set_read_timeout(Some(io))?;
-                v
+                v.map(|v| v.into_iter().next().unwrap_or(Value::Nil))
             });
             let v = match r {
                 Err(e) if conn::is_nogroup(&e) => {
@@ -644,6 +684,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 }
                 other => other?,
             };
+            acks.ids.clear(); // sent with the read
             let got = conn::read_reply(&v);
             inner.ramp(count, got.len());
             let mut got = got.into_iter();
@@ -688,13 +729,14 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 
 impl<T> Delivery<T> {
     /// The auto-ack of `get`, batched: the id joins the handle's pending acknowledgements, sent
-    /// (one `XACK` + `XDEL` for all, without waiting for the reply, which is read with the next
-    /// command on that connection) once the read-ahead buffer is drained, i.e. one per
-    /// read-ahead batch, or when `MAX_ACKS` wait.
+    /// (one `XACK` + `XDEL` for all) in the same round trip as the handle's next read, i.e.
+    /// once the read-ahead buffer is drained (one per read-ahead batch); by the writer thread
+    /// (the timer) if they wait longer than `Acks::delay`; at once (reply read with the next
+    /// command on that connection) when `MAX_ACKS` wait.
     fn ack_quietly(self) -> Result<T> {
         let inner = &self.inner;
         let n = inner.acks.push(self.id.clone());
-        if n >= MAX_ACKS || lock(&inner.buf).is_empty() {
+        if n >= MAX_ACKS {
             // An error is logged by send_acks; the item is in hand either way.
             let _ = inner
                 .lease()
@@ -707,6 +749,20 @@ impl<T> Delivery<T> {
                 .and_then(|mut link| inner.send_acks(&mut link, false));
         }
         Ok(self.value)
+    }
+}
+
+/// Acknowledgements taken to go with a read; given back to the handle unless sent.
+struct PendingAcks<'a> {
+    ids: Vec<String>,
+    acks: &'a Acks,
+}
+
+impl Drop for PendingAcks<'_> {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            self.acks.restore(std::mem::take(&mut self.ids));
+        }
     }
 }
 

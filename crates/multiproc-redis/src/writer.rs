@@ -94,6 +94,16 @@ impl Acks {
         g.0.len()
     }
 
+    /// Puts back ids taken and not sent.
+    pub(crate) fn restore(&self, mut ids: Vec<String>) {
+        let mut g = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.append(&mut g.0);
+        g.0 = ids;
+        if g.1.is_none() {
+            g.1 = Some(Instant::now());
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.ids
             .lock()
