@@ -38,7 +38,7 @@ pub struct Options {
     /// a full buffer has them delivered to others after `claim_idle`, and entries buffered for
     /// longer than `claim_idle / 2` are dropped from the buffer unhanded (another consumer may
     /// claim them), so an entry is not handed out twice by a live consumer. `get` acknowledges
-    /// the items of one read together, when the buffer is drained (see `RemoteQueue::get`).
+    /// the items of one read together, with the next read (see `RemoteQueue::get`).
     pub prefetch: usize,
 }
 

@@ -459,13 +459,14 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// Gets an item, waiting as long as it takes (reconnecting if Redis goes away), and
     /// acknowledges it (at-most-once from then on, once the acknowledgement is sent).
     ///
-    /// Acknowledgements are batched: the items of one read-ahead batch are acknowledged together
-    /// (one `XACK` + `XDEL`, not awaited) by the `get` that hands out the batch's last item, or
-    /// earlier when 256 wait; also by [`flush`](Self::flush), [`close`](Self::close) and drop.
-    /// The wider window this trades for: an item handed out while its batch-mates are still in the
-    /// buffer is delivered again (to another consumer, after `claim_idle`) if this process dies,
-    /// or stops calling `get` for longer than `claim_idle`, before the batch is drained. With
-    /// `prefetch: 1` every `get` acknowledges its own item, as before.
+    /// Acknowledgements are batched: the ids wait in the handle and go out together (one
+    /// `XACK` + `XDEL`) in the same round trip as the handle's next read from Redis — so the
+    /// items of one read-ahead batch are acknowledged by the read that follows it — or, if no
+    /// read comes, from the handle's writer thread about `min(claim_idle / 4, 250 ms)` (at most
+    /// twice that) after the oldest was handed out; at once when 256 wait; and by
+    /// [`qsize`](Self::qsize), [`flush`](Self::flush), [`close`](Self::close) and drop.
+    /// The wider window this trades for: an item `get` returned is delivered again (to another
+    /// consumer, after `claim_idle`) if this process dies before its acknowledgement went out.
     pub fn get(&self) -> Result<T> {
         self.recv(None)?.ack_quietly()
     }
