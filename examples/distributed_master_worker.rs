@@ -72,8 +72,9 @@ fn master(url: &str) -> Result<(), Error> {
 fn worker(url: &str) -> Result<(), Error> {
     let (task, result) = queues(url)?;
     for _ in 0..10 {
-        // At-least-once: the task is acknowledged only once its result is queued, so a worker
-        // that dies in between leaves it to another worker.
+        // At-least-once: the task is acknowledged only once its result is stored in Redis
+        // (`put_confirmed`; a plain `put` returns once queued in this process), so a worker that
+        // dies in between leaves it to another worker.
         let d = match task.get_delivery_timeout(Duration::from_secs(10)) {
             Ok(d) => d,
             Err(Error::Timeout) => {
@@ -84,7 +85,7 @@ fn worker(url: &str) -> Result<(), Error> {
         };
         let n = *d;
         println!("run task {n} * {n}...");
-        result.put(&format!("{n} * {n} = {}", n * n))?;
+        result.put_confirmed(&format!("{n} * {n} = {}", n * n))?;
         d.ack()?;
     }
     println!("worker exit.");

@@ -114,10 +114,12 @@ fn remote_apply_async(url: &str, n: u64) -> Result<f64, String> {
     Ok(n as f64 / s)
 }
 
-/// `n` 64-byte messages through a RemoteQueue to WORKERS consumer processes; msgs/s. `batched`:
-/// the producer uses `put_many` and the consumers read ahead 32 entries (`Options::prefetch`).
+/// `n` 64-byte messages through a RemoteQueue to WORKERS consumer processes; msgs/s. Default:
+/// one `put` per message (pipelined by the handle's writer thread) and the default automatic
+/// read-ahead; `batched`: the producer uses `put_many` and the consumers read ahead 32 entries
+/// (`Options::prefetch`).
 fn remote_queue_stream(url: &str, n: u64, batched: bool) -> Result<f64, String> {
-    let prefetch = if batched { 32 } else { 1 };
+    let prefetch = if batched { 32 } else { 0 };
     let mut consumers: Vec<Child> = (0..WORKERS)
         .map(|_| {
             let url = url.to_string();
@@ -153,6 +155,7 @@ fn remote_queue_stream(url: &str, n: u64, batched: bool) -> Result<f64, String> 
     for _ in 0..WORKERS {
         q.put(&Vec::new()).map_err(e2s)?;
     }
+    q.flush().map_err(e2s)?;
     wait_all(&mut consumers, Duration::from_secs(300))?;
     let s = t.elapsed().as_secs_f64();
     let left = q.qsize().map_err(e2s)?;

@@ -30,12 +30,15 @@ pub struct Options {
     /// `ConnectionLost` (default 60 s). Workers (`serve`) keep trying for as long as they run.
     pub outage_timeout: Duration,
     /// [`RemoteQueue`](crate::RemoteQueue): how many entries one read (`XREADGROUP COUNT n`)
-    /// takes into the handle's local buffer (default 1: one round trip per `get`, and items
-    /// spread over consumers as they ask; 32 or so for a stream of small items). Buffered
-    /// entries are pending for this consumer: one that dies with a full buffer has them delivered
-    /// to others after `claim_idle`, and entries buffered for longer than `claim_idle / 2` are
-    /// dropped from the buffer unhanded (another consumer may claim them), so an entry is not
-    /// handed out twice by a live consumer.
+    /// takes into the handle's local buffer. 0 (the default) is automatic: a read takes 1 entry,
+    /// the next twice as many after each read that came back full (up to 32), and 1 again after a
+    /// read that found nothing, so a consumer reads ahead only while entries keep coming and items
+    /// still spread over consumers when they trickle in. A fixed n > 0 always reads n (1: one
+    /// round trip per `get`). Buffered entries are pending for this consumer: one that dies with
+    /// a full buffer has them delivered to others after `claim_idle`, and entries buffered for
+    /// longer than `claim_idle / 2` are dropped from the buffer unhanded (another consumer may
+    /// claim them), so an entry is not handed out twice by a live consumer. `get` acknowledges
+    /// the items of one read together, with the next read (see `RemoteQueue::get`).
     pub prefetch: usize,
 }
 
@@ -48,7 +51,7 @@ impl Default for Options {
             max_message: 16 * 1024 * 1024,
             max_backoff: Duration::from_secs(1),
             outage_timeout: Duration::from_secs(60),
-            prefetch: 1,
+            prefetch: 0,
         }
     }
 }

@@ -28,6 +28,7 @@ mod conn;
 mod pool;
 mod queue;
 mod worker;
+mod writer;
 
 pub use conn::{MAX_MESSAGE_LIMIT, Options, redact_url};
 pub use pool::{IMapUnordered, RemotePool, RemoteResult};

@@ -5,8 +5,14 @@
 //! longer than [`Options::claim_idle`], then reads a new one (`XREADGROUP ... BLOCK`). `ack` is
 //! `XACK` + `XDEL` in one `MULTI`, so acknowledged entries leave the stream and `qsize` (`XLEN`)
 //! counts what is waiting or delivered but not yet acknowledged.
+//!
+//! Round trips: `put` queues the encoded entry for the handle's writer thread
+//! ([`crate::writer`]), which pipelines every waiting `XADD` in one round trip; `get` reads ahead
+//! (`XREADGROUP COUNT n`, n ramping from 1 to [`AUTO_MAX`] while entries keep coming) and
+//! acknowledges what it handed out with one `XACK` + `XDEL` per read-ahead batch.
 
 use crate::conn::{self, Endpoint, Entry, Link, Options};
+use crate::writer::{Acks, Writer, ack_pipe};
 use crate::{Error, Result};
 use redis::Value;
 use serde::Serialize;
@@ -16,11 +22,15 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const GROUP: &str = "mpq";
+pub(crate) const GROUP: &str = "mpq";
 /// The longest single `BLOCK` (so claims of dead consumers' entries are checked this often).
 const MAX_BLOCK: Duration = Duration::from_millis(500);
 /// How often a busy consumer looks for entries to claim.
 const CLAIM_EVERY: Duration = Duration::from_millis(1000);
+/// The largest read-ahead of the automatic mode (`Options::prefetch` 0).
+pub(crate) const AUTO_MAX: usize = 32;
+/// Acknowledgements of `get` are sent at the latest when this many wait.
+const MAX_ACKS: usize = 256;
 
 struct Inner {
     ep: Endpoint,
@@ -35,12 +45,20 @@ struct Inner {
     /// Entries read ahead (`XREADGROUP COUNT prefetch`) and not yet handed out, with the time
     /// they were read.
     buf: Mutex<VecDeque<(Instant, Entry)>>,
+    /// Ids handed out by `get` (auto-ack) whose `XACK` + `XDEL` is not sent yet: sent when the
+    /// read-ahead buffer is drained, with the next read, at `MAX_ACKS`, `flush`, `close`, drop.
+    acks: Arc<Acks>,
+    /// The read size of the automatic read-ahead (`Options::prefetch` 0): 1, doubled after
+    /// each full read up to `AUTO_MAX`, back to 1 after a read that found nothing.
+    ahead: Mutex<usize>,
+    /// The pipelined `put`'s thread, started by the first `put`.
+    writer: Mutex<Option<Writer>>,
     key: String,
     consumer: String,
     opts: Options,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -73,14 +91,20 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// Gives back read-ahead entries this consumer still owns: their idle time is set to a day, so
-/// the next consumer that looks for claimable entries (`XAUTOCLAIM`, after any read that found
-/// nothing) takes them at once instead of after `claim_idle`.
+/// Gives back read-ahead entries this consumer still owns: each is added again at the end of the
+/// stream (same fields, a new id) and the original acknowledged and deleted, atomically, so a
+/// consumer blocked in `XREADGROUP` gets it at once (not after `claim_idle`, nor after its next
+/// claim scan).
 const RELEASE_LUA: &str = r#"
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if p[1] and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', 86400000, 'JUSTID')
+    local e = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+    if e[1] then
+      redis.call('XADD', KEYS[1], '*', unpack(e[1][2]))
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('XDEL', KEYS[1], ARGV[i])
   end
 end
 return 0
@@ -91,10 +115,14 @@ impl Inner {
     /// connected.
     fn release(&self, link: &mut Link) {
         let ids: Vec<String> = lock(&self.buf).drain(..).map(|(_, e)| e.id).collect();
-        if ids.is_empty() || !link.is_connected() {
+        if !link.is_connected() {
             return;
         }
         let deadline = Some(Instant::now() + self.opts.io_timeout);
+        let _ = self.send_acks(link, true);
+        if ids.is_empty() {
+            return;
+        }
         let _ = link.once("releasing read-ahead entries", deadline, |c| {
             redis::cmd("EVAL")
                 .arg(RELEASE_LUA)
@@ -106,12 +134,84 @@ impl Inner {
                 .query::<Value>(c)
         });
     }
+
+    /// Sends the pending acknowledgements of `get` (`XACK` + `XDEL` of every id, in one `MULTI`):
+    /// `wait` reads the reply now, else it is read with the link's next command.
+    fn send_acks(&self, link: &mut Link, wait: bool) -> Result<()> {
+        let ids = self.acks.take(false);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let p = ack_pipe(&self.key, &ids);
+        let deadline = Some(Instant::now() + self.opts.connect_timeout);
+        let r = if wait {
+            // Idempotent: safe to send again after a lost connection.
+            link.retry("ack", deadline, |c| p.query::<()>(c))
+        } else {
+            // MULTI, XACK, XDEL, EXEC: four replies.
+            link.send_nowait("ack", deadline, &p.get_packed_pipeline(), 4)
+        };
+        if let Err(e) = &r {
+            // The items are in hand; their entries may be delivered again after claim_idle.
+            tracing::warn!(target: "multiproc", "remote queue: {} acknowledgements failed: {e}", ids.len());
+        }
+        r
+    }
+
+    /// This handle's writer thread (started if need be; a writer inherited through a fork is
+    /// replaced: its thread is not in this process).
+    fn writer(&self) -> Result<MutexGuard<'_, Option<Writer>>> {
+        let mut w = lock(&self.writer);
+        if !w.as_ref().is_some_and(Writer::is_ours) {
+            drop(w.take());
+            *w = Some(Writer::start(
+                self.ep.clone(),
+                self.key.clone(),
+                self.acks.clone(),
+            )?);
+        }
+        Ok(w)
+    }
+
+    /// How many entries one read takes.
+    fn read_count(&self) -> usize {
+        match self.opts.prefetch {
+            0 => *lock(&self.ahead),
+            n => n,
+        }
+    }
+
+    /// The automatic read-ahead after a read of `count` that returned `got` entries.
+    fn ramp(&self, count: usize, got: usize) {
+        if self.opts.prefetch != 0 {
+            return;
+        }
+        let mut a = lock(&self.ahead);
+        if got == 0 {
+            *a = 1;
+        } else if got >= count {
+            *a = (count * 2).min(AUTO_MAX);
+        }
+    }
+
+    /// Waits (bounded) until this handle's earlier `put`s are stored, so its own reads see them;
+    /// errors stay for the next `put`/`flush`.
+    fn settle_puts(&self) {
+        if let Some(w) = lock(&self.writer).as_ref()
+            && w.is_ours()
+            && w.busy()
+        {
+            let _ = w.flush(false);
+        }
+    }
 }
 
 impl Drop for Inner {
-    /// The last handle: give back the read-ahead entries, then leave the group if this consumer
-    /// holds nothing (else its entries stay pending for others to claim).
+    /// The last handle: store what was put (a bounded wait), give back the read-ahead entries,
+    /// send the pending acknowledgements, then leave the group if this consumer holds nothing
+    /// (else its entries stay pending for others to claim).
     fn drop(&mut self) {
+        drop(lock(&self.writer).take());
         let mut idle = std::mem::take(&mut *lock(&self.idle));
         if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
             self.release(link);
@@ -234,6 +334,9 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 claim_cursor: Mutex::new("0-0".into()),
                 last_claim: Mutex::new(None),
                 buf: Mutex::new(VecDeque::new()),
+                acks: Arc::new(Acks::new(opts.claim_idle)),
+                ahead: Mutex::new(1),
+                writer: Mutex::new(None),
                 key,
                 consumer: crate::unique_id("q"),
                 opts,
@@ -247,10 +350,61 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         &self.inner.consumer
     }
 
-    /// Puts an item. On [`Error::ConnectionLost`] it may or may not have been stored.
+    /// Puts an item, pipelined: the item is encoded and its size checked here (an oversized item
+    /// is refused with `TooLarge`, nothing sent), then queued for this handle's writer thread,
+    /// which sends every waiting item in one round trip; `put` does not wait for Redis.
+    ///
+    /// Errors of earlier `put`s come back here: an `Err` means this item was **not** queued, and
+    /// (unless `TooLarge`/`Codec`/`Closed`/`Timeout`) that some item put before it may not be
+    /// stored (`Unreachable`: every item waiting then was dropped; `ConnectionLost`: the batch on
+    /// the wire may be stored in part; `Redis`: Redis refused an `XADD`). Each error is reported
+    /// once, by the first of `put`, [`flush`](Self::flush) or [`close`](Self::close) to see it
+    /// (drop logs it). `put` waits only when 8192 items (or 16 MiB) are queued, and returns
+    /// `Timeout` if no batch completes within `2 * connect_timeout + io_timeout`.
+    /// Use [`put_confirmed`](Self::put_confirmed) to wait for one item to be stored.
     pub fn put(&self, item: &T) -> Result<()> {
         let bytes = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
         self.inner.opts.check_size(bytes.len())?;
+        if *lock(&self.inner.closed) {
+            return Err(Error::Closed);
+        }
+        let w = self.inner.writer()?;
+        w.as_ref().expect("started").push(bytes)
+    }
+
+    /// Waits until every item this handle `put` so far is stored in Redis (and sends the pending
+    /// acknowledgements of `get`), then returns the first error not yet reported (see
+    /// [`put`](Self::put)). Never waits forever: returns `Timeout` when no batch completes
+    /// within `2 * connect_timeout + io_timeout` (the items stay queued; a later `flush` waits
+    /// again). With Redis gone, the writer gives up after `connect_timeout` and `flush` returns
+    /// `Unreachable` (or `ConnectionLost`).
+    pub fn flush(&self) -> Result<()> {
+        let r = self.flush_puts();
+        let acked = if self.inner.acks.is_empty() {
+            Ok(())
+        } else {
+            self.inner
+                .lease()
+                .and_then(|mut link| self.inner.send_acks(&mut link, true))
+        };
+        r.and(acked)
+    }
+
+    /// `flush` of the puts only (errors taken).
+    fn flush_puts(&self) -> Result<()> {
+        match lock(&self.inner.writer).as_ref() {
+            Some(w) if w.is_ours() => w.flush(true),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts an item and returns once Redis stored it (what `put` did before it was pipelined):
+    /// earlier `put`s are flushed first (their error, if any, is returned and this item not
+    /// sent). On [`Error::ConnectionLost`] the item may or may not have been stored.
+    pub fn put_confirmed(&self, item: &T) -> Result<()> {
+        let bytes = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
+        self.inner.opts.check_size(bytes.len())?;
+        self.flush_puts()?;
         let mut link = self.inner.lease()?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
         link.fresh(deadline)?;
@@ -268,6 +422,8 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// Puts every item of `items`, pipelined: one round trip per 256 items (`XADD`s in one
     /// write), each item refused with `TooLarge` before anything is sent. On
     /// [`Error::ConnectionLost`] any suffix of the batch may be missing; earlier chunks are stored.
+    /// Earlier `put`s are flushed first (their error, if any, is returned and nothing sent).
+    /// Returns once every item is stored.
     pub fn put_many<'a>(&self, items: impl IntoIterator<Item = &'a T>) -> Result<()>
     where
         T: 'a,
@@ -281,6 +437,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 Ok(b)
             })
             .collect::<Result<_>>()?;
+        self.flush_puts()?;
         let mut link = self.inner.lease()?;
         for chunk in encoded.chunks(CHUNK) {
             let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
@@ -300,7 +457,16 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     }
 
     /// Gets an item, waiting as long as it takes (reconnecting if Redis goes away), and
-    /// acknowledges it on receipt (at-most-once from then on).
+    /// acknowledges it (at-most-once from then on, once the acknowledgement is sent).
+    ///
+    /// Acknowledgements are batched: the ids wait in the handle and go out together (one
+    /// `XACK` + `XDEL`) in the same round trip as the handle's next read from Redis — so the
+    /// items of one read-ahead batch are acknowledged by the read that follows it — or, if no
+    /// read comes, from the handle's writer thread about `min(claim_idle / 4, 250 ms)` (at most
+    /// twice that) after the oldest was handed out; at once when 256 wait; and by
+    /// [`qsize`](Self::qsize), [`flush`](Self::flush), [`close`](Self::close) and drop.
+    /// The wider window this trades for: an item `get` returned is delivered again (to another
+    /// consumer, after `claim_idle`) if this process dies before its acknowledgement went out.
     pub fn get(&self) -> Result<T> {
         self.recv(None)?.ack_quietly()
     }
@@ -320,13 +486,43 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         self.recv(Some(Instant::now() + timeout))
     }
 
-    /// Entries waiting or delivered and not yet acknowledged (`XLEN`).
+    /// Entries waiting or delivered and not yet acknowledged (`XLEN`), after this handle's own
+    /// `put`s are stored (a bounded wait; their errors stay for the next `put`/`flush`) and with
+    /// its pending acknowledgements sent first (in the same round trip).
     pub fn qsize(&self) -> Result<usize> {
-        let mut link = self.inner.lease()?;
-        let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
-        link.retry("qsize", deadline, |c| {
-            redis::cmd("XLEN").arg(&self.inner.key).query::<usize>(c)
-        })
+        let inner = &self.inner;
+        inner.settle_puts();
+        let mut link = inner.lease()?;
+        let mut acks = PendingAcks {
+            ids: inner.acks.take(false),
+            acks: &inner.acks,
+        };
+        let deadline = Some(Instant::now() + inner.opts.connect_timeout);
+        let n = link.retry("qsize", deadline, |c| {
+            let mut p = redis::pipe();
+            if !acks.ids.is_empty() {
+                p.cmd("XACK")
+                    .arg(&inner.key)
+                    .arg(GROUP)
+                    .arg(&acks.ids)
+                    .ignore();
+                p.cmd("XDEL").arg(&inner.key).arg(&acks.ids).ignore();
+            }
+            p.cmd("XLEN").arg(&inner.key);
+            p.query::<(usize,)>(c).map(|n| n.0)
+        });
+        let n = match n {
+            Err(e) if conn::is_nogroup(&e) => {
+                // The group is gone (Redis restarted empty): nothing left to acknowledge.
+                acks.ids.clear();
+                link.retry("qsize", deadline, |c| {
+                    redis::cmd("XLEN").arg(&inner.key).query::<usize>(c)
+                })?
+            }
+            other => other?,
+        };
+        acks.ids.clear();
+        Ok(n)
     }
 
     /// Whether [`RemoteQueue::qsize`] is 0.
@@ -334,26 +530,37 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         Ok(self.qsize()? == 0)
     }
 
-    /// Closes this handle (every clone): later calls return [`Error::Closed`]. The queue itself
-    /// stays in Redis for the other handles; see [`RemoteQueue::destroy`].
-    pub fn close(&self) {
+    /// Closes this handle (every clone): later calls return [`Error::Closed`]. What was `put`
+    /// is stored first (a bounded wait, as [`flush`](Self::flush)), the read-ahead entries are
+    /// given back and the pending acknowledgements sent; returns the first error of the puts not
+    /// yet reported. The queue itself stays in Redis for the other handles; see
+    /// [`RemoteQueue::destroy`].
+    pub fn close(&self) -> Result<()> {
+        let w = lock(&self.inner.writer).take();
+        let r = match w {
+            Some(mut w) if w.is_ours() => w.shutdown(),
+            _ => Ok(()),
+        };
         *lock(&self.inner.closed) = true;
         let mut idle = std::mem::take(&mut *lock(&self.inner.idle));
         if let Some(link) = idle.iter_mut().find(|l| l.is_connected()) {
             self.inner.release(link);
         }
         lock(&self.inner.buf).clear();
+        r
     }
 
     /// Deletes the queue's keys from Redis (every item, every consumer) and closes this handle.
     pub fn destroy(&self) -> Result<()> {
+        self.inner.settle_puts();
         let mut link = self.inner.lease()?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
         link.retry("destroy", deadline, |c| {
             redis::cmd("DEL").arg(&self.inner.key).query::<()>(c)
         })?;
         drop(link);
-        self.close();
+        let _ = self.inner.acks.take(false);
+        let _ = self.close();
         Ok(())
     }
 
@@ -375,7 +582,14 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 }
             }
         }
+        inner.settle_puts();
         let mut link = inner.lease()?;
+        // What was handed out before is acknowledged in the same round trip as the read below
+        // (put back if this call returns before that read succeeds).
+        let mut acks = PendingAcks {
+            ids: inner.acks.take(false),
+            acks: &inner.acks,
+        };
         loop {
             if *lock(&inner.closed) {
                 return Err(Error::Closed);
@@ -398,7 +612,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                         .arg(claim_ms)
                         .arg(&cursor)
                         .arg("COUNT")
-                        .arg(inner.opts.prefetch.max(1))
+                        .arg(inner.read_count())
                         .query::<Value>(c)
                 }))
             } else {
@@ -436,24 +650,33 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 };
             }
             let io = inner.opts.io_timeout;
+            let count = inner.read_count();
             let r = link.retry("get", conn_deadline, |c| {
                 c.set_read_timeout(Some(block.unwrap_or_default() + io))?;
+                let mut p = redis::pipe();
+                if !acks.ids.is_empty() {
+                    // Idempotent, so safe to send again on a retry.
+                    p.cmd("XACK")
+                        .arg(&inner.key)
+                        .arg(GROUP)
+                        .arg(&acks.ids)
+                        .ignore();
+                    p.cmd("XDEL").arg(&inner.key).arg(&acks.ids).ignore();
+                }
                 let mut cmd = redis::cmd("XREADGROUP");
                 cmd.arg("GROUP")
                     .arg(GROUP)
                     .arg(&inner.consumer)
                     .arg("COUNT")
-                    .arg(inner.opts.prefetch.max(1));
+                    .arg(count);
                 if let Some(b) = block {
                     cmd.arg("BLOCK").arg(b.as_millis().max(1) as u64);
                 }
-                let v = cmd
-                    .arg("STREAMS")
-                    .arg(&inner.key)
-                    .arg(">")
-                    .query::<Value>(c);
+                cmd.arg("STREAMS").arg(&inner.key).arg(">");
+                p.add_command(cmd);
+                let v = p.query::<Vec<Value>>(c);
                 c.set_read_timeout(Some(io))?;
-                v
+                v.map(|v| v.into_iter().next().unwrap_or(Value::Nil))
             });
             let v = match r {
                 Err(e) if conn::is_nogroup(&e) => {
@@ -462,7 +685,10 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 }
                 other => other?,
             };
-            let mut got = conn::read_reply(&v).into_iter();
+            acks.ids.clear(); // sent with the read
+            let got = conn::read_reply(&v);
+            inner.ramp(count, got.len());
+            let mut got = got.into_iter();
             if let Some(e) = got.next() {
                 drop(link);
                 let at = Instant::now();
@@ -503,23 +729,41 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 }
 
 impl<T> Delivery<T> {
-    /// The auto-ack of `get`: the XACK + XDEL is sent before the item is returned, but its reply is
-    /// read with the next command on that connection (one round trip per `get`, not two).
+    /// The auto-ack of `get`, batched: the id joins the handle's pending acknowledgements, sent
+    /// (one `XACK` + `XDEL` for all) in the same round trip as the handle's next read, i.e.
+    /// once the read-ahead buffer is drained (one per read-ahead batch); by the writer thread
+    /// (the timer) if they wait longer than `Acks::delay`; at once (reply read with the next
+    /// command on that connection) when `MAX_ACKS` wait.
     fn ack_quietly(self) -> Result<T> {
         let inner = &self.inner;
-        let r = inner.lease().and_then(|mut link| {
-            let mut p = redis::pipe();
-            p.atomic();
-            conn::ack_del(&mut p, &inner.key, GROUP, &self.id);
-            let deadline = Some(Instant::now() + inner.opts.connect_timeout);
-            // MULTI, XACK, XDEL, EXEC: four replies.
-            link.send_nowait("ack", deadline, &p.get_packed_pipeline(), 4)
-        });
-        if let Err(e) = r {
-            // The item is in hand; the entry may be delivered again after claim_idle.
-            tracing::warn!(target: "multiproc", "remote queue: auto-ack failed: {e}");
+        let n = inner.acks.push(self.id.clone());
+        if n >= MAX_ACKS {
+            // An error is logged by send_acks; the item is in hand either way.
+            let _ = inner
+                .lease()
+                .and_then(|mut link| inner.send_acks(&mut link, false));
+        } else if let Err(e) = inner.writer() {
+            // No timer: send now rather than risk a redelivery.
+            tracing::debug!(target: "multiproc", "remote queue: {e}");
+            let _ = inner
+                .lease()
+                .and_then(|mut link| inner.send_acks(&mut link, false));
         }
         Ok(self.value)
+    }
+}
+
+/// Acknowledgements taken to go with a read; given back to the handle unless sent.
+struct PendingAcks<'a> {
+    ids: Vec<String>,
+    acks: &'a Acks,
+}
+
+impl Drop for PendingAcks<'_> {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            self.acks.restore(std::mem::take(&mut self.ids));
+        }
     }
 }
 

@@ -29,6 +29,31 @@ fn zz_child_entry() {
         println!("ENVOK");
         return;
     }
+    if role == "midbatch" {
+        // Reads ahead 8 at a time: the first batch is drained (acknowledged on draining), then 3
+        // of the second are handed out (their acknowledgement waits for the batch) and the
+        // process SIGKILLs itself, well before the acknowledgement timer (claim_idle / 4).
+        let o = Options {
+            prefetch: 8,
+            ..opts(60_000)
+        };
+        let q: RemoteQueue<u64> = RemoteQueue::connect_with(&url, &name, o).unwrap();
+        let get = || q.get_timeout(Duration::from_secs(20)).unwrap();
+        let mut got: Vec<u64> = (0..8).map(|_| get()).collect();
+        got.push(get());
+        let t = Instant::now(); // the acknowledgement timer counts from about here
+        got.push(get());
+        got.push(get());
+        // Whether this process dies well before the timer (250 ms) could have sent the acks
+        // of the items of the second batch (a preempted test machine may be slower).
+        let in_time = t.elapsed() < Duration::from_millis(150);
+        println!("GOT {got:?} {in_time}");
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        // SAFETY: raise is async-signal-safe; SIGKILL ends the process here.
+        unsafe { libc::raise(libc::SIGKILL) };
+        unreachable!();
+    }
     assert_eq!(role, "hold");
     let q: RemoteQueue<String> = RemoteQueue::connect_with(&url, &name, opts(60_000)).unwrap();
     let d = q.get_delivery_timeout(Duration::from_secs(20)).unwrap();
@@ -74,8 +99,13 @@ fn get_timeout_on_empty_queue_times_out() {
 #[test]
 fn handles_share_one_queue_and_each_item_goes_to_one_consumer() {
     let r = RedisServer::start();
-    let a: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "shared").unwrap();
-    let b: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "shared").unwrap();
+    // One entry per read: the automatic read-ahead (the default) would let `a` buffer the tail.
+    let one = Options {
+        prefetch: 1,
+        ..Options::default()
+    };
+    let a: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "shared", one.clone()).unwrap();
+    let b: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "shared", one).unwrap();
     assert_ne!(a.consumer_name(), b.consumer_name());
     for i in 0..10 {
         a.put(&i).unwrap();
@@ -222,7 +252,7 @@ fn close_refuses_later_calls() {
     let r = RedisServer::start();
     let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "closing").unwrap();
     let q2 = q.clone();
-    q.close();
+    q.close().unwrap();
     assert_eq!(q2.put(&1).unwrap_err(), Error::Closed);
     assert_eq!(
         q2.get_timeout(Duration::from_millis(10)).unwrap_err(),
@@ -247,8 +277,9 @@ fn redis_killed_and_restarted_mid_run_no_call_hangs() {
     let q: RemoteQueue<u32> = RemoteQueue::connect_with(&r.url(), "restart", o).unwrap();
     q.put(&1).unwrap();
     r.kill();
-    // Redis away: put fails (unreachable or connection lost), get_timeout returns in time.
-    let e = q.put(&2).unwrap_err();
+    // Redis away: put_confirmed fails (unreachable or connection lost), get_timeout returns in
+    // time. (A pipelined `put` returns once queued locally: its error comes with a later call.)
+    let e = q.put_confirmed(&2).unwrap_err();
     assert!(
         matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
         "{e:?}"
@@ -271,7 +302,7 @@ fn redis_killed_and_restarted_mid_run_no_call_hangs() {
     r.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match q.put(&3) {
+        match q.put_confirmed(&3) {
             Ok(()) => break,
             Err(e) => assert!(Instant::now() < deadline, "put after restart: {e:?}"),
         }
@@ -449,4 +480,225 @@ fn a_dropped_handle_gives_back_its_read_ahead_entries() {
     got.sort_unstable();
     assert_eq!(got, [2, 3, 4]);
     assert_eq!(b.qsize().unwrap(), 0);
+}
+
+/// `put` is pipelined (it returns once the item is queued locally): dropping the handle right
+/// after stores everything, in order.
+#[test]
+fn put_then_drop_delivers_everything() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "dropflush").unwrap();
+    for i in 0..3000 {
+        q.put(&i).unwrap();
+    }
+    drop(q);
+    let c: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "dropflush").unwrap();
+    assert_eq!(c.qsize().unwrap(), 3000);
+    let got: Vec<u64> = (0..3000)
+        .map(|_| c.get_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(got, (0..3000).collect::<Vec<u64>>());
+    assert_eq!(
+        c.get_timeout(Duration::from_millis(50)).unwrap_err(),
+        Error::Timeout
+    );
+}
+
+/// `flush` waits until what was put is stored; with Redis killed it returns an error within its
+/// bound (`2 * connect_timeout + io_timeout` without progress), not never.
+#[test]
+fn flush_with_redis_killed_returns_an_error_within_its_timeout() {
+    let mut r = RedisServer::start();
+    let o = Options {
+        connect_timeout: Duration::from_millis(500),
+        io_timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let q: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), "flushgone", o).unwrap();
+    for i in 0..100 {
+        q.put(&i).unwrap();
+    }
+    q.flush().unwrap();
+    assert_eq!(q.qsize().unwrap(), 100);
+    r.kill();
+    let mut queued = 0;
+    for i in 0..100 {
+        // Each either queued (Ok) or refused with the writer's error: both are fine here.
+        if q.put(&i).is_ok() {
+            queued += 1;
+        }
+    }
+    let t0 = Instant::now();
+    let e = q.flush();
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(4), "flush took {took:?}");
+    if queued > 0 {
+        let e = e.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unreachable { .. } | Error::ConnectionLost { .. } | Error::Timeout
+            ),
+            "{e:?}"
+        );
+    }
+    // Drop does not hang either (a bounded flush).
+    let t0 = Instant::now();
+    drop(q);
+    assert!(t0.elapsed() < Duration::from_secs(4));
+}
+
+/// An error Redis answers to a pipelined `XADD` is not lost: the next `put` (or `flush`) returns
+/// it, once; later puts work again when Redis does.
+#[test]
+fn put_errors_surface_on_a_later_call() {
+    let r = RedisServer::start();
+    let q: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "puterr").unwrap();
+    let mut c = redis::Client::open(r.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // The stream replaced by a string: every XADD is answered WRONGTYPE.
+    redis::cmd("DEL")
+        .arg("{mp:puterr}:q")
+        .query::<()>(&mut c)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("{mp:puterr}:q")
+        .arg("x")
+        .query::<()>(&mut c)
+        .unwrap();
+    q.put(&1).unwrap(); // queued: the error comes later
+    let e = q.flush().unwrap_err();
+    assert!(
+        matches!(&e, Error::Redis(m) if m.contains("WRONGTYPE")),
+        "{e:?}"
+    );
+    q.flush().unwrap(); // reported once
+
+    // Surfacing on the next put.
+    q.put(&2).unwrap();
+    let t0 = Instant::now();
+    let e = loop {
+        match q.put(&3) {
+            Err(e) => break e,
+            Ok(()) => assert!(t0.elapsed() < Duration::from_secs(10), "no error"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        matches!(&e, Error::Redis(m) if m.contains("WRONGTYPE")),
+        "{e:?}"
+    );
+    let _ = q.flush();
+
+    // put_confirmed reports its own error at once; close reports a pending one.
+    assert!(matches!(q.put_confirmed(&4).unwrap_err(), Error::Redis(_)));
+    q.put(&5).unwrap();
+    assert!(matches!(q.close().unwrap_err(), Error::Redis(_)));
+
+    // With the key back as a stream, a new handle works.
+    redis::cmd("DEL")
+        .arg("{mp:puterr}:q")
+        .query::<()>(&mut c)
+        .unwrap();
+    let q: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "puterr").unwrap();
+    q.put(&6).unwrap();
+    q.flush().unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(5)).unwrap(), 6);
+}
+
+/// Batched acknowledgements: a consumer SIGKILLed mid-batch has the items of that batch
+/// (handed out but not yet acknowledged, and still buffered) delivered to another consumer after
+/// `claim_idle`; the items of its earlier, drained batch were acknowledged and do not come back.
+#[test]
+fn a_consumer_killed_mid_batch_has_its_unacked_entries_redelivered_and_acked_ones_not() {
+    let r = RedisServer::start();
+    let name = "midbatch";
+    let q: RemoteQueue<u64> = RemoteQueue::connect_with(&r.url(), name, opts(500)).unwrap();
+    for i in 0..16 {
+        q.put(&i).unwrap();
+    }
+    q.flush().unwrap();
+    let mut kids = Children::default();
+    let i = kids.push(spawn_self(
+        "zz_child_entry",
+        &[
+            ("MP_QUEUE_ROLE", "midbatch".into()),
+            ("MP_URL", r.url()),
+            ("MP_NAME", name.into()),
+        ],
+    ));
+    let line = wait_line(&mut kids.0[i], "GOT ");
+    let (list, in_time) = line.rsplit_once(' ').unwrap();
+    assert_eq!(list, format!("{:?}", (0..11).collect::<Vec<u64>>()));
+    let st = kids.0[i].wait().unwrap();
+    assert!(!st.success(), "the child killed itself: {st:?}");
+    assert_eq!(q.qsize().unwrap(), 8, "the first batch was acknowledged");
+    let mut got = Vec::new();
+    while let Ok(v) = q.get_timeout(Duration::from_secs(3)) {
+        got.push(v);
+    }
+    got.sort_unstable();
+    if in_time == "true" {
+        assert_eq!(got, (8..16).collect::<Vec<u64>>());
+    } else {
+        // Slow machine: the timer may have acknowledged 8, 9, 10 before the kill.
+        assert!(
+            got == (8..16).collect::<Vec<u64>>() || got == (11..16).collect::<Vec<u64>>(),
+            "{got:?}"
+        );
+    }
+    q.flush().unwrap();
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+/// The automatic read-ahead (the default): one consumer gets everything in order; two
+/// consumers draining one stream get every item exactly once, each in increasing order.
+#[test]
+fn auto_read_ahead_keeps_order_and_delivers_exactly_once() {
+    let r = RedisServer::start();
+    let p: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "auto").unwrap();
+    let c: RemoteQueue<u64> = RemoteQueue::connect(&r.url(), "auto").unwrap();
+    for i in 0..2000 {
+        p.put(&i).unwrap();
+    }
+    let got: Vec<u64> = (0..2000)
+        .map(|_| c.get_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert_eq!(got, (0..2000).collect::<Vec<u64>>());
+    drop(c);
+
+    const N: u64 = 6000;
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = r.url();
+            std::thread::spawn(move || {
+                let q: RemoteQueue<u64> = RemoteQueue::connect(&url, "auto").unwrap();
+                let mut mine = Vec::new();
+                loop {
+                    match q.get_timeout(Duration::from_secs(10)).unwrap() {
+                        u64::MAX => return mine,
+                        v => mine.push(v),
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..N {
+        p.put(&i).unwrap();
+    }
+    p.put(&u64::MAX).unwrap();
+    p.put(&u64::MAX).unwrap();
+    p.flush().unwrap();
+    let mut all = Vec::new();
+    for h in consumers {
+        let mine = h.join().unwrap();
+        assert!(mine.windows(2).all(|w| w[0] < w[1]), "order per consumer");
+        all.extend(mine);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..N).collect::<Vec<u64>>());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(p.qsize().unwrap(), 0, "every item acknowledged");
 }
