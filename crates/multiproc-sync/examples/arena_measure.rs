@@ -62,6 +62,34 @@ fn main() {
         multiproc_sync::Lock::new().unwrap()
     });
     shared_bytes_per_value(1_000_000);
+    uncontended_lock_interleaved();
+}
+
+/// ns per uncontended `get_lock()` + drop, a Value in its own segment and one in the arena,
+/// measured in turns in one process (the bench's `lock_uncontended` rows run one after the
+/// other, so the first pays for warming up).
+fn uncontended_lock_interleaved() {
+    fn ns_per_lock(v: &Value<u64>, n: u64) -> f64 {
+        for _ in 0..10_000 {
+            drop(v.get_lock());
+        }
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let g = v.get_lock();
+            std::hint::black_box(&g);
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    }
+    let own = Value::new_segment(0u64).unwrap();
+    let arena = Value::new(0u64).unwrap();
+    println!();
+    println!("| turn | uncontended get_lock, own segment | same, arena slot |");
+    println!("|---|---|---|");
+    for turn in 1..=4 {
+        let a = ns_per_lock(&own, 5_000_000);
+        let b = ns_per_lock(&arena, 5_000_000);
+        println!("| {turn} | {a:.2} ns | {b:.2} ns |");
+    }
 }
 
 /// Shared memory per `Value<u64>`: the mapped length of the arena segments (control block,
