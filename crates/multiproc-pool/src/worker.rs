@@ -20,7 +20,8 @@ use crate::facade::Ordering;
 use crate::fdpass;
 use crate::wire::{self, Cursor};
 use multiproc_channel::{Connection, RecvError, SendError};
-use multiproc_process::registry::{self, TaskEntry};
+use multiproc_process::panic_message;
+use multiproc_process::registry::{self, TaskEntry, TaskFailure};
 use multiproc_ring::WaitStrategy;
 use multiproc_shm::fd_passing::{serialize_fd, with_fd_map};
 use multiproc_sync::RawValue;
@@ -73,22 +74,12 @@ fn wait_of(code: u8) -> WaitStrategy {
 /// How long a worker waits for the fds that the parent sent just before a job.
 const FDS_WAIT: Duration = Duration::from_secs(10);
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_string()
-    }
-}
-
 /// Runs one trampoline call, classifying the failure.
 fn run_one(entry: &TaskEntry, args: &[u8]) -> Result<Vec<u8>, (u8, String)> {
     match catch_unwind(AssertUnwindSafe(|| (entry.trampoline)(args))) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(msg)) if msg.starts_with("encoding the task result") => Err((wire::ENCODE, msg)),
-        Ok(Err(msg)) => Err((wire::TASK_ERR, msg)),
+        Ok(Err(TaskFailure::Result(msg))) => Err((wire::ENCODE, msg)),
+        Ok(Err(TaskFailure::Arguments(msg))) => Err((wire::TASK_ERR, msg)),
         Err(p) => Err((wire::PANIC, panic_message(&*p))),
     }
 }
@@ -104,8 +95,8 @@ fn run_chunk(
         with_fd_map(map, || (entry.chunk_trampoline)(args, out))
     })) {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(msg)) if msg.starts_with("encoding the task result") => Err((wire::ENCODE, msg)),
-        Ok(Err(msg)) => Err((wire::TASK_ERR, msg)),
+        Ok(Err(TaskFailure::Result(msg))) => Err((wire::ENCODE, msg)),
+        Ok(Err(TaskFailure::Arguments(msg))) => Err((wire::TASK_ERR, msg)),
         Err(p) => Err((wire::PANIC, panic_message(&*p))),
     }
 }

@@ -193,7 +193,7 @@ pub(crate) fn child_main(boot_fd: RawFd, from_forkserver: bool) -> ! {
     let args = boot.args;
     run_and_exit(boot.result_fd, true, move || {
         setup?;
-        trampoline(&args)
+        trampoline(&args).map_err(|e| e.to_string())
     })
 }
 
@@ -256,12 +256,15 @@ fn redirect_stdin_to_null() {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The message of a panic payload (`panic!("..")` gives a `&str` or a `String`); other payloads
+/// (`std::panic::panic_any(42)`) are named as such. Every layer that catches a task's panic
+/// (a process, a pool worker, a remote worker) reports it with this.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
         s.clone()
     } else {
-        "Box<dyn Any>".to_string()
+        "(non-string panic payload)".to_string()
     }
 }

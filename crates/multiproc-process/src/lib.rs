@@ -58,7 +58,7 @@ mod spawn;
 mod state;
 mod sys;
 
-pub use child::{init, init_with};
+pub use child::{init, init_with, panic_message};
 pub use error::{ProcessError, Result};
 #[doc(hidden)]
 pub use error::{exit_text, task_not_registered_text};
@@ -134,7 +134,8 @@ pub fn __fork_server_pid() -> Option<i32> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{
-        TASKS, TaskEntry, assert_task_arg, assert_task_result, run_chunk, run_task, type_id_of_val,
+        TASKS, TaskEntry, TaskFailure, assert_task_arg, assert_task_result, run_chunk, run_task,
+        type_id_of_val,
     };
     pub use linkme;
 }

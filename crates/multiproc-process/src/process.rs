@@ -530,7 +530,7 @@ impl<R> Process<R> {
                 entry, args, _keep, ..
             } => Box::new(move || {
                 let _keep = _keep;
-                (entry.trampoline)(&args)
+                (entry.trampoline)(&args).map_err(|e| e.to_string())
             }),
             Target::Closure(f) => f,
         };

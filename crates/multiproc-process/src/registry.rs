@@ -27,13 +27,41 @@ pub struct TaskEntry {
     /// The `TypeId` of the function item (how `Process::spawn(f, ..)` finds this entry).
     pub type_id: fn() -> TypeId,
     /// Decodes the arguments, calls the function, encodes its result.
-    pub trampoline: fn(&[u8]) -> std::result::Result<Vec<u8>, String>,
+    pub trampoline: fn(&[u8]) -> std::result::Result<Vec<u8>, TaskFailure>,
     /// Runs a whole chunk (the pool's unit of work): decodes a postcard sequence of
     /// arguments in one call, calls the function on each, and appends the postcard sequence
     /// of the results to the buffer (no per-item lookup, framing or allocation). See
     /// [`run_chunk`].
-    pub chunk_trampoline: fn(&[u8], &mut Vec<u8>) -> std::result::Result<(), String>,
+    pub chunk_trampoline: fn(&[u8], &mut Vec<u8>) -> std::result::Result<(), TaskFailure>,
 }
+
+/// Why a trampoline could not run a task to a result (a panic is not one: callers catch it).
+/// Callers tell the two apart by variant, never by the message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFailure {
+    /// The arguments' bytes did not decode as the task's argument types (a different build, or
+    /// a corrupted job): the message names the types and the codec's error.
+    Arguments(String),
+    /// The task ran, but its result could not be encoded: the message names the type.
+    Result(String),
+}
+
+impl TaskFailure {
+    /// The message, without the variant.
+    pub fn message(&self) -> &str {
+        match self {
+            TaskFailure::Arguments(m) | TaskFailure::Result(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for TaskFailure {}
 
 impl TaskEntry {
     /// The stable hash of [`TaskEntry::id`] (FNV-1a 64), sent to the child.
@@ -203,10 +231,10 @@ impl<R> FnReturn for fn() -> R {
 pub type Never = <fn() -> ! as FnReturn>::Output;
 
 /// The trampoline body the macro instantiates: decode, call, encode.
-pub fn run_task<M, T: Task<M>>(task: T, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let args: T::Args = decode(bytes, "the task arguments")?;
+pub fn run_task<M, T: Task<M>>(task: T, bytes: &[u8]) -> std::result::Result<Vec<u8>, TaskFailure> {
+    let args: T::Args = decode(bytes, "the task arguments").map_err(TaskFailure::Arguments)?;
     let out = task.call(args);
-    encode(&out, "the task result")
+    encode(&out, "the task result").map_err(TaskFailure::Result)
 }
 
 /// Encodes `v` with postcard; the error names `what`, the Rust type and the direction
@@ -396,17 +424,19 @@ fn run_plain_chunk<M, T: Task<M>>(
     task: T,
     bytes: &[u8],
     out: &mut Vec<u8>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), TaskFailure> {
     let wo = bytes.get(PLAIN_MAGIC.len() + 1).copied().unwrap_or(0) as usize;
     let (Some(wa), Some(wr)) = (plain_width_static::<T::Args>(), plain_width::<T::Output>()) else {
-        return Err(format!(
+        return Err(TaskFailure::Arguments(format!(
             "decoding the task arguments: a plain-data chunk for a task of `{}` -> `{}`",
             std::any::type_name::<T::Args>(),
             std::any::type_name::<T::Output>()
-        ));
+        )));
     };
     let Some((n, args)) = plain_split(bytes, wa).filter(|_| wr == wo) else {
-        return Err("decoding the task arguments: a malformed plain-data chunk".into());
+        return Err(TaskFailure::Arguments(
+            "decoding the task arguments: a malformed plain-data chunk".into(),
+        ));
     };
     let base = out.len();
     out.resize(base + PLAIN_HEAD + n * wr, 0);
@@ -435,14 +465,14 @@ pub fn run_chunk<M, T: Task<M>>(
     task: T,
     bytes: &[u8],
     out: &mut Vec<u8>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), TaskFailure> {
     let decode_err = |e: postcard::Error| {
-        codec_message(
+        TaskFailure::Arguments(codec_message(
             "decoding",
             "the task arguments",
             std::any::type_name::<T::Args>(),
             &e,
-        )
+        ))
     };
     // A one-item chunk (every `apply`): the item alone, no `Vec` (a varint length of 1 is the
     // byte 1).
@@ -451,12 +481,12 @@ pub fn run_chunk<M, T: Task<M>>(
         out.push(1);
         let r = task.call(a);
         return postcard_append(&r, out).map_err(|e| {
-            codec_message(
+            TaskFailure::Result(codec_message(
                 "encoding",
                 "the task result",
                 std::any::type_name::<T::Output>(),
                 &e,
-            )
+            ))
         });
     }
     if bytes.starts_with(&PLAIN_MAGIC) {
@@ -476,7 +506,14 @@ pub fn run_chunk<M, T: Task<M>>(
     }
     for a in args {
         let r = task.call(a);
-        postcard_append(&r, out).map_err(|e| format!("encoding the task result: {e}"))?;
+        postcard_append(&r, out).map_err(|e| {
+            TaskFailure::Result(codec_message(
+                "encoding",
+                "the task result",
+                std::any::type_name::<T::Output>(),
+                &e,
+            ))
+        })?;
     }
     Ok(())
 }
@@ -748,7 +785,11 @@ mod tests {
         .unwrap();
         assert_eq!(postcard::from_bytes::<Vec<u64>>(&out).unwrap(), vec![42]);
         let err = run_chunk(double, &[5, 1], &mut Vec::new()).unwrap_err();
-        assert!(err.starts_with("decoding the task arguments"), "{err}");
+        assert!(matches!(err, TaskFailure::Arguments(_)), "{err}");
+        assert!(
+            err.message().starts_with("decoding the task arguments"),
+            "{err}"
+        );
         let r = std::panic::catch_unwind(|| {
             run_chunk(
                 fail_on_three,
@@ -807,11 +848,14 @@ mod tests {
         let mut job = Vec::new();
         assert!(plain_append(&[1u64, 2][..], 8, &mut job));
         let err = run_chunk(label, &job, &mut Vec::new()).unwrap_err();
-        assert!(err.starts_with("decoding the task arguments"), "{err}");
+        assert!(matches!(err, TaskFailure::Arguments(_)), "{err}");
         let mut short = job.clone();
         short.pop();
         let err = run_chunk(double, &short, &mut Vec::new()).unwrap_err();
-        assert!(err.contains("malformed"), "{err}");
+        assert!(
+            matches!(&err, TaskFailure::Arguments(m) if m.contains("malformed")),
+            "{err}"
+        );
         let mut wrong = job.clone();
         wrong[11] = 4; // results asked 4 bytes wide from a task returning u64
         assert!(run_chunk(double, &wrong, &mut Vec::new()).is_err());

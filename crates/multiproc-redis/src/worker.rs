@@ -420,11 +420,7 @@ fn handle(
                     },
                     Ok(Err(msg)) => (kind::FAILED, format!("{worker}\n{msg}").into_bytes()),
                     Err(p) => {
-                        let msg = p
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "panic".into());
+                        let msg = multiproc_process::panic_message(&*p);
                         (
                             kind::FAILED,
                             format!("{worker}\npanicked: {msg}").into_bytes(),
