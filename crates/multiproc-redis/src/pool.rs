@@ -4,7 +4,9 @@
 //! A submission is one entry on `{mp:NAME}:tasks` (group `workers`) with the fields
 //! `c` (client id), `j` (job number), `t` (task id), `b` (the submitter's registry hash, the build
 //! check; `0` = check the id only), `r` (retries) and `a` (postcard arguments). Workers answer on the
-//! client's own stream `{mp:NAME}:res:CLIENT` with `j`, `k` (outcome kind) and `v`. A background
+//! client's own stream `{mp:NAME}:res:CLIENT`: one entry per posted batch with the field `m`, the
+//! answers packed (job, outcome kind, payload; see `worker::pack`; the older one-answer form `j`,
+//! `k` (outcome kind), `v` is still read). A background
 //! thread reads that stream (`XREAD BLOCK`) and completes the waiting results; when it finds that
 //! Redis restarted (a new run id) it fails every result submitted before the restart with
 //! [`Error::BrokerRestarted`] instead of letting it wait forever.
@@ -59,7 +61,7 @@ struct Waiting {
 const MAX_ORPHANS: usize = 100_000;
 
 struct Shared {
-    /// Lock order: `slots`, then `orphans`, then `trash`.
+    /// Lock order: `slots`, then `orphans`, then `refs`, then `trash`.
     slots: Mutex<HashMap<u64, Waiting>>,
     /// A named client: results that arrived for jobs no one waits for (submitted by an earlier
     /// incarnation of this client), kept in memory and in the stream until
@@ -68,6 +70,9 @@ struct Shared {
     orphans: Mutex<HashMap<u64, (String, Outcome)>>,
     /// Stream ids of taken orphans, deleted by the results thread with its next `XDEL`.
     trash: Mutex<Vec<String>>,
+    /// Results entries holding orphans: how many of their answers are not yet taken (an entry
+    /// packs several answers; it is deleted when the last is taken).
+    refs: Mutex<HashMap<String, usize>>,
     stop: Mutex<bool>,
 }
 
@@ -400,6 +405,7 @@ impl RemotePool {
             named: named.is_some(),
             orphans: Mutex::new(HashMap::new()),
             trash: Mutex::new(Vec::new()),
+            refs: Mutex::new(HashMap::new()),
             stop: Mutex::new(false),
         });
         let reader = {
@@ -446,7 +452,21 @@ impl RemotePool {
         match orphan {
             Some((id, out)) => {
                 *lock(&slot.done) = Some(out);
-                lock(&self.shared.trash).push(id);
+                let mut refs = lock(&self.shared.refs);
+                let last = match refs.get_mut(&id) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => {
+                        refs.remove(&id);
+                        true
+                    }
+                };
+                drop(refs);
+                if last {
+                    lock(&self.shared.trash).push(id);
+                }
             }
             None => {
                 let w = Waiting {
@@ -775,7 +795,7 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             c.set_read_timeout(Some(block + io))?;
             let v = redis::cmd("XREAD")
                 .arg("COUNT")
-                .arg(256)
+                .arg(1024)
                 .arg("BLOCK")
                 .arg(block.as_millis() as u64)
                 .arg("STREAMS")
@@ -790,6 +810,7 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             epoch = link.epoch;
             last = "0-0".into();
             lock(&shared.orphans).clear();
+            lock(&shared.refs).clear();
             lock(&shared.trash).clear();
             let now_run = link.run_id.clone().unwrap_or_default();
             let lost: Vec<Waiting> = {
@@ -836,39 +857,24 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
         }
         for e in &entries {
             last = e.id.clone();
-            let Some(job) = e.u64_field("j") else {
-                ids.push(e.id.clone());
-                continue;
+            let answers: Vec<(u64, u8, &[u8])> = if let Some(m) = e.field("m") {
+                unpack(m)
+            } else if let Some(job) = e.u64_field("j") {
+                let k = e.u64_field("k").unwrap_or(u64::MAX) as u8;
+                vec![(job, k, e.field("v").unwrap_or_default())]
+            } else {
+                Vec::new()
             };
-            let k = e.u64_field("k").unwrap_or(u64::MAX) as u8;
-            let v = e.field("v").unwrap_or_default();
-            let text = || String::from_utf8_lossy(v).into_owned();
-            let out = match k {
-                kind::OK => Ok(v.to_vec()),
-                kind::FAILED => Err(split_worker(text(), |msg, worker| Error::TaskFailed {
-                    msg,
-                    worker,
-                })),
-                kind::UNKNOWN => Err(split_worker(text(), |task, worker| Error::UnknownTask {
-                    task,
-                    worker,
-                })),
-                kind::BUILD => Err(split_worker(text(), |task, worker| Error::BuildMismatch {
-                    task,
-                    worker,
-                })),
-                kind::LOST => {
-                    let t = text();
-                    let (deliveries, task) = t.split_once('\n').unwrap_or(("0", &t));
-                    Err(Error::WorkerLost {
-                        task: task.to_string(),
-                        deliveries: deliveries.parse().unwrap_or(0),
-                    })
+            let mut kept = 0;
+            for (job, k, v) in answers {
+                if !shared.arrived(job, &e.id, outcome(k, v)) {
+                    kept += 1;
                 }
-                _ => Err(Error::Codec(format!("unknown result kind {k}"))),
-            };
-            if shared.arrived(job, &e.id, out) {
+            }
+            if kept == 0 {
                 ids.push(e.id.clone());
+            } else {
+                lock(&shared.refs).insert(e.id.clone(), kept);
             }
         }
         if ids.is_empty() {
@@ -878,6 +884,52 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
         let _ = link.once("trimming results", deadline, |c| {
             redis::cmd("XDEL").arg(&key).arg(&ids).query::<()>(c)
         });
+    }
+}
+
+/// The answers packed in a results entry's `m` field (see `worker::pack`); a truncated tail is
+/// ignored.
+fn unpack(mut m: &[u8]) -> Vec<(u64, u8, &[u8])> {
+    let mut out = Vec::new();
+    while m.len() >= 13 {
+        let job = u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
+        let k = m[8];
+        let len = u32::from_le_bytes(m[9..13].try_into().expect("4 bytes")) as usize;
+        let Some(v) = m.get(13..13 + len) else {
+            break;
+        };
+        out.push((job, k, v));
+        m = &m[13 + len..];
+    }
+    out
+}
+
+/// One answer's outcome from its kind and payload.
+fn outcome(k: u8, v: &[u8]) -> Outcome {
+    let text = || String::from_utf8_lossy(v).into_owned();
+    match k {
+        kind::OK => Ok(v.to_vec()),
+        kind::FAILED => Err(split_worker(text(), |msg, worker| Error::TaskFailed {
+            msg,
+            worker,
+        })),
+        kind::UNKNOWN => Err(split_worker(text(), |task, worker| Error::UnknownTask {
+            task,
+            worker,
+        })),
+        kind::BUILD => Err(split_worker(text(), |task, worker| Error::BuildMismatch {
+            task,
+            worker,
+        })),
+        kind::LOST => {
+            let t = text();
+            let (deliveries, task) = t.split_once('\n').unwrap_or(("0", &t));
+            Err(Error::WorkerLost {
+                task: task.to_string(),
+                deliveries: deliveries.parse().unwrap_or(0),
+            })
+        }
+        _ => Err(Error::Codec(format!("unknown result kind {k}"))),
     }
 }
 

@@ -29,7 +29,7 @@ pub struct ServeOptions {
     pub idle_exit: Option<Duration>,
     /// Refuse tasks submitted by a different build (default true).
     pub check_build: bool,
-    /// The most new tasks one read takes (`XREADGROUP COUNT n`, default 16). A worker reads one
+    /// The most new tasks one read takes (`XREADGROUP COUNT n`, default 128). A worker reads one
     /// task at a time while tasks take 1 ms or more (so long tasks spread over the workers), and
     /// doubles its read up to `batch` while they are quicker. Tasks of a batch run one after
     /// another; all are kept alive by the heartbeat while held, a read-ahead task counts as not
@@ -50,7 +50,7 @@ impl Default for ServeOptions {
             max_tasks: None,
             idle_exit: None,
             check_build: true,
-            batch: 16,
+            batch: 128,
         }
     }
 }
@@ -78,33 +78,26 @@ end
 return n
 "#;
 
-/// Sets the delivery count of entries this worker still owns (`ARGV[3]`) without touching their
-/// owner: read-ahead tasks of a batch are set to 0 until they start (then back to 1), so a task
-/// a dead worker held but never started counts as a first delivery when another claims it, not
-/// as a retry.
-const MARK_LUA: &str = r#"
-for i = 4, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'RETRYCOUNT', ARGV[3], 'JUSTID')
-  end
-end
-return 0
-"#;
-
-/// Sends [`MARK_LUA`] for `ids` without waiting for its reply (read with the next command).
+/// Sets the delivery count of `ids` (entries this worker just read or holds) with one
+/// `XCLAIM ... RETRYCOUNT n JUSTID`, sent without waiting for its reply (read with the next
+/// command): read-ahead tasks of a batch are set to 0 until they start (then back to their
+/// count), so a task a dead worker held but never started counts as a first delivery when another
+/// claims it, not as a retry. (A plain `XCLAIM`, not a script checking the owner: an entry can
+/// only have changed owner if this worker went without heartbeats for `claim_idle`, and then the
+/// task runs twice anyway — see the delivery-semantics table.)
 fn mark(link: &mut Link, key: &str, worker: &str, count: u64, ids: &[&str]) {
     if ids.is_empty() {
         return;
     }
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(MARK_LUA)
-        .arg(1)
-        .arg(key)
+    let mut cmd = redis::cmd("XCLAIM");
+    cmd.arg(key)
         .arg(GROUP)
         .arg(worker)
+        .arg(0)
+        .arg(ids)
+        .arg("RETRYCOUNT")
         .arg(count)
-        .arg(ids);
+        .arg("JUSTID");
     let deadline = Some(Instant::now() + link.ep.opts.io_timeout);
     if let Err(e) = link.send_nowait("marking tasks", deadline, &cmd.get_packed_command(), 1) {
         tracing::debug!(target: "multiproc", "marking tasks: {e}");
@@ -352,8 +345,10 @@ fn serve_loop(
             let first = *first_answer.get_or_insert_with(Instant::now);
             if i + 1 == n || first.elapsed() >= Duration::from_millis(2) {
                 post(link, key, worker, epoch, &answers);
+                let done: std::collections::HashSet<&str> =
+                    answers.iter().map(|a| a.id.as_str()).collect();
                 let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
-                b.held.retain(|h| !answers.iter().any(|a| a.id == *h));
+                b.held.retain(|h| !done.contains(h.as_str()));
                 drop(b);
                 answers.clear();
                 first_answer = None;
@@ -440,14 +435,70 @@ fn handle(
     }
 }
 
+/// The most payload bytes packed into one results entry (a larger single answer gets its own).
+const PACK_BYTES: usize = 1 << 20;
+
+/// Packs answers as one results-entry field `m`: per answer the job (u64 LE), the kind (u8), the
+/// payload length (u32 LE) and the payload. Read by the pool's results thread (`unpack`).
+pub(crate) fn pack(out: &mut Vec<u8>, job: u64, k: u8, payload: &[u8]) {
+    out.extend_from_slice(&job.to_le_bytes());
+    out.push(k);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
 /// Posts answers and acknowledges their tasks in one `MULTI`: a result is posted exactly when
-/// its task leaves the pending list. Retried across reconnections unless Redis restarted since
-/// the tasks were read (then each client has already failed those calls with BrokerRestarted
-/// and the task entries are gone).
+/// its task leaves the pending list. The answers for one client go as one results entry (field
+/// `m`, several answers packed, about [`PACK_BYTES`] at most per entry) with one `EXPIRE`; the
+/// tasks are acknowledged and deleted with one `XACK` and one `XDEL`. Retried across
+/// reconnections unless Redis restarted since the tasks were read (then each client has already
+/// failed those calls with BrokerRestarted and the task entries are gone).
 fn post(link: &mut Link, key: &str, worker: &str, epoch: u64, answers: &[Answer]) {
     if answers.is_empty() {
         return;
     }
+    // Results streams in order of first appearance, with their packed entries.
+    let mut streams: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
+    for a in answers {
+        let Some((results, job, k, payload)) = &a.to else {
+            continue;
+        };
+        let i = match streams.iter().position(|(r, _)| r == results) {
+            Some(i) => i,
+            None => {
+                streams.push((results, Vec::new()));
+                streams.len() - 1
+            }
+        };
+        let packs = &mut streams[i].1;
+        if packs
+            .last()
+            .is_none_or(|p| !p.is_empty() && p.len() + payload.len() > PACK_BYTES)
+        {
+            packs.push(Vec::new());
+        }
+        let last = packs.last_mut().expect("pushed above");
+        pack(last, *job, *k, payload);
+    }
+    let ids: Vec<&str> = answers.iter().map(|a| a.id.as_str()).collect();
+    let mut p = redis::pipe();
+    p.atomic();
+    for (results, packs) in &streams {
+        for m in packs {
+            p.cmd("XADD")
+                .arg(*results)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(100_000)
+                .arg("*")
+                .arg("m")
+                .arg(m)
+                .ignore();
+        }
+        p.cmd("EXPIRE").arg(*results).arg(RESULTS_TTL_SECS).ignore();
+    }
+    p.cmd("XACK").arg(key).arg(GROUP).arg(&ids).ignore();
+    p.cmd("XDEL").arg(key).arg(&ids).ignore();
     loop {
         if link.con(None).is_err() {
             continue;
@@ -455,30 +506,7 @@ fn post(link: &mut Link, key: &str, worker: &str, epoch: u64, answers: &[Answer]
         if link.epoch != epoch {
             return;
         }
-        let r = link.once("posting results", None, |c| {
-            let mut p = redis::pipe();
-            p.atomic();
-            for a in answers {
-                if let Some((results, job, k, payload)) = &a.to {
-                    p.cmd("XADD")
-                        .arg(results)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(100_000)
-                        .arg("*")
-                        .arg("j")
-                        .arg(*job)
-                        .arg("k")
-                        .arg(*k)
-                        .arg("v")
-                        .arg(payload)
-                        .ignore();
-                    p.cmd("EXPIRE").arg(results).arg(RESULTS_TTL_SECS).ignore();
-                }
-                conn::ack_del(&mut p, key, GROUP, &a.id);
-            }
-            p.query::<()>(c)
-        });
+        let r = link.once("posting results", None, |c| p.query::<()>(c));
         match r {
             Ok(()) => return,
             Err(_) if link.epoch != epoch => return,
