@@ -78,29 +78,27 @@ end
 return n
 "#;
 
-/// Sets the delivery count of `ids` (entries this worker just read or holds) with one
-/// `XCLAIM ... RETRYCOUNT n JUSTID`, sent without waiting for its reply (read with the next
-/// command): read-ahead tasks of a batch are set to 0 until they start (then back to their
-/// count), so a task a dead worker held but never started counts as a first delivery when another
-/// claims it, not as a retry. (A plain `XCLAIM`, not a script checking the owner: an entry can
-/// only have changed owner if this worker went without heartbeats for `claim_idle`, and then the
-/// task runs twice anyway — see the delivery-semantics table.)
-fn mark(link: &mut Link, key: &str, worker: &str, count: u64, ids: &[&str]) {
-    if ids.is_empty() {
-        return;
-    }
-    let mut cmd = redis::cmd("XCLAIM");
-    cmd.arg(key)
-        .arg(GROUP)
-        .arg(worker)
-        .arg(0)
-        .arg(ids)
-        .arg("RETRYCOUNT")
-        .arg(count)
-        .arg("JUSTID");
+/// The pool's set of started tasks (`{mp:NAME}:started`, beside `{mp:NAME}:tasks`).
+fn started_key(tasks_key: &str) -> String {
+    format!(
+        "{}started",
+        tasks_key.strip_suffix("tasks").unwrap_or(tasks_key)
+    )
+}
+
+/// Records that the task `id` starts now: `SADD {mp:NAME}:started id`, sent before the task runs
+/// without waiting for its reply (read with the next command). The id leaves the set when its
+/// result is posted (`SREM` in the same `MULTI`) or when another worker claims it. A claimer
+/// thereby knows whether the dead owner had started the task: every task of a read is delivered
+/// (delivery count 1), but one still waiting in a dead worker's batch was never run, so its
+/// claim counts one delivery less (a first delivery, not a retry). One cheap command per task,
+/// instead of resetting the delivery counts of read-ahead tasks and restoring each at its start.
+fn record_start(link: &mut Link, started: &str, id: &str) {
+    let mut cmd = redis::cmd("SADD");
+    cmd.arg(started).arg(id);
     let deadline = Some(Instant::now() + link.ep.opts.io_timeout);
-    if let Err(e) = link.send_nowait("marking tasks", deadline, &cmd.get_packed_command(), 1) {
-        tracing::debug!(target: "multiproc", "marking tasks: {e}");
+    if let Err(e) = link.send_nowait("recording a start", deadline, &cmd.get_packed_command(), 1) {
+        tracing::debug!(target: "multiproc", "recording a start: {e}");
     }
 }
 
@@ -210,6 +208,7 @@ fn serve_loop(
     beat: &(Mutex<Beat>, Condvar),
 ) -> Result<ServeStats> {
     let mut stats = ServeStats::default();
+    let started_set = started_key(key);
     let lost_ms = opts.options.claim_idle.as_millis().max(1) as u64;
     let block = Duration::from_millis(500).min(opts.options.claim_idle);
     let io = opts.options.io_timeout;
@@ -274,19 +273,33 @@ fn serve_loop(
         cursor = next;
         let batch: Vec<(Entry, u64)> = if let Some(e) = claimed.into_iter().next() {
             let id = e.id.clone();
-            let n = link
-                .retry("reading the delivery count", None, |c| {
-                    redis::cmd("XPENDING")
-                        .arg(key)
-                        .arg(GROUP)
-                        .arg(&id)
-                        .arg(&id)
-                        .arg(1)
-                        .query::<Value>(c)
-                })
-                .ok()
-                .and_then(|v| conn::pending_count(&v))
-                .unwrap_or(2);
+            // The delivery count (this claim included), and whether the last owner had started
+            // the task (else this claim is not a retry). Not idempotent (SREM): sent once; on an
+            // error the task counts as started (the conservative side).
+            let r = link.once("reading the delivery count", None, |c| {
+                redis::pipe()
+                    .cmd("XPENDING")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg(&id)
+                    .arg(&id)
+                    .arg(1)
+                    .cmd("SREM")
+                    .arg(&started_set)
+                    .arg(&id)
+                    .query::<(Value, i64)>(c)
+            });
+            let n = match r {
+                Ok((v, removed)) => {
+                    let n = conn::pending_count(&v).unwrap_or(2);
+                    if removed == 1 {
+                        n
+                    } else {
+                        n.saturating_sub(1).max(1)
+                    }
+                }
+                Err(_) => 2,
+            };
             vec![(e, n)]
         } else {
             // 2. New tasks.
@@ -334,13 +347,8 @@ fn serve_loop(
         let mut first_answer: Option<Instant> = None;
         let n = batch.len();
         let started = Instant::now();
-        // Read-ahead tasks count as not delivered until they start.
-        let ahead: Vec<&str> = batch.iter().skip(1).map(|(e, _)| e.id.as_str()).collect();
-        mark(link, key, worker, 0, &ahead);
         for (i, (entry, deliveries)) in batch.into_iter().enumerate() {
-            if i > 0 {
-                mark(link, key, worker, deliveries, &[entry.id.as_str()]);
-            }
+            record_start(link, &started_set, &entry.id);
             answers.push(handle(key, worker, opts, entry, deliveries, &mut stats));
             let first = *first_answer.get_or_insert_with(Instant::now);
             if i + 1 == n || first.elapsed() >= Duration::from_millis(2) {
@@ -499,6 +507,7 @@ fn post(link: &mut Link, key: &str, worker: &str, epoch: u64, answers: &[Answer]
     }
     p.cmd("XACK").arg(key).arg(GROUP).arg(&ids).ignore();
     p.cmd("XDEL").arg(key).arg(&ids).ignore();
+    p.cmd("SREM").arg(started_key(key)).arg(&ids).ignore();
     loop {
         if link.con(None).is_err() {
             continue;
