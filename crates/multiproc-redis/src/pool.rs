@@ -4,7 +4,9 @@
 //! A submission is one entry on `{mp:NAME}:tasks` (group `workers`) with the fields
 //! `c` (client id), `j` (job number), `t` (task id), `b` (the submitter's registry hash, the build
 //! check; `0` = check the id only), `r` (retries) and `a` (postcard arguments). Workers answer on the
-//! client's own stream `{mp:NAME}:res:CLIENT` with `j`, `k` (outcome kind) and `v`. A background
+//! client's own stream `{mp:NAME}:res:CLIENT`: one entry per posted batch with the field `m`, the
+//! answers packed (job, outcome kind, payload; see `worker::pack`; the older one-answer form `j`,
+//! `k` (outcome kind), `v` is still read). A background
 //! thread reads that stream (`XREAD BLOCK`) and completes the waiting results; when it finds that
 //! Redis restarted (a new run id) it fails every result submitted before the restart with
 //! [`Error::BrokerRestarted`] instead of letting it wait forever.
@@ -59,7 +61,7 @@ struct Waiting {
 const MAX_ORPHANS: usize = 100_000;
 
 struct Shared {
-    /// Lock order: `slots`, then `orphans`, then `trash`.
+    /// Lock order: `slots`, then `orphans`, then `refs`, then `trash`.
     slots: Mutex<HashMap<u64, Waiting>>,
     /// A named client: results that arrived for jobs no one waits for (submitted by an earlier
     /// incarnation of this client), kept in memory and in the stream until
@@ -68,6 +70,9 @@ struct Shared {
     orphans: Mutex<HashMap<u64, (String, Outcome)>>,
     /// Stream ids of taken orphans, deleted by the results thread with its next `XDEL`.
     trash: Mutex<Vec<String>>,
+    /// Results entries holding orphans: how many of their answers are not yet taken (an entry
+    /// packs several answers; it is deleted when the last is taken).
+    refs: Mutex<HashMap<String, usize>>,
     stop: Mutex<bool>,
 }
 
@@ -129,20 +134,111 @@ struct Submit {
     /// Jobs whose `XADD` was sent by `apply_async` but whose reply is not read yet, oldest
     /// first. Every other command on `link` must [`Submit::settle`] them first.
     unconfirmed: std::collections::VecDeque<u64>,
+    /// `XADD`s of `apply_async` not yet written (packed commands) and their jobs: written when
+    /// [`FLUSH_AT`] wait, by the next other use of the link ([`Submit::settle`]), or by the
+    /// flusher thread about [`FLUSH_DELAY`] after the first was buffered.
+    buf: Vec<u8>,
+    buffered: Vec<u64>,
     shared: Arc<Shared>,
 }
 
-/// The most `apply_async` submissions sent before their replies are read.
-const MAX_UNCONFIRMED: usize = 256;
+/// The most `apply_async` submissions sent before their replies are read (then the older half
+/// is read).
+const MAX_UNCONFIRMED: usize = 1024;
+/// `apply_async` writes its buffered submissions once this many wait...
+const FLUSH_AT: usize = 64;
+/// ... or they hold this many bytes.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// How long a buffered submission waits at most for more to join it (the flusher thread).
+const FLUSH_DELAY: Duration = Duration::from_micros(200);
+
+/// Wakes the flusher thread.
+struct Flusher {
+    /// (armed: something is buffered, stop)
+    st: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Flusher {
+    fn arm(&self) {
+        let mut g = lock(&self.st);
+        if !g.0 {
+            g.0 = true;
+            self.cv.notify_one();
+        }
+    }
+}
+
+/// The flusher thread: writes what `apply_async` buffered, [`FLUSH_DELAY`] after it is armed.
+fn flush_later(f: Arc<Flusher>, sub: std::sync::Weak<Mutex<Submit>>) {
+    loop {
+        {
+            let mut g = lock(&f.st);
+            while !g.0 && !g.1 {
+                g = f.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            if g.1 {
+                return;
+            }
+        }
+        std::thread::sleep(FLUSH_DELAY);
+        lock(&f.st).0 = false;
+        let Some(sub) = sub.upgrade() else {
+            return;
+        };
+        lock(&sub).write_buffered();
+    }
+}
 
 impl Submit {
-    /// Reads the replies of unconfirmed submissions: a submission Redis refused completes with
-    /// its error; if the connection is gone, every unconfirmed one completes with
-    /// `ConnectionLost` (it may or may not have been stored; a late result is dropped).
-    /// Returns the first error met.
+    /// Writes the buffered submissions (without waiting for their replies; they become
+    /// unconfirmed). If the connection broke since they were buffered, or breaks now, they
+    /// complete with `ConnectionLost` (a buffered submission never goes to a server it was not
+    /// buffered for: no reconnection here).
+    fn write_buffered(&mut self) {
+        if self.buffered.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.buffered);
+        let buf = std::mem::take(&mut self.buf);
+        let r = if self.link.is_connected() {
+            let deadline = Some(Instant::now() + self.link.ep.opts.io_timeout);
+            self.link.send_nowait("submitting tasks", deadline, &buf, 0)
+        } else {
+            Err(Error::ConnectionLost {
+                during: "submitting tasks",
+                msg: "connection lost before the tasks were sent".into(),
+            })
+        };
+        match r {
+            Ok(()) => self.unconfirmed.extend(jobs),
+            Err(e) => {
+                for job in jobs {
+                    self.shared.complete(job, Err(e.clone()));
+                }
+            }
+        }
+        // Keep the allocation for the next batch.
+        self.buf = buf;
+        self.buf.clear();
+    }
+
+    /// Writes the buffered submissions and reads the replies of every unconfirmed one: a
+    /// submission Redis refused completes with its error; if the connection is gone, every
+    /// unconfirmed one completes with `ConnectionLost` (it may or may not have been stored; a
+    /// late result is dropped). Returns the first error met.
     fn settle(&mut self) -> Option<Error> {
+        self.write_buffered();
+        self.settle_to(0)
+    }
+
+    /// Reads replies of unconfirmed submissions (oldest first) until at most `keep` remain.
+    fn settle_to(&mut self, keep: usize) -> Option<Error> {
         let mut first: Option<Error> = None;
-        while let Some(&job) = self.unconfirmed.front() {
+        while self.unconfirmed.len() > keep {
+            let Some(&job) = self.unconfirmed.front() else {
+                break;
+            };
             let r = match self.link.recv_reply() {
                 None => Err(Error::ConnectionLost {
                     during: "submitting a task",
@@ -185,6 +281,8 @@ pub struct RemotePool {
     submit: Arc<Mutex<Submit>>,
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
+    flusher: Arc<Flusher>,
+    flusher_thread: Option<JoinHandle<()>>,
     tasks_key: String,
     results_key: String,
     client: String,
@@ -400,6 +498,7 @@ impl RemotePool {
             named: named.is_some(),
             orphans: Mutex::new(HashMap::new()),
             trash: Mutex::new(Vec::new()),
+            refs: Mutex::new(HashMap::new()),
             stop: Mutex::new(false),
         });
         let reader = {
@@ -412,15 +511,32 @@ impl RemotePool {
                 .spawn(move || read_results(rlink, key, shared))
                 .map_err(|e| Error::Redis(format!("spawning the results thread: {e}")))?
         };
+        let submit = Arc::new(Mutex::new(Submit {
+            link,
+            next_job: first_job,
+            unconfirmed: Default::default(),
+            buf: Vec::new(),
+            buffered: Vec::new(),
+            shared: shared.clone(),
+        }));
+        let flusher = Arc::new(Flusher {
+            st: Mutex::new((false, false)),
+            cv: Condvar::new(),
+        });
+        let flusher_thread = {
+            let f = flusher.clone();
+            let sub = Arc::downgrade(&submit);
+            std::thread::Builder::new()
+                .name("mp-redis-submit".into())
+                .spawn(move || flush_later(f, sub))
+                .map_err(|e| Error::Redis(format!("spawning the submit thread: {e}")))?
+        };
         Ok(RemotePool {
-            submit: Arc::new(Mutex::new(Submit {
-                link,
-                next_job: first_job,
-                unconfirmed: Default::default(),
-                shared: shared.clone(),
-            })),
+            submit,
             shared,
             reader: Some(reader),
+            flusher,
+            flusher_thread: Some(flusher_thread),
             tasks_key,
             results_key,
             client,
@@ -446,7 +562,21 @@ impl RemotePool {
         match orphan {
             Some((id, out)) => {
                 *lock(&slot.done) = Some(out);
-                lock(&self.shared.trash).push(id);
+                let mut refs = lock(&self.shared.refs);
+                let last = match refs.get_mut(&id) {
+                    Some(n) if *n > 1 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => {
+                        refs.remove(&id);
+                        true
+                    }
+                };
+                drop(refs);
+                if last {
+                    lock(&self.shared.trash).push(id);
+                }
             }
             None => {
                 let w = Waiting {
@@ -688,15 +818,18 @@ impl RemotePool {
         let bytes = postcard::to_allocvec(args).map_err(|e| Error::Codec(e.to_string()))?;
         self.opts.check_size(bytes.len())?;
         let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
-        if !defer || sub.unconfirmed.len() >= MAX_UNCONFIRMED || !sub.link.recent() {
+        if !defer || !sub.link.recent() {
             let _ = sub.settle();
+        } else if sub.unconfirmed.len() >= MAX_UNCONFIRMED {
+            // The older half: their replies are most likely here already.
+            let _ = sub.settle_to(MAX_UNCONFIRMED / 2);
         }
         let job = sub.next_job;
         sub.next_job += 1;
         let deadline = Some(Instant::now() + self.opts.connect_timeout);
         // Connect (and check a quiet connection) first, so the slot records the run id the task
         // goes to.
-        if sub.unconfirmed.is_empty() {
+        if sub.unconfirmed.is_empty() && sub.buffered.is_empty() {
             sub.link.fresh(deadline)?;
         }
         let run_id = sub.link.run_id.clone().unwrap_or_default();
@@ -717,15 +850,31 @@ impl RemotePool {
             .arg(self.retries)
             .arg("a")
             .arg(&bytes);
-        let r = if defer {
-            sub.link
-                .send_nowait("submitting a task", deadline, &cmd.get_packed_command(), 0)
-                .map(|()| sub.unconfirmed.push_back(job))
-        } else {
-            sub.link
-                .once("submitting a task", deadline, |c| cmd.query::<Value>(c))
-                .map(drop)
-        };
+        if defer {
+            if !sub.link.is_connected() {
+                // Lost since `fresh` / the last write: nothing buffered can be sent any more.
+                sub.write_buffered();
+                self.shared.slots().remove(&job);
+                sub.settle();
+                return Err(Error::ConnectionLost {
+                    during: "submitting a task",
+                    msg: "connection lost".into(),
+                });
+            }
+            let first = sub.buffered.is_empty();
+            cmd.write_packed_command(&mut sub.buf);
+            sub.buffered.push(job);
+            if sub.buffered.len() >= FLUSH_AT || sub.buf.len() >= FLUSH_BYTES {
+                sub.write_buffered();
+            } else if first {
+                self.flusher.arm();
+            }
+            return Ok(job);
+        }
+        let r = sub
+            .link
+            .once("submitting a task", deadline, |c| cmd.query::<Value>(c))
+            .map(drop);
         if let Err(e) = r {
             self.shared.slots().remove(&job);
             // The connection is gone: earlier unconfirmed submissions fail too.
@@ -739,6 +888,13 @@ impl RemotePool {
 impl Drop for RemotePool {
     fn drop(&mut self) {
         *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        {
+            lock(&self.flusher.st).1 = true;
+            self.flusher.cv.notify_one();
+        }
+        if let Some(h) = self.flusher_thread.take() {
+            let _ = h.join();
+        }
         if let Some(h) = self.reader.take() {
             let _ = h.join();
         }
@@ -775,7 +931,7 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             c.set_read_timeout(Some(block + io))?;
             let v = redis::cmd("XREAD")
                 .arg("COUNT")
-                .arg(256)
+                .arg(1024)
                 .arg("BLOCK")
                 .arg(block.as_millis() as u64)
                 .arg("STREAMS")
@@ -790,6 +946,7 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             epoch = link.epoch;
             last = "0-0".into();
             lock(&shared.orphans).clear();
+            lock(&shared.refs).clear();
             lock(&shared.trash).clear();
             let now_run = link.run_id.clone().unwrap_or_default();
             let lost: Vec<Waiting> = {
@@ -836,39 +993,24 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
         }
         for e in &entries {
             last = e.id.clone();
-            let Some(job) = e.u64_field("j") else {
-                ids.push(e.id.clone());
-                continue;
+            let answers: Vec<(u64, u8, &[u8])> = if let Some(m) = e.field("m") {
+                unpack(m)
+            } else if let Some(job) = e.u64_field("j") {
+                let k = e.u64_field("k").unwrap_or(u64::MAX) as u8;
+                vec![(job, k, e.field("v").unwrap_or_default())]
+            } else {
+                Vec::new()
             };
-            let k = e.u64_field("k").unwrap_or(u64::MAX) as u8;
-            let v = e.field("v").unwrap_or_default();
-            let text = || String::from_utf8_lossy(v).into_owned();
-            let out = match k {
-                kind::OK => Ok(v.to_vec()),
-                kind::FAILED => Err(split_worker(text(), |msg, worker| Error::TaskFailed {
-                    msg,
-                    worker,
-                })),
-                kind::UNKNOWN => Err(split_worker(text(), |task, worker| Error::UnknownTask {
-                    task,
-                    worker,
-                })),
-                kind::BUILD => Err(split_worker(text(), |task, worker| Error::BuildMismatch {
-                    task,
-                    worker,
-                })),
-                kind::LOST => {
-                    let t = text();
-                    let (deliveries, task) = t.split_once('\n').unwrap_or(("0", &t));
-                    Err(Error::WorkerLost {
-                        task: task.to_string(),
-                        deliveries: deliveries.parse().unwrap_or(0),
-                    })
+            let mut kept = 0;
+            for (job, k, v) in answers {
+                if !shared.arrived(job, &e.id, outcome(k, v)) {
+                    kept += 1;
                 }
-                _ => Err(Error::Codec(format!("unknown result kind {k}"))),
-            };
-            if shared.arrived(job, &e.id, out) {
+            }
+            if kept == 0 {
                 ids.push(e.id.clone());
+            } else {
+                lock(&shared.refs).insert(e.id.clone(), kept);
             }
         }
         if ids.is_empty() {
@@ -878,6 +1020,52 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
         let _ = link.once("trimming results", deadline, |c| {
             redis::cmd("XDEL").arg(&key).arg(&ids).query::<()>(c)
         });
+    }
+}
+
+/// The answers packed in a results entry's `m` field (see `worker::pack`); a truncated tail is
+/// ignored.
+fn unpack(mut m: &[u8]) -> Vec<(u64, u8, &[u8])> {
+    let mut out = Vec::new();
+    while m.len() >= 13 {
+        let job = u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
+        let k = m[8];
+        let len = u32::from_le_bytes(m[9..13].try_into().expect("4 bytes")) as usize;
+        let Some(v) = m.get(13..13 + len) else {
+            break;
+        };
+        out.push((job, k, v));
+        m = &m[13 + len..];
+    }
+    out
+}
+
+/// One answer's outcome from its kind and payload.
+fn outcome(k: u8, v: &[u8]) -> Outcome {
+    let text = || String::from_utf8_lossy(v).into_owned();
+    match k {
+        kind::OK => Ok(v.to_vec()),
+        kind::FAILED => Err(split_worker(text(), |msg, worker| Error::TaskFailed {
+            msg,
+            worker,
+        })),
+        kind::UNKNOWN => Err(split_worker(text(), |task, worker| Error::UnknownTask {
+            task,
+            worker,
+        })),
+        kind::BUILD => Err(split_worker(text(), |task, worker| Error::BuildMismatch {
+            task,
+            worker,
+        })),
+        kind::LOST => {
+            let t = text();
+            let (deliveries, task) = t.split_once('\n').unwrap_or(("0", &t));
+            Err(Error::WorkerLost {
+                task: task.to_string(),
+                deliveries: deliveries.parse().unwrap_or(0),
+            })
+        }
+        _ => Err(Error::Codec(format!("unknown result kind {k}"))),
     }
 }
 

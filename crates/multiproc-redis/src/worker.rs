@@ -29,7 +29,7 @@ pub struct ServeOptions {
     pub idle_exit: Option<Duration>,
     /// Refuse tasks submitted by a different build (default true).
     pub check_build: bool,
-    /// The most new tasks one read takes (`XREADGROUP COUNT n`, default 16). A worker reads one
+    /// The most new tasks one read takes (`XREADGROUP COUNT n`, default 128). A worker reads one
     /// task at a time while tasks take 1 ms or more (so long tasks spread over the workers), and
     /// doubles its read up to `batch` while they are quicker. Tasks of a batch run one after
     /// another; all are kept alive by the heartbeat while held, a read-ahead task counts as not
@@ -50,7 +50,7 @@ impl Default for ServeOptions {
             max_tasks: None,
             idle_exit: None,
             check_build: true,
-            batch: 16,
+            batch: 128,
         }
     }
 }
@@ -78,36 +78,27 @@ end
 return n
 "#;
 
-/// Sets the delivery count of entries this worker still owns (`ARGV[3]`) without touching their
-/// owner: read-ahead tasks of a batch are set to 0 until they start (then back to 1), so a task
-/// a dead worker held but never started counts as a first delivery when another claims it, not
-/// as a retry.
-const MARK_LUA: &str = r#"
-for i = 4, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'RETRYCOUNT', ARGV[3], 'JUSTID')
-  end
-end
-return 0
-"#;
+/// The pool's set of started tasks (`{mp:NAME}:started`, beside `{mp:NAME}:tasks`).
+fn started_key(tasks_key: &str) -> String {
+    format!(
+        "{}started",
+        tasks_key.strip_suffix("tasks").unwrap_or(tasks_key)
+    )
+}
 
-/// Sends [`MARK_LUA`] for `ids` without waiting for its reply (read with the next command).
-fn mark(link: &mut Link, key: &str, worker: &str, count: u64, ids: &[&str]) {
-    if ids.is_empty() {
-        return;
-    }
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(MARK_LUA)
-        .arg(1)
-        .arg(key)
-        .arg(GROUP)
-        .arg(worker)
-        .arg(count)
-        .arg(ids);
+/// Records that the task `id` starts now: `SADD {mp:NAME}:started id`, sent before the task runs
+/// without waiting for its reply (read with the next command). The id leaves the set when its
+/// result is posted (`SREM` in the same `MULTI`) or when another worker claims it. A claimer
+/// thereby knows whether the dead owner had started the task: every task of a read is delivered
+/// (delivery count 1), but one still waiting in a dead worker's batch was never run, so its
+/// claim counts one delivery less (a first delivery, not a retry). One cheap command per task,
+/// instead of resetting the delivery counts of read-ahead tasks and restoring each at its start.
+fn record_start(link: &mut Link, started: &str, id: &str) {
+    let mut cmd = redis::cmd("SADD");
+    cmd.arg(started).arg(id);
     let deadline = Some(Instant::now() + link.ep.opts.io_timeout);
-    if let Err(e) = link.send_nowait("marking tasks", deadline, &cmd.get_packed_command(), 1) {
-        tracing::debug!(target: "multiproc", "marking tasks: {e}");
+    if let Err(e) = link.send_nowait("recording a start", deadline, &cmd.get_packed_command(), 1) {
+        tracing::debug!(target: "multiproc", "recording a start: {e}");
     }
 }
 
@@ -217,6 +208,7 @@ fn serve_loop(
     beat: &(Mutex<Beat>, Condvar),
 ) -> Result<ServeStats> {
     let mut stats = ServeStats::default();
+    let started_set = started_key(key);
     let lost_ms = opts.options.claim_idle.as_millis().max(1) as u64;
     let block = Duration::from_millis(500).min(opts.options.claim_idle);
     let io = opts.options.io_timeout;
@@ -281,19 +273,33 @@ fn serve_loop(
         cursor = next;
         let batch: Vec<(Entry, u64)> = if let Some(e) = claimed.into_iter().next() {
             let id = e.id.clone();
-            let n = link
-                .retry("reading the delivery count", None, |c| {
-                    redis::cmd("XPENDING")
-                        .arg(key)
-                        .arg(GROUP)
-                        .arg(&id)
-                        .arg(&id)
-                        .arg(1)
-                        .query::<Value>(c)
-                })
-                .ok()
-                .and_then(|v| conn::pending_count(&v))
-                .unwrap_or(2);
+            // The delivery count (this claim included), and whether the last owner had started
+            // the task (else this claim is not a retry). Not idempotent (SREM): sent once; on an
+            // error the task counts as started (the conservative side).
+            let r = link.once("reading the delivery count", None, |c| {
+                redis::pipe()
+                    .cmd("XPENDING")
+                    .arg(key)
+                    .arg(GROUP)
+                    .arg(&id)
+                    .arg(&id)
+                    .arg(1)
+                    .cmd("SREM")
+                    .arg(&started_set)
+                    .arg(&id)
+                    .query::<(Value, i64)>(c)
+            });
+            let n = match r {
+                Ok((v, removed)) => {
+                    let n = conn::pending_count(&v).unwrap_or(2);
+                    if removed == 1 {
+                        n
+                    } else {
+                        n.saturating_sub(1).max(1)
+                    }
+                }
+                Err(_) => 2,
+            };
             vec![(e, n)]
         } else {
             // 2. New tasks.
@@ -340,26 +346,27 @@ fn serve_loop(
         let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
         let mut first_answer: Option<Instant> = None;
         let n = batch.len();
-        let started = Instant::now();
-        // Read-ahead tasks count as not delivered until they start.
-        let ahead: Vec<&str> = batch.iter().skip(1).map(|(e, _)| e.id.as_str()).collect();
-        mark(link, key, worker, 0, &ahead);
+        // Time spent running the tasks (not posting results: a slow round trip on a busy host
+        // must not make quick tasks look slow and shrink the reads to one task).
+        let mut ran = Duration::ZERO;
         for (i, (entry, deliveries)) in batch.into_iter().enumerate() {
-            if i > 0 {
-                mark(link, key, worker, deliveries, &[entry.id.as_str()]);
-            }
+            record_start(link, &started_set, &entry.id);
+            let t0 = Instant::now();
             answers.push(handle(key, worker, opts, entry, deliveries, &mut stats));
+            ran += t0.elapsed();
             let first = *first_answer.get_or_insert_with(Instant::now);
             if i + 1 == n || first.elapsed() >= Duration::from_millis(2) {
                 post(link, key, worker, epoch, &answers);
+                let done: std::collections::HashSet<&str> =
+                    answers.iter().map(|a| a.id.as_str()).collect();
                 let mut b = beat.0.lock().unwrap_or_else(|p| p.into_inner());
-                b.held.retain(|h| !answers.iter().any(|a| a.id == *h));
+                b.held.retain(|h| !done.contains(h.as_str()));
                 drop(b);
                 answers.clear();
                 first_answer = None;
             }
         }
-        read_ahead = if started.elapsed() < Duration::from_millis(n as u64) {
+        read_ahead = if ran < Duration::from_millis(n as u64) {
             (read_ahead * 2).min(opts.batch.max(1) as u64)
         } else {
             1
@@ -436,14 +443,71 @@ fn handle(
     }
 }
 
+/// The most payload bytes packed into one results entry (a larger single answer gets its own).
+const PACK_BYTES: usize = 1 << 20;
+
+/// Packs answers as one results-entry field `m`: per answer the job (u64 LE), the kind (u8), the
+/// payload length (u32 LE) and the payload. Read by the pool's results thread (`unpack`).
+pub(crate) fn pack(out: &mut Vec<u8>, job: u64, k: u8, payload: &[u8]) {
+    out.extend_from_slice(&job.to_le_bytes());
+    out.push(k);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
 /// Posts answers and acknowledges their tasks in one `MULTI`: a result is posted exactly when
-/// its task leaves the pending list. Retried across reconnections unless Redis restarted since
-/// the tasks were read (then each client has already failed those calls with BrokerRestarted
-/// and the task entries are gone).
+/// its task leaves the pending list. The answers for one client go as one results entry (field
+/// `m`, several answers packed, about [`PACK_BYTES`] at most per entry) with one `EXPIRE`; the
+/// tasks are acknowledged and deleted with one `XACK` and one `XDEL`. Retried across
+/// reconnections unless Redis restarted since the tasks were read (then each client has already
+/// failed those calls with BrokerRestarted and the task entries are gone).
 fn post(link: &mut Link, key: &str, worker: &str, epoch: u64, answers: &[Answer]) {
     if answers.is_empty() {
         return;
     }
+    // Results streams in order of first appearance, with their packed entries.
+    let mut streams: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
+    for a in answers {
+        let Some((results, job, k, payload)) = &a.to else {
+            continue;
+        };
+        let i = match streams.iter().position(|(r, _)| r == results) {
+            Some(i) => i,
+            None => {
+                streams.push((results, Vec::new()));
+                streams.len() - 1
+            }
+        };
+        let packs = &mut streams[i].1;
+        if packs
+            .last()
+            .is_none_or(|p| !p.is_empty() && p.len() + payload.len() > PACK_BYTES)
+        {
+            packs.push(Vec::new());
+        }
+        let last = packs.last_mut().expect("pushed above");
+        pack(last, *job, *k, payload);
+    }
+    let ids: Vec<&str> = answers.iter().map(|a| a.id.as_str()).collect();
+    let mut p = redis::pipe();
+    p.atomic();
+    for (results, packs) in &streams {
+        for m in packs {
+            p.cmd("XADD")
+                .arg(*results)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(100_000)
+                .arg("*")
+                .arg("m")
+                .arg(m)
+                .ignore();
+        }
+        p.cmd("EXPIRE").arg(*results).arg(RESULTS_TTL_SECS).ignore();
+    }
+    p.cmd("XACK").arg(key).arg(GROUP).arg(&ids).ignore();
+    p.cmd("XDEL").arg(key).arg(&ids).ignore();
+    p.cmd("SREM").arg(started_key(key)).arg(&ids).ignore();
     loop {
         if link.con(None).is_err() {
             continue;
@@ -451,30 +515,7 @@ fn post(link: &mut Link, key: &str, worker: &str, epoch: u64, answers: &[Answer]
         if link.epoch != epoch {
             return;
         }
-        let r = link.once("posting results", None, |c| {
-            let mut p = redis::pipe();
-            p.atomic();
-            for a in answers {
-                if let Some((results, job, k, payload)) = &a.to {
-                    p.cmd("XADD")
-                        .arg(results)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(100_000)
-                        .arg("*")
-                        .arg("j")
-                        .arg(*job)
-                        .arg("k")
-                        .arg(*k)
-                        .arg("v")
-                        .arg(payload)
-                        .ignore();
-                    p.cmd("EXPIRE").arg(results).arg(RESULTS_TTL_SECS).ignore();
-                }
-                conn::ack_del(&mut p, key, GROUP, &a.id);
-            }
-            p.query::<()>(c)
-        });
+        let r = link.once("posting results", None, |c| p.query::<()>(c));
         match r {
             Ok(()) => return,
             Err(_) if link.epoch != epoch => return,

@@ -430,3 +430,41 @@ fn a_restarted_client_reattaches_and_collects_its_results() {
     assert!(!jobs.contains(&a.job()));
     assert_eq!(a.get_timeout(LONG).unwrap(), 81);
 }
+
+/// A worker SIGKILLed while its batch still holds tasks it has not started (retries 0): the task
+/// it was running fails with WorkerLost, the ones it never started run on another worker as
+/// first deliveries (not WorkerLost). (Whether a read takes several tasks depends on timing:
+/// the worker's reads grow 1, 2, 4, 8... while tasks are quick, so the 7 warm-up tasks put the
+/// hanging one at the head of a larger read; if the machine is too slow for that, the later
+/// tasks are simply read by the second worker and the test still holds.)
+#[test]
+fn unstarted_batch_mates_of_a_killed_worker_run_as_first_deliveries() {
+    let r = RedisServer::start();
+    let p = pool(&r, "mates", 0);
+    let path = tmp("mates");
+    // Queued before the worker starts.
+    let warm: Vec<_> = (0..7).map(|i| p.apply_async(square, i).unwrap()).collect();
+    let victim = p.apply_async(hang_first, (path.clone(), 5)).unwrap();
+    let mates: Vec<_> = (10..20u64)
+        .map(|i| p.apply_async(square, i).unwrap())
+        .collect();
+    p.flush().unwrap();
+    let mut w = workers(&r, "mates", 1);
+    let pid = pid_in(&path);
+    assert_eq!(w.0[0].id(), pid);
+    for (i, res) in warm.iter().enumerate() {
+        assert_eq!(res.get_timeout(LONG).unwrap(), (i * i) as u64);
+    }
+    w.kill(0);
+    let _w2 = workers(&r, "mates", 1);
+    let e = victim.get_timeout(LONG).unwrap_err();
+    assert!(
+        matches!(&e, Error::WorkerLost { deliveries: 2, .. }),
+        "{e:?}"
+    );
+    for (i, res) in (10..20u64).zip(&mates) {
+        assert_eq!(res.get_timeout(LONG).unwrap(), i * i);
+    }
+    assert_eq!(p.in_flight(), 0);
+    let _ = std::fs::remove_file(&path);
+}
