@@ -6,9 +6,9 @@
 //! `Send` (a field of a `Send` type replacing the `PhantomData<*const ()>` marker, say) fails to
 //! compile here: these assertions are the compile-fail tests of the `!Send` guards.
 //!
-//! The `assert_not_send!` trick: `AmbiguousIfSend<_>` has one blanket impl for every type and a
-//! second only for `Send` types, so naming `<T as AmbiguousIfSend<_>>::item` is ambiguous (a
-//! compile error) exactly when `T: Send`.
+//! The `assert_not_impl!` trick: `AmbiguousIfImpl<_>` has one blanket impl for every type and a
+//! second only for types with the auto trait, so naming `<T as AmbiguousIfImpl<_>>::item` is
+//! ambiguous (a compile error) exactly when `T` has it.
 
 #![allow(dead_code)]
 
@@ -23,35 +23,26 @@ macro_rules! assert_send_sync {
 macro_rules! assert_send {
     ($($t:ty),+ $(,)?) => { $( const _: fn() = || { send::<$t>(); }; )+ };
 }
-macro_rules! assert_not_send {
-    ($($t:ty),+ $(,)?) => {
+macro_rules! assert_not_impl {
+    ($auto:path; $($t:ty),+ $(,)?) => {
         $(
             const _: fn() = || {
-                trait AmbiguousIfSend<A> {
+                trait AmbiguousIfImpl<A> {
                     fn item() {}
                 }
-                impl<T: ?Sized> AmbiguousIfSend<()> for T {}
-                struct IsSend;
-                impl<T: ?Sized + Send> AmbiguousIfSend<IsSend> for T {}
-                let _ = <$t as AmbiguousIfSend<_>>::item;
+                impl<T: ?Sized> AmbiguousIfImpl<()> for T {}
+                struct Implements;
+                impl<T: ?Sized + $auto> AmbiguousIfImpl<Implements> for T {}
+                let _ = <$t as AmbiguousIfImpl<_>>::item;
             };
         )+
     };
 }
+macro_rules! assert_not_send {
+    ($($t:ty),+ $(,)?) => { assert_not_impl!(Send; $($t),+); };
+}
 macro_rules! assert_not_sync {
-    ($($t:ty),+ $(,)?) => {
-        $(
-            const _: fn() = || {
-                trait AmbiguousIfSync<A> {
-                    fn item() {}
-                }
-                impl<T: ?Sized> AmbiguousIfSync<()> for T {}
-                struct IsSync;
-                impl<T: ?Sized + Sync> AmbiguousIfSync<IsSync> for T {}
-                let _ = <$t as AmbiguousIfSync<_>>::item;
-            };
-        )+
-    };
+    ($($t:ty),+ $(,)?) => { assert_not_impl!(Sync; $($t),+); };
 }
 
 // Shared state and synchronisation: one handle may be used from many threads at once.

@@ -12,7 +12,7 @@
 //! acknowledges what it handed out with one `XACK` + `XDEL` per read-ahead batch.
 
 use crate::conn::{self, Endpoint, Entry, Link, Options};
-use crate::writer::{Acks, Writer, ack_pipe};
+use crate::writer::{Acks, Writer, ack_pipe, push_acks};
 use crate::{Error, Result};
 use redis::Value;
 use serde::Serialize;
@@ -500,14 +500,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         let deadline = Some(Instant::now() + inner.opts.connect_timeout);
         let n = link.retry("qsize", deadline, |c| {
             let mut p = redis::pipe();
-            if !acks.ids.is_empty() {
-                p.cmd("XACK")
-                    .arg(&inner.key)
-                    .arg(GROUP)
-                    .arg(&acks.ids)
-                    .ignore();
-                p.cmd("XDEL").arg(&inner.key).arg(&acks.ids).ignore();
-            }
+            push_acks(&mut p, &inner.key, &acks.ids);
             p.cmd("XLEN").arg(&inner.key);
             p.query::<(usize,)>(c).map(|n| n.0)
         });
@@ -654,15 +647,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             let r = link.retry("get", conn_deadline, |c| {
                 c.set_read_timeout(Some(block.unwrap_or_default() + io))?;
                 let mut p = redis::pipe();
-                if !acks.ids.is_empty() {
-                    // Idempotent, so safe to send again on a retry.
-                    p.cmd("XACK")
-                        .arg(&inner.key)
-                        .arg(GROUP)
-                        .arg(&acks.ids)
-                        .ignore();
-                    p.cmd("XDEL").arg(&inner.key).arg(&acks.ids).ignore();
-                }
+                push_acks(&mut p, &inner.key, &acks.ids);
                 let mut cmd = redis::cmd("XREADGROUP");
                 cmd.arg("GROUP")
                     .arg(GROUP)

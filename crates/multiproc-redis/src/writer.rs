@@ -117,9 +117,18 @@ impl Acks {
 pub(crate) fn ack_pipe(key: &str, ids: &[String]) -> redis::Pipeline {
     let mut p = redis::pipe();
     p.atomic();
+    push_acks(&mut p, key, ids);
+    p
+}
+
+/// Adds the acknowledgement of `ids` (`XACK` then `XDEL`, replies ignored; both idempotent, so a
+/// retried pipeline may send them again) to `p`; nothing when `ids` is empty.
+pub(crate) fn push_acks(p: &mut redis::Pipeline, key: &str, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
     p.cmd("XACK").arg(key).arg(GROUP).arg(ids).ignore();
     p.cmd("XDEL").arg(key).arg(ids).ignore();
-    p
 }
 
 /// One handle's writer thread.
@@ -173,18 +182,7 @@ impl Writer {
             if !full {
                 break;
             }
-            if st.finished != last.0 {
-                last = (st.finished, Instant::now());
-            }
-            let waited = last.1.elapsed();
-            if waited >= self.stall {
-                return Err(Error::Timeout);
-            }
-            st = sh
-                .progress
-                .wait_timeout(st, self.stall - waited)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = self.wait_progress(st, &mut last)?;
         }
         st.pending_bytes += bytes.len();
         st.pending.push_back(bytes);
@@ -196,6 +194,28 @@ impl Writer {
         Ok(())
     }
 
+    /// Waits for the writer to finish a batch (`progress`), or `Timeout` once no batch finished
+    /// for `stall`: `last` is the batch count last seen and when it changed.
+    fn wait_progress<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        last: &mut (u64, Instant),
+    ) -> Result<MutexGuard<'a, State>> {
+        if st.finished != last.0 {
+            *last = (st.finished, Instant::now());
+        }
+        let waited = last.1.elapsed();
+        if waited >= self.stall {
+            return Err(Error::Timeout);
+        }
+        Ok(self
+            .shared
+            .progress
+            .wait_timeout(st, self.stall - waited)
+            .unwrap_or_else(|p| p.into_inner())
+            .0)
+    }
+
     /// Waits until every entry queued so far is stored or given up on, as long as a batch
     /// completes every `stall` (else `Timeout`; the entries stay queued). `take_error`: return
     /// (and clear) the first error not yet reported.
@@ -205,18 +225,7 @@ impl Writer {
         let target = st.queued;
         let mut last = (st.finished, Instant::now());
         while st.finished < target {
-            if st.finished != last.0 {
-                last = (st.finished, Instant::now());
-            }
-            let waited = last.1.elapsed();
-            if waited >= self.stall {
-                return Err(Error::Timeout);
-            }
-            st = sh
-                .progress
-                .wait_timeout(st, self.stall - waited)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = self.wait_progress(st, &mut last)?;
         }
         match st.error.take() {
             Some(e) if take_error => Err(e),
