@@ -33,8 +33,10 @@ extern "C" fn in_child() {
 /// Registers the fork handlers once, never blocking: a `std::sync::Once` here could be caught
 /// mid-initialization by a `fork` in another thread, leaving the child's copy "running" forever.
 extern "C" fn install() {
-    // Relaxed: the flag only deduplicates registration; nothing is published through it.
-    if !HOOK_REGISTERED.swap(true, Ordering::Relaxed) {
+    // Relaxed: the flag only deduplicates registration; nothing is published through it. A
+    // plain load first: after the first call (made at load time) this is a read, not a
+    // locked read-modify-write, on every `fork_count`/`forks` call.
+    if !HOOK_REGISTERED.load(Ordering::Relaxed) && !HOOK_REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: the handlers only touch atomics, process-local memory under a lock the
         // prepare handler took, and `open`/`read` of /proc (async-signal safe, no allocation).
         unsafe { libc::pthread_atfork(Some(prepare), Some(in_parent), Some(in_child)) };

@@ -36,7 +36,10 @@ mod worker;
 
 pub use error::{PoolError, Result};
 pub use multiproc_ring::WaitStrategy;
-pub use pool::{__fail_thread_spawns, IMap, ITEM_WINDOW, Pool, PoolBuilder, default_chunksize};
+pub use pool::{
+    __fail_thread_spawns, __stall_next_sender, IMap, ITEM_WINDOW, Pool, PoolBuilder,
+    default_chunksize,
+};
 pub use result::{
     AsyncResult, Callback, Callbacks, ErrorCallback, GetFuture, ResultFuture, WaitFuture,
 };

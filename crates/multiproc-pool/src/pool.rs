@@ -84,6 +84,28 @@ static JOB_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Test hook: thread starts of a new worker that fail on purpose (see `__fail_thread_spawns`).
 static FAIL_THREAD_SPAWNS: AtomicU32 = AtomicU32::new(0);
 
+/// Test hook: milliseconds the next sender thread to find work waits before taking it.
+static STALL_NEXT_SENDER_MS: AtomicU64 = AtomicU64::new(0);
+
+#[doc(hidden)]
+/// Test hook: the next sender thread that finds work for its worker waits `d` before taking
+/// the job (between its check of the worker and the take), once.
+pub fn __stall_next_sender(d: Duration) {
+    STALL_NEXT_SENDER_MS.store(d.as_millis() as u64, Ordering::Relaxed);
+}
+
+fn stall_sender_hook() {
+    // Relaxed: a test hook; nothing is published through it. A load first: no locked
+    // read-modify-write per job sent when the hook is unarmed.
+    if STALL_NEXT_SENDER_MS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let ms = STALL_NEXT_SENDER_MS.swap(0, Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
 #[doc(hidden)]
 /// Test hook: the next `n` worker starts fail to start their sender thread (after the
 /// receiver thread started), as when the process runs out of threads.
@@ -497,13 +519,7 @@ impl Inner {
             Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
         jobs_w.set_wait_strategy(self.wait);
         res_r.set_wait_strategy(self.wait);
-        // Its own segment, not an arena slot: with the word in the process's arena,
-        // `tests/issue13.rs::replacing_workers_does_not_accumulate_threads_or_mappings`
-        // (maxtasksperchild 1, fork server, 1,500 replacements) read `started = 2` for a worker
-        // that can only ever run job 1, and failed that job with a spurious `WorkerLost`, in 1
-        // of 10-25 runs on a loaded machine (0 of 40 with this line). The arena aliasing it
-        // shows is not found yet (docs/arena.md, "Not done").
-        let started = RawValue::new_segment(0u64).map_err(|e| serr(&e))?;
+        let started = RawValue::new(0u64).map_err(|e| serr(&e))?;
         let (sock, child_sock) = fdpass::socketpair().map_err(|e| serr(&e))?;
         let args = WorkerArgs {
             jobs: jobs_r,
@@ -832,11 +848,25 @@ impl Inner {
                         .0;
                 }
             }
+            stall_sender_hook();
             let mut g = lock(&conn);
             let Some(jobs) = g.as_mut() else {
                 return;
             };
-            let taken = self.take_for(&mut lock(&self.st), idx, None);
+            let taken = {
+                let mut st = lock(&self.st);
+                // The pool lock was dropped since the check above: if this worker ended and was
+                // replaced meanwhile, its slot now belongs to the replacement, and a job taken
+                // for that slot here would be sent down this (dead) worker's pipe, never to run,
+                // while the replacement's sequence numbers skip it: the job was later failed
+                // with a spurious `WorkerLost` (or, without maxtasksperchild, waited for
+                // forever). Only this generation's slot may take work through this pipe.
+                let slot = &st.workers[idx];
+                if slot.generation != generation || slot.dead {
+                    return;
+                }
+                self.take_for(&mut st, idx, None)
+            };
             let Some((seq, payload, fds)) = taken else {
                 continue;
             };

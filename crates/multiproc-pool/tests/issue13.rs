@@ -305,3 +305,38 @@ fn equal_items_are_balanced_across_workers_by_every_call() {
     p.close();
     p.join_timeout(T).unwrap();
 }
+
+#[multiproc_process::task(crate = multiproc_process)]
+fn slow_len(v: Vec<u8>) -> usize {
+    std::thread::sleep(Duration::from_millis(10));
+    v.len()
+}
+
+/// A sender thread that found work for its worker, then (the pool lock dropped) saw that
+/// worker die and be replaced before it took the job, took it for the *replacement's* slot
+/// (next sequence number, counted as held there) but sent it down the dead worker's pipe: the
+/// job never ran, and the replacement's numbers skipped it. With maxtasksperchild 1 the
+/// replacement's end then failed it as `WorkerLost { exitcode: Some(0) }` (1 run in ~90 of
+/// `replacing_workers_...` above, beside a build); here, with no task limit, its result was
+/// waited for forever. The hooks hold the old sender in exactly that window while the worker
+/// is killed, and the replacement's sender out of the way until the old one has looked.
+#[test]
+fn a_sender_stalled_while_its_worker_is_replaced_sends_nothing_for_the_replacement() {
+    let _serial = serial();
+    let p = Pool::new(1).unwrap();
+    // Payloads over the submitters' fast-path size: only a sender thread sends them.
+    assert_eq!(p.apply(slow_len, vec![0u8; 4096]).unwrap(), 4096);
+    let dead = p.worker_pids()[0];
+    multiproc_pool::__stall_next_sender(Duration::from_millis(1000));
+    let r = p.apply_async(slow_len, vec![1u8; 5000]).unwrap();
+    // The sender is in its stall now, holding no job.
+    std::thread::sleep(Duration::from_millis(150));
+    // The replacement's sender waits until well after the old one woke.
+    multiproc_pool::__stall_next_sender(Duration::from_millis(2500));
+    // SAFETY: kill(2) on a pid of our pool's worker (a child of this process, not reaped yet).
+    assert_eq!(unsafe { libc::kill(dead as i32, libc::SIGKILL) }, 0);
+    assert_eq!(r.get_timeout(Duration::from_secs(10)).unwrap(), 5000);
+    assert_ne!(p.worker_pids()[0], dead);
+    p.close();
+    p.join_timeout(T).unwrap();
+}

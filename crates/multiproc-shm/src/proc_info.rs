@@ -46,8 +46,10 @@ pub fn reset_identity_in_child() {
 
 /// Registers the fork handlers once, never blocking.
 extern "C" fn register() {
-    // Relaxed: the flag only deduplicates registration; nothing is published through it.
-    if !HOOK_REGISTERED.swap(true, Ordering::Relaxed) {
+    // Relaxed: the flag only deduplicates registration; nothing is published through it. A
+    // plain load first: after the first call (made at load time) this is a read, not a
+    // locked read-modify-write, on every `fork_count`/`forks` call.
+    if !HOOK_REGISTERED.load(Ordering::Relaxed) && !HOOK_REGISTERED.swap(true, Ordering::Relaxed) {
         // SAFETY: both handlers only store to atomics (async-signal safe, valid in the child).
         unsafe { libc::pthread_atfork(Some(before_fork), None, Some(in_child)) };
     }
