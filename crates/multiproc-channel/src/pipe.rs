@@ -665,7 +665,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
             self.tx().map_err(|e| match e {
                 SendError::Closed => RecvError::Closed,
                 SendError::InUse => RecvError::InUse,
-                _ => RecvError::Corrupted("cannot bind"),
+                // Attaching fails only as `attach_err_send` maps it: keep its reason.
+                SendError::Corrupted(why) => RecvError::Corrupted(why),
+                _ => RecvError::Corrupted("cannot bind the sending side"),
             })?;
         }
         if self.readable {
