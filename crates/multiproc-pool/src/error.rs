@@ -83,10 +83,67 @@ pub enum PoolError {
     /// Encoding the arguments in the parent failed.
     #[error("bad task arguments: {0}")]
     Arguments(String),
-    /// Starting a worker process or its pipes failed.
-    #[error("starting a worker: {0}")]
-    Start(String),
+    /// Starting a worker process or its pipes failed (or workers kept exiting before taking
+    /// a job, and the pool gave up).
+    #[error("starting a worker: {what}")]
+    Start {
+        /// What failed: the step and its error, or why the pool gave up.
+        what: String,
+        /// The error of the step that failed (a process, shared-memory or OS error), for
+        /// [`std::error::Error::source`] chains; `None` when the pool gave up by itself.
+        #[source]
+        source: Option<StartSource>,
+    },
 }
+
+impl PoolError {
+    /// [`PoolError::Start`] for a step that failed with `e` (kept as the source).
+    pub(crate) fn start(e: impl std::error::Error + Send + Sync + 'static) -> PoolError {
+        PoolError::Start {
+            what: e.to_string(),
+            source: Some(StartSource(std::sync::Arc::new(e))),
+        }
+    }
+}
+
+/// The error behind a [`PoolError::Start`]: shared (a pool that gives up hands the same
+/// error to every waiting call), so two are equal when they are the same error.
+#[derive(Clone)]
+pub struct StartSource(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl StartSource {
+    /// The error itself (downcast it to `multiproc_process::ProcessError`,
+    /// `std::io::Error`, ...).
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for StartSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for StartSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for StartSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for StartSource {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StartSource {}
 
 /// `killed by signal 9` / `exit status 1` / `exit status unknown` (no `Some(..)` in messages).
 fn lost_text(signal: Option<i32>, exitcode: Option<i32>) -> String {
@@ -98,3 +155,28 @@ fn lost_text(signal: Option<i32>, exitcode: Option<i32>) -> String {
 
 /// Result alias.
 pub type Result<T, E = PoolError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_start_error_keeps_its_cause_as_the_source() {
+        let e = PoolError::start(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(e.to_string().starts_with("starting a worker: "), "{e}");
+        let src = e.source().expect("the step's error is the source");
+        let io = src
+            .downcast_ref::<StartSource>()
+            .and_then(|s| s.get().downcast_ref::<std::io::Error>())
+            .expect("an io::Error behind it");
+        assert_eq!(io.raw_os_error(), Some(libc::EMFILE));
+        // Clones (what a pool that gives up hands to every waiter) are equal; another error
+        // with the same text is not the same error.
+        assert_eq!(e.clone(), e);
+        assert_ne!(
+            PoolError::start(std::io::Error::from_raw_os_error(libc::EMFILE)),
+            e
+        );
+    }
+}

@@ -508,19 +508,18 @@ impl PoolBuilder {
 impl Inner {
     /// Starts the worker of slot `idx` (a new generation) and its two threads.
     fn start_worker(self: &Arc<Inner>, idx: usize, replacing: bool) -> Result<()> {
-        let serr = |e: &dyn std::fmt::Display| PoolError::Start(e.to_string());
         let opts = PipeOptions {
             capacity: PIPE_CAPACITY,
             ..PipeOptions::default()
         };
         let (jobs_r, mut jobs_w) =
-            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
+            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(PoolError::start)?;
         let (mut res_r, res_w) =
-            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(|e| serr(&e))?;
+            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(PoolError::start)?;
         jobs_w.set_wait_strategy(self.wait);
         res_r.set_wait_strategy(self.wait);
-        let started = RawValue::new(0u64).map_err(|e| serr(&e))?;
-        let (sock, child_sock) = fdpass::socketpair().map_err(|e| serr(&e))?;
+        let started = RawValue::new(0u64).map_err(PoolError::start)?;
+        let (sock, child_sock) = fdpass::socketpair().map_err(PoolError::start)?;
         let args = WorkerArgs {
             jobs: jobs_r,
             results: res_w,
@@ -542,7 +541,7 @@ impl Inner {
         if let Some(m) = self.start_method {
             b = b.start_method(m);
         }
-        let p = b.spawn(pool_worker, args).map_err(|e| serr(&e))?;
+        let p = b.spawn(pool_worker, args).map_err(PoolError::start)?;
         drop(child_sock);
         let pid = p.pid().unwrap_or(0);
         let wake = match eventfd() {
@@ -551,7 +550,7 @@ impl Inner {
                 let mut p = p;
                 let _ = p.kill();
                 let _ = p.join_timeout(Duration::from_secs(5));
-                return Err(serr(&e));
+                return Err(PoolError::start(e));
             }
         };
         // Without a pidfd the idle receiver still notices the end at its liveness poll.
@@ -610,7 +609,7 @@ impl Inner {
         // All or nothing: the receiver first (it owns the worker's end), then the sender; if
         // either cannot start, the slot is given up (a new generation, so the receiver, if it
         // runs, settles nothing), the worker killed and reaped, and the caller retries.
-        let give_up = |mut st: std::sync::MutexGuard<'_, State>, e: &dyn std::fmt::Display| {
+        let give_up = |mut st: std::sync::MutexGuard<'_, State>, e: std::io::Error| {
             let slot = &mut st.workers[idx];
             slot.generation += 1;
             slot.dead = true;
@@ -619,7 +618,7 @@ impl Inner {
             slot.reader = None;
             drop(st);
             kill_it(&proc);
-            serr(e)
+            PoolError::start(e)
         };
         let me = self.clone();
         let (p2, started2) = (proc.clone(), started.clone());
@@ -628,7 +627,7 @@ impl Inner {
             .spawn(move || me.receiver(idx, generation, reader, started2, p2, pid))
         {
             Ok(h) => h,
-            Err(e) => return Err(give_up(st, &e)),
+            Err(e) => return Err(give_up(st, e)),
         };
         st.threads.push(h_recv);
         let me = self.clone();
@@ -644,7 +643,7 @@ impl Inner {
         };
         match spawned {
             Ok(h) => st.threads.push(h),
-            Err(e) => return Err(give_up(st, &e)),
+            Err(e) => return Err(give_up(st, e)),
         }
         if replacing {
             st.replaced += 1;
@@ -1218,11 +1217,14 @@ impl Inner {
             if replace && st.failed_starts >= MAX_FAILED_STARTS {
                 // A worker that cannot even start (its initializer fails) would be replaced
                 // forever while the queue waits: fail the queue and stop instead.
-                let e = PoolError::Start(format!(
-                    "{} workers in a row exited (code {exitcode:?}) before taking a job; \
-                     does the initializer fail?",
-                    st.failed_starts
-                ));
+                let e = PoolError::Start {
+                    what: format!(
+                        "{} workers in a row exited (code {exitcode:?}) before taking a job; \
+                         does the initializer fail?",
+                        st.failed_starts
+                    ),
+                    source: None,
+                };
                 st.broken = Some(e.clone());
                 let p = std::mem::take(&mut st.pending);
                 st.outstanding -= p.len();
@@ -1254,7 +1256,10 @@ impl Inner {
                 Err(e) => last = Some(e),
             }
         }
-        let e = last.unwrap_or(PoolError::Start("unknown".into()));
+        let e = last.unwrap_or(PoolError::Start {
+            what: "unknown".into(),
+            source: None,
+        });
         tracing::error!(target: "multiproc", "cannot replace a pool worker: {e}");
         // Without any live worker, nothing would run the queue: fail it rather than hang.
         let pending = {
