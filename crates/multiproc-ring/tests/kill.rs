@@ -6,47 +6,11 @@ mod common;
 use common::*;
 use multiproc_ring::{MpmcRing, PopError, PushError, SpscRing, WaitStrategy};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Fork-heavy tests run one at a time even under `cargo test`'s threads.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Counters in a MAP_SHARED anonymous page, visible to forked children.
-struct Shared {
-    p: *mut AtomicU64,
-}
-
-impl Shared {
-    fn new() -> Shared {
-        // SAFETY: an anonymous shared mapping of one page; checked for failure.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Shared { p: p.cast() }
-    }
-
-    fn at(&self, i: usize) -> &AtomicU64 {
-        assert!(i < 512);
-        // SAFETY: the page holds 512 zero-initialized u64s; AtomicU64 has u64's layout.
-        unsafe { &*self.p.add(i) }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the page mapped in `new`.
-        unsafe { libc::munmap(self.p.cast(), 4096) };
-    }
-}
 
 const CORRUPT: usize = 0;
 const PUSHED: usize = 1;
@@ -77,7 +41,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
         } else {
             WaitStrategy::Park
         });
-        let child = fork_child(|| {
+        let mut child = fork(|| {
             let mut rx = match ring.consumer() {
                 Ok(rx) => rx,
                 Err(_) => return 2,
@@ -106,7 +70,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
         let mut killed = false;
         let outcome = loop {
             if !killed && seq >= kill_after {
-                kill_and_reap(child);
+                child.kill();
                 killed = true;
             }
             let len = 12 + rng.below(300) as usize;
@@ -118,7 +82,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
             assert!(start.elapsed() < Duration::from_secs(20), "no progress");
         };
         if !killed {
-            kill_and_reap(child);
+            child.kill();
         }
         assert_eq!(outcome, PushError::Disconnected, "iteration {it}");
     }
@@ -133,7 +97,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
     for it in 0..150 {
         let ring = SpscRing::create(2048).unwrap();
         let mut rx = ring.consumer().unwrap();
-        let child = fork_child(|| {
+        let mut child = fork(|| {
             let mut tx = match ring.producer() {
                 Ok(tx) => tx,
                 Err(_) => return 2,
@@ -168,7 +132,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
         let mut killed = false;
         let end = loop {
             if !killed && expect >= kill_after {
-                kill_and_reap(child);
+                child.kill();
                 killed = true;
             }
             match rx.pop_into_timeout(&mut v, Duration::from_secs(5)) {
@@ -185,14 +149,14 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
             assert!(start.elapsed() < Duration::from_secs(20), "no progress");
         };
         if !killed {
-            kill_and_reap(child);
+            child.kill();
         }
         assert_eq!(end, PopError::Disconnected, "iteration {it}");
     }
 }
 
-fn spawn_producer(q: &MpmcRing, shared: &Shared, id: u64) -> libc::pid_t {
-    fork_child(|| {
+fn spawn_producer(q: &MpmcRing, shared: &Shared, id: u64) -> Child {
+    fork(|| {
         let mut buf = [0u8; 48];
         let mut i = 0u64;
         let mut r = Rng(id.wrapping_mul(0x9e37_79b9) | 1);
@@ -212,8 +176,8 @@ fn spawn_producer(q: &MpmcRing, shared: &Shared, id: u64) -> libc::pid_t {
     })
 }
 
-fn spawn_consumer(q: &MpmcRing, shared: &Shared) -> libc::pid_t {
-    fork_child(|| {
+fn spawn_consumer(q: &MpmcRing, shared: &Shared) -> Child {
+    fork(|| {
         let mut v = Vec::with_capacity(64);
         loop {
             match q.pop_into_timeout(&mut v, Duration::from_millis(200)) {
@@ -239,9 +203,9 @@ fn mpmc_hundreds_of_kills_lose_at_most_in_flight_records() {
     let mut rng = Rng(0xfeed_face_dead_beef);
     let mut next_id = 1u64;
     // roles: 0,1 producers; 2,3 consumers
-    let mut pids: Vec<libc::pid_t> = Vec::new();
+    let mut kids: Vec<Child> = Vec::new();
     for k in 0..4 {
-        pids.push(if k < 2 {
+        kids.push(if k < 2 {
             next_id += 1;
             spawn_producer(&q, &shared, next_id)
         } else {
@@ -252,8 +216,8 @@ fn mpmc_hundreds_of_kills_lose_at_most_in_flight_records() {
     for _ in 0..kills {
         std::thread::sleep(Duration::from_micros(rng.below(3000)));
         let k = rng.below(4) as usize;
-        kill_and_reap(pids[k]);
-        pids[k] = if k < 2 {
+        kids[k].kill();
+        kids[k] = if k < 2 {
             next_id += 1;
             spawn_producer(&q, &shared, next_id)
         } else {
@@ -261,8 +225,8 @@ fn mpmc_hundreds_of_kills_lose_at_most_in_flight_records() {
         };
     }
     // Stop the producers, let the consumers drain, then close the ring.
-    kill_and_reap(pids[0]);
-    kill_and_reap(pids[1]);
+    kids[0].kill();
+    kids[1].kill();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut v = Vec::new();
     while Instant::now() < deadline {
@@ -275,9 +239,11 @@ fn mpmc_hundreds_of_kills_lose_at_most_in_flight_records() {
         shared.at(POPPED).fetch_add(1, Ordering::Relaxed);
     }
     q.close();
-    for &pid in &pids[2..] {
-        let st = wait_child(pid, Duration::from_secs(5)).expect("consumer did not exit: hang");
-        assert_eq!(exit_code(st), Some(0));
+    for kid in &mut kids[2..] {
+        let st = kid
+            .try_wait_timeout(Duration::from_secs(5))
+            .expect("consumer did not exit: hang");
+        assert_eq!(st, Exit::Code(0));
     }
     let total_kills = kills + 2;
     let pushed = shared.at(PUSHED).load(Ordering::Relaxed);

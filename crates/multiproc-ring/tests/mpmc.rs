@@ -145,9 +145,9 @@ fn threads_3p2c_deliver_every_record_once_park() {
 
 /// A pid that is certainly dead: a child we forked and reaped.
 fn dead_pid() -> u32 {
-    let pid = fork_child(|| 0);
-    wait_child(pid, Duration::from_secs(5)).unwrap();
-    pid as u32
+    let mut child = fork(|| 0);
+    child.try_wait_timeout(Duration::from_secs(5)).unwrap();
+    child.pid as u32
 }
 
 /// Writes the slot word of slot `i` (test-only corruption through the segment).
@@ -341,16 +341,18 @@ fn try_pop_after_own_push_never_says_empty_processes() {
     let flags = unsafe { &*page.cast::<Flags>() };
     let kids: Vec<_> = (0..BG_PRODUCERS)
         .map(|_| {
-            fork_child(|| {
+            fork(|| {
                 background_producer(&q, flags);
                 0
             })
         })
         .collect();
     let r = own_push_then_try_pop(&q, flags);
-    for k in kids {
-        let st = wait_child(k, Duration::from_secs(10)).expect("producer did not stop");
-        assert_eq!(exit_code(st), Some(0));
+    for mut k in kids {
+        let st = k
+            .try_wait_timeout(Duration::from_secs(10))
+            .expect("producer did not stop");
+        assert_eq!(st, Exit::Code(0));
     }
     // SAFETY: unmapping the page mapped above; the children are gone.
     unsafe { libc::munmap(page, 4096) };

@@ -377,7 +377,7 @@ fn took_over_says_whether_a_dead_owner_was_replaced() {
     assert!(!tx.took_over() && !rx.took_over());
     // A producer and a consumer in a child that is then killed: the sides are taken over.
     let ring = SpscRing::create(256).unwrap();
-    let child = fork_child(|| {
+    let mut child = fork(|| {
         let (Ok(_tx), Ok(_rx)) = (ring.producer(), ring.consumer()) else {
             return 2;
         };
@@ -397,7 +397,7 @@ fn took_over_says_whether_a_dead_owner_was_replaced() {
             ..
         })
     ));
-    kill_and_reap(child);
+    child.kill();
     let tx = ring.producer().unwrap();
     let rx = ring.consumer().unwrap();
     assert!(tx.took_over() && rx.took_over());

@@ -71,7 +71,7 @@ fn race_over_dead_owner(producer_side: bool) -> (usize, usize) {
     for _ in 0..BATCHES {
         let rings: Vec<SpscRing> = (0..BATCH).map(|_| SpscRing::create(64).unwrap()).collect();
         let ready = Ready::new();
-        let child = fork_child(|| {
+        let mut child = fork(|| {
             let mut held = Vec::new();
             for r in &rings {
                 let ok = if producer_side {
@@ -88,7 +88,7 @@ fn race_over_dead_owner(producer_side: bool) -> (usize, usize) {
             ready.signal_and_wait()
         });
         assert!(ready.wait(), "owner child failed to attach");
-        kill_and_reap(child);
+        child.kill();
         let wins: Vec<AtomicUsize> = (0..BATCH).map(|_| AtomicUsize::new(0)).collect();
         let start = std::sync::Barrier::new(RACERS);
         let done = std::sync::Barrier::new(RACERS);
@@ -158,7 +158,7 @@ fn ring_with_killed_consumer(
         tx.try_push(&i.to_le_bytes()).unwrap();
     }
     let ready = Ready::new();
-    let child = fork_child(|| {
+    let mut child = fork(|| {
         let Ok(mut rx) = ring.consumer() else {
             return 2;
         };
@@ -166,7 +166,7 @@ fn ring_with_killed_consumer(
         ready.signal_and_wait()
     });
     assert!(ready.wait(), "consumer child failed");
-    kill_and_reap(child);
+    child.kill();
     (ring, tx)
 }
 

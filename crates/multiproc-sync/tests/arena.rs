@@ -3,12 +3,11 @@
 //! per arena in a handle batch.
 #![cfg(not(loom))]
 
-mod common;
-
-use common::fork;
 use multiproc_shm::ShmError;
 use multiproc_shm::fd_passing::collect_fds;
 use multiproc_sync::{Arena, RawValue, SyncError, Value};
+use multiproc_testutil::{Exit, Shared, fork};
+use std::time::Duration;
 
 /// The tests of this file run one at a time: a forked child holds every arena slot its parent
 /// held at the fork (issue 19's fork rule), so one test's fork would hold another test's slots
@@ -91,7 +90,7 @@ fn forked_children_increment_arena_values_under_their_locks() {
         .collect();
     work();
     for k in &mut kids {
-        assert_eq!(k.join(), 0);
+        assert_eq!(k.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     }
     for v in &vals {
         assert_eq!(v.load().unwrap(), 3 * ROUNDS);
@@ -162,7 +161,7 @@ fn ten_thousand_handles_carry_one_fd_per_arena() {
         }
         0
     });
-    assert_eq!(c.join(), 0);
+    assert_eq!(c.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     assert_eq!(vals[5].load().unwrap(), 1005);
     assert_eq!(vals[101].load().unwrap(), 1102);
 }
@@ -283,7 +282,7 @@ fn a_million_locked_values_fit_under_100_fds_and_1000_mappings() {
         0
     });
     work();
-    assert_eq!(c.join(), 0);
+    assert_eq!(c.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     for (k, v) in sample.iter().enumerate() {
         assert_eq!(v.load().unwrap(), (k * step) as u64 + 200);
     }
@@ -331,7 +330,7 @@ fn a_forked_child_keeps_using_a_value_its_parent_dropped() {
     let arena = Arena::new();
     let v = Value::new_in(&arena, 5u64).unwrap();
     let h = v.slot_handle().unwrap();
-    let flag = common::Shared::new();
+    let flag = Shared::new();
     let mut c = fork(|| {
         if !flag.wait_for(0, 1) {
             return 2;
@@ -358,7 +357,7 @@ fn a_forked_child_keeps_using_a_value_its_parent_dropped() {
         "the child's slot is not reused while it holds it"
     );
     flag.set(0, 1);
-    assert_eq!(c.join(), 0);
+    assert_eq!(c.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     // The child exited holding it (a forked test child `_exit`s): reaped, then freed.
     assert_eq!(arena.check().unwrap().live, 64);
     assert!(
@@ -384,5 +383,5 @@ fn value_new_places_values_in_the_process_arena_and_a_forked_child_gets_its_own(
         let ok = w.slot_handle().unwrap().arena != hv.arena && v.load().unwrap() == 1;
         if ok { 0 } else { 1 }
     });
-    assert_eq!(c.join(), 0);
+    assert_eq!(c.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
 }

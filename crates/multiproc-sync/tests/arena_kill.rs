@@ -3,10 +3,8 @@
 //! beyond the killed children's own objects.
 #![cfg(not(loom))]
 
-mod common;
-
-use common::fork;
 use multiproc_sync::{Arena, RawValue, Value};
+use multiproc_testutil::{Exit, Shared, fork};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -206,7 +204,7 @@ fn a_process_past_the_table_holds_slots_untracked() {
     for i in 1..multiproc_sync::arena::TRACKED_PROCS {
         seg.scribble(table + 8 * i, &init.to_le_bytes());
     }
-    let flag = common::Shared::new();
+    let flag = Shared::new();
     // The child's copy; the parent's clone goes with the closure (dropped in the parent when
     // fork returns), so after `drop(v)` below the parent holds nothing.
     let (vc, fl, b) = (v.clone(), &flag, &bytes);
@@ -228,7 +226,7 @@ fn a_process_past_the_table_holds_slots_untracked() {
     drop(v);
     assert_eq!(arena.check().unwrap().live, 1, "held by the child alone");
     flag.set(0, 1);
-    assert_eq!(c.join(), 0);
+    assert_eq!(c.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     assert_eq!(flag.get(1), 8);
     assert_eq!(
         arena.reclaim().unwrap(),

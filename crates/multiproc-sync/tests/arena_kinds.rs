@@ -3,15 +3,13 @@
 //! wrong-kind handles are refused; big arrays keep their own segment.
 #![cfg(not(loom))]
 
-mod common;
-
-use common::fork;
 use multiproc_shm::ShmError;
 use multiproc_shm::fd_passing::collect_fds;
 use multiproc_sync::{
     Arena, Array, BoundedSemaphore, Event, LockError, RLock, RawArray, Semaphore, SyncError,
 };
 use multiproc_sync::{Lock, arena::MAX_OBJECT};
+use multiproc_testutil::{Exit, fork};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -97,7 +95,7 @@ fn every_small_kind_lives_in_an_arena_and_works_in_a_child_that_got_it_by_serde(
         }
         0
     });
-    assert_eq!(c.join(), 0);
+    assert_eq!(c.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     drop(held);
     for k in &kits {
         assert!(k.ev.is_set());
@@ -265,7 +263,7 @@ fn a_killed_holder_of_an_arena_lock_is_taken_over() {
         // SAFETY: dies holding both, as a SIGKILL would.
         unsafe { libc::_exit(0) }
     });
-    assert_eq!(c.join(), 0);
+    assert_eq!(c.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     assert!(matches!(
         lock.lock_timeout(Duration::from_secs(10)),
         Err(LockError::OwnerDied)
@@ -337,7 +335,7 @@ fn default_constructors_place_small_kinds_in_the_process_arena() {
         k.lock.release().unwrap();
         i32::from(!ok)
     });
-    assert_eq!(child.join(), 0);
+    assert_eq!(child.wait_timeout(Duration::from_secs(10)), Exit::Code(0));
     assert!(k.ev.is_set());
     assert_eq!(k.arr.get(0).unwrap(), 7);
     assert_eq!(k.raw.get(3), Some(9));

@@ -2,10 +2,8 @@
 //! wait without blocking a runtime thread, and forked children using the blocking API wake
 //! them.
 
-mod common;
-
-use common::fork;
 use multiproc_sync::{Event, Lock, LockError, Semaphore};
+use multiproc_testutil::fork;
 use std::time::Duration;
 
 const T30: Duration = Duration::from_secs(30);
@@ -44,7 +42,7 @@ fn tasks_waiting_on_an_event_wake_when_a_child_sets_it() {
             tokio::time::timeout(T30, t).await.unwrap().unwrap();
         }
     });
-    child.join_ok();
+    child.join_ok_within(Duration::from_secs(10));
 }
 
 /// Five tasks acquire a semaphore of value 0 that a child releases five times: each takes one
@@ -72,7 +70,7 @@ fn tasks_acquire_units_a_child_releases() {
             tokio::time::timeout(T30, t).await.unwrap().unwrap();
         }
     });
-    child.join_ok();
+    child.join_ok_within(Duration::from_secs(10));
     assert_eq!(s.get_value(), 0);
 }
 
@@ -118,7 +116,7 @@ fn lock_async_waits_for_a_child_and_reports_a_dead_holder() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         drop(g);
     });
-    child.join_ok();
+    child.join_ok_within(Duration::from_secs(10));
     // A holder that dies with the lock.
     ready.clear();
     let (l2, r2) = (l.clone(), ready.clone());

@@ -3,13 +3,11 @@
 //! through the `*_recover` calls.
 #![cfg(not(loom))]
 
-mod common;
-
-use common::fork;
 use multiproc_sync::{
     Array, BarrierCreateError, BarrierError, Condition, ConditionError, Event, Lock, LockError,
     LockReleaseError, MutexError, RLock, RLockError, SemaphoreError, SyncError, Value,
 };
+use multiproc_testutil::fork;
 use std::error::Error;
 use std::time::Duration;
 

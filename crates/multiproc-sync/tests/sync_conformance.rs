@@ -3,13 +3,11 @@
 //! (Lib/test/_test_multiprocessing.py). Timing checks are lower bounds with slack only.
 #![cfg(not(loom))]
 
-mod common;
-
-use common::{Shared, at_least, fork};
 use multiproc_sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, ConditionError, Event, Lock,
     LockReleaseError, RLock, RLockError, Semaphore, SemaphoreError,
 };
+use multiproc_testutil::{Shared, at_least, fork};
 use std::time::{Duration, Instant};
 
 const MS: Duration = Duration::from_millis(1);
@@ -24,7 +22,7 @@ fn lock_held_by_child_fails_nonblocking_acquire_and_unheld_release_errors() {
         ready.set();
         0 // exits still holding it: a Lock taken with acquire() has no owner
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     assert!(ready.is_set());
     assert!(!lock.acquire(false));
     assert!(!lock.try_acquire());
@@ -38,7 +36,7 @@ fn lock_held_by_child_fails_nonblocking_acquire_and_unheld_release_errors() {
         assert_eq!(lock.release(), Err(LockReleaseError::ReleaseUnheld));
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     assert!(!lock.is_locked());
 }
 
@@ -65,7 +63,7 @@ fn rlock_fourth_release_after_three_acquires_errors() {
     assert!(!l.acquire(false));
     assert_eq!(l.release(), Err(RLockError::NotOwner));
     go.set();
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     for _ in 0..3 {
         assert!(l.acquire(true));
     }
@@ -83,7 +81,7 @@ fn semaphore_counts_down_to_zero_and_releases_reach_four() {
         assert!(s.acquire(true));
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     assert_eq!(s.get_value(), 1);
     assert!(s.acquire(true));
     assert_eq!(s.get_value(), 0);
@@ -95,7 +93,7 @@ fn semaphore_counts_down_to_zero_and_releases_reach_four() {
         s.release().unwrap();
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     assert_eq!(s.get_value(), 2);
     s.release().unwrap();
     s.release().unwrap();
@@ -108,7 +106,7 @@ fn semaphore_counts_down_to_zero_and_releases_reach_four() {
         assert_eq!(b.release(), Err(SemaphoreError::OverRelease));
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     assert_eq!(b.get_value(), 2);
 }
 
@@ -125,7 +123,7 @@ fn semaphore_zero_acquire_timeout_returns_false_after_timeout() {
         assert!(t.elapsed() < Duration::from_secs(1));
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     // And a release by a child wakes a parent blocked with a timeout.
     let mut c = fork(|| {
         std::thread::sleep(50 * MS);
@@ -133,7 +131,7 @@ fn semaphore_zero_acquire_timeout_returns_false_after_timeout() {
         0
     });
     assert!(s.acquire_timeout(Duration::from_secs(10)));
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
 }
 
 /// Counters in the shared page used by the condition tests.
@@ -182,8 +180,8 @@ fn notify_wakes_exactly_one_waiter_process_or_thread() {
         assert_eq!(total, round, "notify(1) woke exactly one");
     }
     assert_eq!(total, 3);
-    p1.join_ok();
-    p2.join_ok();
+    p1.join_ok_within(Duration::from_secs(10));
+    p2.join_ok_within(Duration::from_secs(10));
     assert_eq!(th.0.join().unwrap(), 0);
     // notify without the lock is an error.
     assert_eq!(cond.notify(1), Err(ConditionError::NotHeld));
@@ -200,7 +198,7 @@ fn condition_wait_timeout_without_notify_returns_false_after_timeout() {
         assert!(at_least(t.elapsed(), 100 * MS));
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
 }
 
 // mirrors test_waitfor (item 30)
@@ -227,7 +225,7 @@ fn wait_for_sees_a_shared_value_change() {
         sh.add(5, 1);
         cond.notify_all().unwrap();
     }
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
 }
 
 // mirrors test_waitfor_timeout (item 31)
@@ -249,7 +247,7 @@ fn wait_for_with_timeout_returns_false_after_timeout() {
         let _g = cond.lock().unwrap();
         cond.notify_all().unwrap();
     }
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
 }
 
 // mirrors test_wait_result (item 32)
@@ -265,7 +263,7 @@ fn wait_zero_returns_false_and_notified_wait_returns_true() {
     });
     assert_eq!(cond.wait_timeout(Duration::from_secs(10)), Ok(true));
     drop(g);
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
 }
 
 // issue 14: Event's wait strategies (park-only for the bench's blocking row)
@@ -288,7 +286,7 @@ fn event_wait_under_every_strategy_times_out_and_is_woken_by_a_child() {
             0
         });
         assert!(e.wait_timeout(Duration::from_secs(10)), "{st:?}");
-        c.join_ok();
+        c.join_ok_within(Duration::from_secs(10));
         e.clear();
         let mut c = fork(|| {
             std::thread::sleep(50 * MS);
@@ -297,7 +295,7 @@ fn event_wait_under_every_strategy_times_out_and_is_woken_by_a_child() {
         });
         e.wait();
         assert!(e.is_set());
-        c.join_ok();
+        c.join_ok_within(Duration::from_secs(10));
     }
 }
 
@@ -323,7 +321,7 @@ fn event_wait_times_out_then_returns_at_once_and_a_child_set_wakes_parent() {
         0
     });
     assert!(e.wait_timeout(Duration::from_secs(10)));
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
 }
 
 const N: u32 = 5;
@@ -338,7 +336,7 @@ fn run_parties(n: u32, f: impl Fn(u32) -> i32) {
     let mut kids: Vec<_> = (1..n).map(|i| fork(|| f(i))).collect();
     assert_eq!(f(0), 0);
     for k in &mut kids {
-        k.join_ok();
+        k.join_ok_within(Duration::from_secs(10));
     }
 }
 
@@ -532,7 +530,7 @@ fn named_primitives_open_from_another_process() {
         e2.set();
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     assert!(e.is_set());
     let sname = format!("{name}-sem");
     let s = BoundedSemaphore::create_named(&sname, 1).unwrap();
@@ -560,7 +558,7 @@ fn condition_over_a_plain_lock_works_across_processes() {
     assert!(cond.acquire_timeout(Duration::from_secs(10)));
     assert_eq!(cond.notify(1), Ok(1));
     cond.release().unwrap();
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
     assert_eq!(cond.release(), Err(ConditionError::NotHeld));
 }
 

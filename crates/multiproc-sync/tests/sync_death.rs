@@ -2,12 +2,10 @@
 //! "Death"): every guarantee here is exercised with a real forked child and a real SIGKILL.
 #![cfg(not(loom))]
 
-mod common;
-
-use common::{Shared, fork};
 use multiproc_sync::{
     Barrier, BarrierError, Condition, Event, Lock, LockError, MutexError, RLock, Semaphore,
 };
+use multiproc_testutil::{Shared, fork};
 use std::time::{Duration, Instant};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -65,8 +63,8 @@ fn lock_waiters_in_other_processes_reclaim_from_a_dead_holder() {
     let mut w2 = fork(waiter);
     std::thread::sleep(Duration::from_millis(30));
     holder.kill();
-    w1.join_ok();
-    w2.join_ok();
+    w1.join_ok_within(10 * SEC);
+    w2.join_ok_within(10 * SEC);
     assert_eq!(sh.get(0), 2);
     assert_eq!(sh.get(1), 1, "exactly one waiter saw owner_died");
     assert!(!lock.is_locked());
@@ -251,7 +249,7 @@ fn condition_waiter_killed_does_not_swallow_a_notify() {
         let _g = cond.lock().unwrap();
         assert_eq!(cond.notify(1), Ok(1));
     }
-    live.join_ok();
+    live.join_ok_within(10 * SEC);
     assert_eq!(sh.get(1), 1);
     assert_eq!(sh.get(9), 0);
 }
@@ -299,8 +297,8 @@ fn barrier_party_killed_while_waiting_breaks_it_for_the_rest() {
     assert!(sh.wait_for(0, 3));
     std::thread::sleep(Duration::from_millis(30));
     doomed.kill();
-    w1.join_ok();
-    w2.join_ok();
+    w1.join_ok_within(10 * SEC);
+    w2.join_ok_within(10 * SEC);
     assert!(b.broken());
     b.reset();
     assert!(!b.broken());
@@ -310,7 +308,7 @@ fn barrier_party_killed_while_waiting_breaks_it_for_the_rest() {
         .collect();
     b.wait_timeout(10 * SEC).unwrap();
     for k in &mut kids {
-        k.join_ok();
+        k.join_ok_within(10 * SEC);
     }
 }
 
@@ -331,7 +329,7 @@ fn event_waiter_killed_does_not_affect_set_or_other_waiters() {
     std::thread::sleep(Duration::from_millis(20));
     doomed.kill();
     e.set();
-    live.join_ok();
+    live.join_ok_within(10 * SEC);
     assert!(e.wait_timeout(Duration::ZERO));
 }
 
@@ -375,7 +373,7 @@ fn barrier_party_killed_while_running_the_action_breaks_it() {
     assert!(sh.wait_for(1, 1), "the action started");
     doomed.kill();
     for k in &mut w {
-        k.join_ok();
+        k.join_ok_within(10 * SEC);
     }
     assert!(b.broken());
 }
@@ -432,7 +430,7 @@ fn condition_notify_all_reaches_every_live_waiter_after_random_kills() {
         assert_eq!(cond.notify_all(), Ok(1), "exactly the one live waiter left");
     }
     for k in kids.iter_mut().skip(1).step_by(2) {
-        k.join_ok();
+        k.join_ok_within(10 * SEC);
     }
     assert_eq!(sh.get(1), 3);
 }

@@ -4,14 +4,12 @@
 //! timeout hang.
 #![allow(clippy::disallowed_types)]
 
-mod common;
-
-use common::fork;
 use multiproc_shm::{HEADER_SIZE, ShmError};
 use multiproc_sync::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, MutexError, RLock,
     RawArray, RawValue, Semaphore, SemaphoreError, SyncError, Value,
 };
+use multiproc_testutil::fork;
 use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(5);
@@ -145,7 +143,7 @@ fn each_call_returns(prep: impl Fn(u32) + Send, calls: impl Fn() + Send) {
         }
         0
     });
-    c.join_ok();
+    c.join_ok_within(Duration::from_secs(10));
 }
 
 #[test]

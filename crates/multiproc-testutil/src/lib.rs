@@ -1,11 +1,13 @@
 //! Test helpers shared by the cross-process test suites: fork a child that runs a closure,
-//! wait for it with a deadline, kill it; unique segment names.
+//! wait for it with a deadline, kill it; unique segment names; a shared page of counters that
+//! forked children see; a small deterministic rng.
 //!
 //! The child runs only the closure and leaves with `_exit` (no destructors, no atexit handlers,
 //! so it never unlinks its parent's segments). Closures should touch only pre-built shared
 //! objects and avoid allocating: the test harness is multi-threaded, and another thread may have
 //! held the allocator's lock at the fork.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A forked child.
@@ -22,6 +24,16 @@ pub enum Exit {
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
+}
+
+impl Exit {
+    /// The shell's number for it: the exit code, or 128 + the signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
 }
 
 /// Forks; the child runs `f` and exits with its return value.
@@ -66,10 +78,31 @@ impl Child {
         }
     }
 
+    /// Waits at most `timeout` for the child to end; `None` on timeout, when the child is left
+    /// running (dropping the `Child` kills it). Never panics.
+    pub fn try_wait_timeout(&mut self, timeout: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.exited() {
+                return Some(e);
+            }
+            if self.reaped || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Waits (30 s at most) and asserts a clean exit with code 0.
     pub fn join_ok(mut self) {
+        self.join_ok_within(Duration::from_secs(30));
+    }
+
+    /// Waits at most `timeout` and asserts a clean exit with code 0; kills the child and panics
+    /// on timeout.
+    pub fn join_ok_within(&mut self, timeout: Duration) {
         assert_eq!(
-            self.wait_timeout(Duration::from_secs(30)),
+            self.wait_timeout(timeout),
             Exit::Code(0),
             "child {} failed",
             self.pid
@@ -85,6 +118,15 @@ impl Child {
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
             self.reaped = true;
+        }
+    }
+
+    /// SIGKILLs the child without reaping it: it stays a zombie (which still counts as dead)
+    /// until a wait, `kill` or the drop reaps it.
+    pub fn kill_no_reap(&mut self) {
+        if !self.reaped {
+            // SAFETY: signalling our own unreaped child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
     }
 }
@@ -129,5 +171,154 @@ impl Child {
             });
         }
         None
+    }
+}
+
+/// Lower-bound timing check with slack: `elapsed >= want - 10 ms`.
+pub fn at_least(elapsed: Duration, want: Duration) -> bool {
+    elapsed + Duration::from_millis(10) >= want
+}
+
+/// A small xorshift generator (deterministic, for tests only).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value (the state must not be 0).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A value in `0..n` (`0..1` for `n == 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// One page of `u64` counters in a `MAP_SHARED` anonymous mapping: forked children inherit it,
+/// so parent and children see each other's updates. Zeroed at creation; unmapped on drop.
+pub struct Shared {
+    ptr: *mut AtomicU64,
+}
+
+// SAFETY: the page holds atomics only, and the mapping lives as long as the value.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shared {
+    /// The number of counters in the page.
+    pub const LEN: usize = 512;
+
+    /// Maps a fresh zeroed page.
+    pub fn new() -> Shared {
+        // SAFETY: a fresh shared anonymous mapping of one page; checked for failure.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap failed");
+        Shared { ptr: p.cast() }
+    }
+
+    /// Counter `i` (`0..512`).
+    pub fn at(&self, i: usize) -> &AtomicU64 {
+        assert!(i < Self::LEN);
+        // SAFETY: inside the page (512 zero-initialized u64s); AtomicU64 has u64's layout.
+        unsafe { &*self.ptr.add(i) }
+    }
+
+    /// Reads counter `i` (SeqCst).
+    pub fn get(&self, i: usize) -> u64 {
+        self.at(i).load(Ordering::SeqCst)
+    }
+
+    /// Adds `n` to counter `i` (SeqCst); returns the previous value.
+    pub fn add(&self, i: usize, n: u64) -> u64 {
+        self.at(i).fetch_add(n, Ordering::SeqCst)
+    }
+
+    /// Sets counter `i` (SeqCst).
+    pub fn set(&self, i: usize, v: u64) {
+        self.at(i).store(v, Ordering::SeqCst)
+    }
+
+    /// Polls until counter `i` reaches `v` (10 s at most); false on timeout.
+    pub fn wait_for(&self, i: usize, v: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.get(i) < v {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the page mapped in `new`.
+        unsafe { libc::munmap(self.ptr.cast(), 4096) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn try_wait_timeout_reports_code_and_signal_and_does_not_panic_on_timeout() {
+        let mut ok = fork(|| 3);
+        assert_eq!(
+            ok.try_wait_timeout(Duration::from_secs(10)),
+            Some(Exit::Code(3))
+        );
+        assert_eq!(Exit::Code(3).code(), 3);
+        let mut slow = fork(|| {
+            std::thread::sleep(Duration::from_secs(60));
+            0
+        });
+        assert_eq!(slow.try_wait_timeout(Duration::from_millis(20)), None);
+        slow.kill_no_reap();
+        let e = slow.try_wait_timeout(Duration::from_secs(10));
+        assert_eq!(e, Some(Exit::Signal(libc::SIGKILL)));
+        assert_eq!(e.unwrap().code(), 128 + libc::SIGKILL);
+    }
+
+    #[test]
+    fn shared_counters_are_seen_by_the_parent() {
+        let sh = Shared::new();
+        let mut c = fork(|| {
+            sh.add(7, 5);
+            0
+        });
+        c.join_ok_within(Duration::from_secs(10));
+        assert_eq!(sh.get(7), 5);
+        assert!(sh.wait_for(7, 5));
+    }
+
+    #[test]
+    fn rng_below_stays_in_range() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        assert!((0..1000).all(|_| r.below(10) < 10));
+        assert_eq!(r.below(0), 0);
     }
 }

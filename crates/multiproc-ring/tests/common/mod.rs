@@ -1,76 +1,8 @@
-//! Helpers shared by the ring's integration tests: fork, wait with a deadline, kill, rng.
-#![allow(dead_code)]
+//! The ring tests' own helpers (checksummed records, leftover segments) and the shared test
+//! helpers (crates/multiproc-testutil: fork, bounded waits, kill, rng, a shared counters page).
+#![allow(dead_code, unused_imports)]
 
-use std::time::{Duration, Instant};
-
-/// Forks; the child runs `f` and `_exit`s with its return code (101 on panic).
-pub fn fork_child(f: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: fork has no preconditions; the child only runs `f` (which touches pre-built
-    // shared objects) and then `_exit`s without unwinding into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
-        // SAFETY: _exit is always safe to call.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
-/// Waits for `pid` at most `timeout`; kills it (SIGKILL) and reaps it if it overstays.
-/// Returns the raw wait status, or None on timeout.
-pub fn wait_child(pid: libc::pid_t, timeout: Duration) -> Option<i32> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return Some(status);
-        }
-        if r < 0 {
-            return None;
-        }
-        if Instant::now() >= deadline {
-            kill_and_reap(pid);
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// SIGKILLs and reaps a child.
-pub fn kill_and_reap(pid: libc::pid_t) {
-    // SAFETY: signalling and reaping our own child.
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-    }
-}
-
-/// Exit code of a normally exited child.
-pub fn exit_code(status: i32) -> Option<i32> {
-    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
-}
-
-/// A small xorshift generator (tests only).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+pub use multiproc_testutil::*;
 
 /// FNV-1a of bytes.
 pub fn fnv(bytes: &[u8]) -> u32 {
