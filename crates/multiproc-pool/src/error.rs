@@ -87,7 +87,7 @@ pub enum PoolError {
     /// a job, and the pool gave up).
     #[error("starting a worker: {what}")]
     Start {
-        /// What failed: the step and its error, or why the pool gave up.
+        /// The step that failed (its error is the source), or why the pool gave up.
         what: String,
         /// The error of the step that failed (a process, shared-memory or OS error), for
         /// [`std::error::Error::source`] chains; `None` when the pool gave up by itself.
@@ -97,10 +97,14 @@ pub enum PoolError {
 }
 
 impl PoolError {
-    /// [`PoolError::Start`] for a step that failed with `e` (kept as the source).
-    pub(crate) fn start(e: impl std::error::Error + Send + Sync + 'static) -> PoolError {
-        PoolError::Start {
-            what: e.to_string(),
+    /// [`PoolError::Start`] for the step `what` that failed with an error (kept as the source,
+    /// not repeated in the text: a report that walks `source()` prints each once), as a
+    /// `map_err` argument.
+    pub(crate) fn start<E: std::error::Error + Send + Sync + 'static>(
+        what: &'static str,
+    ) -> impl FnOnce(E) -> PoolError {
+        move |e| PoolError::Start {
+            what: what.to_string(),
             source: Some(StartSource(std::sync::Arc::new(e))),
         }
     }
@@ -112,7 +116,7 @@ impl PoolError {
 pub struct StartSource(std::sync::Arc<dyn std::error::Error + Send + Sync>);
 
 impl StartSource {
-    /// The error itself (downcast it to `multiproc_process::ProcessError`,
+    /// The error itself (downcast it to `multiproc_process::StartError`,
     /// `std::io::Error`, ...).
     pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.0
@@ -163,8 +167,11 @@ mod tests {
 
     #[test]
     fn a_start_error_keeps_its_cause_as_the_source() {
-        let e = PoolError::start(std::io::Error::from_raw_os_error(libc::EMFILE));
-        assert!(e.to_string().starts_with("starting a worker: "), "{e}");
+        let e = PoolError::start("creating its eventfd")(std::io::Error::from_raw_os_error(
+            libc::EMFILE,
+        ));
+        // The step in the text, the cause only as the source (printed once in a chain).
+        assert_eq!(e.to_string(), "starting a worker: creating its eventfd");
         let src = e.source().expect("the step's error is the source");
         let io = src
             .downcast_ref::<StartSource>()
@@ -175,7 +182,9 @@ mod tests {
         // with the same text is not the same error.
         assert_eq!(e.clone(), e);
         assert_ne!(
-            PoolError::start(std::io::Error::from_raw_os_error(libc::EMFILE)),
+            PoolError::start("creating its eventfd")(std::io::Error::from_raw_os_error(
+                libc::EMFILE
+            )),
             e
         );
     }

@@ -40,7 +40,7 @@ use crate::worker::FdArg;
 use crate::worker::{WorkerArgs, pool_worker};
 use multiproc_channel::{Connection, Pipe, PipeOptions, Postcard, RecvError};
 use multiproc_process::registry::{self, Task};
-use multiproc_process::{Process, ProcessError, StartMethod};
+use multiproc_process::{JoinError, Process, StartMethod};
 use multiproc_ring::WaitStrategy;
 use multiproc_shm::fd_passing::collect_fds;
 use multiproc_sync::RawValue;
@@ -512,14 +512,15 @@ impl Inner {
             capacity: PIPE_CAPACITY,
             ..PipeOptions::default()
         };
-        let (jobs_r, mut jobs_w) =
-            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(PoolError::start)?;
-        let (mut res_r, res_w) =
-            Pipe::simplex_with::<Vec<u8>, Postcard>(opts).map_err(PoolError::start)?;
+        let (jobs_r, mut jobs_w) = Pipe::simplex_with::<Vec<u8>, Postcard>(opts)
+            .map_err(PoolError::start("creating its job pipe"))?;
+        let (mut res_r, res_w) = Pipe::simplex_with::<Vec<u8>, Postcard>(opts)
+            .map_err(PoolError::start("creating its result pipe"))?;
         jobs_w.set_wait_strategy(self.wait);
         res_r.set_wait_strategy(self.wait);
-        let started = RawValue::new(0u64).map_err(PoolError::start)?;
-        let (sock, child_sock) = fdpass::socketpair().map_err(PoolError::start)?;
+        let started = RawValue::new(0u64).map_err(PoolError::start("creating its started word"))?;
+        let (sock, child_sock) =
+            fdpass::socketpair().map_err(PoolError::start("creating its fd socket"))?;
         let args = WorkerArgs {
             jobs: jobs_r,
             results: res_w,
@@ -541,7 +542,9 @@ impl Inner {
         if let Some(m) = self.start_method {
             b = b.start_method(m);
         }
-        let p = b.spawn(pool_worker, args).map_err(PoolError::start)?;
+        let p = b
+            .spawn(pool_worker, args)
+            .map_err(PoolError::start("starting its process"))?;
         drop(child_sock);
         let pid = p.pid().unwrap_or(0);
         let wake = match eventfd() {
@@ -550,7 +553,7 @@ impl Inner {
                 let mut p = p;
                 let _ = p.kill();
                 let _ = p.join_timeout(Duration::from_secs(5));
-                return Err(PoolError::start(e));
+                return Err(PoolError::start("creating its eventfd")(e));
             }
         };
         // Without a pidfd the idle receiver still notices the end at its liveness poll.
@@ -609,17 +612,18 @@ impl Inner {
         // All or nothing: the receiver first (it owns the worker's end), then the sender; if
         // either cannot start, the slot is given up (a new generation, so the receiver, if it
         // runs, settles nothing), the worker killed and reaped, and the caller retries.
-        let give_up = |mut st: std::sync::MutexGuard<'_, State>, e: std::io::Error| {
-            let slot = &mut st.workers[idx];
-            slot.generation += 1;
-            slot.dead = true;
-            slot.proc = None;
-            slot.conn = None;
-            slot.reader = None;
-            drop(st);
-            kill_it(&proc);
-            PoolError::start(e)
-        };
+        let give_up =
+            |mut st: std::sync::MutexGuard<'_, State>, what: &'static str, e: std::io::Error| {
+                let slot = &mut st.workers[idx];
+                slot.generation += 1;
+                slot.dead = true;
+                slot.proc = None;
+                slot.conn = None;
+                slot.reader = None;
+                drop(st);
+                kill_it(&proc);
+                PoolError::start(what)(e)
+            };
         let me = self.clone();
         let (p2, started2) = (proc.clone(), started.clone());
         let h_recv = match std::thread::Builder::new()
@@ -627,7 +631,7 @@ impl Inner {
             .spawn(move || me.receiver(idx, generation, reader, started2, p2, pid))
         {
             Ok(h) => h,
-            Err(e) => return Err(give_up(st, e)),
+            Err(e) => return Err(give_up(st, "starting its receiver thread", e)),
         };
         st.threads.push(h_recv);
         let me = self.clone();
@@ -643,7 +647,7 @@ impl Inner {
         };
         match spawned {
             Ok(h) => st.threads.push(h),
-            Err(e) => return Err(give_up(st, e)),
+            Err(e) => return Err(give_up(st, "starting its sender thread", e)),
         }
         if replacing {
             st.replaced += 1;
@@ -1146,7 +1150,7 @@ impl Inner {
     ) {
         let exitcode = {
             let mut p = lock(proc);
-            if let Err(ProcessError::Timeout) = p.join_timeout(Duration::from_secs(2)) {
+            if let Err(JoinError::Timeout) = p.join_timeout(Duration::from_secs(2)) {
                 let _ = p.kill();
                 let _ = p.join_timeout(Duration::from_secs(10));
             }

@@ -128,6 +128,27 @@ fn a_worker_whose_threads_fail_to_start_is_not_left_behind() {
     p.join_timeout(T).unwrap();
 }
 
+/// Issue 18: a `Start` error names the step that failed and carries that step's error as its
+/// source, once: an error report walking `source()` does not print the cause twice.
+#[test]
+fn a_failed_start_step_is_named_and_its_error_is_the_source() {
+    let _serial = serial();
+    // The first worker's sender thread fails to start, and `build` starts workers without
+    // retrying.
+    multiproc_pool::__fail_thread_spawns(1);
+    let e = match Pool::builder().processes(1).build() {
+        Err(e) => e,
+        Ok(_) => panic!("the build succeeded though its worker's thread failed to start"),
+    };
+    assert_eq!(
+        e.to_string(),
+        "starting a worker: starting its sender thread"
+    );
+    let src = std::error::Error::source(&e).expect("the step's error");
+    assert_eq!(src.to_string(), "test hook: thread start fails");
+    assert!(!e.to_string().contains(&src.to_string()));
+}
+
 #[multiproc_process::task(crate = multiproc_process)]
 fn put_into(q: Queue<u64>, v: u64) -> u64 {
     q.put(v).map_err(|e| format!("{e:?}")).unwrap();

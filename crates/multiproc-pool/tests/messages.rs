@@ -3,7 +3,7 @@
 #![allow(missing_docs)]
 
 use multiproc_pool::{Pool, PoolError};
-use multiproc_process::{Process, ProcessError};
+use multiproc_process::{Process, StartError};
 use serde::{Serialize, Serializer};
 
 multiproc_process::init_before_main!();
@@ -30,7 +30,7 @@ fn unregistered_task_has_one_text_in_process_and_pool() {
     let pe = pool.apply(not_a_task, 1).unwrap_err();
     assert!(matches!(pe, PoolError::TaskNotRegistered(_)), "{pe}");
     let e = Process::spawn(not_a_task, 1).unwrap_err();
-    assert!(matches!(e, ProcessError::TaskNotRegistered(_)), "{e}");
+    assert!(matches!(e, StartError::TaskNotRegistered(_)), "{e}");
     assert_eq!(pe.to_string(), e.to_string());
 }
 

@@ -2,9 +2,13 @@
 
 use std::io;
 
-/// What went wrong starting, waiting for or talking to a child process.
+/// Why a child could not be started: [`Process::spawn`](crate::Process::spawn),
+/// [`Process::new`](crate::Process::new), [`Process::fork`](crate::Process::fork),
+/// [`Process::start`](crate::Process::start) and the builder's `spawn`/`target`.
+/// No child is left running after any of these.
 #[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
+#[non_exhaustive]
+pub enum StartError {
     /// The function is not a `#[multiproc::task]`: a spawned child could not find it.
     #[error("{}", task_not_registered_text(.0))]
     TaskNotRegistered(&'static str),
@@ -37,16 +41,55 @@ pub enum ProcessError {
     /// `start` on a process that was already started.
     #[error("process already started")]
     AlreadyStarted,
-    /// An operation that needs a started process.
+    /// `start` on a process closed with `close()`.
+    #[error("process object is closed")]
+    Closed,
+    /// A closure target needs `StartMethod::Fork`.
+    #[error(
+        "closures can only be started with StartMethod::Fork (spawn and forkserver run registered tasks)"
+    )]
+    ClosureNeedsFork,
+    /// A daemonic process tried to start children (as in Python).
+    #[error("daemonic processes are not allowed to have children")]
+    DaemonCannotHaveChildren,
+    /// `StartMethod::Fork` in a process that runs other threads, refused under
+    /// `refuse_if_threaded` / `set_refuse_fork_if_threaded`.
+    #[error(
+        "refusing to fork a process that runs {threads} threads (a lock another thread holds \
+         would deadlock the child): use StartMethod::Spawn or ForkServer"
+    )]
+    ThreadedFork {
+        /// The threads of this process at the time (the caller's included).
+        threads: usize,
+    },
+    /// Too many fds to pass to one child.
+    #[error("too many fds to pass to a child ({0}, at most {1})")]
+    TooManyFds(usize, usize),
+    /// Encoding the task arguments (or a record of the start protocol) failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Os {
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Why [`Process::join`](crate::Process::join) (and `join_timeout`, `join_async`,
+/// `join_timeout_async`) gave no value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The process was never started.
     #[error("process not started")]
     NotStarted,
     /// The process was closed with `close()`.
     #[error("process object is closed")]
     Closed,
-    /// `close()` on a process that is still running.
-    #[error("cannot close a process while it is still running; join or terminate it first")]
-    StillRunning,
-    /// `join_timeout` expired while the child runs.
+    /// The timeout expired while the child runs (it still runs; join again later).
     #[error("timed out waiting for the process")]
     Timeout,
     /// The task panicked; the child's exit code is 1.
@@ -64,47 +107,9 @@ pub enum ProcessError {
         /// 0 or an exit code, or `-signal` when killed by a signal.
         exitcode: i32,
     },
-    /// Encoding the arguments or decoding the result failed: `direction` is `"encoding"` or
-    /// `"decoding"`, `what` the value (`"the task arguments"`), `type_name` its Rust type.
-    #[error("{direction} {what} ({type_name}) with postcard failed: {source}")]
-    Codec {
-        /// `"encoding"` or `"decoding"`.
-        direction: &'static str,
-        /// What was being encoded or decoded.
-        what: &'static str,
-        /// Its Rust type (`std::any::type_name`).
-        type_name: &'static str,
-        /// postcard's error.
-        #[source]
-        source: postcard::Error,
-    },
-    /// A closure target needs `StartMethod::Fork`.
-    #[error(
-        "closures can only be started with StartMethod::Fork (spawn and forkserver run registered tasks)"
-    )]
-    ClosureNeedsFork,
-    /// A daemonic process tried to start children (as in Python).
-    #[error("daemonic processes are not allowed to have children")]
-    DaemonCannotHaveChildren,
-    /// `set_start_method` was called a second time without `force`.
-    #[error(
-        "context has already been set (start method {}); pass force = true to change it",
-        .0.name()
-    )]
-    StartMethodAlreadySet(crate::StartMethod),
-    /// `StartMethod::Fork` in a process that runs other threads, refused under
-    /// `refuse_if_threaded` / `set_refuse_fork_if_threaded`.
-    #[error(
-        "refusing to fork a process that runs {threads} threads (a lock another thread holds \
-         would deadlock the child): use StartMethod::Spawn or ForkServer"
-    )]
-    ThreadedFork {
-        /// The threads of this process at the time (the caller's included).
-        threads: usize,
-    },
-    /// Too many fds to pass to one child.
-    #[error("too many fds to pass to a child ({0}, at most {1})")]
-    TooManyFds(usize, usize),
+    /// Decoding the child's result failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
     /// A system call failed.
     #[error("{op}: {source}")]
     Os {
@@ -115,9 +120,99 @@ pub enum ProcessError {
     },
 }
 
-impl ProcessError {
-    pub(crate) fn os(op: &'static str) -> ProcessError {
-        ProcessError::Os {
+/// Why a call that acts on the running child ([`Process::terminate`](crate::Process::terminate),
+/// `kill`, `interrupt`, `sentinel`) could not: there is no child to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotRunning {
+    /// The process was never started.
+    #[error("process not started")]
+    NotStarted,
+    /// The process was closed with `close()`.
+    #[error("process object is closed")]
+    Closed,
+}
+
+impl From<NotRunning> for JoinError {
+    fn from(e: NotRunning) -> JoinError {
+        match e {
+            NotRunning::NotStarted => JoinError::NotStarted,
+            NotRunning::Closed => JoinError::Closed,
+        }
+    }
+}
+
+/// [`Process::close`](crate::Process::close) on a process whose child still runs: join or
+/// terminate it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot close a process while it is still running; join or terminate it first")]
+pub struct StillRunning;
+
+/// [`set_start_method`](crate::set_start_method) a second time without `force`; holds the method
+/// already set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "context has already been set (start method {}); pass force = true to change it",
+    .0.name()
+)]
+pub struct StartMethodAlreadySet(pub crate::StartMethod);
+
+/// Encoding or decoding a value that crosses to or from a child failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{direction} {what} ({type_name}) with postcard failed: {source}")]
+pub struct CodecError {
+    /// `"encoding"` or `"decoding"`.
+    pub direction: &'static str,
+    /// What was being encoded or decoded (`"the task arguments"`).
+    pub what: &'static str,
+    /// Its Rust type (`std::any::type_name`).
+    pub type_name: &'static str,
+    /// postcard's error.
+    #[source]
+    pub source: postcard::Error,
+}
+
+impl CodecError {
+    /// A codec error naming the direction, what and the Rust type `T`.
+    pub(crate) fn new<T: ?Sized>(
+        direction: &'static str,
+        what: &'static str,
+        source: postcard::Error,
+    ) -> CodecError {
+        CodecError {
+            direction,
+            what,
+            type_name: std::any::type_name::<T>(),
+            source,
+        }
+    }
+}
+
+/// Any error of this crate, for code that starts and joins in one function and returns with `?`:
+/// each operation returns its own type ([`StartError`], [`JoinError`], [`NotRunning`],
+/// [`StillRunning`], [`StartMethodAlreadySet`]) and each converts into this one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// Starting a child failed.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Joining a child gave no value.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// There was no running child to act on.
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
+    /// `close` while the child runs.
+    #[error(transparent)]
+    StillRunning(#[from] StillRunning),
+    /// `set_start_method` a second time.
+    #[error(transparent)]
+    StartMethodAlreadySet(#[from] StartMethodAlreadySet),
+}
+
+impl StartError {
+    pub(crate) fn os(op: &'static str) -> StartError {
+        StartError::Os {
             op,
             source: io::Error::last_os_error(),
         }
@@ -143,21 +238,5 @@ pub fn exit_text(exitcode: Option<i32>) -> String {
         Some(c) if c < 0 => format!("killed by signal {}", -c),
         Some(c) => format!("exit status {c}"),
         None => "exit status unknown".to_string(),
-    }
-}
-
-impl ProcessError {
-    /// A codec error naming the direction, what and the Rust type `T`.
-    pub(crate) fn codec<T: ?Sized>(
-        direction: &'static str,
-        what: &'static str,
-        source: postcard::Error,
-    ) -> ProcessError {
-        ProcessError::Codec {
-            direction,
-            what,
-            type_name: std::any::type_name::<T>(),
-            source,
-        }
     }
 }

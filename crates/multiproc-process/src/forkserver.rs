@@ -17,7 +17,7 @@
 //! parent's stray fds); a child forked from it gets exactly the fds of its request (the server's
 //! own fds are closed, anything else of the server's is marked close-on-exec).
 
-use crate::error::{ProcessError, Result};
+use crate::error::{CodecError, StartError};
 use crate::sys;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -41,7 +41,7 @@ pub(crate) struct ServerChild {
 }
 
 /// Starts the server if needed and returns its pid.
-pub(crate) fn ensure_server() -> Result<i32> {
+pub(crate) fn ensure_server() -> Result<i32, StartError> {
     let me = std::process::id();
     {
         let mut g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,13 +134,13 @@ pub(crate) fn request(
     fds: &[RawFd],
     status_w: OwnedFd,
     fail_pidfd_open: bool,
-) -> Result<ServerChild> {
+) -> Result<ServerChild, StartError> {
     if fds.len() + 1 > MAX_FDS {
-        return Err(ProcessError::TooManyFds(fds.len(), MAX_FDS - 1));
+        return Err(StartError::TooManyFds(fds.len(), MAX_FDS - 1));
     }
     let mut g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     let Some(s) = g.as_ref().filter(|s| s.pid == server_pid) else {
-        return Err(ProcessError::Os {
+        return Err(StartError::Os {
             op: "fork server",
             source: io::Error::other("the fork server restarted during the request"),
         });
@@ -149,12 +149,12 @@ pub(crate) fn request(
         targets: fds.to_vec(),
         fail_pidfd_open,
     })
-    .map_err(|e| ProcessError::codec::<Request>("encoding", "the fork-server request", e))?;
+    .map_err(|e| CodecError::new::<Request>("encoding", "the fork-server request", e))?;
     let mut all: Vec<RawFd> = fds.to_vec();
     all.push(status_w.as_raw_fd());
     let sock = s.sock.as_raw_fd();
     let reply = send_fds(sock, &data, &all)
-        .map_err(|source| ProcessError::Os {
+        .map_err(|source| StartError::Os {
             op: "sending a request to the fork server",
             source,
         })
@@ -164,7 +164,7 @@ pub(crate) fn request(
         });
     match reply {
         Ok(child) => Ok(child),
-        Err(e @ ProcessError::Os { op: REPLY_OP, .. }) => {
+        Err(e @ StartError::Os { op: REPLY_OP, .. }) => {
             // No usable reply: the server is gone, hung or out of step with us. Stop it (it is
             // our unreaped child, so the pid is still its) and start a new one next time.
             let pid = s.pid;
@@ -180,8 +180,8 @@ pub(crate) fn request(
 
 const REPLY_OP: &str = "reading the fork server's reply";
 
-fn read_reply(sock: RawFd) -> Result<ServerChild> {
-    let broken = |source: io::Error| ProcessError::Os {
+fn read_reply(sock: RawFd) -> Result<ServerChild, StartError> {
+    let broken = |source: io::Error| StartError::Os {
         op: REPLY_OP,
         source,
     };
@@ -204,7 +204,7 @@ fn read_reply(sock: RawFd) -> Result<ServerChild> {
     let step = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
     let mut fds = got.fds;
     if step != Step::Ok as u32 || code <= 0 {
-        return Err(ProcessError::Os {
+        return Err(StartError::Os {
             op: Step::op(step),
             source: io::Error::from_raw_os_error(code.checked_neg().unwrap_or(libc::EIO)),
         });
@@ -241,7 +241,7 @@ impl ServerLock {
     }
 }
 
-fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+fn socketpair() -> Result<(OwnedFd, OwnedFd), StartError> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds is a valid array of two ints.
     let r = unsafe {
@@ -253,7 +253,7 @@ fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
         )
     };
     if r < 0 {
-        return Err(ProcessError::os("socketpair"));
+        return Err(StartError::os("socketpair"));
     }
     // SAFETY: two fresh fds we own.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })

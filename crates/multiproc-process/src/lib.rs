@@ -59,7 +59,10 @@ mod state;
 mod sys;
 
 pub use child::{init, init_with, panic_message};
-pub use error::{ProcessError, Result};
+pub use error::{
+    CodecError, JoinError, NotRunning, ProcessError, Result, StartError, StartMethodAlreadySet,
+    StillRunning,
+};
 #[doc(hidden)]
 pub use error::{exit_text, task_not_registered_text};
 pub use log::{LogInitError, level_name};

@@ -15,7 +15,9 @@
 //! ```
 
 use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, Outcome};
-use crate::error::{ProcessError, Result};
+use crate::error::{
+    CodecError, JoinError, NotRunning, StartError, StartMethodAlreadySet, StillRunning,
+};
 use crate::facade::Ordering;
 use crate::registry::{self, ForkReturn, Task, TaskEntry};
 use crate::state::{self, ChildRec, Reap};
@@ -60,8 +62,8 @@ impl StartMethod {
 }
 
 /// Sets the default start method. A second call is an error unless `force` (as in Python).
-pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
-    state::set_start_method(method, force).map_err(ProcessError::StartMethodAlreadySet)
+pub fn set_start_method(method: StartMethod, force: bool) -> Result<(), StartMethodAlreadySet> {
+    state::set_start_method(method, force).map_err(StartMethodAlreadySet)
 }
 
 /// The default start method ([`StartMethod::Spawn`] unless set).
@@ -70,7 +72,7 @@ pub fn get_start_method() -> StartMethod {
 }
 
 /// Makes [`StartMethod::Fork`] refuse to fork a process that runs other threads
-/// ([`ProcessError::ThreadedFork`]) instead of logging a warning, for every process that does not
+/// ([`StartError::ThreadedFork`]) instead of logging a warning, for every process that does not
 /// choose with [`ProcessBuilder::refuse_if_threaded`]. Off by default.
 pub fn set_refuse_fork_if_threaded(refuse: bool) {
     // Relaxed: a setting read at the next fork; no data hangs on it.
@@ -173,17 +175,10 @@ impl ParentProcess {
     }
 
     /// A pidfd that becomes readable when the parent ends (Python's `parent_process().sentinel`).
-    pub fn sentinel(&self) -> Result<OwnedFd> {
-        let fd =
-            sys::pidfd_open(self.id.pid as libc::pid_t).map_err(|source| ProcessError::Os {
-                op: "pidfd_open",
-                source,
-            })?;
+    pub fn sentinel(&self) -> std::io::Result<OwnedFd> {
+        let fd = sys::pidfd_open(self.id.pid as libc::pid_t)?;
         if !self.id.is_alive() {
-            return Err(ProcessError::Os {
-                op: "pidfd_open",
-                source: std::io::Error::from_raw_os_error(libc::ESRCH),
-            });
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
         }
         Ok(fd)
     }
@@ -271,7 +266,7 @@ impl ProcessBuilder {
     }
 
     /// With [`StartMethod::Fork`]: refuse to fork when this process runs other threads
-    /// ([`ProcessError::ThreadedFork`]) instead of forking with a warning. Default: the global
+    /// ([`StartError::ThreadedFork`]) instead of forking with a warning. Default: the global
     /// [`set_refuse_fork_if_threaded`] (off). multiproc's own spawner thread does not count.
     pub fn refuse_if_threaded(mut self, refuse: bool) -> Self {
         self.refuse_if_threaded = Some(refuse);
@@ -297,7 +292,11 @@ impl ProcessBuilder {
     ///
     /// The arguments are serialized now; shared objects among them are passed as handles (the
     /// fds of anonymous segments are kept open in the child at the same numbers).
-    pub fn target<M, T: Task<M>>(self, task: T, args: T::Args) -> Result<Process<T::Output>> {
+    pub fn target<M, T: Task<M>>(
+        self,
+        task: T,
+        args: T::Args,
+    ) -> Result<Process<T::Output>, StartError> {
         let entry = match registry::entry_for::<T>() {
             Ok(e) => e,
             Err(e) if self.method == Some(StartMethod::Fork) => {
@@ -307,10 +306,10 @@ impl ProcessBuilder {
             Err(e) => return Err(e),
         };
         let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
-        let bytes = bytes
-            .map_err(|e| ProcessError::codec::<T::Args>("encoding", "the task arguments", e))?;
+        let bytes =
+            bytes.map_err(|e| CodecError::new::<T::Args>("encoding", "the task arguments", e))?;
         if fds.len() + 3 > crate::forkserver::MAX_FDS {
-            return Err(ProcessError::TooManyFds(
+            return Err(StartError::TooManyFds(
                 fds.len(),
                 crate::forkserver::MAX_FDS - 3,
             ));
@@ -335,7 +334,11 @@ impl ProcessBuilder {
     }
 
     /// [`ProcessBuilder::target`] then [`Process::start`].
-    pub fn spawn<M, T: Task<M>>(self, task: T, args: T::Args) -> Result<Process<T::Output>> {
+    pub fn spawn<M, T: Task<M>>(
+        self,
+        task: T,
+        args: T::Args,
+    ) -> Result<Process<T::Output>, StartError> {
         let mut p = self.target(task, args)?;
         p.start()?;
         Ok(p)
@@ -417,13 +420,19 @@ impl Process<()> {
 
 impl<R> Process<R> {
     /// An unstarted process running `task(args)` with default settings.
-    pub fn new<M, T: Task<M, Output = R>>(task: T, args: T::Args) -> Result<Process<R>> {
+    pub fn new<M, T: Task<M, Output = R>>(
+        task: T,
+        args: T::Args,
+    ) -> Result<Process<R>, StartError> {
         registry::assert_fn_item::<T>();
         ProcessBuilder::new().target(task, args)
     }
 
     /// Starts `task(args)` in a new process with the default start method.
-    pub fn spawn<M, T: Task<M, Output = R>>(task: T, args: T::Args) -> Result<Process<R>> {
+    pub fn spawn<M, T: Task<M, Output = R>>(
+        task: T,
+        args: T::Args,
+    ) -> Result<Process<R>, StartError> {
         registry::assert_fn_item::<T>();
         ProcessBuilder::new().spawn(task, args)
     }
@@ -444,7 +453,7 @@ impl<R> Process<R> {
     ///     std::thread::park();
     /// });
     /// ```
-    pub fn fork<F, O>(f: F) -> Result<Process<R>>
+    pub fn fork<F, O>(f: F) -> Result<Process<R>, StartError>
     where
         O: ForkReturn<R>,
         F: FnOnce() -> O + Send + 'static,
@@ -470,26 +479,26 @@ impl<R> Process<R> {
     }
 
     /// Starts the child. Starting twice is an error, as is starting from a daemonic process.
-    pub fn start(&mut self) -> Result<()> {
+    pub fn start(&mut self) -> Result<(), StartError> {
         if self.closed {
-            return Err(ProcessError::Closed);
+            return Err(StartError::Closed);
         }
         if self.run.is_some() || self.target.is_none() {
-            return Err(ProcessError::AlreadyStarted);
+            return Err(StartError::AlreadyStarted);
         }
         if state::started_without_init() {
-            return Err(ProcessError::InitMissingInChild);
+            return Err(StartError::InitMissingInChild);
         }
         if current_process().daemon {
-            return Err(ProcessError::DaemonCannotHaveChildren);
+            return Err(StartError::DaemonCannotHaveChildren);
         }
         let method = self.method.unwrap_or_else(get_start_method);
         if method != StartMethod::Fork && matches!(self.target, Some(Target::Closure(_))) {
-            return Err(ProcessError::ClosureNeedsFork);
+            return Err(StartError::ClosureNeedsFork);
         }
         // Reap finished children whose handles were dropped.
         let _ = state::live_children();
-        let result = sys::memfd("multiproc-result").map_err(|source| ProcessError::Os {
+        let result = sys::memfd("multiproc-result").map_err(|source| StartError::Os {
             op: "memfd_create",
             source,
         })?;
@@ -524,7 +533,7 @@ impl<R> Process<R> {
         Ok(())
     }
 
-    fn start_fork(&self, target: Target, result: OwnedFd) -> Result<Running> {
+    fn start_fork(&self, target: Target, result: OwnedFd) -> Result<Running, StartError> {
         let body: Body = match target {
             Target::Registered {
                 entry, args, _keep, ..
@@ -542,7 +551,7 @@ impl<R> Process<R> {
                 .refuse_if_threaded
                 .unwrap_or_else(|| REFUSE_THREADED_FORK.load(Ordering::Relaxed));
             if refuse {
-                return Err(ProcessError::ThreadedFork {
+                return Err(StartError::ThreadedFork {
                     threads: threads + 1,
                 });
             }
@@ -558,7 +567,7 @@ impl<R> Process<R> {
         } else {
             fork_child(name, identity, daemon, result_fd, quiet, body)
         }
-        .map_err(|source| ProcessError::Os { op: "fork", source })?;
+        .map_err(|source| StartError::Os { op: "fork", source })?;
         let pidfd = watch(pid, self.fail_pidfd_open)?;
         Ok(Running {
             pid,
@@ -575,8 +584,8 @@ impl<R> Process<R> {
         args: &[u8],
         fds: &[RawFd],
         result: OwnedFd,
-    ) -> Result<Running> {
-        let os = |op| move |source| ProcessError::Os { op, source };
+    ) -> Result<Running, StartError> {
+        let os = |op| move |source| StartError::Os { op, source };
         let (ack_r, ack_w) = sys::pipe().map_err(os("pipe"))?;
         let boot_fd = sys::memfd("multiproc-boot").map_err(os("memfd_create"))?;
         let me = me();
@@ -609,7 +618,7 @@ impl<R> Process<R> {
             log_level: crate::log::current_level(),
         };
         let encoded = postcard::to_allocvec(&boot)
-            .map_err(|e| ProcessError::codec::<Boot>("encoding", "the bootstrap record", e))?;
+            .map_err(|e| CodecError::new::<Boot>("encoding", "the bootstrap record", e))?;
         sys::write_all(boot_fd.as_raw_fd(), &encoded).map_err(os("writing the bootstrap"))?;
         let mut pass = vec![boot_fd.as_raw_fd(), result.as_raw_fd(), ack_w.as_raw_fd()];
         pass.extend_from_slice(fds);
@@ -649,7 +658,7 @@ impl<R> Process<R> {
         Ok(running)
     }
 
-    fn handshake(&self, r: &Running, ack: OwnedFd) -> Result<()> {
+    fn handshake(&self, r: &Running, ack: OwnedFd) -> Result<(), StartError> {
         let deadline = Instant::now() + self.handshake_timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -672,7 +681,7 @@ impl<R> Process<R> {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(ProcessError::os("poll"));
+                return Err(StartError::os("poll"));
             }
             if p[0].revents != 0 {
                 let mut buf = vec![0u8; 8192];
@@ -683,15 +692,15 @@ impl<R> Process<R> {
                     buf.truncate(got as usize);
                     return match buf[0] {
                         ACK_OK => Ok(()),
-                        ACK_ERR => Err(ProcessError::Refused(
+                        ACK_ERR => Err(StartError::Refused(
                             String::from_utf8_lossy(&buf[1..]).into_owned(),
                         )),
-                        _ => Err(ProcessError::Refused("garbled handshake".into())),
+                        _ => Err(StartError::Refused("garbled handshake".into())),
                     };
                 }
                 if got == 0 {
                     let code = reap_running(r, true);
-                    return Err(ProcessError::HandshakeEof { exitcode: code });
+                    return Err(StartError::HandshakeEof { exitcode: code });
                 }
                 continue;
             }
@@ -701,19 +710,19 @@ impl<R> Process<R> {
                     continue;
                 }
                 let code = reap_running(r, true);
-                return Err(ProcessError::HandshakeEof { exitcode: code });
+                return Err(StartError::HandshakeEof { exitcode: code });
             }
             if Instant::now() >= deadline {
-                return Err(ProcessError::InitNotCalled(self.handshake_timeout));
+                return Err(StartError::InitNotCalled(self.handshake_timeout));
             }
         }
     }
 
-    fn running(&self) -> Result<&Running> {
+    fn running(&self) -> Result<&Running, NotRunning> {
         if self.closed {
-            return Err(ProcessError::Closed);
+            return Err(NotRunning::Closed);
         }
-        self.run.as_ref().ok_or(ProcessError::NotStarted)
+        self.run.as_ref().ok_or(NotRunning::NotStarted)
     }
 
     /// Collects the exit status if the child has ended (`block`: wait for it).
@@ -743,21 +752,21 @@ impl<R> Process<R> {
     }
 
     /// Sends SIGTERM (exitcode then `-15`). No effect once the child has been reaped.
-    pub fn terminate(&self) -> Result<()> {
+    pub fn terminate(&self) -> Result<(), NotRunning> {
         self.signal(libc::SIGTERM)
     }
 
     /// Sends SIGKILL (exitcode then `-9`). No effect once the child has been reaped.
-    pub fn kill(&self) -> Result<()> {
+    pub fn kill(&self) -> Result<(), NotRunning> {
         self.signal(libc::SIGKILL)
     }
 
     /// Sends SIGINT (Python 3.14's `interrupt`).
-    pub fn interrupt(&self) -> Result<()> {
+    pub fn interrupt(&self) -> Result<(), NotRunning> {
         self.signal(libc::SIGINT)
     }
 
-    fn signal(&self, sig: libc::c_int) -> Result<()> {
+    fn signal(&self, sig: libc::c_int) -> Result<(), NotRunning> {
         let r = self.running()?;
         if self
             .exit
@@ -772,18 +781,18 @@ impl<R> Process<R> {
     }
 
     /// A pidfd that becomes readable (poll) when the child ends. Error before start.
-    pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>, NotRunning> {
         Ok(self.running()?.pidfd.as_fd())
     }
 
     /// Releases the process's resources. Error while it still runs; afterwards most methods
-    /// return [`ProcessError::Closed`].
-    pub fn close(&mut self) -> Result<()> {
+    /// return [`NotRunning::Closed`] ([`JoinError::Closed`] from `join`).
+    pub fn close(&mut self) -> Result<(), StillRunning> {
         if self.closed {
             return Ok(());
         }
         if self.run.is_some() && self.try_reap(false).is_none() {
-            return Err(ProcessError::StillRunning);
+            return Err(StillRunning);
         }
         self.run = None;
         self.target = None;
@@ -791,33 +800,33 @@ impl<R> Process<R> {
         Ok(())
     }
 
-    fn wait_exit(&self, timeout: Option<Duration>) -> Result<i32> {
+    fn wait_exit(&self, timeout: Option<Duration>) -> Result<i32, JoinError> {
         let r = self.running()?;
         if let Some(code) = self.try_reap(false) {
             return Ok(code);
         }
         if !sys::poll_readable(r.pidfd.as_fd(), timeout)
-            .map_err(|source| ProcessError::Os { op: "poll", source })?
+            .map_err(|source| JoinError::Os { op: "poll", source })?
         {
-            return Err(ProcessError::Timeout);
+            return Err(JoinError::Timeout);
         }
-        self.try_reap(true).ok_or(ProcessError::Timeout)
+        self.try_reap(true).ok_or(JoinError::Timeout)
     }
 }
 
 impl<R: DeserializeOwned> Process<R> {
     /// Waits for the child to end and returns the task's value. A panic in the task comes back as
-    /// [`ProcessError::Panicked`] (exitcode 1); a child that ended without a result (killed,
-    /// `exit` called) as [`ProcessError::NoResult`] with its exit code.
-    pub fn join(&mut self) -> Result<R> {
+    /// [`JoinError::Panicked`] (exitcode 1); a child that ended without a result (killed,
+    /// `exit` called) as [`JoinError::NoResult`] with its exit code.
+    pub fn join(&mut self) -> Result<R, JoinError> {
         let code = self.wait_exit(None)?;
         self.result(code)
     }
 
-    /// [`Process::join`] waiting at most `timeout`: [`ProcessError::Timeout`] if the child still
+    /// [`Process::join`] waiting at most `timeout`: [`JoinError::Timeout`] if the child still
     /// runs (Python's `join(timeout)` followed by a look at `exitcode`). `join_timeout(0)` never
     /// blocks.
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R> {
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
         let code = self.wait_exit(Some(timeout))?;
         self.result(code)
     }
@@ -825,8 +834,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// [`Process::join`] for async code: waits for the child's end without blocking a thread,
     /// on any executor (the pidfd is watched by one shared watcher thread per process, see
     /// docs/async-pool-process.md), then returns what `join` returns: the task's value, or
-    /// [`ProcessError::NoResult`] with the exit code (`-9` for a SIGKILLed child), a panic as
-    /// [`ProcessError::Panicked`]. Cancel-safe: dropping the future leaves the process as it
+    /// [`JoinError::NoResult`] with the exit code (`-9` for a SIGKILLed child), a panic as
+    /// [`JoinError::Panicked`]. Cancel-safe: dropping the future leaves the process as it
     /// was (a later `join` or `join_async` still reports the end).
     ///
     /// ```no_run
@@ -838,45 +847,43 @@ impl<R: DeserializeOwned> Process<R> {
     /// assert_eq!(p.join_async().await?, 49);
     /// # Ok(()) }
     /// ```
-    pub async fn join_async(&mut self) -> Result<R> {
+    pub async fn join_async(&mut self) -> Result<R, JoinError> {
         let code = ExitWait::new(self, None).await?;
         self.result(code)
     }
 
-    /// [`join_async`](Process::join_async) waiting at most `timeout`: [`ProcessError::Timeout`]
+    /// [`join_async`](Process::join_async) waiting at most `timeout`: [`JoinError::Timeout`]
     /// if the child still runs (as [`join_timeout`](Process::join_timeout); the watcher thread
     /// keeps the deadline, so this needs no timer from the executor either).
-    pub async fn join_timeout_async(&mut self, timeout: Duration) -> Result<R> {
+    pub async fn join_timeout_async(&mut self, timeout: Duration) -> Result<R, JoinError> {
         let code = ExitWait::new(self, Some(Instant::now() + timeout)).await?;
         self.result(code)
     }
 
-    fn result(&self, exitcode: i32) -> Result<R> {
+    fn result(&self, exitcode: i32) -> Result<R, JoinError> {
         let r = self.running()?;
-        let bytes = sys::pread_all(r.result.as_raw_fd()).map_err(|source| ProcessError::Os {
+        let bytes = sys::pread_all(r.result.as_raw_fd()).map_err(|source| JoinError::Os {
             op: "reading the result",
             source,
         })?;
         if bytes.is_empty() {
-            return Err(ProcessError::NoResult { exitcode });
+            return Err(JoinError::NoResult { exitcode });
         }
         let outcome = match postcard::from_bytes::<Outcome>(&bytes) {
             Ok(o) => o,
             // Killed while writing its result: report the death, not the torn bytes.
-            Err(_) if exitcode != 0 => return Err(ProcessError::NoResult { exitcode }),
+            Err(_) if exitcode != 0 => return Err(JoinError::NoResult { exitcode }),
             Err(e) => {
-                return Err(ProcessError::codec::<Outcome>(
-                    "decoding",
-                    "the child's result record",
-                    e,
-                ));
+                return Err(
+                    CodecError::new::<Outcome>("decoding", "the child's result record", e).into(),
+                );
             }
         };
         match outcome {
             Outcome::Ok(v) => postcard::from_bytes(&v)
-                .map_err(|e| ProcessError::codec::<R>("decoding", "the task result", e)),
-            Outcome::Panic(message) => Err(ProcessError::Panicked { message }),
-            Outcome::Error(e) => Err(ProcessError::TaskFailed(e)),
+                .map_err(|e| CodecError::new::<R>("decoding", "the task result", e).into()),
+            Outcome::Panic(message) => Err(JoinError::Panicked { message }),
+            Outcome::Error(e) => Err(JoinError::TaskFailed(e)),
         }
     }
 }
@@ -903,13 +910,16 @@ impl<'a, R> ExitWait<'a, R> {
         }
     }
 
-    fn poll_exit(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<i32>> {
+    fn poll_exit(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<i32, JoinError>> {
         use std::task::Poll;
         let r = self.p.running()?;
         if let Some(code) = self.p.try_reap(false) {
             return Poll::Ready(Ok(code));
         }
-        let os = |op| move |source| ProcessError::Os { op, source };
+        let os = |op| move |source| JoinError::Os { op, source };
         let exited =
             sys::poll_readable(r.pidfd.as_fd(), Some(Duration::ZERO)).map_err(os("poll"))?;
         let fd = if !exited {
@@ -918,7 +928,7 @@ impl<'a, R> ExitWait<'a, R> {
             match &r.reap {
                 // Our own child has ended: waitpid returns at once.
                 Reap::Direct => {
-                    return Poll::Ready(self.p.try_reap(true).ok_or(ProcessError::Timeout));
+                    return Poll::Ready(self.p.try_reap(true).ok_or(JoinError::Timeout));
                 }
                 // The server reaps it and then writes the status: wait for that pipe.
                 Reap::Server(st) => match &self.status {
@@ -932,7 +942,7 @@ impl<'a, R> ExitWait<'a, R> {
             }
         };
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Poll::Ready(Err(ProcessError::Timeout));
+            return Poll::Ready(Err(JoinError::Timeout));
         }
         crate::fdwatch::register(&mut self.reg, &fd, self.deadline, cx.waker())
             .map_err(os("starting the fd watcher thread"))?;
@@ -941,11 +951,11 @@ impl<'a, R> ExitWait<'a, R> {
 }
 
 impl<R> std::future::Future for ExitWait<'_, R> {
-    type Output = Result<i32>;
+    type Output = Result<i32, JoinError>;
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<i32>> {
+    ) -> std::task::Poll<Result<i32, JoinError>> {
         let this = self.get_mut();
         let r = this.poll_exit(cx);
         if r.is_ready() {
@@ -984,7 +994,7 @@ impl<R> Drop for Process<R> {
 
 /// A pidfd for our new child `pid`; if that fails, the child is killed and reaped (nobody could
 /// watch it) and the start fails. `fail` is the test hook of [`ProcessBuilder::__fail_pidfd_open`].
-fn watch(pid: i32, fail: bool) -> Result<OwnedFd> {
+fn watch(pid: i32, fail: bool) -> Result<OwnedFd, StartError> {
     // Our unreaped child: its pid cannot be reused before we wait for it.
     let r = if fail {
         Err(std::io::Error::from_raw_os_error(libc::EMFILE))
@@ -995,7 +1005,7 @@ fn watch(pid: i32, fail: bool) -> Result<OwnedFd> {
         // SAFETY: kill and waitpid on our own unreaped child (the pid is still its).
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let _ = sys::waitpid(pid, true);
-        ProcessError::Os {
+        StartError::Os {
             op: "pidfd_open (the child was killed and reaped)",
             source,
         }

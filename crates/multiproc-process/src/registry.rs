@@ -13,7 +13,7 @@
 //! assert!(e.id.ends_with("::square(u64)->u64"));
 //! ```
 
-use crate::error::{ProcessError, Result};
+use crate::error::StartError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::any::TypeId;
@@ -169,7 +169,7 @@ impl<T: Serialize + DeserializeOwned> TaskResult for T {}
 /// Refuses, when the program is built, a task that is not a function item: a closure that
 /// captures something or a fn pointer has a size, a `#[multiproc::task]` fn item has none. (A
 /// closure capturing nothing cannot be told apart from a fn item by the type system; it fails at
-/// run time with [`ProcessError::TaskNotRegistered`].) Evaluated at monomorphization, so
+/// run time with [`StartError::TaskNotRegistered`].) Evaluated at monomorphization, so
 /// `cargo build` reports it, `cargo check` does not.
 #[doc(hidden)]
 #[inline(always)]
@@ -524,16 +524,16 @@ pub fn type_id_of_val<T: 'static>(_: &T) -> TypeId {
 }
 
 /// The registry entry of the function item `T`, if it is a `#[multiproc::task]`.
-pub fn entry_for<T: 'static>() -> Result<&'static TaskEntry> {
+pub fn entry_for<T: 'static>() -> Result<&'static TaskEntry, StartError> {
     let want = TypeId::of::<T>();
     TASKS
         .iter()
         .find(|e| (e.type_id)() == want)
-        .ok_or(ProcessError::TaskNotRegistered(std::any::type_name::<T>()))
+        .ok_or(StartError::TaskNotRegistered(std::any::type_name::<T>()))
 }
 
 /// [`entry_for`] by value.
-pub fn entry_of<T: 'static>(_f: &T) -> Result<&'static TaskEntry> {
+pub fn entry_of<T: 'static>(_f: &T) -> Result<&'static TaskEntry, StartError> {
     entry_for::<T>()
 }
 

@@ -16,7 +16,7 @@
 //! long-lived "spawner" thread, because `PR_SET_PDEATHSIG` fires when the *thread* that created
 //! a process exits, and a caller's thread may be short-lived.
 
-use crate::error::{ProcessError, Result};
+use crate::error::StartError;
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Mutex;
@@ -24,7 +24,10 @@ use std::sync::mpsc;
 
 /// Starts `/proc/self/exe` with this process's argv, the current environment minus multiproc's variables,
 /// plus `env`, keeping `fds` open at their numbers. Returns the pid.
-pub(crate) fn spawn_self(env: &[(OsString, OsString)], fds: &[i32]) -> Result<libc::pid_t> {
+pub(crate) fn spawn_self(
+    env: &[(OsString, OsString)],
+    fds: &[i32],
+) -> Result<libc::pid_t, StartError> {
     let exe = CString::new("/proc/self/exe").expect("no NUL");
     // The child gets this process's whole argv (as Python restores `sys.argv` in a spawned
     // child), so `std::env::args()` reads the same there; it learns that it is a child from
@@ -158,7 +161,7 @@ fn keep_list(fds: &[i32]) -> Vec<i32> {
 const MAX_BLIND_CLOSES: usize = 4096;
 
 /// The numbers from 3 up to the highest kept fd that the child must close.
-fn close_list(keep: &[i32]) -> Result<Vec<i32>> {
+fn close_list(keep: &[i32]) -> Result<Vec<i32>, StartError> {
     let Some(&top) = keep.last() else {
         return Ok(Vec::new());
     };
@@ -170,7 +173,7 @@ fn close_list(keep: &[i32]) -> Result<Vec<i32>> {
     }
     // A parent with thousands of fds: list the open ones. (An fd another thread opens without
     // O_CLOEXEC between this listing and the spawn may then reach the child.)
-    let dir = std::fs::read_dir("/proc/self/fd").map_err(|source| ProcessError::Os {
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|source| StartError::Os {
         op: "listing /proc/self/fd",
         source,
     })?;
@@ -183,10 +186,10 @@ fn close_list(keep: &[i32]) -> Result<Vec<i32>> {
 }
 
 /// A libc result that is 0 on success and an errno (or -1 with errno) otherwise.
-fn check(op: &'static str, r: libc::c_int) -> Result<()> {
+fn check(op: &'static str, r: libc::c_int) -> Result<(), StartError> {
     match r {
         0 => Ok(()),
-        -1 => Err(ProcessError::os(op)),
+        -1 => Err(StartError::os(op)),
         code => Err(os_err(op, code)),
     }
 }
@@ -199,8 +202,8 @@ fn kv(k: &OsStr, v: &OsStr) -> CString {
     CString::new(b).expect("NULs removed")
 }
 
-fn os_err(op: &'static str, code: i32) -> ProcessError {
-    ProcessError::Os {
+fn os_err(op: &'static str, code: i32) -> StartError {
+    StartError::Os {
         op,
         source: std::io::Error::from_raw_os_error(code),
     }

@@ -2,7 +2,7 @@
 //! refuses a different build. Its own test binary: it changes the executable's mtime.
 #![allow(missing_docs)]
 
-use multiproc_process::{Process, ProcessError, StartMethod, task};
+use multiproc_process::{Process, StartError, StartMethod, task};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
@@ -55,7 +55,7 @@ fn touching_the_executable_keeps_spawn_working_and_another_build_is_still_refuse
             .__corrupt_build_id()
             .spawn(square, 2)
         {
-            Err(ProcessError::Refused(msg)) => assert!(msg.contains("different build"), "{msg}"),
+            Err(StartError::Refused(msg)) => assert!(msg.contains("different build"), "{msg}"),
             other => panic!("{m:?}: {other:?}"),
         }
     }

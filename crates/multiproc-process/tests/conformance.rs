@@ -3,7 +3,8 @@
 #![allow(missing_docs)]
 
 use multiproc_process::{
-    Process, ProcessError, StartMethod, active_children, current_process, parent_process, task,
+    JoinError, NotRunning, Process, StartMethod, StillRunning, active_children, current_process,
+    parent_process, task,
 };
 use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -127,14 +128,14 @@ fn test_terminate_gives_minus_sigterm() {
         let t = std::time::Instant::now();
         assert!(matches!(
             p.join_timeout(Duration::ZERO),
-            Err(ProcessError::Timeout)
+            Err(JoinError::Timeout)
         ));
         assert!(t.elapsed() < Duration::from_secs(5));
         assert!(p.is_alive());
         assert_eq!(p.exitcode(), None);
         p.terminate().unwrap();
         match p.join_timeout(LONG) {
-            Err(ProcessError::NoResult { exitcode }) => assert_eq!(exitcode, -libc::SIGTERM),
+            Err(JoinError::NoResult { exitcode }) => assert_eq!(exitcode, -libc::SIGTERM),
             other => panic!("{method:?}: {other:?}"),
         }
         assert_eq!(p.exitcode(), Some(-libc::SIGTERM), "{method:?}");
@@ -157,7 +158,7 @@ fn test_kill_gives_minus_sigkill() {
         p.kill().unwrap();
         assert!(matches!(
             p.join_timeout(LONG),
-            Err(ProcessError::NoResult { exitcode }) if exitcode == -libc::SIGKILL
+            Err(JoinError::NoResult { exitcode }) if exitcode == -libc::SIGKILL
         ));
         assert_eq!(p.exitcode(), Some(-libc::SIGKILL), "{method:?}");
     }
@@ -167,7 +168,7 @@ fn test_kill_gives_minus_sigkill() {
 #[test]
 fn test_sentinel_before_start_errors_and_is_ready_after_exit() {
     let mut p = Process::new(sleep_ms, 200).unwrap();
-    assert!(matches!(p.sentinel(), Err(ProcessError::NotStarted)));
+    assert!(matches!(p.sentinel(), Err(NotRunning::NotStarted)));
     p.start().unwrap();
     let fd = p.sentinel().unwrap().as_raw_fd();
     assert!(!poll(fd, 0), "not ready while running");
@@ -190,13 +191,13 @@ fn poll(fd: RawFd, ms: i32) -> bool {
 #[test]
 fn test_close_live_is_error_then_join_is_error() {
     let mut p = Process::spawn(sleep_ms, 60_000).unwrap();
-    assert!(matches!(p.close(), Err(ProcessError::StillRunning)));
+    assert!(matches!(p.close(), Err(StillRunning)));
     p.terminate().unwrap();
     let _ = p.join();
     assert_eq!(p.exitcode(), Some(-libc::SIGTERM));
     p.close().unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::Closed)));
-    assert!(matches!(p.sentinel(), Err(ProcessError::Closed)));
+    assert!(matches!(p.join(), Err(JoinError::Closed)));
+    assert!(matches!(p.sentinel(), Err(NotRunning::Closed)));
     assert!(!p.is_alive());
     p.close().unwrap(); // idempotent, as in Python
 }
@@ -217,12 +218,12 @@ fn panics(msg: String) -> u32 {
 fn test_sys_exit_codes_and_panic() {
     for (code, want) in [(1, 1), (0, 0), (8, 8)] {
         let mut p = Process::spawn(exit_with, code).unwrap();
-        assert!(matches!(p.join(), Err(ProcessError::NoResult { exitcode }) if exitcode == want));
+        assert!(matches!(p.join(), Err(JoinError::NoResult { exitcode }) if exitcode == want));
         assert_eq!(p.exitcode(), Some(want));
     }
     let mut p = Process::spawn(panics, "boom 42".to_string()).unwrap();
     match p.join() {
-        Err(ProcessError::Panicked { message }) => assert_eq!(message, "boom 42"),
+        Err(JoinError::Panicked { message }) => assert_eq!(message, "boom 42"),
         other => panic!("{other:?}"),
     }
     assert_eq!(p.exitcode(), Some(1));

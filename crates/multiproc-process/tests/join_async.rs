@@ -3,7 +3,7 @@
 //! `-signal`), for every start method. No Python test mirrors these (asyncio has no Process).
 #![allow(missing_docs)]
 
-use multiproc_process::{Process, ProcessError, StartMethod, task};
+use multiproc_process::{JoinError, Process, StartMethod, task};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -116,8 +116,8 @@ fn join_async_on_a_sigkilled_child_reports_what_join_reports() {
         });
         match (r, blocking) {
             (
-                Err(ProcessError::NoResult { exitcode: a }),
-                Err(ProcessError::NoResult { exitcode: b }),
+                Err(JoinError::NoResult { exitcode: a }),
+                Err(JoinError::NoResult { exitcode: b }),
             ) => {
                 assert_eq!(a, -libc::SIGKILL, "{m:?}");
                 assert_eq!(a, b, "{m:?}: join_async and join agree");
@@ -134,29 +134,24 @@ fn join_async_reports_an_exit_code_and_join_timeout_async_times_out() {
     rt.block_on(async {
         let mut p = Process::spawn(exit_with, 3).unwrap();
         match tokio::time::timeout(T, p.join_async()).await.unwrap() {
-            Err(ProcessError::NoResult { exitcode }) => assert_eq!(exitcode, 3),
+            Err(JoinError::NoResult { exitcode }) => assert_eq!(exitcode, 3),
             other => panic!("{other:?}"),
         }
         let mut p = spawn_with(StartMethod::Spawn, 60_000, 2);
         let t = Instant::now();
         let r = p.join_timeout_async(Duration::from_millis(50)).await;
-        assert!(matches!(r, Err(ProcessError::Timeout)), "{r:?}");
+        assert!(matches!(r, Err(JoinError::Timeout)), "{r:?}");
         assert!(t.elapsed() >= Duration::from_millis(50));
         assert!(p.is_alive(), "a timeout leaves the child running");
         p.kill().unwrap();
         let r = tokio::time::timeout(T, p.join_async()).await.unwrap();
-        assert!(
-            matches!(r, Err(ProcessError::NoResult { exitcode }) if exitcode == -libc::SIGKILL)
-        );
+        assert!(matches!(r, Err(JoinError::NoResult { exitcode }) if exitcode == -libc::SIGKILL));
     });
     // Before start: the blocking join's error.
     let rt2 = runtime();
     rt2.block_on(async {
         let mut p = Process::builder().closure(|| 1u8);
-        assert!(matches!(
-            p.join_async().await,
-            Err(ProcessError::NotStarted)
-        ));
+        assert!(matches!(p.join_async().await, Err(JoinError::NotStarted)));
     });
 }
 
@@ -228,7 +223,7 @@ fn join_async_works_on_a_minimal_executor_without_tokio() {
         let mut q = spawn_with(m, 60_000, 9);
         assert!(matches!(
             block_on(q.join_timeout_async(Duration::from_millis(20))),
-            Err(ProcessError::Timeout)
+            Err(JoinError::Timeout)
         ));
         q.kill().unwrap();
         assert!(block_on(q.join_async()).is_err());

@@ -3,7 +3,7 @@
 #![allow(missing_docs)]
 
 use multiproc_process::registry;
-use multiproc_process::{Process, ProcessError, StartMethod};
+use multiproc_process::{CodecError, Process, StartError, StartMethod, StartMethodAlreadySet};
 use serde::{Serialize, Serializer};
 
 multiproc_process::init_before_main!();
@@ -27,19 +27,19 @@ fn not_a_task(x: u64) -> u64 {
 
 #[test]
 fn handshake_eof_says_exit_status_not_some() {
-    let e = ProcessError::HandshakeEof { exitcode: Some(0) };
+    let e = StartError::HandshakeEof { exitcode: Some(0) };
     let s = e.to_string();
     assert!(s.contains("(exit status 0)"), "{s}");
     assert!(!s.contains("Some"), "{s}");
-    let e = ProcessError::HandshakeEof { exitcode: Some(-9) };
+    let e = StartError::HandshakeEof { exitcode: Some(-9) };
     assert!(e.to_string().contains("(killed by signal 9)"), "{e}");
-    let e = ProcessError::HandshakeEof { exitcode: None };
+    let e = StartError::HandshakeEof { exitcode: None };
     assert!(e.to_string().contains("(exit status unknown)"), "{e}");
 }
 
 #[test]
 fn start_method_already_set_uses_the_python_name() {
-    let e = ProcessError::StartMethodAlreadySet(StartMethod::ForkServer);
+    let e = StartMethodAlreadySet(StartMethod::ForkServer);
     assert_eq!(
         e.to_string(),
         "context has already been set (start method forkserver); pass force = true to change it"
@@ -53,10 +53,10 @@ fn encoding_error_names_direction_what_and_type() {
     assert!(
         matches!(
             e,
-            ProcessError::Codec {
+            StartError::Codec(CodecError {
                 direction: "encoding",
                 ..
-            }
+            })
         ),
         "{s}"
     );

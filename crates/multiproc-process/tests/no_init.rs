@@ -3,7 +3,7 @@
 //! so a spawned child runs libtest's `main` (these same tests) instead of the task.
 #![allow(missing_docs)]
 
-use multiproc_process::{Process, ProcessError, task};
+use multiproc_process::{Process, StartError, task};
 use std::time::Duration;
 
 #[task(crate = multiproc_process)]
@@ -19,7 +19,7 @@ fn if_child_behave() {
     // Starting a process from a child that skipped init() is refused at once (no fork bomb).
     let refused = matches!(
         Process::spawn(square, 2),
-        Err(ProcessError::InitMissingInChild)
+        Err(StartError::InitMissingInChild)
     );
     match std::env::var("NO_INIT_MODE").as_deref() {
         Ok("hang") => std::thread::sleep(Duration::from_secs(300)),
@@ -35,14 +35,14 @@ fn child_main_without_init_that_exits_is_a_handshake_error() {
         .spawn(square, 3)
         .unwrap_err();
     match e {
-        ProcessError::HandshakeEof { exitcode } => assert_eq!(exitcode, Some(0)),
+        StartError::HandshakeEof { exitcode } => assert_eq!(exitcode, Some(0)),
         other => panic!("{other:?}"),
     }
     assert!(e_msg().contains("multiproc::init()"));
 }
 
 fn e_msg() -> String {
-    ProcessError::HandshakeEof { exitcode: None }.to_string()
+    StartError::HandshakeEof { exitcode: None }.to_string()
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn child_main_without_init_that_runs_on_times_out_and_is_killed() {
         .handshake_timeout(Duration::from_secs(2))
         .spawn(square, 3)
         .unwrap_err();
-    assert!(matches!(e, ProcessError::InitNotCalled(_)), "{e:?}");
+    assert!(matches!(e, StartError::InitNotCalled(_)), "{e:?}");
     assert!(e.to_string().contains("multiproc::init()"));
     assert!(t.elapsed() >= Duration::from_millis(1900));
     assert!(multiproc_process::active_children().is_empty());

@@ -2,7 +2,7 @@
 //! daemons dying with their parent, no zombies, logging format.
 #![allow(missing_docs)]
 
-use multiproc_process::{Process, ProcessError, StartMethod, task};
+use multiproc_process::{JoinError, Process, StartError, StartMethod, task};
 use multiproc_shm::{Expect, ObjectKind, Segment, SegmentHandle, SegmentSpec, TypeFingerprint};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,9 +66,7 @@ fn fork_runs_closures_with_captured_state() {
     assert_eq!(p.join().unwrap(), 42);
     // A closure that never returns is a `Process<()>`; another result type is written on it.
     let mut p: Process<String> = Process::fork(|| -> String { panic!("closure boom") }).unwrap();
-    assert!(
-        matches!(p.join(), Err(ProcessError::Panicked { message }) if message == "closure boom")
-    );
+    assert!(matches!(p.join(), Err(JoinError::Panicked { message }) if message == "closure boom"));
     assert_eq!(p.exitcode(), Some(1));
 }
 
@@ -76,7 +74,7 @@ fn fork_runs_closures_with_captured_state() {
 fn closures_need_fork() {
     let f = |x: u64| x + 1;
     let e = Process::spawn(f, 1).unwrap_err();
-    assert!(matches!(e, ProcessError::TaskNotRegistered(_)), "{e}");
+    assert!(matches!(e, StartError::TaskNotRegistered(_)), "{e}");
     assert!(e.to_string().contains("#[multiproc::task]"));
     // An unregistered function with an explicit Fork method runs as a closure.
     let mut p = Process::builder()
@@ -93,7 +91,7 @@ fn closures_need_fork() {
 fn starting_twice_is_an_error() {
     let mut p = Process::new(square, 3).unwrap();
     p.start().unwrap();
-    assert!(matches!(p.start(), Err(ProcessError::AlreadyStarted)));
+    assert!(matches!(p.start(), Err(StartError::AlreadyStarted)));
     assert_eq!(p.join().unwrap(), 9);
 }
 
@@ -121,7 +119,7 @@ fn a_child_of_another_build_is_refused_at_the_handshake() {
             .spawn(square, 2)
             .unwrap_err();
         match e {
-            ProcessError::Refused(msg) => assert!(msg.contains("different build"), "{msg}"),
+            StartError::Refused(msg) => assert!(msg.contains("different build"), "{msg}"),
             other => panic!("{m:?}: {other:?}"),
         }
     }
@@ -228,7 +226,7 @@ fn sigkill_while_busy_gives_no_result_never_a_hang() {
         p.kill().unwrap();
         assert!(matches!(
             p.join_timeout(Duration::from_secs(30)),
-            Err(ProcessError::NoResult { exitcode: -9 })
+            Err(JoinError::NoResult { exitcode: -9 })
         ));
         words(&seg)[0].store(0, Ordering::SeqCst);
     }
@@ -522,7 +520,7 @@ fn a_daemon_outlives_the_thread_that_started_it() {
         let mut p = p;
         assert!(matches!(
             p.join_timeout(Duration::from_secs(30)),
-            Err(ProcessError::NoResult { exitcode: -9 })
+            Err(JoinError::NoResult { exitcode: -9 })
         ));
     }
 }

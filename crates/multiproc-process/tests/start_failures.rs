@@ -4,7 +4,7 @@
 //! process before and after, and change the fork server's fd limit.
 #![allow(missing_docs)]
 
-use multiproc_process::{Process, ProcessError, StartMethod, task};
+use multiproc_process::{Process, StartError, StartMethod, task};
 use multiproc_shm::{ObjectKind, Segment, SegmentSpec, TypeFingerprint};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -111,7 +111,7 @@ fn a_pidfd_open_failure_after_the_child_exists_kills_and_reaps_it() {
             .spawn(slow, ())
             .unwrap_err();
         assert!(
-            matches!(&e, ProcessError::Os { op, .. } if op.contains("pidfd_open")),
+            matches!(&e, StartError::Os { op, .. } if op.contains("pidfd_open")),
             "{m:?}: {e:?}"
         );
         let after = descendants();
@@ -179,7 +179,7 @@ fn a_fork_server_child_that_cannot_place_its_fds_refuses_and_is_reaped() {
         .spawn(fd_is_open, PassFd(high.as_raw_fd()));
     restore_nofile(server, old);
     match r {
-        Err(ProcessError::Refused(msg)) => {
+        Err(StartError::Refused(msg)) => {
             assert!(msg.contains("F_DUPFD_CLOEXEC"), "{msg}")
         }
         other => panic!("expected a refusal naming the failed fcntl, got {other:?}"),

@@ -2,8 +2,8 @@
 #![allow(missing_docs)]
 
 use multiproc_process::{
-    Process, ProcessError, StartMethod, get_all_start_methods, get_start_method, set_start_method,
-    task,
+    Process, StartMethod, StartMethodAlreadySet, get_all_start_methods, get_start_method,
+    set_start_method, task,
 };
 
 multiproc_process::init_before_main!();
@@ -24,7 +24,7 @@ fn second_set_start_method_is_an_error_unless_forced() {
     set_start_method(StartMethod::ForkServer, false).unwrap();
     assert!(matches!(
         set_start_method(StartMethod::Fork, false),
-        Err(ProcessError::StartMethodAlreadySet(StartMethod::ForkServer))
+        Err(StartMethodAlreadySet(StartMethod::ForkServer))
     ));
     assert_eq!(get_start_method(), StartMethod::ForkServer);
     let mut p = Process::spawn(parent_pid_seen, ()).unwrap();

@@ -111,7 +111,7 @@ impl std::io::Write for Capture {
 
 #[test]
 fn a_threaded_fork_warns_once_and_is_refused_on_request() {
-    use multiproc_process::ProcessError;
+    use multiproc_process::StartError;
     let _g = serial();
     // libtest runs this on a thread of its own: this process is threaded.
     let e = Process::builder()
@@ -120,7 +120,7 @@ fn a_threaded_fork_warns_once_and_is_refused_on_request() {
         .start()
         .unwrap_err();
     assert!(
-        matches!(e, ProcessError::ThreadedFork { threads } if threads >= 2),
+        matches!(e, StartError::ThreadedFork { threads } if threads >= 2),
         "{e:?}"
     );
     // A forked child has one thread: there, the same start goes through; with a second thread
@@ -138,7 +138,7 @@ fn a_threaded_fork_warns_once_and_is_refused_on_request() {
                 .refuse_if_threaded(true)
                 .closure(|| 5u8)
                 .start(),
-            Err(ProcessError::ThreadedFork { threads: 2 })
+            Err(StartError::ThreadedFork { threads: 2 })
         );
         let out = Capture::default();
         let w = out.clone();
