@@ -92,9 +92,10 @@ pub use multiproc_process as process;
 #[doc(hidden)]
 pub use multiproc_process::__private;
 pub use multiproc_process::{
-    ChildInfo, ParentProcess, Process, ProcessBuilder, ProcessError, ProcessInfo, StartMethod,
-    active_children, current_process, get_all_start_methods, get_start_method, init,
-    init_before_main, init_with, parent_process, set_start_method, task,
+    ChildInfo, JoinError, NotRunning, ParentProcess, Process, ProcessBuilder, ProcessError,
+    ProcessInfo, StartError, StartMethod, StartMethodAlreadySet, StillRunning, active_children,
+    current_process, get_all_start_methods, get_start_method, init, init_before_main, init_with,
+    parent_process, set_start_method, task,
 };
 #[cfg(feature = "log-to-stderr")]
 pub use multiproc_process::{log_to_stderr, stderr_layer};
@@ -209,6 +210,6 @@ pub mod prelude {
     pub use crate::{AsyncResult, Callbacks, Pool, PoolError};
     pub use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
     pub use crate::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
+    pub use crate::{JoinError, Process, ProcessError, StartError, StartMethod};
     pub use crate::{Manager, SharedDict, SharedList, SharedLock};
-    pub use crate::{Process, ProcessError, StartMethod};
 }
