@@ -1,7 +1,7 @@
 //! A small fuzz driver on a Pool (issue 13): the workers run inputs against a target that
 //! sometimes crashes (SIGSEGV, abort) or hangs. Each crash comes back as
-//! `PoolError::WorkerLost` with its signal and is saved with its input; each hang ends at the
-//! pool's per-task time limit (`PoolError::TimeLimit`); the pool replaces the worker and goes
+//! `TaskError::WorkerLost` with its signal and is saved with its input; each hang ends at the
+//! pool's per-task time limit (`TaskError::TimeLimit`); the pool replaces the worker and goes
 //! on. The workers merge the coverage of each run into a shared `Array<u8>` bitmap (given to
 //! them by the pool's initializer). A summary ends the run.
 //!
@@ -9,7 +9,7 @@
 //! task has no time limit. Run: `cargo run --release --example fuzz_driver`
 //! (`FUZZ_DRIVER_KEEP=1` keeps the saved crashes and hangs).
 
-use multiproc::{Array, Pool, PoolError};
+use multiproc::{Array, Pool, TaskError};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -155,12 +155,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     continue;
                 }
-                Err(PoolError::WorkerLost { signal, .. }) => {
+                Err(TaskError::WorkerLost { signal, .. }) => {
                     let sig = signal.unwrap_or(0);
                     *crashes.entry(sig).or_default() += 1;
                     format!("crash-sig{sig}")
                 }
-                Err(PoolError::TimeLimit { .. }) => {
+                Err(TaskError::TimeLimit { .. }) => {
                     hangs += 1;
                     "hang".to_string()
                 }

@@ -11,7 +11,7 @@
 //! ```
 //! Run: `cargo run --example pool_callbacks_timeouts`
 
-use multiproc::{Callbacks, Pool, PoolError};
+use multiproc::{Callbacks, Pool, PoolError, TaskError};
 use std::time::Duration;
 
 #[multiproc::task]
@@ -53,7 +53,7 @@ fn main() -> Result<(), PoolError> {
 
     let slow = pool.apply_async(sleep_then_pid, 1_000)?;
     match slow.get_timeout(Duration::from_millis(100)) {
-        Err(PoolError::Timeout) => println!("timeout (the task keeps running)"),
+        Err(TaskError::Timeout) => println!("timeout (the task keeps running)"),
         other => println!("{other:?}"),
     }
 
@@ -71,7 +71,7 @@ fn main() -> Result<(), PoolError> {
             .status();
     }
     match long.get_timeout(Duration::from_secs(30)) {
-        Err(e @ PoolError::WorkerLost { .. }) => println!("long task: {e}"),
+        Err(e @ TaskError::WorkerLost { .. }) => println!("long task: {e}"),
         other => println!("long task: {other:?}"),
     }
     println!(

@@ -12,9 +12,9 @@
 //!     except multiprocessing.TimeoutError: print("Fetch result got timeout.")
 //! ```
 //! The seed notes that Python's map waits forever if a chunk's worker dies; multiproc's fails
-//! that chunk with `PoolError::WorkerLost` instead. Run: `cargo run --example pool_square_map_apply`
+//! that chunk with `TaskError::WorkerLost` instead. Run: `cargo run --example pool_square_map_apply`
 
-use multiproc::{Pool, PoolError};
+use multiproc::{Pool, PoolError, TaskError};
 use std::time::Duration;
 
 #[multiproc::task]
@@ -32,8 +32,8 @@ fn main() -> Result<(), PoolError> {
     let async_result = pool.map_async_with(square, 0..100u64, Some(10), Default::default())?;
     match async_result.get_timeout(Duration::from_secs(2)) {
         Ok(result) => println!("{result:?}"),
-        Err(PoolError::Timeout) => println!("Fetch result got timeout."),
-        Err(e) => return Err(e),
+        Err(TaskError::Timeout) => println!("Fetch result got timeout."),
+        Err(e) => return Err(e.into()),
     }
     Ok(()) // dropping the pool terminates it, as leaving Python's `with` block
 }

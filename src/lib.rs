@@ -102,7 +102,10 @@ pub use multiproc_process::{log_to_stderr, stderr_layer};
 
 /// Pools of worker processes (the `multiproc-pool` crate).
 pub use multiproc_pool as pool;
-pub use multiproc_pool::{AsyncResult, Callbacks, IMap, Pool, PoolBuilder, PoolError};
+pub use multiproc_pool::{
+    AsyncResult, BuildError, Callbacks, IMap, NotReady, Pool, PoolBuilder, PoolError,
+    PoolJoinError, ReadyError, SubmitError, TaskError, WorkerStartError,
+};
 
 /// Beyond one machine: `RemoteQueue` and `RemotePool` on Redis Streams (the `multiproc-redis`
 /// crate, with the `redis` feature). See `docs/redis.md`.
@@ -207,7 +210,7 @@ pub mod compile_errors {}
 /// The common imports.
 pub mod prelude {
     pub use crate::{Array, LockError, RawArray, RawValue, SyncError, Value};
-    pub use crate::{AsyncResult, Callbacks, Pool, PoolError};
+    pub use crate::{AsyncResult, Callbacks, Pool, PoolError, SubmitError, TaskError};
     pub use crate::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
     pub use crate::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
     pub use crate::{JoinError, Process, ProcessError, StartError, StartMethod};

@@ -38,7 +38,7 @@ use multiproc::{
     Connection, GetError, Lock, LockError, MutexError, PutError, Queue, RawArray, RecoverResult,
     RecvError, Semaphore, SemaphoreError, SendError, SharedDict, Value,
 };
-use multiproc::{Pool, PoolError};
+use multiproc::{Pool, TaskError};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -1046,7 +1046,7 @@ fn chaos_pool_workers_sigkilled_every_task_returns_or_is_lost() {
                     assert_eq!(v, pool_checksum(s, len), "batch {batches}: wrong checksum");
                     ok += 1;
                 }
-                Err(PoolError::WorkerLost { signal, .. }) => {
+                Err(TaskError::WorkerLost { signal, .. }) => {
                     assert_eq!(
                         signal,
                         Some(libc::SIGKILL),

@@ -153,25 +153,27 @@ where
 {
     let pool = ready_pool()?;
     let e = |e: multiproc::PoolError| e.to_string();
+    let e2 = |e: multiproc::SubmitError| e.to_string();
+    let e3 = |e: multiproc::TaskError| e.to_string();
     let items = || std::iter::repeat_n(n, HEAVY_ITEMS);
     let map = pool.map(task, items()).map_err(e)?;
     let chunk1 = pool.map_chunked(task, items(), 1).map_err(e)?;
     let imap: Vec<(u64, u32)> = pool
         .imap(task, items(), 1)
-        .map_err(e)?
+        .map_err(e2)?
         .collect::<Result<_, _>>()
         .map_err(e)?;
     let pending: Vec<_> = items()
         .map(|n| pool.apply_async(task, n))
         .collect::<Result<_, _>>()
-        .map_err(e)?;
+        .map_err(e2)?;
     let apply: Vec<(u64, u32)> = pending
         .into_iter()
         .map(|r| r.get())
         .collect::<Result<_, _>>()
-        .map_err(e)?;
+        .map_err(e3)?;
     pool.close();
-    pool.join().map_err(e)?;
+    pool.join().map_err(|e| e.to_string())?;
     let r = |v: &[(u64, u32)]| max_min(v.iter().map(|x| x.1));
     Ok([
         ("pool_balance_map", r(&map)),

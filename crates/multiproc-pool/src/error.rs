@@ -1,30 +1,90 @@
-//! Errors of the pool.
+//! Errors of the pool, one type per operation: [`BuildError`] (building a pool),
+//! [`SubmitError`] (handing it work), [`TaskError`] (what a task gave instead of its value),
+//! [`PoolJoinError`] (`join`), [`ReadyError`] (`wait_ready`), [`NotReady`] (`successful`), and
+//! [`PoolError`], their union, for the synchronous calls that submit and wait in one (`apply`,
+//! `map`, `starmap`) and for code that returns any of them with `?`.
 
-/// Why a pool call or a task failed. `Clone` so a map's first error and callbacks can share it.
+/// A worker (or one of its pipes or threads) could not be started, or workers kept exiting
+/// before taking a job and the pool gave up. The step that failed is in the text, its error
+/// only in [`source`](std::error::Error::source) (an error report prints each once).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("starting a worker: {what}")]
+pub struct WorkerStartError {
+    /// The step that failed (its error is the source), or why the pool gave up.
+    pub what: String,
+    /// The error of the step that failed (a process, shared-memory or OS error); `None` when
+    /// the pool gave up by itself.
+    #[source]
+    pub source: Option<StartSource>,
+}
+
+impl WorkerStartError {
+    /// For the step `what` that failed with an error, as a `map_err` argument.
+    pub(crate) fn step<E: std::error::Error + Send + Sync + 'static>(
+        what: &'static str,
+    ) -> impl FnOnce(E) -> WorkerStartError {
+        move |e| WorkerStartError {
+            what: what.to_string(),
+            source: Some(StartSource(std::sync::Arc::new(e))),
+        }
+    }
+}
+
+/// Why [`PoolBuilder::build`](crate::PoolBuilder::build) (or [`Pool::new`](crate::Pool::new))
+/// made no pool.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PoolError {
+pub enum BuildError {
     /// `processes(0)` (Python: `ValueError("Number of processes must be at least 1")`).
     #[error("Number of processes must be at least 1")]
     InvalidProcesses,
     /// `maxtasksperchild(0)` (Python: `ValueError("maxtasksperchild must be a positive int or None")`).
     #[error("maxtasksperchild must be a positive int or None")]
     InvalidMaxTasks,
-    /// `chunksize(0)`.
-    #[error("chunksize must be at least 1")]
-    InvalidChunksize,
+    /// The initializer is not a `#[multiproc::task]`.
+    #[error("the initializer: {}", multiproc_process::task_not_registered_text(.0))]
+    TaskNotRegistered(&'static str),
+    /// The initializer's arguments could not be encoded (or their fds kept).
+    #[error("bad initializer arguments: {0}")]
+    Arguments(String),
+    /// A worker could not be started.
+    #[error(transparent)]
+    Start(#[from] WorkerStartError),
+}
+
+/// Why the pool did not take the work: the `*_async` calls, `imap`/`imap_unordered`, and the
+/// first half of the synchronous calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
     /// A call after `close()` or `terminate()` (Python: `ValueError("Pool not running")`).
     #[error("Pool not running")]
     NotRunning,
-    /// `join()` on a pool that was neither closed nor terminated (Python: `ValueError`).
-    #[error("Pool is still running: call close() or terminate() before join()")]
-    StillRunning,
+    /// `chunksize(0)`.
+    #[error("chunksize must be at least 1")]
+    InvalidChunksize,
+    /// The function is not a `#[multiproc::task]`.
+    #[error("{}", multiproc_process::task_not_registered_text(.0))]
+    TaskNotRegistered(&'static str),
+    /// Encoding the arguments in the parent failed (or they are over the message limit, or
+    /// carry too many shared objects).
+    #[error("bad task arguments: {0}")]
+    Arguments(String),
+    /// The pool gave up starting workers (see [`WorkerStartError`]): it takes no more work.
+    #[error(transparent)]
+    Start(#[from] WorkerStartError),
+}
+
+/// What a task gave instead of its value: [`AsyncResult::get`](crate::AsyncResult::get) and
+/// `get_timeout`, an `imap` item, an [`on_error`](crate::Callbacks::on_error) callback (which
+/// never sees `Timeout` or `AlreadyTaken`). `Clone` so a map's first error and callbacks can
+/// share it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
     /// The result was not ready within the timeout (Python: `multiprocessing.TimeoutError`).
     #[error("timed out waiting for the result")]
     Timeout,
-    /// `successful()` before the result is ready (Python: `ValueError`).
-    #[error("the result is not ready")]
-    NotReady,
     /// The value was already taken by an earlier `get`.
     #[error("the result was already taken by an earlier get")]
     AlreadyTaken,
@@ -77,40 +137,79 @@ pub enum PoolError {
     /// The pool was terminated (or dropped) before the task finished.
     #[error("the pool was terminated before the task finished")]
     Terminated,
-    /// The function is not a `#[multiproc::task]`.
-    #[error("{}", multiproc_process::task_not_registered_text(.0))]
-    TaskNotRegistered(&'static str),
-    /// Encoding the arguments in the parent failed.
-    #[error("bad task arguments: {0}")]
-    Arguments(String),
-    /// Starting a worker process or its pipes failed (or workers kept exiting before taking
-    /// a job, and the pool gave up).
-    #[error("starting a worker: {what}")]
-    Start {
-        /// The step that failed (its error is the source), or why the pool gave up.
-        what: String,
-        /// The error of the step that failed (a process, shared-memory or OS error), for
-        /// [`std::error::Error::source`] chains; `None` when the pool gave up by itself.
-        #[source]
-        source: Option<StartSource>,
-    },
+    /// The pool gave up starting workers before the task ran (see [`WorkerStartError`]).
+    #[error(transparent)]
+    Start(#[from] WorkerStartError),
+}
+
+/// Why [`Pool::join`](crate::Pool::join) or `join_timeout` returned before the workers exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolJoinError {
+    /// The pool was neither closed nor terminated (Python: `ValueError`).
+    #[error("Pool is still running: call close() or terminate() before join()")]
+    StillRunning,
+    /// `join_timeout` expired; the pool keeps going.
+    #[error("timed out waiting for the pool's workers to exit")]
+    Timeout,
+}
+
+/// Why [`Pool::wait_ready`](crate::Pool::wait_ready) returned before every worker was up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadyError {
+    /// Not every worker was up within the timeout.
+    #[error("timed out waiting for the pool's workers to be ready")]
+    Timeout,
+    /// The pool was terminated.
+    #[error("Pool not running")]
+    NotRunning,
+}
+
+/// [`AsyncResult::successful`](crate::AsyncResult::successful) before the result is ready
+/// (Python: `ValueError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the result is not ready")]
+pub struct NotReady;
+
+/// Any error of the pool: what the synchronous calls (`apply`, `map`, `map_chunked`,
+/// `starmap`) return, since they submit and wait in one call, and what each operation's own
+/// error converts into with `?`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// Building the pool failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The pool did not take the work.
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    /// The task gave no value.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// `join` returned early.
+    #[error(transparent)]
+    Join(#[from] PoolJoinError),
+    /// `wait_ready` returned early.
+    #[error(transparent)]
+    Ready(#[from] ReadyError),
+    /// `successful` before the result was ready.
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
 }
 
 impl PoolError {
-    /// [`PoolError::Start`] for the step `what` that failed with an error (kept as the source,
-    /// not repeated in the text: a report that walks `source()` prints each once), as a
-    /// `map_err` argument.
-    pub(crate) fn start<E: std::error::Error + Send + Sync + 'static>(
-        what: &'static str,
-    ) -> impl FnOnce(E) -> PoolError {
-        move |e| PoolError::Start {
-            what: what.to_string(),
-            source: Some(StartSource(std::sync::Arc::new(e))),
+    /// The task's error if this is one (`WorkerLost`, `TaskPanicked`, ...): what a synchronous
+    /// `apply`/`map` caller matches on after the submit succeeded.
+    pub fn as_task(&self) -> Option<&TaskError> {
+        match self {
+            PoolError::Task(e) => Some(e),
+            _ => None,
         }
     }
 }
 
-/// The error behind a [`PoolError::Start`]: shared (a pool that gives up hands the same
+/// The error behind a [`WorkerStartError`]: shared (a pool that gives up hands the same
 /// error to every waiting call), so two are equal when they are the same error.
 #[derive(Clone)]
 pub struct StartSource(std::sync::Arc<dyn std::error::Error + Send + Sync>);
@@ -167,7 +266,7 @@ mod tests {
 
     #[test]
     fn a_start_error_keeps_its_cause_as_the_source() {
-        let e = PoolError::start("creating its eventfd")(std::io::Error::from_raw_os_error(
+        let e = WorkerStartError::step("creating its eventfd")(std::io::Error::from_raw_os_error(
             libc::EMFILE,
         ));
         // The step in the text, the cause only as the source (printed once in a chain).
@@ -182,7 +281,7 @@ mod tests {
         // with the same text is not the same error.
         assert_eq!(e.clone(), e);
         assert_ne!(
-            PoolError::start("creating its eventfd")(std::io::Error::from_raw_os_error(
+            WorkerStartError::step("creating its eventfd")(std::io::Error::from_raw_os_error(
                 libc::EMFILE
             )),
             e

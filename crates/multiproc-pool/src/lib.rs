@@ -34,7 +34,10 @@ mod result;
 mod wire;
 mod worker;
 
-pub use error::{PoolError, Result, StartSource};
+pub use error::{
+    BuildError, NotReady, PoolError, PoolJoinError, ReadyError, Result, StartSource, SubmitError,
+    TaskError, WorkerStartError,
+};
 pub use multiproc_ring::WaitStrategy;
 pub use pool::{
     __fail_thread_spawns, __stall_next_sender, IMap, ITEM_WINDOW, Pool, PoolBuilder,

@@ -6,7 +6,7 @@
 //! that reads results, removes them from the held set and fills the caller's result. When the
 //! worker ends (its result pipe reads `Eof`, or a receive timeout finds the process gone), the
 //! receiver drains what the worker had sent, reaps it, and settles every job it still held:
-//! the one that was running (`seq <= started`) fails with [`PoolError::WorkerLost`] (or is
+//! the one that was running (`seq <= started`) fails with [`TaskError::WorkerLost`] (or is
 //! retried when the pool has a retry policy), the ones it never started go back to the front
 //! of the queue. Then it starts a replacement. No job is ever left without an owner, so no
 //! `get` waits forever.
@@ -28,8 +28,10 @@
 //!
 //! A time limit (per pool or per call): the receiver notes when its worker started the job it
 //! runs (the `started` word); a job that runs past its limit gets its worker killed, fails with
-//! [`PoolError::TimeLimit`] (or is retried) and the worker is replaced.
-use crate::error::{PoolError, Result};
+//! [`TaskError::TimeLimit`] (or is retried) and the worker is replaced.
+use crate::error::{
+    BuildError, PoolJoinError, ReadyError, Result, SubmitError, TaskError, WorkerStartError,
+};
 use crate::facade::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::fdpass;
 use crate::result::{
@@ -321,7 +323,7 @@ struct State {
     outstanding: usize,
     workers: Vec<WorkerSlot>,
     threads: Vec<JoinHandle<()>>,
-    broken: Option<PoolError>,
+    broken: Option<WorkerStartError>,
     replaced: u64,
     /// Results taken so far (stamps `WorkerSlot::last_answer`).
     answers: u64,
@@ -360,7 +362,7 @@ type Initializer = (u64, Vec<u8>, Vec<(RawFd, OwnedFd)>);
 pub struct PoolBuilder {
     processes: Option<usize>,
     maxtasks: Option<usize>,
-    initializer: Option<Result<Initializer>>,
+    initializer: Option<Result<Initializer, BuildError>>,
     start_method: Option<StartMethod>,
     retries: u32,
     task_timeout: Option<Duration>,
@@ -379,14 +381,14 @@ impl PoolBuilder {
         self
     }
 
-    /// Number of worker processes (default: the CPU count; 0 is [`PoolError::InvalidProcesses`]).
+    /// Number of worker processes (default: the CPU count; 0 is [`BuildError::InvalidProcesses`]).
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
         self
     }
 
     /// A worker exits after this many tasks (a map chunk counts as one) and is replaced
-    /// (0 is [`PoolError::InvalidMaxTasks`]; default: no limit).
+    /// (0 is [`BuildError::InvalidMaxTasks`]; default: no limit).
     pub fn maxtasksperchild(mut self, m: usize) -> Self {
         self.maxtasks = Some(m);
         self
@@ -397,11 +399,11 @@ impl PoolBuilder {
     pub fn initializer<M, T: Task<M>>(mut self, f: T, args: T::Args) -> Self {
         self.initializer = Some(
             registry::entry_of(&f)
-                .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))
+                .map_err(|_| BuildError::TaskNotRegistered(std::any::type_name::<T>()))
                 .and_then(|e| {
                     let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
                     let bytes = bytes.map_err(|e| {
-                        PoolError::Arguments(registry::codec_message(
+                        BuildError::Arguments(registry::codec_message(
                             "encoding",
                             "the initializer's arguments",
                             std::any::type_name::<T::Args>(),
@@ -409,7 +411,7 @@ impl PoolBuilder {
                         ))
                     })?;
                     let fds = fdpass::dup_all(&fds).map_err(|e| {
-                        PoolError::Arguments(format!("keeping the initializer's fds: {e}"))
+                        BuildError::Arguments(format!("keeping the initializer's fds: {e}"))
                     })?;
                     Ok((e.hash(), bytes, fds))
                 }),
@@ -418,7 +420,7 @@ impl PoolBuilder {
     }
 
     /// A time limit for every task (a map chunk counts as one): a task still running after it
-    /// fails with [`PoolError::TimeLimit`] (or is retried, see [`retries`](Self::retries)),
+    /// fails with [`TaskError::TimeLimit`] (or is retried, see [`retries`](Self::retries)),
     /// and its worker is killed (SIGKILL) and replaced. Python's Pool has none: a hung or
     /// frozen worker blocks `map` forever. Checked every 50 ms.
     pub fn task_timeout(mut self, limit: Duration) -> Self {
@@ -434,21 +436,21 @@ impl PoolBuilder {
     }
 
     /// Retry policy: a job whose worker died while running it is run again up to `n` times
-    /// before it fails with [`PoolError::WorkerLost`] (default 0).
+    /// before it fails with [`TaskError::WorkerLost`] (default 0).
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
         self
     }
 
     /// Starts the workers.
-    pub fn build(self) -> Result<Pool> {
+    pub fn build(self) -> Result<Pool, BuildError> {
         let processes = match self.processes {
-            Some(0) => return Err(PoolError::InvalidProcesses),
+            Some(0) => return Err(BuildError::InvalidProcesses),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let maxtasks = match self.maxtasks {
-            Some(0) => return Err(PoolError::InvalidMaxTasks),
+            Some(0) => return Err(BuildError::InvalidMaxTasks),
             Some(m) => m as u64,
             None => 0,
         };
@@ -507,20 +509,25 @@ impl PoolBuilder {
 
 impl Inner {
     /// Starts the worker of slot `idx` (a new generation) and its two threads.
-    fn start_worker(self: &Arc<Inner>, idx: usize, replacing: bool) -> Result<()> {
+    fn start_worker(
+        self: &Arc<Inner>,
+        idx: usize,
+        replacing: bool,
+    ) -> Result<(), WorkerStartError> {
         let opts = PipeOptions {
             capacity: PIPE_CAPACITY,
             ..PipeOptions::default()
         };
         let (jobs_r, mut jobs_w) = Pipe::simplex_with::<Vec<u8>, Postcard>(opts)
-            .map_err(PoolError::start("creating its job pipe"))?;
+            .map_err(WorkerStartError::step("creating its job pipe"))?;
         let (mut res_r, res_w) = Pipe::simplex_with::<Vec<u8>, Postcard>(opts)
-            .map_err(PoolError::start("creating its result pipe"))?;
+            .map_err(WorkerStartError::step("creating its result pipe"))?;
         jobs_w.set_wait_strategy(self.wait);
         res_r.set_wait_strategy(self.wait);
-        let started = RawValue::new(0u64).map_err(PoolError::start("creating its started word"))?;
+        let started =
+            RawValue::new(0u64).map_err(WorkerStartError::step("creating its started word"))?;
         let (sock, child_sock) =
-            fdpass::socketpair().map_err(PoolError::start("creating its fd socket"))?;
+            fdpass::socketpair().map_err(WorkerStartError::step("creating its fd socket"))?;
         let args = WorkerArgs {
             jobs: jobs_r,
             results: res_w,
@@ -544,7 +551,7 @@ impl Inner {
         }
         let p = b
             .spawn(pool_worker, args)
-            .map_err(PoolError::start("starting its process"))?;
+            .map_err(WorkerStartError::step("starting its process"))?;
         drop(child_sock);
         let pid = p.pid().unwrap_or(0);
         let wake = match eventfd() {
@@ -553,7 +560,7 @@ impl Inner {
                 let mut p = p;
                 let _ = p.kill();
                 let _ = p.join_timeout(Duration::from_secs(5));
-                return Err(PoolError::start("creating its eventfd")(e));
+                return Err(WorkerStartError::step("creating its eventfd")(e));
             }
         };
         // Without a pidfd the idle receiver still notices the end at its liveness poll.
@@ -622,7 +629,7 @@ impl Inner {
                 slot.reader = None;
                 drop(st);
                 kill_it(&proc);
-                PoolError::start(what)(e)
+                WorkerStartError::step(what)(e)
             };
         let me = self.clone();
         let (p2, started2) = (proc.clone(), started.clone());
@@ -1126,15 +1133,15 @@ impl Inner {
         let text = || String::from_utf8_lossy(h.body).into_owned();
         let res = match h.status {
             wire::OK => Ok(h.body),
-            wire::PANIC => Err(PoolError::TaskPanicked { message: text() }),
-            wire::ENCODE => Err(PoolError::Encoding { message: text() }),
+            wire::PANIC => Err(TaskError::TaskPanicked { message: text() }),
+            wire::ENCODE => Err(TaskError::Encoding { message: text() }),
             wire::TOO_LARGE => {
                 let mut c = wire::Cursor::new(h.body);
                 let len = c.u64().unwrap_or(0) as usize;
                 let max = c.u64().unwrap_or(0) as usize;
-                Err(PoolError::ResultTooLarge { len, max })
+                Err(TaskError::ResultTooLarge { len, max })
             }
-            _ => Err(PoolError::Task(text())),
+            _ => Err(TaskError::Task(text())),
         };
         job.sink.deliver(job.chunk, res);
     }
@@ -1181,7 +1188,7 @@ impl Inner {
                 // reader waits on the result as any caller does once the worker ended).
                 job.direct = false;
                 if phase == Phase::Terminated {
-                    failed.push((job, PoolError::Terminated));
+                    failed.push((job, TaskError::Terminated));
                 } else if let Some((t, limit)) = timed_out
                     && t == seq
                 {
@@ -1189,7 +1196,7 @@ impl Inner {
                         job.attempts += 1;
                         requeue.push(job);
                     } else {
-                        failed.push((job, PoolError::TimeLimit { pid, limit }));
+                        failed.push((job, TaskError::TimeLimit { pid, limit }));
                     }
                 } else if seq <= started_seq {
                     if job.attempts < self.retries {
@@ -1198,7 +1205,7 @@ impl Inner {
                     } else {
                         failed.push((
                             job,
-                            PoolError::WorkerLost {
+                            TaskError::WorkerLost {
                                 pid,
                                 signal,
                                 exitcode,
@@ -1221,7 +1228,7 @@ impl Inner {
             if replace && st.failed_starts >= MAX_FAILED_STARTS {
                 // A worker that cannot even start (its initializer fails) would be replaced
                 // forever while the queue waits: fail the queue and stop instead.
-                let e = PoolError::Start {
+                let e = WorkerStartError {
                     what: format!(
                         "{} workers in a row exited (code {exitcode:?}) before taking a job; \
                          does the initializer fail?",
@@ -1232,7 +1239,7 @@ impl Inner {
                 st.broken = Some(e.clone());
                 let p = std::mem::take(&mut st.pending);
                 st.outstanding -= p.len();
-                failed.extend(p.into_iter().map(|j| (j, e.clone())));
+                failed.extend(p.into_iter().map(|j| (j, TaskError::Start(e.clone()))));
                 replace = false;
             }
             self.cv.notify_all();
@@ -1260,7 +1267,7 @@ impl Inner {
                 Err(e) => last = Some(e),
             }
         }
-        let e = last.unwrap_or(PoolError::Start {
+        let e = last.unwrap_or(WorkerStartError {
             what: "unknown".into(),
             source: None,
         });
@@ -1278,7 +1285,8 @@ impl Inner {
             p
         };
         for job in pending {
-            job.sink.deliver(job.chunk, Err(e.clone()));
+            job.sink
+                .deliver(job.chunk, Err(TaskError::Start(e.clone())));
         }
     }
 }
@@ -1313,7 +1321,7 @@ fn encode_job<A: Serialize>(
     hash: u64,
     cap: usize,
     items: &[A],
-) -> Result<(Vec<u8>, u32, JobFds)> {
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
     let w = JobWriter::new(job, chunk, hash, cap);
     encode_into(w, items)
 }
@@ -1327,7 +1335,7 @@ fn encode_map_job<A: Serialize + 'static>(
     hash: u64,
     plain_out: Option<usize>,
     items: &[A],
-) -> Result<(Vec<u8>, u32, JobFds)> {
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
     if let Some(wo) = plain_out
         && items.len() > 1
     {
@@ -1345,11 +1353,14 @@ fn encode_map_job<A: Serialize + 'static>(
     encode_into(w, items)
 }
 
-fn encode_into<A: Serialize>(mut w: JobWriter, items: &[A]) -> Result<(Vec<u8>, u32, JobFds)> {
+fn encode_into<A: Serialize>(
+    mut w: JobWriter,
+    items: &[A],
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
     let (r, fds) = collect_fds(|| w.push_all(items));
-    r.map_err(PoolError::Arguments)?;
+    r.map_err(SubmitError::Arguments)?;
     if fds.len() > fdpass::MAX_FDS {
-        return Err(PoolError::Arguments(format!(
+        return Err(SubmitError::Arguments(format!(
             "the arguments hold {} fds of shared objects; at most {} per job",
             fds.len(),
             fdpass::MAX_FDS
@@ -1359,7 +1370,7 @@ fn encode_into<A: Serialize>(mut w: JobWriter, items: &[A]) -> Result<(Vec<u8>, 
         None
     } else {
         let v = fdpass::dup_all(&fds).map_err(|e| {
-            PoolError::Arguments(format!("keeping the fds of the shared objects: {e}"))
+            SubmitError::Arguments(format!("keeping the fds of the shared objects: {e}"))
         })?;
         Some(Arc::new(v.into_iter().map(|(_, o)| o).collect()))
     };
@@ -1367,13 +1378,17 @@ fn encode_into<A: Serialize>(mut w: JobWriter, items: &[A]) -> Result<(Vec<u8>, 
 }
 
 /// Appends the fds' numbers, closes the record and checks it against the message limit.
-fn finish_job(mut w: JobWriter, fds: Vec<RawFd>, owned: JobFds) -> Result<(Vec<u8>, u32, JobFds)> {
+fn finish_job(
+    mut w: JobWriter,
+    fds: Vec<RawFd>,
+    owned: JobFds,
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
     let n = w.len();
     w.push_fds(&fds);
     let payload = w.finish(fds.len());
     let max = PipeOptions::default().max_message;
     if payload.len() + 8 > max {
-        return Err(PoolError::Arguments(format!(
+        return Err(SubmitError::Arguments(format!(
             "the encoded arguments ({} bytes) exceed the maximum message of {max} bytes",
             payload.len() + 8
         )));
@@ -1381,7 +1396,7 @@ fn finish_job(mut w: JobWriter, fds: Vec<RawFd>, owned: JobFds) -> Result<(Vec<u
     Ok((payload, n, owned))
 }
 
-fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64> {
+fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64, SubmitError> {
     // A capturing closure or a fn pointer is refused when the program is built.
     registry::assert_fn_item::<T>();
     // The last task submitted from this thread (a run of `apply_async`s pays the registry's
@@ -1392,7 +1407,7 @@ fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64> {
     }
     let h = registry::entry_of(f)
         .map(|e| e.hash())
-        .map_err(|_| PoolError::TaskNotRegistered(std::any::type_name::<T>()))?;
+        .map_err(|_| SubmitError::TaskNotRegistered(std::any::type_name::<T>()))?;
     LAST_TASK.with(|c| c.set(Some((id, h))));
     Ok(h)
 }
@@ -1404,7 +1419,7 @@ impl Pool {
     }
 
     /// `Pool::builder().processes(n).build()`.
-    pub fn new(processes: usize) -> Result<Pool> {
+    pub fn new(processes: usize) -> Result<Pool, BuildError> {
         Self::builder().processes(processes).build()
     }
 
@@ -1424,19 +1439,19 @@ impl Pool {
     }
 
     /// Waits until every worker is up (started, its initializer run) and taking jobs, at most
-    /// `timeout` ([`PoolError::Timeout`]). Not needed for correctness: work waits in the pool
+    /// `timeout` ([`ReadyError::Timeout`]). Not needed for correctness: work waits in the pool
     /// until a worker is up. Benches and balance tests use it so that a worker still starting
     /// does not look slow.
-    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+    pub fn wait_ready(&self, timeout: Duration) -> Result<(), ReadyError> {
         let deadline = Instant::now() + timeout;
         let mut st = lock(&self.inner.st);
         while !st.workers.iter().all(|w| w.ready && !w.dead) {
             let now = Instant::now();
             if now >= deadline {
-                return Err(PoolError::Timeout);
+                return Err(ReadyError::Timeout);
             }
             if st.phase == Phase::Terminated {
-                return Err(PoolError::NotRunning);
+                return Err(ReadyError::NotRunning);
             }
             st = self
                 .inner
@@ -1467,19 +1482,23 @@ impl Pool {
         JOB_COUNTER.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn submit(&self, jobs: Vec<Job>) -> Result<()> {
+    fn submit(&self, jobs: Vec<Job>) -> Result<(), SubmitError> {
         self.submit_own(jobs, None).map(drop)
     }
 
     /// [`submit`](Self::submit); with `own` (the sink of a synchronous `apply`'s one job),
     /// also where that job went if this thread sent it to a worker itself.
-    fn submit_own(&self, jobs: Vec<Job>, own: Option<&Arc<dyn Sink>>) -> Result<Option<Direct>> {
+    fn submit_own(
+        &self,
+        jobs: Vec<Job>,
+        own: Option<&Arc<dyn Sink>>,
+    ) -> Result<Option<Direct>, SubmitError> {
         let mut st = lock(&self.inner.st);
         if st.phase != Phase::Running {
-            return Err(PoolError::NotRunning);
+            return Err(SubmitError::NotRunning);
         }
         if let Some(e) = &st.broken {
-            return Err(e.clone());
+            return Err(SubmitError::Start(e.clone()));
         }
         let single = jobs.len() == 1 && st.pending.is_empty();
         st.outstanding += jobs.len();
@@ -1513,9 +1532,9 @@ impl Pool {
         Ok(None)
     }
 
-    fn check_running(&self) -> Result<()> {
+    fn check_running(&self) -> Result<(), SubmitError> {
         if lock(&self.inner.st).phase != Phase::Running {
-            return Err(PoolError::NotRunning);
+            return Err(SubmitError::NotRunning);
         }
         Ok(())
     }
@@ -1532,11 +1551,15 @@ impl Pool {
                 let _ = r.wait_timeout(Duration::from_millis(1));
             });
         }
-        r.get()
+        Ok(r.get()?)
     }
 
     /// Starts `f(args)` in a worker (Python's `apply_async`).
-    pub fn apply_async<M, T: Task<M>>(&self, f: T, args: T::Args) -> Result<AsyncResult<T::Output>>
+    pub fn apply_async<M, T: Task<M>>(
+        &self,
+        f: T,
+        args: T::Args,
+    ) -> Result<AsyncResult<T::Output>, SubmitError>
     where
         T::Output: Send + 'static,
     {
@@ -1549,7 +1572,7 @@ impl Pool {
         f: T,
         args: T::Args,
         callbacks: Callbacks<T::Output>,
-    ) -> Result<AsyncResult<T::Output>>
+    ) -> Result<AsyncResult<T::Output>, SubmitError>
     where
         T::Output: Send + 'static,
     {
@@ -1558,13 +1581,13 @@ impl Pool {
 
     /// [`apply_async`](Pool::apply_async) with a time limit for this call (over the pool's
     /// [`task_timeout`](PoolBuilder::task_timeout)): past it the worker is killed and
-    /// replaced, and the result is [`PoolError::TimeLimit`].
+    /// replaced, and the result is [`TaskError::TimeLimit`].
     pub fn apply_async_limited<M, T: Task<M>>(
         &self,
         f: T,
         args: T::Args,
         limit: Duration,
-    ) -> Result<AsyncResult<T::Output>>
+    ) -> Result<AsyncResult<T::Output>, SubmitError>
     where
         T::Output: Send + 'static,
     {
@@ -1578,7 +1601,7 @@ impl Pool {
         args: T::Args,
         callbacks: Callbacks<T::Output>,
         limit: Option<Duration>,
-    ) -> Result<AsyncResult<T::Output>>
+    ) -> Result<AsyncResult<T::Output>, SubmitError>
     where
         T::Output: Send + 'static,
     {
@@ -1594,7 +1617,7 @@ impl Pool {
         callbacks: Callbacks<T::Output>,
         limit: Option<Duration>,
         direct: bool,
-    ) -> Result<(AsyncResult<T::Output>, Option<Direct>)>
+    ) -> Result<(AsyncResult<T::Output>, Option<Direct>), SubmitError>
     where
         T::Output: Send + 'static,
     {
@@ -1629,22 +1652,29 @@ impl Pool {
         T::Output: Send + 'static,
         I: IntoIterator<Item = T::Args>,
     {
-        self.map_async_with(f, items, None, Callbacks::new())?.get()
+        Ok(self
+            .map_async_with(f, items, None, Callbacks::new())?
+            .get()?)
     }
 
-    /// [`map`](Pool::map) with an explicit chunksize (0 is [`PoolError::InvalidChunksize`]).
+    /// [`map`](Pool::map) with an explicit chunksize (0 is [`SubmitError::InvalidChunksize`]).
     pub fn map_chunked<M, T, I>(&self, f: T, items: I, chunksize: usize) -> Result<Vec<T::Output>>
     where
         T: Task<M>,
         T::Output: Send + 'static,
         I: IntoIterator<Item = T::Args>,
     {
-        self.map_async_with(f, items, Some(chunksize), Callbacks::new())?
-            .get()
+        Ok(self
+            .map_async_with(f, items, Some(chunksize), Callbacks::new())?
+            .get()?)
     }
 
     /// Python's `map_async` (default chunksize).
-    pub fn map_async<M, T, I>(&self, f: T, items: I) -> Result<AsyncResult<Vec<T::Output>>>
+    pub fn map_async<M, T, I>(
+        &self,
+        f: T,
+        items: I,
+    ) -> Result<AsyncResult<Vec<T::Output>>, SubmitError>
     where
         T: Task<M>,
         T::Output: Send + 'static,
@@ -1661,14 +1691,14 @@ impl Pool {
         items: I,
         chunksize: Option<usize>,
         callbacks: Callbacks<Vec<T::Output>>,
-    ) -> Result<AsyncResult<Vec<T::Output>>>
+    ) -> Result<AsyncResult<Vec<T::Output>>, SubmitError>
     where
         T: Task<M>,
         T::Output: Send + 'static,
         I: IntoIterator<Item = T::Args>,
     {
         if chunksize == Some(0) {
-            return Err(PoolError::InvalidChunksize);
+            return Err(SubmitError::InvalidChunksize);
         }
         self.check_running()?;
         let hash = entry_hash(&f)?;
@@ -1734,7 +1764,7 @@ impl Pool {
         items: I,
         chunksize: Option<usize>,
         callbacks: Callbacks<Vec<T::Output>>,
-    ) -> Result<AsyncResult<Vec<T::Output>>>
+    ) -> Result<AsyncResult<Vec<T::Output>>, SubmitError>
     where
         T: Task<M>,
         T::Output: Send + 'static,
@@ -1753,7 +1783,7 @@ impl Pool {
         f: T,
         items: I,
         chunksize: usize,
-    ) -> Result<IMap<'a, T::Args, T::Output>>
+    ) -> Result<IMap<'a, T::Args, T::Output>, SubmitError>
     where
         T: Task<M>,
         T::Output: Send + 'static,
@@ -1769,7 +1799,7 @@ impl Pool {
         f: T,
         items: I,
         chunksize: usize,
-    ) -> Result<IMap<'a, T::Args, T::Output>>
+    ) -> Result<IMap<'a, T::Args, T::Output>, SubmitError>
     where
         T: Task<M>,
         T::Output: Send + 'static,
@@ -1785,7 +1815,7 @@ impl Pool {
         items: I,
         chunksize: usize,
         ordered: bool,
-    ) -> Result<IMap<'a, T::Args, T::Output>>
+    ) -> Result<IMap<'a, T::Args, T::Output>, SubmitError>
     where
         T: Task<M>,
         T::Output: Send + 'static,
@@ -1793,7 +1823,7 @@ impl Pool {
         I::IntoIter: Send + 'a,
     {
         if chunksize == 0 {
-            return Err(PoolError::InvalidChunksize);
+            return Err(SubmitError::InvalidChunksize);
         }
         self.check_running()?;
         let hash = entry_hash(&f)?;
@@ -1824,7 +1854,7 @@ impl Pool {
     }
 
     /// Python's `terminate()`: stops at once. Queued and running tasks fail with
-    /// [`PoolError::Terminated`]; workers are killed (SIGKILL) and reaped.
+    /// [`TaskError::Terminated`]; workers are killed (SIGKILL) and reaped.
     pub fn terminate(&self) {
         let (pending, procs) = {
             let mut st = lock(&self.inner.st);
@@ -1836,7 +1866,7 @@ impl Pool {
             (pending, procs)
         };
         for job in pending {
-            job.sink.deliver(job.chunk, Err(PoolError::Terminated));
+            job.sink.deliver(job.chunk, Err(TaskError::Terminated));
         }
         for p in procs {
             let _ = lock(&p).kill();
@@ -1844,29 +1874,29 @@ impl Pool {
         self.join_threads();
     }
 
-    /// Python's `join()`: waits for the workers to exit; [`PoolError::StillRunning`] unless
+    /// Python's `join()`: waits for the workers to exit; [`PoolJoinError::StillRunning`] unless
     /// `close()` or `terminate()` was called.
-    pub fn join(&self) -> Result<()> {
+    pub fn join(&self) -> Result<(), PoolJoinError> {
         if lock(&self.inner.st).phase == Phase::Running {
-            return Err(PoolError::StillRunning);
+            return Err(PoolJoinError::StillRunning);
         }
         self.join_threads();
         Ok(())
     }
 
     /// [`join`](Pool::join) waiting at most `timeout` for the queued work
-    /// ([`PoolError::Timeout`] if it is not done; the pool keeps going).
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+    /// ([`PoolJoinError::Timeout`] if it is not done; the pool keeps going).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolJoinError> {
         let deadline = Instant::now() + timeout;
         {
             let mut st = lock(&self.inner.st);
             if st.phase == Phase::Running {
-                return Err(PoolError::StillRunning);
+                return Err(PoolJoinError::StillRunning);
             }
             while st.outstanding > 0 || st.workers.iter().any(|w| !w.dead) {
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(PoolError::Timeout);
+                    return Err(PoolJoinError::Timeout);
                 }
                 st.joiners += 1;
                 st = self
@@ -1934,7 +1964,7 @@ impl<A, R> std::fmt::Debug for IMap<'_, A, R> {
 }
 
 impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
-    fn refill(&mut self) -> Result<()> {
+    fn refill(&mut self) -> Result<(), SubmitError> {
         while !self.exhausted && self.in_flight < self.max_in_flight {
             let mut chunk = Vec::with_capacity(self.chunksize.min(1024));
             for _ in 0..self.chunksize {
@@ -1986,7 +2016,7 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
             }
             if let Err(e) = self.refill() {
                 self.exhausted = true;
-                return Some(Err(e));
+                return Some(Err(e.into()));
             }
             if self.in_flight == 0 {
                 return None;
@@ -2002,7 +2032,7 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
                     Some(d) => {
                         let now = Instant::now();
                         if now >= d {
-                            return Some(Err(PoolError::Timeout));
+                            return Some(Err(TaskError::Timeout.into()));
                         }
                         sink.cv
                             .wait_timeout(g, d - now)
@@ -2020,7 +2050,7 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
 
     /// Removes the next chunk to yield from the arrived ones, if it arrived (in order for
     /// `imap`, any for `imap_unordered`).
-    fn take_chunk(&mut self, st: &mut IMapState<R>) -> Option<Result<Vec<R>>> {
+    fn take_chunk(&mut self, st: &mut IMapState<R>) -> Option<Result<Vec<R>, TaskError>> {
         let key = if self.ordered {
             st.chunks
                 .contains_key(&self.next_yield)
@@ -2035,14 +2065,14 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
     }
 
     /// Takes a chunk in: submits more input, buffers its values; `Some(Err)` for a failed chunk.
-    fn accept(&mut self, chunk: Result<Vec<R>>) -> Option<Result<R>> {
+    fn accept(&mut self, chunk: Result<Vec<R>, TaskError>) -> Option<Result<R>> {
         let _ = self.refill();
         match chunk {
             Ok(v) => {
                 self.buffered.extend(v);
                 None
             }
-            Err(e) => Some(Err(e)),
+            Err(e) => Some(Err(e.into())),
         }
     }
 
@@ -2055,7 +2085,7 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
             }
             if let Err(e) = self.refill() {
                 self.exhausted = true;
-                return Poll::Ready(Some(Err(e)));
+                return Poll::Ready(Some(Err(e.into())));
             }
             if self.in_flight == 0 {
                 return Poll::Ready(None);

@@ -9,7 +9,7 @@
 //! only), and a wake cannot be lost: a poll either sees `ready` or leaves its waker before the
 //! filler looks for wakers. See docs/async-pool-process.md.
 
-use crate::error::{PoolError, Result};
+use crate::error::{NotReady, TaskError};
 use crate::facade::{AtomicBool, Ordering};
 use multiproc_process::registry;
 use multiproc_ring::WaitStrategy;
@@ -23,6 +23,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+/// This module's results: what a task gives instead of its value.
+type Result<T, E = TaskError> = std::result::Result<T, E>;
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -30,7 +33,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A callback run on the pool's result thread with the value.
 pub type Callback<R> = Box<dyn FnOnce(&R) + Send + 'static>;
 /// A callback run on the pool's result thread with the error.
-pub type ErrorCallback = Box<dyn FnOnce(&PoolError) + Send + 'static>;
+pub type ErrorCallback = Box<dyn FnOnce(&TaskError) + Send + 'static>;
 
 /// Python's `callback=` / `error_callback=`: exactly one of them runs, once, on a pool thread,
 /// before the result becomes ready. A panicking callback is caught (the pool keeps working).
@@ -68,7 +71,7 @@ impl<R> Callbacks<R> {
         self
     }
     /// Python's `error_callback`: runs with the error on failure.
-    pub fn on_error(mut self, f: impl FnOnce(&PoolError) + Send + 'static) -> Self {
+    pub fn on_error(mut self, f: impl FnOnce(&TaskError) + Send + 'static) -> Self {
         self.on_err = Some(Box::new(f));
         self
     }
@@ -254,13 +257,13 @@ impl<R> Slot<R> {
 /// The pending result of `apply_async`/`map_async`/`starmap_async` (Python's `AsyncResult`).
 ///
 /// The value moves out at the first successful [`get`](AsyncResult::get) (later gets give
-/// [`PoolError::AlreadyTaken`]); `ready`/`successful` keep answering.
+/// [`TaskError::AlreadyTaken`]); `ready`/`successful` keep answering.
 ///
 /// In async code, `.await` it (it is [`IntoFuture`]), or borrow it with
 /// [`get_async`](AsyncResult::get_async) / [`wait_async`](AsyncResult::wait_async): no thread
 /// blocks, the pool's result thread wakes the task, and any executor works. A worker that dies
-/// resolves the future with the same [`PoolError::WorkerLost`] that [`get`](AsyncResult::get)
-/// gives; a terminated or dropped pool with [`PoolError::Terminated`].
+/// resolves the future with the same [`TaskError::WorkerLost`] that [`get`](AsyncResult::get)
+/// gives; a terminated or dropped pool with [`TaskError::Terminated`].
 ///
 /// ```no_run
 /// # use multiproc_pool::Pool;
@@ -288,23 +291,23 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R> AsyncResult<R> {
     /// Waits for the result and takes it. Never waits forever on a dead worker: its tasks fail
-    /// with [`PoolError::WorkerLost`].
-    pub fn get(&self) -> Result<R> {
+    /// with [`TaskError::WorkerLost`].
+    pub fn get(&self) -> std::result::Result<R, TaskError> {
         self.get_deadline(None)
     }
 
-    /// [`get`](AsyncResult::get) waiting at most `timeout`: [`PoolError::Timeout`] if not ready
+    /// [`get`](AsyncResult::get) waiting at most `timeout`: [`TaskError::Timeout`] if not ready
     /// (the result stays for a later get).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<R, TaskError> {
         self.get_deadline(Some(Instant::now() + timeout))
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
         let mut g = self.wait_until(deadline);
         if !g.ready {
-            return Err(PoolError::Timeout);
+            return Err(TaskError::Timeout);
         }
-        g.value.take().unwrap_or(Err(PoolError::AlreadyTaken))
+        g.value.take().unwrap_or(Err(TaskError::AlreadyTaken))
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> MutexGuard<'_, SlotState<R>> {
@@ -366,12 +369,12 @@ impl<R> AsyncResult<R> {
         lock(&self.slot.st).ready
     }
 
-    /// Whether the call completed without error; [`PoolError::NotReady`] before it is ready
+    /// Whether the call completed without error; [`NotReady`] before it is ready
     /// (Python's `ValueError`).
-    pub fn successful(&self) -> Result<bool> {
+    pub fn successful(&self) -> std::result::Result<bool, NotReady> {
         let g = lock(&self.slot.st);
         if !g.ready {
-            return Err(PoolError::NotReady);
+            return Err(NotReady);
         }
         Ok(g.ok)
     }
@@ -418,12 +421,12 @@ impl<R> std::fmt::Debug for ResultFuture<R> {
 }
 
 impl<R> Future for GetFuture<'_, R> {
-    type Output = Result<R>;
+    type Output = std::result::Result<R, TaskError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
         let this = self.get_mut();
         this.slot
             .poll_ready(cx, &mut this.reg)
-            .map(|mut g| g.value.take().unwrap_or(Err(PoolError::AlreadyTaken)))
+            .map(|mut g| g.value.take().unwrap_or(Err(TaskError::AlreadyTaken)))
     }
 }
 
@@ -436,12 +439,12 @@ impl<R> Future for WaitFuture<'_, R> {
 }
 
 impl<R> Future for ResultFuture<R> {
-    type Output = Result<R>;
+    type Output = std::result::Result<R, TaskError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
         let this = self.get_mut();
         this.slot
             .poll_ready(cx, &mut this.reg)
-            .map(|mut g| g.value.take().unwrap_or(Err(PoolError::AlreadyTaken)))
+            .map(|mut g| g.value.take().unwrap_or(Err(TaskError::AlreadyTaken)))
     }
 }
 
@@ -466,7 +469,7 @@ impl<R> Drop for ResultFuture<R> {
 /// `pool.apply_async(f, x)?.await`: the value, as [`AsyncResult::get`] gives it, without
 /// blocking a thread.
 impl<R> IntoFuture for AsyncResult<R> {
-    type Output = Result<R>;
+    type Output = std::result::Result<R, TaskError>;
     type IntoFuture = ResultFuture<R>;
     fn into_future(self) -> ResultFuture<R> {
         ResultFuture {
@@ -478,7 +481,7 @@ impl<R> IntoFuture for AsyncResult<R> {
 
 /// `(&r).await`: [`AsyncResult::get_async`].
 impl<'a, R> IntoFuture for &'a AsyncResult<R> {
-    type Output = Result<R>;
+    type Output = std::result::Result<R, TaskError>;
     type IntoFuture = GetFuture<'a, R>;
     fn into_future(self) -> GetFuture<'a, R> {
         self.get_async()
@@ -496,14 +499,14 @@ pub(crate) fn decode_items<R: DeserializeOwned + 'static>(body: &[u8]) -> Result
     if body.starts_with(&registry::PLAIN_MAGIC) {
         // A plain chunk (a `map` of primitive numbers): one slice copy.
         return registry::plain_read::<R>(body).ok_or_else(|| {
-            PoolError::Task(format!(
+            TaskError::Task(format!(
                 "decoding a task result: a malformed plain-data chunk of `{}`",
                 std::any::type_name::<R>()
             ))
         });
     }
     postcard::from_bytes(body).map_err(|e| {
-        PoolError::Task(registry::codec_message(
+        TaskError::Task(registry::codec_message(
             "decoding",
             "a task result",
             std::any::type_name::<R>(),
@@ -522,10 +525,10 @@ impl<R: DeserializeOwned + Send + 'static> Sink for ApplySink<R> {
         let v = res.and_then(|b| match b.split_first() {
             // One result (a varint length of 1): decoded alone, no `Vec`.
             Some((1, item)) => postcard::from_bytes(item)
-                .map_err(|e| PoolError::Task(format!("decoding the result: {e}"))),
+                .map_err(|e| TaskError::Task(format!("decoding the result: {e}"))),
             _ => decode_items::<R>(b)?
                 .pop()
-                .ok_or_else(|| PoolError::Task("empty result".into())),
+                .ok_or_else(|| TaskError::Task("empty result".into())),
         });
         self.slot.set(v);
     }
@@ -539,7 +542,7 @@ struct MapState<R> {
     /// did), so the last result does not wait for a concatenation of all of them.
     whole: Option<Whole<R>>,
     remaining: usize,
-    first_err: Option<(u32, PoolError)>,
+    first_err: Option<(u32, TaskError)>,
 }
 
 struct Whole<R> {
@@ -553,7 +556,7 @@ impl<R: DeserializeOwned + 'static> Whole<R> {
     fn place(&mut self, i: usize, body: &[u8]) -> Result<()> {
         let start = i * self.chunksize;
         let len = self.chunksize.min(self.total.saturating_sub(start));
-        let bad = || PoolError::Task(format!("a result chunk of the wrong length (chunk {i})"));
+        let bad = || TaskError::Task(format!("a result chunk of the wrong length (chunk {i})"));
         let Some(dst) = self.out.spare_capacity_mut().get_mut(start..start + len) else {
             return Err(bad());
         };

@@ -6,7 +6,7 @@
 
 mod support;
 
-use multiproc_pool::{Pool, PoolError};
+use multiproc_pool::{Pool, PoolError, TaskError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -154,7 +154,7 @@ fn sigkilled_worker_resolves_its_pending_future_with_worker_lost() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         kill9(victim);
         match waiter.await.unwrap().expect("hung after the kill") {
-            Err(PoolError::WorkerLost {
+            Err(TaskError::WorkerLost {
                 pid,
                 signal,
                 exitcode,
@@ -196,7 +196,7 @@ fn terminate_resolves_pending_futures_with_terminated() {
             .unwrap();
         let mut n = 0;
         while let Some(j) = set.join_next().await {
-            assert_eq!(j.unwrap().expect("hung"), Err(PoolError::Terminated));
+            assert_eq!(j.unwrap().expect("hung"), Err(TaskError::Terminated));
             n += 1;
         }
         assert_eq!(n, 6);
@@ -247,7 +247,7 @@ fn futures_dropped_at_random_points_leave_the_value_for_get() {
             Some(v) => {
                 let v = v.unwrap();
                 assert!(want.is_none_or(|w| w == v), "item {i}: {v}");
-                assert_eq!(r.get_timeout(T), Err(PoolError::AlreadyTaken));
+                assert_eq!(r.get_timeout(T), Err(TaskError::AlreadyTaken));
                 by_future += 1;
             }
             None => {
@@ -339,7 +339,10 @@ fn imap_stream_yields_a_failed_chunk_as_an_error_item() {
             items.push(v);
         }
         assert_eq!(items.len(), 10);
-        assert!(matches!(items[4], Err(PoolError::TaskPanicked { .. })));
+        assert!(matches!(
+            items[4],
+            Err(PoolError::Task(TaskError::TaskPanicked { .. }))
+        ));
         assert_eq!(items[5], Ok(5));
     });
     pool.close();

@@ -3,7 +3,10 @@
 
 mod support;
 
-use multiproc_pool::{Callbacks, Pool, PoolError, default_chunksize};
+use multiproc_pool::{
+    BuildError, Callbacks, NotReady, Pool, PoolError, PoolJoinError, SubmitError, TaskError,
+    default_chunksize,
+};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -82,7 +85,7 @@ fn exactly_one_callback_runs_once() {
         .unwrap();
     assert!(matches!(
         r.get_timeout(T),
-        Err(PoolError::TaskPanicked { .. })
+        Err(TaskError::TaskPanicked { .. })
     ));
     assert_eq!(*log.lock().unwrap(), vec!["err".to_string()]);
     assert!(!r.successful().unwrap());
@@ -117,17 +120,17 @@ fn get_timeout_times_out_and_result_stays() {
     let t0 = Instant::now();
     assert_eq!(
         r.get_timeout(Duration::from_millis(100)),
-        Err(PoolError::Timeout)
+        Err(TaskError::Timeout)
     );
     assert!(t0.elapsed() >= Duration::from_millis(90));
     assert!(!r.ready());
-    assert_eq!(r.successful(), Err(PoolError::NotReady));
+    assert_eq!(r.successful(), Err(NotReady));
     assert!(!r.wait_timeout(Duration::from_millis(10)));
     r.wait();
     assert!(r.ready());
     assert_eq!(r.successful(), Ok(true));
     assert_eq!(r.get_timeout(T).unwrap(), 600);
-    assert_eq!(r.get(), Err(PoolError::AlreadyTaken));
+    assert_eq!(r.get(), Err(TaskError::AlreadyTaken));
 }
 
 /// Item 59: test_imap: ordered, ends with None (StopIteration); imap_unordered has every item.
@@ -172,7 +175,7 @@ fn imap_consumes_input_lazily() {
     let mut it = p.imap(sleep_ms, [500u64], 1).unwrap();
     assert_eq!(
         it.next_timeout(Duration::from_millis(50)).unwrap(),
-        Err(PoolError::Timeout)
+        Err(PoolError::Task(TaskError::Timeout))
     );
     assert_eq!(it.next_timeout(T).unwrap().unwrap(), 500);
     assert!(it.next().is_none());
@@ -183,12 +186,12 @@ fn imap_consumes_input_lazily() {
 fn zero_processes_is_an_error() {
     assert_eq!(
         Pool::builder().processes(0).build().unwrap_err(),
-        PoolError::InvalidProcesses
+        BuildError::InvalidProcesses
     );
     let p = pool(1);
     assert_eq!(
         p.map_chunked(sqr, 0..3u64, 0).unwrap_err(),
-        PoolError::InvalidChunksize
+        PoolError::Submit(SubmitError::InvalidChunksize)
     );
     assert_eq!(p.processes(), 1);
 }
@@ -198,22 +201,25 @@ fn zero_processes_is_an_error() {
 #[test]
 fn calls_after_close_or_terminate_fail() {
     let p = pool(1);
-    assert_eq!(p.join(), Err(PoolError::StillRunning));
+    assert_eq!(p.join(), Err(PoolJoinError::StillRunning));
     p.terminate();
-    assert_eq!(p.apply(sqr, 1).unwrap_err(), PoolError::NotRunning);
+    assert_eq!(
+        p.apply(sqr, 1).unwrap_err(),
+        PoolError::Submit(SubmitError::NotRunning)
+    );
     assert_eq!(p.apply(sqr, 1).unwrap_err().to_string(), "Pool not running");
     assert!(p.map(sqr, 0..3u64).is_err());
     assert!(p.imap(sqr, 0..3u64, 1).is_err());
     p.join().unwrap();
     let p = pool(1);
     p.close();
-    assert_eq!(p.apply_async(sqr, 1).unwrap_err(), PoolError::NotRunning);
+    assert_eq!(p.apply_async(sqr, 1).unwrap_err(), SubmitError::NotRunning);
     p.join().unwrap();
     // drop = terminate: a pool dropped with work running returns and fails that work
     let p = pool(1);
     let r = p.apply_async(sleep_ms, 10_000).unwrap();
     drop(p);
-    assert_eq!(r.get_timeout(T), Err(PoolError::Terminated));
+    assert_eq!(r.get_timeout(T), Err(TaskError::Terminated));
 }
 
 /// Item 63: test_traceback: the remote failure keeps its type and fields (a typed error
@@ -229,7 +235,9 @@ fn remote_errors_keep_type_and_message() {
         })
     );
     match p.apply(panics_on, (4, 4)) {
-        Err(PoolError::TaskPanicked { message }) => assert_eq!(message, "bad value 4"),
+        Err(PoolError::Task(TaskError::TaskPanicked { message })) => {
+            assert_eq!(message, "bad value 4")
+        }
         other => panic!("{other:?}"),
     }
     // the worker survived the panic
@@ -242,7 +250,9 @@ fn failing_map_waits_for_all_chunks() {
     let p = pool(2);
     let t0 = Instant::now();
     let r = p.map_chunked(fail_first_sleep_rest, (0..6u64).map(|x| (x, 200)), 1);
-    assert!(matches!(r, Err(PoolError::TaskPanicked { ref message }) if message == "first fails"));
+    assert!(
+        matches!(r, Err(PoolError::Task(TaskError::TaskPanicked { ref message })) if message == "first fails")
+    );
     // 5 items of 200 ms on 2 workers: at least 3 rounds minus slack
     assert!(
         t0.elapsed() >= Duration::from_millis(500),
@@ -251,7 +261,9 @@ fn failing_map_waits_for_all_chunks() {
     );
     // first error by chunk order, whatever the arrival order
     let r = p.map_chunked(panics_on, (0..20u64).map(|x| (x, x % 7 + 100 * (x / 7))), 1);
-    assert!(matches!(r, Err(PoolError::TaskPanicked { ref message }) if message == "bad value 0"));
+    assert!(
+        matches!(r, Err(PoolError::Task(TaskError::TaskPanicked { ref message })) if message == "bad value 0")
+    );
 }
 
 /// Item 65: test_unpickleable_result: a result that cannot be encoded is an error (Python's
@@ -262,7 +274,7 @@ fn unencodable_result_is_an_error_and_worker_survives() {
     let before = p.apply(pid_of_worker, ()).unwrap();
     for _ in 0..3 {
         match p.apply(unencodable, ()) {
-            Err(PoolError::Encoding { message }) => {
+            Err(PoolError::Task(TaskError::Encoding { message })) => {
                 assert!(message.starts_with("encoding the task result"), "{message}")
             }
             other => panic!("{other:?}"),
@@ -330,7 +342,7 @@ fn invalid_maxtasksperchild_is_an_error() {
             .maxtasksperchild(0)
             .build()
             .unwrap_err(),
-        PoolError::InvalidMaxTasks
+        BuildError::InvalidMaxTasks
     );
 }
 

@@ -3,7 +3,7 @@
 
 mod support;
 
-use multiproc_pool::{Pool, PoolError};
+use multiproc_pool::{Pool, TaskError};
 use std::time::Duration;
 use support::*;
 
@@ -25,7 +25,7 @@ fn fork_workers_map_apply_and_survive_a_kill() {
     }
     assert!(matches!(
         long.get_timeout(Duration::from_secs(60)),
-        Err(PoolError::WorkerLost { .. })
+        Err(TaskError::WorkerLost { .. })
     ));
     let v: Vec<u64> = (0..200u64).map(|i| p.apply(sqr, i).unwrap()).collect();
     assert_eq!(v[199], 199 * 199);

@@ -4,7 +4,7 @@
 mod support;
 
 use multiproc_channel::{Pipe, Queue};
-use multiproc_pool::{Pool, PoolError};
+use multiproc_pool::{Pool, TaskError};
 use multiproc_process::StartMethod;
 use multiproc_sync::Value;
 use std::collections::HashMap;
@@ -54,7 +54,7 @@ fn result_over_message_limit_is_the_tasks_error_and_the_worker_stays() {
     let p = Pool::new(1).unwrap();
     let before = p.worker_pids();
     match p.apply_async(big_result, 65 * MIB).unwrap().get_timeout(T) {
-        Err(PoolError::ResultTooLarge { len, max }) => assert!(len > max, "{len} {max}"),
+        Err(TaskError::ResultTooLarge { len, max }) => assert!(len > max, "{len} {max}"),
         other => panic!("{:?}", other.map(|v| v.len())),
     }
     assert_eq!(p.apply(sqr, 5).unwrap(), 25);
@@ -227,7 +227,7 @@ fn a_task_past_its_time_limit_fails_and_its_worker_is_replaced() {
     let stuck = p.apply_async(sleep_ms, 600_000).unwrap();
     let quick: Vec<_> = (0..50u64).map(|i| p.apply_async(sqr, i).unwrap()).collect();
     match stuck.get_timeout(T) {
-        Err(PoolError::TimeLimit { limit, .. }) => assert_eq!(limit, Duration::from_millis(500)),
+        Err(TaskError::TimeLimit { limit, .. }) => assert_eq!(limit, Duration::from_millis(500)),
         other => panic!("{other:?}"),
     }
     for (i, r) in quick.into_iter().enumerate() {
@@ -258,13 +258,13 @@ fn a_task_past_its_time_limit_fails_and_its_worker_is_replaced() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     assert!(matches!(
         frozen.get_timeout(T),
-        Err(PoolError::TimeLimit { .. })
+        Err(TaskError::TimeLimit { .. })
     ));
     // per call: a shorter limit than the pool's
     let r = p
         .apply_async_limited(sleep_ms, 600_000, Duration::from_millis(100))
         .unwrap();
-    assert!(matches!(r.get_timeout(T), Err(PoolError::TimeLimit { .. })));
+    assert!(matches!(r.get_timeout(T), Err(TaskError::TimeLimit { .. })));
     assert_eq!(p.map(sqr, 0..10u64).unwrap()[3], 9);
     p.close();
     p.join_timeout(T).unwrap();

@@ -3,7 +3,7 @@
 
 mod support;
 
-use multiproc_pool::{Pool, PoolError};
+use multiproc_pool::{Pool, PoolError, SubmitError, TaskError, WorkerStartError};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::*;
@@ -57,7 +57,7 @@ fn sigkilled_worker_fails_only_its_task_and_the_rest_complete() {
         .collect();
     kill9(victim);
     match long.get_timeout(T) {
-        Err(PoolError::WorkerLost {
+        Err(TaskError::WorkerLost {
             pid,
             signal,
             exitcode,
@@ -89,9 +89,9 @@ fn sigkilled_worker_fails_only_its_task_and_the_rest_complete() {
 fn worker_that_exits_fails_its_task_with_worker_lost() {
     let p = Pool::builder().processes(1).build().unwrap();
     match p.apply(exit_now, 3) {
-        Err(PoolError::WorkerLost {
+        Err(PoolError::Task(TaskError::WorkerLost {
             signal, exitcode, ..
-        }) => {
+        })) => {
             assert_eq!(signal, None);
             assert_eq!(exitcode, Some(3));
         }
@@ -172,7 +172,7 @@ fn repeated_kills_never_leave_a_result_hanging() {
     for r in rs {
         match r.get_timeout(T) {
             Ok(3) => {}
-            Err(PoolError::WorkerLost { .. }) => lost += 1,
+            Err(TaskError::WorkerLost { .. }) => lost += 1,
             other => panic!("{other:?}"),
         }
     }
@@ -196,7 +196,7 @@ fn terminate_with_10000_pending_tasks_returns() {
         assert!(r.ready());
         match r.get_timeout(Duration::ZERO) {
             Ok(5) => {}
-            Err(PoolError::Terminated) => terminated += 1,
+            Err(TaskError::Terminated) => terminated += 1,
             other => panic!("{other:?}"),
         }
     }
@@ -216,13 +216,17 @@ fn failing_initializer_fails_calls_instead_of_hanging() {
         .unwrap();
     let r = p.apply_async(sqr, 2);
     match r.map(|r| r.get_timeout(T)) {
-        Ok(Err(PoolError::Start { what, source })) | Err(PoolError::Start { what, source }) => {
+        Ok(Err(TaskError::Start(WorkerStartError { what, source })))
+        | Err(SubmitError::Start(WorkerStartError { what, source })) => {
             assert!(what.contains("initializer"), "{what}");
             // The pool gave up by itself: no step failed with an error of its own.
             assert!(source.is_none(), "{source:?}");
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(p.apply(sqr, 2), Err(PoolError::Start { .. })));
+    assert!(matches!(
+        p.apply(sqr, 2),
+        Err(PoolError::Submit(SubmitError::Start(_)))
+    ));
     p.terminate();
 }

@@ -2,7 +2,7 @@
 //! worker (no `Some(9)`) and arguments postcard refuses (named by type).
 #![allow(missing_docs)]
 
-use multiproc_pool::{Pool, PoolError};
+use multiproc_pool::{Pool, PoolError, SubmitError, TaskError};
 use multiproc_process::{Process, StartError};
 use serde::{Serialize, Serializer};
 
@@ -28,7 +28,10 @@ fn not_a_task(x: u64) -> u64 {
 fn unregistered_task_has_one_text_in_process_and_pool() {
     let pool = Pool::builder().processes(1).build().unwrap();
     let pe = pool.apply(not_a_task, 1).unwrap_err();
-    assert!(matches!(pe, PoolError::TaskNotRegistered(_)), "{pe}");
+    assert!(
+        matches!(pe, PoolError::Submit(SubmitError::TaskNotRegistered(_))),
+        "{pe}"
+    );
     let e = Process::spawn(not_a_task, 1).unwrap_err();
     assert!(matches!(e, StartError::TaskNotRegistered(_)), "{e}");
     assert_eq!(pe.to_string(), e.to_string());
@@ -36,7 +39,7 @@ fn unregistered_task_has_one_text_in_process_and_pool() {
 
 #[test]
 fn worker_lost_says_signal_without_debug_formatting() {
-    let e = PoolError::WorkerLost {
+    let e = TaskError::WorkerLost {
         pid: 42,
         signal: Some(9),
         exitcode: Some(-9),
@@ -45,7 +48,7 @@ fn worker_lost_says_signal_without_debug_formatting() {
         e.to_string(),
         "worker 42 was lost (killed by signal 9) while running the task"
     );
-    let e = PoolError::WorkerLost {
+    let e = TaskError::WorkerLost {
         pid: 42,
         signal: None,
         exitcode: Some(3),

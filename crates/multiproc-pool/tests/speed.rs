@@ -5,7 +5,7 @@
 
 mod support;
 
-use multiproc_pool::{Pool, PoolError, WaitStrategy};
+use multiproc_pool::{Pool, PoolError, TaskError, WaitStrategy};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -57,7 +57,9 @@ fn a_map_of_plain_numbers_travels_as_slices_and_keeps_every_guarantee() {
     assert_eq!(got[0], -8_000_000_000_000);
     assert_eq!(got.len(), 1992);
     match p.map_chunked(neg_panic_on_7, 0..100i32, 5) {
-        Err(PoolError::TaskPanicked { message }) => assert!(message.contains("seven")),
+        Err(PoolError::Task(TaskError::TaskPanicked { message })) => {
+            assert!(message.contains("seven"))
+        }
         other => panic!("expected the chunk's panic, got {other:?}"),
     }
     // The pool still works, and a worker killed during a plain map: with retries the
@@ -108,7 +110,7 @@ fn every_wait_strategy_gives_the_same_results() {
         let t0 = std::time::Instant::now();
         let early = r.get_timeout(Duration::from_millis(1));
         match early {
-            Err(PoolError::Timeout) => assert_eq!(r.get_timeout(T).unwrap(), 30),
+            Err(TaskError::Timeout) => assert_eq!(r.get_timeout(T).unwrap(), 30),
             Ok(30) => assert!(
                 t0.elapsed() >= Duration::from_millis(25),
                 "{w:?}: too early"
@@ -125,7 +127,9 @@ fn a_panicking_item_fails_its_chunk_and_the_others_arrive() {
     let p = Pool::builder().processes(2).build().unwrap();
     // Chunk 0..5 and 10..15 succeed; the chunk holding 7 is the map's error.
     match p.map_chunked(panic_on_7, 0..15u64, 5) {
-        Err(PoolError::TaskPanicked { message }) => assert!(message.contains("seven"), "{message}"),
+        Err(PoolError::Task(TaskError::TaskPanicked { message })) => {
+            assert!(message.contains("seven"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
     let mut it = p.imap(panic_on_7, 0..15u64, 5).unwrap();
@@ -133,7 +137,7 @@ fn a_panicking_item_fails_its_chunk_and_the_others_arrive() {
     assert_eq!(first, vec![1, 2, 3, 4, 5]);
     assert!(matches!(
         it.next(),
-        Some(Err(PoolError::TaskPanicked { .. }))
+        Some(Err(PoolError::Task(TaskError::TaskPanicked { .. })))
     ));
     assert_eq!(p.apply(panic_on_7, 8).unwrap(), 9);
     p.close();
@@ -170,7 +174,7 @@ fn a_spinning_pool_still_fails_exactly_the_killed_task() {
     // SAFETY: plain syscall; the pid is a live worker of our own pool.
     unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
     match long.get_timeout(T) {
-        Err(PoolError::WorkerLost { pid, signal, .. }) => {
+        Err(TaskError::WorkerLost { pid, signal, .. }) => {
             assert_eq!(pid, victim);
             assert_eq!(signal, Some(9));
         }
@@ -205,13 +209,15 @@ fn a_synchronous_apply_reads_its_own_result_and_keeps_every_guarantee() {
     assert!(p.results_read_by_callers() > 0);
     // The worker dies while its caller reads its pipe: exactly that call fails.
     match p.apply(exit_now, 3) {
-        Err(PoolError::WorkerLost { exitcode, .. }) => assert_eq!(exitcode, Some(3)),
+        Err(PoolError::Task(TaskError::WorkerLost { exitcode, .. })) => {
+            assert_eq!(exitcode, Some(3))
+        }
         other => panic!("{other:?}"),
     }
     // The time limit applies while the caller reads.
     assert!(matches!(
         p.apply(sleep_ms, 60_000),
-        Err(PoolError::TimeLimit { .. })
+        Err(PoolError::Task(TaskError::TimeLimit { .. }))
     ));
     // Mixed with asynchronous work and its callbacks.
     let hits = Arc::new(AtomicU64::new(0));
@@ -268,6 +274,9 @@ fn synchronous_applies_survive_maxtasksperchild_and_terminate() {
         let h = s.spawn(|| p.apply(sleep_ms, 60_000));
         std::thread::sleep(Duration::from_millis(300));
         p.terminate();
-        assert!(matches!(h.join().unwrap(), Err(PoolError::Terminated)));
+        assert!(matches!(
+            h.join().unwrap(),
+            Err(PoolError::Task(TaskError::Terminated))
+        ));
     });
 }
