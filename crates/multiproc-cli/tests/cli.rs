@@ -1,7 +1,12 @@
 //! Runs the `multiproc` binary for real against live and stale segments.
 
 use multiproc::Value;
+use multiproc_testutil::{Exit, fork};
 use std::process::Command;
+use std::time::Duration;
+
+/// How long a forked helper child may take.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_multiproc"))
@@ -49,23 +54,15 @@ fn clean_removes_only_segments_of_dead_creators() {
     let live = name("keep");
     let dead = name("stale");
     let _v = Value::create_named(&live, 1u8).unwrap();
-    let dead2 = dead.clone();
-    // SAFETY: the child only creates a segment and leaves without destructors.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let code = match Value::create_named(&dead2, 2u8) {
-            Ok(v) => {
-                std::mem::forget(v);
-                0
-            }
-            Err(_) => 1,
-        };
-        // SAFETY: leave the child at once.
-        unsafe { libc::_exit(code) };
-    }
-    let mut st = 0;
-    // SAFETY: reaping our child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
+    // The child creates a segment and leaves without destructors (testutil's `_exit`).
+    let mut child = fork(|| match Value::create_named(&dead, 2u8) {
+        Ok(v) => {
+            std::mem::forget(v);
+            0
+        }
+        Err(_) => 1,
+    });
+    assert_eq!(child.wait_timeout(WAIT), Exit::Code(0));
     assert!(std::path::Path::new(&format!("/dev/shm/multiproc.{dead}")).exists());
 
     // Limited to this test's names: other tests may hold deliberately stale segments right now.
@@ -324,24 +321,16 @@ fn a_lock_shows_its_holders_pid_and_a_dead_holder_as_dead() {
         assert!(line.contains(&format!("lock held by pid {me}")), "{line}");
         assert_eq!(inspect_json(&n)["live"]["holder_pid"], me);
     }
-    let l2 = l.clone();
-    // SAFETY: the child only takes the lock, leaks the guard and leaves without destructors.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let code = match l2.lock() {
-            Ok(g) => {
-                std::mem::forget(g);
-                0
-            }
-            Err(_) => 1,
-        };
-        // SAFETY: leave the child at once.
-        unsafe { libc::_exit(code) };
-    }
-    let mut st = 0;
-    // SAFETY: reaping our child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+    // The child takes the lock, leaks the guard and leaves without destructors.
+    let mut child = fork(|| match l.lock() {
+        Ok(g) => {
+            std::mem::forget(g);
+            0
+        }
+        Err(_) => 1,
+    });
+    assert_eq!(child.wait_timeout(WAIT), Exit::Code(0));
+    let pid = child.pid;
     let line = ls_line(&n);
     assert!(
         line.contains(&format!("lock held by dead pid {pid}")),
@@ -384,23 +373,15 @@ fn ls_columns_align_with_long_type_names() {
 #[test]
 fn clean_removes_persistent_segments_only_with_the_persistent_flag() {
     let n = name("persistent");
-    let n2 = n.clone();
-    // SAFETY: the child only creates a segment, drops its handle and leaves.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let code = match Value::create_named_persistent(&n2, 9u32) {
-            Ok(v) => {
-                drop(v);
-                0
-            }
-            Err(_) => 1,
-        };
-        // SAFETY: leave the child at once.
-        unsafe { libc::_exit(code) };
-    }
-    let mut st = 0;
-    // SAFETY: reaping our child.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
+    // The child creates a persistent segment, drops its handle and leaves.
+    let mut child = fork(|| match Value::create_named_persistent(&n, 9u32) {
+        Ok(v) => {
+            drop(v);
+            0
+        }
+        Err(_) => 1,
+    });
+    assert_eq!(child.wait_timeout(WAIT), Exit::Code(0));
     let path = format!("/dev/shm/multiproc.{n}");
     assert!(std::path::Path::new(&path).exists());
     let line = ls_line(&n);

@@ -3,6 +3,7 @@
 #![allow(missing_docs)]
 
 use multiproc_process::{Process, task};
+use multiproc_testutil::{Exit, fork};
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::time::Duration;
@@ -20,10 +21,9 @@ fn atexit_join_names_the_child_it_waits_for() {
     let mut fds = [0; 2];
     // SAFETY: valid out-array of two fds.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child only starts a process and exits (running the at-exit handlers).
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The child starts a process and leaves with `exit` (not testutil's `_exit`): the at-exit
+    // handlers must run.
+    let mut child = fork(|| {
         // SAFETY: fds from pipe() above; stderr becomes the pipe's write end.
         unsafe {
             libc::dup2(fds[1], 2);
@@ -39,19 +39,17 @@ fn atexit_join_names_the_child_it_waits_for() {
             Err(_) => 2,
         };
         // Runs the at-exit join: it waits ~2.5 s for slowpoke, and says so after 1 s.
-        std::process::exit(code);
-    }
+        std::process::exit(code)
+    });
     // SAFETY: our copy of the write end, closed once.
     unsafe { libc::close(fds[1]) };
     // SAFETY: the read end is open and owned by nothing else in this process.
     let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     let mut text = String::new();
     let _ = r.read_to_string(&mut text); // EOF once the helper and slowpoke are gone
-    let mut status = 0;
-    // SAFETY: our child; valid out-pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    assert_eq!(
+        child.wait_timeout(Duration::from_secs(60)),
+        Exit::Code(0),
         "{text}"
     );
     let child_pid = text

@@ -295,20 +295,15 @@ fn a_forked_child_dropping_inherited_handles_does_not_free_the_parents_slots() {
     let vals: Vec<Value<u64>> = (0..100u64)
         .map(|i| Value::new_in(&arena, i).unwrap())
         .collect();
-    // A raw fork: the child drops the only handles it has (its copy of `vals`), as a Fork-
-    // started task drops its arguments.
-    // SAFETY: the child drops the Values and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        drop(vals);
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    // The child drops the only handles it has (its copy of `vals`), as a Fork-started task
+    // drops its arguments; the parent's copy stays in `held`.
+    let mut held = Some(vals);
+    let mut child = fork(|| {
+        drop(held.take());
+        0
+    });
+    assert_eq!(child.wait_timeout(Duration::from_secs(30)), Exit::Code(0));
+    let vals = held.expect("the parent's handles");
     assert_eq!(arena.check().unwrap().live, 100, "still the parent's");
     let hs: Vec<_> = vals.iter().map(|v| v.slot_handle().unwrap()).collect();
     for h in &hs {
