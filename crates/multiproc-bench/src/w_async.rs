@@ -22,7 +22,7 @@
 //! the peer (`async_rtt`) or the 64 senders (`async_fanin`) to CPU 1. The children start
 //! together on a futex (no spinning while 65 children start on 2 CPUs).
 
-use crate::harness::{Child, fork_pinned};
+use crate::harness::{Child, fork_pinned, wait_all};
 use crate::lat::{Lat, Recorder};
 use crate::w_ring::{Page, RESULT, push_lat, timed};
 use crate::{Config, Record};
@@ -204,12 +204,7 @@ fn run_children(bodies: Vec<Body>) -> Result<Page, String> {
         }
         futex::wait(pg.u32(DONE), done, Some(Duration::from_millis(100)));
     }
-    for k in kids.iter_mut() {
-        match k.wait(Duration::from_secs(10))? {
-            0 => {}
-            code => return Err(format!("child exited with code {code}")),
-        }
-    }
+    wait_all(&mut kids, Duration::from_secs(10))?;
     Ok(pg)
 }
 

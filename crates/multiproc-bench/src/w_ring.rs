@@ -13,7 +13,7 @@
 //! Round trips are recorded one by one (`crate::lat`); every stream consumer reads every
 //! payload byte (`fold`).
 
-use crate::harness::{Child, fork_pinned};
+use crate::harness::{Child, fork_pinned, wait_all};
 use crate::lat::{Lat, Setup, Step, rtt_pair};
 use crate::{Config, Record};
 use multiproc::sync::futex;
@@ -128,12 +128,7 @@ fn wait_quietly(kids: &mut [Child], pg: Page, n: u64) -> Result<(), String> {
         }
         futex::wait(pg.u32(DONE), done, Some(Duration::from_millis(100)));
     }
-    for k in kids.iter_mut() {
-        match k.wait(Duration::from_secs(10))? {
-            0 => {}
-            code => return Err(format!("child exited with code {code}")),
-        }
-    }
+    wait_all(kids, Duration::from_secs(10))?;
     Ok(())
 }
 

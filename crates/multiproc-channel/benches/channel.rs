@@ -3,24 +3,22 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use multiproc_channel::{Pipe, PipeOptions, Plain, Queue};
+use multiproc_testutil::fork;
 use std::hint::black_box;
 use std::time::Duration;
 
 fn pipe_rtt(c: &mut Criterion) {
     let (mut a, mut b) = Pipe::duplex::<u64>().unwrap();
-    // SAFETY: the bench process is single-threaded here; the child only echoes, then _exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The bench process is single-threaded here; the child only echoes, then `_exit`s.
+    let child = fork(|| {
         loop {
             match b.recv() {
                 Ok(x) if b.send(&x).is_ok() => {}
                 _ => break,
             }
         }
-        // SAFETY: leave without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
+        0
+    });
     c.bench_function("pipe_rtt_u64_cross_process", |bn| {
         let mut i = 0u64;
         bn.iter(|| {
@@ -30,8 +28,8 @@ fn pipe_rtt(c: &mut Criterion) {
         })
     });
     a.close();
-    // SAFETY: reap our own child (it sees EOF and exits).
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    // It sees EOF and exits.
+    child.join_ok();
 }
 
 /// A put/get round trip through two queues to a forked echo process (the child gets from `a`
@@ -41,10 +39,8 @@ fn queue_rtt_with(c: &mut Criterion, name: &str, setup: fn(&mut Queue<u64>)) {
     let mut b: Queue<u64> = Queue::new(64).unwrap();
     setup(&mut a);
     setup(&mut b);
-    // SAFETY: the bench process is single-threaded here; the child only echoes, then _exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The bench process is single-threaded here; the child only echoes, then `_exit`s.
+    let child = fork(|| {
         loop {
             match a.get_timeout(Duration::from_secs(30)) {
                 Ok(0) | Err(_) => break,
@@ -52,9 +48,8 @@ fn queue_rtt_with(c: &mut Criterion, name: &str, setup: fn(&mut Queue<u64>)) {
                 Ok(_) => break,
             }
         }
-        // SAFETY: leave without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
+        0
+    });
     c.bench_function(name, |bn| {
         let mut i = 0u64;
         bn.iter(|| {
@@ -64,8 +59,8 @@ fn queue_rtt_with(c: &mut Criterion, name: &str, setup: fn(&mut Queue<u64>)) {
         })
     });
     a.put(0).unwrap();
-    // SAFETY: reap our own child (it sees the 0 and exits).
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    // It sees the 0 and exits.
+    child.join_ok();
 }
 
 fn queue_rtt(c: &mut Criterion) {
@@ -84,10 +79,8 @@ fn queue_rtt(c: &mut Criterion) {
 /// The reader answers a 1-byte marker once it has read everything before it.
 fn pipe_stream(c: &mut Criterion) {
     let (mut a, mut b) = Pipe::duplex::<()>().unwrap();
-    // SAFETY: the bench process is single-threaded here; the child only reads, then _exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The bench process is single-threaded here; the child only reads, then `_exit`s.
+    let child = fork(|| {
         let mut buf = [0u8; 8];
         loop {
             match b.recv_bytes_into(&mut buf, 0) {
@@ -96,9 +89,8 @@ fn pipe_stream(c: &mut Criterion) {
                 _ => break,
             }
         }
-        // SAFETY: leave without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
+        0
+    });
     let mut g = c.benchmark_group("pipe_stream_8B");
     g.throughput(criterion::Throughput::Elements(1));
     for batched in [false, true] {
@@ -126,8 +118,8 @@ fn pipe_stream(c: &mut Criterion) {
     }
     g.finish();
     a.close();
-    // SAFETY: reap our own child (it sees EOF and exits).
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    // It sees EOF and exits.
+    child.join_ok();
 }
 
 fn same_process(c: &mut Criterion) {

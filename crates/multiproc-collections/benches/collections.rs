@@ -6,17 +6,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use multiproc_collections::{SharedDict, SharedList};
+use multiproc_testutil::fork_pinned;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-
-fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 fn single_process(c: &mut Criterion) {
     let d: SharedDict<String, i64> = SharedDict::new().unwrap();
@@ -51,32 +43,24 @@ fn two_process_update(iters: u64) -> Duration {
     let per = iters.div_ceil(2);
     d.insert(&"counter".to_string(), &(2 * per as i64)).unwrap();
     let go = multiproc_sync::RawValue::new(0u32).unwrap();
-    let mut pids = Vec::new();
-    for cpu in 0..2 {
-        let (d, go) = (d.clone(), go.clone());
-        // SAFETY: the bench process is single-threaded (criterion without rayon).
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            pin(cpu);
-            while go.load() == 0 {
-                std::hint::spin_loop();
-            }
-            for _ in 0..per {
-                d.update("counter", |v| v.unwrap_or(0) - 1).unwrap();
-            }
-            // SAFETY: leave the child without running the parent's destructors.
-            unsafe { libc::_exit(0) };
-        }
-        pids.push(pid);
-    }
+    // The bench process is single-threaded (criterion without rayon).
+    let children: Vec<_> = (0..2)
+        .map(|cpu| {
+            fork_pinned(Some(cpu), || {
+                while go.load() == 0 {
+                    std::hint::spin_loop();
+                }
+                for _ in 0..per {
+                    d.update("counter", |v| v.unwrap_or(0) - 1).unwrap();
+                }
+                0
+            })
+        })
+        .collect();
     let t = Instant::now();
     go.store(1);
-    for pid in pids {
-        let mut status = 0;
-        // SAFETY: reaping our own children.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    for child in children {
+        child.join_ok();
     }
     let el = t.elapsed();
     assert_eq!(d.get("counter").unwrap(), Some(0));

@@ -5,17 +5,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use multiproc_ring::{MpmcRing, SpscRing, WaitStrategy};
+use multiproc_testutil::{Child, fork_pinned, pin_to_cpu};
 use std::time::{Duration, Instant};
-
-fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 const STOP: &[u8] = &[];
 const MARK: &[u8] = &[0xFF];
@@ -23,7 +14,7 @@ const MARK: &[u8] = &[0xFF];
 /// A child pinned to CPU 1 serving two rings: `echo` sends every record back; otherwise it
 /// drains and answers only MARK records. An empty record stops it.
 struct Peer {
-    pid: libc::pid_t,
+    child: Child,
     tx: multiproc_ring::Producer,
     rx: multiproc_ring::Consumer,
 }
@@ -32,12 +23,9 @@ impl Peer {
     fn start(cap: usize, echo: bool, strategy: WaitStrategy) -> Peer {
         let ab = SpscRing::create(cap).expect("ring");
         let ba = SpscRing::create(4096).expect("ring");
-        // SAFETY: criterion's main thread forks; the child only uses the rings and `_exit`s.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            pin(1);
-            let code = (|| {
+        // Criterion's main thread forks; the child only uses the rings and `_exit`s.
+        let child = fork_pinned(Some(1), || {
+            (|| {
                 let mut rx = ab.consumer().ok()?;
                 let mut tx = ba.producer().ok()?;
                 rx.set_wait_strategy(strategy);
@@ -57,35 +45,22 @@ impl Peer {
                     g.release();
                 }
             })()
-            .unwrap_or(1);
-            // SAFETY: leave without running the parent's destructors.
-            unsafe { libc::_exit(code) };
-        }
-        pin(0);
+            .unwrap_or(1)
+        });
+        pin_to_cpu(0);
         let mut tx = ab.producer().expect("producer");
         let mut rx = ba.consumer().expect("consumer");
         tx.set_wait_strategy(strategy);
         rx.set_wait_strategy(strategy);
-        Peer { pid, tx, rx }
+        Peer { child, tx, rx }
     }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.tx.push_timeout(STOP, Duration::from_secs(1));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        // SAFETY: reaping (and if needed killing) our own child.
-        unsafe {
-            let mut st = 0;
-            while libc::waitpid(self.pid, &mut st, libc::WNOHANG) == 0 {
-                if Instant::now() > deadline {
-                    libc::kill(self.pid, libc::SIGKILL);
-                    libc::waitpid(self.pid, &mut st, 0);
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        // Killed if it does not stop within 5 s.
+        let _ = self.child.wait_code(Duration::from_secs(5));
     }
 }
 

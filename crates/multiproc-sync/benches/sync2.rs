@@ -4,6 +4,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use multiproc_sync::park::WaitStrategy;
 use multiproc_sync::{Event, Lock, RLock, Semaphore};
+use multiproc_testutil::fork;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -65,22 +66,17 @@ fn event_pingpong_with(c: &mut Criterion, name: &str, st: WaitStrategy) {
             let mut e2 = Event::new().unwrap();
             e1.set_wait_strategy(st);
             e2.set_wait_strategy(st);
-            // SAFETY: the child only uses the two pre-built events and `_exit`s.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0);
-            if pid == 0 {
-                let mut code = 0;
+            // The child only uses the two pre-built events and `_exit`s.
+            let child = fork(|| {
                 for _ in 0..iters {
                     if !e1.wait_timeout(Duration::from_secs(30)) {
-                        code = 1;
-                        break;
+                        return 1;
                     }
                     e1.clear();
                     e2.set();
                 }
-                // SAFETY: ends the child without running the parent's destructors.
-                unsafe { libc::_exit(code) };
-            }
+                0
+            });
             let t = Instant::now();
             for _ in 0..iters {
                 e1.set();
@@ -88,9 +84,7 @@ fn event_pingpong_with(c: &mut Criterion, name: &str, st: WaitStrategy) {
                 e2.clear();
             }
             let dt = t.elapsed();
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            child.join_ok();
             dt
         })
     });

@@ -38,10 +38,41 @@ impl Exit {
 
 /// Forks; the child runs `f` and exits with its return value.
 pub fn fork(f: impl FnOnce() -> i32) -> Child {
+    fork_pinned(None, f)
+}
+
+/// Number of CPUs this process may run on.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Pins the calling process to `cpu` (modulo the CPU count). Pinning failure is not fatal.
+pub fn pin_to_cpu(cpu: usize) {
+    let n = cpus();
+    if n < 2 {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Forks; the child pins itself to `cpu` (if given, see [`pin_to_cpu`]), runs `f` and exits
+/// with its return value (101 if it panicked).
+pub fn fork_pinned(cpu: Option<usize>, f: impl FnOnce() -> i32) -> Child {
     // SAFETY: fork has no memory-safety preconditions; the child only runs `f` then _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
+        if let Some(c) = cpu {
+            pin_to_cpu(c);
+        }
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
         // SAFETY: _exit never returns and is async-signal-safe.
         unsafe { libc::_exit(code) };
@@ -52,44 +83,62 @@ pub fn fork(f: impl FnOnce() -> i32) -> Child {
 impl Child {
     /// Waits at most `timeout` for the child to end; kills it and panics on timeout.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Exit {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut status = 0;
-            // SAFETY: valid out-pointer; WNOHANG never blocks.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if r == self.pid {
-                self.reaped = true;
-                return if libc::WIFEXITED(status) {
-                    Exit::Code(libc::WEXITSTATUS(status))
-                } else {
-                    Exit::Signal(libc::WTERMSIG(status))
-                };
-            }
-            assert!(
-                r == 0,
-                "waitpid failed: {}",
-                std::io::Error::last_os_error()
-            );
-            if Instant::now() >= deadline {
+        assert!(!self.reaped, "child {} was already reaped", self.pid);
+        match self.try_wait_timeout(timeout) {
+            Some(e) => e,
+            None => {
                 self.kill();
                 panic!("child {} did not finish within {timeout:?}", self.pid);
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
     /// Waits at most `timeout` for the child to end; `None` on timeout, when the child is left
-    /// running (dropping the `Child` kills it). Never panics.
+    /// running (dropping the `Child` kills it). Never panics. Sleeps on the child's pidfd, so
+    /// it returns as soon as the child ends (a bench may time the wait).
     pub fn try_wait_timeout(&mut self, timeout: Duration) -> Option<Exit> {
         let deadline = Instant::now() + timeout;
-        loop {
+        // SAFETY: pidfd_open on our own unreaped child (its pid cannot be reused yet).
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) } as libc::c_int;
+        let r = loop {
             if let Some(e) = self.exited() {
-                return Some(e);
+                break Some(e);
             }
-            if self.reaped || Instant::now() >= deadline {
-                return None;
+            let now = Instant::now();
+            if self.reaped || now >= deadline {
+                break None;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            let left = (deadline - now).min(Duration::from_millis(100));
+            if pidfd >= 0 {
+                let mut p = libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().max(1) as libc::c_int;
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut p, 1, ms) };
+            } else {
+                std::thread::sleep(left.min(Duration::from_millis(1)));
+            }
+        };
+        if pidfd >= 0 {
+            // SAFETY: the fd opened above, closed once.
+            unsafe { libc::close(pidfd) };
+        }
+        r
+    }
+
+    /// Waits at most `timeout` for the child's exit code, as an error what a bench reports: a
+    /// signal, or a timeout (the child is then killed). Never panics.
+    pub fn wait_code(&mut self, timeout: Duration) -> Result<i32, String> {
+        match self.try_wait_timeout(timeout) {
+            Some(Exit::Code(c)) => Ok(c),
+            Some(Exit::Signal(s)) => Err(format!("child killed by signal {s}")),
+            None => {
+                self.kill();
+                Err(format!("child did not finish within {timeout:?}"))
+            }
         }
     }
 
@@ -135,6 +184,17 @@ impl Drop for Child {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits for every child (each at most `timeout`); `Ok` only if all exited with code 0.
+pub fn wait_all(children: &mut [Child], timeout: Duration) -> Result<(), String> {
+    for c in children.iter_mut() {
+        match c.wait_code(timeout)? {
+            0 => {}
+            code => return Err(format!("child exited with code {code}")),
+        }
+    }
+    Ok(())
 }
 
 /// A unique segment name for a test.
