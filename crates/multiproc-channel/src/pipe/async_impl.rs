@@ -7,8 +7,10 @@
 //! publication wakes it. A message is taken (or written) only inside the poll that returns
 //! `Ready`, so dropping a receive future loses nothing.
 
-use super::{CONT, Connection, FIRST, RecvError, SMALL_RESERVE, SendError, WHOLE, push_err};
+use super::connection::{pop_err, push_err};
+use super::{CONT, Connection, FIRST, SMALL_RESERVE, WHOLE};
 use crate::codec::Codec;
+use crate::error::{RecvError, SendError};
 use multiproc_ring::{PopError, PushError};
 use multiproc_sync::notify::AsyncWait;
 use std::future::Future;
@@ -82,7 +84,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
                     rx.drop_partial();
                     return Poll::Ready(Err(RecvError::Eof));
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(super::pop_err(e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(pop_err(e))),
                 Poll::Pending => return Poll::Pending,
             }
         }

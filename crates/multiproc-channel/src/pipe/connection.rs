@@ -1,314 +1,21 @@
-//! `Pipe` and `Connection`: Python's `multiprocessing.Pipe` over two SPSC byte rings.
-//!
-//! A duplex pipe is two [`SpscRing`]s in memfd segments (one per direction); a simplex pipe is
-//! one. Each message is one ring record `[tag][bytes]` when it fits the ring's largest record,
-//! else a run of contiguous records: `FIRST [total: u64 LE][chunk]`, then `CONT [chunk]` until
-//! `total` bytes arrived (one producer per ring, so fragments never interleave). A message is
-//! never truncated; one larger than the pipe's `max_message` (default 64 MiB) is refused at
-//! `send` with [`SendError::TooLarge`].
-//!
-//! Messages are encoded straight into the ring's reserved space (`reserve` -> encode ->
-//! `commit_len`) and decoded from the record in place (`peek` -> decode -> `release`); only
-//! messages larger than [`SMALL_RESERVE`] (or than a ring record) go through a `Vec`.
-//!
-//! **Binding.** An end binds to the first process that uses it (send/recv/poll): that process
-//! is recorded as the ring side's owner, and the peer sees `Eof`/`Disconnected` when it dies or
-//! closes the end. So the Python pattern works: create a pipe, fork (or pass an end to a spawned
-//! child), and let each process use its end. Dropping a bound end in its own process closes it;
-//! dropping an unbound end closes it only if no fork happened and it was never serialized since
-//! it was made (a forked child may own the copy); [`Connection::close`] always closes.
-//! Known limit: an end that its process never used is bound to nobody, so if that process dies
-//! the peer cannot tell (it waits until its timeout); [`Connection::bind`] binds eagerly.
-//!
-//! ```
-//! use multiproc_channel::Pipe;
-//! let (mut a, mut b) = Pipe::duplex::<String>().unwrap();
-//! a.send(&"ping".to_string()).unwrap();
-//! assert_eq!(b.recv().unwrap(), "ping");
-//! b.send_bytes(b"xxpongxx", 2, Some(4)).unwrap();
-//! assert_eq!(a.recv_bytes().unwrap(), b"pong");
-//! ```
+//! [`Connection`], one end of a pipe: binding to a process, the send path (in place, or in
+//! fragments), the receive path (reassembly), iterators, close/drop and serialization.
 
+use super::named::NamedCtl;
+use super::{CONT, FIRST, MAX_MESSAGE_LIMIT, SMALL_RESERVE, WHOLE};
 use crate::codec::{Codec, Postcard, note_handle_error};
-use crate::error::{ChannelError, RecvError, SendError};
-use crate::facade::{AtomicU64, Ordering};
+use crate::error::{RecvError, SendError};
 use crate::ident;
 use multiproc_ring::{Consumer, PopError, Producer, PushError, RingError, SpscRing, WaitStrategy};
-use multiproc_shm::{ObjectKind, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint};
+use multiproc_shm::{SegmentHandle, Shared};
 use serde::{Deserialize, Serialize};
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-#[cfg(not(loom))]
-mod async_impl;
-#[cfg(not(loom))]
-pub use async_impl::SendFuture;
-
-const WHOLE: u8 = 0;
-const FIRST: u8 = 1;
-const CONT: u8 = 2;
-/// Bytes reserved for encoding in place before falling back to a sized `Vec`.
-pub const SMALL_RESERVE: usize = 1024;
-/// Default ring capacity per direction.
-pub const DEFAULT_CAPACITY: usize = 256 * 1024;
-/// Default largest message.
-pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
-/// Largest `max_message` this process accepts: at create, from a named pipe's control block and
-/// from a deserialized handle (64 MiB). A receiver never holds more than this for one message.
-pub const MAX_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
-
-/// Pipe parameters.
-#[derive(Clone, Copy, Debug)]
-pub struct PipeOptions {
-    /// Ring bytes per direction (power of two, >= 4096).
-    pub capacity: usize,
-    /// Largest message in bytes (encoded), at most [`MAX_MESSAGE_LIMIT`].
-    pub max_message: usize,
-}
-
-impl Default for PipeOptions {
-    fn default() -> Self {
-        PipeOptions {
-            capacity: DEFAULT_CAPACITY,
-            max_message: DEFAULT_MAX_MESSAGE,
-        }
-    }
-}
-
-/// The two ends a pipe constructor returns.
-pub type Ends<T, C = Postcard> = (Connection<T, C>, Connection<T, C>);
-
-/// Makes pipes.
-#[derive(Debug)]
-pub struct Pipe;
-
-impl Pipe {
-    /// A duplex pipe with the default codec (postcard): both ends send and receive.
-    pub fn duplex<T>() -> Result<Ends<T>, ChannelError>
-    where
-        Postcard: Codec<T>,
-    {
-        Self::duplex_with(PipeOptions::default())
-    }
-
-    /// A simplex pipe with the default codec: `(reader, writer)`, as Python's
-    /// `Pipe(duplex=False)`.
-    pub fn simplex<T>() -> Result<Ends<T>, ChannelError>
-    where
-        Postcard: Codec<T>,
-    {
-        Self::simplex_with(PipeOptions::default())
-    }
-
-    /// A duplex pipe with explicit options and codec.
-    pub fn duplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
-        check(&opts)?;
-        let ab = SpscRing::create(opts.capacity)?;
-        let ba = SpscRing::create(opts.capacity)?;
-        Ok((
-            Connection::new(Some(ab.clone()), Some(ba.clone()), opts.max_message),
-            Connection::new(Some(ba), Some(ab), opts.max_message),
-        ))
-    }
-
-    /// A simplex pipe with explicit options and codec: `(reader, writer)`.
-    pub fn simplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
-        check(&opts)?;
-        let r = SpscRing::create(opts.capacity)?;
-        Ok((
-            Connection::new(None, Some(r.clone()), opts.max_message),
-            Connection::new(Some(r), None, opts.max_message),
-        ))
-    }
-}
-
-/// Magic of a named pipe's control block ("MPNPIPE1").
-const NAMED_MAGIC: u64 = u64::from_le_bytes(*b"MPNPIPE1");
-
-/// The control block of a named pipe (segment `multiproc.NAME`, kind `Pipe`): what the opener
-/// needs to know. Written once in `init`, before the segment is marked Ready.
-#[repr(C)]
-struct NamedCtl {
-    magic: AtomicU64,
-    /// 1: duplex, 0: simplex (the creator reads).
-    duplex: AtomicU64,
-    max_message: AtomicU64,
-}
-
-/// A named pipe's validated control block, kept locally.
-#[derive(Clone, Copy, Debug)]
-struct NamedGeom {
-    duplex: bool,
-    max_message: usize,
-}
-
-// SAFETY: `#[repr(C)]`, atomics only (any bit pattern valid, `&NamedCtl` over shared memory
-// sound), alignment 8, no Drop.
-unsafe impl SharedLayout for NamedCtl {
-    const KIND: ObjectKind = ObjectKind::Pipe;
-    type Geometry = NamedGeom;
-
-    fn validate(&self, _tail_len: usize) -> Result<NamedGeom, ShmError> {
-        // Relaxed: written before the creator's Release of Ready, which the opener Acquired.
-        if self.magic.load(Ordering::Relaxed) != NAMED_MAGIC {
-            return Err(ShmError::Corrupted("bad named pipe magic"));
-        }
-        let duplex = match self.duplex.load(Ordering::Relaxed) {
-            0 => false,
-            1 => true,
-            _ => return Err(ShmError::Corrupted("bad named pipe direction")),
-        };
-        let max = self.max_message.load(Ordering::Relaxed);
-        if max == 0 || max > MAX_MESSAGE_LIMIT as u64 {
-            return Err(ShmError::OutOfRange {
-                what: "named pipe max_message",
-                found: max,
-                limit: MAX_MESSAGE_LIMIT as u64,
-            });
-        }
-        Ok(NamedGeom {
-            duplex,
-            max_message: max as usize,
-        })
-    }
-}
-
-/// Fingerprint carrier: a pipe of `T` with codec `C`.
-struct PipeOf<T, C>(PhantomData<fn() -> (T, C)>);
-
-/// Ring carrying creator -> opener messages.
-fn c2o(name: &str) -> String {
-    format!("{name}.c2o")
-}
-
-/// Ring carrying opener -> creator messages.
-fn o2c(name: &str) -> String {
-    format!("{name}.o2c")
-}
-
-impl Pipe {
-    /// A named pipe that another, unrelated process connects to with [`Pipe::open_named`]:
-    /// returns the creator's end. Duplex: both ends send and receive; simplex (`duplex =
-    /// false`): the creator reads and the opener writes. The segments are
-    /// `/dev/shm/multiproc.NAME` (a small control block with the type fingerprint) and
-    /// `NAME.c2o` / `NAME.o2c` (the rings); they are unlinked when the creator's end drops.
-    ///
-    /// One opener at a time: the opener's end binds to its process at once, so a second
-    /// opener gets [`RingError::AlreadyAttached`] while the first lives, and
-    /// [`RingError::Closed`] once it closed (a named pipe is one connection, not a listener).
-    pub fn create_named<T: 'static>(name: &str, duplex: bool) -> Result<Connection<T>, ChannelError>
-    where
-        Postcard: Codec<T>,
-    {
-        Self::create_named_with(name, duplex, PipeOptions::default())
-    }
-
-    /// [`Pipe::create_named`] with explicit options and codec.
-    pub fn create_named_with<T: 'static, C: Codec<T> + 'static>(
-        name: &str,
-        duplex: bool,
-        opts: PipeOptions,
-    ) -> Result<Connection<T, C>, ChannelError> {
-        check(&opts)?;
-        let fp = TypeFingerprint::of::<PipeOf<T, C>>();
-        let mut rings: Option<(Option<SpscRing>, SpscRing)> = None;
-        let mut ring_err: Option<RingError> = None;
-        // The rings are made inside the control segment's `init`: openers wait for the control
-        // segment to be Ready, so they never find it without its rings, and a name clash is
-        // reported on NAME itself.
-        let made = Shared::<NamedCtl>::create(Some(name), fp, 0, |p, _| {
-            let r = (|| {
-                let out = if duplex {
-                    Some(SpscRing::create_named(&c2o(name), opts.capacity)?)
-                } else {
-                    None
-                };
-                let inc = SpscRing::create_named(&o2c(name), opts.capacity)?;
-                Ok::<_, RingError>((out, inc))
-            })();
-            match r {
-                Ok(r) => rings = Some(r),
-                Err(e) => {
-                    ring_err = Some(e);
-                    return Err(multiproc_shm::ShmError::Os {
-                        op: "create the pipe's rings",
-                        source: std::io::Error::other("ring creation failed"),
-                    });
-                }
-            }
-            let ctl = NamedCtl {
-                magic: AtomicU64::new(NAMED_MAGIC),
-                duplex: AtomicU64::new(u64::from(duplex)),
-                max_message: AtomicU64::new(opts.max_message as u64),
-            };
-            // SAFETY: `p` is valid for writing one NamedCtl and unseen until Ready.
-            unsafe { p.as_ptr().write(ctl) };
-            Ok(())
-        });
-        let ctl = match made {
-            Ok(c) => c,
-            Err(e) => return Err(ring_err.map_or_else(|| e.into(), ChannelError::from)),
-        };
-        let Some((out, inc)) = rings else {
-            return Err(ChannelError::Corrupted("named pipe rings missing"));
-        };
-        let mut conn = Connection::new(out, Some(inc), opts.max_message);
-        conn.named = Some(ctl);
-        conn.attach_all()?;
-        Ok(conn)
-    }
-
-    /// Opens the other end of the named pipe `name` made by [`Pipe::create_named`] (in any
-    /// process): the end is bound to the calling process at once. Fails with a type-fingerprint
-    /// error ([`multiproc_shm::ShmError::WrongType`]) if the pipe carries another `T`.
-    pub fn open_named<T: 'static>(name: &str) -> Result<Connection<T>, ChannelError>
-    where
-        Postcard: Codec<T>,
-    {
-        Self::open_named_with(name)
-    }
-
-    /// [`Pipe::open_named`] with an explicit codec (it must be the creator's).
-    pub fn open_named_with<T: 'static, C: Codec<T> + 'static>(
-        name: &str,
-    ) -> Result<Connection<T, C>, ChannelError> {
-        let ctl = Shared::<NamedCtl>::open_named(name, TypeFingerprint::of::<PipeOf<T, C>>())?;
-        let NamedGeom {
-            duplex,
-            max_message: max,
-        } = *ctl.geometry();
-        let out = SpscRing::open_named(&o2c(name))?;
-        let inc = if duplex {
-            Some(SpscRing::open_named(&c2o(name))?)
-        } else {
-            None
-        };
-        let mut conn = Connection::new(Some(out), inc, max);
-        conn.named = Some(ctl);
-        conn.attach_all()?;
-        Ok(conn)
-    }
-}
-
-fn check(opts: &PipeOptions) -> Result<(), ChannelError> {
-    if !opts.capacity.is_power_of_two() || opts.capacity < 4096 {
-        return Err(ChannelError::InvalidParams(
-            "capacity must be a power of two >= 4096",
-        ));
-    }
-    if opts.max_message == 0 || opts.max_message > MAX_MESSAGE_LIMIT {
-        return Err(ChannelError::InvalidParams(
-            "max_message must be in 1..=64 MiB",
-        ));
-    }
-    Ok(())
-}
-
-struct TxEnd {
+pub(super) struct TxEnd {
     ring: SpscRing,
-    p: Option<Producer>,
+    pub(super) p: Option<Producer>,
     bound_pid: u32,
     scratch: Vec<u8>,
     /// Sends since the last liveness check of the reader.
@@ -319,9 +26,9 @@ struct TxEnd {
 /// sends; an explicitly closed reader is seen at the very next send (a flag).
 const READER_CHECK_EVERY: u32 = 4096;
 
-struct RxEnd {
+pub(super) struct RxEnd {
     ring: SpscRing,
-    c: Option<Consumer>,
+    pub(super) c: Option<Consumer>,
     bound_pid: u32,
     /// A large message being reassembled: its announced total (`None`: none in progress).
     partial_total: Option<usize>,
@@ -335,7 +42,7 @@ struct RxEnd {
 }
 
 impl RxEnd {
-    fn drop_partial(&mut self) {
+    pub(super) fn drop_partial(&mut self) {
         self.partial_total = None;
         self.partial = Vec::new();
     }
@@ -343,18 +50,20 @@ impl RxEnd {
 
 /// One end of a [`Pipe`]. `T` is the message type of `send`/`recv`; `send_bytes`/`recv_bytes`
 /// carry raw bytes on the same stream.
+///
+/// [`Pipe`]: super::Pipe
 pub struct Connection<T, C = Postcard> {
-    tx: Option<TxEnd>,
-    rx: Option<RxEnd>,
+    pub(super) tx: Option<TxEnd>,
+    pub(super) rx: Option<RxEnd>,
     readable: bool,
     writable: bool,
     closed: bool,
-    max_message: usize,
+    pub(super) max_message: usize,
     forks_at_creation: u64,
     exported: Cell<bool>,
     strategy: WaitStrategy,
     /// The control segment of a named pipe (kept so the creator unlinks it when this drops).
-    named: Option<Shared<NamedCtl>>,
+    pub(super) named: Option<Shared<NamedCtl>>,
     _t: PhantomData<fn() -> (T, C)>,
 }
 
@@ -424,7 +133,7 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-fn push_err(e: PushError) -> SendError {
+pub(super) fn push_err(e: PushError) -> SendError {
     match e {
         PushError::Disconnected => SendError::Disconnected,
         PushError::Timeout => SendError::Timeout,
@@ -434,7 +143,7 @@ fn push_err(e: PushError) -> SendError {
     }
 }
 
-fn pop_err(e: PopError) -> RecvError {
+pub(super) fn pop_err(e: PopError) -> RecvError {
     match e {
         PopError::Disconnected => RecvError::Eof,
         PopError::Timeout | PopError::Empty => RecvError::Timeout,
@@ -460,7 +169,7 @@ fn attach_err_recv(e: RingError) -> RecvError {
 }
 
 impl<T, C: Codec<T>> Connection<T, C> {
-    fn new(tx: Option<SpscRing>, rx: Option<SpscRing>, max_message: usize) -> Self {
+    pub(super) fn new(tx: Option<SpscRing>, rx: Option<SpscRing>, max_message: usize) -> Self {
         Connection {
             readable: rx.is_some(),
             writable: tx.is_some(),
@@ -548,7 +257,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
     /// (a flag on a line the send touches anyway), or, checked every [`READER_CHECK_EVERY`]
     /// sends, if its process is dead; not only once the ring is full.
     #[inline]
-    fn tx_live(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
+    pub(super) fn tx_live(&mut self) -> Result<(&mut Producer, &mut Vec<u8>), SendError> {
         self.tx_checked(true)
     }
 
@@ -583,7 +292,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         }
     }
 
-    fn rx(&mut self) -> Result<&mut RxEnd, RecvError> {
+    pub(super) fn rx(&mut self) -> Result<&mut RxEnd, RecvError> {
         if self.closed {
             return Err(RecvError::Closed);
         }
@@ -638,7 +347,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
     }
 
     /// Attaches this end's ring sides to the calling process (named pipes bind at once).
-    fn attach_all(&mut self) -> Result<(), RingError> {
+    pub(super) fn attach_all(&mut self) -> Result<(), RingError> {
         if let Some(tx) = self.tx.as_mut()
             && tx.p.is_none()
         {
@@ -1023,7 +732,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
     /// [`Connection::recv_with`]; with `nowait`, an empty ring (or a large message still
     /// arriving) is `Err(Timeout)` at once (the async receives wait for readiness themselves).
     #[inline]
-    fn recv_with_mode<R>(
+    pub(super) fn recv_with_mode<R>(
         &mut self,
         deadline: Option<Instant>,
         nowait: bool,
@@ -1405,199 +1114,10 @@ impl<'de, T, C: Codec<T>> Deserialize<'de> for Connection<T, C> {
     }
 }
 
-/// Something [`wait`] can poll: connections and file descriptors (process sentinels).
-pub trait Waitable {
-    /// Whether a receive would not block now (a message, end of file, or an error to report).
-    fn ready(&mut self) -> bool;
-
-    /// A file descriptor that becomes readable when this object is ready, if there is one:
-    /// [`wait`] sleeps in `poll(2)` on these, so a sentinel wakes it at once.
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        None
-    }
-}
-
-impl<T, C: Codec<T>> Waitable for Connection<T, C> {
-    fn ready(&mut self) -> bool {
-        self.poll(Duration::ZERO).unwrap_or(true)
-    }
-}
-
-impl<W: Waitable + ?Sized> Waitable for &mut W {
-    fn ready(&mut self) -> bool {
-        (**self).ready()
-    }
-
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        (**self).readiness_fd()
-    }
-}
-
-/// A file descriptor [`wait`] treats as ready once it is readable (or hung up, or in error),
-/// as Python's `connection.wait` treats an integer: typically a process sentinel, the pidfd of
-/// `multiproc::Process::sentinel()` (readable once the process exits), or an eventfd, a pipe,
-/// a socket. `BorrowedFd` and `OwnedFd` are `Waitable` too; `Sentinel` is `Copy` and names the
-/// intent.
-#[derive(Clone, Copy, Debug)]
-pub struct Sentinel<'a>(BorrowedFd<'a>);
-
-impl<'a> Sentinel<'a> {
-    /// Wraps `fd`.
-    pub fn new(fd: BorrowedFd<'a>) -> Self {
-        Sentinel(fd)
-    }
-
-    /// The file descriptor.
-    pub fn fd(&self) -> BorrowedFd<'a> {
-        self.0
-    }
-}
-
-impl<'a> From<BorrowedFd<'a>> for Sentinel<'a> {
-    fn from(fd: BorrowedFd<'a>) -> Self {
-        Sentinel(fd)
-    }
-}
-
-/// Whether `fd` is readable now (`poll(2)` with a zero timeout). An invalid descriptor counts
-/// as ready (an error the caller sees when it uses it), as a failing `Connection::poll` does.
-fn fd_ready(fd: BorrowedFd<'_>) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid, writable pollfd; a zero timeout never blocks.
-        let r = unsafe { libc::poll(&mut p, 1, 0) };
-        if r >= 0 {
-            return r > 0 && p.revents != 0;
-        }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return true;
-        }
-    }
-}
-
-impl Waitable for Sentinel<'_> {
-    fn ready(&mut self) -> bool {
-        fd_ready(self.0)
-    }
-
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.0)
-    }
-}
-
-impl Waitable for BorrowedFd<'_> {
-    fn ready(&mut self) -> bool {
-        fd_ready(self.as_fd())
-    }
-
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.as_fd())
-    }
-}
-
-impl Waitable for OwnedFd {
-    fn ready(&mut self) -> bool {
-        fd_ready(self.as_fd())
-    }
-
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.as_fd())
-    }
-}
-
-/// Sleeps up to `d`, waking early if one of `fds` becomes readable (`ppoll(2)`); a plain sleep
-/// when there is none.
-fn sleep_or_fd(fds: &mut [libc::pollfd], d: Duration) {
-    if fds.is_empty() {
-        std::thread::sleep(d);
-        return;
-    }
-    let ts = libc::timespec {
-        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-    };
-    // SAFETY: `fds` is a valid, writable array of fds.len() pollfds; `ts` a valid timespec; a
-    // null signal mask keeps the current one. EINTR or errors just end the sleep early.
-    unsafe {
-        libc::ppoll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            &ts,
-            std::ptr::null(),
-        )
-    };
-}
-
-/// Waits until at least one of `objs` is ready or `timeout` passes (`None`: no limit); returns
-/// the indices of the ready ones (empty on timeout), as Python's
-/// `multiprocessing.connection.wait`. Objects may be connections and file descriptors
-/// ([`Sentinel`], `BorrowedFd`, `OwnedFd`) mixed, through `&mut dyn Waitable`:
-///
-/// ```no_run
-/// use multiproc_channel::{Pipe, Waitable, pipe::Sentinel, wait};
-/// # fn f(pidfd: std::os::fd::BorrowedFd<'_>) {
-/// let (mut a, _b) = Pipe::duplex::<u32>().unwrap();
-/// let mut s = Sentinel::new(pidfd);
-/// let ready = wait(&mut [&mut a as &mut dyn Waitable, &mut s], None);
-/// # }
-/// ```
-///
-/// Polling, not a futex: each connection sleeps on its own ring's futex word, and there is no
-/// word shared by several rings. The loop polls every object, spins briefly, then yields, then
-/// sleeps with an exponential backoff from 20 µs up to 1 ms, so a message waits at most ~1 ms
-/// to be noticed once the waiter is asleep, and an idle waiter costs ~1000 wake-ups a second.
-/// The sleeps are `ppoll(2)` on the file descriptors among `objs`, so a sentinel wakes the
-/// waiter at once.
-pub fn wait<W: Waitable>(objs: &mut [W], timeout: Option<Duration>) -> Vec<usize> {
-    let deadline = timeout.and_then(deadline_after);
-    let mut round: u32 = 0;
-    let mut sleep = Duration::from_micros(20);
-    let mut fds: Option<Vec<libc::pollfd>> = None;
-    loop {
-        let ready: Vec<usize> = objs
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, o)| o.ready().then_some(i))
-            .collect();
-        if !ready.is_empty() || objs.is_empty() {
-            return ready;
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return ready;
-        }
-        round += 1;
-        if round < 64 {
-            std::hint::spin_loop();
-        } else if round < 80 {
-            std::thread::yield_now();
-        } else {
-            let s = match deadline {
-                Some(d) => sleep.min(remaining(d)),
-                None => sleep,
-            };
-            let fds = fds.get_or_insert_with(|| {
-                objs.iter()
-                    .filter_map(|o| o.readiness_fd())
-                    .map(|fd| libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
-                    .collect()
-            });
-            sleep_or_fd(fds, s);
-            sleep = (sleep * 2).min(Duration::from_millis(1));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipe::{Pipe, PipeOptions};
 
     /// Issue 12 item 5 (pipe part): a FIRST fragment announcing 64 MiB makes the receiver hold
     /// what arrived, not a 64 MiB reservation (on main: `reserve_exact(total)`).
