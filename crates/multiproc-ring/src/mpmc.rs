@@ -574,6 +574,7 @@ impl MpmcRing {
         let c = raw.ctrl();
         let me = ident::pid();
         let mut tries = 0u32;
+        let mut closed_seen = false;
         loop {
             let h = c.head.load(Ordering::Relaxed);
             let slot = raw.slot(h);
@@ -635,6 +636,14 @@ impl MpmcRing {
                 // Empty at h, or its writer is still writing (`try_pop_into` then waits for
                 // it, see `pop_behind_head_writer`).
                 if self.is_closed() {
+                    // A producer that pushed and then closed (its last handle dropped) may have
+                    // published that record after our slot load above; the close is ordered
+                    // after the push (Release in `close`, Acquire in `is_closed`), so one
+                    // more look at the slot finds it. Only then is the ring drained.
+                    if !closed_seen {
+                        closed_seen = true;
+                        continue;
+                    }
                     return Err(PopError::Disconnected);
                 }
                 return Err(PopError::Empty);

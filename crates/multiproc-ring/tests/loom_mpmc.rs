@@ -68,3 +68,30 @@ fn one_producer_two_consumers_across_a_lap() {
         assert_eq!(got, [0, 1, 2]);
     });
 }
+
+/// A producer that pushes and then closes (a queue's last producer dropping its handle right
+/// after a put): the consumer gets the record, never `Disconnected` first. Before the fix a
+/// pop that loaded the empty slot, then saw the ring closed, reported `Disconnected` with the
+/// record in the ring (found by `wait_strategy.rs` in multiproc-channel, 2 runs in 12).
+#[test]
+fn a_push_then_close_is_drained_before_disconnected() {
+    model(|| {
+        let q = MpmcRing::new_heap(2, 8).unwrap();
+        let q1 = q.clone();
+        let p = thread::spawn(move || {
+            push(&q1, &[7]);
+            q1.close();
+        });
+        let mut v = Vec::new();
+        let got = loop {
+            match q.try_pop_into(&mut v) {
+                Ok(_) => break Some(v[0]),
+                Err(PopError::Empty) => thread::yield_now(),
+                Err(PopError::Disconnected) => break None,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(got, Some(7), "Disconnected before the record was taken");
+        p.join().unwrap();
+    });
+}
