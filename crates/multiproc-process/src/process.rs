@@ -651,7 +651,7 @@ impl<R> Process<R> {
             reap,
         };
         if let Err(e) = self.handshake(&running, ack_r) {
-            pidfd_signal(&running.pidfd, libc::SIGKILL);
+            sys::pidfd_signal(&running.pidfd, libc::SIGKILL);
             let _ = reap_running(&running, true);
             return Err(e);
         }
@@ -775,7 +775,7 @@ impl<R> Process<R> {
             .is_none()
         {
             // Through the pidfd: never hits a reused pid.
-            pidfd_signal(&r.pidfd, sig);
+            sys::pidfd_signal(&r.pidfd, sig);
         }
         Ok(())
     }
@@ -1131,20 +1131,6 @@ fn reap_running(r: &Running, block: bool) -> Option<i32> {
             }
         }
     }
-}
-
-/// Sends `sig` through a pidfd (errors ignored: the process may be gone).
-pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
-    // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) has no memory preconditions.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
 }
 
 /// This process's identity (multiproc-shm's cache, cleared in a forked child).

@@ -223,7 +223,7 @@ pub(crate) fn shutdown_children() {
     for c in &recs {
         if c.daemon && !exited(&c.pidfd) {
             tracing::info!(target: "multiproc", "terminating daemonic child {} (pid {})", c.name, c.pid);
-            crate::process::pidfd_signal(&c.pidfd, libc::SIGTERM);
+            crate::sys::pidfd_signal(&c.pidfd, libc::SIGTERM);
         }
     }
     for c in recs {
