@@ -55,6 +55,7 @@ mod log;
 mod process;
 pub mod registry;
 mod spawn;
+mod start_method;
 mod state;
 mod sys;
 
@@ -71,10 +72,13 @@ pub use log::{PythonFormat, log_to_stderr, stderr_layer};
 pub use multiproc_macros::task;
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, ParentProcess, Process, ProcessBuilder, ProcessInfo,
-    StartMethod, active_children, current_process, get_all_start_methods, get_start_method,
-    parent_process, set_refuse_fork_if_threaded, set_start_method,
+    active_children, current_process, parent_process,
 };
 pub use registry::Task;
+pub use start_method::{
+    StartMethod, get_all_start_methods, get_start_method, set_refuse_fork_if_threaded,
+    set_start_method,
+};
 pub use tracing::Level;
 
 /// Runs [`init`] before `main`, from an ELF constructor: for binaries whose `main` is not

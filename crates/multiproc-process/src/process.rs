@@ -15,11 +15,10 @@
 //! ```
 
 use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, Outcome};
-use crate::error::{
-    CodecError, JoinError, NotRunning, StartError, StartMethodAlreadySet, StillRunning,
-};
+use crate::error::{CodecError, JoinError, NotRunning, StartError, StillRunning};
 use crate::facade::Ordering;
 use crate::registry::{self, ForkReturn, Task, TaskEntry};
+use crate::start_method::{self, StartMethod, get_start_method};
 use crate::state::{self, ChildRec, Reap};
 use crate::sys;
 use multiproc_shm::ProcessId;
@@ -32,63 +31,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// How a child process is started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StartMethod {
-    /// Re-exec `/proc/self/exe`; the child's `init()` runs the task. Safe in threaded parents.
-    /// The default.
-    Spawn,
-    /// `fork()`: the child is a copy of the parent and may run a closure. Meant for parents that
-    /// run a single thread: another thread may hold a lock (a `Mutex`, std's environment lock,
-    /// a logger's) at the moment of the fork, and the child would deadlock on it. multiproc's own
-    /// path in the child takes no such lock; forking a threaded parent logs a warning once per
-    /// process (as Python 3.12's `DeprecationWarning`), and
-    /// [`ProcessBuilder::refuse_if_threaded`] / [`set_refuse_fork_if_threaded`] refuse it.
-    Fork,
-    /// A fork server (a clean re-exec'd copy started on first use) forks each child.
-    ForkServer,
-}
-
-impl StartMethod {
-    /// Python's name: "spawn", "fork", "forkserver".
-    pub fn name(self) -> &'static str {
-        match self {
-            StartMethod::Spawn => "spawn",
-            StartMethod::Fork => "fork",
-            StartMethod::ForkServer => "forkserver",
-        }
-    }
-}
-
-/// Sets the default start method. A second call is an error unless `force` (as in Python).
-pub fn set_start_method(method: StartMethod, force: bool) -> Result<(), StartMethodAlreadySet> {
-    state::set_start_method(method, force).map_err(StartMethodAlreadySet)
-}
-
-/// The default start method ([`StartMethod::Spawn`] unless set).
-pub fn get_start_method() -> StartMethod {
-    state::start_method().unwrap_or(StartMethod::Spawn)
-}
-
-/// Makes [`StartMethod::Fork`] refuse to fork a process that runs other threads
-/// ([`StartError::ThreadedFork`]) instead of logging a warning, for every process that does not
-/// choose with [`ProcessBuilder::refuse_if_threaded`]. Off by default.
-pub fn set_refuse_fork_if_threaded(refuse: bool) {
-    // Relaxed: a setting read at the next fork; no data hangs on it.
-    REFUSE_THREADED_FORK.store(refuse, Ordering::Relaxed);
-}
-
-static REFUSE_THREADED_FORK: crate::facade::AtomicBool = crate::facade::AtomicBool::new(false);
-
-/// Every start method this platform has.
-pub fn get_all_start_methods() -> [StartMethod; 3] {
-    [
-        StartMethod::Spawn,
-        StartMethod::ForkServer,
-        StartMethod::Fork,
-    ]
-}
 
 /// What `current_process()` says about this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -549,7 +491,7 @@ impl<R> Process<R> {
         if threads > 0 {
             let refuse = self
                 .refuse_if_threaded
-                .unwrap_or_else(|| REFUSE_THREADED_FORK.load(Ordering::Relaxed));
+                .unwrap_or_else(start_method::refuse_fork_if_threaded);
             if refuse {
                 return Err(StartError::ThreadedFork {
                     threads: threads + 1,
