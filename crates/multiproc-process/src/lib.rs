@@ -51,6 +51,7 @@ mod error;
 mod facade;
 mod fdwatch;
 mod forkserver;
+mod introspect;
 mod log;
 mod process;
 pub mod registry;
@@ -66,14 +67,14 @@ pub use error::{
 };
 #[doc(hidden)]
 pub use error::{exit_text, task_not_registered_text};
+pub use introspect::{
+    ChildInfo, ParentProcess, ProcessInfo, active_children, current_process, parent_process,
+};
 pub use log::{LogInitError, level_name};
 #[cfg(feature = "log-to-stderr")]
 pub use log::{PythonFormat, log_to_stderr, stderr_layer};
 pub use multiproc_macros::task;
-pub use process::{
-    ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, ParentProcess, Process, ProcessBuilder, ProcessInfo,
-    active_children, current_process, parent_process,
-};
+pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, ProcessBuilder};
 pub use registry::Task;
 pub use start_method::{
     StartMethod, get_all_start_methods, get_start_method, set_refuse_fork_if_threaded,
