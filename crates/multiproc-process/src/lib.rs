@@ -46,6 +46,7 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 mod boot;
+mod builder;
 mod child;
 mod error;
 mod facade;
@@ -60,6 +61,7 @@ mod start_method;
 mod state;
 mod sys;
 
+pub use builder::{DEFAULT_HANDSHAKE_TIMEOUT, ProcessBuilder};
 pub use child::{init, init_with, panic_message};
 pub use error::{
     CodecError, JoinError, NotRunning, ProcessError, Result, StartError, StartMethodAlreadySet,
@@ -74,7 +76,7 @@ pub use log::{LogInitError, level_name};
 #[cfg(feature = "log-to-stderr")]
 pub use log::{PythonFormat, log_to_stderr, stderr_layer};
 pub use multiproc_macros::task;
-pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, ProcessBuilder};
+pub use process::Process;
 pub use registry::Task;
 pub use start_method::{
     StartMethod, get_all_start_methods, get_start_method, set_refuse_fork_if_threaded,
