@@ -53,6 +53,7 @@ mod facade;
 mod fdwatch;
 mod forkserver;
 mod introspect;
+mod launch;
 mod log;
 mod process;
 pub mod registry;
