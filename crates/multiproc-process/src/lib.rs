@@ -46,18 +46,23 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 mod boot;
+mod builder;
 mod child;
 mod error;
 mod facade;
 mod fdwatch;
 mod forkserver;
+mod introspect;
+mod launch;
 mod log;
 mod process;
 pub mod registry;
 mod spawn;
+mod start_method;
 mod state;
 mod sys;
 
+pub use builder::{DEFAULT_HANDSHAKE_TIMEOUT, ProcessBuilder};
 pub use child::{init, init_with, panic_message};
 pub use error::{
     CodecError, JoinError, NotRunning, ProcessError, Result, StartError, StartMethodAlreadySet,
@@ -65,16 +70,19 @@ pub use error::{
 };
 #[doc(hidden)]
 pub use error::{exit_text, task_not_registered_text};
+pub use introspect::{
+    ChildInfo, ParentProcess, ProcessInfo, active_children, current_process, parent_process,
+};
 pub use log::{LogInitError, level_name};
 #[cfg(feature = "log-to-stderr")]
 pub use log::{PythonFormat, log_to_stderr, stderr_layer};
 pub use multiproc_macros::task;
-pub use process::{
-    ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, ParentProcess, Process, ProcessBuilder, ProcessInfo,
-    StartMethod, active_children, current_process, get_all_start_methods, get_start_method,
-    parent_process, set_refuse_fork_if_threaded, set_start_method,
-};
+pub use process::Process;
 pub use registry::Task;
+pub use start_method::{
+    StartMethod, get_all_start_methods, get_start_method, set_refuse_fork_if_threaded,
+    set_start_method,
+};
 pub use tracing::Level;
 
 /// Runs [`init`] before `main`, from an ELF constructor: for binaries whose `main` is not

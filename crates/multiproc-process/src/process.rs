@@ -13,180 +13,30 @@
 //!     assert_eq!(p.exitcode(), Some(0));
 //! }
 //! ```
+//!
+//! This module holds the handle of a child (state queries, signals, `close`, `join` and
+//! `join_async`, `Drop`); it is built in `builder` and started in `launch`.
 
-use crate::boot::{ACK_ERR, ACK_OK, BOOT_MAGIC, BOOT_VERSION, Boot, CHILD_ENV, Outcome};
-use crate::error::{
-    CodecError, JoinError, NotRunning, StartError, StartMethodAlreadySet, StillRunning,
-};
-use crate::facade::Ordering;
-use crate::registry::{self, ForkReturn, Task, TaskEntry};
-use crate::state::{self, ChildRec, Reap};
+use crate::boot::Outcome;
+use crate::error::{CodecError, JoinError, NotRunning, StillRunning};
+use crate::registry::TaskEntry;
+use crate::start_method::StartMethod;
+use crate::state::{self, Reap};
 use crate::sys;
-use multiproc_shm::ProcessId;
-use multiproc_shm::fd_passing::collect_fds;
 use serde::de::DeserializeOwned;
 use std::any::Any;
-use std::ffi::OsString;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How a child process is started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StartMethod {
-    /// Re-exec `/proc/self/exe`; the child's `init()` runs the task. Safe in threaded parents.
-    /// The default.
-    Spawn,
-    /// `fork()`: the child is a copy of the parent and may run a closure. Meant for parents that
-    /// run a single thread: another thread may hold a lock (a `Mutex`, std's environment lock,
-    /// a logger's) at the moment of the fork, and the child would deadlock on it. multiproc's own
-    /// path in the child takes no such lock; forking a threaded parent logs a warning once per
-    /// process (as Python 3.12's `DeprecationWarning`), and
-    /// [`ProcessBuilder::refuse_if_threaded`] / [`set_refuse_fork_if_threaded`] refuse it.
-    Fork,
-    /// A fork server (a clean re-exec'd copy started on first use) forks each child.
-    ForkServer,
-}
+/// What a forked child runs: the task, giving its encoded result or an error message.
+pub(crate) type Body = Box<dyn FnOnce() -> std::result::Result<Vec<u8>, String> + Send>;
 
-impl StartMethod {
-    /// Python's name: "spawn", "fork", "forkserver".
-    pub fn name(self) -> &'static str {
-        match self {
-            StartMethod::Spawn => "spawn",
-            StartMethod::Fork => "fork",
-            StartMethod::ForkServer => "forkserver",
-        }
-    }
-}
-
-/// Sets the default start method. A second call is an error unless `force` (as in Python).
-pub fn set_start_method(method: StartMethod, force: bool) -> Result<(), StartMethodAlreadySet> {
-    state::set_start_method(method, force).map_err(StartMethodAlreadySet)
-}
-
-/// The default start method ([`StartMethod::Spawn`] unless set).
-pub fn get_start_method() -> StartMethod {
-    state::start_method().unwrap_or(StartMethod::Spawn)
-}
-
-/// Makes [`StartMethod::Fork`] refuse to fork a process that runs other threads
-/// ([`StartError::ThreadedFork`]) instead of logging a warning, for every process that does not
-/// choose with [`ProcessBuilder::refuse_if_threaded`]. Off by default.
-pub fn set_refuse_fork_if_threaded(refuse: bool) {
-    // Relaxed: a setting read at the next fork; no data hangs on it.
-    REFUSE_THREADED_FORK.store(refuse, Ordering::Relaxed);
-}
-
-static REFUSE_THREADED_FORK: crate::facade::AtomicBool = crate::facade::AtomicBool::new(false);
-
-/// Every start method this platform has.
-pub fn get_all_start_methods() -> [StartMethod; 3] {
-    [
-        StartMethod::Spawn,
-        StartMethod::ForkServer,
-        StartMethod::Fork,
-    ]
-}
-
-/// What `current_process()` says about this process.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessInfo {
-    /// "MainProcess", or the name given to this child ("Process-1", "Process-1:2", ...).
-    pub name: String,
-    /// The pid.
-    pub pid: u32,
-    /// Whether this process is a daemon.
-    pub daemon: bool,
-    /// Python's `_identity`: the child numbers from the main process down.
-    pub identity: Vec<u32>,
-}
-
-/// This process.
-pub fn current_process() -> ProcessInfo {
-    state::with_current(|c| ProcessInfo {
-        name: c.name.clone(),
-        pid: std::process::id(),
-        daemon: c.daemon,
-        identity: c.identity.clone(),
-    })
-}
-
-/// The process that started this one (`None` in the main process).
-pub fn parent_process() -> Option<ParentProcess> {
-    state::with_current(|c| c.parent).map(|id| ParentProcess { id })
-}
-
-/// A live child, as listed by [`active_children`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChildInfo {
-    /// Its pid.
-    pub pid: u32,
-    /// Its name.
-    pub name: String,
-    /// Whether it is a daemon.
-    pub daemon: bool,
-}
-
-/// The children of this process that are still running (finished ones whose handle was dropped
-/// are reaped on the way, as Python's `active_children` does).
-pub fn active_children() -> Vec<ChildInfo> {
-    state::live_children()
-        .into_iter()
-        .map(|(pid, name, daemon)| ChildInfo {
-            pid: pid as u32,
-            name,
-            daemon,
-        })
-        .collect()
-}
-
-/// The parent of this process, watched by identity (pid + start time, so a reused pid is not
-/// mistaken for it).
-#[derive(Clone, Copy, Debug)]
-pub struct ParentProcess {
-    id: ProcessId,
-}
-
-impl ParentProcess {
-    /// The parent's pid.
-    pub fn pid(&self) -> u32 {
-        self.id.pid
-    }
-
-    /// Whether the parent still runs.
-    pub fn is_alive(&self) -> bool {
-        self.id.is_alive()
-    }
-
-    /// Waits up to `timeout` for the parent to end; returns whether it has ended.
-    pub fn join_timeout(&self, timeout: Duration) -> bool {
-        match sys::pidfd_open(self.id.pid as libc::pid_t) {
-            Ok(fd) => {
-                // The pid may have been reused between our check and the open: re-check identity.
-                if !self.id.is_alive() {
-                    return true;
-                }
-                sys::poll_readable(fd.as_fd(), Some(timeout)).unwrap_or(false) || !self.is_alive()
-            }
-            Err(_) => true,
-        }
-    }
-
-    /// A pidfd that becomes readable when the parent ends (Python's `parent_process().sentinel`).
-    pub fn sentinel(&self) -> std::io::Result<OwnedFd> {
-        let fd = sys::pidfd_open(self.id.pid as libc::pid_t)?;
-        if !self.id.is_alive() {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        Ok(fd)
-    }
-}
-
-type Body = Box<dyn FnOnce() -> std::result::Result<Vec<u8>, String> + Send>;
-
-enum Target {
+/// What an unstarted process will run: a registered task with its encoded arguments, or a
+/// closure (fork only).
+pub(crate) enum Target {
     Registered {
         entry: &'static TaskEntry,
         args: Vec<u8>,
@@ -197,204 +47,31 @@ enum Target {
     Closure(Body),
 }
 
-struct Running {
-    pid: i32,
-    pidfd: Arc<OwnedFd>,
-    result: OwnedFd,
-    reap: Reap,
-}
-
-/// Builds a [`Process`]: name, daemon flag, start method, environment, working directory.
-#[derive(Clone, Debug, Default)]
-pub struct ProcessBuilder {
-    name: Option<String>,
-    daemon: Option<bool>,
-    method: Option<StartMethod>,
-    env: Vec<(String, String)>,
-    cwd: Option<PathBuf>,
-    handshake_timeout: Option<Duration>,
-    refuse_if_threaded: Option<bool>,
-    corrupt_build_id: bool,
-    fail_pidfd_open: bool,
-}
-
-/// How long a parent waits for a spawned child's handshake by default.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-
-impl ProcessBuilder {
-    /// A builder with Python's defaults (name `Process-N`, daemon inherited, default method).
-    pub fn new() -> ProcessBuilder {
-        ProcessBuilder::default()
-    }
-
-    /// The child's name (its `current_process().name`, and the name in log lines).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// A daemon dies with its parent and may not start children. Default: this process's flag.
-    pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = Some(daemon);
-        self
-    }
-
-    /// The start method for this process (default: [`get_start_method`] at `start`).
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.method = Some(method);
-        self
-    }
-
-    /// Sets an environment variable in the child (spawn: in its environment from exec on;
-    /// forkserver: set by the child before the task runs, over the server's environment).
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// The child's working directory.
-    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cwd = Some(dir.into());
-        self
-    }
-
-    /// How long `start` waits for a spawned child to answer (default 20 s). A child that does not
-    /// answer (its `main` lacks `multiproc::init()`) is killed and `start` fails.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = Some(timeout);
-        self
-    }
-
-    /// With [`StartMethod::Fork`]: refuse to fork when this process runs other threads
-    /// ([`StartError::ThreadedFork`]) instead of forking with a warning. Default: the global
-    /// [`set_refuse_fork_if_threaded`] (off). multiproc's own spawner thread does not count.
-    pub fn refuse_if_threaded(mut self, refuse: bool) -> Self {
-        self.refuse_if_threaded = Some(refuse);
-        self
-    }
-
-    #[doc(hidden)]
-    /// Test hook: send a wrong build id so the child refuses the parent.
-    pub fn __corrupt_build_id(mut self) -> Self {
-        self.corrupt_build_id = true;
-        self
-    }
-
-    #[doc(hidden)]
-    /// Test hook: act as if `pidfd_open` failed for the new child (in the fork server for
-    /// ForkServer), after the child was created.
-    pub fn __fail_pidfd_open(mut self) -> Self {
-        self.fail_pidfd_open = true;
-        self
-    }
-
-    /// An unstarted process that will run `task(args)` (Python's `Process(target=, args=)`).
-    ///
-    /// The arguments are serialized now; shared objects among them are passed as handles (the
-    /// fds of anonymous segments are kept open in the child at the same numbers).
-    pub fn target<M, T: Task<M>>(
-        self,
-        task: T,
-        args: T::Args,
-    ) -> Result<Process<T::Output>, StartError> {
-        let entry = match registry::entry_for::<T>() {
-            Ok(e) => e,
-            Err(e) if self.method == Some(StartMethod::Fork) => {
-                let _ = e;
-                return Ok(self.closure(move || task.call(args)));
-            }
-            Err(e) => return Err(e),
-        };
-        let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
-        let bytes =
-            bytes.map_err(|e| CodecError::new::<T::Args>("encoding", "the task arguments", e))?;
-        if fds.len() + 3 > crate::forkserver::MAX_FDS {
-            return Err(StartError::TooManyFds(
-                fds.len(),
-                crate::forkserver::MAX_FDS - 3,
-            ));
-        }
-        Ok(self.build(Target::Registered {
-            entry,
-            args: bytes,
-            fds,
-            _keep: Box::new(args),
-        }))
-    }
-
-    /// An unstarted process that will run a closure; it can only start with
-    /// [`StartMethod::Fork`], which this sets.
-    pub fn closure<R, F, O>(mut self, f: F) -> Process<R>
-    where
-        O: ForkReturn<R>,
-        F: FnOnce() -> O + Send + 'static,
-    {
-        self.method = Some(StartMethod::Fork);
-        self.build(Target::Closure(Box::new(move || f().encode())))
-    }
-
-    /// [`ProcessBuilder::target`] then [`Process::start`].
-    pub fn spawn<M, T: Task<M>>(
-        self,
-        task: T,
-        args: T::Args,
-    ) -> Result<Process<T::Output>, StartError> {
-        let mut p = self.target(task, args)?;
-        p.start()?;
-        Ok(p)
-    }
-
-    fn build<R>(self, target: Target) -> Process<R> {
-        let (identity, default_name, inherited_daemon) = state::with_current(|c| {
-            c.counter += 1;
-            let mut id = c.identity.clone();
-            id.push(c.counter);
-            let name = format!(
-                "Process-{}",
-                id.iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(":")
-            );
-            (id, name, c.daemon)
-        });
-        Process {
-            name: self.name.unwrap_or(default_name),
-            daemon: self.daemon.unwrap_or(inherited_daemon),
-            method: self.method,
-            env: self.env,
-            cwd: self.cwd,
-            handshake_timeout: self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
-            refuse_if_threaded: self.refuse_if_threaded,
-            corrupt_build_id: self.corrupt_build_id,
-            fail_pidfd_open: self.fail_pidfd_open,
-            identity,
-            target: Some(target),
-            run: None,
-            exit: Mutex::new(None),
-            closed: false,
-            _r: PhantomData,
-        }
-    }
+/// A started child: its pid, pidfd, result memfd and how to reap it.
+pub(crate) struct Running {
+    pub(crate) pid: i32,
+    pub(crate) pidfd: Arc<OwnedFd>,
+    pub(crate) result: OwnedFd,
+    pub(crate) reap: Reap,
 }
 
 /// A child process running a task whose result is an `R`.
 pub struct Process<R = ()> {
-    name: String,
-    daemon: bool,
-    method: Option<StartMethod>,
-    env: Vec<(String, String)>,
-    cwd: Option<PathBuf>,
-    handshake_timeout: Duration,
-    refuse_if_threaded: Option<bool>,
-    corrupt_build_id: bool,
-    fail_pidfd_open: bool,
-    identity: Vec<u32>,
-    target: Option<Target>,
-    run: Option<Running>,
-    exit: Mutex<Option<i32>>,
-    closed: bool,
-    _r: PhantomData<fn() -> R>,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) method: Option<StartMethod>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) refuse_if_threaded: Option<bool>,
+    pub(crate) corrupt_build_id: bool,
+    pub(crate) fail_pidfd_open: bool,
+    pub(crate) identity: Vec<u32>,
+    pub(crate) target: Option<Target>,
+    pub(crate) run: Option<Running>,
+    pub(crate) exit: Mutex<Option<i32>>,
+    pub(crate) closed: bool,
+    pub(crate) _r: PhantomData<fn() -> R>,
 }
 
 impl<R> std::fmt::Debug for Process<R> {
@@ -411,58 +88,7 @@ impl<R> std::fmt::Debug for Process<R> {
     }
 }
 
-impl Process<()> {
-    /// A builder.
-    pub fn builder() -> ProcessBuilder {
-        ProcessBuilder::new()
-    }
-}
-
 impl<R> Process<R> {
-    /// An unstarted process running `task(args)` with default settings.
-    pub fn new<M, T: Task<M, Output = R>>(
-        task: T,
-        args: T::Args,
-    ) -> Result<Process<R>, StartError> {
-        registry::assert_fn_item::<T>();
-        ProcessBuilder::new().target(task, args)
-    }
-
-    /// Starts `task(args)` in a new process with the default start method.
-    pub fn spawn<M, T: Task<M, Output = R>>(
-        task: T,
-        args: T::Args,
-    ) -> Result<Process<R>, StartError> {
-        registry::assert_fn_item::<T>();
-        ProcessBuilder::new().spawn(task, args)
-    }
-
-    /// Forks a child running the closure `f` (see [`StartMethod::Fork`] for when that is safe).
-    ///
-    /// The closure returns a serde type, which [`Process::join`] hands back; a closure that
-    /// never returns (a worker loop, `std::process::exit`) makes a `Process<()>` without any
-    /// annotation (a diverging closure with another result type is written `|| -> T { .. }`).
-    ///
-    /// ```
-    /// use multiproc_process::Process;
-    /// multiproc_process::init();
-    /// let mut p = Process::fork(|| std::process::exit(3)).unwrap();
-    /// let _ = p.join(); // no result: the child exited
-    /// assert_eq!(p.exitcode(), Some(3));
-    /// let _worker = || Process::fork(|| loop {
-    ///     std::thread::park();
-    /// });
-    /// ```
-    pub fn fork<F, O>(f: F) -> Result<Process<R>, StartError>
-    where
-        O: ForkReturn<R>,
-        F: FnOnce() -> O + Send + 'static,
-    {
-        let mut p = ProcessBuilder::new().closure(f);
-        p.start()?;
-        Ok(p)
-    }
-
     /// The name.
     pub fn name(&self) -> &str {
         &self.name
@@ -476,246 +102,6 @@ impl<R> Process<R> {
     /// The pid once started.
     pub fn pid(&self) -> Option<u32> {
         self.run.as_ref().map(|r| r.pid as u32)
-    }
-
-    /// Starts the child. Starting twice is an error, as is starting from a daemonic process.
-    pub fn start(&mut self) -> Result<(), StartError> {
-        if self.closed {
-            return Err(StartError::Closed);
-        }
-        if self.run.is_some() || self.target.is_none() {
-            return Err(StartError::AlreadyStarted);
-        }
-        if state::started_without_init() {
-            return Err(StartError::InitMissingInChild);
-        }
-        if current_process().daemon {
-            return Err(StartError::DaemonCannotHaveChildren);
-        }
-        let method = self.method.unwrap_or_else(get_start_method);
-        if method != StartMethod::Fork && matches!(self.target, Some(Target::Closure(_))) {
-            return Err(StartError::ClosureNeedsFork);
-        }
-        // Reap finished children whose handles were dropped.
-        let _ = state::live_children();
-        let result = sys::memfd("multiproc-result").map_err(|source| StartError::Os {
-            op: "memfd_create",
-            source,
-        })?;
-        let target = self.target.take().expect("checked above");
-        let running = match (method, target) {
-            (StartMethod::Fork, target) => self.start_fork(target, result)?,
-            (
-                method,
-                Target::Registered {
-                    entry,
-                    args,
-                    fds,
-                    _keep,
-                },
-            ) => {
-                let r = self.start_exec(method, entry, &args, &fds, result);
-                drop(_keep);
-                r?
-            }
-            (_, Target::Closure(_)) => unreachable!("checked above"),
-        };
-        state::register_child(ChildRec {
-            pid: running.pid,
-            name: self.name.clone(),
-            daemon: self.daemon,
-            owner: std::process::id(),
-            pidfd: running.pidfd.clone(),
-            orphan: None,
-        });
-        tracing::debug!(target: "multiproc", "started {} (pid {}) with {}", self.name, running.pid, method.name());
-        self.run = Some(running);
-        Ok(())
-    }
-
-    fn start_fork(&self, target: Target, result: OwnedFd) -> Result<Running, StartError> {
-        let body: Body = match target {
-            Target::Registered {
-                entry, args, _keep, ..
-            } => Box::new(move || {
-                let _keep = _keep;
-                (entry.trampoline)(&args).map_err(|e| e.to_string())
-            }),
-            Target::Closure(f) => f,
-        };
-        let (name, identity, daemon) = (self.name.clone(), self.identity.clone(), self.daemon);
-        let result_fd = result.as_raw_fd();
-        let threads = other_threads();
-        if threads > 0 {
-            let refuse = self
-                .refuse_if_threaded
-                .unwrap_or_else(|| REFUSE_THREADED_FORK.load(Ordering::Relaxed));
-            if refuse {
-                return Err(StartError::ThreadedFork {
-                    threads: threads + 1,
-                });
-            }
-            warn_threaded_fork_once(threads + 1);
-        }
-        let quiet = threads > 0;
-        // A daemon is forked from the long-lived spawner thread, so PR_SET_PDEATHSIG (which
-        // fires when the creating *thread* exits) means "when the parent process dies".
-        let pid = if daemon {
-            crate::spawn::on_spawner_thread(move || {
-                fork_child(name, identity, daemon, result_fd, quiet, body)
-            })
-        } else {
-            fork_child(name, identity, daemon, result_fd, quiet, body)
-        }
-        .map_err(|source| StartError::Os { op: "fork", source })?;
-        let pidfd = watch(pid, self.fail_pidfd_open)?;
-        Ok(Running {
-            pid,
-            pidfd: Arc::new(pidfd),
-            result,
-            reap: Reap::Direct,
-        })
-    }
-
-    fn start_exec(
-        &self,
-        method: StartMethod,
-        entry: &'static TaskEntry,
-        args: &[u8],
-        fds: &[RawFd],
-        result: OwnedFd,
-    ) -> Result<Running, StartError> {
-        let os = |op| move |source| StartError::Os { op, source };
-        let (ack_r, ack_w) = sys::pipe().map_err(os("pipe"))?;
-        let boot_fd = sys::memfd("multiproc-boot").map_err(os("memfd_create"))?;
-        let me = me();
-        let server = match method {
-            StartMethod::ForkServer => Some(crate::forkserver::ensure_server()?),
-            _ => None,
-        };
-        let boot = Boot {
-            magic: BOOT_MAGIC,
-            version: BOOT_VERSION,
-            build_id: registry::build_id() ^ if self.corrupt_build_id { 1 } else { 0 },
-            task_hash: entry.hash(),
-            task_id: entry.id.to_string(),
-            args: args.to_vec(),
-            name: self.name.clone(),
-            identity: self.identity.clone(),
-            daemon: self.daemon,
-            parent_pid: me.pid,
-            parent_start_time: me.start_time,
-            real_parent: server.map(|p| p as u32).unwrap_or(me.pid),
-            result_fd: result.as_raw_fd(),
-            ack_fd: ack_w.as_raw_fd(),
-            passed_fds: fds.to_vec(),
-            cwd: self.cwd.as_ref().map(|p| p.to_string_lossy().into_owned()),
-            env: if server.is_some() {
-                self.env.clone()
-            } else {
-                Vec::new()
-            },
-            log_level: crate::log::current_level(),
-        };
-        let encoded = postcard::to_allocvec(&boot)
-            .map_err(|e| CodecError::new::<Boot>("encoding", "the bootstrap record", e))?;
-        sys::write_all(boot_fd.as_raw_fd(), &encoded).map_err(os("writing the bootstrap"))?;
-        let mut pass = vec![boot_fd.as_raw_fd(), result.as_raw_fd(), ack_w.as_raw_fd()];
-        pass.extend_from_slice(fds);
-        let (pid, pidfd, reap) = match server {
-            None => {
-                let mut env: Vec<(OsString, OsString)> =
-                    self.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
-                env.push((CHILD_ENV.into(), boot_fd.as_raw_fd().to_string().into()));
-                let pid = if self.daemon {
-                    let pass = pass.clone();
-                    crate::spawn::on_spawner_thread(move || crate::spawn::spawn_self(&env, &pass))?
-                } else {
-                    crate::spawn::spawn_self(&env, &pass)?
-                };
-                let pidfd = watch(pid, self.fail_pidfd_open)?;
-                (pid, pidfd, Reap::Direct)
-            }
-            Some(server_pid) => {
-                let (st_r, st_w) = sys::pipe().map_err(os("pipe"))?;
-                let c = crate::forkserver::request(server_pid, &pass, st_w, self.fail_pidfd_open)?;
-                (c.pid, c.pidfd, Reap::Server(st_r))
-            }
-        };
-        drop(ack_w);
-        drop(boot_fd);
-        let running = Running {
-            pid,
-            pidfd: Arc::new(pidfd),
-            result,
-            reap,
-        };
-        if let Err(e) = self.handshake(&running, ack_r) {
-            pidfd_signal(&running.pidfd, libc::SIGKILL);
-            let _ = reap_running(&running, true);
-            return Err(e);
-        }
-        Ok(running)
-    }
-
-    fn handshake(&self, r: &Running, ack: OwnedFd) -> Result<(), StartError> {
-        let deadline = Instant::now() + self.handshake_timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut p = [
-                libc::pollfd {
-                    fd: ack.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: r.pidfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
-            // SAFETY: p is a valid array of two pollfds.
-            let n = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(StartError::os("poll"));
-            }
-            if p[0].revents != 0 {
-                let mut buf = vec![0u8; 8192];
-                // SAFETY: buf is valid for its length.
-                let got =
-                    unsafe { libc::read(ack.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if got > 0 {
-                    buf.truncate(got as usize);
-                    return match buf[0] {
-                        ACK_OK => Ok(()),
-                        ACK_ERR => Err(StartError::Refused(
-                            String::from_utf8_lossy(&buf[1..]).into_owned(),
-                        )),
-                        _ => Err(StartError::Refused("garbled handshake".into())),
-                    };
-                }
-                if got == 0 {
-                    let code = reap_running(r, true);
-                    return Err(StartError::HandshakeEof { exitcode: code });
-                }
-                continue;
-            }
-            if p[1].revents != 0 {
-                // Exited: a last look at the pipe (the ack may have raced the exit).
-                if sys::poll_readable(ack.as_fd(), Some(Duration::ZERO)).unwrap_or(false) {
-                    continue;
-                }
-                let code = reap_running(r, true);
-                return Err(StartError::HandshakeEof { exitcode: code });
-            }
-            if Instant::now() >= deadline {
-                return Err(StartError::InitNotCalled(self.handshake_timeout));
-            }
-        }
     }
 
     fn running(&self) -> Result<&Running, NotRunning> {
@@ -775,7 +161,7 @@ impl<R> Process<R> {
             .is_none()
         {
             // Through the pidfd: never hits a reused pid.
-            pidfd_signal(&r.pidfd, sig);
+            sys::pidfd_signal(&r.pidfd, sig);
         }
         Ok(())
     }
@@ -992,123 +378,7 @@ impl<R> Drop for Process<R> {
     }
 }
 
-/// A pidfd for our new child `pid`; if that fails, the child is killed and reaped (nobody could
-/// watch it) and the start fails. `fail` is the test hook of [`ProcessBuilder::__fail_pidfd_open`].
-fn watch(pid: i32, fail: bool) -> Result<OwnedFd, StartError> {
-    // Our unreaped child: its pid cannot be reused before we wait for it.
-    let r = if fail {
-        Err(std::io::Error::from_raw_os_error(libc::EMFILE))
-    } else {
-        sys::pidfd_open(pid)
-    };
-    r.map_err(|source| {
-        // SAFETY: kill and waitpid on our own unreaped child (the pid is still its).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = sys::waitpid(pid, true);
-        StartError::Os {
-            op: "pidfd_open (the child was killed and reaped)",
-            source,
-        }
-    })
-}
-
-/// How many threads besides the caller this process runs (multiproc's spawner thread, which
-/// holds no lock a forked child needs, does not count). 0 if unknown.
-fn other_threads() -> usize {
-    let total = sys::thread_count().unwrap_or(1);
-    let ours = usize::from(crate::spawn::spawner_running());
-    total.saturating_sub(1 + ours)
-}
-
-/// Python 3.12 warns (DeprecationWarning) when `os.fork()` runs in a threaded process; so do we,
-/// once per process.
-fn warn_threaded_fork_once(threads: usize) {
-    static WARNED_IN: crate::facade::AtomicU32 = crate::facade::AtomicU32::new(0);
-    let me = std::process::id();
-    // Relaxed: only decides who logs; a forked child (another pid) warns for itself.
-    if WARNED_IN.swap(me, Ordering::Relaxed) != me {
-        tracing::warn!(
-            target: "multiproc",
-            "this process (pid {me}) runs {threads} threads; forking it may deadlock the child \
-             if another thread holds a lock the child needs (use StartMethod::Spawn or \
-             ForkServer, or refuse with ProcessBuilder::refuse_if_threaded)"
-        );
-    }
-}
-
-/// Forks a child that takes on its identity and runs `body`; returns its pid (in the parent).
-///
-/// Between the fork and `body` the child takes no lock another thread may have held (every lock
-/// of ours is held by this thread across the fork), reads no environment variable, allocates and
-/// frees nothing, and (`quiet`: the parent runs other threads) logs nothing, since a subscriber's
-/// writer may be locked by another thread.
-fn fork_child(
-    name: String,
-    identity: Vec<u32>,
-    daemon: bool,
-    result_fd: RawFd,
-    quiet: bool,
-    body: Body,
-) -> std::io::Result<i32> {
-    let me = me();
-    let new_current = state::Current {
-        name,
-        identity,
-        daemon,
-        parent: Some(me),
-        counter: 0,
-    };
-    // Once-initialised state the child may need, settled here so the child never waits on an
-    // initialisation another thread was running at the moment of the fork.
-    let _ = registry::build_id();
-    let _ = state::started_without_init();
-    state::ensure_atexit();
-    // Every lock of ours that the child uses is taken by this thread across the fork, so
-    // the child never inherits one held by another thread (the stdio locks are reentrant
-    // and owned by this thread, so the child's prints do not deadlock either). The order
-    // (server, spawner, current, children) is the one every other path nests them in.
-    let mut server_lock = crate::forkserver::lock_server();
-    let mut spawner_lock = crate::spawn::lock_spawner();
-    let mut current_lock = state::lock_current();
-    let children_lock = state::lock_children();
-    let stdout_lock = std::io::stdout().lock();
-    let stderr_lock = std::io::stderr().lock();
-    // SAFETY: fork has no memory preconditions; the child only fixes up our state through
-    // the guards it holds (no allocation, no other lock), runs the body and then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    let fork_err = (pid < 0).then(std::io::Error::last_os_error);
-    if pid == 0 {
-        // The parent's identity is leaked, not freed: no allocator call before the body.
-        std::mem::forget(current_lock.replace(new_current));
-        // The parent's children stay listed (owned by the parent's pid, which every reader of
-        // the list filters on), so nothing is freed here.
-        server_lock.forget_in_child();
-        spawner_lock.forget_in_child();
-        drop((stderr_lock, stdout_lock, children_lock, current_lock));
-        drop((spawner_lock, server_lock));
-        if daemon {
-            if let Err(e) = sys::set_pdeathsig(libc::SIGKILL) {
-                crate::child::run_and_exit(result_fd, !quiet, move || {
-                    Err(format!("prctl(PR_SET_PDEATHSIG) failed in a daemon: {e}"))
-                });
-            }
-            if sys::getppid() != me.pid as i32 {
-                // SAFETY: _exit is always safe.
-                unsafe { libc::_exit(1) };
-            }
-        }
-        crate::child::run_and_exit(result_fd, !quiet, body);
-    }
-    drop((stderr_lock, stdout_lock, children_lock, current_lock));
-    drop((spawner_lock, server_lock));
-    if let Some(e) = fork_err {
-        return Err(e);
-    }
-    drop(body);
-    Ok(pid)
-}
-
-fn reap_running(r: &Running, block: bool) -> Option<i32> {
+pub(crate) fn reap_running(r: &Running, block: bool) -> Option<i32> {
     match &r.reap {
         Reap::Direct => match sys::waitpid(r.pid, block) {
             Ok(c) => c,
@@ -1131,23 +401,4 @@ fn reap_running(r: &Running, block: bool) -> Option<i32> {
             }
         }
     }
-}
-
-/// Sends `sig` through a pidfd (errors ignored: the process may be gone).
-pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
-    // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) has no memory preconditions.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-}
-
-/// This process's identity (multiproc-shm's cache, cleared in a forked child).
-fn me() -> ProcessId {
-    ProcessId::current()
 }

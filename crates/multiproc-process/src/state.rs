@@ -1,8 +1,7 @@
-//! Per-process global state: who this process is, its start method, the children it started
-//! (for `active_children`, reaping of dropped handles and the at-exit join), and a long-lived
-//! spawner thread.
+//! Per-process global state: who this process is, the children it started (for
+//! `active_children`, reaping of dropped handles and the at-exit join), and a long-lived
+//! spawner thread. (The default start method is kept in `start_method`.)
 
-use crate::StartMethod;
 use crate::facade::{AtomicBool, AtomicU8, Ordering};
 use multiproc_shm::ProcessId;
 use std::os::fd::{AsFd, OwnedFd};
@@ -53,42 +52,6 @@ pub(crate) fn lock_children() -> MutexGuard<'static, Vec<ChildRec>> {
 
 pub(crate) fn set_current(c: Current) {
     *lock(&CURRENT) = Some(c);
-}
-
-/// The default start method chosen with `set_start_method`: 0 unset, else 1 + its index. An
-/// atomic, not a lock, so a forked child never finds it held by a thread that did not survive.
-static START_METHOD: AtomicU8 = AtomicU8::new(0);
-
-const METHODS: [StartMethod; 3] = [
-    StartMethod::Spawn,
-    StartMethod::Fork,
-    StartMethod::ForkServer,
-];
-
-pub(crate) fn start_method() -> Option<StartMethod> {
-    // Relaxed: a setting; no other data is published with it.
-    match START_METHOD.load(Ordering::Relaxed) {
-        0 => None,
-        n => METHODS.get(n as usize - 1).copied(),
-    }
-}
-
-/// Sets the default start method; without `force`, only if none is set (else the old one).
-pub(crate) fn set_start_method(m: StartMethod, force: bool) -> Result<(), StartMethod> {
-    let code = METHODS
-        .iter()
-        .position(|&x| x == m)
-        .expect("every method listed") as u8
-        + 1;
-    if force {
-        START_METHOD.store(code, Ordering::Relaxed);
-        return Ok(());
-    }
-    // Relaxed: as above; the compare-exchange alone decides which caller set it first.
-    match START_METHOD.compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => Ok(()),
-        Err(old) => Err(METHODS[old as usize - 1]),
-    }
 }
 
 /// Whether this process was started by multiproc (`MULTIPROC_CHILD` set) but never called
@@ -223,7 +186,7 @@ pub(crate) fn shutdown_children() {
     for c in &recs {
         if c.daemon && !exited(&c.pidfd) {
             tracing::info!(target: "multiproc", "terminating daemonic child {} (pid {})", c.name, c.pid);
-            crate::process::pidfd_signal(&c.pidfd, libc::SIGTERM);
+            crate::sys::pidfd_signal(&c.pidfd, libc::SIGTERM);
         }
     }
     for c in recs {
