@@ -61,8 +61,9 @@ async fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
 }
 
 /// The liveness test: 2 runtime workers, 1,000 tasks each awaiting its own pipe fed by
-/// one of 4 children, and a ticker task on the same runtime. The children start sending only
-/// after 1.5 s: a receive that blocked its worker would stall the ticker that long.
+/// one of 4 children, and a ticker task on the same runtime. The children start sending 1.5 s
+/// after every future waits (the parent says when: on a loaded machine the 1,000 first polls
+/// take a while): a receive that blocked its worker would stall the ticker that long.
 #[test]
 fn thousand_tasks_on_two_workers_receive_everything_and_the_runtime_keeps_ticking() {
     let _serial = serial();
@@ -76,6 +77,9 @@ fn thousand_tasks_on_two_workers_receive_everything_and_the_runtime_keeps_tickin
         readers.push(r);
         writers[i % CHILDREN].push(w);
     }
+    // Counter 0: the parent's "every future waits" signal to the children.
+    let page = common::Shared::new();
+    let go = &page;
     let mut children = Vec::new();
     for (k, mut ws) in writers.into_iter().enumerate() {
         children.push(fork(move || {
@@ -83,6 +87,9 @@ fn thousand_tasks_on_two_workers_receive_everything_and_the_runtime_keeps_tickin
                 if w.bind().is_err() {
                     return 2;
                 }
+            }
+            if !go.wait_for(0, 1) && !go.wait_for(0, 1) && !go.wait_for(0, 1) {
+                return 4; // 30 s without the parent's signal
             }
             std::thread::sleep(Duration::from_millis(1500));
             for m in 0..MSGS {
@@ -125,10 +132,17 @@ fn thousand_tasks_on_two_workers_receive_everything_and_the_runtime_keeps_tickin
                 assert_eq!(r.recv_async().await, Err(RecvError::Eof), "pipe {i}");
             }));
         }
-        // While every task waits (the children are still asleep): a handful of notifier
-        // threads, not one per future.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // While every task waits (the children wait for `go`): a handful of notifier threads,
+        // not one per future. 1,000 registrations need at least 8 (`PER_THREAD` each).
+        let t0 = Instant::now();
+        while multiproc_sync::notify::threads() < 8 && t0.elapsed() < T30 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Registrations still arriving would start no new thread beyond the 8th's room; let
+        // them settle before counting.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let threads = multiproc_sync::notify::threads();
+        go.set(0, 1);
         for t in tasks {
             tokio::time::timeout(T30, t).await.unwrap().unwrap();
         }
