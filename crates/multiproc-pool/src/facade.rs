@@ -1,2 +1,5 @@
 //! The atomics this crate uses (one place, per the project's CI rule).
-pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+/// The test hooks' counter (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
+pub use std::sync::atomic::AtomicU32;
+pub use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -39,10 +39,9 @@ pub use error::{
     TaskError, WorkerStartError,
 };
 pub use multiproc_ring::WaitStrategy;
-pub use pool::{
-    __fail_thread_spawns, __stall_next_sender, IMap, ITEM_WINDOW, Pool, PoolBuilder,
-    default_chunksize,
-};
+#[cfg(feature = "test-hooks")]
+pub use pool::{__fail_thread_spawns, __stall_next_sender};
+pub use pool::{IMap, ITEM_WINDOW, Pool, PoolBuilder, default_chunksize};
 pub use result::{
     AsyncResult, Callback, Callbacks, ErrorCallback, GetFuture, ResultFuture, WaitFuture,
 };

@@ -32,7 +32,7 @@
 use crate::error::{
     BuildError, PoolJoinError, ReadyError, Result, SubmitError, TaskError, WorkerStartError,
 };
-use crate::facade::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::facade::{AtomicBool, AtomicU64, Ordering};
 use crate::fdpass;
 use crate::result::{
     ApplySink, AsyncResult, Callbacks, IMapSink, IMapState, MapSink, Sink, Slot, lock,
@@ -84,19 +84,29 @@ thread_local! {
 static WORKER_COUNTER: AtomicU64 = AtomicU64::new(0);
 static JOB_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Test hook: thread starts of a new worker that fail on purpose (see `__fail_thread_spawns`).
-static FAIL_THREAD_SPAWNS: AtomicU32 = AtomicU32::new(0);
+#[cfg(feature = "test-hooks")]
+static FAIL_THREAD_SPAWNS: crate::facade::AtomicU32 = crate::facade::AtomicU32::new(0);
 
 /// Test hook: milliseconds the next sender thread to find work waits before taking it.
+#[cfg(feature = "test-hooks")]
 static STALL_NEXT_SENDER_MS: AtomicU64 = AtomicU64::new(0);
 
+/// Test hook (feature `test-hooks`, for this crate's tests): the next sender thread that finds
+/// work for its worker waits `d` before taking the job (between its check of the worker and
+/// the take), once.
 #[doc(hidden)]
-/// Test hook: the next sender thread that finds work for its worker waits `d` before taking
-/// the job (between its check of the worker and the take), once.
+#[cfg(feature = "test-hooks")]
 pub fn __stall_next_sender(d: Duration) {
     STALL_NEXT_SENDER_MS.store(d.as_millis() as u64, Ordering::Relaxed);
 }
 
 fn stall_sender_hook() {
+    #[cfg(feature = "test-hooks")]
+    stall_sender_hook_armed();
+}
+
+#[cfg(feature = "test-hooks")]
+fn stall_sender_hook_armed() {
     // Relaxed: a test hook; nothing is published through it. A load first: no locked
     // read-modify-write per job sent when the hook is unarmed.
     if STALL_NEXT_SENDER_MS.load(Ordering::Relaxed) == 0 {
@@ -108,11 +118,23 @@ fn stall_sender_hook() {
     }
 }
 
+/// Test hook (feature `test-hooks`, for this crate's tests): the next `n` worker starts fail
+/// to start their sender thread (after the receiver thread started), as when the process runs
+/// out of threads.
 #[doc(hidden)]
-/// Test hook: the next `n` worker starts fail to start their sender thread (after the
-/// receiver thread started), as when the process runs out of threads.
+#[cfg(feature = "test-hooks")]
 pub fn __fail_thread_spawns(n: u32) {
     FAIL_THREAD_SPAWNS.store(n, Ordering::Relaxed);
+}
+
+/// Whether this thread start fails on purpose (test hook; always false without the feature).
+fn fail_thread_spawn_hook() -> bool {
+    #[cfg(feature = "test-hooks")]
+    return FAIL_THREAD_SPAWNS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    #[cfg(not(feature = "test-hooks"))]
+    false
 }
 
 /// The fds of the shared objects among a job's arguments (duplicates the job keeps open).
@@ -642,10 +664,7 @@ impl Inner {
         };
         st.threads.push(h_recv);
         let me = self.clone();
-        let spawned = if FAIL_THREAD_SPAWNS
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        let spawned = if fail_thread_spawn_hook() {
             Err(std::io::Error::other("test hook: thread start fails"))
         } else {
             std::thread::Builder::new()

@@ -83,16 +83,19 @@ impl ProcessBuilder {
         self
     }
 
+    /// Test hook (feature `test-hooks`, for this crate's tests): send a wrong build id so the
+    /// child refuses the parent.
     #[doc(hidden)]
-    /// Test hook: send a wrong build id so the child refuses the parent.
+    #[cfg(feature = "test-hooks")]
     pub fn __corrupt_build_id(mut self) -> Self {
         self.corrupt_build_id = true;
         self
     }
 
-    #[doc(hidden)]
-    /// Test hook: act as if `pidfd_open` failed for the new child (in the fork server for
+    /// Test hook (feature `test-hooks`): act as if `pidfd_open` failed for the new child (in the fork server for
     /// ForkServer), after the child was created.
+    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __fail_pidfd_open(mut self) -> Self {
         self.fail_pidfd_open = true;
         self

@@ -277,6 +277,7 @@ fn run(wake: Arc<OwnedFd>) {
 }
 
 /// Whether a watcher thread runs in this process (tests).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn __watcher_running() -> bool {
     lock().running
 }

@@ -216,6 +216,7 @@ fn read_reply(sock: RawFd) -> Result<ServerChild, StartError> {
 }
 
 /// The running fork server's pid, if this process started one (a test hook).
+#[cfg(feature = "test-hooks")]
 pub(crate) fn server_pid() -> Option<i32> {
     let g = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     g.as_ref()

@@ -260,7 +260,7 @@ impl<R> Process<R> {
 
 /// A pidfd for our new child `pid`; if that fails, the child is killed and reaped (nobody could
 /// watch it) and the start fails. `fail` is the test hook of
-/// [`ProcessBuilder::__fail_pidfd_open`](crate::ProcessBuilder::__fail_pidfd_open).
+/// `ProcessBuilder::__fail_pidfd_open` (feature `test-hooks`).
 fn watch(pid: i32, fail: bool) -> Result<OwnedFd, StartError> {
     // Our unreaped child: its pid cannot be reused before we wait for it.
     let r = if fail {

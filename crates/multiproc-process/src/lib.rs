@@ -129,14 +129,17 @@ macro_rules! init_before_main {
 }
 
 /// Whether this process's fd watcher thread (the one that wakes `join_async` futures) runs:
-/// a test hook (it exits once no future waits).
+/// a test hook (feature `test-hooks`; it exits once no future waits).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn __fd_watcher_running() -> bool {
     fdwatch::__watcher_running()
 }
 
-/// The pid of this process's fork server, if it runs (a test hook, e.g. to lower its fd limit).
+/// The pid of this process's fork server, if it runs (a test hook, feature `test-hooks`, e.g.
+/// to lower its fd limit).
 #[doc(hidden)]
+#[cfg(feature = "test-hooks")]
 pub fn __fork_server_pid() -> Option<i32> {
     forkserver::server_pid()
 }

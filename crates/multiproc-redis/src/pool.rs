@@ -618,8 +618,10 @@ impl RemotePool {
         &self.client
     }
 
+    /// Test hook (feature `test-hooks`, for this crate's tests): pretend to be another build
+    /// (the build check must refuse the task).
     #[doc(hidden)]
-    /// Test hook: pretend to be another build (the build check must refuse the task).
+    #[cfg(feature = "test-hooks")]
     pub fn __set_build_hash(&mut self, h: u64) {
         self.build_hash = h;
     }
