@@ -598,7 +598,7 @@ fn round(r: u64, rng: &mut Rng, t: &mut Totals) {
     let name = |s: &str| format!("{prefix}{s}");
     let o = Objects {
         board: Board::new(),
-        q: Queue::create_with(
+        q: Queue::create_named_with(
             &name("q"),
             16,
             QueueOptions {
@@ -610,7 +610,7 @@ fn round(r: u64, rng: &mut Rng, t: &mut Totals) {
         value: Value::create_named(&name("value"), [0u64; 8]).expect("value"),
         lock: Lock::create_named(&name("lock")).expect("lock"),
         sem: Semaphore::create_named(&name("sem"), SEM_UNITS).expect("semaphore"),
-        dict: SharedDict::create(&name("dict"), 16).expect("dict"),
+        dict: SharedDict::create_named(&name("dict"), 16).expect("dict"),
     };
     let (mut reader, mut writer) = multiproc::Pipe::simplex_with::<Vec<u8>, _>(PipeOptions {
         capacity: 16 * 1024,

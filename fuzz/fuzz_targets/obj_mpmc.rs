@@ -36,7 +36,7 @@ struct Input {
 fuzz_target!(|input: Input| {
     let slots = 1usize << (1 + input.slots_log % 5);
     let slot_size = 1 + input.slot_size as usize % 96;
-    let Ok(mut q) = MpmcRing::create(slots, slot_size) else {
+    let Ok(mut q) = MpmcRing::new(slots, slot_size) else {
         return;
     };
     let seg = q.segment().expect("segment ring").clone();

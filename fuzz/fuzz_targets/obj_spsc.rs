@@ -50,7 +50,7 @@ fn check_len(n: usize, max: usize) {
 
 fuzz_target!(|input: Input| {
     let cap = 1usize << (6 + input.cap_log % 6);
-    let Ok(ring) = SpscRing::create(cap) else {
+    let Ok(ring) = SpscRing::new(cap) else {
         return;
     };
     let max = ring.max_record();

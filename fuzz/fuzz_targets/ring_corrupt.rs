@@ -29,7 +29,7 @@ fn patch(base: *mut u8, len: usize, patches: &[(u16, Vec<u8>)]) {
 fuzz_target!(|input: Input| {
     let mut v = Vec::new();
     if input.mpmc {
-        let q = MpmcRing::create(8, 24).unwrap();
+        let q = MpmcRing::new(8, 24).unwrap();
         for i in 0..input.warmup % 12 {
             let _ = q.try_push(&[i; 5]);
             if i % 3 == 0 {
@@ -53,7 +53,7 @@ fuzz_target!(|input: Input| {
             }
         }
     } else {
-        let ring = SpscRing::create(256).unwrap();
+        let ring = SpscRing::new(256).unwrap();
         let mut tx = ring.producer().unwrap();
         let mut rx = ring.consumer().unwrap();
         for i in 0..input.warmup % 40 {

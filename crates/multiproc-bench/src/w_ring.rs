@@ -268,8 +268,8 @@ fn e<T: std::fmt::Display>(x: T) -> String {
 
 /// Round trip of an 8-byte record over two SPSC rings, `strategy` on both sides.
 pub fn rtt_ring(n: u64, strategy: WaitStrategy) -> Result<Lat, String> {
-    let ab = SpscRing::create(4096).map_err(e)?;
-    let ba = SpscRing::create(4096).map_err(e)?;
+    let ab = SpscRing::new(4096).map_err(e)?;
+    let ba = SpscRing::new(4096).map_err(e)?;
     let (ab2, ba2) = (ab.clone(), ba.clone());
     let ping: Setup = Box::new(move |_pg| {
         let mut tx = ab.producer().map_err(e)?;
@@ -452,7 +452,7 @@ fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<(usize, u
 /// one copying push/pop per record.
 pub fn stream_ring(size: usize, n: u64, batch: bool) -> Result<f64, String> {
     let cap = if size <= 64 { 1 << 16 } else { 1 << 21 };
-    let ring = SpscRing::create(cap).map_err(e)?;
+    let ring = SpscRing::new(cap).map_err(e)?;
     let ring2 = ring.clone();
     let producer = Box::new(move |_pg: Page| {
         let Ok(mut tx) = ring.producer() else {
@@ -628,7 +628,7 @@ pub fn stream_uds(size: usize, n: u64) -> Result<f64, String> {
 
 /// Two producers and two consumers (CPUs 0,1,0,1) move `n` 8-byte records; seconds.
 pub fn mpmc_2p2c(n: u64, strategy: WaitStrategy) -> Result<f64, String> {
-    let mut q = MpmcRing::create(1024, 40).map_err(e)?;
+    let mut q = MpmcRing::new(1024, 40).map_err(e)?;
     q.set_wait_strategy(strategy);
     let per = n / 2;
     let mut sides: Vec<Side> = Vec::new();

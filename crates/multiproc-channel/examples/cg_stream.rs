@@ -17,7 +17,7 @@ fn main() {
     let mut buf = [0u8; 8];
     match mode.as_str() {
         "ring" | "ring-deferred" => {
-            let ring = SpscRing::create(1 << 16).unwrap();
+            let ring = SpscRing::new(1 << 16).unwrap();
             let mut tx = ring.producer().unwrap();
             let mut rx = ring.consumer().unwrap();
             let mut v = Vec::with_capacity(64);

@@ -270,12 +270,12 @@ fn simple_queue_empty_then_fifo_then_empty() {
 #[test]
 fn named_queue_opens_by_name_and_refuses_another_type() {
     let name = unique_name("q");
-    let q: Queue<String> = Queue::create(&name, 8).unwrap();
+    let q: Queue<String> = Queue::create_named(&name, 8).unwrap();
     assert!(shm_exists(&name));
     let mut child = fork({
         let name = name.clone();
         move || {
-            let Ok(q) = Queue::<String>::open(&name) else {
+            let Ok(q) = Queue::<String>::open_named(&name) else {
                 return 2;
             };
             if q.put("from child".into()).is_err() {
@@ -286,11 +286,11 @@ fn named_queue_opens_by_name_and_refuses_another_type() {
     });
     assert_eq!(child.wait_timeout(T30), Exit::Code(0));
     assert_eq!(q.get_timeout(T30).unwrap(), "from child");
-    match Queue::<u64>::open(&name) {
+    match Queue::<u64>::open_named(&name) {
         Err(ChannelError::Shm(e)) => assert!(e.to_string().contains("type"), "{e}"),
         r => panic!("{r:?}"),
     }
-    assert!(Queue::<u64, Plain>::open(&name).is_err());
+    assert!(Queue::<u64, Plain>::open_named(&name).is_err());
     drop(q);
     assert!(!shm_exists(&name));
     assert!(!shm_exists(&format!("{name}.ring")));

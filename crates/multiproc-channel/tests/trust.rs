@@ -67,7 +67,7 @@ fn within_20s<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'sta
 #[test]
 fn side_name_pointing_at_a_fifo_fails_get_timeout_instead_of_hanging() {
     let name = unique_name("fifo");
-    let q: Queue<Vec<u8>> = Queue::create(&name, 4).unwrap();
+    let q: Queue<Vec<u8>> = Queue::create_named(&name, 4).unwrap();
     let id = queue_id(&name);
     let fifo = format!("multiproc.qside-{id:016x}-1-1");
     let path = std::ffi::CString::new(format!("/dev/shm/{fifo}")).unwrap();
@@ -118,7 +118,7 @@ fn dropping_the_creating_handle_keeps_large_messages_in_flight() {
 #[test]
 fn huge_max_message_in_the_control_block_is_refused_not_an_abort() {
     let name = unique_name("maxmsg");
-    let q: Queue<Vec<u8>> = Queue::create(&name, 4).unwrap();
+    let q: Queue<Vec<u8>> = Queue::create_named(&name, 4).unwrap();
     let id = queue_id(&name);
     // A regular side file with a plausible header, so main's reader reaches its allocation.
     let side = format!("multiproc.qside-{id:016x}-1-2");
@@ -129,7 +129,7 @@ fn huge_max_message_in_the_control_block_is_refused_not_an_abort() {
     let ring = MpmcRing::open_named(&format!("{name}.ring")).unwrap();
     ring.try_push(&side_record(1 << 39, &side)).unwrap();
     let n2 = name.clone();
-    let mut child = fork(move || match Queue::<Vec<u8>>::open(&n2) {
+    let mut child = fork(move || match Queue::<Vec<u8>>::open_named(&n2) {
         Err(ChannelError::Shm(ShmError::OutOfRange { .. })) => 0,
         Err(_) => 2,
         Ok(q) => match q.get_timeout(Duration::from_secs(1)) {

@@ -112,7 +112,7 @@ fn inspect_json(n: &str) -> serde_json::Value {
 #[test]
 fn ls_and_inspect_show_a_queue_depth() {
     let n = name("queue");
-    let q = multiproc::Queue::<u32>::create(&n, 8).unwrap();
+    let q = multiproc::Queue::<u32>::create_named(&n, 8).unwrap();
     for i in 0..3 {
         q.put(i).unwrap();
     }
@@ -222,7 +222,7 @@ fn ls_and_inspect_show_an_spsc_ring_pending_bytes_and_sides() {
 fn a_corrupted_queue_control_block_is_reported_not_trusted() {
     use std::os::unix::fs::FileExt;
     let n = name("corrupt");
-    let q = multiproc::Queue::<u32>::create(&n, 4).unwrap();
+    let q = multiproc::Queue::<u32>::create_named(&n, 4).unwrap();
     q.put(1).unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -295,14 +295,14 @@ fn ls_and_inspect_show_an_arrays_length_and_first_elements() {
 #[test]
 fn ls_and_inspect_show_a_dicts_and_a_lists_length() {
     let d = name("dict");
-    let dict = multiproc::SharedDict::<String, u32>::create(&d, 16).unwrap();
+    let dict = multiproc::SharedDict::<String, u32>::create_named(&d, 16).unwrap();
     dict.insert(&"a".to_string(), &1).unwrap();
     dict.insert(&"b".to_string(), &2).unwrap();
     assert_eq!(inspect_json(&d)["live"]["entries"], 2);
     assert!(ls_line(&d).contains("2 entries"));
 
     let l = name("list");
-    let list = multiproc::SharedList::<u64>::create(&l, 16).unwrap();
+    let list = multiproc::SharedList::<u64>::create_named(&l, 16).unwrap();
     for i in 0..5 {
         list.push(&i).unwrap();
     }

@@ -387,8 +387,8 @@ impl<K: Key, V: Key> SharedDict<K, V> {
         Self::build(None, capacity, bytes)
     }
 
-    /// A new named dict (`/dev/shm/multiproc.NAME`) other processes can [`open`](Self::open).
-    pub fn create(name: &str, capacity: usize) -> Result<Self> {
+    /// A new named dict (`/dev/shm/multiproc.NAME`) other processes can [`open_named`](Self::open_named).
+    pub fn create_named(name: &str, capacity: usize) -> Result<Self> {
         Self::build(
             Some(name),
             capacity,
@@ -396,13 +396,13 @@ impl<K: Key, V: Key> SharedDict<K, V> {
         )
     }
 
-    /// [`create`](Self::create) with an explicit arena size.
-    pub fn create_with_bytes(name: &str, capacity: usize, bytes: usize) -> Result<Self> {
+    /// [`create_named`](Self::create_named) with an explicit arena size.
+    pub fn create_named_with_bytes(name: &str, capacity: usize, bytes: usize) -> Result<Self> {
         Self::build(Some(name), capacity, bytes)
     }
 
     /// Opens a named dict, checking that it holds `SharedDict<K, V>`.
-    pub fn open(name: &str) -> Result<Self> {
+    pub fn open_named(name: &str) -> Result<Self> {
         Ok(Self::from_store(Store::open_named(
             name,
             Self::fingerprint(),

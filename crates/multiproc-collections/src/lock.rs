@@ -95,12 +95,12 @@ impl SharedLock {
     }
 
     /// A new named lock.
-    pub fn create(name: &str) -> Result<Self> {
+    pub fn create_named(name: &str) -> Result<Self> {
         Self::build(Some(name))
     }
 
     /// Opens a named lock.
-    pub fn open(name: &str) -> Result<Self> {
+    pub fn open_named(name: &str) -> Result<Self> {
         Self::from_shared(Shared::open_named(name, fp())?)
     }
 

@@ -223,23 +223,23 @@ fn list_full_and_compaction() {
 fn named_dict_opens_by_name_checks_types_and_unlinks() {
     let name = unique_name("dict");
     {
-        let d: SharedDict<String, i64> = SharedDict::create(&name, 16).unwrap();
+        let d: SharedDict<String, i64> = SharedDict::create_named(&name, 16).unwrap();
         d.insert(&"count".into(), &300).unwrap();
-        let o: SharedDict<String, i64> = SharedDict::open(&name).unwrap();
+        let o: SharedDict<String, i64> = SharedDict::open_named(&name).unwrap();
         assert_eq!(o.get("count").unwrap(), Some(300));
         assert!(matches!(
-            SharedDict::<String, u8>::open(&name),
+            SharedDict::<String, u8>::open_named(&name),
             Err(Error::Shm(multiproc_shm::ShmError::WrongType { .. }))
         ));
         assert!(matches!(
-            SharedList::<String>::open(&name),
+            SharedList::<String>::open_named(&name),
             Err(Error::Shm(multiproc_shm::ShmError::WrongKind { .. }))
         ));
         assert!(shm_exists(&name));
     }
     assert!(!shm_exists(&name));
     assert!(matches!(
-        SharedDict::<String, i64>::open(&name),
+        SharedDict::<String, i64>::open_named(&name),
         Err(Error::Shm(multiproc_shm::ShmError::NotFound { .. }))
     ));
 }
@@ -247,15 +247,18 @@ fn named_dict_opens_by_name_checks_types_and_unlinks() {
 #[test]
 fn named_list_and_lock() {
     let name = unique_name("list");
-    let l: SharedList<u8> = SharedList::create(&name, 4).unwrap();
+    let l: SharedList<u8> = SharedList::create_named(&name, 4).unwrap();
     l.push(&5).unwrap();
     assert_eq!(
-        SharedList::<u8>::open(&name).unwrap().to_vec().unwrap(),
+        SharedList::<u8>::open_named(&name)
+            .unwrap()
+            .to_vec()
+            .unwrap(),
         vec![5]
     );
     let lname = unique_name("lock");
-    let lock = SharedLock::create(&lname).unwrap();
-    let other = SharedLock::open(&lname).unwrap();
+    let lock = SharedLock::create_named(&lname).unwrap();
+    let other = SharedLock::open_named(&lname).unwrap();
     let g = lock.acquire().unwrap();
     assert!(other.try_acquire().is_err());
     drop(g);

@@ -102,7 +102,7 @@ fn scribbled_list_answers_errors_never_panics() {
 #[test]
 fn corrupted_geometry_is_refused_at_open() {
     let name = unique_name("geo");
-    let d: SharedDict<u8, u8> = SharedDict::create(&name, 8).unwrap();
+    let d: SharedDict<u8, u8> = SharedDict::create_named(&name, 8).unwrap();
     // The slot count follows the magic word.
     let slots_off = MAGIC_OFFSET + 8;
     // SAFETY: inside the payload's control block.
@@ -116,7 +116,7 @@ fn corrupted_geometry_is_refused_at_open() {
     };
     // Refused by the geometry check at open (`Shared`'s validation: an out-of-range field).
     assert!(matches!(
-        SharedDict::<u8, u8>::open(&name),
+        SharedDict::<u8, u8>::open_named(&name),
         Err(Error::Shm(ShmError::OutOfRange { .. }))
     ));
     // SAFETY: as above; the magic word.
@@ -128,7 +128,7 @@ fn corrupted_geometry_is_refused_at_open() {
             .write(0)
     };
     assert!(matches!(
-        SharedDict::<u8, u8>::open(&name),
+        SharedDict::<u8, u8>::open_named(&name),
         Err(Error::Shm(ShmError::Corrupted(_)))
     ));
 }

@@ -13,10 +13,10 @@ const T: Duration = Duration::from_secs(30);
 #[test]
 fn child_opens_a_named_dict_by_name_and_writes() {
     let name = unique_name("xdict");
-    let d: SharedDict<String, u64> = SharedDict::create(&name, 64).unwrap();
+    let d: SharedDict<String, u64> = SharedDict::create_named(&name, 64).unwrap();
     let n2 = name.clone();
     let mut child = fork(move || {
-        let Ok(o) = SharedDict::<String, u64>::open(&n2) else {
+        let Ok(o) = SharedDict::<String, u64>::open_named(&n2) else {
             return 2;
         };
         for i in 0..10u64 {

@@ -39,7 +39,7 @@ fn scribble_u64(seg: &Segment, payload_off: usize, v: u64) {
 fn dict_with_a_non_power_of_two_slot_count_is_refused_not_hung() {
     let name = unique_name("pow2");
     // capacity 4: 8 slots, arena 512 + 8 bytes.
-    let d: SharedDict<String, u64> = SharedDict::create_with_bytes(&name, 4, 512).unwrap();
+    let d: SharedDict<String, u64> = SharedDict::create_named_with_bytes(&name, 4, 512).unwrap();
     let seg = d.segment().clone();
     let (slots, arena) = (6u64, 536u64); // 16 * 8 + 2 * 520 == 16 * 6 + 2 * 536
     scribble_u64(&seg, MAGIC_OFFSET + 8, slots);
@@ -51,7 +51,7 @@ fn dict_with_a_non_power_of_two_slot_count_is_refused_not_hung() {
         scribble_u64(&seg, table + 8 * i, 8);
     }
     let r = within_deadline("open + insert on a 6-slot dict", move || {
-        let o = SharedDict::<String, u64>::open(&name)?;
+        let o = SharedDict::<String, u64>::open_named(&name)?;
         o.insert(&"x".to_string(), &1)?;
         o.len()
     });

@@ -4,7 +4,7 @@
 //!
 //! Each worker has its own pair of shared-memory pipes, so the pool knows exactly which jobs
 //! each worker holds: a worker killed at any moment fails the job it was running with
-//! [`PoolError::WorkerLost`] (or retries it, see [`PoolBuilder::retries`]), its unstarted jobs
+//! [`TaskError::WorkerLost`] (or retries it, see [`PoolBuilder::retries`]), its unstarted jobs
 //! go to the other workers, and it is replaced (Python's Pool hangs: pitfall B.1 of the
 //! reference).
 //!

@@ -21,8 +21,8 @@ struct Peer {
 
 impl Peer {
     fn start(cap: usize, echo: bool, strategy: WaitStrategy) -> Peer {
-        let ab = SpscRing::create(cap).expect("ring");
-        let ba = SpscRing::create(4096).expect("ring");
+        let ab = SpscRing::new(cap).expect("ring");
+        let ba = SpscRing::new(4096).expect("ring");
         // Criterion's main thread forks; the child only uses the rings and `_exit`s.
         let child = fork_pinned(Some(1), || {
             (|| {
@@ -150,7 +150,7 @@ fn stream(c: &mut Criterion) {
 }
 
 fn mpmc_local(c: &mut Criterion) {
-    let q = MpmcRing::create(1024, 40).expect("ring");
+    let q = MpmcRing::new(1024, 40).expect("ring");
     let mut v = Vec::with_capacity(40);
     c.bench_function("mpmc_push_pop_8B_one_process", |b| {
         b.iter(|| {

@@ -4,7 +4,7 @@ use multiproc_ring::{MpmcRing, SpscRing};
 use std::time::Instant;
 
 fn main() {
-    let ring = SpscRing::create(1 << 16).expect("ring");
+    let ring = SpscRing::new(1 << 16).expect("ring");
     let mut tx = ring.producer().expect("producer");
     let mut rx = ring.consumer().expect("consumer");
     let recs = [[7u8; 8]; 64];
@@ -30,7 +30,7 @@ fn main() {
         "spsc 1by1 push+pop: {:.2} ns/record",
         t.elapsed().as_nanos() as f64 / (n * 8) as f64
     );
-    let q = MpmcRing::create(1024, 40).expect("ring");
+    let q = MpmcRing::new(1024, 40).expect("ring");
     let t = Instant::now();
     for _ in 0..n * 8 {
         q.try_push(&[1u8; 8]).expect("push");

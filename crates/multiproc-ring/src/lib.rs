@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use multiproc_ring::MpmcRing;
-//! let q = MpmcRing::create(64, 56).unwrap();
+//! let q = MpmcRing::new(64, 56).unwrap();
 //! q.try_push(b"job").unwrap();
 //! let mut v = Vec::new();
 //! q.try_pop_into(&mut v).unwrap();

@@ -20,7 +20,7 @@
 //!
 //! ```
 //! use multiproc_ring::MpmcRing;
-//! let q = MpmcRing::create(8, 24).unwrap();
+//! let q = MpmcRing::new(8, 24).unwrap();
 //! for i in 0..8u8 { q.try_push(&[i; 3]).unwrap(); }
 //! assert!(q.try_push(b"x").is_err()); // full
 //! let mut v = Vec::new();
@@ -370,7 +370,7 @@ impl MpmcRing {
     }
 
     /// A ring of `slots` (power of two) slots of `slot_size` bytes in an anonymous segment.
-    pub fn create(slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
+    pub fn new(slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
         check_params(slots, slot_size)?;
         let area = slots * stride_for(slot_size);
         let s =

@@ -26,7 +26,7 @@
 //!
 //! ```
 //! use multiproc_ring::SpscRing;
-//! let ring = SpscRing::create(4096).unwrap(); // a memfd segment; fork children inherit it
+//! let ring = SpscRing::new(4096).unwrap(); // a memfd segment; fork children inherit it
 //! let mut tx = ring.producer().unwrap();
 //! let mut rx = ring.consumer().unwrap();
 //! let mut g = tx.try_reserve(5).unwrap();
@@ -301,7 +301,7 @@ fn fingerprint() -> TypeFingerprint {
 impl SpscRing {
     /// A ring of `capacity` data bytes (a power of two, >= 64) in an anonymous (memfd) segment:
     /// forked children inherit it; pass it to spawned ones by its handle.
-    pub fn create(capacity: usize) -> Result<SpscRing, RingError> {
+    pub fn new(capacity: usize) -> Result<SpscRing, RingError> {
         check_capacity(capacity)?;
         let s = Shared::create(None, fingerprint(), capacity, init(capacity)).map_err(ring_err)?;
         Ok(SpscRing { raw: Raw::new(s) })

@@ -34,7 +34,7 @@ fn spsc_consumer_killed_at_random_points_producer_sees_disconnected() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let iterations = 150;
     for it in 0..iterations {
-        let ring = SpscRing::create(1024).unwrap();
+        let ring = SpscRing::new(1024).unwrap();
         let mut tx = ring.producer().unwrap();
         tx.set_wait_strategy(if it % 2 == 0 {
             WaitStrategy::SpinPark
@@ -95,7 +95,7 @@ fn spsc_producer_killed_at_random_points_consumer_drains_then_disconnects() {
     let shared = Shared::new();
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
     for it in 0..150 {
-        let ring = SpscRing::create(2048).unwrap();
+        let ring = SpscRing::new(2048).unwrap();
         let mut rx = ring.consumer().unwrap();
         let mut child = fork(|| {
             let mut tx = match ring.producer() {
@@ -199,7 +199,7 @@ fn spawn_consumer(q: &MpmcRing, shared: &Shared) -> Child {
 fn mpmc_hundreds_of_kills_lose_at_most_in_flight_records() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let shared = Shared::new();
-    let q = MpmcRing::create(16, 48).unwrap();
+    let q = MpmcRing::new(16, 48).unwrap();
     let mut rng = Rng(0xfeed_face_dead_beef);
     let mut next_id = 1u64;
     // roles: 0,1 producers; 2,3 consumers

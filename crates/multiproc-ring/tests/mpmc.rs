@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn push_then_pop_in_fifo_order() {
-    let q = MpmcRing::create(16, 40).unwrap();
+    let q = MpmcRing::new(16, 40).unwrap();
     let mut v = Vec::new();
     for round in 0..10u8 {
         for i in 0..16u8 {
@@ -69,15 +69,15 @@ fn timeouts_wait_at_least_the_timeout() {
 #[test]
 fn bad_params_are_refused() {
     assert!(matches!(
-        MpmcRing::create(3, 8),
+        MpmcRing::new(3, 8),
         Err(RingError::InvalidParams(_))
     ));
     assert!(matches!(
-        MpmcRing::create(1, 8),
+        MpmcRing::new(1, 8),
         Err(RingError::InvalidParams(_))
     ));
     assert!(matches!(
-        MpmcRing::create(4, 0),
+        MpmcRing::new(4, 0),
         Err(RingError::InvalidParams(_))
     ));
 }
@@ -161,7 +161,7 @@ fn set_slot_word(q: &MpmcRing, i: usize, w: u64) {
 
 #[test]
 fn slot_claimed_by_dead_writer_is_recovered_as_lost() {
-    let q = MpmcRing::create(4, 16).unwrap();
+    let q = MpmcRing::new(4, 16).unwrap();
     let dead = dead_pid();
     // Simulate: the dead process claimed position 0 for writing and bumped the tail.
     q.try_push(b"a").unwrap(); // position 0 published
@@ -185,7 +185,7 @@ fn slot_claimed_by_dead_writer_is_recovered_as_lost() {
 
 #[test]
 fn slot_claimed_by_dead_reader_is_released() {
-    let q = MpmcRing::create(2, 16).unwrap();
+    let q = MpmcRing::new(2, 16).unwrap();
     let dead = dead_pid();
     q.try_push(b"a").unwrap();
     q.try_push(b"b").unwrap();
@@ -211,7 +211,7 @@ fn ring_serializes_as_its_segment_handle() {
     let mut v = Vec::new();
     q2.try_pop_into(&mut v).unwrap();
     assert_eq!(v, b"via handle");
-    let s = multiproc_ring::SpscRing::create(256).unwrap();
+    let s = multiproc_ring::SpscRing::new(256).unwrap();
     let bytes = postcard::to_allocvec(&s).unwrap();
     let s2: multiproc_ring::SpscRing = postcard::from_bytes(&bytes).unwrap();
     assert!(s2.segment().unwrap().same_as(s.segment().unwrap()));
@@ -310,7 +310,7 @@ fn check_own_push_outcome((empties, bg): (u64, u64)) {
 
 #[test]
 fn try_pop_after_own_push_never_says_empty_threads() {
-    let q = MpmcRing::create(16, BG_RECORD).unwrap();
+    let q = MpmcRing::new(16, BG_RECORD).unwrap();
     let flags = Flags::default();
     let r = std::thread::scope(|s| {
         for _ in 0..BG_PRODUCERS {
@@ -323,7 +323,7 @@ fn try_pop_after_own_push_never_says_empty_threads() {
 
 #[test]
 fn try_pop_after_own_push_never_says_empty_processes() {
-    let q = MpmcRing::create(16, BG_RECORD).unwrap();
+    let q = MpmcRing::new(16, BG_RECORD).unwrap();
     // SAFETY: an anonymous shared mapping of one page; checked for failure.
     let page = unsafe {
         libc::mmap(
@@ -371,7 +371,7 @@ fn set_slot_len(q: &MpmcRing, i: usize, len: u32) {
 
 #[test]
 fn slot_length_beyond_the_slot_size_is_corrupted_not_copied() {
-    let q = MpmcRing::create(4, 16).unwrap();
+    let q = MpmcRing::new(4, 16).unwrap();
     q.try_push(b"abc").unwrap();
     set_slot_len(&q, 0, 17);
     let mut v = Vec::new();
@@ -389,7 +389,7 @@ fn slot_length_beyond_the_slot_size_is_corrupted_not_copied() {
 fn try_pop_behind_a_live_stalled_head_writer_gives_up() {
     // Position 1 claimed for writing by a live process (ourselves) that never publishes, while
     // position 2 is finished: try_pop waits for the writer, boundedly, then says Empty.
-    let q = MpmcRing::create(4, 16).unwrap();
+    let q = MpmcRing::new(4, 16).unwrap();
     q.try_push(b"a").unwrap();
     let mut v = Vec::new();
     q.try_pop_into(&mut v).unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn push_then_pop_returns_the_same_bytes() {
-    let ring = SpscRing::create(1024).unwrap();
+    let ring = SpscRing::new(1024).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut v = Vec::new();
@@ -275,11 +275,11 @@ fn named_ring_opens_by_name_and_serializes_as_handle() {
 #[test]
 fn bad_capacity_is_refused() {
     assert!(matches!(
-        SpscRing::create(1000),
+        SpscRing::new(1000),
         Err(RingError::InvalidParams(_))
     ));
     assert!(matches!(
-        SpscRing::create(32),
+        SpscRing::new(32),
         Err(RingError::InvalidParams(_))
     ));
 }
@@ -295,7 +295,7 @@ fn poke(ring: &SpscRing, off: usize, v: u64) {
 #[test]
 fn corrupted_indices_and_headers_give_errors_not_ub() {
     // tail at 128, head at 256 (CachePadded lines after the 128-byte config line).
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
     tx.try_push(b"abc").unwrap();
@@ -318,7 +318,7 @@ fn corrupted_indices_and_headers_give_errors_not_ub() {
         Err(RingError::Corrupted(_)) | Err(RingError::Closed(_))
     ));
 
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
     tx.try_push(b"abc").unwrap();
@@ -330,14 +330,14 @@ fn corrupted_indices_and_headers_give_errors_not_ub() {
     );
     assert!(matches!(rx.try_peek(), Err(PopError::Corrupted(_))));
 
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     let mut tx = ring.producer().unwrap();
     let _rx = ring.consumer().unwrap();
     while tx.try_push(b"x").is_ok() {}
     poke(&ring, 256, u64::MAX); // head beyond tail
     assert!(matches!(tx.try_push(b"x"), Err(PushError::Corrupted(_))));
 
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     poke(&ring, 8, 1 << 20); // capacity larger than the segment
     assert!(matches!(
         SpscRing::from_segment(ring.segment().unwrap().clone()),
@@ -371,12 +371,12 @@ fn explicit_close_by_either_side_disconnects_the_other() {
 
 #[test]
 fn took_over_says_whether_a_dead_owner_was_replaced() {
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     let tx = ring.producer().unwrap();
     let rx = ring.consumer().unwrap();
     assert!(!tx.took_over() && !rx.took_over());
     // A producer and a consumer in a child that is then killed: the sides are taken over.
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     let mut child = fork(|| {
         let (Ok(_tx), Ok(_rx)) = (ring.producer(), ring.consumer()) else {
             return 2;
@@ -409,10 +409,10 @@ fn took_over_says_whether_a_dead_owner_was_replaced() {
 #[test]
 fn corrupted_taken_position_is_refused_on_attach() {
     // `taken` is the line after the two sides: config, tail, head, producer, consumer = 5 lines.
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     poke(&ring, 5 * 128, 1 << 40);
     assert!(matches!(ring.consumer(), Err(RingError::Corrupted(_))));
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     poke(&ring, 5 * 128, 12); // not 8-aligned
     assert!(matches!(ring.consumer(), Err(RingError::Corrupted(_))));
 }
@@ -421,7 +421,7 @@ fn corrupted_taken_position_is_refused_on_attach() {
 fn corrupted_owner_word_with_pid_zero_is_a_dead_owner() {
     // The producer side's owner word (line 3) rewritten to "pid 0, start time x": no one
     // alive owns it, so it can be taken over; nothing panics.
-    let ring = SpscRing::create(256).unwrap();
+    let ring = SpscRing::new(256).unwrap();
     poke(&ring, 3 * 128, 0x1234);
     let tx = ring.producer().unwrap();
     assert!(tx.took_over());

@@ -69,7 +69,7 @@ fn race_over_dead_owner(producer_side: bool) -> (usize, usize) {
     let mut rounds = 0;
     let mut wrong = 0;
     for _ in 0..BATCHES {
-        let rings: Vec<SpscRing> = (0..BATCH).map(|_| SpscRing::create(64).unwrap()).collect();
+        let rings: Vec<SpscRing> = (0..BATCH).map(|_| SpscRing::new(64).unwrap()).collect();
         let ready = Ready::new();
         let mut child = fork(|| {
             let mut held = Vec::new();
@@ -152,7 +152,7 @@ fn racing_attachers_over_a_dead_consumer_exactly_one_wins() {
 fn ring_with_killed_consumer(
     f: impl FnOnce(&mut multiproc_ring::Consumer) + Send,
 ) -> (SpscRing, multiproc_ring::Producer) {
-    let ring = SpscRing::create(4096).unwrap();
+    let ring = SpscRing::new(4096).unwrap();
     let mut tx = ring.producer().unwrap();
     for i in 0..100u64 {
         tx.try_push(&i.to_le_bytes()).unwrap();

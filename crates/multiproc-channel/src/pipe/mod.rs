@@ -103,8 +103,8 @@ impl Pipe {
     /// A duplex pipe with explicit options and codec.
     pub fn duplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
         check(&opts)?;
-        let ab = SpscRing::create(opts.capacity)?;
-        let ba = SpscRing::create(opts.capacity)?;
+        let ab = SpscRing::new(opts.capacity)?;
+        let ba = SpscRing::new(opts.capacity)?;
         Ok((
             Connection::new(Some(ab.clone()), Some(ba.clone()), opts.max_message),
             Connection::new(Some(ba), Some(ab), opts.max_message),
@@ -114,7 +114,7 @@ impl Pipe {
     /// A simplex pipe with explicit options and codec: `(reader, writer)`.
     pub fn simplex_with<T, C: Codec<T>>(opts: PipeOptions) -> Result<Ends<T, C>, ChannelError> {
         check(&opts)?;
-        let r = SpscRing::create(opts.capacity)?;
+        let r = SpscRing::new(opts.capacity)?;
         Ok((
             Connection::new(None, Some(r.clone()), opts.max_message),
             Connection::new(Some(r), None, opts.max_message),

@@ -83,14 +83,14 @@ impl<T: 'static, C: Codec<T>> JoinableQueue<T, C> {
         Queue::build(None, maxsize, QueueOptions::default(), true).map(JoinableQueue)
     }
 
-    /// A named joinable queue (see [`Queue::create`]).
-    pub fn create(name: &str, maxsize: usize) -> Result<Self, ChannelError> {
+    /// A named joinable queue (see [`Queue::create_named`]).
+    pub fn create_named(name: &str, maxsize: usize) -> Result<Self, ChannelError> {
         Queue::build(Some(name), maxsize, QueueOptions::default(), true).map(JoinableQueue)
     }
 
     /// Opens a named joinable queue.
-    pub fn open(name: &str) -> Result<Self, ChannelError> {
-        let mut q = Queue::open(name)?;
+    pub fn open_named(name: &str) -> Result<Self, ChannelError> {
+        let mut q = Queue::open_named(name)?;
         q.joinable = true;
         Ok(JoinableQueue(q))
     }

@@ -23,7 +23,7 @@
 //! closed: getters drain it and then get [`GetError::Disconnected`]. Once no live process holds
 //! a consumer handle, putters get [`PutError::Disconnected`] with their item. A dropped or
 //! closed last handle wakes blocked peers at once; a SIGKILLed one is noticed by blocked peers
-//! within [`peers::CHECK_EVERY`] (25 ms).
+//! within `peers::CHECK_EVERY` (25 ms).
 //!
 //! **Large messages.** A message that fits a slot (default [`DEFAULT_SLOT_SIZE`] bytes) goes
 //! inline. A larger one (up to `max_message`, default and local maximum 64 MiB) is written to a
@@ -390,7 +390,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             }
             None => (
                 Shared::<QueueCtl>::create(None, fp, 0, init)?,
-                MpmcRing::create(slots, opts.slot_size)?,
+                MpmcRing::new(slots, opts.slot_size)?,
             ),
         };
         Self::from_parts(ctl, ring, joinable, Role::BOTH)
@@ -449,13 +449,13 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     }
 
     /// A named queue (`/dev/shm/multiproc.NAME` and `NAME.ring`) that unrelated processes open
-    /// with [`Queue::open`]; unlinked when this handle (and its clones) drop.
-    pub fn create(name: &str, maxsize: usize) -> Result<Self, ChannelError> {
+    /// with [`Queue::open_named`]; unlinked when this handle (and its clones) drop.
+    pub fn create_named(name: &str, maxsize: usize) -> Result<Self, ChannelError> {
         Self::build(Some(name), maxsize, QueueOptions::default(), false)
     }
 
-    /// [`Queue::create`] with options.
-    pub fn create_with(
+    /// [`Queue::create_named`] with options.
+    pub fn create_named_with(
         name: &str,
         maxsize: usize,
         opts: QueueOptions,
@@ -464,7 +464,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     }
 
     /// Opens a named queue; fails with a fingerprint error if it holds another `T` (or codec).
-    pub fn open(name: &str) -> Result<Self, ChannelError> {
+    pub fn open_named(name: &str) -> Result<Self, ChannelError> {
         let ctl = Shared::<QueueCtl>::open_named(name, TypeFingerprint::of::<QueueOf<T, C>>())?;
         let ring = MpmcRing::open_named(&format!("{name}.ring"))?;
         Self::from_parts(ctl, ring, false, Role::BOTH)
