@@ -36,7 +36,7 @@ use std::time::Instant;
 /// `func(d, lock)`: `with lock: d['count'] -= 1`.
 #[multiproc::task]
 fn func(d: SharedDict<String, i64>, lock: SharedLock) -> Result<(), String> {
-    let _g = lock.acquire().map_err(|e| e.to_string())?;
+    let _g = lock.lock().map_err(|e| e.to_string())?;
     let count = d
         .get("count")
         .map_err(|e| e.to_string())?

@@ -3,16 +3,16 @@
 //!
 //! It is a [`RobustMutex`] alone in an anonymous or named segment: a holder that dies hands the
 //! next locker `Err(LockError::OwnerDied)` (the lock released again, so `?` takes the error), or
-//! `(guard, true)` from [`SharedLock::acquire_recover`], and the lock keeps working.
+//! `(guard, true)` from [`SharedLock::lock_recover`], and the lock keeps working.
 //!
 //! ```
 //! use multiproc_collections::SharedLock;
 //! let lock = SharedLock::new().unwrap();
 //! {
-//!     let _g = lock.acquire().unwrap();
-//!     assert!(lock.try_acquire().is_err()); // relocking from the holding thread is refused
+//!     let _g = lock.lock().unwrap();
+//!     assert!(lock.try_lock().is_err()); // relocking from the holding thread is refused
 //! }
-//! assert!(lock.try_acquire().is_ok());
+//! assert!(lock.try_lock().is_ok());
 //! ```
 
 use crate::error::{Error, Result};
@@ -140,37 +140,37 @@ impl SharedLock {
 
     /// Takes the lock (`with lock:`), waiting as long as it takes. A previous holder that died
     /// holding it gives `Err(LockError::OwnerDied)` (the lock released again); see
-    /// [`SharedLock::acquire_recover`].
-    pub fn acquire(&self) -> LockResult<SharedLockGuard<'_>> {
-        refuse_owner_died(self.acquire_recover())
+    /// [`SharedLock::lock_recover`].
+    pub fn lock(&self) -> LockResult<SharedLockGuard<'_>> {
+        refuse_owner_died(self.lock_recover())
     }
 
     /// Takes the lock without waiting.
-    pub fn try_acquire(&self) -> LockResult<SharedLockGuard<'_>> {
+    pub fn try_lock(&self) -> LockResult<SharedLockGuard<'_>> {
         refuse_owner_died(self.guard(self.mutex().try_lock()))
     }
 
     /// Takes the lock, waiting at most `timeout` (the form to use when another process may
     /// hold it forever).
-    pub fn acquire_timeout(&self, timeout: Duration) -> LockResult<SharedLockGuard<'_>> {
-        refuse_owner_died(self.acquire_recover_timeout(timeout))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<SharedLockGuard<'_>> {
+        refuse_owner_died(self.lock_recover_timeout(timeout))
     }
 
     /// Takes the lock, also from a dead holder: the guard and whether the previous holder died
     /// holding it (then what it protects may be half-updated). Never `Err(OwnerDied)`.
-    pub fn acquire_recover(&self) -> RecoverResult<SharedLockGuard<'_>> {
+    pub fn lock_recover(&self) -> RecoverResult<SharedLockGuard<'_>> {
         self.guard(self.mutex().lock())
     }
 
-    /// [`SharedLock::acquire_recover`] waiting at most `timeout`.
-    pub fn acquire_recover_timeout(&self, timeout: Duration) -> RecoverResult<SharedLockGuard<'_>> {
+    /// [`SharedLock::lock_recover`] waiting at most `timeout`.
+    pub fn lock_recover_timeout(&self, timeout: Duration) -> RecoverResult<SharedLockGuard<'_>> {
         self.guard(self.mutex().lock_timeout(timeout))
     }
 
     /// Takes the lock, treating a dead previous holder as a plain acquisition (what
-    /// [`SharedLock::acquire_recover`] reports, ignored).
-    pub fn acquire_recovering(&self) -> Result<SharedLockGuard<'_>> {
-        match self.acquire_recover() {
+    /// [`SharedLock::lock_recover`] reports, ignored), with this crate's error.
+    pub fn lock_ignoring_death(&self) -> Result<SharedLockGuard<'_>> {
+        match self.lock_recover() {
             Ok((g, _)) => Ok(g),
             Err(e) => Err(match e {
                 multiproc_sync::LockError::Failed(m) => Error::Lock(m),

@@ -259,10 +259,10 @@ fn named_list_and_lock() {
     let lname = unique_name("lock");
     let lock = SharedLock::create_named(&lname).unwrap();
     let other = SharedLock::open_named(&lname).unwrap();
-    let g = lock.acquire().unwrap();
-    assert!(other.try_acquire().is_err());
+    let g = lock.lock().unwrap();
+    assert!(other.try_lock().is_err());
     drop(g);
-    assert!(other.try_acquire().is_ok());
+    assert!(other.try_lock().is_ok());
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn manager_makes_every_object() {
     let a = m.array(&[1.5f64, 2.5]).unwrap();
     assert_eq!(a.to_vec().unwrap(), vec![1.5, 2.5]);
     let lock = m.lock().unwrap();
-    drop(lock.acquire().unwrap());
+    drop(lock.lock().unwrap());
     let _: SharedDict<u8, u8> = m.dict().unwrap();
     let _: SharedList<u8> = m.list().unwrap();
 }
@@ -310,14 +310,14 @@ fn question_mark_takes_collection_lock_errors_into_box_dyn_error() {
         let n = g.len()?;
         drop(g);
         drop(l.get_lock()?);
-        drop(lock.acquire()?);
+        drop(lock.lock()?);
         let (g, died) = d.get_lock_recover()?;
         assert!(!died);
         drop(g);
         let (g, died) = l.get_lock_recover()?;
         assert!(!died);
         drop(g);
-        let (g, died) = lock.acquire_recover()?;
+        let (g, died) = lock.lock_recover()?;
         assert!(!died);
         drop(g);
         Ok(n)

@@ -133,7 +133,7 @@ fn leaked_shared_lock_guard_keeps_the_mapping() {
     let r = leak_guard_in_child(|| {
         let lock = SharedLock::new().unwrap();
         let p = lock.segment().payload_ptr().as_ptr() as *const u8;
-        std::mem::forget(lock.acquire().unwrap());
+        std::mem::forget(lock.lock().unwrap());
         drop(lock);
         p
     });

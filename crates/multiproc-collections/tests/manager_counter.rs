@@ -19,7 +19,7 @@ fn fifty_processes_decrement_a_dict_counter_under_a_lock_to_zero() {
         .map(|_| {
             let (d, lock) = (d.clone(), lock.clone());
             fork(move || {
-                let Ok(_g) = lock.acquire() else { return 2 };
+                let Ok(_g) = lock.lock() else { return 2 };
                 let Ok(Some(c)) = d.get("count") else {
                     return 3;
                 };
