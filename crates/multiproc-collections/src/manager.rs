@@ -14,7 +14,7 @@
 //! let lock = m.lock().unwrap();
 //! d.insert(&"count".into(), &300).unwrap();
 //! {
-//!     let _g = lock.acquire().unwrap();        // with lock:
+//!     let _g = lock.lock().unwrap();           // with lock:
 //!     let c = d.get("count").unwrap().unwrap(); //     d['count'] -= 1
 //!     d.insert(&"count".into(), &(c - 1)).unwrap();
 //! }
