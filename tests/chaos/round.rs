@@ -84,7 +84,7 @@ fn create_objects(prefix: &str) -> (Objects, PipeEnds) {
     let name = |s: &str| format!("{prefix}{s}");
     let o = Objects {
         board: Board::new(),
-        q: Queue::create_with(
+        q: Queue::create_named_with(
             &name("q"),
             16,
             QueueOptions {
