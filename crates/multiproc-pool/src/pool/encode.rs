@@ -1,0 +1,123 @@
+//! How a call becomes jobs: the default chunksize, a chunk's items (and the fds of the shared
+//! objects among them) encoded as one job record, and the task's registry hash.
+use super::JobFds;
+use crate::error::SubmitError;
+use crate::fdpass;
+use crate::wire::JobWriter;
+use multiproc_channel::PipeOptions;
+use multiproc_process::registry::{self, Task};
+use multiproc_shm::fd_passing::collect_fds;
+use serde::Serialize;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+thread_local! {
+    /// The task last submitted from this thread and its registry hash (see `entry_hash`).
+    static LAST_TASK: std::cell::Cell<Option<(std::any::TypeId, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Python's default `map` chunksize: `ceil(len / (4 * processes))`, at least 1.
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    let d = 4 * processes.max(1);
+    len.div_ceil(d).max(1)
+}
+
+/// Encodes a chunk's items as one record in one pass (collecting the fds of shared objects among them) and
+/// checks it against the pipe's message limit. Returns the payload, its item count, its fds.
+pub(super) fn encode_job<A: Serialize>(
+    job: u64,
+    chunk: u32,
+    hash: u64,
+    cap: usize,
+    items: &[A],
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
+    let w = JobWriter::new(job, chunk, hash, cap);
+    encode_into(w, items)
+}
+
+/// [`encode_job`] for a `map` chunk: as a *plain chunk* (one slice copy, see
+/// `registry::plain_width`) when the task's argument and result are primitive numbers and
+/// the chunk has more than one item (a one-item chunk keeps postcard's shorter single form).
+pub(super) fn encode_map_job<A: Serialize + 'static>(
+    job: u64,
+    chunk: u32,
+    hash: u64,
+    plain_out: Option<usize>,
+    items: &[A],
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
+    if let Some(wo) = plain_out
+        && items.len() > 1
+    {
+        let mut w = JobWriter::new(
+            job,
+            chunk,
+            hash,
+            registry::PLAIN_HEAD + std::mem::size_of_val(items),
+        );
+        if w.push_plain(items, wo) {
+            return finish_job(w, Vec::new(), None);
+        }
+    }
+    let w = JobWriter::new(job, chunk, hash, items.len() * 8);
+    encode_into(w, items)
+}
+
+fn encode_into<A: Serialize>(
+    mut w: JobWriter,
+    items: &[A],
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
+    let (r, fds) = collect_fds(|| w.push_all(items));
+    r.map_err(SubmitError::Arguments)?;
+    if fds.len() > fdpass::MAX_FDS {
+        return Err(SubmitError::Arguments(format!(
+            "the arguments hold {} fds of shared objects; at most {} per job",
+            fds.len(),
+            fdpass::MAX_FDS
+        )));
+    }
+    let owned = if fds.is_empty() {
+        None
+    } else {
+        let v = fdpass::dup_all(&fds).map_err(|e| {
+            SubmitError::Arguments(format!("keeping the fds of the shared objects: {e}"))
+        })?;
+        Some(Arc::new(v.into_iter().map(|(_, o)| o).collect()))
+    };
+    finish_job(w, fds, owned)
+}
+
+/// Appends the fds' numbers, closes the record and checks it against the message limit.
+fn finish_job(
+    mut w: JobWriter,
+    fds: Vec<RawFd>,
+    owned: JobFds,
+) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
+    let n = w.len();
+    w.push_fds(&fds);
+    let payload = w.finish(fds.len());
+    let max = PipeOptions::default().max_message;
+    if payload.len() + 8 > max {
+        return Err(SubmitError::Arguments(format!(
+            "the encoded arguments ({} bytes) exceed the maximum message of {max} bytes",
+            payload.len() + 8
+        )));
+    }
+    Ok((payload, n, owned))
+}
+
+pub(super) fn entry_hash<M, T: Task<M>>(f: &T) -> Result<u64, SubmitError> {
+    // A capturing closure or a fn pointer is refused when the program is built.
+    registry::assert_fn_item::<T>();
+    // The last task submitted from this thread (a run of `apply_async`s pays the registry's
+    // search and the id's hash once: ~2% of a trivial `apply_async`'s profile before).
+    let id = std::any::TypeId::of::<T>();
+    if let Some(h) = LAST_TASK.with(|c| c.get().filter(|(t, _)| *t == id).map(|(_, h)| h)) {
+        return Ok(h);
+    }
+    let h = registry::entry_of(f)
+        .map(|e| e.hash())
+        .map_err(|_| SubmitError::TaskNotRegistered(std::any::type_name::<T>()))?;
+    LAST_TASK.with(|c| c.set(Some((id, h))));
+    Ok(h)
+}
