@@ -7,7 +7,7 @@ use crate::board::{
     Q_RECV, REC_DICT, REC_LOCK, REC_VALUE, SEM_MAX, SEM_UNITS, SENT, VAL_CONF, VALUE_USERS,
 };
 use crate::messages::take;
-use crate::procfs::{alive, is_zombie_of_ours, shm_residue};
+use crate::procfs::{our_children, shm_residue};
 use crate::round::{Kid, Objects, PipeEnds, Role, Totals};
 use multiproc::GetError;
 use std::sync::atomic::Ordering::SeqCst;
@@ -197,8 +197,10 @@ pub fn all_reaped(r: u64, kids: Vec<Kid>, pids: &[i32]) {
         // SAFETY: WNOHANG on a pid we forked; valid out-pointer.
         let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         assert_eq!(rc, -1, "round {r}: child {pid} was not reaped");
+        // (Not reaped by us, so not our zombie either, unless the pid was reused by another
+        // child of ours that is one.)
         assert!(
-            !alive(pid as u64) || !is_zombie_of_ours(pid),
+            !our_children().1.contains(&(pid as u32)),
             "round {r}: zombie {pid}"
         );
     }

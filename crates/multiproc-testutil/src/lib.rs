@@ -197,6 +197,41 @@ pub fn wait_all(children: &mut [Child], timeout: Duration) -> Result<(), String>
     Ok(())
 }
 
+/// The state letter of process `pid` in `/proc/PID/stat` (`R`, `S`, `D`, `Z`, ...); `None` if
+/// there is no such process.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|st| st.chars().next())
+}
+
+/// Whether `pid` runs: it exists and is not a zombie (or dead, `X`).
+pub fn alive(pid: u32) -> bool {
+    !matches!(proc_state(pid), None | Some('Z' | 'X'))
+}
+
+/// This process's children as `/proc/self/task/*/children` lists them: (live, zombies).
+pub fn children() -> (Vec<u32>, Vec<u32>) {
+    let (mut live, mut zombies) = (Vec::new(), Vec::new());
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (live, zombies);
+    };
+    for t in tasks.flatten() {
+        let Ok(s) = std::fs::read_to_string(t.path().join("children")) else {
+            continue;
+        };
+        for pid in s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+            if proc_state(pid) == Some('Z') {
+                zombies.push(pid);
+            } else {
+                live.push(pid);
+            }
+        }
+    }
+    (live, zombies)
+}
+
 /// A unique segment name for a test.
 pub fn unique_name(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -106,31 +106,8 @@ pub fn read_env() -> String {
 }
 
 /// Live (non-zombie) and zombie children of this process, from /proc.
-pub fn children() -> (Vec<u32>, Vec<u32>) {
-    let mut live = Vec::new();
-    let mut zombies = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (live, zombies);
-    };
-    for t in tasks.flatten() {
-        let Ok(s) = std::fs::read_to_string(t.path().join("children")) else {
-            continue;
-        };
-        for pid in s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next())
-                .unwrap_or("");
-            if state == "Z" {
-                zombies.push(pid);
-            } else {
-                live.push(pid);
-            }
-        }
-    }
-    (live, zombies)
-}
+#[allow(unused_imports)] // not every suite that includes this module uses it
+pub use multiproc_testutil::children;
 
 #[multiproc_process::task(crate = multiproc_process)]
 pub fn failing_init() {
