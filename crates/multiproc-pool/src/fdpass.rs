@@ -100,15 +100,8 @@ pub(crate) fn recv_fds(sock: BorrowedFd<'_>, timeout: Duration) -> std::io::Resu
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd.
-    let r = unsafe {
-        libc::poll(
-            &mut pfd,
-            1,
-            timeout.as_millis().min(i32::MAX as u128) as i32,
-        )
-    };
-    if r <= 0 {
+    let r = multiproc_shm::sys::poll(std::slice::from_mut(&mut pfd), Some(timeout));
+    if !matches!(r, Ok(n) if n > 0) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "no fds arrived with the job",

@@ -209,7 +209,7 @@ fn run(wake: Arc<OwnedFd>) {
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut polled: Vec<(u64, Arc<OwnedFd>)> = Vec::new();
     loop {
-        let timeout_ms = {
+        let timeout = {
             let mut w = lock();
             if w.entries.is_empty() {
                 w.running = false;
@@ -223,12 +223,7 @@ fn run(wake: Arc<OwnedFd>) {
                 .iter()
                 .filter_map(|e| e.deadline)
                 .min()
-                .map_or(-1, |d| {
-                    d.saturating_duration_since(now)
-                        .as_micros()
-                        .div_ceil(1000)
-                        .min(i32::MAX as u128) as libc::c_int
-                })
+                .map(|d| d.saturating_duration_since(now))
         };
         fds.clear();
         fds.push(libc::pollfd {
@@ -241,10 +236,12 @@ fn run(wake: Arc<OwnedFd>) {
             events: libc::POLLIN,
             revents: 0,
         }));
-        // SAFETY: `fds` holds `fds.len()` valid pollfds for fds kept open by `wake` and
-        // `polled`; EINTR and errors only end this round early (the loop re-polls).
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+        // The fds are kept open by `wake` and `polled`; EINTR and errors only end this round
+        // early (the loop re-polls).
+        let r = crate::sys::poll(&mut fds, timeout);
+        if r.as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::Interrupted)
+        {
             // ENOMEM and the like: retry without spinning (deadlines are checked below).
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

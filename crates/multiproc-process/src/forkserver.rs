@@ -424,9 +424,7 @@ pub(crate) fn serve(spec: &str) -> ! {
                 revents: 0,
             });
         }
-        // SAFETY: pfds is a valid array of pollfds.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
-        if r < 0 {
+        if sys::poll(&mut pfds, None).is_err() {
             continue; // EINTR
         }
         if pfds[1].revents != 0 {

@@ -213,14 +213,10 @@ impl<R> Process<R> {
                     revents: 0,
                 },
             ];
-            let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
-            // SAFETY: p is a valid array of two pollfds.
-            let n = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(StartError::os("poll"));
+            match sys::poll(&mut p, Some(left)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(StartError::Os { op: "poll", source }),
             }
             if p[0].revents != 0 {
                 let mut buf = vec![0u8; 8192];

@@ -60,7 +60,7 @@ pub mod registry;
 mod spawn;
 mod start_method;
 mod state;
-mod sys;
+use multiproc_shm::sys;
 
 pub use builder::{DEFAULT_HANDSHAKE_TIMEOUT, ProcessBuilder};
 pub use child::{init, init_with, panic_message};

@@ -16,6 +16,7 @@ pub mod header;
 mod proc_info;
 mod segment;
 pub mod shared;
+pub mod sys;
 
 pub use error::{Result, ShmError};
 pub use header::{Expect, HEADER_SIZE, Header, ObjectKind, TypeFingerprint};

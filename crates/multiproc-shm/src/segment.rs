@@ -157,16 +157,13 @@ impl Segment {
         init: impl FnOnce(NonNull<u8>, usize) -> Result<()>,
     ) -> Result<Segment> {
         check_align(spec)?;
-        let cname = CString::new(format!("multiproc-{}", spec.kind.name())).expect("no NUL");
-        // SAFETY: cname is a valid NUL-terminated string; flags are valid memfd flags.
-        let fd = unsafe {
-            libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-        };
-        if fd < 0 {
-            return Err(ShmError::os("memfd_create"));
-        }
-        // SAFETY: memfd_create returned a fresh fd that we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = format!("multiproc-{}", spec.kind.name());
+        let fd = crate::sys::memfd_with(&name, libc::MFD_ALLOW_SEALING).map_err(|source| {
+            ShmError::Os {
+                op: "memfd_create",
+                source,
+            }
+        })?;
         Self::build(File::from(fd), None, spec, false, init)
     }
 

@@ -7,6 +7,7 @@
 //! objects and avoid allocating: the test harness is multi-threaded, and another thread may have
 //! held the allocator's lock at the fork.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -98,35 +99,25 @@ impl Child {
     /// it returns as soon as the child ends (a bench may time the wait).
     pub fn try_wait_timeout(&mut self, timeout: Duration) -> Option<Exit> {
         let deadline = Instant::now() + timeout;
-        // SAFETY: pidfd_open on our own unreaped child (its pid cannot be reused yet).
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) } as libc::c_int;
-        let r = loop {
+        // Our own unreaped child: its pid cannot be reused meanwhile.
+        let pidfd = multiproc_shm::sys::pidfd_open(self.pid).ok();
+        loop {
             if let Some(e) = self.exited() {
-                break Some(e);
+                return Some(e);
             }
             let now = Instant::now();
             if self.reaped || now >= deadline {
-                break None;
+                return None;
             }
             let left = (deadline - now).min(Duration::from_millis(100));
-            if pidfd >= 0 {
-                let mut p = libc::pollfd {
-                    fd: pidfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                let ms = left.as_millis().max(1) as libc::c_int;
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut p, 1, ms) };
-            } else {
-                std::thread::sleep(left.min(Duration::from_millis(1)));
+            match &pidfd {
+                // Wakes when the child ends; errors and EINTR only end the slice early.
+                Some(fd) => {
+                    let _ = multiproc_shm::sys::poll_readable(fd.as_fd(), Some(left));
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(1))),
             }
-        };
-        if pidfd >= 0 {
-            // SAFETY: the fd opened above, closed once.
-            unsafe { libc::close(pidfd) };
         }
-        r
     }
 
     /// Waits at most `timeout` for the child's exit code, as an error what a bench reports: a

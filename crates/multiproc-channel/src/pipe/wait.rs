@@ -70,13 +70,10 @@ fn fd_ready(fd: BorrowedFd<'_>) -> bool {
         revents: 0,
     };
     loop {
-        // SAFETY: one valid, writable pollfd; a zero timeout never blocks.
-        let r = unsafe { libc::poll(&mut p, 1, 0) };
-        if r >= 0 {
-            return r > 0 && p.revents != 0;
-        }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return true;
+        match multiproc_shm::sys::poll(std::slice::from_mut(&mut p), Some(Duration::ZERO)) {
+            Ok(r) => return r > 0 && p.revents != 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
         }
     }
 }
@@ -118,20 +115,8 @@ fn sleep_or_fd(fds: &mut [libc::pollfd], d: Duration) {
         std::thread::sleep(d);
         return;
     }
-    let ts = libc::timespec {
-        tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-    };
-    // SAFETY: `fds` is a valid, writable array of fds.len() pollfds; `ts` a valid timespec; a
-    // null signal mask keeps the current one. EINTR or errors just end the sleep early.
-    unsafe {
-        libc::ppoll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            &ts,
-            std::ptr::null(),
-        )
-    };
+    // EINTR or errors just end the sleep early.
+    let _ = multiproc_shm::sys::ppoll(fds, d);
 }
 
 /// Waits until at least one of `objs` is ready or `timeout` passes (`None`: no limit); returns

@@ -122,9 +122,8 @@ impl Reader {
                 revents: 0,
             },
         ];
-        // SAFETY: two valid, writable pollfds (a negative fd is ignored by poll); errors and
-        // EINTR only end the sleep early.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, d.as_millis().min(1000) as libc::c_int) };
+        // A negative fd is ignored by poll; errors and EINTR only end the sleep early.
+        let _ = multiproc_shm::sys::poll(&mut fds, Some(d.min(Duration::from_secs(1))));
         if fds[0].revents != 0 {
             let mut v: u64 = 0;
             // SAFETY: a non-blocking eventfd we own; 8 writable bytes.

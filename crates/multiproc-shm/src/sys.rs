@@ -1,15 +1,22 @@
-//! Thin, checked wrappers over the Linux calls this crate needs (memfd, pipes, pidfd, poll,
-//! waitpid, signals), each returning `io::Result`.
+//! The one system-call layer of the crates above: thin, checked wrappers over the Linux calls
+//! they need (memfd, pipes, pidfd, poll, waitpid, signals), each returning `io::Result`. (The
+//! futex calls live with the futex, in `multiproc_sync::futex`.)
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
-    let c = CString::new(name).expect("no NUL in memfd name");
-    // SAFETY: c is NUL-terminated; MFD_CLOEXEC is a valid flag.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+/// A CLOEXEC memfd named `name` (the name is for `/proc/PID/fd` only).
+pub fn memfd(name: &str) -> io::Result<OwnedFd> {
+    memfd_with(name, 0)
+}
+
+/// [`memfd`] with more `MFD_*` flags (`MFD_ALLOW_SEALING`); `MFD_CLOEXEC` is always set.
+pub fn memfd_with(name: &str, flags: libc::c_uint) -> io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is NUL-terminated; the flags are MFD_* bits.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -18,7 +25,7 @@ pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
 }
 
 /// A CLOEXEC pipe: (read end, write end).
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -28,7 +35,9 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+/// A pidfd for `pid` (CLOEXEC). Only a pid that cannot be reused meanwhile (an unreaped child)
+/// names the process the caller means; for others, check the identity after opening.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -41,7 +50,7 @@ pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 }
 
 /// Sends `sig` through a pidfd (errors ignored: the process may be gone).
-pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
+pub fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
     // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) has no memory preconditions.
     unsafe {
         libc::syscall(
@@ -56,7 +65,7 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
 
 /// Waits until `fd` is readable (or hung up) for at most `timeout` (`None`: forever).
 /// Returns whether it became ready.
-pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         let ms: libc::c_int = match deadline {
@@ -92,8 +101,48 @@ pub(crate) fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io
     }
 }
 
+/// `poll(2)` on `fds` for at most `timeout` (`None`: forever; rounded up to whole
+/// milliseconds, so a short timeout sleeps rather than spins): how many have events. An
+/// interrupted call is an `ErrorKind::Interrupted` error (callers decide whether to retry).
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms: libc::c_int = match timeout {
+        None => -1,
+        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
+    };
+    // SAFETY: fds is a valid, exclusively borrowed slice of pollfds of the length passed.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// `ppoll(2)` on `fds` for at most `timeout`, to the nanosecond (for short slices, where
+/// [`poll`]'s whole milliseconds would be too coarse): how many have events. An interrupted
+/// call is an `ErrorKind::Interrupted` error.
+pub fn ppoll(fds: &mut [libc::pollfd], timeout: Duration) -> io::Result<usize> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: `fds` is a valid, exclusively borrowed array of fds.len() pollfds; `ts` a valid
+    // timespec; a null signal mask keeps the current one.
+    let r = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
 /// Converts a wait status to Python's exitcode convention: the code, or `-signal`.
-pub(crate) fn exitcode_of(status: libc::c_int) -> i32 {
+pub fn exitcode_of(status: libc::c_int) -> i32 {
     if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else if libc::WIFSIGNALED(status) {
@@ -105,7 +154,7 @@ pub(crate) fn exitcode_of(status: libc::c_int) -> i32 {
 }
 
 /// `waitpid(pid)`; `block = false` returns `Ok(None)` while the child runs.
-pub(crate) fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> {
+pub fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> {
     loop {
         let mut status: libc::c_int = 0;
         let flags = if block { 0 } else { libc::WNOHANG };
@@ -125,7 +174,8 @@ pub(crate) fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> 
     }
 }
 
-pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+/// Writes all of `buf` to `fd` (retrying short writes and `EINTR`).
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: buf is valid for buf.len() bytes.
         let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
@@ -142,7 +192,7 @@ pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
 }
 
 /// Reads the whole content of a regular file (memfd) from offset 0.
-pub(crate) fn pread_all(fd: RawFd) -> io::Result<Vec<u8>> {
+pub fn pread_all(fd: RawFd) -> io::Result<Vec<u8>> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: st is a valid out-pointer.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
@@ -179,7 +229,7 @@ pub(crate) fn pread_all(fd: RawFd) -> io::Result<Vec<u8>> {
 }
 
 /// Reads from `fd` until EOF or `limit` bytes.
-pub(crate) fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
+pub fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while out.len() < limit {
@@ -200,7 +250,8 @@ pub(crate) fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+/// Sets (`on`) or clears `FD_CLOEXEC` on `fd`.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: F_GETFD/F_SETFD on an integer fd; a bad fd gives EBADF.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     if flags < 0 {
@@ -218,13 +269,14 @@ pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn getppid() -> libc::pid_t {
+/// The parent's pid.
+pub fn getppid() -> libc::pid_t {
     // SAFETY: getppid cannot fail.
     unsafe { libc::getppid() }
 }
 
 /// `prctl(PR_SET_PDEATHSIG, sig)`.
-pub(crate) fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
+pub fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: PR_SET_PDEATHSIG takes a signal number.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } < 0 {
         return Err(io::Error::last_os_error());
@@ -234,7 +286,7 @@ pub(crate) fn set_pdeathsig(sig: libc::c_int) -> io::Result<()> {
 
 /// How many threads this process runs (`num_threads` of `/proc/self/stat`). Reads into a stack
 /// buffer: no allocation.
-pub(crate) fn thread_count() -> io::Result<usize> {
+pub fn thread_count() -> io::Result<usize> {
     // SAFETY: a NUL-terminated path.
     let fd = unsafe {
         libc::open(
