@@ -12,7 +12,7 @@
 use crate::harness::{Child, fork_pinned, wait_all};
 use crate::{Config, Record, python};
 use multiproc::redis::{RemotePool, RemoteQueue, ServeOptions};
-use std::process::{Command, Stdio};
+use multiproc_testutil::redis::RedisServer;
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 2;
@@ -21,51 +21,6 @@ const WORKERS: usize = 2;
 #[multiproc::task]
 fn square(x: u64) -> u64 {
     x.wrapping_mul(x)
-}
-
-struct OwnRedis {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-    url: String,
-}
-
-impl OwnRedis {
-    fn start() -> Result<OwnRedis, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let dir = std::env::temp_dir().join(format!("mp-bench-redis-{port}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server not available: {e}"))?;
-        let me = OwnRedis {
-            child,
-            dir,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(me);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err("redis-server did not start".into())
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn e2s(e: impl std::fmt::Display) -> String {
@@ -173,7 +128,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     if !wants_apply && !wants_stream {
         return;
     }
-    let redis = match OwnRedis::start() {
+    let redis = match RedisServer::try_start() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("remote_*: skipped ({e})");
@@ -184,7 +139,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     let py = ["--processes", procs.as_str()];
     if wants_apply {
         let n = if cfg.quick { 4_000 } else { 20_000 };
-        match remote_apply_async(&redis.url, n) {
+        match remote_apply_async(&redis.url(), n) {
             Ok(v) => out.push(Record::new(
                 "remote_apply_async",
                 "multiproc-redis",
@@ -210,7 +165,7 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
             (false, "multiproc-redis"),
             (true, "multiproc-redis (put_many, prefetch 32)"),
         ] {
-            match remote_queue_stream(&redis.url, n, batched) {
+            match remote_queue_stream(&redis.url(), n, batched) {
                 Ok(v) => out.push(Record::new("remote_queue_stream", system, v, "msgs/s")),
                 Err(e) => eprintln!("remote_queue_stream {system}: {e}"),
             }

@@ -7,6 +7,8 @@
 //! objects and avoid allocating: the test harness is multi-threaded, and another thread may have
 //! held the allocator's lock at the fork.
 
+pub mod redis;
+
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
