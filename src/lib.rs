@@ -69,8 +69,8 @@ pub use multiproc_collections::{
 pub use multiproc_ring as ring;
 
 pub use multiproc_channel::{
-    Connection, GetError, JoinableQueue, Pipe, PutError, Queue, Receiver, RecvError, SendError,
-    Sender, Sentinel, SimpleQueue, wait,
+    Connection, GetError, JoinableQueue, Pipe, PipeMode, PutError, Queue, Receiver, RecvError,
+    SendError, Sender, Sentinel, SimpleQueue, wait,
 };
 pub use multiproc_ring::{
     Consumer, MpmcRing, PopError, Producer, PushError, ReadGrant, RingError, SpscRing,
@@ -103,8 +103,8 @@ pub use multiproc_process::{log_to_stderr, stderr_layer};
 /// Pools of worker processes (the `multiproc-pool` crate).
 pub use multiproc_pool as pool;
 pub use multiproc_pool::{
-    AsyncResult, BuildError, Callbacks, IMap, NotReady, Pool, PoolBuilder, PoolError,
-    PoolJoinError, ReadyError, SubmitError, TaskError, WorkerStartError,
+    ArgumentsError, AsyncResult, BuildError, Callbacks, IMap, NotReady, Pool, PoolBuilder,
+    PoolError, PoolJoinError, ReadyError, SubmitError, TaskError, WorkerStartError,
 };
 
 /// Beyond one machine: `RemoteQueue` and `RemotePool` on Redis Streams (the `multiproc-redis`

@@ -15,7 +15,7 @@ pub struct WorkerStartError {
     /// The error of the step that failed (a process, shared-memory or OS error); `None` when
     /// the pool gave up by itself.
     #[source]
-    pub source: Option<StartSource>,
+    pub source: Option<SharedSource>,
 }
 
 impl WorkerStartError {
@@ -25,7 +25,7 @@ impl WorkerStartError {
     ) -> impl FnOnce(E) -> WorkerStartError {
         move |e| WorkerStartError {
             what: what.to_string(),
-            source: Some(StartSource(std::sync::Arc::new(e))),
+            source: Some(SharedSource(std::sync::Arc::new(e))),
         }
     }
 }
@@ -44,9 +44,9 @@ pub enum BuildError {
     /// The initializer is not a `#[multiproc::task]`.
     #[error("the initializer: {}", multiproc_process::task_not_registered_text(.0))]
     TaskNotRegistered(&'static str),
-    /// The initializer's arguments could not be encoded (or their fds kept).
-    #[error("bad initializer arguments: {0}")]
-    Arguments(String),
+    /// The initializer's arguments could not be handed to the workers.
+    #[error("bad initializer arguments")]
+    Arguments(#[source] ArgumentsError),
     /// A worker could not be started.
     #[error(transparent)]
     Start(#[from] WorkerStartError),
@@ -66,13 +66,63 @@ pub enum SubmitError {
     /// The function is not a `#[multiproc::task]`.
     #[error("{}", multiproc_process::task_not_registered_text(.0))]
     TaskNotRegistered(&'static str),
-    /// Encoding the arguments in the parent failed (or they are over the message limit, or
-    /// carry too many shared objects).
-    #[error("bad task arguments: {0}")]
-    Arguments(String),
+    /// The arguments could not be handed to the workers: encoding failed, they are over the
+    /// message limit, or they carry too many shared objects.
+    #[error("bad task arguments")]
+    Arguments(#[source] ArgumentsError),
     /// The pool gave up starting workers (see [`WorkerStartError`]): it takes no more work.
     #[error(transparent)]
     Start(#[from] WorkerStartError),
+}
+
+/// Why a task's (or the initializer's) arguments could not be handed to the workers: the
+/// source of [`SubmitError::Arguments`] and [`BuildError::Arguments`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgumentsError {
+    /// postcard refused a value (a `serde` impl that fails, a map without a length, ...).
+    #[error("encoding {ty} with postcard failed")]
+    Encode {
+        /// The type postcard was encoding.
+        ty: &'static str,
+        /// postcard's error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The encoded job is over the largest message a worker's pipe carries.
+    #[error("the encoded arguments ({len} bytes) exceed the maximum message of {max} bytes")]
+    TooLarge {
+        /// The encoded job's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The arguments hold more shared objects' fds than one job can carry.
+    #[error("the arguments hold {count} fds of shared objects; at most {max} per job")]
+    TooManyFds {
+        /// The fds the arguments hold.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Duplicating the shared objects' fds (kept until the job is settled) failed.
+    #[error("keeping the fds of the shared objects")]
+    KeepFds(#[source] SharedSource),
+}
+
+impl ArgumentsError {
+    /// postcard refused a value of type `A`.
+    pub(crate) fn encode<A>(source: postcard::Error) -> Self {
+        ArgumentsError::Encode {
+            ty: std::any::type_name::<A>(),
+            source,
+        }
+    }
+
+    /// `dup` of the shared objects' fds failed.
+    pub(crate) fn keep_fds(e: std::io::Error) -> Self {
+        ArgumentsError::KeepFds(SharedSource(std::sync::Arc::new(e)))
+    }
 }
 
 /// What a task gave instead of its value: [`AsyncResult::get`](crate::AsyncResult::get) and
@@ -209,12 +259,13 @@ impl PoolError {
     }
 }
 
-/// The error behind a [`WorkerStartError`]: shared (a pool that gives up hands the same
-/// error to every waiting call), so two are equal when they are the same error.
+/// The error behind a [`WorkerStartError`] or [`ArgumentsError::KeepFds`]: shared (a pool that
+/// gives up hands the same error to every waiting call), so two are equal when they are the
+/// same error.
 #[derive(Clone)]
-pub struct StartSource(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+pub struct SharedSource(std::sync::Arc<dyn std::error::Error + Send + Sync>);
 
-impl StartSource {
+impl SharedSource {
     /// The error itself (downcast it to `multiproc_process::StartError`,
     /// `std::io::Error`, ...).
     pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
@@ -222,31 +273,31 @@ impl StartSource {
     }
 }
 
-impl std::fmt::Debug for StartSource {
+impl std::fmt::Debug for SharedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&*self.0, f)
     }
 }
 
-impl std::fmt::Display for StartSource {
+impl std::fmt::Display for SharedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&*self.0, f)
     }
 }
 
-impl std::error::Error for StartSource {
+impl std::error::Error for SharedSource {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
     }
 }
 
-impl PartialEq for StartSource {
+impl PartialEq for SharedSource {
     fn eq(&self, other: &Self) -> bool {
         std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl Eq for StartSource {}
+impl Eq for SharedSource {}
 
 /// `killed by signal 9` / `exit status 1` / `exit status unknown` (no `Some(..)` in messages).
 fn lost_text(signal: Option<i32>, exitcode: Option<i32>) -> String {
@@ -273,7 +324,7 @@ mod tests {
         assert_eq!(e.to_string(), "starting a worker: creating its eventfd");
         let src = e.source().expect("the step's error is the source");
         let io = src
-            .downcast_ref::<StartSource>()
+            .downcast_ref::<SharedSource>()
             .and_then(|s| s.get().downcast_ref::<std::io::Error>())
             .expect("an io::Error behind it");
         assert_eq!(io.raw_os_error(), Some(libc::EMFILE));

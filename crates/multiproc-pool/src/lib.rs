@@ -35,8 +35,8 @@ mod wire;
 mod worker;
 
 pub use error::{
-    BuildError, NotReady, PoolError, PoolJoinError, ReadyError, Result, StartSource, SubmitError,
-    TaskError, WorkerStartError,
+    ArgumentsError, BuildError, NotReady, PoolError, PoolJoinError, ReadyError, Result,
+    SharedSource, SubmitError, TaskError, WorkerStartError,
 };
 pub use multiproc_ring::WaitStrategy;
 #[cfg(feature = "test-hooks")]

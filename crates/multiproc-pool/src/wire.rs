@@ -17,6 +17,7 @@
 //! which tells the parent, when the worker dies, which job was running and which were never
 //! started).
 
+use crate::error::ArgumentsError;
 use multiproc_process::registry::{plain_append, postcard_append};
 use serde::Serialize;
 
@@ -47,9 +48,9 @@ impl JobWriter {
 
     /// Encodes the chunk's arguments as one postcard sequence, in one pass, straight into
     /// the message (no per-item buffer or length prefix).
-    pub(crate) fn push_all<A: Serialize>(&mut self, items: &[A]) -> Result<(), String> {
+    pub(crate) fn push_all<A: Serialize>(&mut self, items: &[A]) -> Result<(), ArgumentsError> {
         let start = self.buf.len();
-        postcard_append(items, &mut self.buf).map_err(|e| arg_error::<A>(&e))?;
+        postcard_append(items, &mut self.buf).map_err(ArgumentsError::encode::<A>)?;
         let len = self.buf.len() - start;
         self.n = items.len() as u32;
         self.buf[28..32].copy_from_slice(&(len as u32).to_le_bytes());
@@ -142,14 +143,4 @@ pub(crate) fn parse_result(b: &[u8]) -> Option<ResultHead<'_>> {
         status,
         body: c.rest(),
     })
-}
-
-/// A task argument that postcard refused, named by its type.
-fn arg_error<A>(e: &postcard::Error) -> String {
-    multiproc_process::registry::codec_message(
-        "encoding",
-        "a task argument",
-        std::any::type_name::<A>(),
-        e,
-    )
 }

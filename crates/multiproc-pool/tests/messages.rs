@@ -2,7 +2,7 @@
 //! worker (no `Some(9)`) and arguments postcard refuses (named by type).
 #![allow(missing_docs)]
 
-use multiproc_pool::{Pool, PoolError, SubmitError, TaskError};
+use multiproc_pool::{ArgumentsError, Pool, PoolError, SubmitError, TaskError};
 use multiproc_process::{Process, StartError};
 use serde::{Serialize, Serializer};
 
@@ -19,6 +19,22 @@ impl Serialize for Unencodable {
 
 #[multiproc_process::task(crate = multiproc_process)]
 fn takes_unencodable(_x: Unencodable) {}
+
+#[multiproc_process::task(crate = multiproc_process)]
+fn byte_len(x: Vec<u8>) -> usize {
+    x.len()
+}
+
+/// The error and its sources, one per line (what an error reporter prints).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!("\n{c}");
+        cur = c.source();
+    }
+    s
+}
 
 fn not_a_task(x: u64) -> u64 {
     x
@@ -63,9 +79,31 @@ fn worker_lost_says_signal_without_debug_formatting() {
 fn unencodable_arguments_are_named_by_type() {
     let pool = Pool::builder().processes(1).build().unwrap();
     let e = pool.apply(takes_unencodable, Unencodable).unwrap_err();
-    let s = e.to_string();
-    assert!(
-        s.contains("encoding a task argument (messages::Unencodable) with postcard failed"),
-        "{s}"
+    let PoolError::Submit(SubmitError::Arguments(ArgumentsError::Encode { ty, .. })) = &e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(*ty, "messages::Unencodable");
+    let s = chain(&e);
+    assert_eq!(
+        s,
+        "bad task arguments\nencoding messages::Unencodable with postcard failed\n\
+         Serde Serialization Error",
     );
+    // The worker is untouched: the next task runs.
+    assert_eq!(pool.apply(byte_len, vec![1, 2, 3]).unwrap(), 3);
+}
+
+#[test]
+fn arguments_over_the_message_limit_are_refused_with_their_length() {
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let max = multiproc_channel::PipeOptions::default().max_message;
+    let e = pool.apply_async(byte_len, vec![7u8; max]).unwrap_err();
+    match e {
+        SubmitError::Arguments(ArgumentsError::TooLarge { len, max: m }) => {
+            assert_eq!(m, max);
+            assert!(len > max, "{len} {max}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.apply(byte_len, vec![7u8; 1 << 20]).unwrap(), 1 << 20);
 }

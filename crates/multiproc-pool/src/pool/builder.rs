@@ -3,7 +3,7 @@
 use super::{Inner, Phase, Pool, State, WorkerSlot};
 #[cfg(doc)]
 use crate::error::TaskError;
-use crate::error::{BuildError, Result};
+use crate::error::{ArgumentsError, BuildError, Result};
 use crate::facade::{AtomicBool, AtomicU64};
 use crate::fdpass;
 use multiproc_process::StartMethod;
@@ -62,17 +62,10 @@ impl PoolBuilder {
                 .map_err(|_| BuildError::TaskNotRegistered(std::any::type_name::<T>()))
                 .and_then(|e| {
                     let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&args));
-                    let bytes = bytes.map_err(|e| {
-                        BuildError::Arguments(registry::codec_message(
-                            "encoding",
-                            "the initializer's arguments",
-                            std::any::type_name::<T::Args>(),
-                            &e,
-                        ))
-                    })?;
-                    let fds = fdpass::dup_all(&fds).map_err(|e| {
-                        BuildError::Arguments(format!("keeping the initializer's fds: {e}"))
-                    })?;
+                    let bytes = bytes
+                        .map_err(|e| BuildError::Arguments(ArgumentsError::encode::<T::Args>(e)))?;
+                    let fds = fdpass::dup_all(&fds)
+                        .map_err(|e| BuildError::Arguments(ArgumentsError::keep_fds(e)))?;
                     Ok((e.hash(), bytes, fds))
                 }),
         );

@@ -1,7 +1,7 @@
 //! How a call becomes jobs: the default chunksize, a chunk's items (and the fds of the shared
 //! objects among them) encoded as one job record, and the task's registry hash.
 use super::JobFds;
-use crate::error::SubmitError;
+use crate::error::{ArgumentsError, SubmitError};
 use crate::fdpass;
 use crate::wire::JobWriter;
 use multiproc_channel::PipeOptions;
@@ -70,18 +70,16 @@ fn encode_into<A: Serialize>(
     let (r, fds) = collect_fds(|| w.push_all(items));
     r.map_err(SubmitError::Arguments)?;
     if fds.len() > fdpass::MAX_FDS {
-        return Err(SubmitError::Arguments(format!(
-            "the arguments hold {} fds of shared objects; at most {} per job",
-            fds.len(),
-            fdpass::MAX_FDS
-        )));
+        return Err(SubmitError::Arguments(ArgumentsError::TooManyFds {
+            count: fds.len(),
+            max: fdpass::MAX_FDS,
+        }));
     }
     let owned = if fds.is_empty() {
         None
     } else {
-        let v = fdpass::dup_all(&fds).map_err(|e| {
-            SubmitError::Arguments(format!("keeping the fds of the shared objects: {e}"))
-        })?;
+        let v = fdpass::dup_all(&fds)
+            .map_err(|e| SubmitError::Arguments(ArgumentsError::keep_fds(e)))?;
         Some(Arc::new(v.into_iter().map(|(_, o)| o).collect()))
     };
     finish_job(w, fds, owned)
@@ -98,10 +96,10 @@ fn finish_job(
     let payload = w.finish(fds.len());
     let max = PipeOptions::default().max_message;
     if payload.len() + 8 > max {
-        return Err(SubmitError::Arguments(format!(
-            "the encoded arguments ({} bytes) exceed the maximum message of {max} bytes",
-            payload.len() + 8
-        )));
+        return Err(SubmitError::Arguments(ArgumentsError::TooLarge {
+            len: payload.len() + 8,
+            max,
+        }));
     }
     Ok((payload, n, owned))
 }
