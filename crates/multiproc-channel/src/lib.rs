@@ -44,7 +44,8 @@ pub use error::{ChannelError, GetError, JoinError, PutError, RecvError, SendErro
 #[cfg(not(loom))]
 pub use pipe::SendFuture;
 pub use pipe::{
-    ConnIntoIter, ConnIter, ConnTryIter, Connection, Pipe, PipeOptions, Sentinel, Waitable, wait,
+    ConnIntoIter, ConnIter, ConnTryIter, Connection, Pipe, PipeMode, PipeOptions, Sentinel,
+    Waitable, wait,
 };
 pub use queue::{
     IntoIter, Iter, JoinableQueue, Queue, QueueOptions, Receiver, Sender, SimpleQueue, TryIter,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Exit, fork, shm_exists, unique_name};
-use multiproc_channel::{ChannelError, Pipe, Plain, RecvError, SendError};
+use multiproc_channel::{ChannelError, Pipe, PipeMode, Plain, RecvError, SendError};
 use multiproc_ring::RingError;
 use multiproc_shm::ShmError;
 use std::time::Duration;
@@ -20,7 +20,7 @@ fn gone(name: &str) -> bool {
 #[test]
 fn named_duplex_across_fork_both_directions_then_unlinked() {
     let name = unique_name("np-duplex");
-    let mut conn = Pipe::create_named::<(u32, String)>(&name, true).unwrap();
+    let mut conn = Pipe::create_named::<(u32, String)>(&name, PipeMode::Duplex).unwrap();
     assert!(shm_exists(&name));
     assert!(shm_exists(&format!("{name}.c2o")));
     assert!(shm_exists(&format!("{name}.o2c")));
@@ -60,7 +60,7 @@ fn named_duplex_across_fork_both_directions_then_unlinked() {
 #[test]
 fn named_simplex_opener_writes_creator_reads() {
     let name = unique_name("np-simplex");
-    let mut r = Pipe::create_named::<u64>(&name, false).unwrap();
+    let mut r = Pipe::create_named::<u64>(&name, PipeMode::Simplex).unwrap();
     assert!(!shm_exists(&format!("{name}.c2o")));
     assert_eq!(r.send(&1), Err(SendError::NotWritable));
     let mut child = fork(|| {
@@ -91,7 +91,7 @@ fn named_simplex_opener_writes_creator_reads() {
 #[test]
 fn named_open_with_wrong_type_second_opener_and_name_clash_are_errors() {
     let name = unique_name("np-type");
-    let _creator = Pipe::create_named::<u32>(&name, true).unwrap();
+    let _creator = Pipe::create_named::<u32>(&name, PipeMode::Duplex).unwrap();
     match Pipe::open_named::<String>(&name) {
         Err(ChannelError::Shm(e @ ShmError::WrongType { .. })) => {
             let msg = e.to_string();
@@ -105,7 +105,7 @@ fn named_open_with_wrong_type_second_opener_and_name_clash_are_errors() {
         Err(ChannelError::Shm(ShmError::WrongType { .. }))
     ));
     assert!(matches!(
-        Pipe::create_named::<u32>(&name, true),
+        Pipe::create_named::<u32>(&name, PipeMode::Duplex),
         Err(ChannelError::Shm(ShmError::AlreadyExists { .. }))
     ));
     assert!(matches!(
@@ -133,7 +133,7 @@ fn named_open_with_wrong_type_second_opener_and_name_clash_are_errors() {
 fn named_creator_killed_opener_sees_eof_and_name_is_reusable() {
     let name = unique_name("np-kill");
     let mut child = fork(|| {
-        let Ok(mut c) = Pipe::create_named::<u32>(&name, true) else {
+        let Ok(mut c) = Pipe::create_named::<u32>(&name, PipeMode::Duplex) else {
             return 2;
         };
         if c.send(&42).is_err() {
@@ -159,7 +159,7 @@ fn named_creator_killed_opener_sees_eof_and_name_is_reusable() {
     assert_eq!(c.recv_timeout(T30), Err(RecvError::Eof));
     drop(c);
     // The dead creator left the names; a new creator reclaims them.
-    let again = Pipe::create_named::<u32>(&name, true).unwrap();
+    let again = Pipe::create_named::<u32>(&name, PipeMode::Duplex).unwrap();
     drop(again);
     assert!(gone(&name));
 }

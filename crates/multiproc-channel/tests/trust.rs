@@ -5,7 +5,8 @@ mod common;
 
 use common::{Exit, fork, unique_name};
 use multiproc_channel::{
-    ChannelError, GetError, Pipe, PutError, Queue, QueueOptions, RecvError, queue::MIN_SLOT_SIZE,
+    ChannelError, GetError, Pipe, PipeMode, PutError, Queue, QueueOptions, RecvError,
+    queue::MIN_SLOT_SIZE,
 };
 use multiproc_ring::{MpmcRing, SpscRing};
 use multiproc_shm::{HEADER_SIZE, SegmentHandle, ShmError};
@@ -148,7 +149,7 @@ fn huge_max_message_in_the_control_block_is_refused_not_an_abort() {
 #[test]
 fn named_pipe_opener_refuses_a_max_message_over_the_local_limit() {
     let name = unique_name("npmax");
-    let _c = Pipe::create_named::<Vec<u8>>(&name, true).unwrap();
+    let _c = Pipe::create_named::<Vec<u8>>(&name, PipeMode::Duplex).unwrap();
     write_u64(&name, P_MAX_MESSAGE, 1 << 35);
     match Pipe::open_named::<Vec<u8>>(&name) {
         Err(ChannelError::Shm(ShmError::OutOfRange { .. })) => {}

@@ -75,6 +75,16 @@ impl Default for PipeOptions {
     }
 }
 
+/// Which ways a named pipe carries messages (Python's `Pipe(duplex=...)`), for
+/// [`Pipe::create_named`]. Anonymous pipes choose with [`Pipe::duplex`] / [`Pipe::simplex`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipeMode {
+    /// Both ends send and receive (`duplex=True`).
+    Duplex,
+    /// The creator receives and the opener sends (`duplex=False`).
+    Simplex,
+}
+
 /// The two ends a pipe constructor returns.
 pub type Ends<T, C = Postcard> = (Connection<T, C>, Connection<T, C>);
 

@@ -1,7 +1,7 @@
 //! Named pipes: the rendezvous by name between unrelated processes ([`Pipe::create_named`] /
 //! [`Pipe::open_named`]) and the small control block that describes the pipe to its opener.
 
-use super::{Connection, MAX_MESSAGE_LIMIT, Pipe, PipeOptions, check};
+use super::{Connection, MAX_MESSAGE_LIMIT, Pipe, PipeMode, PipeOptions, check};
 use crate::codec::{Codec, Postcard};
 use crate::error::ChannelError;
 use crate::facade::{AtomicU64, Ordering};
@@ -75,28 +75,32 @@ fn o2c(name: &str) -> String {
 
 impl Pipe {
     /// A named pipe that another, unrelated process connects to with [`Pipe::open_named`]:
-    /// returns the creator's end. Duplex: both ends send and receive; simplex (`duplex =
-    /// false`): the creator reads and the opener writes. The segments are
+    /// returns the creator's end. [`PipeMode::Duplex`]: both ends send and receive;
+    /// [`PipeMode::Simplex`]: the creator reads and the opener writes. The segments are
     /// `/dev/shm/multiproc.NAME` (a small control block with the type fingerprint) and
     /// `NAME.c2o` / `NAME.o2c` (the rings); they are unlinked when the creator's end drops.
     ///
     /// One opener at a time: the opener's end binds to its process at once, so a second
     /// opener gets [`RingError::AlreadyAttached`] while the first lives, and
     /// [`RingError::Closed`] once it closed (a named pipe is one connection, not a listener).
-    pub fn create_named<T: 'static>(name: &str, duplex: bool) -> Result<Connection<T>, ChannelError>
+    pub fn create_named<T: 'static>(
+        name: &str,
+        mode: PipeMode,
+    ) -> Result<Connection<T>, ChannelError>
     where
         Postcard: Codec<T>,
     {
-        Self::create_named_with(name, duplex, PipeOptions::default())
+        Self::create_named_with(name, mode, PipeOptions::default())
     }
 
     /// [`Pipe::create_named`] with explicit options and codec.
     pub fn create_named_with<T: 'static, C: Codec<T> + 'static>(
         name: &str,
-        duplex: bool,
+        mode: PipeMode,
         opts: PipeOptions,
     ) -> Result<Connection<T, C>, ChannelError> {
         check(&opts)?;
+        let duplex = mode == PipeMode::Duplex;
         let fp = TypeFingerprint::of::<PipeOf<T, C>>();
         let mut rings: Option<(Option<SpscRing>, SpscRing)> = None;
         let mut ring_err: Option<RingError> = None;
