@@ -153,39 +153,55 @@ pub fn exitcode_of(status: libc::c_int) -> i32 {
     }
 }
 
-/// `waitpid(pid)`; `block = false` returns `Ok(None)` while the child runs.
-pub fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> {
+/// Runs `f`, a libc call that returns a negative value and sets `errno` when it fails, again
+/// while it fails with `EINTR` (std's `cvt_r`).
+fn cvt_r<T: Copy + Default + PartialOrd>(mut f: impl FnMut() -> T) -> io::Result<T> {
     loop {
-        let mut status: libc::c_int = 0;
-        let flags = if block { 0 } else { libc::WNOHANG };
-        // SAFETY: status is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        let r = f();
+        if r >= T::default() {
+            return Ok(r);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-        if r == 0 {
-            return Ok(None);
-        }
-        return Ok(Some(exitcode_of(status)));
     }
+}
+
+/// Reads from `fd` (at offset `at`, or at its file position when `None`) until `buf` is full
+/// or EOF; returns the bytes read.
+fn read_fill(fd: RawFd, buf: &mut [u8], at: Option<libc::off_t>) -> io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        let (p, n) = (buf[len..].as_mut_ptr().cast(), buf.len() - len);
+        let r = cvt_r(|| match at {
+            // SAFETY: `p` is valid for writing `n` bytes (the rest of `buf`).
+            Some(at) => unsafe { libc::pread(fd, p, n, at + len as libc::off_t) },
+            // SAFETY: as above.
+            None => unsafe { libc::read(fd, p, n) },
+        })?;
+        if r == 0 {
+            break;
+        }
+        len += r as usize;
+    }
+    Ok(len)
+}
+
+/// `waitpid(pid)`; `block = false` returns `Ok(None)` while the child runs.
+pub fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<i32>> {
+    let mut status: libc::c_int = 0;
+    let flags = if block { 0 } else { libc::WNOHANG };
+    // SAFETY: status is a valid out-pointer.
+    let r = cvt_r(|| unsafe { libc::waitpid(pid, &mut status, flags) })?;
+    Ok((r != 0).then(|| exitcode_of(status)))
 }
 
 /// Writes all of `buf` to `fd` (retrying short writes and `EINTR`).
 pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = cvt_r(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })?;
         buf = &buf[n as usize..];
     }
     Ok(())
@@ -201,30 +217,8 @@ pub fn pread_all(fd: RawFd) -> io::Result<Vec<u8>> {
     // SAFETY: fstat succeeded and filled st.
     let size = unsafe { st.assume_init() }.st_size.max(0) as usize;
     let mut out = vec![0u8; size];
-    let mut off = 0usize;
-    while off < size {
-        // SAFETY: out has `size` bytes; we write at most size - off bytes from off.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                out.as_mut_ptr().add(off).cast(),
-                size - off,
-                off as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            break;
-        }
-        off += n as usize;
-    }
-    out.truncate(off);
+    let n = read_fill(fd, &mut out, Some(0))?;
+    out.truncate(n);
     Ok(out)
 }
 
@@ -233,19 +227,11 @@ pub fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while out.len() < limit {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
+        let n = read_fill(fd, &mut buf, None)?;
+        out.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
             break;
         }
-        out.extend_from_slice(&buf[..n as usize]);
     }
     Ok(out)
 }
@@ -300,28 +286,7 @@ pub fn thread_count() -> io::Result<usize> {
     // SAFETY: a fresh fd we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut buf = [0u8; 1024];
-    let mut len = 0;
-    while len < buf.len() {
-        // SAFETY: writing at most buf.len() - len bytes at offset len of buf.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().add(len).cast(),
-                buf.len() - len,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            break;
-        }
-        len += n as usize;
-    }
+    let len = read_fill(fd.as_raw_fd(), &mut buf, None)?;
     parse_num_threads(&buf[..len]).ok_or_else(|| io::Error::other("unparsable /proc/self/stat"))
 }
 
