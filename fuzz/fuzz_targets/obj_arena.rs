@@ -34,6 +34,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
+    common::init();
     let arena = Arena::new();
     let (Ok(v0), Ok(r0)) = (Value::new_in(&arena, 0u64), RawValue::new_in(&arena, 0u64)) else {
         return;

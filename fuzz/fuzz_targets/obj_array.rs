@@ -27,6 +27,7 @@ enum Op {
 }
 
 fuzz_target!(|input: (u8, Vec<Op>)| {
+    common::init();
     let (len, ops) = input;
     let len = usize::from(len % 40);
     let (Ok(mut a), Ok(mut r)) = (

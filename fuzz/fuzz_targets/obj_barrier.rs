@@ -23,6 +23,7 @@ enum Op {
 }
 
 fuzz_target!(|input: (u8, Vec<Op>)| {
+    common::init();
     let (parties, ops) = input;
     let mut parties = u32::from(parties % 4) + 1;
     let Ok(mut b) = Barrier::new(parties) else {

@@ -32,6 +32,7 @@ fn lock_segment(c: &Condition) -> &multiproc_shm::Segment {
 }
 
 fuzz_target!(|input: (bool, Vec<Op>)| {
+    common::init();
     let (plain, ops) = input;
     let c = if plain {
         Lock::new_segment()

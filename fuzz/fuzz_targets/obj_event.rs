@@ -21,6 +21,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
+    common::init();
     let Ok(mut e) = Event::new_segment() else {
         return;
     };

@@ -3,12 +3,14 @@
 //! when every call returns.
 #![no_main]
 
+#[path = "sync_common.rs"]
+mod common;
+
 use arbitrary::Arbitrary;
+use common::T;
 use libfuzzer_sys::fuzz_target;
 use multiproc_channel::JoinableQueue;
-use std::time::Duration;
 
-const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -30,6 +32,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
+    common::init();
     let Ok(q) = JoinableQueue::<u32>::new(1 + usize::from(input.maxsize % 8)) else {
         return;
     };

@@ -29,6 +29,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
+    common::init();
     let (Ok(mut l), Ok(mut r)) = (Lock::new_segment(), RLock::new_segment()) else {
         return;
     };

@@ -4,13 +4,15 @@
 //! its deadline: no panic, no abort, no UB (ASan), no hang, no allocation past the slot size.
 #![no_main]
 
+#[path = "sync_common.rs"]
+mod common;
+
 use arbitrary::Arbitrary;
+use common::T;
 use libfuzzer_sys::fuzz_target;
 use multiproc_ring::MpmcRing;
-use std::time::Duration;
 
 /// Every blocking call's deadline.
-const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -34,6 +36,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
+    common::init();
     let slots = 1usize << (1 + input.slots_log % 5);
     let slot_size = 1 + input.slot_size as usize % 96;
     let Ok(mut q) = MpmcRing::new(slots, slot_size) else {

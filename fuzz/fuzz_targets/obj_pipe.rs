@@ -3,12 +3,14 @@
 //! returns.
 #![no_main]
 
+#[path = "sync_common.rs"]
+mod common;
+
 use arbitrary::Arbitrary;
+use common::T;
 use libfuzzer_sys::fuzz_target;
 use multiproc_channel::{Connection, Pipe, PipeOptions};
-use std::time::Duration;
 
-const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -31,6 +33,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
+    common::init();
     let opts = PipeOptions {
         capacity: 4096,
         max_message: 1 << 20,

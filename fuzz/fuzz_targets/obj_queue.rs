@@ -3,13 +3,15 @@
 //! segments of large messages in flight. Passes when every call returns.
 #![no_main]
 
+#[path = "sync_common.rs"]
+mod common;
+
 use arbitrary::Arbitrary;
+use common::T;
 use libfuzzer_sys::fuzz_target;
 use multiproc_channel::{Queue, QueueOptions};
 use std::os::unix::fs::FileExt;
-use std::time::Duration;
 
-const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -48,6 +50,7 @@ fn side_files(prefix: &str) -> Vec<String> {
 }
 
 fuzz_target!(|input: Input| {
+    common::init();
     let opts = QueueOptions {
         slot_size: 128 + usize::from(input.slot) * 4,
         max_message: 1 << 20,

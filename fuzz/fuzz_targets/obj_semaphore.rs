@@ -25,6 +25,7 @@ enum Op {
 }
 
 fuzz_target!(|input: (bool, u8, Vec<Op>)| {
+    common::init();
     let (bounded, init, ops) = input;
     let init = u32::from(init % 4);
     let s = if bounded {

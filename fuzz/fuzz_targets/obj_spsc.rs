@@ -4,13 +4,15 @@
 //! deadline: no panic, no abort, no UB (ASan), no hang, no allocation past the ring's capacity.
 #![no_main]
 
+#[path = "sync_common.rs"]
+mod common;
+
 use arbitrary::Arbitrary;
+use common::T;
 use libfuzzer_sys::fuzz_target;
 use multiproc_ring::{Consumer, Producer, SpscRing};
-use std::time::Duration;
 
 /// Every blocking call's deadline.
-const T: Duration = Duration::from_micros(200);
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -49,6 +51,7 @@ fn check_len(n: usize, max: usize) {
 }
 
 fuzz_target!(|input: Input| {
+    common::init();
     let cap = 1usize << (6 + input.cap_log % 6);
     let Ok(ring) = SpscRing::new(cap) else {
         return;

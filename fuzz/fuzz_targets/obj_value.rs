@@ -26,6 +26,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
+    common::init();
     let (Ok(mut v), Ok(mut r)) = (Value::new_segment([0u64; 2]), RawValue::new_segment([0u32; 3])) else {
         return;
     };

@@ -1,11 +1,24 @@
-//! Shared by the obj_* targets of multiproc-sync: the scribble op and the call timeout.
+//! Shared by the obj_* targets: the call timeout (and the timer slack that makes it mean what it
+//! says), and the scribble op of the sync objects' targets.
 #![allow(dead_code)]
 
 use multiproc_shm::Segment;
 use std::time::Duration;
 
-/// Every blocking call's timeout.
-pub const T: Duration = Duration::from_micros(200);
+/// Every blocking call's timeout: longer than the objects' spin phase (200 spins), so a timed
+/// call parks in the kernel before it gives up.
+pub const T: Duration = Duration::from_micros(50);
+
+/// Once per process: the thread's timer slack to 1 ns (default 50 µs), so a call with timeout
+/// `T` sleeps about `T` rather than `T` + 50 µs (with one thread per target, every timed wait
+/// runs to its deadline: the slack was most of an input's time).
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: PR_SET_TIMERSLACK takes a number of nanoseconds; no memory is passed.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+    });
+}
 
 /// At most this many ops per input.
 pub const MAX_OPS: usize = 64;
