@@ -23,8 +23,8 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-/// The most fds one request carries (SCM_MAX_FD is 253).
-pub(crate) const MAX_FDS: usize = 250;
+/// The most fds one request carries.
+pub(crate) const MAX_FDS: usize = sys::MAX_PASSED_FDS;
 
 struct Server {
     owner: u32,
@@ -61,7 +61,10 @@ pub(crate) fn ensure_server() -> Result<i32, StartError> {
     }
     // The slot is not held while the spawner thread starts the server: that thread may be
     // forking a daemon, which takes the slot's lock (see process::fork_child).
-    let (ours, theirs) = socketpair()?;
+    let (ours, theirs) = sys::socketpair_seqpacket().map_err(|source| StartError::Os {
+        op: "socketpair",
+        source,
+    })?;
     let theirs_raw = theirs.as_raw_fd();
     let spec = format!("{theirs_raw}:{me}");
     // Started from the long-lived spawner thread: see crate::spawn.
@@ -153,7 +156,7 @@ pub(crate) fn request(
     let mut all: Vec<RawFd> = fds.to_vec();
     all.push(status_w.as_raw_fd());
     let sock = s.sock.as_raw_fd();
-    let reply = send_fds(sock, &data, &all)
+    let reply = sys::send_fds(sock, &data, &all)
         .map_err(|source| StartError::Os {
             op: "sending a request to the fork server",
             source,
@@ -192,7 +195,7 @@ fn read_reply(sock: RawFd) -> Result<ServerChild, StartError> {
         return Err(broken(io::Error::from_raw_os_error(libc::ETIMEDOUT)));
     }
     let mut buf = [0u8; 16];
-    let got = recv_fds(sock, &mut buf, 1).map_err(broken)?;
+    let got = sys::recv_fds(sock, &mut buf, 1).map_err(broken)?;
     if got.truncated || got.len < 8 {
         return Err(broken(io::Error::other(if got.len == 0 {
             "the fork server closed its socket"
@@ -240,129 +243,6 @@ impl ServerLock {
             drop(s.sock);
         }
     }
-}
-
-fn socketpair() -> Result<(OwnedFd, OwnedFd), StartError> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: fds is a valid array of two ints.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(StartError::os("socketpair"));
-    }
-    // SAFETY: two fresh fds we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn cmsg_space(n: usize) -> usize {
-    // SAFETY: CMSG_SPACE is a pure computation.
-    unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize }
-}
-
-fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let space = cmsg_space(fds.len());
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points to `space` bytes, enough for one cmsg with fds.len() fds.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr(),
-                libc::CMSG_DATA(c).cast::<RawFd>(),
-                fds.len(),
-            );
-        }
-    }
-    loop {
-        // SAFETY: msg points to valid iov and control buffers that outlive the call.
-        let r = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(());
-    }
-}
-
-/// One received message.
-struct Received {
-    /// Its length (0 at EOF).
-    len: usize,
-    /// The fds it carried (taken over).
-    fds: Vec<OwnedFd>,
-    /// Some of its fds could not be received (`MSG_CTRUNC`: the fd limit, or too many).
-    truncated: bool,
-}
-
-/// Receives one message. An error means no message was consumed.
-fn recv_fds(sock: RawFd, buf: &mut [u8], max_fds: usize) -> io::Result<Received> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let space = cmsg_space(max_fds);
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: zeroed msghdr is valid.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    let n = loop {
-        // SAFETY: msg points to valid buffers; MSG_CMSG_CLOEXEC marks received fds CLOEXEC.
-        let r = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        break r as usize;
-    };
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg_control with well-formed cmsgs within msg_controllen; the
-    // CMSG_* macros walk them inside that bound.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let bytes = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                let p = libc::CMSG_DATA(c).cast::<RawFd>();
-                for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                    fds.push(OwnedFd::from_raw_fd(p.add(i).read_unaligned()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok(Received {
-        len: n,
-        fds,
-        truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
-    })
 }
 
 struct Kid {
@@ -446,17 +326,17 @@ pub(crate) fn serve(spec: &str) -> ! {
         }
         if pfds[0].revents & libc::POLLIN != 0 {
             let mut buf = [0u8; 4096];
-            let reply = match recv_fds(sock.as_raw_fd(), &mut buf, MAX_FDS + 1) {
-                Ok(Received { len: 0, .. }) => {
+            let reply = match sys::recv_fds(sock.as_raw_fd(), &mut buf, MAX_FDS + 1) {
+                Ok(sys::Received { len: 0, .. }) => {
                     // SAFETY: _exit is always safe.
                     unsafe { libc::_exit(0) }
                 }
                 // A request whose fds did not all arrive (our fd limit): refuse it, with a
                 // reply, so the parent does not wait for one.
-                Ok(Received {
+                Ok(sys::Received {
                     truncated: true, ..
                 }) => Err((Step::Receive, io::Error::from_raw_os_error(libc::EMFILE))),
-                Ok(Received { len, fds, .. }) => {
+                Ok(sys::Received { len, fds, .. }) => {
                     handle(&buf[..len], fds, &sock, &parent, &mut kids, sigpipe)
                 }
                 // Nothing was consumed and the socket is unusable: exit, so the parent sees
@@ -472,7 +352,7 @@ pub(crate) fn serve(spec: &str) -> ! {
             let mut msg = [0u8; 8];
             msg[..4].copy_from_slice(&code.to_le_bytes());
             msg[4..].copy_from_slice(&(step as u32).to_le_bytes());
-            let _ = send_fds(sock.as_raw_fd(), &msg, &fds);
+            let _ = sys::send_fds(sock.as_raw_fd(), &msg, &fds);
         } else if pfds[0].revents != 0 {
             // HUP/ERR without data: the parent closed the socket.
             // SAFETY: _exit is always safe.

@@ -314,3 +314,153 @@ mod tests {
         assert!(thread_count().unwrap() >= 1);
     }
 }
+
+/// The most fds one `SCM_RIGHTS` message of ours carries (the kernel's `SCM_MAX_FD` is 253).
+pub const MAX_PASSED_FDS: usize = 250;
+
+/// A connected pair of `AF_UNIX` seqpacket sockets (close-on-exec).
+pub fn socketpair_seqpacket() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds socketpair writes.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded: both are fresh fds we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn cmsg_space(n: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic.
+    unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize }
+}
+
+/// Sends `data` and `fds` (`SCM_RIGHTS`; at most [`MAX_PASSED_FDS`]) as one message on the
+/// socket `sock` (no `SIGPIPE`; `EINTR` retried).
+pub fn send_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::from_raw_os_error(libc::ETOOMANYREFS));
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let space = cmsg_space(fds.len());
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points to `space` bytes, enough for one cmsg with fds.len() fds;
+        // CMSG_FIRSTHDR is non-null for a non-empty control buffer.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: msg points to valid iov and control buffers that outlive the call.
+    cvt_r(|| unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) })?;
+    Ok(())
+}
+
+/// One message received by [`recv_fds`].
+#[derive(Debug)]
+pub struct Received {
+    /// Its length (0 at EOF).
+    pub len: usize,
+    /// The fds it carried (taken over, close-on-exec).
+    pub fds: Vec<OwnedFd>,
+    /// Some of its fds could not be received (`MSG_CTRUNC`: the fd limit, or more than
+    /// `max_fds`).
+    pub truncated: bool,
+}
+
+/// Receives one message into `buf`, with up to `max_fds` fds (`EINTR` retried). An error means
+/// no message was consumed.
+pub fn recv_fds(sock: RawFd, buf: &mut [u8], max_fds: usize) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let space = cmsg_space(max_fds);
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: zeroed msghdr is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg points to valid buffers; MSG_CMSG_CLOEXEC marks received fds CLOEXEC.
+    let n = cvt_r(|| unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control with well-formed cmsgs within msg_controllen; the
+    // CMSG_* macros walk them inside that bound, and each SCM_RIGHTS payload holds whole fds
+    // we now own.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                let p = libc::CMSG_DATA(c).cast::<RawFd>();
+                for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(p.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Received {
+        len: n as usize,
+        fds,
+        truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    })
+}
+
+/// Maps `len` bytes of zeroed `MAP_SHARED | MAP_ANONYMOUS` memory: forked children inherit it,
+/// so parent and children see each other's writes (handshake and counter pages). Unmap with
+/// [`unmap`].
+pub fn map_shared_anon(len: usize) -> io::Result<std::ptr::NonNull<u8>> {
+    // SAFETY: a fresh anonymous mapping (no address hint, no fd); failure checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Unmaps memory from [`map_shared_anon`].
+///
+/// # Safety
+/// `ptr` and `len` are those of one [`map_shared_anon`] mapping, not unmapped yet, and no
+/// reference into it is used afterwards.
+pub unsafe fn unmap(ptr: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+}
