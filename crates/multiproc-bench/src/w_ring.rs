@@ -31,19 +31,11 @@ pub(crate) struct Page(*mut u8);
 
 impl Page {
     pub(crate) fn new() -> Page {
-        // SAFETY: anonymous shared mapping of 4 KiB; failure checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        Page(p.cast())
+        Page(
+            multiproc_shm::sys::map_shared_anon(4096)
+                .expect("mmap")
+                .as_ptr(),
+        )
     }
 
     /// The u64 at line `i` (each counter on its own 128-byte line; i < 32).
@@ -60,8 +52,8 @@ impl Page {
     }
 
     pub(crate) fn free(self) {
-        // SAFETY: unmaps the page mapped in `new`; callers drop every reference first.
-        unsafe { libc::munmap(self.0.cast(), 4096) };
+        // SAFETY: the page mapped in `new`; callers drop every reference first.
+        unsafe { multiproc_shm::sys::unmap(std::ptr::NonNull::new(self.0).expect("mapped"), 4096) };
     }
 }
 

@@ -324,21 +324,10 @@ fn try_pop_after_own_push_never_says_empty_threads() {
 #[test]
 fn try_pop_after_own_push_never_says_empty_processes() {
     let q = MpmcRing::new(16, BG_RECORD).unwrap();
-    // SAFETY: an anonymous shared mapping of one page; checked for failure.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(page, libc::MAP_FAILED);
+    let page = multiproc_shm::sys::map_shared_anon(4096).unwrap();
     // SAFETY: the page is zeroed (a valid all-zero Flags: atomics), aligned, and lives until
-    // the munmap below.
-    let flags = unsafe { &*page.cast::<Flags>() };
+    // the unmap below.
+    let flags = unsafe { &*page.as_ptr().cast::<Flags>() };
     let kids: Vec<_> = (0..BG_PRODUCERS)
         .map(|_| {
             fork(|| {
@@ -354,8 +343,8 @@ fn try_pop_after_own_push_never_says_empty_processes() {
             .expect("producer did not stop");
         assert_eq!(st, Exit::Code(0));
     }
-    // SAFETY: unmapping the page mapped above; the children are gone.
-    unsafe { libc::munmap(page, 4096) };
+    // SAFETY: the page mapped above; the children are gone and `flags` is not used again.
+    unsafe { multiproc_shm::sys::unmap(page, 4096) };
     check_own_push_outcome(r);
 }
 

@@ -1088,20 +1088,9 @@ fn ensure_atfork() {
     if ONCE.swap(true, StdOrdering::Relaxed) {
         return;
     }
-    // SAFETY: a fresh anonymous shared mapping of one page; checked for failure.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if page != libc::MAP_FAILED {
+    if let Ok(page) = multiproc_shm::sys::map_shared_anon(4096) {
         // Release: the handlers load it with Acquire.
-        HANDSHAKE.store(page.cast(), StdOrdering::Release);
+        HANDSHAKE.store(page.as_ptr().cast(), StdOrdering::Release);
     }
     // SAFETY: plain extern "C" fns; see each for what they touch.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };

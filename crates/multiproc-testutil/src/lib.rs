@@ -311,19 +311,10 @@ impl Shared {
 
     /// Maps a fresh zeroed page.
     pub fn new() -> Shared {
-        // SAFETY: a fresh shared anonymous mapping of one page; checked for failure.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap failed");
-        Shared { ptr: p.cast() }
+        let p = multiproc_shm::sys::map_shared_anon(4096).expect("mmap failed");
+        Shared {
+            ptr: p.as_ptr().cast(),
+        }
     }
 
     /// Counter `i` (`0..512`).
@@ -363,8 +354,10 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // SAFETY: unmapping the page mapped in `new`.
-        unsafe { libc::munmap(self.ptr.cast(), 4096) };
+        if let Some(p) = std::ptr::NonNull::new(self.ptr.cast::<u8>()) {
+            // SAFETY: the page mapped in `new`; `&self` borrows into it end with `self`.
+            unsafe { multiproc_shm::sys::unmap(p, 4096) };
+        }
     }
 }
 
