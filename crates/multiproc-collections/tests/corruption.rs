@@ -7,16 +7,7 @@ mod common;
 use common::unique_name;
 use multiproc_collections::{Error, MAGIC_OFFSET, SharedDict, SharedList};
 use multiproc_shm::ShmError;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use multiproc_testutil::Rng;
 
 /// Bytes at the start of the payload left alone: the pthread mutex.
 const MUTEX: usize = 40;

@@ -8,19 +8,10 @@ mod common;
 use common::fork;
 use multiproc_collections::{Error, SharedDict, SharedList};
 use multiproc_sync::RawValue;
+use multiproc_testutil::Rng;
 use std::time::{Duration, Instant};
 
 const KILLS: u32 = 80;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// Ok, or a clean capacity answer (the test fills its small arenas on purpose).
 fn fine<T>(r: Result<T, Error>) -> bool {

@@ -7,6 +7,7 @@
 mod support;
 
 use multiproc_pool::{Pool, PoolError, TaskError};
+use multiproc_testutil::Rng;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
@@ -201,17 +202,6 @@ fn terminate_resolves_pending_futures_with_terminated() {
         }
         assert_eq!(n, 6);
     });
-}
-
-/// Small deterministic xorshift (no rand dependency).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Cancel safety: `get_async`/`wait_async`/`(&r).await` futures dropped at random points
