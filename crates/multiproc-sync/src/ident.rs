@@ -206,6 +206,12 @@ mod tests {
         let other = std::thread::spawn(thread).join().unwrap();
         assert_ne!(other.0, tid);
         assert_ne!(unpack(other.1).start_time, 0, "read from /proc/TID/stat");
+        // `join` returns when the kernel clears the thread's tid word, a moment before the
+        // task finishes exiting (its /proc entry can still say running): wait for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while packed_alive(other.1) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         assert!(!packed_alive(other.1), "the thread has exited");
     }
 }
