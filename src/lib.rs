@@ -78,8 +78,8 @@ pub use multiproc_ring::{
 };
 pub use multiproc_shm::{ObjectKind, Segment, SegmentHandle, ShmError};
 pub use multiproc_sync::{
-    Array, ArrayGuard, LockError, LockOutcome, LockResult, MutexError, RawArray, RawValue,
-    RecoverResult, SharedData, SyncError, Value, ValueGuard,
+    AccessError, ArenaError, Array, ArrayGuard, CreateError, LockError, LockOutcome, LockResult,
+    MutexError, RawArray, RawValue, RecoverResult, SharedData, SyncError, Value, ValueGuard,
 };
 pub use multiproc_sync::{
     Barrier, BarrierError, BoundedSemaphore, CondGuard, Condition, ConditionError, Event, Lock,

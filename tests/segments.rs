@@ -7,14 +7,14 @@ use common::{Exit, fork, shm_exists, unique_name};
 use multiproc::shm::{
     Expect, HEADER_SIZE, ObjectKind, Segment, SegmentSpec, ShmError, TypeFingerprint, header,
 };
-use multiproc::{Array, SyncError, Value};
+use multiproc::{Array, CreateError, Value};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-fn shm_err(e: SyncError) -> ShmError {
+fn shm_err(e: CreateError) -> ShmError {
     match e {
-        SyncError::Shm(s) => s,
+        CreateError::Shm(s) => s,
         other => panic!("expected a segment error, got {other}"),
     }
 }
@@ -165,7 +165,7 @@ fn permission_denied_for_another_user() {
             return 10;
         }
         match Value::<i32>::open_named(&name2) {
-            Err(SyncError::Shm(ShmError::PermissionDenied { .. })) => 0,
+            Err(CreateError::Shm(ShmError::PermissionDenied { .. })) => 0,
             Ok(_) => 1,
             Err(_) => 2,
         }

@@ -215,7 +215,7 @@ fn array_indexing_and_slices_work_across_processes() {
     assert_eq!(a.to_vec().unwrap(), want);
     assert!(matches!(
         a.get(10),
-        Err(multiproc::SyncError::IndexOutOfRange { index: 10, len: 10 })
+        Err(multiproc::AccessError::IndexOutOfRange { index: 10, len: 10 })
     ));
     assert!(a.set(11, 0).is_err());
 }

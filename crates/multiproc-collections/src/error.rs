@@ -67,3 +67,9 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<multiproc_sync::CreateError> for Error {
+    fn from(e: multiproc_sync::CreateError) -> Error {
+        Error::Sync(e.into())
+    }
+}

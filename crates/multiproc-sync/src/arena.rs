@@ -65,7 +65,7 @@
 //! assert_eq!(v.load().unwrap(), 42);
 //! ```
 
-use crate::error::SyncError;
+use crate::error::{ArenaError, CreateError};
 use crate::facade::{AtomicU32, AtomicU64, Ordering, StdAtomicPtr, StdAtomicU32, StdOrdering};
 use crate::mutex::{LockOutcome, RobustMutex};
 use multiproc_shm::{
@@ -657,7 +657,7 @@ impl ArenaSeg {
     }
 
     /// Takes the arena lock, repairing the metadata first if the last holder died.
-    fn lock(&self) -> Result<ArenaLock<'_>, SyncError> {
+    fn lock(&self) -> Result<ArenaLock<'_>, ArenaError> {
         let m = &self.ctl().mutex;
         let outcome = m.lock_timeout(LOCK_TIMEOUT)?;
         let g = ArenaLock { m };
@@ -673,7 +673,7 @@ impl ArenaSeg {
     }
 
     /// Replays the journal of a holder that died (under the lock).
-    fn recover(&self) -> Result<(), SyncError> {
+    fn recover(&self) -> Result<(), ArenaError> {
         let c = self.ctl();
         let slots = self.geom().slots;
         // Acquire: partner of the Release store of j_op in alloc/free; the journal fields
@@ -767,7 +767,7 @@ impl ArenaSeg {
     /// Allocates a slot holding an object of type tag `tag`; `None` if this segment is full.
     /// The slot starts held by this process (its bit, or one untracked holder) and zeroed;
     /// the caller makes the `SlotRef` (which counts it locally).
-    fn alloc(&self, tag: u32) -> Result<Option<(u32, u32)>, SyncError> {
+    fn alloc(&self, tag: u32) -> Result<Option<(u32, u32)>, ArenaError> {
         let mine = self.my_hold();
         let _g = self.lock()?;
         let r = self.alloc_locked(tag, mine)?;
@@ -779,7 +779,7 @@ impl ArenaSeg {
         self.alloc_locked(tag, mine)
     }
 
-    fn alloc_locked(&self, tag: u32, mine: u64) -> Result<Option<(u32, u32)>, SyncError> {
+    fn alloc_locked(&self, tag: u32, mine: u64) -> Result<Option<(u32, u32)>, ArenaError> {
         let c = self.ctl();
         let slots = self.geom().slots;
         let head = c.free_head.load(Ordering::Relaxed);
@@ -913,7 +913,7 @@ impl ArenaSeg {
 
     /// Checks this segment's invariants (takes the lock): the free list is a chain of free
     /// slots below `bump` without cycles, live slots match the counter, no journal pending.
-    fn check(&self) -> Result<ArenaStats, SyncError> {
+    fn check(&self) -> Result<ArenaStats, ArenaError> {
         let _g = self.lock()?;
         // Holds of processes that died (a forked child that exited without dropping its
         // handles) are not leaks: reclaim them before counting.
@@ -1378,7 +1378,7 @@ impl Arena {
 
     /// Allocates a zeroed slot of at least `size` bytes (and at least `min`, to pad hot
     /// objects to their own cache line) for an object tagged `tag`.
-    pub(crate) fn alloc(&self, size: usize, min: usize, tag: u32) -> Result<SlotRef, SyncError> {
+    pub(crate) fn alloc(&self, size: usize, min: usize, tag: u32) -> Result<SlotRef, ArenaError> {
         let ci = class_index(size, min).ok_or(ShmError::OutOfRange {
             what: "object size for an arena",
             found: size as u64,
@@ -1419,7 +1419,7 @@ impl Arena {
     /// are freed, and orphans (a holder died between its last release and the free) too.
     /// Allocation does this by itself when a segment is full; call it to reclaim at once.
     /// Returns the slots freed.
-    pub fn reclaim(&self) -> Result<u64, SyncError> {
+    pub fn reclaim(&self) -> Result<u64, ArenaError> {
         let mut freed = 0;
         for c in self.classes.iter() {
             let segs = c.lock().unwrap_or_else(|e| e.into_inner()).segs.clone();
@@ -1437,7 +1437,7 @@ impl Arena {
     /// Checks every segment's invariants (free list chained without cycles over free slots,
     /// live counter equal to the live slots, no journal pending), repairing first after a
     /// holder died; returns the totals.
-    pub fn check(&self) -> Result<ArenaStats, SyncError> {
+    pub fn check(&self) -> Result<ArenaStats, ArenaError> {
         let mut t = ArenaStats::default();
         for c in self.classes.iter() {
             let segs = c.lock().unwrap_or_else(|e| e.into_inner()).segs.clone();
@@ -1471,9 +1471,13 @@ fn slot_ref(seg: Arc<ArenaSeg>, slot: u32, generation: u32, tag: u32) -> SlotRef
 /// (`Lock::new`, `Event::new`, ...) return: a segment error stays itself; a failure of the
 /// arena's lock (its 10 s timeout, an OS error) is `ShmError::Os { op: "arena lock", .. }`
 /// with the lock error as its source.
-pub(crate) fn arena_error(e: SyncError) -> ShmError {
+pub(crate) fn arena_error(e: CreateError) -> ShmError {
     match e {
-        SyncError::Shm(e) => e,
+        CreateError::Shm(e) | CreateError::Arena(ArenaError::Shm(e)) => e,
+        CreateError::Arena(ArenaError::Lock(m)) => ShmError::Os {
+            op: "arena lock",
+            source: std::io::Error::other(m),
+        },
         other => ShmError::Os {
             op: "arena lock",
             source: std::io::Error::other(other),
@@ -1529,7 +1533,7 @@ impl<L: SharedLayout> Backing<L> {
         min: usize,
         fp: &TypeFingerprint,
         value: L,
-    ) -> Result<Self, SyncError> {
+    ) -> Result<Self, CreateError> {
         Self::new_in_sized(arena, std::mem::size_of::<L>(), min, fp, value)
     }
 
@@ -1541,7 +1545,7 @@ impl<L: SharedLayout> Backing<L> {
         min: usize,
         fp: &TypeFingerprint,
         value: L,
-    ) -> Result<Self, SyncError> {
+    ) -> Result<Self, CreateError> {
         const { assert!(std::mem::align_of::<L>() <= 128) };
         let tag = type_tag(L::KIND, fp);
         let slot = arena.alloc(size.max(std::mem::size_of::<L>()), min, tag)?;
@@ -1636,7 +1640,7 @@ where
 
     /// A new object holding `value` in a slot of `arena` (at least `min` bytes: 64 pads a hot
     /// futex word to its own cache line).
-    pub(crate) fn new_in(arena: &Arena, min: usize, value: L) -> Result<Self, SyncError> {
+    pub(crate) fn new_in(arena: &Arena, min: usize, value: L) -> Result<Self, CreateError> {
         let backing = Backing::new_in(arena, min, &TypeFingerprint::of::<L>(), value)?;
         Ok(Self::from_slot(backing)?)
     }
@@ -1752,7 +1756,7 @@ mod tests {
 
     #[test]
     fn an_arena_lock_failure_is_a_clear_shm_error() {
-        let e = arena_error(SyncError::Mutex(crate::mutex::MutexError::Timeout));
+        let e = arena_error(ArenaError::Lock(crate::mutex::MutexError::Timeout).into());
         assert!(
             matches!(
                 e,

@@ -14,7 +14,7 @@
 //! assert_eq!(a.to_vec().unwrap(), vec![0.0, 1.5, 2.5, 0.0]);
 //! ```
 
-use crate::error::{LockResult, RecoverResult, SyncError, refuse_owner_died};
+use crate::error::{AccessError, CreateError, LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::raw;
 use crate::facade::{AtomicU64, Ordering};
 use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
@@ -91,7 +91,7 @@ fn create_array<L: SharedLayout<Geometry = usize>, T: SharedData>(
     len: usize,
     items: Option<&[T]>,
     head: L,
-) -> Result<Shared<L>, SyncError> {
+) -> Result<Shared<L>, CreateError> {
     const {
         assert!(
             std::mem::size_of::<T>() > 0,
@@ -103,7 +103,7 @@ fn create_array<L: SharedLayout<Geometry = usize>, T: SharedData>(
     let bytes = len
         .checked_mul(size)
         .filter(|b| *b <= MAX_ARRAY_BYTES)
-        .ok_or(SyncError::TooLarge { len, elem: size })?;
+        .ok_or(CreateError::TooLarge { len, elem: size })?;
     Ok(Shared::<L>::create(
         name,
         TypeFingerprint::of::<T>(),
@@ -184,7 +184,7 @@ macro_rules! array_common {
                 arena: &Arena,
                 len: usize,
                 items: Option<&[T]>,
-            ) -> Result<Self, SyncError> {
+            ) -> Result<Self, CreateError> {
                 const {
                     assert!(
                         std::mem::size_of::<T>() > 0,
@@ -215,17 +215,17 @@ macro_rules! array_common {
             /// A new array of `len` zeroed elements in a slot of `arena` when head and
             /// elements fit [`crate::arena::MAX_OBJECT`] bytes (else in its own segment, as
             /// [`Self::zeroed`]). See [`crate::arena`] for when the slot is freed.
-            pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self, SyncError> {
+            pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self, CreateError> {
                 Self::create_in(arena, len, None)
             }
 
             /// [`Self::zeroed_in`] holding a copy of `items`.
-            pub fn from_slice_in(arena: &Arena, items: &[T]) -> Result<Self, SyncError> {
+            pub fn from_slice_in(arena: &Arena, items: &[T]) -> Result<Self, CreateError> {
                 Self::create_in(arena, items.len(), Some(items))
             }
 
             /// Opens an arena array's handle ([`ShmError::StaleHandle`] if it was freed).
-            pub fn open_slot(handle: &SlotHandle) -> Result<Self, SyncError> {
+            pub fn open_slot(handle: &SlotHandle) -> Result<Self, CreateError> {
                 check_align::<T>()?;
                 Ok(Self::from_slot(Backing::open_slot(
                     handle,
@@ -242,7 +242,7 @@ macro_rules! array_common {
                 name: Option<&str>,
                 len: usize,
                 items: Option<&[T]>,
-            ) -> Result<Self, SyncError> {
+            ) -> Result<Self, CreateError> {
                 Ok(Self::from_shm(create_array(
                     name,
                     len,
@@ -255,40 +255,40 @@ macro_rules! array_common {
             /// a slot of this process's arena ([`Arena::global`]) when head and elements fit
             /// [`crate::arena::MAX_OBJECT`] bytes ([`Self::fits_arena`]), else in a segment of
             /// its own. [`Self::zeroed_segment`] always gives it a segment of its own.
-            pub fn zeroed(len: usize) -> Result<Self, SyncError> {
+            pub fn zeroed(len: usize) -> Result<Self, CreateError> {
                 Self::create_in(Arena::global(), len, None)
             }
 
             /// A new anonymous array holding a copy of `items` (placed as [`Self::zeroed`]).
-            pub fn from_slice(items: &[T]) -> Result<Self, SyncError> {
+            pub fn from_slice(items: &[T]) -> Result<Self, CreateError> {
                 Self::create_in(Arena::global(), items.len(), Some(items))
             }
 
             /// A new anonymous array of `len` zeroed elements in a segment of its own (one
             /// memfd and mapping): what [`Self::zeroed`] did before arenas.
-            pub fn zeroed_segment(len: usize) -> Result<Self, SyncError> {
+            pub fn zeroed_segment(len: usize) -> Result<Self, CreateError> {
                 Self::create(None, len, None)
             }
 
             /// [`Self::zeroed_segment`] holding a copy of `items`.
-            pub fn from_slice_segment(items: &[T]) -> Result<Self, SyncError> {
+            pub fn from_slice_segment(items: &[T]) -> Result<Self, CreateError> {
                 Self::create(None, items.len(), Some(items))
             }
 
             /// A new named array of `len` zeroed elements.
-            pub fn create_named(name: &str, len: usize) -> Result<Self, SyncError> {
+            pub fn create_named(name: &str, len: usize) -> Result<Self, CreateError> {
                 Self::create(Some(name), len, None)
             }
 
             /// A new named array holding a copy of `items`.
-            pub fn create_named_from_slice(name: &str, items: &[T]) -> Result<Self, SyncError> {
+            pub fn create_named_from_slice(name: &str, items: &[T]) -> Result<Self, CreateError> {
                 Self::create(Some(name), items.len(), Some(items))
             }
 
             /// [`Self::create_named_from_slice`] with a persistent name: it outlives this
             /// process's handles and this process, until [`Self::unlink`],
             /// `multiproc_shm::unlink_name(name)` or `multiproc clean --persistent`.
-            pub fn create_named_persistent(name: &str, items: &[T]) -> Result<Self, SyncError> {
+            pub fn create_named_persistent(name: &str, items: &[T]) -> Result<Self, CreateError> {
                 multiproc_shm::persistent(|| Self::create(Some(name), items.len(), Some(items)))
             }
 
@@ -299,7 +299,7 @@ macro_rules! array_common {
             }
 
             /// Opens a named array, checking kind, element type and length.
-            pub fn open_named(name: &str) -> Result<Self, SyncError> {
+            pub fn open_named(name: &str) -> Result<Self, CreateError> {
                 check_align::<T>()?;
                 Ok(Self::from_shm(Shared::open_named(
                     name,
@@ -308,7 +308,7 @@ macro_rules! array_common {
             }
 
             /// Opens the array a handle names.
-            pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
+            pub fn open_handle(handle: &SegmentHandle) -> Result<Self, CreateError> {
                 check_align::<T>()?;
                 Ok(Self::from_shm(Shared::open_handle(
                     handle,
@@ -472,25 +472,25 @@ impl<T: SharedData> Array<T> {
     }
 
     /// Element `index`, read under the lock.
-    pub fn get(&self, index: usize) -> Result<T, SyncError> {
+    pub fn get(&self, index: usize) -> Result<T, AccessError> {
         let g = self.get_lock()?;
-        g.get(index).copied().ok_or(SyncError::IndexOutOfRange {
+        g.get(index).copied().ok_or(AccessError::IndexOutOfRange {
             index,
             len: self.len,
         })
     }
 
     /// Sets element `index` under the lock.
-    pub fn set(&self, index: usize, value: T) -> Result<(), SyncError> {
+    pub fn set(&self, index: usize, value: T) -> Result<(), AccessError> {
         let mut g = self.get_lock()?;
         let len = self.len;
         *g.get_mut(index)
-            .ok_or(SyncError::IndexOutOfRange { index, len })? = value;
+            .ok_or(AccessError::IndexOutOfRange { index, len })? = value;
         Ok(())
     }
 
     /// A copy of every element, taken under the lock.
-    pub fn to_vec(&self) -> Result<Vec<T>, SyncError> {
+    pub fn to_vec(&self) -> LockResult<Vec<T>> {
         Ok(self.get_lock()?.to_vec())
     }
 }
@@ -561,9 +561,9 @@ impl<T: SharedData> RawArray<T> {
 
     /// Sets element `index` (an atomic copy).
     #[inline]
-    pub fn set(&self, index: usize, value: T) -> Result<(), SyncError> {
+    pub fn set(&self, index: usize, value: T) -> Result<(), AccessError> {
         if index >= self.len {
-            return Err(SyncError::IndexOutOfRange {
+            return Err(AccessError::IndexOutOfRange {
                 index,
                 len: self.len,
             });
@@ -579,9 +579,9 @@ impl<T: SharedData> RawArray<T> {
     }
 
     /// Overwrites every element from `items` (which must have the same length).
-    pub fn copy_from_slice(&self, items: &[T]) -> Result<(), SyncError> {
+    pub fn copy_from_slice(&self, items: &[T]) -> Result<(), AccessError> {
         if items.len() != self.len {
-            return Err(SyncError::LengthMismatch {
+            return Err(AccessError::LengthMismatch {
                 got: items.len(),
                 len: self.len,
             });

@@ -3,7 +3,9 @@
 use crate::mutex::MutexError;
 use multiproc_shm::ShmError;
 
-/// Errors creating or opening shared objects, or using them.
+/// Any error of this crate: what each operation's own error ([`CreateError`], [`ArenaError`],
+/// [`AccessError`], [`LockError`], [`crate::BarrierCreateError`], `ShmError`) converts into with
+/// `?`, for code that returns several of them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {
@@ -61,6 +63,103 @@ impl From<crate::BarrierCreateError> for SyncError {
                 max: crate::barrier::MAX_PARTIES,
             },
             crate::BarrierCreateError::Shm(s) => SyncError::Shm(s),
+        }
+    }
+}
+
+/// Why a shared object (`Value`, `Array`, their raw twins, or an arena-placed lock, event or
+/// semaphore) could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// Its segment could not be created, opened or validated (wrong type, corrupted header,
+    /// name clash, an element type aligned beyond 128 bytes, ...).
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// An array whose size overflows or exceeds the largest array.
+    #[error("array of {len} elements of {elem} bytes is too large")]
+    TooLarge {
+        /// Elements.
+        len: usize,
+        /// Element size.
+        elem: usize,
+    },
+    /// The process arena could not place it (see [`ArenaError`]).
+    #[error(transparent)]
+    Arena(#[from] ArenaError),
+}
+
+/// Why an arena call failed: [`Arena::check`](crate::Arena::check),
+/// [`Arena::reclaim`](crate::Arena::reclaim), or placing an object (inside a [`CreateError`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArenaError {
+    /// An arena segment could not be created, or its metadata is corrupted.
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// The arena segment's lock failed (its timeout, an OS error).
+    #[error("the arena's lock")]
+    Lock(#[source] MutexError),
+}
+
+impl From<MutexError> for ArenaError {
+    fn from(e: MutexError) -> ArenaError {
+        ArenaError::Lock(e)
+    }
+}
+
+/// Why an indexed access of an [`Array`](crate::Array) or [`RawArray`](crate::RawArray) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// An index past the end.
+    #[error("index {index} out of range for an array of length {len}")]
+    IndexOutOfRange {
+        /// The index.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// A slice of the wrong length.
+    #[error("length mismatch: got {got} elements, the array holds {len}")]
+    LengthMismatch {
+        /// Given.
+        got: usize,
+        /// Expected.
+        len: usize,
+    },
+    /// Taking the array's lock failed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl From<CreateError> for SyncError {
+    fn from(e: CreateError) -> SyncError {
+        match e {
+            CreateError::Shm(s) => SyncError::Shm(s),
+            CreateError::TooLarge { len, elem } => SyncError::TooLarge { len, elem },
+            CreateError::Arena(a) => a.into(),
+        }
+    }
+}
+
+impl From<ArenaError> for SyncError {
+    fn from(e: ArenaError) -> SyncError {
+        match e {
+            ArenaError::Shm(s) => SyncError::Shm(s),
+            ArenaError::Lock(m) => SyncError::Mutex(m),
+        }
+    }
+}
+
+impl From<AccessError> for SyncError {
+    fn from(e: AccessError) -> SyncError {
+        match e {
+            AccessError::IndexOutOfRange { index, len } => {
+                SyncError::IndexOutOfRange { index, len }
+            }
+            AccessError::LengthMismatch { got, len } => SyncError::LengthMismatch { got, len },
+            AccessError::Lock(l) => l.into(),
         }
     }
 }

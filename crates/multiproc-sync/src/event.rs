@@ -23,7 +23,7 @@
 //! ```
 
 use crate::arena::{Arena, Obj, SlotHandle, serde_as_object};
-use crate::error::SyncError;
+use crate::error::CreateError;
 use crate::facade::{AtomicU32, Ordering, spin_hint};
 use crate::futex;
 use crate::park::WaitStrategy;
@@ -197,7 +197,7 @@ impl Event {
     /// A new clear event in a slot of `arena` (one fd and mapping per arena segment, not per object;
     /// the slot is padded to at least 64 bytes so two hot futex words never share a cache line).
     /// See [`crate::arena`] for when the slot is freed.
-    pub fn new_in(arena: &Arena) -> Result<Event, SyncError> {
+    pub fn new_in(arena: &Arena) -> Result<Event, CreateError> {
         Ok(Event::from_obj(Obj::new_in(arena, 64, EventState::new())?))
     }
 

@@ -30,7 +30,10 @@ pub mod semaphore;
 
 pub use arena::{Arena, ArenaStats, SlotHandle};
 pub use array::{Array, ArrayGuard, RawArray};
-pub use error::{LockError, LockResult, RecoverResult, SyncError, refuse_owner_died};
+pub use error::{
+    AccessError, ArenaError, CreateError, LockError, LockResult, RecoverResult, SyncError,
+    refuse_owner_died,
+};
 pub use mutex::{Holder, LockOutcome, MutexError, RobustMutex};
 pub use value::{RawValue, SharedData, Value, ValueGuard};
 

@@ -31,7 +31,7 @@
 //! ```
 
 use crate::arena::{Arena, Obj, SlotHandle, serde_as_object};
-use crate::error::SyncError;
+use crate::error::CreateError;
 use crate::error::{LockError, LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
@@ -275,7 +275,7 @@ impl Lock {
     /// A new free lock in a slot of `arena` (one fd and mapping per arena segment, not per object;
     /// the slot is padded to at least 64 bytes so two hot futex words never share a cache line).
     /// See [`crate::arena`] for when the slot is freed.
-    pub fn new_in(arena: &Arena) -> Result<Lock, SyncError> {
+    pub fn new_in(arena: &Arena) -> Result<Lock, CreateError> {
         Ok(Lock::from_obj(Obj::new_in(arena, 64, LockState::new())?))
     }
 

@@ -36,7 +36,7 @@
 //! ```
 
 use crate::arena::{Arena, Obj, SlotHandle, serde_as_object};
-use crate::error::SyncError;
+use crate::error::CreateError;
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::futex;
 use crate::ident;
@@ -352,7 +352,7 @@ impl Semaphore {
     /// A new semaphore with `value` units in a slot of `arena` (one fd and mapping per arena segment, not per object;
     /// the slot is padded to at least 64 bytes so two hot futex words never share a cache line).
     /// See [`crate::arena`] for when the slot is freed.
-    pub fn new_in(arena: &Arena, value: u32) -> Result<Semaphore, SyncError> {
+    pub fn new_in(arena: &Arena, value: u32) -> Result<Semaphore, CreateError> {
         Ok(Semaphore::from_obj(Obj::new_in(
             arena,
             64,
@@ -612,7 +612,7 @@ impl BoundedSemaphore {
     }
 
     /// A bounded semaphore with `value` units in a slot of `arena` (see [`Semaphore::new_in`]).
-    pub fn new_in(arena: &Arena, value: u32) -> Result<BoundedSemaphore, SyncError> {
+    pub fn new_in(arena: &Arena, value: u32) -> Result<BoundedSemaphore, CreateError> {
         Ok(BoundedSemaphore(Semaphore::from_obj(Obj::new_in(
             arena,
             64,

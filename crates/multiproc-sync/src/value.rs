@@ -29,7 +29,7 @@
 //! ```
 
 use crate::arena::{Arena, Backing, ObjectHandle, SlotHandle};
-use crate::error::{LockError, LockResult, RecoverResult, SyncError, refuse_owner_died};
+use crate::error::{CreateError, LockError, LockResult, RecoverResult, refuse_owner_died};
 use crate::facade::raw;
 use crate::mutex::{LockOutcome, Locker, MutexError, RobustMutex};
 use multiproc_shm::{
@@ -100,7 +100,7 @@ unsafe impl<T: SharedData> SharedLayout for RawCell<T> {
 unsafe impl<T: SharedData> Sync for RawCell<T> {}
 
 /// Refuses element types aligned beyond a payload's 256 bytes (a `#[repr(align(512))]` type).
-pub(crate) fn check_align<T>() -> Result<(), SyncError> {
+pub(crate) fn check_align<T>() -> Result<(), CreateError> {
     let align = std::mem::align_of::<T>();
     if align > 128 {
         return Err(ShmError::OutOfRange {
@@ -117,7 +117,7 @@ fn create_cell<L: SharedLayout>(
     name: Option<&str>,
     fp: TypeFingerprint,
     cell: L,
-) -> Result<Shared<L>, SyncError> {
+) -> Result<Shared<L>, CreateError> {
     Ok(Shared::<L>::create(name, fp, 0, |p, _| {
         // SAFETY: `p` is valid and aligned for one `L` and unseen by others before Ready.
         unsafe { p.as_ptr().write(cell) };
@@ -158,7 +158,7 @@ impl<T: SharedData> std::fmt::Debug for Value<T> {
 }
 
 impl<T: SharedData> Value<T> {
-    fn create(name: Option<&str>, value: T) -> Result<Self, SyncError> {
+    fn create(name: Option<&str>, value: T) -> Result<Self, CreateError> {
         check_align::<T>()?;
         let cell = ValueCell {
             mutex: RobustMutex::new(),
@@ -177,7 +177,7 @@ impl<T: SharedData> Value<T> {
     /// value over [`crate::arena::MAX_OBJECT`] bytes) gets its own segment. Shared with forked
     /// children (each holds the slot from the fork on) and spawned ones (through serde).
     /// [`Value::new_segment`] gives the value a segment of its own.
-    pub fn new(value: T) -> Result<Self, SyncError> {
+    pub fn new(value: T) -> Result<Self, CreateError> {
         if Arena::fits(std::mem::size_of::<ValueCell<T>>(), 64) {
             Self::new_in(Arena::global(), value)
         } else {
@@ -187,19 +187,19 @@ impl<T: SharedData> Value<T> {
 
     /// A new anonymous value in a segment of its own (one memfd and mapping): what
     /// [`Value::new`] did before arenas. [`Value::segment`] is then this value's alone.
-    pub fn new_segment(value: T) -> Result<Self, SyncError> {
+    pub fn new_segment(value: T) -> Result<Self, CreateError> {
         Self::create(None, value)
     }
 
     /// A new named value other processes can open by `name`.
-    pub fn create_named(name: &str, value: T) -> Result<Self, SyncError> {
+    pub fn create_named(name: &str, value: T) -> Result<Self, CreateError> {
         Self::create(Some(name), value)
     }
 
     /// A new named value whose name outlives this process's handles and this process, until
     /// [`Value::unlink`], `multiproc_shm::unlink_name(name)` or `multiproc clean --persistent`
     /// (as Python's `SharedMemory`): a service can hand out the name while creators come and go.
-    pub fn create_named_persistent(name: &str, value: T) -> Result<Self, SyncError> {
+    pub fn create_named_persistent(name: &str, value: T) -> Result<Self, CreateError> {
         multiproc_shm::persistent(|| Self::create(Some(name), value))
     }
 
@@ -210,7 +210,7 @@ impl<T: SharedData> Value<T> {
     }
 
     /// Opens a named value, checking that it holds a `Value<T>`.
-    pub fn open_named(name: &str) -> Result<Self, SyncError> {
+    pub fn open_named(name: &str) -> Result<Self, CreateError> {
         Ok(Self::from_backing(Backing::Own(Shared::open_named(
             name,
             TypeFingerprint::of::<T>(),
@@ -218,7 +218,7 @@ impl<T: SharedData> Value<T> {
     }
 
     /// Opens the value a handle names.
-    pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Self, CreateError> {
         Ok(Self::from_backing(Backing::Own(Shared::open_handle(
             handle,
             TypeFingerprint::of::<T>(),
@@ -235,7 +235,7 @@ impl<T: SharedData> Value<T> {
     /// A new value in a slot of `arena` (one fd and mapping per arena segment, not per value;
     /// the slot is padded to at least 64 bytes so two hot locks never share a cache line).
     /// See [`crate::arena`] for when the slot is freed.
-    pub fn new_in(arena: &Arena, value: T) -> Result<Self, SyncError> {
+    pub fn new_in(arena: &Arena, value: T) -> Result<Self, CreateError> {
         check_align::<T>()?;
         let cell = ValueCell {
             mutex: RobustMutex::new(),
@@ -250,7 +250,7 @@ impl<T: SharedData> Value<T> {
     }
 
     /// Opens an arena value's handle ([`ShmError::StaleHandle`] if it was freed).
-    pub fn open_slot(handle: &SlotHandle) -> Result<Self, SyncError> {
+    pub fn open_slot(handle: &SlotHandle) -> Result<Self, CreateError> {
         Ok(Self::from_backing(Backing::open_slot(
             handle,
             &TypeFingerprint::of::<T>(),
@@ -444,7 +444,7 @@ impl<T: SharedData> std::fmt::Debug for RawValue<T> {
 }
 
 impl<T: SharedData> RawValue<T> {
-    fn create(name: Option<&str>, value: T) -> Result<Self, SyncError> {
+    fn create(name: Option<&str>, value: T) -> Result<Self, CreateError> {
         check_align::<T>()?;
         let cell = RawCell {
             value: UnsafeCell::new(value),
@@ -460,7 +460,7 @@ impl<T: SharedData> RawValue<T> {
     /// slots for a `u64`, record included: not padded to a cache line, as Python's `RawValue`). A `T` over
     /// [`crate::arena::MAX_OBJECT`] bytes gets its own segment. [`RawValue::new_segment`] gives
     /// the value a segment of its own.
-    pub fn new(value: T) -> Result<Self, SyncError> {
+    pub fn new(value: T) -> Result<Self, CreateError> {
         if Arena::fits(std::mem::size_of::<RawCell<T>>(), 16) {
             Self::new_in(Arena::global(), value)
         } else {
@@ -469,17 +469,17 @@ impl<T: SharedData> RawValue<T> {
     }
 
     /// A new anonymous raw value in a segment of its own (one memfd and mapping).
-    pub fn new_segment(value: T) -> Result<Self, SyncError> {
+    pub fn new_segment(value: T) -> Result<Self, CreateError> {
         Self::create(None, value)
     }
 
     /// A new named raw value.
-    pub fn create_named(name: &str, value: T) -> Result<Self, SyncError> {
+    pub fn create_named(name: &str, value: T) -> Result<Self, CreateError> {
         Self::create(Some(name), value)
     }
 
     /// Opens a named raw value.
-    pub fn open_named(name: &str) -> Result<Self, SyncError> {
+    pub fn open_named(name: &str) -> Result<Self, CreateError> {
         Ok(Self::from_backing(Backing::Own(Shared::open_named(
             name,
             TypeFingerprint::of::<T>(),
@@ -487,7 +487,7 @@ impl<T: SharedData> RawValue<T> {
     }
 
     /// Opens the raw value a handle names.
-    pub fn open_handle(handle: &SegmentHandle) -> Result<Self, SyncError> {
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Self, CreateError> {
         Ok(Self::from_backing(Backing::Own(Shared::open_handle(
             handle,
             TypeFingerprint::of::<T>(),
@@ -503,7 +503,7 @@ impl<T: SharedData> RawValue<T> {
 
     /// A new raw value in a slot of `arena` (32-byte slots for a `u64`, record included): one fd and mapping
     /// per arena segment, not per value. See [`crate::arena`] for when the slot is freed.
-    pub fn new_in(arena: &Arena, value: T) -> Result<Self, SyncError> {
+    pub fn new_in(arena: &Arena, value: T) -> Result<Self, CreateError> {
         check_align::<T>()?;
         let cell = RawCell {
             value: UnsafeCell::new(value),
@@ -517,7 +517,7 @@ impl<T: SharedData> RawValue<T> {
     }
 
     /// Opens an arena raw value's handle ([`ShmError::StaleHandle`] if it was freed).
-    pub fn open_slot(handle: &SlotHandle) -> Result<Self, SyncError> {
+    pub fn open_slot(handle: &SlotHandle) -> Result<Self, CreateError> {
         Ok(Self::from_backing(Backing::open_slot(
             handle,
             &TypeFingerprint::of::<T>(),

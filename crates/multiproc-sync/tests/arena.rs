@@ -5,7 +5,7 @@
 
 use multiproc_shm::ShmError;
 use multiproc_shm::fd_passing::collect_fds;
-use multiproc_sync::{Arena, RawValue, SyncError, Value};
+use multiproc_sync::{Arena, CreateError, RawValue, Value};
 use multiproc_testutil::{Exit, Shared, fork};
 use std::time::Duration;
 
@@ -116,8 +116,8 @@ fn a_handle_to_a_freed_slot_is_refused_as_stale() {
     assert_eq!(v.load().unwrap(), 8);
     drop(o);
     drop(v);
-    let stale = |r: Result<Value<u64>, SyncError>| {
-        matches!(r, Err(SyncError::Shm(ShmError::StaleHandle { .. })))
+    let stale = |r: Result<Value<u64>, CreateError>| {
+        matches!(r, Err(CreateError::Shm(ShmError::StaleHandle { .. })))
     };
     assert!(stale(Value::<u64>::open_slot(&h)), "freed slot refused");
     // The slot is reused (LIFO free list): the old handle is still refused.

@@ -244,7 +244,12 @@ fn an_arena_array_length_scribbled_past_its_slot_is_refused_on_open() {
     }
     let r = RawArray::<u64>::open_slot(&h);
     assert!(
-        matches!(r, Err(SyncError::Shm(ShmError::OutOfRange { .. }))),
+        matches!(
+            r,
+            Err(multiproc_sync::CreateError::Shm(
+                ShmError::OutOfRange { .. }
+            ))
+        ),
         "{r:?}"
     );
     // The handle made before keeps its local length.

@@ -4,8 +4,9 @@
 #![cfg(not(loom))]
 
 use multiproc_sync::{
-    Array, BarrierCreateError, BarrierError, Condition, ConditionError, Event, Lock, LockError,
-    LockReleaseError, MutexError, RLock, RLockError, SemaphoreError, SyncError, Value,
+    AccessError, ArenaError, Array, BarrierCreateError, BarrierError, Condition, ConditionError,
+    CreateError, Event, Lock, LockError, LockReleaseError, MutexError, RLock, RLockError, RawArray,
+    SemaphoreError, SyncError, Value,
 };
 use multiproc_testutil::fork;
 use std::error::Error;
@@ -26,6 +27,42 @@ fn every_public_error_is_static_send_sync() {
     is_boxable_error::<LockReleaseError>();
     is_boxable_error::<RLockError>();
     is_boxable_error::<SemaphoreError>();
+    is_boxable_error::<CreateError>();
+    is_boxable_error::<AccessError>();
+    is_boxable_error::<ArenaError>();
+}
+
+/// Issue 18: each operation's own error, and `?` into the union. Python: `IndexError` from
+/// `Array.__getitem__` (test_array's out-of-range access), `ValueError` on a slice assignment
+/// of the wrong length.
+#[test]
+fn array_access_and_creation_have_their_own_errors_that_convert_into_sync_error() {
+    let a = Array::<u32>::zeroed(2).unwrap();
+    assert_eq!(
+        a.get(2).unwrap_err(),
+        AccessError::IndexOutOfRange { index: 2, len: 2 }
+    );
+    let r = RawArray::<u32>::zeroed(2).unwrap();
+    assert_eq!(
+        r.copy_from_slice(&[1, 2, 3]).unwrap_err(),
+        AccessError::LengthMismatch { got: 3, len: 2 }
+    );
+    let e = Array::<u64>::zeroed(usize::MAX / 4).unwrap_err();
+    assert!(
+        matches!(e, CreateError::TooLarge { len, elem: 8 } if len == usize::MAX / 4),
+        "{e:?}"
+    );
+    fn union(a: &Array<u32>) -> Result<u32, SyncError> {
+        Ok(a.get(5)?)
+    }
+    assert!(matches!(
+        union(&a).unwrap_err(),
+        SyncError::IndexOutOfRange { index: 5, len: 2 }
+    ));
+    fn create() -> Result<Array<u64>, SyncError> {
+        Ok(Array::<u64>::zeroed(usize::MAX / 4)?)
+    }
+    assert!(matches!(create().unwrap_err(), SyncError::TooLarge { .. }));
 }
 
 /// The README idiom, in a function returning `Box<dyn Error>` (E0515 before: the error held a

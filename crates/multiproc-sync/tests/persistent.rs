@@ -3,7 +3,7 @@
 //! as Python's `SharedMemory`.
 #![allow(missing_docs)]
 
-use multiproc_sync::{Array, Lock, SyncError, Value};
+use multiproc_sync::{Array, CreateError, Lock, Value};
 use multiproc_testutil::{fork, shm_exists, unique_name};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,7 +34,7 @@ fn a_persistent_named_value_outlives_its_creator_until_unlinked() {
     // Neither the next create of the name nor a plain clean reclaims it (its creator is dead).
     assert!(matches!(
         Value::create_named(&name, 0u64),
-        Err(SyncError::Shm(
+        Err(CreateError::Shm(
             multiproc_shm::ShmError::AlreadyExists { .. }
         ))
     ));

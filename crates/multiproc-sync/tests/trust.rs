@@ -6,8 +6,8 @@
 
 use multiproc_shm::{HEADER_SIZE, ShmError};
 use multiproc_sync::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, MutexError, RLock,
-    RawArray, RawValue, Semaphore, SemaphoreError, SyncError, Value,
+    Array, Barrier, BoundedSemaphore, Condition, CreateError, Event, Lock, LockError, MutexError,
+    RLock, RawArray, RawValue, Semaphore, SemaphoreError, Value,
 };
 use multiproc_testutil::fork;
 use std::time::Duration;
@@ -85,7 +85,7 @@ fn array_length_rewritten_is_refused_on_open_and_ignored_by_old_handles() {
         scribble_payload(a.segment(), 16, &bad.to_le_bytes());
         let e = Array::<u32>::open_handle(&a.handle()).unwrap_err();
         assert!(
-            matches!(e, SyncError::Shm(ShmError::OutOfRange { .. })),
+            matches!(e, CreateError::Shm(ShmError::OutOfRange { .. })),
             "{i}: {e}"
         );
         assert_eq!(a.len(), 8);
@@ -97,7 +97,7 @@ fn array_length_rewritten_is_refused_on_open_and_ignored_by_old_handles() {
         scribble_payload(r.segment(), 0, &bad.to_le_bytes());
         let e = RawArray::<u16>::open_handle(&r.handle()).unwrap_err();
         assert!(
-            matches!(e, SyncError::Shm(ShmError::OutOfRange { .. })),
+            matches!(e, CreateError::Shm(ShmError::OutOfRange { .. })),
             "{i}: {e}"
         );
         assert_eq!(r.to_vec().len(), 8);
