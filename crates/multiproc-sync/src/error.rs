@@ -18,22 +18,10 @@ pub enum SyncError {
     /// A lock's previous holder died while holding it (the guard was dropped on the way here).
     #[error("the previous lock holder died while holding the lock; the data may be half-updated")]
     OwnerDied,
-    /// An index past the end of an array.
-    #[error("index {index} out of range for an array of length {len}")]
-    IndexOutOfRange {
-        /// The index.
-        index: usize,
-        /// The array's length.
-        len: usize,
-    },
-    /// A slice of the wrong length.
-    #[error("length mismatch: got {got} elements, the array holds {len}")]
-    LengthMismatch {
-        /// Given.
-        got: usize,
-        /// Expected.
-        len: usize,
-    },
+    /// An indexed access of an array failed (see [`AccessError`]; its `Lock` case arrives as
+    /// `Mutex` or `OwnerDied`).
+    #[error(transparent)]
+    Access(AccessError),
     /// A size computation overflowed.
     #[error("array of {len} elements of {elem} bytes is too large")]
     TooLarge {
@@ -155,11 +143,8 @@ impl From<ArenaError> for SyncError {
 impl From<AccessError> for SyncError {
     fn from(e: AccessError) -> SyncError {
         match e {
-            AccessError::IndexOutOfRange { index, len } => {
-                SyncError::IndexOutOfRange { index, len }
-            }
-            AccessError::LengthMismatch { got, len } => SyncError::LengthMismatch { got, len },
             AccessError::Lock(l) => l.into(),
+            other => SyncError::Access(other),
         }
     }
 }

@@ -57,7 +57,7 @@ fn array_access_and_creation_have_their_own_errors_that_convert_into_sync_error(
     }
     assert!(matches!(
         union(&a).unwrap_err(),
-        SyncError::IndexOutOfRange { index: 5, len: 2 }
+        SyncError::Access(AccessError::IndexOutOfRange { index: 5, len: 2 })
     ));
     fn create() -> Result<Array<u64>, SyncError> {
         Ok(Array::<u64>::zeroed(usize::MAX / 4)?)
