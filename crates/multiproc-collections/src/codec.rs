@@ -1,6 +1,6 @@
 //! Encoding keys and values with postcard (a stack buffer for small ones), and the stable hash.
 
-use crate::error::{Error, Result};
+use crate::error::ReadError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,7 +25,7 @@ impl std::ops::Deref for Encoded {
 
 /// Encodes `v` with postcard.
 #[inline]
-pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Encoded> {
+pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Encoded, ReadError> {
     let mut buf = [0u8; STACK];
     match postcard::to_slice(v, &mut buf) {
         Ok(s) => {
@@ -34,18 +34,18 @@ pub(crate) fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Encoded> {
         }
         Err(postcard::Error::SerializeBufferFull) => postcard::to_allocvec(v)
             .map(Encoded::Heap)
-            .map_err(Error::Encode),
-        Err(e) => Err(Error::Encode(e)),
+            .map_err(ReadError::Encode),
+        Err(e) => Err(ReadError::Encode(e)),
     }
 }
 
 /// Decodes a whole buffer (trailing bytes are an error: they mean a corrupted entry).
 #[inline]
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ReadError> {
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),
-        Ok(_) => Err(Error::Corrupted("trailing bytes after a stored value")),
-        Err(e) => Err(Error::Decode(e)),
+        Ok(_) => Err(ReadError::Corrupted("trailing bytes after a stored value")),
+        Err(e) => Err(ReadError::Decode(e)),
     }
 }
 

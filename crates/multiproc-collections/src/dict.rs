@@ -25,13 +25,13 @@
 //! ```
 
 use crate::codec::{decode, encode, hash};
-use crate::error::{Error, Result};
+use crate::error::{CreateError, ReadError, WriteError};
 use crate::facade::Ordering;
 use crate::store::{
     ARENA_START, Buf, DictFlavor, Entry, Geometry, How, MAX_ARENA, State, entry_size,
 };
 use multiproc_shm::{Segment, SegmentHandle, TypeFingerprint};
-use multiproc_sync::{LockResult, RecoverResult, refuse_owner_died};
+use multiproc_sync::{LockResult, MutexError, RecoverResult, refuse_owner_died};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Borrow;
@@ -75,7 +75,7 @@ enum Find {
     NoRoom,
 }
 
-fn find(l: &Locked<'_>, sp: usize, key: &[u8], h: u64) -> Result<Find> {
+fn find(l: &Locked<'_>, sp: usize, key: &[u8], h: u64) -> Result<Find, ReadError> {
     let g = l.geo();
     let mask = g.slots - 1;
     let mut i = h & mask;
@@ -108,10 +108,16 @@ fn find(l: &Locked<'_>, sp: usize, key: &[u8], h: u64) -> Result<Find> {
 }
 
 /// Inserts or overwrites `key` with `val` (encoded), compacting once if needed.
-fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) -> Result<()> {
+fn put(
+    l: &Locked<'_>,
+    key: &[u8],
+    h: u64,
+    val: &[u8],
+    mut pre: Option<Find>,
+) -> Result<(), WriteError> {
     let g = l.geo();
     if key.len() > u32::MAX as usize || val.len() > u32::MAX as usize {
-        return Err(Error::TooLarge {
+        return Err(WriteError::TooLarge {
             size: (key.len() + val.len()) as u64,
             max: g.arena,
         });
@@ -119,7 +125,7 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
     // Both lengths <= u32::MAX (checked above): no overflow.
     let need = entry_size(key.len() as u64, val.len() as u64);
     if need > g.arena - ARENA_START {
-        return Err(Error::TooLarge {
+        return Err(WriteError::TooLarge {
             size: need,
             max: g.arena - ARENA_START,
         });
@@ -145,7 +151,7 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
                 return Ok(());
             }
             Find::Vacant { .. } | Find::NoRoom if st.len >= g.capacity => {
-                return Err(Error::Full {
+                return Err(WriteError::Full {
                     what: "entries",
                     capacity: g.capacity,
                 });
@@ -158,10 +164,9 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
                     len: st.len + 1,
                     top,
                     garbage: st.garbage,
-                    tombstones: st
-                        .tombstones
-                        .checked_sub(u64::from(tomb))
-                        .ok_or(Error::Corrupted("a tombstone the counters do not know"))?,
+                    tombstones: st.tombstones.checked_sub(u64::from(tomb)).ok_or(
+                        WriteError::Corrupted("a tombstone the counters do not know"),
+                    )?,
                 };
                 l.commit(sp, Some((idx, tag(h) | st.top)), new);
                 return Ok(());
@@ -170,7 +175,7 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
             _ => {}
         }
     }
-    Err(Error::Full {
+    Err(WriteError::Full {
         what: "arena",
         capacity: g.arena,
     })
@@ -179,7 +184,7 @@ fn put(l: &Locked<'_>, key: &[u8], h: u64, val: &[u8], mut pre: Option<Find>) ->
 /// The first empty slot of table[`sp`] on the probe sequence of `hash`. At most `slots` probes:
 /// a full table (only possible if someone wrote slots they should not have: a rebuild never
 /// places more than `slots - 1` entries) is Corrupted, never an endless loop under the lock.
-fn probe_empty(l: &Locked<'_>, sp: usize, hash: u64) -> Result<u64> {
+fn probe_empty(l: &Locked<'_>, sp: usize, hash: u64) -> Result<u64, WriteError> {
     let mask = l.geo().slots - 1;
     let mut j = hash & mask;
     for _ in 0..l.geo().slots {
@@ -188,11 +193,13 @@ fn probe_empty(l: &Locked<'_>, sp: usize, hash: u64) -> Result<u64> {
         }
         j = (j + 1) & mask;
     }
-    Err(Error::Corrupted("no empty slot in a table being rebuilt"))
+    Err(WriteError::Corrupted(
+        "no empty slot in a table being rebuilt",
+    ))
 }
 
 /// Rebuilds the live entries into the other space (drops garbage and tombstones).
-fn compact(l: &Locked<'_>) -> Result<()> {
+fn compact(l: &Locked<'_>) -> Result<(), WriteError> {
     let g = l.geo();
     let from = l.active()?;
     l.state(from)?;
@@ -206,7 +213,7 @@ fn compact(l: &Locked<'_>) -> Result<()> {
         }
         let e = l.entry(from, s & OFF_MASK)?;
         if top + e.size() > g.arena || len >= g.slots {
-            return Err(Error::Corrupted("live entries exceed the arena"));
+            return Err(WriteError::Corrupted("live entries exceed the arena"));
         }
         let j = probe_empty(l, to, e.hash)?;
         l.slot(to, j).store(tag(e.hash) | top, Ordering::Relaxed);
@@ -226,7 +233,7 @@ fn compact(l: &Locked<'_>) -> Result<()> {
     Ok(())
 }
 
-fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
+fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool, WriteError> {
     let sp = l.active()?;
     let st = l.state(sp)?;
     let Find::Found { idx, e } = find(l, sp, key, h)? else {
@@ -244,7 +251,7 @@ fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool>
         len: st
             .len
             .checked_sub(1)
-            .ok_or(Error::Corrupted("length below zero"))?,
+            .ok_or(WriteError::Corrupted("length below zero"))?,
         top: st.top,
         garbage: st.garbage + e.size(),
         tombstones: st.tombstones + u64::from(!next_empty),
@@ -253,7 +260,7 @@ fn remove_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool>
     Ok(true)
 }
 
-fn get_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
+fn get_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool, ReadError> {
     let sp = l.active()?;
     l.state(sp)?;
     match find(l, sp, key, h)? {
@@ -265,7 +272,7 @@ fn get_raw(l: &Locked<'_>, key: &[u8], h: u64, out: &mut Buf) -> Result<bool> {
     }
 }
 
-fn clear_raw(l: &Locked<'_>) -> Result<()> {
+fn clear_raw(l: &Locked<'_>) -> Result<(), WriteError> {
     let to = l.begin_rebuild()?;
     l.finish_rebuild(
         to,
@@ -280,7 +287,10 @@ fn clear_raw(l: &Locked<'_>) -> Result<()> {
 }
 
 /// Calls `f(key bytes, value bytes)` for every live entry, in table order.
-fn for_each(l: &Locked<'_>, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {
+fn for_each(
+    l: &Locked<'_>,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), ReadError>,
+) -> Result<u64, ReadError> {
     let sp = l.active()?;
     l.state(sp)?;
     let g = l.geo();
@@ -327,14 +337,14 @@ impl<K, V> std::fmt::Debug for SharedDict<K, V> {
 }
 
 /// Table geometry for `capacity` entries and `bytes` of arena.
-fn dict_geometry(capacity: usize, bytes: usize) -> Result<Geometry> {
+fn dict_geometry(capacity: usize, bytes: usize) -> Result<Geometry, CreateError> {
     if capacity == 0 {
-        return Err(Error::BadParameter("capacity must be at least 1"));
+        return Err(CreateError::BadParameter("capacity must be at least 1"));
     }
     let slots = (capacity as u64)
         .checked_mul(2)
         .and_then(|s| s.max(8).checked_next_power_of_two())
-        .ok_or(Error::BadParameter("capacity too large"))?;
+        .ok_or(CreateError::BadParameter("capacity too large"))?;
     Ok(Geometry {
         slots,
         arena: arena_bytes(bytes)?,
@@ -344,10 +354,10 @@ fn dict_geometry(capacity: usize, bytes: usize) -> Result<Geometry> {
 
 /// The arena size for `bytes` of keys and values: at least 64, rounded up to 8, plus the
 /// reserved start. Checked: `bytes` is the caller's (up to `usize::MAX`).
-pub(crate) fn arena_bytes(bytes: usize) -> Result<u64> {
+pub(crate) fn arena_bytes(bytes: usize) -> Result<u64, CreateError> {
     let arena = (bytes as u64).max(64);
     if arena > MAX_ARENA - ARENA_START {
-        return Err(Error::BadParameter("arena too large"));
+        return Err(CreateError::BadParameter("arena too large"));
     }
     Ok(arena.next_multiple_of(8) + ARENA_START)
 }
@@ -357,7 +367,7 @@ impl<K: Key, V: Key> SharedDict<K, V> {
         TypeFingerprint::of::<(K, V)>()
     }
 
-    fn build(name: Option<&str>, capacity: usize, bytes: usize) -> Result<Self> {
+    fn build(name: Option<&str>, capacity: usize, bytes: usize) -> Result<Self, CreateError> {
         let geo = dict_geometry(capacity, bytes)?;
         let store = Store::create(name, Self::fingerprint(), geo)?;
         Ok(Self::from_store(store))
@@ -371,24 +381,24 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     }
 
     /// A new anonymous dict for [`DEFAULT_CAPACITY`] entries (memory is touched only as used).
-    pub fn new() -> Result<Self> {
+    pub fn new() -> Result<Self, CreateError> {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
     /// A new anonymous dict for `capacity` entries, with [`DEFAULT_BYTES_PER_ENTRY`] arena bytes
     /// per entry.
-    pub fn with_capacity(capacity: usize) -> Result<Self> {
+    pub fn with_capacity(capacity: usize) -> Result<Self, CreateError> {
         Self::with_capacity_and_bytes(capacity, capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY))
     }
 
     /// A new anonymous dict for `capacity` entries whose keys and values take up to `bytes`
     /// encoded bytes in all (plus 16 bytes per entry, rounded to 8).
-    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self> {
+    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self, CreateError> {
         Self::build(None, capacity, bytes)
     }
 
     /// A new named dict (`/dev/shm/multiproc.NAME`) other processes can [`open_named`](Self::open_named).
-    pub fn create_named(name: &str, capacity: usize) -> Result<Self> {
+    pub fn create_named(name: &str, capacity: usize) -> Result<Self, CreateError> {
         Self::build(
             Some(name),
             capacity,
@@ -397,12 +407,16 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     }
 
     /// [`create_named`](Self::create_named) with an explicit arena size.
-    pub fn create_named_with_bytes(name: &str, capacity: usize, bytes: usize) -> Result<Self> {
+    pub fn create_named_with_bytes(
+        name: &str,
+        capacity: usize,
+        bytes: usize,
+    ) -> Result<Self, CreateError> {
         Self::build(Some(name), capacity, bytes)
     }
 
     /// Opens a named dict, checking that it holds `SharedDict<K, V>`.
-    pub fn open_named(name: &str) -> Result<Self> {
+    pub fn open_named(name: &str) -> Result<Self, CreateError> {
         Ok(Self::from_store(Store::open_named(
             name,
             Self::fingerprint(),
@@ -410,13 +424,16 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     }
 
     /// Opens the dict a handle names.
-    pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Self, CreateError> {
         Self::open_handle_timeout(handle, multiproc_shm::DEFAULT_OPEN_TIMEOUT)
     }
 
     /// [`open_handle`](Self::open_handle) waiting at most `timeout` for the segment to be Ready
     /// (its creator still initializing it — or another process having rewritten its state).
-    pub fn open_handle_timeout(handle: &SegmentHandle, timeout: Duration) -> Result<Self> {
+    pub fn open_handle_timeout(
+        handle: &SegmentHandle,
+        timeout: Duration,
+    ) -> Result<Self, CreateError> {
         Ok(Self::from_store(Store::open_handle(
             handle,
             Self::fingerprint(),
@@ -446,7 +463,7 @@ impl<K: Key, V: Key> SharedDict<K, V> {
 
     fn guard<'a>(
         &'a self,
-        r: Result<(Locked<'a>, bool), multiproc_sync::MutexError>,
+        r: Result<(Locked<'a>, bool), MutexError>,
     ) -> RecoverResult<DictGuard<'a, K, V>> {
         r.map(|(l, died)| (DictGuard::new(l), died))
             .map_err(Into::into)
@@ -495,7 +512,7 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     }
 
     #[inline]
-    fn locked(&self) -> Result<DictGuard<'_, K, V>> {
+    fn locked(&self) -> Result<DictGuard<'_, K, V>, MutexError> {
         // Never leaves this object's methods (which borrow `self`, hence the mapping): no
         // keep-alive refcount needed.
         let (l, _) = self.store.lock(How::Block, false)?;
@@ -503,14 +520,14 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     }
 
     /// Inserts or overwrites (`d[k] = v`).
-    pub fn insert(&self, key: &K, value: &V) -> Result<()> {
+    pub fn insert(&self, key: &K, value: &V) -> Result<(), WriteError> {
         let (k, v) = (encode(key)?, encode(value)?);
         let g = self.locked()?;
         put(&g.l, &k, hash(&k), &v, None)
     }
 
     /// The value for `key` (`d.get(k)`).
-    pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>, ReadError>
     where
         K: Borrow<Q>,
     {
@@ -528,7 +545,7 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     }
 
     /// Removes `key`, returning its value (`d.pop(k, None)`).
-    pub fn remove<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    pub fn remove<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>, WriteError>
     where
         K: Borrow<Q>,
     {
@@ -539,14 +556,14 @@ impl<K: Key, V: Key> SharedDict<K, V> {
             remove_raw(&g.l, &k, hash(&k), &mut out)?
         };
         if found {
-            decode(out.bytes()).map(Some)
+            Ok(Some(decode(out.bytes())?))
         } else {
             Ok(None)
         }
     }
 
     /// Whether `key` is present (`k in d`).
-    pub fn contains_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool>
+    pub fn contains_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool, ReadError>
     where
         K: Borrow<Q>,
     {
@@ -560,7 +577,7 @@ impl<K: Key, V: Key> SharedDict<K, V> {
         &self,
         key: &Q,
         f: impl FnOnce(Option<V>) -> V,
-    ) -> Result<V>
+    ) -> Result<V, WriteError>
     where
         K: Borrow<Q>,
     {
@@ -570,44 +587,44 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> Result<usize> {
+    pub fn len(&self) -> Result<usize, ReadError> {
         self.locked()?.len()
     }
 
     /// Whether the dict is empty.
-    pub fn is_empty(&self) -> Result<bool> {
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
         Ok(self.len()? == 0)
     }
 
     /// Removes every entry.
-    pub fn clear(&self) -> Result<()> {
+    pub fn clear(&self) -> Result<(), WriteError> {
         self.locked()?.clear()
     }
 
     /// Rebuilds the live entries into the other space now, dropping the garbage of overwrites
     /// and removals and every tombstone (inserts do this on their own when the arena is full).
-    pub fn compact(&self) -> Result<()> {
+    pub fn compact(&self) -> Result<(), WriteError> {
         self.locked()?.compact()
     }
 
     /// A consistent snapshot of the keys.
-    pub fn keys(&self) -> Result<Vec<K>> {
+    pub fn keys(&self) -> Result<Vec<K>, ReadError> {
         self.locked()?.keys()
     }
 
     /// A consistent snapshot of the values.
-    pub fn values(&self) -> Result<Vec<V>> {
+    pub fn values(&self) -> Result<Vec<V>, ReadError> {
         self.locked()?.values()
     }
 
     /// A consistent snapshot of the entries.
-    pub fn items(&self) -> Result<Vec<(K, V)>> {
+    pub fn items(&self) -> Result<Vec<(K, V)>, ReadError> {
         self.locked()?.items()
     }
 
     /// Checks every invariant (each live slot's entry in bounds and decodable, findable by its
     /// key, count equal to `len`); returns the entry count. For tests and tools.
-    pub fn verify(&self) -> Result<usize> {
+    pub fn verify(&self) -> Result<usize, ReadError> {
         self.locked()?.verify()
     }
 }
@@ -628,13 +645,13 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     }
 
     /// Inserts or overwrites.
-    pub fn insert(&mut self, key: &K, value: &V) -> Result<()> {
+    pub fn insert(&mut self, key: &K, value: &V) -> Result<(), WriteError> {
         let (k, v) = (encode(key)?, encode(value)?);
         put(&self.l, &k, hash(&k), &v, None)
     }
 
     /// The value for `key`.
-    pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>>
+    pub fn get<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<Option<V>, ReadError>
     where
         K: Borrow<Q>,
     {
@@ -648,21 +665,21 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     }
 
     /// Removes `key`, returning its value.
-    pub fn remove<Q: Serialize + ?Sized>(&mut self, key: &Q) -> Result<Option<V>>
+    pub fn remove<Q: Serialize + ?Sized>(&mut self, key: &Q) -> Result<Option<V>, WriteError>
     where
         K: Borrow<Q>,
     {
         let k = encode(key)?;
         let mut out = Buf::new();
         if remove_raw(&self.l, &k, hash(&k), &mut out)? {
-            decode(out.bytes()).map(Some)
+            Ok(Some(decode(out.bytes())?))
         } else {
             Ok(None)
         }
     }
 
     /// Whether `key` is present.
-    pub fn contains_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool>
+    pub fn contains_key<Q: Serialize + ?Sized>(&self, key: &Q) -> Result<bool, ReadError>
     where
         K: Borrow<Q>,
     {
@@ -680,7 +697,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
         &mut self,
         key: &Q,
         f: impl FnOnce(Option<V>) -> V,
-    ) -> Result<V>
+    ) -> Result<V, WriteError>
     where
         K: Borrow<Q>,
     {
@@ -689,7 +706,11 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     }
 
     #[inline]
-    fn update_encoded(&mut self, k: &[u8], f: impl FnOnce(Option<V>) -> V) -> Result<V> {
+    fn update_encoded(
+        &mut self,
+        k: &[u8],
+        f: impl FnOnce(Option<V>) -> V,
+    ) -> Result<V, WriteError> {
         let h = hash(k);
         let sp = self.l.active()?;
         self.l.state(sp)?;
@@ -712,28 +733,28 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> Result<usize> {
+    pub fn len(&self) -> Result<usize, ReadError> {
         let sp = self.l.active()?;
         Ok(self.l.state(sp)?.len as usize)
     }
 
     /// Whether the dict is empty.
-    pub fn is_empty(&self) -> Result<bool> {
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
         Ok(self.len()? == 0)
     }
 
     /// Removes every entry.
-    pub fn clear(&mut self) -> Result<()> {
+    pub fn clear(&mut self) -> Result<(), WriteError> {
         clear_raw(&self.l)
     }
 
     /// Compacts now (see [`SharedDict::compact`]).
-    pub fn compact(&mut self) -> Result<()> {
+    pub fn compact(&mut self) -> Result<(), WriteError> {
         compact(&self.l)
     }
 
     /// The keys.
-    pub fn keys(&self) -> Result<Vec<K>> {
+    pub fn keys(&self) -> Result<Vec<K>, ReadError> {
         let mut out = Vec::with_capacity(self.len()?.min(SNAPSHOT_RESERVE));
         for_each(&self.l, |k, _| {
             out.push(decode(k)?);
@@ -743,7 +764,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     }
 
     /// The values.
-    pub fn values(&self) -> Result<Vec<V>> {
+    pub fn values(&self) -> Result<Vec<V>, ReadError> {
         let mut out = Vec::with_capacity(self.len()?.min(SNAPSHOT_RESERVE));
         for_each(&self.l, |_, v| {
             out.push(decode(v)?);
@@ -753,7 +774,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     }
 
     /// The entries.
-    pub fn items(&self) -> Result<Vec<(K, V)>> {
+    pub fn items(&self) -> Result<Vec<(K, V)>, ReadError> {
         let mut out = Vec::with_capacity(self.len()?.min(SNAPSHOT_RESERVE));
         for_each(&self.l, |k, v| {
             out.push((decode(k)?, decode(v)?));
@@ -763,7 +784,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
     }
 
     /// Checks every invariant; returns the entry count.
-    pub fn verify(&self) -> Result<usize> {
+    pub fn verify(&self) -> Result<usize, ReadError> {
         let sp = self.l.active()?;
         let st = self.l.state(sp)?;
         let g = self.l.geo();
@@ -774,7 +795,7 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
             }
         }
         if tombs != st.tombstones {
-            return Err(Error::Corrupted("tombstone count"));
+            return Err(ReadError::Corrupted("tombstone count"));
         }
         let mut keys: Vec<Vec<u8>> = Vec::new();
         let n = for_each(&self.l, |k, v| {
@@ -784,13 +805,13 @@ impl<'a, K: Key, V: Key> DictGuard<'a, K, V> {
             Ok(())
         })?;
         if n != st.len {
-            return Err(Error::Corrupted("len does not match the live entries"));
+            return Err(ReadError::Corrupted("len does not match the live entries"));
         }
         for k in &keys {
             match find(&self.l, sp, k, hash(k))? {
                 Find::Found { e, .. } if e.off + e.size() <= st.top => {}
-                Find::Found { .. } => return Err(Error::Corrupted("entry past top")),
-                _ => return Err(Error::Corrupted("a live key is not findable")),
+                Find::Found { .. } => return Err(ReadError::Corrupted("entry past top")),
+                _ => return Err(ReadError::Corrupted("a live key is not findable")),
             }
         }
         Ok(n as usize)
@@ -826,7 +847,7 @@ mod tests {
         }
         assert!(matches!(
             probe_empty(&l, to, 0x1234),
-            Err(Error::Corrupted(_))
+            Err(WriteError::Corrupted(_))
         ));
         l.slot(to, 3).store(EMPTY, Ordering::Relaxed);
         assert_eq!(probe_empty(&l, to, 0x1234).unwrap(), 3);

@@ -5,7 +5,7 @@
 //! Storage, crash consistency and capacity are described in `docs/collections.md`; in short:
 //! one segment per object, a hash table (or index array) of offsets plus an append arena that is
 //! compacted into a second space when full, a redo journal for point updates, and a fixed
-//! capacity chosen at creation (`Error::Full` beyond it; untouched memory costs nothing).
+//! capacity chosen at creation (`WriteError::Full` beyond it; untouched memory costs nothing).
 //!
 //! ```
 //! use multiproc_collections::Manager;
@@ -28,7 +28,7 @@ mod manager;
 mod store;
 
 pub use dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, DictGuard, Key, SharedDict};
-pub use error::{Error, Result};
+pub use error::{CreateError, Error, ReadError, Result, WriteError};
 #[cfg(feature = "failpoints")]
 pub use failpoint::arm as arm_crash_point;
 pub use list::{ListGuard, SharedList};

@@ -18,11 +18,11 @@
 use crate::codec::{decode, encode};
 use crate::dict::arena_bytes;
 use crate::dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, Key};
-use crate::error::{Error, Result};
+use crate::error::{CreateError, ReadError, WriteError};
 use crate::facade::Ordering;
 use crate::store::{ARENA_START, Buf, Geometry, How, ListFlavor, State, entry_size};
 use multiproc_shm::{Segment, SegmentHandle, TypeFingerprint};
-use multiproc_sync::{LockResult, RecoverResult, refuse_owner_died};
+use multiproc_sync::{LockResult, MutexError, RecoverResult, refuse_owner_died};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -41,18 +41,18 @@ enum Edit<'b> {
     Remove(u64),
 }
 
-fn full_arena(g: &Geometry) -> Error {
-    Error::Full {
+fn full_arena(g: &Geometry) -> WriteError {
+    WriteError::Full {
         what: "arena",
         capacity: g.arena,
     }
 }
 
-fn check_size(g: &Geometry, val: &[u8]) -> Result<u64> {
+fn check_size(g: &Geometry, val: &[u8]) -> Result<u64, WriteError> {
     // len <= isize::MAX, so the rounding cannot overflow.
     let need = entry_size(0, val.len() as u64);
     if val.len() > u32::MAX as usize || need > g.arena - ARENA_START {
-        return Err(Error::TooLarge {
+        return Err(WriteError::TooLarge {
             size: need,
             max: g.arena - ARENA_START,
         });
@@ -61,7 +61,7 @@ fn check_size(g: &Geometry, val: &[u8]) -> Result<u64> {
 }
 
 /// Rebuilds the list into the other space, applying `edit`.
-fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
+fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<(), WriteError> {
     let g = l.geo();
     let from = l.active()?;
     let st = l.state(from)?;
@@ -73,7 +73,7 @@ fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
             && at == i
         {
             if n >= g.slots {
-                return Err(Error::Full {
+                return Err(WriteError::Full {
                     what: "entries",
                     capacity: g.capacity,
                 });
@@ -90,7 +90,7 @@ fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
             continue;
         }
         if n >= g.slots {
-            return Err(Error::Corrupted("more elements than slots"));
+            return Err(WriteError::Corrupted("more elements than slots"));
         }
         let e = l.entry(from, l.slot(from, i).load(Ordering::Relaxed))?;
         let end = l.copy_entry(from, &e, to, top)?;
@@ -111,14 +111,14 @@ fn rebuild(l: &Locked<'_>, edit: Edit<'_>) -> Result<()> {
     Ok(())
 }
 
-fn push_raw(l: &Locked<'_>, val: &[u8]) -> Result<()> {
+fn push_raw(l: &Locked<'_>, val: &[u8]) -> Result<(), WriteError> {
     let g = l.geo();
     let need = check_size(&g, val)?;
     for attempt in 0..2 {
         let sp = l.active()?;
         let st = l.state(sp)?;
         if st.len >= g.capacity {
-            return Err(Error::Full {
+            return Err(WriteError::Full {
                 what: "entries",
                 capacity: g.capacity,
             });
@@ -140,14 +140,14 @@ fn push_raw(l: &Locked<'_>, val: &[u8]) -> Result<()> {
     Err(full_arena(&g))
 }
 
-fn set_raw(l: &Locked<'_>, index: usize, val: &[u8]) -> Result<()> {
+fn set_raw(l: &Locked<'_>, index: usize, val: &[u8]) -> Result<(), WriteError> {
     let g = l.geo();
     let need = check_size(&g, val)?;
     for attempt in 0..2 {
         let sp = l.active()?;
         let st = l.state(sp)?;
         if index as u64 >= st.len {
-            return Err(Error::IndexOutOfRange {
+            return Err(WriteError::IndexOutOfRange {
                 index,
                 len: st.len as usize,
             });
@@ -171,7 +171,7 @@ fn set_raw(l: &Locked<'_>, index: usize, val: &[u8]) -> Result<()> {
 }
 
 /// Reads element `index` into `out`; false past the end.
-fn get_raw(l: &Locked<'_>, index: usize, out: &mut Buf) -> Result<bool> {
+fn get_raw(l: &Locked<'_>, index: usize, out: &mut Buf) -> Result<bool, ReadError> {
     let sp = l.active()?;
     let st = l.state(sp)?;
     if index as u64 >= st.len {
@@ -182,7 +182,7 @@ fn get_raw(l: &Locked<'_>, index: usize, out: &mut Buf) -> Result<bool> {
     Ok(true)
 }
 
-fn pop_raw(l: &Locked<'_>, out: &mut Buf) -> Result<bool> {
+fn pop_raw(l: &Locked<'_>, out: &mut Buf) -> Result<bool, WriteError> {
     let sp = l.active()?;
     let st = l.state(sp)?;
     if st.len == 0 {
@@ -199,9 +199,9 @@ fn pop_raw(l: &Locked<'_>, out: &mut Buf) -> Result<bool> {
     Ok(true)
 }
 
-fn list_geometry(capacity: usize, bytes: usize) -> Result<Geometry> {
+fn list_geometry(capacity: usize, bytes: usize) -> Result<Geometry, CreateError> {
     if capacity == 0 {
-        return Err(Error::BadParameter("capacity must be at least 1"));
+        return Err(CreateError::BadParameter("capacity must be at least 1"));
     }
     Ok(Geometry {
         slots: capacity as u64,
@@ -239,7 +239,7 @@ impl<T: Key> SharedList<T> {
         TypeFingerprint::of::<T>()
     }
 
-    fn build(name: Option<&str>, capacity: usize, bytes: usize) -> Result<Self> {
+    fn build(name: Option<&str>, capacity: usize, bytes: usize) -> Result<Self, CreateError> {
         let geo = list_geometry(capacity, bytes)?;
         Ok(Self::from_store(Store::create(
             name,
@@ -256,22 +256,22 @@ impl<T: Key> SharedList<T> {
     }
 
     /// A new anonymous list for [`DEFAULT_CAPACITY`] elements.
-    pub fn new() -> Result<Self> {
+    pub fn new() -> Result<Self, CreateError> {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
     /// A new anonymous list for `capacity` elements ([`DEFAULT_BYTES_PER_ENTRY`] bytes each).
-    pub fn with_capacity(capacity: usize) -> Result<Self> {
+    pub fn with_capacity(capacity: usize) -> Result<Self, CreateError> {
         Self::with_capacity_and_bytes(capacity, capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY))
     }
 
     /// A new anonymous list for `capacity` elements taking up to `bytes` encoded bytes in all.
-    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self> {
+    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self, CreateError> {
         Self::build(None, capacity, bytes)
     }
 
     /// A new named list other processes can [`open_named`](Self::open_named).
-    pub fn create_named(name: &str, capacity: usize) -> Result<Self> {
+    pub fn create_named(name: &str, capacity: usize) -> Result<Self, CreateError> {
         Self::build(
             Some(name),
             capacity,
@@ -280,12 +280,16 @@ impl<T: Key> SharedList<T> {
     }
 
     /// [`create_named`](Self::create_named) with an explicit arena size.
-    pub fn create_named_with_bytes(name: &str, capacity: usize, bytes: usize) -> Result<Self> {
+    pub fn create_named_with_bytes(
+        name: &str,
+        capacity: usize,
+        bytes: usize,
+    ) -> Result<Self, CreateError> {
         Self::build(Some(name), capacity, bytes)
     }
 
     /// Opens a named list, checking that it holds `SharedList<T>`.
-    pub fn open_named(name: &str) -> Result<Self> {
+    pub fn open_named(name: &str) -> Result<Self, CreateError> {
         Ok(Self::from_store(Store::open_named(
             name,
             Self::fingerprint(),
@@ -293,13 +297,16 @@ impl<T: Key> SharedList<T> {
     }
 
     /// Opens the list a handle names.
-    pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Self, CreateError> {
         Self::open_handle_timeout(handle, multiproc_shm::DEFAULT_OPEN_TIMEOUT)
     }
 
     /// [`open_handle`](Self::open_handle) waiting at most `timeout` for the segment to be Ready
     /// (its creator still initializing it — or another process having rewritten its state).
-    pub fn open_handle_timeout(handle: &SegmentHandle, timeout: Duration) -> Result<Self> {
+    pub fn open_handle_timeout(
+        handle: &SegmentHandle,
+        timeout: Duration,
+    ) -> Result<Self, CreateError> {
         Ok(Self::from_store(Store::open_handle(
             handle,
             Self::fingerprint(),
@@ -329,7 +336,7 @@ impl<T: Key> SharedList<T> {
 
     fn guard<'a>(
         &'a self,
-        r: Result<(Locked<'a>, bool), multiproc_sync::MutexError>,
+        r: Result<(Locked<'a>, bool), MutexError>,
     ) -> RecoverResult<ListGuard<'a, T>> {
         r.map(|(l, died)| (ListGuard::new(l), died))
             .map_err(Into::into)
@@ -367,32 +374,32 @@ impl<T: Key> SharedList<T> {
     }
 
     #[inline]
-    fn locked(&self) -> Result<ListGuard<'_, T>> {
+    fn locked(&self) -> Result<ListGuard<'_, T>, MutexError> {
         // Never leaves this object's methods (which borrow `self`): no keep-alive needed.
         let (l, _) = self.store.lock(How::Block, false)?;
         Ok(ListGuard::new(l))
     }
 
     /// Appends (`l.append(x)`).
-    pub fn push(&self, value: &T) -> Result<()> {
+    pub fn push(&self, value: &T) -> Result<(), WriteError> {
         let v = encode(value)?;
         let g = self.locked()?;
         push_raw(&g.l, &v)
     }
 
     /// Removes and returns the last element (`l.pop()`, `None` when empty).
-    pub fn pop(&self) -> Result<Option<T>> {
+    pub fn pop(&self) -> Result<Option<T>, WriteError> {
         let mut out = Buf::new();
         let found = pop_raw(&self.locked()?.l, &mut out)?;
         if found {
-            decode(out.bytes()).map(Some)
+            Ok(Some(decode(out.bytes())?))
         } else {
             Ok(None)
         }
     }
 
     /// Element `index` (`None` past the end).
-    pub fn get(&self, index: usize) -> Result<Option<T>> {
+    pub fn get(&self, index: usize) -> Result<Option<T>, ReadError> {
         let mut out = Buf::new();
         let found = get_raw(&self.locked()?.l, index, &mut out)?;
         if found {
@@ -403,44 +410,44 @@ impl<T: Key> SharedList<T> {
     }
 
     /// Replaces element `index` (`l[i] = x`).
-    pub fn set(&self, index: usize, value: &T) -> Result<()> {
+    pub fn set(&self, index: usize, value: &T) -> Result<(), WriteError> {
         let v = encode(value)?;
         set_raw(&self.locked()?.l, index, &v)
     }
 
     /// Inserts before `index` (`l.insert(i, x)`; `index == len` appends).
-    pub fn insert(&self, index: usize, value: &T) -> Result<()> {
+    pub fn insert(&self, index: usize, value: &T) -> Result<(), WriteError> {
         self.locked()?.insert(index, value)
     }
 
     /// Removes and returns element `index` (`l.pop(i)`).
-    pub fn remove(&self, index: usize) -> Result<T> {
+    pub fn remove(&self, index: usize) -> Result<T, WriteError> {
         self.locked()?.remove(index)
     }
 
     /// Number of elements.
-    pub fn len(&self) -> Result<usize> {
+    pub fn len(&self) -> Result<usize, ReadError> {
         self.locked()?.len()
     }
 
     /// Whether the list is empty.
-    pub fn is_empty(&self) -> Result<bool> {
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
         Ok(self.len()? == 0)
     }
 
     /// Removes every element.
-    pub fn clear(&self) -> Result<()> {
+    pub fn clear(&self) -> Result<(), WriteError> {
         self.locked()?.clear()
     }
 
     /// A consistent snapshot of the whole list.
-    pub fn to_vec(&self) -> Result<Vec<T>> {
+    pub fn to_vec(&self) -> Result<Vec<T>, ReadError> {
         self.locked()?.to_vec()
     }
 
     /// Checks every invariant (each element in bounds below the arena's top and decodable);
     /// returns the length. For tests and tools.
-    pub fn verify(&self) -> Result<usize> {
+    pub fn verify(&self) -> Result<usize, ReadError> {
         self.locked()?.verify()
     }
 }
@@ -460,22 +467,22 @@ impl<'a, T: Key> ListGuard<'a, T> {
     }
 
     /// Appends.
-    pub fn push(&mut self, value: &T) -> Result<()> {
+    pub fn push(&mut self, value: &T) -> Result<(), WriteError> {
         push_raw(&self.l, &encode(value)?)
     }
 
     /// Removes and returns the last element.
-    pub fn pop(&mut self) -> Result<Option<T>> {
+    pub fn pop(&mut self) -> Result<Option<T>, WriteError> {
         let mut out = Buf::new();
         if pop_raw(&self.l, &mut out)? {
-            decode(out.bytes()).map(Some)
+            Ok(Some(decode(out.bytes())?))
         } else {
             Ok(None)
         }
     }
 
     /// Element `index`.
-    pub fn get(&self, index: usize) -> Result<Option<T>> {
+    pub fn get(&self, index: usize) -> Result<Option<T>, ReadError> {
         let mut out = Buf::new();
         if get_raw(&self.l, index, &mut out)? {
             decode(out.bytes()).map(Some)
@@ -485,24 +492,24 @@ impl<'a, T: Key> ListGuard<'a, T> {
     }
 
     /// Replaces element `index`.
-    pub fn set(&mut self, index: usize, value: &T) -> Result<()> {
+    pub fn set(&mut self, index: usize, value: &T) -> Result<(), WriteError> {
         set_raw(&self.l, index, &encode(value)?)
     }
 
     /// Inserts before `index`.
-    pub fn insert(&mut self, index: usize, value: &T) -> Result<()> {
+    pub fn insert(&mut self, index: usize, value: &T) -> Result<(), WriteError> {
         let v = encode(value)?;
         let g = self.l.geo();
         check_size(&g, &v)?;
         let len = self.len()?;
         if index > len {
-            return Err(Error::IndexOutOfRange { index, len });
+            return Err(WriteError::IndexOutOfRange { index, len });
         }
         if index == len {
             return push_raw(&self.l, &v);
         }
         if len as u64 >= g.capacity {
-            return Err(Error::Full {
+            return Err(WriteError::Full {
                 what: "entries",
                 capacity: g.capacity,
             });
@@ -511,38 +518,38 @@ impl<'a, T: Key> ListGuard<'a, T> {
     }
 
     /// Removes and returns element `index`.
-    pub fn remove(&mut self, index: usize) -> Result<T> {
+    pub fn remove(&mut self, index: usize) -> Result<T, WriteError> {
         let len = self.len()?;
         if index >= len {
-            return Err(Error::IndexOutOfRange { index, len });
+            return Err(WriteError::IndexOutOfRange { index, len });
         }
         let mut out = Buf::new();
         if index == len - 1 {
             if !pop_raw(&self.l, &mut out)? {
-                return Err(Error::Corrupted("list shorter than its length"));
+                return Err(WriteError::Corrupted("list shorter than its length"));
             }
-            return decode(out.bytes());
+            return Ok(decode(out.bytes())?);
         }
         if !get_raw(&self.l, index, &mut out)? {
-            return Err(Error::Corrupted("list shorter than its length"));
+            return Err(WriteError::Corrupted("list shorter than its length"));
         }
         rebuild(&self.l, Edit::Remove(index as u64))?;
-        decode(out.bytes())
+        Ok(decode(out.bytes())?)
     }
 
     /// Number of elements.
-    pub fn len(&self) -> Result<usize> {
+    pub fn len(&self) -> Result<usize, ReadError> {
         let sp = self.l.active()?;
         Ok(self.l.state(sp)?.len as usize)
     }
 
     /// Whether the list is empty.
-    pub fn is_empty(&self) -> Result<bool> {
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
         Ok(self.len()? == 0)
     }
 
     /// Removes every element.
-    pub fn clear(&mut self) -> Result<()> {
+    pub fn clear(&mut self) -> Result<(), WriteError> {
         let to = self.l.begin_rebuild()?;
         self.l.finish_rebuild(
             to,
@@ -557,7 +564,7 @@ impl<'a, T: Key> ListGuard<'a, T> {
     }
 
     /// Checks every invariant; returns the length.
-    pub fn verify(&self) -> Result<usize> {
+    pub fn verify(&self) -> Result<usize, ReadError> {
         let sp = self.l.active()?;
         let st = self.l.state(sp)?;
         let mut buf = Buf::new();
@@ -566,7 +573,7 @@ impl<'a, T: Key> ListGuard<'a, T> {
                 .l
                 .entry(sp, self.l.slot(sp, i).load(Ordering::Relaxed))?;
             if e.off + e.size() > st.top {
-                return Err(Error::Corrupted("element past top"));
+                return Err(ReadError::Corrupted("element past top"));
             }
             self.l
                 .read_into(sp, e.off + 16 + e.key_len, e.val_len, &mut buf)?;
@@ -576,13 +583,13 @@ impl<'a, T: Key> ListGuard<'a, T> {
     }
 
     /// The whole list.
-    pub fn to_vec(&self) -> Result<Vec<T>> {
+    pub fn to_vec(&self) -> Result<Vec<T>, ReadError> {
         let len = self.len()?;
         let mut out = Vec::with_capacity(len.min(SNAPSHOT_RESERVE));
         let mut buf = Buf::new();
         for i in 0..len {
             if !get_raw(&self.l, i, &mut buf)? {
-                return Err(Error::Corrupted("list shorter than its length"));
+                return Err(ReadError::Corrupted("list shorter than its length"));
             }
             out.push(decode(buf.bytes())?);
         }

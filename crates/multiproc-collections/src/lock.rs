@@ -15,7 +15,7 @@
 //! assert!(lock.try_lock().is_ok());
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::CreateError;
 use multiproc_shm::{
     KeepAlive, ObjectKind, Segment, SegmentHandle, Shared, SharedLayout, ShmError, TypeFingerprint,
 };
@@ -67,7 +67,7 @@ fn fp() -> TypeFingerprint {
 }
 
 impl SharedLock {
-    fn build(name: Option<&str>) -> Result<Self> {
+    fn build(name: Option<&str>) -> Result<Self, CreateError> {
         let init = |p: NonNull<LockLayout>, _tail: NonNull<u8>| {
             // SAFETY: `p` is valid for writing one aligned, zeroed LockLayout nobody else sees
             // before Ready; the mutex is its first field.
@@ -81,31 +81,31 @@ impl SharedLock {
         Self::from_shared(Shared::create(name, fp(), 0, init)?)
     }
 
-    fn from_shared(shared: Shared<LockLayout>) -> Result<Self> {
+    fn from_shared(shared: Shared<LockLayout>) -> Result<Self, CreateError> {
         let seg = shared
             .segment()
             .cloned()
-            .ok_or(Error::BadParameter("a lock needs a segment"))?;
+            .ok_or(CreateError::BadParameter("a lock needs a segment"))?;
         Ok(SharedLock { shared, seg })
     }
 
     /// A new anonymous lock.
-    pub fn new() -> Result<Self> {
+    pub fn new() -> Result<Self, CreateError> {
         Self::build(None)
     }
 
     /// A new named lock.
-    pub fn create_named(name: &str) -> Result<Self> {
+    pub fn create_named(name: &str) -> Result<Self, CreateError> {
         Self::build(Some(name))
     }
 
     /// Opens a named lock.
-    pub fn open_named(name: &str) -> Result<Self> {
+    pub fn open_named(name: &str) -> Result<Self, CreateError> {
         Self::from_shared(Shared::open_named(name, fp())?)
     }
 
     /// Opens the lock a handle names.
-    pub fn open_handle(handle: &SegmentHandle) -> Result<Self> {
+    pub fn open_handle(handle: &SegmentHandle) -> Result<Self, CreateError> {
         Self::from_shared(Shared::open_handle(handle, fp())?)
     }
 
@@ -123,19 +123,21 @@ impl SharedLock {
         &self.shared.get().mutex
     }
 
+    /// The guard of a lock this thread just took.
+    fn held(&self) -> SharedLockGuard<'_> {
+        SharedLockGuard {
+            m: self.mutex(),
+            _keep: self.shared.keep_alive(),
+            _not_send: PhantomData,
+        }
+    }
+
     fn guard(
         &self,
         r: std::result::Result<LockOutcome, MutexError>,
     ) -> RecoverResult<SharedLockGuard<'_>> {
         let died = r? == LockOutcome::OwnerDied;
-        Ok((
-            SharedLockGuard {
-                m: self.mutex(),
-                _keep: self.shared.keep_alive(),
-                _not_send: PhantomData,
-            },
-            died,
-        ))
+        Ok((self.held(), died))
     }
 
     /// Takes the lock (`with lock:`), waiting as long as it takes. A previous holder that died
@@ -168,15 +170,10 @@ impl SharedLock {
     }
 
     /// Takes the lock, treating a dead previous holder as a plain acquisition (what
-    /// [`SharedLock::lock_recover`] reports, ignored), with this crate's error.
-    pub fn lock_ignoring_death(&self) -> Result<SharedLockGuard<'_>> {
-        match self.lock_recover() {
-            Ok((g, _)) => Ok(g),
-            Err(e) => Err(match e {
-                multiproc_sync::LockError::Failed(m) => Error::Lock(m),
-                other => Error::Sync(other.into()),
-            }),
-        }
+    /// [`SharedLock::lock_recover`] reports, ignored).
+    pub fn lock_ignoring_death(&self) -> Result<SharedLockGuard<'_>, MutexError> {
+        self.mutex().lock()?;
+        Ok(self.held())
     }
 }
 

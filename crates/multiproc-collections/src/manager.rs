@@ -23,11 +23,14 @@
 //! ```
 
 use crate::dict::Key;
-use crate::error::Result;
+use crate::error::{CreateError, Result};
 use crate::{SharedDict, SharedList, SharedLock};
+use multiproc_channel::ChannelError;
 use multiproc_channel::{JoinableQueue, Queue, SimpleQueue};
+use multiproc_shm::ShmError;
 use multiproc_sync::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SharedData, Value,
+    Array, Barrier, BarrierCreateError, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore,
+    SharedData, Value,
 };
 
 /// Makes shared objects (Python's `multiprocessing.Manager()`, minus the server).
@@ -43,12 +46,15 @@ impl Manager {
     }
 
     /// A new shared dict (`m.dict()`), default capacity.
-    pub fn dict<K: Key, V: Key>(&self) -> Result<SharedDict<K, V>> {
+    pub fn dict<K: Key, V: Key>(&self) -> Result<SharedDict<K, V>, CreateError> {
         SharedDict::new()
     }
 
     /// A new shared dict for `capacity` entries.
-    pub fn dict_with_capacity<K: Key, V: Key>(&self, capacity: usize) -> Result<SharedDict<K, V>> {
+    pub fn dict_with_capacity<K: Key, V: Key>(
+        &self,
+        capacity: usize,
+    ) -> Result<SharedDict<K, V>, CreateError> {
         SharedDict::with_capacity(capacity)
     }
 
@@ -65,12 +71,15 @@ impl Manager {
     }
 
     /// A new shared list (`m.list()`), default capacity.
-    pub fn list<T: Key>(&self) -> Result<SharedList<T>> {
+    pub fn list<T: Key>(&self) -> Result<SharedList<T>, CreateError> {
         SharedList::new()
     }
 
     /// A new shared list for `capacity` elements.
-    pub fn list_with_capacity<T: Key>(&self, capacity: usize) -> Result<SharedList<T>> {
+    pub fn list_with_capacity<T: Key>(
+        &self,
+        capacity: usize,
+    ) -> Result<SharedList<T>, CreateError> {
         SharedList::with_capacity(capacity)
     }
 
@@ -84,17 +93,20 @@ impl Manager {
     }
 
     /// A new locked shared value (`m.Value('i', x)`).
-    pub fn value<T: SharedData>(&self, x: T) -> Result<Value<T>> {
-        Ok(Value::new(x)?)
+    pub fn value<T: SharedData>(&self, x: T) -> Result<Value<T>, multiproc_sync::CreateError> {
+        Value::new(x)
     }
 
     /// A new locked shared array holding `items` (`m.Array('d', items)`).
-    pub fn array<T: SharedData>(&self, items: &[T]) -> Result<Array<T>> {
-        Ok(Array::from_slice(items)?)
+    pub fn array<T: SharedData>(
+        &self,
+        items: &[T],
+    ) -> Result<Array<T>, multiproc_sync::CreateError> {
+        Array::from_slice(items)
     }
 
     /// A new robust lock (`m.Lock()`).
-    pub fn lock(&self) -> Result<SharedLock> {
+    pub fn lock(&self) -> Result<SharedLock, CreateError> {
         SharedLock::new()
     }
 
@@ -102,58 +114,58 @@ impl Manager {
     pub fn queue<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
         &self,
         maxsize: usize,
-    ) -> Result<Queue<T>> {
-        Ok(Queue::new(maxsize)?)
+    ) -> Result<Queue<T>, ChannelError> {
+        Queue::new(maxsize)
     }
 
     /// A new joinable queue (`m.JoinableQueue(maxsize)`).
     pub fn joinable_queue<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
         &self,
         maxsize: usize,
-    ) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue::new(maxsize)?)
+    ) -> Result<JoinableQueue<T>, ChannelError> {
+        JoinableQueue::new(maxsize)
     }
 
     /// A new simple queue (`m.SimpleQueue()`).
     pub fn simple_queue<T: serde::Serialize + serde::de::DeserializeOwned + 'static>(
         &self,
-    ) -> Result<SimpleQueue<T>> {
-        Ok(SimpleQueue::new()?)
+    ) -> Result<SimpleQueue<T>, ChannelError> {
+        SimpleQueue::new()
     }
 
     /// A new futex-based lock that any process may release (`m.Lock()` with Python's exact
     /// semantics; [`Manager::lock`] gives the robust-mutex lock instead).
-    pub fn process_lock(&self) -> Result<Lock> {
-        Ok(Lock::new()?)
+    pub fn process_lock(&self) -> Result<Lock, ShmError> {
+        Lock::new()
     }
 
     /// A new reentrant lock (`m.RLock()`).
-    pub fn rlock(&self) -> Result<RLock> {
-        Ok(RLock::new()?)
+    pub fn rlock(&self) -> Result<RLock, ShmError> {
+        RLock::new()
     }
 
     /// A new semaphore (`m.Semaphore(n)`).
-    pub fn semaphore(&self, value: u32) -> Result<Semaphore> {
-        Ok(Semaphore::new(value)?)
+    pub fn semaphore(&self, value: u32) -> Result<Semaphore, ShmError> {
+        Semaphore::new(value)
     }
 
     /// A new bounded semaphore (`m.BoundedSemaphore(n)`).
-    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphore> {
-        Ok(BoundedSemaphore::new(value)?)
+    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphore, ShmError> {
+        BoundedSemaphore::new(value)
     }
 
     /// A new event (`m.Event()`).
-    pub fn event(&self) -> Result<Event> {
-        Ok(Event::new()?)
+    pub fn event(&self) -> Result<Event, ShmError> {
+        Event::new()
     }
 
     /// A new condition over its own reentrant lock (`m.Condition()`).
-    pub fn condition(&self) -> Result<Condition> {
-        Ok(Condition::new()?)
+    pub fn condition(&self) -> Result<Condition, ShmError> {
+        Condition::new()
     }
 
     /// A new barrier for `parties` processes (`m.Barrier(parties)`).
-    pub fn barrier(&self, parties: u32) -> Result<Barrier> {
-        Ok(Barrier::new(parties)?)
+    pub fn barrier(&self, parties: u32) -> Result<Barrier, BarrierCreateError> {
+        Barrier::new(parties)
     }
 }

@@ -38,12 +38,12 @@
 //! Every offset, length and counter read from the segment is bounds-checked against the
 //! geometry held locally (validated once at open), and every loop over the table is bounded by
 //! that slot count: corruption (or a hostile process writing the segment at any time) is an
-//! `Error::Corrupted`, never an out-of-bounds access, a panic or a hang. The largest allocation
+//! `Corrupted`, never an out-of-bounds access, a panic or a hang. The largest allocation
 //! a read makes is one entry, which the checks keep inside one arena (a size fixed at creation,
 //! checked at open against the mapping and [`MAX_ARENA`]). Guards handed to users hold a
 //! [`KeepAlive`], so a leaked guard leaks the mapping instead of unmapping a held robust mutex.
 
-use crate::error::{Error, Result};
+use crate::error::{CreateError, ReadError, WriteError};
 use crate::facade::{AtomicU64, Ordering, compiler_fence};
 use crate::failpoint::hit;
 use multiproc_shm::{
@@ -340,12 +340,18 @@ impl<F: Flavor> std::fmt::Debug for Store<F> {
 impl<F: Flavor> Store<F> {
     /// Creates a store segment (named or anonymous). The tail (tables and arenas) is fresh,
     /// hence zero (an empty table), and is only touched as it is used.
-    pub(crate) fn create(name: Option<&str>, fp: TypeFingerprint, geo: Geometry) -> Result<Self> {
+    pub(crate) fn create(
+        name: Option<&str>,
+        fp: TypeFingerprint,
+        geo: Geometry,
+    ) -> Result<Self, CreateError> {
         let tail = geo
             .tail_size::<F>()
             .ok()
             .filter(|s| *s <= isize::MAX as u64 / 2)
-            .ok_or(Error::BadParameter("capacity or arena size out of range"))?;
+            .ok_or(CreateError::BadParameter(
+                "capacity or arena size out of range",
+            ))?;
         let init = |p: NonNull<Control<F>>, _tail: NonNull<u8>| -> multiproc_shm::Result<()> {
             let c = p.as_ptr();
             // SAFETY: `p` is valid for writing one zeroed, aligned Control that nobody sees
@@ -375,7 +381,7 @@ impl<F: Flavor> Store<F> {
     }
 
     /// Opens a named store segment and validates its geometry.
-    pub(crate) fn open_named(name: &str, fp: TypeFingerprint) -> Result<Self> {
+    pub(crate) fn open_named(name: &str, fp: TypeFingerprint) -> Result<Self, CreateError> {
         Self::from_shared(Shared::open_named(name, fp)?)
     }
 
@@ -384,15 +390,15 @@ impl<F: Flavor> Store<F> {
         h: &SegmentHandle,
         fp: TypeFingerprint,
         timeout: Duration,
-    ) -> Result<Self> {
+    ) -> Result<Self, CreateError> {
         Self::from_shared(Shared::open_handle_timeout(h, fp, timeout)?)
     }
 
-    fn from_shared(shared: Shared<Control<F>>) -> Result<Self> {
+    fn from_shared(shared: Shared<Control<F>>) -> Result<Self, CreateError> {
         let seg = shared
             .segment()
             .cloned()
-            .ok_or(Error::BadParameter("a store needs a segment"))?;
+            .ok_or(CreateError::BadParameter("a store needs a segment"))?;
         let geo = *shared.geometry();
         Ok(Store { shared, seg, geo })
     }
@@ -505,17 +511,17 @@ impl<'a, F: Flavor> Locked<'a, F> {
 
     /// The active space (0 or 1).
     #[inline]
-    pub(crate) fn active(&self) -> Result<usize> {
+    pub(crate) fn active(&self) -> Result<usize, ReadError> {
         match self.c().head.active.load(Ordering::Relaxed) {
             0 => Ok(0),
             1 => Ok(1),
-            _ => Err(Error::Corrupted("active space index")),
+            _ => Err(ReadError::Corrupted("active space index")),
         }
     }
 
     /// The validated counters of `space`.
     #[inline]
-    pub(crate) fn state(&self, space: usize) -> Result<State> {
+    pub(crate) fn state(&self, space: usize) -> Result<State, ReadError> {
         let s = &self.c().spaces.0[space & 1];
         let st = State {
             len: s.len.load(Ordering::Relaxed),
@@ -533,7 +539,7 @@ impl<'a, F: Flavor> Locked<'a, F> {
             || st.tombstones > g.slots
             || st.len + st.tombstones > g.slots
         {
-            return Err(Error::Corrupted("space counters"));
+            return Err(ReadError::Corrupted("space counters"));
         }
         Ok(st)
     }
@@ -584,10 +590,10 @@ impl<'a, F: Flavor> Locked<'a, F> {
 
     /// Reads and bounds-checks the entry at arena offset `off` of `space`.
     #[inline]
-    pub(crate) fn entry(&self, space: usize, off: u64) -> Result<Entry> {
+    pub(crate) fn entry(&self, space: usize, off: u64) -> Result<Entry, ReadError> {
         let g = self.geo();
         if off < ARENA_START || !off.is_multiple_of(8) || off > g.arena - ENTRY_HEAD {
-            return Err(Error::Corrupted("entry offset"));
+            return Err(ReadError::Corrupted("entry offset"));
         }
         let p = self.arena_ptr(space, off);
         // SAFETY: off + 16 <= arena and 8-aligned, inside the tail. Raw reads (copies), not
@@ -598,7 +604,7 @@ impl<'a, F: Flavor> Locked<'a, F> {
         let val_len = lens >> 32;
         // Each length < 2^32 and off < 2^44: no overflow.
         if off + ENTRY_HEAD + key_len + val_len > g.arena {
-            return Err(Error::Corrupted("entry length"));
+            return Err(ReadError::Corrupted("entry length"));
         }
         Ok(Entry {
             off,
@@ -611,9 +617,15 @@ impl<'a, F: Flavor> Locked<'a, F> {
     /// Copies `len` bytes at `off` of `space` into `out` (replacing its contents). The range
     /// must lie in the arena (it comes from a checked [`Entry`]; anything else is Corrupted), so
     /// `out` never grows past one arena.
-    pub(crate) fn read_into(&self, space: usize, off: u64, len: u64, out: &mut Buf) -> Result<()> {
+    pub(crate) fn read_into(
+        &self,
+        space: usize,
+        off: u64,
+        len: u64,
+        out: &mut Buf,
+    ) -> Result<(), ReadError> {
         if !self.in_arena(off, len) {
-            return Err(Error::Corrupted("entry range"));
+            return Err(ReadError::Corrupted("entry range"));
         }
         let dst = out.prepare(len as usize);
         // SAFETY: the range is inside the arena (checked above); dst has room for len bytes and
@@ -663,17 +675,17 @@ impl<'a, F: Flavor> Locked<'a, F> {
         hash: u64,
         key: &[u8],
         val: &[u8],
-    ) -> Result<u64> {
+    ) -> Result<u64, WriteError> {
         let g = self.geo();
         if key.len() > u32::MAX as usize || val.len() > u32::MAX as usize {
-            return Err(Error::TooLarge {
+            return Err(WriteError::TooLarge {
                 size: (key.len() as u64).saturating_add(val.len() as u64),
                 max: g.arena,
             });
         }
         let size = entry_size(key.len() as u64, val.len() as u64);
         if !off.is_multiple_of(8) || !self.in_arena(off, size) {
-            return Err(Error::Full {
+            return Err(WriteError::Full {
                 what: "arena",
                 capacity: g.arena,
             });
@@ -692,13 +704,19 @@ impl<'a, F: Flavor> Locked<'a, F> {
     }
 
     /// Copies entry `e` of `from` space to `off` of the other space; returns the offset past it.
-    pub(crate) fn copy_entry(&self, from: usize, e: &Entry, to: usize, off: u64) -> Result<u64> {
+    pub(crate) fn copy_entry(
+        &self,
+        from: usize,
+        e: &Entry,
+        to: usize,
+        off: u64,
+    ) -> Result<u64, WriteError> {
         let size = e.size();
         if from & 1 == to & 1 || !self.in_arena(e.off, size) {
-            return Err(Error::Corrupted("entry to copy"));
+            return Err(WriteError::Corrupted("entry to copy"));
         }
         if !self.in_arena(off, size) {
-            return Err(Error::Full {
+            return Err(WriteError::Full {
                 what: "arena",
                 capacity: self.geo().arena,
             });
@@ -773,7 +791,7 @@ impl<'a, F: Flavor> Locked<'a, F> {
     }
 
     /// Starts a bulk rebuild: zeroes the inactive table. Returns the inactive space index.
-    pub(crate) fn begin_rebuild(&self) -> Result<usize> {
+    pub(crate) fn begin_rebuild(&self) -> Result<usize, ReadError> {
         let to = 1 - self.active()?;
         let g = self.geo();
         // SAFETY: table[to] is the `slots * 8` bytes at table_off(to) of the tail (validated
@@ -815,19 +833,19 @@ impl<'a, F: Flavor> Locked<'a, F> {
 /// value types are unknown, read without taking its lock (a snapshot: a change in flight may be
 /// missed). The segment is validated as its header's kind (`Dict` or `List`) with its geometry
 /// checked like any opener's; a count beyond the slot count is `Corrupted`.
-pub fn len_of(seg: Segment) -> Result<u64> {
-    fn len<F: Flavor>(seg: Segment) -> Result<u64> {
+pub fn len_of(seg: Segment) -> Result<u64, ShmError> {
+    fn len<F: Flavor>(seg: Segment) -> Result<u64, ShmError> {
         let shared = Shared::<Control<F>>::from_segment(seg)?;
         let c = shared.get();
         // Relaxed: a display snapshot; nothing is read through these values.
         let active = match c.head.active.load(Ordering::Relaxed) {
             0 => 0,
             1 => 1,
-            _ => return Err(Error::Corrupted("active space index")),
+            _ => return Err(ShmError::Corrupted("active space index")),
         };
         let n = c.spaces.0[active].len.load(Ordering::Relaxed);
         if n > shared.geometry().slots {
-            return Err(Error::Corrupted("entry count"));
+            return Err(ShmError::Corrupted("entry count"));
         }
         Ok(n)
     }

@@ -4,7 +4,9 @@
 mod common;
 
 use common::{shm_exists, unique_name};
-use multiproc_collections::{Error, Manager, SharedDict, SharedList, SharedLock};
+use multiproc_collections::{
+    CreateError, Error, Manager, ReadError, SharedDict, SharedList, SharedLock, WriteError,
+};
 use multiproc_sync::{LockError, MutexError};
 use std::collections::BTreeMap;
 
@@ -67,7 +69,10 @@ fn dict_get_lock_offers_every_operation() {
         assert_eq!(g.len().unwrap(), 1);
         assert_eq!(g.items().unwrap(), vec![("x".to_string(), 2)]);
         // Relocking from the holding thread is refused, not a hang.
-        assert!(matches!(d.get("x"), Err(Error::Lock(MutexError::Deadlock))));
+        assert!(matches!(
+            d.get("x"),
+            Err(ReadError::Lock(MutexError::Deadlock))
+        ));
         assert!(matches!(
             d.try_get_lock(),
             Err(LockError::Failed(MutexError::WouldBlock))
@@ -86,7 +91,7 @@ fn dict_full_at_capacity_and_accepts_overwrites() {
     }
     assert!(matches!(
         d.insert(&10, &10),
-        Err(Error::Full {
+        Err(WriteError::Full {
             what: "entries",
             capacity: 10
         })
@@ -126,13 +131,13 @@ fn dict_arena_full_is_a_clear_error_and_changes_nothing() {
     assert!(
         matches!(
             e,
-            Error::Full { what: "arena", .. } | Error::TooLarge { .. }
+            WriteError::Full { what: "arena", .. } | WriteError::TooLarge { .. }
         ),
         "{e}"
     );
     assert!(matches!(
         d.insert(&3, &vec![0; 10_000]),
-        Err(Error::TooLarge { .. })
+        Err(WriteError::TooLarge { .. })
     ));
     assert_eq!(d.get(&1).unwrap(), Some(vec![7; 100]));
     assert_eq!(d.len().unwrap(), 1);
@@ -152,11 +157,11 @@ fn dict_large_keys_and_values_round_trip() {
 fn bad_capacity_is_an_error() {
     assert!(matches!(
         SharedDict::<u8, u8>::with_capacity(0),
-        Err(Error::BadParameter(_))
+        Err(CreateError::BadParameter(_))
     ));
     assert!(matches!(
         SharedList::<u8>::with_capacity(0),
-        Err(Error::BadParameter(_))
+        Err(CreateError::BadParameter(_))
     ));
     assert!(SharedDict::<u8, u8>::with_capacity(usize::MAX).is_err());
 }
@@ -174,19 +179,22 @@ fn list_push_pop_get_set_insert_remove() {
     l.set(1, &"B".into()).unwrap();
     assert!(matches!(
         l.set(5, &"x".into()),
-        Err(Error::IndexOutOfRange { index: 5, len: 3 })
+        Err(WriteError::IndexOutOfRange { index: 5, len: 3 })
     ));
     l.insert(0, &"first".into()).unwrap();
     l.insert(2, &"mid".into()).unwrap();
     l.insert(5, &"last".into()).unwrap();
     assert!(matches!(
         l.insert(9, &"x".into()),
-        Err(Error::IndexOutOfRange { .. })
+        Err(WriteError::IndexOutOfRange { .. })
     ));
     assert_eq!(l.to_vec().unwrap(), ["first", "a", "mid", "B", "c", "last"]);
     assert_eq!(l.remove(2).unwrap(), "mid");
     assert_eq!(l.remove(4).unwrap(), "last");
-    assert!(matches!(l.remove(4), Err(Error::IndexOutOfRange { .. })));
+    assert!(matches!(
+        l.remove(4),
+        Err(WriteError::IndexOutOfRange { .. })
+    ));
     assert_eq!(l.pop().unwrap().as_deref(), Some("c"));
     assert_eq!(l.to_vec().unwrap(), ["first", "a", "B"]);
     l.clear().unwrap();
@@ -201,14 +209,14 @@ fn list_full_and_compaction() {
     }
     assert!(matches!(
         l.push(&9),
-        Err(Error::Full {
+        Err(WriteError::Full {
             what: "entries",
             capacity: 4
         })
     ));
     assert!(matches!(
         l.insert(0, &9),
-        Err(Error::Full {
+        Err(WriteError::Full {
             what: "entries",
             ..
         })
@@ -229,18 +237,18 @@ fn named_dict_opens_by_name_checks_types_and_unlinks() {
         assert_eq!(o.get("count").unwrap(), Some(300));
         assert!(matches!(
             SharedDict::<String, u8>::open_named(&name),
-            Err(Error::Shm(multiproc_shm::ShmError::WrongType { .. }))
+            Err(CreateError::Shm(multiproc_shm::ShmError::WrongType { .. }))
         ));
         assert!(matches!(
             SharedList::<String>::open_named(&name),
-            Err(Error::Shm(multiproc_shm::ShmError::WrongKind { .. }))
+            Err(CreateError::Shm(multiproc_shm::ShmError::WrongKind { .. }))
         ));
         assert!(shm_exists(&name));
     }
     assert!(!shm_exists(&name));
     assert!(matches!(
         SharedDict::<String, i64>::open_named(&name),
-        Err(Error::Shm(multiproc_shm::ShmError::NotFound { .. }))
+        Err(CreateError::Shm(multiproc_shm::ShmError::NotFound { .. }))
     ));
 }
 
@@ -330,4 +338,55 @@ fn question_mark_takes_collection_lock_errors_into_box_dyn_error() {
     let l = SharedList::with_capacity(4).unwrap();
     let lock = SharedLock::new().unwrap();
     assert_eq!(use_all(&d, &l, &lock).unwrap(), 1);
+}
+
+/// Issue 18: each kind of call has its own error (creation, read, change), every one converts
+/// into the crate's `Error` with `?`, and the union keeps the cause reachable.
+#[test]
+fn errors_are_per_operation_and_convert_into_the_union() {
+    let create: Result<SharedList<u8>, CreateError> = SharedList::with_capacity(0);
+    assert!(matches!(create, Err(CreateError::BadParameter(_))));
+    let d: SharedDict<u8, u8> = SharedDict::with_capacity(1).unwrap();
+    d.insert(&1, &1).unwrap();
+    let write: Result<(), WriteError> = d.insert(&2, &2);
+    assert!(matches!(
+        write,
+        Err(WriteError::Full {
+            what: "entries",
+            ..
+        })
+    ));
+    let l: SharedList<u8> = SharedList::with_capacity(2).unwrap();
+    assert!(matches!(
+        l.remove(0),
+        Err(WriteError::IndexOutOfRange { index: 0, len: 0 })
+    ));
+    {
+        let _g = d.get_lock().unwrap();
+        let read: Result<Option<u8>, ReadError> = d.get(&1);
+        assert!(matches!(read, Err(ReadError::Lock(MutexError::Deadlock))));
+        // A change reads first: its lock failure is the same variant of WriteError.
+        assert!(matches!(
+            d.remove(&1),
+            Err(WriteError::Lock(MutexError::Deadlock))
+        ));
+    }
+    fn mixed(d: &SharedDict<u8, u8>) -> Result<usize, Error> {
+        let _ = d.get(&1)?; // ReadError
+        d.insert(&1, &9)?; // WriteError
+        let _l: SharedList<u8> = SharedList::with_capacity(0)?; // CreateError
+        Ok(0)
+    }
+    let e = mixed(&d).unwrap_err();
+    assert!(
+        matches!(e, Error::Create(CreateError::BadParameter(_))),
+        "{e:?}"
+    );
+    assert_eq!(d.get(&1).unwrap(), Some(9));
+    fn locked(d: &SharedDict<u8, u8>) -> Result<(), Error> {
+        let _g = d.try_get_lock()?; // LockError
+        Ok(())
+    }
+    let _g = d.get_lock().unwrap();
+    assert!(matches!(locked(&d), Err(Error::Lock(_))));
 }

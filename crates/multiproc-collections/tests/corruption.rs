@@ -5,7 +5,7 @@
 mod common;
 
 use common::unique_name;
-use multiproc_collections::{Error, MAGIC_OFFSET, SharedDict, SharedList};
+use multiproc_collections::{CreateError, Error, MAGIC_OFFSET, SharedDict, SharedList};
 use multiproc_shm::ShmError;
 use multiproc_testutil::Rng;
 
@@ -45,16 +45,18 @@ fn scribbled_dict_answers_errors_never_panics() {
         for _ in 0..50 {
             scribble(d.segment(), &mut r);
             let k = format!("key{}", r.next() % 25);
-            let results = [
-                d.get(k.as_str()).map(|_| ()),
-                d.len().map(|_| ()),
-                d.items().map(|_| ()),
-                d.keys().map(|_| ()),
-                d.verify().map(|_| ()),
-                d.insert(&k, &vec![1, 2, 3]),
-                d.update(k.as_str(), |v| v.unwrap_or_default()).map(|_| ()),
-                d.remove(k.as_str()).map(|_| ()),
-                d.contains_key(k.as_str()).map(|_| ()),
+            let results: [Result<(), Error>; 9] = [
+                d.get(k.as_str()).map(|_| ()).map_err(Error::from),
+                d.len().map(|_| ()).map_err(Error::from),
+                d.items().map(|_| ()).map_err(Error::from),
+                d.keys().map(|_| ()).map_err(Error::from),
+                d.verify().map(|_| ()).map_err(Error::from),
+                d.insert(&k, &vec![1, 2, 3]).map_err(Error::from),
+                d.update(k.as_str(), |v| v.unwrap_or_default())
+                    .map(|_| ())
+                    .map_err(Error::from),
+                d.remove(k.as_str()).map(|_| ()).map_err(Error::from),
+                d.contains_key(k.as_str()).map(|_| ()).map_err(Error::from),
             ];
             errors += results.iter().filter(|x| x.is_err()).count();
             if round % 10 == 0 {
@@ -108,7 +110,7 @@ fn corrupted_geometry_is_refused_at_open() {
     // Refused by the geometry check at open (`Shared`'s validation: an out-of-range field).
     assert!(matches!(
         SharedDict::<u8, u8>::open_named(&name),
-        Err(Error::Shm(ShmError::OutOfRange { .. }))
+        Err(CreateError::Shm(ShmError::OutOfRange { .. }))
     ));
     // SAFETY: as above; the magic word.
     unsafe {
@@ -120,6 +122,6 @@ fn corrupted_geometry_is_refused_at_open() {
     };
     assert!(matches!(
         SharedDict::<u8, u8>::open_named(&name),
-        Err(Error::Shm(ShmError::Corrupted(_)))
+        Err(CreateError::Shm(ShmError::Corrupted(_)))
     ));
 }

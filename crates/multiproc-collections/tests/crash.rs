@@ -6,7 +6,7 @@
 mod common;
 
 use common::fork;
-use multiproc_collections::{Error, SharedDict, SharedList};
+use multiproc_collections::{SharedDict, SharedList, WriteError};
 use multiproc_sync::RawValue;
 use multiproc_testutil::Rng;
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 const KILLS: u32 = 80;
 
 /// Ok, or a clean capacity answer (the test fills its small arenas on purpose).
-fn fine<T>(r: Result<T, Error>) -> bool {
-    matches!(r, Ok(_) | Err(Error::Full { .. }))
+fn fine<T>(r: Result<T, WriteError>) -> bool {
+    matches!(r, Ok(_) | Err(WriteError::Full { .. }))
 }
 
 fn seed() -> u64 {

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{Exit, fork, unique_name};
-use multiproc_collections::{Error, MAGIC_OFFSET, SharedDict, SharedList, SharedLock};
+use multiproc_collections::{
+    CreateError, Error, MAGIC_OFFSET, ReadError, SharedDict, SharedList, SharedLock, WriteError,
+};
 use multiproc_shm::{Segment, ShmError};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -53,10 +55,13 @@ fn dict_with_a_non_power_of_two_slot_count_is_refused_not_hung() {
     let r = within_deadline("open + insert on a 6-slot dict", move || {
         let o = SharedDict::<String, u64>::open_named(&name)?;
         o.insert(&"x".to_string(), &1)?;
-        o.len()
+        Ok::<_, Error>(o.len()?)
     });
     assert!(
-        matches!(r, Err(Error::Shm(ShmError::OutOfRange { .. }))),
+        matches!(
+            r,
+            Err(Error::Create(CreateError::Shm(ShmError::OutOfRange { .. })))
+        ),
         "a non-power-of-two slot count must be refused at open, got {r:?}"
     );
     drop(d);
@@ -147,7 +152,7 @@ fn list_remove_of_usize_max_is_index_out_of_range() {
     let l: SharedList<u32> = SharedList::with_capacity(4).unwrap();
     assert!(matches!(
         l.remove(usize::MAX),
-        Err(Error::IndexOutOfRange {
+        Err(WriteError::IndexOutOfRange {
             index: usize::MAX,
             len: 0
         })
@@ -155,16 +160,16 @@ fn list_remove_of_usize_max_is_index_out_of_range() {
     l.push(&7).unwrap();
     assert!(matches!(
         l.remove(usize::MAX),
-        Err(Error::IndexOutOfRange { len: 1, .. })
+        Err(WriteError::IndexOutOfRange { len: 1, .. })
     ));
     assert!(matches!(
         l.remove(1),
-        Err(Error::IndexOutOfRange { index: 1, len: 1 })
+        Err(WriteError::IndexOutOfRange { index: 1, len: 1 })
     ));
     assert_eq!(l.remove(0).unwrap(), 7);
     assert!(matches!(
         l.remove(0),
-        Err(Error::IndexOutOfRange { index: 0, len: 0 })
+        Err(WriteError::IndexOutOfRange { index: 0, len: 0 })
     ));
 }
 
@@ -174,19 +179,19 @@ fn list_remove_of_usize_max_is_index_out_of_range() {
 fn huge_creation_sizes_are_bad_parameters_not_overflows() {
     assert!(matches!(
         SharedDict::<u8, u8>::with_capacity_and_bytes(1, usize::MAX),
-        Err(Error::BadParameter(_))
+        Err(CreateError::BadParameter(_))
     ));
     assert!(matches!(
         SharedList::<u8>::with_capacity_and_bytes(1, usize::MAX),
-        Err(Error::BadParameter(_))
+        Err(CreateError::BadParameter(_))
     ));
     assert!(matches!(
         SharedDict::<u8, u8>::with_capacity(usize::MAX / 4),
-        Err(Error::BadParameter(_))
+        Err(CreateError::BadParameter(_))
     ));
     assert!(matches!(
         SharedList::<u8>::with_capacity(usize::MAX),
-        Err(Error::BadParameter(_))
+        Err(CreateError::BadParameter(_))
     ));
 }
 
@@ -221,7 +226,7 @@ fn rewritten_entry_lengths_are_refused_before_any_copy() {
     let arena = seg.payload_len() - 2 * (256 + 8);
     // lens = key_len | val_len << 32: a value of 2^32 - 1 bytes.
     scribble_u64(&seg, arena + 8 + 8, 0xffff_ffff << 32);
-    assert!(matches!(l.get(0), Err(Error::Corrupted(_))));
-    assert!(matches!(l.to_vec(), Err(Error::Corrupted(_))));
+    assert!(matches!(l.get(0), Err(ReadError::Corrupted(_))));
+    assert!(matches!(l.to_vec(), Err(ReadError::Corrupted(_))));
     assert!(l.pop().is_err());
 }
