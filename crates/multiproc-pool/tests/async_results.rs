@@ -10,7 +10,7 @@ use multiproc_pool::{Pool, PoolError, TaskError};
 use multiproc_testutil::Rng;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -343,26 +343,8 @@ fn imap_stream_yields_a_failed_chunk_as_an_error_item() {
 /// futures, so they need nothing from a runtime but a `Waker`.
 #[test]
 fn futures_work_on_a_minimal_executor_without_tokio() {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
     fn block_on<F: std::future::IntoFuture>(f: F) -> F::Output {
-        let f = f.into_future();
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        let deadline = Instant::now() + T;
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "future never woke");
-            // A lost wake would leave this park to its timeout, and the loop to the deadline.
-            std::thread::park_timeout(T);
-        }
+        multiproc_testutil::block_on(f, T)
     }
     let pool = Pool::builder().processes(2).build().unwrap();
     for i in 0..50u64 {

@@ -5,7 +5,7 @@
 
 use multiproc_process::{JoinError, Process, StartMethod, task};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 multiproc_process::init_before_main!();
@@ -45,26 +45,9 @@ fn spawn_with(m: StartMethod, ms: u64, x: u64) -> Process<u64> {
         .expect("spawn")
 }
 
-struct Unpark(std::thread::Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// A minimal executor: thread park/unpark as the waker (no runtime, no reactor, no timer).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    let deadline = Instant::now() + T;
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "future never woke");
-        std::thread::park_timeout(T);
-    }
+/// A minimal executor (no runtime, no reactor, no timer), bounded by `T`.
+fn block_on<F: std::future::IntoFuture>(f: F) -> F::Output {
+    multiproc_testutil::block_on(f, T)
 }
 
 /// Waits (bounded) until the fd watcher thread has exited: it runs only while a future waits.
