@@ -22,14 +22,10 @@ pub enum SyncError {
     /// `Mutex` or `OwnerDied`).
     #[error(transparent)]
     Access(AccessError),
-    /// A size computation overflowed.
-    #[error("array of {len} elements of {elem} bytes is too large")]
-    TooLarge {
-        /// Elements.
-        len: usize,
-        /// Element size.
-        elem: usize,
-    },
+    /// A `Value`/`Array` could not be created (see [`CreateError`]; its `Shm` and `Arena`
+    /// cases arrive as `Shm` and `Shm`/`Mutex`, so this holds `TooLarge`).
+    #[error(transparent)]
+    Create(CreateError),
     /// An OS error.
     #[error("{0}")]
     Os(#[from] std::io::Error),
@@ -125,7 +121,7 @@ impl From<CreateError> for SyncError {
     fn from(e: CreateError) -> SyncError {
         match e {
             CreateError::Shm(s) => SyncError::Shm(s),
-            CreateError::TooLarge { len, elem } => SyncError::TooLarge { len, elem },
+            too_large @ CreateError::TooLarge { .. } => SyncError::Create(too_large),
             CreateError::Arena(a) => a.into(),
         }
     }

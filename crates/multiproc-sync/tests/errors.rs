@@ -62,7 +62,10 @@ fn array_access_and_creation_have_their_own_errors_that_convert_into_sync_error(
     fn create() -> Result<Array<u64>, SyncError> {
         Ok(Array::<u64>::zeroed(usize::MAX / 4)?)
     }
-    assert!(matches!(create().unwrap_err(), SyncError::TooLarge { .. }));
+    assert!(matches!(
+        create().unwrap_err(),
+        SyncError::Create(CreateError::TooLarge { elem: 8, .. })
+    ));
 }
 
 /// The README idiom, in a function returning `Box<dyn Error>` (E0515 before: the error held a

@@ -361,6 +361,34 @@ impl Drop for Shared {
     }
 }
 
+/// The thread-unparking waker of [`block_on`].
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// A minimal executor for tests that must show a future needs nothing from a runtime but a
+/// `Waker`: polls `f` on this thread, parking between polls (thread park/unpark as the waker; no
+/// reactor, no timer). Panics with "future never woke" past `deadline`: a lost wake-up leaves a
+/// park to its `deadline`-long timeout and the loop to the deadline, never a hang.
+pub fn block_on<F: std::future::IntoFuture>(f: F, deadline: Duration) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f.into_future());
+    let end = Instant::now() + deadline;
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        assert!(Instant::now() < end, "future never woke");
+        std::thread::park_timeout(deadline);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,33 +429,5 @@ mod tests {
         let mut r = Rng(0x9e37_79b9_7f4a_7c15);
         assert!((0..1000).all(|_| r.below(10) < 10));
         assert_eq!(r.below(0), 0);
-    }
-}
-
-/// The thread-unparking waker of [`block_on`].
-struct Unpark(std::thread::Thread);
-
-impl std::task::Wake for Unpark {
-    fn wake(self: std::sync::Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// A minimal executor for tests that must show a future needs nothing from a runtime but a
-/// `Waker`: polls `f` on this thread, parking between polls (thread park/unpark as the waker; no
-/// reactor, no timer). Panics with "future never woke" past `deadline`: a lost wake-up leaves a
-/// park to its `deadline`-long timeout and the loop to the deadline, never a hang.
-pub fn block_on<F: std::future::IntoFuture>(f: F, deadline: Duration) -> F::Output {
-    use std::task::{Context, Poll, Waker};
-    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f.into_future());
-    let end = Instant::now() + deadline;
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        assert!(Instant::now() < end, "future never woke");
-        std::thread::park_timeout(deadline);
     }
 }

@@ -166,6 +166,21 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         }
     }
 
+    /// Moves `puts` from `p` (read by the caller, who checked there is room) to `p + 1`: one
+    /// admission unit taken. False when another producer moved it first (or spuriously): the
+    /// caller reloads and checks again.
+    #[inline]
+    fn take_unit(&self, p: u32) -> bool {
+        // Relaxed: `puts` only bounds how many items exist (the items themselves are published
+        // by the ring's Release/Acquire on their slots); the CAS keeps concurrent producers
+        // under the bound.
+        self.ctl()
+            .puts
+            .puts
+            .compare_exchange_weak(p, p.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// Takes one admission unit (`puts - gets < maxsize`), waiting per `mode`.
     pub(super) fn admit(&self, mode: Mode) -> Result<(), Admit> {
         let c = self.ctl();
@@ -180,17 +195,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 self.cached_gets.store(g, Ordering::Relaxed);
             }
             if used(p, g) < max {
-                // Relaxed: as above; the CAS keeps concurrent producers under the bound.
-                if c.puts
-                    .puts
-                    .compare_exchange_weak(
-                        p,
-                        p.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
+                if self.take_unit(p) {
                     return Ok(());
                 }
                 continue;
@@ -241,17 +246,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                     if used(p, g) >= max {
                         return None;
                     }
-                    // Relaxed: the CAS keeps concurrent producers under the bound.
-                    if c.puts
-                        .puts
-                        .compare_exchange_weak(
-                            p,
-                            p.wrapping_add(1),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
+                    if self.take_unit(p) {
                         return Some(Ok(()));
                     }
                 }

@@ -108,14 +108,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         let max_message = self.max_message;
         let rx = self.rx()?;
         if let Some(m) = rx.stash.take() {
-            return match f(&m) {
-                Some(r) => Ok(r),
-                None => {
-                    let needed = m.len();
-                    rx.stash = Some(m);
-                    Err(RecvError::BufferTooShort { needed })
-                }
-            };
+            return deliver(&mut rx.stash, m, f);
         }
         let mut f = Some(f);
         loop {
@@ -234,15 +227,26 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 let Some(f) = f.take() else {
                     return Err(RecvError::Corrupted("receiver state"));
                 };
-                return match f(&m) {
-                    Some(r) => Ok(r),
-                    None => {
-                        let needed = m.len();
-                        rx.stash = Some(m);
-                        Err(RecvError::BufferTooShort { needed })
-                    }
-                };
+                return deliver(&mut rx.stash, m, f);
             }
+        }
+    }
+}
+
+/// Hands a whole message to the caller's `f`; when `f` refuses it (its buffer is too short), the
+/// message goes to `stash` for the next receive and the answer says how long it is (Python's
+/// `BufferTooShort`, without losing the message).
+fn deliver<R>(
+    stash: &mut Option<Vec<u8>>,
+    m: Vec<u8>,
+    f: impl FnOnce(&[u8]) -> Option<R>,
+) -> Result<R, RecvError> {
+    match f(&m) {
+        Some(r) => Ok(r),
+        None => {
+            let needed = m.len();
+            *stash = Some(m);
+            Err(RecvError::BufferTooShort { needed })
         }
     }
 }
