@@ -34,7 +34,7 @@
 //! * `... -- master redis://host:6379` on one machine and `... -- worker redis://host:6379` on
 //!   others (or set `REDIS_URL`).
 
-use multiproc::redis::{Error, RemoteQueue};
+use multiproc::redis::{Error, GetError, RemoteQueue};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -77,11 +77,11 @@ fn worker(url: &str) -> Result<(), Error> {
         // dies in between leaves it to another worker.
         let d = match task.get_delivery_timeout(Duration::from_secs(10)) {
             Ok(d) => d,
-            Err(Error::Timeout) => {
+            Err(GetError::Timeout) => {
                 println!("task queue is empty.");
                 break;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let n = *d;
         println!("run task {n} * {n}...");

@@ -1,7 +1,7 @@
 //! Connections: URL parsing (AUTH from the URL or the environment, passwords redacted), connect
 //! with a timeout, reconnect with backoff, and noticing that Redis restarted (its `run_id`).
 
-use crate::{Error, Result};
+use crate::{ConnectError, LinkError};
 use redis::{Connection, IntoConnectionInfo, RedisError, Value};
 use std::time::{Duration, Instant};
 
@@ -57,10 +57,15 @@ impl Default for Options {
 }
 
 impl Options {
-    pub(crate) fn check_size(&self, size: usize) -> Result<()> {
+    /// `Err(too_large(size, max))` when an encoded message of `size` bytes is over the limit.
+    pub(crate) fn check_size<E>(
+        &self,
+        size: usize,
+        too_large: impl FnOnce(usize, usize) -> E,
+    ) -> Result<(), E> {
         let max = self.max_message.min(MAX_MESSAGE_LIMIT);
         if size > max {
-            return Err(Error::TooLarge { size, max });
+            return Err(too_large(size, max));
         }
         Ok(())
     }
@@ -118,9 +123,9 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(url: &str, opts: Options) -> Result<Self> {
+    pub(crate) fn new(url: &str, opts: Options) -> Result<Self, ConnectError> {
         let shown = redact_url(url);
-        let bad = |msg: String| Error::BadUrl {
+        let bad = |msg: String| ConnectError::BadUrl {
             url: shown.clone(),
             msg,
         };
@@ -146,7 +151,7 @@ impl Endpoint {
     }
 
     /// One attempt within `connect_timeout`.
-    pub(crate) fn connect_once(&self) -> Result<Connection> {
+    pub(crate) fn connect_once(&self) -> Result<Connection, LinkError> {
         let t = self.opts.connect_timeout;
         let con = self
             .client
@@ -158,8 +163,8 @@ impl Endpoint {
         Ok(con)
     }
 
-    fn unreachable(&self, e: &RedisError) -> Error {
-        Error::Unreachable {
+    fn unreachable(&self, e: &RedisError) -> LinkError {
+        LinkError::Unreachable {
             url: self.shown.clone(),
             timeout: self.opts.connect_timeout,
             msg: e.to_string(),
@@ -207,7 +212,7 @@ impl Link {
         deadline: Option<Instant>,
         packed: &[u8],
         replies: usize,
-    ) -> Result<()> {
+    ) -> Result<(), LinkError> {
         let con = self.con(deadline)?;
         match con.send_packed_command(packed) {
             Ok(()) => {
@@ -216,7 +221,7 @@ impl Link {
             }
             Err(e) => {
                 self.drop_con();
-                Err(Error::ConnectionLost {
+                Err(LinkError::ConnectionLost {
                     during,
                     msg: e.to_string(),
                 })
@@ -244,7 +249,7 @@ impl Link {
 
     /// Before a call that must not be sent twice: if the connection has been quiet for a while
     /// it may have died unnoticed (Redis restarted), so check it with an idempotent PING first.
-    pub(crate) fn fresh(&mut self, deadline: Option<Instant>) -> Result<()> {
+    pub(crate) fn fresh(&mut self, deadline: Option<Instant>) -> Result<(), LinkError> {
         if self.recent() {
             return Ok(());
         }
@@ -252,7 +257,7 @@ impl Link {
     }
 
     /// A live connection, connecting (with backoff) until `deadline` (`None`: keep trying).
-    pub(crate) fn con(&mut self, deadline: Option<Instant>) -> Result<&mut Connection> {
+    pub(crate) fn con(&mut self, deadline: Option<Instant>) -> Result<&mut Connection, LinkError> {
         if self.con.is_none() {
             loop {
                 match self.ep.connect_once().and_then(|mut c| {
@@ -300,13 +305,13 @@ impl Link {
     }
 
     /// Runs `f` once on a live connection; on a connection error the connection is dropped and
-    /// the error returned as [`Error::ConnectionLost`] (the call's effect is unknown).
+    /// the error returned as [`LinkError::ConnectionLost`] (the call's effect is unknown).
     pub(crate) fn once<R>(
         &mut self,
         during: &'static str,
         deadline: Option<Instant>,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<R>,
-    ) -> Result<R> {
+    ) -> Result<R, LinkError> {
         self.con(deadline)?;
         while self.unread > 0 {
             let con = self.con.as_mut().expect("connected above");
@@ -314,7 +319,7 @@ impl Link {
                 Ok(_) => self.unread -= 1,
                 Err(e) if is_conn_error(&e) => {
                     self.drop_con();
-                    return Err(Error::ConnectionLost {
+                    return Err(LinkError::ConnectionLost {
                         during,
                         msg: e.to_string(),
                     });
@@ -333,12 +338,12 @@ impl Link {
             }
             Err(e) if is_conn_error(&e) => {
                 self.drop_con();
-                Err(Error::ConnectionLost {
+                Err(LinkError::ConnectionLost {
                     during,
                     msg: e.to_string(),
                 })
             }
-            Err(e) => Err(Error::Redis(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -348,10 +353,10 @@ impl Link {
         during: &'static str,
         deadline: Option<Instant>,
         mut f: impl FnMut(&mut Connection) -> redis::RedisResult<R>,
-    ) -> Result<R> {
+    ) -> Result<R, LinkError> {
         loop {
             match self.once(during, deadline, &mut f) {
-                Err(Error::ConnectionLost { .. })
+                Err(LinkError::ConnectionLost { .. })
                     if deadline.is_none_or(|d| Instant::now() < d) =>
                 {
                     continue;
@@ -362,11 +367,11 @@ impl Link {
     }
 }
 
-fn run_id(c: &mut Connection) -> Result<String> {
+fn run_id(c: &mut Connection) -> Result<String, LinkError> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query(c)
-        .map_err(|e| Error::Redis(e.to_string()))?;
+        .map_err(LinkError::from)?;
     Ok(info
         .lines()
         .find_map(|l| l.strip_prefix("run_id:"))
@@ -475,8 +480,8 @@ pub(crate) fn pending_count(v: &Value) -> Option<u64> {
 
 /// Whether a command error is `NOGROUP` (the stream or group vanished, e.g. Redis restarted
 /// without persistence).
-pub(crate) fn is_nogroup(e: &Error) -> bool {
-    matches!(e, Error::Redis(m) if m.contains("NOGROUP"))
+pub(crate) fn is_nogroup(e: &LinkError) -> bool {
+    e.is_code("NOGROUP")
 }
 
 /// `XGROUP CREATE key group 0 MKSTREAM`, ignoring `BUSYGROUP` (it exists).
@@ -485,7 +490,7 @@ pub(crate) fn ensure_group(
     key: &str,
     group: &str,
     deadline: Option<Instant>,
-) -> Result<()> {
+) -> Result<(), LinkError> {
     let r = link.retry("creating the consumer group", deadline, |c| {
         redis::cmd("XGROUP")
             .arg("CREATE")
@@ -497,7 +502,7 @@ pub(crate) fn ensure_group(
     });
     match r {
         Ok(_) => Ok(()),
-        Err(Error::Redis(m)) if m.contains("BUSYGROUP") => Ok(()),
+        Err(e) if e.is_code("BUSYGROUP") => Ok(()),
         Err(e) => Err(e),
     }
 }

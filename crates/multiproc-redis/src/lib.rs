@@ -25,112 +25,19 @@
 #![warn(missing_docs)]
 
 mod conn;
+mod error;
 mod pool;
 mod queue;
 mod worker;
 mod writer;
 
 pub use conn::{MAX_MESSAGE_LIMIT, Options, redact_url};
+pub use error::{
+    ConnectError, Error, GetError, LinkError, PutError, Result, SubmitError, TaskError,
+};
 pub use pool::{IMapUnordered, RemotePool, RemoteResult};
 pub use queue::{Delivery, RemoteQueue};
 pub use worker::{ServeOptions, ServeStats, serve};
-
-use std::time::Duration;
-
-/// Everything that can go wrong talking to Redis or running a remote task.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum Error {
-    /// The URL could not be parsed (the message never contains the password).
-    #[error("bad redis URL {url}: {msg}")]
-    BadUrl {
-        /// The URL with any password replaced by `***`.
-        url: String,
-        /// What was wrong.
-        msg: String,
-    },
-    /// No connection could be made within the connect timeout.
-    #[error("cannot reach redis at {url} within {timeout:?}: {msg}")]
-    Unreachable {
-        /// The URL with any password replaced by `***`.
-        url: String,
-        /// The time allowed.
-        timeout: Duration,
-        /// The last connection error.
-        msg: String,
-    },
-    /// The connection broke during a call whose effect is unknown (e.g. a `put` that may or may
-    /// not have been stored).
-    #[error("connection to redis lost during {during}: {msg}")]
-    ConnectionLost {
-        /// The call.
-        during: &'static str,
-        /// The I/O error.
-        msg: String,
-    },
-    /// Redis restarted (its run id changed) while a task was in flight: without persistence the
-    /// task and its result are gone.
-    #[error("redis restarted while the task was in flight (its state is lost)")]
-    BrokerRestarted,
-    /// Redis answered with an error.
-    #[error("redis error: {0}")]
-    Redis(String),
-    /// An encoded message is larger than the configured maximum; nothing was sent.
-    #[error("message of {size} bytes exceeds the maximum of {max} bytes")]
-    TooLarge {
-        /// The encoded size.
-        size: usize,
-        /// The maximum ([`Options::max_message`]).
-        max: usize,
-    },
-    /// A value could not be encoded or decoded.
-    #[error("codec: {0}")]
-    Codec(String),
-    /// A timed call ran out of time.
-    #[error("timed out")]
-    Timeout,
-    /// The queue or pool was closed by this handle.
-    #[error("closed")]
-    Closed,
-    /// The function is not a `#[multiproc::task]` of this binary.
-    #[error("not a registered #[multiproc::task]: {0}")]
-    TaskNotRegistered(String),
-    /// The worker has no task with this id.
-    #[error("unknown task {task:?} in worker {worker}")]
-    UnknownTask {
-        /// The task id asked for.
-        task: String,
-        /// The worker that refused it.
-        worker: String,
-    },
-    /// The worker is a different build of the program (its task registry differs), so it refused
-    /// to run the task rather than run the wrong code.
-    #[error("worker {worker} is a different build: refused task {task:?}")]
-    BuildMismatch {
-        /// The task id.
-        task: String,
-        /// The worker that refused it.
-        worker: String,
-    },
-    /// The task panicked or failed to decode its arguments in the worker.
-    #[error("task failed in worker {worker}: {msg}")]
-    TaskFailed {
-        /// The panic or decode message.
-        msg: String,
-        /// The worker.
-        worker: String,
-    },
-    /// Every worker that took the task died (missed its heartbeats) and the retries ran out.
-    #[error("worker lost: task {task:?} was delivered {deliveries} times and every worker died")]
-    WorkerLost {
-        /// The task id.
-        task: String,
-        /// How many workers took it.
-        deliveries: u64,
-    },
-}
-
-/// `Result` with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The keys of a queue or pool named `name`: `{mp:NAME}:suffix` (one cluster slot per name).
 pub(crate) fn key(name: &str, suffix: &str) -> String {

@@ -9,10 +9,10 @@
 //! `k` (outcome kind), `v` is still read). A background
 //! thread reads that stream (`XREAD BLOCK`) and completes the waiting results; when it finds that
 //! Redis restarted (a new run id) it fails every result submitted before the restart with
-//! [`Error::BrokerRestarted`] instead of letting it wait forever.
+//! [`TaskError::BrokerRestarted`] instead of letting it wait forever.
 
 use crate::conn::{self, Endpoint, Link, Options};
-use crate::{Error, Result};
+use crate::{ConnectError, LinkError, Result, SubmitError, TaskError};
 use multiproc_process::registry::{self, Task};
 use redis::Value;
 use serde::Serialize;
@@ -38,7 +38,7 @@ pub(crate) mod kind {
     pub const LOST: u8 = 4;
 }
 
-type Outcome = std::result::Result<Vec<u8>, Error>;
+type Outcome = std::result::Result<Vec<u8>, TaskError>;
 
 struct SlotInner {
     done: Mutex<Option<Outcome>>,
@@ -205,7 +205,7 @@ impl Submit {
             let deadline = Some(Instant::now() + self.link.ep.opts.io_timeout);
             self.link.send_nowait("submitting tasks", deadline, &buf, 0)
         } else {
-            Err(Error::ConnectionLost {
+            Err(LinkError::ConnectionLost {
                 during: "submitting tasks",
                 msg: "connection lost before the tasks were sent".into(),
             })
@@ -214,7 +214,7 @@ impl Submit {
             Ok(()) => self.unconfirmed.extend(jobs),
             Err(e) => {
                 for job in jobs {
-                    self.shared.complete(job, Err(e.clone()));
+                    self.shared.complete(job, Err(e.clone().into()));
                 }
             }
         }
@@ -227,36 +227,36 @@ impl Submit {
     /// submission Redis refused completes with its error; if the connection is gone, every
     /// unconfirmed one completes with `ConnectionLost` (it may or may not have been stored; a
     /// late result is dropped). Returns the first error met.
-    fn settle(&mut self) -> Option<Error> {
+    fn settle(&mut self) -> Option<LinkError> {
         self.write_buffered();
         self.settle_to(0)
     }
 
     /// Reads replies of unconfirmed submissions (oldest first) until at most `keep` remain.
-    fn settle_to(&mut self, keep: usize) -> Option<Error> {
-        let mut first: Option<Error> = None;
+    fn settle_to(&mut self, keep: usize) -> Option<LinkError> {
+        let mut first: Option<LinkError> = None;
         while self.unconfirmed.len() > keep {
             let Some(&job) = self.unconfirmed.front() else {
                 break;
             };
             let r = match self.link.recv_reply() {
-                None => Err(Error::ConnectionLost {
+                None => Err(LinkError::ConnectionLost {
                     during: "submitting a task",
                     msg: "connection closed before the reply".into(),
                 }),
                 Some(Ok(_)) => Ok(()),
                 Some(Err(e)) if conn::is_conn_error(&e) => {
                     self.link.drop_con();
-                    Err(Error::ConnectionLost {
+                    Err(LinkError::ConnectionLost {
                         during: "submitting a task",
                         msg: e.to_string(),
                     })
                 }
                 Some(Err(e)) => {
                     self.unconfirmed.pop_front();
-                    let e = Error::Redis(e.to_string());
+                    let e = LinkError::from(e);
                     first.get_or_insert_with(|| e.clone());
-                    self.shared.complete(job, Err(e));
+                    self.shared.complete(job, Err(e.into()));
                     continue;
                 }
             };
@@ -267,7 +267,7 @@ impl Submit {
                 Err(e) => {
                     first.get_or_insert_with(|| e.clone());
                     for job in std::mem::take(&mut self.unconfirmed) {
-                        self.shared.complete(job, Err(e.clone()));
+                        self.shared.complete(job, Err(e.clone().into()));
                     }
                 }
             }
@@ -319,13 +319,13 @@ impl<R> RemoteResult<R> {
 
 impl<R: DeserializeOwned> RemoteResult<R> {
     /// Waits for the result with no time limit (a task no worker ever takes waits forever; a
-    /// Redis restart ends the wait with [`Error::BrokerRestarted`]).
-    pub fn get(&self) -> Result<R> {
+    /// Redis restart ends the wait with [`TaskError::BrokerRestarted`]).
+    pub fn get(&self) -> Result<R, TaskError> {
         self.get_deadline(None)
     }
 
-    /// Waits at most `timeout` ([`Error::Timeout`]; the task may still run).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+    /// Waits at most `timeout` ([`TaskError::Timeout`]; the task may still run).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
         self.get_deadline(Some(Instant::now() + timeout))
     }
 
@@ -338,7 +338,7 @@ impl<R: DeserializeOwned> RemoteResult<R> {
             .is_some()
     }
 
-    fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
+    fn get_deadline(&self, deadline: Option<Instant>) -> Result<R, TaskError> {
         if !self.ready()
             && let Some(sub) = self.submit.upgrade()
         {
@@ -355,7 +355,7 @@ impl<R: DeserializeOwned> RemoteResult<R> {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Err(Error::Timeout);
+                        return Err(TaskError::Timeout);
                     }
                     g = self
                         .slot
@@ -369,9 +369,13 @@ impl<R: DeserializeOwned> RemoteResult<R> {
     }
 }
 
-fn decode_outcome<R: DeserializeOwned>(out: Outcome) -> Result<R> {
+fn decode_outcome<R: DeserializeOwned>(out: Outcome) -> Result<R, TaskError> {
     let bytes = out?;
-    postcard::from_bytes(&bytes).map_err(|e| Error::Codec(format!("decoding the result: {e}")))
+    postcard::from_bytes(&bytes).map_err(|e| TaskError::Codec(format!("decoding the result: {e}")))
+}
+
+fn not_registered(e: multiproc_process::StartError) -> SubmitError {
+    SubmitError::TaskNotRegistered(e.to_string())
 }
 
 /// Results of [`RemotePool::imap_unordered`] in the order they complete.
@@ -383,7 +387,7 @@ pub struct IMapUnordered<R> {
 
 impl<R: DeserializeOwned> IMapUnordered<R> {
     /// The next result, waiting at most `timeout` (`Some(Err(Timeout))`); `None` when all came.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
         if self.left == 0 {
             return None;
         }
@@ -392,18 +396,18 @@ impl<R: DeserializeOwned> IMapUnordered<R> {
                 self.left -= 1;
                 Some(decode_outcome(out))
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => Some(Err(Error::Timeout)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Some(Err(TaskError::Timeout)),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 self.left = 0;
-                Some(Err(Error::Closed))
+                Some(Err(TaskError::Closed))
             }
         }
     }
 }
 
 impl<R: DeserializeOwned> Iterator for IMapUnordered<R> {
-    type Item = Result<R>;
-    fn next(&mut self) -> Option<Result<R>> {
+    type Item = Result<R, TaskError>;
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
         if self.left == 0 {
             return None;
         }
@@ -414,7 +418,7 @@ impl<R: DeserializeOwned> Iterator for IMapUnordered<R> {
             }
             Err(_) => {
                 self.left = 0;
-                Some(Err(Error::Closed))
+                Some(Err(TaskError::Closed))
             }
         }
     }
@@ -422,13 +426,18 @@ impl<R: DeserializeOwned> Iterator for IMapUnordered<R> {
 
 impl RemotePool {
     /// Connects to the pool `name` at `url` with default options (retries 1).
-    pub fn connect(url: &str, name: &str) -> Result<Self> {
+    pub fn connect(url: &str, name: &str) -> Result<Self, ConnectError> {
         Self::connect_with(url, name, Options::default(), 1)
     }
 
     /// [`RemotePool::connect`] with options and the number of times a task whose worker died is
-    /// given to another worker before it fails with [`Error::WorkerLost`].
-    pub fn connect_with(url: &str, name: &str, opts: Options, retries: u32) -> Result<Self> {
+    /// given to another worker before it fails with [`TaskError::WorkerLost`].
+    pub fn connect_with(
+        url: &str,
+        name: &str,
+        opts: Options,
+        retries: u32,
+    ) -> Result<Self, ConnectError> {
         Self::open(url, name, None, opts, retries)
     }
 
@@ -446,16 +455,15 @@ impl RemotePool {
         client: &str,
         opts: Options,
         retries: u32,
-    ) -> Result<Self> {
+    ) -> Result<Self, ConnectError> {
         let ok = !client.is_empty()
             && client.len() <= 64
             && client
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !ok {
-            return Err(Error::BadUrl {
-                url: crate::redact_url(url),
-                msg: format!("bad client name {client:?} (1..=64 of [A-Za-z0-9_.-])"),
+            return Err(ConnectError::BadClient {
+                client: client.to_owned(),
             });
         }
         Self::open(url, name, Some(client), opts, retries)
@@ -467,7 +475,7 @@ impl RemotePool {
         named: Option<&str>,
         opts: Options,
         retries: u32,
-    ) -> Result<Self> {
+    ) -> Result<Self, ConnectError> {
         let ep = Endpoint::new(url, opts.clone())?;
         let mut link = Link::new(ep.clone());
         let deadline = Some(Instant::now());
@@ -509,7 +517,10 @@ impl RemotePool {
             std::thread::Builder::new()
                 .name("mp-redis-results".into())
                 .spawn(move || read_results(rlink, key, shared))
-                .map_err(|e| Error::Redis(format!("spawning the results thread: {e}")))?
+                .map_err(|e| ConnectError::Spawn {
+                    what: "results",
+                    msg: e.to_string(),
+                })?
         };
         let submit = Arc::new(Mutex::new(Submit {
             link,
@@ -529,7 +540,10 @@ impl RemotePool {
             std::thread::Builder::new()
                 .name("mp-redis-submit".into())
                 .spawn(move || flush_later(f, sub))
-                .map_err(|e| Error::Redis(format!("spawning the submit thread: {e}")))?
+                .map_err(|e| ConnectError::Spawn {
+                    what: "submit",
+                    msg: e.to_string(),
+                })?
         };
         Ok(RemotePool {
             submit,
@@ -605,11 +619,11 @@ impl RemotePool {
 
     /// Waits for the replies of every submission sent so far (`apply_async` does not wait for
     /// its `XADD`'s reply): after `Ok`, every task submitted before is stored in Redis.
-    pub fn flush(&self) -> Result<()> {
+    pub fn flush(&self) -> Result<(), SubmitError> {
         // A job whose submission failed has been completed with the error, too.
         match lock(&self.submit).settle() {
             None => Ok(()),
-            Some(e) => Err(e),
+            Some(e) => Err(e.into()),
         }
     }
 
@@ -628,7 +642,7 @@ impl RemotePool {
 
     /// Runs `f(args)` on a worker and waits for the result.
     pub fn apply<M, T: Task<M>>(&self, f: T, args: T::Args) -> Result<T::Output> {
-        self.apply_async(f, args)?.get()
+        Ok(self.apply_async(f, args)?.get()?)
     }
 
     /// Submits `f(args)`; the result comes back through [`RemoteResult`].
@@ -636,8 +650,8 @@ impl RemotePool {
         &self,
         f: T,
         args: T::Args,
-    ) -> Result<RemoteResult<T::Output>> {
-        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+    ) -> Result<RemoteResult<T::Output>, SubmitError> {
+        let e = registry::entry_of(&f).map_err(not_registered)?;
         self.submit_named(e.id, self.build_hash, &args)
     }
 
@@ -648,9 +662,9 @@ impl RemotePool {
         &self,
         f: T,
         args: T::Args,
-        callback: impl FnOnce(Result<T::Output>) + Send + 'static,
-    ) -> Result<()> {
-        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        callback: impl FnOnce(Result<T::Output, TaskError>) + Send + 'static,
+    ) -> Result<(), SubmitError> {
+        let e = registry::entry_of(&f).map_err(not_registered)?;
         let slot = Slot::Call(Box::new(move |out: Outcome| {
             callback(decode_outcome::<T::Output>(out))
         }));
@@ -664,7 +678,7 @@ impl RemotePool {
         &self,
         task_id: &str,
         args: &A,
-    ) -> Result<RemoteResult<R>> {
+    ) -> Result<RemoteResult<R>, SubmitError> {
         self.submit_named(task_id, 0, args)
     }
 
@@ -674,7 +688,7 @@ impl RemotePool {
         T: Task<M>,
         I: IntoIterator<Item = T::Args>,
     {
-        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        let e = registry::entry_of(&f).map_err(not_registered)?;
         let mut pending = Vec::new();
         self.submit_batch(e.id, self.build_hash, items, || {
             let s = Arc::new(SlotInner {
@@ -689,16 +703,20 @@ impl RemotePool {
             });
             Slot::One(s)
         })?;
-        pending.iter().map(|r| r.get()).collect()
+        Ok(pending.iter().map(|r| r.get()).collect::<Result<_, _>>()?)
     }
 
     /// `f` over every item, results as they complete.
-    pub fn imap_unordered<M, T, I>(&self, f: T, items: I) -> Result<IMapUnordered<T::Output>>
+    pub fn imap_unordered<M, T, I>(
+        &self,
+        f: T,
+        items: I,
+    ) -> Result<IMapUnordered<T::Output>, SubmitError>
     where
         T: Task<M>,
         I: IntoIterator<Item = T::Args>,
     {
-        let e = registry::entry_of(&f).map_err(|e| Error::TaskNotRegistered(e.to_string()))?;
+        let e = registry::entry_of(&f).map_err(not_registered)?;
         let (tx, rx) = mpsc::channel();
         let mut left = 0;
         self.submit_batch(e.id, self.build_hash, items, || {
@@ -717,12 +735,20 @@ impl RemotePool {
         self.shared.slots().len()
     }
 
+    /// Encodes one task's arguments and checks their size against `max_message`.
+    fn encode<A: Serialize>(&self, args: &A) -> Result<Vec<u8>, SubmitError> {
+        let bytes = postcard::to_allocvec(args).map_err(|e| SubmitError::Codec(e.to_string()))?;
+        self.opts
+            .check_size(bytes.len(), |size, max| SubmitError::TooLarge { size, max })?;
+        Ok(bytes)
+    }
+
     fn submit_named<A: Serialize, R>(
         &self,
         task_id: &str,
         build: u64,
         args: &A,
-    ) -> Result<RemoteResult<R>> {
+    ) -> Result<RemoteResult<R>, SubmitError> {
         let slot = Arc::new(SlotInner {
             done: Mutex::new(None),
             cv: Condvar::new(),
@@ -745,16 +771,12 @@ impl RemotePool {
         build: u64,
         items: impl IntoIterator<Item = A>,
         mut make: impl FnMut() -> Slot,
-    ) -> Result<()> {
+    ) -> Result<(), SubmitError> {
         const CHUNK: usize = 256;
         let encoded: Vec<Vec<u8>> = items
             .into_iter()
-            .map(|a| {
-                let b = postcard::to_allocvec(&a).map_err(|e| Error::Codec(e.to_string()))?;
-                self.opts.check_size(b.len())?;
-                Ok(b)
-            })
-            .collect::<Result<_>>()?;
+            .map(|a| self.encode(&a))
+            .collect::<Result<_, _>>()?;
         for chunk in encoded.chunks(CHUNK) {
             let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
             sub.settle();
@@ -800,7 +822,7 @@ impl RemotePool {
                 for i in 0..chunk.len() as u64 {
                     slots.remove(&(first + i));
                 }
-                return Err(e);
+                return Err(e.into());
             }
         }
         Ok(())
@@ -816,9 +838,8 @@ impl RemotePool {
         args: &A,
         slot: Slot,
         defer: bool,
-    ) -> Result<u64> {
-        let bytes = postcard::to_allocvec(args).map_err(|e| Error::Codec(e.to_string()))?;
-        self.opts.check_size(bytes.len())?;
+    ) -> Result<u64, SubmitError> {
+        let bytes = self.encode(args)?;
         let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
         if !defer || !sub.link.recent() {
             let _ = sub.settle();
@@ -858,10 +879,11 @@ impl RemotePool {
                 sub.write_buffered();
                 self.shared.slots().remove(&job);
                 sub.settle();
-                return Err(Error::ConnectionLost {
+                return Err(LinkError::ConnectionLost {
                     during: "submitting a task",
                     msg: "connection lost".into(),
-                });
+                }
+                .into());
             }
             let first = sub.buffered.is_empty();
             cmd.write_packed_command(&mut sub.buf);
@@ -881,7 +903,7 @@ impl RemotePool {
             self.shared.slots().remove(&job);
             // The connection is gone: earlier unconfirmed submissions fail too.
             sub.settle();
-            return Err(e);
+            return Err(e.into());
         }
         Ok(job)
     }
@@ -961,7 +983,7 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
                 ids.into_iter().filter_map(|j| slots.remove(&j)).collect()
             };
             for w in lost {
-                complete(w.slot, Err(Error::BrokerRestarted));
+                complete(w.slot, Err(TaskError::BrokerRestarted));
             }
         }
         let v = match r {
@@ -970,14 +992,14 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
                 v
             }
             Err(e) => {
-                let lost = matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. });
+                let lost = e.is_disconnect();
                 if lost {
                     let since = *down_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= outage {
                         // Redis has been away too long: nothing in flight may wait forever.
                         let all: Vec<Waiting> = shared.slots().drain().map(|(_, w)| w).collect();
                         for w in all {
-                            complete(w.slot, Err(e.clone()));
+                            complete(w.slot, Err(e.clone().into()));
                         }
                     }
                 }
@@ -1047,32 +1069,30 @@ fn outcome(k: u8, v: &[u8]) -> Outcome {
     let text = || String::from_utf8_lossy(v).into_owned();
     match k {
         kind::OK => Ok(v.to_vec()),
-        kind::FAILED => Err(split_worker(text(), |msg, worker| Error::TaskFailed {
+        kind::FAILED => Err(split_worker(text(), |msg, worker| TaskError::TaskFailed {
             msg,
             worker,
         })),
-        kind::UNKNOWN => Err(split_worker(text(), |task, worker| Error::UnknownTask {
-            task,
-            worker,
+        kind::UNKNOWN => Err(split_worker(text(), |task, worker| {
+            TaskError::UnknownTask { task, worker }
         })),
-        kind::BUILD => Err(split_worker(text(), |task, worker| Error::BuildMismatch {
-            task,
-            worker,
+        kind::BUILD => Err(split_worker(text(), |task, worker| {
+            TaskError::BuildMismatch { task, worker }
         })),
         kind::LOST => {
             let t = text();
             let (deliveries, task) = t.split_once('\n').unwrap_or(("0", &t));
-            Err(Error::WorkerLost {
+            Err(TaskError::WorkerLost {
                 task: task.to_string(),
                 deliveries: deliveries.parse().unwrap_or(0),
             })
         }
-        _ => Err(Error::Codec(format!("unknown result kind {k}"))),
+        _ => Err(TaskError::Codec(format!("unknown result kind {k}"))),
     }
 }
 
 /// Worker messages are `worker\ntext`.
-fn split_worker(s: String, f: impl FnOnce(String, String) -> Error) -> Error {
+fn split_worker(s: String, f: impl FnOnce(String, String) -> TaskError) -> TaskError {
     match s.split_once('\n') {
         Some((w, t)) => f(t.to_string(), w.to_string()),
         None => f(s, String::new()),

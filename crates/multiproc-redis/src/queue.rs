@@ -13,7 +13,7 @@
 
 use crate::conn::{self, Endpoint, Entry, Link, Options};
 use crate::writer::{Acks, Writer, ack_pipe, push_acks};
-use crate::{Error, Result};
+use crate::{ConnectError, GetError, LinkError, PutError};
 use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -137,7 +137,7 @@ impl Inner {
 
     /// Sends the pending acknowledgements of `get` (`XACK` + `XDEL` of every id, in one `MULTI`):
     /// `wait` reads the reply now, else it is read with the link's next command.
-    fn send_acks(&self, link: &mut Link, wait: bool) -> Result<()> {
+    fn send_acks(&self, link: &mut Link, wait: bool) -> Result<(), LinkError> {
         let ids = self.acks.take(false);
         if ids.is_empty() {
             return Ok(());
@@ -160,7 +160,7 @@ impl Inner {
 
     /// This handle's writer thread (started if need be; a writer inherited through a fork is
     /// replaced: its thread is not in this process).
-    fn writer(&self) -> Result<MutexGuard<'_, Option<Writer>>> {
+    fn writer(&self) -> Result<MutexGuard<'_, Option<Writer>>, PutError> {
         let mut w = lock(&self.writer);
         if !w.as_ref().is_some_and(Writer::is_ours) {
             drop(w.take());
@@ -221,14 +221,15 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    fn lease(&self) -> Result<Lease<'_>> {
+    /// A link of this handle's (`None` once the handle is closed).
+    fn lease(&self) -> Option<Lease<'_>> {
         if *lock(&self.closed) {
-            return Err(Error::Closed);
+            return None;
         }
         let link = lock(&self.idle)
             .pop()
             .unwrap_or_else(|| Link::new(self.ep.clone()));
-        Ok(Lease {
+        Some(Lease {
             link: Some(link),
             inner: self,
         })
@@ -275,11 +276,11 @@ impl<T> Delivery<T> {
     }
 
     /// Acknowledges the entry (it will not be delivered again) and returns the item.
-    /// On [`Error::ConnectionLost`] the acknowledgement may not have happened: the item may come
-    /// back.
-    pub fn ack(self) -> Result<T> {
+    /// On [`LinkError::ConnectionLost`] the acknowledgement may not have happened: the item may
+    /// come back.
+    pub fn ack(self) -> Result<T, GetError> {
         let inner = &self.inner;
-        let mut link = inner.lease()?;
+        let mut link = inner.lease().ok_or(GetError::Closed)?;
         let deadline = Some(Instant::now() + inner.opts.io_timeout + inner.opts.connect_timeout);
         // XACK + XDEL are idempotent: retrying after a lost connection is safe.
         link.retry("ack", deadline, |c| {
@@ -313,12 +314,12 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// Connects to the queue `name` at `url` (`redis://[user:pass@]host[:port][/db]`, or
     /// `rediss://` with the `tls` feature) with default [`Options`]. Fails within
     /// [`Options::connect_timeout`] if Redis cannot be reached.
-    pub fn connect(url: &str, name: &str) -> Result<Self> {
+    pub fn connect(url: &str, name: &str) -> Result<Self, ConnectError> {
         Self::connect_with(url, name, Options::default())
     }
 
     /// [`RemoteQueue::connect`] with options.
-    pub fn connect_with(url: &str, name: &str, opts: Options) -> Result<Self> {
+    pub fn connect_with(url: &str, name: &str, opts: Options) -> Result<Self, ConnectError> {
         let ep = Endpoint::new(url, opts.clone())?;
         let mut link = Link::new(ep.clone());
         // One attempt: an unreachable URL fails now, within connect_timeout.
@@ -362,11 +363,10 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// (drop logs it). `put` waits only when 8192 items (or 16 MiB) are queued, and returns
     /// `Timeout` if no batch completes within `2 * connect_timeout + io_timeout`.
     /// Use [`put_confirmed`](Self::put_confirmed) to wait for one item to be stored.
-    pub fn put(&self, item: &T) -> Result<()> {
-        let bytes = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
-        self.inner.opts.check_size(bytes.len())?;
+    pub fn put(&self, item: &T) -> Result<(), PutError> {
+        let bytes = encode(item, &self.inner.opts)?;
         if *lock(&self.inner.closed) {
-            return Err(Error::Closed);
+            return Err(PutError::Closed);
         }
         let w = self.inner.writer()?;
         w.as_ref().expect("started").push(bytes)
@@ -378,20 +378,20 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// within `2 * connect_timeout + io_timeout` (the items stay queued; a later `flush` waits
     /// again). With Redis gone, the writer gives up after `connect_timeout` and `flush` returns
     /// `Unreachable` (or `ConnectionLost`).
-    pub fn flush(&self) -> Result<()> {
+    pub fn flush(&self) -> Result<(), PutError> {
         let r = self.flush_puts();
-        let acked = if self.inner.acks.is_empty() {
-            Ok(())
-        } else {
-            self.inner
-                .lease()
-                .and_then(|mut link| self.inner.send_acks(&mut link, true))
+        let acked = match self.inner.lease() {
+            Some(mut link) if !self.inner.acks.is_empty() => self
+                .inner
+                .send_acks(&mut link, true)
+                .map_err(PutError::from),
+            _ => Ok(()),
         };
         r.and(acked)
     }
 
     /// `flush` of the puts only (errors taken).
-    fn flush_puts(&self) -> Result<()> {
+    fn flush_puts(&self) -> Result<(), PutError> {
         match lock(&self.inner.writer).as_ref() {
             Some(w) if w.is_ours() => w.flush(true),
             _ => Ok(()),
@@ -400,12 +400,11 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 
     /// Puts an item and returns once Redis stored it (what `put` did before it was pipelined):
     /// earlier `put`s are flushed first (their error, if any, is returned and this item not
-    /// sent). On [`Error::ConnectionLost`] the item may or may not have been stored.
-    pub fn put_confirmed(&self, item: &T) -> Result<()> {
-        let bytes = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
-        self.inner.opts.check_size(bytes.len())?;
+    /// sent). On [`LinkError::ConnectionLost`] the item may or may not have been stored.
+    pub fn put_confirmed(&self, item: &T) -> Result<(), PutError> {
+        let bytes = encode(item, &self.inner.opts)?;
         self.flush_puts()?;
-        let mut link = self.inner.lease()?;
+        let mut link = self.inner.lease().ok_or(PutError::Closed)?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
         link.fresh(deadline)?;
         link.once("put", deadline, |c| {
@@ -421,24 +420,20 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 
     /// Puts every item of `items`, pipelined: one round trip per 256 items (`XADD`s in one
     /// write), each item refused with `TooLarge` before anything is sent. On
-    /// [`Error::ConnectionLost`] any suffix of the batch may be missing; earlier chunks are stored.
+    /// [`LinkError::ConnectionLost`] any suffix of the batch may be missing; earlier chunks are stored.
     /// Earlier `put`s are flushed first (their error, if any, is returned and nothing sent).
     /// Returns once every item is stored.
-    pub fn put_many<'a>(&self, items: impl IntoIterator<Item = &'a T>) -> Result<()>
+    pub fn put_many<'a>(&self, items: impl IntoIterator<Item = &'a T>) -> Result<(), PutError>
     where
         T: 'a,
     {
         const CHUNK: usize = 256;
         let encoded: Vec<Vec<u8>> = items
             .into_iter()
-            .map(|item| {
-                let b = postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string()))?;
-                self.inner.opts.check_size(b.len())?;
-                Ok(b)
-            })
-            .collect::<Result<_>>()?;
+            .map(|item| encode(item, &self.inner.opts))
+            .collect::<Result<_, _>>()?;
         self.flush_puts()?;
-        let mut link = self.inner.lease()?;
+        let mut link = self.inner.lease().ok_or(PutError::Closed)?;
         for chunk in encoded.chunks(CHUNK) {
             let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
             link.fresh(deadline)?;
@@ -467,32 +462,32 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// [`qsize`](Self::qsize), [`flush`](Self::flush), [`close`](Self::close) and drop.
     /// The wider window this trades for: an item `get` returned is delivered again (to another
     /// consumer, after `claim_idle`) if this process dies before its acknowledgement went out.
-    pub fn get(&self) -> Result<T> {
+    pub fn get(&self) -> Result<T, GetError> {
         self.recv(None)?.ack_quietly()
     }
 
-    /// [`RemoteQueue::get`] waiting at most `timeout` ([`Error::Timeout`]).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+    /// [`RemoteQueue::get`] waiting at most `timeout` ([`GetError::Timeout`]).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
         self.recv(Some(Instant::now() + timeout))?.ack_quietly()
     }
 
     /// Gets an item without acknowledging it (at-least-once): call [`Delivery::ack`] when done.
-    pub fn get_delivery(&self) -> Result<Delivery<T>> {
+    pub fn get_delivery(&self) -> Result<Delivery<T>, GetError> {
         self.recv(None)
     }
 
-    /// [`RemoteQueue::get_delivery`] waiting at most `timeout` ([`Error::Timeout`]).
-    pub fn get_delivery_timeout(&self, timeout: Duration) -> Result<Delivery<T>> {
+    /// [`RemoteQueue::get_delivery`] waiting at most `timeout` ([`GetError::Timeout`]).
+    pub fn get_delivery_timeout(&self, timeout: Duration) -> Result<Delivery<T>, GetError> {
         self.recv(Some(Instant::now() + timeout))
     }
 
     /// Entries waiting or delivered and not yet acknowledged (`XLEN`), after this handle's own
     /// `put`s are stored (a bounded wait; their errors stay for the next `put`/`flush`) and with
     /// its pending acknowledgements sent first (in the same round trip).
-    pub fn qsize(&self) -> Result<usize> {
+    pub fn qsize(&self) -> Result<usize, GetError> {
         let inner = &self.inner;
         inner.settle_puts();
-        let mut link = inner.lease()?;
+        let mut link = inner.lease().ok_or(GetError::Closed)?;
         let mut acks = PendingAcks {
             ids: inner.acks.take(false),
             acks: &inner.acks,
@@ -519,16 +514,16 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     }
 
     /// Whether [`RemoteQueue::qsize`] is 0.
-    pub fn empty(&self) -> Result<bool> {
+    pub fn empty(&self) -> Result<bool, GetError> {
         Ok(self.qsize()? == 0)
     }
 
-    /// Closes this handle (every clone): later calls return [`Error::Closed`]. What was `put`
+    /// Closes this handle (every clone): later calls return `Closed`. What was `put`
     /// is stored first (a bounded wait, as [`flush`](Self::flush)), the read-ahead entries are
     /// given back and the pending acknowledgements sent; returns the first error of the puts not
     /// yet reported. The queue itself stays in Redis for the other handles; see
     /// [`RemoteQueue::destroy`].
-    pub fn close(&self) -> Result<()> {
+    pub fn close(&self) -> Result<(), PutError> {
         let w = lock(&self.inner.writer).take();
         let r = match w {
             Some(mut w) if w.is_ours() => w.shutdown(),
@@ -544,9 +539,9 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     }
 
     /// Deletes the queue's keys from Redis (every item, every consumer) and closes this handle.
-    pub fn destroy(&self) -> Result<()> {
+    pub fn destroy(&self) -> Result<(), PutError> {
         self.inner.settle_puts();
-        let mut link = self.inner.lease()?;
+        let mut link = self.inner.lease().ok_or(PutError::Closed)?;
         let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
         link.retry("destroy", deadline, |c| {
             redis::cmd("DEL").arg(&self.inner.key).query::<()>(c)
@@ -557,7 +552,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         Ok(())
     }
 
-    fn recv(&self, deadline: Option<Instant>) -> Result<Delivery<T>> {
+    fn recv(&self, deadline: Option<Instant>) -> Result<Delivery<T>, GetError> {
         let inner = &self.inner;
         let claim_ms = inner.opts.claim_idle.as_millis().max(1) as u64;
         // Claims are looked for when a read came back empty, and at least every CLAIM_EVERY
@@ -576,7 +571,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             }
         }
         inner.settle_puts();
-        let mut link = inner.lease()?;
+        let mut link = inner.lease().ok_or(GetError::Closed)?;
         // What was handed out before is acknowledged in the same round trip as the read below
         // (put back if this call returns before that read succeeds).
         let mut acks = PendingAcks {
@@ -585,7 +580,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         };
         loop {
             if *lock(&inner.closed) {
-                return Err(Error::Closed);
+                return Err(GetError::Closed);
             }
             let now = Instant::now();
             // Without a deadline the item may take forever, but an outage may not.
@@ -681,12 +676,12 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 return self.decode(e);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
+                return Err(GetError::Timeout);
             }
         }
     }
 
-    fn decode(&self, e: Entry) -> Result<Delivery<T>> {
+    fn decode(&self, e: Entry) -> Result<Delivery<T>, GetError> {
         let value = e
             .field("d")
             .ok_or_else(|| "entry without a d field".to_string())
@@ -705,7 +700,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             Err(msg) => {
                 // A poison entry would come back forever: drop it and say so.
                 let _ = d.ack();
-                Err(Error::Codec(format!(
+                Err(GetError::Codec(format!(
                     "undecodable queue entry dropped: {msg}"
                 )))
             }
@@ -719,23 +714,30 @@ impl<T> Delivery<T> {
     /// once the read-ahead buffer is drained (one per read-ahead batch); by the writer thread
     /// (the timer) if they wait longer than `Acks::delay`; at once (reply read with the next
     /// command on that connection) when `MAX_ACKS` wait.
-    fn ack_quietly(self) -> Result<T> {
+    fn ack_quietly(self) -> Result<T, GetError> {
         let inner = &self.inner;
         let n = inner.acks.push(self.id.clone());
         if n >= MAX_ACKS {
             // An error is logged by send_acks; the item is in hand either way.
-            let _ = inner
-                .lease()
-                .and_then(|mut link| inner.send_acks(&mut link, false));
+            if let Some(mut link) = inner.lease() {
+                let _ = inner.send_acks(&mut link, false);
+            }
         } else if let Err(e) = inner.writer() {
             // No timer: send now rather than risk a redelivery.
             tracing::debug!(target: "multiproc", "remote queue: {e}");
-            let _ = inner
-                .lease()
-                .and_then(|mut link| inner.send_acks(&mut link, false));
+            if let Some(mut link) = inner.lease() {
+                let _ = inner.send_acks(&mut link, false);
+            }
         }
         Ok(self.value)
     }
+}
+
+/// Encodes one item and checks its size against `max_message`.
+fn encode<T: Serialize>(item: &T, opts: &Options) -> Result<Vec<u8>, PutError> {
+    let bytes = postcard::to_allocvec(item).map_err(|e| PutError::Codec(e.to_string()))?;
+    opts.check_size(bytes.len(), |size, max| PutError::TooLarge { size, max })?;
+    Ok(bytes)
 }
 
 /// Acknowledgements taken to go with a read; given back to the handle unless sent.

@@ -5,11 +5,11 @@
 //! [`ServeOptions::heartbeat`] (a Lua `XCLAIM ... JUSTID` that only touches an entry this worker
 //! still owns). An entry idle for longer than [`Options::claim_idle`] belongs to a dead worker: the
 //! next worker to poll claims it with `XAUTOCLAIM` and runs it again, or, when its delivery count
-//! says the retries are used up, answers [`Error::WorkerLost`](crate::Error::WorkerLost).
+//! says the retries are used up, answers [`TaskError::WorkerLost`](crate::TaskError::WorkerLost).
 
 use crate::conn::{self, Endpoint, Entry, Link, Options};
 use crate::pool::{GROUP, RESULTS_TTL_SECS, kind};
-use crate::{Error, Result};
+use crate::{ConnectError, LinkError};
 use multiproc_process::registry;
 use redis::Value;
 use std::sync::{Arc, Condvar, Mutex};
@@ -121,7 +121,7 @@ struct Answer {
 /// `#[multiproc::task]` registry, answers on each client's results stream. Fails at once if Redis
 /// cannot be reached at the start; afterwards it reconnects with backoff for as long as it runs.
 /// Returns when `max_tasks` or `idle_exit` says so.
-pub fn serve(url: &str, name: &str, opts: ServeOptions) -> Result<ServeStats> {
+pub fn serve(url: &str, name: &str, opts: ServeOptions) -> Result<ServeStats, ConnectError> {
     let ep = Endpoint::new(url, opts.options.clone())?;
     let mut link = Link::new(ep.clone());
     link.con(Some(Instant::now()))?;
@@ -146,7 +146,10 @@ pub fn serve(url: &str, name: &str, opts: ServeOptions) -> Result<ServeStats> {
         std::thread::Builder::new()
             .name("mp-redis-heartbeat".into())
             .spawn(move || heartbeat(&mut hlink, &key, &worker, every, &beat))
-            .map_err(|e| Error::Redis(format!("spawning the heartbeat thread: {e}")))?
+            .map_err(|e| ConnectError::Spawn {
+                what: "heartbeat",
+                msg: e.to_string(),
+            })?
     };
 
     let r = serve_loop(&mut link, &key, &worker, &opts, &beat);
@@ -206,7 +209,7 @@ fn serve_loop(
     worker: &str,
     opts: &ServeOptions,
     beat: &(Mutex<Beat>, Condvar),
-) -> Result<ServeStats> {
+) -> Result<ServeStats, ConnectError> {
     let mut stats = ServeStats::default();
     let started_set = started_key(key);
     let lost_ms = opts.options.claim_idle.as_millis().max(1) as u64;
@@ -229,7 +232,7 @@ fn serve_loop(
             return Ok(stats);
         }
         // A command error (not a lost connection): log, back off, go on.
-        let mut fail = |e: Error, link: &mut Link| {
+        let mut fail = |e: LinkError, link: &mut Link| {
             if conn::is_nogroup(&e) {
                 let _ = conn::ensure_group(link, key, GROUP, Some(Instant::now() + io));
             } else {
@@ -418,7 +421,9 @@ fn handle(
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (t.trampoline)(args)));
                 stats.tasks += 1;
                 match out {
-                    Ok(Ok(bytes)) => match opts.options.check_size(bytes.len()) {
+                    Ok(Ok(bytes)) => match opts.options.check_size(bytes.len(), |size, max| {
+                        format!("message of {size} bytes exceeds the maximum of {max} bytes")
+                    }) {
                         Ok(()) => (kind::OK, bytes),
                         Err(err) => (
                             kind::FAILED,
@@ -519,7 +524,7 @@ fn post(link: &mut Link, key: &str, worker: &str, epoch: u64, answers: &[Answer]
         match r {
             Ok(()) => return,
             Err(_) if link.epoch != epoch => return,
-            Err(Error::ConnectionLost { .. } | Error::Unreachable { .. }) => continue,
+            Err(e) if e.is_disconnect() => continue,
             Err(err) => {
                 tracing::warn!(target: "multiproc", "remote worker {worker}: posting results: {err}");
                 return;

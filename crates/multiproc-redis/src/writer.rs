@@ -18,7 +18,7 @@
 
 use crate::conn::{Endpoint, Link};
 use crate::queue::GROUP;
-use crate::{Error, Result};
+use crate::{LinkError, PutError};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -40,7 +40,7 @@ struct State {
     /// Entries stored, or given up on with an error, so far.
     finished: u64,
     /// The first error not yet reported.
-    error: Option<Error>,
+    error: Option<LinkError>,
     /// The thread waits for work (so `push` wakes it).
     idle: bool,
     stop: bool,
@@ -142,7 +142,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(ep: Endpoint, key: String, acks: Arc<Acks>) -> Result<Writer> {
+    pub(crate) fn start(ep: Endpoint, key: String, acks: Arc<Acks>) -> Result<Writer, PutError> {
         let stall = ep.opts.connect_timeout * 2 + ep.opts.io_timeout;
         let shared = Arc::new(Shared {
             st: Mutex::new(State::default()),
@@ -153,7 +153,10 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("mp-redis-put".into())
             .spawn(move || run(&s, ep, &key, &acks))
-            .map_err(|e| Error::Redis(format!("starting the put thread: {e}")))?;
+            .map_err(|e| PutError::Spawn {
+                what: "put",
+                msg: e.to_string(),
+            })?;
         Ok(Writer {
             shared,
             thread: Some(thread),
@@ -169,13 +172,13 @@ impl Writer {
 
     /// Queues one encoded entry. Returns (and clears) an earlier error instead, without queuing;
     /// waits while too much is queued, at most `stall` without progress (then `Timeout`).
-    pub(crate) fn push(&self, bytes: Vec<u8>) -> Result<()> {
+    pub(crate) fn push(&self, bytes: Vec<u8>) -> Result<(), PutError> {
         let sh = &self.shared;
         let mut st = lock(&sh.st);
         let mut last = (st.finished, Instant::now());
         loop {
             if let Some(e) = st.error.take() {
-                return Err(e);
+                return Err(e.into());
             }
             let full = st.pending.len() >= MAX_PENDING
                 || (!st.pending.is_empty() && st.pending_bytes + bytes.len() > MAX_PENDING_BYTES);
@@ -200,13 +203,13 @@ impl Writer {
         &self,
         st: MutexGuard<'a, State>,
         last: &mut (u64, Instant),
-    ) -> Result<MutexGuard<'a, State>> {
+    ) -> Result<MutexGuard<'a, State>, PutError> {
         if st.finished != last.0 {
             *last = (st.finished, Instant::now());
         }
         let waited = last.1.elapsed();
         if waited >= self.stall {
-            return Err(Error::Timeout);
+            return Err(PutError::Timeout);
         }
         Ok(self
             .shared
@@ -219,7 +222,7 @@ impl Writer {
     /// Waits until every entry queued so far is stored or given up on, as long as a batch
     /// completes every `stall` (else `Timeout`; the entries stay queued). `take_error`: return
     /// (and clear) the first error not yet reported.
-    pub(crate) fn flush(&self, take_error: bool) -> Result<()> {
+    pub(crate) fn flush(&self, take_error: bool) -> Result<(), PutError> {
         let sh = &self.shared;
         let mut st = lock(&sh.st);
         let target = st.queued;
@@ -228,7 +231,7 @@ impl Writer {
             st = self.wait_progress(st, &mut last)?;
         }
         match st.error.take() {
-            Some(e) if take_error => Err(e),
+            Some(e) if take_error => Err(e.into()),
             other => {
                 st.error = other;
                 Ok(())
@@ -244,7 +247,7 @@ impl Writer {
 
     /// Flushes (bounded, as [`Writer::flush`]), then stops the thread. Entries still queued after
     /// a flush timeout are dropped; returns the error to report, if any.
-    pub(crate) fn shutdown(&mut self) -> Result<()> {
+    pub(crate) fn shutdown(&mut self) -> Result<(), PutError> {
         let r = self.flush(true);
         {
             let mut st = lock(&self.shared.st);
@@ -328,7 +331,7 @@ fn run(sh: &Shared, ep: Endpoint, key: &str, acks: &Acks) {
         let mut st = lock(&sh.st);
         st.finished += batch.len() as u64;
         if let Err(e) = r {
-            if matches!(e, Error::Unreachable { .. }) {
+            if matches!(e, LinkError::Unreachable { .. }) {
                 // Redis is away: what waits is dropped with the error, not sent minutes later.
                 st.finished += st.pending.len() as u64;
                 st.pending.clear();

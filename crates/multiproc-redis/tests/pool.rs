@@ -5,7 +5,9 @@ mod common;
 
 use common::{Children, RedisServer, spawn_self};
 use multiproc_process::task;
-use multiproc_redis::{Error, Options, RemotePool, ServeOptions};
+use multiproc_redis::{
+    ConnectError, Error, LinkError, Options, RemotePool, ServeOptions, SubmitError, TaskError,
+};
 use std::time::{Duration, Instant};
 
 #[task(crate = multiproc_process)]
@@ -164,7 +166,7 @@ fn get_timeout_without_workers_times_out() {
     let a = p.apply_async(square, 3).unwrap();
     assert_eq!(
         a.get_timeout(Duration::from_millis(200)).unwrap_err(),
-        Error::Timeout
+        TaskError::Timeout
     );
     // A worker that comes later still runs it.
     let _w = workers(&r, "idle", 1);
@@ -182,7 +184,7 @@ fn unknown_task_comes_back_as_an_error() {
         .get_timeout(LONG)
         .unwrap_err();
     assert!(
-        matches!(&e, Error::UnknownTask { task, .. } if task == "no::such::task(u64)->u64"),
+        matches!(&e, TaskError::UnknownTask { task, .. } if task == "no::such::task(u64)->u64"),
         "{e:?}"
     );
     // By name, with the right id, it runs.
@@ -198,7 +200,10 @@ fn a_different_build_is_refused() {
     let mut p = pool(&r, "build", 1);
     p.__set_build_hash(0x1234_5678);
     let e = p.apply(square, 3).unwrap_err();
-    assert!(matches!(e, Error::BuildMismatch { .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::Task(TaskError::BuildMismatch { .. })),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -208,7 +213,7 @@ fn a_panicking_task_fails_and_the_worker_goes_on() {
     let p = pool(&r, "panic", 1);
     let e = p.apply(boom, 3).unwrap_err();
     assert!(
-        matches!(&e, Error::TaskFailed { msg, .. } if msg.contains("boom 3")),
+        matches!(&e, Error::Task(TaskError::TaskFailed { msg, .. }) if msg.contains("boom 3")),
         "{e:?}"
     );
     assert_eq!(p.apply(boom, 0).unwrap(), 0);
@@ -226,7 +231,7 @@ fn oversized_arguments_are_refused_and_a_bad_url_fails_in_time() {
         .apply_async(hang_first, ("x".repeat(500), 1))
         .err()
         .unwrap();
-    assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
+    assert!(matches!(e, SubmitError::TooLarge { .. }), "{e:?}");
     assert_eq!(p.in_flight(), 0);
 
     let o = Options {
@@ -236,13 +241,19 @@ fn oversized_arguments_are_refused_and_a_bad_url_fails_in_time() {
     let url = format!("redis://127.0.0.1:{}", common::free_port());
     let t0 = Instant::now();
     let e = RemotePool::connect_with(&url, "none", o.clone(), 1).unwrap_err();
-    assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+    assert!(
+        matches!(e, ConnectError::Link(LinkError::Unreachable { .. })),
+        "{e:?}"
+    );
     let so = ServeOptions {
         options: o,
         ..ServeOptions::default()
     };
     let e = multiproc_redis::serve(&url, "none", so).unwrap_err();
-    assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+    assert!(
+        matches!(e, ConnectError::Link(LinkError::Unreachable { .. })),
+        "{e:?}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(20));
 }
 
@@ -284,7 +295,7 @@ fn worker_sigkilled_mid_task_without_retries_is_worker_lost() {
     w.kill(i);
     let e = victim.get_timeout(LONG).unwrap_err();
     assert!(
-        matches!(&e, Error::WorkerLost { deliveries: 2, .. }),
+        matches!(&e, TaskError::WorkerLost { deliveries: 2, .. }),
         "{e:?}"
     );
     // The survivor still serves.
@@ -313,19 +324,26 @@ fn redis_killed_and_restarted_mid_run() {
     let t0 = Instant::now();
     // apply_async does not wait for its XADD's reply: the error comes either from the call
     // (the connection was seen broken) or from the result.
-    let e = match p.apply_async(square, 1) {
-        Err(e) => e,
-        Ok(a) => a.get_timeout(Duration::from_secs(20)).unwrap_err(),
+    let e: Error = match p.apply_async(square, 1) {
+        Err(e) => e.into(),
+        Ok(a) => a.get_timeout(Duration::from_secs(20)).unwrap_err().into(),
     };
     assert!(
-        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        matches!(
+            e,
+            Error::Submit(SubmitError::Link(
+                LinkError::Unreachable { .. } | LinkError::ConnectionLost { .. }
+            )) | Error::Task(TaskError::Link(
+                LinkError::Unreachable { .. } | LinkError::ConnectionLost { .. }
+            ))
+        ),
         "{e:?}"
     );
     assert!(t0.elapsed() < Duration::from_secs(20));
     r.restart();
     assert_eq!(
         in_flight.get_timeout(LONG).unwrap_err(),
-        Error::BrokerRestarted
+        TaskError::BrokerRestarted
     );
     let t0 = Instant::now();
     let v = loop {
@@ -359,7 +377,10 @@ fn redis_gone_for_good_ends_get_without_timeout() {
     r.kill();
     let e = in_flight.get().unwrap_err();
     assert!(
-        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        matches!(
+            e,
+            TaskError::Link(LinkError::Unreachable { .. } | LinkError::ConnectionLost { .. })
+        ),
         "{e:?}"
     );
     let _ = std::fs::remove_file(&path);
@@ -385,7 +406,7 @@ fn callbacks_get_every_result_once() {
     for _ in 0..21 {
         match rx.recv_timeout(LONG).unwrap() {
             Ok(v) => ok.push(v),
-            Err(Error::TaskFailed { .. }) => errs += 1,
+            Err(TaskError::TaskFailed { .. }) => errs += 1,
             Err(e) => panic!("{e:?}"),
         }
     }
@@ -459,7 +480,7 @@ fn unstarted_batch_mates_of_a_killed_worker_run_as_first_deliveries() {
     let _w2 = workers(&r, "mates", 1);
     let e = victim.get_timeout(LONG).unwrap_err();
     assert!(
-        matches!(&e, Error::WorkerLost { deliveries: 2, .. }),
+        matches!(&e, TaskError::WorkerLost { deliveries: 2, .. }),
         "{e:?}"
     );
     for (i, res) in (10..20u64).zip(&mates) {

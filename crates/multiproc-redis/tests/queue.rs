@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Children, RedisServer, spawn_self, wait_line};
-use multiproc_redis::{Error, Options, RemoteQueue};
+use multiproc_redis::{ConnectError, GetError, LinkError, Options, PutError, RemoteQueue};
 use std::time::{Duration, Instant};
 
 fn opts(claim_ms: u64) -> Options {
@@ -87,12 +87,12 @@ fn get_timeout_on_empty_queue_times_out() {
     let t0 = Instant::now();
     assert_eq!(
         q.get_timeout(Duration::from_millis(300)).unwrap_err(),
-        Error::Timeout
+        GetError::Timeout
     );
     assert!(t0.elapsed() >= Duration::from_millis(300));
     assert_eq!(
         q.get_delivery_timeout(Duration::ZERO).unwrap_err(),
-        Error::Timeout
+        GetError::Timeout
     );
 }
 
@@ -118,7 +118,7 @@ fn handles_share_one_queue_and_each_item_goes_to_one_consumer() {
     assert_eq!(got, (0..10).collect::<Vec<_>>());
     assert_eq!(
         b.get_timeout(Duration::from_millis(100)).unwrap_err(),
-        Error::Timeout
+        GetError::Timeout
     );
 }
 
@@ -149,7 +149,7 @@ fn acked_delivery_is_not_delivered_again() {
     assert_eq!(
         q.get_delivery_timeout(Duration::from_millis(500))
             .unwrap_err(),
-        Error::Timeout
+        GetError::Timeout
     );
 }
 
@@ -208,7 +208,7 @@ fn oversized_message_is_refused_before_sending() {
     };
     let q: RemoteQueue<Vec<u8>> = RemoteQueue::connect_with(&r.url(), "big", o).unwrap();
     let e = q.put(&vec![7u8; 2000]).unwrap_err();
-    assert!(matches!(e, Error::TooLarge { max: 1024, .. }), "{e:?}");
+    assert!(matches!(e, PutError::TooLarge { max: 1024, .. }), "{e:?}");
     assert_eq!(q.qsize().unwrap(), 0);
     q.put(&vec![7u8; 1000]).unwrap();
     assert_eq!(q.qsize().unwrap(), 1);
@@ -225,13 +225,16 @@ fn unreachable_url_fails_within_its_timeout_without_showing_the_password() {
     let t0 = Instant::now();
     let e = RemoteQueue::<u8>::connect_with(&url, "none", o).unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(10));
-    assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+    assert!(
+        matches!(e, ConnectError::Link(LinkError::Unreachable { .. })),
+        "{e:?}"
+    );
     let shown = format!("{e} {e:?}");
     assert!(!shown.contains("sekrit"), "{shown}");
     assert!(shown.contains("alice:***"), "{shown}");
 
     let e = RemoteQueue::<u8>::connect("http://127.0.0.1:1", "none").unwrap_err();
-    assert!(matches!(e, Error::BadUrl { .. }), "{e:?}");
+    assert!(matches!(e, ConnectError::BadUrl { .. }), "{e:?}");
 }
 
 #[test]
@@ -253,10 +256,10 @@ fn close_refuses_later_calls() {
     let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "closing").unwrap();
     let q2 = q.clone();
     q.close().unwrap();
-    assert_eq!(q2.put(&1).unwrap_err(), Error::Closed);
+    assert_eq!(q2.put(&1).unwrap_err(), PutError::Closed);
     assert_eq!(
         q2.get_timeout(Duration::from_millis(10)).unwrap_err(),
-        Error::Closed
+        GetError::Closed
     );
     // The queue itself lives on for other handles.
     let other: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "closing").unwrap();
@@ -281,7 +284,10 @@ fn redis_killed_and_restarted_mid_run_no_call_hangs() {
     // time. (A pipelined `put` returns once queued locally: its error comes with a later call.)
     let e = q.put_confirmed(&2).unwrap_err();
     assert!(
-        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        matches!(
+            e,
+            PutError::Link(LinkError::Unreachable { .. } | LinkError::ConnectionLost { .. })
+        ),
         "{e:?}"
     );
     let t0 = Instant::now();
@@ -289,7 +295,8 @@ fn redis_killed_and_restarted_mid_run_no_call_hangs() {
     assert!(
         matches!(
             e,
-            Error::Unreachable { .. } | Error::ConnectionLost { .. } | Error::Timeout
+            GetError::Link(LinkError::Unreachable { .. } | LinkError::ConnectionLost { .. })
+                | GetError::Timeout
         ),
         "{e:?}"
     );
@@ -365,7 +372,10 @@ fn get_timeout_zero_takes_what_is_there() {
     let q: RemoteQueue<u8> = RemoteQueue::connect(&r.url(), "zero").unwrap();
     q.put(&4).unwrap();
     assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), 4);
-    assert_eq!(q.get_timeout(Duration::ZERO).unwrap_err(), Error::Timeout);
+    assert_eq!(
+        q.get_timeout(Duration::ZERO).unwrap_err(),
+        GetError::Timeout
+    );
 }
 
 #[test]
@@ -383,7 +393,10 @@ fn get_without_timeout_returns_an_error_when_redis_stays_away() {
     r.kill(); // and it never comes back
     let e = getter.join().unwrap().unwrap_err();
     assert!(
-        matches!(e, Error::Unreachable { .. } | Error::ConnectionLost { .. }),
+        matches!(
+            e,
+            GetError::Link(LinkError::Unreachable { .. } | LinkError::ConnectionLost { .. })
+        ),
         "{e:?}"
     );
 }
@@ -407,7 +420,7 @@ fn put_many_and_prefetch_keep_order_and_count() {
     assert_eq!(got, items);
     assert_eq!(
         q.get_timeout(Duration::from_millis(50)).unwrap_err(),
-        Error::Timeout
+        GetError::Timeout
     );
     assert_eq!(q.qsize().unwrap(), 0);
     // An oversized item refuses the whole batch before anything is sent.
@@ -419,7 +432,7 @@ fn put_many_and_prefetch_keep_order_and_count() {
     let batch = [vec![1u8; 2], vec![2u8; 100]];
     assert!(matches!(
         v.put_many(&batch).unwrap_err(),
-        Error::TooLarge { .. }
+        PutError::TooLarge { .. }
     ));
     assert_eq!(v.qsize().unwrap(), 0);
 }
@@ -500,7 +513,7 @@ fn put_then_drop_delivers_everything() {
     assert_eq!(got, (0..3000).collect::<Vec<u64>>());
     assert_eq!(
         c.get_timeout(Duration::from_millis(50)).unwrap_err(),
-        Error::Timeout
+        GetError::Timeout
     );
 }
 
@@ -537,7 +550,8 @@ fn flush_with_redis_killed_returns_an_error_within_its_timeout() {
         assert!(
             matches!(
                 e,
-                Error::Unreachable { .. } | Error::ConnectionLost { .. } | Error::Timeout
+                PutError::Link(LinkError::Unreachable { .. } | LinkError::ConnectionLost { .. })
+                    | PutError::Timeout
             ),
             "{e:?}"
         );
@@ -571,7 +585,7 @@ fn put_errors_surface_on_a_later_call() {
     q.put(&1).unwrap(); // queued: the error comes later
     let e = q.flush().unwrap_err();
     assert!(
-        matches!(&e, Error::Redis(m) if m.contains("WRONGTYPE")),
+        matches!(&e, PutError::Link(l) if l.is_code("WRONGTYPE")),
         "{e:?}"
     );
     q.flush().unwrap(); // reported once
@@ -587,15 +601,21 @@ fn put_errors_surface_on_a_later_call() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert!(
-        matches!(&e, Error::Redis(m) if m.contains("WRONGTYPE")),
+        matches!(&e, PutError::Link(l) if l.is_code("WRONGTYPE")),
         "{e:?}"
     );
     let _ = q.flush();
 
     // put_confirmed reports its own error at once; close reports a pending one.
-    assert!(matches!(q.put_confirmed(&4).unwrap_err(), Error::Redis(_)));
+    assert!(matches!(
+        q.put_confirmed(&4).unwrap_err(),
+        PutError::Link(LinkError::Redis { .. })
+    ));
     q.put(&5).unwrap();
-    assert!(matches!(q.close().unwrap_err(), Error::Redis(_)));
+    assert!(matches!(
+        q.close().unwrap_err(),
+        PutError::Link(LinkError::Redis { .. })
+    ));
 
     // With the key back as a stream, a new handle works.
     redis::cmd("DEL")

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Children, RedisServer, free_port, spawn_self, wait_line};
-use multiproc_redis::{Error, Options, RemoteQueue};
+use multiproc_redis::{ConnectError, LinkError, Options, RemoteQueue};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -91,7 +91,10 @@ fn rediss_url_talks_tls_and_checks_the_certificate() {
     let url = format!("rediss://127.0.0.1:{tls_port}");
     // Without the CA the server's certificate is not trusted: a clear error, in time.
     let e = RemoteQueue::<String>::connect_with(&url, "tlsq", opts()).unwrap_err();
-    assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+    assert!(
+        matches!(e, ConnectError::Link(LinkError::Unreachable { .. })),
+        "{e:?}"
+    );
     // Plain redis:// to the TLS port is not TLS: refused too.
     let plain = format!("redis://127.0.0.1:{tls_port}");
     assert!(RemoteQueue::<String>::connect_with(&plain, "tlsq", opts()).is_err());
