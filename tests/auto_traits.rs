@@ -84,6 +84,42 @@ assert_send_sync!(
     multiproc::Manager,
 );
 
+// Errors own their causes (no guard, no borrow): `?` takes each into `Box<dyn Error + Send +
+// Sync>` or anyhow, across threads.
+assert_send_sync!(
+    multiproc::ShmError,
+    multiproc::SyncError,
+    multiproc::CreateError,
+    multiproc::AccessError,
+    multiproc::LockError,
+    multiproc::SendError,
+    multiproc::RecvError,
+    multiproc::PutError<u64>,
+    multiproc::GetError,
+    multiproc::channel::ChannelError,
+    multiproc::StartError,
+    multiproc::JoinError,
+    multiproc::ProcessError,
+    multiproc::BuildError,
+    multiproc::SubmitError,
+    multiproc::TaskError,
+    multiproc::PoolError,
+    multiproc::collections::CreateError,
+    multiproc::collections::ReadError,
+    multiproc::collections::WriteError,
+    multiproc::collections::Error,
+);
+#[cfg(feature = "redis")]
+assert_send_sync!(
+    multiproc::redis::ConnectError,
+    multiproc::redis::PutError,
+    multiproc::redis::GetError,
+    multiproc::redis::SubmitError,
+    multiproc::redis::TaskError,
+    multiproc::redis::LinkError,
+    multiproc::redis::Error,
+);
+
 // One end of a pipe or ring belongs to one thread at a time, but may move.
 assert_send!(
     multiproc::Connection<u64>,
