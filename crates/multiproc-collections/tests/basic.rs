@@ -390,3 +390,14 @@ fn errors_are_per_operation_and_convert_into_the_union() {
     let _g = d.get_lock().unwrap();
     assert!(matches!(locked(&d), Err(Error::Lock(_))));
 }
+
+/// `open_handle_timeout(h, Duration::MAX)` (a user's "forever") opens as the plain open does:
+/// no panic on `Instant` overflow in the segment layer's wait for Ready.
+#[test]
+fn open_with_duration_max_timeout_opens() {
+    let d: SharedDict<u8, u8> = SharedDict::with_capacity(4).unwrap();
+    d.insert(&1, &2).unwrap();
+    let o =
+        SharedDict::<u8, u8>::open_handle_timeout(&d.handle(), std::time::Duration::MAX).unwrap();
+    assert_eq!(o.get(&1).unwrap(), Some(2));
+}

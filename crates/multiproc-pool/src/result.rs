@@ -299,7 +299,7 @@ impl<R> AsyncResult<R> {
     /// [`get`](AsyncResult::get) waiting at most `timeout`: [`TaskError::Timeout`] if not ready
     /// (the result stays for a later get).
     pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<R, TaskError> {
-        self.get_deadline(Some(Instant::now() + timeout))
+        self.get_deadline(multiproc_shm::deadline::after(timeout))
     }
 
     fn get_deadline(&self, deadline: Option<Instant>) -> Result<R> {
@@ -340,7 +340,8 @@ impl<R> AsyncResult<R> {
 
     /// Waits at most `timeout`; true if the result is ready.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(Some(Instant::now() + timeout)).ready
+        self.wait_until(multiproc_shm::deadline::after(timeout))
+            .ready
     }
 
     /// The value, awaited: the async [`get`](AsyncResult::get). Cancel-safe: dropping the

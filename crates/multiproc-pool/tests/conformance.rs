@@ -369,3 +369,20 @@ fn forkserver_workers() {
         .unwrap();
     assert_eq!(p.map(sqr, 0..50u64).unwrap()[7], 49);
 }
+
+/// A timeout too large for `Instant` (`Duration::MAX`, a user's "forever") waits as long as
+/// needed, as the call without a timeout does: never a panic ("overflow when adding duration to
+/// instant") — every timed call of the pool.
+#[test]
+fn duration_max_timeouts_mean_no_deadline() {
+    let p = pool(1);
+    p.wait_ready(Duration::MAX).unwrap();
+    let r = p.apply_async(sleep_ms, 20).unwrap();
+    assert!(r.wait_timeout(Duration::MAX));
+    assert_eq!(r.get_timeout(Duration::MAX).unwrap(), 20);
+    let mut it = p.imap(sqr, 0..3u64, 1).unwrap();
+    assert_eq!(it.next_timeout(Duration::MAX), Some(Ok(0)));
+    drop(it);
+    p.close();
+    p.join_timeout(Duration::MAX).unwrap();
+}

@@ -198,7 +198,7 @@ impl<R> Process<R> {
     }
 
     fn handshake(&self, r: &Running, ack: OwnedFd) -> Result<(), StartError> {
-        let deadline = Instant::now() + self.handshake_timeout;
+        let deadline = multiproc_shm::deadline::saturating_after(self.handshake_timeout);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut p = [

@@ -242,7 +242,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// if the child still runs (as [`join_timeout`](Process::join_timeout); the watcher thread
     /// keeps the deadline, so this needs no timer from the executor either).
     pub async fn join_timeout_async(&mut self, timeout: Duration) -> Result<R, JoinError> {
-        let code = ExitWait::new(self, Some(Instant::now() + timeout)).await?;
+        let code = ExitWait::new(self, multiproc_shm::deadline::after(timeout)).await?;
         self.result(code)
     }
 

@@ -250,3 +250,15 @@ fn the_join_async_future_is_send() {
     }
     assert_eq!(p.join().unwrap(), 1);
 }
+
+/// `Duration::MAX` as a timeout (a user's "forever") is no deadline, never a panic on
+/// `Instant` overflow: for the start handshake and for `join_timeout_async`.
+#[test]
+fn duration_max_timeouts_mean_no_deadline() {
+    let mut p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .handshake_timeout(Duration::MAX)
+        .spawn(sleep_then_square, (10, 7))
+        .expect("spawn");
+    assert_eq!(block_on(p.join_timeout_async(Duration::MAX)).unwrap(), 49);
+}

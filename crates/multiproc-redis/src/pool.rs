@@ -14,6 +14,7 @@
 use crate::conn::{self, Endpoint, Link, Options};
 use crate::{ConnectError, LinkError, Result, SubmitError, TaskError};
 use multiproc_process::registry::{self, Task};
+use multiproc_shm::deadline::after;
 use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -202,7 +203,7 @@ impl Submit {
         let jobs = std::mem::take(&mut self.buffered);
         let buf = std::mem::take(&mut self.buf);
         let r = if self.link.is_connected() {
-            let deadline = Some(Instant::now() + self.link.ep.opts.io_timeout);
+            let deadline = after(self.link.ep.opts.io_timeout);
             self.link.send_nowait("submitting tasks", deadline, &buf, 0)
         } else {
             Err(LinkError::ConnectionLost {
@@ -326,7 +327,7 @@ impl<R: DeserializeOwned> RemoteResult<R> {
 
     /// Waits at most `timeout` ([`TaskError::Timeout`]; the task may still run).
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, TaskError> {
-        self.get_deadline(Some(Instant::now() + timeout))
+        self.get_deadline(after(timeout))
     }
 
     /// Whether the result has arrived.
@@ -780,7 +781,7 @@ impl RemotePool {
         for chunk in encoded.chunks(CHUNK) {
             let mut sub = self.submit.lock().unwrap_or_else(|p| p.into_inner());
             sub.settle();
-            let deadline = Some(Instant::now() + self.opts.connect_timeout);
+            let deadline = after(self.opts.connect_timeout);
             sub.link.fresh(deadline)?;
             let run_id = sub.link.run_id.clone().unwrap_or_default();
             let first = sub.next_job;
@@ -849,7 +850,7 @@ impl RemotePool {
         }
         let job = sub.next_job;
         sub.next_job += 1;
-        let deadline = Some(Instant::now() + self.opts.connect_timeout);
+        let deadline = after(self.opts.connect_timeout);
         // Connect (and check a quiet connection) first, so the slot records the run id the task
         // goes to.
         if sub.unconfirmed.is_empty() && sub.buffered.is_empty() {
@@ -948,11 +949,11 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
             return;
         }
         // A short deadline per attempt, so `stop` is seen while Redis is away.
-        let deadline = Some(Instant::now() + block);
+        let deadline = after(block);
         let io = link.ep.opts.io_timeout;
         let from = last.clone();
         let r = link.once("reading results", deadline, |c| {
-            c.set_read_timeout(Some(block + io))?;
+            c.set_read_timeout(Some(block.saturating_add(io)))?;
             let v = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(1024)
@@ -1040,7 +1041,7 @@ fn read_results(mut link: Link, key: String, shared: Arc<Shared>) {
         if ids.is_empty() {
             continue;
         }
-        let deadline = Some(Instant::now() + block);
+        let deadline = after(block);
         let _ = link.once("trimming results", deadline, |c| {
             redis::cmd("XDEL").arg(&key).arg(&ids).query::<()>(c)
         });

@@ -14,6 +14,7 @@
 use crate::conn::{self, Endpoint, Entry, Link, Options};
 use crate::writer::{Acks, Writer, ack_pipe, push_acks};
 use crate::{ConnectError, GetError, LinkError, PutError};
+use multiproc_shm::deadline::after;
 use redis::Value;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -118,7 +119,7 @@ impl Inner {
         if !link.is_connected() {
             return;
         }
-        let deadline = Some(Instant::now() + self.opts.io_timeout);
+        let deadline = after(self.opts.io_timeout);
         let _ = self.send_acks(link, true);
         if ids.is_empty() {
             return;
@@ -143,7 +144,7 @@ impl Inner {
             return Ok(());
         }
         let p = ack_pipe(&self.key, &ids);
-        let deadline = Some(Instant::now() + self.opts.connect_timeout);
+        let deadline = after(self.opts.connect_timeout);
         let r = if wait {
             // Idempotent: safe to send again after a lost connection.
             link.retry("ack", deadline, |c| p.query::<()>(c))
@@ -281,7 +282,12 @@ impl<T> Delivery<T> {
     pub fn ack(self) -> Result<T, GetError> {
         let inner = &self.inner;
         let mut link = inner.lease().ok_or(GetError::Closed)?;
-        let deadline = Some(Instant::now() + inner.opts.io_timeout + inner.opts.connect_timeout);
+        let deadline = after(
+            inner
+                .opts
+                .io_timeout
+                .saturating_add(inner.opts.connect_timeout),
+        );
         // XACK + XDEL are idempotent: retrying after a lost connection is safe.
         link.retry("ack", deadline, |c| {
             let mut p = redis::pipe();
@@ -405,7 +411,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         let bytes = encode(item, &self.inner.opts)?;
         self.flush_puts()?;
         let mut link = self.inner.lease().ok_or(PutError::Closed)?;
-        let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+        let deadline = after(self.inner.opts.connect_timeout);
         link.fresh(deadline)?;
         link.once("put", deadline, |c| {
             redis::cmd("XADD")
@@ -435,7 +441,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         self.flush_puts()?;
         let mut link = self.inner.lease().ok_or(PutError::Closed)?;
         for chunk in encoded.chunks(CHUNK) {
-            let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+            let deadline = after(self.inner.opts.connect_timeout);
             link.fresh(deadline)?;
             let mut p = redis::pipe();
             for bytes in chunk {
@@ -468,7 +474,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 
     /// [`RemoteQueue::get`] waiting at most `timeout` ([`GetError::Timeout`]).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.recv(Some(Instant::now() + timeout))?.ack_quietly()
+        self.recv(after(timeout))?.ack_quietly()
     }
 
     /// Gets an item without acknowledging it (at-least-once): call [`Delivery::ack`] when done.
@@ -478,7 +484,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
 
     /// [`RemoteQueue::get_delivery`] waiting at most `timeout` ([`GetError::Timeout`]).
     pub fn get_delivery_timeout(&self, timeout: Duration) -> Result<Delivery<T>, GetError> {
-        self.recv(Some(Instant::now() + timeout))
+        self.recv(after(timeout))
     }
 
     /// Entries waiting or delivered and not yet acknowledged (`XLEN`), after this handle's own
@@ -492,7 +498,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             ids: inner.acks.take(false),
             acks: &inner.acks,
         };
-        let deadline = Some(Instant::now() + inner.opts.connect_timeout);
+        let deadline = after(inner.opts.connect_timeout);
         let n = link.retry("qsize", deadline, |c| {
             let mut p = redis::pipe();
             push_acks(&mut p, &inner.key, &acks.ids);
@@ -542,7 +548,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     pub fn destroy(&self) -> Result<(), PutError> {
         self.inner.settle_puts();
         let mut link = self.inner.lease().ok_or(PutError::Closed)?;
-        let deadline = Some(Instant::now() + self.inner.opts.connect_timeout);
+        let deadline = after(self.inner.opts.connect_timeout);
         link.retry("destroy", deadline, |c| {
             redis::cmd("DEL").arg(&self.inner.key).query::<()>(c)
         })?;
@@ -584,7 +590,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             }
             let now = Instant::now();
             // Without a deadline the item may take forever, but an outage may not.
-            let conn_deadline = deadline.or(Some(now + inner.opts.outage_timeout));
+            let conn_deadline = deadline.or(now.checked_add(inner.opts.outage_timeout));
             let due =
                 idle_round || lock(&inner.last_claim).is_none_or(|t| t.elapsed() >= claim_every);
             idle_round = true;
@@ -640,7 +646,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             let io = inner.opts.io_timeout;
             let count = inner.read_count();
             let r = link.retry("get", conn_deadline, |c| {
-                c.set_read_timeout(Some(block.unwrap_or_default() + io))?;
+                c.set_read_timeout(Some(block.unwrap_or_default().saturating_add(io)))?;
                 let mut p = redis::pipe();
                 push_acks(&mut p, &inner.key, &acks.ids);
                 let mut cmd = redis::cmd("XREADGROUP");

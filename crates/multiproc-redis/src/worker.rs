@@ -11,6 +11,7 @@ use crate::conn::{self, Endpoint, Entry, Link, Options};
 use crate::pool::{GROUP, RESULTS_TTL_SECS, kind};
 use crate::{ConnectError, LinkError};
 use multiproc_process::registry;
+use multiproc_shm::deadline::after;
 use redis::Value;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -96,7 +97,7 @@ fn started_key(tasks_key: &str) -> String {
 fn record_start(link: &mut Link, started: &str, id: &str) {
     let mut cmd = redis::cmd("SADD");
     cmd.arg(started).arg(id);
-    let deadline = Some(Instant::now() + link.ep.opts.io_timeout);
+    let deadline = after(link.ep.opts.io_timeout);
     if let Err(e) = link.send_nowait("recording a start", deadline, &cmd.get_packed_command(), 1) {
         tracing::debug!(target: "multiproc", "recording a start: {e}");
     }
@@ -185,7 +186,7 @@ fn heartbeat(
         }
         let ids = g.held.clone();
         drop(g);
-        let deadline = Some(Instant::now() + every);
+        let deadline = after(every);
         let r = link.once("heartbeat", deadline, |c| {
             redis::cmd("EVAL")
                 .arg(HEARTBEAT_LUA)
@@ -234,7 +235,7 @@ fn serve_loop(
         // A command error (not a lost connection): log, back off, go on.
         let mut fail = |e: LinkError, link: &mut Link| {
             if conn::is_nogroup(&e) {
-                let _ = conn::ensure_group(link, key, GROUP, Some(Instant::now() + io));
+                let _ = conn::ensure_group(link, key, GROUP, after(io));
             } else {
                 tracing::warn!(target: "multiproc", "remote worker {worker}: {e}");
                 std::thread::sleep(pause);
@@ -311,7 +312,7 @@ fn serve_loop(
                 .map_or(u64::MAX, |m| m.saturating_sub(stats.tasks))
                 .clamp(1, read_ahead);
             let r = link.retry("reading tasks", None, |c| {
-                c.set_read_timeout(Some(block + io))?;
+                c.set_read_timeout(Some(block.saturating_add(io)))?;
                 let v = redis::cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(GROUP)

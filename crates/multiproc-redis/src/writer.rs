@@ -19,6 +19,7 @@
 use crate::conn::{Endpoint, Link};
 use crate::queue::GROUP;
 use crate::{LinkError, PutError};
+use multiproc_shm::deadline::after;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -143,7 +144,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn start(ep: Endpoint, key: String, acks: Arc<Acks>) -> Result<Writer, PutError> {
-        let stall = ep.opts.connect_timeout * 2 + ep.opts.io_timeout;
+        let stall = ep
+            .opts
+            .connect_timeout
+            .saturating_mul(2)
+            .saturating_add(ep.opts.io_timeout);
         let shared = Arc::new(Shared {
             st: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -309,7 +314,7 @@ fn run(sh: &Shared, ep: Endpoint, key: &str, acks: &Acks) {
         let due = acks.take(true);
         if !due.is_empty() {
             let p = ack_pipe(key, &due);
-            let deadline = Some(Instant::now() + connect_timeout);
+            let deadline = after(connect_timeout);
             // Idempotent: safe to send again after a lost connection.
             if let Err(e) = link.retry("ack", deadline, |c| p.query::<()>(c)) {
                 tracing::warn!(target: "multiproc", "remote queue: {} acknowledgements failed: {e}", due.len());
@@ -322,7 +327,7 @@ fn run(sh: &Shared, ep: Endpoint, key: &str, acks: &Acks) {
         for bytes in &batch {
             p.cmd("XADD").arg(key).arg("*").arg("d").arg(bytes).ignore();
         }
-        let deadline = Some(Instant::now() + connect_timeout);
+        let deadline = after(connect_timeout);
         // A connection quiet for a while is checked first (PING) so that a server restarted
         // meanwhile does not take a pipeline into a dead socket.
         let r = link

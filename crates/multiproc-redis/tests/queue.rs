@@ -722,3 +722,23 @@ fn auto_read_ahead_keeps_order_and_delivers_exactly_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(p.qsize().unwrap(), 0, "every item acknowledged");
 }
+
+/// `Duration::MAX` (a user's "forever") as a call's timeout or as an `Options` timeout is no
+/// deadline, never a panic on `Instant` overflow.
+#[test]
+fn duration_max_timeouts_mean_no_deadline() {
+    let r = RedisServer::start();
+    let o = Options {
+        io_timeout: Duration::MAX,
+        outage_timeout: Duration::MAX,
+        ..Options::default()
+    };
+    let q: RemoteQueue<u8> = RemoteQueue::connect_with(&r.url(), "forever", o).unwrap();
+    q.put(&4).unwrap();
+    q.flush().unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), 4);
+    q.put(&5).unwrap();
+    let d = q.get_delivery_timeout(Duration::MAX).unwrap();
+    assert_eq!(d.ack().unwrap(), 5);
+    assert_eq!(q.qsize().unwrap(), 0);
+}

@@ -14,6 +14,17 @@ pub fn after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// The deadline `timeout` from now for code that needs an `Instant`: a timeout that overflows
+/// `Instant` gives a deadline about a century away (no panic, and in practice no deadline).
+#[inline]
+pub fn saturating_after(timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
+
 /// The time left until `deadline`: zero once it has passed.
 #[inline]
 pub fn left(deadline: Instant) -> Duration {
@@ -35,6 +46,11 @@ mod tests {
     #[test]
     fn overflow_is_no_deadline_and_a_passed_deadline_leaves_nothing() {
         assert_eq!(after(Duration::MAX), None);
+        assert!(
+            saturating_after(Duration::MAX) > Instant::now() + Duration::from_secs(3600 * 24 * 365)
+        );
+        let soon = saturating_after(Duration::from_millis(5));
+        assert!(soon <= Instant::now() + Duration::from_millis(5));
         let d = after(Duration::from_secs(60)).unwrap();
         assert!(left(d) > Duration::from_secs(59) && left(d) <= Duration::from_secs(60));
         assert!(left_nonzero(d).is_some());

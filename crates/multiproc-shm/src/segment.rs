@@ -417,7 +417,7 @@ impl Segment {
         expect: &Expect,
         timeout: Duration,
     ) -> Result<Segment> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::saturating_after(timeout);
         // The creator sets the size right after O_EXCL: wait (bounded) while the file is short.
         let size = loop {
             let size = file

@@ -66,7 +66,7 @@ pub fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
 /// Waits until `fd` is readable (or hung up) for at most `timeout` (`None`: forever).
 /// Returns whether it became ready.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(crate::deadline::after);
     loop {
         let ms: libc::c_int = match deadline {
             None => -1,

@@ -58,7 +58,7 @@ impl Pool {
     /// until a worker is up. Benches and balance tests use it so that a worker still starting
     /// does not look slow.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), ReadyError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = multiproc_shm::deadline::saturating_after(timeout);
         let mut st = lock(&self.inner.st);
         while !st.workers.iter().all(|w| w.ready && !w.dead) {
             let now = Instant::now();
@@ -467,7 +467,7 @@ impl Pool {
     /// [`join`](Pool::join) waiting at most `timeout` for the queued work
     /// ([`PoolJoinError::Timeout`] if it is not done; the pool keeps going).
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolJoinError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = multiproc_shm::deadline::saturating_after(timeout);
         {
             let mut st = lock(&self.inner.st);
             if st.phase == Phase::Running {

@@ -120,7 +120,7 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
     /// The next result, waiting at most `timeout` (`Some(Err(Timeout))`; the iterator keeps
     /// its place). Python's `IMapIterator.next(timeout)`.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        self.next_deadline(Some(Instant::now() + timeout))
+        self.next_deadline(multiproc_shm::deadline::after(timeout))
     }
 
     fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
