@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use multiproc_collections::{ListGuard, SharedList};
+use multiproc_collections::{CollectionOptions, ListGuard, SharedList};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_micros(200);
@@ -67,7 +67,7 @@ fn spares_mutex(seg: &multiproc_shm::Segment, at: usize, len: usize) -> bool {
 fuzz_target!(|input: Input| {
     let capacity = 1 + input.capacity as usize % 32;
     let bytes = input.bytes as usize % 2048;
-    let Ok(l) = List::with_capacity_and_bytes(capacity, bytes) else {
+    let Ok(l) = List::with_options(capacity, CollectionOptions { bytes: Some(bytes) }) else {
         return;
     };
     let mut reopens = 0;

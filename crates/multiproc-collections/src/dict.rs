@@ -55,6 +55,32 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 /// Arena bytes per entry of capacity when none is given (key + value + 16 bytes of head).
 pub const DEFAULT_BYTES_PER_ENTRY: usize = 128;
 
+/// Options of a [`SharedDict`] or [`SharedList`](crate::SharedList) beyond its capacity (as
+/// `QueueOptions` are for a `Queue`): given to `with_options` / `create_named_with`.
+///
+/// ```
+/// use multiproc_collections::{CollectionOptions, SharedDict};
+/// // 16 entries whose keys and values take up to 4 KiB encoded in all.
+/// let d: SharedDict<String, Vec<u8>> =
+///     SharedDict::with_options(16, CollectionOptions { bytes: Some(4096) })?;
+/// d.insert(&"k".to_string(), &vec![0; 1000])?;
+/// # Ok::<(), multiproc_collections::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectionOptions {
+    /// Arena bytes for the encoded keys and values (elements) in all, plus 16 bytes per entry
+    /// (rounded to 8). `None`: [`DEFAULT_BYTES_PER_ENTRY`] per entry of capacity.
+    pub bytes: Option<usize>,
+}
+
+impl CollectionOptions {
+    /// The arena size these options give a collection of `capacity` entries.
+    pub(crate) fn bytes_for(&self, capacity: usize) -> usize {
+        self.bytes
+            .unwrap_or_else(|| capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY))
+    }
+}
+
 /// Bounds on what a dict may hold.
 pub trait Key: Serialize + DeserializeOwned + 'static {}
 impl<T: Serialize + DeserializeOwned + 'static> Key for T {}
@@ -388,31 +414,26 @@ impl<K: Key, V: Key> SharedDict<K, V> {
     /// A new anonymous dict for `capacity` entries, with [`DEFAULT_BYTES_PER_ENTRY`] arena bytes
     /// per entry.
     pub fn with_capacity(capacity: usize) -> Result<Self, CreateError> {
-        Self::with_capacity_and_bytes(capacity, capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY))
+        Self::with_options(capacity, CollectionOptions::default())
     }
 
-    /// A new anonymous dict for `capacity` entries whose keys and values take up to `bytes`
-    /// encoded bytes in all (plus 16 bytes per entry, rounded to 8).
-    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self, CreateError> {
-        Self::build(None, capacity, bytes)
+    /// A new anonymous dict for `capacity` entries with `opts` (the arena size).
+    pub fn with_options(capacity: usize, opts: CollectionOptions) -> Result<Self, CreateError> {
+        Self::build(None, capacity, opts.bytes_for(capacity))
     }
 
     /// A new named dict (`/dev/shm/multiproc.NAME`) other processes can [`open_named`](Self::open_named).
     pub fn create_named(name: &str, capacity: usize) -> Result<Self, CreateError> {
-        Self::build(
-            Some(name),
-            capacity,
-            capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY),
-        )
+        Self::create_named_with(name, capacity, CollectionOptions::default())
     }
 
-    /// [`create_named`](Self::create_named) with an explicit arena size.
-    pub fn create_named_with_bytes(
+    /// [`create_named`](Self::create_named) with `opts` (the arena size).
+    pub fn create_named_with(
         name: &str,
         capacity: usize,
-        bytes: usize,
+        opts: CollectionOptions,
     ) -> Result<Self, CreateError> {
-        Self::build(Some(name), capacity, bytes)
+        Self::build(Some(name), capacity, opts.bytes_for(capacity))
     }
 
     /// Opens a named dict, checking that it holds `SharedDict<K, V>`.

@@ -27,7 +27,9 @@ mod lock;
 mod manager;
 mod store;
 
-pub use dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, DictGuard, Key, SharedDict};
+pub use dict::{
+    CollectionOptions, DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, DictGuard, Key, SharedDict,
+};
 pub use error::{CreateError, Error, ReadError, Result, WriteError};
 #[cfg(feature = "failpoints")]
 pub use failpoint::arm as arm_crash_point;

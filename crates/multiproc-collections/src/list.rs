@@ -17,7 +17,7 @@
 
 use crate::codec::{decode, encode};
 use crate::dict::arena_bytes;
-use crate::dict::{DEFAULT_BYTES_PER_ENTRY, DEFAULT_CAPACITY, Key};
+use crate::dict::{CollectionOptions, DEFAULT_CAPACITY, Key};
 use crate::error::{CreateError, ReadError, WriteError};
 use crate::facade::Ordering;
 use crate::store::{ARENA_START, Buf, Geometry, How, ListFlavor, State, entry_size};
@@ -260,32 +260,29 @@ impl<T: Key> SharedList<T> {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// A new anonymous list for `capacity` elements ([`DEFAULT_BYTES_PER_ENTRY`] bytes each).
+    /// A new anonymous list for `capacity` elements
+    /// ([`DEFAULT_BYTES_PER_ENTRY`](crate::DEFAULT_BYTES_PER_ENTRY) bytes each).
     pub fn with_capacity(capacity: usize) -> Result<Self, CreateError> {
-        Self::with_capacity_and_bytes(capacity, capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY))
+        Self::with_options(capacity, CollectionOptions::default())
     }
 
-    /// A new anonymous list for `capacity` elements taking up to `bytes` encoded bytes in all.
-    pub fn with_capacity_and_bytes(capacity: usize, bytes: usize) -> Result<Self, CreateError> {
-        Self::build(None, capacity, bytes)
+    /// A new anonymous list for `capacity` elements with `opts` (the arena size).
+    pub fn with_options(capacity: usize, opts: CollectionOptions) -> Result<Self, CreateError> {
+        Self::build(None, capacity, opts.bytes_for(capacity))
     }
 
     /// A new named list other processes can [`open_named`](Self::open_named).
     pub fn create_named(name: &str, capacity: usize) -> Result<Self, CreateError> {
-        Self::build(
-            Some(name),
-            capacity,
-            capacity.saturating_mul(DEFAULT_BYTES_PER_ENTRY),
-        )
+        Self::create_named_with(name, capacity, CollectionOptions::default())
     }
 
-    /// [`create_named`](Self::create_named) with an explicit arena size.
-    pub fn create_named_with_bytes(
+    /// [`create_named`](Self::create_named) with `opts` (the arena size).
+    pub fn create_named_with(
         name: &str,
         capacity: usize,
-        bytes: usize,
+        opts: CollectionOptions,
     ) -> Result<Self, CreateError> {
-        Self::build(Some(name), capacity, bytes)
+        Self::build(Some(name), capacity, opts.bytes_for(capacity))
     }
 
     /// Opens a named list, checking that it holds `SharedList<T>`.

@@ -5,7 +5,8 @@ mod common;
 
 use common::{shm_exists, unique_name};
 use multiproc_collections::{
-    CreateError, Error, Manager, ReadError, SharedDict, SharedList, SharedLock, WriteError,
+    CollectionOptions, CreateError, Error, Manager, ReadError, SharedDict, SharedList, SharedLock,
+    WriteError,
 };
 use multiproc_sync::{LockError, MutexError};
 use std::collections::BTreeMap;
@@ -105,7 +106,8 @@ fn dict_full_at_capacity_and_accepts_overwrites() {
 
 #[test]
 fn dict_compacts_the_arena_under_many_overwrites_and_removes() {
-    let d: SharedDict<u64, String> = SharedDict::with_capacity_and_bytes(64, 2048).unwrap();
+    let d: SharedDict<u64, String> =
+        SharedDict::with_options(64, CollectionOptions { bytes: Some(2048) }).unwrap();
     let mut model = BTreeMap::new();
     for round in 0..2000u64 {
         let k = round % 37;
@@ -125,7 +127,8 @@ fn dict_compacts_the_arena_under_many_overwrites_and_removes() {
 
 #[test]
 fn dict_arena_full_is_a_clear_error_and_changes_nothing() {
-    let d: SharedDict<u32, Vec<u8>> = SharedDict::with_capacity_and_bytes(8, 256).unwrap();
+    let d: SharedDict<u32, Vec<u8>> =
+        SharedDict::with_options(8, CollectionOptions { bytes: Some(256) }).unwrap();
     d.insert(&1, &vec![7; 100]).unwrap();
     let e = d.insert(&2, &vec![7; 200]).unwrap_err();
     assert!(
@@ -146,7 +149,13 @@ fn dict_arena_full_is_a_clear_error_and_changes_nothing() {
 
 #[test]
 fn dict_large_keys_and_values_round_trip() {
-    let d: SharedDict<String, String> = SharedDict::with_capacity_and_bytes(4, 100_000).unwrap();
+    let d: SharedDict<String, String> = SharedDict::with_options(
+        4,
+        CollectionOptions {
+            bytes: Some(100_000),
+        },
+    )
+    .unwrap();
     let k = "k".repeat(5000);
     let v = "v".repeat(20_000);
     d.insert(&k, &v).unwrap();
@@ -203,7 +212,8 @@ fn list_push_pop_get_set_insert_remove() {
 
 #[test]
 fn list_full_and_compaction() {
-    let l: SharedList<u64> = SharedList::with_capacity_and_bytes(4, 128).unwrap();
+    let l: SharedList<u64> =
+        SharedList::with_options(4, CollectionOptions { bytes: Some(128) }).unwrap();
     for i in 0..4 {
         l.push(&i).unwrap();
     }

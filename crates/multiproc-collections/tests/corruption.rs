@@ -5,7 +5,9 @@
 mod common;
 
 use common::unique_name;
-use multiproc_collections::{CreateError, Error, MAGIC_OFFSET, SharedDict, SharedList};
+use multiproc_collections::{
+    CollectionOptions, CreateError, Error, MAGIC_OFFSET, SharedDict, SharedList,
+};
 use multiproc_shm::ShmError;
 use multiproc_testutil::Rng;
 
@@ -38,7 +40,7 @@ fn scribbled_dict_answers_errors_never_panics() {
     let mut errors = 0;
     for round in 0..40 {
         let d: SharedDict<String, Vec<u16>> =
-            SharedDict::with_capacity_and_bytes(32, 1024).unwrap();
+            SharedDict::with_options(32, CollectionOptions { bytes: Some(1024) }).unwrap();
         for i in 0..20u16 {
             d.insert(&format!("key{i}"), &vec![i; i as usize]).unwrap();
         }
@@ -72,7 +74,8 @@ fn scribbled_dict_answers_errors_never_panics() {
 fn scribbled_list_answers_errors_never_panics() {
     let mut r = Rng(0xD1B5_4A32_D192_ED03);
     for _ in 0..40 {
-        let l: SharedList<String> = SharedList::with_capacity_and_bytes(32, 1024).unwrap();
+        let l: SharedList<String> =
+            SharedList::with_options(32, CollectionOptions { bytes: Some(1024) }).unwrap();
         for i in 0..20 {
             l.push(&format!("item{i}")).unwrap();
         }

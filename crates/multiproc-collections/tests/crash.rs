@@ -6,7 +6,7 @@
 mod common;
 
 use common::fork;
-use multiproc_collections::{SharedDict, SharedList, WriteError};
+use multiproc_collections::{CollectionOptions, SharedDict, SharedList, WriteError};
 use multiproc_sync::RawValue;
 use multiproc_testutil::Rng;
 use std::time::{Duration, Instant};
@@ -46,7 +46,8 @@ fn wait_started(started: &RawValue<u32>, before: u32) {
 #[test]
 fn dict_holder_sigkilled_at_random_points_leaves_a_consistent_dict() {
     // Small arena: compaction (the bulk path) runs every few dozen operations.
-    let d: SharedDict<String, Vec<u8>> = SharedDict::with_capacity_and_bytes(64, 3000).unwrap();
+    let d: SharedDict<String, Vec<u8>> =
+        SharedDict::with_options(64, CollectionOptions { bytes: Some(3000) }).unwrap();
     let pair: SharedDict<String, u64> = SharedDict::with_capacity(4).unwrap();
     let started = RawValue::new(0u32).unwrap();
     let mut rng = Rng(seed());
@@ -153,7 +154,8 @@ fn dict_holder_sigkilled_at_random_points_leaves_a_consistent_dict() {
 
 #[test]
 fn list_holder_sigkilled_at_random_points_leaves_a_consistent_list() {
-    let l: SharedList<Vec<u8>> = SharedList::with_capacity_and_bytes(40, 1500).unwrap();
+    let l: SharedList<Vec<u8>> =
+        SharedList::with_options(40, CollectionOptions { bytes: Some(1500) }).unwrap();
     let started = RawValue::new(0u32).unwrap();
     let mut rng = Rng(seed() ^ 0x5555);
     let mut owner_died = 0;

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Exit, fork};
-use multiproc_collections::{SharedDict, SharedList, arm_crash_point};
+use multiproc_collections::{CollectionOptions, SharedDict, SharedList, arm_crash_point};
 use multiproc_sync::RawValue;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ fn apply(d: &SharedDict<u32, Vec<u8>>, op: &Op) {
 }
 
 fn dict() -> SharedDict<u32, Vec<u8>> {
-    SharedDict::with_capacity_and_bytes(16, 400).unwrap()
+    SharedDict::with_options(16, CollectionOptions { bytes: Some(400) }).unwrap()
 }
 
 fn snapshot(items: Vec<(u32, Vec<u8>)>) -> Vec<(u32, Vec<u8>)> {
@@ -119,7 +119,8 @@ fn dict_survives_a_kill_at_every_crash_point() {
 
 #[test]
 fn list_survives_a_kill_at_every_crash_point() {
-    let mk = || SharedList::<Vec<u8>>::with_capacity_and_bytes(12, 300).unwrap();
+    let mk =
+        || SharedList::<Vec<u8>>::with_options(12, CollectionOptions { bytes: Some(300) }).unwrap();
     let run = |l: &SharedList<Vec<u8>>, i: usize| {
         let v = vec![i as u8; i % 37];
         let len = l.len().unwrap_or(0);

@@ -6,7 +6,8 @@ mod common;
 
 use common::{Exit, fork, unique_name};
 use multiproc_collections::{
-    CreateError, Error, MAGIC_OFFSET, ReadError, SharedDict, SharedList, SharedLock, WriteError,
+    CollectionOptions, CreateError, Error, MAGIC_OFFSET, ReadError, SharedDict, SharedList,
+    SharedLock, WriteError,
 };
 use multiproc_shm::{Segment, ShmError};
 use std::sync::mpsc;
@@ -41,7 +42,8 @@ fn scribble_u64(seg: &Segment, payload_off: usize, v: u64) {
 fn dict_with_a_non_power_of_two_slot_count_is_refused_not_hung() {
     let name = unique_name("pow2");
     // capacity 4: 8 slots, arena 512 + 8 bytes.
-    let d: SharedDict<String, u64> = SharedDict::create_named_with_bytes(&name, 4, 512).unwrap();
+    let d: SharedDict<String, u64> =
+        SharedDict::create_named_with(&name, 4, CollectionOptions { bytes: Some(512) }).unwrap();
     let seg = d.segment().clone();
     let (slots, arena) = (6u64, 536u64); // 16 * 8 + 2 * 520 == 16 * 6 + 2 * 536
     scribble_u64(&seg, MAGIC_OFFSET + 8, slots);
@@ -178,11 +180,21 @@ fn list_remove_of_usize_max_is_index_out_of_range() {
 #[test]
 fn huge_creation_sizes_are_bad_parameters_not_overflows() {
     assert!(matches!(
-        SharedDict::<u8, u8>::with_capacity_and_bytes(1, usize::MAX),
+        SharedDict::<u8, u8>::with_options(
+            1,
+            CollectionOptions {
+                bytes: Some(usize::MAX)
+            }
+        ),
         Err(CreateError::BadParameter(_))
     ));
     assert!(matches!(
-        SharedList::<u8>::with_capacity_and_bytes(1, usize::MAX),
+        SharedList::<u8>::with_options(
+            1,
+            CollectionOptions {
+                bytes: Some(usize::MAX)
+            }
+        ),
         Err(CreateError::BadParameter(_))
     ));
     assert!(matches!(
@@ -219,7 +231,8 @@ fn geometry_rewritten_after_open_is_ignored_by_open_handles() {
 /// refused before it sizes a copy or an allocation.
 #[test]
 fn rewritten_entry_lengths_are_refused_before_any_copy() {
-    let l: SharedList<Vec<u8>> = SharedList::with_capacity_and_bytes(4, 256).unwrap();
+    let l: SharedList<Vec<u8>> =
+        SharedList::with_options(4, CollectionOptions { bytes: Some(256) }).unwrap();
     l.push(&vec![1, 2, 3]).unwrap();
     let seg = l.segment().clone();
     // The list's first element is at arena[0] offset 8 (tables of 4 slots, then the arenas).
