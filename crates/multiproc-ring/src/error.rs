@@ -53,7 +53,8 @@ pub enum RingError {
     /// The segment layer failed.
     #[error(transparent)]
     Shm(#[from] ShmError),
-    /// Bad parameters (capacity not a power of two, too small, too large).
+    /// Bad parameters (an SPSC capacity not a power of two; a size or slot count too small or
+    /// too large).
     #[error("invalid ring parameters: {0}")]
     InvalidParams(&'static str),
     /// The control block does not describe a valid ring.

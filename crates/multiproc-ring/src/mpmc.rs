@@ -3,9 +3,13 @@
 //!
 //! Algorithm: Dmitry Vyukov's bounded MPMC queue with per-slot sequence stamps (as crossbeam's
 //! `ArrayQueue`), changed so that a claim names its claimer. Each slot has a 64-bit `word` =
-//! `claimer pid << 32 | stamp`. For position `p` (slot `p % slots`) the slot goes through
-//! `(0, p)` free → `(W, p)` being written by pid W → `(0, p+1)` full → `(R, p+1)` being read by
-//! pid R → `(0, p+slots)` free for the next lap. The claim is a CAS on the slot word (the
+//! `claimer pid << 32 | stamp`. Positions are lap-encoded as in crossbeam, so the slot count
+//! (the capacity) may be any number in `2..=MAX_SLOTS`: with `one_lap =
+//! slots.next_power_of_two()`, position `p = lap * one_lap + index` (`index < slots`) uses slot
+//! `index`, and the position after a lap's last index is index 0 of the next lap (for a
+//! power-of-two slot count simply `p + 1`: the format is the one before lap encoding). The slot
+//! goes through `(0, p)` free → `(W, p)` being written by pid W → `(0, p+1)` full → `(R, p+1)`
+//! being read by pid R → `(0, p+one_lap)` free for the next lap. The claim is a CAS on the slot word (the
 //! linearization point), so the claimer's pid is recorded atomically with the claim; `tail` and
 //! `head` are hints that any thread moves past a slot it sees claimed (helping), so a process
 //! that dies between the claim and the index bump leaves nothing wedged.
@@ -119,10 +123,8 @@ pub const fn region_size(slots: usize, slot_size: usize) -> usize {
 const MAX_AREA: usize = isize::MAX as usize / 2;
 
 fn check_params(slots: usize, slot_size: usize) -> Result<(), RingError> {
-    if !slots.is_power_of_two() || !(2..=MAX_SLOTS).contains(&slots) {
-        return Err(RingError::InvalidParams(
-            "slots must be a power of two in 2..=2^24",
-        ));
+    if !(2..=MAX_SLOTS).contains(&slots) {
+        return Err(RingError::InvalidParams("slots must be in 2..=2^24"));
     }
     if slot_size == 0 || slot_size > MAX_SLOT_SIZE {
         return Err(RingError::InvalidParams("slot size must be in 1..=2^30"));
@@ -140,9 +142,10 @@ fn check_params(slots: usize, slot_size: usize) -> Result<(), RingError> {
 /// handle's local copy afterwards (never re-read from shared memory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MpmcGeometry {
-    /// Number of slots (a power of two in `2..=MAX_SLOTS`).
+    /// Number of slots, the ring's capacity (`2..=MAX_SLOTS`, any value).
     pub slots: u64,
-    /// `slots - 1`.
+    /// The index bits of a position: `slots.next_power_of_two() - 1` (a position is
+    /// `lap * (mask + 1) + index`, `index < slots`).
     pub mask: u64,
     /// Largest record (`1..=MAX_SLOT_SIZE`).
     pub slot_size: u64,
@@ -179,7 +182,7 @@ unsafe impl SharedLayout for MpmcControl {
         }
         Ok(MpmcGeometry {
             slots,
-            mask: slots - 1,
+            mask: slots.next_power_of_two() - 1,
             slot_size,
             stride,
         })
@@ -251,7 +254,10 @@ struct Raw {
     shared: Shared<MpmcControl>,
     ctrl: NonNull<MpmcControl>,
     slots_base: NonNull<u8>,
+    /// Index bits of a position (`one_lap - 1`).
     mask: u64,
+    /// Positions per lap: `slots.next_power_of_two()`.
+    one_lap: u64,
     slots: u64,
     slot_size: u64,
     stride: u64,
@@ -270,6 +276,7 @@ impl Raw {
             ctrl: shared.as_ptr(),
             slots_base: shared.tail_ptr(),
             mask: g.mask,
+            one_lap: g.mask + 1,
             slots: g.slots,
             slot_size: g.slot_size,
             stride: g.stride,
@@ -283,10 +290,31 @@ impl Raw {
         unsafe { self.ctrl.as_ref() }
     }
 
-    /// The slot for position `pos` (masked).
+    /// Whether `pos` names a slot (its index part is below the slot count). Positions made by
+    /// [`Raw::next`] always do; one read from a scribbled `head`/`tail` may not (only when the
+    /// slot count is not a power of two), and is then moved on with [`Raw::next`], never used
+    /// to reach a slot it does not name.
+    #[inline]
+    fn valid(&self, pos: u64) -> bool {
+        pos & self.mask < self.slots
+    }
+
+    /// The position after `pos`: the next index of the same lap, or index 0 of the next lap
+    /// (crossbeam's lap encoding; for a power-of-two slot count this is `pos + 1`).
+    #[inline]
+    fn next(&self, pos: u64) -> u64 {
+        if (pos & self.mask) + 1 < self.slots {
+            pos.wrapping_add(1)
+        } else {
+            (pos & !self.mask).wrapping_add(self.one_lap)
+        }
+    }
+
+    /// The slot for position `pos` (its index part; an index past the last slot, from a
+    /// scribbled position, is clamped to it: callers check [`Raw::valid`] first).
     #[inline]
     fn slot(&self, pos: u64) -> &SlotHdr {
-        let i = pos & self.mask;
+        let i = (pos & self.mask).min(self.slots - 1);
         // SAFETY: i < slots and slots * stride fits in the tail (validated geometry, local
         // copy); slot headers are 64-aligned atomics, valid for any bytes.
         unsafe {
@@ -369,7 +397,8 @@ impl MpmcRing {
         }
     }
 
-    /// A ring of `slots` (power of two) slots of `slot_size` bytes in an anonymous segment.
+    /// A ring of `slots` slots (its capacity, `2..=`[`MAX_SLOTS`]) of `slot_size` bytes in an
+    /// anonymous segment.
     pub fn new(slots: usize, slot_size: usize) -> Result<MpmcRing, RingError> {
         check_params(slots, slot_size)?;
         let area = slots * stride_for(slot_size);
@@ -446,13 +475,20 @@ impl MpmcRing {
         let c = self.raw.ctrl();
         let tail = c.tail.load(Ordering::Relaxed);
         let head = c.head.load(Ordering::Relaxed);
-        let d = tail.wrapping_sub(head);
-        // `head` may briefly pass a lagging `tail` (both are advanced by helpers).
-        if d > u64::MAX / 2 {
-            0
-        } else {
-            d.min(self.raw.slots)
-        }
+        let raw = &self.raw;
+        let shift = raw.one_lap.trailing_zeros();
+        // Laps between the two (positions are `lap * one_lap + index`), then the indices.
+        let laps = (tail >> shift).wrapping_sub(head >> shift) as i64;
+        let slots = raw.slots as i64;
+        let idx = |p: u64| (p & raw.mask).min(raw.slots) as i64;
+        let d = match laps {
+            // `head` may briefly pass a lagging `tail` (both are advanced by helpers).
+            i64::MIN..=-2 => 0,
+            -1..=1 => laps * slots + idx(tail) - idx(head),
+            // Only a scribbled control block is that far apart.
+            _ => slots,
+        };
+        d.clamp(0, slots) as u64
     }
 
     /// Records lost because their writer or reader died mid-operation.
@@ -493,6 +529,17 @@ impl MpmcRing {
         let mut tries = 0u32;
         loop {
             let t = c.tail.load(Ordering::Relaxed);
+            if !raw.valid(t) {
+                // A scribbled tail: move it to a position that names a slot.
+                let _ =
+                    c.tail
+                        .compare_exchange(t, raw.next(t), Ordering::Relaxed, Ordering::Relaxed);
+                tries += 1;
+                if tries > MAX_RETRIES {
+                    return Err(PushError::Corrupted("tail names no slot"));
+                }
+                continue;
+            }
             let slot = raw.slot(t);
             // Acquire: pairs with the Release store that put the slot in this state (a
             // consumer's release of the previous lap): its read of the old bytes happens-before
@@ -509,7 +556,7 @@ impl MpmcRing {
                 {
                     let _ = c.tail.compare_exchange(
                         t,
-                        t.wrapping_add(1),
+                        raw.next(t),
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );
@@ -530,12 +577,9 @@ impl MpmcRing {
                 }
             } else if d >= 0 {
                 // Position t is claimed (or done): help move the tail past it.
-                let _ = c.tail.compare_exchange(
-                    t,
-                    t.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                let _ =
+                    c.tail
+                        .compare_exchange(t, raw.next(t), Ordering::Relaxed, Ordering::Relaxed);
             } else if c.tail.load(Ordering::Relaxed) == t {
                 // The slot still holds the previous lap's record (or its reader): full.
                 return Err(PushError::Full);
@@ -577,6 +621,17 @@ impl MpmcRing {
         let mut closed_seen = false;
         loop {
             let h = c.head.load(Ordering::Relaxed);
+            if !raw.valid(h) {
+                // A scribbled head: move it to a position that names a slot.
+                let _ =
+                    c.head
+                        .compare_exchange(h, raw.next(h), Ordering::Relaxed, Ordering::Relaxed);
+                tries += 1;
+                if tries > MAX_RETRIES {
+                    return Err(PopError::Corrupted("head names no slot"));
+                }
+                continue;
+            }
             let slot = raw.slot(h);
             // Acquire: pairs with the producer's Release store publishing the slot.
             let w = slot.word.load(Ordering::Acquire);
@@ -591,7 +646,7 @@ impl MpmcRing {
                 {
                     let _ = c.head.compare_exchange(
                         h,
-                        h.wrapping_add(1),
+                        raw.next(h),
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );
@@ -616,7 +671,7 @@ impl MpmcRing {
                     // Release: pairs with the producer's Acquire load/CAS of the next lap; our
                     // read of the bytes happens-before its overwrite.
                     slot.word.store(
-                        pack(0, (h as u32).wrapping_add(raw.slots as u32)),
+                        pack(0, (h as u32).wrapping_add(raw.one_lap as u32)),
                         Ordering::Release,
                     );
                     c.not_full.wake_one();
@@ -626,12 +681,9 @@ impl MpmcRing {
                     }
                 }
             } else if d >= 0 {
-                let _ = c.head.compare_exchange(
-                    h,
-                    h.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                let _ =
+                    c.head
+                        .compare_exchange(h, raw.next(h), Ordering::Relaxed, Ordering::Relaxed);
             } else if c.head.load(Ordering::Relaxed) == h {
                 // Empty at h, or its writer is still writing (`try_pop_into` then waits for
                 // it, see `pop_behind_head_writer`).
@@ -668,7 +720,8 @@ impl MpmcRing {
         // Acquire: as in `pop_once` (pairs with the producer's Release publication).
         let w = slot.word.load(Ordering::Acquire);
         let (pid, stamp) = split(w);
-        (pid != 0
+        (self.raw.valid(h)
+            && pid != 0
             && stamp == h as u32
             && c.head.load(Ordering::Relaxed) == h
             && c.tail.load(Ordering::Relaxed) != h)
@@ -748,7 +801,8 @@ impl MpmcRing {
         let slot = raw.slot(h);
         let w = slot.word.load(Ordering::Acquire);
         let (pid, stamp) = split(w);
-        if pid != 0
+        if raw.valid(h)
+            && pid != 0
             && stamp == h as u32
             && claimer_dead(slot, w)
             && slot
@@ -762,9 +816,9 @@ impl MpmcRing {
             // Release: as a producer's publish (pairs with the consumer's Acquire).
             slot.word
                 .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
-            let _ =
-                c.tail
-                    .compare_exchange(h, h.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed);
+            let _ = c
+                .tail
+                .compare_exchange(h, raw.next(h), Ordering::Relaxed, Ordering::Relaxed);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_empty.wake_one();
             n += 1;
@@ -774,8 +828,10 @@ impl MpmcRing {
         let slot = raw.slot(t);
         let w = slot.word.load(Ordering::Acquire);
         let (pid, stamp) = split(w);
-        let prev = t.wrapping_sub(raw.slots);
-        if pid != 0
+        // The same slot one lap back: the position whose reader holds it.
+        let prev = t.wrapping_sub(raw.one_lap);
+        if raw.valid(t)
+            && pid != 0
             && stamp == (prev as u32).wrapping_add(1)
             && claimer_dead(slot, w)
             && slot
@@ -785,12 +841,9 @@ impl MpmcRing {
         {
             // Release: as a consumer's release (pairs with the producer's Acquire).
             slot.word.store(pack(0, t as u32), Ordering::Release);
-            let _ = c.head.compare_exchange(
-                prev,
-                prev.wrapping_add(1),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let _ =
+                c.head
+                    .compare_exchange(prev, raw.next(prev), Ordering::Relaxed, Ordering::Relaxed);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_full.wake_one();
             n += 1;
@@ -806,7 +859,7 @@ impl MpmcRing {
         let h = c.head.load(Ordering::Relaxed);
         // Acquire: as in `pop_once` (pairs with the producer's Release publication).
         let (pid, stamp) = split(self.raw.slot(h).word.load(Ordering::Acquire));
-        (pid == 0 && stamp == (h as u32).wrapping_add(1)) || self.is_closed()
+        (self.raw.valid(h) && pid == 0 && stamp == (h as u32).wrapping_add(1)) || self.is_closed()
     }
 
     /// Async readiness for consumers: `Ready` once the head slot holds a finished record or

@@ -69,6 +69,23 @@ fn one_producer_two_consumers_across_a_lap() {
     });
 }
 
+/// A capacity that is not a power of two (lap-encoded positions: 0, 1, 2, then 4, 5, ...): a
+/// producer crossing the lap boundary while two consumers pop, each record taken once.
+#[test]
+fn one_producer_two_consumers_across_a_lap_of_three() {
+    model(|| {
+        let q = MpmcRing::new_heap(3, 8).unwrap();
+        let q1 = q.clone();
+        let c = thread::spawn(move || pop(&q1)[0]);
+        for i in 0..4u8 {
+            push(&q, &[i]);
+        }
+        let mut got = vec![pop(&q)[0], pop(&q)[0], pop(&q)[0], c.join().unwrap()];
+        got.sort();
+        assert_eq!(got, [0, 1, 2, 3]);
+    });
+}
+
 /// A producer that pushes and then closes (a queue's last producer dropping its handle right
 /// after a put): the consumer gets the record, never `Disconnected` first. Before the fix a
 /// pop that loaded the empty slot, then saw the ring closed, reported `Disconnected` with the

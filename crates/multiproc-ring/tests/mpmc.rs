@@ -69,7 +69,7 @@ fn timeouts_wait_at_least_the_timeout() {
 #[test]
 fn bad_params_are_refused() {
     assert!(matches!(
-        MpmcRing::new(3, 8),
+        MpmcRing::new((1 << 24) + 1, 8),
         Err(RingError::InvalidParams(_))
     ));
     assert!(matches!(
@@ -83,7 +83,17 @@ fn bad_params_are_refused() {
 }
 
 fn threads_mpmc(strategy: WaitStrategy, producers: u64, consumers: usize, per: u64) {
-    let mut q = MpmcRing::new_heap(64, 32).unwrap();
+    threads_mpmc_slots(64, strategy, producers, consumers, per);
+}
+
+fn threads_mpmc_slots(
+    slots: usize,
+    strategy: WaitStrategy,
+    producers: u64,
+    consumers: usize,
+    per: u64,
+) {
+    let mut q = MpmcRing::new_heap(slots, 32).unwrap();
     q.set_wait_strategy(strategy);
     let seen = Arc::new(
         (0..producers * per)
@@ -143,6 +153,58 @@ fn threads_3p2c_deliver_every_record_once_park() {
     threads_mpmc(WaitStrategy::SpinPark, 3, 2, 10_000);
 }
 
+/// Capacities that are not powers of two (lap-encoded positions) under contention: every record
+/// exactly once, none lost.
+#[test]
+fn threads_non_power_of_two_capacities_deliver_every_record_once() {
+    threads_mpmc_slots(3, WaitStrategy::Spin, 2, 2, 10_000);
+    threads_mpmc_slots(5, WaitStrategy::SpinPark, 3, 2, 5_000);
+    threads_mpmc_slots(100, WaitStrategy::Spin, 2, 2, 10_000);
+}
+
+/// Any capacity holds exactly that many records, FIFO, over many laps; `pending` counts them
+/// (against a model, random pushes and pops).
+#[test]
+fn any_capacity_holds_exactly_that_many_records_over_many_laps() {
+    for slots in [2usize, 3, 5, 6, 7, 12, 100, 1000] {
+        let q = MpmcRing::new(slots, 8).unwrap();
+        assert_eq!(q.slots(), slots);
+        let mut model = std::collections::VecDeque::new();
+        let mut rng = Rng(slots as u64 * 0x9e37_79b9 + 1);
+        let mut next = 0u64;
+        let mut v = Vec::new();
+        for _ in 0..(slots * 40).max(2_000) {
+            if rng.below(2) == 0 {
+                match q.try_push(&next.to_le_bytes()) {
+                    Ok(()) => {
+                        assert!(model.len() < slots, "slots {slots}: push past capacity");
+                        model.push_back(next);
+                        next += 1;
+                    }
+                    Err(PushError::Full) => {
+                        assert_eq!(model.len(), slots, "slots {slots}: full too early")
+                    }
+                    Err(e) => panic!("slots {slots}: {e}"),
+                }
+            } else {
+                match q.try_pop_into(&mut v) {
+                    Ok(_) => {
+                        let want = model.pop_front().expect("pop from an empty model");
+                        assert_eq!(v, want.to_le_bytes(), "slots {slots}: order");
+                    }
+                    Err(PopError::Empty) => assert!(model.is_empty(), "slots {slots}"),
+                    Err(e) => panic!("slots {slots}: {e}"),
+                }
+            }
+            assert_eq!(q.pending(), model.len() as u64, "slots {slots}: pending");
+        }
+        assert!(
+            next as usize > slots * 4,
+            "slots {slots}: crossed several laps"
+        );
+    }
+}
+
 /// A pid that is certainly dead: a child we forked and reaped.
 fn dead_pid() -> u32 {
     let mut child = fork(|| 0);
@@ -199,6 +261,82 @@ fn slot_claimed_by_dead_reader_is_released() {
     assert_eq!(q.lost_records(), 1);
     q.try_pop_into(&mut v).unwrap();
     assert_eq!(v, b"c");
+}
+
+/// A reader that died holding the last slot of a lap (capacity 3: positions 0, 1, 2, then 4):
+/// the slot is released for the next lap's position 6, the head's CAS names position 4.
+#[test]
+fn dead_reader_at_a_lap_boundary_is_released_capacity_three() {
+    let q = MpmcRing::new(3, 16).unwrap();
+    let dead = dead_pid();
+    let mut v = Vec::new();
+    for r in [b"a", b"b", b"c"] {
+        q.try_push(r).unwrap();
+    }
+    q.try_pop_into(&mut v).unwrap();
+    q.try_pop_into(&mut v).unwrap();
+    assert_eq!(v, b"b");
+    // The dead process claimed position 2 (slot 2, full stamp 3) for reading.
+    set_slot_word(&q, 2, (u64::from(dead) << 32) | 3);
+    assert_eq!(q.try_pop_into(&mut v), Err(PopError::Empty));
+    q.try_push(b"d").unwrap(); // position 4, slot 0
+    q.try_push(b"e").unwrap(); // position 5, slot 1
+    assert_eq!(q.try_push(b"f"), Err(PushError::Full)); // slot 2 held by the dead reader
+    q.push_timeout(b"f", Duration::from_secs(5)).unwrap();
+    assert_eq!(q.lost_records(), 1);
+    for want in [b"d", b"e", b"f"] {
+        q.try_pop_into(&mut v).unwrap();
+        assert_eq!(v, want);
+    }
+    assert_eq!(q.pending(), 0);
+}
+
+/// Writes the ring's `tail` (`head`: `which = 1`) position (test-only corruption). The control
+/// block is `#[repr(C)]` of 128-byte `CachePadded`s: config, tail, head.
+fn set_position(q: &MpmcRing, which: usize, pos: u64) {
+    let base = q.segment().unwrap().payload_ptr().as_ptr();
+    // SAFETY: test-only: the word is inside our own segment, 8-aligned, no concurrent use.
+    unsafe {
+        base.add(128 * (1 + which))
+            .cast::<u64>()
+            .write_volatile(pos)
+    };
+}
+
+/// A scribbled `tail` or `head` whose index part names no slot (possible only when the slot
+/// count is not a power of two: capacity 3, index 3) is moved on, never used to reach a slot:
+/// every call returns a value or an error, and `pending` stays within the capacity.
+#[test]
+fn scribbled_position_naming_no_slot_gives_errors_not_ub() {
+    for which in [0, 1] {
+        for pos in [3u64, 7, u64::MAX] {
+            let q = MpmcRing::new(3, 16).unwrap();
+            q.try_push(b"x").unwrap();
+            set_position(&q, which, pos);
+            assert!(q.pending() <= 3);
+            let mut v = Vec::new();
+            for _ in 0..8 {
+                match q.try_push(b"y") {
+                    Ok(()) | Err(PushError::Full) => {}
+                    Err(e) => panic!("push: {e}"),
+                }
+                match q.try_pop_into(&mut v) {
+                    Ok(_) | Err(PopError::Empty) => {}
+                    Err(e) => panic!("pop: {e}"),
+                }
+                assert!(q.pending() <= 3);
+            }
+            match q.push_timeout(b"z", Duration::from_millis(20)) {
+                Ok(()) | Err(PushError::Timeout) => {}
+                Err(e) => panic!("push_timeout: {e}"),
+            }
+            match q.pop_into_timeout(&mut v, Duration::from_millis(20)) {
+                Ok(_) | Err(PopError::Timeout) => {}
+                Err(e) => panic!("pop_into_timeout: {e}"),
+            }
+            q.recover();
+        }
+    }
 }
 
 #[test]
