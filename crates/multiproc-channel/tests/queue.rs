@@ -102,6 +102,48 @@ fn forked_child_puts_twenty_items_in_order() {
     assert!(q.empty());
 }
 
+/// The bound is exact for any `maxsize`, also where the ring is the bound (its slot count is
+/// `maxsize` itself, lap-encoded, for 2 and up) and where it is not (`maxsize` 1): `maxsize`
+/// items fit, one more is `Full`; a forked producer blocked on the full queue across many laps
+/// delivers every item in order while `qsize` never passes the bound.
+#[test]
+fn bound_is_exact_for_any_maxsize_across_laps() {
+    for maxsize in [1usize, 2, 3, 5, 6, 100] {
+        let q: Queue<u64> = Queue::new(maxsize).unwrap();
+        for i in 0..maxsize as u64 {
+            q.put_nowait(i).unwrap();
+        }
+        assert!(
+            matches!(q.put_nowait(99), Err(PutError::Full(99))),
+            "maxsize {maxsize}"
+        );
+        assert_eq!(q.qsize(), maxsize);
+        assert!(q.full());
+        assert_eq!(q.get().unwrap(), 0);
+        q.put_nowait(maxsize as u64).unwrap();
+        assert!(
+            matches!(q.put_nowait(99), Err(PutError::Full(_))),
+            "maxsize {maxsize}"
+        );
+        let n = 2_000 + 7 * maxsize as u64;
+        let q2 = q.clone();
+        let mut child = fork(move || {
+            for i in maxsize as u64 + 1..n {
+                if q2.put_timeout(i, T30).is_err() {
+                    return 2;
+                }
+            }
+            0
+        });
+        for want in 1..n {
+            assert!(q.qsize() <= maxsize, "maxsize {maxsize}");
+            assert_eq!(q.get_timeout(T30).unwrap(), want, "maxsize {maxsize}");
+        }
+        assert_eq!(child.wait_timeout(T30), Exit::Code(0));
+        assert!(q.empty());
+    }
+}
+
 /// Item 15, test_qsize: 0, 1, 2, 1, 0.
 #[test]
 fn qsize_counts_up_and_down() {

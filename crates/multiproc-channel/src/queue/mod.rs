@@ -6,14 +6,18 @@
 //! use it at once; there is no feeder thread (an item is in the shared ring when `put`
 //! returns, and an encoding error surfaces at `put`, not later: pitfall B.2 of Python).
 //!
-//! **Bound.** `maxsize` is exact (Python's `BoundedSemaphore(maxsize)`): `put` first takes a unit
-//! (a CAS on `puts`, allowed while `puts - gets < maxsize`), then pushes; `get` pops, then bumps
+//! **Bound.** `maxsize` is exact (Python's `BoundedSemaphore(maxsize)`). The ring has exactly
+//! `maxsize` slots (it takes any slot count from 2), so its fullness is the bound: `put` pushes
+//! (a full ring means a full queue) and then counts the item in `puts`; `get` pops, then bumps
 //! `gets`. `puts` is written only by producers and `gets` only by consumers, each on its own
-//! cache line, and a producer re-reads `gets` only when its cached copy says "full" (the index
-//! caching of rtrb), so a producer and a consumer do not bounce a shared counter per item.
-//! Blocked putters park on a [`WaitWord`] next to `gets` (waiters counted, so an uncontended `get`
-//! makes no syscall). The ring has `next_power_of_two(maxsize)` slots (at most 65536),
-//! so a push after admission finds room except while a dead reader's slot awaits recovery.
+//! cache line, and nothing on `put`'s path reads `gets`, so a producer and a consumer move only
+//! the slot's line per item (before, a producer facing a full queue re-read `gets` on every
+//! put: docs/benchmarks.md, "Queue: where the time goes"). Blocked putters park on a
+//! [`WaitWord`] next to `gets`, which every `get` pokes after its pop (waiters counted, so an
+//! uncontended `get` makes no syscall). `qsize` is `puts - gets`, clamped to `0..=maxsize`.
+//! For `maxsize == 1` (a ring has at least 2 slots) `put` first takes a unit (a CAS on `puts`,
+//! allowed while `puts - gets < maxsize`; a producer re-reads `gets` only when its cached copy
+//! says "full", the index caching of rtrb), then pushes.
 //! `maxsize` is `1..=`[`MAX_MAXSIZE`]; `0` (Python's unbounded queue) is refused with an error
 //! that names the limit (why: `docs/channel.md`).
 //!
@@ -108,8 +112,8 @@ pub const MIN_SLOT_SIZE: usize = 128;
 pub const MAX_SLOT_SIZE: usize = 1 << 20;
 /// Largest `max_message` this process accepts, at create and from a queue it opens (64 MiB).
 pub const MAX_MESSAGE_LIMIT: usize = crate::pipe::MAX_MESSAGE_LIMIT;
-/// Largest `maxsize` (2^20 items): the ring gets `maxsize.next_power_of_two()` slots, so every
-/// admitted item has a slot. `maxsize == 0` (Python's "unbounded") is refused; see
+/// Largest `maxsize` (2^20 items): the ring gets exactly `maxsize` slots (2 for `maxsize` 1),
+/// so every admitted item has a slot. `maxsize == 0` (Python's "unbounded") is refused; see
 /// `docs/channel.md` for why.
 pub const MAX_MAXSIZE: usize = 1 << 20;
 /// Most ring slots.
@@ -142,6 +146,11 @@ pub(crate) struct Inner {
     /// This process's registration (process-local).
     local: Local,
     ring: MpmcRing,
+    /// The ring has exactly `maxsize` slots (every queue made since the ring took any slot
+    /// count, `maxsize >= 2`): the ring's fullness is the bound, so `put` admits by pushing
+    /// (no `gets` read on its path). Otherwise (`maxsize == 1`: a ring has at least 2 slots)
+    /// `put` takes a unit of `puts - gets < maxsize` first.
+    exact: bool,
     /// Validated copies (never re-read from shared memory).
     maxsize: u32,
     max_message: usize,
@@ -312,8 +321,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The ring's slot count for `maxsize`: exactly `maxsize` (the ring takes any count from 2).
 fn ring_geometry(maxsize: usize) -> usize {
-    maxsize.max(2).next_power_of_two().min(MAX_RING_SLOTS)
+    maxsize.clamp(2, MAX_RING_SLOTS)
 }
 
 fn new_id() -> u64 {
@@ -413,10 +423,12 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 limit: MAX_SLOT_SIZE as u64,
             }));
         }
+        let exact = ring.slots() == g.maxsize as usize;
         let sh = Arc::new(Inner {
             ctl,
             local: Local::new(),
             ring,
+            exact,
             maxsize: g.maxsize,
             max_message: g.max_message,
             slot_size,

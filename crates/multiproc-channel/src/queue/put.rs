@@ -93,6 +93,28 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 s.unlink_name();
             }
         };
+        if self.sh.exact {
+            if self.joinable {
+                // SeqCst: as below (counted before the item can be seen: a consumer's
+                // `task_done` for it must find it counted). A put that fails takes it back.
+                self.ctl().tasks.unfinished.fetch_add(1, Ordering::SeqCst);
+            }
+            return match self.push_admitting(rec, mode) {
+                Ok(()) => {
+                    // Relaxed: `puts` only counts items for `qsize` (the ring bounds them and
+                    // publishes them).
+                    self.ctl().puts.puts.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    remove_side(side);
+                    if self.joinable {
+                        let _ = self.task_done_inner();
+                    }
+                    Err(self.push_error(item, e, msg_len))
+                }
+            };
+        }
         if let Err(e) = self.admit(mode) {
             remove_side(side);
             return Err(match e {
@@ -121,21 +143,92 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             Err(e) => {
                 remove_side(side);
                 self.undo_put();
-                Err(match e {
-                    PushError::Full => PutError::Full(item),
-                    PushError::Timeout => PutError::Timeout(item),
-                    PushError::Disconnected => self.closed_put(item),
-                    // Cannot happen with a validated slot size (inline records fit by
-                    // construction, side records are at most 73 bytes); name the message.
-                    PushError::TooLarge { .. } => PutError::TooLarge {
-                        item,
-                        len: msg_len,
-                        max: self.sh.slot_size.saturating_sub(1),
-                    },
-                    PushError::Corrupted(s) => PutError::Corrupted(item, s),
-                    _ => PutError::Corrupted(item, "unexpected ring error"),
-                })
+                Err(self.push_error(item, e, msg_len))
             }
+        }
+    }
+
+    /// The `PutError` (handing `item` back) for a push that failed with `e`.
+    fn push_error(&self, item: T, e: PushError, msg_len: usize) -> PutError<T> {
+        match e {
+            PushError::Full => PutError::Full(item),
+            PushError::Timeout => PutError::Timeout(item),
+            PushError::Disconnected => self.closed_put(item),
+            // Cannot happen with a validated slot size (inline records fit by construction,
+            // side records are at most 73 bytes); name the message.
+            PushError::TooLarge { .. } => PutError::TooLarge {
+                item,
+                len: msg_len,
+                max: self.sh.slot_size.saturating_sub(1),
+            },
+            PushError::Corrupted(s) => PutError::Corrupted(item, s),
+            _ => PutError::Corrupted(item, "unexpected ring error"),
+        }
+    }
+
+    /// The put of a queue whose ring has exactly `maxsize` slots: the push is the admission.
+    /// A full ring waits per `mode` on the `WaitWord` every `get` pokes (as `admit_wait`),
+    /// retrying the push; `Full`, `Timeout` and `Disconnected` (a closed ring, or no live
+    /// consumer: `closed_put` tells which) as the admission would report them.
+    fn push_admitting(&self, rec: &[u8], mode: Mode) -> Result<(), PushError> {
+        let ring = &self.sh.ring;
+        match ring.try_push(rec) {
+            Err(PushError::Full) => {}
+            r => return r,
+        }
+        let deadline = match mode {
+            Mode::NoWait => {
+                // Full: every consumer may be dead.
+                if self.check_due() && self.peers_gone(false) {
+                    return Err(PushError::Disconnected);
+                }
+                return Err(PushError::Full);
+            }
+            Mode::Block(d) => d,
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(PushError::Timeout);
+        }
+        self.push_wait(rec, deadline)
+    }
+
+    /// Waits per this handle's strategy until the push succeeds, the deadline passes, or the
+    /// ring is closed. Between parked slices ([`PARK_MAX`]) the ring recovers slots of dead
+    /// readers, and every [`peers::CHECK_EVERY`] it looks whether any consumer is alive.
+    #[cold]
+    fn push_wait(&self, rec: &[u8], deadline: Option<Instant>) -> Result<(), PushError> {
+        let ring = &self.sh.ring;
+        let mut last_check = None::<Instant>;
+        let r = self.ctl().gets.wait.wait_until(
+            self.strategy,
+            &self.budget,
+            deadline,
+            PARK_MAX,
+            // The condition is the push itself: a `get` frees its slot before it pokes the
+            // word (the waker's half of the primitive's protocol), so a parked putter that
+            // re-checks after announcing itself sees the room.
+            || match ring.try_push(rec) {
+                Err(PushError::Full) => None,
+                r => Some(r),
+            },
+            || {
+                // A dead reader may hold a slot: let the ring recover it.
+                ring.recover();
+                // Every consumer may be dead: look (reads /proc) every CHECK_EVERY.
+                let now = Instant::now();
+                if last_check.is_none_or(|t| now.duration_since(t) >= peers::CHECK_EVERY) {
+                    last_check = Some(now);
+                    if self.peers_gone(false) {
+                        return Some(PushError::Disconnected);
+                    }
+                }
+                None
+            },
+        );
+        match r {
+            Ok(r) => r,
+            Err(WaitError::TimedOut) => Err(PushError::Timeout),
+            Err(WaitError::Stopped(e)) => Err(e),
         }
     }
 
