@@ -9,12 +9,12 @@
 //! `index`, and the position after a lap's last index is index 0 of the next lap (for a
 //! power-of-two slot count simply `p + 1`: the format is the one before lap encoding). The slot
 //! goes through `(0, p)` free → `(W, p)` being written by pid W → `(0, p+1)` full → `(R, p+1)`
-//! being read by pid R → `(0, p+one_lap)` free for the next lap. The claim is a CAS on the slot word (the
-//! linearization point), so the claimer's pid is recorded atomically with the claim; `tail` and
-//! `head` are hints that any thread moves past a slot it sees claimed (helping), so a process
-//! that dies between the claim and the index bump leaves nothing wedged.
+//! being read by pid R → `(0, p+one_lap)` free for the next lap. The claim is a CAS on the slot
+//! word (the linearization point), so the claimer's pid is recorded atomically with the claim;
+//! `tail` and `head` are hints that any thread moves past a slot it sees claimed (helping), so a
+//! process that dies between the claim and the index bump leaves nothing wedged.
 //!
-//! Peer death: a slot stuck in `(W, p)` at `head`, or `(R, p+1)` at `tail - slots`, whose claimer
+//! Peer death: a slot stuck in `(W, p)` at `head`, or `(R, p+1)` at `tail - one_lap`, whose claimer
 //! is dead (pid + start time, see `ident`) is recovered by a blocked waiter's periodic check
 //! (or [`MpmcRing::recover`]): a dead writer's slot is published as a *lost* record (skipped by
 //! consumers), a dead reader's slot is released. At most the dead process's in-flight record is
