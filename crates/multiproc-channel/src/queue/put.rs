@@ -212,17 +212,8 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 r => Some(r),
             },
             || {
-                // A dead reader may hold a slot: let the ring recover it.
-                ring.recover();
-                // Every consumer may be dead: look (reads /proc) every CHECK_EVERY.
-                let now = Instant::now();
-                if last_check.is_none_or(|t| now.duration_since(t) >= peers::CHECK_EVERY) {
-                    last_check = Some(now);
-                    if self.peers_gone(false) {
-                        return Some(PushError::Disconnected);
-                    }
-                }
-                None
+                self.full_slice(&mut last_check)
+                    .then_some(PushError::Disconnected)
             },
         );
         match r {
@@ -230,6 +221,19 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             Err(WaitError::TimedOut) => Err(PushError::Timeout),
             Err(WaitError::Stopped(e)) => Err(e),
         }
+    }
+
+    /// Between parked slices of a put waiting on a full queue: lets the ring recover a slot a
+    /// dead reader holds, and every [`peers::CHECK_EVERY`] (reads /proc) looks whether any
+    /// consumer is alive. True when none is.
+    fn full_slice(&self, last_check: &mut Option<Instant>) -> bool {
+        self.sh.ring.recover();
+        let now = Instant::now();
+        if last_check.is_none_or(|t| now.duration_since(t) >= peers::CHECK_EVERY) {
+            *last_check = Some(now);
+            return self.peers_gone(false);
+        }
+        false
     }
 
     /// The error of a put on a closed ring: `Closed` after `close_all`, else `Disconnected`.
@@ -344,19 +348,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                     }
                 }
             },
-            || {
-                // A dead reader may hold a slot: let the ring recover it.
-                self.sh.ring.recover();
-                // Every consumer may be dead: look (reads /proc) every CHECK_EVERY.
-                let now = Instant::now();
-                if last_check.is_none_or(|t| now.duration_since(t) >= peers::CHECK_EVERY) {
-                    last_check = Some(now);
-                    if self.peers_gone(false) {
-                        return Some(Admit::Closed);
-                    }
-                }
-                None
-            },
+            || self.full_slice(&mut last_check).then_some(Admit::Closed),
         );
         match r {
             Ok(r) => r,
