@@ -310,6 +310,15 @@ impl Raw {
         }
     }
 
+    /// Moves the hint `at` (`tail` or `head`) from `pos` to the position after it, unless
+    /// another thread moved it already: the index bump after a claim, and the help any thread
+    /// gives past a slot it finds claimed or a position naming no slot.
+    #[inline]
+    fn help_past(&self, at: &AtomicU64, pos: u64) {
+        // Relaxed: `tail`/`head` are hints; every slot's state is decided by its own word.
+        let _ = at.compare_exchange(pos, self.next(pos), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// The slot for position `pos` (its index part; an index past the last slot, from a
     /// scribbled position, is clamped to it: callers check [`Raw::valid`] first).
     #[inline]
@@ -374,6 +383,9 @@ struct HeadWait {
 pub struct MpmcRing {
     raw: Raw,
     strategy: WaitStrategy,
+    /// Whether this handle's pops wake pushers parked on `not_full` (see
+    /// [`MpmcRing::set_wakes_pushers`]).
+    wake_pushers: bool,
 }
 
 impl std::fmt::Debug for MpmcRing {
@@ -394,6 +406,7 @@ impl MpmcRing {
         MpmcRing {
             raw: Raw::new(s),
             strategy: WaitStrategy::default(),
+            wake_pushers: true,
         }
     }
 
@@ -447,6 +460,17 @@ impl MpmcRing {
     /// Sets how this handle's blocking calls wait.
     pub fn set_wait_strategy(&mut self, s: WaitStrategy) {
         self.strategy = s;
+    }
+
+    /// Whether this handle's pops wake pushers parked in [`MpmcRing::push`] (default: yes).
+    ///
+    /// An owner whose pushers never park on the ring (they call [`MpmcRing::try_push`] and wait
+    /// on a word of the owner's, which its consumers poke after each pop, as `Queue` does)
+    /// turns it off on every handle: each pop then saves the store-load fence of the wake-up
+    /// check. A pusher that does park in `push` while some handle has it off still wakes about
+    /// every [`CHECK_EVERY`](crate::CHECK_EVERY) (every park is bounded) and sees the room.
+    pub fn set_wakes_pushers(&mut self, on: bool) {
+        self.wake_pushers = on;
     }
 
     /// Number of slots.
@@ -531,9 +555,7 @@ impl MpmcRing {
             let t = c.tail.load(Ordering::Relaxed);
             if !raw.valid(t) {
                 // A scribbled tail: move it to a position that names a slot.
-                let _ =
-                    c.tail
-                        .compare_exchange(t, raw.next(t), Ordering::Relaxed, Ordering::Relaxed);
+                raw.help_past(&c.tail, t);
                 tries += 1;
                 if tries > MAX_RETRIES {
                     return Err(PushError::Corrupted("tail names no slot"));
@@ -554,12 +576,7 @@ impl MpmcRing {
                     .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    let _ = c.tail.compare_exchange(
-                        t,
-                        raw.next(t),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                    raw.help_past(&c.tail, t);
                     slot.claimer.store(claimer_value(), Ordering::Relaxed);
                     slot.len.store(rec.len() as u32, Ordering::Relaxed);
                     // SAFETY: the slot's data area holds slot_size >= rec.len() bytes and is ours
@@ -577,9 +594,7 @@ impl MpmcRing {
                 }
             } else if d >= 0 {
                 // Position t is claimed (or done): help move the tail past it.
-                let _ =
-                    c.tail
-                        .compare_exchange(t, raw.next(t), Ordering::Relaxed, Ordering::Relaxed);
+                raw.help_past(&c.tail, t);
             } else if c.tail.load(Ordering::Relaxed) == t {
                 // The slot still holds the previous lap's record (or its reader): full.
                 return Err(PushError::Full);
@@ -623,9 +638,7 @@ impl MpmcRing {
             let h = c.head.load(Ordering::Relaxed);
             if !raw.valid(h) {
                 // A scribbled head: move it to a position that names a slot.
-                let _ =
-                    c.head
-                        .compare_exchange(h, raw.next(h), Ordering::Relaxed, Ordering::Relaxed);
+                raw.help_past(&c.head, h);
                 tries += 1;
                 if tries > MAX_RETRIES {
                     return Err(PopError::Corrupted("head names no slot"));
@@ -644,12 +657,7 @@ impl MpmcRing {
                     .compare_exchange_weak(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    let _ = c.head.compare_exchange(
-                        h,
-                        raw.next(h),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                    raw.help_past(&c.head, h);
                     slot.claimer.store(claimer_value(), Ordering::Relaxed);
                     let len = slot.len.load(Ordering::Relaxed);
                     let res = if len == LOST_LEN {
@@ -674,16 +682,16 @@ impl MpmcRing {
                         pack(0, (h as u32).wrapping_add(raw.one_lap as u32)),
                         Ordering::Release,
                     );
-                    c.not_full.wake_one();
+                    if self.wake_pushers {
+                        c.not_full.wake_one();
+                    }
                     match res {
                         Some(r) => return r,
                         None => continue, // a record lost to a dead writer: skip it
                     }
                 }
             } else if d >= 0 {
-                let _ =
-                    c.head
-                        .compare_exchange(h, raw.next(h), Ordering::Relaxed, Ordering::Relaxed);
+                raw.help_past(&c.head, h);
             } else if c.head.load(Ordering::Relaxed) == h {
                 // Empty at h, or its writer is still writing (`try_pop_into` then waits for
                 // it, see `pop_behind_head_writer`).
@@ -816,9 +824,7 @@ impl MpmcRing {
             // Release: as a producer's publish (pairs with the consumer's Acquire).
             slot.word
                 .store(pack(0, stamp.wrapping_add(1)), Ordering::Release);
-            let _ = c
-                .tail
-                .compare_exchange(h, raw.next(h), Ordering::Relaxed, Ordering::Relaxed);
+            raw.help_past(&c.tail, h);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_empty.wake_one();
             n += 1;
@@ -841,9 +847,7 @@ impl MpmcRing {
         {
             // Release: as a consumer's release (pairs with the producer's Acquire).
             slot.word.store(pack(0, t as u32), Ordering::Release);
-            let _ =
-                c.head
-                    .compare_exchange(prev, raw.next(prev), Ordering::Relaxed, Ordering::Relaxed);
+            raw.help_past(&c.head, prev);
             c.state.lost.fetch_add(1, Ordering::Relaxed);
             c.not_full.wake_one();
             n += 1;
@@ -860,6 +864,18 @@ impl MpmcRing {
         // Acquire: as in `pop_once` (pairs with the producer's Release publication).
         let (pid, stamp) = split(self.raw.slot(h).word.load(Ordering::Acquire));
         (self.raw.valid(h) && pid == 0 && stamp == (h as u32).wrapping_add(1)) || self.is_closed()
+    }
+
+    /// Whether the slot at the tail is free for this lap (a push would find room now), or the
+    /// ring is closed: a hint for a pusher that waits elsewhere (see
+    /// [`MpmcRing::set_wakes_pushers`]); the push decides.
+    pub fn has_free_slot(&self) -> bool {
+        let c = self.raw.ctrl();
+        // Relaxed: a hint; the push that follows decides with its own Acquire.
+        let t = c.tail.load(Ordering::Relaxed);
+        // Acquire: as in `try_push` (pairs with the consumer's Release of the previous lap).
+        let (pid, stamp) = split(self.raw.slot(t).word.load(Ordering::Acquire));
+        (self.raw.valid(t) && pid == 0 && stamp == t as u32) || self.is_closed()
     }
 
     /// Async readiness for consumers: `Ready` once the head slot holds a finished record or

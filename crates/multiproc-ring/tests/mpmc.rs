@@ -529,3 +529,51 @@ fn try_pop_behind_a_live_stalled_head_writer_gives_up() {
     );
     assert_eq!(q.lost_records(), 0);
 }
+
+/// `has_free_slot` says whether a push would find room, over laps of a 3-slot ring (and true
+/// once closed); pops through handles that do not wake pushers (`set_wakes_pushers(false)`,
+/// as a Queue's) still let a pusher parked in `push` through, since every park is bounded.
+#[test]
+fn has_free_slot_follows_room_and_a_parked_push_gets_through_without_wakes() {
+    let mut q = MpmcRing::new(3, 8).unwrap();
+    let mut v = Vec::new();
+    for lap in 0..5u8 {
+        for i in 0..3u8 {
+            assert!(q.has_free_slot(), "lap {lap} slot {i}");
+            q.try_push(&[lap, i]).unwrap();
+        }
+        assert!(!q.has_free_slot(), "lap {lap}: full");
+        q.try_pop_into(&mut v).unwrap();
+        assert_eq!(v, [lap, 0]);
+        assert!(q.has_free_slot(), "lap {lap}: one taken");
+        q.try_push(&[9]).unwrap();
+        assert!(!q.has_free_slot());
+        for _ in 0..3 {
+            q.try_pop_into(&mut v).unwrap();
+        }
+    }
+    q.set_wakes_pushers(false);
+    for i in 0..3u8 {
+        q.try_push(&[i]).unwrap();
+    }
+    let mut pusher = q.clone();
+    pusher.set_wait_strategy(WaitStrategy::Park);
+    let t = std::thread::spawn(move || {
+        let r = pusher.push_timeout(b"late", Duration::from_secs(10));
+        (r, pusher)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    q.try_pop_into(&mut v).unwrap();
+    let (r, _pusher) = t.join().unwrap();
+    assert_eq!(r, Ok(()));
+    for want in [&[1u8][..], &[2], b"late"] {
+        q.try_pop_into(&mut v).unwrap();
+        assert_eq!(v, want);
+    }
+    q.try_push(b"a").unwrap();
+    q.try_push(b"b").unwrap();
+    q.try_push(b"c").unwrap();
+    assert!(!q.has_free_slot());
+    q.close();
+    assert!(q.has_free_slot(), "closed: a push decides (Disconnected)");
+}

@@ -7,7 +7,7 @@
 //! putters, the unfinished-task word for joiners. Every 10 ms it lets the ring recover slots
 //! held by dead processes, as blocked calls do between slices.
 
-use super::{JoinableQueue, Mode, PARK_MAX, Queue, Receiver, Sender, SimpleQueue, used};
+use super::{JoinableQueue, Mode, PARK_MAX, Queue, Receiver, Sender, SimpleQueue};
 use crate::codec::Codec;
 use crate::error::{GetError, PutError};
 use crate::facade::Ordering;
@@ -87,19 +87,12 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     where
         T: Send,
     {
-        let max = self.sh.maxsize;
         let mut st = Waiting {
             w: AsyncWait::new(),
             done: false,
             pass_on: move || {
-                let c = self.ctl();
-                // Relaxed: a hint for a wake-up (as in `admit`).
-                let (p, g) = (
-                    c.puts.puts.load(Ordering::Relaxed),
-                    c.gets.gets.load(Ordering::Relaxed),
-                );
-                if used(p, g) < max {
-                    c.gets.wait.wake_one();
+                if self.sh.has_room() {
+                    self.ctl().gets.wait.wake_one();
                 }
             },
         };
@@ -141,20 +134,13 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 // A dead reader may hold a slot: let the ring recover it.
                 self.sh.ring.recover();
             }
-            let max = self.sh.maxsize;
-            let ring = &self.sh.ring;
-            let c = self.ctl();
+            // The condition's loads are ordered against the consumer's slot release (or
+            // `gets` bump) by the protocol's fences, as in `push_wait`/`admit_wait`.
             let ready = w.poll_shared(
                 cx,
                 &self.sh.ctl,
                 |c| &c.gets.wait,
-                || {
-                    // Relaxed: ordered against the consumer's bump by the protocol's fences (as in
-                    // `admit_wait`).
-                    let p = c.puts.puts.load(Ordering::Relaxed);
-                    let g = c.gets.gets.load(Ordering::Relaxed);
-                    (used(p, g) < max || ring.is_closed()).then_some(())
-                },
+                || self.sh.has_room().then_some(()),
             );
             if ready.is_pending() {
                 return Err(it);

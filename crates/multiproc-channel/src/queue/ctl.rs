@@ -6,7 +6,7 @@ use super::MAX_MESSAGE_LIMIT;
 use crate::error::ChannelError;
 use crate::facade::{AtomicU32, AtomicU64, Ordering};
 use crate::peers::Peers;
-use multiproc_ring::CachePadded;
+use multiproc_ring::{CachePadded, MpmcRing};
 use multiproc_shm::{ObjectKind, Segment, Shared, SharedLayout, ShmError};
 use multiproc_sync::park::WaitWord;
 use std::marker::PhantomData;
@@ -21,17 +21,19 @@ pub(super) struct Config {
     pub(super) id: AtomicU64,
 }
 
-/// Items admitted by `put` (wrapping): written by producers only.
+/// Items admitted by `put` (wrapping): written by producers only, and only when the ring is not
+/// the bound (`maxsize` 1).
 #[repr(C)]
 pub(super) struct Puts {
     pub(super) puts: AtomicU32,
 }
 
-/// Items taken by `get` (wrapping): written by consumers only; blocked putters park on `wait`.
+/// Items taken by `get` (wrapping): written by consumers only, and only when the ring is not the
+/// bound (`maxsize` 1); blocked putters park on `wait`, which every `get` pokes.
 #[repr(C)]
 pub(super) struct Gets {
     pub(super) gets: AtomicU32,
-    /// Where putters waiting for room park (woken by every `gets` bump and by disconnects).
+    /// Where putters waiting for room park (woken after every `get` and by disconnects).
     pub(super) wait: WaitWord,
 }
 
@@ -123,19 +125,33 @@ pub struct QueueStats {
     pub unfinished: u64,
 }
 
-/// Reads the counters of a queue's control block without knowing its element type.
+/// Reads the counters of a named queue's control block without knowing its element type.
 ///
 /// `seg` only needs to be a segment of kind [`ObjectKind::Queue`] (its element type is not
 /// checked): the payload size and the magic are checked here, and every field read is an atomic
-/// integer, so a corrupted segment gives an error or a meaningless number, never UB.
+/// integer, so a corrupted segment gives an error or a meaningless number, never UB. The depth
+/// of a queue whose ring is its bound (every `maxsize` but 1) is read from the ring, which is
+/// opened by name (`NAME.ring`): an anonymous queue's control segment alone gives
+/// [`ChannelError::InvalidParams`].
 pub fn stats_of(seg: &Segment) -> Result<QueueStats, ChannelError> {
     let sh = Shared::<QueueCtl>::from_segment(seg.clone())?;
     let ctl = sh.get();
     let maxsize = u64::from(sh.geometry().maxsize);
-    let g = ctl.gets.gets.load(Ordering::Relaxed);
-    let p = ctl.puts.puts.load(Ordering::Relaxed);
+    let Some(name) = seg.name() else {
+        return Err(ChannelError::InvalidParams(
+            "an anonymous queue's ring cannot be found from its control segment",
+        ));
+    };
+    let ring = MpmcRing::open_named(&format!("{name}.ring"))?;
+    let depth = if ring.slots() as u64 == maxsize {
+        ring.pending()
+    } else {
+        let g = ctl.gets.gets.load(Ordering::Relaxed);
+        let p = ctl.puts.puts.load(Ordering::Relaxed);
+        u64::from(used(p, g))
+    };
     Ok(QueueStats {
-        depth: u64::from(used(p, g)).min(maxsize),
+        depth: depth.min(maxsize),
         maxsize,
         unfinished: u64::from(ctl.tasks.unfinished.load(Ordering::Relaxed)),
     })

@@ -8,16 +8,16 @@
 //!
 //! **Bound.** `maxsize` is exact (Python's `BoundedSemaphore(maxsize)`). The ring has exactly
 //! `maxsize` slots (it takes any slot count from 2), so its fullness is the bound: `put` pushes
-//! (a full ring means a full queue) and then counts the item in `puts`; `get` pops, then bumps
-//! `gets`. `puts` is written only by producers and `gets` only by consumers, each on its own
-//! cache line, and nothing on `put`'s path reads `gets`, so a producer and a consumer move only
-//! the slot's line per item (before, a producer facing a full queue re-read `gets` on every
-//! put: docs/benchmarks.md, "Queue: where the time goes"). Blocked putters park on a
-//! [`WaitWord`] next to `gets`, which every `get` pokes after its pop (waiters counted, so an
-//! uncontended `get` makes no syscall). `qsize` is `puts - gets`, clamped to `0..=maxsize`.
-//! For `maxsize == 1` (a ring has at least 2 slots) `put` first takes a unit (a CAS on `puts`,
-//! allowed while `puts - gets < maxsize`; a producer re-reads `gets` only when its cached copy
-//! says "full", the index caching of rtrb), then pushes.
+//! (a full ring means a full queue) and `get` pops, and no counter is moved per item: a
+//! producer and a consumer move only the slot's line (before, a producer facing a full queue
+//! re-read a `gets` counter on every put: docs/benchmarks.md, "Queue: where the time goes").
+//! Blocked putters park on a [`WaitWord`] in the control block, which every `get` pokes after
+//! its pop (waiters counted, so an uncontended `get` makes no syscall); since they never park
+//! on the ring's own `not_full`, the ring's pops skip that word. `qsize` is the ring's claimed
+//! and not yet taken slots, clamped to `0..=maxsize`. For `maxsize == 1` (a ring has at least
+//! 2 slots) `put` first takes a unit (a CAS on `puts`, allowed while `puts - gets < maxsize`; a
+//! producer re-reads `gets` only when its cached copy says "full", the index caching of rtrb),
+//! then pushes, and `get` bumps `gets`; `qsize` is then `puts - gets`.
 //! `maxsize` is `1..=`[`MAX_MAXSIZE`]; `0` (Python's unbounded queue) is refused with an error
 //! that names the limit (why: `docs/channel.md`).
 //!
@@ -156,6 +156,32 @@ pub(crate) struct Inner {
     max_message: usize,
     slot_size: usize,
     id: u64,
+}
+
+impl Inner {
+    /// Items in the queue now, in `0..=maxsize` (see [`Queue::qsize`]): the ring's claimed
+    /// and not yet taken slots when the ring is the bound, else `puts - gets`.
+    fn depth(&self) -> u32 {
+        if self.exact {
+            // `pending` is at most the slot count, which is `maxsize` here.
+            return (self.ring.pending() as u32).min(self.maxsize);
+        }
+        let c = self.ctl.get();
+        // Relaxed: a snapshot (the items themselves are published by the ring's slots).
+        let g = c.gets.gets.load(Ordering::Relaxed);
+        let p = c.puts.puts.load(Ordering::Relaxed);
+        used(p, g).min(self.maxsize)
+    }
+
+    /// Whether a put may find room now (a hint for an async putter's readiness and its
+    /// passed-on wake-up; the put decides): a free slot at the ring's tail when the ring is
+    /// the bound, else `puts - gets < maxsize`; true as well once the ring is closed.
+    pub(super) fn has_room(&self) -> bool {
+        if self.exact {
+            return self.ring.has_free_slot();
+        }
+        self.depth() < self.maxsize || self.ring.is_closed()
+    }
 }
 
 /// A process-shared FIFO queue of `T` (`Clone` gives another handle; `Serialize` sends it to
@@ -424,6 +450,10 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             }));
         }
         let exact = ring.slots() == g.maxsize as usize;
+        let mut ring = ring;
+        // Exact: putters wait on the admission word next to `gets` (every get pokes it), never
+        // on the ring's own `not_full`, so pops need not look for waiters there.
+        ring.set_wakes_pushers(!exact);
         let sh = Arc::new(Inner {
             ctl,
             local: Local::new(),
@@ -490,13 +520,11 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     }
 
     /// Items in the queue (admitted by `put`, not yet taken by `get`): a snapshot, always in
-    /// `0..=maxsize`. The two counters are read at slightly different moments while other
-    /// processes move them, so the difference is clamped to the bound.
+    /// `0..=maxsize`. It is read from the ring's positions (or, for `maxsize` 1, from the
+    /// admission counters) at slightly different moments while other processes move them, so
+    /// the difference is clamped to the bound.
     pub fn qsize(&self) -> usize {
-        let c = self.ctl();
-        let g = c.gets.gets.load(Ordering::Relaxed);
-        let p = c.puts.puts.load(Ordering::Relaxed);
-        used(p, g).min(self.sh.maxsize) as usize
+        self.sh.depth() as usize
     }
 
     /// Whether the queue holds no item (the same snapshot as `qsize() == 0`).

@@ -99,13 +99,9 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
                 // `task_done` for it must find it counted). A put that fails takes it back.
                 self.ctl().tasks.unfinished.fetch_add(1, Ordering::SeqCst);
             }
+            // The ring is the bound and `qsize` reads it: no counter is moved.
             return match self.push_admitting(rec, mode) {
-                Ok(()) => {
-                    // Relaxed: `puts` only counts items for `qsize` (the ring bounds them and
-                    // publishes them).
-                    self.ctl().puts.puts.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
+                Ok(()) => Ok(()),
                 Err(e) => {
                     remove_side(side);
                     if self.joinable {
@@ -357,13 +353,20 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         }
     }
 
-    /// Gives an admission unit back (after a get, or a put that failed after admission).
+    /// Gives an admission unit back (after a get, or a put that failed after admission) and
+    /// wakes a putter waiting for room. When the ring is the bound (`exact`) there is no unit:
+    /// the get freed its slot, and only the wake-up is left.
     pub(super) fn release_unit(&self) {
         let c = &self.ctl().gets;
-        // Relaxed: `gets` only bounds the item count; `wake_one`'s SeqCst fence orders this bump
-        // before its load of the waiter count (the waker's half of the primitive's Dekker pair
-        // with a putter parked in `admit_wait`).
-        c.gets.fetch_add(1, Ordering::Relaxed);
+        if !self.sh.exact {
+            // Relaxed: `gets` only bounds the item count; `wake_one`'s SeqCst fence orders this
+            // bump before its load of the waiter count (the waker's half of the primitive's
+            // Dekker pair with a putter parked in `admit_wait`).
+            c.gets.fetch_add(1, Ordering::Relaxed);
+        }
+        // Exact: the get's release of its slot (the ring's Release store) is the state change
+        // this wake-up publishes; the fence in `wake_one` orders it before the waiter count's
+        // load, as for the bump above (the putter parked in `push_wait` re-checks by pushing).
         c.wait.wake_one();
     }
 }
