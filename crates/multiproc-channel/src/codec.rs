@@ -62,6 +62,32 @@ pub trait Codec<T>: 'static {
     fn encode_vec(v: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
     /// Decodes one message occupying all of `bytes`.
     fn decode(bytes: &[u8]) -> Result<T, CodecError>;
+    /// The longest encoding of any `T`, when the codec bounds it; `None` (the default) when it
+    /// does not or cannot tell. A [`Queue`](crate::Queue) then makes its slots no larger than
+    /// that needs (a slot of up to 16 bytes shares its cache line with another, see
+    /// `docs/ring.md`) and never needs a side segment. An encoder that writes more than it
+    /// promised here gets `PutError::TooLarge` from such a queue, never a cut message.
+    fn max_len() -> Option<usize> {
+        None
+    }
+}
+
+/// The longest postcard encoding of a primitive `T` (varints: 3, 5 and 10 bytes for 16, 32
+/// and 64 bits; a `char` is a length byte and up to 4 UTF-8 bytes), `None` for any other type.
+/// A primitive's `type_name` is its bare name (any other type's is a path); the size is checked
+/// too.
+fn postcard_primitive_max<T>() -> Option<usize> {
+    let (name, size) = (std::any::type_name::<T>(), std::mem::size_of::<T>());
+    Some(match (name, size) {
+        ("u8" | "i8" | "bool", 1) => 1,
+        ("u16" | "i16", 2) => 3,
+        ("u32" | "i32" | "usize" | "isize", 4) => 5,
+        ("u64" | "i64" | "usize" | "isize", 8) => 10,
+        ("f32", 4) => 4,
+        ("f64", 8) => 8,
+        ("char", 4) => 5,
+        _ => return None,
+    })
 }
 
 /// The default codec: postcard over serde.
@@ -88,6 +114,10 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
             .len();
         out.truncate(used);
         Ok(())
+    }
+
+    fn max_len() -> Option<usize> {
+        postcard_primitive_max::<T>()
     }
 
     #[inline]
@@ -122,6 +152,10 @@ impl<T: IntoBytes + FromBytes + Immutable> Codec<T> for Plain {
         out.clear();
         out.extend_from_slice(v.as_bytes());
         Ok(())
+    }
+
+    fn max_len() -> Option<usize> {
+        Some(std::mem::size_of::<T>())
     }
 
     #[inline]
@@ -194,5 +228,49 @@ mod bitcode_tests {
             crate::Pipe::duplex_with::<Vec<u64>, Bitcode>(crate::PipeOptions::default()).unwrap();
         a.send(&vec![1, 2, 3]).unwrap();
         assert_eq!(b.recv().unwrap(), vec![1, 2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod max_len_tests {
+    use super::*;
+
+    fn longest<T: Serialize + DeserializeOwned>(vals: &[T]) -> usize {
+        vals.iter()
+            .map(|v| postcard::to_allocvec(v).unwrap().len())
+            .max()
+            .unwrap()
+    }
+
+    /// Postcard's bound per primitive is reached by its extremes, and no other type has one.
+    #[test]
+    fn postcard_bounds_primitives_exactly_and_nothing_else() {
+        fn check<T: Serialize + DeserializeOwned + 'static>(vals: &[T]) {
+            assert_eq!(
+                <Postcard as Codec<T>>::max_len(),
+                Some(longest(vals)),
+                "{}",
+                std::any::type_name::<T>()
+            );
+        }
+        check(&[0u8, u8::MAX]);
+        check(&[0i8, i8::MIN, i8::MAX]);
+        check(&[false, true]);
+        check(&[0u16, u16::MAX]);
+        check(&[0i16, i16::MIN, i16::MAX]);
+        check(&[0u32, u32::MAX]);
+        check(&[0i32, i32::MIN, i32::MAX]);
+        check(&[0u64, u64::MAX]);
+        check(&[0i64, i64::MIN, i64::MAX]);
+        check(&[0usize, usize::MAX]);
+        check(&[0isize, isize::MIN, isize::MAX]);
+        check(&[0f32, f32::MAX]);
+        check(&[0f64, f64::MAX]);
+        check(&['a', '\u{10FFFF}']);
+        assert_eq!(<Postcard as Codec<String>>::max_len(), None);
+        assert_eq!(<Postcard as Codec<(u8, u8)>>::max_len(), None);
+        assert_eq!(<Postcard as Codec<Vec<u64>>>::max_len(), None);
+        assert_eq!(<Postcard as Codec<u128>>::max_len(), None);
+        assert_eq!(<Plain as Codec<[u32; 3]>>::max_len(), Some(12));
     }
 }

@@ -657,3 +657,67 @@ fn default_max_message_of_64_mib_passes_and_one_more_byte_is_refused() {
         r => panic!("{r:?}"),
     }
 }
+
+/// A queue of a type whose encoding the codec bounds (primitive numbers with postcard, any type
+/// with `Plain`) gets slots of just that size (two per cache line): extremes round-trip across
+/// a forked child, in order, over several laps; an opener accepts the small slots; other types
+/// keep the asked slot size.
+#[test]
+fn bounded_types_get_small_slots_and_round_trip_their_extremes() {
+    fn slot_of(name: &str) -> usize {
+        multiproc_ring::MpmcRing::open_named(&format!("{name}.ring"))
+            .unwrap()
+            .slot_size()
+    }
+    let name = unique_name("qsmall");
+    let q: Queue<u64> = Queue::create_named(&name, 5).unwrap();
+    assert_eq!(slot_of(&name), 11, "tag byte + 10-byte varint");
+    let vals = [0u64, 1, 127, 128, u64::MAX, u64::MAX - 1, 1 << 63, 42];
+    let q2: Queue<u64> = Queue::open_named(&name).unwrap();
+    let mut child = fork(move || {
+        for _ in 0..10 {
+            for v in vals {
+                if q2.put_timeout(v, T30).is_err() {
+                    return 2;
+                }
+            }
+        }
+        0
+    });
+    for _ in 0..10 {
+        for v in vals {
+            assert_eq!(q.get_timeout(T30).unwrap(), v);
+        }
+    }
+    assert_eq!(child.wait_timeout(T30), Exit::Code(0));
+    drop(q);
+
+    let name = unique_name("qsmall");
+    let q: Queue<i64> = Queue::create_named(&name, 3).unwrap();
+    assert_eq!(slot_of(&name), 11);
+    for v in [i64::MIN, -1, 0, i64::MAX] {
+        q.put(v).unwrap();
+        assert_eq!(q.get().unwrap(), v);
+    }
+    drop(q);
+
+    let name = unique_name("qsmall");
+    let q: Queue<[u32; 3], Plain> = Queue::create_named(&name, 4).unwrap();
+    assert_eq!(slot_of(&name), 13);
+    q.put([u32::MAX, 0, 7]).unwrap();
+    assert_eq!(q.get().unwrap(), [u32::MAX, 0, 7]);
+    drop(q);
+
+    let name = unique_name("qsmall");
+    let q: Queue<String> = Queue::create_named(&name, 4).unwrap();
+    assert_eq!(slot_of(&name), QueueOptions::default().slot_size);
+    drop(q);
+    let name = unique_name("qsmall");
+    let opts = QueueOptions {
+        slot_size: 200,
+        ..QueueOptions::default()
+    };
+    let q: Queue<(u8, u8)> = Queue::create_named_with(&name, 4, opts).unwrap();
+    assert_eq!(slot_of(&name), 200);
+    drop(q);
+}

@@ -93,7 +93,20 @@ fn threads_mpmc_slots(
     consumers: usize,
     per: u64,
 ) {
-    let mut q = MpmcRing::new_heap(slots, 32).unwrap();
+    threads_mpmc_sized(slots, 32, strategy, producers, consumers, per);
+}
+
+/// Records of 12 to `min(slot_size, 23)` bytes (sequence number and checksum).
+fn threads_mpmc_sized(
+    slots: usize,
+    slot_size: usize,
+    strategy: WaitStrategy,
+    producers: u64,
+    consumers: usize,
+    per: u64,
+) {
+    let extra = (slot_size.min(23) - 12) as u64 + 1;
+    let mut q = MpmcRing::new_heap(slots, slot_size).unwrap();
     q.set_wait_strategy(strategy);
     let seen = Arc::new(
         (0..producers * per)
@@ -106,8 +119,9 @@ fn threads_mpmc_slots(
         hs.push(std::thread::spawn(move || {
             let mut buf = [0u8; 24];
             for i in 0..per {
-                make_record(&mut buf[..12 + (i % 12) as usize], p * per + i);
-                q.push_timeout(&buf[..12 + (i % 12) as usize], Duration::from_secs(10))
+                let len = 12 + (i % extra) as usize;
+                make_record(&mut buf[..len], p * per + i);
+                q.push_timeout(&buf[..len], Duration::from_secs(10))
                     .unwrap();
             }
         }));
@@ -160,6 +174,20 @@ fn threads_non_power_of_two_capacities_deliver_every_record_once() {
     threads_mpmc_slots(3, WaitStrategy::Spin, 2, 2, 10_000);
     threads_mpmc_slots(5, WaitStrategy::SpinPark, 3, 2, 5_000);
     threads_mpmc_slots(100, WaitStrategy::Spin, 2, 2, 10_000);
+}
+
+/// Packed slots (a slot size of at most 16 bytes: stride 32, two slots per cache line) under
+/// contention, with any capacity: every record exactly once, none lost.
+#[test]
+fn threads_packed_slots_deliver_every_record_once() {
+    assert_eq!(multiproc_ring::mpmc::stride_for(16), 32);
+    assert_eq!(multiproc_ring::mpmc::stride_for(1), 32);
+    assert_eq!(multiproc_ring::mpmc::stride_for(17), 64);
+    assert_eq!(multiproc_ring::mpmc::stride_for(48), 64);
+    assert_eq!(multiproc_ring::mpmc::stride_for(49), 128);
+    threads_mpmc_sized(64, 16, WaitStrategy::Spin, 2, 2, 20_000);
+    threads_mpmc_sized(7, 12, WaitStrategy::SpinPark, 3, 2, 10_000);
+    threads_mpmc_sized(2, 16, WaitStrategy::Spin, 2, 2, 5_000);
 }
 
 /// Any capacity holds exactly that many records, FIFO, over many laps; `pending` counts them
@@ -251,12 +279,18 @@ fn slot_claimed_by_dead_reader_is_released() {
     let dead = dead_pid();
     q.try_push(b"a").unwrap();
     q.try_push(b"b").unwrap();
-    // The dead process claimed position 0 for reading (stamp 1) and bumped the head.
+    // The dead process claimed position 0 for reading (stamp 1), wrote its claimer value
+    // (pid | start time << 22) and bumped the head.
     set_slot_word(&q, 0, (u64::from(dead) << 32) | 1);
+    set_slot_meta(&q, 0, u64::from(dead) | (12345 << 22));
     let mut v = Vec::new();
     q.try_pop_into(&mut v).unwrap(); // helps head past 0, reads "b"
     assert_eq!(v, b"b");
     assert_eq!(q.try_push(b"c"), Err(PushError::Full)); // slot 0 held by the dead reader
+    assert_eq!(q.recover(), 1);
+    // The release cleared the dead reader's claimer value: a next writer whose pid were the
+    // same (reused) must not be judged by its start time before storing its own.
+    assert_eq!(slot_meta(&q, 0), 0);
     q.push_timeout(b"c", Duration::from_secs(5)).unwrap();
     assert_eq!(q.lost_records(), 1);
     q.try_pop_into(&mut v).unwrap();
@@ -486,30 +520,59 @@ fn try_pop_after_own_push_never_says_empty_processes() {
     check_own_push_outcome(r);
 }
 
-/// Writes the length field of slot `i` (test-only corruption through the segment).
-fn set_slot_len(q: &MpmcRing, i: usize, len: u32) {
+/// Writes the `meta` word of slot `i` (in a full slot: `1 << 63 | len`; test-only corruption
+/// through the segment).
+fn set_slot_meta(q: &MpmcRing, i: usize, meta: u64) {
     let base = q.segment().unwrap().payload_ptr().as_ptr();
     let off = multiproc_ring::mpmc::control_size()
         + i * multiproc_ring::mpmc::stride_for(q.slot_size())
-        + 16;
-    // SAFETY: test-only: slot i's len is inside our own segment, 4-aligned, no concurrent use.
-    unsafe { base.add(off).cast::<u32>().write_volatile(len) };
+        + 8;
+    // SAFETY: test-only: slot i's meta is inside our own segment, 8-aligned, no concurrent use.
+    unsafe { base.add(off).cast::<u64>().write_volatile(meta) };
+}
+
+/// Reads the `meta` word of slot `i`.
+fn slot_meta(q: &MpmcRing, i: usize) -> u64 {
+    let base = q.segment().unwrap().payload_ptr().as_ptr();
+    let off = multiproc_ring::mpmc::control_size()
+        + i * multiproc_ring::mpmc::stride_for(q.slot_size())
+        + 8;
+    // SAFETY: test-only: slot i's meta is inside our own segment, 8-aligned, no concurrent use.
+    unsafe { base.add(off).cast::<u64>().read_volatile() }
 }
 
 #[test]
 fn slot_length_beyond_the_slot_size_is_corrupted_not_copied() {
-    let q = MpmcRing::new(4, 16).unwrap();
-    q.try_push(b"abc").unwrap();
-    set_slot_len(&q, 0, 17);
-    let mut v = Vec::new();
-    assert!(matches!(
-        q.try_pop_into(&mut v),
-        Err(PopError::Corrupted(_))
-    ));
-    // The slot was released: the ring goes on.
-    q.try_push(b"d").unwrap();
-    q.try_pop_into(&mut v).unwrap();
-    assert_eq!(v, b"d");
+    // Slot size 16 (packed, stride 32) and 40 (stride 64); a length past the slot, and a full
+    // slot whose meta holds no length (a claimer value or garbage without the tag).
+    for (slot_size, slot) in [(16usize, 0usize), (16, 1), (40, 0)] {
+        for meta in [
+            1u64 << 63 | (slot_size as u64 + 1),
+            17,
+            0,
+            1 << 63 | u64::from(u32::MAX - 1),
+        ] {
+            let q = MpmcRing::new(4, slot_size).unwrap();
+            for _ in 0..slot {
+                q.try_push(b"x").unwrap();
+            }
+            q.try_push(b"abc").unwrap();
+            set_slot_meta(&q, slot, meta);
+            let mut v = Vec::new();
+            for _ in 0..slot {
+                q.try_pop_into(&mut v).unwrap();
+                assert_eq!(v, b"x");
+            }
+            assert!(
+                matches!(q.try_pop_into(&mut v), Err(PopError::Corrupted(_))),
+                "slot size {slot_size}, slot {slot}, meta {meta:#x}"
+            );
+            // The slot was released: the ring goes on.
+            q.try_push(b"d").unwrap();
+            q.try_pop_into(&mut v).unwrap();
+            assert_eq!(v, b"d");
+        }
+    }
 }
 
 #[test]

@@ -126,7 +126,10 @@ const PARK_MAX: Duration = Duration::from_millis(10);
 /// Queue parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct QueueOptions {
-    /// Bytes per ring slot; messages up to `slot_size - 1` bytes go inline.
+    /// Bytes per ring slot; messages up to `slot_size - 1` bytes go inline. When the codec
+    /// bounds the encoding of `T` ([`Codec::max_len`]: primitive numbers with postcard, any
+    /// type with `Plain`), the ring's slots are no larger than that needs (`max_len + 1`):
+    /// e.g. a `Queue<u64>` has 11-byte slots, two per cache line.
     pub slot_size: usize,
     /// Largest message (encoded bytes).
     pub max_message: usize,
@@ -347,6 +350,23 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The ring's slot size for the `slot_size` asked for: no more than the longest encoding of `T`
+/// needs (plus the tag byte) when the codec bounds it ([`Codec::max_len`]; every message then
+/// goes inline, so the slot need not hold a side record), else what was asked.
+fn slot_size_for<T, C: Codec<T>>(asked: usize) -> usize {
+    match C::max_len() {
+        Some(m) if m < asked => (m + 1).min(asked),
+        _ => asked,
+    }
+}
+
+/// Whether an opener accepts a ring's slot size: in `MIN_SLOT_SIZE..=MAX_SLOT_SIZE` (a side
+/// record fits), or smaller but holding every encoding of `T` when the codec bounds it.
+fn slot_size_ok<T, C: Codec<T>>(slot: usize) -> bool {
+    (MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&slot)
+        || C::max_len().is_some_and(|m| (m + 1..MIN_SLOT_SIZE).contains(&slot))
+}
+
 /// The ring's slot count for `maxsize`: exactly `maxsize` (the ring takes any count from 2).
 fn ring_geometry(maxsize: usize) -> usize {
     maxsize.clamp(2, MAX_RING_SLOTS)
@@ -390,6 +410,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             ));
         }
         let slots = ring_geometry(maxsize);
+        let slot_size = slot_size_for::<T, C>(opts.slot_size);
         let bound = maxsize;
         let id = new_id();
         let fp = TypeFingerprint::of::<QueueOf<T, C>>();
@@ -423,12 +444,12 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
         let (ctl, ring) = match name {
             Some(n) => {
                 let ctl = Shared::<QueueCtl>::create(Some(n), fp, 0, init)?;
-                let ring = MpmcRing::create_named(&format!("{n}.ring"), slots, opts.slot_size)?;
+                let ring = MpmcRing::create_named(&format!("{n}.ring"), slots, slot_size)?;
                 (ctl, ring)
             }
             None => (
                 Shared::<QueueCtl>::create(None, fp, 0, init)?,
-                MpmcRing::new(slots, opts.slot_size)?,
+                MpmcRing::new(slots, slot_size)?,
             ),
         };
         Self::from_parts(ctl, ring, joinable, Role::BOTH)
@@ -442,7 +463,7 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
     ) -> Result<Self, ChannelError> {
         let g = *ctl.geometry();
         let slot_size = ring.slot_size();
-        if !(MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&slot_size) {
+        if !slot_size_ok::<T, C>(slot_size) {
             return Err(ChannelError::Shm(ShmError::OutOfRange {
                 what: "queue ring slot size",
                 found: slot_size as u64,
