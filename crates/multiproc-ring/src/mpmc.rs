@@ -593,6 +593,9 @@ impl MpmcRing {
                     .is_ok()
                 {
                     raw.help_past(&c.tail, t);
+                    // Relaxed (all `meta` stores): the slot is ours while claimed; the word's
+                    // Release store that ends the claim publishes `meta` with it, and
+                    // `claimer_dead` re-reads the word (Acquire) before trusting `meta`.
                     slot.meta.store(claimer_value(), Ordering::Relaxed);
                     // SAFETY: the slot's data area holds slot_size >= rec.len() bytes and is ours
                     // while we hold the claim (no one else reads or writes it).
@@ -676,6 +679,7 @@ impl MpmcRing {
                     raw.help_past(&c.head, h);
                     // Relaxed: written before the producer's Release store we Acquired.
                     let m = slot.meta.load(Ordering::Relaxed);
+                    // Relaxed: as in `try_push` (ours while claimed; the word's Release publishes it).
                     slot.meta.store(claimer_value(), Ordering::Relaxed);
                     let len = m & !LEN_TAG;
                     let res = if m & LEN_TAG == 0 {
@@ -840,6 +844,7 @@ impl MpmcRing {
                 .compare_exchange(w, pack(me, stamp), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
+            // Relaxed: published by the Release store of the word below.
             slot.meta.store(LEN_TAG | LOST_LEN, Ordering::Relaxed);
             // Release: as a producer's publish (pairs with the consumer's Acquire).
             slot.word
