@@ -679,7 +679,7 @@ impl MpmcRing {
                     raw.help_past(&c.head, h);
                     // Relaxed: written before the producer's Release store we Acquired.
                     let m = slot.meta.load(Ordering::Relaxed);
-                    // Relaxed: as in `try_push` (ours while claimed; the word's Release publishes it).
+                    // Relaxed: as in `try_push`.
                     slot.meta.store(claimer_value(), Ordering::Relaxed);
                     let len = m & !LEN_TAG;
                     let res = if m & LEN_TAG == 0 {
