@@ -37,6 +37,7 @@ struct Input {
 
 fuzz_target!(|input: Input| {
     common::init();
+    common::short_head_writer_patience();
     // Any slot count in 2..=32 (lap-encoded positions when it is not a power of two).
     let slots = 2 + input.slots_log as usize % 31;
     let slot_size = 1 + input.slot_size as usize % 96;
@@ -45,10 +46,10 @@ fuzz_target!(|input: Input| {
     };
     let seg = q.segment().expect("segment ring").clone();
     let mut v = Vec::new();
-    // 32 ops: a `try_pop` behind a head slot scribbled to look claimed by a live process (pid 1)
-    // waits up to 200 ms, so 32 of them stay under libFuzzer's 10 s hang limit.
+    // A `try_pop` behind a head slot scribbled to look claimed by a live process waits for
+    // that writer: here `HEAD_PATIENCE` (see `common::short_head_writer_patience`), not 200 ms.
     let mut stale = false;
-    for op in input.ops.iter().take(32) {
+    for op in input.ops.iter().take(common::MAX_OPS) {
         match op {
             Op::Push(len) => {
                 let _ = q.try_push(&vec![7; *len as usize % (slot_size + 8)]);

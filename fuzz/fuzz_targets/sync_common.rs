@@ -20,6 +20,18 @@ pub fn init() {
     });
 }
 
+/// How long a pop waits for a live writer of the MPMC head slot in the targets (default
+/// 200 ms): scribbles make that slot look claimed by a live process (often this one) on many
+/// inputs, and each such pop then waited the whole default (`obj_mpmc` spent half its time in
+/// `sched_yield`). The wait's logic is the same at any length.
+pub const HEAD_PATIENCE: Duration = Duration::from_micros(200);
+
+/// Once per process: the MPMC head-writer patience to [`HEAD_PATIENCE`].
+pub fn short_head_writer_patience() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| multiproc_ring::mpmc::set_head_writer_patience(HEAD_PATIENCE));
+}
+
 /// At most this many ops per input.
 pub const MAX_OPS: usize = 64;
 

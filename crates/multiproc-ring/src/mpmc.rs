@@ -63,7 +63,26 @@ const MAX_RETRIES: u32 = 1 << 16;
 /// bound it, since the writer may be a hostile or stopped process). Past it: `Empty`. 50 ms
 /// was too short on a 2-core machine at load 10: a producer preempted mid-write for longer
 /// made the own-push test see `Empty` about once in 2 million tries.
-const HEAD_WRITER_PATIENCE: Duration = Duration::from_millis(200);
+pub const HEAD_WRITER_PATIENCE: Duration = Duration::from_millis(200);
+/// This process's head-writer patience in ns ([`set_head_writer_patience`]).
+#[cfg(not(loom))]
+static HEAD_WRITER_PATIENCE_NS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(HEAD_WRITER_PATIENCE.as_nanos() as u64);
+
+/// Sets, for every MPMC ring handle of this process, how long a non-blocking pop waits for a
+/// live producer still writing the head slot while later slots are claimed (default
+/// [`HEAD_WRITER_PATIENCE`]) before it reports `Empty`. For fuzz targets, whose scribbles make
+/// the head slot look claimed by a live process on many inputs (each one then cost the full
+/// default), and tests; a shorter patience only makes such a pop give up sooner.
+#[doc(hidden)]
+#[cfg(not(loom))]
+pub fn set_head_writer_patience(d: Duration) {
+    // Relaxed: a process-local setting; a pop that reads the old value waits as long as it did.
+    HEAD_WRITER_PATIENCE_NS.store(
+        d.as_nanos().min(u128::from(u64::MAX)) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
 /// Spins before the head-writer wait starts yielding and looking at the clock.
 #[cfg(not(loom))]
 const HEAD_WRITER_SPINS: u32 = 128;
@@ -789,7 +808,8 @@ impl MpmcRing {
 
     /// One step of waiting for the live writer of the head slot (claim word `w`). Returns false
     /// when the patience is used up. Spins first; then yields, checks now and then whether the
-    /// writer died (and recovers its slot if so), and gives up after `HEAD_WRITER_PATIENCE`.
+    /// writer died (and recovers its slot if so), and gives up after the process's patience
+    /// ([`HEAD_WRITER_PATIENCE`] unless [`set_head_writer_patience`] changed it).
     fn wait_head_writer(&self, hw: &mut HeadWait, slot: &SlotHdr, w: u64) -> bool {
         hw.rounds += 1;
         if hw.rounds <= HEAD_WRITER_SPINS {
@@ -806,7 +826,11 @@ impl MpmcRing {
             std::thread::yield_now();
             let now = Instant::now();
             let since = *hw.since.get_or_insert(now);
-            if now.duration_since(since) >= HEAD_WRITER_PATIENCE {
+            // Relaxed: as in `set_head_writer_patience`.
+            let patience = Duration::from_nanos(
+                HEAD_WRITER_PATIENCE_NS.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            if now.duration_since(since) >= patience {
                 return false;
             }
             if hw
