@@ -33,7 +33,7 @@ struct Input {
 
 fuzz_target!(|input: Input| {
     common::init();
-    common::short_head_writer_patience();
+    common::short_ring_waits();
     let Ok(q) = JoinableQueue::<u32>::new(1 + usize::from(input.maxsize % 8)) else {
         return;
     };

@@ -37,7 +37,7 @@ struct Input {
 
 fuzz_target!(|input: Input| {
     common::init();
-    common::short_head_writer_patience();
+    common::short_ring_waits();
     // Any slot count in 2..=32 (lap-encoded positions when it is not a power of two).
     let slots = 2 + input.slots_log as usize % 31;
     let slot_size = 1 + input.slot_size as usize % 96;
@@ -47,7 +47,7 @@ fuzz_target!(|input: Input| {
     let seg = q.segment().expect("segment ring").clone();
     let mut v = Vec::new();
     // A `try_pop` behind a head slot scribbled to look claimed by a live process waits for
-    // that writer: here `HEAD_PATIENCE` (see `common::short_head_writer_patience`), not 200 ms.
+    // that writer: here `HEAD_PATIENCE` (see `common::short_ring_waits`), not 200 ms.
     let mut stale = false;
     for op in input.ops.iter().take(common::MAX_OPS) {
         match op {

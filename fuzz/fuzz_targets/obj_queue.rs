@@ -59,7 +59,7 @@ fn side_files(prefix: &str) -> Vec<String> {
 
 fuzz_target!(|input: Input| {
     common::init();
-    common::short_head_writer_patience();
+    common::short_ring_waits();
     let opts = QueueOptions {
         slot_size: 128 + usize::from(input.slot) * 4,
         max_message: MAX_MESSAGE,

@@ -26,10 +26,20 @@ pub fn init() {
 /// `sched_yield`). The wait's logic is the same at any length.
 pub const HEAD_PATIENCE: Duration = Duration::from_micros(200);
 
-/// Once per process: the MPMC head-writer patience to [`HEAD_PATIENCE`].
-pub fn short_head_writer_patience() {
+/// How many lost races or helped-past slots an MPMC push or pop retries before it reports the
+/// ring corrupted (default 65,536): on a scribbled ring many calls ran to the bound, and those
+/// loops' coverage callbacks were most of `obj_queue`'s time. One thread drives each target, so
+/// no live race is lost here.
+pub const MAX_RETRIES: u32 = 256;
+
+/// Once per process: the MPMC head-writer patience to [`HEAD_PATIENCE`] and the retry bound to
+/// [`MAX_RETRIES`].
+pub fn short_ring_waits() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| multiproc_ring::mpmc::set_head_writer_patience(HEAD_PATIENCE));
+    ONCE.call_once(|| {
+        multiproc_ring::mpmc::set_head_writer_patience(HEAD_PATIENCE);
+        multiproc_ring::mpmc::set_max_retries(MAX_RETRIES);
+    });
 }
 
 /// At most this many ops per input.

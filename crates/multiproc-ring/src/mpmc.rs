@@ -57,7 +57,28 @@ pub const MAX_SLOTS: usize = 1 << 24;
 /// Largest slot size.
 pub const MAX_SLOT_SIZE: usize = 1 << 30;
 /// Give up a non-blocking op after this many lost races (only a corrupted ring gets here).
-const MAX_RETRIES: u32 = 1 << 16;
+pub const MAX_RETRIES: u32 = 1 << 16;
+/// This process's retry bound ([`set_max_retries`]).
+static MAX_RETRIES_NOW: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(MAX_RETRIES);
+
+/// Sets, for every MPMC ring handle of this process, how many lost races or helped-past slots a
+/// push or pop retries before it reports the ring `Corrupted` (default [`MAX_RETRIES`]). For
+/// fuzz targets: a scribbled ring can make every call run to the bound, which with coverage
+/// instrumentation was most of a target's time; the loop's logic is the same at any bound.
+/// Too low a bound would report a live ring under heavy contention as corrupted.
+#[doc(hidden)]
+pub fn set_max_retries(n: u32) {
+    // Relaxed: a process-local setting, read on the retry path only.
+    MAX_RETRIES_NOW.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `tries` lost races are too many (see [`set_max_retries`]).
+#[inline]
+fn too_many(tries: u32) -> bool {
+    // Relaxed: as in `set_max_retries`.
+    tries > MAX_RETRIES_NOW.load(std::sync::atomic::Ordering::Relaxed)
+}
 /// How long a non-blocking pop waits for a live producer that is still writing the head slot
 /// while later slots are claimed (crossbeam's `ArrayQueue::pop` waits for it without bound; we
 /// bound it, since the writer may be a hostile or stopped process). Past it: `Empty`. 50 ms
@@ -592,7 +613,7 @@ impl MpmcRing {
                 // A scribbled tail: move it to a position that names a slot.
                 raw.help_past(&c.tail, t);
                 tries += 1;
-                if tries > MAX_RETRIES {
+                if too_many(tries) {
                     return Err(PushError::Corrupted("tail names no slot"));
                 }
                 continue;
@@ -638,7 +659,7 @@ impl MpmcRing {
                 return Err(PushError::Full);
             }
             tries += 1;
-            if tries > MAX_RETRIES {
+            if too_many(tries) {
                 return Err(PushError::Corrupted(
                     "no progress (slot stamps inconsistent)",
                 ));
@@ -678,7 +699,7 @@ impl MpmcRing {
                 // A scribbled head: move it to a position that names a slot.
                 raw.help_past(&c.head, h);
                 tries += 1;
-                if tries > MAX_RETRIES {
+                if too_many(tries) {
                     return Err(PopError::Corrupted("head names no slot"));
                 }
                 continue;
@@ -754,7 +775,7 @@ impl MpmcRing {
                 return Err(PopError::Empty);
             }
             tries += 1;
-            if tries > MAX_RETRIES {
+            if too_many(tries) {
                 return Err(PopError::Corrupted(
                     "no progress (slot stamps inconsistent)",
                 ));
