@@ -11,6 +11,7 @@ pub(crate) fn pid() -> u32 {
 }
 
 /// This process's identity (pid + start time), cached.
+#[inline]
 pub(crate) fn current() -> ProcessId {
     ProcessId::current()
 }

@@ -22,6 +22,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+#[doc(hidden)]
+pub mod copy;
 mod error;
 mod facade;
 mod ident;

@@ -640,7 +640,7 @@ impl MpmcRing {
                     // SAFETY: the slot's data area holds slot_size >= rec.len() bytes and is ours
                     // while we hold the claim (no one else reads or writes it).
                     unsafe {
-                        std::ptr::copy_nonoverlapping(rec.as_ptr(), raw.slot_data(slot), rec.len())
+                        crate::copy::copy_record(rec.as_ptr(), raw.slot_data(slot), rec.len())
                     };
                     slot.meta
                         .store(LEN_TAG | rec.len() as u64, Ordering::Relaxed);
@@ -733,12 +733,12 @@ impl MpmcRing {
                             "record length exceeds the slot size",
                         )))
                     } else {
-                        out.clear();
                         // SAFETY: len <= slot_size bytes of the slot's data, ours while we hold
-                        // the claim; written before the producer's Release store we Acquired.
-                        out.extend_from_slice(unsafe {
-                            std::slice::from_raw_parts(raw.slot_data(slot), len as usize)
-                        });
+                        // the claim; written before the producer's Release store we Acquired;
+                        // `out` is local memory.
+                        unsafe {
+                            crate::copy::copy_record_into(raw.slot_data(slot), len as usize, out)
+                        };
                         Some(Ok(len as usize))
                     };
                     slot.meta.store(0, Ordering::Relaxed);

@@ -96,6 +96,7 @@ pub struct ProcessId {
 
 impl ProcessId {
     /// This process (cached after the first call; cleared in a forked child). Allocation-free.
+    #[inline]
     pub fn current() -> ProcessId {
         let pid = current_pid();
         // Relaxed: as for `PID`.
@@ -103,7 +104,13 @@ impl ProcessId {
         if s != 0 {
             return ProcessId { pid, start_time: s };
         }
+        ProcessId::current_slow(pid)
+    }
+
+    #[cold]
+    fn current_slow(pid: u32) -> ProcessId {
         let start_time = start_time_of(pid).unwrap_or(0);
+        // Relaxed: as for `PID`.
         START.store(start_time, Ordering::Relaxed);
         ProcessId { pid, start_time }
     }

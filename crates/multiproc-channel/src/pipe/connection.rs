@@ -127,13 +127,9 @@ fn sub_slice(buf: &[u8], offset: usize, size: Option<usize>) -> Option<&[u8]> {
 /// send or receive path).
 #[inline]
 fn copy_small(dst: &mut [u8], src: &[u8]) {
-    let n = src.len();
-    if (8..=16).contains(&n) && dst.len() == n {
-        dst[..8].copy_from_slice(&src[..8]);
-        dst[n - 8..].copy_from_slice(&src[n - 8..]);
-    } else {
-        dst.copy_from_slice(src);
-    }
+    assert_eq!(dst.len(), src.len(), "copy_small: lengths differ");
+    // SAFETY: two distinct slices (one `&mut`) of the same length.
+    unsafe { multiproc_ring::copy::copy_record(src.as_ptr(), dst.as_mut_ptr(), src.len()) };
 }
 
 pub(super) fn push_err(e: PushError) -> SendError {

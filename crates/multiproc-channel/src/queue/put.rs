@@ -24,7 +24,9 @@ impl<T: 'static, C: Codec<T>> Queue<T, C> {
             return Err(PutError::Closed(item));
         }
         self.check_adopted();
-        if self.sh.ring.is_closed() {
+        // A closed ring: the exact path's push says so itself (`Disconnected`, then the same
+        // `closed_put`), so only the admission path looks first.
+        if !self.sh.exact && self.sh.ring.is_closed() {
             return Err(self.closed_put(item));
         }
         SCRATCH.with(|s| {
