@@ -7,6 +7,8 @@
 //! carried by the control block's head/tail, which loom does check).
 
 pub(crate) use multiproc_sync::facade::{AtomicU32, AtomicU64, Ordering, spin_hint};
+/// Process-local statics (settings never in shared memory, so loom need not model them).
+pub(crate) use multiproc_sync::facade::{StdAtomicU32, StdAtomicU64, StdOrdering};
 
 /// Pads and aligns a value to 128 bytes (two cache lines: the adjacent-line prefetcher pulls
 /// pairs), so a producer's and a consumer's hot words never share a line.

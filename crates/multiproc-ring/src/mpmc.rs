@@ -59,8 +59,7 @@ pub const MAX_SLOT_SIZE: usize = 1 << 30;
 /// Give up a non-blocking op after this many lost races (only a corrupted ring gets here).
 pub const MAX_RETRIES: u32 = 1 << 16;
 /// This process's retry bound ([`set_max_retries`]).
-static MAX_RETRIES_NOW: std::sync::atomic::AtomicU32 =
-    std::sync::atomic::AtomicU32::new(MAX_RETRIES);
+static MAX_RETRIES_NOW: crate::facade::StdAtomicU32 = crate::facade::StdAtomicU32::new(MAX_RETRIES);
 
 /// Sets, for every MPMC ring handle of this process, how many lost races or helped-past slots a
 /// push or pop retries before it reports the ring `Corrupted` (default [`MAX_RETRIES`]). For
@@ -70,14 +69,14 @@ static MAX_RETRIES_NOW: std::sync::atomic::AtomicU32 =
 #[doc(hidden)]
 pub fn set_max_retries(n: u32) {
     // Relaxed: a process-local setting, read on the retry path only.
-    MAX_RETRIES_NOW.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    MAX_RETRIES_NOW.store(n.max(1), crate::facade::StdOrdering::Relaxed);
 }
 
 /// Whether `tries` lost races are too many (see [`set_max_retries`]).
 #[inline]
 fn too_many(tries: u32) -> bool {
     // Relaxed: as in `set_max_retries`.
-    tries > MAX_RETRIES_NOW.load(std::sync::atomic::Ordering::Relaxed)
+    tries > MAX_RETRIES_NOW.load(crate::facade::StdOrdering::Relaxed)
 }
 /// How long a non-blocking pop waits for a live producer that is still writing the head slot
 /// while later slots are claimed (crossbeam's `ArrayQueue::pop` waits for it without bound; we
@@ -87,8 +86,8 @@ fn too_many(tries: u32) -> bool {
 pub const HEAD_WRITER_PATIENCE: Duration = Duration::from_millis(200);
 /// This process's head-writer patience in ns ([`set_head_writer_patience`]).
 #[cfg(not(loom))]
-static HEAD_WRITER_PATIENCE_NS: std::sync::atomic::AtomicU64 =
-    std::sync::atomic::AtomicU64::new(HEAD_WRITER_PATIENCE.as_nanos() as u64);
+static HEAD_WRITER_PATIENCE_NS: crate::facade::StdAtomicU64 =
+    crate::facade::StdAtomicU64::new(HEAD_WRITER_PATIENCE.as_nanos() as u64);
 
 /// Sets, for every MPMC ring handle of this process, how long a non-blocking pop waits for a
 /// live producer still writing the head slot while later slots are claimed (default
@@ -101,7 +100,7 @@ pub fn set_head_writer_patience(d: Duration) {
     // Relaxed: a process-local setting; a pop that reads the old value waits as long as it did.
     HEAD_WRITER_PATIENCE_NS.store(
         d.as_nanos().min(u128::from(u64::MAX)) as u64,
-        std::sync::atomic::Ordering::Relaxed,
+        crate::facade::StdOrdering::Relaxed,
     );
 }
 /// Spins before the head-writer wait starts yielding and looking at the clock.
@@ -849,7 +848,7 @@ impl MpmcRing {
             let since = *hw.since.get_or_insert(now);
             // Relaxed: as in `set_head_writer_patience`.
             let patience = Duration::from_nanos(
-                HEAD_WRITER_PATIENCE_NS.load(std::sync::atomic::Ordering::Relaxed),
+                HEAD_WRITER_PATIENCE_NS.load(crate::facade::StdOrdering::Relaxed),
             );
             if now.duration_since(since) >= patience {
                 return false;
