@@ -313,8 +313,8 @@ pub fn run(cfg: &Config, out: &mut Vec<Record>) {
     if cfg.wants("pool_apply_rtt") {
         // The same round trip in the pipe's other wait modes (rows beside `pipe_rtt_small`'s
         // `spin` and `block`; the row without a mode above is the default, spin-park). Under
-        // `Spin` a worker and the caller each spin: fewer calls (milliseconds each when the
-        // spinners outnumber the idle CPUs).
+        // `Spin` the caller and the worker it talks to spin (an idle worker parks after 2 ms):
+        // fewer calls (milliseconds each when the spinners outnumber the idle CPUs).
         for (mode, wait, n) in [
             ("spin", WaitStrategy::Spin, if q { 200 } else { 1_000 }),
             ("block", WaitStrategy::Park, if q { 2_000 } else { 10_000 }),

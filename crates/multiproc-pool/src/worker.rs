@@ -74,6 +74,35 @@ fn wait_of(code: u8) -> WaitStrategy {
 /// How long a worker waits for the fds that the parent sent just before a job.
 const FDS_WAIT: Duration = Duration::from_secs(10);
 
+/// Under [`WaitStrategy::Spin`], how long an idle worker spins for its next job before it parks
+/// until one comes (it spins again after that job). Under `Spin` the pool gives an idle
+/// worker's job to the one that answered last, always (`TIE_SLACK_SPIN`), so with sequential
+/// calls the others get none; spinning for ever they would hold CPUs the caller and the chosen
+/// worker need (2 workers and a spinning caller on 2 CPUs: round trips of 0.2-0.9 ms, a time
+/// slice each, in half the runs). A pool with work flowing never idles this long.
+const SPIN_IDLE: Duration = Duration::from_millis(2);
+
+/// Receives the next job into `buf`: under `Spin` at most [`SPIN_IDLE`] of spinning, then a
+/// parked wait; else as the pipe's strategy says.
+fn recv_job(
+    jobs: &mut Connection<Vec<u8>>,
+    buf: &mut [u8],
+    spin: bool,
+) -> Result<usize, RecvError> {
+    if !spin {
+        return jobs.recv_bytes_into(buf, 0);
+    }
+    match jobs.recv_bytes_into_timeout(buf, 0, SPIN_IDLE) {
+        Err(RecvError::Timeout) => {
+            jobs.set_wait_strategy(WaitStrategy::Park);
+            let r = jobs.recv_bytes_into(buf, 0);
+            jobs.set_wait_strategy(WaitStrategy::Spin);
+            r
+        }
+        r => r,
+    }
+}
+
 /// Runs one trampoline call, classifying the failure.
 fn run_one(entry: &TaskEntry, args: &[u8]) -> Result<Vec<u8>, (u8, String)> {
     match catch_unwind(AssertUnwindSafe(|| (entry.trampoline)(args))) {
@@ -125,6 +154,7 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
     }
     jobs.set_wait_strategy(wait_of(wait));
     results.set_wait_strategy(wait_of(wait));
+    let spin = wait_of(wait) == WaitStrategy::Spin;
     // Panics of tasks travel back as messages; do not print them in the worker.
     std::panic::set_hook(Box::new(|_| {}));
     let started_word = started.as_atomic();
@@ -155,7 +185,7 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
     // faults).
     let mut inbuf = vec![0u8; 64 * 1024];
     loop {
-        let len = match jobs.recv_bytes_into(&mut inbuf, 0) {
+        let len = match recv_job(&mut jobs, &mut inbuf, spin) {
             Ok(n) => n,
             Err(RecvError::BufferTooShort { needed }) => {
                 inbuf.resize(needed, 0);

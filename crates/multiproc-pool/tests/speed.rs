@@ -280,3 +280,61 @@ fn synchronous_applies_survive_maxtasksperchild_and_terminate() {
         ));
     });
 }
+
+#[multiproc_process::task(crate = multiproc_process)]
+fn whose(x: u64) -> (u64, u32) {
+    (x, std::process::id())
+}
+
+/// The state letter of `/proc/PID/stat` ('R' running, 'S' sleeping, ...).
+fn proc_state(pid: u32) -> Option<u8> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command name's closing parenthesis.
+    s.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.bytes().next())
+}
+
+/// Under `Spin` sequential calls stay on the worker that answered last (ties are never handed
+/// to another worker, which would have to be woken), and an idle worker stops spinning after
+/// a moment: it parks (state `S`) instead of holding a CPU for ever. Before, every 65th call went
+/// to the other worker, and an idle worker under `Spin` was always running (state `R`).
+#[test]
+fn spin_keeps_sequential_calls_on_one_worker_and_idle_workers_park() {
+    let p = Pool::builder()
+        .processes(2)
+        .wait(WaitStrategy::Spin)
+        .build()
+        .unwrap();
+    p.wait_ready(T).unwrap();
+    // Warm both up, as a user's first map would.
+    assert_eq!(p.map_chunked(sqr, 0..64u64, 1).unwrap().len(), 64);
+    let mut pids = std::collections::HashSet::new();
+    for i in 0..300u64 {
+        let (x, pid) = p.apply(whose, i).unwrap();
+        assert_eq!(x, i);
+        pids.insert(pid);
+    }
+    assert_eq!(
+        pids.len(),
+        1,
+        "sequential calls under Spin moved between workers"
+    );
+    // Both workers idle now: each parks within a few slices of SPIN_IDLE (2 ms).
+    for pid in p.worker_pids() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if proc_state(pid) == Some(b'S') {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "idle worker {pid} under Spin still running after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // A parked worker still takes the next call (woken by the job's publication).
+    assert_eq!(p.apply(sqr, 9).unwrap(), 81);
+    p.close();
+    p.join_timeout(T).unwrap();
+}

@@ -33,9 +33,10 @@ impl PoolBuilder {
     /// How the hand-offs wait: the worker for its next job, the parent for results, and
     /// `get`/`wait` for the value (default [`WaitStrategy::SpinPark`]: spin briefly, yield,
     /// then sleep). `Spin` gives the lowest `apply` round trip but keeps a CPU busy per
-    /// waiting worker and caller (and a result thread per worker): use it only with a core
-    /// to spare for each; `SpinYield` spins then yields; `Park` sleeps at once (lowest CPU
-    /// use, a futex wake-up per hand-off).
+    /// waiting caller and per worker with work flowing (an idle worker parks after 2 ms, and
+    /// sequential calls stay on the worker that answered last): use it only with a core to
+    /// spare for each; `SpinYield` spins then yields; `Park` sleeps at once (lowest CPU use,
+    /// a futex wake-up per hand-off).
     pub fn wait(mut self, strategy: WaitStrategy) -> Self {
         self.wait = Some(strategy);
         self
@@ -150,6 +151,11 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             limits_used: AtomicBool::new(false),
             wait: self.wait.unwrap_or_default(),
+            tie_slack: if self.wait == Some(WaitStrategy::Spin) {
+                super::TIE_SLACK_SPIN
+            } else {
+                super::TIE_SLACK
+            },
             direct_reads: AtomicU64::new(0),
         });
         let pool = Pool { inner };

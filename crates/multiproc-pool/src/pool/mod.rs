@@ -73,6 +73,10 @@ const RUN_AHEAD_FACTOR: usize = 8;
 /// counts stayed 2 apart and the calls alternated: a futex wake-up of a parked worker every
 /// other call).
 const TIE_SLACK: u64 = 64;
+/// Under [`WaitStrategy::Spin`] ties are never shared: the worker that answered last keeps
+/// them, and the others, idle past the worker's `SPIN_IDLE`, park (`worker::SPIN_IDLE`). A
+/// shared tie would go to a parked worker and cost a futex wake-up while the caller spins.
+const TIE_SLACK_SPIN: u64 = u64::MAX;
 /// How often a receiver with nothing to read checks that its worker still lives.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 const PIPE_CAPACITY: usize = 1 << 20;
@@ -179,6 +183,8 @@ struct Inner {
     limits_used: AtomicBool,
     /// How every hand-off waits (job pipes, result pipes, `get`).
     wait: WaitStrategy,
+    /// [`TIE_SLACK`], or [`TIE_SLACK_SPIN`] under `Spin`.
+    tie_slack: u64,
     /// Results read by a waiting caller rather than a receiver thread (diagnostics, tests).
     direct_reads: AtomicU64,
 }
