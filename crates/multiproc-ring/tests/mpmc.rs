@@ -240,15 +240,6 @@ fn dead_pid() -> u32 {
     child.pid as u32
 }
 
-/// Writes the slot word of slot `i` (test-only corruption through the segment).
-fn set_slot_word(q: &MpmcRing, i: usize, w: u64) {
-    let base = q.segment().unwrap().payload_ptr().as_ptr();
-    let off =
-        multiproc_ring::mpmc::control_size() + i * multiproc_ring::mpmc::stride_for(q.slot_size());
-    // SAFETY: test-only: slot i's word is inside our own segment, 8-aligned, no concurrent use.
-    unsafe { base.add(off).cast::<u64>().write_volatile(w) };
-}
-
 #[test]
 fn slot_claimed_by_dead_writer_is_recovered_as_lost() {
     let q = MpmcRing::new(4, 16).unwrap();

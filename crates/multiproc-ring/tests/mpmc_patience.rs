@@ -2,17 +2,11 @@
 //! its own: the setting changes every handle of the process, so it must not shorten the waits
 //! other tests rely on.
 
+mod common;
+
+use common::set_slot_word;
 use multiproc_ring::{MpmcRing, PopError};
 use std::time::{Duration, Instant};
-
-/// Writes slot `i`'s claim word, as a stalled (or hostile) writer would leave it.
-fn set_slot_word(q: &MpmcRing, i: usize, w: u64) {
-    let base = q.segment().unwrap().payload_ptr().as_ptr();
-    let off =
-        multiproc_ring::mpmc::control_size() + i * multiproc_ring::mpmc::stride_for(q.slot_size());
-    // SAFETY: test-only: slot i's word is inside our own segment, 8-aligned, no concurrent use.
-    unsafe { base.add(off).cast::<u64>().write_volatile(w) };
-}
 
 #[test]
 fn a_shorter_patience_bounds_the_wait_behind_a_live_stalled_head_writer() {

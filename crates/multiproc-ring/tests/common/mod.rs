@@ -48,3 +48,13 @@ pub fn shm_leftovers() -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Writes the claim word of MPMC slot `i` (test-only corruption through the segment), as a
+/// stalled, dead or hostile claimer would leave it.
+pub fn set_slot_word(q: &multiproc_ring::MpmcRing, i: usize, w: u64) {
+    let base = q.segment().unwrap().payload_ptr().as_ptr();
+    let off =
+        multiproc_ring::mpmc::control_size() + i * multiproc_ring::mpmc::stride_for(q.slot_size());
+    // SAFETY: test-only: slot i's word is inside our own segment, 8-aligned, no concurrent use.
+    unsafe { base.add(off).cast::<u64>().write_volatile(w) };
+}
