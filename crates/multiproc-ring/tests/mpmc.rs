@@ -570,12 +570,8 @@ fn slot_length_beyond_the_slot_size_is_corrupted_not_copied() {
 fn try_pop_behind_a_live_stalled_head_writer_gives_up() {
     // Position 1 claimed for writing by a live process (ourselves) that never publishes, while
     // position 2 is finished: try_pop waits for the writer, boundedly, then says Empty.
-    let q = MpmcRing::new(4, 16).unwrap();
-    q.try_push(b"a").unwrap();
+    let q = ring_behind_a_stalled_head_writer();
     let mut v = Vec::new();
-    q.try_pop_into(&mut v).unwrap();
-    set_slot_word(&q, 1, (u64::from(std::process::id()) << 32) | 1);
-    q.try_push(b"b").unwrap();
     assert_eq!(q.try_pop_into(&mut v), Err(PopError::Empty));
     assert_eq!(
         q.pop_into_timeout(&mut v, Duration::from_millis(30)),

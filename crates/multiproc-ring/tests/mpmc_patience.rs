@@ -4,20 +4,16 @@
 
 mod common;
 
-use common::set_slot_word;
-use multiproc_ring::{MpmcRing, PopError};
+use common::ring_behind_a_stalled_head_writer;
+use multiproc_ring::PopError;
 use std::time::{Duration, Instant};
 
 #[test]
 fn a_shorter_patience_bounds_the_wait_behind_a_live_stalled_head_writer() {
     // As `try_pop_behind_a_live_stalled_head_writer_gives_up`: position 1 claimed by a live
     // process (ourselves) that never publishes, position 2 finished.
-    let q = MpmcRing::new(4, 16).unwrap();
-    q.try_push(b"a").unwrap();
+    let q = ring_behind_a_stalled_head_writer();
     let mut v = Vec::new();
-    q.try_pop_into(&mut v).unwrap();
-    set_slot_word(&q, 1, (u64::from(std::process::id()) << 32) | 1);
-    q.try_push(b"b").unwrap();
     // The default patience: the pop waits for the writer at least that long.
     let t = Instant::now();
     assert_eq!(q.try_pop_into(&mut v), Err(PopError::Empty));

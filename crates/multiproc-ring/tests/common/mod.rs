@@ -58,3 +58,16 @@ pub fn set_slot_word(q: &multiproc_ring::MpmcRing, i: usize, w: u64) {
     // SAFETY: test-only: slot i's word is inside our own segment, 8-aligned, no concurrent use.
     unsafe { base.add(off).cast::<u64>().write_volatile(w) };
 }
+
+/// A 4-slot ring whose head (position 1) is claimed for writing by a live process (ourselves)
+/// that never publishes, while position 2 holds a finished record `b"b"`: a pop must wait for
+/// that writer, boundedly.
+pub fn ring_behind_a_stalled_head_writer() -> multiproc_ring::MpmcRing {
+    let q = multiproc_ring::MpmcRing::new(4, 16).unwrap();
+    q.try_push(b"a").unwrap();
+    let mut v = Vec::new();
+    q.try_pop_into(&mut v).unwrap();
+    set_slot_word(&q, 1, (u64::from(std::process::id()) << 32) | 1);
+    q.try_push(b"b").unwrap();
+    q
+}
