@@ -151,11 +151,6 @@ impl PoolBuilder {
             task_timeout: self.task_timeout,
             limits_used: AtomicBool::new(false),
             wait: self.wait.unwrap_or_default(),
-            tie_slack: if self.wait == Some(WaitStrategy::Spin) {
-                super::TIE_SLACK_SPIN
-            } else {
-                super::TIE_SLACK
-            },
             direct_reads: AtomicU64::new(0),
         });
         let pool = Pool { inner };

@@ -3,7 +3,7 @@
 use super::hooks::stall_sender_hook;
 use super::{
     Direct, FAST_PATH_MAX, ITEM_WINDOW, Inner, JobConn, JobFds, PIPE_CAPACITY, Phase,
-    RUN_AHEAD_FACTOR, State, WorkerSlot,
+    RUN_AHEAD_FACTOR, State, TIE_SLACK, TIE_SLACK_SPIN, WorkerSlot,
 };
 use crate::result::{Sink, lock};
 use std::sync::Arc;
@@ -13,6 +13,16 @@ use std::time::Duration;
 type TieKey = (usize, bool, std::cmp::Reverse<u64>);
 
 impl Inner {
+    /// How many more jobs than the least-given worker the last answerer may take on ties:
+    /// [`TIE_SLACK`], or [`TIE_SLACK_SPIN`] (never shared) under `Spin`.
+    fn tie_slack(&self) -> u64 {
+        if self.wait == multiproc_ring::WaitStrategy::Spin {
+            TIE_SLACK_SPIN
+        } else {
+            TIE_SLACK
+        }
+    }
+
     /// Whether worker `slot` may take the job at the front of the queue (`pending` jobs
     /// queued): at once when it holds nothing, else only while the queue is long (see the
     /// module docs: idle workers pull).
@@ -66,7 +76,7 @@ impl Inner {
             .map(|(_, w)| w.given)
             .max()
             .unwrap_or(0);
-        if max_others > before.saturating_add(self.tie_slack) {
+        if max_others > before.saturating_add(self.tie_slack()) {
             // The least-given worker got one: the tie counts start again (see TIE_SLACK).
             for w in &mut st.workers {
                 w.given = 0;
@@ -94,7 +104,7 @@ impl Inner {
         }
         // Least loaded first; among equals, the worker that answered last (it may still be
         // spinning on its ring: no futex wake-up), unless it was given more than
-        // `tie_slack` jobs over the least-given one (so that idle workers share ties instead
+        // `tie_slack()` jobs over the least-given one (so that idle workers share ties instead
         // of one taking them all).
         let min_given = st.workers.iter().map(|w| w.given).min().unwrap_or(0);
         let mut c: Vec<(TieKey, usize, JobConn)> = st
@@ -104,7 +114,7 @@ impl Inner {
             .filter(|(_, w)| self.has_room(w, front.items as usize, st.pending.len()))
             .filter(|(_, w)| w.held_bytes + front.payload.len() + 64 <= PIPE_CAPACITY / 2)
             .filter_map(|(i, w)| {
-                let over = w.given > min_given.saturating_add(self.tie_slack);
+                let over = w.given > min_given.saturating_add(self.tie_slack());
                 let key = (w.held.len(), over, std::cmp::Reverse(w.last_answer));
                 w.conn.clone().map(|c| (key, i, c))
             })

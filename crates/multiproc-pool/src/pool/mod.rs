@@ -183,8 +183,6 @@ struct Inner {
     limits_used: AtomicBool,
     /// How every hand-off waits (job pipes, result pipes, `get`).
     wait: WaitStrategy,
-    /// [`TIE_SLACK`], or [`TIE_SLACK_SPIN`] under `Spin`.
-    tie_slack: u64,
     /// Results read by a waiting caller rather than a receiver thread (diagnostics, tests).
     direct_reads: AtomicU64,
 }
