@@ -501,3 +501,48 @@ fn connection_iterators_end_at_eof() {
     drop(b);
     assert_eq!(a.into_iter().collect::<Result<Vec<_>, _>>(), Ok(vec![3]));
 }
+
+/// `send_bytes_vectored`: the parts arrive as one message equal to their concatenation, as
+/// one record and in fragments (parts that cross fragment boundaries, empty parts), in a
+/// child process; an oversized total is `TooLarge` and sends nothing.
+#[test]
+fn vectored_send_arrives_as_the_joined_message_whole_and_fragmented() {
+    let opts = PipeOptions {
+        capacity: 4096,
+        max_message: 1 << 20,
+    };
+    let (mut r, mut w) = Pipe::simplex_with::<Vec<u8>, multiproc_channel::Postcard>(opts).unwrap();
+    let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    let expected: Vec<Vec<u8>> = [(3usize, 10usize), (0, 0), (7, 3000), (8, 50_000)]
+        .iter()
+        .map(|&(h, b)| {
+            let mut v = vec![0xAB; h];
+            v.extend_from_slice(&body[..b]);
+            v
+        })
+        .collect();
+    let body2 = body.clone();
+    let mut child = fork(move || {
+        for (h, b) in [(3usize, 10usize), (0, 0), (7, 3000), (8, 50_000)] {
+            let head = vec![0xAB; h];
+            // The body in two parts around an empty one.
+            let (x, y) = body2[..b].split_at(b / 3);
+            if w.send_bytes_vectored(&[&head, x, &[], y]).is_err() {
+                return 2;
+            }
+        }
+        match w.send_bytes_vectored(&[&vec![0u8; 1 << 19], &vec![0u8; (1 << 19) + 1]]) {
+            Err(SendError::TooLarge { len, max }) if len == (1 << 20) + 1 && max == 1 << 20 => {}
+            _ => return 3,
+        }
+        if w.send_bytes(b"end", 0, None).is_err() {
+            return 4;
+        }
+        0
+    });
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(&r.recv_bytes_timeout(T30).unwrap(), want, "message {i}");
+    }
+    assert_eq!(r.recv_bytes_timeout(T30).unwrap(), b"end");
+    assert_eq!(child.wait_timeout(T30), Exit::Code(0));
+}

@@ -207,6 +207,16 @@ impl<T, C: Codec<T>> Connection<T, C> {
         Ok(())
     }
 
+    /// Sends the concatenation of `parts` as one message of raw bytes, copied from each part
+    /// straight into the ring (a header and a body without first joining them in a buffer:
+    /// the pool sends a job's sequence number, head and a slice of the caller's items this
+    /// way). The receiver sees one message, as from [`Connection::send_bytes`] of the joined
+    /// bytes; the same limit ([`SendError::TooLarge`]) and the same waiting apply.
+    pub fn send_bytes_vectored(&mut self, parts: &[&[u8]]) -> Result<(), SendError> {
+        let max = self.max_message;
+        self.write_parts(parts, None, max, false)
+    }
+
     pub(super) fn write_message(
         &mut self,
         bytes: &[u8],
@@ -214,19 +224,34 @@ impl<T, C: Codec<T>> Connection<T, C> {
         max_message: usize,
         lazy: bool,
     ) -> Result<(), SendError> {
-        if bytes.len() > max_message {
+        self.write_parts(&[bytes], deadline, max_message, lazy)
+    }
+
+    /// Writes the concatenation of `parts` as one message: one record if it fits, else
+    /// fragments (FIRST `[total u64][bytes]`, then CONT `[bytes]`...).
+    fn write_parts(
+        &mut self,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+        max_message: usize,
+        lazy: bool,
+    ) -> Result<(), SendError> {
+        // Overflow is impossible for slices of one address space, but saturate anyway.
+        let total = parts.iter().fold(0usize, |a, p| a.saturating_add(p.len()));
+        if total > max_message {
             return Err(SendError::TooLarge {
-                len: bytes.len(),
+                len: total,
                 max: max_message,
             });
         }
+        let mut src = Parts::new(parts);
         let (p, _) = self.tx_live()?;
         let max_rec = p.max_record();
-        if bytes.len() < max_rec {
-            let mut g = reserve_until(p, deadline, bytes.len() + 1).map_err(push_err)?;
+        if total < max_rec {
+            let mut g = reserve_until(p, deadline, total + 1).map_err(push_err)?;
             let b = g.as_mut_slice();
             b[0] = WHOLE;
-            b[1..].copy_from_slice(bytes);
+            src.fill(&mut b[1..]);
             if lazy {
                 g.commit_deferred();
             } else {
@@ -235,16 +260,16 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return Ok(());
         }
         // Fragments: FIRST [total][chunk], CONT [chunk]...
-        let first = (max_rec - 9).min(bytes.len());
+        let first = (max_rec - 9).min(total);
         let mut g = reserve_until(p, deadline, first + 9).map_err(push_err)?;
         let b = g.as_mut_slice();
         b[0] = FIRST;
-        b[1..9].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-        b[9..].copy_from_slice(&bytes[..first]);
+        b[1..9].copy_from_slice(&(total as u64).to_le_bytes());
+        src.fill(&mut b[9..]);
         g.commit();
         let mut off = first;
-        while off < bytes.len() {
-            let n = (max_rec - 1).min(bytes.len() - off);
+        while off < total {
+            let n = (max_rec - 1).min(total - off);
             let g = reserve_until(p, deadline, n + 1);
             let mut g = match g {
                 Ok(g) => g,
@@ -258,10 +283,43 @@ impl<T, C: Codec<T>> Connection<T, C> {
             };
             let b = g.as_mut_slice();
             b[0] = CONT;
-            b[1..].copy_from_slice(&bytes[off..off + n]);
+            src.fill(&mut b[1..]);
             g.commit();
             off += n;
         }
         Ok(())
+    }
+}
+
+/// A read cursor over the concatenation of several byte slices.
+struct Parts<'a> {
+    parts: &'a [&'a [u8]],
+    /// Bytes of `parts[0]` already copied.
+    off: usize,
+}
+
+impl<'a> Parts<'a> {
+    fn new(parts: &'a [&'a [u8]]) -> Parts<'a> {
+        Parts { parts, off: 0 }
+    }
+
+    /// Copies the next `dst.len()` bytes into `dst` (the caller asks for no more than remain).
+    fn fill(&mut self, mut dst: &mut [u8]) {
+        while !dst.is_empty() {
+            let Some((first, rest)) = self.parts.split_first() else {
+                debug_assert!(false, "Parts::fill past the end");
+                return;
+            };
+            let avail = &first[self.off..];
+            let n = avail.len().min(dst.len());
+            let (d, tail) = dst.split_at_mut(n);
+            d.copy_from_slice(&avail[..n]);
+            dst = tail;
+            self.off += n;
+            if self.off == first.len() {
+                self.parts = rest;
+                self.off = 0;
+            }
+        }
     }
 }
