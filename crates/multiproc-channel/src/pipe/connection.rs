@@ -210,6 +210,29 @@ impl<T, C: Codec<T>> Connection<T, C> {
         }
     }
 
+    /// Maps every page of this end's rings into this process now
+    /// ([`Segment::populate`](multiproc_shm::Segment::populate)), so that the first large
+    /// messages do not pay a page fault per 4 KiB of ring (a ring's pages are all touched
+    /// once it has wrapped around anyway). For connections that will carry bulk data at once;
+    /// each process calls it for its own end. False if the kernel refused (the pages are then
+    /// mapped on first touch).
+    pub fn populate(&self) -> bool {
+        let mut ok = true;
+        for ring in [
+            self.tx.as_ref().map(|t| &t.ring),
+            self.rx.as_ref().map(|r| &r.ring),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Every ring, also after a refusal (not `all`, which would stop at the first).
+            if let Some(s) = ring.segment() {
+                ok &= s.populate();
+            }
+        }
+        ok
+    }
+
     /// The segments this end maps (its rings, and a named pipe's control block), for fuzz
     /// targets and tests that overwrite them as a hostile process could.
     #[doc(hidden)]
