@@ -18,8 +18,10 @@
 //! started).
 
 use crate::error::ArgumentsError;
-use multiproc_process::registry::{plain_append, postcard_append};
+use multiproc_process::registry::{self, postcard_append};
 use serde::Serialize;
+use std::ops::Range;
+use std::sync::Arc;
 
 pub(crate) const OK: u8 = 0;
 pub(crate) const PANIC: u8 = 1;
@@ -29,6 +31,71 @@ pub(crate) const TOO_LARGE: u8 = 4;
 
 /// Job header length after `seq`.
 pub(crate) const JOB_HEAD: usize = 8 + 4 + 8 + 4 + 4 + 4;
+
+/// A job's bytes after its `seq`: `head`, then for a plain `map` chunk its items' bytes,
+/// borrowed from the call's input ([`PlainItems`]) until they are copied into the worker's
+/// pipe (no copy of the chunk in between; a requeued job is sent from the same input).
+pub(crate) struct Payload {
+    pub(crate) head: Vec<u8>,
+    pub(crate) body: Option<(Arc<dyn PlainBytes>, Range<usize>)>,
+}
+
+impl Payload {
+    /// A payload that is all `head`.
+    pub(crate) fn bytes(head: Vec<u8>) -> Payload {
+        Payload { head, body: None }
+    }
+
+    /// The bytes after `head` (empty if none).
+    pub(crate) fn body(&self) -> &[u8] {
+        self.body
+            .as_ref()
+            .and_then(|(b, r)| b.bytes().get(r.clone()))
+            .unwrap_or(&[])
+    }
+
+    /// Bytes on the wire after `seq`.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.body.as_ref().map_or(0, |(_, r)| r.len())
+    }
+}
+
+/// Items whose bytes a job borrows (see [`Payload`]).
+pub(crate) trait PlainBytes: Send + Sync {
+    /// The items as the native bytes a plain chunk carries.
+    fn bytes(&self) -> &[u8];
+}
+
+/// A `map`'s input of primitive numbers (see `registry::plain_width_static`), shared by its
+/// jobs: each sends its chunk's bytes straight from here.
+pub(crate) struct PlainItems<A>(Vec<A>);
+
+impl<A: 'static> PlainItems<A> {
+    /// `Err(v)` (given back) unless `A` is a primitive number.
+    pub(crate) fn new(v: Vec<A>) -> Result<PlainItems<A>, Vec<A>> {
+        if registry::plain_width_static::<A>().is_some() {
+            Ok(PlainItems(v))
+        } else {
+            Err(v)
+        }
+    }
+
+    pub(crate) fn items(&self) -> &[A] {
+        &self.0
+    }
+}
+
+// SAFETY: a `PlainItems<A>` exists only for a primitive number `A` (checked by `TypeId` in
+// `new`), and every primitive number is `Send` and `Sync`.
+unsafe impl<A> Send for PlainItems<A> {}
+// SAFETY: as for `Send` above.
+unsafe impl<A> Sync for PlainItems<A> {}
+
+impl<A: 'static> PlainBytes for PlainItems<A> {
+    fn bytes(&self) -> &[u8] {
+        registry::plain_bytes(&self.0).unwrap_or(&[])
+    }
+}
 
 /// Builds a job payload (everything after `seq`) from a chunk of items.
 pub(crate) struct JobWriter {
@@ -57,21 +124,25 @@ impl JobWriter {
         Ok(())
     }
 
-    /// Writes the chunk as a *plain* chunk (one slice copy of the items' bytes, see
-    /// `registry::plain_width`) whose results come back `out_width` bytes wide. False (and
-    /// nothing written) if `A` is not a plain type.
-    pub(crate) fn push_plain<A: 'static>(&mut self, items: &[A], out_width: usize) -> bool {
-        let start = self.buf.len();
-        if !plain_append(items, out_width, &mut self.buf) {
+    /// Writes the head of a plain chunk of `n` `A`s with `out_width`-byte results, whose
+    /// items' bytes the caller sends after this record's head (see [`Payload`]). False if
+    /// `A` is not plain.
+    pub(crate) fn push_plain_head<A: 'static>(&mut self, n: usize, out_width: usize) -> bool {
+        let (Some(head), Some(w)) = (
+            registry::plain_head::<A>(n, out_width),
+            registry::plain_width_static::<A>(),
+        ) else {
             return false;
-        }
-        let len = self.buf.len() - start;
-        self.n = items.len() as u32;
-        self.buf[28..32].copy_from_slice(&(len as u32).to_le_bytes());
+        };
+        let Ok(len) = u32::try_from(head.len() + n * w) else {
+            return false;
+        };
+        self.buf.extend_from_slice(&head);
+        self.n = n as u32;
+        self.buf[28..32].copy_from_slice(&len.to_le_bytes());
         true
     }
 
-    /// Appends the numbers of the fds the items' encodings refer to (after the items).
     pub(crate) fn push_fds(&mut self, fds: &[std::os::fd::RawFd]) {
         for fd in fds {
             self.buf.extend_from_slice(&(*fd as u32).to_le_bytes());

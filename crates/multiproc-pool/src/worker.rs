@@ -154,6 +154,10 @@ pub(crate) fn pool_worker(args: WorkerArgs) {
     }
     jobs.set_wait_strategy(wait_of(wait));
     results.set_wait_strategy(wait_of(wait));
+    // Our pages of both rings now, while the pool starts, not as page faults in the first
+    // big `map` (see `PIPE_CAPACITY`).
+    jobs.populate();
+    results.populate();
     let spin = wait_of(wait) == WaitStrategy::Spin;
     // Panics of tasks travel back as messages; do not print them in the worker.
     std::panic::set_hook(Box::new(|_| {}));

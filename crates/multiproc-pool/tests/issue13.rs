@@ -361,3 +361,25 @@ fn a_sender_stalled_while_its_worker_is_replaced_sends_nothing_for_the_replaceme
     p.close();
     p.join_timeout(T).unwrap();
 }
+
+/// A `map` of plain data whose chunks are larger than the job ring (2 MB chunks of `u64`
+/// through 1 MiB rings: each job is sent in fragments, straight from the caller's input) and
+/// chunks of every size down to one item: every result is right and in order.
+#[test]
+fn plain_map_with_chunks_larger_than_the_ring_is_exact() {
+    let p = Pool::new(2).unwrap();
+    let n = 1_000_003u64;
+    let want: Vec<u64> = (0..n).map(|x| x * x).collect();
+    assert_eq!(p.map_chunked(sqr, 0..n, 250_000).unwrap(), want);
+    assert_eq!(p.map(sqr, 0..n).unwrap(), want);
+    for (len, cs) in [(1u64, 1), (2, 1), (3, 2), (17, 4), (1000, 999)] {
+        let w: Vec<u64> = (0..len).map(|x| x * x).collect();
+        assert_eq!(
+            p.map_chunked(sqr, 0..len, cs).unwrap(),
+            w,
+            "{len} items by {cs}"
+        );
+    }
+    p.close();
+    p.join_timeout(T).unwrap();
+}

@@ -123,6 +123,38 @@ fn idle_worker_killed_is_replaced() {
     assert_gone(&all);
 }
 
+/// A `map` of plain data (`u64` both ways: its chunks are sent from the caller's input, not
+/// from a copy) with workers killed every few ms: a chunk lost with its worker is requeued
+/// and sent again from the same input, and with a retry policy every result is right (the
+/// last chunk, of one item, goes as postcard).
+#[test]
+fn killed_workers_plain_chunks_are_resent_from_the_input() {
+    let p = Pool::builder().processes(2).retries(100).build().unwrap();
+    let mut seen = HashSet::new();
+    let n = 6001u64;
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(|| p.map_chunked(sqr_pausing, 0..n, 100));
+        for round in 0..10 {
+            std::thread::sleep(Duration::from_millis(15 + 7 * (round % 3)));
+            let pids = p.worker_pids();
+            seen.extend(pids.iter().copied());
+            if let Some(pid) = pids.get(round as usize % pids.len().max(1)) {
+                kill9(*pid);
+            }
+        }
+        h.join().unwrap()
+    });
+    assert_eq!(out.unwrap(), (0..n).map(|i| i * i).collect::<Vec<_>>());
+    assert!(
+        p.replaced_workers() > 0,
+        "no worker was killed during the map"
+    );
+    seen.extend(p.worker_pids());
+    p.close();
+    p.join_timeout(T).unwrap();
+    assert_gone(&seen);
+}
+
 /// Kills a worker every few ms while a map runs; with a retry policy the map completes with
 /// every result right.
 #[test]

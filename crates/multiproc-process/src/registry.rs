@@ -343,27 +343,47 @@ pub fn plain_width_static<T: 'static>() -> Option<usize> {
     }
 }
 
+/// The head of a plain chunk of `n` `A`s (plain, see [`plain_width_static`]) whose results
+/// are `out_width` bytes wide: what goes before the items' [`plain_bytes`]. `None` if `A` is
+/// not plain or a width or the count does not fit its field.
+#[doc(hidden)]
+pub fn plain_head<A: 'static>(n: usize, out_width: usize) -> Option<[u8; PLAIN_HEAD]> {
+    let w = plain_width_static::<A>()?;
+    let (Ok(wa), Ok(wo), Ok(n)) = (u8::try_from(w), u8::try_from(out_width), u32::try_from(n))
+    else {
+        return None;
+    };
+    let mut h = [0u8; PLAIN_HEAD];
+    h[..PLAIN_MAGIC.len()].copy_from_slice(&PLAIN_MAGIC);
+    h[PLAIN_MAGIC.len()] = wa;
+    h[PLAIN_MAGIC.len() + 1] = wo;
+    h[PLAIN_MAGIC.len() + 2..].copy_from_slice(&n.to_le_bytes());
+    Some(h)
+}
+
+/// `items` as the native bytes a plain chunk carries; `None` if `A` is not plain (see
+/// [`plain_width_static`]).
+#[doc(hidden)]
+pub fn plain_bytes<A: 'static>(items: &[A]) -> Option<&[u8]> {
+    plain_width_static::<A>()?;
+    // SAFETY: `A` is a primitive number (checked by `TypeId` above): no padding, so the
+    // `size_of_val(items)` bytes behind `items` are initialized and may be read as `u8`s for
+    // as long as `items` is borrowed.
+    Some(unsafe {
+        std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items))
+    })
+}
+
 /// Appends `items` (plain, see [`plain_width_static`]) as a plain chunk whose results are
-/// `out_width` bytes wide: one slice copy.
+/// `out_width` bytes wide: [`plain_head`], then [`plain_bytes`] (one slice copy).
 #[doc(hidden)]
 pub fn plain_append<A: 'static>(items: &[A], out_width: usize, out: &mut Vec<u8>) -> bool {
-    let Some(w) = plain_width_static::<A>() else {
+    let (Some(head), Some(bytes)) = (plain_head::<A>(items.len(), out_width), plain_bytes(items))
+    else {
         return false;
     };
-    let (Ok(wa), Ok(wo), Ok(n)) = (
-        u8::try_from(w),
-        u8::try_from(out_width),
-        u32::try_from(items.len()),
-    ) else {
-        return false;
-    };
-    out.reserve(PLAIN_HEAD + items.len() * w);
-    out.extend_from_slice(&PLAIN_MAGIC);
-    out.extend_from_slice(&[wa, wo]);
-    out.extend_from_slice(&n.to_le_bytes());
-    // SAFETY: `A` is a primitive number (checked by `TypeId` above): no padding, so its
-    // `items.len() * w` bytes are initialized and may be read as `u8`s.
-    let bytes = unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), items.len() * w) };
+    out.reserve(PLAIN_HEAD + bytes.len());
+    out.extend_from_slice(&head);
     out.extend_from_slice(bytes);
     true
 }

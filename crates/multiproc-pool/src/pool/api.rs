@@ -1,10 +1,11 @@
 //! The [`Pool`] handle and its public calls: `apply`, `map`, `imap`, `close`, `terminate`,
 //! `join`..., and `submit`, which queues their jobs (sending one at once when a worker is idle).
-use super::encode::{default_chunksize, encode_job, encode_map_job, entry_hash};
+use super::encode::{default_chunksize, encode_job, encode_plain_map_job, entry_hash};
 use super::{Direct, IMap, Inner, Job, Phase, PoolBuilder, SCRATCH};
 use crate::error::{BuildError, PoolJoinError, ReadyError, Result, SubmitError, TaskError};
 use crate::facade::{AtomicU64, Ordering};
 use crate::result::{ApplySink, AsyncResult, Callbacks, MapSink, Sink, Slot, lock};
+use crate::wire::{Payload, PlainItems};
 use multiproc_process::registry::{self, Task};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,7 +247,7 @@ impl Pool {
             vec![Job {
                 chunk: 0,
                 items: 1,
-                payload: Arc::new(payload),
+                payload: Arc::new(Payload::bytes(payload)),
                 fds,
                 sink,
                 attempts: 0,
@@ -336,11 +337,38 @@ impl Pool {
         // Submit chunks as they are encoded (the workers start on the first at once), in
         // batches so the pool lock is not taken per chunk.
         let mut batch = Vec::new();
-        // Primitive numbers both ways: chunks travel as slices (see `encode_map_job`).
-        let plain_out = registry::plain_width_static::<T::Args>()
-            .and(registry::plain_width_static::<T::Output>());
-        for (i, chunk) in items.chunks(cs).enumerate() {
-            let (payload, n, fds) = encode_map_job(job, i as u32, hash, plain_out, chunk)?;
+        // Primitive numbers both ways: a chunk of more than one item is a plain chunk, whose
+        // items go from `items` straight into the worker's pipe (see `encode_plain_map_job`).
+        let plain = match registry::plain_width_static::<T::Output>() {
+            Some(wo) => match PlainItems::new(items) {
+                Ok(p) => Ok((Arc::new(p), wo)),
+                Err(v) => Err(v),
+            },
+            None => Err(items),
+        };
+        let all: &[T::Args] = match &plain {
+            Ok((p, _)) => p.items(),
+            Err(v) => v,
+        };
+        for (i, chunk) in all.chunks(cs).enumerate() {
+            let (payload, n, fds) = match &plain {
+                Ok((p, wo)) if chunk.len() > 1 => {
+                    let start = i * cs;
+                    let (payload, n) = encode_plain_map_job(
+                        job,
+                        i as u32,
+                        hash,
+                        *wo,
+                        p,
+                        start..start + chunk.len(),
+                    )?;
+                    (payload, n, None)
+                }
+                _ => {
+                    let (bytes, n, fds) = encode_job(job, i as u32, hash, chunk.len() * 8, chunk)?;
+                    (Payload::bytes(bytes), n, fds)
+                }
+            };
             batch.push(Job {
                 chunk: i as u32,
                 items: n,

@@ -6,6 +6,7 @@ use super::{
     RUN_AHEAD_FACTOR, State, TIE_SLACK, TIE_SLACK_SPIN, WorkerSlot,
 };
 use crate::result::{Sink, lock};
+use crate::wire::Payload;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ impl Inner {
         st: &mut State,
         idx: usize,
         own: Option<&Arc<dyn Sink>>,
-    ) -> Option<(u64, Arc<Vec<u8>>, JobFds)> {
+    ) -> Option<(u64, Arc<Payload>, JobFds)> {
         let front_items = st.pending.front()?.items as usize;
         if st.phase == Phase::Terminated
             || !self.has_room(&st.workers[idx], front_items, st.pending.len())

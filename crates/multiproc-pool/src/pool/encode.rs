@@ -3,11 +3,12 @@
 use super::JobFds;
 use crate::error::{ArgumentsError, SubmitError};
 use crate::fdpass;
-use crate::wire::JobWriter;
+use crate::wire::{JobWriter, Payload, PlainBytes, PlainItems};
 use multiproc_channel::PipeOptions;
 use multiproc_process::registry::{self, Task};
 use multiproc_shm::fd_passing::collect_fds;
 use serde::Serialize;
+use std::ops::Range;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
@@ -36,31 +37,32 @@ pub(super) fn encode_job<A: Serialize>(
     encode_into(w, items)
 }
 
-/// [`encode_job`] for a `map` chunk: as a *plain chunk* (one slice copy, see
-/// `registry::plain_width`) when the task's argument and result are primitive numbers and
-/// the chunk has more than one item (a one-item chunk keeps postcard's shorter single form).
-pub(super) fn encode_map_job<A: Serialize + 'static>(
+/// A plain `map` chunk (primitive numbers both ways, more than one item): the job's head,
+/// and its items' bytes borrowed from `items[range]` (see `wire::Payload`: sent from there
+/// straight into the worker's pipe). Returns the payload and its item count.
+pub(super) fn encode_plain_map_job<A: 'static>(
     job: u64,
     chunk: u32,
     hash: u64,
-    plain_out: Option<usize>,
-    items: &[A],
-) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
-    if let Some(wo) = plain_out
-        && items.len() > 1
-    {
-        let mut w = JobWriter::new(
-            job,
-            chunk,
-            hash,
-            registry::PLAIN_HEAD + std::mem::size_of_val(items),
-        );
-        if w.push_plain(items, wo) {
-            return finish_job(w, Vec::new(), None);
-        }
+    out_width: usize,
+    items: &Arc<PlainItems<A>>,
+    range: Range<usize>,
+) -> Result<(Payload, u32), SubmitError> {
+    let n = range.len();
+    let width = registry::plain_width_static::<A>().unwrap_or(0);
+    let body_len = n.saturating_mul(width);
+    let mut w = JobWriter::new(job, chunk, hash, registry::PLAIN_HEAD);
+    if !w.push_plain_head::<A>(n, out_width) {
+        // More items than a chunk's u32 count holds: far past the message limit.
+        return Err(SubmitError::Arguments(ArgumentsError::TooLarge {
+            len: body_len,
+            max: PipeOptions::default().max_message,
+        }));
     }
-    let w = JobWriter::new(job, chunk, hash, items.len() * 8);
-    encode_into(w, items)
+    let (head, count, _) = finish_job(w, Vec::new(), None, body_len)?;
+    let bytes: Arc<dyn PlainBytes> = items.clone();
+    let body = Some((bytes, range.start * width..range.end * width));
+    Ok((Payload { head, body }, count))
 }
 
 fn encode_into<A: Serialize>(
@@ -82,22 +84,26 @@ fn encode_into<A: Serialize>(
             .map_err(|e| SubmitError::Arguments(ArgumentsError::keep_fds(e)))?;
         Some(Arc::new(v.into_iter().map(|(_, o)| o).collect()))
     };
-    finish_job(w, fds, owned)
+    finish_job(w, fds, owned, 0)
 }
 
 /// Appends the fds' numbers, closes the record and checks it against the message limit.
+/// `body` bytes follow the record's head on the wire (a plain chunk's items, see
+/// [`encode_plain_map_job`]).
 fn finish_job(
     mut w: JobWriter,
     fds: Vec<RawFd>,
     owned: JobFds,
+    body: usize,
 ) -> Result<(Vec<u8>, u32, JobFds), SubmitError> {
     let n = w.len();
     w.push_fds(&fds);
     let payload = w.finish(fds.len());
     let max = PipeOptions::default().max_message;
-    if payload.len() + 8 > max {
+    let len = payload.len().saturating_add(body).saturating_add(8);
+    if len > max {
         return Err(SubmitError::Arguments(ArgumentsError::TooLarge {
-            len: payload.len() + 8,
+            len,
             max,
         }));
     }

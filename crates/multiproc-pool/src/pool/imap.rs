@@ -4,6 +4,7 @@ use super::encode::{encode_job, entry_hash};
 use super::{Job, Pool};
 use crate::error::{Result, SubmitError, TaskError};
 use crate::result::{IMapSink, IMapState, Sink, lock};
+use crate::wire::Payload;
 use multiproc_process::registry::Task;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -104,7 +105,7 @@ impl<A: Serialize, R: DeserializeOwned + Send + 'static> IMap<'_, A, R> {
             self.pool.submit(vec![Job {
                 chunk: self.next_submit,
                 items: n,
-                payload: Arc::new(payload),
+                payload: Arc::new(Payload::bytes(payload)),
                 fds,
                 sink,
                 attempts: 0,

@@ -3,6 +3,7 @@
 use super::JobFds;
 use crate::facade::{AtomicBool, AtomicU64, Ordering};
 use crate::fdpass;
+use crate::wire::Payload;
 use multiproc_channel::Connection;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -20,7 +21,7 @@ impl JobPipe {
         &mut self,
         buf: &mut Vec<u8>,
         seq: u64,
-        payload: &[u8],
+        payload: &Payload,
         fds: &JobFds,
     ) -> bool {
         if let Some(f) = fds {
@@ -29,9 +30,17 @@ impl JobPipe {
                 return false;
             }
         }
+        if payload.body.is_some() {
+            // A plain chunk: its items go from the caller's input straight into the ring.
+            let seq = seq.to_le_bytes();
+            return self
+                .conn
+                .send_bytes_vectored(&[&seq, &payload.head, payload.body()])
+                .is_ok();
+        }
         buf.clear();
         buf.extend_from_slice(&seq.to_le_bytes());
-        buf.extend_from_slice(payload);
+        buf.extend_from_slice(&payload.head);
         self.conn.send_bytes(buf, 0, None).is_ok()
     }
 }

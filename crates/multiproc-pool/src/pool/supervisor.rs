@@ -40,6 +40,9 @@ impl Inner {
             .map_err(WorkerStartError::step("creating its result pipe"))?;
         jobs_w.set_wait_strategy(self.wait);
         res_r.set_wait_strategy(self.wait);
+        // The parent's pages of both rings now (the worker maps its own at its start).
+        jobs_w.populate();
+        res_r.populate();
         let started =
             RawValue::new(0u64).map_err(WorkerStartError::step("creating its started word"))?;
         let (sock, child_sock) =

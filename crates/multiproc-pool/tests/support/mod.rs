@@ -9,6 +9,15 @@ pub fn sqr(x: u64) -> u64 {
     x * x
 }
 
+/// `x * x`, pausing 3 ms on every 50th `x` (chunks of plain data that take a while).
+#[multiproc_process::task(crate = multiproc_process)]
+pub fn sqr_pausing(x: u64) -> u64 {
+    if x.is_multiple_of(50) {
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    x * x
+}
+
 #[multiproc_process::task(crate = multiproc_process)]
 pub fn mul(a: u64, b: u64) -> u64 {
     a * b
