@@ -546,3 +546,67 @@ fn vectored_send_arrives_as_the_joined_message_whole_and_fragmented() {
     assert_eq!(r.recv_bytes_timeout(T30).unwrap(), b"end");
     assert_eq!(child.wait_timeout(T30), Exit::Code(0));
 }
+
+/// `recv_bytes_into` of messages larger than the ring (fragments copied straight into the
+/// caller's buffer): exact bytes at an offset; a buffer too short is `BufferTooShort` with the
+/// room needed and the message stays (received whole afterwards); a writer stopped (SIGSTOP)
+/// in the middle of a message makes `recv_bytes_into_timeout` time out with the message half
+/// received, and after SIGCONT the same message completes: every message whole and in order.
+#[test]
+fn recv_bytes_into_large_messages_direct_short_buffer_and_timeout_mid_message() {
+    let opts = PipeOptions {
+        capacity: 4096,
+        max_message: 1 << 20,
+    };
+    let (mut r, mut w) = Pipe::simplex_with::<Vec<u8>, multiproc_channel::Postcard>(opts).unwrap();
+    // Message i: 30,000 + i bytes of (k * 7 + i) as u8.
+    let msg = |i: usize| -> Vec<u8> { (0..30_000 + i).map(|k| (k * 7 + i) as u8).collect() };
+    let mut child = fork(move || {
+        for i in 0..200 {
+            if w.send_bytes(&msg(i), 0, None).is_err() {
+                return 2;
+            }
+        }
+        0
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    // Direct, at an offset.
+    let n = r.recv_bytes_into_timeout(&mut buf, 100, T30).unwrap();
+    assert_eq!(n, 30_000);
+    assert_eq!(&buf[100..100 + n], &msg(0)[..]);
+    // Too short: told the room, nothing lost.
+    let mut small = vec![0u8; 1000];
+    match r.recv_bytes_into_timeout(&mut small, 10, T30) {
+        Err(RecvError::BufferTooShort { needed }) => assert_eq!(needed, 10 + 30_001),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.recv_bytes_timeout(T30).unwrap(), msg(1));
+    // Stop the writer at some point, drain until a timeout (most likely mid-message), resume.
+    let mut i = 2;
+    let mut stops = 0;
+    while i < 200 {
+        if i % 25 == 0 && stops < 6 {
+            stops += 1;
+            // SAFETY: plain syscalls on our own child.
+            unsafe { libc::kill(child.pid, libc::SIGSTOP) };
+            loop {
+                match r.recv_bytes_into_timeout(&mut buf, 0, Duration::from_millis(30)) {
+                    Ok(n) => {
+                        assert_eq!(&buf[..n], &msg(i)[..], "message {i}");
+                        i += 1;
+                    }
+                    Err(RecvError::Timeout) => break,
+                    Err(e) => panic!("message {i}: {e}"),
+                }
+            }
+            // Scribble over the caller's buffer: a half-received message must not live there.
+            buf.fill(0xEE);
+            // SAFETY: as above.
+            unsafe { libc::kill(child.pid, libc::SIGCONT) };
+        }
+        let n = r.recv_bytes_into_timeout(&mut buf, 0, T30).unwrap();
+        assert_eq!(&buf[..n], &msg(i)[..], "message {i}");
+        i += 1;
+    }
+    assert_eq!(child.wait_timeout(T30), Exit::Code(0));
+}

@@ -72,6 +72,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
         if offset > buf.len() {
             return Err(RecvError::BufferTooShort { needed: offset });
         }
+        if let Some(r) = self.recv_fragments_into(buf, offset, deadline) {
+            return r;
+        }
         let mut needed = 0;
         let r = self.recv_with(deadline, |b| {
             needed = offset + b.len();
@@ -83,6 +86,81 @@ impl<T, C: Codec<T>> Connection<T, C> {
             Err(RecvError::BufferTooShort { .. }) => Err(RecvError::BufferTooShort { needed }),
             r => r,
         }
+    }
+
+    /// The large-message path of [`Connection::recv_bytes_into`]: when the next record is the
+    /// FIRST fragment of a message, its fragments are copied straight into `buf[offset..]`
+    /// (no reassembly buffer, no second copy). If the announced total does not fit, the
+    /// message stays in the ring untouched and the answer is `BufferTooShort` with the room it
+    /// needs (at most `max_message`: the total is checked against it before it is reported).
+    /// Anything but the plain case (a stashed or half-received message, a record that is not
+    /// FIRST, a malformed fragment, a timeout or a dead peer mid-message) returns `None`
+    /// after moving what this call received into the reassembly state, so that the general
+    /// path ([`Connection::recv_with`]) goes on from exactly there with its own answers.
+    fn recv_fragments_into(
+        &mut self,
+        buf: &mut [u8],
+        offset: usize,
+        deadline: Option<Instant>,
+    ) -> Option<Result<usize, RecvError>> {
+        let max_message = self.max_message;
+        let rx = self.rx().ok()?;
+        if rx.stash.is_some() || rx.partial_total.is_some() {
+            return None;
+        }
+        let c = rx.c.as_mut()?;
+        let g = match deadline {
+            None => c.peek(),
+            Some(d) => c.peek_timeout(remaining(d)),
+        }
+        .ok()?;
+        let (&FIRST, body) = g.as_slice().split_first()? else {
+            return None;
+        };
+        let (t, chunk) = body.split_first_chunk::<8>()?;
+        let total = usize::try_from(u64::from_le_bytes(*t)).ok()?;
+        if total > max_message || chunk.len() > total {
+            return None; // the general path reports it
+        }
+        let Some(dst) = offset
+            .checked_add(total)
+            .and_then(|end| buf.get_mut(offset..end))
+        else {
+            // Left in the ring (the grant is dropped, not released) for the next receive.
+            return Some(Err(RecvError::BufferTooShort {
+                needed: offset.saturating_add(total),
+            }));
+        };
+        dst[..chunk.len()].copy_from_slice(chunk);
+        let mut got = chunk.len();
+        g.release();
+        rx.skipping = false;
+        while got < total {
+            let c = rx.c.as_mut()?;
+            let next = match deadline {
+                None => c.peek(),
+                Some(d) => c.peek_timeout(remaining(d)),
+            };
+            let fits = match &next {
+                Ok(g) => match g.as_slice().split_first() {
+                    Some((&CONT, b)) if b.len() <= total - got => Some(b.len()),
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            let (Some(n), Ok(g)) = (fits, next) else {
+                // Not a fitting CONT (or no record): the general path takes over from the
+                // bytes received so far, as if it had received them itself.
+                rx.partial.clear();
+                rx.partial.extend_from_slice(&dst[..got]);
+                rx.partial_total = Some(total);
+                return None;
+            };
+            dst[got..got + n].copy_from_slice(&g.as_slice()[1..]);
+            got += n;
+            g.release();
+        }
+        Some(Ok(total))
     }
 
     /// Hands the next message to `f`; if `f` returns `None` the message is kept for the next
