@@ -17,6 +17,8 @@ enum Op {
     /// Up to 64 KiB: larger than the 4 KiB ring's record, so it goes as fragments.
     Send { end: bool, len: u16, fill: u8 },
     SendBytes { end: bool, len: u16, off: u16 },
+    /// Three parts sent as one message (`send_bytes_vectored_timeout`).
+    SendParts { end: bool, lens: [u16; 3] },
     Recv { end: bool },
     RecvBytes { end: bool },
     RecvInto { end: bool, cap: u16, off: u8 },
@@ -59,6 +61,12 @@ fuzz_target!(|input: Input| {
             Op::SendBytes { end, len, off } => {
                 let buf = vec![7u8; usize::from(len)];
                 let _ = ends[usize::from(end)].send_bytes_timeout(&buf, usize::from(off), None, T);
+            }
+            Op::SendParts { end, lens } => {
+                let parts: Vec<Vec<u8>> =
+                    lens.iter().map(|&n| vec![n as u8; usize::from(n)]).collect();
+                let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                let _ = ends[usize::from(end)].send_bytes_vectored_timeout(&refs, T);
             }
             Op::Recv { end } => {
                 let _ = ends[usize::from(end)].recv_timeout(T);

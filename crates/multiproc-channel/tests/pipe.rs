@@ -610,3 +610,31 @@ fn recv_bytes_into_large_messages_direct_short_buffer_and_timeout_mid_message() 
     }
     assert_eq!(child.wait_timeout(T30), Exit::Code(0));
 }
+
+/// `send_bytes_vectored_timeout` into a ring nobody reads: `Timeout` once full, and what was
+/// sent before is received whole.
+#[test]
+fn vectored_send_times_out_on_a_full_ring() {
+    let opts = PipeOptions {
+        capacity: 4096,
+        max_message: 1 << 20,
+    };
+    let (mut r, mut w) = Pipe::simplex_with::<Vec<u8>, multiproc_channel::Postcard>(opts).unwrap();
+    let mut sent = 0;
+    loop {
+        match w
+            .send_bytes_vectored_timeout(&[b"head", &[sent as u8; 300]], Duration::from_millis(20))
+        {
+            Ok(()) => sent += 1,
+            Err(SendError::Timeout) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 100, "a 4 KiB ring took {sent} messages of 304 bytes");
+    }
+    assert!(sent > 0);
+    for i in 0..sent {
+        let m = r.recv_bytes_timeout(T30).unwrap();
+        assert_eq!(&m[..4], b"head");
+        assert_eq!(&m[4..], &[i as u8; 300][..]);
+    }
+}

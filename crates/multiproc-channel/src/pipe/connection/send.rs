@@ -217,6 +217,18 @@ impl<T, C: Codec<T>> Connection<T, C> {
         self.write_parts(parts, None, max, false)
     }
 
+    /// [`Connection::send_bytes_vectored`], waiting at most `timeout` for room (a large
+    /// message that timed out half-written closes this end's sending side, as
+    /// [`Connection::send_bytes_timeout`]).
+    pub fn send_bytes_vectored_timeout(
+        &mut self,
+        parts: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        let max = self.max_message;
+        self.write_parts(parts, deadline_after(timeout), max, false)
+    }
+
     pub(super) fn write_message(
         &mut self,
         bytes: &[u8],
