@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -552,15 +553,37 @@ struct Whole<R> {
     total: usize,
 }
 
+/// Where chunk `i` of a [`Whole`] goes: its elements of the result's spare capacity, as a
+/// raw pointer taken under the sink's lock and written after it is released.
+struct Dst<R> {
+    ptr: *mut MaybeUninit<R>,
+    len: usize,
+}
+
 impl<R: DeserializeOwned + 'static> Whole<R> {
-    /// Copies chunk `i`'s results (a plain chunk, or postcard) to their place.
-    fn place(&mut self, i: usize, body: &[u8]) -> Result<()> {
-        let start = i * self.chunksize;
+    /// Chunk `i`'s place in the result (`None` if it lies past the capacity).
+    fn dst(&mut self, i: usize) -> Option<Dst<R>> {
+        let start = i.checked_mul(self.chunksize)?;
         let len = self.chunksize.min(self.total.saturating_sub(start));
+        let spare = self.out.spare_capacity_mut().get_mut(start..start + len)?;
+        Some(Dst {
+            ptr: spare.as_mut_ptr(),
+            len,
+        })
+    }
+
+    /// Copies chunk `i`'s results (a plain chunk, or postcard) to `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` came from [`Whole::dst`] for chunk `i` of a `Whole` that is still alive and whose
+    /// `out` is neither moved, grown nor read meanwhile, and no other thread writes chunk `i`
+    /// (the caller claimed it under the sink's lock).
+    unsafe fn place(dst: Dst<R>, i: usize, body: &[u8]) -> Result<()> {
+        // SAFETY: the caller's contract: `dst` is chunk `i`'s part of `out`'s capacity, alive
+        // and written by this thread alone (other chunks are disjoint ranges).
+        let dst = unsafe { std::slice::from_raw_parts_mut(dst.ptr, dst.len) };
         let bad = || TaskError::Task(format!("a result chunk of the wrong length (chunk {i})"));
-        let Some(dst) = self.out.spare_capacity_mut().get_mut(start..start + len) else {
-            return Err(bad());
-        };
         if body.starts_with(&registry::PLAIN_MAGIC) {
             return if registry::plain_read_into(body, dst) {
                 Ok(())
@@ -569,7 +592,7 @@ impl<R: DeserializeOwned + 'static> Whole<R> {
             };
         }
         let v = decode_items::<R>(body)?;
-        if v.len() != len {
+        if v.len() != dst.len() {
             return Err(bad());
         }
         for (d, x) in dst.iter_mut().zip(v) {
@@ -619,8 +642,26 @@ impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
             return;
         }
         let res = match (&mut g.whole, res) {
-            // Plain results: copied to their place under the lock (one slice copy).
-            (Some(w), Ok(body)) => w.place(i, body).map(|()| Vec::new()),
+            // Plain results: chunk `i` is claimed under the lock (a second delivery of it
+            // returns above), then copied to its place after the lock is released, so that
+            // receivers of different chunks copy (and take the result's page faults) side by
+            // side instead of one after the other.
+            (Some(w), Ok(body)) => match w.dst(i) {
+                Some(dst) => {
+                    g.chunks[i] = Some(Vec::new());
+                    drop(g);
+                    // SAFETY: `dst` is chunk `i`'s place, claimed above. `out` stays where it
+                    // is until the last chunk is counted (`remaining` below, under the lock,
+                    // after this copy): only then is the `Whole` taken. The sink outlives
+                    // this call (the caller holds it).
+                    let r = unsafe { Whole::<R>::place(dst, i, body) };
+                    g = lock(&self.st);
+                    r.map(|()| Vec::new())
+                }
+                None => Err(TaskError::Task(format!(
+                    "a result chunk past the end of the map (chunk {i})"
+                ))),
+            },
             (None, res) => {
                 drop(g);
                 let res = res.and_then(decode_items::<R>);
