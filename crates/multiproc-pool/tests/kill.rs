@@ -25,6 +25,18 @@ fn assert_gone(pids: &HashSet<u32>) {
     }
 }
 
+/// SIGKILLs one of `p`'s workers every 15-29 ms, ten times, noting every pid seen.
+fn kill_workers_ten_times(p: &Pool, seen: &mut HashSet<u32>) {
+    for round in 0..10 {
+        std::thread::sleep(Duration::from_millis(15 + 7 * (round % 3)));
+        let pids = p.worker_pids();
+        seen.extend(pids.iter().copied());
+        if let Some(pid) = pids.get(round as usize % pids.len().max(1)) {
+            kill9(*pid);
+        }
+    }
+}
+
 fn wait_file(path: &str) -> u32 {
     let deadline = Instant::now() + T;
     loop {
@@ -134,14 +146,7 @@ fn killed_workers_plain_chunks_are_resent_from_the_input() {
     let n = 6001u64;
     let out = std::thread::scope(|s| {
         let h = s.spawn(|| p.map_chunked(sqr_pausing, 0..n, 100));
-        for round in 0..10 {
-            std::thread::sleep(Duration::from_millis(15 + 7 * (round % 3)));
-            let pids = p.worker_pids();
-            seen.extend(pids.iter().copied());
-            if let Some(pid) = pids.get(round as usize % pids.len().max(1)) {
-                kill9(*pid);
-            }
-        }
+        kill_workers_ten_times(&p, &mut seen);
         h.join().unwrap()
     });
     assert_eq!(out.unwrap(), (0..n).map(|i| i * i).collect::<Vec<_>>());
@@ -164,14 +169,7 @@ fn repeated_kills_with_retries_complete_the_map() {
     let out = std::thread::scope(|s| {
         let h = s.spawn(|| p.map_chunked(mul, (0..400u64).map(|i| (i, 3)), 1));
         let slow = s.spawn(|| p.map_chunked(sleep_ms, vec![2u64; 200], 1));
-        for round in 0..10 {
-            std::thread::sleep(Duration::from_millis(15 + 7 * (round % 3)));
-            let pids = p.worker_pids();
-            seen.extend(pids.iter().copied());
-            if let Some(pid) = pids.get(round as usize % pids.len().max(1)) {
-                kill9(*pid);
-            }
-        }
+        kill_workers_ten_times(&p, &mut seen);
         assert_eq!(slow.join().unwrap().unwrap(), vec![2u64; 200]);
         h.join().unwrap()
     });
