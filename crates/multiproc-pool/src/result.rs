@@ -762,3 +762,59 @@ impl<R: DeserializeOwned + Send + 'static> Sink for IMapSink<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain chunk of the squares of `start..start + len` (what a worker sends back).
+    fn chunk_of(start: u64, len: u64) -> Vec<u8> {
+        let v: Vec<u64> = (start..start + len).map(|x| x * x).collect();
+        let mut out = Vec::new();
+        assert!(registry::plain_append(&v, 8, &mut out));
+        out
+    }
+
+    /// Plain results placed by several threads at once, outside the sink's lock: every chunk
+    /// delivered twice by different threads in scrambled orders (a requeued chunk may come
+    /// back twice), a short last chunk; the map's result is exact, and a chunk of the wrong
+    /// length fails the map instead of being placed.
+    #[test]
+    fn plain_chunks_placed_concurrently_make_the_exact_result() {
+        let (total, cs) = (10_007usize, 100usize);
+        let nchunks = total.div_ceil(cs);
+        let slot = Slot::with_wait(Callbacks::new(), WaitStrategy::SpinPark);
+        let sink = Arc::new(MapSink::<u64>::new(nchunks, cs, total, slot.clone()));
+        let bodies: Vec<Vec<u8>> = (0..nchunks)
+            .map(|i| {
+                let start = i * cs;
+                chunk_of(start as u64, cs.min(total - start) as u64)
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let (sink, bodies) = (&sink, &bodies);
+                s.spawn(move || {
+                    for k in 0..nchunks {
+                        // Each thread its own order; threads 0/2 and 1/3 deliver the same chunks.
+                        let i = (k * 37 + t * 11) % nchunks;
+                        let i = if t % 2 == 0 { i } else { nchunks - 1 - i };
+                        sink.deliver(i as u32, Ok(&bodies[i]));
+                    }
+                });
+            }
+        });
+        let r = AsyncResult { slot };
+        let want: Vec<u64> = (0..total as u64).map(|x| x * x).collect();
+        assert_eq!(r.get_timeout(Duration::from_secs(10)).unwrap(), want);
+
+        let slot = Slot::with_wait(Callbacks::new(), WaitStrategy::SpinPark);
+        let sink = MapSink::<u64>::new(2, 4, 8, slot.clone());
+        sink.deliver(0, Ok(&chunk_of(0, 4)));
+        sink.deliver(1, Ok(&chunk_of(4, 3))); // one short
+        match (AsyncResult { slot }).get_timeout(Duration::from_secs(10)) {
+            Err(TaskError::Task(m)) => assert!(m.contains("wrong length"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
