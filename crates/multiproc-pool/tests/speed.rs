@@ -338,3 +338,26 @@ fn spin_keeps_sequential_calls_on_one_worker_and_idle_workers_park() {
     p.close();
     p.join_timeout(T).unwrap();
 }
+
+/// Under the default `SpinPark` a synchronous `apply`'s caller spins before it parks only while
+/// that pays off (adaptive): with tasks of 2 ms every spin is late, so after two calls the
+/// caller parks at once, trying a spin again only every 64th call.
+#[test]
+fn apply_caller_stops_spinning_when_results_come_late() {
+    let p = Pool::new(2).unwrap();
+    for _ in 0..40 {
+        assert_eq!(p.apply(sleep_ms, 2).unwrap(), 2);
+    }
+    assert!(
+        p.results_read_by_callers() >= 30,
+        "only {} results were read by the caller",
+        p.results_read_by_callers()
+    );
+    let spins = p.caller_spins();
+    assert!(
+        (1..=4).contains(&spins),
+        "the caller spun in {spins} of 40 waits"
+    );
+    p.close();
+    p.join_timeout(Duration::from_secs(60)).unwrap();
+}

@@ -94,6 +94,14 @@ impl Pool {
         self.inner.direct_reads.load(Ordering::Relaxed)
     }
 
+    #[doc(hidden)]
+    /// Waits of a synchronous `apply`'s caller that spun before parking (under the default
+    /// `SpinPark`, adaptive: see docs/pool.md "Wait strategy"). For tests and diagnostics.
+    pub fn caller_spins(&self) -> u64 {
+        // Relaxed: a counter.
+        self.inner.apply_spin.spins.load(Ordering::Relaxed)
+    }
+
     pub(super) fn new_job_id(&self) -> u64 {
         JOB_COUNTER.fetch_add(1, Ordering::Relaxed) + 1
     }

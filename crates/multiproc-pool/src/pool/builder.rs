@@ -152,6 +152,7 @@ impl PoolBuilder {
             limits_used: AtomicBool::new(false),
             wait: self.wait.unwrap_or_default(),
             direct_reads: AtomicU64::new(0),
+            apply_spin: super::SpinGauge::new(),
         });
         let pool = Pool { inner };
         for i in 0..processes {

@@ -3,7 +3,8 @@
 use super::hooks::fail_thread_spawn_hook;
 use super::pipes::{JobPipe, Reader, RxEnd, eventfd};
 use super::{
-    Direct, Inner, JobConn, LIVENESS_POLL, MAX_FAILED_STARTS, PIPE_CAPACITY, Phase, SCRATCH, State,
+    Direct, Inner, JobConn, LIVENESS_POLL, MAX_FAILED_STARTS, PIPE_CAPACITY, Phase, SCRATCH,
+    SPIN_PAYS, State,
 };
 use crate::error::{TaskError, WorkerStartError};
 use crate::facade::{AtomicBool, AtomicU64, Ordering};
@@ -282,18 +283,31 @@ impl Inner {
                 continue;
             };
             let RxEnd { conn, buf } = &mut *g;
-            // Under the default `SpinPark` the caller parks at once on the result ring: a
-            // caller spinning and yielding for its result took the CPU from the worker that
-            // computes it (on the 2-CPU VM under load, apply round trips of 8-33 µs spinning,
-            // ~3 µs parking; see docs/pool.md, session 4). The receiver keeps the strategy.
-            let parks = self.wait == WaitStrategy::SpinPark;
-            if parks {
-                conn.set_wait_strategy(WaitStrategy::Park);
-            }
-            let got = conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL);
-            if parks {
+            // Under the default `SpinPark` the caller spins before it parks only while that
+            // pays off (`SpinGauge`), else it parks at once on the result ring: a caller
+            // spinning and yielding for its result can take the CPU from the worker that
+            // computes it (see docs/pool.md). The receiver keeps the strategy.
+            // The spin is a pure spin of at most `SPIN_PAYS`, without the ring's yields (a
+            // `sched_yield` beside a CPU-bound process can give it the CPU for a whole slice),
+            // then a park.
+            let adaptive = self.wait == WaitStrategy::SpinPark;
+            let got = if adaptive {
+                let mut got = Err(RecvError::Timeout);
+                if self.apply_spin.should_spin() {
+                    conn.set_wait_strategy(WaitStrategy::Spin);
+                    got = conn.recv_bytes_into_timeout(buf, 0, SPIN_PAYS);
+                    self.apply_spin
+                        .record(!matches!(got, Err(RecvError::Timeout)));
+                }
+                if matches!(got, Err(RecvError::Timeout)) {
+                    conn.set_wait_strategy(WaitStrategy::Park);
+                    got = conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL);
+                }
                 conn.set_wait_strategy(self.wait);
-            }
+                got
+            } else {
+                conn.recv_bytes_into_timeout(buf, 0, LIVENESS_POLL)
+            };
             match got {
                 Ok(n) => {
                     // Relaxed: a counter for diagnostics.
