@@ -49,6 +49,37 @@ fn dropped_write_grant_publishes_nothing() {
     assert_eq!(rx.try_peek().unwrap().as_slice(), b"a");
 }
 
+/// The deadline forms of the waiting calls (`peek_deadline`, `reserve_deadline`): a deadline
+/// already past still hands over what is there at once (they read the clock only when they
+/// must wait), and times out when there is nothing; `None` waits as long as needed.
+#[test]
+fn deadline_calls_take_what_is_there_and_time_out_on_nothing() {
+    let ring = SpscRing::new_heap(256).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let past = Instant::now() - Duration::from_millis(1);
+    assert_eq!(rx.peek_deadline(Some(past)).unwrap_err(), PopError::Timeout);
+    let t = Instant::now();
+    assert_eq!(
+        rx.peek_deadline(Some(t + Duration::from_millis(30)))
+            .unwrap_err(),
+        PopError::Timeout
+    );
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    let mut g = tx.reserve_deadline(3, Some(past)).unwrap();
+    g.as_mut_slice().copy_from_slice(b"abc");
+    g.commit();
+    let r = rx.peek_deadline(Some(past)).unwrap();
+    assert_eq!(r.as_slice(), b"abc");
+    r.release();
+    while tx.try_push(&[9; 60]).is_ok() {}
+    assert_eq!(
+        tx.reserve_deadline(60, Some(past)).unwrap_err(),
+        PushError::Timeout
+    );
+    assert_eq!(rx.peek_deadline(None).unwrap().len(), 60);
+}
+
 #[test]
 fn record_larger_than_max_is_a_clear_error_not_truncation() {
     let ring = SpscRing::new_heap(1024).unwrap();

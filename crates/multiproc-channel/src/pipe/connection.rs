@@ -80,17 +80,14 @@ impl<T, C> std::fmt::Debug for Connection<T, C> {
     }
 }
 
-use multiproc_shm::deadline::{after as deadline_after, left as remaining};
+use multiproc_shm::deadline::after as deadline_after;
 
 fn reserve_until(
     p: &mut Producer,
     deadline: Option<Instant>,
     n: usize,
 ) -> Result<multiproc_ring::WriteGrant<'_>, PushError> {
-    match deadline {
-        None => p.reserve(n),
-        Some(d) => p.reserve_timeout(n, remaining(d)),
-    }
+    p.reserve_deadline(n, deadline)
 }
 
 /// Encodes `v` as one `WHOLE` record into `g` and commits it (deferred if `lazy`); `Ok(false)`

@@ -38,6 +38,16 @@ impl<T, C: Codec<T>> Connection<T, C> {
     /// the connection for the next receive.
     #[inline]
     pub fn recv_bytes_into(&mut self, buf: &mut [u8], offset: usize) -> Result<usize, RecvError> {
+        if let Some(n) = self.recv_bytes_into_ready(buf, offset) {
+            return Ok(n);
+        }
+        self.recv_bytes_into_deadline(buf, offset, None)
+    }
+
+    /// The fast path of the receives into a buffer: a whole message already waiting that fits
+    /// `buf[offset..]` is copied and released, without reading the clock; `None` otherwise.
+    #[inline]
+    fn recv_bytes_into_ready(&mut self, buf: &mut [u8], offset: usize) -> Option<usize> {
         if let Some(g) = self.whole_ready() {
             let body = &g.as_slice()[1..];
             if let Some(dst) = offset
@@ -47,10 +57,10 @@ impl<T, C: Codec<T>> Connection<T, C> {
                 copy_small(dst, body);
                 let n = body.len();
                 g.release();
-                return Ok(n);
+                return Some(n);
             }
         }
-        self.recv_bytes_into_deadline(buf, offset, None)
+        None
     }
 
     /// [`Connection::recv_bytes_into`], waiting at most `timeout`.
@@ -60,6 +70,9 @@ impl<T, C: Codec<T>> Connection<T, C> {
         offset: usize,
         timeout: Duration,
     ) -> Result<usize, RecvError> {
+        if let Some(n) = self.recv_bytes_into_ready(buf, offset) {
+            return Ok(n);
+        }
         self.recv_bytes_into_deadline(buf, offset, deadline_after(timeout))
     }
 
@@ -93,8 +106,10 @@ impl<T, C: Codec<T>> Connection<T, C> {
     /// (no reassembly buffer, no second copy). If the announced total does not fit, the
     /// message stays in the ring untouched and the answer is `BufferTooShort` with the room it
     /// needs (at most `max_message`: the total is checked against it before it is reported).
-    /// Anything but the plain case (a stashed or half-received message, a record that is not
-    /// FIRST, a malformed fragment, a timeout or a dead peer mid-message) returns `None`
+    /// A WHOLE record (a small message that came while this call waited) that fits is copied
+    /// and released here too. Anything but these plain cases (a stashed or half-received
+    /// message, a WHOLE record that does not fit, a record that is neither, a malformed
+    /// fragment, a timeout or a dead peer mid-message) returns `None`
     /// after moving what this call received into the reassembly state, so that the general
     /// path ([`Connection::recv_with`]) goes on from exactly there with its own answers.
     fn recv_fragments_into(
@@ -109,14 +124,23 @@ impl<T, C: Codec<T>> Connection<T, C> {
             return None;
         }
         let c = rx.c.as_mut()?;
-        let g = match deadline {
-            None => c.peek(),
-            Some(d) => c.peek_timeout(remaining(d)),
+        let g = c.peek_deadline(deadline).ok()?;
+        let (&tag, body) = g.as_slice().split_first()?;
+        if tag == WHOLE {
+            // A small message that came while this call waited: taken here (the general path
+            // would find it again); one that does not fit is the general path's to report.
+            let dst = offset
+                .checked_add(body.len())
+                .and_then(|end| buf.get_mut(offset..end))?;
+            copy_small(dst, body);
+            let n = body.len();
+            g.release();
+            rx.skipping = false;
+            return Some(Ok(n));
         }
-        .ok()?;
-        let (&FIRST, body) = g.as_slice().split_first()? else {
+        if tag != FIRST {
             return None;
-        };
+        }
         let (t, chunk) = body.split_first_chunk::<8>()?;
         let total = usize::try_from(u64::from_le_bytes(*t)).ok()?;
         if total > max_message || chunk.len() > total {
@@ -137,10 +161,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         rx.skipping = false;
         while got < total {
             let c = rx.c.as_mut()?;
-            let next = match deadline {
-                None => c.peek(),
-                Some(d) => c.peek_timeout(remaining(d)),
-            };
+            let next = c.peek_deadline(deadline);
             let fits = match &next {
                 Ok(g) => match g.as_slice().split_first() {
                     Some((&CONT, b)) if b.len() <= total - got => Some(b.len()),
@@ -195,8 +216,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
             };
             let g = match deadline {
                 _ if nowait => c.try_peek(),
-                None => c.peek(),
-                Some(d) => c.peek_timeout(remaining(d)),
+                d => c.peek_deadline(d),
             };
             let g = match g {
                 Ok(g) => g,

@@ -55,11 +55,7 @@ impl<T, C: Codec<T>> Connection<T, C> {
         let (p, scratch) = self.tx_live()?;
         if in_place {
             let room = SMALL_RESERVE.min(p.max_record());
-            let g = match deadline {
-                None => p.reserve(room),
-                Some(d) => p.reserve_timeout(room, remaining(d)),
-            }
-            .map_err(push_err)?;
+            let g = p.reserve_deadline(room, deadline).map_err(push_err)?;
             if encode_whole::<T, C>(g, v, lazy)? {
                 return Ok(());
             }
