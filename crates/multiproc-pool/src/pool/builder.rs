@@ -10,7 +10,7 @@ use multiproc_process::StartMethod;
 use multiproc_process::registry::{self, Task};
 use multiproc_ring::WaitStrategy;
 use multiproc_shm::fd_passing::collect_fds;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -124,7 +124,7 @@ impl PoolBuilder {
                         proc: None,
                         conn: None,
                         reader: None,
-                        held: BTreeMap::new(),
+                        held: Default::default(),
                         held_items: 0,
                         held_bytes: 0,
                         next_seq: 1,

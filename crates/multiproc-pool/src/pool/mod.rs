@@ -34,6 +34,7 @@ mod api;
 mod builder;
 mod dispatch;
 mod encode;
+mod held;
 mod hooks;
 mod imap;
 mod pipes;
@@ -55,7 +56,7 @@ use crate::wire::Payload;
 use multiproc_process::{Process, StartMethod};
 use multiproc_ring::WaitStrategy;
 use pipes::{JobPipe, Reader};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::{OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -124,7 +125,7 @@ struct WorkerSlot {
     conn: Option<JobConn>,
     /// The result side of the worker, read by its receiver thread or a waiting caller.
     reader: Option<Arc<Reader>>,
-    held: BTreeMap<u64, Job>,
+    held: held::Held<Job>,
     held_items: usize,
     /// Bytes of the held jobs: the fast paths send only while this stays under half the job
     /// pipe, so their sends never block (a receiver blocked on a full job pipe while its
