@@ -33,6 +33,12 @@ fn count_primes(n: u64) -> (u64, u32) {
     (primes_below(n), std::process::id())
 }
 
+/// Out of line, so that every system (the pool's chunks of any size, rayon, the check) runs
+/// the same machine code: inlined, each caller had its own copy of this loop, and their
+/// speeds differed by up to 15% from one build to the next with no change to any of them
+/// (code placement; session 14: `pool_map_heavy` 72-88 items/s across four commits that did
+/// not touch it, `pool_map_heavy_chunk1` unchanged).
+#[inline(never)]
 fn primes_below(n: u64) -> u64 {
     let mut count = 0;
     for k in 2..n {
